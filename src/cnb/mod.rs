@@ -1,0 +1,1 @@
+//! cnb (being written)

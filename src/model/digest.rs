@@ -1,0 +1,186 @@
+//! Content digests: `sha256:<hex>` OCI/registry digests (the CAS key) and blake3 hashes (action keys,
+//! source-file fingerprints). A `…Digest` is always a content hash; nothing here hashes Rust values.
+
+use std::fmt;
+use std::io::{self, Read};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use sha2::{Digest as _, Sha256};
+
+/// An OCI content digest, always `sha256:` followed by 64 lowercase hex digits.
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Digest {
+    hex: String,
+}
+
+/// Why a string is not a valid `sha256:<hex>` digest.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[error("`{0}` is not a sha256 digest (expected `sha256:` followed by 64 lowercase hex digits)")]
+pub struct BadDigest(pub String);
+
+impl Digest {
+    /// Parses `sha256:<64 hex>`.
+    pub fn parse(s: &str) -> Result<Digest, BadDigest> {
+        let hex = s.strip_prefix("sha256:").ok_or_else(|| BadDigest(s.to_string()))?;
+        Digest::from_hex(hex).map_err(|_| BadDigest(s.to_string()))
+    }
+
+    /// Builds a digest from 64 lowercase hex digits (no `sha256:` prefix).
+    pub fn from_hex(hex: &str) -> Result<Digest, BadDigest> {
+        if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+            Ok(Digest { hex: hex.to_string() })
+        } else {
+            Err(BadDigest(hex.to_string()))
+        }
+    }
+
+    /// The sha256 digest of `bytes`.
+    pub fn of_bytes(bytes: &[u8]) -> Digest {
+        Digest { hex: hex::encode(Sha256::digest(bytes)) }
+    }
+
+    /// The sha256 digest of everything `r` yields, streamed.
+    pub fn of_reader(mut r: impl Read) -> io::Result<(Digest, u64)> {
+        let mut h = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut n = 0u64;
+        loop {
+            let k = r.read(&mut buf)?;
+            if k == 0 {
+                break;
+            }
+            h.update(&buf[..k]);
+            n += k as u64;
+        }
+        Ok((Digest { hex: hex::encode(h.finalize()) }, n))
+    }
+
+    /// The 64 hex digits without the algorithm prefix.
+    pub fn hex(&self) -> &str {
+        &self.hex
+    }
+
+    /// The first 12 hex digits, for humans.
+    pub fn short(&self) -> &str {
+        &self.hex[..12]
+    }
+}
+
+impl fmt::Display for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl fmt::Debug for Digest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "sha256:{}", self.hex)
+    }
+}
+
+impl std::str::FromStr for Digest {
+    type Err = BadDigest;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Digest::parse(s)
+    }
+}
+
+impl Serialize for Digest {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Digest {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Digest::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+/// A writer adaptor that hashes (sha256) and counts everything written through it.
+pub struct HashingWriter<W> {
+    inner: W,
+    hasher: Sha256,
+    written: u64,
+}
+
+impl<W: io::Write> HashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        HashingWriter { inner, hasher: Sha256::new(), written: 0 }
+    }
+    /// Returns the inner writer, the digest and the byte count of what went through.
+    pub fn finish(self) -> (W, Digest, u64) {
+        (self.inner, Digest { hex: hex::encode(self.hasher.finalize()) }, self.written)
+    }
+}
+
+impl<W: io::Write> io::Write for HashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// A blake3 hash (32 bytes), used for action keys and source-file fingerprints.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Blake3(pub [u8; 32]);
+
+impl Blake3 {
+    pub fn of_bytes(b: &[u8]) -> Blake3 {
+        Blake3(*blake3::hash(b).as_bytes())
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+    pub fn from_hex(s: &str) -> Option<Blake3> {
+        let v = hex::decode(s).ok()?;
+        Some(Blake3(v.try_into().ok()?))
+    }
+}
+
+impl fmt::Display for Blake3 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl fmt::Debug for Blake3 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "blake3:{}", self.to_hex())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints() {
+        let d = Digest::of_bytes(b"hello");
+        assert_eq!(d.to_string(), "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824");
+        assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
+    }
+
+    #[test]
+    fn rejects_bad_digests() {
+        for s in ["", "sha256:", "md5:00", "sha256:ABCDEF", &format!("sha256:{}", "0".repeat(63))] {
+            assert!(Digest::parse(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn reader_and_writer_agree() {
+        use std::io::Write;
+        let (d, n) = Digest::of_reader(&b"abc"[..]).unwrap();
+        let mut w = HashingWriter::new(Vec::new());
+        w.write_all(b"abc").unwrap();
+        let (_, d2, n2) = w.finish();
+        assert_eq!((d, n), (d2, n2));
+    }
+}

@@ -1,0 +1,1 @@
+//! Labels and patterns (being written)

@@ -1,0 +1,5 @@
+//! The vocabulary every other module shares: labels and patterns, digests, and the action graph.
+//! Imports nothing else of cbuild's.
+
+pub mod digest;
+pub mod label;
