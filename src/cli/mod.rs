@@ -1,2 +1,109 @@
-//! cli (being written)
-pub fn main() -> std::process::ExitCode { std::process::ExitCode::SUCCESS }
+//! The command line: clap definitions, settings, error classification and exit codes. The only module
+//! that uses `anyhow`; one file per subcommand under `commands/`.
+
+pub mod commands;
+pub mod output;
+pub mod query;
+pub mod settings;
+
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+pub use output::Failure;
+
+/// cbuild turns application source into OCI images the Cloud Native Buildpacks way, driven by
+/// Starlark BUILD.star files and a content-addressed cache: only what changed is rebuilt.
+///
+/// Examples:
+///   cbuild //services/api:image            build one image (shorthand for `cbuild build ...`)
+///   cbuild build //...                     build every target of the workspace
+///   cbuild query 'deps(//services/api:image)' --output dot | dot -Tsvg > api.svg
+#[derive(Parser, Debug)]
+#[command(name = "cbuild", version, verbatim_doc_comment, propagate_version = true)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options every subcommand takes. Each setting is taken from, in order: the flag, the `CBUILD_*`
+/// environment variable, `cbuild.toml`, the default.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// Run as if started in DIR (the workspace is found by walking up from it).
+    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
+    pub directory: Option<std::path::PathBuf>,
+    /// Cache directory [env: CBUILD_CACHE_DIR; cbuild.toml: cache.dir; default: $XDG_CACHE_HOME/cbuild].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Parallel actions [env: CBUILD_JOBS; cbuild.toml: build.jobs; default: number of cores].
+    #[arg(short = 'j', long, global = true, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Machine-readable output: one JSON object per line on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Less output: no progress, only errors and results.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Build targets: `cbuild build //services/api:image`, `cbuild build //...`.
+    ///
+    /// Only actions whose inputs changed run; everything else comes from the cache. Each image
+    /// target's OCI layout is written to cbuild-out/<package>/<name>/.
+    Build(commands::build::BuildArgs),
+    /// Query the target graph: deps(X), rdeps(U, X), kind(RULE, X), patterns, and `+`/`-`/`^`.
+    ///
+    /// Examples:
+    ///   cbuild query //...
+    ///   cbuild query 'deps(//services/api:image)' --output dot
+    ///   cbuild query 'rdeps(//..., //stacks:default)'
+    ///   cbuild query 'kind(cnb_image, //...)' --output json
+    #[command(verbatim_doc_comment)]
+    Query(commands::query::QueryArgs),
+}
+
+/// Entry point of the binary. Never panics on user input; returns 0 ok, 1 build failed or
+/// environment error, 2 usage/config/BUILD error.
+pub fn main() -> ExitCode {
+    let args = shorthand(std::env::args_os().collect());
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) => {
+            let code = if e.use_stderr() { 2 } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    match run(cli) {
+        Ok(code) => code,
+        Err(f) => {
+            eprint!("{}", f.render());
+            ExitCode::from(f.exit_code())
+        }
+    }
+}
+
+/// `cbuild //x:y` means `cbuild build //x:y`: insert `build` when the first positional looks like a label.
+fn shorthand(mut args: Vec<OsString>) -> Vec<OsString> {
+    let first_pos = args.iter().skip(1).position(|a| !a.to_string_lossy().starts_with('-')).map(|i| i + 1);
+    if let Some(i) = first_pos {
+        let a = args[i].to_string_lossy();
+        if a.starts_with("//") || a.starts_with(':') {
+            args.insert(i, "build".into());
+        }
+    }
+    args
+}
+
+pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    match cli.command {
+        Command::Build(a) => commands::build::run(&cli.global, a),
+        Command::Query(a) => commands::query::run(&cli.global, a),
+    }
+}

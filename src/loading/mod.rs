@@ -1,1 +1,15 @@
-//! loading (being written)
+//! Loading: finds the workspace, evaluates `BUILD.star` files (and the `.star` files they load) with
+//! the embedded prelude, and builds the [`TargetGraph`]. Every user error is a located [`LoadError`].
+
+pub mod attrs;
+pub mod diagnostics;
+pub mod eval;
+pub mod glob;
+pub mod graph;
+pub mod workspace;
+
+pub use attrs::{AttrValue, FileRef};
+pub use diagnostics::{LoadError, Site};
+pub use eval::{TargetNode, BUILD_FILE};
+pub use graph::{load, Loaded, TargetGraph};
+pub use workspace::{Workspace, WorkspaceConfig, WorkspaceError};

@@ -1,0 +1,22 @@
+//! One file per subcommand; each takes the global args and its own, resolves settings, and returns
+//! an exit code or a [`super::Failure`].
+
+pub mod build;
+pub mod query;
+
+use super::settings::Settings;
+use super::Failure;
+use crate::model::label::Pattern;
+
+/// Parses command-line patterns relative to the current package.
+pub fn parse_patterns(s: &Settings, raw: &[String]) -> Result<Vec<Pattern>, Failure> {
+    let cur = s.current_package();
+    raw.iter()
+        .map(|p| Pattern::parse(p, cur.as_ref()).map_err(|e| Failure::user_hint(e.to_string(), "labels look like //services/api:image, //services/api, :image, //... or //services/...")))
+        .collect()
+}
+
+/// Loads the graph for `patterns`, turning load errors into a located failure.
+pub fn load(s: &Settings, patterns: &[Pattern]) -> Result<crate::loading::Loaded, Failure> {
+    crate::loading::load(s.root(), patterns, s.glob_limit).map_err(Failure::Load)
+}

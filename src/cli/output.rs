@@ -1,0 +1,80 @@
+//! Failures as the user sees them: located BUILD errors, plain errors with `hint:` lines, and the
+//! exit code each kind maps to (2 user/config error, 1 build failure or environment problem).
+
+use crate::loading::LoadError;
+
+/// Why a command failed, sorted by who can fix it.
+#[derive(Debug)]
+pub enum Failure {
+    /// BUILD files, labels, flags or cbuild.toml are wrong: exit 2.
+    Load(Vec<LoadError>),
+    /// Usage or configuration error: exit 2.
+    User { message: String, hints: Vec<String> },
+    /// A build action failed: exit 1.
+    Build { message: String },
+    /// The machine is missing something or an I/O error occurred: exit 1.
+    Environment { error: anyhow::Error, hints: Vec<String> },
+}
+
+impl Failure {
+    pub fn user(message: impl Into<String>) -> Failure {
+        Failure::User { message: message.into(), hints: Vec::new() }
+    }
+    pub fn user_hint(message: impl Into<String>, hint: impl Into<String>) -> Failure {
+        Failure::User { message: message.into(), hints: vec![hint.into()] }
+    }
+    pub fn env(error: impl Into<anyhow::Error>) -> Failure {
+        Failure::Environment { error: error.into(), hints: Vec::new() }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Failure::Load(_) | Failure::User { .. } => 2,
+            Failure::Build { .. } | Failure::Environment { .. } => 1,
+        }
+    }
+
+    /// The text printed on stderr.
+    pub fn render(&self) -> String {
+        match self {
+            Failure::Load(errs) => {
+                let mut s = String::new();
+                for e in errs {
+                    s.push_str(&e.render());
+                    if !s.ends_with('\n') {
+                        s.push('\n');
+                    }
+                }
+                if errs.len() > 1 {
+                    s.push_str(&format!("error: {} errors while loading BUILD files\n", errs.len()));
+                }
+                s
+            }
+            Failure::User { message, hints } => render_plain(message, hints),
+            Failure::Build { message } => format!("error: {message}\n"),
+            Failure::Environment { error, hints } => {
+                let mut msg = format!("{error}");
+                let mut src = error.source();
+                while let Some(e) = src {
+                    msg.push_str(&format!("\n  caused by: {e}"));
+                    src = e.source();
+                }
+                render_plain(&msg, hints)
+            }
+        }
+    }
+}
+
+fn render_plain(message: &str, hints: &[String]) -> String {
+    let mut s = format!("error: {message}\n");
+    for h in hints {
+        s.push_str(&format!("hint: {h}\n"));
+    }
+    s
+}
+
+impl From<Vec<LoadError>> for Failure {
+    fn from(v: Vec<LoadError>) -> Failure {
+        Failure::Load(v)
+    }
+}

@@ -1,0 +1,94 @@
+//! Resolved settings: each one merged flag > `CBUILD_*` env var > `cbuild.toml` > default, in one place.
+//!
+//! | setting      | flag           | env                 | cbuild.toml        | default                     |
+//! |--------------|----------------|---------------------|--------------------|-----------------------------|
+//! | cache dir    | `--cache-dir`  | `CBUILD_CACHE_DIR`  | `cache.dir`        | `$XDG_CACHE_HOME/cbuild` or `~/.cache/cbuild` |
+//! | jobs         | `-j/--jobs`    | `CBUILD_JOBS`       | `build.jobs`       | number of cores             |
+//! | compression  | `--compression`| `CBUILD_COMPRESSION`| `build.compression`| `gzip`                      |
+//! | glob limit   | —              | `CBUILD_GLOB_LIMIT` | `build.glob_limit` | 100000                      |
+
+use std::path::{Path, PathBuf};
+
+use super::{Failure, GlobalArgs};
+use crate::loading::{Workspace, WorkspaceError};
+
+/// Everything a command needs to know about where and how to run.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub workspace: Workspace,
+    /// The directory the command was started in (for relative labels).
+    pub cwd: PathBuf,
+    pub cache_dir: PathBuf,
+    pub jobs: usize,
+    pub compression: String,
+    pub glob_limit: usize,
+    pub json: bool,
+    pub quiet: bool,
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn env_parse<T: std::str::FromStr>(name: &str) -> Result<Option<T>, Failure> {
+    match env(name) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| Failure::user(format!("environment variable `{name}` has an invalid value `{v}`"))),
+    }
+}
+
+impl Settings {
+    pub fn resolve(g: &GlobalArgs) -> Result<Settings, Failure> {
+        let cwd = match &g.directory {
+            Some(d) => d.clone(),
+            None => std::env::current_dir().map_err(Failure::env)?,
+        };
+        let workspace = Workspace::discover(&cwd).map_err(|e| match e {
+            WorkspaceError::NotFound(_) => Failure::user_hint(e.to_string(), "create a `cbuild.toml` at the root of your monorepo (it may be empty)"),
+            WorkspaceError::Invalid { .. } => Failure::user(e.to_string()),
+            WorkspaceError::Read { .. } => Failure::env(e),
+        })?;
+        let c = &workspace.config;
+        let cache_dir = g
+            .cache_dir
+            .clone()
+            .or_else(|| env("CBUILD_CACHE_DIR").map(PathBuf::from))
+            .or_else(|| c.cache.dir.as_ref().map(|d| workspace.root.join(d)))
+            .unwrap_or_else(default_cache_dir);
+        let jobs = match g.jobs {
+            Some(j) => Some(j),
+            None => env_parse("CBUILD_JOBS")?,
+        }
+        .or(c.build.jobs)
+        .unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2));
+        if jobs == 0 {
+            return Err(Failure::user("`jobs` must be at least 1"));
+        }
+        let compression = env("CBUILD_COMPRESSION").or(c.build.compression.clone()).unwrap_or_else(|| "gzip".into());
+        if !["gzip", "zstd"].contains(&compression.as_str()) {
+            return Err(Failure::user(format!("compression `{compression}` is not supported; use `gzip` or `zstd`")));
+        }
+        let glob_limit = env_parse("CBUILD_GLOB_LIMIT")?.or(c.build.glob_limit).unwrap_or(100_000);
+        Ok(Settings { workspace, cwd, cache_dir, jobs, compression, glob_limit, json: g.json, quiet: g.quiet })
+    }
+
+    /// The package the command was started in, for `:name` labels.
+    pub fn current_package(&self) -> Option<crate::model::label::PackagePath> {
+        let rel = self.workspace.package_of(&self.cwd)?;
+        crate::model::label::PackagePath::parse(&rel).ok()
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.workspace.root
+    }
+}
+
+fn default_cache_dir() -> PathBuf {
+    if let Some(x) = env("XDG_CACHE_HOME") {
+        return PathBuf::from(x).join("cbuild");
+    }
+    if let Some(h) = env("HOME") {
+        return PathBuf::from(h).join(".cache").join("cbuild");
+    }
+    std::env::temp_dir().join("cbuild-cache")
+}

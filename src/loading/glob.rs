@@ -1,0 +1,127 @@
+//! `glob(include, exclude)`: deterministic file matching inside one package. Patterns may not leave
+//! the package (no `..`, no absolute paths) and never descend into sub-packages.
+
+use std::path::Path;
+
+use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
+
+use super::diagnostics::LoadError;
+use super::eval::BUILD_FILE;
+
+fn build_set(patterns: &[String], what: &str) -> Result<GlobSet, LoadError> {
+    let mut b = GlobSetBuilder::new();
+    for p in patterns {
+        if p.starts_with('/') || p.split('/').any(|s| s == "..") {
+            return Err(LoadError::new(format!("glob pattern `{p}` escapes the package"))
+                .label("absolute and `..` patterns are not allowed")
+                .help("glob() only matches files of the package it is called in"));
+        }
+        let g: Glob = GlobBuilder::new(p)
+            .literal_separator(true)
+            .backslash_escape(true)
+            .build()
+            .map_err(|e| LoadError::new(format!("invalid glob {what} pattern `{p}`: {}", e.kind())))?;
+        b.add(g);
+    }
+    b.build().map_err(|e| LoadError::new(format!("invalid glob patterns: {e}")))
+}
+
+/// Files of the package at `dir` matching `include` minus `exclude`, as sorted package-relative paths.
+/// Directories holding a `BUILD.star` (sub-packages), hidden VCS dirs and `cbuild-out` are skipped.
+pub fn glob(dir: &Path, include: &[String], exclude: &[String], limit: usize) -> Result<Vec<String>, LoadError> {
+    let inc = build_set(include, "include")?;
+    let exc = build_set(exclude, "exclude")?;
+    let mut out = Vec::new();
+    let mut it = walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name().into_iter();
+    while let Some(entry) = it.next() {
+        let entry = entry.map_err(|e| LoadError::new(format!("glob: cannot read `{}`: {e}", dir.display())))?;
+        let rel = match entry.path().strip_prefix(dir) {
+            Ok(r) if !r.as_os_str().is_empty() => r,
+            _ => continue,
+        };
+        let name = entry.file_name().to_string_lossy();
+        if entry.file_type().is_dir() {
+            if name == ".git" || name == "cbuild-out" || entry.path().join(BUILD_FILE).is_file() {
+                it.skip_current_dir();
+            }
+            continue;
+        }
+        let Some(rel) = rel.to_str() else {
+            return Err(LoadError::new(format!(
+                "glob: file name `{}` in `{}` is not valid UTF-8",
+                rel.to_string_lossy(),
+                dir.display()
+            ))
+            .help("rename the file; labels and layer paths must be UTF-8"));
+        };
+        if inc.is_match(rel) && !exc.is_match(rel) {
+            out.push(rel.to_string());
+            if out.len() > limit {
+                return Err(LoadError::new(format!("glob({include:?}) matches more than {limit} files"))
+                    .help("narrow the pattern, or raise `glob_limit` in cbuild.toml"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> tempfile::TempDir {
+        let t = tempfile::tempdir().unwrap();
+        for f in ["a.py", "b.py", "src/c.py", "src/d/e.py", "README.md", ".hidden", "sub/BUILD.star", "sub/x.py"] {
+            let p = t.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, f).unwrap();
+        }
+        t
+    }
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn star_stays_in_directory() {
+        let t = tree();
+        assert_eq!(glob(t.path(), &s(&["*.py"]), &[], 100).unwrap(), s(&["a.py", "b.py"]));
+    }
+
+    #[test]
+    fn double_star_recurses_but_not_into_subpackages() {
+        let t = tree();
+        assert_eq!(
+            glob(t.path(), &s(&["**/*.py"]), &[], 100).unwrap(),
+            s(&["a.py", "b.py", "src/c.py", "src/d/e.py"])
+        );
+        assert_eq!(glob(t.path(), &s(&["**"]), &s(&["**/*.py"]), 100).unwrap(), s(&[".hidden", "README.md"]));
+    }
+
+    #[test]
+    fn deterministic_order() {
+        let t = tree();
+        let a = glob(t.path(), &s(&["**"]), &[], 100).unwrap();
+        let b = glob(t.path(), &s(&["src/**", "*"]), &[], 100).unwrap();
+        let mut b2 = b.clone();
+        b2.sort();
+        assert_eq!(b, b2);
+        assert_eq!(a.len(), 6);
+    }
+
+    #[test]
+    fn escaping_patterns_are_errors() {
+        let t = tree();
+        for p in ["../x", "/etc/*", "a/../../b"] {
+            let e = glob(t.path(), &s(&[p]), &[], 100).unwrap_err();
+            assert!(e.message.contains("escapes the package"), "{p}: {}", e.message);
+        }
+    }
+
+    #[test]
+    fn limit() {
+        let t = tree();
+        assert!(glob(t.path(), &s(&["**"]), &[], 3).is_err());
+    }
+}

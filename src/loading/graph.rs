@@ -1,0 +1,298 @@
+//! The target graph: every target reachable from the requested patterns, with dependency edges
+//! (petgraph). Loading packages on demand, checking that every label resolves, and finding cycles.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::path::Path;
+
+use petgraph::graph::{DiGraph, NodeIndex};
+use petgraph::Direction;
+
+use super::diagnostics::LoadError;
+use super::eval::{Evaluation, TargetNode, BUILD_FILE};
+use crate::model::label::{Label, PackagePath, Pattern};
+
+/// Loaded targets and their dependency edges (edge `a -> b` means `a` depends on `b`).
+pub struct TargetGraph {
+    pub nodes: BTreeMap<Label, TargetNode>,
+    graph: DiGraph<Label, ()>,
+    index: HashMap<Label, NodeIndex>,
+}
+
+impl TargetGraph {
+    fn build(nodes: BTreeMap<Label, TargetNode>) -> TargetGraph {
+        let mut graph = DiGraph::new();
+        let mut index = HashMap::new();
+        for l in nodes.keys() {
+            index.insert(l.clone(), graph.add_node(l.clone()));
+        }
+        for (l, n) in &nodes {
+            for d in &n.deps {
+                if let Some(&di) = index.get(d) {
+                    graph.add_edge(index[l], di, ());
+                }
+            }
+        }
+        TargetGraph { nodes, graph, index }
+    }
+
+    pub fn get(&self, l: &Label) -> Option<&TargetNode> {
+        self.nodes.get(l)
+    }
+
+    /// `roots` and everything they depend on, transitively.
+    pub fn deps(&self, roots: &BTreeSet<Label>) -> BTreeSet<Label> {
+        self.reach(roots, Direction::Outgoing)
+    }
+
+    /// Targets of `universe` that depend (transitively) on any of `targets`, including `targets` ∩ closure.
+    pub fn rdeps(&self, universe: &BTreeSet<Label>, targets: &BTreeSet<Label>) -> BTreeSet<Label> {
+        let closure = self.deps(universe);
+        self.reach(targets, Direction::Incoming).into_iter().filter(|l| closure.contains(l)).collect()
+    }
+
+    fn reach(&self, roots: &BTreeSet<Label>, dir: Direction) -> BTreeSet<Label> {
+        let mut seen = BTreeSet::new();
+        let mut q: VecDeque<NodeIndex> = roots.iter().filter_map(|l| self.index.get(l).copied()).collect();
+        while let Some(i) = q.pop_front() {
+            if seen.insert(self.graph[i].clone()) {
+                q.extend(self.graph.neighbors_directed(i, dir));
+            }
+        }
+        seen
+    }
+
+    /// Direct dependencies of one target.
+    pub fn direct_deps(&self, l: &Label) -> Vec<Label> {
+        self.nodes.get(l).map(|n| n.deps.clone()).unwrap_or_default()
+    }
+
+    /// All labels in dependency order (dependencies first), deterministic.
+    pub fn topo_order(&self) -> Vec<Label> {
+        let mut out = Vec::new();
+        let mut state: HashMap<&Label, bool> = HashMap::new();
+        fn visit<'a>(g: &'a TargetGraph, l: &'a Label, state: &mut HashMap<&'a Label, bool>, out: &mut Vec<Label>) {
+            if state.contains_key(l) {
+                return;
+            }
+            state.insert(l, false);
+            for d in &g.nodes[l].deps {
+                if g.nodes.contains_key(d) {
+                    visit(g, d, state, out);
+                }
+            }
+            state.insert(l, true);
+            out.push(l.clone());
+        }
+        for l in self.nodes.keys() {
+            visit(self, l, &mut state, &mut out);
+        }
+        out
+    }
+}
+
+/// Finds every package (directory with a BUILD.star) at or below `under`.
+pub fn find_packages(root: &Path, under: &PackagePath) -> Vec<PackagePath> {
+    let start = root.join(under.as_str());
+    let mut out = Vec::new();
+    let mut it = walkdir::WalkDir::new(&start).sort_by_file_name().into_iter();
+    while let Some(Ok(e)) = it.next() {
+        if !e.file_type().is_dir() {
+            continue;
+        }
+        let name = e.file_name().to_string_lossy();
+        if e.depth() > 0 && (name.starts_with('.') || name == "cbuild-out" || name == "target") {
+            it.skip_current_dir();
+            continue;
+        }
+        if e.path().join(BUILD_FILE).is_file() {
+            if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
+                if let Ok(p) = PackagePath::parse(rel) {
+                    out.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The result of loading: the graph and the targets the patterns selected.
+pub struct Loaded {
+    pub graph: TargetGraph,
+    pub requested: BTreeSet<Label>,
+    pub packages_loaded: usize,
+}
+
+/// Loads the packages the patterns name, then transitively the packages their targets depend on.
+/// Reports every error found (not just the first), each located in its BUILD file.
+pub fn load(root: &Path, patterns: &[Pattern], glob_limit: usize) -> Result<Loaded, Vec<LoadError>> {
+    let mut ev = Evaluation::new(root).map_err(|e| vec![e])?;
+    ev.glob_limit = glob_limit;
+    let mut packages: BTreeMap<PackagePath, Option<Vec<TargetNode>>> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let mut queue: VecDeque<PackagePath> = VecDeque::new();
+    for p in patterns {
+        match p {
+            Pattern::Target(l) => queue.push_back(l.package.clone()),
+            Pattern::Package(pk) => queue.push_back(pk.clone()),
+            Pattern::Recursive(pk) => {
+                let found = find_packages(root, pk);
+                if found.is_empty() {
+                    errors.push(LoadError::new(format!("no packages (directories with {BUILD_FILE}) match `{p}`")));
+                }
+                queue.extend(found);
+            }
+        }
+    }
+    let mut failed: BTreeSet<PackagePath> = BTreeSet::new();
+    let load_pkg = |pk: &PackagePath, packages: &mut BTreeMap<PackagePath, Option<Vec<TargetNode>>>, errors: &mut Vec<LoadError>, failed: &mut BTreeSet<PackagePath>| {
+        if packages.contains_key(pk) {
+            return;
+        }
+        if !root.join(pk.as_str()).join(BUILD_FILE).is_file() {
+            packages.insert(pk.clone(), None);
+            return;
+        }
+        match ev.eval_package(pk) {
+            Ok(t) => {
+                packages.insert(pk.clone(), Some(t));
+            }
+            Err(e) => {
+                errors.push(e);
+                failed.insert(pk.clone());
+                packages.insert(pk.clone(), Some(Vec::new()));
+            }
+        }
+    };
+    for pk in queue.drain(..) {
+        load_pkg(&pk, &mut packages, &mut errors, &mut failed);
+    }
+    // Requested targets.
+    let mut requested = BTreeSet::new();
+    for p in patterns {
+        let mut any = false;
+        for (pk, ts) in &packages {
+            for t in ts.iter().flatten() {
+                if p.matches(&t.label) {
+                    requested.insert(t.label.clone());
+                    any = true;
+                }
+            }
+            let _ = pk;
+        }
+        let in_failed = match p {
+            Pattern::Target(l) => failed.contains(&l.package),
+            _ => !failed.is_empty(),
+        };
+        if !any && !in_failed {
+            match p {
+                Pattern::Target(l) => errors.push(missing_target_error(l, packages.get(&l.package), None)),
+                _ if errors.is_empty() => errors.push(LoadError::new(format!("`{p}` matches no targets"))),
+                _ => {}
+            }
+        }
+    }
+    // Transitive closure over deps, loading packages as needed.
+    let mut nodes: BTreeMap<Label, TargetNode> = BTreeMap::new();
+    let mut work: VecDeque<Label> = requested.iter().cloned().collect();
+    while let Some(l) = work.pop_front() {
+        if nodes.contains_key(&l) {
+            continue;
+        }
+        let Some(Some(ts)) = packages.get(&l.package) else { continue };
+        let Some(n) = ts.iter().find(|t| t.label == l).cloned() else { continue };
+        for d in &n.deps {
+            load_pkg(&d.package, &mut packages, &mut errors, &mut failed);
+            let found = packages.get(&d.package).and_then(|o| o.as_ref()).map(|ts| ts.iter().any(|t| &t.label == d));
+            match found {
+                Some(true) => work.push_back(d.clone()),
+                _ if failed.contains(&d.package) => {}
+                _ => errors.push(missing_target_error(d, packages.get(&d.package), Some(&n))),
+            }
+        }
+        nodes.insert(l, n);
+    }
+    if !errors.is_empty() {
+        return Err(dedup(errors));
+    }
+    let graph = TargetGraph::build(nodes);
+    if let Some(cycle) = find_cycle(&graph) {
+        let first = &graph.nodes[&cycle[0]];
+        let path: Vec<String> = cycle.iter().map(|l| l.to_string()).collect();
+        return Err(vec![LoadError::new(format!("dependency cycle: {}", path.join(" -> ")))
+            .at(first.site.clone())
+            .label("this target is part of the cycle")
+            .help("a target cannot depend on itself, directly or through others")]);
+    }
+    let packages_loaded = packages.values().filter(|p| p.is_some()).count();
+    Ok(Loaded { graph, requested, packages_loaded })
+}
+
+fn dedup(errors: Vec<LoadError>) -> Vec<LoadError> {
+    let mut seen = BTreeSet::new();
+    errors.into_iter().filter(|e| seen.insert(format!("{}|{:?}", e.message, e.site))).collect()
+}
+
+fn missing_target_error(l: &Label, pkg: Option<&Option<Vec<TargetNode>>>, from: Option<&TargetNode>) -> LoadError {
+    let site = from.and_then(|n| n.site.clone());
+    let via = from.map(|n| format!(" (referenced by `{}`)", n.label)).unwrap_or_default();
+    match pkg {
+        Some(Some(ts)) => {
+            let names: Vec<String> = ts.iter().map(|t| t.label.name.clone()).collect();
+            let e = LoadError::new(format!("no target `{}` in package `//{}`{via}", l.name, l.package)).at(site).label(format!("`{l}` does not exist"));
+            if names.is_empty() {
+                e
+            } else {
+                e.help(format!("targets in `//{}`: {}", l.package, names.join(", ")))
+            }
+        }
+        _ => LoadError::new(format!("`{l}` refers to package `//{}`, which has no {BUILD_FILE}{via}", l.package))
+            .at(site)
+            .label("unknown package")
+            .help(format!("create `{}/{BUILD_FILE}` or fix the label", if l.package.is_root() { "." } else { l.package.as_str() })),
+    }
+}
+
+/// A dependency cycle as a path `a -> b -> ... -> a`, if any (deterministic: smallest label first).
+pub fn find_cycle(g: &TargetGraph) -> Option<Vec<Label>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum S {
+        Open,
+        Done,
+    }
+    let mut state: HashMap<&Label, S> = HashMap::new();
+    let mut stack: Vec<&Label> = Vec::new();
+    fn dfs<'a>(g: &'a TargetGraph, l: &'a Label, state: &mut HashMap<&'a Label, S>, stack: &mut Vec<&'a Label>) -> Option<Vec<Label>> {
+        state.insert(l, S::Open);
+        stack.push(l);
+        for d in &g.nodes[l].deps {
+            if !g.nodes.contains_key(d) {
+                continue;
+            }
+            match state.get(d) {
+                Some(S::Open) => {
+                    let pos = stack.iter().position(|x| *x == d).unwrap_or(0);
+                    let mut c: Vec<Label> = stack[pos..].iter().map(|x| (*x).clone()).collect();
+                    c.push(d.clone());
+                    return Some(c);
+                }
+                Some(S::Done) => {}
+                None => {
+                    if let Some(c) = dfs(g, d, state, stack) {
+                        return Some(c);
+                    }
+                }
+            }
+        }
+        stack.pop();
+        state.insert(l, S::Done);
+        None
+    }
+    for l in g.nodes.keys() {
+        if !state.contains_key(l) {
+            if let Some(c) = dfs(g, l, &mut state, &mut stack) {
+                return Some(c);
+            }
+        }
+    }
+    None
+}

@@ -1,0 +1,88 @@
+//! TestContext: a temp workspace and cache dir, the cbuild binary, fixed SOURCE_DATE_EPOCH, no
+//! progress bars. Shared by the CLI integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub struct TestContext {
+    pub dir: tempfile::TempDir,
+    pub cache: tempfile::TempDir,
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl TestContext {
+    pub fn new() -> TestContext {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("cbuild.toml"), "").unwrap();
+        TestContext { dir, cache: tempfile::tempdir().unwrap() }
+    }
+
+    /// A context whose workspace is a copy of `examples/`.
+    pub fn from_examples() -> TestContext {
+        let cx = TestContext::new();
+        copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("examples"), cx.root());
+        cx
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> &Self {
+        let p = self.root().join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(p, text).unwrap();
+        self
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cbuild"));
+        c.current_dir(self.root())
+            .env("CBUILD_CACHE_DIR", self.cache.path())
+            .env("SOURCE_DATE_EPOCH", "315532800")
+            .env_remove("CBUILD_JOBS")
+            .env_remove("CBUILD_REMOTE_CACHE")
+            .env("NO_COLOR", "1");
+        c
+    }
+
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out: Output = self.cmd().args(args).output().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: self.filter(&String::from_utf8_lossy(&out.stderr)),
+        }
+    }
+
+    /// Replaces temp paths so snapshots are stable. Digests are never filtered.
+    pub fn filter(&self, s: &str) -> String {
+        s.replace(&self.root().display().to_string(), "[WS]").replace(&self.cache.path().display().to_string(), "[CACHE]")
+    }
+}
+
+pub fn copy_tree(from: &Path, to: &Path) {
+    for e in walkdir::WalkDir::new(from) {
+        let e = e.unwrap();
+        let rel = e.path().strip_prefix(from).unwrap();
+        if rel.components().any(|c| c.as_os_str() == "cbuild-out") {
+            continue;
+        }
+        let dst: PathBuf = to.join(rel);
+        if e.file_type().is_dir() {
+            std::fs::create_dir_all(&dst).unwrap();
+        } else if e.file_type().is_symlink() {
+            let t = std::fs::read_link(e.path()).unwrap();
+            let _ = std::fs::remove_file(&dst);
+            std::os::unix::fs::symlink(t, &dst).unwrap();
+        } else {
+            std::fs::copy(e.path(), &dst).unwrap();
+        }
+    }
+}
