@@ -1,1 +1,204 @@
-//! analysis (being written)
+//! Analysis: turns the loaded targets into a plain-data [`ActionGraph`], one rule at a time. Checks
+//! what loading cannot (a `layer` listed where an image is expected, a bad mode), with the target's site.
+
+use std::collections::BTreeMap;
+
+use crate::loading::{AttrValue, LoadError, TargetGraph, TargetNode};
+use crate::model::action::{ActionGraph, ActionId, ActionKind, ImageConfigSpec, Input, LayerFile};
+use crate::model::label::Label;
+
+/// What a target provides to its dependents after analysis.
+#[derive(Clone, Debug)]
+enum Provided {
+    Files { action: ActionId, outs: Vec<String> },
+    Layer(ActionId),
+    Image(ActionId),
+    /// A target with no actions of its own yet (stack, buildpack, builder before the CNB runners).
+    Declared,
+}
+
+/// Analyses every target in `labels` (and their dependencies) into one action graph.
+pub fn analyze(g: &TargetGraph, labels: &[Label]) -> Result<ActionGraph, Vec<LoadError>> {
+    let mut ag = ActionGraph::default();
+    let mut provided: BTreeMap<Label, Provided> = BTreeMap::new();
+    let mut errors = Vec::new();
+    let wanted = g.deps(&labels.iter().cloned().collect());
+    for l in g.topo_order() {
+        if !wanted.contains(&l) {
+            continue;
+        }
+        let n = &g.nodes[&l];
+        match analyze_target(n, &provided, &mut ag) {
+            Ok(p) => {
+                match &p {
+                    Provided::Image(a) => {
+                        ag.target_outputs.insert(l.clone(), *a);
+                        ag.image_targets.push(l.clone());
+                    }
+                    Provided::Layer(a) | Provided::Files { action: a, .. } => {
+                        ag.target_outputs.insert(l.clone(), *a);
+                    }
+                    Provided::Declared => {}
+                }
+                provided.insert(l, p);
+            }
+            Err(m) => {
+                errors.push(LoadError::new(format!("`{l}`: {m}")).at(n.site.clone()));
+                provided.insert(l, Provided::Declared);
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(ag)
+    } else {
+        Err(errors)
+    }
+}
+
+fn strings(v: &AttrValue) -> Vec<String> {
+    v.as_list().iter().filter_map(|x| x.as_str().map(String::from)).collect()
+}
+
+fn string_map(v: &AttrValue) -> BTreeMap<String, String> {
+    v.as_dict()
+        .map(|d| d.iter().filter_map(|(k, x)| x.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+fn opt_string(v: &AttrValue) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(String::from)
+}
+
+/// Source inputs of a `source_list` attribute: (path relative to the package, input).
+fn sources(n: &TargetNode, attr: &str, provided: &BTreeMap<Label, Provided>) -> Result<(Vec<(String, Input)>, Vec<ActionId>), String> {
+    let pkg_prefix = if n.label.package.is_root() { String::new() } else { format!("{}/", n.label.package) };
+    let mut out = Vec::new();
+    let mut deps = Vec::new();
+    for v in n.attr(attr).as_list() {
+        match v {
+            AttrValue::File(f) => {
+                let rel = f.file.strip_prefix(&pkg_prefix).unwrap_or(&f.file).to_string();
+                out.push((rel, Input::Source(f.file.clone())));
+            }
+            AttrValue::Label(l) => match provided.get(l) {
+                Some(Provided::Files { action, outs }) => {
+                    deps.push(*action);
+                    for o in outs {
+                        out.push((o.clone(), Input::Output { action: *action, path: o.clone() }));
+                    }
+                }
+                _ => return Err(format!("`{attr}` lists `{l}`, which produces no files (only genrule outputs can be sources)")),
+            },
+            _ => {}
+        }
+    }
+    Ok((out, deps))
+}
+
+fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut ActionGraph) -> Result<Provided, String> {
+    let l = &n.label;
+    match n.kind.as_str() {
+        "genrule" => {
+            let (srcs, deps) = sources(n, "srcs", provided)?;
+            let outs = strings(n.attr("outs"));
+            if outs.is_empty() {
+                return Err("`outs` is empty; a genrule must declare the files it creates".into());
+            }
+            for o in &outs {
+                if crate::fs::normalize_relative(std::path::Path::new(o)).is_none_or(|p| p.as_os_str().is_empty()) {
+                    return Err(format!("output `{o}` must be a relative path inside the scratch dir"));
+                }
+            }
+            let cmd = n.attr("cmd").as_str().unwrap_or_default().to_string();
+            let env = string_map(n.attr("env"));
+            let a = ag.add(l, ActionKind::Genrule { srcs, outs: outs.clone(), cmd, env }, deps);
+            Ok(Provided::Files { action: a, outs })
+        }
+        "layer" => {
+            let (srcs, deps) = sources(n, "srcs", provided)?;
+            let prefix = n.attr("prefix").as_str().unwrap_or("/").trim_matches('/').to_string();
+            let strip = n.attr("strip_prefix").as_str().unwrap_or("").trim_matches('/').to_string();
+            let mut files = Vec::new();
+            for (rel, input) in srcs {
+                let rest = if strip.is_empty() {
+                    rel.clone()
+                } else {
+                    match rel.strip_prefix(&format!("{strip}/")) {
+                        Some(r) => r.to_string(),
+                        None => return Err(format!("source `{rel}` does not start with strip_prefix `{strip}`")),
+                    }
+                };
+                let dest = if prefix.is_empty() { rest } else { format!("{prefix}/{rest}") };
+                files.push(LayerFile { input, dest });
+            }
+            let mode = match n.attr("mode").as_str().filter(|s| !s.is_empty()) {
+                None => None,
+                Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().filter(|v| *v <= 0o7777).ok_or_else(|| format!("mode `{m}` is not an octal file mode such as \"0755\""))?),
+            };
+            let owner = n.attr("owner").as_str().unwrap_or("0:0");
+            let (uid, gid) = owner
+                .split_once(':')
+                .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
+                .ok_or_else(|| format!("owner `{owner}` must be numeric `uid:gid`, e.g. \"1000:1000\""))?;
+            let symlinks = string_map(n.attr("symlinks")).into_iter().map(|(k, v)| (k.trim_start_matches('/').to_string(), v)).collect();
+            let compression = n.attr("compression").as_str().unwrap_or("gzip").to_string();
+            let a = ag.add(l, ActionKind::Layer { files, mode, uid, gid, symlinks, compression }, deps);
+            Ok(Provided::Layer(a))
+        }
+        "oci_import" => {
+            let path = match n.attr("layout") {
+                AttrValue::File(f) => f.file.clone(),
+                _ => return Err("`layout` is required".into()),
+            };
+            let a = ag.add(l, ActionKind::ImportImage { path, tag: opt_string(n.attr("tag")), files: Vec::new() }, vec![]);
+            Ok(Provided::Image(a))
+        }
+        "oci_image" => {
+            let mut deps = Vec::new();
+            let base = match n.attr("base") {
+                AttrValue::Label(b) => match provided.get(b) {
+                    Some(Provided::Image(a)) => {
+                        deps.push(*a);
+                        Some(*a)
+                    }
+                    _ => return Err(format!("`base` is `{b}`, which is not an image")),
+                },
+                _ => None,
+            };
+            let mut layers = Vec::new();
+            for v in n.attr("layers").as_list() {
+                if let AttrValue::Label(ll) = v {
+                    match provided.get(ll) {
+                        Some(Provided::Layer(a)) => {
+                            deps.push(*a);
+                            layers.push(*a)
+                        }
+                        _ => return Err(format!("`layers` lists `{ll}`, which is not a `layer` target")),
+                    }
+                }
+            }
+            let list = |k: &str| -> Option<Vec<String>> {
+                match n.attr(k) {
+                    AttrValue::None => None,
+                    v => Some(strings(v)),
+                }
+            };
+            let config = ImageConfigSpec {
+                entrypoint: list("entrypoint").filter(|v| !v.is_empty()),
+                cmd: list("cmd").filter(|v| !v.is_empty()),
+                env: string_map(n.attr("env")),
+                user: opt_string(n.attr("user")),
+                workdir: opt_string(n.attr("workdir")),
+                labels: string_map(n.attr("labels")),
+                exposed_ports: strings(n.attr("exposed_ports")),
+                created: opt_string(n.attr("created")),
+                os: n.attr("os").as_str().unwrap_or("linux").to_string(),
+                architecture: n.attr("architecture").as_str().unwrap_or("amd64").to_string(),
+            };
+            let a = ag.add(l, ActionKind::Image { base, layers, config }, deps);
+            Ok(Provided::Image(a))
+        }
+        // Declared now; their actions arrive with the CNB, registry and Debian-stack issues.
+        _ => Ok(Provided::Declared),
+    }
+}

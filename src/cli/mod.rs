@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod output;
+pub mod progress;
 pub mod query;
 pub mod settings;
 
@@ -66,6 +67,10 @@ pub enum Command {
     ///   cbuild query 'kind(cnb_image, //...)' --output json
     #[command(verbatim_doc_comment)]
     Query(commands::query::QueryArgs),
+    /// Why did this target rebuild? Lists, per action of the last build, the inputs that changed.
+    Explain(commands::explain::ExplainArgs),
+    /// Inspect and trim the local cache: `stats`, `gc --max-size 10GB`, `clean`.
+    Cache(commands::cache::CacheArgs),
 }
 
 /// Entry point of the binary. Never panics on user input; returns 0 ok, 1 build failed or
@@ -105,5 +110,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Build(a) => commands::build::run(&cli.global, a),
         Command::Query(a) => commands::query::run(&cli.global, a),
+        Command::Explain(a) => commands::explain::run(&cli.global, a),
+        Command::Cache(a) => commands::cache::run(&cli.global, a),
     }
 }

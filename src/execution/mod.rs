@@ -1,1 +1,10 @@
-//! execution (being written)
+//! Execution: the scheduler, the sandbox and one runner per action kind. Takes a plain
+//! [`ActionGraph`](crate::model::action::ActionGraph), so it is testable without Starlark.
+
+pub mod events;
+pub mod runners;
+pub mod sandbox;
+pub mod scheduler;
+
+pub use events::{Event, Outcome, Reporter};
+pub use scheduler::{execute, BuildReport, ExecConfig};

@@ -1,5 +1,6 @@
 //! The vocabulary every other module shares: labels and patterns, digests, and the action graph.
 //! Imports nothing else of cbuild's.
 
+pub mod action;
 pub mod digest;
 pub mod label;

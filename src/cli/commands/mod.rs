@@ -2,6 +2,8 @@
 //! an exit code or a [`super::Failure`].
 
 pub mod build;
+pub mod cache;
+pub mod explain;
 pub mod query;
 
 use super::settings::Settings;

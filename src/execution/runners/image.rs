@@ -1,0 +1,122 @@
+//! The `image` runner: base (or scratch) + layers + config → an image in the CAS, `created` fixed
+//! (1980-01-01T00:00:01Z or `SOURCE_DATE_EPOCH`) so the same inputs give the same digest anywhere.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{output_digest, RunCtx};
+use crate::cache::{ComponentValue, KeyBuilder};
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
+use crate::oci::image::{append_layer, scratch, with_config, with_created, ConfigPatch, Image};
+use crate::oci::layer::{Compression, LayerBlob};
+
+pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let ActionKind::Image { base, layers, config } = &a.kind else { unreachable!() };
+    let base_d = match base {
+        Some(b) => image_manifest(deps, *b)?.to_string(),
+        None => "scratch".into(),
+    };
+    let mut ls = Vec::new();
+    for l in layers {
+        ls.push(output_digest(deps.get(l).ok_or("internal: missing layer")?));
+    }
+    let cfg = serde_json::to_string(config).map_err(|e| e.to_string())?;
+    Ok(kb
+        .component("base", base_d)
+        .component("layers", ComponentValue::list(ls))
+        .component("config", cfg)
+        .component("created", created(config.created.as_deref(), ctx.source_date_epoch)))
+}
+
+fn image_manifest(deps: &BTreeMap<ActionId, Arc<ActionOutput>>, id: ActionId) -> Result<&crate::model::digest::Digest, String> {
+    match deps.get(&id).map(|o| o.as_ref()) {
+        Some(ActionOutput::Image { manifest, .. }) => Ok(manifest),
+        _ => Err("internal: base is not an image".into()),
+    }
+}
+
+/// The image `created` time: the target's `created`, else the SOURCE_DATE_EPOCH instant.
+pub fn created(explicit: Option<&str>, epoch: u64) -> String {
+    match explicit {
+        Some(c) => c.to_string(),
+        None => rfc3339(epoch),
+    }
+}
+
+/// Formats seconds since the epoch as `YYYY-MM-DDTHH:MM:SSZ` (proleptic Gregorian, UTC).
+pub fn rfc3339(secs: u64) -> String {
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let mut y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    if m <= 2 {
+        y += 1;
+    }
+    format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
+    let ActionKind::Image { base, layers, config } = &a.kind else { unreachable!() };
+    let blobs = ctx.cache.cas();
+    let mut img: Image = match base {
+        Some(b) => Image::load(blobs, image_manifest(deps, *b)?).map_err(|e| e.to_string())?,
+        None => scratch(&config.os, &config.architecture).map_err(|e| e.to_string())?,
+    };
+    for l in layers {
+        match deps.get(l).map(|o| o.as_ref()) {
+            Some(ActionOutput::Layer { diff_id, digest, size, media_type }) => {
+                let blob = LayerBlob {
+                    diff_id: diff_id.clone(),
+                    digest: digest.clone(),
+                    size: *size,
+                    media_type: media_type.clone(),
+                    compression: Compression::from_media_type(media_type).unwrap_or(Compression::Gzip),
+                };
+                img = append_layer(&img, &blob, &format!("cbuild layer {}", a.label)).map_err(|e| e.to_string())?;
+            }
+            _ => return Err("internal: a layer dependency has no layer output".into()),
+        }
+    }
+    let patch = ConfigPatch {
+        entrypoint: config.entrypoint.clone(),
+        cmd: config.cmd.clone(),
+        env: config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        user: config.user.clone(),
+        workdir: config.workdir.clone(),
+        labels: config.labels.clone(),
+        exposed_ports: config.exposed_ports.clone(),
+    };
+    img = with_config(&img, &patch).map_err(|e| e.to_string())?;
+    img = with_created(&img, &created(config.created.as_deref(), ctx.source_date_epoch)).map_err(|e| e.to_string())?;
+    let (manifest, manifest_size) = img.write_to(blobs).map_err(|e| e.to_string())?;
+    Ok(image_output(&img, manifest, manifest_size))
+}
+
+/// The action output describing a stored image.
+pub fn image_output(img: &Image, manifest: crate::model::digest::Digest, manifest_size: u64) -> ActionOutput {
+    ActionOutput::Image {
+        manifest,
+        manifest_size,
+        config: img.config_digest().clone(),
+        blobs: img.layers().iter().map(|l| l.digest.clone()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339() {
+        assert_eq!(super::rfc3339(315_532_801), "1980-01-01T00:00:01Z");
+        assert_eq!(super::rfc3339(0), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(super::rfc3339(951_782_400), "2000-02-29T00:00:00Z");
+    }
+}

@@ -1,0 +1,47 @@
+//! The `import` runner: an image from an OCI layout directory or an OCI/docker-archive `.tar` in the
+//! workspace, every blob verified on the way into the CAS.
+
+use std::path::Path;
+
+use super::RunCtx;
+use crate::cache::{ComponentValue, KeyBuilder};
+use crate::model::action::{Action, ActionKind, ActionOutput};
+
+/// Every file of the layout (or the archive itself), workspace-relative, so their digests key the import.
+pub fn layout_files(root: &Path, path: &str) -> Vec<String> {
+    let full = root.join(path);
+    if full.is_file() {
+        return vec![path.to_string()];
+    }
+    let mut out = Vec::new();
+    for e in walkdir::WalkDir::new(&full).sort_by_file_name().into_iter().flatten() {
+        if e.file_type().is_file() {
+            if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
+                out.push(rel.to_string());
+            }
+        }
+    }
+    out
+}
+
+pub fn key(kb: KeyBuilder, a: &Action, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let ActionKind::ImportImage { path, tag, files } = &a.kind else { unreachable!() };
+    let mut m = std::collections::BTreeMap::new();
+    for f in files {
+        let d = ctx.sources.get(f).ok_or_else(|| format!("internal: `{f}` not hashed"))?;
+        m.insert(f.clone(), format!("blake3:{d}"));
+    }
+    Ok(kb.component("path", path.as_str()).component("tag", tag.clone().unwrap_or_default()).component("files", ComponentValue::map(m)))
+}
+
+pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
+    let ActionKind::ImportImage { path, tag, .. } = &a.kind else { unreachable!() };
+    let full = ctx.root.join(path);
+    let img = import_image(&full, tag.as_deref(), ctx)?;
+    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| e.to_string())?;
+    Ok(super::image::image_output(&img, manifest, size))
+}
+
+fn import_image(_full: &Path, _tag: Option<&str>, _ctx: &RunCtx) -> Result<crate::oci::Image, String> {
+    Err("oci_import: reading layouts is being written".into())
+}

@@ -1,0 +1,96 @@
+//! The `layer` runner: files (sources or other actions' outputs) into one reproducible tar layer,
+//! compressed once per diff_id (the cache remembers diff_id → compressed blob).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{input_digest, RunCtx};
+use crate::cache::{CompressedLayer, ComponentValue, KeyBuilder};
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input};
+use crate::oci::layer::{write_layer, Compression, LayerBlob, LayerOptions};
+use crate::oci::tar::TarEntry;
+
+pub fn compression_of(s: &str) -> Compression {
+    match s {
+        "zstd" => Compression::Zstd,
+        "none" => Compression::None,
+        _ => Compression::Gzip,
+    }
+}
+
+pub fn compression_name(c: Compression) -> &'static str {
+    match c {
+        Compression::Gzip => "gzip",
+        Compression::Zstd => "zstd",
+        Compression::None => "none",
+    }
+}
+
+pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let ActionKind::Layer { files, mode, uid, gid, symlinks, compression } = &a.kind else { unreachable!() };
+    let mut m = BTreeMap::new();
+    for f in files {
+        let mut d = input_digest(&f.input, deps, ctx)?;
+        if mode.is_none() {
+            if let Input::Source(p) = &f.input {
+                if is_executable(&ctx.root.join(p)) {
+                    d.push_str("+x");
+                }
+            }
+        }
+        m.insert(f.dest.clone(), d);
+    }
+    Ok(kb
+        .component("files", ComponentValue::map(m))
+        .component("mode", mode.map(|m| format!("{m:o}")).unwrap_or_else(|| "auto".into()))
+        .component("owner", format!("{uid}:{gid}"))
+        .component("symlinks", ComponentValue::map(symlinks.clone()))
+        .component("compression", compression.as_str())
+        .component("mtime", ctx.source_date_epoch.to_string()))
+}
+
+fn is_executable(p: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
+    let ActionKind::Layer { files, mode, uid, gid, symlinks, compression } = &a.kind else { unreachable!() };
+    let mut entries = Vec::new();
+    for f in files {
+        let (src, exec) = match &f.input {
+            Input::Source(p) => (ctx.root.join(p), is_executable(&ctx.root.join(p))),
+            Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
+                Some(ActionOutput::Files { files }) => (ctx.cache.cas().path(&files[path].digest), files[path].executable),
+                _ => return Err(format!("internal: `{path}` is not an output")),
+            },
+        };
+        let m = mode.unwrap_or(if exec { 0o755 } else { 0o644 });
+        let mut e = TarEntry::file(f.dest.clone(), src, m);
+        e.uid = *uid;
+        e.gid = *gid;
+        entries.push(e);
+    }
+    for (path, target) in symlinks {
+        let mut e = TarEntry::symlink(path.clone(), target.clone());
+        e.uid = *uid;
+        e.gid = *gid;
+        entries.push(e);
+    }
+    let c = compression_of(compression);
+    let opts = LayerOptions { compression: c, mtime: ctx.source_date_epoch };
+    let cache = &ctx.cache;
+    let known = |diff_id: &crate::model::digest::Digest, c: Compression| -> Option<LayerBlob> {
+        let hit = cache.get_layer_compression(diff_id, compression_name(c)).ok().flatten()?;
+        Some(LayerBlob { diff_id: hit.diff_id, digest: hit.digest, size: hit.size, media_type: hit.media_type, compression: c })
+    };
+    let blob = write_layer(entries, &opts, cache.cas(), &known).map_err(|e| format!("{e}"))?;
+    let _ = cache.put_layer_compression(&CompressedLayer {
+        diff_id: blob.diff_id.clone(),
+        compression: compression_name(c).to_string(),
+        digest: blob.digest.clone(),
+        size: blob.size,
+        media_type: blob.media_type.clone(),
+    });
+    Ok(ActionOutput::Layer { diff_id: blob.diff_id, digest: blob.digest, size: blob.size, media_type: blob.media_type })
+}

@@ -1,0 +1,81 @@
+//! One runner per action kind: how its key is made (the components `explain` shows) and how it runs.
+//! Blocking work (tar, compression) runs on tokio's blocking pool; sandboxes are awaited.
+
+pub mod genrule;
+pub mod image;
+pub mod import;
+pub mod layer;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use super::events::Reporter;
+use crate::cache::{Cache, KeyBuilder};
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input};
+use crate::model::digest::Blake3;
+
+/// What every runner may use.
+pub struct RunCtx {
+    pub root: PathBuf,
+    pub cache: Arc<Cache>,
+    /// blake3 of every source file, by workspace-relative path.
+    pub sources: BTreeMap<String, Blake3>,
+    pub source_date_epoch: u64,
+    pub reporter: Arc<dyn Reporter>,
+}
+
+/// Bumped when a runner's output for the same inputs would change (so old entries are not reused).
+pub fn kind_version(k: &ActionKind) -> u32 {
+    match k {
+        ActionKind::Genrule { .. } => 1,
+        ActionKind::Layer { .. } => 1,
+        ActionKind::ImportImage { .. } => 1,
+        ActionKind::Image { .. } => 1,
+    }
+}
+
+/// The digest text of an input: `blake3:…` for a source, the CAS digest for another action's file.
+pub fn input_digest(i: &Input, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<String, String> {
+    match i {
+        Input::Source(p) => ctx.sources.get(p).map(|b| format!("blake3:{b}")).ok_or_else(|| format!("internal: source `{p}` was not hashed")),
+        Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
+            Some(ActionOutput::Files { files }) => files.get(path).map(|f| format!("{}{}", f.digest, if f.executable { "+x" } else { "" })).ok_or_else(|| format!("internal: output `{path}` missing")),
+            _ => Err(format!("internal: input `{path}` is not a file output")),
+        },
+    }
+}
+
+/// A short, stable digest of a dependency's whole output (for keys of images built on it).
+pub fn output_digest(o: &ActionOutput) -> String {
+    format!("blake3:{}", Blake3::of_bytes(o.to_json().as_bytes()))
+}
+
+/// The cache key of an action, with readable components.
+pub fn key(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let kb = KeyBuilder::new(a.kind.mnemonic(), kind_version(&a.kind));
+    match &a.kind {
+        ActionKind::Genrule { .. } => genrule::key(kb, a, deps, ctx),
+        ActionKind::Layer { .. } => layer::key(kb, a, deps, ctx),
+        ActionKind::ImportImage { .. } => import::key(kb, a, ctx),
+        ActionKind::Image { .. } => image::key(kb, a, deps, ctx),
+    }
+}
+
+/// Runs an action (after a cache miss).
+pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+    match &a.kind {
+        ActionKind::Genrule { .. } => genrule::run(a, deps, ctx).await,
+        _ => {
+            let (a2, deps2, ctx2) = (a.clone(), deps.clone(), ctx.clone());
+            tokio::task::spawn_blocking(move || match &a2.kind {
+                ActionKind::Layer { .. } => layer::run(&a2, &deps2, &ctx2),
+                ActionKind::ImportImage { .. } => import::run(&a2, &ctx2),
+                ActionKind::Image { .. } => image::run(&a2, &deps2, &ctx2),
+                ActionKind::Genrule { .. } => unreachable!("genrule runs async"),
+            })
+            .await
+            .map_err(|e| format!("internal: runner task failed: {e}"))?
+        }
+    }
+}

@@ -1,0 +1,253 @@
+//! The scheduler: runs the action graph on tokio with at most `jobs` actions at once, answering
+//! every action it can from the cache first. `--keep-going`, Ctrl-C and failure propagation live here.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+
+use super::events::{Event, Outcome, Reporter};
+use super::runners::{self, RunCtx};
+use crate::cache::{Cache, RunOutcome, RunRecord};
+use crate::model::action::{ActionGraph, ActionId, ActionKind, ActionOutput, Input};
+use crate::model::digest::Blake3;
+
+
+/// Settings of one execution.
+#[derive(Clone, Debug)]
+pub struct ExecConfig {
+    /// The workspace root (sources are read relative to it).
+    pub root: PathBuf,
+    pub jobs: usize,
+    pub keep_going: bool,
+    /// mtime for layer entries and the default image `created` (seconds since the epoch).
+    pub source_date_epoch: u64,
+    /// Identifies this invocation in the run history (`explain`).
+    pub build_id: String,
+}
+
+/// What happened to each action.
+#[derive(Debug, Default)]
+pub struct BuildReport {
+    pub outputs: Vec<Option<Arc<ActionOutput>>>,
+    pub outcomes: Vec<Option<Outcome>>,
+    /// Failed actions with their error (dependents of a failed action are not listed; they never ran).
+    pub errors: Vec<(ActionId, String)>,
+    pub executed: usize,
+    pub cached_local: usize,
+    pub cached_remote: usize,
+    pub cancelled: bool,
+    /// Files stat'ed and hashed for source digests (a no-op build hashes 0).
+    pub files_hashed: usize,
+}
+
+impl BuildReport {
+    pub fn failed(&self) -> usize {
+        self.errors.len()
+    }
+    pub fn ok(&self) -> bool {
+        self.errors.is_empty() && !self.cancelled
+    }
+}
+
+/// Source files every action reads, hashed once through the stat cache (a no-op build hashes nothing).
+fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTreeMap<String, Blake3>, usize), String> {
+    let mut paths: BTreeSet<String> = BTreeSet::new();
+    for a in &g.actions {
+        match &a.kind {
+            ActionKind::Genrule { srcs, .. } => paths.extend(srcs.iter().filter_map(|(_, i)| source(i))),
+            ActionKind::Layer { files, .. } => paths.extend(files.iter().filter_map(|f| source(&f.input))),
+            ActionKind::ImportImage { files, .. } => paths.extend(files.iter().cloned()),
+            ActionKind::Image { .. } => {}
+        }
+    }
+    let list: Vec<String> = paths.into_iter().collect();
+    let full: Vec<PathBuf> = list.iter().map(|p| cfg.root.join(p)).collect();
+    let hasher = cache.file_hasher();
+    let digests = hasher.hash_files(&full).map_err(|e| format!("hashing sources: {e}"))?;
+    let hashed = hasher.counts().hashed as usize;
+    Ok((list.into_iter().zip(digests).collect(), hashed))
+}
+
+fn source(i: &Input) -> Option<String> {
+    match i {
+        Input::Source(p) => Some(p.clone()),
+        Input::Output { .. } => None,
+    }
+}
+
+/// Runs the graph. Returns when every action finished, failed or was skipped, or on Ctrl-C.
+pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter: Arc<dyn Reporter>) -> BuildReport {
+    let mut report = BuildReport { outputs: vec![None; g.actions.len()], outcomes: vec![None; g.actions.len()], ..Default::default() };
+    // Expand imported layouts into their files so their content is part of the key.
+    for a in &mut g.actions {
+        if let ActionKind::ImportImage { path, files, .. } = &mut a.kind {
+            *files = runners::import::layout_files(&cfg.root, path);
+        }
+    }
+    let (sources, hashed) = match hash_sources(&g, &cfg, &cache) {
+        Ok(x) => x,
+        Err(e) => {
+            report.errors.push((usize::MAX, e));
+            return report;
+        }
+    };
+    report.files_hashed = hashed;
+    reporter.event(&Event::Plan { actions: g.actions.len() });
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(cfg.jobs.clamp(1, 8)).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            report.errors.push((usize::MAX, format!("cannot start the scheduler: {e}")));
+            return report;
+        }
+    };
+    let g = Arc::new(g);
+    let ctx = Arc::new(RunCtx { root: cfg.root.clone(), cache: cache.clone(), sources, source_date_epoch: cfg.source_date_epoch, reporter: reporter.clone() });
+    rt.block_on(schedule(g, ctx, &cfg, &mut report));
+    // Background blocking tasks (a layer being compressed) finish writing temp files; nothing
+    // half-written becomes a cache entry because entries are put only after a runner succeeded.
+    rt.shutdown_timeout(std::time::Duration::from_secs(10));
+    report
+}
+
+async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, report: &mut BuildReport) {
+    let n = g.actions.len();
+    let mut waiting: Vec<usize> = g.actions.iter().map(|a| a.deps.len()).collect();
+    let mut dependents: Vec<Vec<ActionId>> = vec![Vec::new(); n];
+    for a in &g.actions {
+        for d in &a.deps {
+            dependents[*d].push(a.id);
+        }
+    }
+    let sem = Arc::new(Semaphore::new(cfg.jobs.max(1)));
+    let mut set: JoinSet<(ActionId, Result<(Arc<ActionOutput>, Outcome), String>)> = JoinSet::new();
+    let mut ready: Vec<ActionId> = (0..n).filter(|i| waiting[*i] == 0).collect();
+    ready.reverse();
+    let mut stop = false;
+    let ctrl_c = tokio::signal::ctrl_c();
+    tokio::pin!(ctrl_c);
+    loop {
+        while !stop {
+            let Some(id) = ready.pop() else { break };
+            let deps: Vec<Arc<ActionOutput>> = g.actions[id].deps.iter().filter_map(|d| report.outputs[*d].clone()).collect();
+            if deps.len() != g.actions[id].deps.len() {
+                continue; // a dependency failed: skip
+            }
+            let (g2, ctx2, sem2, build_id) = (g.clone(), ctx.clone(), sem.clone(), cfg.build_id.clone());
+            set.spawn(async move {
+                let _permit = sem2.acquire_owned().await;
+                let r = run_one(&g2, id, &deps, &ctx2, &build_id).await;
+                (id, r)
+            });
+        }
+        if set.is_empty() {
+            break;
+        }
+        tokio::select! {
+            joined = set.join_next() => {
+                let Some(joined) = joined else { break };
+                let (id, r) = match joined {
+                    Ok(x) => x,
+                    Err(e) if e.is_cancelled() => continue,
+                    Err(e) => { report.errors.push((usize::MAX, format!("internal: an action task panicked: {e}"))); stop = true; continue; }
+                };
+                let a = &g.actions[id];
+                match r {
+                    Ok((out, outcome)) => {
+                        match outcome {
+                            Outcome::Executed => report.executed += 1,
+                            Outcome::CachedLocal => report.cached_local += 1,
+                            Outcome::CachedRemote => report.cached_remote += 1,
+                            Outcome::Failed => {}
+                        }
+                        report.outputs[id] = Some(out);
+                        report.outcomes[id] = Some(outcome);
+                        for d in &dependents[id] {
+                            waiting[*d] -= 1;
+                            if waiting[*d] == 0 { ready.push(*d); }
+                        }
+                    }
+                    Err(e) => {
+                        ctx.reporter.event(&Event::Failed { label: a.label.to_string(), action: a.kind.mnemonic().into(), error: e.clone() });
+                        report.outcomes[id] = Some(Outcome::Failed);
+                        report.errors.push((id, e));
+                        if !cfg.keep_going { stop = true; set.abort_all(); }
+                    }
+                }
+            }
+            _ = &mut ctrl_c, if !report.cancelled => {
+                report.cancelled = true;
+                stop = true;
+                ctx.reporter.event(&Event::Warning { message: "interrupted: stopping running actions".into() });
+                // Dropping the futures kills their sandboxes (kill_on_drop + --die-with-parent).
+                set.abort_all();
+            }
+        }
+    }
+}
+
+/// Computes the key, answers from the cache or runs the action, stores and records the result.
+async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx: &Arc<RunCtx>, build_id: &str) -> Result<(Arc<ActionOutput>, Outcome), String> {
+    let a = &g.actions[id];
+    let dep_map: BTreeMap<ActionId, Arc<ActionOutput>> = a.deps.iter().copied().zip(deps.iter().cloned()).collect();
+    let kb = runners::key(a, &dep_map, ctx)?;
+    let (key, components) = kb.finish();
+    let label = a.label.to_string();
+    let name = a.kind.mnemonic();
+    let started = Instant::now();
+    let cache = ctx.cache.clone();
+    let hit = {
+        let cache = cache.clone();
+        tokio::task::spawn_blocking(move || cache.get_action(&key)).await.map_err(|e| e.to_string())?
+    };
+    let (out, outcome) = match hit {
+        Ok(Some(entry)) => match serde_json::from_str::<ActionOutput>(&entry.result_json) {
+            Ok(o) => (o, Outcome::CachedLocal),
+            Err(_) => (execute_action(a, &dep_map, ctx).await?, Outcome::Executed),
+        },
+        Ok(None) => {
+            ctx.reporter.event(&Event::Started { label: label.clone(), action: name.into() });
+            (execute_action(a, &dep_map, ctx).await?, Outcome::Executed)
+        }
+        Err(e) => {
+            ctx.reporter.event(&Event::Warning { message: format!("cache lookup failed, running `{label}` {name}: {e}") });
+            (execute_action(a, &dep_map, ctx).await?, Outcome::Executed)
+        }
+    };
+    let record = RunRecord {
+        label: label.clone(),
+        action: name.to_string(),
+        key,
+        components: components.clone(),
+        outcome: match outcome {
+            Outcome::Executed => RunOutcome::Executed,
+            Outcome::CachedLocal => RunOutcome::CachedLocal,
+            Outcome::CachedRemote => RunOutcome::CachedRemote,
+            Outcome::Failed => RunOutcome::Failed,
+        },
+        build_id: build_id.to_string(),
+        at: SystemTime::now(),
+    };
+    let out2 = out.clone();
+    let (label2, name2) = (label.clone(), name.to_string());
+    let store = tokio::task::spawn_blocking(move || -> Result<(), String> {
+        if outcome == Outcome::Executed {
+            cache.put_action(&key, &name2, &label2, &out2.to_json(), &components, &out2.blobs()).map_err(|e| e.to_string())?;
+        }
+        cache.record_run(&record).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    if let Err(e) = store {
+        ctx.reporter.event(&Event::Warning { message: format!("could not store the result of `{label}` {name} in the cache: {e}") });
+    }
+    ctx.reporter.event(&Event::Finished { label, action: name.into(), outcome, duration: started.elapsed() });
+    Ok((Arc::new(out), outcome))
+}
+
+async fn execute_action(a: &crate::model::action::Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+    runners::run(a, deps, ctx).await
+}

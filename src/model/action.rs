@@ -1,0 +1,148 @@
+//! The action graph: plain data produced by analysis and consumed by execution. An action is one
+//! unit of cached work, a pure function of its inputs' digests. No Starlark value reaches this far.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::digest::Digest;
+use super::label::Label;
+
+/// Index of an action in its [`ActionGraph`].
+pub type ActionId = usize;
+
+/// Where an input file comes from.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Input {
+    /// A workspace source file (workspace-relative path); hashed through the stat cache.
+    Source(String),
+    /// A file produced by another action (its output `path`).
+    Output { action: ActionId, path: String },
+}
+
+/// One file placed into a layer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LayerFile {
+    pub input: Input,
+    /// Destination path inside the image, relative to `/` (no leading slash).
+    pub dest: String,
+}
+
+/// Image configuration requested by an `oci_image` target.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageConfigSpec {
+    pub entrypoint: Option<Vec<String>>,
+    pub cmd: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    pub user: Option<String>,
+    pub workdir: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub exposed_ports: Vec<String>,
+    pub created: Option<String>,
+    pub os: String,
+    pub architecture: String,
+}
+
+/// What an action does, with every parameter it depends on.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ActionKind {
+    /// Run `cmd` in a sandbox where only `srcs` are visible; keep `outs`.
+    Genrule { srcs: Vec<(String, Input)>, outs: Vec<String>, cmd: String, env: BTreeMap<String, String> },
+    /// Pack files into one reproducible layer.
+    Layer {
+        files: Vec<LayerFile>,
+        /// Explicit mode for every file; `None` keeps 0755 for executables and 0644 otherwise.
+        mode: Option<u32>,
+        uid: u32,
+        gid: u32,
+        symlinks: BTreeMap<String, String>,
+        compression: String,
+    },
+    /// Bring in an image from an OCI layout directory or an archive in the workspace.
+    ImportImage { path: String, tag: Option<String>, files: Vec<String> },
+    /// Assemble an image: base (dependency action or scratch) + layers + config.
+    Image { base: Option<ActionId>, layers: Vec<ActionId>, config: ImageConfigSpec },
+}
+
+impl ActionKind {
+    /// Short name used in progress output, `explain` and the cache (`layer`, `image`, ...).
+    pub fn mnemonic(&self) -> &'static str {
+        match self {
+            ActionKind::Genrule { .. } => "genrule",
+            ActionKind::Layer { .. } => "layer",
+            ActionKind::ImportImage { .. } => "import",
+            ActionKind::Image { .. } => "image",
+        }
+    }
+}
+
+/// One node of the action graph.
+#[derive(Clone, Debug)]
+pub struct Action {
+    pub id: ActionId,
+    /// The target the action belongs to.
+    pub label: Label,
+    pub kind: ActionKind,
+    /// Actions whose outputs this one reads; always smaller ids (the graph is built in topological order).
+    pub deps: Vec<ActionId>,
+}
+
+/// The action graph of one build, with which action produces each requested target's result.
+#[derive(Clone, Debug, Default)]
+pub struct ActionGraph {
+    pub actions: Vec<Action>,
+    /// For each analysed target, the action producing its main output (an image, a layer, files).
+    pub target_outputs: BTreeMap<Label, ActionId>,
+    /// Targets whose output is an image (their layout is written to cbuild-out/).
+    pub image_targets: Vec<Label>,
+}
+
+impl ActionGraph {
+    pub fn add(&mut self, label: &Label, kind: ActionKind, mut deps: Vec<ActionId>) -> ActionId {
+        deps.sort_unstable();
+        deps.dedup();
+        let id = self.actions.len();
+        debug_assert!(deps.iter().all(|d| *d < id));
+        self.actions.push(Action { id, label: label.clone(), kind, deps });
+        id
+    }
+}
+
+/// The result of an action as stored in the cache (canonical JSON) and passed to dependents.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActionOutput {
+    /// Output files (genrule): path → content digest in the CAS.
+    Files { files: BTreeMap<String, OutFile> },
+    /// A compressed layer blob.
+    Layer { diff_id: Digest, digest: Digest, size: u64, media_type: String },
+    /// An image: its manifest in the CAS (config and layers are reachable from it).
+    Image { manifest: Digest, manifest_size: u64, config: Digest, blobs: Vec<Digest> },
+}
+
+/// One output file.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutFile {
+    pub digest: Digest,
+    pub executable: bool,
+}
+
+impl ActionOutput {
+    /// Every CAS blob the output references (so the cache keeps them and checks they exist).
+    pub fn blobs(&self) -> Vec<Digest> {
+        match self {
+            ActionOutput::Files { files } => files.values().map(|f| f.digest.clone()).collect(),
+            ActionOutput::Layer { digest, .. } => vec![digest.clone()],
+            ActionOutput::Image { manifest, config, blobs, .. } => {
+                let mut v = vec![manifest.clone(), config.clone()];
+                v.extend(blobs.iter().cloned());
+                v
+            }
+        }
+    }
+
+    /// Canonical JSON (struct field order is fixed, maps are BTreeMaps).
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("action outputs always serialise")
+    }
+}
