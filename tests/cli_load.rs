@@ -214,17 +214,17 @@ fn thousand_generated_packages_load() {
     cx.write("lib/BUILD.star", "layer(name = \"base\", srcs = glob([\"*.txt\"]))\n").write("lib/a.txt", "a");
     for i in 0..1000 {
         cx.write(&format!("pkgs/p{i:04}/f.txt"), &i.to_string());
-        let dep = if i > 0 { format!("\"//pkgs/p{:04}:layer\", ", i - 1) } else { String::new() };
+        let base = if i > 0 { format!("//pkgs/p{:04}:img", i - 1) } else { "scratch".to_string() };
         cx.write(
             &format!("pkgs/p{i:04}/BUILD.star"),
-            &format!("layer(name = \"layer\", srcs = glob([\"*.txt\"]))\noci_image(name = \"img\", layers = [{dep}\"//lib:base\", \":layer\"])\n"),
+            &format!("layer(name = \"layer\", srcs = glob([\"*.txt\"]))\noci_image(name = \"img\", base = \"{base}\", layers = [\"//lib:base\", \":layer\"])\n"),
         );
     }
     let r = cx.run(&["query", "//..."]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.stdout.lines().count(), 2001);
     let r = cx.run(&["query", "deps(//pkgs/p0999:img)"]);
-    assert_eq!(r.stdout.lines().count(), 1001 + 1, "img + 1000 layers + lib:base");
+    assert_eq!(r.stdout.lines().count(), 2001, "1000 chained images + 1000 layers + lib:base");
     let r = cx.run(&["query", "rdeps(//..., //pkgs/p0000:layer)"]);
     assert_eq!(r.stdout.lines().count(), 1001);
 }
