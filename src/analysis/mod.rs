@@ -38,7 +38,11 @@ pub fn analyze(g: &TargetGraph, labels: &[Label]) -> Result<ActionGraph, Vec<Loa
                     Provided::Layer(a) | Provided::Files { action: a, .. } => {
                         ag.target_outputs.insert(l.clone(), *a);
                     }
-                    Provided::Declared => {}
+                    Provided::Declared => {
+                        if !matches!(n.kind.as_str(), "stack" | "buildpack" | "builder") {
+                            ag.not_buildable.push((l.clone(), n.kind.clone()));
+                        }
+                    }
                 }
                 provided.insert(l, p);
             }
@@ -141,8 +145,24 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                 .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
                 .ok_or_else(|| format!("owner `{owner}` must be numeric `uid:gid`, e.g. \"1000:1000\""))?;
             let symlinks = string_map(n.attr("symlinks")).into_iter().map(|(k, v)| (k.trim_start_matches('/').to_string(), v)).collect();
+            let mut dirs = BTreeMap::new();
+            for (path, spec) in string_map(n.attr("dirs")) {
+                let parts: Vec<&str> = spec.split(':').collect();
+                let parsed = match parts.as_slice() {
+                    [m] => u32::from_str_radix(m, 8).ok().map(|m| (m, uid, gid)),
+                    [m, u, g] => (|| Some((u32::from_str_radix(m, 8).ok()?, u.parse().ok()?, g.parse().ok()?)))(),
+                    _ => None,
+                };
+                let p = path.trim_matches('/').to_string();
+                match parsed {
+                    Some(v) if !p.is_empty() && v.0 <= 0o7777 => {
+                        dirs.insert(p, v);
+                    }
+                    _ => return Err(format!("`dirs` entry `{path}`: `{spec}` must be \"MODE\" or \"MODE:UID:GID\" (octal mode), for a path other than `/`")),
+                }
+            }
             let compression = n.attr("compression").as_str().unwrap_or("gzip").to_string();
-            let a = ag.add(l, ActionKind::Layer { files, mode, uid, gid, symlinks, compression }, deps);
+            let a = ag.add(l, ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression }, deps);
             Ok(Provided::Layer(a))
         }
         "oci_import" => {

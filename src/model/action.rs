@@ -56,6 +56,8 @@ pub enum ActionKind {
         uid: u32,
         gid: u32,
         symlinks: BTreeMap<String, String>,
+        /// Extra directories: path → (mode, uid, gid).
+        dirs: BTreeMap<String, (u32, u32, u32)>,
         compression: String,
     },
     /// Bring in an image from an OCI layout directory or an archive in the workspace.
@@ -95,6 +97,8 @@ pub struct ActionGraph {
     pub target_outputs: BTreeMap<Label, ActionId>,
     /// Targets whose output is an image (their layout is written to cbuild-out/).
     pub image_targets: Vec<Label>,
+    /// Targets of kinds whose actions are not implemented yet (rule kind), reported, never silent.
+    pub not_buildable: Vec<(Label, String)>,
 }
 
 impl ActionGraph {

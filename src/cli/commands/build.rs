@@ -59,6 +59,11 @@ pub fn build(s: Settings, patterns: &[String], keep_going: bool) -> Result<Built
         hints: vec![format!("check that `{}` is writable, or pass --cache-dir", s.cache_dir.display())],
     })?);
     let reporter: Arc<dyn Reporter> = Arc::from(super::super::progress::reporter(s.json, s.quiet));
+    for (l, kind) in &graph.not_buildable {
+        reporter.event(&execution::Event::Warning {
+            message: format!("`{l}` is a `{kind}` target; this version of cbuild declares `{kind}` but cannot build it yet, so it is skipped"),
+        });
+    }
     for w in cache.warnings() {
         reporter.event(&execution::Event::Warning { message: w.clone() });
     }
@@ -149,6 +154,17 @@ pub fn print_summary(b: &Built) {
     );
 }
 
-fn write_layout(_dir: &std::path::Path, _cache: &Cache, _manifest: &crate::model::digest::Digest) -> Result<(), String> {
-    Ok(()) // TODO(lead): wire oci::layout once it lands
+/// Writes (or refreshes) the OCI layout of an image target; skipped when `index.json` already
+/// names this manifest and its blobs are present (a no-op build writes nothing).
+fn write_layout(dir: &std::path::Path, cache: &Cache, manifest: &crate::model::digest::Digest) -> Result<(), String> {
+    let img = crate::oci::Image::load(cache.cas(), manifest).map_err(|e| e.to_string())?;
+    if let Ok(idx) = std::fs::read(dir.join("index.json")) {
+        if crate::oci::layout::index_json(&img, Some("latest")).map(|want| want == idx).unwrap_or(false)
+            && img.layers().iter().all(|l| crate::oci::layout::blob_path(dir, &l.digest).is_file())
+            && crate::oci::layout::blob_path(dir, manifest).is_file()
+        {
+            return Ok(());
+        }
+    }
+    crate::oci::layout::write_layout(dir, &img, cache.cas(), Some("latest")).map(|_| ()).map_err(|e| e.to_string())
 }

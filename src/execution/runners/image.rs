@@ -85,9 +85,14 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
             _ => return Err("internal: a layer dependency has no layer output".into()),
         }
     }
+    // Like a Dockerfile's ENTRYPOINT, a new entrypoint drops the base image's Cmd unless one is given.
+    let cmd = match (&config.entrypoint, &config.cmd) {
+        (Some(_), None) => Some(Vec::new()),
+        (_, c) => c.clone(),
+    };
     let patch = ConfigPatch {
         entrypoint: config.entrypoint.clone(),
-        cmd: config.cmd.clone(),
+        cmd,
         env: config.env.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
         user: config.user.clone(),
         workdir: config.workdir.clone(),

@@ -42,6 +42,12 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
     Ok(super::image::image_output(&img, manifest, size))
 }
 
-fn import_image(_full: &Path, _tag: Option<&str>, _ctx: &RunCtx) -> Result<crate::oci::Image, String> {
-    Err("oci_import: reading layouts is being written".into())
+fn import_image(full: &Path, tag: Option<&str>, ctx: &RunCtx) -> Result<crate::oci::Image, String> {
+    let sel = crate::oci::layout::Selector { ref_name: tag.map(String::from), platform: None };
+    let r = if full.is_dir() {
+        crate::oci::layout::read_layout(full, &sel, ctx.cache.cas())
+    } else {
+        crate::oci::docker_archive::read_archive(full, &sel, ctx.cache.cas())
+    };
+    r.map_err(|e| e.to_string())
 }

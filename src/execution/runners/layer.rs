@@ -27,7 +27,7 @@ pub fn compression_name(c: Compression) -> &'static str {
 }
 
 pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
-    let ActionKind::Layer { files, mode, uid, gid, symlinks, compression } = &a.kind else { unreachable!() };
+    let ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression } = &a.kind else { unreachable!() };
     let mut m = BTreeMap::new();
     for f in files {
         let mut d = input_digest(&f.input, deps, ctx)?;
@@ -45,6 +45,7 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
         .component("mode", mode.map(|m| format!("{m:o}")).unwrap_or_else(|| "auto".into()))
         .component("owner", format!("{uid}:{gid}"))
         .component("symlinks", ComponentValue::map(symlinks.clone()))
+        .component("dirs", ComponentValue::map(dirs.iter().map(|(p, (m, u, g))| (p.clone(), format!("{m:o}:{u}:{g}"))).collect::<BTreeMap<_, _>>()))
         .component("compression", compression.as_str())
         .component("mtime", ctx.source_date_epoch.to_string()))
 }
@@ -55,7 +56,7 @@ fn is_executable(p: &std::path::Path) -> bool {
 }
 
 pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
-    let ActionKind::Layer { files, mode, uid, gid, symlinks, compression } = &a.kind else { unreachable!() };
+    let ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression } = &a.kind else { unreachable!() };
     let mut entries = Vec::new();
     for f in files {
         let (src, exec) = match &f.input {
@@ -75,6 +76,12 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         let mut e = TarEntry::symlink(path.clone(), target.clone());
         e.uid = *uid;
         e.gid = *gid;
+        entries.push(e);
+    }
+    for (path, (m, u, g)) in dirs {
+        let mut e = TarEntry::dir(path.clone(), *m);
+        e.uid = *u;
+        e.gid = *g;
         entries.push(e);
     }
     let c = compression_of(compression);
