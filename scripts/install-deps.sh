@@ -1,0 +1,21 @@
+#!/bin/bash
+# install-deps.sh - installs the system packages cbuild's build, examples and tests need (Debian/Ubuntu).
+# Idempotent: does nothing when every tool is present. Runs apt-get update before apt-get install.
+#   bubblewrap        the sandbox for genrules and buildpacks
+#   busybox-static    the example stack's userland
+#   skopeo umoci oci-image-tool jq runc   independent image validators and the OCI runtime (tests)
+#   docker-registry apache2-utils nginx   a real registry and HTTP cache server (tests)
+#   graphviz          `dot`, to check `cbuild query --output dot`
+#   hyperfine pigz zstd  benchmarks and their peers
+set -euo pipefail
+PKGS=(bubblewrap busybox-static skopeo umoci oci-image-tool jq runc docker-registry apache2-utils nginx
+      graphviz hyperfine pigz zstd curl xz-utils ca-certificates)
+missing=()
+for p in "${PKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
+SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
+echo "install-deps: installing ${missing[*]}" >&2
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
