@@ -203,6 +203,20 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
         let cache = cache.clone();
         tokio::task::spawn_blocking(move || cache.get_action(&key)).await.map_err(|e| e.to_string())?
     };
+    let hit = match hit {
+        Ok(Some(entry)) => {
+            let c = cache.clone();
+            let blobs = entry.blobs.clone();
+            let intact = tokio::task::spawn_blocking(move || blobs_intact(&c, &blobs)).await.unwrap_or(false);
+            if !intact {
+                ctx.reporter.event(&Event::Warning { message: format!("a cached blob of `{label}` {name} is missing or corrupt; running the action again") });
+                Ok(None)
+            } else {
+                Ok(Some(entry))
+            }
+        }
+        other => other,
+    };
     let (out, outcome) = match hit {
         Ok(Some(entry)) => match serde_json::from_str::<ActionOutput>(&entry.result_json) {
             Ok(o) => (o, Outcome::CachedLocal),
@@ -250,4 +264,22 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
 
 async fn execute_action(a: &crate::model::action::Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
     runners::run(a, deps, ctx).await
+}
+
+/// True if every blob of a cache hit is present and intact. A blob whose stat (size, mtime, inode,
+/// ctime) is unchanged since it was last verified is trusted; any other is re-hashed with sha256
+/// (and deleted if wrong), so a no-op build reads no blob bytes but a truncated or altered blob is
+/// never used.
+fn blobs_intact(cache: &Cache, blobs: &[crate::model::digest::Digest]) -> bool {
+    let h = cache.file_hasher();
+    for d in blobs {
+        let before = h.counts().hashed;
+        if h.hash_file(&cache.cas().path(d)).is_err() {
+            return false;
+        }
+        if h.counts().hashed > before && cache.cas().verify(d).is_err() {
+            return false;
+        }
+    }
+    true
 }
