@@ -186,12 +186,14 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                 _ => None,
             };
             let mut layers = Vec::new();
+            let mut layer_labels = Vec::new();
             for v in n.attr("layers").as_list() {
                 if let AttrValue::Label(ll) = v {
                     match provided.get(ll) {
                         Some(Provided::Layer(a)) => {
                             deps.push(*a);
-                            layers.push(*a)
+                            layers.push(*a);
+                            layer_labels.push(ll.to_string());
                         }
                         _ => return Err(format!("`layers` lists `{ll}`, which is not a `layer` target")),
                     }
@@ -215,7 +217,7 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                 os: n.attr("os").as_str().unwrap_or("linux").to_string(),
                 architecture: n.attr("architecture").as_str().unwrap_or("amd64").to_string(),
             };
-            let a = ag.add(l, ActionKind::Image { base, layers, config }, deps);
+            let a = ag.add(l, ActionKind::Image { base, layers, layer_labels, config }, deps);
             Ok(Provided::Image(a))
         }
         // Declared now; their actions arrive with the CNB, registry and Debian-stack issues.

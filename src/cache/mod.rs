@@ -1,1 +1,333 @@
-//! cache (being written)
+//! The local action cache: action results, build history, the source-file stat cache and blob
+//! metadata in SQLite (`cache.sqlite`, WAL), blob bytes in a content-addressed directory (`cas/`).
+//! The remote (Bazel HTTP protocol) cache is not here.
+//!
+//! Layout of a cache directory:
+//!
+//! ```text
+//! <dir>/cache.sqlite      actions, action_blobs, blobs, runs, stat_cache, layer_compression
+//! <dir>/cas/sha256/<hex>  blobs, written atomically, verified by digest on use
+//! <dir>/tmp/              scratch space on the same file system (atomic renames into cas/)
+//! <dir>/lock, open.lock   flock files: "in use" (shared) and "opening" (exclusive)
+//! ```
+//!
+//! Safety rules, relied on by every table:
+//! * Several processes may share a cache: WAL, a busy timeout, `BEGIN IMMEDIATE` for writes.
+//! * `kill -9` at any moment leaves the old or the new state: blobs are renamed into place before
+//!   the transaction that references them commits, and a hit requires every referenced blob.
+//! * A database of another schema version, or a corrupt one, is discarded and recreated (with a
+//!   warning), never misread. Blobs survive: they are named by their content.
+//!
+//! ```no_run
+//! use cbuild::cache::{Cache, KeyBuilder};
+//! # fn main() -> cbuild::cache::Result<()> {
+//! let cache = Cache::open("/tmp/cbuild-cache".as_ref())?;
+//! for w in cache.warnings() {
+//!     eprintln!("warning: {w}");
+//! }
+//! let (key, components) = KeyBuilder::new("layer", 1).component("prefix", "/app").finish();
+//! if cache.get_action(&key)?.is_none() {
+//!     let blob = cache.cas().put_bytes(b"layer bytes").map_err(|source| {
+//!         cbuild::cache::CacheError::Cas { dir: cache.cas().root().into(), source }
+//!     })?;
+//!     let result = format!(r#"{{"layer":"{blob}"}}"#);
+//!     cache.put_action(&key, "layer", "//app:layer", &result, &components, &[blob])?;
+//! }
+//! # Ok(()) }
+//! ```
+
+mod actions;
+mod db;
+mod error;
+mod gc;
+mod key;
+mod runs;
+mod stat;
+
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+pub use actions::{ActionEntry, CompressedLayer};
+pub use db::{BUSY_TIMEOUT, QUICK_CHECK_MAX_BYTES, SCHEMA_VERSION};
+pub use error::{CacheError, Result};
+pub use gc::{parse_duration, parse_size, CacheStats, GcReport, GC_GRACE};
+pub use key::{
+    Component, ComponentChange, ComponentValue, Components, KeyBuilder, Shown, CACHE_KEY_VERSION,
+    KEY_VERSION_COMPONENT, KIND_COMPONENT,
+};
+pub use runs::{RunHistory, RunOutcome, RunRecord, RUN_KEYS_KEPT};
+pub use stat::{FileHasher, HashCounts, RACY_WINDOW};
+
+use crate::cas::BlobDir;
+use error::io_err;
+
+/// An open cache directory. `Send + Sync`: share it with `Arc` across threads and tasks; every
+/// method takes `&self`. Holds one SQLite connection behind a mutex (statements are short; file
+/// hashing and blob I/O happen outside it).
+pub struct Cache {
+    dir: PathBuf,
+    db: db::Db,
+    cas: BlobDir,
+    tmp: PathBuf,
+    warnings: Vec<String>,
+}
+
+impl fmt::Debug for Cache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Cache").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+impl Cache {
+    /// Opens (creating if needed) the cache in `dir`. A database that is corrupt or of another
+    /// [`SCHEMA_VERSION`] is discarded and recreated; [`Cache::warnings`] then says so. Errors are
+    /// only for what cannot be fixed here (permissions, a full disk, a lock held past the timeout).
+    pub fn open(dir: &Path) -> Result<Cache> {
+        let cas_root = dir.join("cas");
+        let tmp = dir.join("tmp");
+        for d in [dir, &cas_root, &tmp] {
+            fs::create_dir_all(d).map_err(io_err(d))?;
+        }
+        let cas = BlobDir::open(&cas_root)
+            .map_err(|source| CacheError::Cas { dir: cas_root.clone(), source })?;
+        let mut warnings = Vec::new();
+        let db = db::Db::open(dir, &mut warnings)?;
+        Ok(Cache { dir: dir.to_path_buf(), db, cas, tmp, warnings })
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The blob store. Write blobs here before [`Cache::put_action`] references them.
+    pub fn cas(&self) -> &BlobDir {
+        &self.cas
+    }
+
+    /// Scratch directory on the same file system as the blob store.
+    pub fn tmp_dir(&self) -> &Path {
+        &self.tmp
+    }
+
+    /// Problems fixed while opening (a discarded database), for the CLI to print.
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::digest::{Blake3, Digest};
+    use std::time::{Duration, SystemTime};
+
+    #[test]
+    fn cache_is_send_and_sync() {
+        fn is<T: Send + Sync>() {}
+        is::<Cache>();
+        is::<FileHasher<'static>>();
+    }
+
+    fn open() -> (tempfile::TempDir, Cache) {
+        let t = tempfile::tempdir().unwrap();
+        let c = Cache::open(t.path()).unwrap();
+        assert!(c.warnings().is_empty(), "{:?}", c.warnings());
+        (t, c)
+    }
+
+    #[test]
+    fn fresh_database_is_wal_with_incremental_vacuum() {
+        let (_t, c) = open();
+        let (mode, vacuum, version, sync): (String, i64, i64, i64) = c
+            .db
+            .with_conn(
+                || "pragmas".into(),
+                |conn| {
+                    Ok((
+                        conn.query_row("PRAGMA journal_mode", [], |r| r.get(0))?,
+                        conn.query_row("PRAGMA auto_vacuum", [], |r| r.get(0))?,
+                        conn.query_row("PRAGMA user_version", [], |r| r.get(0))?,
+                        conn.query_row("PRAGMA synchronous", [], |r| r.get(0))?,
+                    ))
+                },
+            )
+            .unwrap();
+        assert_eq!((mode.as_str(), vacuum, version, sync), ("wal", 2, SCHEMA_VERSION as i64, 1));
+    }
+
+    #[test]
+    fn put_get_and_missing_blob() {
+        let (_t, c) = open();
+        let (key, comps) = KeyBuilder::new("layer", 1).component("a", "1").finish();
+        assert!(c.get_action(&key).unwrap().is_none());
+        let d = c.cas().put_bytes(b"blob").unwrap();
+        c.put_action(&key, "layer", "//a:b", "{}", &comps, &[d.clone()]).unwrap();
+        let e = c.get_action(&key).unwrap().unwrap();
+        assert_eq!((e.result_json.as_str(), e.components, e.blobs), ("{}", comps.clone(), vec![
+            d.clone()
+        ]));
+        fs::remove_file(c.cas().path(&d)).unwrap();
+        assert!(c.get_action(&key).unwrap().is_none(), "a missing blob is a miss");
+
+        let absent = Digest::of_bytes(b"absent");
+        let err = c.put_action(&key, "layer", "//a:b", "{}", &comps, &[absent.clone()]).unwrap_err();
+        assert!(matches!(err, CacheError::MissingBlob { ref digest, .. } if *digest == absent));
+        assert!(err.to_string().contains(&key.to_hex()), "{err}");
+    }
+
+    #[test]
+    fn verify_action_blobs_drops_corrupt_entries() {
+        let (_t, c) = open();
+        let (key, comps) = KeyBuilder::new("layer", 1).finish();
+        let d = c.cas().put_bytes(b"good bytes").unwrap();
+        c.put_action(&key, "layer", "//a:b", "{}", &comps, &[d.clone()]).unwrap();
+        assert!(c.verify_action_blobs(&key).unwrap());
+        fs::write(c.cas().path(&d), b"evil bytes").unwrap();
+        assert!(c.get_action(&key).unwrap().is_some(), "existence check only");
+        assert!(!c.verify_action_blobs(&key).unwrap());
+        assert!(c.get_action(&key).unwrap().is_none());
+        assert!(!c.cas().contains(&d), "corrupt blob removed");
+    }
+
+    #[test]
+    fn layer_compression_round_trips_and_needs_the_blob() {
+        let (_t, c) = open();
+        let diff_id = Digest::of_bytes(b"tar");
+        assert!(c.get_layer_compression(&diff_id, "gzip").unwrap().is_none());
+        let digest = c.cas().put_bytes(b"gz").unwrap();
+        let l = CompressedLayer {
+            diff_id: diff_id.clone(),
+            compression: "gzip".into(),
+            digest: digest.clone(),
+            size: 2,
+            media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
+        };
+        c.put_layer_compression(&l).unwrap();
+        assert_eq!(c.get_layer_compression(&diff_id, "gzip").unwrap(), Some(l.clone()));
+        assert!(c.get_layer_compression(&diff_id, "zstd").unwrap().is_none());
+        fs::remove_file(c.cas().path(&digest)).unwrap();
+        assert!(c.get_layer_compression(&diff_id, "gzip").unwrap().is_none());
+        assert!(matches!(c.put_layer_compression(&l), Err(CacheError::MissingBlob { .. })));
+    }
+
+    fn run(key_src: &str, outcome: RunOutcome, env: &str) -> RunRecord {
+        let (key, components) = KeyBuilder::new("cnb_build", 1)
+            .component("src", key_src)
+            .component("env", ComponentValue::map([("BP_X", env)]))
+            .finish();
+        RunRecord {
+            label: "//services/api:image".into(),
+            action: "build".into(),
+            key,
+            components,
+            outcome,
+            build_id: format!("b-{key_src}-{env}"),
+            at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        }
+    }
+
+    #[test]
+    fn run_history_keeps_previous_different_key() {
+        let (_t, c) = open();
+        assert!(c.last_two_runs("//services/api:image", "build").unwrap().is_none());
+        c.record_run(&run("a", RunOutcome::Executed, "1")).unwrap();
+        let h = c.last_two_runs("//services/api:image", "build").unwrap().unwrap();
+        assert!(h.previous.is_none() && h.changes().is_empty());
+        c.record_run(&run("a", RunOutcome::Executed, "2")).unwrap();
+        for _ in 0..10 {
+            c.record_run(&run("a", RunOutcome::CachedLocal, "2")).unwrap();
+        }
+        let h = c.last_two_runs("//services/api:image", "build").unwrap().unwrap();
+        assert_eq!(h.latest.outcome, RunOutcome::CachedLocal);
+        assert_eq!(h.previous.as_ref().unwrap().build_id, "b-a-1");
+        let changes: Vec<String> = h.changes().iter().map(ToString::to_string).collect();
+        assert_eq!(changes, ["env BP_X: 1 -> 2"]);
+
+        // Other actions of the label, and the retention bound.
+        let mut other = run("z", RunOutcome::Failed, "9");
+        other.action = "detect".into();
+        c.record_run(&other).unwrap();
+        for i in 0..10 {
+            c.record_run(&run(&format!("k{i}"), RunOutcome::Executed, "2")).unwrap();
+        }
+        let all = c.runs_for_label("//services/api:image").unwrap();
+        assert_eq!(all.iter().map(|h| h.latest.action.as_str()).collect::<Vec<_>>(), [
+            "build", "detect"
+        ]);
+        assert_eq!(all[0].previous.as_ref().unwrap().build_id, "b-k8-2");
+        assert_eq!(all[1].latest.outcome, RunOutcome::Failed);
+        assert_eq!(c.stats().unwrap().runs, RUN_KEYS_KEPT as u64 + 1);
+    }
+
+    #[test]
+    fn gc_removes_unreferenced_then_lru() {
+        let (_t, c) = open();
+        let orphan = c.cas().put_bytes(b"orphan").unwrap();
+        let mut keys = Vec::new();
+        for i in 0..4u64 {
+            let (key, comps) = KeyBuilder::new("x", 1).component("i", i).finish();
+            let d = c.cas().put_bytes(&vec![i as u8; 1000]).unwrap();
+            c.put_action(&key, "x", "//a", "{}", &comps, &[d]).unwrap();
+            keys.push(key);
+        }
+        // Within the grace period nothing goes.
+        assert_eq!(c.gc(Some(0), None).unwrap().blobs_removed, 0);
+        // Make the order of last use explicit: key 0 oldest.
+        for (i, k) in keys.iter().enumerate() {
+            c.db.write(|| "age".into(), |tx| {
+                tx.execute("UPDATE actions SET last_used_at = ?1 WHERE key = ?2", rusqlite::params![
+                    i as i64,
+                    k.to_hex()
+                ])
+            })
+            .unwrap();
+        }
+        let r = c.gc_with_grace(None, None, Duration::ZERO).unwrap();
+        assert_eq!((r.blobs_removed, r.actions_removed), (1, 0));
+        assert!(!c.cas().contains(&orphan));
+
+        let db = c.stats().unwrap().db_bytes;
+        let r = c.gc_with_grace(Some(db + 2500), None, Duration::ZERO).unwrap();
+        assert_eq!((r.actions_removed, r.blobs_removed, r.bytes_freed), (2, 2, 2000));
+        assert!(c.get_action(&keys[0]).unwrap().is_none());
+        assert!(c.get_action(&keys[1]).unwrap().is_none());
+        assert!(c.get_action(&keys[2]).unwrap().is_some());
+
+        // Key 2 was just used by get_action (which refreshed it); key 3 was not.
+        let r = c.gc_with_grace(None, Some(Duration::from_secs(1)), Duration::ZERO).unwrap();
+        assert_eq!((r.actions_removed, r.blobs_removed), (1, 0), "its blob was used < 1s ago");
+        assert!(c.get_action(&keys[2]).unwrap().is_some());
+        let r = c.gc_with_grace(None, None, Duration::ZERO).unwrap();
+        assert_eq!((r.actions_removed, r.blobs_removed), (0, 1));
+        let s = c.stats().unwrap();
+        assert_eq!((s.actions, s.blobs), (1, 1));
+    }
+
+    #[test]
+    fn clean_refuses_while_open_and_removes_everything_after() {
+        let (t, c) = open();
+        let (key, comps) = KeyBuilder::new("x", 1).finish();
+        let d = c.cas().put_bytes(b"b").unwrap();
+        c.put_action(&key, "x", "//a", "{}", &comps, &[d.clone()]).unwrap();
+        assert!(matches!(Cache::clean(t.path()), Err(CacheError::InUse { .. })));
+        drop(c);
+        Cache::clean(t.path()).unwrap();
+        let c = Cache::open(t.path()).unwrap();
+        assert!(c.warnings().is_empty());
+        assert!(c.get_action(&key).unwrap().is_none());
+        assert!(!c.cas().contains(&d));
+        assert_eq!(c.stats().unwrap().blobs, 0);
+    }
+
+    #[test]
+    fn action_keys_lists_entries() {
+        let (_t, c) = open();
+        let k = Blake3::of_bytes(b"k");
+        c.put_action(&k, "x", "//a", "{}", &KeyBuilder::new("x", 1).finish().1, &[]).unwrap();
+        assert_eq!(c.action_keys().unwrap(), [k]);
+        assert!(c.remove_action(&k).unwrap());
+        assert!(c.action_keys().unwrap().is_empty());
+    }
+}

@@ -71,6 +71,13 @@ pub enum Command {
     Explain(commands::explain::ExplainArgs),
     /// Inspect and trim the local cache: `stats`, `gc --max-size 10GB`, `clean`.
     Cache(commands::cache::CacheArgs),
+    /// Build an image target and run it locally, like `docker run` without a daemon:
+    /// `cbuild run //tools:tool -- --help`.
+    Run(commands::run::RunArgs),
+    /// Show an image target's digest, config and layers (size and origin of each).
+    Inspect(commands::inspect::InspectArgs),
+    /// Write an image target as a docker-archive tar (`docker load -i`) or an OCI layout.
+    Export(commands::export::ExportArgs),
 }
 
 /// Entry point of the binary. Never panics on user input; returns 0 ok, 1 build failed or
@@ -112,5 +119,8 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Query(a) => commands::query::run(&cli.global, a),
         Command::Explain(a) => commands::explain::run(&cli.global, a),
         Command::Cache(a) => commands::cache::run(&cli.global, a),
+        Command::Run(a) => commands::run::run(&cli.global, a),
+        Command::Inspect(a) => commands::inspect::run(&cli.global, a),
+        Command::Export(a) => commands::export::run(&cli.global, a),
     }
 }

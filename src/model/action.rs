@@ -63,7 +63,8 @@ pub enum ActionKind {
     /// Bring in an image from an OCI layout directory or an archive in the workspace.
     ImportImage { path: String, tag: Option<String>, files: Vec<String> },
     /// Assemble an image: base (dependency action or scratch) + layers + config.
-    Image { base: Option<ActionId>, layers: Vec<ActionId>, config: ImageConfigSpec },
+    /// `layer_labels` name each layer's target in the image history (`created_by`).
+    Image { base: Option<ActionId>, layers: Vec<ActionId>, layer_labels: Vec<String>, config: ImageConfigSpec },
 }
 
 impl ActionKind {

@@ -4,7 +4,10 @@
 pub mod build;
 pub mod cache;
 pub mod explain;
+pub mod export;
+pub mod inspect;
 pub mod query;
+pub mod run;
 
 use super::settings::Settings;
 use super::Failure;

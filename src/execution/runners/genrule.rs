@@ -27,10 +27,11 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
 
 pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
     let ActionKind::Genrule { srcs, outs, cmd, env } = &a.kind else { unreachable!() };
+    let scratch_root = sandbox::scratch_root().map_err(|e| e.to_string())?;
     let scratch = tempfile::Builder::new()
         .prefix("genrule-")
-        .tempdir_in(ctx.cache.tmp_dir())
-        .map_err(|e| format!("cannot create a scratch dir in `{}`: {e}", ctx.cache.tmp_dir().display()))?;
+        .tempdir_in(&scratch_root)
+        .map_err(|e| format!("cannot create a scratch dir in `{}`: {e}", scratch_root.display()))?;
     let work = scratch.path().join("work");
     std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
     for (rel, i) in srcs {
@@ -49,7 +50,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     }
     // The sandbox user must be able to write the outputs.
     let (huid, hgid) = sandbox::host_ids(65534, 65534);
-    chown_tree(&work, huid, hgid);
+    chown_tree(scratch.path(), huid, hgid);
     let mut spec = SandboxSpec::new(RootFs::Host, vec!["/bin/sh".into(), "-ec".into(), cmd.clone()]);
     spec.mounts.push(Mount::writable(&work, "/work"));
     spec.cwd = "/work".into();

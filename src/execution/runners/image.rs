@@ -11,7 +11,7 @@ use crate::oci::image::{append_layer, scratch, with_config, with_created, Config
 use crate::oci::layer::{Compression, LayerBlob};
 
 pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
-    let ActionKind::Image { base, layers, config } = &a.kind else { unreachable!() };
+    let ActionKind::Image { base, layers, layer_labels, config } = &a.kind else { unreachable!() };
     let base_d = match base {
         Some(b) => image_manifest(deps, *b)?.to_string(),
         None => "scratch".into(),
@@ -24,6 +24,7 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
     Ok(kb
         .component("base", base_d)
         .component("layers", ComponentValue::list(ls))
+        .component("layer_labels", ComponentValue::list(layer_labels.clone()))
         .component("config", cfg)
         .component("created", created(config.created.as_deref(), ctx.source_date_epoch)))
 }
@@ -64,13 +65,13 @@ pub fn rfc3339(secs: u64) -> String {
 }
 
 pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
-    let ActionKind::Image { base, layers, config } = &a.kind else { unreachable!() };
+    let ActionKind::Image { base, layers, layer_labels, config } = &a.kind else { unreachable!() };
     let blobs = ctx.cache.cas();
     let mut img: Image = match base {
         Some(b) => Image::load(blobs, image_manifest(deps, *b)?).map_err(|e| e.to_string())?,
         None => scratch(&config.os, &config.architecture).map_err(|e| e.to_string())?,
     };
-    for l in layers {
+    for (i, l) in layers.iter().enumerate() {
         match deps.get(l).map(|o| o.as_ref()) {
             Some(ActionOutput::Layer { diff_id, digest, size, media_type }) => {
                 let blob = LayerBlob {
@@ -80,7 +81,7 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
                     media_type: media_type.clone(),
                     compression: Compression::from_media_type(media_type).unwrap_or(Compression::Gzip),
                 };
-                img = append_layer(&img, &blob, &format!("cbuild layer {}", a.label)).map_err(|e| e.to_string())?;
+                img = append_layer(&img, &blob, &format!("cbuild layer {}", layer_labels.get(i).map(String::as_str).unwrap_or("?"))).map_err(|e| e.to_string())?;
             }
             _ => return Err("internal: a layer dependency has no layer output".into()),
         }

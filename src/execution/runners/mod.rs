@@ -31,7 +31,7 @@ pub fn kind_version(k: &ActionKind) -> u32 {
         ActionKind::Genrule { .. } => 1,
         ActionKind::Layer { .. } => 1,
         ActionKind::ImportImage { .. } => 1,
-        ActionKind::Image { .. } => 1,
+        ActionKind::Image { .. } => 2,
     }
 }
 

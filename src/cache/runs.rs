@@ -1,0 +1,217 @@
+//! Build history for `cbuild explain`: per (label, action) the latest run and the runs of a few
+//! earlier, different keys, so "what changed since last time" can be answered with a diff.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use rusqlite::params;
+
+use super::db::{from_ms, to_ms};
+use super::error::{CacheError, Result};
+use super::key::{ComponentChange, Components};
+use super::Cache;
+use crate::model::digest::Blake3;
+
+/// How many distinct keys are remembered per (label, action); one row per key (its latest run).
+pub const RUN_KEYS_KEPT: usize = 4;
+
+/// How an action's run ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RunOutcome {
+    /// The action really ran.
+    Executed,
+    /// Answered from the local cache.
+    CachedLocal,
+    /// Answered from the remote cache.
+    CachedRemote,
+    /// The action ran and failed.
+    Failed,
+}
+
+impl RunOutcome {
+    /// The stored (and `--json`) spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunOutcome::Executed => "executed",
+            RunOutcome::CachedLocal => "cached_local",
+            RunOutcome::CachedRemote => "cached_remote",
+            RunOutcome::Failed => "failed",
+        }
+    }
+}
+
+impl fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for RunOutcome {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        Ok(match s {
+            "executed" => RunOutcome::Executed,
+            "cached_local" => RunOutcome::CachedLocal,
+            "cached_remote" => RunOutcome::CachedRemote,
+            "failed" => RunOutcome::Failed,
+            _ => return Err(format!("unknown run outcome `{s}`")),
+        })
+    }
+}
+
+/// One run of one action of a target.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunRecord {
+    /// The target's label (`//services/api:image`).
+    pub label: String,
+    /// Which action of the target (`detect`, `build`, `layer app`, ...).
+    pub action: String,
+    /// The action key of this run.
+    pub key: Blake3,
+    /// The readable inputs behind `key`.
+    pub components: Components,
+    /// How the run ended.
+    pub outcome: RunOutcome,
+    /// Identifies the `cbuild` invocation.
+    pub build_id: String,
+    /// When it ran.
+    pub at: SystemTime,
+}
+
+/// The latest run of an action and the most recent earlier run with a different key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunHistory {
+    /// The latest run.
+    pub latest: RunRecord,
+    /// The latest run whose key differs from `latest.key`, if any is remembered.
+    pub previous: Option<RunRecord>,
+}
+
+impl RunHistory {
+    /// What changed between `previous` and `latest` (empty without a previous run).
+    pub fn changes(&self) -> Vec<ComponentChange> {
+        match &self.previous {
+            Some(p) => Components::diff(&p.components, &self.latest.components),
+            None => Vec::new(),
+        }
+    }
+}
+
+type Row = (String, String, String, String, String, String, i64);
+
+fn to_record(r: Row) -> Option<RunRecord> {
+    let (label, action, key, components, outcome, build_id, at) = r;
+    Some(RunRecord {
+        label,
+        action,
+        key: Blake3::from_hex(&key)?,
+        components: serde_json::from_str(&components).ok()?,
+        outcome: outcome.parse().ok()?,
+        build_id,
+        at: from_ms(at),
+    })
+}
+
+const SELECT: &str = "SELECT label, action, key, components_json, outcome, build_id, at FROM runs";
+
+fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+}
+
+impl Cache {
+    /// Records one run; see [`Cache::record_runs`].
+    pub fn record_run(&self, run: &RunRecord) -> Result<()> {
+        self.record_runs(std::slice::from_ref(run))
+    }
+
+    /// Records runs in one transaction. Per (label, action) only the latest run of each of the
+    /// last [`RUN_KEYS_KEPT`] distinct keys is kept, so history stays small however often a
+    /// target is built, and the previous *different* key survives any number of cached runs.
+    pub fn record_runs(&self, runs: &[RunRecord]) -> Result<()> {
+        let mut encoded = Vec::with_capacity(runs.len());
+        for run in runs {
+            let c = serde_json::to_string(&run.components).map_err(|source| CacheError::Encode {
+                what: format!("components of run `{}` `{}`", run.label, run.action),
+                source,
+            })?;
+            encoded.push(c);
+        }
+        self.db.write(
+            || format!("recording {} runs", runs.len()),
+            |tx| {
+                let mut ins = tx.prepare_cached(
+                    "INSERT INTO runs(label, action, key, components_json, outcome, build_id, at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                )?;
+                let mut same_key = tx.prepare_cached(
+                    "DELETE FROM runs WHERE label = ?1 AND action = ?2 AND key = ?3 AND id < ?4",
+                )?;
+                let mut trim = tx.prepare_cached(
+                    "DELETE FROM runs WHERE label = ?1 AND action = ?2 AND id NOT IN \
+                     (SELECT id FROM runs WHERE label = ?1 AND action = ?2 ORDER BY id DESC \
+                     LIMIT ?3)",
+                )?;
+                for (run, components) in runs.iter().zip(&encoded) {
+                    let key = run.key.to_hex();
+                    ins.execute(params![
+                        run.label,
+                        run.action,
+                        key,
+                        components,
+                        run.outcome.as_str(),
+                        run.build_id,
+                        to_ms(run.at)
+                    ])?;
+                    let id = tx.last_insert_rowid();
+                    same_key.execute(params![run.label, run.action, key, id])?;
+                    trim.execute(params![run.label, run.action, RUN_KEYS_KEPT as i64])?;
+                }
+                Ok(())
+            },
+        )
+    }
+
+    /// The latest run of `action` of `label` and the previous run with a different key.
+    pub fn last_two_runs(&self, label: &str, action: &str) -> Result<Option<RunHistory>> {
+        let rows = self.db.read(
+            || format!("reading runs of `{label}` `{action}`"),
+            |tx| {
+                tx.prepare_cached(&format!(
+                    "{SELECT} WHERE label = ?1 AND action = ?2 ORDER BY id DESC LIMIT 2"
+                ))?
+                .query_map(params![label, action], read_row)?
+                .collect::<rusqlite::Result<Vec<Row>>>()
+            },
+        )?;
+        let mut it = rows.into_iter().filter_map(to_record);
+        Ok(it.next().map(|latest| RunHistory { latest, previous: it.next() }))
+    }
+
+    /// [`Cache::last_two_runs`] for every action of `label`, sorted by action name.
+    pub fn runs_for_label(&self, label: &str) -> Result<Vec<RunHistory>> {
+        let rows = self.db.read(
+            || format!("reading runs of `{label}`"),
+            |tx| {
+                tx.prepare_cached(&format!("{SELECT} WHERE label = ?1 ORDER BY action, id DESC"))?
+                    .query_map([label], read_row)?
+                    .collect::<rusqlite::Result<Vec<Row>>>()
+            },
+        )?;
+        let mut by_action: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
+        for r in rows.into_iter().filter_map(to_record) {
+            let v = by_action.entry(r.action.clone()).or_default();
+            if v.len() < 2 {
+                v.push(r);
+            }
+        }
+        Ok(by_action
+            .into_values()
+            .filter_map(|v| {
+                let mut it = v.into_iter();
+                it.next().map(|latest| RunHistory { latest, previous: it.next() })
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,247 @@
+//! The stat cache: blake3 of a source file's content, remembered under (path, size, mtime, inode,
+//! ctime) so a no-op build stats files and hashes nothing. Files modified in the last
+//! [`RACY_WINDOW`] are hashed but not remembered (the "racy git" problem).
+
+use std::collections::HashMap;
+use std::fs::{self, File};
+use std::io::BufReader;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rusqlite::params;
+
+use super::error::{io_err, CacheError, Result};
+use super::Cache;
+use crate::model::digest::Blake3;
+
+/// A file whose mtime is this close to (or after) the start of hashing is not remembered: it may
+/// change again within the file system's timestamp granularity without its stat changing.
+pub const RACY_WINDOW: Duration = Duration::from_secs(2);
+
+/// Paths per lookup query (well under SQLite's bound-parameter limit).
+const LOOKUP_CHUNK: usize = 500;
+
+/// Files at least this large are hashed with a larger read buffer.
+const BIG_FILE: u64 = 1 << 20;
+
+/// The stat fields a cached hash is valid for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct StatKey {
+    size: i64,
+    mtime_ns: i64,
+    ino: i64,
+    ctime_ns: i64,
+}
+
+impl StatKey {
+    fn of(m: &fs::Metadata) -> StatKey {
+        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
+        StatKey {
+            size: m.size() as i64,
+            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
+            ino: m.ino() as i64,
+            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
+        }
+    }
+}
+
+/// Counters of a [`FileHasher`]: files stat'ed and files whose content was read and hashed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HashCounts {
+    /// Files stat'ed.
+    pub stated: u64,
+    /// Files read and hashed (stat-cache misses).
+    pub hashed: u64,
+}
+
+/// Hashes source files through the stat cache. Cheap to create; counters accumulate over its
+/// lifetime. Shareable between threads (`&FileHasher` is `Sync`).
+///
+/// ```no_run
+/// # fn f(cache: &cbuild::cache::Cache) -> cbuild::cache::Result<()> {
+/// let hasher = cache.file_hasher();
+/// let hashes = hasher.hash_files(&["services/api/app.py".into()])?;
+/// # Ok(()) }
+/// ```
+pub struct FileHasher<'a> {
+    cache: &'a Cache,
+    stated: AtomicU64,
+    hashed: AtomicU64,
+}
+
+impl Cache {
+    /// A [`FileHasher`] backed by this cache's `stat_cache` table.
+    pub fn file_hasher(&self) -> FileHasher<'_> {
+        FileHasher { cache: self, stated: AtomicU64::new(0), hashed: AtomicU64::new(0) }
+    }
+}
+
+/// One file to hash: where it is in the batch, its path and the stat it had.
+struct Pending {
+    index: usize,
+    abs: PathBuf,
+    stat: StatKey,
+}
+
+impl FileHasher<'_> {
+    /// Counts so far.
+    pub fn counts(&self) -> HashCounts {
+        HashCounts {
+            stated: self.stated.load(Ordering::Relaxed),
+            hashed: self.hashed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The blake3 of one file's content.
+    pub fn hash_file(&self, path: &Path) -> Result<Blake3> {
+        Ok(self.hash_files(&[path.to_path_buf()])?[0])
+    }
+
+    /// The blake3 of each file's content, in order. Stats every file; reads only those whose
+    /// (size, mtime, inode, ctime) differ from the stored row, using all cores; stores the new rows
+    /// in one transaction. Relative paths are taken relative to the current directory; symlinks
+    /// are followed. A missing or non-regular file fails the batch, naming the path.
+    pub fn hash_files(&self, paths: &[PathBuf]) -> Result<Vec<Blake3>> {
+        let started = SystemTime::now();
+        let racy_after = ns_since_epoch(started) - RACY_WINDOW.as_nanos() as i64;
+
+        let mut abs = Vec::with_capacity(paths.len());
+        let mut stats = Vec::with_capacity(paths.len());
+        for p in paths {
+            let a = std::path::absolute(p).map_err(io_err(p))?;
+            let m = fs::metadata(&a).map_err(io_err(&a))?;
+            if !m.is_file() {
+                return Err(CacheError::NotAFile { path: a });
+            }
+            stats.push(StatKey::of(&m));
+            abs.push(a);
+        }
+        self.stated.fetch_add(paths.len() as u64, Ordering::Relaxed);
+
+        let stored = self.lookup(&abs)?;
+        let mut out: Vec<Option<Blake3>> = vec![None; paths.len()];
+        let mut pending = Vec::new();
+        for (i, (a, st)) in abs.iter().zip(&stats).enumerate() {
+            match stored.get(a.as_os_str().as_bytes()) {
+                Some((k, h)) if k == st => out[i] = Some(*h),
+                _ => pending.push(Pending { index: i, abs: a.clone(), stat: *st }),
+            }
+        }
+        if pending.is_empty() {
+            return Ok(out.into_iter().map(|h| h.expect("all hits")).collect());
+        }
+
+        let results = hash_all(&pending);
+        self.hashed.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        let mut rows = Vec::new();
+        for (p, r) in pending.iter().zip(results) {
+            let (h, stable) = r?;
+            out[p.index] = Some(h);
+            if stable && p.stat.mtime_ns < racy_after {
+                rows.push((p.abs.as_os_str().as_bytes().to_vec(), p.stat, h));
+            }
+        }
+        if !rows.is_empty() {
+            self.cache.db.write(
+                || format!("storing {} stat-cache rows", rows.len()),
+                |tx| {
+                    let mut st = tx.prepare_cached(
+                        "INSERT OR REPLACE INTO stat_cache(path, size, mtime_ns, ino, ctime_ns, \
+                         blake3) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                    )?;
+                    for (path, k, h) in &rows {
+                        st.execute(params![path, k.size, k.mtime_ns, k.ino, k.ctime_ns, &h.0[..]])?;
+                    }
+                    Ok(())
+                },
+            )?;
+        }
+        Ok(out.into_iter().map(|h| h.expect("every file hashed or hit")).collect())
+    }
+
+    /// Stored rows for `paths`, one query per [`LOOKUP_CHUNK`] paths, in one read snapshot.
+    fn lookup(&self, paths: &[PathBuf]) -> Result<HashMap<Vec<u8>, (StatKey, Blake3)>> {
+        self.cache.db.read(
+            || format!("reading {} stat-cache rows", paths.len()),
+            |tx| {
+                let mut map = HashMap::with_capacity(paths.len());
+                for chunk in paths.chunks(LOOKUP_CHUNK) {
+                    let marks = vec!["?"; chunk.len()].join(",");
+                    let sql = format!(
+                        "SELECT path, size, mtime_ns, ino, ctime_ns, blake3 FROM stat_cache \
+                         WHERE path IN ({marks})"
+                    );
+                    let mut st = tx.prepare_cached(&sql)?;
+                    let keys = chunk.iter().map(|p| p.as_os_str().as_bytes());
+                    let mut rows = st.query(rusqlite::params_from_iter(keys))?;
+                    while let Some(r) = rows.next()? {
+                        let hash: Vec<u8> = r.get(5)?;
+                        // A malformed hash is simply not a hit.
+                        let Ok(hash) = <[u8; 32]>::try_from(hash) else { continue };
+                        let k = StatKey {
+                            size: r.get(1)?,
+                            mtime_ns: r.get(2)?,
+                            ino: r.get(3)?,
+                            ctime_ns: r.get(4)?,
+                        };
+                        map.insert(r.get::<_, Vec<u8>>(0)?, (k, Blake3(hash)));
+                    }
+                }
+                Ok(map)
+            },
+        )
+    }
+}
+
+fn ns_since_epoch(t: SystemTime) -> i64 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+}
+
+/// Hashes every pending file, spreading them over the available cores. Each result is the hash
+/// and whether the file looked the same before and after reading (only then may it be stored).
+fn hash_all(pending: &[Pending]) -> Vec<Result<(Blake3, bool)>> {
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(pending.len());
+    if workers <= 1 {
+        return pending.iter().map(hash_one).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<Result<(Blake3, bool)>>>> =
+        Mutex::new((0..pending.len()).map(|_| None).collect());
+    std::thread::scope(|s| {
+        for _ in 0..workers {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(p) = pending.get(i) else { break };
+                let r = hash_one(p);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .map(|r| r.expect("every index is taken by exactly one worker"))
+        .collect()
+}
+
+fn hash_one(p: &Pending) -> Result<(Blake3, bool)> {
+    let f = File::open(&p.abs).map_err(io_err(&p.abs))?;
+    let mut h = blake3::Hasher::new();
+    if p.stat.size as u64 >= BIG_FILE {
+        // `update_reader` reads 64 KiB at a time; a bigger buffer halves the syscalls on big files.
+        h.update_reader(BufReader::with_capacity(1 << 20, &f))
+    } else {
+        h.update_reader(&f)
+    }
+    .map_err(io_err(&p.abs))?;
+    // The file may have been replaced or rewritten while we read it: then the hash is returned
+    // (it is the best we have) but not stored, so the next build reads it again.
+    let after = f.metadata().map_err(io_err(&p.abs))?;
+    let stable = StatKey::of(&after) == p.stat;
+    Ok((Blake3(*h.finalize().as_bytes()), stable))
+}

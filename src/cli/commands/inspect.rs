@@ -1,0 +1,79 @@
+//! `cbuild inspect LABEL`: an image target's digest, platform, config and layers (size, diff_id and
+//! what made each), building it first if needed.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cli::settings::Settings;
+use crate::cli::{Failure, GlobalArgs};
+use crate::oci::Image;
+
+#[derive(Args, Debug)]
+pub struct InspectArgs {
+    /// The image target, e.g. //tools:tool.
+    pub label: String,
+}
+
+pub fn run(g: &GlobalArgs, a: InspectArgs) -> Result<ExitCode, Failure> {
+    let mut g2 = g.clone();
+    g2.quiet = true;
+    g2.json = false;
+    let s = Settings::resolve(&g2)?;
+    let built = super::build::build(s, std::slice::from_ref(&a.label), false)?;
+    if !built.report.ok() {
+        super::build::print_summary(&built);
+        return Ok(ExitCode::from(1));
+    }
+    let Some((label, manifest, layout)) = built.images.first() else {
+        return Err(Failure::user(format!("`{}` is not an image target", a.label)));
+    };
+    let img = Image::load(built.cache.cas(), manifest).map_err(Failure::env)?;
+    let history: Vec<String> = img
+        .config()
+        .history()
+        .clone()
+        .iter()
+        .filter(|h| !h.empty_layer().unwrap_or(false))
+        .map(|h| h.created_by().clone().unwrap_or_default())
+        .collect();
+    let (os, arch) = img.platform();
+    let config: serde_json::Value = serde_json::from_slice(img.config_bytes()).map_err(Failure::env)?;
+    let layers: Vec<serde_json::Value> = img
+        .layers()
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            serde_json::json!({
+                "digest": l.digest.to_string(), "diff_id": l.diff_id.to_string(), "size": l.size,
+                "media_type": l.media_type, "created_by": history.get(i).cloned().unwrap_or_default(),
+            })
+        })
+        .collect();
+    if g.json {
+        let v = serde_json::json!({
+            "label": label, "digest": manifest.to_string(), "layout": layout, "os": os, "architecture": arch,
+            "config_digest": img.config_digest().to_string(), "config": config["config"], "layers": layers,
+        });
+        println!("{}", serde_json::to_string_pretty(&v).map_err(Failure::env)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("{label}");
+    println!("  digest:   {manifest}");
+    println!("  layout:   {layout}");
+    println!("  platform: {os}/{arch}");
+    println!("  config:   {}", img.config_digest());
+    let c = &config["config"];
+    for k in ["Entrypoint", "Cmd", "User", "WorkingDir", "Env", "ExposedPorts", "Labels"] {
+        if !c[k].is_null() {
+            println!("  {:<9} {}", format!("{}:", k.to_lowercase()), c[k]);
+        }
+    }
+    println!("  layers:");
+    let total: u64 = img.layers().iter().map(|l| l.size).sum();
+    for (i, l) in img.layers().iter().enumerate() {
+        println!("    {} {:>10}  {}", l.digest.short(), l.size, history.get(i).map(String::as_str).unwrap_or(""));
+    }
+    println!("    {:>23}  total", total);
+    Ok(ExitCode::SUCCESS)
+}

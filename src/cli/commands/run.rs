@@ -1,0 +1,141 @@
+//! `cbuild run LABEL [-- ARGS]`: build an image target if needed and run it locally the way
+//! `docker run --read-only --network host` would (entrypoint, cmd, env, user, workdir), in a
+//! bubblewrap sandbox over the image's extracted root filesystem — no daemon.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cli::settings::Settings;
+use crate::cli::{Failure, GlobalArgs};
+use crate::execution::sandbox::{self, RootFs, SandboxSpec};
+use crate::oci::extract::{extract_layers, ExtractOptions};
+use crate::oci::Image;
+
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The image target, e.g. //tools:tool.
+    pub label: String,
+    /// Arguments replacing the image's Cmd (after `--`).
+    #[arg(last = true)]
+    pub args: Vec<String>,
+    /// Replace the image's entrypoint ('' clears it).
+    #[arg(long)]
+    pub entrypoint: Option<String>,
+    /// Set an environment variable (repeatable): -e KEY=VALUE.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Run as this user instead of the image's: UID[:GID] or a name from the image's /etc/passwd.
+    #[arg(short = 'u', long)]
+    pub user: Option<String>,
+    /// Working directory instead of the image's.
+    #[arg(short = 'w', long)]
+    pub workdir: Option<String>,
+    /// Network: `host` (servers are reachable on the host's loopback) or `none`.
+    #[arg(long, default_value = "host", value_parser = ["host", "none"])]
+    pub net: String,
+}
+
+pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
+    let mut g2 = g.clone();
+    g2.quiet = true;
+    let s = Settings::resolve(&g2)?;
+    let built = super::build::build(s, std::slice::from_ref(&a.label), false)?;
+    if !built.report.ok() {
+        super::build::print_summary(&built);
+        return Ok(ExitCode::from(1));
+    }
+    let Some((label, manifest, _)) = built.images.first() else {
+        return Err(Failure::user(format!("`{}` is not an image target; `cbuild run` runs images", a.label)));
+    };
+    let blobs = built.cache.cas();
+    let img = Image::load(blobs, manifest).map_err(Failure::env)?;
+    let scratch = tempfile::Builder::new()
+        .prefix("run-")
+        .tempdir_in(sandbox::scratch_root().map_err(Failure::env)?)
+        .map_err(Failure::env)?;
+    let rootfs = scratch.path().join("rootfs");
+    let digests: Vec<_> = img.layers().iter().map(|l| l.digest.clone()).collect();
+    extract_layers(blobs, &digests, &rootfs, &ExtractOptions::default()).map_err(|e| Failure::env(anyhow::anyhow!("extracting `{label}`: {e}")))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755));
+    }
+    let cfg = img.config().config().clone().unwrap_or_default();
+    let entrypoint: Vec<String> = match &a.entrypoint {
+        Some(e) if e.is_empty() => vec![],
+        Some(e) => vec![e.clone()],
+        None => cfg.entrypoint().clone().unwrap_or_default(),
+    };
+    let cmd: Vec<String> = if !a.args.is_empty() {
+        a.args.clone()
+    } else if a.entrypoint.is_some() {
+        vec![]
+    } else {
+        cfg.cmd().clone().unwrap_or_default()
+    };
+    let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+    if argv.is_empty() {
+        return Err(Failure::user(format!("`{label}` has no entrypoint or cmd; pass a command after `--`")));
+    }
+    let mut env: BTreeMap<String, String> = BTreeMap::new();
+    for kv in cfg.env().clone().unwrap_or_default().iter().chain(a.env.iter()) {
+        match kv.split_once('=') {
+            Some((k, v)) => env.insert(k.to_string(), v.to_string()),
+            None => return Err(Failure::user(format!("environment entry `{kv}` is not KEY=VALUE"))),
+        };
+    }
+    let user = a.user.clone().or_else(|| cfg.user().clone()).unwrap_or_default();
+    let (uid, gid, home) = resolve_user(&rootfs, &user).map_err(Failure::user)?;
+    env.entry("HOME".into()).or_insert(home);
+    env.entry("PATH".into()).or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    let mut spec = SandboxSpec::new(RootFs::Dir(rootfs.clone()), argv);
+    spec.cwd = a.workdir.clone().or_else(|| cfg.working_dir().clone()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+    spec.env = env;
+    spec.uid = uid;
+    spec.gid = gid;
+    spec.network = a.net == "host";
+    let status = sandbox::interactive_command(&spec)
+        .map_err(Failure::env)?
+        .status()
+        .map_err(Failure::env)?;
+    drop(scratch);
+    use std::os::unix::process::ExitStatusExt;
+    let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+/// `uid[:gid]` or a user name (looked up in the image's /etc/passwd and /etc/group), with the home dir.
+fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, String), String> {
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
+    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let by_name = |name: &str| passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[0] == name);
+    let by_uid = |uid: u32| passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[2] == uid.to_string());
+    let (uid, mut gid, home) = if u.is_empty() {
+        (0, 0, "/root".to_string())
+    } else if let Ok(uid) = u.parse::<u32>() {
+        let e = by_uid(uid);
+        (uid, e.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(uid), e.map(|f| f[5].to_string()).unwrap_or_else(|| "/".into()))
+    } else {
+        let f = by_name(u).ok_or_else(|| format!("user `{u}` is not in the image's /etc/passwd"))?;
+        (f[2].parse().map_err(|_| format!("bad uid for `{u}` in /etc/passwd"))?, f[3].parse().unwrap_or(0), f[5].to_string())
+    };
+    if let Some(g) = g {
+        gid = match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => group
+                .lines()
+                .map(|l| l.split(':').collect::<Vec<_>>())
+                .find(|f| f.len() >= 3 && f[0] == g)
+                .and_then(|f| f[2].parse().ok())
+                .ok_or_else(|| format!("group `{g}` is not in the image's /etc/group"))?,
+        };
+    }
+    Ok((uid, gid, home))
+}
