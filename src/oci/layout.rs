@@ -231,20 +231,22 @@ fn import_blob(dir: &Path, blobs: &BlobDir, d: &Digest, size: Option<u64>) -> Re
             });
         }
     }
-    if blobs.contains(d) && same_file(&src, &blobs.path(d)) {
+    // Copied, never hard-linked: the layout is a workspace input a user may edit in place, and a
+    // shared inode would silently change the cached blob with it. Hashed while copying.
+    let f = fs::File::open(&src).map_err(io_err(&src))?;
+    if blobs.contains(d) {
+        let (actual, _) = Digest::of_reader(BufReader::new(f)).map_err(io_err(&src))?;
+        if &actual != d {
+            return Err(OciError::DigestMismatch { subject: src.display().to_string(), expected: d.clone(), actual });
+        }
         return Ok(());
     }
-    let f = fs::File::open(&src).map_err(io_err(&src))?;
-    let (actual, _) = Digest::of_reader(BufReader::new(f)).map_err(io_err(&src))?;
+    let (actual, _) = blobs.put_stream::<OciError>(|w| {
+        io::copy(&mut BufReader::new(f), w).map(|_| ()).map_err(io_err(&src))
+    })?;
     if &actual != d {
-        return Err(OciError::DigestMismatch {
-            subject: src.display().to_string(),
-            expected: d.clone(),
-            actual,
-        });
-    }
-    if !blobs.contains(d) {
-        blobs.link_or_copy_from(&src, d)?;
+        // What was stored is a valid blob under its own digest; only the claim was wrong.
+        return Err(OciError::DigestMismatch { subject: src.display().to_string(), expected: d.clone(), actual });
     }
     Ok(())
 }

@@ -86,3 +86,23 @@ pub fn copy_tree(from: &Path, to: &Path) {
         }
     }
 }
+
+/// `../shared/harness/<script>` beside the repository (CI and developers have shared/ there).
+pub fn harness(script: &str) -> PathBuf {
+    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/harness").join(script);
+    assert!(p.is_file(), "harness script {} not found (shared/ must sit beside the repository)", p.display());
+    p
+}
+
+/// Runs a harness script; returns (exit code, stdout+stderr).
+pub fn run_harness(script: &str, args: &[&str]) -> (i32, String) {
+    let out = Command::new(harness(script)).args(args).output().unwrap();
+    let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
+    s.push_str(&String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), s)
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
