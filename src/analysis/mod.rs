@@ -13,8 +13,23 @@ enum Provided {
     Files { action: ActionId, outs: Vec<String> },
     Layer(ActionId),
     Image(ActionId),
-    /// A target with no actions of its own yet (stack, buildpack, builder before the CNB runners).
+    /// A buildpack tree in the CAS.
+    Buildpack(ActionId),
+    Stack(StackInfo),
+    Builder { stack: StackInfo, order: Vec<Vec<(ActionId, bool)>>, buildpacks: Vec<ActionId> },
+    /// A target with no actions of its own (yet).
     Declared,
+}
+
+#[derive(Clone, Debug)]
+struct StackInfo {
+    id: String,
+    build_image: ActionId,
+    run_image: ActionId,
+    run_image_name: String,
+    mirrors: Vec<String>,
+    uid: u32,
+    gid: u32,
 }
 
 /// Analyses every target in `labels` (and their dependencies) into one action graph.
@@ -35,11 +50,12 @@ pub fn analyze(g: &TargetGraph, labels: &[Label]) -> Result<ActionGraph, Vec<Loa
                         ag.target_outputs.insert(l.clone(), *a);
                         ag.image_targets.push(l.clone());
                     }
-                    Provided::Layer(a) | Provided::Files { action: a, .. } => {
+                    Provided::Layer(a) | Provided::Files { action: a, .. } | Provided::Buildpack(a) => {
                         ag.target_outputs.insert(l.clone(), *a);
                     }
+                    Provided::Stack(_) | Provided::Builder { .. } => {}
                     Provided::Declared => {
-                        if !matches!(n.kind.as_str(), "stack" | "buildpack" | "builder") {
+                        {
                             ag.not_buildable.push((l.clone(), n.kind.clone()));
                         }
                     }
@@ -220,7 +236,140 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
             let a = ag.add(l, ActionKind::Image { base, layers, layer_labels, config }, deps);
             Ok(Provided::Image(a))
         }
-        // Declared now; their actions arrive with the CNB, registry and Debian-stack issues.
+        "buildpack" => {
+            let (srcs, deps) = sources(n, "srcs", provided)?;
+            // The buildpack's root is the shallowest directory holding a buildpack.toml.
+            let root = srcs
+                .iter()
+                .filter(|(rel, _)| rel == "buildpack.toml" || rel.ends_with("/buildpack.toml"))
+                .map(|(rel, _)| rel.trim_end_matches("buildpack.toml").trim_end_matches('/').to_string())
+                .min_by_key(|r| (r.matches('/').count(), r.len(), r.clone()))
+                .ok_or("`srcs` has no buildpack.toml (a buildpack is the directory holding it)")?;
+            let prefix = if root.is_empty() { String::new() } else { format!("{root}/") };
+            let files: Vec<(String, Input)> =
+                srcs.into_iter().filter_map(|(rel, i)| rel.strip_prefix(&prefix).map(|r| (r.to_string(), i))).collect();
+            let mut deps = deps;
+            for d in n.attr("deps").as_list() {
+                if let Some(AttrValue::Label(dl)) = Some(d) {
+                    match provided.get(dl) {
+                        Some(Provided::Buildpack(a)) => deps.push(*a),
+                        _ => return Err(format!("`deps` lists `{dl}`, which is not a buildpack")),
+                    }
+                }
+            }
+            let a = ag.add(l, ActionKind::Buildpack { files }, deps);
+            Ok(Provided::Buildpack(a))
+        }
+        "stack" => {
+            let img = |attr: &str| -> Result<(ActionId, String), String> {
+                match n.attr(attr) {
+                    AttrValue::Label(b) => match provided.get(b) {
+                        Some(Provided::Image(a)) => Ok((*a, b.to_string())),
+                        _ => Err(format!("`{attr}` is `{b}`, which is not an image")),
+                    },
+                    _ => Err(format!("`{attr}` is required")),
+                }
+            };
+            let (build_image, _) = img("build_image")?;
+            let (run_image, run_label) = img("run_image")?;
+            let uid = n.attr("user_id").as_int().unwrap_or(1000);
+            let gid = n.attr("group_id").as_int().unwrap_or(1000);
+            if uid <= 0 || gid <= 0 || uid > u32::MAX as i64 || gid > u32::MAX as i64 {
+                return Err("`user_id` and `group_id` must be positive: buildpacks never run as root".into());
+            }
+            Ok(Provided::Stack(StackInfo {
+                id: n.attr("id").as_str().unwrap_or_default().to_string(),
+                build_image,
+                run_image,
+                run_image_name: run_label,
+                mirrors: strings(n.attr("run_image_mirrors")),
+                uid: uid as u32,
+                gid: gid as u32,
+            }))
+        }
+        "builder" => {
+            let stack = match n.attr("stack") {
+                AttrValue::Label(s) => match provided.get(s) {
+                    Some(Provided::Stack(st)) => st.clone(),
+                    _ => return Err(format!("`stack` is `{s}`, which is not a `stack` target")),
+                },
+                _ => return Err("`stack` is required".into()),
+            };
+            let mut order = Vec::new();
+            let mut all = Vec::new();
+            for g in n.attr("order").as_list() {
+                let mut group = Vec::new();
+                for m in g.as_list() {
+                    let (bl, optional) = match m {
+                        AttrValue::Label(b) => (b, false),
+                        AttrValue::Optional(b) => (b, true),
+                        _ => continue,
+                    };
+                    match provided.get(bl) {
+                        Some(Provided::Buildpack(a)) => {
+                            group.push((*a, optional));
+                            all.push(*a);
+                            // Composite children (and theirs) are reachable through the buildpack's deps.
+                            let mut stack_ = vec![*a];
+                            while let Some(x) = stack_.pop() {
+                                for d in &ag.actions[x].deps {
+                                    if matches!(ag.actions[*d].kind, ActionKind::Buildpack { .. }) {
+                                        all.push(*d);
+                                        stack_.push(*d);
+                                    }
+                                }
+                            }
+                        }
+                        _ => return Err(format!("order lists `{bl}`, which is not a `buildpack` target")),
+                    }
+                }
+                order.push(group);
+            }
+            all.sort_unstable();
+            all.dedup();
+            Ok(Provided::Builder { stack, order, buildpacks: all })
+        }
+        "cnb_image" => {
+            let (app, mut deps) = sources(n, "srcs", provided)?;
+            let (stack, order, buildpacks) = match n.attr("builder") {
+                AttrValue::Label(b) => match provided.get(b) {
+                    Some(Provided::Builder { stack, order, buildpacks }) => (stack.clone(), order.clone(), buildpacks.clone()),
+                    _ => return Err(format!("`builder` is `{b}`, which is not a `builder` target")),
+                },
+                _ => return Err("`builder` is required".into()),
+            };
+            deps.extend(buildpacks.iter().copied());
+            deps.push(stack.build_image);
+            let phase = crate::model::action::CnbPhase {
+                app,
+                order,
+                buildpacks,
+                build_image: stack.build_image,
+                stack_id: stack.id.clone(),
+                uid: stack.uid,
+                gid: stack.gid,
+                env: string_map(n.attr("env")),
+                network: n.attr("network").as_bool().unwrap_or(false),
+            };
+            let detect = ag.add(l, ActionKind::CnbDetect(phase.clone()), deps.clone());
+            let mut bdeps = deps;
+            bdeps.push(detect);
+            let build = ag.add(l, ActionKind::CnbBuild { phase, detect }, bdeps);
+            let spec = crate::model::action::CnbExportSpec {
+                build,
+                run_image: stack.run_image,
+                run_image_name: stack.run_image_name.clone(),
+                run_image_mirrors: stack.mirrors.clone(),
+                stack_id: stack.id.clone(),
+                uid: stack.uid,
+                gid: stack.gid,
+                process: opt_string(n.attr("process")),
+                labels: string_map(n.attr("labels")),
+            };
+            let export = ag.add(l, ActionKind::CnbExport(spec), vec![build, stack.run_image]);
+            Ok(Provided::Image(export))
+        }
+        // Declared now; their actions arrive with the registry and Debian-stack issues.
         _ => Ok(Provided::Declared),
     }
 }

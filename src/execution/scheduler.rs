@@ -61,7 +61,9 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
             ActionKind::Genrule { srcs, .. } => paths.extend(srcs.iter().filter_map(|(_, i)| source(i))),
             ActionKind::Layer { files, .. } => paths.extend(files.iter().filter_map(|f| source(&f.input))),
             ActionKind::ImportImage { files, .. } => paths.extend(files.iter().cloned()),
-            ActionKind::Image { .. } => {}
+            ActionKind::Buildpack { files } => paths.extend(files.iter().filter_map(|(_, i)| source(i))),
+            ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => paths.extend(p.app.iter().filter_map(|(_, i)| source(i))),
+            ActionKind::Image { .. } | ActionKind::CnbExport(_) => {}
         }
     }
     let list: Vec<String> = paths.into_iter().collect();

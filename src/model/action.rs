@@ -63,14 +63,63 @@ pub enum ActionKind {
     /// Bring in an image from an OCI layout directory or an archive in the workspace.
     ImportImage { path: String, tag: Option<String>, files: Vec<String> },
     /// Assemble an image: base (dependency action or scratch) + layers + config.
+    /// Store a buildpack's tree (paths relative to the directory holding buildpack.toml) in the
+    /// CAS and check its buildpack.toml.
+    Buildpack { files: Vec<(String, Input)> },
+    /// Run every buildpack's `bin/detect` of a builder's order against the app and resolve the group
+    /// and build plan (CNB detect phase).
+    CnbDetect(CnbPhase),
+    /// Run the chosen group's `bin/build` (CNB build phase); produces launch layers, the app layer and
+    /// metadata. Depends on the build image only, never on the run image (so a new run image rebases).
+    CnbBuild { phase: CnbPhase, detect: ActionId },
+    /// Assemble the app image: run image + launch layers + app + launcher + config + process types.
+    CnbExport(CnbExportSpec),
     /// `layer_labels` name each layer's target in the image history (`created_by`).
     Image { base: Option<ActionId>, layers: Vec<ActionId>, layer_labels: Vec<String>, config: ImageConfigSpec },
+}
+
+/// What the detect and build phases of a `cnb_image` share.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CnbPhase {
+    /// App files: path relative to /workspace → input.
+    pub app: Vec<(String, Input)>,
+    /// The builder's order: groups of (buildpack action, optional).
+    pub order: Vec<Vec<(ActionId, bool)>>,
+    /// Every buildpack action available (order members and composite children).
+    pub buildpacks: Vec<ActionId>,
+    pub build_image: ActionId,
+    pub stack_id: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Platform env (`<platform>/env/NAME`).
+    pub env: BTreeMap<String, String>,
+    pub network: bool,
+}
+
+/// Parameters of a `cnb_image`'s export (image assembly).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CnbExportSpec {
+    pub build: ActionId,
+    pub run_image: ActionId,
+    /// The run image's name as recorded in `runImage.image` (its label or a registry reference).
+    pub run_image_name: String,
+    pub run_image_mirrors: Vec<String>,
+    pub stack_id: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// Default process type (`ENTRYPOINT /cnb/process/<type>`).
+    pub process: Option<String>,
+    pub labels: BTreeMap<String, String>,
 }
 
 impl ActionKind {
     /// Short name used in progress output, `explain` and the cache (`layer`, `image`, ...).
     pub fn mnemonic(&self) -> &'static str {
         match self {
+            ActionKind::Buildpack { .. } => "buildpack",
+            ActionKind::CnbDetect(_) => "detect",
+            ActionKind::CnbBuild { .. } => "build",
+            ActionKind::CnbExport(_) => "export",
             ActionKind::Genrule { .. } => "genrule",
             ActionKind::Layer { .. } => "layer",
             ActionKind::ImportImage { .. } => "import",
@@ -121,6 +170,8 @@ pub enum ActionOutput {
     Files { files: BTreeMap<String, OutFile> },
     /// A compressed layer blob.
     Layer { diff_id: Digest, digest: Digest, size: u64, media_type: String },
+    /// Structured data of a CNB phase (JSON) with the blobs it references.
+    Data { json: String, blobs: Vec<Digest> },
     /// An image: its manifest in the CAS (config and layers are reachable from it).
     Image { manifest: Digest, manifest_size: u64, config: Digest, blobs: Vec<Digest> },
 }
@@ -138,6 +189,7 @@ impl ActionOutput {
         match self {
             ActionOutput::Files { files } => files.values().map(|f| f.digest.clone()).collect(),
             ActionOutput::Layer { digest, .. } => vec![digest.clone()],
+            ActionOutput::Data { blobs, .. } => blobs.clone(),
             ActionOutput::Image { manifest, config, blobs, .. } => {
                 let mut v = vec![manifest.clone(), config.clone()];
                 v.extend(blobs.iter().cloned());

@@ -84,7 +84,13 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         e.gid = *g;
         entries.push(e);
     }
-    let c = compression_of(compression);
+    let blob = write_layer_cached(entries, compression_of(compression), ctx)?;
+    Ok(ActionOutput::Layer { diff_id: blob.diff_id, digest: blob.digest, size: blob.size, media_type: blob.media_type })
+}
+
+/// Writes a gzip layer of `entries` into the CAS, reusing an earlier compression of the same
+/// uncompressed tar (diff_id → blob mapping kept by the cache).
+pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result<LayerBlob, String> {
     let opts = LayerOptions { compression: c, mtime: ctx.source_date_epoch };
     let cache = &ctx.cache;
     let known = |diff_id: &crate::model::digest::Digest, c: Compression| -> Option<LayerBlob> {
@@ -99,5 +105,5 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         size: blob.size,
         media_type: blob.media_type.clone(),
     });
-    Ok(ActionOutput::Layer { diff_id: blob.diff_id, digest: blob.digest, size: blob.size, media_type: blob.media_type })
+    Ok(blob)
 }

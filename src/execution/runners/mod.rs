@@ -1,6 +1,11 @@
 //! One runner per action kind: how its key is made (the components `explain` shows) and how it runs.
 //! Blocking work (tar, compression) runs on tokio's blocking pool; sandboxes are awaited.
 
+pub mod buildpack;
+pub mod cnb_build;
+pub mod cnb_common;
+pub mod cnb_detect;
+pub mod cnb_export;
 pub mod genrule;
 pub mod image;
 pub mod import;
@@ -32,6 +37,10 @@ pub fn kind_version(k: &ActionKind) -> u32 {
         ActionKind::Layer { .. } => 1,
         ActionKind::ImportImage { .. } => 1,
         ActionKind::Image { .. } => 2,
+        ActionKind::Buildpack { .. } => 1,
+        ActionKind::CnbDetect(_) => 1,
+        ActionKind::CnbBuild { .. } => 1,
+        ActionKind::CnbExport(_) => 1,
     }
 }
 
@@ -59,6 +68,10 @@ pub fn key(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         ActionKind::Layer { .. } => layer::key(kb, a, deps, ctx),
         ActionKind::ImportImage { .. } => import::key(kb, a, ctx),
         ActionKind::Image { .. } => image::key(kb, a, deps, ctx),
+        ActionKind::Buildpack { .. } => buildpack::key(kb, a, deps, ctx),
+        ActionKind::CnbDetect(_) => cnb_detect::key(kb, a, deps, ctx),
+        ActionKind::CnbBuild { .. } => cnb_build::key(kb, a, deps, ctx),
+        ActionKind::CnbExport(_) => cnb_export::key(kb, a, deps, ctx),
     }
 }
 
@@ -66,13 +79,17 @@ pub fn key(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
 pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
     match &a.kind {
         ActionKind::Genrule { .. } => genrule::run(a, deps, ctx).await,
+        ActionKind::CnbDetect(_) => cnb_detect::run(a, deps, ctx).await,
+        ActionKind::CnbBuild { .. } => cnb_build::run(a, deps, ctx).await,
         _ => {
             let (a2, deps2, ctx2) = (a.clone(), deps.clone(), ctx.clone());
             tokio::task::spawn_blocking(move || match &a2.kind {
                 ActionKind::Layer { .. } => layer::run(&a2, &deps2, &ctx2),
                 ActionKind::ImportImage { .. } => import::run(&a2, &ctx2),
                 ActionKind::Image { .. } => image::run(&a2, &deps2, &ctx2),
-                ActionKind::Genrule { .. } => unreachable!("genrule runs async"),
+                ActionKind::Buildpack { .. } => buildpack::run(&a2, &deps2, &ctx2),
+                ActionKind::CnbExport(_) => cnb_export::run(&a2, &deps2, &ctx2),
+                ActionKind::Genrule { .. } | ActionKind::CnbDetect(_) | ActionKind::CnbBuild { .. } => unreachable!("runs async"),
             })
             .await
             .map_err(|e| format!("internal: runner task failed: {e}"))?

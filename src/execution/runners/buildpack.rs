@@ -1,0 +1,81 @@
+//! The `buildpack` runner: copies a buildpack's tree into the CAS (never hard-linked: sources are
+//! files a user edits) and checks its buildpack.toml, so a malformed one fails here, named.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use super::{input_digest, RunCtx};
+use crate::cache::{ComponentValue, KeyBuilder};
+use crate::cnb::buildpack_toml::BuildpackDescriptor;
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input, OutFile};
+
+pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let ActionKind::Buildpack { files } = &a.kind else { unreachable!() };
+    let mut m = BTreeMap::new();
+    for (rel, i) in files {
+        let mut d = input_digest(i, deps, ctx)?;
+        if let Input::Source(p) = i {
+            if is_executable(&ctx.root.join(p)) {
+                d.push_str("+x");
+            }
+        }
+        m.insert(rel.clone(), d);
+    }
+    Ok(kb.component("files", ComponentValue::map(m)))
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+}
+
+/// Copies `src` into the CAS, hashing on the way; returns the digest.
+pub fn copy_into_cas(ctx: &RunCtx, src: &Path) -> Result<crate::model::digest::Digest, String> {
+    let f = std::fs::File::open(src).map_err(|e| format!("reading `{}`: {e}", src.display()))?;
+    let (d, _) = ctx
+        .cache
+        .cas()
+        .put_stream::<crate::cas::CasError>(|w| {
+            std::io::copy(&mut std::io::BufReader::new(f), w)
+                .map(|_| ())
+                .map_err(|source| crate::cas::CasError::Io { path: src.to_path_buf(), source })
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(d)
+}
+
+pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
+    let ActionKind::Buildpack { files } = &a.kind else { unreachable!() };
+    let mut out = BTreeMap::new();
+    for (rel, i) in files {
+        let f = match i {
+            Input::Source(p) => {
+                let src = ctx.root.join(p);
+                OutFile { digest: copy_into_cas(ctx, &src)?, executable: is_executable(&src) }
+            }
+            Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
+                Some(ActionOutput::Files { files }) => files[path].clone(),
+                _ => return Err(format!("internal: `{path}` is not an output")),
+            },
+        };
+        out.insert(rel.clone(), f);
+    }
+    let toml = out.get("buildpack.toml").ok_or("no buildpack.toml")?;
+    let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| e.to_string())?)
+        .map_err(|_| format!("`{}`: buildpack.toml is not UTF-8", a.label))?;
+    let desc = BuildpackDescriptor::parse(&text, Path::new(&format!("{}/buildpack.toml", a.label.package)))
+        .map_err(|e| e.to_string())?;
+    if !desc.is_composite() {
+        for bin in ["bin/detect", "bin/build"] {
+            match out.get(bin) {
+                None => return Err(format!("buildpack `{}@{}` has no `{bin}`", desc.info.id, desc.info.version)),
+                Some(f) if !f.executable => {
+                    return Err(format!("buildpack `{}@{}`: `{bin}` is not executable (chmod +x)", desc.info.id, desc.info.version))
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(ActionOutput::Files { files: out })
+}

@@ -1,0 +1,367 @@
+//! The CNB build phase as one action: the chosen group's `bin/build` in order, as the stack user in a
+//! sandbox whose root is the build image, with `<layer>.toml` types, env dirs, launch.toml,
+//! build.toml (`unmet`) and store.toml handled as the lifecycle does. Cached layers of the previous
+//! build of the same target are restored first (the CNB way for buildpacks to skip work). Output:
+//! one layer blob per launch layer, the app layer, the config layer and the merged metadata.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::cnb_common::{self as common, Scratch};
+use super::cnb_detect::{self, DetectResult};
+use super::RunCtx;
+use crate::cache::KeyBuilder;
+use crate::cnb::buildpack_toml::{escape_id, BuildpackRef};
+use crate::cnb::env::{apply_build_layer, build_args, build_cnb_vars, buildpack_process_env, BuildVars};
+use crate::cnb::launch::{merge_launch, parse_build_toml, parse_launch_toml, LaunchToml, StoreToml};
+use crate::cnb::layer_toml::{
+    check_layer_name, layer_disposition, layer_name_of_file, parse_layer_toml, restore_action, restored_layer_toml, LayerDisposition,
+    LayerTypes, RestoreAction,
+};
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
+use crate::model::digest::Digest;
+use crate::oci::layer::{Compression, LayerBlob};
+use crate::oci::tar::{entries_from_dir, TarEntry};
+
+/// A layer blob as stored in results and state.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlobRef {
+    pub diff_id: Digest,
+    pub digest: Digest,
+    pub size: u64,
+    pub media_type: String,
+}
+
+impl BlobRef {
+    pub fn from_blob(b: &LayerBlob) -> BlobRef {
+        BlobRef { diff_id: b.diff_id.clone(), digest: b.digest.clone(), size: b.size, media_type: b.media_type.clone() }
+    }
+    pub fn to_blob(&self) -> LayerBlob {
+        LayerBlob {
+            diff_id: self.diff_id.clone(),
+            digest: self.digest.clone(),
+            size: self.size,
+            media_type: self.media_type.clone(),
+            compression: Compression::from_media_type(&self.media_type).unwrap_or(Compression::Gzip),
+        }
+    }
+}
+
+/// One buildpack layer after the build.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LayerResult {
+    pub types: LayerTypes,
+    /// `[metadata]` as JSON.
+    pub data: serde_json::Value,
+    /// The image layer (launch layers).
+    pub launch_blob: Option<BlobRef>,
+    /// The contents saved for the next build (cache layers).
+    pub cache_blob: Option<BlobRef>,
+}
+
+/// One buildpack of the group after the build.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BuildpackResult {
+    pub id: String,
+    pub version: String,
+    pub layers: BTreeMap<String, LayerResult>,
+    /// store.toml `[metadata]` as JSON.
+    pub store: Option<serde_json::Value>,
+}
+
+/// The build phase's output.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BuildResult {
+    pub group: Vec<crate::cnb::plan::GroupMember>,
+    /// `<layers>/config/metadata.toml`.
+    pub metadata_toml: String,
+    pub buildpacks: Vec<BuildpackResult>,
+    /// Image layers in export order: (buildpack id, layer name, blob).
+    pub launch_layers: Vec<(String, String, BlobRef)>,
+    pub app_layer: BlobRef,
+    pub config_layer: BlobRef,
+}
+
+impl BuildResult {
+    pub fn blobs(&self) -> Vec<Digest> {
+        let mut v: Vec<Digest> = vec![self.app_layer.digest.clone(), self.config_layer.digest.clone()];
+        for b in &self.buildpacks {
+            for l in b.layers.values() {
+                v.extend(l.launch_blob.iter().chain(l.cache_blob.iter()).map(|x| x.digest.clone()));
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let ActionKind::CnbBuild { phase, detect } = &a.kind else { unreachable!() };
+    let kb = cnb_detect::phase_key(kb, phase, deps, ctx)?;
+    let d = deps.get(detect).ok_or("internal: detect result missing")?;
+    Ok(kb.component("detect", super::output_digest(d)))
+}
+
+/// Where the previous successful build of a target keeps what the next one restores.
+fn state_path(ctx: &RunCtx, label: &str) -> PathBuf {
+    ctx.cache.dir().join("cnb-state").join(format!("{}.json", crate::model::digest::Blake3::of_bytes(label.as_bytes())))
+}
+
+fn load_state(ctx: &RunCtx, label: &str) -> Vec<BuildpackResult> {
+    std::fs::read(state_path(ctx, label))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Vec<BuildpackResult>>(&b).ok())
+        // Only blobs still in the CAS can be restored.
+        .map(|v| {
+            v.into_iter()
+                .map(|mut b| {
+                    for l in b.layers.values_mut() {
+                        l.cache_blob = l.cache_blob.take().filter(|x| ctx.cache.cas().contains(&x.digest));
+                        l.launch_blob = l.launch_blob.take().filter(|x| ctx.cache.cas().contains(&x.digest));
+                    }
+                    b
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Rewrites host paths of the scratch layers dir in env values to the sandbox's `/layers`.
+fn sandbox_paths(env: &mut crate::cnb::env_files::EnvMap, host_layers: &Path) {
+    let h = host_layers.to_string_lossy().to_string();
+    for v in env.values_mut() {
+        if v.contains(&h) {
+            *v = v.replace(&h, "/layers");
+        }
+    }
+}
+
+/// Tar entries of one directory placed at `dest` (e.g. `layers/acme_go/go`), owned by the stack
+/// user, with its parent directories owned by the user too (like the lifecycle's exporter).
+fn dir_entries(dir: &Path, dest: &str, uid: u32, gid: u32) -> Result<Vec<TarEntry>, String> {
+    let mut v = entries_from_dir(dir, dest, uid, gid, None).map_err(|e| e.to_string())?;
+    let mut parent = String::new();
+    for seg in dest.split('/') {
+        parent = if parent.is_empty() { seg.to_string() } else { format!("{parent}/{seg}") };
+        if !v.iter().any(|e| e.path == parent) {
+            let mut d = TarEntry::dir(parent.clone(), 0o755);
+            d.uid = uid;
+            d.gid = gid;
+            v.push(d);
+        }
+    }
+    Ok(v)
+}
+
+pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+    let ActionKind::CnbBuild { phase: p, detect } = &a.kind else { unreachable!() };
+    let label = a.label.to_string();
+    let det: DetectResult = match deps.get(detect).map(|o| o.as_ref()) {
+        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| e.to_string())?,
+        _ => return Err("internal: detect result missing".into()),
+    };
+    let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
+    let (img, rootfs) = cnb_detect::build_image(p, deps, ctx).await?;
+    let scratch = Scratch::new("build-")?;
+    common::materialize_app(&p.app, deps, ctx, &scratch.workspace)?;
+    scratch.write_platform_env(&p.env)?;
+    common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
+    let (uid, gid) = (p.uid, p.gid);
+    let (huid, hgid) = crate::execution::sandbox::host_ids(uid, gid);
+    let (base, target) = cnb_detect::base_env(&img, &rootfs, p);
+
+    // Restore: per the Layer Types table, from the previous build of this target.
+    let prev = load_state(ctx, &label);
+    for m in &det.group {
+        let esc = escape_id(&m.id);
+        let dir = scratch.layers.join(&esc);
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let Some(pb) = prev.iter().find(|b| b.id == m.id) else { continue };
+        for (name, l) in &pb.layers {
+            let meta = crate::cnb::launch::json_to_toml(&l.data);
+            match restore_action(l.types) {
+                RestoreAction::MetadataAndContents => {
+                    let Some(blob) = &l.cache_blob else { continue };
+                    let f = ctx.cache.cas().open_blob(&blob.digest).map_err(|e| e.to_string())?;
+                    crate::oci::extract::extract_layer(f, &blob.digest, scratch.layers.parent().unwrap(), &Default::default())
+                        .map_err(|e| format!("restoring cached layer `{name}` of `{}`: {e}", m.id))?;
+                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta)).map_err(|e| e.to_string())?;
+                }
+                RestoreAction::MetadataOnly => {
+                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta)).map_err(|e| e.to_string())?;
+                }
+                RestoreAction::Nothing => {}
+            }
+        }
+        if let Some(store) = &pb.store {
+            let st = StoreToml { metadata: crate::cnb::launch::json_to_toml(store) };
+            std::fs::write(dir.join("store.toml"), st.to_toml()).map_err(|e| e.to_string())?;
+        }
+    }
+    std::fs::create_dir_all(scratch.layers.join(".cbuild")).map_err(|e| e.to_string())?;
+    common::chown_tree(&scratch.layers, huid, hgid);
+    common::chown_tree(&scratch.workspace, huid, hgid);
+
+    let mut plan = det.plan.clone();
+    let mut acc = base.clone();
+    let mut launches: Vec<LaunchToml> = Vec::new();
+    let mut results: Vec<BuildpackResult> = Vec::new();
+    let mut dispositions: Vec<Vec<(String, LayerDisposition)>> = Vec::new();
+    for m in &det.group {
+        let bp = cnb_detect::find(&bps, &BuildpackRef::new(&m.id, &m.version)).ok_or_else(|| format!("internal: `{}` not found", m.key()))?;
+        let esc = escape_id(&m.id);
+        let bp_layers = scratch.layers.join(&esc);
+        let bp_plan = plan.buildpack_plan(&m.id);
+        let plan_host = scratch.layers.join(".cbuild").join(&esc).join("plan.toml");
+        std::fs::create_dir_all(plan_host.parent().unwrap()).map_err(|e| e.to_string())?;
+        std::fs::write(&plan_host, bp_plan.to_toml()).map_err(|e| e.to_string())?;
+        common::chown_tree(&scratch.layers.join(".cbuild"), huid, hgid);
+        let plan_sb = format!("/layers/.cbuild/{esc}/plan.toml");
+        let layers_sb = format!("/layers/{esc}");
+        let vars = build_cnb_vars(&BuildVars {
+            api: bp.desc.api,
+            buildpack_dir: Path::new(&bp.sandbox_dir()),
+            layers_dir: Path::new(&layers_sb),
+            platform_dir: Path::new("/platform"),
+            bp_plan_path: Path::new(&plan_sb),
+            target: Some(&target),
+            exec_env: None,
+        });
+        let env = buildpack_process_env(&acc, bp.desc.info.clear_env, &scratch.platform, None, &vars).map_err(|e| e.to_string())?;
+        let mut argv = vec![format!("{}/bin/build", bp.sandbox_dir())];
+        argv.extend(build_args(Path::new(&layers_sb), Path::new("/platform"), Path::new(&plan_sb)));
+        let code = common::run_buildpack(ctx, &label, "build", bp, &rootfs, scratch.mounts(true), argv, env, uid, gid, p.network).await?;
+        if code != 0 {
+            return Err(format!("build: buildpack `{}` exited with status {code} (lifecycle exit 51)", bp.label()));
+        }
+        // What the buildpack left in its layers dir.
+        let bpname = bp.label();
+        let mut layers = BTreeMap::new();
+        let mut disp = Vec::new();
+        let mut entries: Vec<String> = std::fs::read_dir(&bp_layers)
+            .map_err(|e| e.to_string())?
+            .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().map(String::from)))
+            .collect();
+        entries.sort();
+        for f in &entries {
+            let Some(name) = layer_name_of_file(f) else { continue };
+            let file = bp_layers.join(f);
+            let shown = Path::new(&layers_sb).join(f);
+            check_layer_name(name, &bpname, &shown).map_err(|e| e.to_string())?;
+            let text = std::fs::read_to_string(&file).map_err(|e| format!("reading `{}`: {e}", shown.display()))?;
+            let lt = parse_layer_toml(&text, &bpname, &shown).map_err(|e| e.to_string())?;
+            let dir = bp_layers.join(name);
+            let has_dir = dir.is_dir();
+            let d = layer_disposition(name, lt.types, has_dir, &bpname, &shown).map_err(|e| e.to_string())?;
+            if d == LayerDisposition::Ignore {
+                if has_dir {
+                    let _ = std::fs::rename(&dir, bp_layers.join(format!("{name}.ignore")));
+                }
+                continue;
+            }
+            if lt.types.build && has_dir {
+                apply_build_layer(&mut acc, &dir).map_err(|e| e.to_string())?;
+                sandbox_paths(&mut acc, &scratch.layers);
+            }
+            layers.insert(
+                name.to_string(),
+                LayerResult { types: lt.types, data: crate::cnb::launch::toml_to_json(&lt.metadata), launch_blob: None, cache_blob: None },
+            );
+            disp.push((name.to_string(), d));
+        }
+        let read = |n: &str| std::fs::read_to_string(bp_layers.join(n)).ok();
+        let launch = match read("launch.toml") {
+            Some(t) => parse_launch_toml(&t, bp.desc.api, &bpname, &Path::new(&layers_sb).join("launch.toml")).map_err(|e| e.to_string())?,
+            None => LaunchToml::default(),
+        };
+        if let Some(t) = read("build.toml") {
+            let bt = parse_build_toml(&t, &bpname, &Path::new(&layers_sb).join("build.toml")).map_err(|e| e.to_string())?;
+            plan = plan.after_build(&bp_plan, &bt.unmet, &bpname, &Path::new(&layers_sb).join("build.toml")).map_err(|e| e.to_string())?;
+        } else {
+            plan = plan.after_build(&bp_plan, &[], &bpname, Path::new("build.toml")).map_err(|e| e.to_string())?;
+        }
+        let store = match read("store.toml") {
+            Some(t) => Some(StoreToml::parse(&t, &bpname, &Path::new(&layers_sb).join("store.toml")).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        launches.push(launch);
+        results.push(BuildpackResult {
+            id: m.id.clone(),
+            version: m.version.clone(),
+            layers,
+            store: store.map(|s| crate::cnb::launch::toml_to_json(&s.metadata)),
+        });
+        dispositions.push(disp);
+    }
+    let metadata = merge_launch(&det.group, &launches, None);
+    let metadata_toml = metadata.to_toml();
+
+    // Layers: tar + compress on the blocking pool.
+    let ctx2 = ctx.clone();
+    let layers_dir = scratch.layers.clone();
+    let workspace = scratch.workspace.clone();
+    let group = det.group.clone();
+    let out = tokio::task::spawn_blocking(move || -> Result<BuildResult, String> {
+        let mut results = results;
+        let mut launch_layers = Vec::new();
+        for (bi, (m, disp)) in group.iter().zip(&dispositions).enumerate() {
+            let esc = escape_id(&m.id);
+            for (name, d) in disp {
+                let types = results[bi].layers[name].types;
+                let dest = format!("layers/{esc}/{name}");
+                let blob = match d {
+                    LayerDisposition::Export => Some(super::layer::write_layer_cached(dir_entries(&layers_dir.join(&esc).join(name), &dest, uid, gid)?, Compression::Gzip, &ctx2)?),
+                    LayerDisposition::ReusePrevious => {
+                        let prev = load_state(&ctx2, &label);
+                        let b = prev
+                            .iter()
+                            .find(|b| b.id == m.id)
+                            .and_then(|b| b.layers.get(name))
+                            .and_then(|l| l.launch_blob.clone())
+                            .ok_or_else(|| format!("build: buildpack `{}`: launch layer `{name}` has no contents and the previous image has no such layer to reuse", m.key()))?;
+                        Some(b.to_blob())
+                    }
+                    LayerDisposition::NotInImage if types.cache => Some(super::layer::write_layer_cached(dir_entries(&layers_dir.join(&esc).join(name), &dest, uid, gid)?, Compression::Gzip, &ctx2)?),
+                    _ => None,
+                };
+                let l = results[bi].layers.get_mut(name).unwrap();
+                if let Some(b) = &blob {
+                    if types.launch {
+                        l.launch_blob = Some(BlobRef::from_blob(b));
+                        launch_layers.push((m.id.clone(), name.clone(), BlobRef::from_blob(b)));
+                    }
+                    if types.cache && *d != LayerDisposition::ReusePrevious {
+                        l.cache_blob = Some(BlobRef::from_blob(b));
+                    }
+                }
+            }
+        }
+        let app = super::layer::write_layer_cached(dir_entries(&workspace, "workspace", uid, gid)?, Compression::Gzip, &ctx2)?;
+        let cfg_dir = tempfile::tempdir_in(ctx2.cache.tmp_dir()).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(cfg_dir.path().join("config")).map_err(|e| e.to_string())?;
+        std::fs::write(cfg_dir.path().join("config/metadata.toml"), &metadata_toml).map_err(|e| e.to_string())?;
+        common::set_mode(&cfg_dir.path().join("config/metadata.toml"), 0o644);
+        common::set_mode(&cfg_dir.path().join("config"), 0o755);
+        let config = super::layer::write_layer_cached(dir_entries(&cfg_dir.path().join("config"), "layers/config", uid, gid)?, Compression::Gzip, &ctx2)?;
+        Ok(BuildResult {
+            group,
+            metadata_toml,
+            buildpacks: std::mem::take(&mut results),
+            launch_layers,
+            app_layer: BlobRef::from_blob(&app),
+            config_layer: BlobRef::from_blob(&config),
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    // The next build of this target restores from this one.
+    let state = serde_json::to_vec(&out.buildpacks).map_err(|e| e.to_string())?;
+    let sp = state_path(ctx, &a.label.to_string());
+    let _ = crate::fs::write_atomic(&sp, &state);
+    let blobs = out.blobs();
+    Ok(ActionOutput::Data { json: serde_json::to_string(&out).map_err(|e| e.to_string())?, blobs })
+}

@@ -1,0 +1,278 @@
+//! What the CNB runners share: the build image's root filesystem (extracted once per digest), the
+//! scratch tree mounted into the sandbox (`/workspace`, `/layers`, `/platform`, `/cnb`), buildpack
+//! trees from the CAS, and running a buildpack executable with its output prefixed.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::RunCtx;
+use crate::cnb::buildpack_toml::{escape_id, BuildpackDescriptor, Distro, RunTarget};
+use crate::execution::events::Event;
+use crate::execution::sandbox::{self, Mount, RootFs, SandboxSpec};
+use crate::model::action::{ActionId, ActionOutput, Input, OutFile};
+use crate::model::digest::Digest;
+use crate::oci::extract::{extract_layers, ExtractOptions};
+use crate::oci::Image;
+
+/// Directories cbuild mounts over; they must exist in the build image's root (read-only).
+pub const MOUNT_POINTS: [&str; 4] = ["workspace", "layers", "platform", "cnb"];
+
+/// The root filesystem of an image, extracted once per manifest digest under the sandbox scratch
+/// root (reachable by the sandbox user) and reused by every detect/build action.
+pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, String> {
+    let base = sandbox::scratch_root().map_err(|e| e.to_string())?.join("rootfs");
+    std::fs::create_dir_all(&base).map_err(|e| format!("creating `{}`: {e}", base.display()))?;
+    set_mode(&base, 0o711);
+    let dir = base.join(img.digest().hex());
+    if dir.join(".cbuild-complete").is_file() {
+        return Ok(dir);
+    }
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&base).map_err(|e| e.to_string())?;
+    let root = tmp.path().join("root");
+    let layers: Vec<Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
+    extract_layers(cas, &layers, &root, &ExtractOptions::default())
+        .map_err(|e| format!("extracting build image `{}`: {e}", img.digest()))?;
+    for m in MOUNT_POINTS {
+        let p = root.join(m);
+        if std::fs::symlink_metadata(&p).is_err() {
+            std::fs::create_dir_all(&p).map_err(|e| format!("creating mount point `/{m}`: {e}"))?;
+            set_mode(&p, 0o755);
+        }
+    }
+    set_mode(tmp.path(), 0o755);
+    std::fs::write(root.join(".cbuild-complete"), b"").map_err(|e| e.to_string())?;
+    let kept = tmp.keep();
+    match std::fs::rename(kept.join("root"), &dir) {
+        Ok(()) => {
+            let _ = std::fs::remove_dir_all(&kept);
+        }
+        Err(_) if dir.join(".cbuild-complete").is_file() => {
+            // Another process won the race; ours is a duplicate.
+            let _ = std::fs::remove_dir_all(&kept);
+        }
+        Err(e) => return Err(format!("installing the root filesystem at `{}`: {e}", dir.display())),
+    }
+    Ok(dir)
+}
+
+pub fn set_mode(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
+}
+
+pub fn chown_tree(p: &Path, uid: u32, gid: u32) {
+    for e in walkdir::WalkDir::new(p).into_iter().flatten() {
+        let _ = std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid));
+    }
+}
+
+/// The scratch tree of one detect or build run, mounted into the sandbox.
+pub struct Scratch {
+    _dir: tempfile::TempDir,
+    pub workspace: PathBuf,
+    pub layers: PathBuf,
+    pub platform: PathBuf,
+    pub cnb: PathBuf,
+}
+
+impl Scratch {
+    pub fn new(prefix: &str) -> Result<Scratch, String> {
+        let root = sandbox::scratch_root().map_err(|e| e.to_string())?;
+        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(&root).map_err(|e| format!("scratch dir in `{}`: {e}", root.display()))?;
+        set_mode(dir.path(), 0o755);
+        let s = Scratch {
+            workspace: dir.path().join("workspace"),
+            layers: dir.path().join("layers"),
+            platform: dir.path().join("platform"),
+            cnb: dir.path().join("cnb"),
+            _dir: dir,
+        };
+        for d in [&s.workspace, &s.layers, &s.platform.join("env"), &s.cnb.join("buildpacks")] {
+            std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+        }
+        Ok(s)
+    }
+
+    /// The sandbox mounts: app and layers as given, platform and buildpacks read-only.
+    pub fn mounts(&self, app_writable: bool) -> Vec<Mount> {
+        vec![
+            Mount { src: self.workspace.clone(), dst: "/workspace".into(), writable: app_writable },
+            Mount::writable(&self.layers, "/layers"),
+            Mount::read_only(&self.platform, "/platform"),
+            Mount::read_only(&self.cnb, "/cnb"),
+        ]
+    }
+
+    /// Writes `<platform>/env/NAME` files (contents verbatim).
+    pub fn write_platform_env(&self, env: &BTreeMap<String, String>) -> Result<(), String> {
+        for (k, v) in env {
+            if k.is_empty() || k.contains('/') || k.contains('=') || k == "." || k == ".." {
+                return Err(format!("platform env name `{k}` is not a valid variable name"));
+            }
+            std::fs::write(self.platform.join("env").join(k), v).map_err(|e| e.to_string())?;
+        }
+        Ok(())
+    }
+}
+
+/// Copies the app sources into `dir` (the sandbox's /workspace), owned by the stack user.
+pub fn materialize_app(
+    app: &[(String, Input)],
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+    dir: &Path,
+) -> Result<(), String> {
+    for (rel, i) in app {
+        let dst = dir.join(rel);
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+        }
+        let (src, exec) = match i {
+            Input::Source(p) => (ctx.root.join(p), None),
+            Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
+                Some(ActionOutput::Files { files }) => (ctx.cache.cas().path(&files[path].digest), Some(files[path].executable)),
+                _ => return Err(format!("internal: `{path}` is not an output")),
+            },
+        };
+        let md = std::fs::symlink_metadata(&src).map_err(|e| format!("reading `{}`: {e}", src.display()))?;
+        if md.file_type().is_symlink() {
+            let t = std::fs::read_link(&src).map_err(|e| e.to_string())?;
+            std::os::unix::fs::symlink(t, &dst).map_err(|e| e.to_string())?;
+            continue;
+        }
+        std::fs::copy(&src, &dst).map_err(|e| format!("copying `{}`: {e}", src.display()))?;
+        if let Some(x) = exec {
+            set_mode(&dst, if x { 0o755 } else { 0o644 });
+        }
+    }
+    Ok(())
+}
+
+/// A buildpack available to the phase: its tree in the CAS and its parsed buildpack.toml.
+#[derive(Clone)]
+pub struct Bp {
+    pub action: ActionId,
+    pub desc: BuildpackDescriptor,
+    pub files: BTreeMap<String, OutFile>,
+}
+
+impl Bp {
+    /// `/cnb/buildpacks/<escaped-id>/<version>` (the sandbox path).
+    pub fn sandbox_dir(&self) -> String {
+        format!("/cnb/buildpacks/{}/{}", escape_id(&self.desc.info.id), self.desc.info.version)
+    }
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.desc.info.id, self.desc.info.version)
+    }
+    /// The `bin/*` files it has (target inference).
+    pub fn bin_files(&self) -> Vec<&str> {
+        self.files.keys().filter_map(|k| k.strip_prefix("bin/")).collect()
+    }
+}
+
+/// Parses every buildpack tree among the dependencies.
+pub fn buildpacks(ids: &[ActionId], deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<BTreeMap<ActionId, Bp>, String> {
+    let mut out = BTreeMap::new();
+    for id in ids {
+        let Some(ActionOutput::Files { files }) = deps.get(id).map(|o| o.as_ref()) else {
+            return Err("internal: a buildpack dependency has no tree".into());
+        };
+        let toml = files.get("buildpack.toml").ok_or("internal: buildpack tree without buildpack.toml")?;
+        let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| e.to_string())?)
+            .map_err(|_| "buildpack.toml is not UTF-8".to_string())?;
+        let desc = BuildpackDescriptor::parse(&text, Path::new("buildpack.toml")).map_err(|e| e.to_string())?;
+        out.insert(*id, Bp { action: *id, desc, files: files.clone() });
+    }
+    Ok(out)
+}
+
+/// Copies each buildpack's tree to `<cnb>/buildpacks/<escaped-id>/<version>/` (read-only mount).
+pub fn materialize_buildpacks(bps: &BTreeMap<ActionId, Bp>, ctx: &RunCtx, cnb: &Path) -> Result<(), String> {
+    for bp in bps.values() {
+        let dir = cnb.join(bp.sandbox_dir().trim_start_matches("/cnb/"));
+        for (rel, f) in &bp.files {
+            let dst = dir.join(rel);
+            if let Some(p) = dst.parent() {
+                std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+            }
+            std::fs::copy(ctx.cache.cas().path(&f.digest), &dst).map_err(|e| e.to_string())?;
+            set_mode(&dst, if f.executable { 0o755 } else { 0o644 });
+        }
+    }
+    for e in walkdir::WalkDir::new(cnb).into_iter().flatten() {
+        if e.file_type().is_dir() {
+            set_mode(e.path(), 0o755);
+        }
+    }
+    Ok(())
+}
+
+/// The build image's env (`KEY=VALUE` list of its config) as a map, plus its platform target.
+pub fn image_env_and_target(img: &Image, rootfs: &Path) -> (BTreeMap<String, String>, RunTarget) {
+    let cfg = img.config().config().clone().unwrap_or_default();
+    let env: BTreeMap<String, String> = cfg
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .collect();
+    let (os, arch) = img.platform();
+    let os_release = std::fs::read_to_string(rootfs.join("etc/os-release")).unwrap_or_default();
+    let field = |k: &str| {
+        os_release.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(|v| v.trim_matches('"').to_string())
+    };
+    let distro = match (field("ID"), field("VERSION_ID")) {
+        (Some(name), Some(version)) => Some(Distro { name, version }),
+        _ => None,
+    };
+    (env, RunTarget { os, arch, arch_variant: String::new(), distro })
+}
+
+/// Home directory of `uid` in the image's /etc/passwd (`/` if absent).
+pub fn home_of(rootfs: &Path, uid: u32) -> String {
+    std::fs::read_to_string(rootfs.join("etc/passwd"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| l.split(':').collect::<Vec<_>>())
+        .find(|f| f.len() >= 6 && f[2] == uid.to_string())
+        .map(|f| f[5].to_string())
+        .unwrap_or_else(|| "/".into())
+}
+
+/// Runs a buildpack executable in the sandbox; its output goes to the reporter prefixed with the
+/// target, phase and buildpack. Returns the exit code (or an error when it could not run).
+#[allow(clippy::too_many_arguments)]
+pub async fn run_buildpack(
+    ctx: &RunCtx,
+    label: &str,
+    phase: &str,
+    bp: &Bp,
+    rootfs: &Path,
+    mounts: Vec<Mount>,
+    argv: Vec<String>,
+    env: BTreeMap<String, String>,
+    uid: u32,
+    gid: u32,
+    network: bool,
+) -> Result<i32, String> {
+    let mut spec = SandboxSpec::new(RootFs::Dir(rootfs.to_path_buf()), argv);
+    spec.mounts = mounts;
+    spec.cwd = "/workspace".into();
+    spec.env = env;
+    spec.uid = uid;
+    spec.gid = gid;
+    spec.network = network;
+    let reporter = ctx.reporter.clone();
+    let action = format!("{phase} {}", bp.label());
+    let out = sandbox::run(&spec, |line| {
+        reporter.event(&Event::Output { label: label.to_string(), action: action.clone(), stream: format!("{:?}", line.stream).to_lowercase(), line: line.text });
+    })
+    .await
+    .map_err(|e| format!("{phase}: buildpack `{}`: {e}", bp.label()))?;
+    if out.timed_out {
+        return Err(format!("{phase}: buildpack `{}` timed out", bp.label()));
+    }
+    Ok(out.exit_code.unwrap_or(128 + out.signal.unwrap_or(0)))
+}

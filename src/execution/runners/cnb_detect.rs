@@ -1,0 +1,216 @@
+//! The CNB detect phase as one action: every buildpack of the builder's order runs `bin/detect` in
+//! the sandbox over the app (read-only), then the group and build plan are resolved exactly like the
+//! lifecycle's detector (`cnb::plan::resolve_order`). Output: group + plan (JSON).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+
+use super::cnb_common::{self as common, Bp, Scratch};
+use super::{input_digest, output_digest, RunCtx};
+use crate::cache::{ComponentValue, KeyBuilder};
+use crate::cnb::buildpack_toml::{escape_id, BuildpackRef, OrderGroup};
+use crate::cnb::env::{buildpack_process_env, detect_args, detect_cnb_vars, filtered_base_env, DetectVars};
+use crate::cnb::plan::{parse_detect_plan, resolve_order, DetectOutcome, GroupMember, Plan};
+use crate::cnb::CnbError;
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, CnbPhase};
+use crate::oci::Image;
+
+/// What detection decided, passed to the build phase.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct DetectResult {
+    pub group: Vec<GroupMember>,
+    pub plan: Plan,
+}
+
+/// Key components shared by detect and build.
+pub fn phase_key(mut kb: KeyBuilder, p: &CnbPhase, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let mut app = BTreeMap::new();
+    for (rel, i) in &p.app {
+        app.insert(rel.clone(), input_digest(i, deps, ctx)?);
+    }
+    let bp_digest = |id: &ActionId| deps.get(id).map(|o| output_digest(o)).ok_or("internal: missing buildpack");
+    let mut order = Vec::new();
+    for g in &p.order {
+        let mut members = Vec::new();
+        for (id, opt) in g {
+            members.push(format!("{}{}", bp_digest(id)?, if *opt { "?" } else { "" }));
+        }
+        order.push(members.join(","));
+    }
+    let mut bps = Vec::new();
+    for id in &p.buildpacks {
+        bps.push(bp_digest(id)?);
+    }
+    let build_image = match deps.get(&p.build_image).map(|o| o.as_ref()) {
+        Some(ActionOutput::Image { manifest, .. }) => manifest.to_string(),
+        _ => return Err("internal: build image missing".into()),
+    };
+    kb = kb
+        .component("app", ComponentValue::map(app))
+        .component("order", ComponentValue::list(order))
+        .component("buildpacks", ComponentValue::list(bps))
+        .component("build_image", build_image)
+        .component("stack_id", p.stack_id.as_str())
+        .component("user", format!("{}:{}", p.uid, p.gid))
+        .component("env", ComponentValue::map(p.env.clone()))
+        .component("network", p.network.to_string());
+    Ok(kb)
+}
+
+pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let ActionKind::CnbDetect(p) = &a.kind else { unreachable!() };
+    phase_key(kb, p, deps, ctx)
+}
+
+/// The build image as a value, and its root filesystem extracted (cached per digest).
+pub async fn build_image(p: &CnbPhase, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<(Image, std::path::PathBuf), String> {
+    let manifest = match deps.get(&p.build_image).map(|o| o.as_ref()) {
+        Some(ActionOutput::Image { manifest, .. }) => manifest.clone(),
+        _ => return Err("internal: build image missing".into()),
+    };
+    let ctx2 = ctx.clone();
+    tokio::task::spawn_blocking(move || {
+        let img = Image::load(ctx2.cache.cas(), &manifest).map_err(|e| e.to_string())?;
+        let root = common::ensure_rootfs(&img, ctx2.cache.cas())?;
+        Ok::<_, String>((img, root))
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// The env every buildpack process starts from: the build image's config env, its user's HOME and
+/// CNB_STACK_ID, filtered as the lifecycle does.
+pub fn base_env(img: &Image, rootfs: &Path, p: &CnbPhase) -> (crate::cnb::env_files::EnvMap, crate::cnb::buildpack_toml::RunTarget) {
+    let (mut env, target) = common::image_env_and_target(img, rootfs);
+    env.insert("HOME".into(), common::home_of(rootfs, p.uid));
+    env.insert("CNB_STACK_ID".into(), p.stack_id.clone());
+    (filtered_base_env(env), target)
+}
+
+/// The order as buildpack references (id@version from each tree's buildpack.toml).
+pub fn order_refs(p: &CnbPhase, bps: &BTreeMap<ActionId, Bp>) -> Vec<OrderGroup> {
+    p.order
+        .iter()
+        .map(|g| OrderGroup {
+            group: g
+                .iter()
+                .map(|(id, opt)| {
+                    let d = &bps[id].desc.info;
+                    let r = BuildpackRef::new(&d.id, &d.version);
+                    if *opt {
+                        r.optional()
+                    } else {
+                        r
+                    }
+                })
+                .collect(),
+        })
+        .collect()
+}
+
+/// Finds a buildpack by reference (composite orders may leave the version empty).
+pub fn find<'a>(bps: &'a BTreeMap<ActionId, Bp>, r: &BuildpackRef) -> Option<&'a Bp> {
+    bps.values().find(|b| {
+        crate::cnb::buildpack_toml::same_id(&b.desc.info.id, &r.id) && (r.version.is_empty() || b.desc.info.version == r.version)
+    })
+}
+
+pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+    let ActionKind::CnbDetect(p) = &a.kind else { unreachable!() };
+    let label = a.label.to_string();
+    let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
+    let (img, rootfs) = build_image(p, deps, ctx).await?;
+    let scratch = Scratch::new("detect-")?;
+    common::materialize_app(&p.app, deps, ctx, &scratch.workspace)?;
+    scratch.write_platform_env(&p.env)?;
+    common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
+    let (huid, hgid) = crate::execution::sandbox::host_ids(p.uid, p.gid);
+    common::chown_tree(&scratch.layers, huid, hgid);
+    let (base, target) = base_env(&img, &rootfs, p);
+
+    // Run every non-composite buildpack's detect once (the resolver asks for each id@version at most
+    // once, and detect has no side effects but its plan file).
+    let mut outcomes: HashMap<String, DetectOutcome> = HashMap::new();
+    let mut notes: Vec<String> = Vec::new();
+    for bp in bps.values() {
+        if bp.desc.is_composite() || outcomes.contains_key(&bp.label()) {
+            continue;
+        }
+        let esc = escape_id(&bp.desc.info.id);
+        let plan_host = scratch.layers.join(".detect").join(&esc).join("plan.toml");
+        std::fs::create_dir_all(plan_host.parent().unwrap()).map_err(|e| e.to_string())?;
+        std::fs::write(&plan_host, b"").map_err(|e| e.to_string())?;
+        common::chown_tree(&scratch.layers.join(".detect"), huid, hgid);
+        let plan_sb = format!("/layers/.detect/{esc}/plan.toml");
+        let outcome = if !bp.files.contains_key("bin/detect") {
+            notes.push(format!("buildpack `{}` has no bin/detect", bp.label()));
+            DetectOutcome::Error(-1)
+        } else if !bp.desc.supports_target(&bp.bin_files(), &target) {
+            notes.push(format!(
+                "buildpack `{}` supports no target matching the build image ({}/{})",
+                bp.label(),
+                target.os,
+                target.arch
+            ));
+            DetectOutcome::Error(-1)
+        } else {
+            let vars = detect_cnb_vars(&DetectVars {
+                api: bp.desc.api,
+                buildpack_dir: Path::new(&bp.sandbox_dir()),
+                platform_dir: Path::new("/platform"),
+                plan_path: Path::new(&plan_sb),
+                target: Some(&target),
+                exec_env: None,
+            });
+            let env = buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, None, &vars).map_err(|e| e.to_string())?;
+            let mut argv = vec![format!("{}/bin/detect", bp.sandbox_dir())];
+            argv.extend(detect_args(Path::new("/platform"), Path::new(&plan_sb)));
+            let code = common::run_buildpack(ctx, &label, "detect", bp, &rootfs, scratch.mounts(false), argv, env, p.uid, p.gid, p.network).await?;
+            match code {
+                0 => {
+                    let text = std::fs::read_to_string(&plan_host).unwrap_or_default();
+                    match parse_detect_plan(&text, &bp.label(), Path::new(&plan_sb)) {
+                        Ok(plan) => DetectOutcome::Pass(plan),
+                        Err(e) => {
+                            notes.push(e.to_string());
+                            DetectOutcome::Error(-1)
+                        }
+                    }
+                }
+                100 => DetectOutcome::Fail,
+                c => {
+                    notes.push(format!("buildpack `{}`: bin/detect exited with status {c}", bp.label()));
+                    DetectOutcome::Error(c)
+                }
+            }
+        };
+        outcomes.insert(bp.label(), outcome);
+    }
+    let order = order_refs(p, &bps);
+    let res = resolve_order(
+        &order,
+        |r: &BuildpackRef| {
+            find(&bps, r).map(|b| b.desc.clone()).ok_or_else(|| {
+                CnbError::invalid(crate::cnb::Phase::Detect, &r.to_string(), "buildpack.toml", "a composite order names a buildpack the builder does not provide (add it to the composite's `deps`)")
+            })
+        },
+        |r: &BuildpackRef| {
+            let key = find(&bps, r).map(|b| b.label()).unwrap_or_else(|| r.key());
+            outcomes.get(&key).cloned().unwrap_or(DetectOutcome::Error(-1))
+        },
+    );
+    match res {
+        Ok(r) => {
+            let json = serde_json::to_string(&DetectResult { group: r.group, plan: r.plan }).map_err(|e| e.to_string())?;
+            Ok(ActionOutput::Data { json, blobs: Vec::new() })
+        }
+        Err(e) => {
+            let mut msg = format!("{e}");
+            for n in notes {
+                msg.push_str(&format!("\n  {n}"));
+            }
+            Err(msg)
+        }
+    }
+}

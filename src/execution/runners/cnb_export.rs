@@ -1,0 +1,161 @@
+//! The CNB export phase as one action: the app image = run image layers + launch layers + app layer
+//! + launcher + config + process types, with the lifecycle's labels and env. It depends on the run
+//! image and the build result only, so a new run image re-runs just this (a rebase) and yields the
+//! same image as a build from scratch on it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::cnb_build::{BlobRef, BuildResult};
+use super::{output_digest, RunCtx};
+use crate::cache::{ComponentValue, KeyBuilder};
+use crate::cnb::launch::{
+    image_env, BuildMetadata, BuildpackLayersLabel, LauncherGit, LauncherMetadata, LauncherSource, LayerLabel, LayerSha, LifecycleMetadata,
+    RunImageLabel, StackLabel, StackRunImage, StoreLabel, LAUNCHER_PATH,
+};
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
+use crate::oci::image::{append_layer, with_config, with_created, ConfigPatch, Image};
+use crate::oci::layer::Compression;
+use crate::oci::tar::TarEntry;
+
+/// The static launcher built from `launcher/` by build.rs.
+pub const LAUNCHER: &[u8] = include_bytes!(env!("CBUILD_LAUNCHER"));
+
+/// Platform API the exported images declare (`CNB_PLATFORM_API`).
+pub const PLATFORM_API: &str = "0.13";
+
+fn launcher_digest() -> String {
+    crate::model::digest::Blake3::of_bytes(LAUNCHER).to_string()
+}
+
+pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let ActionKind::CnbExport(s) = &a.kind else { unreachable!() };
+    let build = deps.get(&s.build).ok_or("internal: build result missing")?;
+    let run = match deps.get(&s.run_image).map(|o| o.as_ref()) {
+        Some(ActionOutput::Image { manifest, .. }) => manifest.to_string(),
+        _ => return Err("internal: run image missing".into()),
+    };
+    Ok(kb
+        .component("build", output_digest(build))
+        .component("run_image", run)
+        .component("run_image_name", s.run_image_name.as_str())
+        .component("run_image_mirrors", ComponentValue::list(s.run_image_mirrors.clone()))
+        .component("stack_id", s.stack_id.as_str())
+        .component("user", format!("{}:{}", s.uid, s.gid))
+        .component("process", s.process.clone().unwrap_or_default())
+        .component("labels", ComponentValue::map(s.labels.clone()))
+        .component("launcher", launcher_digest())
+        .component("created", super::image::created(None, ctx.source_date_epoch)))
+}
+
+pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
+    let ActionKind::CnbExport(s) = &a.kind else { unreachable!() };
+    let b: BuildResult = match deps.get(&s.build).map(|o| o.as_ref()) {
+        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| e.to_string())?,
+        _ => return Err("internal: build result missing".into()),
+    };
+    let run_manifest = match deps.get(&s.run_image).map(|o| o.as_ref()) {
+        Some(ActionOutput::Image { manifest, .. }) => manifest.clone(),
+        _ => return Err("internal: run image missing".into()),
+    };
+    let cas = ctx.cache.cas();
+    let run = Image::load(cas, &run_manifest).map_err(|e| e.to_string())?;
+    let top_layer = run.diff_ids().last().map(|d| d.to_string()).unwrap_or_default();
+    let metadata = BuildMetadata::from_toml(&b.metadata_toml, std::path::Path::new("metadata.toml")).map_err(|e| e.to_string())?;
+
+    let mut img = run.clone();
+    let add = |img: &Image, blob: &BlobRef, by: &str| append_layer(img, &blob.to_blob(), by).map_err(|e| e.to_string());
+    for (bp, name, blob) in &b.launch_layers {
+        img = add(&img, blob, &format!("buildpack:{bp}:{name}"))?;
+    }
+    img = add(&img, &b.app_layer, "application")?;
+    // Launcher: /cnb/lifecycle/launcher, root-owned like the lifecycle's.
+    let lpath = ctx.cache.tmp_dir().join(format!("launcher-{}", launcher_digest()));
+    if !lpath.is_file() {
+        crate::fs::write_atomic(&lpath, LAUNCHER).map_err(|e| e.to_string())?;
+    }
+    let mut dirs = vec![TarEntry::dir("cnb", 0o755), TarEntry::dir("cnb/lifecycle", 0o755)];
+    dirs.push(TarEntry::file("cnb/lifecycle/launcher", lpath, 0o755));
+    let launcher = super::layer::write_layer_cached(dirs, Compression::Gzip, ctx)?;
+    img = append_layer(&img, &launcher, "launcher").map_err(|e| e.to_string())?;
+    img = add(&img, &b.config_layer, "config")?;
+    let mut pt = vec![TarEntry::dir("cnb", 0o755), TarEntry::dir("cnb/process", 0o755)];
+    for p in &metadata.processes {
+        pt.push(TarEntry::symlink(format!("cnb/process/{}", p.r#type), LAUNCHER_PATH));
+    }
+    let ptl = super::layer::write_layer_cached(pt, Compression::Gzip, ctx)?;
+    img = append_layer(&img, &ptl, "process-types").map_err(|e| e.to_string())?;
+
+    // Labels (platform.md › Labels), canonical JSON.
+    let buildpacks: Vec<BuildpackLayersLabel> = b
+        .buildpacks
+        .iter()
+        .map(|bp| BuildpackLayersLabel {
+            key: bp.id.clone(),
+            version: bp.version.clone(),
+            layers: bp
+                .layers
+                .iter()
+                .filter(|(_, l)| l.types.launch)
+                .map(|(n, l)| {
+                    let sha = l.launch_blob.as_ref().map(|x| x.diff_id.to_string()).unwrap_or_default();
+                    (n.clone(), LayerLabel::new(&sha, l.types, &crate::cnb::launch::json_to_toml(&l.data)))
+                })
+                .collect(),
+            store: bp.store.as_ref().map(|m| StoreLabel { metadata: m.clone() }),
+        })
+        .collect();
+    let lifecycle = LifecycleMetadata {
+        app: vec![LayerSha { sha: b.app_layer.diff_id.to_string() }],
+        sbom: None,
+        buildpacks,
+        config: LayerSha { sha: b.config_layer.diff_id.to_string() },
+        launcher: LayerSha { sha: launcher.diff_id.to_string() },
+        process_types: LayerSha { sha: ptl.diff_id.to_string() },
+        run_image: RunImageLabel {
+            top_layer,
+            reference: run_manifest.to_string(),
+            image: s.run_image_name.clone(),
+            mirrors: s.run_image_mirrors.clone(),
+        },
+        stack: Some(StackLabel { run_image: StackRunImage { image: s.run_image_name.clone(), mirrors: s.run_image_mirrors.clone() } }),
+    };
+    let launcher_meta = LauncherMetadata {
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        source: LauncherSource { git: LauncherGit { repository: "cbuild/launcher".into(), commit: String::new() } },
+    };
+    let mut labels: BTreeMap<String, String> = metadata.image_labels();
+    labels.insert("io.buildpacks.lifecycle.metadata".into(), lifecycle.to_label());
+    labels.insert("io.buildpacks.build.metadata".into(), metadata.build_label(&launcher_meta));
+    labels.insert("io.buildpacks.project.metadata".into(), "{}".into());
+    if !s.stack_id.is_empty() {
+        labels.insert("io.buildpacks.stack.id".into(), s.stack_id.clone());
+    }
+    labels.extend(s.labels.clone());
+
+    let run_path = run
+        .config()
+        .config()
+        .clone()
+        .unwrap_or_default()
+        .env()
+        .clone()
+        .unwrap_or_default()
+        .iter()
+        .find_map(|kv| kv.strip_prefix("PATH=").map(String::from));
+    let env = image_env(run_path.as_deref(), "/layers", "/workspace", PLATFORM_API);
+    let entrypoint = metadata.entrypoint(s.process.as_deref()).map_err(|e| e.to_string())?;
+    let patch = ConfigPatch {
+        entrypoint: Some(vec![entrypoint]),
+        cmd: Some(Vec::new()),
+        env,
+        user: None,
+        workdir: Some("/workspace".into()),
+        labels,
+        exposed_ports: Vec::new(),
+    };
+    img = with_config(&img, &patch).map_err(|e| e.to_string())?;
+    img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| e.to_string())?;
+    let (manifest, size) = img.write_to(cas).map_err(|e| e.to_string())?;
+    Ok(super::image::image_output(&img, manifest, size))
+}
