@@ -220,7 +220,7 @@ fn layer_types_env_rules_processes_and_reuse() {
     let cx = fixture_workspace(
         &["layers-a", "layers-b"],
         "[[\"//bps:layers-a\", \"//bps:layers-b\"]]",
-        &[("app.txt", "v1\n")],
+        &[("app.txt", "v1\n"), ("static/site.css", "body{}\n"), ("static/sub/deep.css", "x\n")],
         "{\"PLATFORM_VAR\": \"pv\", \"FIXTURE_OVERRIDE\": \"platform\"}",
     );
     let b = ok(&cx, &["//app:img"]);
@@ -241,6 +241,14 @@ fn layer_types_env_rules_processes_and_reuse() {
     assert_eq!(r.stdout.trim(), "runtime-v1", "{}", r.stderr);
     let cfg1 = config_of(&cx, "app/img");
     assert_eq!(cfg1["config"]["Labels"]["org.example.fixture"], "b");
+    // The slice `static/*` is its own layer before the rest of the app (static/sub/deep.css is not
+    // matched by `*`, so it stays in the remainder).
+    let lm: Value = serde_json::from_str(cfg1["config"]["Labels"]["io.buildpacks.lifecycle.metadata"].as_str().unwrap()).unwrap();
+    assert_eq!(lm["app"].as_array().unwrap().len(), 2, "{lm}");
+    let hist: Vec<String> = cfg1["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap_or("").to_string()).collect();
+    assert!(hist.contains(&"application slice 1".to_string()) && hist.contains(&"application".to_string()), "{hist:?}");
+    let r = cx.run(&["run", "--entrypoint", "cat", "//app:img", "--", "/workspace/static/site.css", "/workspace/static/sub/deep.css"]);
+    assert_eq!(r.stdout, "body{}\nx\n", "{}", r.stderr);
     // Generated app files are in the app layer.
     let r = cx.run(&["run", "--entrypoint", "cat", "//app:img", "--", "/workspace/generated.txt"]);
     assert_eq!(r.stdout.trim(), "generated");

@@ -81,13 +81,15 @@ pub struct BuildResult {
     pub buildpacks: Vec<BuildpackResult>,
     /// Image layers in export order: (buildpack id, layer name, blob).
     pub launch_layers: Vec<(String, String, BlobRef)>,
-    pub app_layer: BlobRef,
+    /// App layers: one per non-empty slice (launch.toml `[[slices]]`, buildpack order), then the rest.
+    pub app_layers: Vec<BlobRef>,
     pub config_layer: BlobRef,
 }
 
 impl BuildResult {
     pub fn blobs(&self) -> Vec<Digest> {
-        let mut v: Vec<Digest> = vec![self.app_layer.digest.clone(), self.config_layer.digest.clone()];
+        let mut v: Vec<Digest> = vec![self.config_layer.digest.clone()];
+        v.extend(self.app_layers.iter().map(|b| b.digest.clone()));
         for b in &self.buildpacks {
             for l in b.layers.values() {
                 v.extend(l.launch_blob.iter().chain(l.cache_blob.iter()).map(|x| x.digest.clone()));
@@ -155,6 +157,69 @@ fn dir_entries(dir: &Path, dest: &str, uid: u32, gid: u32) -> Result<Vec<TarEntr
         }
     }
     Ok(v)
+}
+
+/// Splits the app's tar entries into one list per slice (files matching any of its globs, relative
+/// to the app dir, Go `filepath.Match` style: `*` stays within a directory; a matching directory
+/// takes its whole tree), skipping files an earlier slice took, then the remainder. Empty slices
+/// make no layer. Each list carries the directories its files need.
+fn slice_entries(all: Vec<TarEntry>, slices: &[Vec<String>]) -> Result<Vec<Vec<TarEntry>>, String> {
+    use crate::oci::tar::EntryKind;
+    let rel = |p: &str| p.strip_prefix("workspace/").map(String::from);
+    let dirs: Vec<&TarEntry> = all.iter().filter(|e| matches!(e.kind, EntryKind::Dir)).collect();
+    let with_dirs = |files: Vec<TarEntry>| -> Vec<TarEntry> {
+        let mut out: Vec<TarEntry> = dirs
+            .iter()
+            .filter(|d| d.path == "workspace" || files.iter().any(|f| f.path.starts_with(&format!("{}/", d.path))))
+            .map(|d| (*d).clone())
+            .collect();
+        out.extend(files);
+        out
+    };
+    let mut claimed = std::collections::HashSet::new();
+    let mut layers = Vec::new();
+    for globs in slices {
+        let mut b = globset::GlobSetBuilder::new();
+        for g in globs {
+            let g = g.trim_start_matches("./");
+            b.add(globset::GlobBuilder::new(g).literal_separator(true).build().map_err(|e| format!("slice glob `{g}`: {e}"))?);
+        }
+        let set = b.build().map_err(|e| e.to_string())?;
+        let matches = |r: &str| {
+            // The file itself or any of its parent directories.
+            let mut p = r.to_string();
+            loop {
+                if set.is_match(&p) {
+                    return true;
+                }
+                match p.rfind('/') {
+                    Some(i) => p.truncate(i),
+                    None => return false,
+                }
+            }
+        };
+        let files: Vec<TarEntry> = all
+            .iter()
+            .filter(|e| !matches!(e.kind, EntryKind::Dir) && !claimed.contains(&e.path))
+            .filter(|e| rel(&e.path).is_some_and(|r| matches(&r)))
+            .cloned()
+            .collect();
+        if files.is_empty() {
+            continue;
+        }
+        claimed.extend(files.iter().map(|f| f.path.clone()));
+        layers.push(with_dirs(files));
+    }
+    let rest: Vec<TarEntry> = all.iter().filter(|e| !matches!(e.kind, EntryKind::Dir) && !claimed.contains(&e.path)).cloned().collect();
+    let mut last = with_dirs(rest);
+    // The remainder keeps every directory (empty ones too).
+    for d in &dirs {
+        if !last.iter().any(|e| e.path == d.path) {
+            last.push((*d).clone());
+        }
+    }
+    layers.push(last);
+    Ok(layers)
 }
 
 pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
@@ -299,6 +364,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     }
     let metadata = merge_launch(&det.group, &launches, None);
     let metadata_toml = metadata.to_toml();
+    let slices: Vec<Vec<String>> = metadata.slices.iter().map(|s| s.paths.clone()).collect();
 
     // Layers: tar + compress on the blocking pool.
     let ctx2 = ctx.clone();
@@ -340,7 +406,10 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
                 }
             }
         }
-        let app = super::layer::write_layer_cached(dir_entries(&workspace, "workspace", uid, gid)?, Compression::Gzip, &ctx2)?;
+        let mut app_layers = Vec::new();
+        for entries in slice_entries(dir_entries(&workspace, "workspace", uid, gid)?, &slices)? {
+            app_layers.push(BlobRef::from_blob(&super::layer::write_layer_cached(entries, Compression::Gzip, &ctx2)?));
+        }
         let cfg_dir = tempfile::tempdir_in(ctx2.cache.tmp_dir()).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(cfg_dir.path().join("config")).map_err(|e| e.to_string())?;
         std::fs::write(cfg_dir.path().join("config/metadata.toml"), &metadata_toml).map_err(|e| e.to_string())?;
@@ -352,7 +421,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
             metadata_toml,
             buildpacks: std::mem::take(&mut results),
             launch_layers,
-            app_layer: BlobRef::from_blob(&app),
+            app_layers,
             config_layer: BlobRef::from_blob(&config),
         })
     })

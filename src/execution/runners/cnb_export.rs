@@ -68,7 +68,10 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     for (bp, name, blob) in &b.launch_layers {
         img = add(&img, blob, &format!("buildpack:{bp}:{name}"))?;
     }
-    img = add(&img, &b.app_layer, "application")?;
+    for (i, l) in b.app_layers.iter().enumerate() {
+        let by = if i + 1 == b.app_layers.len() { "application".to_string() } else { format!("application slice {}", i + 1) };
+        img = add(&img, l, &by)?;
+    }
     // Launcher: /cnb/lifecycle/launcher, root-owned like the lifecycle's.
     let lpath = ctx.cache.tmp_dir().join(format!("launcher-{}", launcher_digest()));
     if !lpath.is_file() {
@@ -106,7 +109,7 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         })
         .collect();
     let lifecycle = LifecycleMetadata {
-        app: vec![LayerSha { sha: b.app_layer.diff_id.to_string() }],
+        app: b.app_layers.iter().map(|l| LayerSha { sha: l.diff_id.to_string() }).collect(),
         sbom: None,
         buildpacks,
         config: LayerSha { sha: b.config_layer.diff_id.to_string() },
