@@ -32,8 +32,21 @@ struct StackInfo {
     gid: u32,
 }
 
+/// Workspace-wide choices analysis applies where a target does not say.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Layer compression when a `layer` has no `compression` attribute (`gzip` or `zstd`).
+    pub compression: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { compression: "gzip".into() }
+    }
+}
+
 /// Analyses every target in `labels` (and their dependencies) into one action graph.
-pub fn analyze(g: &TargetGraph, labels: &[Label]) -> Result<ActionGraph, Vec<LoadError>> {
+pub fn analyze(g: &TargetGraph, labels: &[Label], opts: &Options) -> Result<ActionGraph, Vec<LoadError>> {
     let mut ag = ActionGraph::default();
     let mut provided: BTreeMap<Label, Provided> = BTreeMap::new();
     let mut errors = Vec::new();
@@ -43,7 +56,7 @@ pub fn analyze(g: &TargetGraph, labels: &[Label]) -> Result<ActionGraph, Vec<Loa
             continue;
         }
         let n = &g.nodes[&l];
-        match analyze_target(n, &provided, &mut ag) {
+        match analyze_target(n, &provided, &mut ag, opts) {
             Ok(p) => {
                 match &p {
                     Provided::Image(a) => {
@@ -115,7 +128,7 @@ fn sources(n: &TargetNode, attr: &str, provided: &BTreeMap<Label, Provided>) -> 
     Ok((out, deps))
 }
 
-fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut ActionGraph) -> Result<Provided, String> {
+fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut ActionGraph, opts: &Options) -> Result<Provided, String> {
     let l = &n.label;
     match n.kind.as_str() {
         "genrule" => {
@@ -177,7 +190,7 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                     _ => return Err(format!("`dirs` entry `{path}`: `{spec}` must be \"MODE\" or \"MODE:UID:GID\" (octal mode), for a path other than `/`")),
                 }
             }
-            let compression = n.attr("compression").as_str().unwrap_or("gzip").to_string();
+            let compression = n.attr("compression").as_str().filter(|c| !c.is_empty()).unwrap_or(&opts.compression).to_string();
             let a = ag.add(l, ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression }, deps);
             Ok(Provided::Layer(a))
         }

@@ -53,7 +53,7 @@ pub fn build(s: Settings, patterns: &[String], keep_going: bool) -> Result<Built
     let pats = super::parse_patterns(&s, patterns)?;
     let loaded = super::load(&s, &pats)?;
     let requested: Vec<_> = loaded.requested.iter().cloned().collect();
-    let graph = analysis::analyze(&loaded.graph, &requested).map_err(Failure::Load)?;
+    let graph = analysis::analyze(&loaded.graph, &requested, &analysis::Options { compression: s.compression.clone() }).map_err(Failure::Load)?;
     let cache = Arc::new(Cache::open(&s.cache_dir).map_err(|e| Failure::Environment {
         error: e.into(),
         hints: vec![format!("check that `{}` is writable, or pass --cache-dir", s.cache_dir.display())],
