@@ -183,7 +183,7 @@ fn examples_query_and_dot() {
     let cx = TestContext::from_examples();
     let r = cx.run(&["query", "//..."]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    for l in ["//services/api:image", "//stacks:default", "//builders:default", "//buildpacks:python", "//tools:tool"] {
+    for l in ["//services/api:image", "//stacks:default", "//builders:default", "//buildpacks:shell-web", "//tools:tool"] {
         assert!(r.stdout.lines().any(|x| x == l), "{l} missing from:\n{}", r.stdout);
     }
     let r = cx.run(&["query", "deps(//services/api:image)", "--output", "dot"]);
