@@ -202,6 +202,16 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
             let a = ag.add(l, ActionKind::ImportImage { path, tag: opt_string(n.attr("tag")), files: Vec::new() }, vec![]);
             Ok(Provided::Image(a))
         }
+        "oci_pull" => {
+            let image = n.attr("image").as_str().unwrap_or_default().to_string();
+            crate::registry::Reference::parse(&image).map_err(|e| format!("`image`: {e}"))?;
+            let digest = opt_string(n.attr("digest"));
+            if let Some(d) = &digest {
+                crate::model::digest::Digest::parse(d).map_err(|e| format!("`digest`: {e}"))?;
+            }
+            let a = ag.add(l, ActionKind::PullImage { image, digest, platform: opt_string(n.attr("platform")) }, vec![]);
+            Ok(Provided::Image(a))
+        }
         "oci_image" => {
             let mut deps = Vec::new();
             let base = match n.attr("base") {
@@ -246,6 +256,7 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                 os: n.attr("os").as_str().unwrap_or("linux").to_string(),
                 architecture: n.attr("architecture").as_str().unwrap_or("amd64").to_string(),
             };
+            ag.image_tags.insert(l.clone(), strings(n.attr("tags")));
             let a = ag.add(l, ActionKind::Image { base, layers, layer_labels, config }, deps);
             Ok(Provided::Image(a))
         }
@@ -379,6 +390,7 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                 process: opt_string(n.attr("process")),
                 labels: string_map(n.attr("labels")),
             };
+            ag.image_tags.insert(l.clone(), strings(n.attr("tags")));
             let export = ag.add(l, ActionKind::CnbExport(spec), vec![build, stack.run_image]);
             Ok(Provided::Image(export))
         }

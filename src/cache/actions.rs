@@ -96,9 +96,10 @@ impl Cache {
         let Some(((kind, label, result_json, components_json, created, used), blobs)) = row else {
             return Ok(None);
         };
-        let (Some(blobs), Ok(components)) =
-            (parse_digests(blobs), serde_json::from_str::<Components>(&components_json))
-        else {
+        let (Some(blobs), Ok(components)) = (
+            parse_digests(blobs),
+            serde_json::from_str::<Components>(&components_json),
+        ) else {
             // Unreadable entries cannot come from this schema version; drop rather than misread.
             self.remove_action(key)?;
             return Ok(None);
@@ -141,9 +142,11 @@ impl Cache {
         blobs: &[Digest],
     ) -> Result<()> {
         let hex = key.to_hex();
-        let components_json = serde_json::to_string(components).map_err(|source| {
-            CacheError::Encode { what: format!("components of action `{hex}`"), source }
-        })?;
+        let components_json =
+            serde_json::to_string(components).map_err(|source| CacheError::Encode {
+                what: format!("components of action `{hex}`"),
+                source,
+            })?;
         let mut missing = None;
         let now = now_ms();
         self.db.write(
@@ -167,10 +170,19 @@ impl Cache {
                      excluded.components_json, created_at = excluded.created_at, last_used_at = \
                      excluded.last_used_at",
                 )?
-                .execute(params![hex, kind, label, result_json, components_json, now])?;
-                tx.prepare_cached("DELETE FROM action_blobs WHERE key = ?1")?.execute([&hex])?;
-                let mut link =
-                    tx.prepare_cached("INSERT OR IGNORE INTO action_blobs(key, digest) VALUES (?1, ?2)")?;
+                .execute(params![
+                    hex,
+                    kind,
+                    label,
+                    result_json,
+                    components_json,
+                    now
+                ])?;
+                tx.prepare_cached("DELETE FROM action_blobs WHERE key = ?1")?
+                    .execute([&hex])?;
+                let mut link = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO action_blobs(key, digest) VALUES (?1, ?2)",
+                )?;
                 let mut blob = tx.prepare_cached(
                     "INSERT INTO blobs(digest, size, last_used_at) VALUES (?1, ?2, ?3) \
                      ON CONFLICT(digest) DO UPDATE SET size = excluded.size, \
@@ -201,8 +213,12 @@ impl Cache {
         self.db.write(
             || format!("removing action `{hex}`"),
             |tx| {
-                tx.prepare_cached("DELETE FROM action_blobs WHERE key = ?1")?.execute([&hex])?;
-                Ok(tx.prepare_cached("DELETE FROM actions WHERE key = ?1")?.execute([&hex])? > 0)
+                tx.prepare_cached("DELETE FROM action_blobs WHERE key = ?1")?
+                    .execute([&hex])?;
+                Ok(tx
+                    .prepare_cached("DELETE FROM actions WHERE key = ?1")?
+                    .execute([&hex])?
+                    > 0)
             },
         )
     }
@@ -242,7 +258,10 @@ impl Cache {
                     return Ok(false);
                 }
                 Err(source) => {
-                    return Err(CacheError::Cas { dir: self.cas.root().to_path_buf(), source })
+                    return Err(CacheError::Cas {
+                        dir: self.cas.root().to_path_buf(),
+                        source,
+                    })
                 }
             }
         }
@@ -305,13 +324,21 @@ impl Cache {
                      WHERE diff_id = ?1 AND compression = ?2",
                 )?
                 .query_row(params![id, compression], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                    ))
                 })
                 .optional()
             },
         )?;
-        let Some((digest, size, media_type)) = row else { return Ok(None) };
-        let Ok(digest) = Digest::parse(&digest) else { return Ok(None) };
+        let Some((digest, size, media_type)) = row else {
+            return Ok(None);
+        };
+        let Ok(digest) = Digest::parse(&digest) else {
+            return Ok(None);
+        };
         if !self.cas.contains(&digest) {
             return Ok(None);
         }
@@ -341,7 +368,13 @@ impl Cache {
                     "INSERT OR REPLACE INTO layer_compression(diff_id, compression, digest, size, \
                      media_type) VALUES (?1, ?2, ?3, ?4, ?5)",
                 )?
-                .execute(params![id, layer.compression, digest, layer.size as i64, layer.media_type])?;
+                .execute(params![
+                    id,
+                    layer.compression,
+                    digest,
+                    layer.size as i64,
+                    layer.media_type
+                ])?;
                 tx.prepare_cached(
                     "INSERT INTO blobs(digest, size, last_used_at) VALUES (?1, ?2, ?3) \
                      ON CONFLICT(digest) DO UPDATE SET last_used_at = excluded.last_used_at",

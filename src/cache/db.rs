@@ -14,14 +14,15 @@ use super::error::{io_err, CacheError, Result};
 
 /// The database schema version, kept in `PRAGMA user_version` and mixed into every action key.
 /// Bump it whenever a table or the meaning of a column changes: older databases are then discarded.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How long a statement waits for another process's write lock before failing.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Databases up to this size are `PRAGMA quick_check`ed at every open (a few milliseconds); larger
-/// ones are checked by `gc` only, so a big stat cache does not slow every start.
-pub const QUICK_CHECK_MAX_BYTES: u64 = 64 << 20;
+/// Databases up to this size are `PRAGMA quick_check`ed at every open (it reads every page: about
+/// 2 ms per MiB here, so at most ~35 ms); larger ones are checked by `gc`, and corruption met at
+/// run time marks the database for discard at the next open.
+pub const QUICK_CHECK_MAX_BYTES: u64 = 16 << 20;
 
 pub(crate) const DB_FILE: &str = "cache.sqlite";
 const CORRUPT_MARKER: &str = "cache.sqlite.corrupt";
@@ -79,6 +80,12 @@ CREATE TABLE IF NOT EXISTS layer_compression(
     media_type TEXT NOT NULL,
     PRIMARY KEY(diff_id, compression)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS blob_locations(
+    digest TEXT NOT NULL,
+    registry TEXT NOT NULL,
+    repository TEXT NOT NULL,
+    PRIMARY KEY(digest, registry, repository)
+) WITHOUT ROWID;
 "#;
 
 /// One SQLite connection behind a mutex, plus the shared "in use" lock on the cache directory.
@@ -102,7 +109,10 @@ enum Problem {
 }
 
 fn is_corruption(e: &rusqlite::Error) -> bool {
-    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
+    matches!(
+        e.sqlite_error_code(),
+        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
+    )
 }
 
 fn classify(e: rusqlite::Error) -> Problem {
@@ -190,7 +200,12 @@ impl Db {
                 }
             }
         };
-        Ok(Db { conn: Mutex::new(conn), path, marker, _use_lock: use_lock })
+        Ok(Db {
+            conn: Mutex::new(conn),
+            path,
+            marker,
+            _use_lock: use_lock,
+        })
     }
 
     /// Path of the database file.
@@ -209,9 +224,17 @@ impl Db {
         let what = what.into();
         if is_corruption(&source) {
             let _ = fs::write(&self.marker, b"");
-            CacheError::Corrupt { path: self.path.clone(), what, source }
+            CacheError::Corrupt {
+                path: self.path.clone(),
+                what,
+                source,
+            }
         } else {
-            CacheError::Db { path: self.path.clone(), what, source }
+            CacheError::Db {
+                path: self.path.clone(),
+                what,
+                source,
+            }
         }
     }
 
@@ -260,7 +283,11 @@ impl Db {
 
     /// Bytes used by the database, its WAL and its shared-memory index.
     pub(crate) fn size_on_disk(&self) -> u64 {
-        db_files(&self.path).iter().filter_map(|p| fs::metadata(p).ok()).map(|m| m.len()).sum()
+        db_files(&self.path)
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 
@@ -271,7 +298,12 @@ pub(crate) fn db_files(path: &Path) -> [PathBuf; 4] {
         p.push(s);
         PathBuf::from(p)
     };
-    [path.to_path_buf(), with("-wal"), with("-shm"), with("-journal")]
+    [
+        path.to_path_buf(),
+        with("-wal"),
+        with("-shm"),
+        with("-journal"),
+    ]
 }
 
 fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Connection, Problem> {
@@ -282,14 +314,17 @@ fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Conn
     let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
     // The first statement reads the header: garbage fails here with SQLITE_NOTADB.
-    let version: i64 =
-        conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(classify)?;
+    let version: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(classify)?;
     let fresh = version == 0 && {
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .map_err(classify)?;
         if tables > 0 {
-            return Err(Problem::Discard("it has tables but no schema version".into()));
+            return Err(Problem::Discard(
+                "it has tables but no schema version".into(),
+            ));
         }
         true
     };
@@ -300,10 +335,12 @@ fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Conn
     }
     if fresh {
         // Must precede WAL and the first table; lets `gc` return pages with incremental_vacuum.
-        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL").map_err(classify)?;
+        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")
+            .map_err(classify)?;
     }
-    let mode: String =
-        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(classify)?;
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(classify)?;
     if !mode.eq_ignore_ascii_case("wal") {
         warnings.push(format!(
             "the cache database `{}` cannot use WAL mode (journal mode is `{mode}`; a network file \
@@ -312,11 +349,14 @@ fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Conn
         ));
     }
     // In WAL mode NORMAL loses at most the last transactions on power loss, never consistency.
-    conn.pragma_update(None, "synchronous", "NORMAL").map_err(classify)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(classify)?;
     if fresh {
         create_schema(&conn).map_err(classify)?;
     } else if fs::metadata(path).map(|m| m.len()).unwrap_or(0) <= QUICK_CHECK_MAX_BYTES {
-        quick_check(&conn).map_err(classify)?.map_or(Ok(()), |r| Err(Problem::Discard(r)))?;
+        quick_check(&conn)
+            .map_err(classify)?
+            .map_or(Ok(()), |r| Err(Problem::Discard(r)))?;
     }
     Ok(conn)
 }
@@ -324,7 +364,11 @@ fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Conn
 /// `PRAGMA quick_check`: `Ok(None)` when the database is sound, `Ok(Some(reason))` when not.
 pub(crate) fn quick_check(conn: &Connection) -> rusqlite::Result<Option<String>> {
     let r: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
-    Ok(if r == "ok" { None } else { Some(format!("integrity check failed: {r}")) })
+    Ok(if r == "ok" {
+        None
+    } else {
+        Some(format!("integrity check failed: {r}"))
+    })
 }
 
 fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
@@ -344,18 +388,31 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
 fn discard(dir: &Path, path: &Path) -> Result<()> {
     let tmp = dir.join("tmp");
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
     let aside = tmp.join(format!("discarded-{}-{nanos}.sqlite", std::process::id()));
     match fs::rename(path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(CacheError::Io { path: path.to_path_buf(), source: e }),
+        Err(e) => {
+            return Err(CacheError::Io {
+                path: path.to_path_buf(),
+                source: e,
+            })
+        }
     }
     for p in &db_files(path)[1..] {
         match fs::remove_file(p) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(CacheError::Io { path: p.clone(), source: e }),
+            Err(e) => {
+                return Err(CacheError::Io {
+                    path: p.clone(),
+                    source: e,
+                })
+            }
         }
     }
     let _ = fs::remove_file(&aside);

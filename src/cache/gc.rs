@@ -98,13 +98,20 @@ impl<'a> Plan<'a> {
         let blobs = files
             .iter()
             .map(|(d, f)| {
-                let used = f.mtime_ms.max(blob_used.get(d).copied().unwrap_or(i64::MIN));
+                let used = f
+                    .mtime_ms
+                    .max(blob_used.get(d).copied().unwrap_or(i64::MIN));
                 (d.as_str(), (f.size, used))
             })
             .collect();
         let mut order: Vec<&str> = files.iter().map(|(d, _)| d.as_str()).collect();
         order.sort_unstable();
-        Plan { blobs, order, refs, by_action }
+        Plan {
+            blobs,
+            order,
+            refs,
+            by_action,
+        }
     }
 
     fn unreferenced(&self, d: &str) -> bool {
@@ -157,7 +164,9 @@ impl<'a> Plan<'a> {
                 .order
                 .iter()
                 .filter(|d| {
-                    self.unreferenced(d) && self.blobs[*d].1 < grace_cut && !doomed_blobs.contains(*d)
+                    self.unreferenced(d)
+                        && self.blobs[*d].1 < grace_cut
+                        && !doomed_blobs.contains(*d)
                 })
                 .map(|d| (self.blobs[d].1, *d))
                 .collect();
@@ -179,9 +188,12 @@ impl<'a> Plan<'a> {
                 }
                 doomed_actions.push(k);
                 self.release(k);
-                let held: Vec<&'a str> = self.by_action.get(k.as_str()).cloned().unwrap_or_default();
+                let held: Vec<&'a str> =
+                    self.by_action.get(k.as_str()).cloned().unwrap_or_default();
                 for d in held {
-                    let Some(&(bytes, used)) = self.blobs.get(d) else { continue };
+                    let Some(&(bytes, used)) = self.blobs.get(d) else {
+                        continue;
+                    };
                     if self.unreferenced(d) && used < grace_cut && doomed_blobs.insert(d) {
                         total = total.saturating_sub(bytes);
                     }
@@ -202,10 +214,17 @@ impl Cache {
             || "counting entries".into(),
             |tx| {
                 let n = |t: &str| -> rusqlite::Result<u64> {
-                    tx.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0))
-                        .map(|n| n as u64)
+                    tx.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .map(|n| n as u64)
                 };
-                Ok((n("actions")?, n("runs")?, n("stat_cache")?, n("layer_compression")?))
+                Ok((
+                    n("actions")?,
+                    n("runs")?,
+                    n("stat_cache")?,
+                    n("layer_compression")?,
+                ))
             },
         )?;
         let (blobs, _) = self.scan_blobs(i64::MIN)?;
@@ -229,7 +248,12 @@ impl Cache {
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((out, 0)),
-            Err(e) => return Err(CacheError::Io { path: dir, source: e }),
+            Err(e) => {
+                return Err(CacheError::Io {
+                    path: dir,
+                    source: e,
+                })
+            }
         };
         for ent in rd {
             let ent = ent.map_err(io_err(&dir))?;
@@ -238,7 +262,13 @@ impl Cache {
             let Ok(m) = ent.metadata() else { continue };
             if let Ok(digest) = Digest::from_hex(&name) {
                 if m.is_file() {
-                    out.push((digest.to_string(), BlobFile { size: m.len(), mtime_ms: mtime_ms(&m) }));
+                    out.push((
+                        digest.to_string(),
+                        BlobFile {
+                            size: m.len(),
+                            mtime_ms: mtime_ms(&m),
+                        },
+                    ));
                 }
             } else if name.starts_with(".tmp-")
                 && mtime_ms(&m) < tmp_cutoff_ms
@@ -321,9 +351,11 @@ impl Cache {
                     del_links.execute([k])?;
                     n_actions += del_action.execute([k])? as u64;
                 }
-                let mut still_used = tx.prepare("SELECT 1 FROM action_blobs WHERE digest = ?1 LIMIT 1")?;
+                let mut still_used =
+                    tx.prepare("SELECT 1 FROM action_blobs WHERE digest = ?1 LIMIT 1")?;
                 let mut del_blob = tx.prepare("DELETE FROM blobs WHERE digest = ?1")?;
-                let mut del_layer = tx.prepare("DELETE FROM layer_compression WHERE digest = ?1")?;
+                let mut del_layer =
+                    tx.prepare("DELETE FROM layer_compression WHERE digest = ?1")?;
                 let (mut n_blobs, mut bytes) = (0, 0);
                 for d in &doomed_blobs {
                     // Another process may have referenced it since we read the tables.
@@ -332,7 +364,9 @@ impl Cache {
                     }
                     del_blob.execute([d])?;
                     del_layer.execute([d])?;
-                    let Ok(digest) = Digest::parse(d) else { continue };
+                    let Ok(digest) = Digest::parse(d) else {
+                        continue;
+                    };
                     let path = cas.path(&digest);
                     let size = fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
                     if fs::remove_file(&path).is_ok() {
@@ -374,7 +408,10 @@ impl Cache {
         )?;
         // Large databases skip the check at open; do it here, where time is not precious.
         if fs::metadata(self.db.path()).map(|m| m.len()).unwrap_or(0) > QUICK_CHECK_MAX_BYTES {
-            if let Some(reason) = self.db.with_conn(|| "checking integrity".into(), db::quick_check)? {
+            if let Some(reason) = self
+                .db
+                .with_conn(|| "checking integrity".into(), db::quick_check)?
+            {
                 return Err(self.db.err(
                     reason,
                     rusqlite::Error::SqliteFailure(
@@ -389,7 +426,9 @@ impl Cache {
 
     /// Deletes entries of `tmp/` older than the cutoff (discarded databases, scratch files).
     fn remove_stale_tmp(&self, cutoff_ms: i64) -> u64 {
-        let Ok(rd) = fs::read_dir(&self.tmp) else { return 0 };
+        let Ok(rd) = fs::read_dir(&self.tmp) else {
+            return 0;
+        };
         let mut n = 0;
         for ent in rd.flatten() {
             let Ok(m) = ent.metadata() else { continue };
@@ -460,11 +499,21 @@ impl Cache {
         match lock.try_lock() {
             Ok(()) => {}
             Err(fs::TryLockError::WouldBlock) => {
-                return Err(CacheError::InUse { dir: dir.to_path_buf() })
+                return Err(CacheError::InUse {
+                    dir: dir.to_path_buf(),
+                })
             }
-            Err(fs::TryLockError::Error(e)) => return Err(CacheError::Io { path: lock_path, source: e }),
+            Err(fs::TryLockError::Error(e)) => {
+                return Err(CacheError::Io {
+                    path: lock_path,
+                    source: e,
+                })
+            }
         }
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
         let trash = dir.join(format!(".trash-{}-{nanos}", std::process::id()));
         fs::create_dir(&trash).map_err(io_err(&trash))?;
         let db = dir.join(DB_FILE);
@@ -476,7 +525,12 @@ impl Cache {
             match fs::rename(p, trash.join(i.to_string())) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(CacheError::Io { path: p.clone(), source: e }),
+                Err(e) => {
+                    return Err(CacheError::Io {
+                        path: p.clone(),
+                        source: e,
+                    })
+                }
             }
         }
         for ent in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
@@ -494,9 +548,14 @@ impl Cache {
 /// `T`/`TB` are powers of 1000, `KiB`/`MiB`/`GiB`/`TiB` powers of 1024, `B` or no unit bytes;
 /// units are case-insensitive. `10GB` = 10 000 000 000, `500MiB` = 524 288 000.
 pub fn parse_size(input: &str) -> Result<u64> {
-    let err = |reason: &str| CacheError::InvalidSize { input: input.into(), reason: reason.into() };
+    let err = |reason: &str| CacheError::InvalidSize {
+        input: input.into(),
+        reason: reason.into(),
+    };
     let s = input.trim();
-    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
     let (num, unit) = (&s[..split], s[split..].trim());
     if num.is_empty() {
         return Err(err("it does not start with a number"));
@@ -511,12 +570,18 @@ pub fn parse_size(input: &str) -> Result<u64> {
         "mi" | "mib" => 1 << 20,
         "gi" | "gib" => 1 << 30,
         "ti" | "tib" => 1 << 40,
-        _ => return Err(err(&format!("unknown unit `{unit}` (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"))),
+        _ => {
+            return Err(err(&format!(
+                "unknown unit `{unit}` (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
+            )))
+        }
     };
     if let Ok(n) = num.parse::<u64>() {
         return n.checked_mul(mult).ok_or_else(|| err("it is too large"));
     }
-    let f: f64 = num.parse().map_err(|_| err(&format!("`{num}` is not a number")))?;
+    let f: f64 = num
+        .parse()
+        .map_err(|_| err(&format!("`{num}` is not a number")))?;
     let bytes = (f * mult as f64).round();
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(err("it is too large"));
@@ -527,7 +592,10 @@ pub fn parse_size(input: &str) -> Result<u64> {
 /// Parses a duration: one or more `<integer><unit>` with units `s`, `m` (minutes), `h`, `d`, `w`,
 /// e.g. `7d`, `12h`, `1d12h`, `90s`.
 pub fn parse_duration(input: &str) -> Result<Duration> {
-    let err = |reason: &str| CacheError::InvalidDuration { input: input.into(), reason: reason.into() };
+    let err = |reason: &str| CacheError::InvalidDuration {
+        input: input.into(),
+        reason: reason.into(),
+    };
     let s = input.trim();
     if s.is_empty() {
         return Err(err("it is empty"));
@@ -535,13 +603,19 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
     let mut total: u64 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+        let split = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
         if split == 0 {
             return Err(err(&format!("expected a number at `{rest}`")));
         }
-        let n: u64 = rest[..split].parse().map_err(|_| err("the number is too large"))?;
+        let n: u64 = rest[..split]
+            .parse()
+            .map_err(|_| err("the number is too large"))?;
         rest = &rest[split..];
-        let ulen = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let ulen = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let secs: u64 = match &rest[..ulen] {
             "s" => 1,
             "m" => 60,
@@ -613,7 +687,11 @@ mod tests {
             (" 0s ", 0),
         ];
         for (s, want) in cases {
-            assert_eq!(parse_duration(s).unwrap(), Duration::from_secs(*want), "{s}");
+            assert_eq!(
+                parse_duration(s).unwrap(),
+                Duration::from_secs(*want),
+                "{s}"
+            );
         }
     }
 

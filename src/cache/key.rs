@@ -42,7 +42,12 @@ impl ComponentValue {
     pub fn map<K: Into<String>, V: Into<ComponentValue>>(
         entries: impl IntoIterator<Item = (K, V)>,
     ) -> ComponentValue {
-        ComponentValue::Map(entries.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        ComponentValue::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 
     /// A list from any iterator of values, order preserved.
@@ -96,9 +101,11 @@ impl ComponentValue {
     /// The human-readable form stored in [`Components`].
     fn show(&self) -> Shown {
         match self {
-            ComponentValue::Map(m) => {
-                Shown::Map(m.iter().map(|(k, v)| (k.clone(), v.show_inline())).collect())
-            }
+            ComponentValue::Map(m) => Shown::Map(
+                m.iter()
+                    .map(|(k, v)| (k.clone(), v.show_inline()))
+                    .collect(),
+            ),
             ComponentValue::List(items) => {
                 Shown::List(items.iter().map(ComponentValue::show_inline).collect())
             }
@@ -114,8 +121,10 @@ impl ComponentValue {
             ComponentValue::Digest(d) => d.to_string(),
             ComponentValue::Blake3(h) => format!("blake3:{}", h.to_hex()),
             ComponentValue::Map(m) => {
-                let inner: Vec<String> =
-                    m.iter().map(|(k, v)| format!("{k}={}", v.show_inline())).collect();
+                let inner: Vec<String> = m
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", v.show_inline()))
+                    .collect();
                 format!("{{{}}}", inner.join(", "))
             }
             ComponentValue::List(items) => {
@@ -221,7 +230,11 @@ impl KeyBuilder {
     /// Starts a key for an action of `kind`; bump `kind_version` when the action's behaviour
     /// changes so old results stop matching.
     pub fn new(kind: &str, kind_version: u32) -> KeyBuilder {
-        KeyBuilder { kind: kind.to_string(), kind_version, components: BTreeMap::new() }
+        KeyBuilder {
+            kind: kind.to_string(),
+            kind_version,
+            components: BTreeMap::new(),
+        }
     }
 
     /// Adds (or replaces) a named component; chainable.
@@ -265,7 +278,10 @@ impl KeyBuilder {
             items: self
                 .components
                 .iter()
-                .map(|(name, v)| Component { name: name.clone(), value: v.show() })
+                .map(|(name, v)| Component {
+                    name: name.clone(),
+                    value: v.show(),
+                })
                 .collect(),
         };
         (key, components)
@@ -329,11 +345,24 @@ impl Shown {
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum ComponentChange {
     /// A component (or map entry) that only the new key has.
-    Added { name: String, entry: Option<String>, new: String },
+    Added {
+        name: String,
+        entry: Option<String>,
+        new: String,
+    },
     /// A component (or map entry) that only the old key has.
-    Removed { name: String, entry: Option<String>, old: String },
+    Removed {
+        name: String,
+        entry: Option<String>,
+        old: String,
+    },
     /// A component (or map entry) whose value differs.
-    Changed { name: String, entry: Option<String>, old: String, new: String },
+    Changed {
+        name: String,
+        entry: Option<String>,
+        old: String,
+        new: String,
+    },
 }
 
 /// Names used for the pseudo-components that are not inputs but still change a key.
@@ -362,10 +391,16 @@ impl Components {
                 new: format!("{} v{}", new.kind, new.kind_version),
             });
         }
-        let o: BTreeMap<&str, &Shown> =
-            old.items.iter().map(|c| (c.name.as_str(), &c.value)).collect();
-        let n: BTreeMap<&str, &Shown> =
-            new.items.iter().map(|c| (c.name.as_str(), &c.value)).collect();
+        let o: BTreeMap<&str, &Shown> = old
+            .items
+            .iter()
+            .map(|c| (c.name.as_str(), &c.value))
+            .collect();
+        let n: BTreeMap<&str, &Shown> = new
+            .items
+            .iter()
+            .map(|c| (c.name.as_str(), &c.value))
+            .collect();
         let names: std::collections::BTreeSet<&str> = o.keys().chain(n.keys()).copied().collect();
         for name in names {
             match (o.get(name), n.get(name)) {
@@ -403,12 +438,16 @@ fn diff_maps(
     for k in keys {
         let entry = Some(k.clone());
         match (a.get(k), b.get(k)) {
-            (Some(x), None) => {
-                out.push(ComponentChange::Removed { name: name.into(), entry, old: x.clone() })
-            }
-            (None, Some(y)) => {
-                out.push(ComponentChange::Added { name: name.into(), entry, new: y.clone() })
-            }
+            (Some(x), None) => out.push(ComponentChange::Removed {
+                name: name.into(),
+                entry,
+                old: x.clone(),
+            }),
+            (None, Some(y)) => out.push(ComponentChange::Added {
+                name: name.into(),
+                entry,
+                new: y.clone(),
+            }),
             (Some(x), Some(y)) if x != y => out.push(ComponentChange::Changed {
                 name: name.into(),
                 entry,
@@ -445,24 +484,50 @@ impl fmt::Display for ComponentChange {
     /// `srcs: services/api/app.py changed`, `env BP_X: 1 -> 2`, `builder: sha256:… -> sha256:…`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ComponentChange::Added { name, entry: Some(e), .. } => write!(f, "{name}: {e} added"),
-            ComponentChange::Removed { name, entry: Some(e), .. } => {
+            ComponentChange::Added {
+                name,
+                entry: Some(e),
+                ..
+            } => write!(f, "{name}: {e} added"),
+            ComponentChange::Removed {
+                name,
+                entry: Some(e),
+                ..
+            } => {
                 write!(f, "{name}: {e} removed")
             }
-            ComponentChange::Changed { name, entry: Some(e), old, new } => {
+            ComponentChange::Changed {
+                name,
+                entry: Some(e),
+                old,
+                new,
+            } => {
                 if is_hash(old) && is_hash(new) {
                     write!(f, "{name}: {e} changed")
                 } else {
                     write!(f, "{name} {e}: {} -> {}", short(old), short(new))
                 }
             }
-            ComponentChange::Added { name, entry: None, new } => {
+            ComponentChange::Added {
+                name,
+                entry: None,
+                new,
+            } => {
                 write!(f, "{name} added: {}", short(new))
             }
-            ComponentChange::Removed { name, entry: None, old } => {
+            ComponentChange::Removed {
+                name,
+                entry: None,
+                old,
+            } => {
                 write!(f, "{name} removed (was {})", short(old))
             }
-            ComponentChange::Changed { name, entry: None, old, new } => {
+            ComponentChange::Changed {
+                name,
+                entry: None,
+                old,
+                new,
+            } => {
                 write!(f, "{name}: {} -> {}", short(old), short(new))
             }
         }
@@ -495,7 +560,10 @@ mod tests {
     #[test]
     fn key_encoding_is_stable() {
         let (key, _) = sample().finish();
-        assert_eq!(key.to_hex(), "d3e7fd549e34cb50cba483c7235f039eb5df558b5493d999c2041faf69083f7c");
+        assert_eq!(
+            key.to_hex(),
+            "d3e7fd549e34cb50cba483c7235f039eb5df558b5493d999c2041faf69083f7c"
+        );
     }
 
     #[test]
@@ -539,7 +607,9 @@ mod tests {
             KeyBuilder::new("x", 1).component("a", "2"),
             KeyBuilder::new("x", 1).component("a", 1u64),
             KeyBuilder::new("x", 1).component("a", ComponentValue::list(["1"])),
-            KeyBuilder::new("x", 1).component("a", "1").component("c", ""),
+            KeyBuilder::new("x", 1)
+                .component("a", "1")
+                .component("c", ""),
         ];
         for v in variants {
             assert_ne!(v.finish().0, base, "{v:?}");
@@ -565,9 +635,10 @@ mod tests {
         let (_, c) = sample().finish();
         let j = serde_json::to_string(&c).unwrap();
         assert_eq!(serde_json::from_str::<Components>(&j).unwrap(), c);
-        assert_eq!(c.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), [
-            "argv", "base", "env", "mode", "prefix", "srcs", "strip"
-        ]);
+        assert_eq!(
+            c.items.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+            ["argv", "base", "env", "mode", "prefix", "srcs", "strip"]
+        );
     }
 
     #[test]
@@ -598,30 +669,44 @@ mod tests {
             .component("process", "web")
             .finish()
             .1;
-        let lines: Vec<String> =
-            Components::diff(&old, &new).iter().map(ToString::to_string).collect();
-        assert_eq!(lines, [
-            "env BP_X: 1 -> 2",
-            "gone removed (was x)",
-            "process added: web",
-            "srcs: services/api/app.py changed",
-            "srcs: services/api/new.py added",
-            "srcs: services/api/old.py removed",
-        ]);
+        let lines: Vec<String> = Components::diff(&old, &new)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            lines,
+            [
+                "env BP_X: 1 -> 2",
+                "gone removed (was x)",
+                "process added: web",
+                "srcs: services/api/app.py changed",
+                "srcs: services/api/new.py added",
+                "srcs: services/api/old.py removed",
+            ]
+        );
         assert!(Components::diff(&new, &new).is_empty());
     }
 
     #[test]
     fn diff_reports_kind_and_scalar_changes() {
-        let old = KeyBuilder::new("layer", 1).component("base", Digest::of_bytes(b"a")).finish().1;
-        let new = KeyBuilder::new("layer", 2).component("base", Digest::of_bytes(b"b")).finish().1;
+        let old = KeyBuilder::new("layer", 1)
+            .component("base", Digest::of_bytes(b"a"))
+            .finish()
+            .1;
+        let new = KeyBuilder::new("layer", 2)
+            .component("base", Digest::of_bytes(b"b"))
+            .finish()
+            .1;
         let d = Components::diff(&old, &new);
-        assert_eq!(d[0], ComponentChange::Changed {
-            name: KIND_COMPONENT.into(),
-            entry: None,
-            old: "layer v1".into(),
-            new: "layer v2".into()
-        });
+        assert_eq!(
+            d[0],
+            ComponentChange::Changed {
+                name: KIND_COMPONENT.into(),
+                entry: None,
+                old: "layer v1".into(),
+                new: "layer v2".into()
+            }
+        );
         let shown = d[1].to_string();
         assert!(shown.starts_with("base: sha256:"), "{shown}");
         assert!(shown.len() < 60, "digests are shortened: {shown}");
@@ -629,13 +714,18 @@ mod tests {
 
     #[test]
     fn diff_of_map_turned_scalar_is_a_whole_change() {
-        let old = KeyBuilder::new("x", 1).component("v", ComponentValue::map([("a", "1")])).finish();
+        let old = KeyBuilder::new("x", 1)
+            .component("v", ComponentValue::map([("a", "1")]))
+            .finish();
         let new = KeyBuilder::new("x", 1).component("v", "a=1").finish();
-        assert_eq!(Components::diff(&old.1, &new.1), [ComponentChange::Changed {
-            name: "v".into(),
-            entry: None,
-            old: "{a=1}".into(),
-            new: "a=1".into()
-        }]);
+        assert_eq!(
+            Components::diff(&old.1, &new.1),
+            [ComponentChange::Changed {
+                name: "v".into(),
+                entry: None,
+                old: "{a=1}".into(),
+                new: "a=1".into()
+            }]
+        );
     }
 }

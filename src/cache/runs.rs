@@ -117,7 +117,15 @@ fn to_record(r: Row) -> Option<RunRecord> {
 const SELECT: &str = "SELECT label, action, key, components_json, outcome, build_id, at FROM runs";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+        r.get(6)?,
+    ))
 }
 
 impl Cache {
@@ -132,10 +140,11 @@ impl Cache {
     pub fn record_runs(&self, runs: &[RunRecord]) -> Result<()> {
         let mut encoded = Vec::with_capacity(runs.len());
         for run in runs {
-            let c = serde_json::to_string(&run.components).map_err(|source| CacheError::Encode {
-                what: format!("components of run `{}` `{}`", run.label, run.action),
-                source,
-            })?;
+            let c =
+                serde_json::to_string(&run.components).map_err(|source| CacheError::Encode {
+                    what: format!("components of run `{}` `{}`", run.label, run.action),
+                    source,
+                })?;
             encoded.push(c);
         }
         self.db.write(
@@ -186,7 +195,10 @@ impl Cache {
             },
         )?;
         let mut it = rows.into_iter().filter_map(to_record);
-        Ok(it.next().map(|latest| RunHistory { latest, previous: it.next() }))
+        Ok(it.next().map(|latest| RunHistory {
+            latest,
+            previous: it.next(),
+        }))
     }
 
     /// [`Cache::last_two_runs`] for every action of `label`, sorted by action name.
@@ -194,9 +206,11 @@ impl Cache {
         let rows = self.db.read(
             || format!("reading runs of `{label}`"),
             |tx| {
-                tx.prepare_cached(&format!("{SELECT} WHERE label = ?1 ORDER BY action, id DESC"))?
-                    .query_map([label], read_row)?
-                    .collect::<rusqlite::Result<Vec<Row>>>()
+                tx.prepare_cached(&format!(
+                    "{SELECT} WHERE label = ?1 ORDER BY action, id DESC"
+                ))?
+                .query_map([label], read_row)?
+                .collect::<rusqlite::Result<Vec<Row>>>()
             },
         )?;
         let mut by_action: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
@@ -210,7 +224,10 @@ impl Cache {
             .into_values()
             .filter_map(|v| {
                 let mut it = v.into_iter();
-                it.next().map(|latest| RunHistory { latest, previous: it.next() })
+                it.next().map(|latest| RunHistory {
+                    latest,
+                    previous: it.next(),
+                })
             })
             .collect())
     }

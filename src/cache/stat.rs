@@ -76,7 +76,11 @@ pub struct FileHasher<'a> {
 impl Cache {
     /// A [`FileHasher`] backed by this cache's `stat_cache` table.
     pub fn file_hasher(&self) -> FileHasher<'_> {
-        FileHasher { cache: self, stated: AtomicU64::new(0), hashed: AtomicU64::new(0) }
+        FileHasher {
+            cache: self,
+            stated: AtomicU64::new(0),
+            hashed: AtomicU64::new(0),
+        }
     }
 }
 
@@ -128,7 +132,11 @@ impl FileHasher<'_> {
         for (i, (a, st)) in abs.iter().zip(&stats).enumerate() {
             match stored.get(a.as_os_str().as_bytes()) {
                 Some((k, h)) if k == st => out[i] = Some(*h),
-                _ => pending.push(Pending { index: i, abs: a.clone(), stat: *st }),
+                _ => pending.push(Pending {
+                    index: i,
+                    abs: a.clone(),
+                    stat: *st,
+                }),
             }
         }
         if pending.is_empty() {
@@ -136,7 +144,8 @@ impl FileHasher<'_> {
         }
 
         let results = hash_all(&pending);
-        self.hashed.fetch_add(pending.len() as u64, Ordering::Relaxed);
+        self.hashed
+            .fetch_add(pending.len() as u64, Ordering::Relaxed);
         let mut rows = Vec::new();
         for (p, r) in pending.iter().zip(results) {
             let (h, stable) = r?;
@@ -154,13 +163,23 @@ impl FileHasher<'_> {
                          blake3) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
                     for (path, k, h) in &rows {
-                        st.execute(params![path, k.size, k.mtime_ns, k.ino, k.ctime_ns, &h.0[..]])?;
+                        st.execute(params![
+                            path,
+                            k.size,
+                            k.mtime_ns,
+                            k.ino,
+                            k.ctime_ns,
+                            &h.0[..]
+                        ])?;
                     }
                     Ok(())
                 },
             )?;
         }
-        Ok(out.into_iter().map(|h| h.expect("every file hashed or hit")).collect())
+        Ok(out
+            .into_iter()
+            .map(|h| h.expect("every file hashed or hit"))
+            .collect())
     }
 
     /// Stored rows for `paths`, one query per [`LOOKUP_CHUNK`] paths, in one read snapshot.
@@ -181,7 +200,9 @@ impl FileHasher<'_> {
                     while let Some(r) = rows.next()? {
                         let hash: Vec<u8> = r.get(5)?;
                         // A malformed hash is simply not a hit.
-                        let Ok(hash) = <[u8; 32]>::try_from(hash) else { continue };
+                        let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+                            continue;
+                        };
                         let k = StatKey {
                             size: r.get(1)?,
                             mtime_ns: r.get(2)?,
@@ -198,18 +219,26 @@ impl FileHasher<'_> {
 }
 
 fn ns_since_epoch(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
 }
+
+/// A file's hash and whether it looked the same before and after reading.
+type HashResult = Result<(Blake3, bool)>;
 
 /// Hashes every pending file, spreading them over the available cores. Each result is the hash
 /// and whether the file looked the same before and after reading (only then may it be stored).
-fn hash_all(pending: &[Pending]) -> Vec<Result<(Blake3, bool)>> {
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(pending.len());
+fn hash_all(pending: &[Pending]) -> Vec<HashResult> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(8)
+        .min(pending.len());
     if workers <= 1 {
         return pending.iter().map(hash_one).collect();
     }
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<Result<(Blake3, bool)>>>> =
+    let results: Mutex<Vec<Option<HashResult>>> =
         Mutex::new((0..pending.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..workers {
@@ -229,7 +258,7 @@ fn hash_all(pending: &[Pending]) -> Vec<Result<(Blake3, bool)>> {
         .collect()
 }
 
-fn hash_one(p: &Pending) -> Result<(Blake3, bool)> {
+fn hash_one(p: &Pending) -> HashResult {
     let f = File::open(&p.abs).map_err(io_err(&p.abs))?;
     let mut h = blake3::Hasher::new();
     if p.stat.size as u64 >= BIG_FILE {

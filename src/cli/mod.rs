@@ -78,6 +78,8 @@ pub enum Command {
     Inspect(commands::inspect::InspectArgs),
     /// Write an image target as a docker-archive tar (`docker load -i`) or an OCI layout.
     Export(commands::export::ExportArgs),
+    /// Build image targets and push them to their `tags` (or --tag); only missing blobs are sent.
+    Push(commands::push::PushArgs),
 }
 
 /// Entry point of the binary. Never panics on user input; returns 0 ok, 1 build failed or
@@ -122,5 +124,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Run(a) => commands::run::run(&cli.global, a),
         Command::Inspect(a) => commands::inspect::run(&cli.global, a),
         Command::Export(a) => commands::export::run(&cli.global, a),
+        Command::Push(a) => commands::push::run(&cli.global, a),
     }
 }

@@ -7,4 +7,4 @@ pub mod sandbox;
 pub mod scheduler;
 
 pub use events::{Event, Outcome, Reporter};
-pub use scheduler::{execute, BuildReport, ExecConfig};
+pub use scheduler::{execute, fetch_remote_layers, BuildReport, ExecConfig};

@@ -27,6 +27,8 @@ pub struct ExecConfig {
     pub source_date_epoch: u64,
     /// Identifies this invocation in the run history (`explain`).
     pub build_id: String,
+    /// Registry settings (insecure registries, credentials).
+    pub registry: crate::registry::ClientOptions,
 }
 
 /// What happened to each action.
@@ -63,7 +65,7 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
             ActionKind::ImportImage { files, .. } => paths.extend(files.iter().cloned()),
             ActionKind::Buildpack { files } => paths.extend(files.iter().filter_map(|(_, i)| source(i))),
             ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => paths.extend(p.app.iter().filter_map(|(_, i)| source(i))),
-            ActionKind::Image { .. } | ActionKind::CnbExport(_) => {}
+            ActionKind::Image { .. } | ActionKind::CnbExport(_) | ActionKind::PullImage { .. } => {}
         }
     }
     let list: Vec<String> = paths.into_iter().collect();
@@ -107,7 +109,15 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         }
     };
     let g = Arc::new(g);
-    let ctx = Arc::new(RunCtx { root: cfg.root.clone(), cache: cache.clone(), sources, source_date_epoch: cfg.source_date_epoch, reporter: reporter.clone() });
+    let ctx = Arc::new(RunCtx {
+        root: cfg.root.clone(),
+        cache: cache.clone(),
+        sources,
+        source_date_epoch: cfg.source_date_epoch,
+        reporter: reporter.clone(),
+        registry_options: cfg.registry.clone(),
+        registry_client: Default::default(),
+    });
     rt.block_on(schedule(g, ctx, &cfg, &mut report));
     // Background blocking tasks (a layer being compressed) finish writing temp files; nothing
     // half-written becomes a cache entry because entries are put only after a runner succeeded.
@@ -284,4 +294,28 @@ fn blobs_intact(cache: &Cache, blobs: &[crate::model::digest::Digest]) -> bool {
         }
     }
     true
+}
+
+/// Makes the layers of image outputs local (fetching shallow `oci_pull` layers from their
+/// registries), for consumers outside the scheduler: layouts, `cbuild run`, exports.
+pub fn fetch_remote_layers(outputs: &[Arc<ActionOutput>], cache: Arc<Cache>, registry: crate::registry::ClientOptions) -> Result<(), String> {
+    if !outputs.iter().any(|o| matches!(o.as_ref(), ActionOutput::Image { remote, .. } if !remote.is_empty())) {
+        return Ok(());
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let ctx = RunCtx {
+        root: PathBuf::new(),
+        cache,
+        sources: BTreeMap::new(),
+        source_date_epoch: 0,
+        reporter: Arc::new(super::events::NullReporter),
+        registry_options: registry,
+        registry_client: Default::default(),
+    };
+    rt.block_on(async {
+        for o in outputs {
+            runners::pull::ensure_local(o, &ctx).await?;
+        }
+        Ok(())
+    })
 }

@@ -66,6 +66,8 @@ pub enum ActionKind {
     /// Store a buildpack's tree (paths relative to the directory holding buildpack.toml) in the
     /// CAS and check its buildpack.toml.
     Buildpack { files: Vec<(String, Input)> },
+    /// Resolve a registry reference to a manifest + config (shallow; layers stay remote).
+    PullImage { image: String, digest: Option<String>, platform: Option<String> },
     /// Run every buildpack's `bin/detect` of a builder's order against the app and resolve the group
     /// and build plan (CNB detect phase).
     CnbDetect(CnbPhase),
@@ -117,6 +119,7 @@ impl ActionKind {
     pub fn mnemonic(&self) -> &'static str {
         match self {
             ActionKind::Buildpack { .. } => "buildpack",
+            ActionKind::PullImage { .. } => "pull",
             ActionKind::CnbDetect(_) => "detect",
             ActionKind::CnbBuild { .. } => "build",
             ActionKind::CnbExport(_) => "export",
@@ -147,6 +150,8 @@ pub struct ActionGraph {
     pub target_outputs: BTreeMap<Label, ActionId>,
     /// Targets whose output is an image (their layout is written to cbuild-out/).
     pub image_targets: Vec<Label>,
+    /// Registry references each image target is pushed to (`tags`).
+    pub image_tags: BTreeMap<Label, Vec<String>>,
     /// Targets of kinds whose actions are not implemented yet (rule kind), reported, never silent.
     pub not_buildable: Vec<(Label, String)>,
 }
@@ -172,8 +177,25 @@ pub enum ActionOutput {
     Layer { diff_id: Digest, digest: Digest, size: u64, media_type: String },
     /// Structured data of a CNB phase (JSON) with the blobs it references.
     Data { json: String, blobs: Vec<Digest> },
-    /// An image: its manifest in the CAS (config and layers are reachable from it).
-    Image { manifest: Digest, manifest_size: u64, config: Digest, blobs: Vec<Digest> },
+    /// An image: its manifest in the CAS (config and layers are reachable from it). Layers listed in
+    /// `remote` are not in the CAS (a shallow `oci_pull` base): they are fetched from their registry
+    /// only when their bytes are needed.
+    Image {
+        manifest: Digest,
+        manifest_size: u64,
+        config: Digest,
+        blobs: Vec<Digest>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        remote: Vec<RemoteBlob>,
+    },
+}
+
+/// A layer that lives in a registry, not in the local CAS.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RemoteBlob {
+    pub digest: Digest,
+    /// A reference to an image in the repository holding it (`registry/repo@sha256:...`).
+    pub source: String,
 }
 
 /// One output file.
@@ -191,6 +213,7 @@ impl ActionOutput {
             ActionOutput::Layer { digest, .. } => vec![digest.clone()],
             ActionOutput::Data { blobs, .. } => blobs.clone(),
             ActionOutput::Image { manifest, config, blobs, .. } => {
+                // `blobs` lists local layers only; remote ones are not the cache's to keep.
                 let mut v = vec![manifest.clone(), config.clone()];
                 v.extend(blobs.iter().cloned());
                 v

@@ -21,6 +21,9 @@ pub struct BuildArgs {
     /// Keep building independent targets after a failure.
     #[arg(short, long)]
     pub keep_going: bool,
+    /// Push each built image to the references in its `tags` (only missing blobs are uploaded).
+    #[arg(long)]
+    pub push: bool,
 }
 
 /// Result of a build, for the summary and for other commands (run, push, export).
@@ -31,11 +34,16 @@ pub struct Built {
     pub cache: Arc<Cache>,
     /// (label, image manifest digest, layout path relative to the workspace).
     pub images: Vec<(String, crate::model::digest::Digest, String)>,
+    pub registry: crate::registry::ClientOptions,
 }
 
 pub fn run(g: &GlobalArgs, a: BuildArgs) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
-    let built = build(s, &a.patterns, a.keep_going)?;
+    let mut built = build(s, &a.patterns, a.keep_going)?;
+    if a.push && built.report.ok() {
+        let pushed = super::push::push_built(&built, &[])?;
+        built.report.executed += pushed;
+    }
     print_summary(&built);
     Ok(if built.report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
@@ -50,6 +58,12 @@ pub fn source_date_epoch() -> Result<u64, Failure> {
 
 /// Loads, analyses and executes `patterns`; writes layouts. Build failures are in the report.
 pub fn build(s: Settings, patterns: &[String], keep_going: bool) -> Result<Built, Failure> {
+    build_with(s, patterns, keep_going, true)
+}
+
+/// [`build`], optionally without writing layouts (a push to a registry needs none, and then never
+/// downloads base layers the registry already has).
+pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layouts: bool) -> Result<Built, Failure> {
     let pats = super::parse_patterns(&s, patterns)?;
     let loaded = super::load(&s, &pats)?;
     let requested: Vec<_> = loaded.requested.iter().cloned().collect();
@@ -73,16 +87,28 @@ pub fn build(s: Settings, patterns: &[String], keep_going: bool) -> Result<Built
             hints: vec!["install bubblewrap: apt-get install bubblewrap".into()],
         })?;
     }
+    let registry = crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
     let cfg = ExecConfig {
         root: s.root().to_path_buf(),
         jobs: s.jobs,
         keep_going,
         source_date_epoch: source_date_epoch()?,
+        registry: registry.clone(),
         build_id: format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)),
     };
     let report = execution::execute(graph.clone(), cache.clone(), cfg, reporter.clone());
     drop(reporter);
     let mut images = Vec::new();
+    let wanted: Vec<Arc<ActionOutput>> = graph
+        .image_targets
+        .iter()
+        .filter(|l| requested.contains(l))
+        .filter_map(|l| report.outputs[graph.target_outputs[l]].clone())
+        .collect();
+    if write_layouts {
+        execution::fetch_remote_layers(&wanted, cache.clone(), registry.clone())
+            .map_err(|e| Failure::env(anyhow::anyhow!("fetching base image layers: {e}")))?;
+    }
     for l in &graph.image_targets {
         if !requested.contains(l) {
             continue;
@@ -90,12 +116,16 @@ pub fn build(s: Settings, patterns: &[String], keep_going: bool) -> Result<Built
         let id = graph.target_outputs[l];
         if let Some(ActionOutput::Image { manifest, .. }) = report.outputs[id].as_deref() {
             let rel = layout_dir(l);
+            if !write_layouts {
+                images.push((l.to_string(), manifest.clone(), rel));
+                continue;
+            }
             write_layout(&s.root().join(&rel), &cache, manifest)
                 .map_err(|e| Failure::env(anyhow::anyhow!("writing the layout of `{l}` to `{rel}`: {e}")))?;
             images.push((l.to_string(), manifest.clone(), rel));
         }
     }
-    Ok(Built { settings: s, graph, report, cache, images })
+    Ok(Built { settings: s, graph, report, cache, images, registry })
 }
 
 /// `cbuild-out/<package>/<name>`.

@@ -65,10 +65,10 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
 
 /// The build image as a value, and its root filesystem extracted (cached per digest).
 pub async fn build_image(p: &CnbPhase, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<(Image, std::path::PathBuf), String> {
-    let manifest = match deps.get(&p.build_image).map(|o| o.as_ref()) {
-        Some(ActionOutput::Image { manifest, .. }) => manifest.clone(),
-        _ => return Err("internal: build image missing".into()),
-    };
+    let out = deps.get(&p.build_image).ok_or("internal: build image missing")?;
+    let ActionOutput::Image { manifest, .. } = out.as_ref() else { return Err("internal: build image missing".into()) };
+    let manifest = manifest.clone();
+    super::pull::ensure_local(out, ctx).await?;
     let ctx2 = ctx.clone();
     tokio::task::spawn_blocking(move || {
         let img = Image::load(ctx2.cache.cas(), &manifest).map_err(|e| e.to_string())?;

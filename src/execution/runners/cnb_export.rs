@@ -160,5 +160,5 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     img = with_config(&img, &patch).map_err(|e| e.to_string())?;
     img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| e.to_string())?;
     let (manifest, size) = img.write_to(cas).map_err(|e| e.to_string())?;
-    Ok(super::image::image_output(&img, manifest, size))
+    Ok(super::image::image_output(&img, manifest, size, super::image::remote_of(deps.get(&s.run_image).unwrap())))
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{output_digest, RunCtx};
 use crate::cache::{ComponentValue, KeyBuilder};
-use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, RemoteBlob};
 use crate::oci::image::{append_layer, scratch, with_config, with_created, ConfigPatch, Image};
 use crate::oci::layer::{Compression, LayerBlob};
 
@@ -103,16 +103,27 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     img = with_config(&img, &patch).map_err(|e| e.to_string())?;
     img = with_created(&img, &created(config.created.as_deref(), ctx.source_date_epoch)).map_err(|e| e.to_string())?;
     let (manifest, manifest_size) = img.write_to(blobs).map_err(|e| e.to_string())?;
-    Ok(image_output(&img, manifest, manifest_size))
+    let remote = base.and_then(|b| deps.get(&b)).map(|o| remote_of(o)).unwrap_or_default();
+    Ok(image_output(&img, manifest, manifest_size, remote))
 }
 
 /// The action output describing a stored image.
-pub fn image_output(img: &Image, manifest: crate::model::digest::Digest, manifest_size: u64) -> ActionOutput {
+/// `remote` lists layers that stay in a registry (from a shallow base); all others must be local.
+pub fn image_output(img: &Image, manifest: crate::model::digest::Digest, manifest_size: u64, remote: Vec<RemoteBlob>) -> ActionOutput {
     ActionOutput::Image {
         manifest,
         manifest_size,
         config: img.config_digest().clone(),
-        blobs: img.layers().iter().map(|l| l.digest.clone()).collect(),
+        blobs: img.layers().iter().map(|l| l.digest.clone()).filter(|d| !remote.iter().any(|r| &r.digest == d)).collect(),
+        remote,
+    }
+}
+
+/// Remote layers of an image dependency (empty for local images).
+pub fn remote_of(o: &ActionOutput) -> Vec<RemoteBlob> {
+    match o {
+        ActionOutput::Image { remote, .. } => remote.clone(),
+        _ => Vec::new(),
     }
 }
 

@@ -39,7 +39,7 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
     let full = ctx.root.join(path);
     let img = import_image(&full, tag.as_deref(), ctx)?;
     let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| e.to_string())?;
-    Ok(super::image::image_output(&img, manifest, size))
+    Ok(super::image::image_output(&img, manifest, size, Vec::new()))
 }
 
 fn import_image(full: &Path, tag: Option<&str>, ctx: &RunCtx) -> Result<crate::oci::Image, String> {

@@ -10,6 +10,7 @@ pub mod genrule;
 pub mod image;
 pub mod import;
 pub mod layer;
+pub mod pull;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -28,6 +29,20 @@ pub struct RunCtx {
     pub sources: BTreeMap<String, Blake3>,
     pub source_date_epoch: u64,
     pub reporter: Arc<dyn Reporter>,
+    /// Registry settings; the client is made on first use.
+    pub registry_options: crate::registry::ClientOptions,
+    pub registry_client: std::sync::OnceLock<crate::registry::Client>,
+}
+
+impl RunCtx {
+    /// The registry client (one per build, shared by every action).
+    pub fn registry(&self) -> Result<&crate::registry::Client, String> {
+        if let Some(c) = self.registry_client.get() {
+            return Ok(c);
+        }
+        let c = crate::registry::Client::new(self.registry_options.clone()).map_err(|e| e.to_string())?;
+        Ok(self.registry_client.get_or_init(|| c))
+    }
 }
 
 /// Bumped when a runner's output for the same inputs would change (so old entries are not reused).
@@ -38,6 +53,7 @@ pub fn kind_version(k: &ActionKind) -> u32 {
         ActionKind::ImportImage { .. } => 1,
         ActionKind::Image { .. } => 2,
         ActionKind::Buildpack { .. } => 1,
+        ActionKind::PullImage { .. } => 1,
         ActionKind::CnbDetect(_) => 1,
         ActionKind::CnbBuild { .. } => 1,
         ActionKind::CnbExport(_) => 1,
@@ -69,6 +85,7 @@ pub fn key(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         ActionKind::ImportImage { .. } => import::key(kb, a, ctx),
         ActionKind::Image { .. } => image::key(kb, a, deps, ctx),
         ActionKind::Buildpack { .. } => buildpack::key(kb, a, deps, ctx),
+        ActionKind::PullImage { .. } => pull::key(kb, a, deps, ctx),
         ActionKind::CnbDetect(_) => cnb_detect::key(kb, a, deps, ctx),
         ActionKind::CnbBuild { .. } => cnb_build::key(kb, a, deps, ctx),
         ActionKind::CnbExport(_) => cnb_export::key(kb, a, deps, ctx),
@@ -80,6 +97,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     match &a.kind {
         ActionKind::Genrule { .. } => genrule::run(a, deps, ctx).await,
         ActionKind::CnbDetect(_) => cnb_detect::run(a, deps, ctx).await,
+        ActionKind::PullImage { .. } => pull::run(a, ctx).await,
         ActionKind::CnbBuild { .. } => cnb_build::run(a, deps, ctx).await,
         _ => {
             let (a2, deps2, ctx2) = (a.clone(), deps.clone(), ctx.clone());
@@ -89,7 +107,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
                 ActionKind::Image { .. } => image::run(&a2, &deps2, &ctx2),
                 ActionKind::Buildpack { .. } => buildpack::run(&a2, &deps2, &ctx2),
                 ActionKind::CnbExport(_) => cnb_export::run(&a2, &deps2, &ctx2),
-                ActionKind::Genrule { .. } | ActionKind::CnbDetect(_) | ActionKind::CnbBuild { .. } => unreachable!("runs async"),
+                ActionKind::Genrule { .. } | ActionKind::CnbDetect(_) | ActionKind::CnbBuild { .. } | ActionKind::PullImage { .. } => unreachable!("runs async"),
             })
             .await
             .map_err(|e| format!("internal: runner task failed: {e}"))?

@@ -1,0 +1,94 @@
+//! `cbuild push LABEL... [--tag REF]` (and `cbuild build --push`): build image targets and push
+//! them to their `tags` (or `--tag`): HEAD before upload, cross-repository mounts for base layers,
+//! manifest last. A shallow base's layers are never downloaded when the registry has them.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use super::build::Built;
+use crate::cli::settings::Settings;
+use crate::cli::{Failure, GlobalArgs};
+use crate::model::action::ActionOutput;
+use crate::oci::Image;
+use crate::registry::{Client, PushOptions, Reference};
+
+#[derive(Args, Debug)]
+pub struct PushArgs {
+    /// Image targets to push.
+    #[arg(required = true)]
+    pub labels: Vec<String>,
+    /// Push to this reference instead of the targets' `tags` (repeatable).
+    #[arg(long = "tag", value_name = "REF")]
+    pub tags: Vec<String>,
+}
+
+pub fn run(g: &GlobalArgs, a: PushArgs) -> Result<ExitCode, Failure> {
+    let s = Settings::resolve(g)?;
+    let mut built = super::build::build_with(s, &a.labels, false, false)?;
+    if !built.report.ok() {
+        super::build::print_summary(&built);
+        return Ok(ExitCode::from(1));
+    }
+    let n = push_built(&built, &a.tags)?;
+    built.report.executed += n;
+    super::build::print_summary(&built);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Pushes every requested image target of `b`; returns the number of pushes.
+pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Failure::env)?;
+    let client = Client::new(b.registry.clone()).map_err(Failure::env)?;
+    let mut n = 0;
+    for (label, manifest, _) in &b.images {
+        let l = crate::model::label::Label::parse(label, None).map_err(|e| Failure::user(e.to_string()))?;
+        let tags: Vec<String> = if override_tags.is_empty() { b.graph.image_tags.get(&l).cloned().unwrap_or_default() } else { override_tags.to_vec() };
+        if tags.is_empty() {
+            return Err(Failure::user_hint(format!("`{label}` has no `tags` to push to"), "add tags = [\"registry.example.com/team/app:latest\"] to the target, or pass --tag REF"));
+        }
+        let img = Image::load(b.cache.cas(), manifest).map_err(Failure::env)?;
+        let out = b.graph.target_outputs.get(&l).and_then(|id| b.report.outputs[*id].clone());
+        let sources: Vec<Reference> = match out.as_deref() {
+            Some(ActionOutput::Image { remote, .. }) => {
+                let mut v: Vec<Reference> = remote.iter().filter_map(|r| Reference::parse(&r.source).ok()).collect();
+                v.dedup_by(|a, b| a.to_string() == b.to_string());
+                v
+            }
+            _ => Vec::new(),
+        };
+        let mut digests: Vec<crate::model::digest::Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
+        digests.push(img.config_digest().clone());
+        for t in &tags {
+            let r = Reference::parse(t).map_err(|e| Failure::user(format!("tag `{t}` of `{label}`: {e}")))?;
+            // Blobs this cache pushed to other repositories of the same registry can be mounted.
+            let mut sources = sources.clone();
+            for repo in b.cache.blob_locations(r.registry(), &digests).unwrap_or_default() {
+                if repo != r.repository() {
+                    if let Ok(x) = Reference::parse(&format!("{}/{repo}", r.registry())) {
+                        sources.push(x);
+                    }
+                }
+            }
+            let opts = PushOptions { source_repos: sources, ..Default::default() };
+            let rep = rt
+                .block_on(client.push_image(&img, b.cache.cas(), &r, &opts))
+                .map_err(|e| Failure::Build { message: format!("pushing `{label}` to `{t}`: {e}") })?;
+            n += 1;
+            let _ = b.cache.record_blob_locations(r.registry(), r.repository(), &digests);
+            if b.settings.json {
+                println!(
+                    "{}",
+                    serde_json::json!({"type": "pushed", "label": label, "reference": t, "digest": rep.manifest_digest.to_string(),
+                        "uploaded": rep.uploaded, "mounted": rep.mounted, "skipped_existing": rep.skipped_existing, "bytes_uploaded": rep.bytes_uploaded})
+                );
+            } else {
+                eprintln!(
+                    "pushed {label} to {t}@{}: {} uploaded ({} bytes), {} mounted, {} already there",
+                    rep.manifest_digest, rep.uploaded, rep.bytes_uploaded, rep.mounted, rep.skipped_existing
+                );
+            }
+        }
+    }
+    Ok(n)
+}

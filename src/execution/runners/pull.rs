@@ -1,0 +1,74 @@
+//! The `pull` runner: resolves an `oci_pull` reference to a manifest and config (verified, stored
+//! in the CAS). Shallow: layers stay in the registry until something needs their bytes
+//! ([`ensure_local`]). A reference without a `digest` pin is resolved on every build, with a warning.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::RunCtx;
+use crate::cache::KeyBuilder;
+use crate::execution::events::Event;
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, RemoteBlob};
+use crate::registry::Reference;
+
+pub fn key(kb: KeyBuilder, a: &Action, _deps: &BTreeMap<ActionId, Arc<ActionOutput>>, _ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let ActionKind::PullImage { image, digest, platform } = &a.kind else { unreachable!() };
+    let kb = kb.component("image", image.as_str()).component("platform", platform.clone().unwrap_or_default());
+    Ok(match digest {
+        Some(d) => kb.component("digest", d.as_str()),
+        // A tag can move: never answer an unpinned pull from the cache.
+        None => kb.component("unpinned", format!("{:?}", std::time::SystemTime::now())),
+    })
+}
+
+fn platform(p: &Option<String>) -> Result<Option<(String, String)>, String> {
+    match p {
+        None => Ok(None),
+        Some(s) => {
+            let (os, arch) = s.split_once('/').ok_or_else(|| format!("platform `{s}` must be os/arch, e.g. linux/amd64"))?;
+            Ok(Some((os.to_string(), arch.to_string())))
+        }
+    }
+}
+
+pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+    let ActionKind::PullImage { image, digest, platform: plat } = &a.kind else { unreachable!() };
+    let client = ctx.registry()?;
+    let mut r = Reference::parse(image).map_err(|e| e.to_string())?;
+    if let Some(d) = digest {
+        r = r.with_digest(crate::model::digest::Digest::parse(d).map_err(|e| e.to_string())?);
+    }
+    let resolved = client.resolve(&r, platform(plat)?).await.map_err(|e| e.to_string())?;
+    if let Some(d) = digest {
+        if &resolved.digest.to_string() != d {
+            return Err(format!("`{image}` resolved to `{}`, not the pinned `{d}`", resolved.digest));
+        }
+    } else {
+        ctx.reporter.event(&Event::Warning {
+            message: format!("`{}`: `{image}` is not pinned; it resolved to {} — add `digest = \"{}\"` to make builds reproducible", a.label, resolved.digest, resolved.digest),
+        });
+    }
+    let img = resolved.image;
+    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| e.to_string())?;
+    let source = resolved.reference.to_string();
+    let remote: Vec<RemoteBlob> = img
+        .layers()
+        .iter()
+        .filter(|l| !ctx.cache.cas().contains(&l.digest))
+        .map(|l| RemoteBlob { digest: l.digest.clone(), source: source.clone() })
+        .collect();
+    Ok(super::image::image_output(&img, manifest, size, remote))
+}
+
+/// Fetches an image output's remote layers into the CAS (verified); a no-op for local images.
+pub async fn ensure_local(out: &ActionOutput, ctx: &RunCtx) -> Result<(), String> {
+    let ActionOutput::Image { remote, .. } = out else { return Ok(()) };
+    for rb in remote {
+        if ctx.cache.cas().contains(&rb.digest) {
+            continue;
+        }
+        let r = Reference::parse(&rb.source).map_err(|e| e.to_string())?;
+        ctx.registry()?.fetch_blob(&r, &rb.digest, ctx.cache.cas()).await.map_err(|e| format!("fetching layer `{}` of `{}`: {e}", rb.digest, rb.source))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,589 @@
+//! [`RemoteCache`]: the HTTP operations on `{base}/ac/<key>` and `{base}/cas/<sha256>`, streamed
+//! to and from a [`BlobDir`], and the latch that disables a failing remote for the rest of a build.
+
+use std::fmt;
+use std::io::{self, BufWriter, Read, Write};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use base64::Engine as _;
+use reqwest::blocking::{Body, Client, RequestBuilder, Response};
+use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
+use reqwest::StatusCode;
+
+use super::config::{parse_base_url, RemoteAuth, RemoteMode, Timeouts};
+use super::entry::{self, RemoteEntry};
+use super::error::{status_hint, RemoteError, Result};
+use crate::cas::BlobDir;
+use crate::model::digest::{Blake3, Digest, HashingWriter};
+
+/// Largest `/ac/` value accepted (an `ActionResult` listing thousands of blobs is well below).
+const MAX_AC_BYTES: u64 = 16 << 20;
+/// Largest `cbuild-result.json` accepted into memory.
+const MAX_RESULT_FILE_BYTES: u64 = 64 << 20;
+
+/// Whether the remote is still in use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RemoteHealth {
+    /// No error about the server so far.
+    Healthy,
+    /// Disabled after the error in `reason` (its message; the error itself went to the caller).
+    Disabled { reason: String },
+}
+
+/// What [`RemoteCache::put_action`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PutStats {
+    /// Referenced blobs uploaded now.
+    pub blobs_uploaded: usize,
+    /// Referenced blobs the server already had (HEAD with the right size).
+    pub blobs_present: usize,
+    /// Bytes of referenced blobs uploaded now.
+    pub bytes_uploaded: u64,
+    /// True if nothing was done because the client is read-only.
+    pub skipped_read_only: bool,
+}
+
+/// A client of one Bazel-HTTP-protocol cache (nginx WebDAV, bazel-remote, S3 proxies).
+///
+/// `Send + Sync`; share it with `Arc`. Every method blocks: call it from a blocking context
+/// (`tokio::task::spawn_blocking`, like [`crate::cache::Cache`]). The HTTP client is built on
+/// first use, so constructing or dropping a `RemoteCache` anywhere is fine.
+///
+/// The first error about the server itself ([`RemoteError::disables_remote`]) is returned once
+/// and disables the client: every later call fails at once with [`RemoteError::Disabled`].
+///
+/// ```no_run
+/// use cbuild::remote::{RemoteAuth, RemoteCache, RemoteMode, Timeouts};
+/// # fn f(key: cbuild::model::digest::Blake3, blobs: &cbuild::cas::BlobDir) -> cbuild::remote::Result<()> {
+/// let remote = RemoteCache::new("http://127.0.0.1:9090", RemoteMode::ReadOnly,
+///                               RemoteAuth::from_env()?, Timeouts::default())?;
+/// match remote.get_action(&key) {
+///     Ok(Some(entry)) => for (digest, _size) in &entry.blobs {
+///         remote.fetch_blob(digest, blobs)?;             // only the blobs that are needed
+///     },
+///     Ok(None) => { /* miss: run the action */ }
+///     Err(e) if e.should_warn() => eprintln!("warning: {e}"),
+///     Err(_) => { /* already warned once */ }
+/// }
+/// # Ok(()) }
+/// ```
+pub struct RemoteCache {
+    base: String,
+    mode: RemoteMode,
+    auth: Option<HeaderValue>,
+    auth_kind: &'static str,
+    timeouts: Timeouts,
+    http: OnceLock<std::result::Result<Client, String>>,
+    disabled: Mutex<Option<String>>,
+}
+
+impl fmt::Debug for RemoteCache {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RemoteCache")
+            .field("url", &self.base)
+            .field("mode", &self.mode)
+            .field("auth", &self.auth_kind)
+            .field("timeouts", &self.timeouts)
+            .field("health", &self.health())
+            .finish()
+    }
+}
+
+impl RemoteCache {
+    /// A client for the cache at `url` (`http(s)://host[:port][/prefix]`). User info in the URL
+    /// (`https://user:pass@host`) is used as basic auth when `auth` is [`RemoteAuth::None`] and
+    /// removed from the URL either way, so no URL this client prints carries a secret.
+    pub fn new(
+        url: &str,
+        mode: RemoteMode,
+        auth: RemoteAuth,
+        timeouts: Timeouts,
+    ) -> Result<RemoteCache> {
+        let (base, url_creds) = parse_base_url(url)?;
+        let auth = match (auth, url_creds) {
+            (RemoteAuth::None, Some((user, pass))) => RemoteAuth::Basic(user, pass),
+            (auth, _) => auth,
+        };
+        let (header, auth_kind) = match &auth {
+            RemoteAuth::None => (None, "none"),
+            RemoteAuth::Basic(user, pass) => {
+                let b64 =
+                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                (Some(format!("Basic {b64}")), "basic (redacted)")
+            }
+            RemoteAuth::Bearer(token) => (Some(format!("Bearer {token}")), "bearer (redacted)"),
+        };
+        let auth = header
+            .map(|h| {
+                let mut v = HeaderValue::from_str(&h).map_err(|_| RemoteError::BadAuth {
+                    reason: "the credentials contain characters an HTTP header cannot carry".into(),
+                })?;
+                v.set_sensitive(true);
+                Ok::<_, RemoteError>(v)
+            })
+            .transpose()?;
+        Ok(RemoteCache {
+            base,
+            mode,
+            auth,
+            auth_kind,
+            timeouts,
+            http: OnceLock::new(),
+            disabled: Mutex::new(None),
+        })
+    }
+
+    /// The base URL (without credentials or trailing slash).
+    pub fn url(&self) -> &str {
+        &self.base
+    }
+
+    /// The mode given to [`RemoteCache::new`].
+    pub fn mode(&self) -> RemoteMode {
+        self.mode
+    }
+
+    /// Whether an earlier error disabled this client.
+    pub fn health(&self) -> RemoteHealth {
+        match &*self.disabled.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => RemoteHealth::Healthy,
+            Some(reason) => RemoteHealth::Disabled {
+                reason: reason.clone(),
+            },
+        }
+    }
+
+    /// Looks up the action result stored under `key`: `Ok(None)` on a miss (404, or an entry
+    /// whose result file the server no longer has). Downloads the small result file (verified
+    /// by sha256), never the blobs.
+    pub fn get_action(&self, key: &Blake3) -> Result<Option<RemoteEntry>> {
+        self.guard()?;
+        let r = self.get_action_inner(key);
+        self.observe(r)
+    }
+
+    /// Stores an action result: every blob in `blobs` the server lacks is streamed from `local`
+    /// (HEAD first; memory does not grow with blob size; a local blob whose bytes do not match
+    /// its name is never sent), then the result file, then the `/ac/` entry last, so a reader
+    /// never sees an entry whose blobs are still missing. Read-only mode does nothing.
+    pub fn put_action(
+        &self,
+        key: &Blake3,
+        result_json: &str,
+        components_json: &str,
+        blobs: &[Digest],
+        local: &BlobDir,
+    ) -> Result<PutStats> {
+        if self.mode == RemoteMode::ReadOnly {
+            return Ok(PutStats {
+                skipped_read_only: true,
+                ..PutStats::default()
+            });
+        }
+        self.guard()?;
+        let r = self.put_action_inner(key, result_json, components_json, blobs, local);
+        self.observe(r)
+    }
+
+    /// Downloads a blob into `local`, streamed and verified against its sha256 on the way; a
+    /// poisoned or truncated blob is an error naming the digest and leaves nothing in `local`.
+    /// Returns the size. A blob already in `local` is not downloaded again.
+    pub fn fetch_blob(&self, digest: &Digest, local: &BlobDir) -> Result<u64> {
+        self.guard()?;
+        let r = self.fetch_blob_inner(digest, local);
+        self.observe(r)
+    }
+
+    /// True if the server has the blob (HEAD).
+    pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        self.guard()?;
+        let url = self.cas_url(digest);
+        let r = self.head_len(&url).map(|n| n.is_some());
+        self.observe(r)
+    }
+
+    // ---- operations ----
+
+    fn get_action_inner(&self, key: &Blake3) -> Result<Option<RemoteEntry>> {
+        let url = self.ac_url(key);
+        let resp = self.send("GET", &url, self.client()?.get(&url))?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(status_error("GET", &url, s)),
+            _ => {}
+        }
+        let bad = |reason: String| RemoteError::BadEntry {
+            key: key.to_hex(),
+            url: url.clone(),
+            reason,
+        };
+        let bytes = read_limited(resp, MAX_AC_BYTES, &url)?
+            .ok_or_else(|| bad(format!("the value is larger than {MAX_AC_BYTES} bytes")))?;
+        let decoded = entry::decode(&bytes).map_err(bad)?;
+
+        let (rd, rsize) = &decoded.result_file;
+        if *rsize > MAX_RESULT_FILE_BYTES {
+            return Err(bad(format!("`{}` is {rsize} bytes", entry::RESULT_FILE)));
+        }
+        let rurl = self.cas_url(rd);
+        let resp = self.send("GET", &rurl, self.client()?.get(&rurl))?;
+        match resp.status() {
+            // The server dropped the result file (eviction): the entry is incomplete, a miss.
+            StatusCode::NOT_FOUND => return Ok(None),
+            s if !s.is_success() => return Err(status_error("GET", &rurl, s)),
+            _ => {}
+        }
+        let body = read_limited(resp, MAX_RESULT_FILE_BYTES, &rurl)?.ok_or_else(|| {
+            bad(format!(
+                "`{}` is larger than {MAX_RESULT_FILE_BYTES} bytes",
+                entry::RESULT_FILE
+            ))
+        })?;
+        let actual = Digest::of_bytes(&body);
+        if &actual != rd || body.len() as u64 != *rsize {
+            return Err(RemoteError::Corrupt {
+                digest: rd.clone(),
+                actual,
+                bytes: body.len() as u64,
+                url: self.base.clone(),
+            });
+        }
+        entry::parse_result_file(key, &body, &decoded)
+            .map(Some)
+            .map_err(bad)
+    }
+
+    fn put_action_inner(
+        &self,
+        key: &Blake3,
+        result_json: &str,
+        components_json: &str,
+        blobs: &[Digest],
+        local: &BlobDir,
+    ) -> Result<PutStats> {
+        let mut unique: Vec<Digest> = Vec::with_capacity(blobs.len());
+        for d in blobs {
+            if !unique.contains(d) {
+                unique.push(d.clone());
+            }
+        }
+        let mut sized = Vec::with_capacity(unique.len());
+        for d in &unique {
+            sized.push((
+                d.clone(),
+                local
+                    .size(d)
+                    .map_err(|source| RemoteError::Local { source })?,
+            ));
+        }
+        let mut stats = PutStats::default();
+        for (d, size) in &sized {
+            if self.upload_blob(d, *size, local)? {
+                stats.blobs_uploaded += 1;
+                stats.bytes_uploaded += size;
+            } else {
+                stats.blobs_present += 1;
+            }
+        }
+        let rf = entry::result_file(key, result_json, components_json, &unique);
+        let rd = Digest::of_bytes(&rf);
+        let rurl = self.cas_url(&rd);
+        if self.head_len(&rurl)? != Some(rf.len() as u64) {
+            self.put(&rurl, self.client()?.put(&rurl).body(rf.clone()))?;
+        }
+        let ac = entry::encode((&rd, rf.len() as u64), &sized);
+        let url = self.ac_url(key);
+        self.put(&url, self.client()?.put(&url).body(ac))?;
+        Ok(stats)
+    }
+
+    /// Uploads one blob unless the server has it with the right size. True if uploaded.
+    fn upload_blob(&self, d: &Digest, size: u64, local: &BlobDir) -> Result<bool> {
+        let url = self.cas_url(d);
+        if self.head_len(&url)? == Some(size) {
+            return Ok(false);
+        }
+        let file = local
+            .open_blob(d)
+            .map_err(|source| RemoteError::Local { source })?;
+        let bad_local = Arc::new(Mutex::new(false));
+        let reader = VerifyingReader {
+            file,
+            hasher: HashingWriter::new(io::sink()),
+            remaining: size,
+            expected: d.clone(),
+            bad: bad_local.clone(),
+        };
+        let rb = self
+            .client()?
+            .put(&url)
+            .timeout(self.timeouts.upload(size))
+            .body(Body::sized(reader, size));
+        match self.put(&url, rb) {
+            Ok(()) => Ok(true),
+            Err(e) if *bad_local.lock().unwrap_or_else(|p| p.into_inner()) => {
+                // The request was aborted before its last byte, so the server stored nothing.
+                // Re-hash to report (and remove) the corrupt local blob.
+                match local.verify(d) {
+                    Err(source) => Err(RemoteError::Local { source }),
+                    Ok(()) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    fn fetch_blob_inner(&self, d: &Digest, local: &BlobDir) -> Result<u64> {
+        if local.contains(d) {
+            return local
+                .size(d)
+                .map_err(|source| RemoteError::Local { source });
+        }
+        let url = self.cas_url(d);
+        let mut resp = self.send("GET", &url, self.client()?.get(&url))?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => {
+                return Err(RemoteError::BlobMissing {
+                    digest: d.clone(),
+                    url: self.base.clone(),
+                })
+            }
+            s if !s.is_success() => return Err(status_error("GET", &url, s)),
+            _ => {}
+        }
+        let dest = local.path(d);
+        let dir = dest
+            .parent()
+            .expect("blob paths have a directory")
+            .to_path_buf();
+        let io_err = |path: &std::path::Path| {
+            let path = path.to_path_buf();
+            move |source| RemoteError::Io { path, source }
+        };
+        // Same directory as the destination, so the rename is atomic; deleted on drop unless
+        // persisted, so a failed or poisoned download leaves nothing behind.
+        let tmp = tempfile::Builder::new()
+            .prefix(".tmp-remote-")
+            .tempfile_in(&dir)
+            .map_err(io_err(&dir))?;
+        let tmp_path = tmp.path().to_path_buf();
+        let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp));
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = match resp.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(source) => {
+                    return Err(RemoteError::Read {
+                        method: "GET",
+                        url,
+                        source,
+                    })
+                }
+            };
+            w.write_all(&buf[..n]).map_err(io_err(&tmp_path))?;
+        }
+        let (bw, actual, bytes) = w.finish();
+        let tmp = bw
+            .into_inner()
+            .map_err(|e| io_err(&tmp_path)(e.into_error()))?;
+        if &actual != d {
+            drop(tmp);
+            return Err(RemoteError::Corrupt {
+                digest: d.clone(),
+                actual,
+                bytes,
+                url: self.base.clone(),
+            });
+        }
+        tmp.as_file().sync_all().map_err(io_err(&tmp_path))?;
+        tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
+        Ok(bytes)
+    }
+
+    // ---- HTTP helpers ----
+
+    fn ac_url(&self, key: &Blake3) -> String {
+        format!("{}/ac/{}", self.base, key.to_hex())
+    }
+
+    fn cas_url(&self, d: &Digest) -> String {
+        format!("{}/cas/{}", self.base, d.hex())
+    }
+
+    fn client(&self) -> Result<&Client> {
+        let c = self.http.get_or_init(|| {
+            Client::builder()
+                .connect_timeout(self.timeouts.connect)
+                .timeout(self.timeouts.request)
+                .user_agent(concat!("cbuild/", env!("CARGO_PKG_VERSION")))
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        c.as_ref().map_err(|reason| RemoteError::Client {
+            reason: reason.clone(),
+        })
+    }
+
+    fn send(&self, method: &'static str, url: &str, rb: RequestBuilder) -> Result<Response> {
+        let rb = match &self.auth {
+            Some(h) => rb.header(AUTHORIZATION, h.clone()),
+            None => rb,
+        };
+        rb.send().map_err(|e| {
+            let reason = describe(&e, &self.timeouts);
+            RemoteError::Transport {
+                method,
+                url: url.to_string(),
+                reason,
+                source: e.without_url(),
+            }
+        })
+    }
+
+    /// `Some(Content-Length)` if the server has the key (`Some(u64::MAX)` if it sends no length).
+    fn head_len(&self, url: &str) -> Result<Option<u64>> {
+        let resp = self.send("HEAD", url, self.client()?.head(url))?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            s if s.is_success() => Ok(Some(
+                resp.headers()
+                    .get(CONTENT_LENGTH)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .unwrap_or(u64::MAX),
+            )),
+            s => Err(status_error("HEAD", url, s)),
+        }
+    }
+
+    fn put(&self, url: &str, rb: RequestBuilder) -> Result<()> {
+        let rb = rb.header(CONTENT_TYPE, "application/octet-stream");
+        let resp = self.send("PUT", url, rb)?;
+        if resp.status().is_success() {
+            Ok(())
+        } else {
+            Err(status_error("PUT", url, resp.status()))
+        }
+    }
+
+    // ---- the latch ----
+
+    fn guard(&self) -> Result<()> {
+        match &*self.disabled.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(reason) => Err(RemoteError::Disabled {
+                url: self.base.clone(),
+                reason: reason.clone(),
+            }),
+        }
+    }
+
+    /// Trips the latch on the first error about the server; concurrent failures that lose the
+    /// race become [`RemoteError::Disabled`], so exactly one error is worth a warning.
+    fn observe<T>(&self, r: Result<T>) -> Result<T> {
+        match r {
+            Err(e) if e.disables_remote() => {
+                let mut d = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+                match &*d {
+                    None => {
+                        *d = Some(e.to_string());
+                        Err(e)
+                    }
+                    Some(reason) => Err(RemoteError::Disabled {
+                        url: self.base.clone(),
+                        reason: reason.clone(),
+                    }),
+                }
+            }
+            r => r,
+        }
+    }
+}
+
+fn status_error(method: &'static str, url: &str, s: StatusCode) -> RemoteError {
+    RemoteError::Status {
+        method,
+        url: url.to_string(),
+        status: s.as_u16(),
+        hint: status_hint(s.as_u16()),
+    }
+}
+
+/// A short reason with the root cause (e.g. `cannot connect: Connection refused (os error 111)`).
+fn describe(e: &reqwest::Error, t: &Timeouts) -> String {
+    let mut root: &dyn std::error::Error = e;
+    while let Some(s) = root.source() {
+        root = s;
+    }
+    let what = if e.is_timeout() {
+        format!(
+            "timed out (connect timeout {:?}, request timeout {:?})",
+            t.connect, t.request
+        )
+    } else if e.is_connect() {
+        "cannot connect".to_string()
+    } else {
+        "the connection failed".to_string()
+    };
+    format!("{what}: {root}")
+}
+
+/// The body, or `None` if it is longer than `limit`.
+fn read_limited(resp: Response, limit: u64, url: &str) -> Result<Option<Vec<u8>>> {
+    let mut out = Vec::new();
+    resp.take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|source| RemoteError::Read {
+            method: "GET",
+            url: url.to_string(),
+            source,
+        })?;
+    Ok((out.len() as u64 <= limit).then_some(out))
+}
+
+/// Reads a local blob for upload, hashing it on the way; if the bytes do not match the digest the
+/// last chunk is withheld and the read fails, which aborts the request before the server has the
+/// whole body, so a corrupt local blob is never stored remotely under the wrong name.
+struct VerifyingReader {
+    file: std::fs::File,
+    hasher: HashingWriter<io::Sink>,
+    remaining: u64,
+    expected: Digest,
+    bad: Arc<Mutex<bool>>,
+}
+
+impl VerifyingReader {
+    fn fail(&self, what: &str) -> io::Error {
+        *self.bad.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("local blob `{}` {what}", self.expected),
+        )
+    }
+}
+
+impl Read for VerifyingReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let cap = buf
+            .len()
+            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let n = self.file.read(&mut buf[..cap])?;
+        if n == 0 {
+            return Err(self.fail("is shorter than its recorded size"));
+        }
+        self.hasher.write_all(&buf[..n])?;
+        self.remaining -= n as u64;
+        if self.remaining == 0 {
+            let h = std::mem::replace(&mut self.hasher, HashingWriter::new(io::sink()));
+            let (_, actual, _) = h.finish();
+            if actual != self.expected {
+                return Err(self.fail("does not match its digest"));
+            }
+        }
+        Ok(n)
+    }
+}

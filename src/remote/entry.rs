@@ -1,0 +1,261 @@
+//! How one cbuild action result is laid out in a Bazel HTTP cache: the `/ac/<key>` value is an
+//! `ActionResult` whose output files are every referenced blob (`blobs/<n>`) plus
+//! `cbuild-result.json`, a CAS blob holding the result and key components. No HTTP here.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::proto::{ActionResult, OutputFile, ProtoDigest};
+use crate::model::digest::{Blake3, Digest};
+
+/// Path of the output file whose blob holds cbuild's own result JSON.
+pub const RESULT_FILE: &str = "cbuild-result.json";
+/// `execution_metadata.worker` of entries cbuild writes (REAPI advises a non-empty value).
+pub const WORKER: &str = "cbuild";
+/// Version of the [`RESULT_FILE`] layout; another version is an unusable entry.
+pub const ENTRY_FORMAT: u32 = 1;
+
+/// An action result read from the remote cache. Blobs are not downloaded: fetch the ones needed
+/// with [`RemoteCache::fetch_blob`](super::RemoteCache::fetch_blob).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteEntry {
+    /// The runner's result, exactly as given to `put_action`.
+    pub result_json: String,
+    /// The key components (JSON of [`crate::cache::Components`]), exactly as given.
+    pub components_json: String,
+    /// Every blob the result references, with its size, in the order given to `put_action`
+    /// (duplicates removed).
+    pub blobs: Vec<(Digest, u64)>,
+}
+
+/// Content of the `cbuild-result.json` blob. Field order is fixed (serde follows declaration
+/// order), so the same result always makes the same blob.
+#[derive(Serialize, Deserialize)]
+struct ResultFile {
+    format: u32,
+    /// The action key the entry was written for; a value served under another key is refused.
+    key: String,
+    result: String,
+    components: String,
+    /// The referenced blobs in their original order (the `ActionResult` list may be reordered
+    /// by a server; REAPI clients must not assume an order).
+    blobs: Vec<Digest>,
+}
+
+/// The bytes of the `cbuild-result.json` blob.
+pub fn result_file(
+    key: &Blake3,
+    result_json: &str,
+    components_json: &str,
+    blobs: &[Digest],
+) -> Vec<u8> {
+    let f = ResultFile {
+        format: ENTRY_FORMAT,
+        key: key.to_hex(),
+        result: result_json.to_string(),
+        components: components_json.to_string(),
+        blobs: blobs.to_vec(),
+    };
+    serde_json::to_vec(&f).expect("strings and digests always serialise")
+}
+
+/// The `/ac/` value: one output file per blob, then the result file.
+pub fn encode(result_file: (&Digest, u64), blobs: &[(Digest, u64)]) -> Vec<u8> {
+    let file = |path: String, d: &Digest, size: u64| OutputFile {
+        path,
+        digest: ProtoDigest {
+            hash: d.hex().to_string(),
+            size_bytes: size as i64,
+        },
+        is_executable: false,
+    };
+    let mut output_files: Vec<OutputFile> = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, (d, n))| file(format!("blobs/{i}"), d, *n))
+        .collect();
+    output_files.push(file(RESULT_FILE.to_string(), result_file.0, result_file.1));
+    ActionResult {
+        output_files,
+        worker: WORKER.to_string(),
+    }
+    .encode()
+}
+
+/// A decoded `/ac/` value: where the result file is and the sizes of the blobs it lists.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Decoded {
+    /// Digest and size of `cbuild-result.json`.
+    pub result_file: (Digest, u64),
+    /// Every other output file, by digest.
+    pub blobs: BTreeMap<Digest, u64>,
+}
+
+/// Decodes an `/ac/` value; the error says why it is not a cbuild entry.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
+    let ar = ActionResult::decode(bytes).map_err(|e| e.to_string())?;
+    let mut result_file = None;
+    let mut blobs = BTreeMap::new();
+    for f in &ar.output_files {
+        let d = Digest::from_hex(&f.digest.hash).map_err(|_| {
+            format!(
+                "output `{}` has digest `{}`, not sha256",
+                f.path, f.digest.hash
+            )
+        })?;
+        let size = u64::try_from(f.digest.size_bytes).map_err(|_| {
+            format!(
+                "output `{}` has negative size {}",
+                f.path, f.digest.size_bytes
+            )
+        })?;
+        if f.path == RESULT_FILE {
+            if result_file.replace((d, size)).is_some() {
+                return Err(format!("`{RESULT_FILE}` is listed twice"));
+            }
+        } else if let Some(old) = blobs.insert(d.clone(), size) {
+            if old != size {
+                return Err(format!("blob `{d}` is listed with sizes {old} and {size}"));
+            }
+        }
+    }
+    let result_file = result_file.ok_or_else(|| {
+        format!(
+            "no `{RESULT_FILE}` output (not written by cbuild, worker `{}`)",
+            ar.worker
+        )
+    })?;
+    Ok(Decoded { result_file, blobs })
+}
+
+/// Parses the (already digest-verified) result file and checks it against the key it was looked
+/// up under and the blob list of the `ActionResult`.
+pub fn parse_result_file(
+    key: &Blake3,
+    bytes: &[u8],
+    decoded: &Decoded,
+) -> Result<RemoteEntry, String> {
+    let f: ResultFile =
+        serde_json::from_slice(bytes).map_err(|e| format!("`{RESULT_FILE}`: {e}"))?;
+    if f.format != ENTRY_FORMAT {
+        return Err(format!(
+            "`{RESULT_FILE}` has format {}, this cbuild reads format {ENTRY_FORMAT}",
+            f.format
+        ));
+    }
+    if f.key != key.to_hex() {
+        return Err(format!("it was written for action `{}`", f.key));
+    }
+    let mut blobs = Vec::with_capacity(f.blobs.len());
+    for d in &f.blobs {
+        let size = decoded.blobs.get(d).ok_or_else(|| {
+            format!("blob `{d}` of the result is not an output file of the entry")
+        })?;
+        blobs.push((d.clone(), *size));
+    }
+    if let Some(extra) = decoded.blobs.keys().find(|d| !f.blobs.contains(d)) {
+        return Err(format!(
+            "output blob `{extra}` is not referenced by the result"
+        ));
+    }
+    Ok(RemoteEntry {
+        result_json: f.result,
+        components_json: f.components,
+        blobs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn blobs() -> Vec<(Digest, u64)> {
+        vec![
+            (Digest::of_bytes(b"one"), 3),
+            (Digest::of_bytes(b"three"), 5),
+        ]
+    }
+
+    #[test]
+    fn round_trip() {
+        let key = Blake3::of_bytes(b"key");
+        let digests: Vec<Digest> = blobs().into_iter().map(|(d, _)| d).collect();
+        let rf = result_file(&key, r#"{"layer":1}"#, r#"[["kind","layer"]]"#, &digests);
+        let rd = Digest::of_bytes(&rf);
+        let ac = encode((&rd, rf.len() as u64), &blobs());
+        let decoded = decode(&ac).unwrap();
+        assert_eq!(decoded.result_file, (rd, rf.len() as u64));
+        let e = parse_result_file(&key, &rf, &decoded).unwrap();
+        assert_eq!(
+            e,
+            RemoteEntry {
+                result_json: r#"{"layer":1}"#.into(),
+                components_json: r#"[["kind","layer"]]"#.into(),
+                blobs: blobs(),
+            }
+        );
+        // The value lists paths bazel-remote can validate: every blob plus the result file.
+        let ar = ActionResult::decode(&ac).unwrap();
+        let paths: Vec<&str> = ar.output_files.iter().map(|f| f.path.as_str()).collect();
+        assert_eq!(paths, ["blobs/0", "blobs/1", RESULT_FILE]);
+        assert_eq!(ar.worker, WORKER);
+    }
+
+    #[test]
+    fn result_file_is_deterministic() {
+        let key = Blake3::of_bytes(b"k");
+        let a = result_file(&key, "{}", "[]", &[Digest::of_bytes(b"x")]);
+        assert_eq!(a, result_file(&key, "{}", "[]", &[Digest::of_bytes(b"x")]));
+        assert!(String::from_utf8(a)
+            .unwrap()
+            .starts_with(r#"{"format":1,"key":""#));
+    }
+
+    #[test]
+    fn rejects_inconsistent_entries() {
+        let key = Blake3::of_bytes(b"key");
+        let other = Blake3::of_bytes(b"other");
+        let digests: Vec<Digest> = blobs().into_iter().map(|(d, _)| d).collect();
+        let rf = result_file(&key, "{}", "[]", &digests);
+        let rd = Digest::of_bytes(&rf);
+        let decoded = decode(&encode((&rd, rf.len() as u64), &blobs())).unwrap();
+        let e = parse_result_file(&other, &rf, &decoded).unwrap_err();
+        assert!(e.contains("written for action"), "{e}");
+
+        let missing_one = decode(&encode((&rd, rf.len() as u64), &blobs()[..1])).unwrap();
+        assert!(parse_result_file(&key, &rf, &missing_one)
+            .unwrap_err()
+            .contains("not an output file"));
+        let rf1 = result_file(&key, "{}", "[]", &digests[..1]);
+        assert!(parse_result_file(&key, &rf1, &decoded)
+            .unwrap_err()
+            .contains("not referenced"));
+        assert!(parse_result_file(&key, b"not json", &decoded).is_err());
+
+        // Not a cbuild entry: no result file; a foreign hash; a negative size.
+        let foreign = ActionResult {
+            output_files: vec![OutputFile {
+                path: "bazel-out/x".into(),
+                digest: ProtoDigest {
+                    hash: "ab".repeat(32),
+                    size_bytes: 1,
+                },
+                is_executable: false,
+            }],
+            worker: String::new(),
+        };
+        assert!(decode(&foreign.encode())
+            .unwrap_err()
+            .contains("no `cbuild-result.json`"));
+        let mut bad = foreign.clone();
+        bad.output_files[0].digest.hash = "xyz".into();
+        assert!(decode(&bad.encode()).unwrap_err().contains("not sha256"));
+        let mut neg = foreign;
+        neg.output_files[0].digest.size_bytes = -5;
+        assert!(decode(&neg.encode()).unwrap_err().contains("negative size"));
+        assert!(decode(b"\xff\xff")
+            .unwrap_err()
+            .contains("malformed protobuf"));
+    }
+}

@@ -1,0 +1,130 @@
+//! The remote cache's error type. Messages name the URL, action key or digest in backticks and keep
+//! the cause as `source`; none ever contains a credential (URLs are stored without user info).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::cas::CasError;
+use crate::model::digest::Digest;
+
+/// Errors from [`RemoteCache`](super::RemoteCache). The caller turns any of them into a warning and
+/// builds locally; [`RemoteError::should_warn`] says which ones deserve that warning.
+#[derive(Debug, thiserror::Error)]
+pub enum RemoteError {
+    /// The configured URL cannot be used. The URL shown has any user info replaced by `***`.
+    #[error("`{url}` is not a usable remote cache URL: {reason}")]
+    BadUrl { url: String, reason: String },
+    /// `CBUILD_REMOTE_CACHE_AUTH` / `CBUILD_REMOTE_CACHE_TOKEN` are malformed (values never shown).
+    #[error("remote cache credentials: {reason}")]
+    BadAuth { reason: String },
+    /// The HTTP client could not be set up (TLS backend, resolver configuration).
+    #[error("cannot set up the HTTP client for the remote cache: {reason}")]
+    Client { reason: String },
+    /// The request did not complete: connection refused, DNS, a timeout, a connection reset.
+    #[error("remote cache request `{method} {url}` failed: {reason}")]
+    Transport {
+        method: &'static str,
+        url: String,
+        reason: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The response body could not be read to its end (timeout or reset in the middle).
+    #[error("remote cache response to `{method} {url}` broke off")]
+    Read {
+        method: &'static str,
+        url: String,
+        #[source]
+        source: io::Error,
+    },
+    /// The server answered with a status this client does not treat as a hit, a miss or success.
+    #[error("remote cache answered `{method} {url}` with HTTP {status}{hint}")]
+    Status {
+        method: &'static str,
+        url: String,
+        status: u16,
+        /// A `(hint: …)` suffix for statuses a person can fix (401, 403, 413, 507), or empty.
+        hint: &'static str,
+    },
+    /// A blob's bytes from the server do not hash to its digest (poisoned or truncated). Nothing
+    /// was stored locally.
+    #[error(
+        "blob `{digest}` from remote cache `{url}` is corrupt: its {bytes} bytes hash to \
+         `{actual}`; it was discarded"
+    )]
+    Corrupt {
+        digest: Digest,
+        actual: Digest,
+        bytes: u64,
+        url: String,
+    },
+    /// A blob the entry references is not on the server (evicted or never uploaded).
+    #[error("blob `{digest}` is not in remote cache `{url}`")]
+    BlobMissing { digest: Digest, url: String },
+    /// An action-cache value that is not a cbuild entry, or is inconsistent with itself or with
+    /// the key it was stored under.
+    #[error("remote cache entry `{url}` for action `{key}` is unusable: {reason}")]
+    BadEntry {
+        key: String,
+        url: String,
+        reason: String,
+    },
+    /// An earlier error about the server itself disabled the remote for this `RemoteCache`.
+    #[error("remote cache `{url}` is disabled for the rest of this build after an earlier error: {reason}")]
+    Disabled { url: String, reason: String },
+    /// The local blob directory failed (a blob to upload is missing or corrupt, a disk error).
+    #[error("local blob store for the remote cache")]
+    Local {
+        #[source]
+        source: CasError,
+    },
+    /// Writing a downloaded blob locally failed.
+    #[error("I/O error on `{path}` while storing a blob from the remote cache")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RemoteError {
+    /// True if the error is about the server as a whole (unreachable, timing out, refusing our
+    /// credentials, failing with 5xx): such an error disables the remote for the rest of the
+    /// build, so a dead server costs one timeout, not one per action.
+    pub fn disables_remote(&self) -> bool {
+        match self {
+            RemoteError::Transport { .. }
+            | RemoteError::Read { .. }
+            | RemoteError::Client { .. } => true,
+            RemoteError::Status { status, .. } => {
+                matches!(status, 401 | 403 | 407) || *status >= 500
+            }
+            _ => false,
+        }
+    }
+
+    /// False only for [`RemoteError::Disabled`]: the error that disabled the remote was already
+    /// returned (once) and is the one to print; later calls need no further warning.
+    pub fn should_warn(&self) -> bool {
+        !matches!(self, RemoteError::Disabled { .. })
+    }
+}
+
+/// The remote module's result type.
+pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
+
+/// The `(hint: …)` suffix of a [`RemoteError::Status`].
+pub(crate) fn status_hint(status: u16) -> &'static str {
+    match status {
+        401 => {
+            " (hint: the server wants credentials: set CBUILD_REMOTE_CACHE_AUTH=user:password or \
+             CBUILD_REMOTE_CACHE_TOKEN, or check the ones set)"
+        }
+        403 => {
+            " (hint: the credentials are not allowed to do this; use read-only mode to only read)"
+        }
+        413 => " (hint: the server limits the request size, e.g. nginx `client_max_body_size`)",
+        507 => " (hint: the server is out of space)",
+        _ => "",
+    }
+}
