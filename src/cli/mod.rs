@@ -80,6 +80,8 @@ pub enum Command {
     Export(commands::export::ExportArgs),
     /// Build image targets and push them to their `tags` (or --tag); only missing blobs are sent.
     Push(commands::push::PushArgs),
+    /// Create or refresh the lock file of `debian_image` targets (pins every package by sha256).
+    Lock(commands::lock::LockArgs),
 }
 
 /// Entry point of the binary. Never panics on user input; returns 0 ok, 1 build failed or
@@ -125,5 +127,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Inspect(a) => commands::inspect::run(&cli.global, a),
         Command::Export(a) => commands::export::run(&cli.global, a),
         Command::Push(a) => commands::push::run(&cli.global, a),
+        Command::Lock(a) => commands::lock::run(&cli.global, a),
     }
 }

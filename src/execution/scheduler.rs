@@ -29,6 +29,8 @@ pub struct ExecConfig {
     pub build_id: String,
     /// Registry settings (insecure registries, credentials).
     pub registry: crate::registry::ClientOptions,
+    /// `[debian] archive` of cbuild.toml.
+    pub debian_archive: Option<String>,
 }
 
 /// What happened to each action.
@@ -65,6 +67,9 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
             ActionKind::ImportImage { files, .. } => paths.extend(files.iter().cloned()),
             ActionKind::Buildpack { files } => paths.extend(files.iter().filter_map(|(_, i)| source(i))),
             ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => paths.extend(p.app.iter().filter_map(|(_, i)| source(i))),
+            ActionKind::DebianImage(d) => {
+                paths.insert(d.lock.clone());
+            }
             ActionKind::Image { .. } | ActionKind::CnbExport(_) | ActionKind::PullImage { .. } => {}
         }
     }
@@ -92,6 +97,16 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
             *files = runners::import::layout_files(&cfg.root, path);
         }
     }
+    for a in &g.actions {
+        if let ActionKind::DebianImage(d) = &a.kind {
+            if !cfg.root.join(&d.lock).is_file() {
+                report.errors.push((a.id, format!("the lock file `{}` does not exist; create it with `cbuild lock {}`", d.lock, a.label)));
+            }
+        }
+    }
+    if !report.errors.is_empty() {
+        return report;
+    }
     let (sources, hashed) = match hash_sources(&g, &cfg, &cache) {
         Ok(x) => x,
         Err(e) => {
@@ -117,6 +132,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         reporter: reporter.clone(),
         registry_options: cfg.registry.clone(),
         registry_client: Default::default(),
+        debian_archive: cfg.debian_archive.clone(),
     });
     rt.block_on(schedule(g, ctx, &cfg, &mut report));
     // Background blocking tasks (a layer being compressed) finish writing temp files; nothing
@@ -311,6 +327,7 @@ pub fn fetch_remote_layers(outputs: &[Arc<ActionOutput>], cache: Arc<Cache>, reg
         reporter: Arc::new(super::events::NullReporter),
         registry_options: registry,
         registry_client: Default::default(),
+        debian_archive: None,
     };
     rt.block_on(async {
         for o in outputs {

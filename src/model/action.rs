@@ -66,6 +66,8 @@ pub enum ActionKind {
     /// Store a buildpack's tree (paths relative to the directory holding buildpack.toml) in the
     /// CAS and check its buildpack.toml.
     Buildpack { files: Vec<(String, Input)> },
+    /// A root filesystem image from the Debian packages a lock file pins.
+    DebianImage(DebianSpec),
     /// Resolve a registry reference to a manifest + config (shallow; layers stay remote).
     PullImage { image: String, digest: Option<String>, platform: Option<String> },
     /// Run every buildpack's `bin/detect` of a builder's order against the app and resolve the group
@@ -98,6 +100,23 @@ pub struct CnbPhase {
     pub network: bool,
 }
 
+/// Parameters of a `debian_image`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DebianSpec {
+    /// Workspace-relative path of the lock file.
+    pub lock: String,
+    /// The requested packages (must equal the lock's `requested`).
+    pub packages: Vec<String>,
+    pub suite: String,
+    pub architecture: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub user_name: String,
+    pub stack_id: String,
+    pub env: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
 /// Parameters of a `cnb_image`'s export (image assembly).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CnbExportSpec {
@@ -120,6 +139,7 @@ impl ActionKind {
         match self {
             ActionKind::Buildpack { .. } => "buildpack",
             ActionKind::PullImage { .. } => "pull",
+            ActionKind::DebianImage(_) => "debian",
             ActionKind::CnbDetect(_) => "detect",
             ActionKind::CnbBuild { .. } => "build",
             ActionKind::CnbExport(_) => "export",

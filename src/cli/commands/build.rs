@@ -94,6 +94,7 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layo
         keep_going,
         source_date_epoch: source_date_epoch()?,
         registry: registry.clone(),
+        debian_archive: s.workspace.config.debian.archive.clone(),
         build_id: format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)),
     };
     let report = execution::execute(graph.clone(), cache.clone(), cfg, reporter.clone());

@@ -6,6 +6,7 @@ pub mod cache;
 pub mod explain;
 pub mod export;
 pub mod inspect;
+pub mod lock;
 pub mod push;
 pub mod query;
 pub mod run;

@@ -6,6 +6,7 @@ pub mod cnb_build;
 pub mod cnb_common;
 pub mod cnb_detect;
 pub mod cnb_export;
+pub mod debian;
 pub mod genrule;
 pub mod image;
 pub mod import;
@@ -32,6 +33,8 @@ pub struct RunCtx {
     /// Registry settings; the client is made on first use.
     pub registry_options: crate::registry::ClientOptions,
     pub registry_client: std::sync::OnceLock<crate::registry::Client>,
+    /// The Debian archive setting (`cbuild.toml [debian] archive`); else env, else sources.list.
+    pub debian_archive: Option<String>,
 }
 
 impl RunCtx {
@@ -54,6 +57,7 @@ pub fn kind_version(k: &ActionKind) -> u32 {
         ActionKind::Image { .. } => 2,
         ActionKind::Buildpack { .. } => 1,
         ActionKind::PullImage { .. } => 1,
+        ActionKind::DebianImage(_) => 1,
         ActionKind::CnbDetect(_) => 1,
         ActionKind::CnbBuild { .. } => 1,
         ActionKind::CnbExport(_) => 1,
@@ -86,6 +90,7 @@ pub fn key(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         ActionKind::Image { .. } => image::key(kb, a, deps, ctx),
         ActionKind::Buildpack { .. } => buildpack::key(kb, a, deps, ctx),
         ActionKind::PullImage { .. } => pull::key(kb, a, deps, ctx),
+        ActionKind::DebianImage(_) => debian::key(kb, a, deps, ctx),
         ActionKind::CnbDetect(_) => cnb_detect::key(kb, a, deps, ctx),
         ActionKind::CnbBuild { .. } => cnb_build::key(kb, a, deps, ctx),
         ActionKind::CnbExport(_) => cnb_export::key(kb, a, deps, ctx),
@@ -107,6 +112,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
                 ActionKind::Image { .. } => image::run(&a2, &deps2, &ctx2),
                 ActionKind::Buildpack { .. } => buildpack::run(&a2, &deps2, &ctx2),
                 ActionKind::CnbExport(_) => cnb_export::run(&a2, &deps2, &ctx2),
+                ActionKind::DebianImage(_) => debian::run(&a2, &ctx2),
                 ActionKind::Genrule { .. } | ActionKind::CnbDetect(_) | ActionKind::CnbBuild { .. } | ActionKind::PullImage { .. } => unreachable!("runs async"),
             })
             .await

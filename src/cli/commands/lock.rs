@@ -1,0 +1,69 @@
+//! `cbuild lock PATTERNS`: creates or refreshes the lock file of each `debian_image` target from the
+//! archive's current Packages index (dependencies resolved), printing what changed. Builds use only
+//! the lock; this is the one command that reads the live index.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cli::settings::Settings;
+use crate::cli::{Failure, GlobalArgs};
+use crate::debian::{self, Lock, LockChange, LockRequest};
+
+#[derive(Args, Debug)]
+pub struct LockArgs {
+    /// `debian_image` targets (or patterns such as //stacks/...).
+    #[arg(required = true)]
+    pub patterns: Vec<String>,
+}
+
+pub fn run(g: &GlobalArgs, a: LockArgs) -> Result<ExitCode, Failure> {
+    let s = Settings::resolve(g)?;
+    let pats = super::parse_patterns(&s, &a.patterns)?;
+    let loaded = super::load(&s, &pats)?;
+    let targets: Vec<_> = loaded.requested.iter().filter(|l| loaded.graph.nodes[*l].kind == "debian_image").cloned().collect();
+    if targets.is_empty() {
+        return Err(Failure::user(format!("no `debian_image` target matches {}", a.patterns.join(" "))));
+    }
+    let url = debian::find_archive(s.workspace.config.debian.archive.as_deref()).map_err(|e| Failure::Environment {
+        error: e.into(),
+        hints: vec!["set `[debian] archive = \"...\"` in cbuild.toml or CBUILD_DEBIAN_ARCHIVE".into()],
+    })?;
+    let archive = debian::Archive::new(url).map_err(Failure::env)?;
+    for l in targets {
+        let n = &loaded.graph.nodes[&l];
+        let lock_rel = n.attr("lock").as_str().unwrap_or_default();
+        let path = s.root().join(l.package.as_str()).join(lock_rel);
+        let mut packages: Vec<String> = n.attr("packages").as_list().iter().filter_map(|v| v.as_str().map(String::from)).collect();
+        packages.sort();
+        packages.dedup();
+        let req = LockRequest {
+            suite: n.attr("suite").as_str().unwrap_or("bookworm").to_string(),
+            architecture: n.attr("architecture").as_str().unwrap_or("amd64").to_string(),
+            components: vec!["main".into()],
+            packages,
+        };
+        let old = Lock::read(&path).ok();
+        let (new, notes) = debian::create_lock(&archive, &req).map_err(|e| Failure::Build { message: format!("locking `{l}`: {e}") })?;
+        let changes: Vec<LockChange> = match &old {
+            Some(o) => debian::lock::diff(o, &new),
+            None => Vec::new(),
+        };
+        new.write(&path).map_err(Failure::env)?;
+        let shown = path.strip_prefix(s.root()).unwrap_or(&path).display().to_string();
+        match old {
+            None => eprintln!("{l}: wrote {shown} ({} packages)", new.packages.len()),
+            Some(_) if changes.is_empty() => eprintln!("{l}: {shown} is up to date ({} packages)", new.packages.len()),
+            Some(_) => {
+                eprintln!("{l}: updated {shown}:");
+                for c in &changes {
+                    eprintln!("  {c}");
+                }
+            }
+        }
+        for note in notes {
+            eprintln!("  note: {note}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

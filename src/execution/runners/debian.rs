@@ -1,0 +1,74 @@
+//! The `debian` runner: a root filesystem image from the packages a lock file pins. Only the lock is
+//! used (never the live archive index); every `.deb` is verified against it; downloads are cached
+//! by sha256 in the cache directory, shared by every workspace using it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::RunCtx;
+use crate::cache::{ComponentValue, KeyBuilder};
+use crate::debian::{self, DebCache, Lock, RootfsOptions, StackUser};
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
+use crate::oci::image::{append_layer, scratch, with_config, with_created, ConfigPatch};
+use crate::oci::layer::{Compression, LayerOptions};
+
+pub fn key(kb: KeyBuilder, a: &Action, _deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let ActionKind::DebianImage(s) = &a.kind else { unreachable!() };
+    let lock = ctx.sources.get(&s.lock).ok_or_else(|| format!("internal: lock `{}` not hashed", s.lock))?;
+    Ok(kb
+        .component("lock", format!("blake3:{lock}"))
+        .component("packages", ComponentValue::list(s.packages.clone()))
+        .component("user", format!("{}:{}:{}", s.user_name, s.uid, s.gid))
+        .component("stack_id", s.stack_id.as_str())
+        .component("env", ComponentValue::map(s.env.clone()))
+        .component("labels", ComponentValue::map(s.labels.clone()))
+        .component("created", super::image::created(None, ctx.source_date_epoch)))
+}
+
+fn sorted_unique(v: &[String]) -> Vec<String> {
+    let mut v = v.to_vec();
+    v.sort();
+    v.dedup();
+    v
+}
+
+pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
+    let ActionKind::DebianImage(s) = &a.kind else { unreachable!() };
+    let lock = Lock::read(&ctx.root.join(&s.lock)).map_err(|e| e.to_string())?;
+    if sorted_unique(&s.packages) != lock.requested || lock.suite != s.suite || lock.architecture != s.architecture {
+        return Err(format!(
+            "the lock `{}` was made for {:?} ({}/{}), but the target asks for {:?} ({}/{}); run `cbuild lock {}`",
+            s.lock, lock.requested, lock.suite, lock.architecture, sorted_unique(&s.packages), s.suite, s.architecture, a.label
+        ));
+    }
+    let debs = DebCache::open(ctx.cache.dir()).map_err(|e| e.to_string())?;
+    let setting = ctx.debian_archive.clone();
+    debian::fetch_debs(&lock, &debs, || debian::Archive::new(debian::find_archive(setting.as_deref())?)).map_err(|e| e.to_string())?;
+    let opts = RootfsOptions {
+        user: StackUser { name: s.user_name.clone(), uid: s.uid, group: s.user_name.clone(), gid: s.gid, home: format!("/home/{}", s.user_name), shell: "/bin/sh".into() },
+        stack_id: s.stack_id.clone(),
+        merged_usr: true,
+        layer: LayerOptions { compression: Compression::Gzip, mtime: ctx.source_date_epoch },
+    };
+    let rl = debian::build_rootfs_layer(&lock, &debs, &opts, ctx.cache.cas()).map_err(|e| e.to_string())?;
+    let img = scratch("linux", &s.architecture).map_err(|e| e.to_string())?;
+    let img = append_layer(&img, &rl.layer, &format!("debian packages ({} from {})", lock.packages.len(), s.lock)).map_err(|e| e.to_string())?;
+    let mut env: Vec<(String, String)> = vec![("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())];
+    env.extend(rl.env.clone());
+    env.extend(s.env.clone());
+    let mut labels = rl.labels.clone();
+    labels.extend(s.labels.clone());
+    let patch = ConfigPatch {
+        entrypoint: None,
+        cmd: Some(vec!["/bin/sh".into()]),
+        env,
+        user: Some(format!("{}:{}", s.uid, s.gid)),
+        workdir: Some("/".into()),
+        labels,
+        exposed_ports: Vec::new(),
+    };
+    let img = with_config(&img, &patch).map_err(|e| e.to_string())?;
+    let img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| e.to_string())?;
+    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| e.to_string())?;
+    Ok(super::image::image_output(&img, manifest, size, Vec::new()))
+}
