@@ -16,10 +16,25 @@ pub fn write_atomic_with(path: &Path, fill: impl FnOnce(&mut File) -> io::Result
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
     let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
+    // tempfile creates 0600; the result is an ordinary file (umask applies as for any new file).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        tmp.as_file().set_permissions(std::fs::Permissions::from_mode(0o644 & !umask()))?;
+    }
     fill(tmp.as_file_mut())?;
     tmp.as_file().sync_all()?;
     tmp.persist(path).map_err(|e| e.error)?;
     Ok(())
+}
+
+/// The process umask (read without changing it for long: set and restore).
+fn umask() -> u32 {
+    // SAFETY: umask has no preconditions; the original value is restored immediately.
+    unsafe {
+        let m = libc::umask(0o022);
+        libc::umask(m);
+        m as u32
+    }
 }
 
 /// Normalises a relative path lexically (`a/./b/../c` → `a/c`). Returns `None` if it is absolute or
