@@ -49,6 +49,15 @@ pub struct GlobalArgs {
     /// Less output: no progress, only errors and results.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Shared cache server (Bazel HTTP cache protocol: nginx WebDAV, bazel-remote, ...)
+    /// [env: CBUILD_REMOTE_CACHE; cbuild.toml: cache.remote]. Credentials come from
+    /// CBUILD_REMOTE_CACHE_AUTH (user:pass) or CBUILD_REMOTE_CACHE_TOKEN, never from flags.
+    #[arg(long, global = true, value_name = "URL")]
+    pub remote_cache: Option<String>,
+    /// `read-write` (e.g. CI on main) or `read-only` (e.g. CI on pull requests)
+    /// [env: CBUILD_REMOTE_CACHE_MODE; cbuild.toml: cache.remote_mode; default: read-write].
+    #[arg(long, global = true, value_name = "MODE")]
+    pub remote_cache_mode: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

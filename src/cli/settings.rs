@@ -6,6 +6,8 @@
 //! | jobs         | `-j/--jobs`    | `CBUILD_JOBS`       | `build.jobs`       | number of cores             |
 //! | compression  | `--compression`| `CBUILD_COMPRESSION`| `build.compression`| `gzip`                      |
 //! | glob limit   | —              | `CBUILD_GLOB_LIMIT` | `build.glob_limit` | 100000                      |
+//! | remote cache | `--remote-cache` | `CBUILD_REMOTE_CACHE` | `cache.remote` | none                       |
+//! | remote mode  | `--remote-cache-mode` | `CBUILD_REMOTE_CACHE_MODE` | `cache.remote_mode` | `read-write` |
 
 use std::path::{Path, PathBuf};
 
@@ -24,6 +26,8 @@ pub struct Settings {
     pub glob_limit: usize,
     pub json: bool,
     pub quiet: bool,
+    pub remote_cache: Option<String>,
+    pub remote_mode: crate::remote::RemoteMode,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -69,7 +73,10 @@ impl Settings {
             return Err(Failure::user(format!("compression `{compression}` is not supported; use `gzip` or `zstd`")));
         }
         let glob_limit = env_parse("CBUILD_GLOB_LIMIT")?.or(c.build.glob_limit).unwrap_or(100_000);
-        Ok(Settings { workspace, cwd, cache_dir, jobs, compression, glob_limit, json: g.json, quiet: g.quiet })
+        let remote_cache = g.remote_cache.clone().or_else(|| env("CBUILD_REMOTE_CACHE")).or(c.cache.remote.clone()).filter(|u| !u.is_empty());
+        let mode = g.remote_cache_mode.clone().or_else(|| env("CBUILD_REMOTE_CACHE_MODE")).or(c.cache.remote_mode.clone()).unwrap_or_else(|| "read-write".into());
+        let remote_mode = mode.parse().map_err(|_| Failure::user(format!("remote cache mode `{mode}` is not `read-write` or `read-only`")))?;
+        Ok(Settings { workspace, cwd, cache_dir, jobs, compression, glob_limit, json: g.json, quiet: g.quiet, remote_cache, remote_mode })
     }
 
     /// The package the command was started in, for `:name` labels.

@@ -31,6 +31,8 @@ pub struct ExecConfig {
     pub registry: crate::registry::ClientOptions,
     /// `[debian] archive` of cbuild.toml.
     pub debian_archive: Option<String>,
+    /// The remote cache (Bazel HTTP protocol), looked up after the local one.
+    pub remote: Option<Arc<crate::remote::RemoteCache>>,
 }
 
 /// What happened to each action.
@@ -133,6 +135,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         registry_options: cfg.registry.clone(),
         registry_client: Default::default(),
         debian_archive: cfg.debian_archive.clone(),
+        remote: cfg.remote.clone(),
     });
     rt.block_on(schedule(g, ctx, &cfg, &mut report));
     // Background blocking tasks (a layer being compressed) finish writing temp files; nothing
@@ -245,11 +248,16 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
         }
         other => other,
     };
+    let remote_hit = match &hit {
+        Ok(None) => remote_lookup(ctx, &key, name, &label).await,
+        _ => None,
+    };
     let (out, outcome) = match hit {
         Ok(Some(entry)) => match serde_json::from_str::<ActionOutput>(&entry.result_json) {
             Ok(o) => (o, Outcome::CachedLocal),
             Err(_) => (execute_action(a, &dep_map, ctx).await?, Outcome::Executed),
         },
+        Ok(None) if remote_hit.is_some() => (remote_hit.unwrap(), Outcome::CachedRemote),
         Ok(None) => {
             ctx.reporter.event(&Event::Started { label: label.clone(), action: name.into() });
             (execute_action(a, &dep_map, ctx).await?, Outcome::Executed)
@@ -274,10 +282,11 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
         at: SystemTime::now(),
     };
     let out2 = out.clone();
+    let components2 = components.clone();
     let (label2, name2) = (label.clone(), name.to_string());
     let store = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        if outcome == Outcome::Executed {
-            cache.put_action(&key, &name2, &label2, &out2.to_json(), &components, &out2.blobs()).map_err(|e| e.to_string())?;
+        if outcome != Outcome::CachedLocal {
+            cache.put_action(&key, &name2, &label2, &out2.to_json(), &components2, &out2.blobs()).map_err(|e| e.to_string())?;
         }
         cache.record_run(&record).map_err(|e| e.to_string())
     })
@@ -285,6 +294,8 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
     .map_err(|e| e.to_string())?;
     if let Err(e) = store {
         ctx.reporter.event(&Event::Warning { message: format!("could not store the result of `{label}` {name} in the cache: {e}") });
+    } else if outcome == Outcome::Executed {
+        remote_store(ctx, &key, &out, &components).await;
     }
     ctx.reporter.event(&Event::Finished { label, action: name.into(), outcome, duration: started.elapsed() });
     Ok((Arc::new(out), outcome))
@@ -328,6 +339,7 @@ pub fn fetch_remote_layers(outputs: &[Arc<ActionOutput>], cache: Arc<Cache>, reg
         registry_options: registry,
         registry_client: Default::default(),
         debian_archive: None,
+        remote: None,
     };
     rt.block_on(async {
         for o in outputs {
@@ -335,4 +347,49 @@ pub fn fetch_remote_layers(outputs: &[Arc<ActionOutput>], cache: Arc<Cache>, reg
         }
         Ok(())
     })
+}
+
+/// Looks an action up in the remote cache after a local miss. A hit's blobs are fetched (each
+/// verified against its sha256) and the result is filled into the local cache by the caller. Any
+/// remote problem is a warning (once) and a local build, never a failure.
+async fn remote_lookup(ctx: &Arc<RunCtx>, key: &Blake3, name: &str, label: &str) -> Option<ActionOutput> {
+    let remote = ctx.remote.clone()?;
+    let (ctx2, key2) = (ctx.clone(), *key);
+    let r = tokio::task::spawn_blocking(move || -> Result<Option<ActionOutput>, crate::remote::RemoteError> {
+        let Some(entry) = remote.get_action(&key2)? else { return Ok(None) };
+        let Ok(out) = serde_json::from_str::<ActionOutput>(&entry.result_json) else { return Ok(None) };
+        for (d, _) in &entry.blobs {
+            if !ctx2.cache.cas().contains(d) {
+                remote.fetch_blob(d, ctx2.cache.cas())?;
+            }
+        }
+        Ok(Some(out))
+    })
+    .await
+    .ok()?;
+    match r {
+        Ok(o) => o,
+        Err(e) => {
+            if e.should_warn() {
+                ctx.reporter.event(&Event::Warning { message: format!("remote cache: {e}; building `{label}` {name} locally") });
+            }
+            None
+        }
+    }
+}
+
+/// Uploads an executed action's result and blobs to the remote cache (read-write mode only).
+async fn remote_store(ctx: &Arc<RunCtx>, key: &Blake3, out: &ActionOutput, components: &crate::cache::Components) {
+    let Some(remote) = ctx.remote.clone() else { return };
+    if remote.mode() != crate::remote::RemoteMode::ReadWrite {
+        return;
+    }
+    let Ok(components_json) = serde_json::to_string(components) else { return };
+    let (ctx2, key2, out2) = (ctx.clone(), *key, out.clone());
+    let r = tokio::task::spawn_blocking(move || remote.put_action(&key2, &out2.to_json(), &components_json, &out2.blobs(), ctx2.cache.cas())).await;
+    if let Ok(Err(e)) = r {
+        if e.should_warn() {
+            ctx.reporter.event(&Event::Warning { message: format!("remote cache: could not upload: {e}") });
+        }
+    }
 }

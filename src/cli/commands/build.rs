@@ -88,7 +88,15 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layo
         })?;
     }
     let registry = crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
+    let remote = match &s.remote_cache {
+        None => None,
+        Some(url) => Some(Arc::new(
+            crate::remote::RemoteCache::new(url, s.remote_mode, crate::remote::RemoteAuth::from_env().map_err(|e| Failure::user(format!("remote cache credentials: {e}")))?, Default::default())
+                .map_err(|e| Failure::user(format!("remote cache: {e}")))?,
+        )),
+    };
     let cfg = ExecConfig {
+        remote,
         root: s.root().to_path_buf(),
         jobs: s.jobs,
         keep_going,

@@ -35,6 +35,8 @@ pub struct RunCtx {
     pub registry_client: std::sync::OnceLock<crate::registry::Client>,
     /// The Debian archive setting (`cbuild.toml [debian] archive`); else env, else sources.list.
     pub debian_archive: Option<String>,
+    /// The shared remote cache, if configured.
+    pub remote: Option<Arc<crate::remote::RemoteCache>>,
 }
 
 impl RunCtx {
