@@ -30,5 +30,6 @@ pub mod fs;
 pub mod loading;
 pub mod model;
 pub mod oci;
+pub mod rebase;
 pub mod registry;
 pub mod remote;

@@ -13,6 +13,8 @@ enum Provided {
     Files { action: ActionId, outs: Vec<String> },
     Layer(ActionId),
     Image(ActionId),
+    /// An image pulled from a registry: its action and the reference it came from.
+    Pulled(ActionId, String),
     /// A buildpack tree in the CAS.
     Buildpack(ActionId),
     Stack(StackInfo),
@@ -59,7 +61,7 @@ pub fn analyze(g: &TargetGraph, labels: &[Label], opts: &Options) -> Result<Acti
         match analyze_target(n, &provided, &mut ag, opts) {
             Ok(p) => {
                 match &p {
-                    Provided::Image(a) => {
+                    Provided::Image(a) | Provided::Pulled(a, _) => {
                         ag.target_outputs.insert(l.clone(), *a);
                         ag.image_targets.push(l.clone());
                     }
@@ -232,14 +234,14 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
             if let Some(d) = &digest {
                 crate::model::digest::Digest::parse(d).map_err(|e| format!("`digest`: {e}"))?;
             }
-            let a = ag.add(l, ActionKind::PullImage { image, digest, platform: opt_string(n.attr("platform")) }, vec![]);
-            Ok(Provided::Image(a))
+            let a = ag.add(l, ActionKind::PullImage { image: image.clone(), digest, platform: opt_string(n.attr("platform")) }, vec![]);
+            Ok(Provided::Pulled(a, image))
         }
         "oci_image" => {
             let mut deps = Vec::new();
             let base = match n.attr("base") {
                 AttrValue::Label(b) => match provided.get(b) {
-                    Some(Provided::Image(a)) => {
+                    Some(Provided::Image(a) | Provided::Pulled(a, _)) => {
                         deps.push(*a);
                         Some(*a)
                     }
@@ -312,6 +314,9 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                 match n.attr(attr) {
                     AttrValue::Label(b) => match provided.get(b) {
                         Some(Provided::Image(a)) => Ok((*a, b.to_string())),
+                        // A pulled run image is recorded by its registry name, so a registry rebase
+                        // can check the new run image against it.
+                        Some(Provided::Pulled(a, image)) => Ok((*a, strip_pin(image))),
                         _ => Err(format!("`{attr}` is `{b}`, which is not an image")),
                     },
                     _ => Err(format!("`{attr}` is required")),
@@ -420,4 +425,9 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
         // Declared now; their actions arrive with the registry and Debian-stack issues.
         _ => Ok(Provided::Declared),
     }
+}
+
+/// `registry/repo:tag` of a reference without its `@digest` pin.
+fn strip_pin(image: &str) -> String {
+    image.split('@').next().unwrap_or(image).to_string()
 }

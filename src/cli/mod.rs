@@ -91,6 +91,10 @@ pub enum Command {
     Push(commands::push::PushArgs),
     /// Create or refresh the lock file of `debian_image` targets (pins every package by sha256).
     Lock(commands::lock::LockArgs),
+    /// Move app images onto a new run image without rebuilding: `cbuild rebase //...` after a
+    /// stack's run image changed, or `cbuild rebase REF --run-image REF` for an image in a registry.
+    #[command(verbatim_doc_comment)]
+    Rebase(commands::rebase::RebaseArgs),
 }
 
 /// Entry point of the binary. Never panics on user input; returns 0 ok, 1 build failed or
@@ -137,5 +141,6 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Export(a) => commands::export::run(&cli.global, a),
         Command::Push(a) => commands::push::run(&cli.global, a),
         Command::Lock(a) => commands::lock::run(&cli.global, a),
+        Command::Rebase(a) => commands::rebase::run(&cli.global, a),
     }
 }

@@ -9,6 +9,7 @@ pub mod inspect;
 pub mod lock;
 pub mod push;
 pub mod query;
+pub mod rebase;
 pub mod run;
 
 use super::settings::Settings;

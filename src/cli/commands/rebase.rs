@@ -1,0 +1,126 @@
+//! `cbuild rebase`: move app images onto a new run image without running a buildpack.
+//!
+//! * `cbuild rebase //...` (workspace targets): builds; a changed run image re-runs only each image's
+//!   export, which is the rebase. Reports per image: rebased / already current / rebuilt / failed.
+//! * `cbuild rebase IMAGE_REF --run-image REF` (any CNB image in a registry, built by cbuild or pack):
+//!   manifest-only — reads configs and manifests, swaps the layers up to `runImage.topLayer`, pushes
+//!   the new config and manifest (new base layers mounted); no app layer is downloaded.
+
+use std::process::ExitCode;
+
+use clap::Args;
+
+use crate::cli::settings::Settings;
+use crate::cli::{Failure, GlobalArgs};
+use crate::execution::Outcome;
+use crate::model::action::ActionKind;
+use crate::registry::{Client, PushOptions, Reference};
+
+#[derive(Args, Debug)]
+pub struct RebaseArgs {
+    /// Workspace image targets (//..., //services/api:image) or one registry image reference.
+    #[arg(required = true)]
+    pub targets: Vec<String>,
+    /// The new run image (registry mode).
+    #[arg(long, value_name = "REF")]
+    pub run_image: Option<String>,
+    /// Where to push the rebased image (registry mode; default: the image's own reference).
+    #[arg(long, value_name = "REF")]
+    pub tag: Option<String>,
+    /// Rebase even when a safety check refuses (each skipped check is printed as a warning).
+    #[arg(long)]
+    pub force: bool,
+}
+
+pub fn run(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
+    if a.targets.iter().all(|t| t.starts_with("//") || t.starts_with(':')) {
+        if a.run_image.is_some() {
+            return Err(Failure::user_hint("--run-image is for registry images", "for workspace targets, change the stack's run image and run `cbuild rebase //...`"));
+        }
+        return workspace(g, a);
+    }
+    if a.targets.len() != 1 {
+        return Err(Failure::user("registry mode rebases one image reference at a time"));
+    }
+    let run_image = a.run_image.clone().ok_or_else(|| Failure::user_hint("registry rebase needs --run-image REF", "e.g. cbuild rebase registry.example.com/acme/api:latest --run-image registry.example.com/base/run:bookworm"))?;
+    registry(g, &a.targets[0], &run_image, a.tag.as_deref(), a.force)
+}
+
+fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
+    let s = Settings::resolve(g)?;
+    let built = super::build::build(s, &a.targets, true)?;
+    let mut rows = Vec::new();
+    for (label, digest, _) in &built.images {
+        let outcome = |kind: &str| {
+            built.graph.actions.iter().filter(|x| x.label.to_string() == *label && x.kind.mnemonic() == kind).find_map(|x| built.report.outcomes[x.id])
+        };
+        let is_cnb = built.graph.actions.iter().any(|x| x.label.to_string() == *label && matches!(x.kind, ActionKind::CnbExport(_)));
+        if !is_cnb {
+            continue;
+        }
+        let state = match (outcome("build"), outcome("export")) {
+            (_, Some(Outcome::Failed)) | (Some(Outcome::Failed), _) => "failed".to_string(),
+            (Some(Outcome::Executed), _) => "rebuilt (its sources or buildpacks changed, not only the run image)".to_string(),
+            (_, Some(Outcome::Executed)) => "rebased".to_string(),
+            (_, Some(_)) => "already current".to_string(),
+            _ => "not built".to_string(),
+        };
+        rows.push((label.clone(), state, digest.to_string()));
+    }
+    for (l, st, d) in &rows {
+        if built.settings.json {
+            println!("{}", serde_json::json!({"type": "rebase", "label": l, "result": st, "image_digest": d}));
+        } else {
+            println!("{l}: {st} ({d})");
+        }
+    }
+    for (id, e) in &built.report.errors {
+        if let Some(a) = built.graph.actions.get(*id) {
+            eprintln!("{}: refused/failed: {e}", a.label);
+        } else {
+            eprintln!("error: {e}");
+        }
+    }
+    Ok(if built.report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+fn registry(g: &GlobalArgs, image: &str, run_image: &str, tag: Option<&str>, force: bool) -> Result<ExitCode, Failure> {
+    let s = Settings::resolve(g)?;
+    let cache = crate::cache::Cache::open(&s.cache_dir).map_err(Failure::env)?;
+    let opts = crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
+    let client = Client::new(opts).map_err(Failure::env)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Failure::env)?;
+    let app_ref = Reference::parse(image).map_err(|e| Failure::user(e.to_string()))?;
+    let run_ref = Reference::parse(run_image).map_err(|e| Failure::user(e.to_string()))?;
+    let target = match tag {
+        Some(t) => Reference::parse(t).map_err(|e| Failure::user(e.to_string()))?,
+        None => app_ref.clone(),
+    };
+    let (app, run) = rt.block_on(async { Ok::<_, crate::registry::RegistryError>((client.resolve(&app_ref, None).await?, client.resolve(&run_ref, None).await?)) }).map_err(|e| Failure::Build { message: e.to_string() })?;
+    let r = crate::rebase::rebase(&app.image, image, &run.image, run_image, run.image.digest(), force).map_err(|e| match e {
+        crate::rebase::RebaseError::Refused { .. } => Failure::Build { message: e.to_string() },
+        _ => Failure::Build { message: e.to_string() },
+    })?;
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
+    }
+    if r.image.digest() == app.image.digest() {
+        println!("{image}: already current ({})", app.image.digest());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let popts = PushOptions { source_repos: vec![run.reference.clone(), app.reference.clone()], ..Default::default() };
+    let rep = rt.block_on(client.push_image(&r.image, cache.cas(), &target, &popts)).map_err(|e| Failure::Build { message: format!("pushing the rebased image to `{target}`: {e}") })?;
+    if s.json {
+        println!(
+            "{}",
+            serde_json::json!({"type": "rebase", "image": image, "result": "rebased", "old_digest": app.image.digest().to_string(), "new_digest": rep.manifest_digest.to_string(),
+                "run_image": run.image.digest().to_string(), "uploaded": rep.uploaded, "mounted": rep.mounted, "bytes_uploaded": rep.bytes_uploaded})
+        );
+    } else {
+        println!(
+            "{image}: rebased onto {run_image} ({}): {} -> {} ({} blobs uploaded, {} bytes; {} mounted)",
+            run.image.digest(), app.image.digest(), rep.manifest_digest, rep.uploaded, rep.bytes_uploaded, rep.mounted
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
