@@ -6,6 +6,7 @@
 //! | jobs         | `-j/--jobs`    | `CBUILD_JOBS`       | `build.jobs`       | number of cores             |
 //! | compression  | `--compression`| `CBUILD_COMPRESSION`| `build.compression`| `gzip`                      |
 //! | glob limit   | —              | `CBUILD_GLOB_LIMIT` | `build.glob_limit` | 100000                      |
+//! | .deb downloads | —            | `CBUILD_DEBIAN_CACHE` | —               | the cache dir (`<cache>/debs/`) |
 //! | remote cache | `--remote-cache` | `CBUILD_REMOTE_CACHE` | `cache.remote` | none                       |
 //! | remote mode  | `--remote-cache-mode` | `CBUILD_REMOTE_CACHE_MODE` | `cache.remote_mode` | `read-write` |
 

@@ -146,6 +146,16 @@ pub fn materialize_app(
             set_mode(&dst, if x { 0o755 } else { 0o644 });
         }
     }
+    // Like pack (which sends the app as a tar with 1980 timestamps): a file's mtime must not leak
+    // the checkout time into what buildpacks produce (e.g. Python's .pyc headers).
+    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(ctx.source_date_epoch);
+    let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(dir).into_iter().flatten().filter(|e| !e.file_type().is_symlink()).map(|e| e.into_path()).collect();
+    paths.reverse(); // children before their directories
+    for p in paths {
+        if let Ok(f) = std::fs::File::options().read(true).open(&p) {
+            let _ = f.set_modified(when);
+        }
+    }
     Ok(())
 }
 

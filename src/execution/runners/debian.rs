@@ -41,7 +41,9 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
             s.lock, lock.requested, lock.suite, lock.architecture, sorted_unique(&s.packages), s.suite, s.architecture, a.label
         ));
     }
-    let debs = DebCache::open(ctx.cache.dir()).map_err(|e| e.to_string())?;
+    // `<dir>/debs/sha256/<hex>`: the cache dir by default, or CBUILD_DEBIAN_CACHE (shared by caches).
+    let deb_dir = std::env::var_os("CBUILD_DEBIAN_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| ctx.cache.dir().to_path_buf());
+    let debs = DebCache::open(&deb_dir).map_err(|e| e.to_string())?;
     let setting = ctx.debian_archive.clone();
     debian::fetch_debs(&lock, &debs, || debian::Archive::new(debian::find_archive(setting.as_deref())?)).map_err(|e| e.to_string())?;
     let opts = RootfsOptions {

@@ -60,8 +60,8 @@ pub fn kind_version(k: &ActionKind) -> u32 {
         ActionKind::Buildpack { .. } => 1,
         ActionKind::PullImage { .. } => 1,
         ActionKind::DebianImage(_) => 1,
-        ActionKind::CnbDetect(_) => 1,
-        ActionKind::CnbBuild { .. } => 1,
+        ActionKind::CnbDetect(_) => 2,
+        ActionKind::CnbBuild { .. } => 2,
         ActionKind::CnbExport(_) => 1,
     }
 }
