@@ -136,8 +136,13 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         registry_client: Default::default(),
         debian_archive: cfg.debian_archive.clone(),
         remote: cfg.remote.clone(),
+        pending_runs: Default::default(),
     });
-    rt.block_on(schedule(g, ctx, &cfg, &mut report));
+    rt.block_on(schedule(g, ctx.clone(), &cfg, &mut report));
+    let runs = std::mem::take(&mut *ctx.pending_runs.lock().unwrap_or_else(|p| p.into_inner()));
+    if let Err(e) = cache.record_runs(&runs) {
+        reporter.event(&Event::Warning { message: format!("could not record the build history (`cbuild explain`): {e}") });
+    }
     // Background blocking tasks (a layer being compressed) finish writing temp files; nothing
     // half-written becomes a cache entry because entries are put only after a runner succeeded.
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
@@ -284,14 +289,17 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
     let out2 = out.clone();
     let components2 = components.clone();
     let (label2, name2) = (label.clone(), name.to_string());
-    let store = tokio::task::spawn_blocking(move || -> Result<(), String> {
-        if outcome != Outcome::CachedLocal {
-            cache.put_action(&key, &name2, &label2, &out2.to_json(), &components2, &out2.blobs()).map_err(|e| e.to_string())?;
-        }
-        cache.record_run(&record).map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|e| e.to_string())?;
+    // Run history is written once at the end of the build (one transaction, not one per action).
+    ctx.pending_runs.lock().unwrap_or_else(|p| p.into_inner()).push(record);
+    let store = if outcome == Outcome::CachedLocal {
+        Ok(())
+    } else {
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            cache.put_action(&key, &name2, &label2, &out2.to_json(), &components2, &out2.blobs()).map_err(|e| e.to_string())
+        })
+        .await
+        .map_err(|e| e.to_string())?
+    };
     if let Err(e) = store {
         ctx.reporter.event(&Event::Warning { message: format!("could not store the result of `{label}` {name} in the cache: {e}") });
     } else if outcome == Outcome::Executed {
@@ -340,6 +348,7 @@ pub fn fetch_remote_layers(outputs: &[Arc<ActionOutput>], cache: Arc<Cache>, reg
         registry_client: Default::default(),
         debian_archive: None,
         remote: None,
+        pending_runs: Default::default(),
     };
     rt.block_on(async {
         for o in outputs {

@@ -37,6 +37,8 @@ pub struct RunCtx {
     pub debian_archive: Option<String>,
     /// The shared remote cache, if configured.
     pub remote: Option<Arc<crate::remote::RemoteCache>>,
+    /// Run records collected during the build, written in one transaction at its end.
+    pub pending_runs: std::sync::Mutex<Vec<crate::cache::RunRecord>>,
 }
 
 impl RunCtx {
