@@ -205,7 +205,7 @@ fn examples_query_and_dot() {
     let r = cx.run(&["query", "rdeps(//..., //stacks:default)"]);
     assert!(r.stdout.contains("//services/site:image") && !r.stdout.contains("//tools:tool\n"), "{}", r.stdout);
     let r = cx.run(&["query", "kind(cnb_image, //services/...)"]);
-    assert_eq!(r.stdout, "//services/api:image\n//services/site:image\n//services/worker:image\n");
+    assert_eq!(r.stdout, "//services/api:image\n//services/hello-py:image\n//services/site:image\n//services/worker:image\n");
 }
 
 #[test]

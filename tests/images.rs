@@ -30,7 +30,7 @@ fn build_json(cx: &TestContext, pats: &[&str]) -> BTreeMap<String, (String, Stri
 #[test]
 fn example_images_validate_and_run() {
     let cx = TestContext::from_examples();
-    let images = build_json(&cx, &["//tools/...", "//stacks/..."]);
+    let images = build_json(&cx, &["//tools/...", "//stacks:all"]);
     assert_eq!(images.len(), 5, "{images:?}");
     for (label, (digest, layout)) in &images {
         let dir = cx.root().join(layout);

@@ -562,7 +562,7 @@ mod tests {
         let (key, _) = sample().finish();
         assert_eq!(
             key.to_hex(),
-            "d3e7fd549e34cb50cba483c7235f039eb5df558b5493d999c2041faf69083f7c"
+            "51f730187182f209ce2e1af7b4a8f4bd7bd41fe18f8ab4c550bd2e1fb2594599"
         );
     }
 

@@ -103,3 +103,42 @@ impl Drop for Bars {
         self.bar.finish_and_clear();
     }
 }
+
+/// Tees every event to another reporter and, as plain text, to a log file (the build's record:
+/// buildpack and genrule output, failures, warnings, what ran), `cbuild-out/logs/build.log`.
+pub struct Tee {
+    inner: Box<dyn Reporter>,
+    file: Mutex<std::io::BufWriter<std::fs::File>>,
+}
+
+impl Tee {
+    /// Opens (truncates) `path`; on failure the log is skipped, the build is not.
+    pub fn new(inner: Box<dyn Reporter>, path: &std::path::Path) -> Box<dyn Reporter> {
+        let _ = std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")));
+        match std::fs::File::create(path) {
+            Ok(f) => Box::new(Tee { inner, file: Mutex::new(std::io::BufWriter::new(f)) }),
+            Err(_) => inner,
+        }
+    }
+}
+
+impl Reporter for Tee {
+    fn event(&self, e: &Event) {
+        self.inner.event(e);
+        let line = match e {
+            Event::Plan { actions } => format!("plan: {actions} actions"),
+            Event::Started { label, action } => format!("start {label} {action}"),
+            Event::Finished { label, action, outcome, duration } => {
+                format!("{} {label} {action} ({:.3}s)", outcome.as_str(), duration.as_secs_f64())
+            }
+            Event::Failed { label, action, error } => format!("FAILED {label} {action}: {error}"),
+            Event::Output { label, action, stream, line } => format!("[{label} {action}] {stream}: {line}"),
+            Event::Warning { message } => format!("warning: {message}"),
+        };
+        let mut f = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        let _ = writeln!(f, "{line}");
+        if matches!(e, Event::Failed { .. }) {
+            let _ = f.flush();
+        }
+    }
+}

@@ -72,7 +72,10 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layo
         error: e.into(),
         hints: vec![format!("check that `{}` is writable, or pass --cache-dir", s.cache_dir.display())],
     })?);
-    let reporter: Arc<dyn Reporter> = Arc::from(super::super::progress::reporter(s.json, s.quiet));
+    let reporter: Arc<dyn Reporter> = Arc::from(super::super::progress::Tee::new(
+        super::super::progress::reporter(s.json, s.quiet),
+        &s.root().join("cbuild-out/logs/build.log"),
+    ));
     for (l, kind) in &graph.not_buildable {
         reporter.event(&execution::Event::Warning {
             message: format!("`{l}` is a `{kind}` target; this version of cbuild declares `{kind}` but cannot build it yet, so it is skipped"),
