@@ -114,7 +114,7 @@ impl BlobDir {
     /// Stores `bytes`; returns the digest. An existing blob of that digest is not rewritten.
     pub fn put_bytes(&self, bytes: &[u8]) -> Result<Digest, CasError> {
         let d = Digest::of_bytes(bytes);
-        if !self.contains(&d) {
+        if !self.holds_intact(&d, Some(bytes.len() as u64)) {
             let p = self.path(&d);
             crate::fs::write_atomic(&p, bytes).map_err(io_err(&p))?;
         }
@@ -137,7 +137,7 @@ impl BlobDir {
         let (buf, d, n) = w.finish();
         let tmp = buf.into_inner().map_err(|e| E::from(io_err(&dir)(e.into_error())))?;
         let p = self.path(&d);
-        if !p.is_file() {
+        if !self.holds_intact(&d, Some(n)) {
             tmp.as_file().sync_all().map_err(|e| E::from(io_err(&p)(e)))?;
             tmp.persist(&p).map_err(|e| E::from(io_err(&p)(e.error)))?;
         }
@@ -148,10 +148,24 @@ impl BlobDir {
     /// digest `d` and sits on the same filesystem, copy otherwise.
     pub fn link_or_copy_from(&self, src: &Path, d: &Digest) -> Result<(), CasError> {
         let p = self.path(d);
-        if p.is_file() {
+        if self.holds_intact(d, None) {
             return Ok(());
         }
         link_or_copy(src, &p).map_err(io_err(&p))
+    }
+
+    /// True if a file for `d` exists with the expected size and content. A writer about to skip
+    /// storing a blob "because it exists" must not keep a damaged one (it is replaced instead).
+    fn holds_intact(&self, d: &Digest, size: Option<u64>) -> bool {
+        let p = self.path(d);
+        match fs::metadata(&p) {
+            Ok(m) if m.is_file() && size.is_none_or(|n| n == m.len()) => {}
+            _ => return false,
+        }
+        match File::open(&p) {
+            Ok(f) => Digest::of_reader(io::BufReader::new(f)).map(|(a, _)| &a == d).unwrap_or(false),
+            Err(_) => false,
+        }
     }
 }
 

@@ -306,7 +306,8 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                     }
                 }
             }
-            let a = ag.add(l, ActionKind::Buildpack { files }, deps);
+            let root = if root.is_empty() { l.package.to_string() } else { l.package.join(&root) };
+            let a = ag.add(l, ActionKind::Buildpack { root, files }, deps);
             Ok(Provided::Buildpack(a))
         }
         "stack" => {

@@ -67,7 +67,7 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
             ActionKind::Genrule { srcs, .. } => paths.extend(srcs.iter().filter_map(|(_, i)| source(i))),
             ActionKind::Layer { files, .. } => paths.extend(files.iter().filter_map(|f| source(&f.input))),
             ActionKind::ImportImage { files, .. } => paths.extend(files.iter().cloned()),
-            ActionKind::Buildpack { files } => paths.extend(files.iter().filter_map(|(_, i)| source(i))),
+            ActionKind::Buildpack { files, .. } => paths.extend(files.iter().filter_map(|(_, i)| source(i))),
             ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => paths.extend(p.app.iter().filter_map(|(_, i)| source(i))),
             ActionKind::DebianImage(d) => {
                 paths.insert(d.lock.clone());
@@ -237,7 +237,7 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
     let cache = ctx.cache.clone();
     let hit = {
         let cache = cache.clone();
-        tokio::task::spawn_blocking(move || cache.get_action(&key)).await.map_err(|e| e.to_string())?
+        tokio::task::spawn_blocking(move || cache.get_action(&key)).await.map_err(|e| crate::execution::chain(&e))?
     };
     let hit = match hit {
         Ok(Some(entry)) => {
@@ -295,10 +295,10 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
         Ok(())
     } else {
         tokio::task::spawn_blocking(move || -> Result<(), String> {
-            cache.put_action(&key, &name2, &label2, &out2.to_json(), &components2, &out2.blobs()).map_err(|e| e.to_string())
+            cache.put_action(&key, &name2, &label2, &out2.to_json(), &components2, &out2.blobs()).map_err(|e| crate::execution::chain(&e))
         })
         .await
-        .map_err(|e| e.to_string())?
+        .map_err(|e| crate::execution::chain(&e))?
     };
     if let Err(e) = store {
         ctx.reporter.event(&Event::Warning { message: format!("could not store the result of `{label}` {name} in the cache: {e}") });
@@ -337,7 +337,7 @@ pub fn fetch_remote_layers(outputs: &[Arc<ActionOutput>], cache: Arc<Cache>, reg
     if !outputs.iter().any(|o| matches!(o.as_ref(), ActionOutput::Image { remote, .. } if !remote.is_empty())) {
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| crate::execution::chain(&e))?;
     let ctx = RunCtx {
         root: PathBuf::new(),
         cache,

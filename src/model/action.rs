@@ -65,7 +65,7 @@ pub enum ActionKind {
     /// Assemble an image: base (dependency action or scratch) + layers + config.
     /// Store a buildpack's tree (paths relative to the directory holding buildpack.toml) in the
     /// CAS and check its buildpack.toml.
-    Buildpack { files: Vec<(String, Input)> },
+    Buildpack { root: String, files: Vec<(String, Input)> },
     /// A root filesystem image from the Debian packages a lock file pins.
     DebianImage(DebianSpec),
     /// Resolve a registry reference to a manifest + config (shallow; layers stay remote).

@@ -102,7 +102,7 @@ impl Label {
             return Err(LabelError::new(text, "a label may not be empty or have surrounding spaces"));
         }
         if let Some(rest) = t.strip_prefix("//") {
-            if rest.ends_with("...") {
+            if rest == "..." || rest.ends_with("/...") {
                 return Err(LabelError::new(text, "this is a pattern, not a label; name one target"));
             }
             let (pkg, name) = match rest.split_once(':') {
@@ -157,6 +157,9 @@ pub enum Pattern {
 impl Pattern {
     /// Parses `//pkg:name`, `//pkg`, `:name` (with a current package), `//pkg:all`, `//pkg/...`, `//...`.
     pub fn parse(text: &str, current: Option<&PackagePath>) -> Result<Pattern, LabelError> {
+        if let (Some(cur), ":all" | ":*") = (current, text) {
+            return Ok(Pattern::Package(cur.clone()));
+        }
         if let Some(rest) = text.strip_prefix("//") {
             if rest == "..." {
                 return Ok(Pattern::Recursive(PackagePath::root()));
@@ -227,7 +230,7 @@ mod tests {
     fn malformed_labels() {
         for bad in [
             "", " //a:b", "//a:", "//a//b:c", "//a/../b:c", "//a:b:c", "//a b:c", "//:", "//", "a:b", "@x//a:b",
-            "//a:../x", "//a:/x", "//...", "//a/...", "//a:b$",
+            "//a:../x", "//a:/x", "//...", "//a/...", "//a:b$", "//a/b/...",
         ] {
             let e = Label::parse(bad, None);
             assert!(e.is_err(), "{bad:?} should be rejected, got {e:?}");
@@ -253,5 +256,10 @@ mod tests {
         assert_eq!(svc.to_string(), "//services/...");
         assert!(Pattern::parse("//a/b/c/...", None).unwrap().matches(&Label::parse("//a/b/c/d:x", None).unwrap()));
         assert!(Pattern::parse("//a/../...", None).is_err());
+        // Regression (RELIABILITY.md F4, F5): names ending in dots are labels; `:all` is the package.
+        let cur = PackagePath::parse("p").unwrap();
+        let l = Label::parse(":a...", Some(&cur)).unwrap();
+        assert_eq!(Label::parse(&l.to_string(), None).unwrap(), l);
+        assert_eq!(Pattern::parse(":all", Some(&cur)).unwrap(), Pattern::Package(cur.clone()));
     }
 }

@@ -196,16 +196,34 @@ pub fn print_summary(b: &Built) {
     );
 }
 
-/// Writes (or refreshes) the OCI layout of an image target; skipped when `index.json` already
-/// names this manifest and its blobs are present (a no-op build writes nothing).
+/// Writes (or refreshes) the OCI layout of an image target. Skipped when `index.json` already
+/// names this manifest and every blob is the cache's own file (same inode: layouts hard-link the
+/// cache); a blob that is another file (replaced, or damaged and since rebuilt in the cache) is
+/// re-linked, so a layout never keeps bytes the cache no longer vouches for.
 fn write_layout(dir: &std::path::Path, cache: &Cache, manifest: &crate::model::digest::Digest) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
     let img = crate::oci::Image::load(cache.cas(), manifest).map_err(|e| e.to_string())?;
-    if let Ok(idx) = std::fs::read(dir.join("index.json")) {
-        if crate::oci::layout::index_json(&img, Some("latest")).map(|want| want == idx).unwrap_or(false)
-            && img.layers().iter().all(|l| crate::oci::layout::blob_path(dir, &l.digest).is_file())
-            && crate::oci::layout::blob_path(dir, manifest).is_file()
-        {
-            return Ok(());
+    let mut digests: Vec<&crate::model::digest::Digest> = img.layers().iter().map(|l| &l.digest).collect();
+    digests.push(manifest);
+    digests.push(img.config_digest());
+    let mut fresh = true;
+    for d in &digests {
+        let lp = crate::oci::layout::blob_path(dir, d);
+        let same = match (std::fs::metadata(&lp), std::fs::metadata(cache.cas().path(d))) {
+            // Across filesystems layouts hold copies: there, only the size can be checked cheaply.
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()) || (a.dev() != b.dev() && a.len() == b.len()),
+            _ => false,
+        };
+        if !same {
+            fresh = false;
+            let _ = std::fs::remove_file(&lp);
+        }
+    }
+    if fresh {
+        if let Ok(idx) = std::fs::read(dir.join("index.json")) {
+            if crate::oci::layout::index_json(&img, Some("latest")).map(|want| want == idx).unwrap_or(false) {
+                return Ok(());
+            }
         }
     }
     crate::oci::layout::write_layout(dir, &img, cache.cas(), Some("latest")).map(|_| ()).map_err(|e| e.to_string())

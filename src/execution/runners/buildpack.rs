@@ -11,7 +11,7 @@ use crate::cnb::buildpack_toml::BuildpackDescriptor;
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input, OutFile};
 
 pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
-    let ActionKind::Buildpack { files } = &a.kind else { unreachable!() };
+    let ActionKind::Buildpack { files, .. } = &a.kind else { unreachable!() };
     let mut m = BTreeMap::new();
     for (rel, i) in files {
         let mut d = input_digest(i, deps, ctx)?;
@@ -41,12 +41,12 @@ pub fn copy_into_cas(ctx: &RunCtx, src: &Path) -> Result<crate::model::digest::D
                 .map(|_| ())
                 .map_err(|source| crate::cas::CasError::Io { path: src.to_path_buf(), source })
         })
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::execution::chain(&e))?;
     Ok(d)
 }
 
 pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
-    let ActionKind::Buildpack { files } = &a.kind else { unreachable!() };
+    let ActionKind::Buildpack { root, files } = &a.kind else { unreachable!() };
     let mut out = BTreeMap::new();
     for (rel, i) in files {
         let f = match i {
@@ -62,10 +62,11 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         out.insert(rel.clone(), f);
     }
     let toml = out.get("buildpack.toml").ok_or("no buildpack.toml")?;
-    let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| e.to_string())?)
+    let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| crate::execution::chain(&e))?)
         .map_err(|_| format!("`{}`: buildpack.toml is not UTF-8", a.label))?;
-    let desc = BuildpackDescriptor::parse(&text, Path::new(&format!("{}/buildpack.toml", a.label.package)))
-        .map_err(|e| e.to_string())?;
+    let shown = if root.is_empty() { "buildpack.toml".to_string() } else { format!("{root}/buildpack.toml") };
+    let desc = BuildpackDescriptor::parse(&text, Path::new(&shown))
+        .map_err(|e| crate::execution::chain(&e))?;
     if !desc.is_composite() {
         for bin in ["bin/detect", "bin/build"] {
             match out.get(bin) {

@@ -145,7 +145,7 @@ fn sandbox_paths(env: &mut crate::cnb::env_files::EnvMap, host_layers: &Path) {
 /// Tar entries of one directory placed at `dest` (e.g. `layers/acme_go/go`), owned by the stack
 /// user, with its parent directories owned by the user too (like the lifecycle's exporter).
 fn dir_entries(dir: &Path, dest: &str, uid: u32, gid: u32) -> Result<Vec<TarEntry>, String> {
-    let mut v = entries_from_dir(dir, dest, uid, gid, None).map_err(|e| e.to_string())?;
+    let mut v = entries_from_dir(dir, dest, uid, gid, None).map_err(|e| crate::execution::chain(&e))?;
     let mut parent = String::new();
     for seg in dest.split('/') {
         parent = if parent.is_empty() { seg.to_string() } else { format!("{parent}/{seg}") };
@@ -184,7 +184,7 @@ fn slice_entries(all: Vec<TarEntry>, slices: &[Vec<String>]) -> Result<Vec<Vec<T
             let g = g.trim_start_matches("./");
             b.add(globset::GlobBuilder::new(g).literal_separator(true).build().map_err(|e| format!("slice glob `{g}`: {e}"))?);
         }
-        let set = b.build().map_err(|e| e.to_string())?;
+        let set = b.build().map_err(|e| crate::execution::chain(&e))?;
         let matches = |r: &str| {
             // The file itself or any of its parent directories.
             let mut p = r.to_string();
@@ -226,7 +226,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     let ActionKind::CnbBuild { phase: p, detect } = &a.kind else { unreachable!() };
     let label = a.label.to_string();
     let det: DetectResult = match deps.get(detect).map(|o| o.as_ref()) {
-        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| e.to_string())?,
+        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| crate::execution::chain(&e))?,
         _ => return Err("internal: detect result missing".into()),
     };
     let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
@@ -244,30 +244,30 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     for m in &det.group {
         let esc = escape_id(&m.id);
         let dir = scratch.layers.join(&esc);
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(&dir).map_err(|e| crate::execution::chain(&e))?;
         let Some(pb) = prev.iter().find(|b| b.id == m.id) else { continue };
         for (name, l) in &pb.layers {
             let meta = crate::cnb::launch::json_to_toml(&l.data);
             match restore_action(l.types) {
                 RestoreAction::MetadataAndContents => {
                     let Some(blob) = &l.cache_blob else { continue };
-                    let f = ctx.cache.cas().open_blob(&blob.digest).map_err(|e| e.to_string())?;
+                    let f = ctx.cache.cas().open_blob(&blob.digest).map_err(|e| crate::execution::chain(&e))?;
                     crate::oci::extract::extract_layer(f, &blob.digest, scratch.layers.parent().unwrap(), &Default::default())
                         .map_err(|e| format!("restoring cached layer `{name}` of `{}`: {e}", m.id))?;
-                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta)).map_err(|e| e.to_string())?;
+                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta)).map_err(|e| crate::execution::chain(&e))?;
                 }
                 RestoreAction::MetadataOnly => {
-                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta)).map_err(|e| e.to_string())?;
+                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta)).map_err(|e| crate::execution::chain(&e))?;
                 }
                 RestoreAction::Nothing => {}
             }
         }
         if let Some(store) = &pb.store {
             let st = StoreToml { metadata: crate::cnb::launch::json_to_toml(store) };
-            std::fs::write(dir.join("store.toml"), st.to_toml()).map_err(|e| e.to_string())?;
+            std::fs::write(dir.join("store.toml"), st.to_toml()).map_err(|e| crate::execution::chain(&e))?;
         }
     }
-    std::fs::create_dir_all(scratch.layers.join(".cbuild")).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(scratch.layers.join(".cbuild")).map_err(|e| crate::execution::chain(&e))?;
     common::chown_tree(&scratch.layers, huid, hgid);
     common::chown_tree(&scratch.workspace, huid, hgid);
 
@@ -282,8 +282,8 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
         let bp_layers = scratch.layers.join(&esc);
         let bp_plan = plan.buildpack_plan(&m.id);
         let plan_host = scratch.layers.join(".cbuild").join(&esc).join("plan.toml");
-        std::fs::create_dir_all(plan_host.parent().unwrap()).map_err(|e| e.to_string())?;
-        std::fs::write(&plan_host, bp_plan.to_toml()).map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(plan_host.parent().unwrap()).map_err(|e| crate::execution::chain(&e))?;
+        std::fs::write(&plan_host, bp_plan.to_toml()).map_err(|e| crate::execution::chain(&e))?;
         common::chown_tree(&scratch.layers.join(".cbuild"), huid, hgid);
         let plan_sb = format!("/layers/.cbuild/{esc}/plan.toml");
         let layers_sb = format!("/layers/{esc}");
@@ -296,7 +296,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
             target: Some(&target),
             exec_env: None,
         });
-        let env = buildpack_process_env(&acc, bp.desc.info.clear_env, &scratch.platform, None, &vars).map_err(|e| e.to_string())?;
+        let env = buildpack_process_env(&acc, bp.desc.info.clear_env, &scratch.platform, None, &vars).map_err(|e| crate::execution::chain(&e))?;
         let mut argv = vec![format!("{}/bin/build", bp.sandbox_dir())];
         argv.extend(build_args(Path::new(&layers_sb), Path::new("/platform"), Path::new(&plan_sb)));
         let code = common::run_buildpack(ctx, &label, "build", bp, &rootfs, scratch.mounts(true), argv, env, uid, gid, p.network).await?;
@@ -308,7 +308,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
         let mut layers = BTreeMap::new();
         let mut disp = Vec::new();
         let mut entries: Vec<String> = std::fs::read_dir(&bp_layers)
-            .map_err(|e| e.to_string())?
+            .map_err(|e| crate::execution::chain(&e))?
             .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().map(String::from)))
             .collect();
         entries.sort();
@@ -316,12 +316,12 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
             let Some(name) = layer_name_of_file(f) else { continue };
             let file = bp_layers.join(f);
             let shown = Path::new(&layers_sb).join(f);
-            check_layer_name(name, &bpname, &shown).map_err(|e| e.to_string())?;
+            check_layer_name(name, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
             let text = std::fs::read_to_string(&file).map_err(|e| format!("reading `{}`: {e}", shown.display()))?;
-            let lt = parse_layer_toml(&text, &bpname, &shown).map_err(|e| e.to_string())?;
+            let lt = parse_layer_toml(&text, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
             let dir = bp_layers.join(name);
             let has_dir = dir.is_dir();
-            let d = layer_disposition(name, lt.types, has_dir, &bpname, &shown).map_err(|e| e.to_string())?;
+            let d = layer_disposition(name, lt.types, has_dir, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
             if d == LayerDisposition::Ignore {
                 if has_dir {
                     let _ = std::fs::rename(&dir, bp_layers.join(format!("{name}.ignore")));
@@ -329,7 +329,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
                 continue;
             }
             if lt.types.build && has_dir {
-                apply_build_layer(&mut acc, &dir).map_err(|e| e.to_string())?;
+                apply_build_layer(&mut acc, &dir).map_err(|e| crate::execution::chain(&e))?;
                 sandbox_paths(&mut acc, &scratch.layers);
             }
             layers.insert(
@@ -340,17 +340,17 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
         }
         let read = |n: &str| std::fs::read_to_string(bp_layers.join(n)).ok();
         let launch = match read("launch.toml") {
-            Some(t) => parse_launch_toml(&t, bp.desc.api, &bpname, &Path::new(&layers_sb).join("launch.toml")).map_err(|e| e.to_string())?,
+            Some(t) => parse_launch_toml(&t, bp.desc.api, &bpname, &Path::new(&layers_sb).join("launch.toml")).map_err(|e| crate::execution::chain(&e))?,
             None => LaunchToml::default(),
         };
         if let Some(t) = read("build.toml") {
-            let bt = parse_build_toml(&t, &bpname, &Path::new(&layers_sb).join("build.toml")).map_err(|e| e.to_string())?;
-            plan = plan.after_build(&bp_plan, &bt.unmet, &bpname, &Path::new(&layers_sb).join("build.toml")).map_err(|e| e.to_string())?;
+            let bt = parse_build_toml(&t, &bpname, &Path::new(&layers_sb).join("build.toml")).map_err(|e| crate::execution::chain(&e))?;
+            plan = plan.after_build(&bp_plan, &bt.unmet, &bpname, &Path::new(&layers_sb).join("build.toml")).map_err(|e| crate::execution::chain(&e))?;
         } else {
-            plan = plan.after_build(&bp_plan, &[], &bpname, Path::new("build.toml")).map_err(|e| e.to_string())?;
+            plan = plan.after_build(&bp_plan, &[], &bpname, Path::new("build.toml")).map_err(|e| crate::execution::chain(&e))?;
         }
         let store = match read("store.toml") {
-            Some(t) => Some(StoreToml::parse(&t, &bpname, &Path::new(&layers_sb).join("store.toml")).map_err(|e| e.to_string())?),
+            Some(t) => Some(StoreToml::parse(&t, &bpname, &Path::new(&layers_sb).join("store.toml")).map_err(|e| crate::execution::chain(&e))?),
             None => None,
         };
         launches.push(launch);
@@ -410,9 +410,9 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
         for entries in slice_entries(dir_entries(&workspace, "workspace", uid, gid)?, &slices)? {
             app_layers.push(BlobRef::from_blob(&super::layer::write_layer_cached(entries, Compression::Gzip, &ctx2)?));
         }
-        let cfg_dir = tempfile::tempdir_in(ctx2.cache.tmp_dir()).map_err(|e| e.to_string())?;
-        std::fs::create_dir_all(cfg_dir.path().join("config")).map_err(|e| e.to_string())?;
-        std::fs::write(cfg_dir.path().join("config/metadata.toml"), &metadata_toml).map_err(|e| e.to_string())?;
+        let cfg_dir = tempfile::tempdir_in(ctx2.cache.tmp_dir()).map_err(|e| crate::execution::chain(&e))?;
+        std::fs::create_dir_all(cfg_dir.path().join("config")).map_err(|e| crate::execution::chain(&e))?;
+        std::fs::write(cfg_dir.path().join("config/metadata.toml"), &metadata_toml).map_err(|e| crate::execution::chain(&e))?;
         common::set_mode(&cfg_dir.path().join("config/metadata.toml"), 0o644);
         common::set_mode(&cfg_dir.path().join("config"), 0o755);
         let config = super::layer::write_layer_cached(dir_entries(&cfg_dir.path().join("config"), "layers/config", uid, gid)?, Compression::Gzip, &ctx2)?;
@@ -426,11 +426,11 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
         })
     })
     .await
-    .map_err(|e| e.to_string())??;
+    .map_err(|e| crate::execution::chain(&e))??;
     // The next build of this target restores from this one.
-    let state = serde_json::to_vec(&out.buildpacks).map_err(|e| e.to_string())?;
+    let state = serde_json::to_vec(&out.buildpacks).map_err(|e| crate::execution::chain(&e))?;
     let sp = state_path(ctx, &a.label.to_string());
     let _ = crate::fs::write_atomic(&sp, &state);
     let blobs = out.blobs();
-    Ok(ActionOutput::Data { json: serde_json::to_string(&out).map_err(|e| e.to_string())?, blobs })
+    Ok(ActionOutput::Data { json: serde_json::to_string(&out).map_err(|e| crate::execution::chain(&e))?, blobs })
 }

@@ -21,14 +21,14 @@ pub const MOUNT_POINTS: [&str; 4] = ["workspace", "layers", "platform", "cnb"];
 /// The root filesystem of an image, extracted once per manifest digest under the sandbox scratch
 /// root (reachable by the sandbox user) and reused by every detect/build action.
 pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, String> {
-    let base = sandbox::scratch_root().map_err(|e| e.to_string())?.join("rootfs");
+    let base = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?.join("rootfs");
     std::fs::create_dir_all(&base).map_err(|e| format!("creating `{}`: {e}", base.display()))?;
     set_mode(&base, 0o711);
     let dir = base.join(img.digest().hex());
     if dir.join(".cbuild-complete").is_file() {
         return Ok(dir);
     }
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&base).map_err(|e| e.to_string())?;
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&base).map_err(|e| crate::execution::chain(&e))?;
     let root = tmp.path().join("root");
     let layers: Vec<Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
     extract_layers(cas, &layers, &root, &ExtractOptions::default())
@@ -41,7 +41,7 @@ pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, 
         }
     }
     set_mode(tmp.path(), 0o755);
-    std::fs::write(root.join(".cbuild-complete"), b"").map_err(|e| e.to_string())?;
+    std::fs::write(root.join(".cbuild-complete"), b"").map_err(|e| crate::execution::chain(&e))?;
     let kept = tmp.keep();
     match std::fs::rename(kept.join("root"), &dir) {
         Ok(()) => {
@@ -78,7 +78,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(prefix: &str) -> Result<Scratch, String> {
-        let root = sandbox::scratch_root().map_err(|e| e.to_string())?;
+        let root = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?;
         let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(&root).map_err(|e| format!("scratch dir in `{}`: {e}", root.display()))?;
         set_mode(dir.path(), 0o755);
         let s = Scratch {
@@ -89,7 +89,7 @@ impl Scratch {
             _dir: dir,
         };
         for d in [&s.workspace, &s.layers, &s.platform.join("env"), &s.cnb.join("buildpacks")] {
-            std::fs::create_dir_all(d).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(d).map_err(|e| crate::execution::chain(&e))?;
         }
         Ok(s)
     }
@@ -110,7 +110,7 @@ impl Scratch {
             if k.is_empty() || k.contains('/') || k.contains('=') || k == "." || k == ".." {
                 return Err(format!("platform env name `{k}` is not a valid variable name"));
             }
-            std::fs::write(self.platform.join("env").join(k), v).map_err(|e| e.to_string())?;
+            std::fs::write(self.platform.join("env").join(k), v).map_err(|e| crate::execution::chain(&e))?;
         }
         Ok(())
     }
@@ -126,7 +126,7 @@ pub fn materialize_app(
     for (rel, i) in app {
         let dst = dir.join(rel);
         if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
         }
         let (src, exec) = match i {
             Input::Source(p) => (ctx.root.join(p), None),
@@ -137,8 +137,8 @@ pub fn materialize_app(
         };
         let md = std::fs::symlink_metadata(&src).map_err(|e| format!("reading `{}`: {e}", src.display()))?;
         if md.file_type().is_symlink() {
-            let t = std::fs::read_link(&src).map_err(|e| e.to_string())?;
-            std::os::unix::fs::symlink(t, &dst).map_err(|e| e.to_string())?;
+            let t = std::fs::read_link(&src).map_err(|e| crate::execution::chain(&e))?;
+            std::os::unix::fs::symlink(t, &dst).map_err(|e| crate::execution::chain(&e))?;
             continue;
         }
         std::fs::copy(&src, &dst).map_err(|e| format!("copying `{}`: {e}", src.display()))?;
@@ -189,9 +189,9 @@ pub fn buildpacks(ids: &[ActionId], deps: &BTreeMap<ActionId, Arc<ActionOutput>>
             return Err("internal: a buildpack dependency has no tree".into());
         };
         let toml = files.get("buildpack.toml").ok_or("internal: buildpack tree without buildpack.toml")?;
-        let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| e.to_string())?)
+        let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| crate::execution::chain(&e))?)
             .map_err(|_| "buildpack.toml is not UTF-8".to_string())?;
-        let desc = BuildpackDescriptor::parse(&text, Path::new("buildpack.toml")).map_err(|e| e.to_string())?;
+        let desc = BuildpackDescriptor::parse(&text, Path::new("buildpack.toml")).map_err(|e| crate::execution::chain(&e))?;
         out.insert(*id, Bp { action: *id, desc, files: files.clone() });
     }
     Ok(out)
@@ -204,9 +204,9 @@ pub fn materialize_buildpacks(bps: &BTreeMap<ActionId, Bp>, ctx: &RunCtx, cnb: &
         for (rel, f) in &bp.files {
             let dst = dir.join(rel);
             if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+                std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
             }
-            std::fs::copy(ctx.cache.cas().path(&f.digest), &dst).map_err(|e| e.to_string())?;
+            std::fs::copy(ctx.cache.cas().path(&f.digest), &dst).map_err(|e| crate::execution::chain(&e))?;
             set_mode(&dst, if f.executable { 0o755 } else { 0o644 });
         }
     }

@@ -71,12 +71,12 @@ pub async fn build_image(p: &CnbPhase, deps: &BTreeMap<ActionId, Arc<ActionOutpu
     super::pull::ensure_local(out, ctx).await?;
     let ctx2 = ctx.clone();
     tokio::task::spawn_blocking(move || {
-        let img = Image::load(ctx2.cache.cas(), &manifest).map_err(|e| e.to_string())?;
+        let img = Image::load(ctx2.cache.cas(), &manifest).map_err(|e| crate::execution::chain(&e))?;
         let root = common::ensure_rootfs(&img, ctx2.cache.cas())?;
         Ok::<_, String>((img, root))
     })
     .await
-    .map_err(|e| e.to_string())?
+    .map_err(|e| crate::execution::chain(&e))?
 }
 
 /// The env every buildpack process starts from: the build image's config env, its user's HOME and
@@ -139,8 +139,8 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
         }
         let esc = escape_id(&bp.desc.info.id);
         let plan_host = scratch.layers.join(".detect").join(&esc).join("plan.toml");
-        std::fs::create_dir_all(plan_host.parent().unwrap()).map_err(|e| e.to_string())?;
-        std::fs::write(&plan_host, b"").map_err(|e| e.to_string())?;
+        std::fs::create_dir_all(plan_host.parent().unwrap()).map_err(|e| crate::execution::chain(&e))?;
+        std::fs::write(&plan_host, b"").map_err(|e| crate::execution::chain(&e))?;
         common::chown_tree(&scratch.layers.join(".detect"), huid, hgid);
         let plan_sb = format!("/layers/.detect/{esc}/plan.toml");
         let outcome = if !bp.files.contains_key("bin/detect") {
@@ -163,7 +163,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
                 target: Some(&target),
                 exec_env: None,
             });
-            let env = buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, None, &vars).map_err(|e| e.to_string())?;
+            let env = buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, None, &vars).map_err(|e| crate::execution::chain(&e))?;
             let mut argv = vec![format!("{}/bin/detect", bp.sandbox_dir())];
             argv.extend(detect_args(Path::new("/platform"), Path::new(&plan_sb)));
             let code = common::run_buildpack(ctx, &label, "detect", bp, &rootfs, scratch.mounts(false), argv, env, p.uid, p.gid, p.network).await?;
@@ -202,7 +202,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     );
     match res {
         Ok(r) => {
-            let json = serde_json::to_string(&DetectResult { group: r.group, plan: r.plan }).map_err(|e| e.to_string())?;
+            let json = serde_json::to_string(&DetectResult { group: r.group, plan: r.plan }).map_err(|e| crate::execution::chain(&e))?;
             Ok(ActionOutput::Data { json, blobs: Vec::new() })
         }
         Err(e) => {

@@ -51,7 +51,7 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
 pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
     let ActionKind::CnbExport(s) = &a.kind else { unreachable!() };
     let b: BuildResult = match deps.get(&s.build).map(|o| o.as_ref()) {
-        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| e.to_string())?,
+        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| crate::execution::chain(&e))?,
         _ => return Err("internal: build result missing".into()),
     };
     let run_manifest = match deps.get(&s.run_image).map(|o| o.as_ref()) {
@@ -59,12 +59,12 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         _ => return Err("internal: run image missing".into()),
     };
     let cas = ctx.cache.cas();
-    let run = Image::load(cas, &run_manifest).map_err(|e| e.to_string())?;
+    let run = Image::load(cas, &run_manifest).map_err(|e| crate::execution::chain(&e))?;
     let top_layer = run.diff_ids().last().map(|d| d.to_string()).unwrap_or_default();
-    let metadata = BuildMetadata::from_toml(&b.metadata_toml, std::path::Path::new("metadata.toml")).map_err(|e| e.to_string())?;
+    let metadata = BuildMetadata::from_toml(&b.metadata_toml, std::path::Path::new("metadata.toml")).map_err(|e| crate::execution::chain(&e))?;
 
     let mut img = run.clone();
-    let add = |img: &Image, blob: &BlobRef, by: &str| append_layer(img, &blob.to_blob(), by).map_err(|e| e.to_string());
+    let add = |img: &Image, blob: &BlobRef, by: &str| append_layer(img, &blob.to_blob(), by).map_err(|e| crate::execution::chain(&e));
     for (bp, name, blob) in &b.launch_layers {
         img = add(&img, blob, &format!("buildpack:{bp}:{name}"))?;
     }
@@ -75,19 +75,19 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     // Launcher: /cnb/lifecycle/launcher, root-owned like the lifecycle's.
     let lpath = ctx.cache.tmp_dir().join(format!("launcher-{}", launcher_digest()));
     if !lpath.is_file() {
-        crate::fs::write_atomic(&lpath, LAUNCHER).map_err(|e| e.to_string())?;
+        crate::fs::write_atomic(&lpath, LAUNCHER).map_err(|e| crate::execution::chain(&e))?;
     }
     let mut dirs = vec![TarEntry::dir("cnb", 0o755), TarEntry::dir("cnb/lifecycle", 0o755)];
     dirs.push(TarEntry::file("cnb/lifecycle/launcher", lpath, 0o755));
     let launcher = super::layer::write_layer_cached(dirs, Compression::Gzip, ctx)?;
-    img = append_layer(&img, &launcher, "launcher").map_err(|e| e.to_string())?;
+    img = append_layer(&img, &launcher, "launcher").map_err(|e| crate::execution::chain(&e))?;
     img = add(&img, &b.config_layer, "config")?;
     let mut pt = vec![TarEntry::dir("cnb", 0o755), TarEntry::dir("cnb/process", 0o755)];
     for p in &metadata.processes {
         pt.push(TarEntry::symlink(format!("cnb/process/{}", p.r#type), LAUNCHER_PATH));
     }
     let ptl = super::layer::write_layer_cached(pt, Compression::Gzip, ctx)?;
-    img = append_layer(&img, &ptl, "process-types").map_err(|e| e.to_string())?;
+    img = append_layer(&img, &ptl, "process-types").map_err(|e| crate::execution::chain(&e))?;
 
     // Labels (platform.md › Labels), canonical JSON.
     let buildpacks: Vec<BuildpackLayersLabel> = b
@@ -147,7 +147,7 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         .iter()
         .find_map(|kv| kv.strip_prefix("PATH=").map(String::from));
     let env = image_env(run_path.as_deref(), "/layers", "/workspace", PLATFORM_API);
-    let entrypoint = metadata.entrypoint(s.process.as_deref()).map_err(|e| e.to_string())?;
+    let entrypoint = metadata.entrypoint(s.process.as_deref()).map_err(|e| crate::execution::chain(&e))?;
     let patch = ConfigPatch {
         entrypoint: Some(vec![entrypoint]),
         cmd: Some(Vec::new()),
@@ -157,8 +157,8 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         labels,
         exposed_ports: Vec::new(),
     };
-    img = with_config(&img, &patch).map_err(|e| e.to_string())?;
-    img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| e.to_string())?;
-    let (manifest, size) = img.write_to(cas).map_err(|e| e.to_string())?;
+    img = with_config(&img, &patch).map_err(|e| crate::execution::chain(&e))?;
+    img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| crate::execution::chain(&e))?;
+    let (manifest, size) = img.write_to(cas).map_err(|e| crate::execution::chain(&e))?;
     Ok(super::image::image_output(&img, manifest, size, super::image::remote_of(deps.get(&s.run_image).unwrap())))
 }

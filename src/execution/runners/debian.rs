@@ -34,7 +34,7 @@ fn sorted_unique(v: &[String]) -> Vec<String> {
 
 pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
     let ActionKind::DebianImage(s) = &a.kind else { unreachable!() };
-    let lock = Lock::read(&ctx.root.join(&s.lock)).map_err(|e| e.to_string())?;
+    let lock = Lock::read(&ctx.root.join(&s.lock)).map_err(|e| crate::execution::chain(&e))?;
     if sorted_unique(&s.packages) != lock.requested || lock.suite != s.suite || lock.architecture != s.architecture {
         return Err(format!(
             "the lock `{}` was made for {:?} ({}/{}), but the target asks for {:?} ({}/{}); run `cbuild lock {}`",
@@ -43,18 +43,18 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
     }
     // `<dir>/debs/sha256/<hex>`: the cache dir by default, or CBUILD_DEBIAN_CACHE (shared by caches).
     let deb_dir = std::env::var_os("CBUILD_DEBIAN_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| ctx.cache.dir().to_path_buf());
-    let debs = DebCache::open(&deb_dir).map_err(|e| e.to_string())?;
+    let debs = DebCache::open(&deb_dir).map_err(|e| crate::execution::chain(&e))?;
     let setting = ctx.debian_archive.clone();
-    debian::fetch_debs(&lock, &debs, || debian::Archive::new(debian::find_archive(setting.as_deref())?)).map_err(|e| e.to_string())?;
+    debian::fetch_debs(&lock, &debs, || debian::Archive::new(debian::find_archive(setting.as_deref())?)).map_err(|e| crate::execution::chain(&e))?;
     let opts = RootfsOptions {
         user: StackUser { name: s.user_name.clone(), uid: s.uid, group: s.user_name.clone(), gid: s.gid, home: format!("/home/{}", s.user_name), shell: "/bin/sh".into() },
         stack_id: s.stack_id.clone(),
         merged_usr: true,
         layer: LayerOptions { compression: Compression::Gzip, mtime: ctx.source_date_epoch },
     };
-    let rl = debian::build_rootfs_layer(&lock, &debs, &opts, ctx.cache.cas()).map_err(|e| e.to_string())?;
-    let img = scratch("linux", &s.architecture).map_err(|e| e.to_string())?;
-    let img = append_layer(&img, &rl.layer, &format!("debian packages ({} from {})", lock.packages.len(), s.lock)).map_err(|e| e.to_string())?;
+    let rl = debian::build_rootfs_layer(&lock, &debs, &opts, ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
+    let img = scratch("linux", &s.architecture).map_err(|e| crate::execution::chain(&e))?;
+    let img = append_layer(&img, &rl.layer, &format!("debian packages ({} from {})", lock.packages.len(), s.lock)).map_err(|e| crate::execution::chain(&e))?;
     let mut env: Vec<(String, String)> = vec![("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())];
     env.extend(rl.env.clone());
     env.extend(s.env.clone());
@@ -69,8 +69,8 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
         labels,
         exposed_ports: Vec::new(),
     };
-    let img = with_config(&img, &patch).map_err(|e| e.to_string())?;
-    let img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| e.to_string())?;
-    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| e.to_string())?;
+    let img = with_config(&img, &patch).map_err(|e| crate::execution::chain(&e))?;
+    let img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| crate::execution::chain(&e))?;
+    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
     Ok(super::image::image_output(&img, manifest, size, Vec::new()))
 }

@@ -27,17 +27,17 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
 
 pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
     let ActionKind::Genrule { srcs, outs, cmd, env } = &a.kind else { unreachable!() };
-    let scratch_root = sandbox::scratch_root().map_err(|e| e.to_string())?;
+    let scratch_root = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?;
     let scratch = tempfile::Builder::new()
         .prefix("genrule-")
         .tempdir_in(&scratch_root)
         .map_err(|e| format!("cannot create a scratch dir in `{}`: {e}", scratch_root.display()))?;
     let work = scratch.path().join("work");
-    std::fs::create_dir_all(&work).map_err(|e| e.to_string())?;
+    std::fs::create_dir_all(&work).map_err(|e| crate::execution::chain(&e))?;
     for (rel, i) in srcs {
         let dst = work.join(rel);
         if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).map_err(|e| e.to_string())?;
+            std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
         }
         let src = match i {
             Input::Source(p) => ctx.root.join(p),
@@ -76,7 +76,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
         reporter.event(&Event::Output { label: label.clone(), action: "genrule".into(), stream: format!("{:?}", line.stream).to_lowercase(), line: line.text });
     })
     .await
-    .map_err(|e| format!("{e}"))?;
+    .map_err(|e| crate::execution::chain(&e))?;
     if !outcome.success() {
         return Err(match (outcome.exit_code, outcome.signal, outcome.timed_out) {
             (_, _, true) => "the command timed out".to_string(),
@@ -95,11 +95,11 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
         use std::os::unix::fs::PermissionsExt;
         let executable = md.permissions().mode() & 0o111 != 0;
         let bytes_digest = {
-            let f = std::fs::File::open(&p).map_err(|e| e.to_string())?;
-            let (d, _) = crate::model::digest::Digest::of_reader(std::io::BufReader::new(f)).map_err(|e| e.to_string())?;
+            let f = std::fs::File::open(&p).map_err(|e| crate::execution::chain(&e))?;
+            let (d, _) = crate::model::digest::Digest::of_reader(std::io::BufReader::new(f)).map_err(|e| crate::execution::chain(&e))?;
             d
         };
-        ctx.cache.cas().link_or_copy_from(&p, &bytes_digest).map_err(|e| e.to_string())?;
+        ctx.cache.cas().link_or_copy_from(&p, &bytes_digest).map_err(|e| crate::execution::chain(&e))?;
         files.insert(o.clone(), OutFile { digest: bytes_digest, executable });
     }
     Ok(ActionOutput::Files { files })

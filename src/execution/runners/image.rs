@@ -20,7 +20,7 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
     for l in layers {
         ls.push(output_digest(deps.get(l).ok_or("internal: missing layer")?));
     }
-    let cfg = serde_json::to_string(config).map_err(|e| e.to_string())?;
+    let cfg = serde_json::to_string(config).map_err(|e| crate::execution::chain(&e))?;
     Ok(kb
         .component("base", base_d)
         .component("layers", ComponentValue::list(ls))
@@ -68,8 +68,8 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     let ActionKind::Image { base, layers, layer_labels, config } = &a.kind else { unreachable!() };
     let blobs = ctx.cache.cas();
     let mut img: Image = match base {
-        Some(b) => Image::load(blobs, image_manifest(deps, *b)?).map_err(|e| e.to_string())?,
-        None => scratch(&config.os, &config.architecture).map_err(|e| e.to_string())?,
+        Some(b) => Image::load(blobs, image_manifest(deps, *b)?).map_err(|e| crate::execution::chain(&e))?,
+        None => scratch(&config.os, &config.architecture).map_err(|e| crate::execution::chain(&e))?,
     };
     for (i, l) in layers.iter().enumerate() {
         match deps.get(l).map(|o| o.as_ref()) {
@@ -81,7 +81,7 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
                     media_type: media_type.clone(),
                     compression: Compression::from_media_type(media_type).unwrap_or(Compression::Gzip),
                 };
-                img = append_layer(&img, &blob, &format!("cbuild layer {}", layer_labels.get(i).map(String::as_str).unwrap_or("?"))).map_err(|e| e.to_string())?;
+                img = append_layer(&img, &blob, &format!("cbuild layer {}", layer_labels.get(i).map(String::as_str).unwrap_or("?"))).map_err(|e| crate::execution::chain(&e))?;
             }
             _ => return Err("internal: a layer dependency has no layer output".into()),
         }
@@ -100,9 +100,9 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         labels: config.labels.clone(),
         exposed_ports: config.exposed_ports.clone(),
     };
-    img = with_config(&img, &patch).map_err(|e| e.to_string())?;
-    img = with_created(&img, &created(config.created.as_deref(), ctx.source_date_epoch)).map_err(|e| e.to_string())?;
-    let (manifest, manifest_size) = img.write_to(blobs).map_err(|e| e.to_string())?;
+    img = with_config(&img, &patch).map_err(|e| crate::execution::chain(&e))?;
+    img = with_created(&img, &created(config.created.as_deref(), ctx.source_date_epoch)).map_err(|e| crate::execution::chain(&e))?;
+    let (manifest, manifest_size) = img.write_to(blobs).map_err(|e| crate::execution::chain(&e))?;
     let remote = base.and_then(|b| deps.get(&b)).map(|o| remote_of(o)).unwrap_or_default();
     Ok(image_output(&img, manifest, manifest_size, remote))
 }

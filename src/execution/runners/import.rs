@@ -38,7 +38,7 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
     let ActionKind::ImportImage { path, tag, .. } = &a.kind else { unreachable!() };
     let full = ctx.root.join(path);
     let img = import_image(&full, tag.as_deref(), ctx)?;
-    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| e.to_string())?;
+    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
     Ok(super::image::image_output(&img, manifest, size, Vec::new()))
 }
 
@@ -49,5 +49,5 @@ fn import_image(full: &Path, tag: Option<&str>, ctx: &RunCtx) -> Result<crate::o
     } else {
         crate::oci::docker_archive::read_archive(full, &sel, ctx.cache.cas())
     };
-    r.map_err(|e| e.to_string())
+    r.map_err(|e| crate::execution::chain(&e))
 }

@@ -97,7 +97,7 @@ pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) 
         let hit = cache.get_layer_compression(diff_id, compression_name(c)).ok().flatten()?;
         Some(LayerBlob { diff_id: hit.diff_id, digest: hit.digest, size: hit.size, media_type: hit.media_type, compression: c })
     };
-    let blob = write_layer(entries, &opts, cache.cas(), &known).map_err(|e| format!("{e}"))?;
+    let blob = write_layer(entries, &opts, cache.cas(), &known).map_err(|e| crate::execution::chain(&e))?;
     let _ = cache.put_layer_compression(&CompressedLayer {
         diff_id: blob.diff_id.clone(),
         compression: compression_name(c).to_string(),

@@ -47,7 +47,7 @@ impl RunCtx {
         if let Some(c) = self.registry_client.get() {
             return Ok(c);
         }
-        let c = crate::registry::Client::new(self.registry_options.clone()).map_err(|e| e.to_string())?;
+        let c = crate::registry::Client::new(self.registry_options.clone()).map_err(|e| crate::execution::chain(&e))?;
         Ok(self.registry_client.get_or_init(|| c))
     }
 }

@@ -34,11 +34,11 @@ fn platform(p: &Option<String>) -> Result<Option<(String, String)>, String> {
 pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
     let ActionKind::PullImage { image, digest, platform: plat } = &a.kind else { unreachable!() };
     let client = ctx.registry()?;
-    let mut r = Reference::parse(image).map_err(|e| e.to_string())?;
+    let mut r = Reference::parse(image).map_err(|e| crate::execution::chain(&e))?;
     if let Some(d) = digest {
-        r = r.with_digest(crate::model::digest::Digest::parse(d).map_err(|e| e.to_string())?);
+        r = r.with_digest(crate::model::digest::Digest::parse(d).map_err(|e| crate::execution::chain(&e))?);
     }
-    let resolved = client.resolve(&r, platform(plat)?).await.map_err(|e| e.to_string())?;
+    let resolved = client.resolve(&r, platform(plat)?).await.map_err(|e| crate::execution::chain(&e))?;
     if let Some(d) = digest {
         if &resolved.digest.to_string() != d {
             return Err(format!("`{image}` resolved to `{}`, not the pinned `{d}`", resolved.digest));
@@ -49,7 +49,7 @@ pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> 
         });
     }
     let img = resolved.image;
-    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| e.to_string())?;
+    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
     let source = resolved.reference.to_string();
     let remote: Vec<RemoteBlob> = img
         .layers()
@@ -67,7 +67,7 @@ pub async fn ensure_local(out: &ActionOutput, ctx: &RunCtx) -> Result<(), String
         if ctx.cache.cas().contains(&rb.digest) {
             continue;
         }
-        let r = Reference::parse(&rb.source).map_err(|e| e.to_string())?;
+        let r = Reference::parse(&rb.source).map_err(|e| crate::execution::chain(&e))?;
         ctx.registry()?.fetch_blob(&r, &rb.digest, ctx.cache.cas()).await.map_err(|e| format!("fetching layer `{}` of `{}`: {e}", rb.digest, rb.source))?;
     }
     Ok(())
