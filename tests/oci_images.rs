@@ -234,7 +234,7 @@ fn same_inputs_give_the_same_digest_everywhere() {
     assert_eq!(da.to_string(), GOLDEN_TWO_LAYER_DIGEST);
 }
 const GOLDEN_TWO_LAYER_DIGEST: &str =
-    "sha256:eef0723e07aec203ce18e082a02ac4141f70d0054ec06925b11750ba4360d281";
+    "sha256:d1082fd8d0aad009e7639099e9515948c4639a2edc50c7646a10532b00815b82";
 
 #[test]
 fn changing_one_file_changes_one_layer_the_config_and_the_manifest() {

@@ -232,7 +232,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
     let (img, rootfs) = cnb_detect::build_image(p, deps, ctx).await?;
     let scratch = Scratch::new("build-")?;
-    common::materialize_app(&p.app, deps, ctx, &scratch.workspace)?;
+    common::materialize_app(&p.app, deps, ctx, &scratch.workspace, false)?;
     scratch.write_platform_env(&p.env)?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     let (uid, gid) = (p.uid, p.gid);

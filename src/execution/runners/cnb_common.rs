@@ -116,12 +116,16 @@ impl Scratch {
     }
 }
 
-/// Copies the app sources into `dir` (the sandbox's /workspace), owned by the stack user.
+/// Puts the app sources into `dir` (the sandbox's /workspace). For a writable workspace (build)
+/// they are copied, with the SOURCE_DATE_EPOCH mtime; for a read-only one (detect) they are
+/// hard-linked where possible — the sandbox cannot write through a read-only mount, and the
+/// sources stay untouched (BENCHMARKS.md: copying the app twice dominated a one-file edit).
 pub fn materialize_app(
     app: &[(String, Input)],
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
     dir: &Path,
+    read_only: bool,
 ) -> Result<(), String> {
     for (rel, i) in app {
         let dst = dir.join(rel);
@@ -141,10 +145,16 @@ pub fn materialize_app(
             std::os::unix::fs::symlink(t, &dst).map_err(|e| crate::execution::chain(&e))?;
             continue;
         }
+        if read_only && std::fs::hard_link(&src, &dst).is_ok() {
+            continue;
+        }
         std::fs::copy(&src, &dst).map_err(|e| format!("copying `{}`: {e}", src.display()))?;
         if let Some(x) = exec {
             set_mode(&dst, if x { 0o755 } else { 0o644 });
         }
+    }
+    if read_only {
+        return Ok(());
     }
     // Like pack (which sends the app as a tar with 1980 timestamps): a file's mtime must not leak
     // the checkout time into what buildpacks produce (e.g. Python's .pyc headers).

@@ -122,7 +122,7 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
     let (img, rootfs) = build_image(p, deps, ctx).await?;
     let scratch = Scratch::new("detect-")?;
-    common::materialize_app(&p.app, deps, ctx, &scratch.workspace)?;
+    common::materialize_app(&p.app, deps, ctx, &scratch.workspace, true)?;
     scratch.write_platform_env(&p.env)?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     let (huid, hgid) = crate::execution::sandbox::host_ids(p.uid, p.gid);

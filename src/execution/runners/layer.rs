@@ -18,10 +18,13 @@ pub fn compression_of(s: &str) -> Compression {
     }
 }
 
+/// The compressor identity used as the key of the diff_id → compressed-blob mapping. It names the
+/// encoder and its settings, not only the format: a blob from another encoder is valid gzip but has
+/// another digest, and reusing it would make this cache's images differ from a fresh machine's.
 pub fn compression_name(c: Compression) -> &'static str {
     match c {
-        Compression::Gzip => "gzip",
-        Compression::Zstd => "zstd",
+        Compression::Gzip => "gzip/pargz-1MiB-l6/zlib-rs",
+        Compression::Zstd => "zstd/l3-mt",
         Compression::None => "none",
     }
 }

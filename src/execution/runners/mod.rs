@@ -56,15 +56,15 @@ impl RunCtx {
 pub fn kind_version(k: &ActionKind) -> u32 {
     match k {
         ActionKind::Genrule { .. } => 1,
-        ActionKind::Layer { .. } => 1,
+        ActionKind::Layer { .. } => 2,
         ActionKind::ImportImage { .. } => 1,
-        ActionKind::Image { .. } => 2,
+        ActionKind::Image { .. } => 3,
         ActionKind::Buildpack { .. } => 1,
         ActionKind::PullImage { .. } => 1,
-        ActionKind::DebianImage(_) => 1,
+        ActionKind::DebianImage(_) => 2,
         ActionKind::CnbDetect(_) => 2,
-        ActionKind::CnbBuild { .. } => 2,
-        ActionKind::CnbExport(_) => 1,
+        ActionKind::CnbBuild { .. } => 3,
+        ActionKind::CnbExport(_) => 2,
     }
 }
 
