@@ -1,0 +1,360 @@
+#!/usr/bin/env python3
+"""report.py RESULTS_DIR [OUT.md] - regenerate BENCHMARKS.md from one bench/run.sh run (stdlib only).
+
+Reads RESULTS_DIR/{meta.env, hf-NAME.json (hyperfine --export-json), rss-NAME.txt (GNU time %M, KiB,
+one line per run), out-NAME.jsonl (cbuild --json events), load-NAME.txt} and the commands in
+RESULTS_DIR/../bin/NAME.{sh,prepare}; the hand-written analysis comes from bench/notes/*.md.
+"""
+import glob
+import json
+import os
+import platform
+import re
+import statistics
+import subprocess
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def read(p, default=""):
+    try:
+        with open(p) as f:
+            return f.read()
+    except OSError:
+        return default
+
+
+def meta(rdir):
+    m = {}
+    for line in read(os.path.join(rdir, "meta.env")).splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            m[k] = v
+    return m
+
+
+def load_results(rdir):
+    res = {}
+    for p in sorted(glob.glob(os.path.join(rdir, "hf-*.json"))):
+        name = os.path.basename(p)[3:-5]
+        try:
+            r = json.load(open(p))["results"][0]
+        except (ValueError, KeyError, IndexError):
+            continue
+        rss = [int(x) for x in read(os.path.join(rdir, "rss-%s.txt" % name)).split() if x.isdigit()]
+        sums = []
+        for line in read(os.path.join(rdir, "out-%s.jsonl" % name)).splitlines():
+            if '"summary"' in line:
+                try:
+                    e = json.loads(line)
+                except ValueError:
+                    continue
+                if e.get("type") == "summary":
+                    sums.append(e)
+        # actions executed in the last run of the scenario: {mnemonic: [count, total ms]}
+        kinds, cur = {}, {}
+        for line in read(os.path.join(rdir, "out-%s.jsonl" % name)).splitlines():
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            if not isinstance(e, dict):
+                continue
+            if e.get("type") == "finished" and e.get("outcome") == "executed":
+                k = cur.setdefault(e.get("action", "?"), [0, 0])
+                k[0] += 1
+                k[1] += int(e.get("duration", 0))
+            elif e.get("type") == "summary":
+                kinds, cur = cur, {}
+        load = read(os.path.join(rdir, "load-%s.txt" % name)).split("\n")
+        res[name] = {
+            "median": r["median"], "min": r["min"], "max": r["max"], "mean": r["mean"],
+            "cpu": (r.get("user") or 0) + (r.get("system") or 0),
+            "runs": len(r.get("times", [])), "rss": rss, "summaries": sums, "kinds": kinds,
+            "load": [l.strip() for l in load if l.strip()],
+            "cmd": read(os.path.join(rdir, "..", "bin", name + ".sh")).strip().splitlines()[-1:] or [""],
+            "prepare": read(os.path.join(rdir, "..", "bin", name + ".prepare")).strip(),
+        }
+    return res
+
+
+def sh(cmd):
+    try:
+        return subprocess.run(cmd, shell=True, capture_output=True, text=True, timeout=10).stdout.strip()
+    except Exception:
+        return ""
+
+
+def machine(m):
+    cpu = ""
+    for line in read("/proc/cpuinfo").splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem = ""
+    for line in read("/proc/meminfo").splitlines():
+        if line.startswith("MemTotal"):
+            mem = "%.1f GiB" % (int(line.split()[1]) / 1048576)
+    osr = dict(re.findall(r'^(\w+)="?([^"\n]*)"?$', read("/etc/os-release"), re.M))
+    wd = m.get("WORKDIR", "/tmp")
+    fs = sh("findmnt -no FSTYPE,SOURCE -T %s" % wd) or sh("df -T %s | tail -1" % wd)
+    return [
+        ("CPU", "%s, %s logical cores (nproc)" % (cpu or platform.processor(), os.cpu_count())),
+        ("memory", mem),
+        ("kernel", platform.release()),
+        ("OS", osr.get("PRETTY_NAME", "?")),
+        ("work dir filesystem", "%s (%s)" % (fs, wd)),
+        ("load average (1/5/15 min)", "%s at start, %s at end (shared machine: other compiles ran)" % (m.get("LOAD_START", "?"), m.get("LOAD_END", "?"))),
+        ("cbuild", "%s, release build of %s, tree at commit %s%s" % (m.get("CBUILD_VERSION", "?"), m.get("CBUILD_BUILT", "?"), m.get("GIT_REV", "?"), " + uncommitted changes" if m.get("GIT_DIRTY", "0") not in ("0", "") else "")),
+        ("peers", "%s; %s; zstd %s; %s" % (m.get("BUILDAH_VERSION", "?"), m.get("PIGZ_VERSION", "?"), m.get("ZSTD_VERSION", "?"), m.get("HYPERFINE_VERSION", "?"))),
+        ("whole run", "%s s" % m.get("ELAPSED_S", "?")),
+    ]
+
+
+def ms(x):
+    if x is None:
+        return "—"
+    return "%.0f ms" % (x * 1000) if x < 10 else "%.1f s" % x
+
+
+def mib(kib):
+    return "%.0f MiB" % (kib / 1024) if kib else "—"
+
+
+def main():
+    rdir = sys.argv[1]
+    out = sys.argv[2] if len(sys.argv) > 2 else os.path.join(os.path.dirname(HERE), "BENCHMARKS.md")
+    m = meta(rdir)
+    res = load_results(rdir)
+    get = lambda n, k="median": res[n][k] if n in res else None
+
+    def ratio(a, b):
+        x, y = get(a), get(b)
+        return x / y if x and y else None
+
+    def ratio_cpu(a, b):
+        x, y = get(a, "cpu"), get(b, "cpu")
+        return x / y if x and y else None
+
+    def summ(n):
+        s = res.get(n, {}).get("summaries", [])
+        if not s:
+            return "—"
+        ex = sorted({x.get("executed") for x in s})
+        last = s[-1]
+        return "executed %s, cached %s local / %s remote%s" % (
+            "/".join(str(e) for e in ex), last.get("cached_local"), last.get("cached_remote", 0),
+            ", **failed %s**" % last.get("failed") if last.get("failed") else "")
+
+    mono_mb = int(m.get("MONO_BYTES", 0)) / 1e6
+    big1_mb = int(m.get("BIG1_BYTES", 0) or 0) / 1e6
+    big2_mb = int(m.get("BIG2_BYTES", 0) or 0) / 1e6
+    L = []
+    L.append("# Benchmarks\n")
+    L.append("<!-- generated by bench/report.py from one bench/run.sh run; edit bench/notes/*.md or the scripts, not this file -->\n")
+    L.append("cbuild measured side by side with its peer (buildah, daemonless, `--isolation chroot`, `--layers`) and the "
+             "physical limits (a stat walk; `tar | pigz -p 2`; `tar | zstd -T2`), **in one run of `bench/run.sh` on one machine**. "
+             "Absolute times drift on a shared machine, so the claims are the ratios.\n")
+    L.append("## Reproduce\n")
+    L.append("```sh\napt-get install -y hyperfine pigz zstd buildah jq time python3 bubblewrap nginx curl   # tools (root for buildah chroot)\n"
+             "cargo build --release\nbench/run.sh                    # default: 5 services, 10,000 files, ~100 MB; RUNS=5; ~20-40 min\n"
+             "FILES=2000 SIZE_MB=20 BIG_FILES=4000 BIG_MB=40 RUNS=3 bench/run.sh   # a quick check\n```\n")
+    L.append("Tools: hyperfine (repeated runs, `--prepare` for each state change, `--export-json`), GNU `/usr/bin/time -f %M` "
+             "(peak RSS of every run; for a pipeline, its largest process), pigz, zstd, buildah, jq, python3. "
+             "Workspaces come from `bench/gen.py` (seeded, so every run measures the same bytes).\n")
+    L.append("## This run\n")
+    L.append("| | |\n|---|---|")
+    for k, v in machine(m):
+        L.append("| %s | %s |" % (k, v.replace("|", "\\|")))
+    L.append("| monorepo | %s services (cnb_image + layer/oci_image each), %s files, %.1f MB (%s%% in `lib/`, used by every service) |" % (
+        m.get("SERVICES"), m.get("MONO_FILES"), mono_mb, int(float(m.get("LIB_FRAC", 0)) * 100)))
+    if big1_mb:
+        L.append("| big layer trees | %s files / %.0f MB and %s files / %.0f MB |" % (m.get("BIG1_FILES"), big1_mb, m.get("BIG2_FILES"), big2_mb))
+    L.append("| runs | %s per cbuild scenario and limit, %s per buildah scenario |" % (m.get("RUNS"), m.get("PEER_RUNS")))
+    if m.get("BIG1X2_NOTE"):
+        L.append("| note | `layer-cbuild-gzip-big1x2` (%s files, %.0f MB): %s |" % (m.get("BIG1X2_FILES"), int(m.get("BIG1X2_BYTES", 0)) / 1e6, m["BIG1X2_NOTE"]))
+    L.append("")
+
+    # ---- the table
+    L.append("## Results\n")
+    L.append("Median, min and max wall time over the runs; peak RSS is the largest over the runs. cbuild builds `//...` "
+             "(5 `cnb_image`s through the real example buildpacks + 5 plain `oci_image`s + the stack) with `--json`; "
+             "buildah builds one equivalent Dockerfile per service (FROM the example run image as an OCI layout, COPY lib + "
+             "service, a RUN like the buildpack's) and pushes each to an OCI layout, as `buildah-peer.sh` does.\n")
+    L.append("| # | scenario | tool | median | min | max | CPU (user+sys, mean) | peak RSS | notes |")
+    L.append("|---|---|---|---|---|---|---|---|---|")
+    rows = [
+        ("1", "cold build", "cbuild-cold", "cbuild"),
+        ("1", "cold build", "buildah-cold", "buildah --layers (bud + push)"),
+        ("2", "no-op build", "cbuild-noop", "cbuild"),
+        ("2", "no-op build", "buildah-noop", "buildah --layers (bud + push)"),
+        ("2", "no-op build", "buildah-noop-nopush", "buildah --layers (bud only)"),
+        ("2", "no-op floor", "floor-stat", "`find -type f \\| xargs stat`"),
+        ("2", "no-op floor", "floor-pystat", "python os.scandir + os.stat"),
+        ("3", "1 file edited in 1 service", "cbuild-edit-svc", "cbuild"),
+        ("3", "1 file edited in 1 service", "buildah-edit-svc", "buildah --layers (bud + push)"),
+        ("3", "1 file edited in 1 service", "buildah-edit-svc-nopush", "buildah --layers (bud only)"),
+        ("4", "1 file edited in the shared lib", "cbuild-edit-lib", "cbuild"),
+        ("5", "run-image change (rebase)", "cbuild-run-image", "cbuild"),
+        ("6", "fresh local + warm remote cache", "cbuild-remote-warm", "cbuild"),
+    ]
+    for b in ("big1", "big2"):
+        mb = big1_mb if b == "big1" else big2_mb
+        rows += [
+            ("L", "layer of %.0f MB" % mb, "layer-cbuild-gzip-" + b, "cbuild `layer` (gzip), cold"),
+            ("L", "layer of %.0f MB" % mb, "layer-pigz-" + b, "`tar -c \\| pigz -p 2`"),
+            ("L", "layer of %.0f MB" % mb, "layer-cbuild-zstd-" + b, "cbuild `layer` (zstd), cold"),
+            ("L", "layer of %.0f MB" % mb, "layer-zstd-" + b, "`tar -c \\| zstd -T2`"),
+            ("L", "layer of %.0f MB" % mb, "layer-tar-" + b, "`tar -c` (no compression)"),
+        ]
+    big1x2_mb = int(m.get("BIG1X2_BYTES", 0) or 0) / 1e6
+    rows.append(("L", "layer of %.0f MB, big1's file count" % big1x2_mb, "layer-cbuild-gzip-big1x2", "cbuild `layer` (gzip), cold"))
+    for num, scen, name, tool in rows:
+        if name not in res:
+            if name == "cbuild-remote-warm" and m.get("HAS_REMOTE") == "0":
+                L.append("| %s | %s | %s | — | — | — | — | — | not available in this build (`cbuild build --help` has no `--remote-cache`) |" % (num, scen, tool))
+            elif name.startswith("buildah") and m.get("SKIP_BUILDAH_EFFECTIVE", "0") != "0":
+                L.append("| %s | %s | %s | — | — | — | — | — | skipped (%s) |" % (num, scen, tool, m.get("SKIP_BUILDAH_EFFECTIVE")))
+            continue
+        r = res[name]
+        note = ""
+        if name.startswith("cbuild"):
+            note = summ(name)
+        if name.startswith("layer-"):
+            mb = big1_mb if name.endswith("big1") else big1x2_mb if name.endswith("big1x2") else big2_mb
+            note = "%.0f MB/s" % (mb / r["median"])
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (num, scen, tool, ms(r["median"]), ms(r["min"]), ms(r["max"]), ms(r["cpu"]), mib(max(r["rss"]) if r["rss"] else 0), note))
+    L.append("")
+
+    # ---- ratios
+    L.append("## Ratios\n")
+    L.append("`x` = cbuild median / peer or limit median (below 1 = cbuild faster); throughput ratios are cbuild MB/s / limit MB/s.\n")
+    L.append("| comparison | ratio | meaning |")
+    L.append("|---|---|---|")
+
+    def rrow(label, a, b, meaning):
+        x = ratio(a, b)
+        if x is not None:
+            if x > 1 and "faster" in meaning:
+                meaning = "cbuild is {x:.2f}× slower"
+            L.append("| %s | %.2f× | %s |" % (label, x, meaning.format(inv=1 / x if x else 0, x=x)))
+
+    rrow("cold: cbuild / buildah", "cbuild-cold", "buildah-cold", "cbuild is {inv:.1f}× faster")
+    rrow("no-op: cbuild / buildah (bud + push)", "cbuild-noop", "buildah-noop", "cbuild is {inv:.1f}× faster")
+    rrow("no-op: cbuild / buildah (bud only)", "cbuild-noop", "buildah-noop-nopush", "cbuild is {inv:.1f}× faster")
+    rrow("no-op: cbuild / stat floor (find\\|xargs stat)", "cbuild-noop", "floor-stat", "{x:.2f}× the floor")
+    rrow("no-op: cbuild / python stat walk", "cbuild-noop", "floor-pystat", "{x:.2f}× the floor")
+    rrow("1-file edit: cbuild / buildah (bud + push)", "cbuild-edit-svc", "buildah-edit-svc", "cbuild is {inv:.1f}× faster")
+    rrow("1-file edit: cbuild / buildah (bud only)", "cbuild-edit-svc", "buildah-edit-svc-nopush", "cbuild is {inv:.1f}× faster")
+    rrow("1-file edit in lib / cold", "cbuild-edit-lib", "cbuild-cold", "{x:.2f} of a cold build")
+    rrow("run-image change / cold", "cbuild-run-image", "cbuild-cold", "{x:.2f} of a cold build")
+    rrow("warm remote / cold", "cbuild-remote-warm", "cbuild-cold", "{x:.2f} of a cold build")
+    for b, mb in (("big1", big1_mb), ("big2", big2_mb)):
+        for c, peer in (("gzip", "pigz"), ("zstd", "zstd")):
+            x = ratio("layer-%s-%s" % (peer, b), "layer-cbuild-%s-%s" % (c, b))
+            if x is not None:
+                L.append("| layer %.0f MB: cbuild %s / `tar\\|%s` throughput | %.0f %% | %.0f vs %.0f MB/s (wall) |" % (
+                    mb, c, peer, 100 * x, mb / get("layer-cbuild-%s-%s" % (c, b)), mb / get("layer-%s-%s" % (peer, b))))
+                y = ratio_cpu("layer-%s-%s" % (peer, b), "layer-cbuild-%s-%s" % (c, b))
+                if y is not None:
+                    L.append("| layer %.0f MB: same, per CPU second (user+sys) | %.0f %% | %.0f vs %.0f MB per CPU-s (less sensitive to other load) |" % (
+                        mb, c and 100 * y, mb / get("layer-cbuild-%s-%s" % (c, b), "cpu"), mb / get("layer-%s-%s" % (peer, b), "cpu")))
+    L.append("")
+
+    # ---- targets
+    L.append("## Targets (issue 10)\n")
+    L.append("| target | measured | status |")
+    L.append("|---|---|---|")
+
+    def target(name, measured, ok, by):
+        L.append("| %s | %s | %s |" % (name, measured, ("**met**" if ok else "**missed**") + (" — " + by if by else "")))
+
+    x = ratio("cbuild-noop", "floor-stat")
+    if x is not None:
+        y = ratio("cbuild-noop", "floor-pystat")
+        target("no-op ≤ 3× the stat floor", "%.2f× `find \\| xargs stat` (%s vs %s)%s" % (x, ms(get("cbuild-noop")), ms(get("floor-stat")),
+               "; %.1f× a bare python `os.stat` walk (%s), which would miss" % (y, ms(get("floor-pystat"))) if y and y > 3 else ""), x <= 3,
+               "%.0f %% headroom" % (100 * (1 - x / 3)) if x <= 3 else "%.1f× over the target (%.2f× instead of 3×; %s too slow)" % (x / 3, x, ms(get("cbuild-noop") - 3 * get("floor-stat"))))
+    x = ratio("buildah-edit-svc", "cbuild-edit-svc")
+    if x is not None:
+        y = ratio("buildah-edit-svc-nopush", "cbuild-edit-svc")
+        target("one-file edit ≥ 10× faster than buildah --layers", "%.1f× faster than bud + push%s" % (x, ", %.1f× than bud alone" % y if y else ""),
+               x >= 10, ("%.1f× beyond the target" % (x / 10)) if x >= 10 else "%.1f× instead of 10× (cbuild would need ≤ %s, took %s)" % (x, ms(get("buildah-edit-svc") / 10), ms(get("cbuild-edit-svc"))))
+    elif "cbuild-edit-svc" in res:
+        target("one-file edit ≥ 10× faster than buildah --layers", "buildah not measured", False, "no peer data")
+    x = ratio("layer-pigz-big1", "layer-cbuild-gzip-big1")
+    if x is not None:
+        target("cold layer creation ≥ 80 % of `tar \\| pigz -p 2` throughput", "%.0f %% (%.0f vs %.0f MB/s, %.0f MB)" % (
+            100 * x, big1_mb / get("layer-cbuild-gzip-big1"), big1_mb / get("layer-pigz-big1"), big1_mb),
+            x >= 0.8, "%.0f points above" % (100 * x - 80) if x >= 0.8 else "%.0f points short (%.0f %% of the needed throughput)" % (80 - 100 * x, 100 * x / 0.8))
+    r1 = res.get("layer-cbuild-gzip-big1", {}).get("rss")
+    r2 = res.get("layer-cbuild-gzip-big2", {}).get("rss")
+    r3 = res.get("layer-cbuild-gzip-big1x2", {}).get("rss")
+    f1, f2 = int(m.get("BIG1_FILES", 0) or 0), int(m.get("BIG2_FILES", 0) or 0)
+    if r1 and r3:
+        a, c = max(r1), max(r3)
+        grow = c / a
+        extra = ""
+        if r2 and f2 > f1:
+            extra = "; with 2× the files too (%s files, %.0f MB) %s, i.e. ≈ %.1f KiB per file" % (f2, big2_mb, mib(max(r2)), (max(r2) - a) / (f2 - f1))
+        target("peak RSS independent of layer size", "%s for %.0f MB → %s for %.0f MB with the same %s files (×%.2f for ×%.1f the bytes)%s" % (
+            mib(a), big1_mb, mib(c), big1x2_mb, f1, grow, big1x2_mb / big1_mb if big1_mb else 0, extra),
+            grow <= 1.2, ("criterion ≤ 1.2× when the bytes double; RSS grows with the file count, not the bytes" if grow <= 1.2
+                          else "grows %.0f %% when the bytes double (criterion ≤ 20 %%)" % (100 * (grow - 1))))
+    elif r1 and r2:
+        a, b = max(r1), max(r2)
+        grow = b / a
+        target("peak RSS independent of layer size", "%s for %.0f MB → %s for %.0f MB (×%.2f for ×%.1f the data and the files)" % (
+            mib(a), big1_mb, mib(b), big2_mb, grow, big2_mb / big1_mb if big1_mb else 0),
+            grow <= 1.2, "criterion: ≤ 1.2× when the layer doubles" if grow <= 1.2 else "grows %.0f %% when the layer doubles (criterion ≤ 20 %%)" % (100 * (grow - 1)))
+    L.append("")
+
+    # ---- per-scenario executed actions
+    L.append("## What ran\n")
+    L.append("From the `--json` summary of each cbuild run (all runs of a scenario; distinct `executed` values joined by `/`):\n")
+    for name in ("cbuild-cold", "cbuild-noop", "cbuild-edit-svc", "cbuild-edit-lib", "cbuild-run-image", "cbuild-remote-warm"):
+        if name in res:
+            k = res[name]["kinds"]
+            detail = ", ".join("%d× %s (%.1f s of action time)" % (c, a, t / 1000) for a, (c, t) in sorted(k.items(), key=lambda x: -x[1][1]))
+            L.append("- `%s`: %s%s" % (name, summ(name), "; last run executed " + detail if detail else ""))
+    extra = read(os.path.join(rdir, "executed.md")).strip()
+    if extra:
+        L.append("\n" + extra)
+    L.append("")
+
+    # ---- commands
+    L.append("## Commands\n")
+    L.append("Each row ran as `hyperfine --runs N --prepare PREPARE '/usr/bin/time -f %%M -a -o rss-NAME.txt bin/NAME.sh'`; "
+             "`W` is the work dir (`%s`), `cbuild` is `%s`.\n" % (m.get("WORKDIR", "?"), m.get("CBUILD", "?")))
+    L.append("| name | prepare | command |")
+    L.append("|---|---|---|")
+    wd = m.get("WORKDIR", "\0")
+    cb = m.get("CBUILD", "\0")
+    for name, r in res.items():
+        c = (r["cmd"][0] if r["cmd"] else "").replace("exec ", "", 1).replace(cb, "cbuild").replace(wd, "W")
+        p = r["prepare"].replace(wd, "W")
+        c = c.replace("\n", " ").replace("|", "\\|")
+        if len(c) > 200:
+            c = c[:200] + "…"
+        L.append("| %s | `%s` | `%s` |" % (name, p.replace("|", "\\|"), c))
+    L.append("")
+    L.append("buildah: `W/buildah/build.sh` runs, for each service, `buildah --root W/buildah/storage --runroot W/buildah/run "
+             "--storage-driver overlay bud --quiet --isolation chroot --layers --build-arg BASE=W/buildah/base:latest "
+             "-f W/mono/peer/SVC.Dockerfile -t localhost/SVC:latest W/mono`, then `buildah push` to `oci:W/buildah/out/SVC:latest` "
+             "(skipped when NOPUSH=1). The base is `cbuild-out/stacks/run-image` copied as an OCI layout. Example Dockerfile:\n")
+    df = read(os.path.join(wd, "mono", "peer", "svc00.Dockerfile"))
+    if df:
+        L.append("```dockerfile\n" + df.strip() + "\n```\n")
+
+    for title, f in (("Why", "why.md"), ("Profile", "profile.md")):
+        t = read(os.path.join(HERE, "notes", f)).strip()
+        if t:
+            L.append("## %s\n" % title)
+            L.append(t + "\n")
+    with open(out, "w") as fh:
+        fh.write("\n".join(L).rstrip() + "\n")
+
+
+if __name__ == "__main__":
+    main()
