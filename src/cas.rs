@@ -123,10 +123,7 @@ impl BlobDir {
 
     /// Streams a blob in: `fill` writes the content; the result is hashed on the way and renamed to
     /// its digest. Returns the digest and size. Memory does not grow with the blob's size.
-    pub fn put_stream<E>(
-        &self,
-        fill: impl FnOnce(&mut dyn Write) -> Result<(), E>,
-    ) -> Result<(Digest, u64), E>
+    pub fn put_stream<E>(&self, fill: impl FnOnce(&mut dyn Write) -> Result<(), E>) -> Result<(Digest, u64), E>
     where
         E: From<CasError>,
     {

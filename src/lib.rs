@@ -20,8 +20,8 @@
 //! * [`cli`]: argument parsing, settings, printing; the only place that uses `anyhow`.
 
 pub mod analysis;
-pub mod cas;
 pub mod cache;
+pub mod cas;
 pub mod cli;
 pub mod cnb;
 pub mod debian;

@@ -34,7 +34,11 @@ fn labels(img: &Image) -> serde_json::Map<String, Value> {
 
 fn env_var(img: &Image, name: &str) -> Option<String> {
     let v: Value = serde_json::from_slice(img.config_bytes()).ok()?;
-    v["config"]["Env"].as_array()?.iter().filter_map(|e| e.as_str()).find_map(|e| e.strip_prefix(&format!("{name}=")).map(String::from))
+    v["config"]["Env"]
+        .as_array()?
+        .iter()
+        .filter_map(|e| e.as_str())
+        .find_map(|e| e.strip_prefix(&format!("{name}=")).map(String::from))
 }
 
 fn label<'a>(l: &'a serde_json::Map<String, Value>, k: &str) -> Option<&'a str> {
@@ -43,7 +47,9 @@ fn label<'a>(l: &'a serde_json::Map<String, Value>, k: &str) -> Option<&'a str> 
 
 /// `registry/repository` of a reference, for comparing run image names (tags and digests ignored).
 fn repo_of(name: &str) -> String {
-    crate::registry::Reference::parse(name).map(|r| format!("{}/{}", r.registry(), r.repository())).unwrap_or_else(|_| name.to_string())
+    crate::registry::Reference::parse(name)
+        .map(|r| format!("{}/{}", r.registry(), r.repository()))
+        .unwrap_or_else(|_| name.to_string())
 }
 
 fn api_at_least_0_12(api: &str) -> bool {
@@ -55,12 +61,22 @@ fn api_at_least_0_12(api: &str) -> bool {
 
 /// Rebases `app` (named `app_name` in messages) onto `new_run`, which was found as `new_run_name`
 /// at `new_run_digest`. Checks per platform.md › Rebase; `force` turns refusals into warnings.
-pub fn rebase(app: &Image, app_name: &str, new_run: &Image, new_run_name: &str, new_run_digest: &Digest, force: bool) -> Result<Rebased, RebaseError> {
+pub fn rebase(
+    app: &Image,
+    app_name: &str,
+    new_run: &Image,
+    new_run_name: &str,
+    new_run_digest: &Digest,
+    force: bool,
+) -> Result<Rebased, RebaseError> {
     let al = labels(app);
     let nl = labels(new_run);
-    let md_text = label(&al, "io.buildpacks.lifecycle.metadata").ok_or_else(|| RebaseError::NotCnb(app_name.to_string()))?;
-    let mut md = LifecycleMetadata::from_label(md_text)
-        .map_err(|e| RebaseError::Invalid { image: app_name.into(), reason: format!("its `io.buildpacks.lifecycle.metadata` label is not valid: {e}") })?;
+    let md_text =
+        label(&al, "io.buildpacks.lifecycle.metadata").ok_or_else(|| RebaseError::NotCnb(app_name.to_string()))?;
+    let mut md = LifecycleMetadata::from_label(md_text).map_err(|e| RebaseError::Invalid {
+        image: app_name.into(),
+        reason: format!("its `io.buildpacks.lifecycle.metadata` label is not valid: {e}"),
+    })?;
     let mut refusals = Vec::new();
     if label(&al, "io.buildpacks.rebasable") == Some("false") {
         refusals.push("the image says it is not rebasable (`io.buildpacks.rebasable=false`)".to_string());
@@ -70,12 +86,15 @@ pub fn rebase(app: &Image, app_name: &str, new_run: &Image, new_run_name: &str, 
     match env_var(app, "CNB_PLATFORM_API") {
         Some(api) if api_at_least_0_12(&api) => {
             if aos != nos || aarch != narch {
-                refusals.push(format!("target mismatch: the image is {aos}/{aarch}, the new run image is {nos}/{narch}"));
+                refusals
+                    .push(format!("target mismatch: the image is {aos}/{aarch}, the new run image is {nos}/{narch}"));
             }
             for k in ["io.buildpacks.base.distro.name", "io.buildpacks.base.distro.version"] {
                 if let (Some(n), Some(a)) = (label(&nl, k), label(&al, k)) {
                     if n != a {
-                        refusals.push(format!("target mismatch: `{k}` is `{a}` on the image but `{n}` on the new run image"));
+                        refusals.push(format!(
+                            "target mismatch: `{k}` is `{a}` on the image but `{n}` on the new run image"
+                        ));
                     }
                 }
             }
@@ -84,10 +103,16 @@ pub fn rebase(app: &Image, app_name: &str, new_run: &Image, new_run_name: &str, 
         _ => {
             let (a, n) = (label(&al, "io.buildpacks.stack.id"), label(&nl, "io.buildpacks.stack.id"));
             if a != n {
-                refusals.push(format!("stack mismatch: the image was built for stack `{}`, the new run image is `{}`", a.unwrap_or("?"), n.unwrap_or("?")));
+                refusals.push(format!(
+                    "stack mismatch: the image was built for stack `{}`, the new run image is `{}`",
+                    a.unwrap_or("?"),
+                    n.unwrap_or("?")
+                ));
             }
             let mixins = |l: &serde_json::Map<String, Value>| -> Vec<String> {
-                label(l, "io.buildpacks.stack.mixins").and_then(|m| serde_json::from_str::<Vec<String>>(m).ok()).unwrap_or_default()
+                label(l, "io.buildpacks.stack.mixins")
+                    .and_then(|m| serde_json::from_str::<Vec<String>>(m).ok())
+                    .unwrap_or_default()
             };
             let have = mixins(&nl);
             let missing: Vec<String> = mixins(&al).into_iter().filter(|m| !have.contains(m)).collect();
@@ -97,10 +122,16 @@ pub fn rebase(app: &Image, app_name: &str, new_run: &Image, new_run_name: &str, 
         }
     }
     let recorded = md.run_image.image.clone();
-    let known: Vec<String> = std::iter::once(recorded.clone()).chain(md.run_image.mirrors.iter().cloned()).filter(|s| !s.is_empty()).map(|s| repo_of(&s)).collect();
+    let known: Vec<String> = std::iter::once(recorded.clone())
+        .chain(md.run_image.mirrors.iter().cloned())
+        .filter(|s| !s.is_empty())
+        .map(|s| repo_of(&s))
+        .collect();
     let name_ok = known.is_empty() || known.contains(&repo_of(new_run_name));
     if !name_ok {
-        refusals.push(format!("the new run image `{new_run_name}` is neither the recorded run image `{recorded}` nor one of its mirrors"));
+        refusals.push(format!(
+            "the new run image `{new_run_name}` is neither the recorded run image `{recorded}` nor one of its mirrors"
+        ));
     }
     let mut warnings = Vec::new();
     if !refusals.is_empty() {
@@ -112,8 +143,10 @@ pub fn rebase(app: &Image, app_name: &str, new_run: &Image, new_run_name: &str, 
 
     // Swap the layers up to runImage.topLayer.
     let diff_ids = app.diff_ids();
-    let top = Digest::parse(&md.run_image.top_layer)
-        .map_err(|_| RebaseError::Invalid { image: app_name.into(), reason: format!("runImage.topLayer `{}` is not a digest", md.run_image.top_layer) })?;
+    let top = Digest::parse(&md.run_image.top_layer).map_err(|_| RebaseError::Invalid {
+        image: app_name.into(),
+        reason: format!("runImage.topLayer `{}` is not a digest", md.run_image.top_layer),
+    })?;
     let idx = diff_ids.iter().position(|d| d == &top).ok_or_else(|| RebaseError::Invalid {
         image: app_name.into(),
         reason: format!("runImage.topLayer `{top}` is not one of its layers"),
@@ -124,7 +157,11 @@ pub fn rebase(app: &Image, app_name: &str, new_run: &Image, new_run_name: &str, 
         "config": {},
     });
     let inv = |e: crate::oci::OciError| RebaseError::Invalid { image: app_name.into(), reason: e.to_string() };
-    let old_base = Image::from_config_bytes(canonical_json(&old_base_config, "old base config").map_err(inv)?, &app.layers()[..=idx]).map_err(inv)?;
+    let old_base = Image::from_config_bytes(
+        canonical_json(&old_base_config, "old base config").map_err(inv)?,
+        &app.layers()[..=idx],
+    )
+    .map_err(inv)?;
     let swapped = rebase_with(app, &old_base, new_run, force).map_err(inv)?;
 
     // Labels: runImage follows the new run image; base/stack labels are the new run image's.
@@ -138,9 +175,12 @@ pub fn rebase(app: &Image, app_name: &str, new_run: &Image, new_run_name: &str, 
         st.run_image.image = md.run_image.image.clone();
         st.run_image.mirrors = md.run_image.mirrors.clone();
     }
-    let mut cfg: Value = serde_json::from_slice(swapped.config_bytes()).map_err(|e| RebaseError::Invalid { image: app_name.into(), reason: e.to_string() })?;
-    let mut new_labels: serde_json::Map<String, Value> =
-        al.into_iter().filter(|(k, _)| !k.starts_with("io.buildpacks.base.") && !k.starts_with("io.buildpacks.stack.")).collect();
+    let mut cfg: Value = serde_json::from_slice(swapped.config_bytes())
+        .map_err(|e| RebaseError::Invalid { image: app_name.into(), reason: e.to_string() })?;
+    let mut new_labels: serde_json::Map<String, Value> = al
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("io.buildpacks.base.") && !k.starts_with("io.buildpacks.stack."))
+        .collect();
     for (k, v) in nl {
         if k.starts_with("io.buildpacks.base.") || k.starts_with("io.buildpacks.stack.") {
             new_labels.insert(k, v);

@@ -23,10 +23,7 @@ struct Rng(u64);
 
 impl Rng {
     fn from_time() -> Rng {
-        let n = SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
+        let n = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap().as_nanos();
         Rng((n as u64) | 1)
     }
     fn next(&mut self) -> u64 {
@@ -47,17 +44,11 @@ fn content(i: u64, part: u64, len: usize) -> Vec<u8> {
 }
 
 fn key_for(i: u64) -> (Blake3, cbuild::cache::Components) {
-    KeyBuilder::new("test", 1)
-        .component("i", i)
-        .component("env", ComponentValue::map([("N", i.to_string())]))
-        .finish()
+    KeyBuilder::new("test", 1).component("i", i).component("env", ComponentValue::map([("N", i.to_string())])).finish()
 }
 
 fn cas_err(c: &Cache) -> impl Fn(cbuild::cas::CasError) -> CacheError + '_ {
-    |source| CacheError::Cas {
-        dir: c.cas().root().to_path_buf(),
-        source,
-    }
+    |source| CacheError::Cas { dir: c.cas().root().to_path_buf(), source }
 }
 
 /// Writes item `i`: its blobs first, then the action referencing them. The result JSON lists the
@@ -66,53 +57,29 @@ fn write_item(c: &Cache, i: u64, writer: &str, sizes: &[usize]) -> Result<(), Ca
     let (key, comps) = key_for(i);
     let mut blobs = Vec::new();
     for (part, len) in sizes.iter().enumerate() {
-        blobs.push(
-            c.cas()
-                .put_bytes(&content(i, part as u64, *len))
-                .map_err(cas_err(c))?,
-        );
+        blobs.push(c.cas().put_bytes(&content(i, part as u64, *len)).map_err(cas_err(c))?);
     }
     let result = serde_json::json!({
         "i": i,
         "writer": writer,
         "blobs": blobs.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
-    c.put_action(
-        &key,
-        "test",
-        &format!("//t:{i}"),
-        &result.to_string(),
-        &comps,
-        &blobs,
-    )
+    c.put_action(&key, "test", &format!("//t:{i}"), &result.to_string(), &comps, &blobs)
 }
 
 /// Checks a stored entry is complete: it parses, its blobs match the result JSON, every blob
 /// verifies, and the components are the ones of its key.
 fn check_entry(c: &Cache, key: &Blake3) -> u64 {
-    let e = c
-        .get_action(key)
-        .unwrap()
-        .unwrap_or_else(|| panic!("entry `{key}` vanished"));
+    let e = c.get_action(key).unwrap().unwrap_or_else(|| panic!("entry `{key}` vanished"));
     let v: serde_json::Value = serde_json::from_str(&e.result_json).expect("complete JSON");
     let i = v["i"].as_u64().unwrap();
     let (want_key, want_comps) = key_for(i);
     assert_eq!((&want_key, &want_comps), (key, &e.components));
-    let listed: BTreeSet<Digest> = v["blobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d.as_str().unwrap().parse().unwrap())
-        .collect();
-    assert_eq!(
-        listed,
-        e.blobs.iter().cloned().collect::<BTreeSet<_>>(),
-        "entry `{key}`"
-    );
+    let listed: BTreeSet<Digest> =
+        v["blobs"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().parse().unwrap()).collect();
+    assert_eq!(listed, e.blobs.iter().cloned().collect::<BTreeSet<_>>(), "entry `{key}`");
     for d in &e.blobs {
-        c.cas()
-            .read_verified(d)
-            .unwrap_or_else(|err| panic!("blob of `{key}`: {err}"));
+        c.cas().read_verified(d).unwrap_or_else(|err| panic!("blob of `{key}`: {err}"));
     }
     assert!(c.verify_action_blobs(key).unwrap());
     i
@@ -132,13 +99,7 @@ impl Drop for ChildGuard {
 
 fn spawn_child(mode: &str, dir: &Path, seed: u64) -> Child {
     Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "child_process_entry",
-            "--nocapture",
-            "--test-threads",
-            "1",
-        ])
+        .args(["--exact", "child_process_entry", "--nocapture", "--test-threads", "1"])
         .env(CHILD_ENV, format!("{mode}|{}|{seed}", dir.display()))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -153,11 +114,7 @@ fn child_process_entry() {
         return;
     };
     let mut parts = spec.splitn(3, '|');
-    let (mode, dir, seed) = (
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-        parts.next().unwrap(),
-    );
+    let (mode, dir, seed) = (parts.next().unwrap(), parts.next().unwrap(), parts.next().unwrap());
     let seed: u64 = seed.parse().unwrap();
     let c = Cache::open(Path::new(dir)).unwrap();
     match mode {
@@ -168,9 +125,7 @@ fn child_process_entry() {
             let mut rng = Rng(seed | 1);
             for n in 0.. {
                 let i = seed * 1_000_000 + n;
-                let sizes: Vec<usize> = (0..1 + rng.below(3))
-                    .map(|_| 1 + rng.below(256 << 10) as usize)
-                    .collect();
+                let sizes: Vec<usize> = (0..1 + rng.below(3)).map(|_| 1 + rng.below(256 << 10) as usize).collect();
                 write_item(&c, i, "killable", &sizes).unwrap();
                 if n % 5 == 0 {
                     record(&c, i, RunOutcome::Executed);
@@ -198,9 +153,7 @@ fn record(c: &Cache, i: u64, outcome: RunOutcome) {
 /// The work each thread or process does in `threads_and_processes_share_a_cache`: overlapping
 /// keys written, read back at once and checked, runs recorded, files hashed.
 fn concurrent_worker(c: &Cache, name: &str, seed: u64) {
-    let files: Vec<PathBuf> = (0..20)
-        .map(|n| c.dir().join(format!("../src/f{n}.txt")))
-        .collect();
+    let files: Vec<PathBuf> = (0..20).map(|n| c.dir().join(format!("../src/f{n}.txt"))).collect();
     let mut rng = Rng(seed.wrapping_mul(31) | 1);
     for round in 0..60u64 {
         let i = (round + seed * 7) % 40;
@@ -216,8 +169,7 @@ fn concurrent_worker(c: &Cache, name: &str, seed: u64) {
             for (p, h) in files.iter().zip(hashes) {
                 assert_eq!(h.0, *blake3::hash(&fs::read(p).unwrap()).as_bytes());
             }
-            c.touch_blobs(&[Digest::of_bytes(&content(i, 0, 100 + (i as usize) * 13))])
-                .unwrap();
+            c.touch_blobs(&[Digest::of_bytes(&content(i, 0, 100 + (i as usize) * 13))]).unwrap();
         }
     }
 }
@@ -227,36 +179,18 @@ fn old_time() -> SystemTime {
 }
 
 fn set_mtime(p: &Path, t: SystemTime) {
-    File::options()
-        .write(true)
-        .open(p)
-        .unwrap()
-        .set_modified(t)
-        .unwrap();
+    File::options().write(true).open(p).unwrap().set_modified(t).unwrap();
 }
 
 fn wait_ok(mut guard: ChildGuard, what: &str) {
     let child = &mut guard.0;
     let status = child.wait().unwrap();
     let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
+    child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .unwrap();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
     assert!(status.success(), "{what} failed: {status}\n{out}\n{err}");
-    assert!(
-        out.contains("1 passed"),
-        "{what} did not run the entry: {out}"
-    );
+    assert!(out.contains("1 passed"), "{what} did not run the entry: {out}");
 }
 
 fn sqlite(dir: &Path) -> PathBuf {
@@ -279,34 +213,20 @@ fn schema_mismatch_discards_database_but_keeps_blobs() {
 
     let c = Cache::open(t.path()).unwrap();
     assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
-    assert!(
-        c.warnings()[0].contains("schema version 999"),
-        "{:?}",
-        c.warnings()
-    );
-    assert!(
-        c.get_action(&key).unwrap().is_none(),
-        "old entries are never read"
-    );
+    assert!(c.warnings()[0].contains("schema version 999"), "{:?}", c.warnings());
+    assert!(c.get_action(&key).unwrap().is_none(), "old entries are never read");
     assert!(c.cas().contains(&blob), "blobs survive");
     write_item(&c, 1, "a", &[10]).unwrap();
     check_entry(&c, &key);
     drop(c);
-    assert!(
-        Cache::open(t.path()).unwrap().warnings().is_empty(),
-        "recreated database is kept"
-    );
+    assert!(Cache::open(t.path()).unwrap().warnings().is_empty(), "recreated database is kept");
 
     // A database with tables but no version at all (not ours, or pre-versioning) is discarded too.
     let conn = rusqlite::Connection::open(sqlite(t.path())).unwrap();
     conn.pragma_update(None, "user_version", 0).unwrap();
     drop(conn);
     let c = Cache::open(t.path()).unwrap();
-    assert!(
-        c.warnings()[0].contains("no schema version"),
-        "{:?}",
-        c.warnings()
-    );
+    assert!(c.warnings()[0].contains("no schema version"), "{:?}", c.warnings());
     assert!(c.get_action(&key).unwrap().is_none());
 }
 
@@ -321,11 +241,7 @@ fn populated(dir: &Path, items: u64) {
 fn assert_opens_fresh(dir: &Path, what: &str) {
     let c = Cache::open(dir).unwrap_or_else(|e| panic!("{what}: open failed: {e}"));
     assert_eq!(c.warnings().len(), 1, "{what}: {:?}", c.warnings());
-    assert!(
-        c.warnings()[0].contains("discarded"),
-        "{what}: {:?}",
-        c.warnings()
-    );
+    assert!(c.warnings()[0].contains("discarded"), "{what}: {:?}", c.warnings());
     assert!(c.action_keys().unwrap().is_empty(), "{what}");
     write_item(&c, 5, "after", &[64]).unwrap();
     check_entry(&c, &key_for(5).0);
@@ -336,12 +252,7 @@ fn assert_opens_fresh(dir: &Path, what: &str) {
 fn garbage_database_is_discarded_with_a_warning() {
     let t = tempfile::tempdir().unwrap();
     populated(t.path(), 50);
-    let junk: Vec<u8> = b"this is not a database "
-        .iter()
-        .copied()
-        .cycle()
-        .take(64 << 10)
-        .collect();
+    let junk: Vec<u8> = b"this is not a database ".iter().copied().cycle().take(64 << 10).collect();
     fs::write(sqlite(t.path()), &junk).unwrap();
     let _ = fs::remove_file(t.path().join("cache.sqlite-wal"));
     assert_opens_fresh(t.path(), "garbage");
@@ -353,11 +264,7 @@ fn damaged_pages_are_discarded_with_a_warning() {
     populated(t.path(), 300);
     // Keep the header (page 1) valid; scribble over the b-tree pages behind it.
     let mut bytes = fs::read(sqlite(t.path())).unwrap();
-    assert!(
-        bytes.len() > 16 << 10,
-        "database too small to damage: {}",
-        bytes.len()
-    );
+    assert!(bytes.len() > 16 << 10, "database too small to damage: {}", bytes.len());
     for (n, b) in bytes[4096..].iter_mut().enumerate() {
         if n % 3 == 0 {
             *b = 0xA5;
@@ -374,12 +281,7 @@ fn truncated_database_is_discarded_with_a_warning() {
     populated(t.path(), 300);
     let p = sqlite(t.path());
     let len = fs::metadata(&p).unwrap().len();
-    File::options()
-        .write(true)
-        .open(&p)
-        .unwrap()
-        .set_len(len / 2 + 100)
-        .unwrap();
+    File::options().write(true).open(&p).unwrap().set_len(len / 2 + 100).unwrap();
     assert_opens_fresh(t.path(), "truncated");
 }
 
@@ -395,9 +297,7 @@ fn threads_and_processes_share_a_cache() {
         fs::write(&p, format!("file {n}\n").repeat(n + 1)).unwrap();
         set_mtime(&p, old_time());
     }
-    let children: Vec<ChildGuard> = (1..=2)
-        .map(|s| ChildGuard(spawn_child("writer", &dir, 100 + s)))
-        .collect();
+    let children: Vec<ChildGuard> = (1..=2).map(|s| ChildGuard(spawn_child("writer", &dir, 100 + s))).collect();
     let shared = Arc::new(Cache::open(&dir).unwrap());
     std::thread::scope(|s| {
         for n in 0..4u64 {
@@ -439,52 +339,23 @@ fn kill_9_never_leaves_a_wrong_entry() {
         let ready = dir.with_extension(format!("ready-{round}"));
         let start = std::time::Instant::now();
         while !ready.exists() {
-            assert!(
-                start.elapsed() < Duration::from_secs(60),
-                "round {round}: child never started"
-            );
-            assert!(
-                child.0.try_wait().unwrap().is_none(),
-                "round {round}: child exited early"
-            );
+            assert!(start.elapsed() < Duration::from_secs(60), "round {round}: child never started");
+            assert!(child.0.try_wait().unwrap().is_none(), "round {round}: child exited early");
             std::thread::sleep(Duration::from_millis(2));
         }
         std::thread::sleep(Duration::from_millis(rng.below(60)));
         child.0.kill().unwrap(); // SIGKILL
         let status = child.0.wait().unwrap();
         let mut err = String::new();
-        child
-            .0
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        assert!(
-            !status.success() && !err.contains("panicked"),
-            "round {round}: {status} {err}"
-        );
+        child.0.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+        assert!(!status.success() && !err.contains("panicked"), "round {round}: {status} {err}");
     }
     let c = Cache::open(&dir).unwrap();
-    assert!(
-        c.warnings().is_empty(),
-        "kill -9 must not corrupt the database: {:?}",
-        c.warnings()
-    );
+    assert!(c.warnings().is_empty(), "kill -9 must not corrupt the database: {:?}", c.warnings());
     let keys = c.action_keys().unwrap();
-    assert!(
-        keys.len() >= 10,
-        "children wrote too little to test anything: {}",
-        keys.len()
-    );
-    let rounds: BTreeSet<u64> = keys
-        .iter()
-        .map(|k| check_entry(&c, k) / 1_000_000)
-        .collect();
-    assert!(
-        rounds.len() >= 10,
-        "entries from too few rounds: {rounds:?}"
-    );
+    assert!(keys.len() >= 10, "children wrote too little to test anything: {}", keys.len());
+    let rounds: BTreeSet<u64> = keys.iter().map(|k| check_entry(&c, k) / 1_000_000).collect();
+    assert!(rounds.len() >= 10, "entries from too few rounds: {rounds:?}");
     // Leftovers of interrupted blob writes are garbage, and collecting them harms nothing.
     let report = c.gc_with_grace(None, None, Duration::ZERO).unwrap();
     assert_eq!(report.actions_removed, 0);
@@ -493,13 +364,7 @@ fn kill_9_never_leaves_a_wrong_entry() {
     }
     let leftovers = fs::read_dir(c.cas().root().join("sha256"))
         .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .starts_with(".tmp-")
-        })
+        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with(".tmp-"))
         .count();
     assert_eq!(leftovers, 0);
 }
@@ -516,12 +381,7 @@ fn altered_or_truncated_blob_becomes_a_miss() {
         let d = c.get_action(&key).unwrap().unwrap().blobs[0].clone();
         let p = c.cas().path(&d);
         match damage {
-            "truncate" => File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_len(100)
-                .unwrap(),
+            "truncate" => File::options().write(true).open(&p).unwrap().set_len(100).unwrap(),
             "alter" => {
                 let mut b = fs::read(&p).unwrap();
                 b[17] ^= 1;
@@ -530,26 +390,15 @@ fn altered_or_truncated_blob_becomes_a_miss() {
             _ => fs::remove_file(&p).unwrap(),
         }
         if damage != "delete" {
-            assert!(
-                c.get_action(&key).unwrap().is_some(),
-                "{damage}: existence check only"
-            );
+            assert!(c.get_action(&key).unwrap().is_some(), "{damage}: existence check only");
             assert!(c.cas().verify(&d).is_err(), "{damage}");
             write_item(&c, i, "e", &[5000, 70]).unwrap(); // heals: the blob is rewritten
             check_entry(&c, &key);
             // Damage it again and let the cache find out.
-            File::options()
-                .write(true)
-                .open(&p)
-                .unwrap()
-                .set_len(10)
-                .unwrap();
+            File::options().write(true).open(&p).unwrap().set_len(10).unwrap();
             assert!(!c.verify_action_blobs(&key).unwrap(), "{damage}");
         }
-        assert!(
-            c.get_action(&key).unwrap().is_none(),
-            "{damage}: must be a miss now"
-        );
+        assert!(c.get_action(&key).unwrap().is_none(), "{damage}: must be a miss now");
     }
 }
 
@@ -558,18 +407,13 @@ fn altered_or_truncated_blob_becomes_a_miss() {
 fn stat_cache_hashes_only_what_changed() {
     let t = tempfile::tempdir().unwrap();
     let c = Cache::open(&t.path().join("cache")).unwrap();
-    let files: Vec<PathBuf> = (0..200)
-        .map(|n| t.path().join(format!("src/{n}.txt")))
-        .collect();
+    let files: Vec<PathBuf> = (0..200).map(|n| t.path().join(format!("src/{n}.txt"))).collect();
     fs::create_dir_all(t.path().join("src")).unwrap();
     for (n, p) in files.iter().enumerate() {
         fs::write(p, format!("content {n}\n").repeat(n * 50 + 1)).unwrap();
         set_mtime(p, old_time());
     }
-    let want: Vec<[u8; 32]> = files
-        .iter()
-        .map(|p| *blake3::hash(&fs::read(p).unwrap()).as_bytes())
-        .collect();
+    let want: Vec<[u8; 32]> = files.iter().map(|p| *blake3::hash(&fs::read(p).unwrap()).as_bytes()).collect();
     let got = |hashes: Vec<Blake3>| hashes.into_iter().map(|h| h.0).collect::<Vec<_>>();
 
     let h = c.file_hasher();
@@ -598,11 +442,7 @@ fn stat_cache_hashes_only_what_changed() {
     for _ in 0..2 {
         let h = c.file_hasher();
         assert_eq!(h.hash_file(&files[7]).unwrap().0, new7);
-        assert_eq!(
-            h.counts().hashed,
-            1,
-            "a file modified within the racy window is re-read"
-        );
+        assert_eq!(h.counts().hashed, 1, "a file modified within the racy window is re-read");
     }
     set_mtime(&files[7], old_time());
     let h = c.file_hasher();
@@ -617,10 +457,7 @@ fn stat_cache_hashes_only_what_changed() {
     fs::write(&files[9], &same_size).unwrap();
     set_mtime(&files[9], before.modified().unwrap());
     let h = c.file_hasher();
-    assert_eq!(
-        h.hash_file(&files[9]).unwrap().0,
-        *blake3::hash(&same_size).as_bytes()
-    );
+    assert_eq!(h.hash_file(&files[9]).unwrap().0, *blake3::hash(&same_size).as_bytes());
     assert_eq!(h.counts().hashed, 1);
 
     // Replaced by rename (new inode), same size and mtime.
@@ -630,25 +467,13 @@ fn stat_cache_hashes_only_what_changed() {
     fs::write(&tmp, &replacement).unwrap();
     set_mtime(&tmp, before.modified().unwrap());
     fs::rename(&tmp, &files[11]).unwrap();
-    assert_eq!(
-        c.file_hasher().hash_file(&files[11]).unwrap().0,
-        *blake3::hash(&replacement).as_bytes()
-    );
+    assert_eq!(c.file_hasher().hash_file(&files[11]).unwrap().0, *blake3::hash(&replacement).as_bytes());
 
     // Bad input is an error naming the path, not a panic.
     let missing = t.path().join("src/missing.txt");
-    let e = c
-        .file_hasher()
-        .hash_files(&[files[0].clone(), missing.clone()])
-        .unwrap_err();
-    assert!(
-        e.to_string().contains(&missing.display().to_string()),
-        "{e}"
-    );
-    let e = c
-        .file_hasher()
-        .hash_file(&t.path().join("src"))
-        .unwrap_err();
+    let e = c.file_hasher().hash_files(&[files[0].clone(), missing.clone()]).unwrap_err();
+    assert!(e.to_string().contains(&missing.display().to_string()), "{e}");
+    let e = c.file_hasher().hash_file(&t.path().join("src")).unwrap_err();
     assert!(matches!(e, CacheError::NotAFile { .. }), "{e}");
 
     // gc forgets rows of vanished files.

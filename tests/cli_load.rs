@@ -138,9 +138,14 @@ fn invalid_attribute_value_choice() {
 #[test]
 fn no_workspace() {
     let d = tempfile::tempdir().unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbuild")).current_dir(d.path()).args(["query", "//..."]).output().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbuild"))
+        .current_dir(d.path())
+        .args(["query", "//..."])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
-    let e = String::from_utf8_lossy(&out.stderr).replace(&d.path().canonicalize().unwrap().display().to_string(), "[DIR]");
+    let e =
+        String::from_utf8_lossy(&out.stderr).replace(&d.path().canonicalize().unwrap().display().to_string(), "[DIR]");
     insta::assert_snapshot!(e);
 }
 
@@ -171,10 +176,17 @@ echo_file = rule(impl = _impl, attrs = {\"out\": attr.string(mandatory = True), 
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     assert_eq!(v[0]["attrs"]["cmd"], "echo hi > $OUTS");
     // A checked macro rejects unknown attributes like any rule.
-    cx.write("app/BUILD.star", "load(\"//tools:defs.star\", \"echo_file\")\necho_file(name = \"e\", outt = \"e.txt\")\n");
+    cx.write(
+        "app/BUILD.star",
+        "load(\"//tools:defs.star\", \"echo_file\")\necho_file(name = \"e\", outt = \"e.txt\")\n",
+    );
     let r = cx.run(&["query", "//..."]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("unknown attribute `outt` for rule `macro`") || r.stderr.contains("unknown attribute `outt`"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unknown attribute `outt` for rule `macro`") || r.stderr.contains("unknown attribute `outt`"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("app/BUILD.star:2:1"), "{}", r.stderr);
 }
 
@@ -183,7 +195,9 @@ fn examples_query_and_dot() {
     let cx = TestContext::from_examples();
     let r = cx.run(&["query", "//..."]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    for l in ["//services/api:image", "//stacks:default", "//builders:default", "//buildpacks:shell-web", "//tools:tool"] {
+    for l in
+        ["//services/api:image", "//stacks:default", "//builders:default", "//buildpacks:shell-web", "//tools:tool"]
+    {
         assert!(r.stdout.lines().any(|x| x == l), "{l} missing from:\n{}", r.stdout);
     }
     let r = cx.run(&["query", "deps(//services/api:image)", "--output", "dot"]);
@@ -205,7 +219,10 @@ fn examples_query_and_dot() {
     let r = cx.run(&["query", "rdeps(//..., //stacks:default)"]);
     assert!(r.stdout.contains("//services/site:image") && !r.stdout.contains("//tools:tool\n"), "{}", r.stdout);
     let r = cx.run(&["query", "kind(cnb_image, //services/...)"]);
-    assert_eq!(r.stdout, "//services/api:image\n//services/hello-py:image\n//services/site:image\n//services/worker:image\n");
+    assert_eq!(
+        r.stdout,
+        "//services/api:image\n//services/hello-py:image\n//services/site:image\n//services/worker:image\n"
+    );
 }
 
 #[test]

@@ -21,10 +21,7 @@ fn launcher() -> &'static Path {
         let status = Command::new(env!("CARGO"))
             .current_dir(root)
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .env(
-                "RUSTFLAGS",
-                "-C target-feature=+crt-static -C strip=symbols",
-            )
+            .env("RUSTFLAGS", "-C target-feature=+crt-static -C strip=symbols")
             .args([
                 "build",
                 "-p",
@@ -60,12 +57,7 @@ struct Fixture {
 }
 
 fn member(id: &str, api: &str) -> GroupMember {
-    GroupMember {
-        id: id.into(),
-        version: "1.0".into(),
-        api: api.into(),
-        homepage: None,
-    }
+    GroupMember { id: id.into(), version: "1.0".into(), api: api.into(), homepage: None }
 }
 
 fn fixture() -> Fixture {
@@ -102,11 +94,7 @@ working-dir = "WORKDIR"
         Path::new("launch.toml"),
     )
     .unwrap();
-    let md = merge_launch(
-        &[member("acme/web", "0.10"), member("acme/old", "0.8")],
-        &[web, old],
-        None,
-    );
+    let md = merge_launch(&[member("acme/web", "0.10"), member("acme/old", "0.8")], &[web, old], None);
     write(&layers.join("config/metadata.toml"), &md.to_toml());
 
     // acme/web: one launch layer with env files, a bin dir and exec.d programs.
@@ -124,15 +112,9 @@ working-dir = "WORKDIR"
         &node.join("exec.d/10-set"),
         "#!/bin/sh\necho 'FROM_EXECD = \"fd3 works\"' >&3\necho \"EXECD_SAW_NODE_ENV = \\\"$NODE_ENV\\\"\" >&3\necho \"EXECD_PWD = \\\"$(pwd)\\\"\" >&3\n",
     );
-    write_exe(
-        &node.join("exec.d/web/20-web"),
-        "#!/bin/sh\necho 'EXECD_WEB = \"web only\"' >&3\n",
-    );
+    write_exe(&node.join("exec.d/web/20-web"), "#!/bin/sh\necho 'EXECD_WEB = \"web only\"' >&3\n");
     // acme/old: a profile.d script for the shell process.
-    write(
-        &layers.join("acme_old/tools/profile.d/p.sh"),
-        "export FROM_PROFILE=prof\n",
-    );
+    write(&layers.join("acme_old/tools/profile.d/p.sh"), "export FROM_PROFILE=prof\n");
     write(&app.join(".profile"), "export FROM_APP_PROFILE=app\n");
 
     for t in ["web", "wd", "worker"] {
@@ -140,12 +122,7 @@ working-dir = "WORKDIR"
         fs::create_dir_all(link.parent().unwrap()).unwrap();
         symlink(launcher(), &link).unwrap();
     }
-    Fixture {
-        _tmp: tmp,
-        root,
-        layers,
-        app,
-    }
+    Fixture { _tmp: tmp, root, layers, app }
 }
 
 impl Fixture {
@@ -184,10 +161,7 @@ fn stdout(o: &Output) -> String {
 }
 
 fn env_lines(out: &str) -> BTreeMap<String, String> {
-    out.lines()
-        .filter_map(|l| l.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
+    out.lines().filter_map(|l| l.split_once('=')).map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
 #[test]
@@ -200,10 +174,7 @@ fn launcher_binary_is_static() {
     for i in 0..phnum {
         let off = phoff + i * phentsize;
         let p_type = u32::from_le_bytes(bytes[off..off + 4].try_into().unwrap());
-        assert_ne!(
-            p_type, 3,
-            "the launcher has a PT_INTERP: it is dynamically linked"
-        );
+        assert_ne!(p_type, 3, "the launcher has a PT_INTERP: it is dynamically linked");
     }
 }
 
@@ -227,12 +198,7 @@ fn web_process_gets_launch_env_exec_d_and_default_args() {
     assert_eq!(env["EXECD_PWD"], f.app.display().to_string());
     assert_eq!(env["EXECD_WEB"], "web only");
     assert!(!env.contains_key("BUILD_ONLY"));
-    for k in [
-        "CNB_LAYERS_DIR",
-        "CNB_APP_DIR",
-        "CNB_PLATFORM_API",
-        "CNB_DEPRECATION_MODE",
-    ] {
+    for k in ["CNB_LAYERS_DIR", "CNB_APP_DIR", "CNB_PLATFORM_API", "CNB_DEPRECATION_MODE"] {
         assert!(!env.contains_key(k), "{k} leaked: {out}");
     }
 }
@@ -254,15 +220,7 @@ fn working_dir_of_the_process() {
 #[test]
 fn direct_command_after_double_dash() {
     let f = fixture();
-    let out = stdout(&f.run(
-        launcher(),
-        &[
-            "--",
-            "/bin/sh",
-            "-c",
-            "echo \"$NODE_ENV:${ONLY_WEB:-unset}:$EXECD_WEB\"",
-        ],
-    ));
+    let out = stdout(&f.run(launcher(), &["--", "/bin/sh", "-c", "echo \"$NODE_ENV:${ONLY_WEB:-unset}:$EXECD_WEB\""]));
     assert_eq!(out, "production:unset:\n");
 }
 
@@ -290,10 +248,7 @@ fn exit_codes() {
     let o = f.run(launcher(), &["--", "/no/such/binary"]);
     assert_eq!(o.status.code(), Some(82));
 
-    write_exe(
-        &f.layers.join("acme_web/node/exec.d/30-fail"),
-        "#!/bin/sh\nexit 3\n",
-    );
+    write_exe(&f.layers.join("acme_web/node/exec.d/30-fail"), "#!/bin/sh\nexit 3\n");
     let o = f.run(&f.process("web"), &[]);
     assert_eq!(o.status.code(), Some(82));
     assert!(String::from_utf8_lossy(&o.stderr).contains("30-fail"));

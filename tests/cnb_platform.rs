@@ -39,7 +39,11 @@ impl Build {
             .collect()
     }
     fn output(&self) -> String {
-        self.events.iter().filter(|e| e["type"] == "output").map(|e| format!("{}\n", e["line"].as_str().unwrap())).collect()
+        self.events
+            .iter()
+            .filter(|e| e["type"] == "output")
+            .map(|e| format!("{}\n", e["line"].as_str().unwrap()))
+            .collect()
     }
 }
 
@@ -54,7 +58,13 @@ fn build(cx: &TestContext, pats: &[&str]) -> Build {
 
 fn ok(cx: &TestContext, pats: &[&str]) -> Build {
     let b = build(cx, pats);
-    assert_eq!(b.code, 0, "build failed:\n{}\n{:#?}", b.stderr, b.events.iter().filter(|e| e["type"] != "finished").collect::<Vec<_>>());
+    assert_eq!(
+        b.code,
+        0,
+        "build failed:\n{}\n{:#?}",
+        b.stderr,
+        b.events.iter().filter(|e| e["type"] != "finished").collect::<Vec<_>>()
+    );
     b
 }
 
@@ -68,7 +78,10 @@ fn manifest_of(cx: &TestContext, label_dir: &str) -> Value {
 fn config_of(cx: &TestContext, label_dir: &str) -> Value {
     let m = manifest_of(cx, label_dir);
     let d = m["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
-    serde_json::from_slice(&std::fs::read(cx.root().join("cbuild-out").join(label_dir).join("blobs/sha256").join(d)).unwrap()).unwrap()
+    serde_json::from_slice(
+        &std::fs::read(cx.root().join("cbuild-out").join(label_dir).join("blobs/sha256").join(d)).unwrap(),
+    )
+    .unwrap()
 }
 
 fn get(port: u16, path: &str) -> Option<String> {
@@ -98,7 +111,10 @@ fn example_services_build_validate_and_run() {
     let d = b.digests();
     assert_eq!(d.len(), 3);
     for s in ["api", "site", "worker"] {
-        let (code, out) = run_harness("validate-oci.sh", &[cx.root().join(format!("cbuild-out/services/{s}/image")).to_str().unwrap()]);
+        let (code, out) = run_harness(
+            "validate-oci.sh",
+            &[cx.root().join(format!("cbuild-out/services/{s}/image")).to_str().unwrap()],
+        );
         assert_eq!(code, 0, "{s}: {out}");
     }
     // The api answers HTTP on loopback under runc; its default process is web.
@@ -119,11 +135,20 @@ fn example_services_build_validate_and_run() {
     let (code, out) = run_harness("run-oci.sh", &["--entrypoint", "/cnb/process/version", layout.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(version.contains(out.trim()), "version process `{}` vs served `{version}`", out.trim());
-    let (code, out) = run_harness("run-oci.sh", &["--entrypoint", "/cnb/process/once", cx.root().join("cbuild-out/services/worker/image").to_str().unwrap()]);
+    let (code, out) = run_harness(
+        "run-oci.sh",
+        &["--entrypoint", "/cnb/process/once", cx.root().join("cbuild-out/services/worker/image").to_str().unwrap()],
+    );
     assert_eq!((code, out.trim()), (0, "worker ran once"));
     // The static site (API 0.7 direct process) via `cbuild run`.
     let port = free_port();
-    let mut child = cx.cmd().args(["run", "//services/site:image", "--", "-p", &format!("127.0.0.1:{port}")]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let mut child = cx
+        .cmd()
+        .args(["run", "//services/site:image", "--", "-p", &format!("127.0.0.1:{port}")])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
     let body = wait_get(port, "/");
     let _ = child.kill();
     let _ = child.wait();
@@ -142,7 +167,10 @@ fn example_services_build_validate_and_run() {
     assert_eq!(c["Labels"]["org.example.server"], "shell-web");
     assert_eq!(c["Labels"]["io.buildpacks.base.distro.name"], "busybox", "base labels come from the run image");
     let bm: Value = serde_json::from_str(c["Labels"]["io.buildpacks.build.metadata"].as_str().unwrap()).unwrap();
-    assert_eq!(bm["processes"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect::<Vec<_>>(), ["version", "web"]);
+    assert_eq!(
+        bm["processes"].as_array().unwrap().iter().map(|p| p["type"].as_str().unwrap()).collect::<Vec<_>>(),
+        ["version", "web"]
+    );
 }
 
 #[test]
@@ -190,7 +218,8 @@ fn a_new_run_image_reruns_only_the_export_and_equals_a_clean_build() {
             + "\nlayer(name = \"patch\", srcs = [\"patch.txt\"], prefix = \"/etc/patches\")\noci_image(name = \"run-image\", base = \":run-base\", layers = [\":patch\"])\n"),
     );
     let b = ok(&cx, &["//services/api:image"]);
-    let ran: Vec<String> = b.executed().into_iter().filter(|(l, _)| l.starts_with("//services")).map(|(_, a)| a).collect();
+    let ran: Vec<String> =
+        b.executed().into_iter().filter(|(l, _)| l.starts_with("//services")).map(|(_, a)| a).collect();
     assert_eq!(ran, vec!["export"], "no detect or build on a run-image change");
     let clean = TestContext::new();
     common::copy_tree(cx.root(), clean.root());
@@ -231,7 +260,10 @@ fn layer_types_env_rules_processes_and_reuse() {
     assert!(out.contains("A: uid=1000 api-0.7 layers=/layers/fixture_layers-a"), "{out}");
     // env.build: no delimiter without .delim (a), `:` with it (b), default, override; the platform
     // env overrides non-path variables last, as the lifecycle does.
-    assert!(out.contains("B: FIXTURE_LIST=a:b FIXTURE_DEFAULT=dflt FIXTURE_OVERRIDE=platform PLATFORM_VAR=pv"), "{out}");
+    assert!(
+        out.contains("B: FIXTURE_LIST=a:b FIXTURE_DEFAULT=dflt FIXTURE_OVERRIDE=platform PLATFORM_VAR=pv"),
+        "{out}"
+    );
     assert!(out.contains("B: tool-ran target=linux/amd64"), "{out}");
     assert!(out.contains("A: plan has tool") && out.contains("B: plan empty (tool was met by layers-a)"), "{out}");
     assert!(out.contains("A: cache count 1"), "{out}");
@@ -246,11 +278,25 @@ fn layer_types_env_rules_processes_and_reuse() {
     assert_eq!(cfg1["config"]["Labels"]["org.example.fixture"], "b");
     // The slice `static/*` is its own layer before the rest of the app (static/sub/deep.css is not
     // matched by `*`, so it stays in the remainder).
-    let lm: Value = serde_json::from_str(cfg1["config"]["Labels"]["io.buildpacks.lifecycle.metadata"].as_str().unwrap()).unwrap();
+    let lm: Value =
+        serde_json::from_str(cfg1["config"]["Labels"]["io.buildpacks.lifecycle.metadata"].as_str().unwrap()).unwrap();
     assert_eq!(lm["app"].as_array().unwrap().len(), 2, "{lm}");
-    let hist: Vec<String> = cfg1["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap_or("").to_string()).collect();
+    let hist: Vec<String> = cfg1["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["created_by"].as_str().unwrap_or("").to_string())
+        .collect();
     assert!(hist.contains(&"application slice 1".to_string()) && hist.contains(&"application".to_string()), "{hist:?}");
-    let r = cx.run(&["run", "--entrypoint", "cat", "//app:img", "--", "/workspace/static/site.css", "/workspace/static/sub/deep.css"]);
+    let r = cx.run(&[
+        "run",
+        "--entrypoint",
+        "cat",
+        "//app:img",
+        "--",
+        "/workspace/static/site.css",
+        "/workspace/static/sub/deep.css",
+    ]);
     assert_eq!(r.stdout, "body{}\nx\n", "{}", r.stderr);
     // Generated app files are in the app layer.
     let r = cx.run(&["run", "--entrypoint", "cat", "//app:img", "--", "/workspace/generated.txt"]);
@@ -262,9 +308,14 @@ fn layer_types_env_rules_processes_and_reuse() {
     let out2 = b2.output();
     assert!(out2.contains("A: cache count 2"), "{out2}");
     assert!(out2.contains("A: reusing runtime layer from the previous image"), "{out2}");
-    let md = |cfg: &Value| -> Value { serde_json::from_str(cfg["config"]["Labels"]["io.buildpacks.lifecycle.metadata"].as_str().unwrap()).unwrap() };
+    let md = |cfg: &Value| -> Value {
+        serde_json::from_str(cfg["config"]["Labels"]["io.buildpacks.lifecycle.metadata"].as_str().unwrap()).unwrap()
+    };
     let cfg2 = config_of(&cx, "app/img");
-    assert_eq!(md(&cfg1)["buildpacks"][0]["layers"]["runtime"]["sha"], md(&cfg2)["buildpacks"][0]["layers"]["runtime"]["sha"]);
+    assert_eq!(
+        md(&cfg1)["buildpacks"][0]["layers"]["runtime"]["sha"],
+        md(&cfg2)["buildpacks"][0]["layers"]["runtime"]["sha"]
+    );
     assert_eq!(md(&cfg2)["buildpacks"][0]["layers"]["runtime"]["data"]["generation"], "1");
     let r = cx.run(&["run", "--entrypoint", "/cnb/process/a-only", "//app:img"]);
     assert_eq!(r.stdout.trim(), "runtime-v1", "the reused layer is in the image: {}", r.stderr);
@@ -280,15 +331,24 @@ fn detection_picks_the_first_passing_group_and_reports_failures() {
         "{}",
     );
     let b = ok(&cx, &["//app:img"]);
-    let bm: Value = serde_json::from_str(config_of(&cx, "app/img")["config"]["Labels"]["io.buildpacks.build.metadata"].as_str().unwrap()).unwrap();
+    let bm: Value = serde_json::from_str(
+        config_of(&cx, "app/img")["config"]["Labels"]["io.buildpacks.build.metadata"].as_str().unwrap(),
+    )
+    .unwrap();
     let ids: Vec<&str> = bm["buildpacks"].as_array().unwrap().iter().map(|b| b["id"].as_str().unwrap()).collect();
     assert_eq!(ids, ["fixture/layers-a", "fixture/layers-b"], "group 2 with the optional member");
     drop(b);
     // No app.txt: layers-a fails detection, layers-b alone has an unmet requirement → no group.
-    let cx = fixture_workspace(&["layers-a", "layers-b"], "[[\"//bps:layers-a\"], [\"//bps:layers-b\"]]", &[("other.txt", "x")], "{}");
+    let cx = fixture_workspace(
+        &["layers-a", "layers-b"],
+        "[[\"//bps:layers-a\"], [\"//bps:layers-b\"]]",
+        &[("other.txt", "x")],
+        "{}",
+    );
     let b = build(&cx, &["//app:img"]);
     assert_eq!(b.code, 1);
-    let err: String = b.events.iter().filter(|e| e["type"] == "failed").map(|e| e["error"].as_str().unwrap().to_string()).collect();
+    let err: String =
+        b.events.iter().filter(|e| e["type"] == "failed").map(|e| e["error"].as_str().unwrap().to_string()).collect();
     assert!(err.contains("fixture/layers-a") && err.contains("fixture/layers-b"), "{err}");
 }
 
@@ -313,24 +373,43 @@ fn hostile_buildpack_is_contained_and_never_root() {
     assert!(listener.accept().is_err(), "no connection reached the host listener");
     assert!(!std::path::Path::new("/etc/hostile").exists());
     // No process of the sandbox survives the build.
-    let leftovers = std::process::Command::new("sh").args(["-c", "ps -eo args | grep -c '^sleep 3171$'"]).output().unwrap();
+    let leftovers =
+        std::process::Command::new("sh").args(["-c", "ps -eo args | grep -c '^sleep 3171$'"]).output().unwrap();
     assert_eq!(String::from_utf8_lossy(&leftovers.stdout).trim(), "0");
 }
 
 #[test]
 fn malformed_buildpack_files_are_named() {
-    let cx = fixture_workspace(&["layers-a", "layers-b"], "[[\"//bps:layers-a\", \"//bps:layers-b\"]]", &[("app.txt", "x")], "{}");
+    let cx = fixture_workspace(
+        &["layers-a", "layers-b"],
+        "[[\"//bps:layers-a\", \"//bps:layers-b\"]]",
+        &[("app.txt", "x")],
+        "{}",
+    );
     cx.write("bps/layers-a/buildpack.toml", "api = \"0.3\"\n[buildpack]\nid = \"fixture/layers-a\"\nversion = \"1\"\n");
     let b = build(&cx, &["//app:img"]);
     assert_eq!(b.code, 1);
-    let err: String = b.events.iter().filter(|e| e["type"] == "failed").map(|e| e["error"].as_str().unwrap().to_string()).collect();
+    let err: String =
+        b.events.iter().filter(|e| e["type"] == "failed").map(|e| e["error"].as_str().unwrap().to_string()).collect();
     assert!(err.contains("0.3") && err.contains("buildpack.toml"), "{err}");
     // A <layer>.toml with types at the top level is an error naming the buildpack and file.
-    let cx = fixture_workspace(&["layers-a", "layers-b"], "[[\"//bps:layers-a\", \"//bps:layers-b\"]]", &[("app.txt", "x")], "{}");
+    let cx = fixture_workspace(
+        &["layers-a", "layers-b"],
+        "[[\"//bps:layers-a\", \"//bps:layers-b\"]]",
+        &[("app.txt", "x")],
+        "{}",
+    );
     let build_sh = std::fs::read_to_string(cx.root().join("bps/layers-a/bin/build")).unwrap();
-    cx.write("bps/layers-a/bin/build", &build_sh.replace("printf '[types]\\ncache = true\\n' > \"$L/ccache.toml\"", "printf 'cache = true\\n' > \"$L/ccache.toml\""));
+    cx.write(
+        "bps/layers-a/bin/build",
+        &build_sh.replace(
+            "printf '[types]\\ncache = true\\n' > \"$L/ccache.toml\"",
+            "printf 'cache = true\\n' > \"$L/ccache.toml\"",
+        ),
+    );
     let b = build(&cx, &["//app:img"]);
     assert_eq!(b.code, 1);
-    let err: String = b.events.iter().filter(|e| e["type"] == "failed").map(|e| e["error"].as_str().unwrap().to_string()).collect();
+    let err: String =
+        b.events.iter().filter(|e| e["type"] == "failed").map(|e| e["error"].as_str().unwrap().to_string()).collect();
     assert!(err.contains("fixture/layers-a") && err.contains("ccache.toml"), "{err}");
 }

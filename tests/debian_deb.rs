@@ -25,15 +25,7 @@ impl RawTar {
     fn new() -> Self {
         RawTar(tar::Builder::new(Vec::new()))
     }
-    fn add(
-        mut self,
-        name: &str,
-        kind: tar::EntryType,
-        mode: u32,
-        owner: (u64, u64),
-        link: &str,
-        data: &[u8],
-    ) -> Self {
+    fn add(mut self, name: &str, kind: tar::EntryType, mode: u32, owner: (u64, u64), link: &str, data: &[u8]) -> Self {
         let mut h = tar::Header::new_gnu();
         let n = name.as_bytes();
         h.as_old_mut().name[..n.len()].copy_from_slice(n);
@@ -85,11 +77,10 @@ fn compress(data: &[u8], how: &str) -> Vec<u8> {
 
 /// A `.deb`: `debian-binary`, `control.tar.xz`, `data.tar.<how>`.
 fn deb(name: &str, data: RawTar, how: &str) -> Vec<u8> {
-    let control = format!("Package: {name}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: test\n");
-    let ctar = RawTar::new()
-        .dir("./")
-        .file("./control", control.as_bytes())
-        .bytes();
+    let control = format!(
+        "Package: {name}\nVersion: 1.0-1\nArchitecture: amd64\nMaintainer: t <t@example.org>\nDescription: test\n"
+    );
+    let ctar = RawTar::new().dir("./").file("./control", control.as_bytes()).bytes();
     let mut ar = ar::Builder::new(Vec::new());
     let mut member = |id: &str, body: &[u8]| {
         let h = ar::Header::new(id.as_bytes().to_vec(), body.len() as u64);
@@ -97,11 +88,7 @@ fn deb(name: &str, data: RawTar, how: &str) -> Vec<u8> {
     };
     member("debian-binary", b"2.0\n");
     member("control.tar.xz", &compress(&ctar, "xz"));
-    let dname = if how.is_empty() {
-        "data.tar".to_string()
-    } else {
-        format!("data.tar.{how}")
-    };
+    let dname = if how.is_empty() { "data.tar".to_string() } else { format!("data.tar.{how}") };
     member(&dname, &compress(&data.bytes(), how));
     ar.into_inner().unwrap()
 }
@@ -122,22 +109,8 @@ fn extracts_debs_of_each_compression_recording_owners_and_modes() {
             .dir("./")
             .dir("./usr/")
             .dir("./usr/bin/")
-            .add(
-                "./usr/bin/su",
-                tar::EntryType::Regular,
-                0o4755,
-                (0, 0),
-                "",
-                b"#!/bin/sh\n",
-            )
-            .add(
-                "./var/log/tool/",
-                tar::EntryType::Directory,
-                0o2750,
-                (5, 6),
-                "",
-                b"",
-            )
+            .add("./usr/bin/su", tar::EntryType::Regular, 0o4755, (0, 0), "", b"#!/bin/sh\n")
+            .add("./var/log/tool/", tar::EntryType::Directory, 0o2750, (5, 6), "", b"")
             .file("./usr/bin/a", b"A")
             .hardlink("./usr/bin/b", "./usr/bin/a")
             .symlink("./usr/bin/c", "a");
@@ -146,30 +119,10 @@ fn extracts_debs_of_each_compression_recording_owners_and_modes() {
         assert!(x.control.starts_with("Package: tool\n"), "{how}");
         assert_eq!(x.entries, 7, "{how}: every entry but the root itself");
         assert_eq!(std::fs::read(root.join("usr/bin/b")).unwrap(), b"A");
-        assert_eq!(
-            std::fs::metadata(root.join("usr/bin/a")).unwrap().nlink(),
-            2
-        );
-        assert_eq!(
-            std::fs::read_link(root.join("usr/bin/c")).unwrap(),
-            Path::new("a")
-        );
-        assert_eq!(
-            meta["usr/bin/su"],
-            FileMeta {
-                uid: 0,
-                gid: 0,
-                mode: 0o4755
-            }
-        );
-        assert_eq!(
-            meta["var/log/tool"],
-            FileMeta {
-                uid: 5,
-                gid: 6,
-                mode: 0o2750
-            }
-        );
+        assert_eq!(std::fs::metadata(root.join("usr/bin/a")).unwrap().nlink(), 2);
+        assert_eq!(std::fs::read_link(root.join("usr/bin/c")).unwrap(), Path::new("a"));
+        assert_eq!(meta["usr/bin/su"], FileMeta { uid: 0, gid: 0, mode: 0o4755 });
+        assert_eq!(meta["var/log/tool"], FileMeta { uid: 5, gid: 6, mode: 0o2750 });
         assert_eq!(meta["usr/bin/b"], meta["usr/bin/a"]);
         // nothing was chowned or made set-id on the host
         let m = std::fs::metadata(root.join("usr/bin/su")).unwrap();
@@ -180,9 +133,7 @@ fn extracts_debs_of_each_compression_recording_owners_and_modes() {
 #[test]
 fn reads_control_only() {
     let d = deb("hello", RawTar::new().file("./x", b"x"), "xz");
-    assert!(read_control(&d[..], "hello")
-        .unwrap()
-        .contains("Package: hello"));
+    assert!(read_control(&d[..], "hello").unwrap().contains("Package: hello"));
 }
 
 #[test]
@@ -193,23 +144,14 @@ fn merged_usr_symlinks_are_kept_and_written_through() {
     let data = RawTar::new().dir("./bin/").file("./bin/sh", b"sh");
     let mut meta = MetaMap::new();
     extract_deb(&deb("dash", data, "xz")[..], "dash", &root, &mut meta).unwrap();
-    assert!(std::fs::symlink_metadata(root.join("bin"))
-        .unwrap()
-        .file_type()
-        .is_symlink());
+    assert!(std::fs::symlink_metadata(root.join("bin")).unwrap().file_type().is_symlink());
     assert_eq!(std::fs::read(root.join("usr/bin/sh")).unwrap(), b"sh");
     assert!(meta.contains_key("usr/bin/sh") && meta.contains_key("usr/bin"));
 }
 
 fn refused(data: RawTar, root: &Path, entry: &str) -> String {
     let mut meta = MetaMap::new();
-    let err = extract_deb(
-        &deb("evil-pkg", data, "xz")[..],
-        "evil-pkg",
-        root,
-        &mut meta,
-    )
-    .unwrap_err();
+    let err = extract_deb(&deb("evil-pkg", data, "xz")[..], "evil-pkg", root, &mut meta).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DebianError::UnsafeEntry { .. }), "{msg}");
     assert!(msg.contains("package `evil-pkg`"), "{msg}");
@@ -220,16 +162,8 @@ fn refused(data: RawTar, root: &Path, entry: &str) -> String {
 #[test]
 fn refuses_dotdot_entries_naming_the_package() {
     let (_t, root, outside) = setup();
-    refused(
-        RawTar::new().file("./../outside/pwned", b"x"),
-        &root,
-        "./../outside/pwned",
-    );
-    refused(
-        RawTar::new().file("usr/../../outside/pwned", b"x"),
-        &root,
-        "usr/../../outside/pwned",
-    );
+    refused(RawTar::new().file("./../outside/pwned", b"x"), &root, "./../outside/pwned");
+    refused(RawTar::new().file("usr/../../outside/pwned", b"x"), &root, "usr/../../outside/pwned");
     assert!(!outside.join("pwned").exists());
 }
 
@@ -239,56 +173,29 @@ fn refuses_escaping_symlinks_and_writing_through_them() {
     let msg = refused(RawTar::new().symlink("./esc", "../outside"), &root, "./esc");
     assert!(msg.contains("leads outside the root"), "{msg}");
     assert!(!root.join("esc").exists() && std::fs::read_dir(&outside).unwrap().count() == 0);
-    refused(
-        RawTar::new()
-            .dir("./usr/")
-            .symlink("./usr/esc", "../../outside"),
-        &root,
-        "./usr/esc",
-    );
+    refused(RawTar::new().dir("./usr/").symlink("./usr/esc", "../../outside"), &root, "./usr/esc");
     // a symlink placed by an earlier package, written through by a later one
     let (_t, root, outside) = setup();
     std::fs::create_dir_all(&root).unwrap();
     std::os::unix::fs::symlink("../outside", root.join("esc")).unwrap();
-    refused(
-        RawTar::new().file("./esc/pwned", b"x"),
-        &root,
-        "./esc/pwned",
-    );
+    refused(RawTar::new().file("./esc/pwned", b"x"), &root, "./esc/pwned");
     assert!(!outside.join("pwned").exists());
     // absolute targets resolve inside the root, as in the image
     let abs = outside.display().to_string();
     let mut meta = MetaMap::new();
-    let d = deb(
-        "abs",
-        RawTar::new()
-            .symlink("./abs", &abs)
-            .file("./abs/inside", b"x"),
-        "xz",
-    );
+    let d = deb("abs", RawTar::new().symlink("./abs", &abs).file("./abs/inside", b"x"), "xz");
     extract_deb(&d[..], "abs", &root, &mut meta).unwrap();
     assert!(!outside.join("inside").exists());
-    assert!(root
-        .join(abs.trim_start_matches('/'))
-        .join("inside")
-        .is_file());
+    assert!(root.join(abs.trim_start_matches('/')).join("inside").is_file());
 }
 
 #[test]
 fn refuses_hard_links_outside_the_root() {
     let (_t, root, _) = setup();
-    refused(
-        RawTar::new().hardlink("./p", "../../../../etc/passwd"),
-        &root,
-        "./p",
-    );
+    refused(RawTar::new().hardlink("./p", "../../../../etc/passwd"), &root, "./p");
     let msg = refused(RawTar::new().hardlink("./p", "/etc/passwd"), &root, "./p");
     assert!(msg.contains("not in the root"), "{msg}");
-    refused(
-        RawTar::new().dir("./d/").hardlink("./h", "./d"),
-        &root,
-        "./h",
-    );
+    refused(RawTar::new().dir("./d/").hardlink("./h", "./d"), &root, "./h");
 }
 
 #[test]
@@ -299,8 +206,7 @@ fn refuses_malformed_debs_naming_the_package() {
         b"not an ar archive at all".to_vec(),
         {
             let mut ar = ar::Builder::new(Vec::new());
-            ar.append(&ar::Header::new(b"control.tar.xz".to_vec(), 1), &b"x"[..])
-                .unwrap();
+            ar.append(&ar::Header::new(b"control.tar.xz".to_vec(), 1), &b"x"[..]).unwrap();
             ar.into_inner().unwrap()
         },
         {
@@ -335,24 +241,13 @@ fn serve(files: Arc<Mutex<BTreeMap<String, Vec<u8>>>>) -> String {
                 }
             }
             let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let body = files
-                .lock()
-                .unwrap()
-                .get(path.trim_start_matches('/'))
-                .cloned();
+            let body = files.lock().unwrap().get(path.trim_start_matches('/')).cloned();
             let _ = match body {
                 Some(b) => {
-                    let _ = write!(
-                        conn,
-                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        b.len()
-                    );
+                    let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
                     conn.write_all(&b)
                 }
-                None => write!(
-                    conn,
-                    "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                ),
+                None => write!(conn, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
             };
         }
     });
@@ -386,16 +281,9 @@ fn lock_of(packages: Vec<LockedPackage>) -> Lock {
 #[test]
 fn a_tampered_deb_is_refused_naming_the_package_and_not_kept() {
     let good = deb("hello", RawTar::new().file("./usr/bin/hello", b"hi"), "xz");
-    let evil = deb(
-        "hello",
-        RawTar::new().file("./usr/bin/hello", b"pwned"),
-        "xz",
-    );
+    let evil = deb("hello", RawTar::new().file("./usr/bin/hello", b"pwned"), "xz");
     let lock = lock_of(vec![locked("hello", &good)]);
-    let files = Arc::new(Mutex::new(BTreeMap::from([(
-        format!("debian/{}", lock.packages[0].filename),
-        evil,
-    )])));
+    let files = Arc::new(Mutex::new(BTreeMap::from([(format!("debian/{}", lock.packages[0].filename), evil)])));
     let url = serve(files.clone());
     let t = tempfile::tempdir().unwrap();
     let cache = DebCache::open(t.path()).unwrap();
@@ -404,22 +292,13 @@ fn a_tampered_deb_is_refused_naming_the_package_and_not_kept() {
     let msg = err.to_string();
     assert!(matches!(err, DebianError::DebMismatch(_)), "{msg}");
     assert!(msg.contains("package `hello` 1.0-1"), "{msg}");
-    assert_eq!(
-        std::fs::read_dir(t.path().join("debs/sha256"))
-            .unwrap()
-            .count(),
-        0,
-        "nothing kept"
-    );
+    assert_eq!(std::fs::read_dir(t.path().join("debs/sha256")).unwrap().count(), 0, "nothing kept");
     // a build from that cache is refused too, not silently done without the package
     let blobs = BlobDir::open(t.path().join("blobs")).unwrap();
     let err = build_rootfs_layer(&lock, &cache, &RootfsOptions::default(), &blobs).unwrap_err();
     assert!(err.to_string().contains("package `hello`"), "{err}");
     // once the archive serves the right file, the same fetch succeeds
-    files
-        .lock()
-        .unwrap()
-        .insert(format!("debian/{}", lock.packages[0].filename), good);
+    files.lock().unwrap().insert(format!("debian/{}", lock.packages[0].filename), good);
     let stats = fetch_debs(&lock, &cache, archive).unwrap();
     assert_eq!((stats.downloaded, stats.cached), (1, 0));
 }
@@ -431,67 +310,30 @@ fn missing_files_and_unreachable_archives_are_clear_errors() {
     let url = serve(Arc::new(Mutex::new(BTreeMap::new())));
     let t = tempfile::tempdir().unwrap();
     let cache = DebCache::open(t.path()).unwrap();
-    let err = fetch_debs(&lock, &cache, || {
-        Archive::new(ArchiveUrl::new(&url, ArchiveOrigin::Setting)?)
-    })
-    .unwrap_err();
+    let err = fetch_debs(&lock, &cache, || Archive::new(ArchiveUrl::new(&url, ArchiveOrigin::Setting)?)).unwrap_err();
     let msg = err.to_string();
-    assert!(
-        msg.contains("HTTP 404") && msg.contains("the cbuild setting") && msg.contains("hint:"),
-        "{msg}"
-    );
+    assert!(msg.contains("HTTP 404") && msg.contains("the cbuild setting") && msg.contains("hint:"), "{msg}");
     // a port nothing listens on
-    let closed = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
     let url = format!("http://{closed}/debian");
-    let err = fetch_debs(&lock, &cache, || {
-        Archive::new(ArchiveUrl::new(&url, ArchiveOrigin::Env)?)
-    })
-    .unwrap_err();
+    let err = fetch_debs(&lock, &cache, || Archive::new(ArchiveUrl::new(&url, ArchiveOrigin::Env)?)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DebianError::Unreachable { .. }), "{msg}");
-    assert!(
-        msg.contains("CBUILD_DEBIAN_ARCHIVE") && msg.contains(&url) && msg.contains("hint:"),
-        "{msg}"
-    );
+    assert!(msg.contains("CBUILD_DEBIAN_ARCHIVE") && msg.contains(&url) && msg.contains("hint:"), "{msg}");
 }
 
-fn layer_files(
-    blobs: &BlobDir,
-    d: &Digest,
-) -> BTreeMap<String, (tar::EntryType, u32, u64, u64, Vec<u8>, String)> {
+fn layer_files(blobs: &BlobDir, d: &Digest) -> BTreeMap<String, (tar::EntryType, u32, u64, u64, Vec<u8>, String)> {
     let f = blobs.open_blob(d).unwrap();
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
     let mut out = BTreeMap::new();
     for e in ar.entries().unwrap() {
         let mut e = e.unwrap();
         let h = e.header().clone();
-        let link = e
-            .link_name()
-            .unwrap()
-            .map(|l| l.display().to_string())
-            .unwrap_or_default();
+        let link = e.link_name().unwrap().map(|l| l.display().to_string()).unwrap_or_default();
         let mut data = Vec::new();
         e.read_to_end(&mut data).unwrap();
-        let p = e
-            .path()
-            .unwrap()
-            .to_string_lossy()
-            .trim_end_matches('/')
-            .to_string();
-        out.insert(
-            p,
-            (
-                h.entry_type(),
-                h.mode().unwrap(),
-                h.uid().unwrap(),
-                h.gid().unwrap(),
-                data,
-                link,
-            ),
-        );
+        let p = e.path().unwrap().to_string_lossy().trim_end_matches('/').to_string();
+        out.insert(p, (h.entry_type(), h.mode().unwrap(), h.uid().unwrap(), h.gid().unwrap(), data, link));
     }
     out
 }
@@ -505,10 +347,7 @@ fn builds_a_rootfs_layer_reproducibly_from_a_lock() {
             .dir("./etc/")
             .symlink("./etc/os-release", "../usr/lib/os-release")
             .dir("./usr/lib/")
-            .file(
-                "./usr/lib/os-release",
-                b"NAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n",
-            )
+            .file("./usr/lib/os-release", b"NAME=\"Debian GNU/Linux\"\nVERSION_ID=\"12\"\nID=debian\n")
             .add("./tmp/", tar::EntryType::Directory, 0o755, (0, 0), "", b""),
         "xz",
     );
@@ -516,10 +355,7 @@ fn builds_a_rootfs_layer_reproducibly_from_a_lock() {
         "ca-certificates",
         RawTar::new()
             .dir("./usr/share/ca-certificates/mozilla/")
-            .file(
-                "./usr/share/ca-certificates/mozilla/B.crt",
-                b"-----B-----\n",
-            )
+            .file("./usr/share/ca-certificates/mozilla/B.crt", b"-----B-----\n")
             .file("./usr/share/ca-certificates/mozilla/A.crt", b"-----A-----"),
         "zst",
     );
@@ -527,82 +363,39 @@ fn builds_a_rootfs_layer_reproducibly_from_a_lock() {
         "tool",
         RawTar::new()
             .dir("./bin/")
-            .add(
-                "./bin/tool",
-                tar::EntryType::Regular,
-                0o4755,
-                (0, 0),
-                "",
-                b"tool",
-            )
+            .add("./bin/tool", tar::EntryType::Regular, 0o4755, (0, 0), "", b"tool")
             .hardlink("./bin/tool2", "./bin/tool")
-            .add(
-                "./var/log/tool/",
-                tar::EntryType::Directory,
-                0o2750,
-                (5, 6),
-                "",
-                b"",
-            ),
+            .add("./var/log/tool/", tar::EntryType::Directory, 0o2750, (5, 6), "", b""),
         "gz",
     );
-    let lock = lock_of(vec![
-        locked("base-files", &base),
-        locked("ca-certificates", &ca),
-        locked("tool", &tool),
-    ]);
+    let lock = lock_of(vec![locked("base-files", &base), locked("ca-certificates", &ca), locked("tool", &tool)]);
     let lock = Lock::parse(&lock.to_toml(), "test lock").unwrap();
-    let files: BTreeMap<String, Vec<u8>> = lock
-        .packages
-        .iter()
-        .zip([base, ca, tool])
-        .map(|(p, b)| (format!("debian/{}", p.filename), b))
-        .collect();
+    let files: BTreeMap<String, Vec<u8>> =
+        lock.packages.iter().zip([base, ca, tool]).map(|(p, b)| (format!("debian/{}", p.filename), b)).collect();
     let url = serve(Arc::new(Mutex::new(files)));
     let t = tempfile::tempdir().unwrap();
     let mut built = Vec::new();
     for i in 0..2 {
         let cache = DebCache::open(&t.path().join(format!("cache{i}"))).unwrap();
-        fetch_debs(&lock, &cache, || {
-            Archive::new(ArchiveUrl::new(&url, ArchiveOrigin::Env)?)
-        })
-        .unwrap();
+        fetch_debs(&lock, &cache, || Archive::new(ArchiveUrl::new(&url, ArchiveOrigin::Env)?)).unwrap();
         let blobs = BlobDir::open(t.path().join(format!("blobs{i}"))).unwrap();
         let l = build_rootfs_layer(&lock, &cache, &RootfsOptions::default(), &blobs).unwrap();
         built.push((blobs, l));
     }
-    assert_eq!(
-        built[0].1, built[1].1,
-        "same lock, two empty caches, one digest"
-    );
+    assert_eq!(built[0].1, built[1].1, "same lock, two empty caches, one digest");
     let (blobs, l) = &built[0];
     assert_eq!(l.labels["io.buildpacks.base.distro.name"], "debian");
     assert_eq!(l.labels["io.buildpacks.base.distro.version"], "12");
-    assert_eq!(
-        l.labels["io.buildpacks.base.id"],
-        "io.buildpacks.stacks.bookworm"
-    );
+    assert_eq!(l.labels["io.buildpacks.base.id"], "io.buildpacks.stacks.bookworm");
     assert_eq!(l.env["CNB_GROUP_ID"], "1000");
     let f = layer_files(blobs, &l.layer.digest);
     let passwd = String::from_utf8_lossy(&f["etc/passwd"].4).to_string();
-    assert_eq!(
-        passwd,
-        "root:x:0:0:root:/root:/bin/sh\ncnb:x:1000:1000::/home/cnb:/bin/sh\n"
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&f["etc/group"].4),
-        "root:x:0:\ncnb:x:1000:\n"
-    );
+    assert_eq!(passwd, "root:x:0:0:root:/root:/bin/sh\ncnb:x:1000:1000::/home/cnb:/bin/sh\n");
+    assert_eq!(String::from_utf8_lossy(&f["etc/group"].4), "root:x:0:\ncnb:x:1000:\n");
     assert_eq!((f["tmp"].1, f["tmp"].2), (0o1777, 0));
-    assert_eq!(
-        (f["root"].1, f["home/cnb"].2, f["home/cnb"].3),
-        (0o700, 1000, 1000)
-    );
+    assert_eq!((f["root"].1, f["home/cnb"].2, f["home/cnb"].3), (0o700, 1000, 1000));
     assert_eq!((f["workspace"].2, f["workspace"].3), (1000, 1000));
-    assert_eq!(
-        f["etc/ssl/certs/ca-certificates.crt"].4,
-        b"-----A-----\n-----B-----\n"
-    );
+    assert_eq!(f["etc/ssl/certs/ca-certificates.crt"].4, b"-----A-----\n-----B-----\n");
     assert_eq!(f["bin"].0, tar::EntryType::Symlink);
     assert_eq!(f["bin"].5, "usr/bin");
     assert_eq!((f["usr/bin/tool"].1, f["usr/bin/tool"].2), (0o4755, 0));
@@ -610,13 +403,7 @@ fn builds_a_rootfs_layer_reproducibly_from_a_lock() {
     let v = &f["var/log/tool"];
     assert_eq!((v.1, v.2, v.3), (0o2750, 5, 6));
     let status = String::from_utf8_lossy(&f["var/lib/dpkg/status"].4).to_string();
-    assert!(
-        status.contains("Package: tool\nStatus: install ok installed\n"),
-        "{status}"
-    );
+    assert!(status.contains("Package: tool\nStatus: install ok installed\n"), "{status}");
     // the layer does not depend on who built it: every owner comes from the packages or options
-    assert!(
-        f.values().all(|e| [0, 5, 1000].contains(&e.2)),
-        "host uid leaked"
-    );
+    assert!(f.values().all(|e| [0, 5, 1000].contains(&e.2)), "host uid leaked");
 }

@@ -21,7 +21,10 @@ fn build(cx: &TestContext, pats: &[&str]) -> (serde_json::Value, Vec<serde_json:
 }
 
 fn digest_of(s: &serde_json::Value, label: &str) -> String {
-    s["targets"].as_array().unwrap().iter().find(|t| t["label"] == label).unwrap()["image_digest"].as_str().unwrap().to_string()
+    s["targets"].as_array().unwrap().iter().find(|t| t["label"] == label).unwrap()["image_digest"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[test]
@@ -67,7 +70,10 @@ fn a_lock_change_rebases_every_app_image_without_running_a_buildpack() {
     let (before, _) = build(&cx, &["//services/hello-py:image"]);
     // A package change in the run image: add one package and re-lock (the platform team's change).
     let st = std::fs::read_to_string(cx.root().join("stacks/debian/BUILD.star")).unwrap();
-    cx.write("stacks/debian/BUILD.star", &st.replacen("packages = COMMON + [\"python3\"],", "packages = COMMON + [\"python3\", \"sed\"],", 1));
+    cx.write(
+        "stacks/debian/BUILD.star",
+        &st.replacen("packages = COMMON + [\"python3\"],", "packages = COMMON + [\"python3\", \"sed\"],", 1),
+    );
     let r = cx.cmd().env("CBUILD_DEBIAN_CACHE", debs()).args(["lock", "//stacks/debian:run"]).output().unwrap();
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(String::from_utf8_lossy(&r.stderr).contains("+ sed"), "{}", String::from_utf8_lossy(&r.stderr));
@@ -83,7 +89,11 @@ fn a_lock_change_rebases_every_app_image_without_running_a_buildpack() {
     common::copy_tree(cx.root(), clean.root());
     let _ = std::fs::remove_dir_all(clean.root().join("cbuild-out"));
     let (c, _) = build(&clean, &["//services/hello-py:image"]);
-    assert_eq!(digest_of(&c, "//services/hello-py:image"), digest_of(&after, "//services/hello-py:image"), "equals a clean build on the new run image");
+    assert_eq!(
+        digest_of(&c, "//services/hello-py:image"),
+        digest_of(&after, "//services/hello-py:image"),
+        "equals a clean build on the new run image"
+    );
 }
 
 #[test]
@@ -92,5 +102,9 @@ fn a_missing_lock_is_a_clear_error() {
     std::fs::remove_file(cx.root().join("stacks/debian/run.lock")).unwrap();
     let r = cx.run(&["build", "//stacks/debian:run"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("stacks/debian/run.lock") && r.stderr.contains("cbuild lock //stacks/debian:run"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("stacks/debian/run.lock") && r.stderr.contains("cbuild lock //stacks/debian:run"),
+        "{}",
+        r.stderr
+    );
 }

@@ -22,7 +22,10 @@ oci_image(name = "img", layers = [":l1", ":l2"], entrypoint = ["/app/a.txt"])
     )
     .write("app/a.txt", "hello\n")
     .write("app/b.txt", "data\n")
-    .write("other/BUILD.star", "layer(name = \"o\", srcs = [\"c.txt\"])\noci_image(name = \"img\", layers = [\":o\"])\n")
+    .write(
+        "other/BUILD.star",
+        "layer(name = \"o\", srcs = [\"c.txt\"])\noci_image(name = \"img\", layers = [\":o\"])\n",
+    )
     .write("other/c.txt", "other\n");
     cx
 }
@@ -119,7 +122,8 @@ fn an_edit_reruns_only_what_depends_on_it() {
 }
 
 fn manifest(cx: &TestContext, layout: &str) -> Value {
-    let idx: Value = serde_json::from_slice(&std::fs::read(cx.root().join(layout).join("index.json")).unwrap()).unwrap();
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(cx.root().join(layout).join("index.json")).unwrap()).unwrap();
     let d = idx["manifests"][0]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
     serde_json::from_slice(&std::fs::read(cx.root().join(layout).join("blobs/sha256").join(d)).unwrap()).unwrap()
 }
@@ -189,7 +193,9 @@ fn concurrent_builds_on_one_cache_all_succeed_with_the_same_result() {
     let children: Vec<_> = (0..4)
         .map(|i| {
             let mut c = cx.cmd();
-            c.args(["build", "--json", if i % 2 == 0 { "//..." } else { "//app:img" }]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+            c.args(["build", "--json", if i % 2 == 0 { "//..." } else { "//app:img" }])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
             c.spawn().unwrap()
         })
         .collect();
@@ -222,7 +228,13 @@ fn kill_9_at_random_moments_leaves_a_cache_whose_next_build_is_correct() {
     for i in 0..12 {
         // Change inputs so the build has real work to do, then kill it somewhere in the middle.
         cx.write("app/b.txt", &format!("round {i}\n{}", "x".repeat((rnd() % 200_000) as usize)));
-        let mut child = cx.cmd().args(["build", "//..."]).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+        let mut child = cx
+            .cmd()
+            .args(["build", "//..."])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_millis(rnd() % 400));
         let _ = child.kill();
         let _ = child.wait();

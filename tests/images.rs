@@ -45,7 +45,8 @@ fn example_images_validate_and_run() {
     let (code, out) = run_harness("run-oci.sh", &[tool.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("hello from cbuild") && out.contains("version "), "{out}");
-    let (code, out) = run_harness("run-oci.sh", &[cx.root().join(&images["//stacks:run-image"].1).to_str().unwrap(), "id"]);
+    let (code, out) =
+        run_harness("run-oci.sh", &[cx.root().join(&images["//stacks:run-image"].1).to_str().unwrap(), "id"]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("uid=1000(cnb) gid=1000(cnb)"), "{out}");
 }
@@ -118,7 +119,8 @@ fn cbuild_run_passes_args_env_user_and_exit_code() {
     let r = cx.run(&["run", "//stacks:run-image", "--", "sh", "-c", "echo uid=$(id -u) home=$HOME x=$X; exit 7"]);
     assert_eq!(r.code, 7, "{}", r.stderr);
     assert_eq!(r.stdout.trim(), "uid=1000 home=/home/cnb x=");
-    let r = cx.run(&["run", "-e", "X=1", "-u", "root", "//stacks:run-image", "--", "sh", "-c", "echo uid=$(id -u) x=$X"]);
+    let r =
+        cx.run(&["run", "-e", "X=1", "-u", "root", "//stacks:run-image", "--", "sh", "-c", "echo uid=$(id -u) x=$X"]);
     assert_eq!(r.stdout.trim(), "uid=0 x=1", "{}", r.stderr);
     let r = cx.run(&["run", "//tools:tool-layer"]);
     assert_eq!(r.code, 2, "a layer is not an image: {}", r.stderr);
@@ -130,7 +132,10 @@ fn two_copies_two_caches_identical_digests() {
     let b = TestContext::from_examples();
     let da = build_json(&a, &["//tools/..."]);
     let db = build_json(&b, &["//tools/..."]);
-    assert_eq!(da.iter().map(|(k, v)| (k, &v.0)).collect::<Vec<_>>(), db.iter().map(|(k, v)| (k, &v.0)).collect::<Vec<_>>());
+    assert_eq!(
+        da.iter().map(|(k, v)| (k, &v.0)).collect::<Vec<_>>(),
+        db.iter().map(|(k, v)| (k, &v.0)).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -139,7 +144,10 @@ fn docker_archive_export_is_accepted() {
     let out = cx.root().join("tool.tar");
     let r = cx.run(&["export", "//tools:tool", "-o", out.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let o = std::process::Command::new("skopeo").args(["inspect", &format!("docker-archive:{}", out.display())]).output().unwrap();
+    let o = std::process::Command::new("skopeo")
+        .args(["inspect", &format!("docker-archive:{}", out.display())])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "skopeo: {}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["Layers"].as_array().unwrap().len(), 3);
@@ -168,7 +176,11 @@ fn oci_import_of_a_real_layout_keeps_its_digest_and_serves_as_base() {
     assert_eq!(r.stdout.trim(), "imported base ok", "{}", r.stderr);
     // A tampered blob in the imported layout is refused, naming it.
     let blobs = layout.join("blobs/sha256");
-    let victim = std::fs::read_dir(&blobs).unwrap().map(|e| e.unwrap().path()).max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let victim = std::fs::read_dir(&blobs)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
     let mut bytes = std::fs::read(&victim).unwrap();
     let n = bytes.len() / 2;
     bytes[n] ^= 1;

@@ -53,7 +53,11 @@ fn setup(reg: &Registry, big: usize, labels: &str) -> (TestContext, String) {
     ok(&ex, &["push", "//stacks:run-other", "--tag", &format!("{}/base/run:other", reg.host)]);
     // The app workspace: the stack's run image comes from the registry.
     let st = std::fs::read_to_string(ex.root().join("stacks/BUILD.star")).unwrap();
-    ex.write("stacks/BUILD.star", &(st.replace("run_image = \":run-image\"", "run_image = \":pulled\"") + &format!("\noci_pull(name = \"pulled\", image = \"{}/base/run:1\")\n", reg.host)));
+    ex.write(
+        "stacks/BUILD.star",
+        &(st.replace("run_image = \":run-image\"", "run_image = \":pulled\"")
+            + &format!("\noci_pull(name = \"pulled\", image = \"{}/base/run:1\")\n", reg.host)),
+    );
     ex.write("services/api/public/big.bin", &"x".repeat(big));
     ex.write(
         "services/api/BUILD.star",
@@ -68,7 +72,13 @@ fn app_layer_gets(reg: &Registry, ex: &TestContext) -> usize {
     // The app layer digests of the built image.
     let r = ex.run(&["inspect", "--json", "//services/api:image"]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
-    let layers: Vec<String> = v["layers"].as_array().unwrap().iter().filter(|l| l["created_by"] == "application").map(|l| l["digest"].as_str().unwrap().to_string()).collect();
+    let layers: Vec<String> = v["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["created_by"] == "application")
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(layers.len(), 1);
     reg.log().lines().filter(|l| l.contains("GET") && layers.iter().any(|d| l.contains(&format!("/blobs/{d}")))).count()
 }
@@ -87,20 +97,36 @@ fn registry_rebase_is_manifest_only() {
     let small = bytes_uploaded(&r.stdout);
     assert_eq!(app_layer_gets(&reg, &ex), before, "no app layer was downloaded");
     // The rebased image in the registry: new run layers under the same app layers, labels updated.
-    let out = std::process::Command::new("skopeo").args(["inspect", "--tls-verify=false", &format!("docker://{app}")]).output().unwrap();
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", &format!("docker://{app}")])
+        .output()
+        .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let md: serde_json::Value = serde_json::from_str(v["Labels"]["io.buildpacks.lifecycle.metadata"].as_str().unwrap()).unwrap();
+    let md: serde_json::Value =
+        serde_json::from_str(v["Labels"]["io.buildpacks.lifecycle.metadata"].as_str().unwrap()).unwrap();
     let layers = v["Layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3 + 5, "3 run image layers + web launch layer + app + launcher + config + process types");
     let v2: serde_json::Value = serde_json::from_str(&r.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(md["runImage"]["reference"], v2["run_image"]);
     // The rebased image validates and runs like a fresh one.
     let dir = tempfile::tempdir().unwrap();
-    let o = std::process::Command::new("skopeo").args(["copy", "-q", "--src-tls-verify=false", &format!("docker://{app}"), &format!("oci:{}:app", dir.path().join("l").display())]).output().unwrap();
+    let o = std::process::Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--src-tls-verify=false",
+            &format!("docker://{app}"),
+            &format!("oci:{}:app", dir.path().join("l").display()),
+        ])
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let (code, out) = common::run_harness("validate-oci.sh", &[&format!("{}:app", dir.path().join("l").display())]);
     assert_eq!(code, 0, "{out}");
-    let (code, out) = common::run_harness("run-oci.sh", &["--entrypoint", "cat", &format!("{}:app", dir.path().join("l").display()), "/etc/patches/patch.txt"]);
+    let (code, out) = common::run_harness(
+        "run-oci.sh",
+        &["--entrypoint", "cat", &format!("{}:app", dir.path().join("l").display()), "/etc/patches/patch.txt"],
+    );
     assert_eq!((code, out.trim()), (0, "security fix"));
     // Bytes sent do not grow with the app layer: 100x bigger app, same order of bytes.
     let reg2 = Registry::start();
@@ -126,11 +152,16 @@ fn refusals_and_force() {
     refuse("elsewhere/run:2", "is neither the recorded run image");
     // --force rebases with one warning per skipped check.
     let r = ok(&ex, &["rebase", &app, "--run-image", &format!("{}/elsewhere/run:2", reg.host), "--force"]);
-    assert!(r.stderr.contains("--force: skipped the check that refuses when the image says it is not rebasable"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("--force: skipped the check that refuses when the image says it is not rebasable"),
+        "{}",
+        r.stderr
+    );
     assert!(r.stderr.contains("--force: skipped the check that refuses when the new run image"), "{}", r.stderr);
     assert!(r.stdout.contains("rebased onto"), "{}", r.stdout);
     // A non-CNB image is refused clearly.
-    let r = ex.run(&["rebase", &format!("{}/base/run:1", reg.host), "--run-image", &format!("{}/base/run:2", reg.host)]);
+    let r =
+        ex.run(&["rebase", &format!("{}/base/run:1", reg.host), "--run-image", &format!("{}/base/run:2", reg.host)]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("not a Cloud Native Buildpacks app image"), "{}", r.stderr);
 }
@@ -172,7 +203,12 @@ fn workspace_rebase_reports_each_image() {
     let r = ok(&cx, &["rebase", "//services/api:image", "//services/site:image"]);
     assert!(r.stdout.contains("//services/api:image: rebuilt"), "{}", r.stdout);
     let r = ok(&cx, &["rebase", "//services/api:image", "//services/site:image"]);
-    assert!(r.stdout.contains("//services/api:image: already current") && r.stdout.contains("//services/site:image: already current"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("//services/api:image: already current")
+            && r.stdout.contains("//services/site:image: already current"),
+        "{}",
+        r.stdout
+    );
     cx.write("stacks/patch.txt", "fix\n");
     let st = std::fs::read_to_string(cx.root().join("stacks/BUILD.star")).unwrap();
     cx.write(
@@ -182,5 +218,9 @@ fn workspace_rebase_reports_each_image() {
             + "\nlayer(name = \"patch\", srcs = [\"patch.txt\"], prefix = \"/etc/patches\")\noci_image(name = \"run-image\", base = \":run-base\", layers = [\":patch\"])\n"),
     );
     let r = ok(&cx, &["rebase", "//services/api:image", "//services/site:image"]);
-    assert!(r.stdout.contains("//services/api:image: rebased") && r.stdout.contains("//services/site:image: rebased"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("//services/api:image: rebased") && r.stdout.contains("//services/site:image: rebased"),
+        "{}",
+        r.stdout
+    );
 }

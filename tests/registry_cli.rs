@@ -48,7 +48,8 @@ fn skopeo_digest(r: &str, creds: Option<&str>) -> String {
 }
 
 fn layout_digest(cx: &TestContext, layout: &str) -> String {
-    let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(cx.root().join(layout).join("index.json")).unwrap()).unwrap();
+    let idx: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(cx.root().join(layout).join("index.json")).unwrap()).unwrap();
     idx["manifests"][0]["digest"].as_str().unwrap().to_string()
 }
 
@@ -73,7 +74,10 @@ fn push_repush_and_mount() {
     let r = cx.run(&["push", "//tools:tool", "--tag", &format!("{}/apps/tool:1", reg.host)]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(pushed_lines(&r.stderr)[0].contains("2 mounted"), "{}", r.stderr);
-    assert!(reg.log().contains("from=base%2Frun&mount=") || reg.log().contains("mount="), "no mount in the registry log");
+    assert!(
+        reg.log().contains("from=base%2Frun&mount=") || reg.log().contains("mount="),
+        "no mount in the registry log"
+    );
     assert_eq!(skopeo_digest(&format!("{}/apps/tool:1", reg.host), None), layout_digest(&cx, "cbuild-out/tools/tool"));
 }
 
@@ -91,8 +95,17 @@ fn basic_auth_needs_credentials_from_docker_config() {
     assert!(err.to_lowercase().contains("docker login") || err.contains("config.json"), "hints at credentials: {err}");
     use base64::Engine;
     let auth = base64::engine::general_purpose::STANDARD.encode("alice:s3cret-pw");
-    std::fs::write(cfg.path().join("config.json"), format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}", reg.host)).unwrap();
-    let r = cx.cmd().env("DOCKER_CONFIG", cfg.path()).args(["push", "//tools:tool", "--tag", &tag, "--json"]).output().unwrap();
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{auth}\"}}}}}}", reg.host),
+    )
+    .unwrap();
+    let r = cx
+        .cmd()
+        .env("DOCKER_CONFIG", cfg.path())
+        .args(["push", "//tools:tool", "--tag", &tag, "--json"])
+        .output()
+        .unwrap();
     let out = String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr);
     assert_eq!(r.status.code(), Some(0), "{out}");
     assert!(!out.contains("s3cret-pw") && !out.contains(&auth), "credentials never printed");
@@ -124,7 +137,10 @@ fn oci_pull_is_shallow_and_serves_as_base_and_run_image() {
     let digest = skopeo_digest(&base, None);
     let base_layers: Vec<String> = {
         let m: serde_json::Value = serde_json::from_slice(
-            &std::fs::read(ex.root().join("cbuild-out/stacks/run-image/blobs/sha256").join(digest.trim_start_matches("sha256:"))).unwrap(),
+            &std::fs::read(
+                ex.root().join("cbuild-out/stacks/run-image/blobs/sha256").join(digest.trim_start_matches("sha256:")),
+            )
+            .unwrap(),
         )
         .unwrap();
         m["layers"].as_array().unwrap().iter().map(|l| l["digest"].as_str().unwrap().to_string()).collect()
@@ -170,7 +186,8 @@ fn oci_pull_is_shallow_and_serves_as_base_and_run_image() {
     let st = std::fs::read_to_string(ex.root().join("stacks/BUILD.star")).unwrap();
     ex.write(
         "stacks/BUILD.star",
-        &(st.replace("run_image = \":run-image\"", "run_image = \":pulled-run\"") + &format!("\noci_pull(name = \"pulled-run\", image = \"{base}\", digest = \"{digest}\")\n")),
+        &(st.replace("run_image = \":run-image\"", "run_image = \":pulled-run\"")
+            + &format!("\noci_pull(name = \"pulled-run\", image = \"{base}\", digest = \"{digest}\")\n")),
     );
     let r = ex.run(&["build", "//services/worker:image"]);
     assert_eq!(r.code, 0, "{}", r.stderr);

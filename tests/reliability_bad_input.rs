@@ -32,7 +32,8 @@ const GOOD: &str = "//tools:tool";
 /// template workspace and cache built once per test binary (copying is faster than building).
 fn primed() -> (Ws, BTreeMap<String, String>) {
     // Statics are never dropped: the template's dirs are removed by an atexit hook instead.
-    static TEMPLATE: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf, BTreeMap<String, String>)> = std::sync::OnceLock::new();
+    static TEMPLATE: std::sync::OnceLock<(std::path::PathBuf, std::path::PathBuf, BTreeMap<String, String>)> =
+        std::sync::OnceLock::new();
     extern "C" fn remove_template() {
         if let Some((root, cache, _)) = TEMPLATE.get() {
             let _ = std::fs::remove_dir_all(root);
@@ -58,13 +59,22 @@ fn entries(ws: &Ws, label: &str, kind: Option<&str>) -> i64 {
     let db = ws.cache.join("cache.sqlite");
     let c = rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
     match kind {
-        Some(k) => c.query_row("SELECT count(*) FROM actions WHERE label = ?1 AND kind = ?2", [label, k], |r| r.get(0)).unwrap(),
+        Some(k) => c
+            .query_row("SELECT count(*) FROM actions WHERE label = ?1 AND kind = ?2", [label, k], |r| r.get(0))
+            .unwrap(),
         None => c.query_row("SELECT count(*) FROM actions WHERE label = ?1", [label], |r| r.get(0)).unwrap(),
     }
 }
 
 /// Runs the bad build and checks the common contract; returns the combined output.
-fn expect_failure(ws: &Ws, good: &BTreeMap<String, String>, args: &[&str], code: i32, needles: &[&str], failed: Option<(&str, Option<&str>)>) -> String {
+fn expect_failure(
+    ws: &Ws,
+    good: &BTreeMap<String, String>,
+    args: &[&str],
+    code: i32,
+    needles: &[&str],
+    failed: Option<(&str, Option<&str>)>,
+) -> String {
     let t = Instant::now();
     let o = ws.build(args);
     let all = o.all();
@@ -74,7 +84,13 @@ fn expect_failure(ws: &Ws, good: &BTreeMap<String, String>, args: &[&str], code:
         assert!(all.contains(n), "the error should mention `{n}`:\n{all}");
     }
     assert!(t.elapsed() < Duration::from_secs(90), "took {:?}", t.elapsed());
-    let first = o.failures().lines().next().map(String::from).or_else(|| o.stderr.lines().find(|l| l.contains("error")).map(String::from)).unwrap_or_default();
+    let first = o
+        .failures()
+        .lines()
+        .next()
+        .map(String::from)
+        .or_else(|| o.stderr.lines().find(|l| l.contains("error")).map(String::from))
+        .unwrap_or_default();
     eprintln!("OBSERVED {args:?} exit {} in {:?}: {first}", o.code, t.elapsed());
     if let Some((label, kind)) = failed {
         assert_eq!(entries(ws, label, kind), 0, "a cache entry exists for the failed {label} {kind:?}");
@@ -162,7 +178,10 @@ fn non_utf8_file_name_in_a_package() {
     ws.write("bad/ok.txt", "ok");
     let name = std::ffi::OsStr::from_bytes(b"bad-\xff\xfe.txt");
     std::fs::write(ws.path("bad").join(name), "x").unwrap();
-    ws.write("bad/BUILD.star", "layer(name = \"x\", srcs = glob([\"*.txt\"]))\noci_image(name = \"img\", layers = [\":x\"])\n");
+    ws.write(
+        "bad/BUILD.star",
+        "layer(name = \"x\", srcs = glob([\"*.txt\"]))\noci_image(name = \"img\", layers = [\":x\"])\n",
+    );
     let o = ws.build(&["//bad:img"]);
     let all = o.all();
     assert!(!all.contains("panicked"), "{all}");
@@ -188,7 +207,8 @@ fn failing_genrule_and_missing_output() {
 
 // ---- buildpacks (exit 1, no entry) ------------------------------------------------------------
 
-const BP_TOML: &str = "api = \"0.10\"\n[buildpack]\nid = \"rel/bad\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n";
+const BP_TOML: &str =
+    "api = \"0.10\"\n[buildpack]\nid = \"rel/bad\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n";
 const DETECT_OK: &str = "#!/bin/sh\nexit 0\n";
 const BUILD_OK: &str = "#!/bin/sh\nset -eu\nprintf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$CNB_LAYERS_DIR/launch.toml\"\n";
 
@@ -203,7 +223,10 @@ fn cnb(bp_toml: &str, detect: &str, build: &str) -> (Ws, BTreeMap<String, String
     }
     ws.write("bps/BUILD.star", "buildpack(name = \"bad\", srcs = glob([\"bad/**\"]))\n");
     ws.write("bld/BUILD.star", "builder(name = \"b\", stack = \"//stacks:default\", order = [[\"//bps:bad\"]])\n");
-    ws.write("app/BUILD.star", "cnb_image(name = \"img\", srcs = glob([\"**\"], exclude = [\"BUILD.star\"]), builder = \"//bld:b\")\n");
+    ws.write(
+        "app/BUILD.star",
+        "cnb_image(name = \"img\", srcs = glob([\"**\"], exclude = [\"BUILD.star\"]), builder = \"//bld:b\")\n",
+    );
     ws.write("app/x.txt", "x");
     (ws, good)
 }
@@ -238,19 +261,28 @@ fn buildpack_toml_errors_name_the_real_file() {
 
 #[test]
 fn detect_plan_garbage() {
-    let (ws, good) = cnb(BP_TOML, "#!/bin/sh\nprintf '[[requires]\\nname = = \\001\\n' >> \"$CNB_BUILD_PLAN_PATH\"\nexit 0\n", BUILD_OK);
+    let (ws, good) = cnb(
+        BP_TOML,
+        "#!/bin/sh\nprintf '[[requires]\\nname = = \\001\\n' >> \"$CNB_BUILD_PLAN_PATH\"\nexit 0\n",
+        BUILD_OK,
+    );
     expect_failure(&ws, &good, &["//app:img"], 1, &["rel/bad", "plan"], Some(("//app:img", Some("detect"))));
 }
 
 #[test]
 fn detect_plan_wrong_shape() {
-    let (ws, good) = cnb(BP_TOML, "#!/bin/sh\nprintf 'requires = \"everything\"\\n' >> \"$CNB_BUILD_PLAN_PATH\"\nexit 0\n", BUILD_OK);
+    let (ws, good) = cnb(
+        BP_TOML,
+        "#!/bin/sh\nprintf 'requires = \"everything\"\\n' >> \"$CNB_BUILD_PLAN_PATH\"\nexit 0\n",
+        BUILD_OK,
+    );
     expect_failure(&ws, &good, &["//app:img"], 1, &["rel/bad"], Some(("//app:img", Some("detect"))));
 }
 
 #[test]
 fn layer_toml_garbage() {
-    let build = "#!/bin/sh\nmkdir -p \"$CNB_LAYERS_DIR/l\"\nprintf '[types\\nlaunch = yes\\n' > \"$CNB_LAYERS_DIR/l.toml\"\n";
+    let build =
+        "#!/bin/sh\nmkdir -p \"$CNB_LAYERS_DIR/l\"\nprintf '[types\\nlaunch = yes\\n' > \"$CNB_LAYERS_DIR/l.toml\"\n";
     let (ws, good) = cnb(BP_TOML, DETECT_OK, build);
     expect_failure(&ws, &good, &["//app:img"], 1, &["rel/bad", "l.toml"], Some(("//app:img", Some("build"))));
 }
@@ -268,7 +300,11 @@ fn layer_toml_for_a_bad_layer_name() {
 fn launch_toml_garbage_and_wrong_types() {
     let (ws, good) = cnb(BP_TOML, DETECT_OK, "#!/bin/sh\nprintf '[[processes]\\n' > \"$CNB_LAYERS_DIR/launch.toml\"\n");
     expect_failure(&ws, &good, &["//app:img"], 1, &["rel/bad", "launch.toml"], Some(("//app:img", Some("build"))));
-    let (ws, good) = cnb(BP_TOML, DETECT_OK, "#!/bin/sh\nprintf '[[processes]]\\ntype = 5\\ncommand = \"x\"\\n' > \"$CNB_LAYERS_DIR/launch.toml\"\n");
+    let (ws, good) = cnb(
+        BP_TOML,
+        DETECT_OK,
+        "#!/bin/sh\nprintf '[[processes]]\\ntype = 5\\ncommand = \"x\"\\n' > \"$CNB_LAYERS_DIR/launch.toml\"\n",
+    );
     expect_failure(&ws, &good, &["//app:img"], 1, &["rel/bad", "launch.toml"], Some(("//app:img", Some("build"))));
     let (ws, good) = cnb(BP_TOML, DETECT_OK, "#!/bin/sh\nprintf '[[processes]]\\ntype = \"../../etc\"\\ncommand = [\"x\"]\\n' > \"$CNB_LAYERS_DIR/launch.toml\"\n");
     expect_failure(&ws, &good, &["//app:img"], 1, &["rel/bad", "launch.toml"], Some(("//app:img", Some("build"))));
@@ -277,7 +313,14 @@ fn launch_toml_garbage_and_wrong_types() {
 #[test]
 fn buildpack_build_fails_and_detect_errors() {
     let (ws, good) = cnb(BP_TOML, DETECT_OK, "#!/bin/sh\necho 'compiler exploded' >&2\nexit 7\n");
-    expect_failure(&ws, &good, &["//app:img"], 1, &["rel/bad", "compiler exploded"], Some(("//app:img", Some("build"))));
+    expect_failure(
+        &ws,
+        &good,
+        &["//app:img"],
+        1,
+        &["rel/bad", "compiler exploded"],
+        Some(("//app:img", Some("build"))),
+    );
     let (ws, good) = cnb(BP_TOML, "#!/bin/sh\nexit 42\n", BUILD_OK);
     expect_failure(&ws, &good, &["//app:img"], 1, &["rel/bad"], Some(("//app:img", Some("detect"))));
 }
@@ -291,7 +334,13 @@ fn sha(b: &[u8]) -> String {
 
 /// Writes an OCI layout under `imp/layout` with the given layer tar (uncompressed), config and
 /// manifest transforms, and an `oci_import` + image using it.
-fn layout(ws: &Ws, layer: &[u8], config: Option<&[u8]>, manifest_edit: impl Fn(String) -> String, index_edit: impl Fn(String) -> String) {
+fn layout(
+    ws: &Ws,
+    layer: &[u8],
+    config: Option<&[u8]>,
+    manifest_edit: impl Fn(String) -> String,
+    index_edit: impl Fn(String) -> String,
+) {
     let blobs = ws.path("imp/layout/blobs/sha256");
     std::fs::create_dir_all(&blobs).unwrap();
     let put = |b: &[u8]| {
@@ -394,7 +443,13 @@ fn path_traversal_in_an_imported_layer_is_refused_when_extracted() {
     // oci_import only copies blobs; extraction (cbuild run) must refuse the `../` entry.
     let (ws, good) = primed();
     let outside = ws.path("escaped.txt");
-    layout(&ws, &tar_of(&[("../../../../../../../../tmp/cbuild-rel-escape.txt", b"x"), ("../escaped.txt", b"x")]), None, |m| m, |i| i);
+    layout(
+        &ws,
+        &tar_of(&[("../../../../../../../../tmp/cbuild-rel-escape.txt", b"x"), ("../escaped.txt", b"x")]),
+        None,
+        |m| m,
+        |i| i,
+    );
     let _ = std::fs::remove_file("/tmp/cbuild-rel-escape.txt");
     let o = ws.run(&["run", "--entrypoint", "/bin/true", "//imp:img"]);
     assert_ne!(o.code, 0, "{}", o.all());
@@ -420,7 +475,12 @@ fn tar_bomb_with_100k_entries_is_bounded() {
     let root = tempfile::tempdir().unwrap();
     let d: cbuild::model::digest::Digest = format!("sha256:{}", sha(&bytes)).parse().unwrap();
     let t = Instant::now();
-    let r = cbuild::oci::extract_layer(&bytes[..], &d, &root.path().join("r"), &cbuild::oci::ExtractOptions { chown: false });
+    let r = cbuild::oci::extract_layer(
+        &bytes[..],
+        &d,
+        &root.path().join("r"),
+        &cbuild::oci::ExtractOptions { chown: false },
+    );
     // Either extracted (100k empty files is legal) or refused with a limit; never a hang or panic.
     match r {
         Ok(s) => {
@@ -444,9 +504,20 @@ fn tar_header_claiming_a_huge_file_is_an_error_not_a_huge_write() {
     bytes.extend_from_slice(&[0u8; 4096]);
     let root = tempfile::tempdir().unwrap();
     let d: cbuild::model::digest::Digest = format!("sha256:{}", sha(&bytes)).parse().unwrap();
-    let r = cbuild::oci::extract_layer(&bytes[..], &d, &root.path().join("r"), &cbuild::oci::ExtractOptions { chown: false });
+    let r = cbuild::oci::extract_layer(
+        &bytes[..],
+        &d,
+        &root.path().join("r"),
+        &cbuild::oci::ExtractOptions { chown: false },
+    );
     assert!(r.is_err(), "a truncated 8 GiB entry must be an error");
-    let written: u64 = walkdir::WalkDir::new(root.path()).into_iter().filter_map(|e| e.ok()).filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum();
+    let written: u64 = walkdir::WalkDir::new(root.path())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| e.metadata().ok())
+        .filter(|m| m.is_file())
+        .map(|m| m.len())
+        .sum();
     assert!(written < 1 << 20, "{written} bytes written for a lying header");
     // A real sparse GNU entry (a 1 GiB hole) is either refused or written sparse (not 1 GiB of disk).
     let mut h = tar::Header::new_gnu();
@@ -465,7 +536,12 @@ fn tar_header_claiming_a_huge_file_is_an_error_not_a_huge_write() {
     bytes.extend_from_slice(&[0u8; 1024]);
     let root = tempfile::tempdir().unwrap();
     let d: cbuild::model::digest::Digest = format!("sha256:{}", sha(&bytes)).parse().unwrap();
-    let _ = cbuild::oci::extract_layer(&bytes[..], &d, &root.path().join("r"), &cbuild::oci::ExtractOptions { chown: false });
+    let _ = cbuild::oci::extract_layer(
+        &bytes[..],
+        &d,
+        &root.path().join("r"),
+        &cbuild::oci::ExtractOptions { chown: false },
+    );
     let used: u64 = walkdir::WalkDir::new(root.path())
         .into_iter()
         .filter_map(|e| e.ok())
@@ -515,7 +591,10 @@ impl FakeRegistry {
                             "HTTP/1.1 {code} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nRetry-After: 0\r\nDocker-Distribution-API-Version: registry/2.0\r\n\r\n",
                             body.len()
                         );
-                        if s.write_all(resp.as_bytes()).and_then(|_| if m == "HEAD" { Ok(()) } else { s.write_all(&body) }).is_err() {
+                        if s.write_all(resp.as_bytes())
+                            .and_then(|_| if m == "HEAD" { Ok(()) } else { s.write_all(&body) })
+                            .is_err()
+                        {
                             return;
                         }
                     }
@@ -536,7 +615,13 @@ fn pull_ws(ws: &Ws, image: &str, digest: Option<&str>) {
 
 fn registry_case(status: u16, body: &'static [u8], needles: &[&str], pinned: bool) {
     let (ws, good) = primed();
-    let reg = FakeRegistry::start(Box::new(move |_, p| if p == "/v2/" { (200, "application/json".into(), b"{}".to_vec()) } else { (status, "application/json".into(), body.to_vec()) }));
+    let reg = FakeRegistry::start(Box::new(move |_, p| {
+        if p == "/v2/" {
+            (200, "application/json".into(), b"{}".to_vec())
+        } else {
+            (status, "application/json".into(), body.to_vec())
+        }
+    }));
     let pin = format!("sha256:{}", "a".repeat(64));
     pull_ws(&ws, &format!("{}/lib/base:1", reg.host), pinned.then_some(pin.as_str()));
     let out = expect_failure(&ws, &good, &["//pull:img"], 1, needles, Some(("//pull:base", None)));
@@ -587,7 +672,9 @@ fn registry_answers_a_manifest_with_the_wrong_digest() {
 #[test]
 fn registry_blob_with_the_wrong_digest() {
     let (ws, good) = primed();
-    let cfg = b"{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}".to_vec();
+    let cfg =
+        b"{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{},\"rootfs\":{\"type\":\"layers\",\"diff_ids\":[]}}"
+            .to_vec();
     let manifest = format!(
         "{{\"schemaVersion\":2,\"mediaType\":\"{MT}\",\"config\":{{\"mediaType\":\"application/vnd.oci.image.config.v1+json\",\"digest\":\"sha256:{}\",\"size\":{}}},\"layers\":[]}}",
         sha(&cfg),
@@ -642,7 +729,11 @@ fn real_registry_answers_401_and_404() {
     let o = ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(["build", "--json", "//pull:img"]).output().unwrap();
     let all = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "401: {all}");
-    assert!(all.contains(&reg.host) && (all.contains("401") || all.to_lowercase().contains("unauthorized") || all.contains("credentials")), "401: {all}");
+    assert!(
+        all.contains(&reg.host)
+            && (all.contains("401") || all.to_lowercase().contains("unauthorized") || all.contains("credentials")),
+        "401: {all}"
+    );
     let reg2 = Registry::start(None);
     pull_ws(&ws, &format!("{}/lib/nothing-here:1", reg2.host), None);
     let out = expect_failure(&ws, &good, &["//pull:img"], 1, &["lib/nothing-here"], Some(("//pull:base", None)));

@@ -52,7 +52,8 @@ fn assert_blobs_whole(dir: &Path, what: &str) {
 fn assert_layouts_match(ws: &Ws, digests: &BTreeMap<String, String>) {
     for (label, d) in digests {
         let rel = label.trim_start_matches("//").replace(':', "/");
-        let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.path(&format!("cbuild-out/{rel}/index.json"))).unwrap()).unwrap();
+        let idx: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(ws.path(&format!("cbuild-out/{rel}/index.json"))).unwrap()).unwrap();
         assert_eq!(idx["manifests"][0]["digest"].as_str().unwrap(), d, "{label}: layout index ≠ summary");
     }
     assert_blobs_whole(&ws.path("cbuild-out"), "cbuild-out");
@@ -68,7 +69,9 @@ fn set_variant(ws: &Ws, v: u64) {
 
 fn pending_tmp(cache: &Path) -> bool {
     let d = cache.join("cas/sha256");
-    std::fs::read_dir(d).map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with(".tmp-"))).unwrap_or(false)
+    std::fs::read_dir(d)
+        .map(|rd| rd.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().starts_with(".tmp-")))
+        .unwrap_or(false)
 }
 
 #[test]
@@ -92,7 +95,8 @@ fn kill_9_at_random_moments_of_builds_then_the_next_build_equals_a_clean_one() {
         if round % 7 == 3 {
             let _ = std::fs::remove_dir_all(ws.path("cbuild-out"));
         }
-        let mut child = ws.cmd().args(["build", "--json"]).args(SMALL).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child =
+            ws.cmd().args(["build", "--json"]).args(SMALL).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
         if round % 3 == 0 {
             // Wait for a blob write in progress (a `.tmp-` file in the CAS), then kill.
             let t = Instant::now();
@@ -113,8 +117,18 @@ fn kill_9_at_random_moments_of_builds_then_the_next_build_equals_a_clean_one() {
         }
         support::kill9(&mut child);
         let after = ws.build(SMALL);
-        assert_eq!(after.code, 0, "round {round} (seed {seed}): build after kill -9 failed:\n{}\n{}", after.stderr, after.failures());
-        assert_eq!(after.digests(), want, "round {round} (seed {seed}, variant {v}): after kill -9 ≠ the never-killed build");
+        assert_eq!(
+            after.code,
+            0,
+            "round {round} (seed {seed}): build after kill -9 failed:\n{}\n{}",
+            after.stderr,
+            after.failures()
+        );
+        assert_eq!(
+            after.digests(),
+            want,
+            "round {round} (seed {seed}, variant {v}): after kill -9 ≠ the never-killed build"
+        );
         if round % 10 == 9 {
             assert_eq!(after.digests(), support::clean_digests(ws.root(), SMALL), "round {round}: ≠ clean build");
         }
@@ -125,7 +139,10 @@ fn kill_9_at_random_moments_of_builds_then_the_next_build_equals_a_clean_one() {
     assert_blobs_whole(&ws.cache, "cache");
     assert!(killed_running >= rounds / 2, "only {killed_running}/{rounds} kills hit a running build");
     assert!(while_writing >= rounds / 6, "only {while_writing} kills during a blob write");
-    eprintln!("{rounds} kills ({killed_running} while running, {while_writing} while a blob was being written) in {:?}", t0.elapsed());
+    eprintln!(
+        "{rounds} kills ({killed_running} while running, {while_writing} while a blob was being written) in {:?}",
+        t0.elapsed()
+    );
 }
 
 struct Registry {
@@ -158,7 +175,10 @@ impl Drop for Registry {
 fn registry_digest(host: &str, repo: &str, tag: &str) -> Option<String> {
     let r = reqwest::blocking::Client::new()
         .get(format!("http://{host}/v2/{repo}/manifests/{tag}"))
-        .header("Accept", "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json")
+        .header(
+            "Accept",
+            "application/vnd.oci.image.manifest.v1+json, application/vnd.docker.distribution.manifest.v2+json",
+        )
         .send()
         .ok()?;
     if !r.status().is_success() {
@@ -180,7 +200,13 @@ fn kill_9_during_push_then_the_next_push_is_whole() {
         set_variant(&ws, 100 + round);
         let local = ws.ok(&["//tools:web"])["//tools:web"].clone();
         let tag = format!("r{}", round % 3);
-        let mut child = ws.cmd().args(["push", "//tools:web", "--tag", &format!("{}/rel/web:{tag}", reg.host)]).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let mut child = ws
+            .cmd()
+            .args(["push", "//tools:web", "--tag", &format!("{}/rel/web:{tag}", reg.host)])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
         std::thread::sleep(Duration::from_micros(rng.below(300_000)));
         if let Ok(None) = child.try_wait() {
             interrupted += 1;
@@ -188,11 +214,18 @@ fn kill_9_during_push_then_the_next_push_is_whole() {
         support::kill9(&mut child);
         let o = ws.run(&["push", "//tools:web", "--tag", &format!("{}/rel/web:{tag}", reg.host)]);
         assert_eq!(o.code, 0, "round {round} (seed {seed}): push after kill -9 failed: {}", o.stderr);
-        assert_eq!(registry_digest(&reg.host, "rel/web", &tag).as_deref(), Some(local.as_str()), "round {round}: registry serves another manifest");
+        assert_eq!(
+            registry_digest(&reg.host, "rel/web", &tag).as_deref(),
+            Some(local.as_str()),
+            "round {round}: registry serves another manifest"
+        );
         // The pushed image is whole: pull it back into another workspace and build on it.
         if round == rounds - 1 {
             let cx = support::empty();
-            cx.write("base/BUILD.star", format!("oci_pull(name = \"web\", image = \"{}/rel/web:{tag}\", digest = \"{local}\")\n", reg.host));
+            cx.write(
+                "base/BUILD.star",
+                format!("oci_pull(name = \"web\", image = \"{}/rel/web:{tag}\", digest = \"{local}\")\n", reg.host),
+            );
             cx.write("app/BUILD.star", "layer(name = \"l\", srcs = [\"a.txt\"])\noci_image(name = \"img\", base = \"//base:web\", layers = [\":l\"])\n");
             cx.write("app/a.txt", "a\n");
             cx.ok(&["//app:img"]);
@@ -211,7 +244,12 @@ fn built() -> (Ws, BTreeMap<String, String>) {
 }
 
 fn cas_blobs(cache: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(cache.join("cas/sha256")).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.')).collect();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(cache.join("cas/sha256"))
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
     v.sort();
     v
 }
@@ -251,7 +289,13 @@ fn damage_then_rebuild(how: Damage, pick: impl Fn(usize) -> bool) {
     }
     assert!(n > 0);
     let after = ws.build(TARGETS);
-    assert_eq!(after.code, 0, "{how:?} of {n} blobs: the next build must repair, not fail:\n{}\n{}", after.stderr, after.failures());
+    assert_eq!(
+        after.code,
+        0,
+        "{how:?} of {n} blobs: the next build must repair, not fail:\n{}\n{}",
+        after.stderr,
+        after.failures()
+    );
     assert_eq!(after.digests(), clean, "{how:?}");
     assert_blobs_whole(&ws.cache, "cache after repair");
     assert_layouts_match(&ws, &clean);
@@ -293,7 +337,8 @@ fn config_and_manifest_of_one_image_emptied_the_next_build_repairs() {
     let ws = support::examples();
     let clean = ws.ok(&["//tools:tool"]);
     let m = clean["//tools:tool"].trim_start_matches("sha256:").to_string();
-    let manifest: serde_json::Value = serde_json::from_slice(&std::fs::read(ws.cache.join("cas/sha256").join(&m)).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(ws.cache.join("cas/sha256").join(&m)).unwrap()).unwrap();
     let config = manifest["config"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
     for d in [&m, &config] {
         std::fs::write(ws.cache.join("cas/sha256").join(d), b"").unwrap();
@@ -309,7 +354,12 @@ fn a_tampered_cbuild_out_blob_is_repaired_by_the_next_build() {
     let (ws, clean) = built();
     // The layouts hard-link the cache's blobs: editing one in cbuild-out edits the cache.
     let dir = ws.path("cbuild-out/services/api/image/blobs/sha256");
-    let victim = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).map(|e| e.path()).max_by_key(|p| std::fs::metadata(p).unwrap().len()).unwrap();
+    let victim = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .max_by_key(|p| std::fs::metadata(p).unwrap().len())
+        .unwrap();
     let mut b = std::fs::read(&victim).unwrap();
     let n = b.len() / 2;
     b[n] ^= 0x55;
@@ -357,7 +407,8 @@ fn a_deleted_wal_and_a_garbage_shm_lose_at_most_entries_never_correctness() {
     let (ws, clean) = built();
     // kill -9 in the middle of a build leaves a WAL behind (no clean close, no checkpoint).
     ws.write("tools/hello.sh", "#!/bin/sh\necho changed\n");
-    let mut child = ws.cmd().args(["build", "--json"]).args(TARGETS).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let mut child =
+        ws.cmd().args(["build", "--json"]).args(TARGETS).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
     std::thread::sleep(Duration::from_millis(250));
     support::kill9(&mut child);
     let wal = ws.cache.join("cache.sqlite-wal");
@@ -369,7 +420,10 @@ fn a_deleted_wal_and_a_garbage_shm_lose_at_most_entries_never_correctness() {
     let want = support::clean_digests(ws.root(), TARGETS);
     assert_eq!(after.digests(), want);
     // Back to the original tree: equals the first clean build.
-    ws.write("tools/hello.sh", &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tools/hello.sh")).unwrap());
+    ws.write(
+        "tools/hello.sh",
+        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tools/hello.sh")).unwrap(),
+    );
     let _ = std::fs::remove_file(&wal);
     let back = ws.build(TARGETS);
     assert_eq!(back.code, 0, "{}", back.stderr);
@@ -389,7 +443,12 @@ fn stale_lock_files_and_tmp_leftovers_neither_block_nor_leak_into_results() {
     let real = blobs[0].file_name().unwrap().to_string_lossy().to_string();
     let old = ws.cache.join("cas/sha256/.tmp-OLD123");
     std::fs::write(&old, b"partial").unwrap();
-    std::fs::File::options().write(true).open(&old).unwrap().set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 86400)).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&old)
+        .unwrap()
+        .set_modified(std::time::SystemTime::now() - Duration::from_secs(3 * 86400))
+        .unwrap();
     std::fs::write(ws.cache.join(format!("cas/sha256/.tmp-{}", &real[..12])), b"partial").unwrap();
     std::fs::create_dir_all(ws.cache.join("tmp/leftover-scratch")).unwrap();
     std::fs::write(ws.cache.join("tmp/leftover-scratch/x"), b"x").unwrap();
@@ -466,20 +525,45 @@ fn four_processes_on_three_workspace_copies_share_one_cache() {
         ];
         let children: Vec<_> = jobs
             .iter()
-            .map(|(ws, pats)| ws.cmd().args(["build", "--json"]).args(pats).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap())
+            .map(|(ws, pats)| {
+                ws.cmd()
+                    .args(["build", "--json"])
+                    .args(pats)
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap()
+            })
             .collect();
         let mut results = Vec::new();
         for (ch, (ws, pats)) in children.into_iter().zip(&jobs) {
             let o = ch.wait_with_output().unwrap();
-            let out = support::Out { code: o.status.code().unwrap_or(-1), stdout: String::from_utf8_lossy(&o.stdout).into(), stderr: String::from_utf8_lossy(&o.stderr).into() };
-            assert_eq!(o.status.code(), Some(0), "round {round} {pats:?} in {}: {}\n{}", ws.root().display(), out.stderr, out.failures());
+            let out = support::Out {
+                code: o.status.code().unwrap_or(-1),
+                stdout: String::from_utf8_lossy(&o.stdout).into(),
+                stderr: String::from_utf8_lossy(&o.stderr).into(),
+            };
+            assert_eq!(
+                o.status.code(),
+                Some(0),
+                "round {round} {pats:?} in {}: {}\n{}",
+                ws.root().display(),
+                out.stderr,
+                out.failures()
+            );
             results.push((ws, out.digests()));
         }
         let clean_a = support::clean_digests(a.root(), TARGETS);
         let clean_b = support::clean_digests(b.root(), TARGETS);
         let clean_c = support::clean_digests(c.root(), TARGETS);
         for (ws, d) in results {
-            let clean = if std::ptr::eq(*ws, &a) { &clean_a } else if std::ptr::eq(*ws, &b) { &clean_b } else { &clean_c };
+            let clean = if std::ptr::eq(*ws, &a) {
+                &clean_a
+            } else if std::ptr::eq(*ws, &b) {
+                &clean_b
+            } else {
+                &clean_c
+            };
             for (l, dg) in d {
                 assert_eq!(clean[&l], dg, "round {round}: {l} in {}", ws.root().display());
             }
@@ -498,11 +582,17 @@ struct Tmpfs(tempfile::TempDir);
 impl Tmpfs {
     fn mount(size: &str) -> Option<Tmpfs> {
         let d = tempfile::tempdir().unwrap();
-        let ok = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"]).arg(d.path()).status().map(|s| s.success()).unwrap_or(false);
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(d.path())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
         ok.then_some(Tmpfs(d))
     }
     fn resize(&self, size: &str) {
-        let s = Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.0.path()).status().unwrap();
+        let s =
+            Command::new("mount").args(["-o", &format!("remount,size={size}")]).arg(self.0.path()).status().unwrap();
         assert!(s.success());
     }
     fn path(&self) -> &Path {

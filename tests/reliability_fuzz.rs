@@ -9,9 +9,9 @@
 //! new dependency or Cargo.lock change. 256 cases per parser by default; `CBUILD_LONG_TESTS=1`
 //! runs 20,000. A failing case prints its seed and input; replay with `CBUILD_RELIABILITY_SEED`.
 
+mod common;
 #[path = "fixtures/reliability/support.rs"]
 mod support;
-mod common;
 
 use std::cmp::Ordering;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -89,27 +89,42 @@ fn rng_pick_str<'a>(rng: &mut Rng, v: &[&'a str]) -> &'a str {
 
 // ---- labels, patterns, queries ------------------------------------------------------------------
 
-const LABEL_TOKENS: &[&str] = &["//", "/", ":", "...", ".", "..", "a", "pkg", "_", "-", "@", "~", "all", "*", " ", "\u{e9}", "\0", "+", "=", ",", "x/y"];
+const LABEL_TOKENS: &[&str] = &[
+    "//", "/", ":", "...", ".", "..", "a", "pkg", "_", "-", "@", "~", "all", "*", " ", "\u{e9}", "\0", "+", "=", ",",
+    "x/y",
+];
 
 #[test]
 fn labels_and_patterns_never_panic_and_round_trip() {
-    let seeds = ["//services/api:image", "//a", ":b", "//...", "//a/b/...", "//a:all", "//:root", "name", "@prelude//x:y"];
+    let seeds =
+        ["//services/api:image", "//a", ":b", "//...", "//a/b/...", "//a:all", "//:root", "name", "@prelude//x:y"];
     let cur = PackagePath::parse("cur/pkg").unwrap();
-    fuzz("label", 1, |r| gen_text(r, &seeds, LABEL_TOKENS), |s| {
-        for current in [None, Some(&cur)] {
-            // Names ending in `...` and relative `:all` have their own tests below (F4, F5).
-            if let Ok(l) = Label::parse(s, current).map_err(|_| ()).and_then(|l| if l.name.ends_with("...") { Err(()) } else { Ok(l) }) {
-                assert_eq!(Label::parse(&l.to_string(), None).as_ref(), Ok(&l), "label {s:?} → {l}");
+    fuzz(
+        "label",
+        1,
+        |r| gen_text(r, &seeds, LABEL_TOKENS),
+        |s| {
+            for current in [None, Some(&cur)] {
+                // Names ending in `...` and relative `:all` have their own tests below (F4, F5).
+                if let Ok(l) = Label::parse(s, current).map_err(|_| ()).and_then(|l| {
+                    if l.name.ends_with("...") {
+                        Err(())
+                    } else {
+                        Ok(l)
+                    }
+                }) {
+                    assert_eq!(Label::parse(&l.to_string(), None).as_ref(), Ok(&l), "label {s:?} → {l}");
+                }
+                if let Ok(p) = Pattern::parse(s, current).map_err(|_| ()).and_then(|p| match &p {
+                    Pattern::Target(l) if l.name.ends_with("...") || l.name == "all" || l.name == "*" => Err(()),
+                    _ => Ok(p),
+                }) {
+                    assert_eq!(Pattern::parse(&p.to_string(), None).as_ref(), Ok(&p), "pattern {s:?} → {p}");
+                }
             }
-            if let Ok(p) = Pattern::parse(s, current).map_err(|_| ()).and_then(|p| match &p {
-                Pattern::Target(l) if l.name.ends_with("...") || l.name == "all" || l.name == "*" => Err(()),
-                _ => Ok(p),
-            }) {
-                assert_eq!(Pattern::parse(&p.to_string(), None).as_ref(), Ok(&p), "pattern {s:?} → {p}");
-            }
-        }
-        let _ = PackagePath::parse(s);
-    });
+            let _ = PackagePath::parse(s);
+        },
+    );
 }
 
 #[test]
@@ -153,21 +168,77 @@ fn generated_valid_labels_round_trip_exactly() {
 
 #[test]
 fn queries_never_panic() {
-    const T: &[&str] = &["deps(", "rdeps(", "kind(", ")", ",", " + ", " - ", " ^ ", "//...", "//a:b", "layer", "'", "\"", " ", "(", "1", "//x/..."];
-    let seeds = ["deps(//services/api:image)", "rdeps(//..., //a:b)", "kind(layer, //...) - //tools/...", "//a + //b ^ //c"];
-    fuzz("query", 3, |r| gen_text(r, &seeds, T), |s| {
-        let _ = cbuild::cli::query::parse(s, None);
-        let _ = cbuild::cli::query::parse(s, Some(&PackagePath::parse("p").unwrap()));
-    });
+    const T: &[&str] = &[
+        "deps(", "rdeps(", "kind(", ")", ",", " + ", " - ", " ^ ", "//...", "//a:b", "layer", "'", "\"", " ", "(", "1",
+        "//x/...",
+    ];
+    let seeds =
+        ["deps(//services/api:image)", "rdeps(//..., //a:b)", "kind(layer, //...) - //tools/...", "//a + //b ^ //c"];
+    fuzz(
+        "query",
+        3,
+        |r| gen_text(r, &seeds, T),
+        |s| {
+            let _ = cbuild::cli::query::parse(s, None);
+            let _ = cbuild::cli::query::parse(s, Some(&PackagePath::parse("p").unwrap()));
+        },
+    );
 }
 
 // ---- CNB files ------------------------------------------------------------------------------------
 
 const TOML_TOKENS: &[&str] = &[
-    "[", "]", "[[", "]]", "=", "\"", "'", "\n", " ", "{", "}", ",", ".", "true", "false", "1", "-1", "1e400", "0.10", "\"x\"",
-    "processes", "types", "launch", "cache", "build", "requires", "provides", "or", "metadata", "buildpack", "id", "api", "version",
-    "order", "group", "type", "command", "args", "direct", "default", "slices", "paths", "labels", "key", "value", "targets", "stacks",
-    "\u{0}", "\\u0000", "\"\"\"", "#",
+    "[",
+    "]",
+    "[[",
+    "]]",
+    "=",
+    "\"",
+    "'",
+    "\n",
+    " ",
+    "{",
+    "}",
+    ",",
+    ".",
+    "true",
+    "false",
+    "1",
+    "-1",
+    "1e400",
+    "0.10",
+    "\"x\"",
+    "processes",
+    "types",
+    "launch",
+    "cache",
+    "build",
+    "requires",
+    "provides",
+    "or",
+    "metadata",
+    "buildpack",
+    "id",
+    "api",
+    "version",
+    "order",
+    "group",
+    "type",
+    "command",
+    "args",
+    "direct",
+    "default",
+    "slices",
+    "paths",
+    "labels",
+    "key",
+    "value",
+    "targets",
+    "stacks",
+    "\u{0}",
+    "\\u0000",
+    "\"\"\"",
+    "#",
 ];
 
 const BUILDPACK_TOMLS: &[&str] = &[
@@ -181,7 +252,10 @@ const LAUNCH_TOMLS: &[&str] = &[
     "[[processes]]\ntype = \"web\"\ncommand = \"httpd\"\nargs = [\"-f\"]\ndirect = true\n",
 ];
 
-const LAYER_TOMLS: &[&str] = &["[types]\nlaunch = true\ncache = true\nbuild = false\n[metadata]\nsha = \"x\"\n[metadata.nested]\na = [1, 2]\n", "launch = true\n"];
+const LAYER_TOMLS: &[&str] = &[
+    "[types]\nlaunch = true\ncache = true\nbuild = false\n[metadata]\nsha = \"x\"\n[metadata.nested]\na = [1, 2]\n",
+    "launch = true\n",
+];
 
 const PLANS: &[&str] = &[
     "[[provides]]\nname = \"shell\"\n[[requires]]\nname = \"shell\"\n[requires.metadata]\nentry = \"server.sh\"\n",
@@ -194,65 +268,160 @@ fn cnb_toml_parsers_never_panic() {
     let f = Path::new("/layers/x/file.toml");
     let api = cbuild::cnb::buildpack_toml::BuildpackApi::parse("0.10").unwrap();
     let api07 = cbuild::cnb::buildpack_toml::BuildpackApi::parse("0.7").unwrap();
-    fuzz("buildpack.toml", 10, |r| gen_text(r, BUILDPACK_TOMLS, TOML_TOKENS), |s| {
-        let _ = cbuild::cnb::buildpack_toml::BuildpackDescriptor::parse(s, f);
-    });
-    fuzz("launch.toml", 11, |r| gen_text(r, LAUNCH_TOMLS, TOML_TOKENS), |s| {
-        let _ = cbuild::cnb::launch::parse_launch_toml(s, api, "a/b", f);
-        let _ = cbuild::cnb::launch::parse_launch_toml(s, api07, "a/b", f);
-    });
-    fuzz("<layer>.toml", 12, |r| gen_text(r, LAYER_TOMLS, TOML_TOKENS), |s| {
-        let _ = cbuild::cnb::layer_toml::parse_layer_toml(s, "a/b", f);
-    });
-    fuzz("detect plan", 13, |r| gen_text(r, PLANS, TOML_TOKENS), |s| {
-        let _ = cbuild::cnb::plan::parse_detect_plan(s, "a/b", f);
-    });
-    fuzz("build.toml / store.toml / order.toml", 14, |r| gen_text(r, &[PLANS[0], LAYER_TOMLS[0], BUILDPACK_TOMLS[2]], TOML_TOKENS), |s| {
-        let _ = cbuild::cnb::launch::parse_build_toml(s, "a/b", f);
-        let _ = cbuild::cnb::launch::StoreToml::parse(s, "a/b", f);
-        let _ = cbuild::cnb::plan::parse_order_toml(s, f);
-    });
+    fuzz(
+        "buildpack.toml",
+        10,
+        |r| gen_text(r, BUILDPACK_TOMLS, TOML_TOKENS),
+        |s| {
+            let _ = cbuild::cnb::buildpack_toml::BuildpackDescriptor::parse(s, f);
+        },
+    );
+    fuzz(
+        "launch.toml",
+        11,
+        |r| gen_text(r, LAUNCH_TOMLS, TOML_TOKENS),
+        |s| {
+            let _ = cbuild::cnb::launch::parse_launch_toml(s, api, "a/b", f);
+            let _ = cbuild::cnb::launch::parse_launch_toml(s, api07, "a/b", f);
+        },
+    );
+    fuzz(
+        "<layer>.toml",
+        12,
+        |r| gen_text(r, LAYER_TOMLS, TOML_TOKENS),
+        |s| {
+            let _ = cbuild::cnb::layer_toml::parse_layer_toml(s, "a/b", f);
+        },
+    );
+    fuzz(
+        "detect plan",
+        13,
+        |r| gen_text(r, PLANS, TOML_TOKENS),
+        |s| {
+            let _ = cbuild::cnb::plan::parse_detect_plan(s, "a/b", f);
+        },
+    );
+    fuzz(
+        "build.toml / store.toml / order.toml",
+        14,
+        |r| gen_text(r, &[PLANS[0], LAYER_TOMLS[0], BUILDPACK_TOMLS[2]], TOML_TOKENS),
+        |s| {
+            let _ = cbuild::cnb::launch::parse_build_toml(s, "a/b", f);
+            let _ = cbuild::cnb::launch::StoreToml::parse(s, "a/b", f);
+            let _ = cbuild::cnb::plan::parse_order_toml(s, f);
+        },
+    );
 }
 
 // ---- Debian ---------------------------------------------------------------------------------------
 
-const DEB_TOKENS: &[&str] = &["1", "0", "9", ":", "-", "~", "+", ".", "a", "Z", "deb", "ubuntu", " ", "(", ")", ">=", "<<", "=", "|", ",", "[", "]", "!", "amd64", ":any", "<", ">>", "\n"];
+const DEB_TOKENS: &[&str] = &[
+    "1", "0", "9", ":", "-", "~", "+", ".", "a", "Z", "deb", "ubuntu", " ", "(", ")", ">=", "<<", "=", "|", ",", "[",
+    "]", "!", "amd64", ":any", "<", ">>", "\n",
+];
 
 #[test]
 fn debian_versions_never_panic_and_order_consistently() {
     let seeds = ["1.2.3-1", "2:1.0~rc1-0+deb12u1", "1.36.1-9", "0", "1:2", "1.0-", "~", "10a-1b"];
-    fuzz("debian version", 20, |r| (gen_text(r, &seeds, DEB_TOKENS), gen_text(r, &seeds, DEB_TOKENS)), |(a, b)| {
-        let _ = cbuild::debian::Version::parse(a);
-        assert_eq!(cbuild::debian::compare_versions(a, a), Ordering::Equal, "{a:?} vs itself");
-        assert_eq!(cbuild::debian::compare_versions(a, b), cbuild::debian::compare_versions(b, a).reverse(), "{a:?} vs {b:?}");
-        if let (Ok(va), Ok(vb)) = (cbuild::debian::Version::parse(a), cbuild::debian::Version::parse(b)) {
-            assert_eq!(va.cmp(&vb), vb.cmp(&va).reverse());
-        }
-    });
+    fuzz(
+        "debian version",
+        20,
+        |r| (gen_text(r, &seeds, DEB_TOKENS), gen_text(r, &seeds, DEB_TOKENS)),
+        |(a, b)| {
+            let _ = cbuild::debian::Version::parse(a);
+            assert_eq!(cbuild::debian::compare_versions(a, a), Ordering::Equal, "{a:?} vs itself");
+            assert_eq!(
+                cbuild::debian::compare_versions(a, b),
+                cbuild::debian::compare_versions(b, a).reverse(),
+                "{a:?} vs {b:?}"
+            );
+            if let (Ok(va), Ok(vb)) = (cbuild::debian::Version::parse(a), cbuild::debian::Version::parse(b)) {
+                assert_eq!(va.cmp(&vb), vb.cmp(&va).reverse());
+            }
+        },
+    );
 }
 
 #[test]
 fn debian_relations_never_panic() {
-    let seeds = ["libc6 (>= 2.34), libgcc-s1 | libgcc1", "python3:any (>= 3.11~) [amd64 !arm64]", "awk", "a (= 1:2-3), b (<< 4)"];
-    fuzz("debian relations", 21, |r| gen_text(r, &seeds, DEB_TOKENS), |s| {
-        let _ = cbuild::debian::relation::parse_relations(s);
-        let _ = cbuild::debian::relation::parse_provides(s);
-        let _ = cbuild::debian::relation::parse_relation(s);
-    });
+    let seeds = [
+        "libc6 (>= 2.34), libgcc-s1 | libgcc1",
+        "python3:any (>= 3.11~) [amd64 !arm64]",
+        "awk",
+        "a (= 1:2-3), b (<< 4)",
+    ];
+    fuzz(
+        "debian relations",
+        21,
+        |r| gen_text(r, &seeds, DEB_TOKENS),
+        |s| {
+            let _ = cbuild::debian::relation::parse_relations(s);
+            let _ = cbuild::debian::relation::parse_provides(s);
+            let _ = cbuild::debian::relation::parse_relation(s);
+        },
+    );
 }
 
 #[test]
 fn registry_references_never_panic() {
-    const T: &[&str] = &["registry.example.com", ":5000", "/", "a", "b-c", ":", "tag", "@", "sha256:", "0123456789abcdef", "localhost", "..", "_", "UPPER", " ", "[::1]"];
+    const T: &[&str] = &[
+        "registry.example.com",
+        ":5000",
+        "/",
+        "a",
+        "b-c",
+        ":",
+        "tag",
+        "@",
+        "sha256:",
+        "0123456789abcdef",
+        "localhost",
+        "..",
+        "_",
+        "UPPER",
+        " ",
+        "[::1]",
+    ];
     let seeds = ["registry.example.com:5000/acme/api:1.2@sha256:0000000000000000000000000000000000000000000000000000000000000000", "busybox", "127.0.0.1:5000/x/y:z"];
-    fuzz("reference", 22, |r| gen_text(r, &seeds, T), |s| {
-        let _ = cbuild::registry::reference::Reference::parse(s);
-    });
+    fuzz(
+        "reference",
+        22,
+        |r| gen_text(r, &seeds, T),
+        |s| {
+            let _ = cbuild::registry::reference::Reference::parse(s);
+        },
+    );
 }
 
 // ---- OCI ------------------------------------------------------------------------------------------
 
-const JSON_TOKENS: &[&str] = &["{", "}", "[", "]", ":", ",", "\"", "null", "true", "1", "-1", "1e999", "\"sha256:", "0", "\"digest\"", "\"size\"", "\"layers\"", "\"config\"", "\"mediaType\"", "\"schemaVersion\"", "2", "\"rootfs\"", "\"diff_ids\"", "\\u0000", "\"os\""];
+const JSON_TOKENS: &[&str] = &[
+    "{",
+    "}",
+    "[",
+    "]",
+    ":",
+    ",",
+    "\"",
+    "null",
+    "true",
+    "1",
+    "-1",
+    "1e999",
+    "\"sha256:",
+    "0",
+    "\"digest\"",
+    "\"size\"",
+    "\"layers\"",
+    "\"config\"",
+    "\"mediaType\"",
+    "\"schemaVersion\"",
+    "2",
+    "\"rootfs\"",
+    "\"diff_ids\"",
+    "\\u0000",
+    "\"os\"",
+];
 
 #[test]
 fn oci_manifests_and_configs_never_panic() {
@@ -262,16 +431,26 @@ fn oci_manifests_and_configs_never_panic() {
     );
     let config = format!("{{\"architecture\":\"amd64\",\"os\":\"linux\",\"config\":{{\"Env\":[\"A=b\"],\"Entrypoint\":[\"/x\"],\"Labels\":{{\"k\":\"v\"}}}},\"rootfs\":{{\"type\":\"layers\",\"diff_ids\":[\"{d}\"]}},\"history\":[{{\"created_by\":\"x\"}}]}}");
     let (m, c) = (manifest.as_str(), config.as_str());
-    fuzz("manifest+config", 30, |r| (gen_text(r, &[m], JSON_TOKENS).into_bytes(), gen_text(r, &[c], JSON_TOKENS).into_bytes()), |(m, c)| {
-        let _ = cbuild::oci::Image::from_bytes(m.clone(), c.clone());
-    });
+    fuzz(
+        "manifest+config",
+        30,
+        |r| (gen_text(r, &[m], JSON_TOKENS).into_bytes(), gen_text(r, &[c], JSON_TOKENS).into_bytes()),
+        |(m, c)| {
+            let _ = cbuild::oci::Image::from_bytes(m.clone(), c.clone());
+        },
+    );
     // Raw bytes too (not UTF-8).
-    fuzz("manifest bytes", 31, |r| {
-        let n = r.below(512) as usize;
-        (r.bytes(n), config.clone().into_bytes())
-    }, |(m, c)| {
-        let _ = cbuild::oci::Image::from_bytes(m.clone(), c.clone());
-    });
+    fuzz(
+        "manifest bytes",
+        31,
+        |r| {
+            let n = r.below(512) as usize;
+            (r.bytes(n), config.clone().into_bytes())
+        },
+        |(m, c)| {
+            let _ = cbuild::oci::Image::from_bytes(m.clone(), c.clone());
+        },
+    );
 }
 
 fn sample_tar(rng: &mut Rng) -> Vec<u8> {

@@ -78,7 +78,10 @@ fn edit(ws: &Ws, rng: &mut Rng, ex: &mut Extra) -> String {
                     let end = s + t[s..].find('}').unwrap() + 1;
                     format!("{}env = {val}{}", &t[..s], &t[end..])
                 }
-                None => t.replace("builder = \"//builders:default\",", &format!("builder = \"//builders:default\",\n    env = {val},")),
+                None => t.replace(
+                    "builder = \"//builders:default\",",
+                    &format!("builder = \"//builders:default\",\n    env = {val},"),
+                ),
             };
             ws.write(p, new);
             format!("change the env of {p} to {val}")
@@ -96,13 +99,21 @@ fn edit(ws: &Ws, rng: &mut Rng, ex: &mut Extra) -> String {
         }
         10 => {
             // A script change that does not reach the image (output only).
-            let p = *rng.pick(&["buildpacks/procfile/bin/build", "buildpacks/shell-web/bin/build", "buildpacks/static/bin/detect"]);
+            let p = *rng.pick(&[
+                "buildpacks/procfile/bin/build",
+                "buildpacks/shell-web/bin/build",
+                "buildpacks/static/bin/detect",
+            ]);
             let t = ws.read(p);
             ws.write(p, t.replacen("set -eu\n", &format!("set -eu\n: edit {n}\n"), 1));
             format!("comment-like edit of {p}")
         }
         11 => {
-            let p = *rng.pick(&["buildpacks/procfile/buildpack.toml", "buildpacks/static/buildpack.toml", "buildpacks/shell-web/buildpack.toml"]);
+            let p = *rng.pick(&[
+                "buildpacks/procfile/buildpack.toml",
+                "buildpacks/static/buildpack.toml",
+                "buildpacks/shell-web/buildpack.toml",
+            ]);
             let t = ws.read(p);
             let line = t.lines().find(|l| l.starts_with("version = ")).unwrap().to_string();
             ws.write(p, t.replace(&line, &format!("version = \"0.1.{stamp}\"")));
@@ -171,7 +182,13 @@ fn incremental_builds_equal_clean_builds_over_a_random_edit_sequence() {
         let what = edit(&ws, &mut rng, &mut ex);
         log.push(format!("{step}: {what}"));
         let o = ws.build(TARGETS);
-        assert_eq!(o.code, 0, "step {step} ({what}), seed {seed}: incremental build failed:\n{}\n{}", o.stderr, o.failures());
+        assert_eq!(
+            o.code,
+            0,
+            "step {step} ({what}), seed {seed}: incremental build failed:\n{}\n{}",
+            o.stderr,
+            o.failures()
+        );
         if step % every == 0 || step == steps {
             let t = Instant::now();
             let clean = support::clean_digests(ws.root(), TARGETS);

@@ -49,7 +49,10 @@ fn host_listener() -> (u16, Arc<AtomicUsize>) {
 /// `//app:img` built with it, with `network` and platform env `HOST_PORT`.
 fn probe_ws(build_sh: &str, network: bool, port: u16) -> Ws {
     let ws = support::examples();
-    ws.write("bps/probe/buildpack.toml", "api = \"0.10\"\n[buildpack]\nid = \"rel/probe\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n");
+    ws.write(
+        "bps/probe/buildpack.toml",
+        "api = \"0.10\"\n[buildpack]\nid = \"rel/probe\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n",
+    );
     ws.write("bps/probe/bin/detect", "#!/bin/sh\nexit 0\n");
     ws.write("bps/probe/bin/build", build_sh);
     for f in ["bin/detect", "bin/build"] {
@@ -73,7 +76,11 @@ fn probe_ws(build_sh: &str, network: bool, port: u16) -> Ws {
 const NET_PROBE: &str = "#!/bin/sh\nif printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 127.0.0.1 \"$(cat \"$2/env/HOST_PORT\")\"; then echo; echo NET-REACHED; else echo NET-BLOCKED; fi\nprintf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"\n";
 
 fn output_lines(o: &support::Out) -> String {
-    o.events().iter().filter(|e| e["type"] == "output").map(|e| format!("{}\n", e["line"].as_str().unwrap_or(""))).collect()
+    o.events()
+        .iter()
+        .filter(|e| e["type"] == "output")
+        .map(|e| format!("{}\n", e["line"].as_str().unwrap_or("")))
+        .collect()
 }
 
 #[test]
@@ -110,7 +117,11 @@ fn genrule_never_reaches_the_network() {
     let o = ws.build(&["//net:g"]);
     assert_eq!(o.code, 0, "{}", o.all());
     assert_eq!(hits.load(Ordering::SeqCst), 0, "a genrule reached the host network");
-    let produced: Vec<_> = walkdir::WalkDir::new(ws.path("cbuild-out")).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_name() == "o.txt").collect();
+    let produced: Vec<_> = walkdir::WalkDir::new(ws.path("cbuild-out"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "o.txt")
+        .collect();
     if let Some(f) = produced.first() {
         assert_eq!(std::fs::read_to_string(f.path()).unwrap().trim(), "blocked");
     }
@@ -185,20 +196,42 @@ impl Drop for Registry {
 #[test]
 fn registry_password_never_leaks() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::harness("registry.sh")).arg("start").arg(dir.path()).arg(format!("rel:{PASS}")).output().unwrap();
+    let out = Command::new(common::harness("registry.sh"))
+        .arg("start")
+        .arg(dir.path())
+        .arg(format!("rel:{PASS}"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let reg = Registry { host: String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("http://").to_string(), dir };
+    let reg =
+        Registry { host: String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("http://").to_string(), dir };
     let ws = support::examples();
     let cfg = tempfile::tempdir().unwrap();
-    std::fs::write(cfg.path().join("config.json"), format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, b64(&format!("rel:{PASS}")))).unwrap();
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, b64(&format!("rel:{PASS}"))),
+    )
+    .unwrap();
     let mut all = String::new();
     // `build --push` pushes to the target's `tags`.
     let tools = ws.read("tools/BUILD.star");
-    ws.write("tools/BUILD.star", tools.replace("exposed_ports = [\"8080/tcp\"],", &format!("exposed_ports = [\"8080/tcp\"],\n    tags = [\"{}/rel/web:1\"],", reg.host)));
+    ws.write(
+        "tools/BUILD.star",
+        tools.replace(
+            "exposed_ports = [\"8080/tcp\"],",
+            &format!("exposed_ports = [\"8080/tcp\"],\n    tags = [\"{}/rel/web:1\"],", reg.host),
+        ),
+    );
     // A push, a push with --json, a build --push with --json, then an oci_pull of the pushed image.
     for args in [
         vec!["push".to_string(), "//tools:tool".into(), "--tag".into(), format!("{}/rel/img:0", reg.host)],
-        vec!["--json".into(), "push".into(), "//tools:tool-versioned".into(), "--tag".into(), format!("{}/rel/img:1", reg.host)],
+        vec![
+            "--json".into(),
+            "push".into(),
+            "//tools:tool-versioned".into(),
+            "--tag".into(),
+            format!("{}/rel/img:1", reg.host),
+        ],
         vec!["build".into(), "--json".into(), "--push".into(), "//tools:web".into()],
     ] {
         let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(&args));
@@ -206,13 +239,28 @@ fn registry_password_never_leaks() {
         all.push_str(&o.all());
     }
     assert!(all.matches("rel/").count() >= 3, "three pushes reported: {all}");
-    ws.write("pull/BUILD.star", format!("oci_pull(name = \"b\", image = \"{}/rel/img:0\")\noci_image(name = \"img\", base = \":b\")\n", reg.host));
+    ws.write(
+        "pull/BUILD.star",
+        format!(
+            "oci_pull(name = \"b\", image = \"{}/rel/img:0\")\noci_image(name = \"img\", base = \":b\")\n",
+            reg.host
+        ),
+    );
     let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(["build", "--json", "//pull:img"]));
     assert_eq!(o.code, 0, "{}", o.all());
     all.push_str(&o.all());
     // Wrong password: the error must not print the one that was tried.
-    std::fs::write(cfg.path().join("config.json"), format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, b64(&format!("rel:{PASS}-wrong")))).unwrap();
-    let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(["push", "//tools:tool", "--tag", &format!("{}/rel/other:1", reg.host)]));
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, b64(&format!("rel:{PASS}-wrong"))),
+    )
+    .unwrap();
+    let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args([
+        "push",
+        "//tools:tool",
+        "--tag",
+        &format!("{}/rel/other:1", reg.host),
+    ]));
     assert_eq!(o.code, 1, "{}", o.all());
     all.push_str(&o.all());
     assert_no_secret("registry", &all, &[&ws.path("cbuild-out"), &ws.cache]);
@@ -243,14 +291,18 @@ fn echo_server(status: u16) -> (String, Arc<AtomicUsize>) {
                     let head = String::from_utf8_lossy(&buf).to_string();
                     if !head.to_lowercase().contains("\nauthorization:") {
                         // Ask for credentials first, as a registry does.
-                        let resp = "HTTP/1.1 401 X\r\nWWW-Authenticate: Basic realm=\"echo\"\r\nContent-Length: 2\r\n\r\n{}";
+                        let resp =
+                            "HTTP/1.1 401 X\r\nWWW-Authenticate: Basic realm=\"echo\"\r\nContent-Length: 2\r\n\r\n{}";
                         if s.write_all(resp.as_bytes()).is_err() {
                             return;
                         }
                         continue;
                     }
                     authed.fetch_add(1, Ordering::SeqCst);
-                    let body = format!("{{\"errors\":[{{\"code\":\"DENIED\",\"message\":\"you sent: {}\"}}]}}", head.replace("\r\n", " | ").replace('"', "'"));
+                    let body = format!(
+                        "{{\"errors\":[{{\"code\":\"DENIED\",\"message\":\"you sent: {}\"}}]}}",
+                        head.replace("\r\n", " | ").replace('"', "'")
+                    );
                     let resp = format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 0\r\n\r\n{body}", body.len());
                     if s.write_all(resp.as_bytes()).is_err() {
                         return;
@@ -268,8 +320,15 @@ fn registry_error_bodies_reflecting_authorization_are_not_printed() {
         let (host, authed) = echo_server(status);
         let ws = support::examples();
         let cfg = tempfile::tempdir().unwrap();
-        std::fs::write(cfg.path().join("config.json"), format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}", b64(&format!("rel:{PASS}")))).unwrap();
-        ws.write("pull/BUILD.star", format!("oci_pull(name = \"b\", image = \"{host}/rel/img:1\")\noci_image(name = \"img\", base = \":b\")\n"));
+        std::fs::write(
+            cfg.path().join("config.json"),
+            format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}", b64(&format!("rel:{PASS}"))),
+        )
+        .unwrap();
+        ws.write(
+            "pull/BUILD.star",
+            format!("oci_pull(name = \"b\", image = \"{host}/rel/img:1\")\noci_image(name = \"img\", base = \":b\")\n"),
+        );
         let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(["build", "--json", "//pull:img"]));
         assert_eq!(o.code, 1, "{}", o.all());
         assert!(authed.load(Ordering::SeqCst) > 0, "the client never sent credentials: {}", o.all());
@@ -283,7 +342,13 @@ fn remote_cache_token_never_leaks_even_when_the_server_reflects_it() {
     for status in [401u16, 500] {
         let (host, authed) = echo_server(status);
         let ws = support::examples();
-        let o = support::out_of(ws.cmd().env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN).args(["--remote-cache", &format!("http://{host}"), "build", "--json", "//tools:tool"]));
+        let o = support::out_of(ws.cmd().env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN).args([
+            "--remote-cache",
+            &format!("http://{host}"),
+            "build",
+            "--json",
+            "//tools:tool",
+        ]));
         assert_eq!(o.code, 0, "a failing remote cache is a warning, the build goes on: {}", o.all());
         all.push_str(&o.all());
         assert!(authed.load(Ordering::SeqCst) > 0, "the client never sent the token: {}", o.all());
@@ -308,9 +373,18 @@ fn remote_cache_token_never_leaks_on_a_real_server() {
     let b = support::examples();
     let mut all = String::new();
     for ws in [&a, &b] {
-        let o = support::out_of(ws.cmd().env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN).args(["--remote-cache", &url, "build", "--json"]).args(support::TARGETS));
+        let o = support::out_of(
+            ws.cmd()
+                .env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN)
+                .args(["--remote-cache", &url, "build", "--json"])
+                .args(support::TARGETS),
+        );
         assert_eq!(o.code, 0, "{}", o.all());
         all.push_str(&o.all());
     }
-    assert_no_secret("remote cache", &all, &[&a.cache, &b.cache, &a.path("cbuild-out"), &b.path("cbuild-out"), dir.path()]);
+    assert_no_secret(
+        "remote cache",
+        &all,
+        &[&a.cache, &b.cache, &a.path("cbuild-out"), &b.path("cbuild-out"), dir.path()],
+    );
 }

@@ -19,9 +19,7 @@ const PASSWORD: &str = "pl4nted-Passw0rd";
 const TOKEN: &str = "pl4nted-T0ken-9f8e7d";
 
 fn harness(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/harness")
-        .join(script)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/harness").join(script)
 }
 
 /// A running nginx cache; stopped on drop (also when the test panics).
@@ -40,19 +38,12 @@ impl Server {
             None => cmd.env_remove("CACHE_AUTH"),
         };
         let out = cmd.output().expect("run http-cache.sh");
-        assert!(
-            out.status.success(),
-            "http-cache.sh start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "http-cache.sh start: {}", String::from_utf8_lossy(&out.stderr));
         let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
         Server { dir, url }
     }
     fn stop(&self) {
-        let _ = Command::new(harness("http-cache.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .output();
+        let _ = Command::new(harness("http-cache.sh")).arg("stop").arg(self.dir.path()).output();
     }
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
@@ -109,10 +100,7 @@ fn two_blobs(b: &BlobDir) -> Vec<Digest> {
             x as u8
         })
         .collect();
-    vec![
-        b.put_bytes(&big).unwrap(),
-        b.put_bytes(b"small config blob").unwrap(),
-    ]
+    vec![b.put_bytes(&big).unwrap(), b.put_bytes(b"small config blob").unwrap()]
 }
 
 const RESULT: &str = r#"{"Layer":{"diff_id":"x"}}"#;
@@ -125,9 +113,7 @@ fn put_sample(remote: &RemoteCache, a: &BlobDir, key_seed: &[u8]) -> (Blake3, Ve
     // Duplicates (as `ActionOutput::blobs` may have) are stored once.
     let mut refs = blobs.clone();
     refs.push(blobs[1].clone());
-    remote
-        .put_action(&key, RESULT, COMPONENTS, &refs, a)
-        .unwrap();
+    remote.put_action(&key, RESULT, COMPONENTS, &refs, a).unwrap();
     (key, blobs)
 }
 
@@ -138,9 +124,7 @@ fn runner_b_gets_entry_from_runner_a_and_fetches_blobs_lazily() {
     let (_ta, a) = blob_dir();
     let key = Blake3::of_bytes(b"action one");
     let blobs = two_blobs(&a);
-    let stats = remote
-        .put_action(&key, RESULT, COMPONENTS, &blobs, &a)
-        .unwrap();
+    let stats = remote.put_action(&key, RESULT, COMPONENTS, &blobs, &a).unwrap();
     let sizes: Vec<u64> = blobs.iter().map(|d| a.size(d).unwrap()).collect();
     assert_eq!((stats.blobs_uploaded, stats.blobs_present), (2, 0));
     assert_eq!(stats.bytes_uploaded, sizes.iter().sum::<u64>());
@@ -148,10 +132,7 @@ fn runner_b_gets_entry_from_runner_a_and_fetches_blobs_lazily() {
     // What is on the server: CAS blobs under their sha256, an ActionResult under the key whose
     // every output file exists in the CAS with its size (bazel-remote's AC validation).
     for d in &blobs {
-        assert_eq!(
-            fs::read(server.cas_file(d)).unwrap(),
-            fs::read(a.path(d)).unwrap()
-        );
+        assert_eq!(fs::read(server.cas_file(d)).unwrap(), fs::read(a.path(d)).unwrap());
     }
     let ar = ActionResult::decode(&fs::read(server.ac_file(&key)).unwrap()).unwrap();
     assert_eq!(ar.output_files.len(), 3);
@@ -167,14 +148,7 @@ fn runner_b_gets_entry_from_runner_a_and_fetches_blobs_lazily() {
     let entry = remote_b.get_action(&key).unwrap().expect("hit");
     assert_eq!(entry.result_json, RESULT);
     assert_eq!(entry.components_json, COMPONENTS);
-    assert_eq!(
-        entry.blobs,
-        blobs
-            .iter()
-            .cloned()
-            .zip(sizes.iter().copied())
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(entry.blobs, blobs.iter().cloned().zip(sizes.iter().copied()).collect::<Vec<_>>());
     assert!(files_in(&b).is_empty(), "get_action downloads no blob");
 
     for (d, n) in &entry.blobs {
@@ -184,10 +158,7 @@ fn runner_b_gets_entry_from_runner_a_and_fetches_blobs_lazily() {
         assert_eq!(fs::read(b.path(d)).unwrap(), fs::read(a.path(d)).unwrap());
     }
     // A blob already present locally is not downloaded again.
-    let gets = |log: &str| {
-        log.matches(&format!("GET /cas/{} ", blobs[0].hex()))
-            .count()
-    };
+    let gets = |log: &str| log.matches(&format!("GET /cas/{} ", blobs[0].hex())).count();
     let before = gets(&server.access_log());
     remote_b.fetch_blob(&blobs[0], &b).unwrap();
     assert_eq!(gets(&server.access_log()), before);
@@ -198,16 +169,11 @@ fn runner_b_gets_entry_from_runner_a_and_fetches_blobs_lazily() {
     });
 
     // Storing again uploads nothing (HEAD finds both blobs).
-    let again = remote
-        .put_action(&key, RESULT, COMPONENTS, &blobs, &a)
-        .unwrap();
+    let again = remote.put_action(&key, RESULT, COMPONENTS, &blobs, &a).unwrap();
     assert_eq!((again.blobs_uploaded, again.blobs_present), (0, 2));
 
     // Misses.
-    assert!(remote_b
-        .get_action(&Blake3::of_bytes(b"other"))
-        .unwrap()
-        .is_none());
+    assert!(remote_b.get_action(&Blake3::of_bytes(b"other")).unwrap().is_none());
     let absent = Digest::of_bytes(b"absent");
     assert!(!remote_b.has_blob(&absent).unwrap());
     let e = remote_b.fetch_blob(&absent, &b).unwrap_err();
@@ -218,8 +184,7 @@ fn runner_b_gets_entry_from_runner_a_and_fetches_blobs_lazily() {
     // A path prefix is its own namespace on the same server.
     let team = rw(&format!("{}/team-a/", server.url));
     assert!(team.get_action(&key).unwrap().is_none());
-    team.put_action(&key, RESULT, COMPONENTS, &blobs, &a)
-        .unwrap();
+    team.put_action(&key, RESULT, COMPONENTS, &blobs, &a).unwrap();
     assert!(server.data().join("team-a/ac").join(key.to_hex()).is_file());
     assert_eq!(team.get_action(&key).unwrap().unwrap().blobs, entry.blobs);
 }
@@ -237,15 +202,8 @@ fn assert_damaged_blob_rejected(damage: impl FnOnce(&Path)) {
     let e = remote.fetch_blob(&entry.blobs[0].0, &b).unwrap_err();
     assert!(matches!(e, RemoteError::Corrupt { .. }), "{e:?}");
     let msg = e.to_string();
-    assert!(
-        msg.contains(&blobs[0].to_string()) && msg.contains("corrupt"),
-        "{msg}"
-    );
-    assert!(
-        files_in(&b).is_empty(),
-        "nothing stored: {:?}",
-        files_in(&b)
-    );
+    assert!(msg.contains(&blobs[0].to_string()) && msg.contains("corrupt"), "{msg}");
+    assert!(files_in(&b).is_empty(), "nothing stored: {:?}", files_in(&b));
     // A bad blob is about one entry, not the server: the remote stays in use.
     assert_eq!(remote.health(), RemoteHealth::Healthy);
     assert_eq!(remote.fetch_blob(&blobs[1], &b).unwrap(), 17);
@@ -290,13 +248,8 @@ fn poisoned_or_foreign_entries_are_errors_not_hits() {
 
     // A poisoned result file.
     let ar = ActionResult::decode(&fs::read(server.ac_file(&key)).unwrap()).unwrap();
-    let rf = server
-        .data()
-        .join("cas")
-        .join(&ar.output_files[2].digest.hash);
-    let text = fs::read_to_string(&rf)
-        .unwrap()
-        .replace("diff_id", "diff_ID");
+    let rf = server.data().join("cas").join(&ar.output_files[2].digest.hash);
+    let text = fs::read_to_string(&rf).unwrap().replace("diff_id", "diff_ID");
     fs::write(&rf, text).unwrap();
     let e = remote.get_action(&key).unwrap_err();
     assert!(matches!(e, RemoteError::Corrupt { .. }), "{e:?}");
@@ -319,10 +272,7 @@ fn stopped_server_costs_one_quick_error_then_the_remote_is_disabled() {
     assert!(matches!(e, RemoteError::Transport { .. }), "{e:?}");
     assert!(e.should_warn() && e.disables_remote());
     let msg = e.to_string();
-    assert!(
-        msg.contains(&server.url) && msg.contains("cannot connect"),
-        "{msg}"
-    );
+    assert!(msg.contains(&server.url) && msg.contains("cannot connect"), "{msg}");
     assert!(matches!(remote.health(), RemoteHealth::Disabled { ref reason } if *reason == msg));
 
     // Every later call fails at once, and needs no second warning.
@@ -333,20 +283,11 @@ fn stopped_server_costs_one_quick_error_then_the_remote_is_disabled() {
         remote.get_action(&key).unwrap_err(),
         remote.fetch_blob(&d, &b).unwrap_err(),
         remote.has_blob(&d).unwrap_err(),
-        remote
-            .put_action(&key, "{}", "[]", &[d.clone()], &b)
-            .unwrap_err(),
+        remote.put_action(&key, "{}", "[]", &[d.clone()], &b).unwrap_err(),
     ];
-    assert!(
-        t.elapsed() < Duration::from_millis(100),
-        "{:?}",
-        t.elapsed()
-    );
+    assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
     for e in later {
-        assert!(
-            matches!(e, RemoteError::Disabled { .. }) && !e.should_warn(),
-            "{e:?}"
-        );
+        assert!(matches!(e, RemoteError::Disabled { .. }) && !e.should_warn(), "{e:?}");
     }
 }
 
@@ -355,11 +296,7 @@ fn hung_server_times_out_within_the_request_timeout() {
     // Accepts connections (the kernel does) but never answers.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let timeouts = Timeouts {
-        connect: Duration::from_secs(1),
-        request: Duration::from_secs(1),
-        ..Timeouts::default()
-    };
+    let timeouts = Timeouts { connect: Duration::from_secs(1), request: Duration::from_secs(1), ..Timeouts::default() };
     let remote = RemoteCache::new(&url, RemoteMode::ReadWrite, RemoteAuth::None, timeouts).unwrap();
     let t = Instant::now();
     let e = remote.get_action(&Blake3::of_bytes(b"k")).unwrap_err();
@@ -395,11 +332,7 @@ fn basic_auth_works_with_credentials_and_fails_clearly_without() {
     let server = Server::start(Some(&format!("{USER}:{PASSWORD}")));
     let (_ta, a) = blob_dir();
     let (_tb, b) = blob_dir();
-    let authed = client(
-        &server.url,
-        RemoteMode::ReadWrite,
-        RemoteAuth::Basic(USER.into(), PASSWORD.into()),
-    );
+    let authed = client(&server.url, RemoteMode::ReadWrite, RemoteAuth::Basic(USER.into(), PASSWORD.into()));
     let (key, blobs) = put_sample(&authed, &a, b"auth");
     assert_eq!(authed.get_action(&key).unwrap().unwrap().blobs.len(), 2);
     authed.fetch_blob(&blobs[1], &b).unwrap();
@@ -411,30 +344,17 @@ fn basic_auth_works_with_credentials_and_fails_clearly_without() {
     assert_eq!(in_url.url(), server.url);
     assert!(!format!("{in_url:?}").contains(PASSWORD), "{in_url:?}");
 
-    for (auth, what) in [
-        (RemoteAuth::None, "no credentials"),
-        (
-            RemoteAuth::Basic(USER.into(), "wrong".into()),
-            "wrong password",
-        ),
-    ] {
+    for (auth, what) in
+        [(RemoteAuth::None, "no credentials"), (RemoteAuth::Basic(USER.into(), "wrong".into()), "wrong password")]
+    {
         let r = client(&server.url, RemoteMode::ReadWrite, auth);
         let e = r.get_action(&key).unwrap_err();
-        assert!(
-            matches!(e, RemoteError::Status { status: 401, .. }),
-            "{what}: {e:?}"
-        );
+        assert!(matches!(e, RemoteError::Status { status: 401, .. }), "{what}: {e:?}");
         let msg = e.to_string();
-        assert!(
-            msg.contains("HTTP 401") && msg.contains("CBUILD_REMOTE_CACHE_AUTH"),
-            "{msg}"
-        );
+        assert!(msg.contains("HTTP 401") && msg.contains("CBUILD_REMOTE_CACHE_AUTH"), "{msg}");
         // Refused credentials will not fix themselves: one error, then disabled.
         assert!(e.disables_remote());
-        assert!(matches!(
-            r.get_action(&key),
-            Err(RemoteError::Disabled { .. })
-        ));
+        assert!(matches!(r.get_action(&key), Err(RemoteError::Disabled { .. })));
     }
 }
 
@@ -455,33 +375,19 @@ fn planted_token_never_appears_in_errors_or_debug() {
     let key = Blake3::of_bytes(b"secret");
     let (_t, b) = blob_dir();
     let d = b.put_bytes(b"blob").unwrap();
-    let bearer = client(
-        &server.url,
-        RemoteMode::ReadWrite,
-        RemoteAuth::Bearer(TOKEN.into()),
-    );
-    let wrong_pw = client(
-        &server.url,
-        RemoteMode::ReadWrite,
-        RemoteAuth::Basic(USER.into(), format!("{PASSWORD}-x")),
-    );
+    let bearer = client(&server.url, RemoteMode::ReadWrite, RemoteAuth::Bearer(TOKEN.into()));
+    let wrong_pw = client(&server.url, RemoteMode::ReadWrite, RemoteAuth::Basic(USER.into(), format!("{PASSWORD}-x")));
     let host = server.url.strip_prefix("http://").unwrap();
     let in_url = rw(&format!("http://{USER}:{TOKEN}@{host}/p"));
     let mut seen = Vec::new();
     for r in [&bearer, &wrong_pw, &in_url] {
         seen.push(shown(&r.get_action(&key).unwrap_err())); // 401
-        seen.push(shown(
-            &r.put_action(&key, "{}", "[]", &[d.clone()], &b)
-                .unwrap_err(),
-        ));
+        seen.push(shown(&r.put_action(&key, "{}", "[]", &[d.clone()], &b).unwrap_err()));
         seen.push(format!("{r:?} {:?}", r.health()));
     }
     // Transport errors (server gone) with every kind of credential.
     server.stop();
-    for auth in [
-        RemoteAuth::Bearer(TOKEN.into()),
-        RemoteAuth::Basic(USER.into(), PASSWORD.into()),
-    ] {
+    for auth in [RemoteAuth::Bearer(TOKEN.into()), RemoteAuth::Basic(USER.into(), PASSWORD.into())] {
         seen.push(format!("{auth:?}"));
         let r = client(&server.url, RemoteMode::ReadWrite, auth);
         let not_local = Digest::of_bytes(b"only remote");
@@ -499,10 +405,7 @@ fn planted_token_never_appears_in_errors_or_debug() {
     .unwrap_err();
     seen.push(shown(&bad_url));
     for s in &seen {
-        assert!(
-            !s.contains(TOKEN) && !s.contains(PASSWORD),
-            "secret leaked: {s}"
-        );
+        assert!(!s.contains(TOKEN) && !s.contains(PASSWORD), "secret leaked: {s}");
     }
     assert!(seen.iter().any(|s| s.contains("HTTP 401")), "{seen:#?}");
 }
@@ -520,17 +423,12 @@ fn corrupt_local_blob_is_never_uploaded() {
     fs::write(&p, bytes).unwrap();
 
     let key = Blake3::of_bytes(b"local rot");
-    let e = remote
-        .put_action(&key, RESULT, COMPONENTS, &blobs, &a)
-        .unwrap_err();
+    let e = remote.put_action(&key, RESULT, COMPONENTS, &blobs, &a).unwrap_err();
     assert!(
         matches!(e, RemoteError::Local { source: CasError::Corrupt { ref expected, .. } } if *expected == blobs[0]),
         "{e:?}"
     );
-    assert!(
-        !server.cas_file(&blobs[0]).exists(),
-        "corrupt bytes reached the server"
-    );
+    assert!(!server.cas_file(&blobs[0]).exists(), "corrupt bytes reached the server");
     assert!(!server.ac_file(&key).exists());
     assert!(!a.contains(&blobs[0]), "the corrupt local blob is removed");
     assert_eq!(remote.health(), RemoteHealth::Healthy);

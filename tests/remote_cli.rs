@@ -38,7 +38,12 @@ fn build(cx: &TestContext, url: &str, extra: &[&str]) -> (serde_json::Value, Vec
 }
 
 fn digests(s: &serde_json::Value) -> Vec<(String, String)> {
-    s["targets"].as_array().unwrap().iter().map(|t| (t["label"].as_str().unwrap().into(), t["image_digest"].as_str().unwrap().into())).collect()
+    s["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["label"].as_str().unwrap().into(), t["image_digest"].as_str().unwrap().into()))
+        .collect()
 }
 
 const PATTERNS: &[&str] = &["//services/api:image", "//services/worker:image", "//tools/..."];
@@ -55,7 +60,8 @@ fn runner_b_rebuilds_nothing_runner_a_built() {
     assert_eq!(sb["cached_remote"], sa["executed"]);
     assert!(!evb.iter().any(|e| e["type"] == "finished" && e["outcome"] == "executed"));
     assert_eq!(digests(&sa), digests(&sb));
-    let (code, out) = common::run_harness("validate-oci.sh", &[b.root().join("cbuild-out/services/api/image").to_str().unwrap()]);
+    let (code, out) =
+        common::run_harness("validate-oci.sh", &[b.root().join("cbuild-out/services/api/image").to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     // Read-only mode (pull requests) reads but never writes.
     let c = TestContext::from_examples();
@@ -89,8 +95,12 @@ fn a_corrupt_blob_on_the_server_is_detected_and_the_action_rebuilt() {
     let b = TestContext::from_examples();
     let (sb, ev, _) = build(&b, &srv.url, &["//tools:tool"]);
     assert!(sb["executed"].as_u64().unwrap() >= 1, "poisoned entries are ignored and rebuilt: {sb}");
-    let warnings: Vec<&str> = ev.iter().filter(|e| e["type"] == "warning").filter_map(|e| e["message"].as_str()).collect();
-    assert!(warnings.iter().any(|w| w.contains("remote cache") && w.contains("sha256:")), "the corruption is reported, naming the blob: {warnings:?}");
+    let warnings: Vec<&str> =
+        ev.iter().filter(|e| e["type"] == "warning").filter_map(|e| e["message"].as_str()).collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("remote cache") && w.contains("sha256:")),
+        "the corruption is reported, naming the blob: {warnings:?}"
+    );
     assert_eq!(digests(&sa), digests(&sb), "the result is still correct");
 }
 
@@ -103,7 +113,8 @@ fn a_dead_server_costs_one_warning_and_a_local_build() {
     let t = std::time::Instant::now();
     let (s, ev, _) = build(&cx, &url, &["//tools/..."]);
     assert!(s["executed"].as_u64().unwrap() > 0);
-    let warnings: Vec<&str> = ev.iter().filter(|e| e["type"] == "warning").filter_map(|e| e["message"].as_str()).collect();
+    let warnings: Vec<&str> =
+        ev.iter().filter(|e| e["type"] == "warning").filter_map(|e| e["message"].as_str()).collect();
     assert_eq!(warnings.iter().filter(|w| w.contains("remote cache")).count(), 1, "{warnings:?}");
     // Without --json the same single warning is on stderr.
     let cx2 = TestContext::from_examples();
@@ -117,10 +128,20 @@ fn a_dead_server_costs_one_warning_and_a_local_build() {
 fn remote_cache_credentials_are_never_printed() {
     let srv = Server::start();
     let cx = TestContext::from_examples();
-    let r = cx.cmd().env("CBUILD_REMOTE_CACHE_TOKEN", "planted-secret-token-42").args(["--remote-cache", &srv.url, "build", "--json", "//tools:tool"]).output().unwrap();
+    let r = cx
+        .cmd()
+        .env("CBUILD_REMOTE_CACHE_TOKEN", "planted-secret-token-42")
+        .args(["--remote-cache", &srv.url, "build", "--json", "//tools:tool"])
+        .output()
+        .unwrap();
     let all = String::from_utf8_lossy(&r.stdout).to_string() + &String::from_utf8_lossy(&r.stderr);
     assert!(r.status.success(), "{all}");
     assert!(!all.contains("planted-secret-token-42"));
-    let grep = std::process::Command::new("grep").args(["-r", "-l", "planted-secret-token-42"]).arg(cx.cache.path()).arg(cx.root().join("cbuild-out")).output().unwrap();
+    let grep = std::process::Command::new("grep")
+        .args(["-r", "-l", "planted-secret-token-42"])
+        .arg(cx.cache.path())
+        .arg(cx.root().join("cbuild-out"))
+        .output()
+        .unwrap();
     assert!(grep.stdout.is_empty(), "secret found in {}", String::from_utf8_lossy(&grep.stdout));
 }

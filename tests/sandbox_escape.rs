@@ -17,8 +17,8 @@ use tempfile::TempDir;
 const UID: u32 = 1000;
 const GID: u32 = 1000;
 const APPLETS: &[&str] = &[
-    "sh", "id", "cat", "ls", "sleep", "touch", "echo", "wget", "nc", "env", "pwd", "setsid",
-    "mkdir", "printf", "grep", "kill", "hostname",
+    "sh", "id", "cat", "ls", "sleep", "touch", "echo", "wget", "nc", "env", "pwd", "setsid", "mkdir", "printf", "grep",
+    "kill", "hostname",
 ];
 
 /// A temp dir the sandbox's host user (uid 1000) can traverse: `tempfile` makes them 0700.
@@ -48,11 +48,8 @@ fn busybox_root() -> TempDir {
     }
     let etc = root.path().join("etc");
     std::fs::create_dir(&etc).unwrap();
-    std::fs::write(
-        etc.join("passwd"),
-        "root:x:0:0:root:/root:/bin/sh\ncnb:x:1000:1000:cnb:/home/cnb:/bin/sh\n",
-    )
-    .unwrap();
+    std::fs::write(etc.join("passwd"), "root:x:0:0:root:/root:/bin/sh\ncnb:x:1000:1000:cnb:/home/cnb:/bin/sh\n")
+        .unwrap();
     std::fs::write(etc.join("group"), "root:x:0:\ncnb:x:1000:\n").unwrap();
     std::fs::create_dir(root.path().join("rootonly")).unwrap();
     root
@@ -82,21 +79,9 @@ impl Ran {
 
 async fn run_collect(spec: &SandboxSpec) -> Ran {
     let mut lines: Vec<OutputLine> = Vec::new();
-    let outcome = run(spec, |l| lines.push(l))
-        .await
-        .unwrap_or_else(|e| panic!("sandbox failed: {e}"));
-    let of = |s: Stream| {
-        lines
-            .iter()
-            .filter(|l| l.stream == s)
-            .map(|l| l.text.clone())
-            .collect()
-    };
-    Ran {
-        stdout: of(Stream::Stdout),
-        stderr: of(Stream::Stderr),
-        outcome,
-    }
+    let outcome = run(spec, |l| lines.push(l)).await.unwrap_or_else(|e| panic!("sandbox failed: {e}"));
+    let of = |s: Stream| lines.iter().filter(|l| l.stream == s).map(|l| l.text.clone()).collect();
+    Ran { stdout: of(Stream::Stdout), stderr: of(Stream::Stderr), outcome }
 }
 
 /// Host pids of live (non-zombie) processes whose argv is `[…sleep, marker]`.
@@ -123,11 +108,7 @@ async fn assert_no_sleepers(marker: &str) {
     while !sleepers(marker).is_empty() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(
-        sleepers(marker),
-        Vec::<u32>::new(),
-        "`sleep {marker}` survived"
-    );
+    assert_eq!(sleepers(marker), Vec::<u32>::new(), "`sleep {marker}` survived");
 }
 
 #[test]
@@ -139,11 +120,7 @@ fn bubblewrap_is_available() {
 async fn streams_output_and_returns_exit_codes() {
     let root = busybox_root();
     let rootfs = RootFs::Dir(root.path().into());
-    let ran = run_collect(&spec(
-        rootfs.clone(),
-        "echo one; echo two >&2; echo three; exit 7",
-    ))
-    .await;
+    let ran = run_collect(&spec(rootfs.clone(), "echo one; echo two >&2; echo three; exit 7")).await;
     assert_eq!(ran.stdout, ["one", "three"]);
     assert_eq!(ran.stderr, ["two"]);
     assert_eq!(ran.outcome.exit_code, Some(7));
@@ -175,16 +152,7 @@ async fn env_is_exactly_what_was_given() {
     let mut got = ran.stdout.clone();
     got.sort();
     // bwrap always sets PWD to the working directory after `--chdir`; nothing else is added.
-    assert_eq!(
-        got,
-        [
-            "A=1",
-            "B=x y=z",
-            "LD_PRELOAD=/nonexistent/evil.so",
-            "PATH=/bin",
-            "PWD=/"
-        ]
-    );
+    assert_eq!(got, ["A=1", "B=x y=z", "LD_PRELOAD=/nonexistent/evil.so", "PATH=/bin", "PWD=/"]);
 }
 
 #[tokio::test]
@@ -201,20 +169,14 @@ async fn runs_as_uid_1000_and_written_files_are_owned_by_it_on_the_host() {
     spec.cwd = "/workspace".into();
     let ran = run_collect(&spec).await;
     assert!(ran.outcome.success(), "{}", ran.all_output());
-    assert_eq!(
-        ran.stdout,
-        ["1000", "1000", "/workspace", sandbox::HOSTNAME]
-    );
+    assert_eq!(ran.stdout, ["1000", "1000", "/workspace", sandbox::HOSTNAME]);
 
     let (uid, gid) = sandbox::host_ids(UID, GID);
     for written in ["out.txt", "sub"] {
         let meta = std::fs::metadata(workspace.join(written)).unwrap();
         assert_eq!((meta.uid(), meta.gid()), (uid, gid), "owner of {written}");
     }
-    assert_eq!(
-        std::fs::read_to_string(workspace.join("out.txt")).unwrap(),
-        "made\n"
-    );
+    assert_eq!(std::fs::read_to_string(workspace.join("out.txt")).unwrap(), "made\n");
 }
 
 #[tokio::test]
@@ -223,12 +185,7 @@ async fn stdin_is_dev_null() {
     let mut spec = spec(RootFs::Dir(root.path().into()), "cat; echo eof");
     spec.timeout = Some(Duration::from_secs(10));
     let ran = run_collect(&spec).await;
-    assert!(
-        ran.outcome.success(),
-        "{:?} {}",
-        ran.outcome,
-        ran.all_output()
-    );
+    assert!(ran.outcome.success(), "{:?} {}", ran.outcome, ran.all_output());
     assert_eq!(ran.stdout, ["eof"]);
 }
 
@@ -239,10 +196,7 @@ async fn cannot_read_host_files_outside_the_mounts() {
     let tmp_secret = host_tmp.path().join("secret.txt");
     std::fs::write(&tmp_secret, SECRET).unwrap();
     std::fs::set_permissions(&tmp_secret, std::fs::Permissions::from_mode(0o644)).unwrap();
-    let root_secret = PathBuf::from(format!(
-        "/root/cbuild-sandbox-secret-{}",
-        std::process::id()
-    ));
+    let root_secret = PathBuf::from(format!("/root/cbuild-sandbox-secret-{}", std::process::id()));
     std::fs::write(&root_secret, SECRET).unwrap();
     struct Remove(PathBuf);
     impl Drop for Remove {
@@ -258,36 +212,20 @@ async fn cannot_read_host_files_outside_the_mounts() {
         tmp = tmp_secret.display(),
         root_file = root_secret.display(),
     );
-    let shadow_root = std::fs::read_to_string("/etc/shadow")
-        .unwrap()
-        .lines()
-        .next()
-        .unwrap()
-        .to_owned();
+    let shadow_root = std::fs::read_to_string("/etc/shadow").unwrap().lines().next().unwrap().to_owned();
     let busybox = busybox_root();
     for rootfs in [RootFs::Dir(busybox.path().into()), RootFs::Host] {
         let ran = run_collect(&spec(rootfs.clone(), &script)).await;
         let all = ran.all_output();
         assert!(!all.contains(SECRET), "{rootfs:?} leaked the secret: {all}");
-        assert!(
-            !all.contains(&shadow_root),
-            "{rootfs:?} read /etc/shadow: {all}"
-        );
-        assert_eq!(
-            ran.stdout.last().map(String::as_str),
-            Some("control-ok"),
-            "{all}"
-        );
+        assert!(!all.contains(&shadow_root), "{rootfs:?} read /etc/shadow: {all}");
+        assert_eq!(ran.stdout.last().map(String::as_str), Some("control-ok"), "{all}");
     }
 
     // With the host root, /etc/shadow exists and is refused for lack of permission.
     let ran = run_collect(&spec(RootFs::Host, "cat /etc/shadow")).await;
     assert_ne!(ran.outcome.exit_code, Some(0));
-    assert!(
-        ran.all_output().contains("Permission denied"),
-        "{}",
-        ran.all_output()
-    );
+    assert!(ran.all_output().contains("Permission denied"), "{}", ran.all_output());
 }
 
 #[tokio::test]
@@ -329,37 +267,19 @@ async fn cannot_become_root() {
          /proc/self/status; [ -e /bin/su ] && echo HAS-SU; \
          if [ -x /bin/suid-probe ]; then /bin/suid-probe; fi",
     );
-    spec.mounts
-        .push(Mount::writable(&root_owned, "/root-owned"));
+    spec.mounts.push(Mount::writable(&root_owned, "/root-owned"));
     let ran = run_collect(&spec).await;
     let all = ran.all_output();
-    assert_eq!(
-        ran.stdout.first().map(String::as_str),
-        Some("1000"),
-        "{all}"
-    );
-    assert!(
-        ran.stderr.iter().any(|l| l.contains("Permission denied")),
-        "{all}"
-    );
+    assert_eq!(ran.stdout.first().map(String::as_str), Some("1000"), "{all}");
+    assert!(ran.stderr.iter().any(|l| l.contains("Permission denied")), "{all}");
     assert!(!root_owned.join("x").exists());
-    for line in [
-        "NoNewPrivs:\t1",
-        "CapEff:\t0000000000000000",
-        "CapBnd:\t0000000000000000",
-    ] {
-        assert!(
-            ran.stdout.iter().any(|l| l == line),
-            "missing {line:?}: {all}"
-        );
+    for line in ["NoNewPrivs:\t1", "CapEff:\t0000000000000000", "CapBnd:\t0000000000000000"] {
+        assert!(ran.stdout.iter().any(|l| l == line), "missing {line:?}: {all}");
     }
     assert!(!ran.stdout.iter().any(|l| l == "HAS-SU"));
     if suid {
         // The same binary gives euid 0 on the host (checked in build_setuid_probe).
-        assert!(
-            ran.stdout.iter().any(|l| l == "uid=1000 euid=1000"),
-            "{all}"
-        );
+        assert!(ran.stdout.iter().any(|l| l == "uid=1000 euid=1000"), "{all}");
     }
 }
 
@@ -374,22 +294,14 @@ fn build_setuid_probe(root: &Path) -> bool {
     )
     .unwrap();
     let bin = root.join("bin/suid-probe");
-    let built = std::process::Command::new("cc")
-        .args(["-static", "-O1", "-o"])
-        .arg(&bin)
-        .arg(&src)
-        .status();
+    let built = std::process::Command::new("cc").args(["-static", "-O1", "-o"]).arg(&bin).arg(&src).status();
     if !matches!(built, Ok(s) if s.success()) {
         eprintln!("note: no static C compiler; skipping the setuid-binary check");
         return false;
     }
     std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o4755)).unwrap();
     use std::os::unix::process::CommandExt;
-    let outside = std::process::Command::new(&bin)
-        .uid(UID)
-        .gid(GID)
-        .output()
-        .unwrap();
+    let outside = std::process::Command::new(&bin).uid(UID).gid(GID).output().unwrap();
     assert_eq!(
         String::from_utf8_lossy(&outside.stdout).trim(),
         "uid=1000 euid=0",
@@ -434,18 +346,8 @@ async fn cannot_reach_the_host_network_without_network() {
     spec.network = false;
     let ran = run_collect(&spec).await;
     let all = ran.all_output();
-    assert!(
-        ran.stdout
-            .iter()
-            .any(|l| l.starts_with("nc=") && l != "nc=0"),
-        "{all}"
-    );
-    assert!(
-        ran.stdout
-            .iter()
-            .any(|l| l.starts_with("wget=") && l != "wget=0"),
-        "{all}"
-    );
+    assert!(ran.stdout.iter().any(|l| l.starts_with("nc=") && l != "nc=0"), "{all}");
+    assert!(ran.stdout.iter().any(|l| l.starts_with("wget=") && l != "wget=0"), "{all}");
     // Only loopback in the sandbox's own network namespace.
     let ifaces: Vec<&str> = ran
         .stdout
@@ -469,18 +371,10 @@ async fn can_reach_the_host_network_with_network() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = accept_one(listener, Duration::from_secs(20));
-    let mut spec = spec(
-        RootFs::Dir(root.path().into()),
-        &format!("echo hello | nc -w 3 127.0.0.1 {port}"),
-    );
+    let mut spec = spec(RootFs::Dir(root.path().into()), &format!("echo hello | nc -w 3 127.0.0.1 {port}"));
     spec.network = true;
     let ran = run_collect(&spec).await;
-    assert_eq!(
-        accepted.join().unwrap().as_deref(),
-        Some("hello\n"),
-        "{}",
-        ran.all_output()
-    );
+    assert_eq!(accepted.join().unwrap().as_deref(), Some("hello\n"), "{}", ran.all_output());
 }
 
 #[tokio::test]
@@ -505,20 +399,13 @@ async fn no_process_survives_the_call() {
 #[tokio::test]
 async fn timeout_kills_the_whole_sandbox() {
     let root = busybox_root();
-    let mut spec = spec(
-        RootFs::Dir(root.path().into()),
-        "sleep 4712 & echo started; sleep 4712",
-    );
+    let mut spec = spec(RootFs::Dir(root.path().into()), "sleep 4712 & echo started; sleep 4712");
     spec.timeout = Some(Duration::from_secs(1));
     let ran = run_collect(&spec).await;
     assert!(ran.outcome.timed_out, "{:?}", ran.outcome);
     assert!(!ran.outcome.success());
     assert_eq!(ran.outcome.signal, Some(9));
-    assert!(
-        ran.outcome.duration < Duration::from_secs(10),
-        "{:?}",
-        ran.outcome
-    );
+    assert!(ran.outcome.duration < Duration::from_secs(10), "{:?}", ran.outcome);
     assert_eq!(ran.stdout, ["started"]);
     assert_no_sleepers("4712").await;
 }

@@ -40,16 +40,11 @@ fn main() -> ExitCode {
 enum Never {}
 
 fn env_or(name: &str, default: &str) -> String {
-    std::env::var(name)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
+    std::env::var(name).ok().filter(|v| !v.is_empty()).unwrap_or_else(|| default.to_string())
 }
 
 fn run() -> Result<Never, Fail> {
-    let argv: Vec<String> = std::env::args_os()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
+    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     let argv0 = argv.first().cloned().unwrap_or_default();
     let layers = PathBuf::from(env_or("CNB_LAYERS_DIR", "/layers"));
     let app = PathBuf::from(env_or("CNB_APP_DIR", "/workspace"));
@@ -57,30 +52,15 @@ fn run() -> Result<Never, Fail> {
         eprintln!("launcher: warning: CNB_PROCESS_TYPE is not supported; run `/cnb/process/<type>` instead");
     }
     let md_path = layers.join("config").join("metadata.toml");
-    let text = std::fs::read_to_string(&md_path).map_err(|e| {
-        Fail(
-            EXIT_METADATA,
-            format!("cannot read `{}`: {e}", md_path.display()),
-        )
-    })?;
-    let md = select::parse_metadata(&text)
-        .map_err(|e| Fail(EXIT_METADATA, format!("`{}`: {e}", md_path.display())))?;
-    let proc =
-        select::select_process(&argv0, &argv[1..], &md).map_err(|e| Fail(EXIT_USAGE, e.0))?;
+    let text = std::fs::read_to_string(&md_path)
+        .map_err(|e| Fail(EXIT_METADATA, format!("cannot read `{}`: {e}", md_path.display())))?;
+    let md = select::parse_metadata(&text).map_err(|e| Fail(EXIT_METADATA, format!("`{}`: {e}", md_path.display())))?;
+    let proc = select::select_process(&argv0, &argv[1..], &md).map_err(|e| Fail(EXIT_USAGE, e.0))?;
 
-    let vars = std::env::vars_os().map(|(k, v)| {
-        (
-            k.to_string_lossy().into_owned(),
-            v.to_string_lossy().into_owned(),
-        )
-    });
+    let vars = std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()));
     let mut env = select::initial_env(vars);
-    std::env::set_current_dir(&app).map_err(|e| {
-        Fail(
-            EXIT_LAUNCH,
-            format!("cannot change to app dir `{}`: {e}", app.display()),
-        )
-    })?;
+    std::env::set_current_dir(&app)
+        .map_err(|e| Fail(EXIT_LAUNCH, format!("cannot change to app dir `{}`: {e}", app.display())))?;
     let ptype = proc.r#type.as_deref();
     let bp_layers = buildpack_layers(&layers, &md)?;
     for (_, dirs) in &bp_layers {
@@ -88,12 +68,8 @@ fn run() -> Result<Never, Fail> {
             env_files::apply_root_dirs(&mut env, l, &env_files::LAUNCH_ROOT_DIRS);
         }
         for l in dirs {
-            env_files::apply_layer_env_dirs(&mut env, l, "launch", ptype).map_err(|e| {
-                Fail(
-                    EXIT_LAUNCH,
-                    format!("env files of layer `{}`: {e}", l.display()),
-                )
-            })?;
+            env_files::apply_layer_env_dirs(&mut env, l, "launch", ptype)
+                .map_err(|e| Fail(EXIT_LAUNCH, format!("env files of layer `{}`: {e}", l.display())))?;
         }
     }
     for (api, dirs) in &bp_layers {
@@ -112,11 +88,7 @@ fn run() -> Result<Never, Fail> {
             }
         }
     }
-    let workdir = proc
-        .working_dir
-        .clone()
-        .map(PathBuf::from)
-        .unwrap_or_else(|| app.clone());
+    let workdir = proc.working_dir.clone().map(PathBuf::from).unwrap_or_else(|| app.clone());
     if proc.direct {
         exec_direct(&proc, &env, &workdir)
     } else {
@@ -138,11 +110,7 @@ fn buildpack_layers(layers: &Path, md: &Metadata) -> Result<BuildpackLayers, Fai
         }
         let entries = env_files::read_dir_sorted(&dir)
             .map_err(|e| Fail(EXIT_LAUNCH, format!("cannot list `{}`: {e}", dir.display())))?;
-        let dirs = entries
-            .into_iter()
-            .filter(|(_, d)| *d)
-            .map(|(n, _)| dir.join(n))
-            .collect();
+        let dirs = entries.into_iter().filter(|(_, d)| *d).map(|(n, _)| dir.join(n)).collect();
         out.push((bp.api, dirs));
     }
     Ok(out)
@@ -152,11 +120,7 @@ fn buildpack_layers(layers: &Path, md: &Metadata) -> Result<BuildpackLayers, Fai
 fn files_in(dir: &Path) -> Result<Vec<PathBuf>, Fail> {
     let entries = env_files::read_dir_sorted(dir)
         .map_err(|e| Fail(EXIT_LAUNCH, format!("cannot list `{}`: {e}", dir.display())))?;
-    Ok(entries
-        .into_iter()
-        .filter(|(_, d)| !*d)
-        .map(|(n, _)| dir.join(n))
-        .collect())
+    Ok(entries.into_iter().filter(|(_, d)| !*d).map(|(n, _)| dir.join(n)).collect())
 }
 
 /// Runs one exec.d program with the current env, cwd = app dir and fd 3 = a pipe, then applies
@@ -184,9 +148,7 @@ fn run_exec_d(path: &Path, app: &Path, env: &mut BTreeMap<String, String>) -> Re
     let mut child = cmd.spawn().map_err(|e| fail(format!("cannot run: {e}")))?;
     drop(writer);
     let mut out = Vec::new();
-    reader
-        .read_to_end(&mut out)
-        .map_err(|e| fail(format!("reading fd 3: {e}")))?;
+    reader.read_to_end(&mut out).map_err(|e| fail(format!("reading fd 3: {e}")))?;
     let status = child.wait().map_err(|e| fail(e.to_string()))?;
     if !status.success() {
         return Err(fail(format!("failed with {status}")));
@@ -206,11 +168,7 @@ fn run_exec_d(path: &Path, app: &Path, env: &mut BTreeMap<String, String>) -> Re
 
 /// profile.d scripts (buildpack order, layers and files alphabetical, then the process's own),
 /// then `<app>/.profile`.
-fn profiles(
-    bp_layers: &[((u32, u32), Vec<PathBuf>)],
-    ptype: Option<&str>,
-    app: &Path,
-) -> Result<Vec<PathBuf>, Fail> {
+fn profiles(bp_layers: &[((u32, u32), Vec<PathBuf>)], ptype: Option<&str>, app: &Path) -> Result<Vec<PathBuf>, Fail> {
     let mut out = Vec::new();
     for (_, dirs) in bp_layers {
         for l in dirs {
@@ -228,23 +186,13 @@ fn profiles(
 }
 
 fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
-fn exec_direct(
-    proc: &Process,
-    env: &BTreeMap<String, String>,
-    workdir: &Path,
-) -> Result<Never, Fail> {
+fn exec_direct(proc: &Process, env: &BTreeMap<String, String>, workdir: &Path) -> Result<Never, Fail> {
     let path = env.get("PATH").map(String::as_str).unwrap_or("");
-    let binary = select::look_path(&proc.command[0], path, is_executable).ok_or_else(|| {
-        Fail(
-            EXIT_LAUNCH,
-            format!("`{}` not found in PATH `{path}`", proc.command[0]),
-        )
-    })?;
+    let binary = select::look_path(&proc.command[0], path, is_executable)
+        .ok_or_else(|| Fail(EXIT_LAUNCH, format!("`{}` not found in PATH `{path}`", proc.command[0])))?;
     let err = Command::new(&binary)
         .arg0(&proc.command[0])
         .args(&proc.command[1..])
@@ -253,14 +201,7 @@ fn exec_direct(
         .envs(env.iter())
         .current_dir(workdir)
         .exec();
-    Err(Fail(
-        EXIT_LAUNCH,
-        format!(
-            "cannot exec `{}` in `{}`: {err}",
-            binary.display(),
-            workdir.display()
-        ),
-    ))
+    Err(Fail(EXIT_LAUNCH, format!("cannot exec `{}` in `{}`: {err}", binary.display(), workdir.display())))
 }
 
 fn exec_shell(
@@ -271,15 +212,11 @@ fn exec_shell(
     profiles: &[PathBuf],
 ) -> Result<Never, Fail> {
     let path = env.get("PATH").map(String::as_str).unwrap_or("");
-    let bash = select::look_path("bash", path, is_executable)
-        .unwrap_or_else(|| PathBuf::from("/bin/bash"));
+    let bash = select::look_path("bash", path, is_executable).unwrap_or_else(|| PathBuf::from("/bin/bash"));
     let err = Command::new(&bash)
         .arg0("bash")
         .arg("-c")
-        .arg(select::shell_script(
-            profiles,
-            proc.command.len() - 1 + proc.args.len(),
-        ))
+        .arg(select::shell_script(profiles, proc.command.len() - 1 + proc.args.len()))
         .arg(argv0)
         .arg(&proc.command[0])
         .args(&proc.command[1..])
@@ -288,11 +225,5 @@ fn exec_shell(
         .envs(env.iter())
         .current_dir(workdir)
         .exec();
-    Err(Fail(
-        EXIT_LAUNCH,
-        format!(
-            "cannot exec `{}` for a shell process: {err}",
-            bash.display()
-        ),
-    ))
+    Err(Fail(EXIT_LAUNCH, format!("cannot exec `{}` for a shell process: {err}", bash.display())))
 }

@@ -7,13 +7,8 @@ use std::path::{Path, PathBuf};
 use crate::toml_lite;
 
 /// Variables of the image config that must not reach the app (platform.md › launcher).
-pub const EXCLUDED_VARS: [&str; 5] = [
-    "CNB_LAYERS_DIR",
-    "CNB_APP_DIR",
-    "CNB_PROCESS_TYPE",
-    "CNB_PLATFORM_API",
-    "CNB_DEPRECATION_MODE",
-];
+pub const EXCLUDED_VARS: [&str; 5] =
+    ["CNB_LAYERS_DIR", "CNB_APP_DIR", "CNB_PROCESS_TYPE", "CNB_PLATFORM_API", "CNB_DEPRECATION_MODE"];
 
 /// PATH entries of the image config that only serve to find the launcher.
 pub const STRIPPED_PATH_DIRS: [&str; 2] = ["/cnb/process", "/cnb/lifecycle"];
@@ -72,10 +67,7 @@ pub fn parse_metadata(text: &str) -> Result<Metadata, String> {
                     .ok_or_else(|| format!("process `{ty}` has no `command`"))?;
                 md.processes.push(Process {
                     command,
-                    args: s
-                        .get("args")
-                        .and_then(|v| v.as_strings())
-                        .unwrap_or_default(),
+                    args: s.get("args").and_then(|v| v.as_strings()).unwrap_or_default(),
                     direct: matches!(s.get("direct"), Some(toml_lite::Value::Bool(true))),
                     working_dir: get_str("working-dir").filter(|w| !w.is_empty()),
                     buildpack_id: get_str("buildpack-id").unwrap_or_default(),
@@ -97,24 +89,12 @@ pub struct NoProcess(pub String);
 /// are appended (older); otherwise `args` are the command: `-- cmd args` runs it directly,
 /// `cmd args` through `bash -c`.
 pub fn select_process(argv0: &str, args: &[String], md: &Metadata) -> Result<Process, NoProcess> {
-    let base = Path::new(argv0)
-        .file_name()
-        .map(|b| b.to_string_lossy().into_owned())
-        .unwrap_or_default();
+    let base = Path::new(argv0).file_name().map(|b| b.to_string_lossy().into_owned()).unwrap_or_default();
     let base = base.strip_suffix(".exe").unwrap_or(&base);
-    if let Some(p) = md
-        .processes
-        .iter()
-        .find(|p| p.r#type.as_deref() == Some(base))
-    {
+    if let Some(p) = md.processes.iter().find(|p| p.r#type.as_deref() == Some(base)) {
         let mut p = p.clone();
         if !args.is_empty() {
-            let api = md
-                .buildpacks
-                .iter()
-                .find(|b| b.id == p.buildpack_id)
-                .map(|b| b.api)
-                .unwrap_or((0, 9));
+            let api = md.buildpacks.iter().find(|b| b.id == p.buildpack_id).map(|b| b.api).unwrap_or((0, 9));
             if api >= (0, 9) {
                 p.args = args.to_vec();
             } else {
@@ -127,18 +107,12 @@ pub fn select_process(argv0: &str, args: &[String], md: &Metadata) -> Result<Pro
         [] => Err(NoProcess(
             "when there is no default process a command is required (`launcher [--] <cmd> [args...]`)".into(),
         )),
-        [dd, cmd, rest @ ..] if dd == "--" => Ok(Process {
-            command: vec![cmd.clone()],
-            args: rest.to_vec(),
-            direct: true,
-            ..Process::default()
-        }),
-        [cmd, rest @ ..] => Ok(Process {
-            command: vec![cmd.clone()],
-            args: rest.to_vec(),
-            direct: false,
-            ..Process::default()
-        }),
+        [dd, cmd, rest @ ..] if dd == "--" => {
+            Ok(Process { command: vec![cmd.clone()], args: rest.to_vec(), direct: true, ..Process::default() })
+        }
+        [cmd, rest @ ..] => {
+            Ok(Process { command: vec![cmd.clone()], args: rest.to_vec(), direct: false, ..Process::default() })
+        }
     }
 }
 
@@ -149,10 +123,8 @@ pub fn initial_env(vars: impl IntoIterator<Item = (String, String)>) -> BTreeMap
         .filter(|(k, _)| !EXCLUDED_VARS.contains(&k.as_str()))
         .map(|(k, v)| {
             if k == "PATH" {
-                let kept: Vec<&str> = v
-                    .split(':')
-                    .filter(|d| !STRIPPED_PATH_DIRS.contains(&d.trim_end_matches('/')))
-                    .collect();
+                let kept: Vec<&str> =
+                    v.split(':').filter(|d| !STRIPPED_PATH_DIRS.contains(&d.trim_end_matches('/'))).collect();
                 (k, kept.join(":"))
             } else {
                 (k, v)
@@ -173,13 +145,7 @@ pub fn look_path(cmd: &str, path: &str, is_executable: impl Fn(&Path) -> bool) -
         return Some(PathBuf::from(cmd));
     }
     path.split(':')
-        .map(|d| {
-            if d.is_empty() {
-                Path::new(".").join(cmd)
-            } else {
-                Path::new(d).join(cmd)
-            }
-        })
+        .map(|d| if d.is_empty() { Path::new(".").join(cmd) } else { Path::new(d).join(cmd) })
         .find(|c| is_executable(c))
 }
 
@@ -196,9 +162,7 @@ pub fn shell_script(profiles: &[PathBuf], nargs: usize) -> String {
     if nargs == 0 {
         s.push_str("exec bash -c \"$@\"");
     } else {
-        let tokens: Vec<String> = (0..=nargs)
-            .map(|i| format!("\"$(eval echo \\\"${i}\\\")\""))
-            .collect();
+        let tokens: Vec<String> = (0..=nargs).map(|i| format!("\"$(eval echo \\\"${i}\\\")\"")).collect();
         s.push_str(&format!("exec bash -c '{}' \"${{@:1}}\"", tokens.join(" ")));
     }
     s
@@ -275,10 +239,7 @@ value = "y"
     fn user_commands() {
         let m = md();
         let p = select_process("/cnb/lifecycle/launcher", &s(&["--", "ls", "-l"]), &m).unwrap();
-        assert_eq!(
-            (p.command.clone(), p.args.clone(), p.direct),
-            (s(&["ls"]), s(&["-l"]), true)
-        );
+        assert_eq!((p.command.clone(), p.args.clone(), p.direct), (s(&["ls"]), s(&["-l"]), true));
         assert_eq!(p.r#type, None);
         let p = select_process("/cnb/lifecycle/launcher", &s(&["echo $HOME", "x"]), &m).unwrap();
         assert!(!p.direct);
@@ -298,10 +259,7 @@ value = "y"
                 ("CNB_PROCESS_TYPE", "web"),
                 ("CNB_PLATFORM_API", "0.12"),
                 ("CNB_DEPRECATION_MODE", "quiet"),
-                (
-                    "PATH",
-                    "/cnb/process:/cnb/lifecycle/:/usr/bin:/cnb/processes",
-                ),
+                ("PATH", "/cnb/process:/cnb/lifecycle/:/usr/bin:/cnb/processes"),
                 ("KEEP", "1"),
             ]
             .iter()
@@ -323,21 +281,9 @@ value = "y"
 
     #[test]
     fn shell_script_sources_profiles() {
-        let s = shell_script(
-            &[
-                PathBuf::from("/layers/a/l/profile.d/x.sh"),
-                PathBuf::from("/w/it's"),
-            ],
-            0,
-        );
-        assert_eq!(
-            s,
-            "source '/layers/a/l/profile.d/x.sh'\nsource '/w/it'\\''s'\nexec bash -c \"$@\""
-        );
-        assert_eq!(
-            shell_script(&[], 1),
-            r#"exec bash -c '"$(eval echo \"$0\")" "$(eval echo \"$1\")"' "${@:1}""#
-        );
+        let s = shell_script(&[PathBuf::from("/layers/a/l/profile.d/x.sh"), PathBuf::from("/w/it's")], 0);
+        assert_eq!(s, "source '/layers/a/l/profile.d/x.sh'\nsource '/w/it'\\''s'\nexec bash -c \"$@\"");
+        assert_eq!(shell_script(&[], 1), r#"exec bash -c '"$(eval echo \"$0\")" "$(eval echo \"$1\")"' "${@:1}""#);
         assert_eq!(escape_id("a/b"), "a_b");
         assert_eq!(parse_api("0.12"), (0, 12));
         assert_eq!(parse_api("1"), (1, 0));

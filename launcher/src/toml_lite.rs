@@ -42,11 +42,7 @@ pub struct Section {
 
 impl Section {
     pub fn get(&self, key: &str) -> Option<&Value> {
-        self.entries
-            .iter()
-            .rev()
-            .find(|(k, _)| k == key)
-            .map(|(_, v)| v)
+        self.entries.iter().rev().find(|(k, _)| k == key).map(|(_, v)| v)
     }
 }
 
@@ -65,19 +61,9 @@ struct P<'a> {
 
 /// Parses `text`; errors say the line.
 pub fn parse(text: &str) -> Result<Doc, String> {
-    let mut p = P {
-        s: text.as_bytes(),
-        i: 0,
-        line: 1,
-    };
-    let mut doc = Doc {
-        root: Section {
-            header: String::new(),
-            array: false,
-            entries: Vec::new(),
-        },
-        sections: Vec::new(),
-    };
+    let mut p = P { s: text.as_bytes(), i: 0, line: 1 };
+    let mut doc =
+        Doc { root: Section { header: String::new(), array: false, entries: Vec::new() }, sections: Vec::new() };
     loop {
         p.skip_blank(true);
         let Some(c) = p.peek() else { break };
@@ -91,17 +77,11 @@ pub fn parse(text: &str) -> Result<Doc, String> {
                 }
                 p.i += 1;
             }
-            let header = String::from_utf8_lossy(&p.s[start..p.i])
-                .trim()
-                .replace(['"', '\''], "");
+            let header = String::from_utf8_lossy(&p.s[start..p.i]).trim().replace(['"', '\''], "");
             for _ in 0..if array { 2 } else { 1 } {
                 p.expect(b']')?;
             }
-            doc.sections.push(Section {
-                header,
-                array,
-                entries: Vec::new(),
-            });
+            doc.sections.push(Section { header, array, entries: Vec::new() });
         } else {
             let (k, v) = p.key_value()?;
             match doc.sections.last_mut() {
@@ -248,9 +228,7 @@ impl P<'_> {
                     }
                     self.i += 1;
                 }
-                let tok = String::from_utf8_lossy(&self.s[start..self.i])
-                    .trim()
-                    .to_string();
+                let tok = String::from_utf8_lossy(&self.s[start..self.i]).trim().to_string();
                 Ok(match tok.as_str() {
                     "" => return Err(self.err("expected a value")),
                     "true" => Value::Bool(true),
@@ -344,14 +322,10 @@ impl P<'_> {
                         b'\\' => out.push(b'\\'),
                         b'u' | b'U' => {
                             let n = if e == b'u' { 4 } else { 8 };
-                            let hex = self
-                                .s
-                                .get(self.i..self.i + n)
-                                .ok_or_else(|| self.err("short unicode escape"))?;
+                            let hex = self.s.get(self.i..self.i + n).ok_or_else(|| self.err("short unicode escape"))?;
                             let code = u32::from_str_radix(&String::from_utf8_lossy(hex), 16)
                                 .map_err(|_| self.err("bad unicode escape"))?;
-                            let ch = char::from_u32(code)
-                                .ok_or_else(|| self.err("bad unicode escape"))?;
+                            let ch = char::from_u32(code).ok_or_else(|| self.err("bad unicode escape"))?;
                             let mut buf = [0u8; 4];
                             out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
                             self.i += n;
@@ -389,10 +363,7 @@ mod tests {
             "buildpack-default-process-type = \"web\"\n\n[[buildpacks]]\n  id = \"acme/a\"\n  api = \"0.9\"\n\n[[processes]]\ntype = \"web\" # c\ncommand = [\"sh\", \"-c\", \"echo \\\"x\\\"\\n\\u00e9\"]\nargs = []\ndirect = true\n[[labels]]\nkey = 'lit\\eral'\n[bom]\nx = { a = 1, b = [1, 2] }\nn = 1_000\nf = 1.5\nd = 1979-05-27 07:32:00Z\n",
         )
         .unwrap();
-        assert_eq!(
-            d.root.get("buildpack-default-process-type"),
-            Some(&Value::Str("web".into()))
-        );
+        assert_eq!(d.root.get("buildpack-default-process-type"), Some(&Value::Str("web".into())));
         assert_eq!(d.sections.len(), 4);
         assert!(d.sections[0].array);
         assert_eq!(d.sections[0].header, "buildpacks");
@@ -400,10 +371,7 @@ mod tests {
         assert_eq!(cmd, ["sh", "-c", "echo \"x\"\né"]);
         assert_eq!(d.sections[1].get("args"), Some(&Value::Array(vec![])));
         assert_eq!(d.sections[1].get("direct"), Some(&Value::Bool(true)));
-        assert_eq!(
-            d.sections[2].get("key").unwrap().as_str(),
-            Some("lit\\eral")
-        );
+        assert_eq!(d.sections[2].get("key").unwrap().as_str(), Some("lit\\eral"));
         assert_eq!(d.sections[3].get("n"), Some(&Value::Int(1000)));
         assert_eq!(d.sections[3].get("f"), Some(&Value::Other("1.5".into())));
         assert!(!d.sections[3].array);
@@ -411,7 +379,8 @@ mod tests {
 
     #[test]
     fn exec_d_output_shapes() {
-        let d = parse("A = \"1\"\nB = '''\nmulti\nline'''\nC = \"\"\"\nx \\\n   y\"\"\"\n\"quoted key\" = \"q\"\n").unwrap();
+        let d = parse("A = \"1\"\nB = '''\nmulti\nline'''\nC = \"\"\"\nx \\\n   y\"\"\"\n\"quoted key\" = \"q\"\n")
+            .unwrap();
         let get = |k: &str| d.root.get(k).and_then(|v| v.as_str()).map(str::to_string);
         assert_eq!(get("A").as_deref(), Some("1"));
         assert_eq!(get("B").as_deref(), Some("multi\nline"));

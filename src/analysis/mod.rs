@@ -10,7 +10,10 @@ use crate::model::label::Label;
 /// What a target provides to its dependents after analysis.
 #[derive(Clone, Debug)]
 enum Provided {
-    Files { action: ActionId, outs: Vec<String> },
+    Files {
+        action: ActionId,
+        outs: Vec<String>,
+    },
     Layer(ActionId),
     Image(ActionId),
     /// An image pulled from a registry: its action and the reference it came from.
@@ -18,7 +21,11 @@ enum Provided {
     /// A buildpack tree in the CAS.
     Buildpack(ActionId),
     Stack(StackInfo),
-    Builder { stack: StackInfo, order: Vec<Vec<(ActionId, bool)>>, buildpacks: Vec<ActionId> },
+    Builder {
+        stack: StackInfo,
+        order: Vec<Vec<(ActionId, bool)>>,
+        buildpacks: Vec<ActionId>,
+    },
     /// A target with no actions of its own (yet).
     Declared,
 }
@@ -70,9 +77,7 @@ pub fn analyze(g: &TargetGraph, labels: &[Label], opts: &Options) -> Result<Acti
                     }
                     Provided::Stack(_) | Provided::Builder { .. } => {}
                     Provided::Declared => {
-                        {
-                            ag.not_buildable.push((l.clone(), n.kind.clone()));
-                        }
+                        ag.not_buildable.push((l.clone(), n.kind.clone()));
                     }
                 }
                 provided.insert(l, p);
@@ -105,7 +110,11 @@ fn opt_string(v: &AttrValue) -> Option<String> {
 }
 
 /// Source inputs of a `source_list` attribute: (path relative to the package, input).
-fn sources(n: &TargetNode, attr: &str, provided: &BTreeMap<Label, Provided>) -> Result<(Vec<(String, Input)>, Vec<ActionId>), String> {
+fn sources(
+    n: &TargetNode,
+    attr: &str,
+    provided: &BTreeMap<Label, Provided>,
+) -> Result<(Vec<(String, Input)>, Vec<ActionId>), String> {
     let pkg_prefix = if n.label.package.is_root() { String::new() } else { format!("{}/", n.label.package) };
     let mut out = Vec::new();
     let mut deps = Vec::new();
@@ -122,7 +131,11 @@ fn sources(n: &TargetNode, attr: &str, provided: &BTreeMap<Label, Provided>) -> 
                         out.push((o.clone(), Input::Output { action: *action, path: o.clone() }));
                     }
                 }
-                _ => return Err(format!("`{attr}` lists `{l}`, which produces no files (only genrule outputs can be sources)")),
+                _ => {
+                    return Err(format!(
+                        "`{attr}` lists `{l}`, which produces no files (only genrule outputs can be sources)"
+                    ))
+                }
             },
             _ => {}
         }
@@ -130,7 +143,12 @@ fn sources(n: &TargetNode, attr: &str, provided: &BTreeMap<Label, Provided>) -> 
     Ok((out, deps))
 }
 
-fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut ActionGraph, opts: &Options) -> Result<Provided, String> {
+fn analyze_target(
+    n: &TargetNode,
+    provided: &BTreeMap<Label, Provided>,
+    ag: &mut ActionGraph,
+    opts: &Options,
+) -> Result<Provided, String> {
     let l = &n.label;
     match n.kind.as_str() {
         "genrule" => {
@@ -168,14 +186,22 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
             }
             let mode = match n.attr("mode").as_str().filter(|s| !s.is_empty()) {
                 None => None,
-                Some(m) => Some(u32::from_str_radix(m.trim_start_matches("0o"), 8).ok().filter(|v| *v <= 0o7777).ok_or_else(|| format!("mode `{m}` is not an octal file mode such as \"0755\""))?),
+                Some(m) => Some(
+                    u32::from_str_radix(m.trim_start_matches("0o"), 8)
+                        .ok()
+                        .filter(|v| *v <= 0o7777)
+                        .ok_or_else(|| format!("mode `{m}` is not an octal file mode such as \"0755\""))?,
+                ),
             };
             let owner = n.attr("owner").as_str().unwrap_or("0:0");
             let (uid, gid) = owner
                 .split_once(':')
                 .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))
                 .ok_or_else(|| format!("owner `{owner}` must be numeric `uid:gid`, e.g. \"1000:1000\""))?;
-            let symlinks = string_map(n.attr("symlinks")).into_iter().map(|(k, v)| (k.trim_start_matches('/').to_string(), v)).collect();
+            let symlinks = string_map(n.attr("symlinks"))
+                .into_iter()
+                .map(|(k, v)| (k.trim_start_matches('/').to_string(), v))
+                .collect();
             let mut dirs = BTreeMap::new();
             for (path, spec) in string_map(n.attr("dirs")) {
                 let parts: Vec<&str> = spec.split(':').collect();
@@ -192,7 +218,8 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                     _ => return Err(format!("`dirs` entry `{path}`: `{spec}` must be \"MODE\" or \"MODE:UID:GID\" (octal mode), for a path other than `/`")),
                 }
             }
-            let compression = n.attr("compression").as_str().filter(|c| !c.is_empty()).unwrap_or(&opts.compression).to_string();
+            let compression =
+                n.attr("compression").as_str().filter(|c| !c.is_empty()).unwrap_or(&opts.compression).to_string();
             let a = ag.add(l, ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression }, deps);
             Ok(Provided::Layer(a))
         }
@@ -201,7 +228,8 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
                 AttrValue::File(f) => f.file.clone(),
                 _ => return Err("`layout` is required".into()),
             };
-            let a = ag.add(l, ActionKind::ImportImage { path, tag: opt_string(n.attr("tag")), files: Vec::new() }, vec![]);
+            let a =
+                ag.add(l, ActionKind::ImportImage { path, tag: opt_string(n.attr("tag")), files: Vec::new() }, vec![]);
             Ok(Provided::Image(a))
         }
         "debian_image" => {
@@ -234,7 +262,11 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
             if let Some(d) = &digest {
                 crate::model::digest::Digest::parse(d).map_err(|e| format!("`digest`: {e}"))?;
             }
-            let a = ag.add(l, ActionKind::PullImage { image: image.clone(), digest, platform: opt_string(n.attr("platform")) }, vec![]);
+            let a = ag.add(
+                l,
+                ActionKind::PullImage { image: image.clone(), digest, platform: opt_string(n.attr("platform")) },
+                vec![],
+            );
             Ok(Provided::Pulled(a, image))
         }
         "oci_image" => {
@@ -386,7 +418,9 @@ fn analyze_target(n: &TargetNode, provided: &BTreeMap<Label, Provided>, ag: &mut
             let (app, mut deps) = sources(n, "srcs", provided)?;
             let (stack, order, buildpacks) = match n.attr("builder") {
                 AttrValue::Label(b) => match provided.get(b) {
-                    Some(Provided::Builder { stack, order, buildpacks }) => (stack.clone(), order.clone(), buildpacks.clone()),
+                    Some(Provided::Builder { stack, order, buildpacks }) => {
+                        (stack.clone(), order.clone(), buildpacks.clone())
+                    }
                     _ => return Err(format!("`builder` is `{b}`, which is not a `builder` target")),
                 },
                 _ => return Err("`builder` is required".into()),

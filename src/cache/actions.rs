@@ -96,10 +96,9 @@ impl Cache {
         let Some(((kind, label, result_json, components_json, created, used), blobs)) = row else {
             return Ok(None);
         };
-        let (Some(blobs), Ok(components)) = (
-            parse_digests(blobs),
-            serde_json::from_str::<Components>(&components_json),
-        ) else {
+        let (Some(blobs), Ok(components)) =
+            (parse_digests(blobs), serde_json::from_str::<Components>(&components_json))
+        else {
             // Unreadable entries cannot come from this schema version; drop rather than misread.
             self.remove_action(key)?;
             return Ok(None);
@@ -112,8 +111,7 @@ impl Cache {
             self.db.write(
                 || format!("touching action `{hex}`"),
                 |tx| {
-                    tx.prepare_cached("UPDATE actions SET last_used_at = ?2 WHERE key = ?1")?
-                        .execute(params![hex, now])
+                    tx.prepare_cached("UPDATE actions SET last_used_at = ?2 WHERE key = ?1")?.execute(params![hex, now])
                 },
             )?;
         }
@@ -142,11 +140,8 @@ impl Cache {
         blobs: &[Digest],
     ) -> Result<()> {
         let hex = key.to_hex();
-        let components_json =
-            serde_json::to_string(components).map_err(|source| CacheError::Encode {
-                what: format!("components of action `{hex}`"),
-                source,
-            })?;
+        let components_json = serde_json::to_string(components)
+            .map_err(|source| CacheError::Encode { what: format!("components of action `{hex}`"), source })?;
         let mut missing = None;
         let now = now_ms();
         self.db.write(
@@ -170,19 +165,9 @@ impl Cache {
                      excluded.components_json, created_at = excluded.created_at, last_used_at = \
                      excluded.last_used_at",
                 )?
-                .execute(params![
-                    hex,
-                    kind,
-                    label,
-                    result_json,
-                    components_json,
-                    now
-                ])?;
-                tx.prepare_cached("DELETE FROM action_blobs WHERE key = ?1")?
-                    .execute([&hex])?;
-                let mut link = tx.prepare_cached(
-                    "INSERT OR IGNORE INTO action_blobs(key, digest) VALUES (?1, ?2)",
-                )?;
+                .execute(params![hex, kind, label, result_json, components_json, now])?;
+                tx.prepare_cached("DELETE FROM action_blobs WHERE key = ?1")?.execute([&hex])?;
+                let mut link = tx.prepare_cached("INSERT OR IGNORE INTO action_blobs(key, digest) VALUES (?1, ?2)")?;
                 let mut blob = tx.prepare_cached(
                     "INSERT INTO blobs(digest, size, last_used_at) VALUES (?1, ?2, ?3) \
                      ON CONFLICT(digest) DO UPDATE SET size = excluded.size, \
@@ -197,11 +182,7 @@ impl Cache {
             },
         )?;
         match missing {
-            Some(digest) => Err(CacheError::MissingBlob {
-                key: hex,
-                digest,
-                dir: self.cas.root().to_path_buf(),
-            }),
+            Some(digest) => Err(CacheError::MissingBlob { key: hex, digest, dir: self.cas.root().to_path_buf() }),
             None => Ok(()),
         }
     }
@@ -213,12 +194,8 @@ impl Cache {
         self.db.write(
             || format!("removing action `{hex}`"),
             |tx| {
-                tx.prepare_cached("DELETE FROM action_blobs WHERE key = ?1")?
-                    .execute([&hex])?;
-                Ok(tx
-                    .prepare_cached("DELETE FROM actions WHERE key = ?1")?
-                    .execute([&hex])?
-                    > 0)
+                tx.prepare_cached("DELETE FROM action_blobs WHERE key = ?1")?.execute([&hex])?;
+                Ok(tx.prepare_cached("DELETE FROM actions WHERE key = ?1")?.execute([&hex])? > 0)
             },
         )
     }
@@ -257,12 +234,7 @@ impl Cache {
                     self.remove_action(key)?;
                     return Ok(false);
                 }
-                Err(source) => {
-                    return Err(CacheError::Cas {
-                        dir: self.cas.root().to_path_buf(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(CacheError::Cas { dir: self.cas.root().to_path_buf(), source }),
             }
         }
         Ok(true)
@@ -285,10 +257,8 @@ impl Cache {
     /// recently used blobs that no action references yet (e.g. pulled base layers). Digests not
     /// in the CAS are skipped.
     pub fn touch_blobs(&self, digests: &[Digest]) -> Result<()> {
-        let present: Vec<(String, u64)> = digests
-            .iter()
-            .filter_map(|d| self.cas.size(d).ok().map(|n| (d.to_string(), n)))
-            .collect();
+        let present: Vec<(String, u64)> =
+            digests.iter().filter_map(|d| self.cas.size(d).ok().map(|n| (d.to_string(), n))).collect();
         if present.is_empty() {
             return Ok(());
         }
@@ -310,11 +280,7 @@ impl Cache {
 
     /// The compressed form of an uncompressed layer, if it was made before and its blob is still
     /// in the CAS.
-    pub fn get_layer_compression(
-        &self,
-        diff_id: &Digest,
-        compression: &str,
-    ) -> Result<Option<CompressedLayer>> {
+    pub fn get_layer_compression(&self, diff_id: &Digest, compression: &str) -> Result<Option<CompressedLayer>> {
         let id = diff_id.to_string();
         let row = self.db.read(
             || format!("reading the compressed form of layer `{id}`"),
@@ -324,11 +290,7 @@ impl Cache {
                      WHERE diff_id = ?1 AND compression = ?2",
                 )?
                 .query_row(params![id, compression], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, i64>(1)?,
-                        r.get::<_, String>(2)?,
-                    ))
+                    Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, String>(2)?))
                 })
                 .optional()
             },

@@ -109,10 +109,7 @@ enum Problem {
 }
 
 fn is_corruption(e: &rusqlite::Error) -> bool {
-    matches!(
-        e.sqlite_error_code(),
-        Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase)
-    )
+    matches!(e.sqlite_error_code(), Some(ErrorCode::DatabaseCorrupt | ErrorCode::NotADatabase))
 }
 
 fn classify(e: rusqlite::Error) -> Problem {
@@ -125,13 +122,7 @@ fn classify(e: rusqlite::Error) -> Problem {
 
 /// Opens (creating) `path` and takes a `flock` on it, shared or exclusive, waiting if needed.
 pub(crate) fn lock_file(path: &Path, exclusive: bool) -> Result<File> {
-    let f = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(path)
-        .map_err(io_err(path))?;
+    let f = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(io_err(path))?;
     let locked = if exclusive { f.lock() } else { f.lock_shared() };
     locked.map_err(io_err(path))?;
     Ok(f)
@@ -200,12 +191,7 @@ impl Db {
                 }
             }
         };
-        Ok(Db {
-            conn: Mutex::new(conn),
-            path,
-            marker,
-            _use_lock: use_lock,
-        })
+        Ok(Db { conn: Mutex::new(conn), path, marker, _use_lock: use_lock })
     }
 
     /// Path of the database file.
@@ -224,17 +210,9 @@ impl Db {
         let what = what.into();
         if is_corruption(&source) {
             let _ = fs::write(&self.marker, b"");
-            CacheError::Corrupt {
-                path: self.path.clone(),
-                what,
-                source,
-            }
+            CacheError::Corrupt { path: self.path.clone(), what, source }
         } else {
-            CacheError::Db {
-                path: self.path.clone(),
-                what,
-                source,
-            }
+            CacheError::Db { path: self.path.clone(), what, source }
         }
     }
 
@@ -283,11 +261,7 @@ impl Db {
 
     /// Bytes used by the database, its WAL and its shared-memory index.
     pub(crate) fn size_on_disk(&self) -> u64 {
-        db_files(&self.path)
-            .iter()
-            .filter_map(|p| fs::metadata(p).ok())
-            .map(|m| m.len())
-            .sum()
+        db_files(&self.path).iter().filter_map(|p| fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 }
 
@@ -298,12 +272,7 @@ pub(crate) fn db_files(path: &Path) -> [PathBuf; 4] {
         p.push(s);
         PathBuf::from(p)
     };
-    [
-        path.to_path_buf(),
-        with("-wal"),
-        with("-shm"),
-        with("-journal"),
-    ]
+    [path.to_path_buf(), with("-wal"), with("-shm"), with("-journal")]
 }
 
 fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Connection, Problem> {
@@ -314,33 +283,22 @@ fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Conn
     let conn = Connection::open_with_flags(path, flags).map_err(classify)?;
     conn.busy_timeout(BUSY_TIMEOUT).map_err(classify)?;
     // The first statement reads the header: garbage fails here with SQLITE_NOTADB.
-    let version: i64 = conn
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .map_err(classify)?;
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(classify)?;
     let fresh = version == 0 && {
-        let tables: i64 = conn
-            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
-            .map_err(classify)?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0)).map_err(classify)?;
         if tables > 0 {
-            return Err(Problem::Discard(
-                "it has tables but no schema version".into(),
-            ));
+            return Err(Problem::Discard("it has tables but no schema version".into()));
         }
         true
     };
     if !fresh && version != i64::from(SCHEMA_VERSION) {
-        return Err(Problem::Discard(format!(
-            "it has schema version {version}, this cbuild uses {SCHEMA_VERSION}"
-        )));
+        return Err(Problem::Discard(format!("it has schema version {version}, this cbuild uses {SCHEMA_VERSION}")));
     }
     if fresh {
         // Must precede WAL and the first table; lets `gc` return pages with incremental_vacuum.
-        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL")
-            .map_err(classify)?;
+        conn.execute_batch("PRAGMA auto_vacuum=INCREMENTAL").map_err(classify)?;
     }
-    let mode: String = conn
-        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
-        .map_err(classify)?;
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0)).map_err(classify)?;
     if !mode.eq_ignore_ascii_case("wal") {
         warnings.push(format!(
             "the cache database `{}` cannot use WAL mode (journal mode is `{mode}`; a network file \
@@ -349,14 +307,11 @@ fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Conn
         ));
     }
     // In WAL mode NORMAL loses at most the last transactions on power loss, never consistency.
-    conn.pragma_update(None, "synchronous", "NORMAL")
-        .map_err(classify)?;
+    conn.pragma_update(None, "synchronous", "NORMAL").map_err(classify)?;
     if fresh {
         create_schema(&conn).map_err(classify)?;
     } else if fs::metadata(path).map(|m| m.len()).unwrap_or(0) <= QUICK_CHECK_MAX_BYTES {
-        quick_check(&conn)
-            .map_err(classify)?
-            .map_or(Ok(()), |r| Err(Problem::Discard(r)))?;
+        quick_check(&conn).map_err(classify)?.map_or(Ok(()), |r| Err(Problem::Discard(r)))?;
     }
     Ok(conn)
 }
@@ -364,11 +319,7 @@ fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Conn
 /// `PRAGMA quick_check`: `Ok(None)` when the database is sound, `Ok(Some(reason))` when not.
 pub(crate) fn quick_check(conn: &Connection) -> rusqlite::Result<Option<String>> {
     let r: String = conn.query_row("PRAGMA quick_check(1)", [], |r| r.get(0))?;
-    Ok(if r == "ok" {
-        None
-    } else {
-        Some(format!("integrity check failed: {r}"))
-    })
+    Ok(if r == "ok" { None } else { Some(format!("integrity check failed: {r}")) })
 }
 
 fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
@@ -388,31 +339,18 @@ fn create_schema(conn: &Connection) -> rusqlite::Result<()> {
 fn discard(dir: &Path, path: &Path) -> Result<()> {
     let tmp = dir.join("tmp");
     fs::create_dir_all(&tmp).map_err(io_err(&tmp))?;
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
     let aside = tmp.join(format!("discarded-{}-{nanos}.sqlite", std::process::id()));
     match fs::rename(path, &aside) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => {
-            return Err(CacheError::Io {
-                path: path.to_path_buf(),
-                source: e,
-            })
-        }
+        Err(e) => return Err(CacheError::Io { path: path.to_path_buf(), source: e }),
     }
     for p in &db_files(path)[1..] {
         match fs::remove_file(p) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(CacheError::Io {
-                    path: p.clone(),
-                    source: e,
-                })
-            }
+            Err(e) => return Err(CacheError::Io { path: p.clone(), source: e }),
         }
     }
     let _ = fs::remove_file(&aside);

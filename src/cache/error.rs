@@ -60,11 +60,7 @@ pub enum CacheError {
         "action `{key}` references blob `{digest}`, which is not in the blob store `{dir}` \
          (hint: store blobs with `Cache::cas()` before recording the action)"
     )]
-    MissingBlob {
-        key: String,
-        digest: Digest,
-        dir: PathBuf,
-    },
+    MissingBlob { key: String, digest: Digest, dir: PathBuf },
     /// A value could not be serialised for storage.
     #[error("cannot serialise {what}")]
     Encode {

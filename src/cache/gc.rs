@@ -98,20 +98,13 @@ impl<'a> Plan<'a> {
         let blobs = files
             .iter()
             .map(|(d, f)| {
-                let used = f
-                    .mtime_ms
-                    .max(blob_used.get(d).copied().unwrap_or(i64::MIN));
+                let used = f.mtime_ms.max(blob_used.get(d).copied().unwrap_or(i64::MIN));
                 (d.as_str(), (f.size, used))
             })
             .collect();
         let mut order: Vec<&str> = files.iter().map(|(d, _)| d.as_str()).collect();
         order.sort_unstable();
-        Plan {
-            blobs,
-            order,
-            refs,
-            by_action,
-        }
+        Plan { blobs, order, refs, by_action }
     }
 
     fn unreferenced(&self, d: &str) -> bool {
@@ -153,21 +146,12 @@ impl<'a> Plan<'a> {
         }
         if let Some((max, db_bytes)) = size {
             let mut total = db_bytes
-                + self
-                    .order
-                    .iter()
-                    .filter(|d| !doomed_blobs.contains(*d))
-                    .map(|d| self.blobs[d].0)
-                    .sum::<u64>();
+                + self.order.iter().filter(|d| !doomed_blobs.contains(*d)).map(|d| self.blobs[d].0).sum::<u64>();
             // First blobs nothing needs, least recently used first...
             let mut spare: Vec<(i64, &'a str)> = self
                 .order
                 .iter()
-                .filter(|d| {
-                    self.unreferenced(d)
-                        && self.blobs[*d].1 < grace_cut
-                        && !doomed_blobs.contains(*d)
-                })
+                .filter(|d| self.unreferenced(d) && self.blobs[*d].1 < grace_cut && !doomed_blobs.contains(*d))
                 .map(|d| (self.blobs[d].1, *d))
                 .collect();
             spare.sort_unstable();
@@ -188,8 +172,7 @@ impl<'a> Plan<'a> {
                 }
                 doomed_actions.push(k);
                 self.release(k);
-                let held: Vec<&'a str> =
-                    self.by_action.get(k.as_str()).cloned().unwrap_or_default();
+                let held: Vec<&'a str> = self.by_action.get(k.as_str()).cloned().unwrap_or_default();
                 for d in held {
                     let Some(&(bytes, used)) = self.blobs.get(d) else {
                         continue;
@@ -214,17 +197,9 @@ impl Cache {
             || "counting entries".into(),
             |tx| {
                 let n = |t: &str| -> rusqlite::Result<u64> {
-                    tx.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| {
-                        r.get::<_, i64>(0)
-                    })
-                    .map(|n| n as u64)
+                    tx.query_row(&format!("SELECT count(*) FROM {t}"), [], |r| r.get::<_, i64>(0)).map(|n| n as u64)
                 };
-                Ok((
-                    n("actions")?,
-                    n("runs")?,
-                    n("stat_cache")?,
-                    n("layer_compression")?,
-                ))
+                Ok((n("actions")?, n("runs")?, n("stat_cache")?, n("layer_compression")?))
             },
         )?;
         let (blobs, _) = self.scan_blobs(i64::MIN)?;
@@ -248,12 +223,7 @@ impl Cache {
         let rd = match fs::read_dir(&dir) {
             Ok(rd) => rd,
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((out, 0)),
-            Err(e) => {
-                return Err(CacheError::Io {
-                    path: dir,
-                    source: e,
-                })
-            }
+            Err(e) => return Err(CacheError::Io { path: dir, source: e }),
         };
         for ent in rd {
             let ent = ent.map_err(io_err(&dir))?;
@@ -262,18 +232,9 @@ impl Cache {
             let Ok(m) = ent.metadata() else { continue };
             if let Ok(digest) = Digest::from_hex(&name) {
                 if m.is_file() {
-                    out.push((
-                        digest.to_string(),
-                        BlobFile {
-                            size: m.len(),
-                            mtime_ms: mtime_ms(&m),
-                        },
-                    ));
+                    out.push((digest.to_string(), BlobFile { size: m.len(), mtime_ms: mtime_ms(&m) }));
                 }
-            } else if name.starts_with(".tmp-")
-                && mtime_ms(&m) < tmp_cutoff_ms
-                && fs::remove_file(ent.path()).is_ok()
-            {
+            } else if name.starts_with(".tmp-") && mtime_ms(&m) < tmp_cutoff_ms && fs::remove_file(ent.path()).is_ok() {
                 removed += 1;
             }
         }
@@ -332,12 +293,8 @@ impl Cache {
         )?;
 
         let plan = Plan::new(&files, &links, &blob_used);
-        let (doomed_actions, doomed_blobs) = plan.choose(
-            &actions,
-            grace_cut,
-            age_cut,
-            max_size.map(|max| (max, self.db.size_on_disk())),
-        );
+        let (doomed_actions, doomed_blobs) =
+            plan.choose(&actions, grace_cut, age_cut, max_size.map(|max| (max, self.db.size_on_disk())));
 
         // Apply: rows and files together, under the write lock.
         let cas = &self.cas;
@@ -351,11 +308,9 @@ impl Cache {
                     del_links.execute([k])?;
                     n_actions += del_action.execute([k])? as u64;
                 }
-                let mut still_used =
-                    tx.prepare("SELECT 1 FROM action_blobs WHERE digest = ?1 LIMIT 1")?;
+                let mut still_used = tx.prepare("SELECT 1 FROM action_blobs WHERE digest = ?1 LIMIT 1")?;
                 let mut del_blob = tx.prepare("DELETE FROM blobs WHERE digest = ?1")?;
-                let mut del_layer =
-                    tx.prepare("DELETE FROM layer_compression WHERE digest = ?1")?;
+                let mut del_layer = tx.prepare("DELETE FROM layer_compression WHERE digest = ?1")?;
                 let (mut n_blobs, mut bytes) = (0, 0);
                 for d in &doomed_blobs {
                     // Another process may have referenced it since we read the tables.
@@ -408,16 +363,10 @@ impl Cache {
         )?;
         // Large databases skip the check at open; do it here, where time is not precious.
         if fs::metadata(self.db.path()).map(|m| m.len()).unwrap_or(0) > QUICK_CHECK_MAX_BYTES {
-            if let Some(reason) = self
-                .db
-                .with_conn(|| "checking integrity".into(), db::quick_check)?
-            {
+            if let Some(reason) = self.db.with_conn(|| "checking integrity".into(), db::quick_check)? {
                 return Err(self.db.err(
                     reason,
-                    rusqlite::Error::SqliteFailure(
-                        rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-                        None,
-                    ),
+                    rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT), None),
                 ));
             }
         }
@@ -435,11 +384,7 @@ impl Cache {
             if mtime_ms(&m) >= cutoff_ms {
                 continue;
             }
-            let r = if m.is_dir() {
-                fs::remove_dir_all(ent.path())
-            } else {
-                fs::remove_file(ent.path())
-            };
+            let r = if m.is_dir() { fs::remove_dir_all(ent.path()) } else { fs::remove_file(ent.path()) };
             n += u64::from(r.is_ok());
         }
         n
@@ -451,9 +396,7 @@ impl Cache {
         let paths: Vec<Vec<u8>> = self.db.read(
             || "reading stat-cache paths".into(),
             |tx| {
-                tx.prepare("SELECT path FROM stat_cache")?
-                    .query_map([], |r| r.get(0))?
-                    .collect::<rusqlite::Result<_>>()
+                tx.prepare("SELECT path FROM stat_cache")?.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<_>>()
             },
         )?;
         let gone: Vec<&Vec<u8>> = paths
@@ -498,22 +441,10 @@ impl Cache {
             .map_err(io_err(&lock_path))?;
         match lock.try_lock() {
             Ok(()) => {}
-            Err(fs::TryLockError::WouldBlock) => {
-                return Err(CacheError::InUse {
-                    dir: dir.to_path_buf(),
-                })
-            }
-            Err(fs::TryLockError::Error(e)) => {
-                return Err(CacheError::Io {
-                    path: lock_path,
-                    source: e,
-                })
-            }
+            Err(fs::TryLockError::WouldBlock) => return Err(CacheError::InUse { dir: dir.to_path_buf() }),
+            Err(fs::TryLockError::Error(e)) => return Err(CacheError::Io { path: lock_path, source: e }),
         }
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or(0);
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
         let trash = dir.join(format!(".trash-{}-{nanos}", std::process::id()));
         fs::create_dir(&trash).map_err(io_err(&trash))?;
         let db = dir.join(DB_FILE);
@@ -525,12 +456,7 @@ impl Cache {
             match fs::rename(p, trash.join(i.to_string())) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(CacheError::Io {
-                        path: p.clone(),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(CacheError::Io { path: p.clone(), source: e }),
             }
         }
         for ent in fs::read_dir(dir).map_err(io_err(dir))?.flatten() {
@@ -548,14 +474,9 @@ impl Cache {
 /// `T`/`TB` are powers of 1000, `KiB`/`MiB`/`GiB`/`TiB` powers of 1024, `B` or no unit bytes;
 /// units are case-insensitive. `10GB` = 10 000 000 000, `500MiB` = 524 288 000.
 pub fn parse_size(input: &str) -> Result<u64> {
-    let err = |reason: &str| CacheError::InvalidSize {
-        input: input.into(),
-        reason: reason.into(),
-    };
+    let err = |reason: &str| CacheError::InvalidSize { input: input.into(), reason: reason.into() };
     let s = input.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
+    let split = s.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(s.len());
     let (num, unit) = (&s[..split], s[split..].trim());
     if num.is_empty() {
         return Err(err("it does not start with a number"));
@@ -570,18 +491,12 @@ pub fn parse_size(input: &str) -> Result<u64> {
         "mi" | "mib" => 1 << 20,
         "gi" | "gib" => 1 << 30,
         "ti" | "tib" => 1 << 40,
-        _ => {
-            return Err(err(&format!(
-                "unknown unit `{unit}` (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"
-            )))
-        }
+        _ => return Err(err(&format!("unknown unit `{unit}` (use B, KB, MB, GB, TB, KiB, MiB, GiB, TiB)"))),
     };
     if let Ok(n) = num.parse::<u64>() {
         return n.checked_mul(mult).ok_or_else(|| err("it is too large"));
     }
-    let f: f64 = num
-        .parse()
-        .map_err(|_| err(&format!("`{num}` is not a number")))?;
+    let f: f64 = num.parse().map_err(|_| err(&format!("`{num}` is not a number")))?;
     let bytes = (f * mult as f64).round();
     if !bytes.is_finite() || bytes >= u64::MAX as f64 {
         return Err(err("it is too large"));
@@ -592,10 +507,7 @@ pub fn parse_size(input: &str) -> Result<u64> {
 /// Parses a duration: one or more `<integer><unit>` with units `s`, `m` (minutes), `h`, `d`, `w`,
 /// e.g. `7d`, `12h`, `1d12h`, `90s`.
 pub fn parse_duration(input: &str) -> Result<Duration> {
-    let err = |reason: &str| CacheError::InvalidDuration {
-        input: input.into(),
-        reason: reason.into(),
-    };
+    let err = |reason: &str| CacheError::InvalidDuration { input: input.into(), reason: reason.into() };
     let s = input.trim();
     if s.is_empty() {
         return Err(err("it is empty"));
@@ -603,19 +515,13 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
     let mut total: u64 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let split = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         if split == 0 {
             return Err(err(&format!("expected a number at `{rest}`")));
         }
-        let n: u64 = rest[..split]
-            .parse()
-            .map_err(|_| err("the number is too large"))?;
+        let n: u64 = rest[..split].parse().map_err(|_| err("the number is too large"))?;
         rest = &rest[split..];
-        let ulen = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let ulen = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
         let secs: u64 = match &rest[..ulen] {
             "s" => 1,
             "m" => 60,
@@ -626,10 +532,7 @@ pub fn parse_duration(input: &str) -> Result<Duration> {
             u => return Err(err(&format!("unknown unit `{u}` (use s, m, h, d or w)"))),
         };
         rest = &rest[ulen..];
-        total = n
-            .checked_mul(secs)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| err("it is too large"))?;
+        total = n.checked_mul(secs).and_then(|v| total.checked_add(v)).ok_or_else(|| err("it is too large"))?;
     }
     Ok(Duration::from_secs(total))
 }
@@ -687,11 +590,7 @@ mod tests {
             (" 0s ", 0),
         ];
         for (s, want) in cases {
-            assert_eq!(
-                parse_duration(s).unwrap(),
-                Duration::from_secs(*want),
-                "{s}"
-            );
+            assert_eq!(parse_duration(s).unwrap(), Duration::from_secs(*want), "{s}");
         }
     }
 

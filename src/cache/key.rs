@@ -39,15 +39,8 @@ pub enum ComponentValue {
 
 impl ComponentValue {
     /// A map from any iterator of (name, value) pairs; the order of the pairs does not matter.
-    pub fn map<K: Into<String>, V: Into<ComponentValue>>(
-        entries: impl IntoIterator<Item = (K, V)>,
-    ) -> ComponentValue {
-        ComponentValue::Map(
-            entries
-                .into_iter()
-                .map(|(k, v)| (k.into(), v.into()))
-                .collect(),
-        )
+    pub fn map<K: Into<String>, V: Into<ComponentValue>>(entries: impl IntoIterator<Item = (K, V)>) -> ComponentValue {
+        ComponentValue::Map(entries.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 
     /// A list from any iterator of values, order preserved.
@@ -101,14 +94,8 @@ impl ComponentValue {
     /// The human-readable form stored in [`Components`].
     fn show(&self) -> Shown {
         match self {
-            ComponentValue::Map(m) => Shown::Map(
-                m.iter()
-                    .map(|(k, v)| (k.clone(), v.show_inline()))
-                    .collect(),
-            ),
-            ComponentValue::List(items) => {
-                Shown::List(items.iter().map(ComponentValue::show_inline).collect())
-            }
+            ComponentValue::Map(m) => Shown::Map(m.iter().map(|(k, v)| (k.clone(), v.show_inline())).collect()),
+            ComponentValue::List(items) => Shown::List(items.iter().map(ComponentValue::show_inline).collect()),
             v => Shown::Value(v.show_inline()),
         }
     }
@@ -121,10 +108,7 @@ impl ComponentValue {
             ComponentValue::Digest(d) => d.to_string(),
             ComponentValue::Blake3(h) => format!("blake3:{}", h.to_hex()),
             ComponentValue::Map(m) => {
-                let inner: Vec<String> = m
-                    .iter()
-                    .map(|(k, v)| format!("{k}={}", v.show_inline()))
-                    .collect();
+                let inner: Vec<String> = m.iter().map(|(k, v)| format!("{k}={}", v.show_inline())).collect();
                 format!("{{{}}}", inner.join(", "))
             }
             ComponentValue::List(items) => {
@@ -230,11 +214,7 @@ impl KeyBuilder {
     /// Starts a key for an action of `kind`; bump `kind_version` when the action's behaviour
     /// changes so old results stop matching.
     pub fn new(kind: &str, kind_version: u32) -> KeyBuilder {
-        KeyBuilder {
-            kind: kind.to_string(),
-            kind_version,
-            components: BTreeMap::new(),
-        }
+        KeyBuilder { kind: kind.to_string(), kind_version, components: BTreeMap::new() }
     }
 
     /// Adds (or replaces) a named component; chainable.
@@ -275,14 +255,7 @@ impl KeyBuilder {
             key_version: key_version(),
             kind: self.kind.clone(),
             kind_version: self.kind_version,
-            items: self
-                .components
-                .iter()
-                .map(|(name, v)| Component {
-                    name: name.clone(),
-                    value: v.show(),
-                })
-                .collect(),
+            items: self.components.iter().map(|(name, v)| Component { name: name.clone(), value: v.show() }).collect(),
         };
         (key, components)
     }
@@ -345,24 +318,11 @@ impl Shown {
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum ComponentChange {
     /// A component (or map entry) that only the new key has.
-    Added {
-        name: String,
-        entry: Option<String>,
-        new: String,
-    },
+    Added { name: String, entry: Option<String>, new: String },
     /// A component (or map entry) that only the old key has.
-    Removed {
-        name: String,
-        entry: Option<String>,
-        old: String,
-    },
+    Removed { name: String, entry: Option<String>, old: String },
     /// A component (or map entry) whose value differs.
-    Changed {
-        name: String,
-        entry: Option<String>,
-        old: String,
-        new: String,
-    },
+    Changed { name: String, entry: Option<String>, old: String, new: String },
 }
 
 /// Names used for the pseudo-components that are not inputs but still change a key.
@@ -391,29 +351,15 @@ impl Components {
                 new: format!("{} v{}", new.kind, new.kind_version),
             });
         }
-        let o: BTreeMap<&str, &Shown> = old
-            .items
-            .iter()
-            .map(|c| (c.name.as_str(), &c.value))
-            .collect();
-        let n: BTreeMap<&str, &Shown> = new
-            .items
-            .iter()
-            .map(|c| (c.name.as_str(), &c.value))
-            .collect();
+        let o: BTreeMap<&str, &Shown> = old.items.iter().map(|c| (c.name.as_str(), &c.value)).collect();
+        let n: BTreeMap<&str, &Shown> = new.items.iter().map(|c| (c.name.as_str(), &c.value)).collect();
         let names: std::collections::BTreeSet<&str> = o.keys().chain(n.keys()).copied().collect();
         for name in names {
             match (o.get(name), n.get(name)) {
-                (Some(a), None) => out.push(ComponentChange::Removed {
-                    name: name.into(),
-                    entry: None,
-                    old: a.inline(),
-                }),
-                (None, Some(b)) => out.push(ComponentChange::Added {
-                    name: name.into(),
-                    entry: None,
-                    new: b.inline(),
-                }),
+                (Some(a), None) => {
+                    out.push(ComponentChange::Removed { name: name.into(), entry: None, old: a.inline() })
+                }
+                (None, Some(b)) => out.push(ComponentChange::Added { name: name.into(), entry: None, new: b.inline() }),
                 (Some(Shown::Map(a)), Some(Shown::Map(b))) => diff_maps(name, a, b, &mut out),
                 (Some(a), Some(b)) if a != b => out.push(ComponentChange::Changed {
                     name: name.into(),
@@ -428,32 +374,16 @@ impl Components {
     }
 }
 
-fn diff_maps(
-    name: &str,
-    a: &BTreeMap<String, String>,
-    b: &BTreeMap<String, String>,
-    out: &mut Vec<ComponentChange>,
-) {
+fn diff_maps(name: &str, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>, out: &mut Vec<ComponentChange>) {
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     for k in keys {
         let entry = Some(k.clone());
         match (a.get(k), b.get(k)) {
-            (Some(x), None) => out.push(ComponentChange::Removed {
-                name: name.into(),
-                entry,
-                old: x.clone(),
-            }),
-            (None, Some(y)) => out.push(ComponentChange::Added {
-                name: name.into(),
-                entry,
-                new: y.clone(),
-            }),
-            (Some(x), Some(y)) if x != y => out.push(ComponentChange::Changed {
-                name: name.into(),
-                entry,
-                old: x.clone(),
-                new: y.clone(),
-            }),
+            (Some(x), None) => out.push(ComponentChange::Removed { name: name.into(), entry, old: x.clone() }),
+            (None, Some(y)) => out.push(ComponentChange::Added { name: name.into(), entry, new: y.clone() }),
+            (Some(x), Some(y)) if x != y => {
+                out.push(ComponentChange::Changed { name: name.into(), entry, old: x.clone(), new: y.clone() })
+            }
             _ => {}
         }
     }
@@ -484,50 +414,24 @@ impl fmt::Display for ComponentChange {
     /// `srcs: services/api/app.py changed`, `env BP_X: 1 -> 2`, `builder: sha256:… -> sha256:…`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ComponentChange::Added {
-                name,
-                entry: Some(e),
-                ..
-            } => write!(f, "{name}: {e} added"),
-            ComponentChange::Removed {
-                name,
-                entry: Some(e),
-                ..
-            } => {
+            ComponentChange::Added { name, entry: Some(e), .. } => write!(f, "{name}: {e} added"),
+            ComponentChange::Removed { name, entry: Some(e), .. } => {
                 write!(f, "{name}: {e} removed")
             }
-            ComponentChange::Changed {
-                name,
-                entry: Some(e),
-                old,
-                new,
-            } => {
+            ComponentChange::Changed { name, entry: Some(e), old, new } => {
                 if is_hash(old) && is_hash(new) {
                     write!(f, "{name}: {e} changed")
                 } else {
                     write!(f, "{name} {e}: {} -> {}", short(old), short(new))
                 }
             }
-            ComponentChange::Added {
-                name,
-                entry: None,
-                new,
-            } => {
+            ComponentChange::Added { name, entry: None, new } => {
                 write!(f, "{name} added: {}", short(new))
             }
-            ComponentChange::Removed {
-                name,
-                entry: None,
-                old,
-            } => {
+            ComponentChange::Removed { name, entry: None, old } => {
                 write!(f, "{name} removed (was {})", short(old))
             }
-            ComponentChange::Changed {
-                name,
-                entry: None,
-                old,
-                new,
-            } => {
+            ComponentChange::Changed { name, entry: None, old, new } => {
                 write!(f, "{name}: {} -> {}", short(old), short(new))
             }
         }
@@ -545,10 +449,7 @@ mod tests {
             .component("base", Digest::of_bytes(b"base"))
             .component(
                 "srcs",
-                ComponentValue::map([
-                    ("tool.sh", Blake3::of_bytes(b"echo hi")),
-                    ("lib/a.sh", Blake3::of_bytes(b"a")),
-                ]),
+                ComponentValue::map([("tool.sh", Blake3::of_bytes(b"echo hi")), ("lib/a.sh", Blake3::of_bytes(b"a"))]),
             )
             .component("env", ComponentValue::map([("BP_X", "1"), ("A", "z")]))
             .component("argv", ComponentValue::list(["sh", "-c", "true"]))
@@ -560,10 +461,7 @@ mod tests {
     #[test]
     fn key_encoding_is_stable() {
         let (key, _) = sample().finish();
-        assert_eq!(
-            key.to_hex(),
-            "51f730187182f209ce2e1af7b4a8f4bd7bd41fe18f8ab4c550bd2e1fb2594599"
-        );
+        assert_eq!(key.to_hex(), "51f730187182f209ce2e1af7b4a8f4bd7bd41fe18f8ab4c550bd2e1fb2594599");
     }
 
     #[test]
@@ -607,9 +505,7 @@ mod tests {
             KeyBuilder::new("x", 1).component("a", "2"),
             KeyBuilder::new("x", 1).component("a", 1u64),
             KeyBuilder::new("x", 1).component("a", ComponentValue::list(["1"])),
-            KeyBuilder::new("x", 1)
-                .component("a", "1")
-                .component("c", ""),
+            KeyBuilder::new("x", 1).component("a", "1").component("c", ""),
         ];
         for v in variants {
             assert_ne!(v.finish().0, base, "{v:?}");
@@ -669,10 +565,7 @@ mod tests {
             .component("process", "web")
             .finish()
             .1;
-        let lines: Vec<String> = Components::diff(&old, &new)
-            .iter()
-            .map(ToString::to_string)
-            .collect();
+        let lines: Vec<String> = Components::diff(&old, &new).iter().map(ToString::to_string).collect();
         assert_eq!(
             lines,
             [
@@ -689,14 +582,8 @@ mod tests {
 
     #[test]
     fn diff_reports_kind_and_scalar_changes() {
-        let old = KeyBuilder::new("layer", 1)
-            .component("base", Digest::of_bytes(b"a"))
-            .finish()
-            .1;
-        let new = KeyBuilder::new("layer", 2)
-            .component("base", Digest::of_bytes(b"b"))
-            .finish()
-            .1;
+        let old = KeyBuilder::new("layer", 1).component("base", Digest::of_bytes(b"a")).finish().1;
+        let new = KeyBuilder::new("layer", 2).component("base", Digest::of_bytes(b"b")).finish().1;
         let d = Components::diff(&old, &new);
         assert_eq!(
             d[0],
@@ -714,18 +601,11 @@ mod tests {
 
     #[test]
     fn diff_of_map_turned_scalar_is_a_whole_change() {
-        let old = KeyBuilder::new("x", 1)
-            .component("v", ComponentValue::map([("a", "1")]))
-            .finish();
+        let old = KeyBuilder::new("x", 1).component("v", ComponentValue::map([("a", "1")])).finish();
         let new = KeyBuilder::new("x", 1).component("v", "a=1").finish();
         assert_eq!(
             Components::diff(&old.1, &new.1),
-            [ComponentChange::Changed {
-                name: "v".into(),
-                entry: None,
-                old: "{a=1}".into(),
-                new: "a=1".into()
-            }]
+            [ComponentChange::Changed { name: "v".into(), entry: None, old: "{a=1}".into(), new: "a=1".into() }]
         );
     }
 }

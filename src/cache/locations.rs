@@ -12,7 +12,9 @@ impl Cache {
         self.db.write(
             || format!("recording {} blob locations in `{registry}/{repository}`", digests.len()),
             |tx| {
-                let mut st = tx.prepare_cached("INSERT OR IGNORE INTO blob_locations(digest, registry, repository) VALUES (?1, ?2, ?3)")?;
+                let mut st = tx.prepare_cached(
+                    "INSERT OR IGNORE INTO blob_locations(digest, registry, repository) VALUES (?1, ?2, ?3)",
+                )?;
                 for d in digests {
                     st.execute(params![d.to_string(), registry, repository])?;
                 }
@@ -26,7 +28,8 @@ impl Cache {
         self.db.read(
             || format!("reading blob locations in `{registry}`"),
             |tx| {
-                let mut st = tx.prepare_cached("SELECT repository FROM blob_locations WHERE digest = ?1 AND registry = ?2")?;
+                let mut st =
+                    tx.prepare_cached("SELECT repository FROM blob_locations WHERE digest = ?1 AND registry = ?2")?;
                 let mut out = std::collections::BTreeSet::new();
                 for d in digests {
                     for r in st.query_map(params![d.to_string(), registry], |r| r.get::<_, String>(0))? {

@@ -40,8 +40,8 @@ mod actions;
 mod db;
 mod error;
 mod gc;
-mod locations;
 mod key;
+mod locations;
 mod runs;
 mod stat;
 
@@ -76,9 +76,7 @@ pub struct Cache {
 
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Cache")
-            .field("dir", &self.dir)
-            .finish_non_exhaustive()
+        f.debug_struct("Cache").field("dir", &self.dir).finish_non_exhaustive()
     }
 }
 
@@ -92,19 +90,10 @@ impl Cache {
         for d in [dir, &cas_root, &tmp] {
             fs::create_dir_all(d).map_err(io_err(d))?;
         }
-        let cas = BlobDir::open(&cas_root).map_err(|source| CacheError::Cas {
-            dir: cas_root.clone(),
-            source,
-        })?;
+        let cas = BlobDir::open(&cas_root).map_err(|source| CacheError::Cas { dir: cas_root.clone(), source })?;
         let mut warnings = Vec::new();
         let db = db::Db::open(dir, &mut warnings)?;
-        Ok(Cache {
-            dir: dir.to_path_buf(),
-            db,
-            cas,
-            tmp,
-            warnings,
-        })
+        Ok(Cache { dir: dir.to_path_buf(), db, cas, tmp, warnings })
     }
 
     /// The cache directory.
@@ -164,10 +153,7 @@ mod tests {
                 },
             )
             .unwrap();
-        assert_eq!(
-            (mode.as_str(), vacuum, version, sync),
-            ("wal", 2, SCHEMA_VERSION as i64, 1)
-        );
+        assert_eq!((mode.as_str(), vacuum, version, sync), ("wal", 2, SCHEMA_VERSION as i64, 1));
     }
 
     #[test]
@@ -176,37 +162,14 @@ mod tests {
         let (key, comps) = KeyBuilder::new("layer", 1).component("a", "1").finish();
         assert!(c.get_action(&key).unwrap().is_none());
         let d = c.cas().put_bytes(b"blob").unwrap();
-        c.put_action(
-            &key,
-            "layer",
-            "//a:b",
-            "{}",
-            &comps,
-            std::slice::from_ref(&d),
-        )
-        .unwrap();
+        c.put_action(&key, "layer", "//a:b", "{}", &comps, std::slice::from_ref(&d)).unwrap();
         let e = c.get_action(&key).unwrap().unwrap();
-        assert_eq!(
-            (e.result_json.as_str(), e.components, e.blobs),
-            ("{}", comps.clone(), vec![d.clone()])
-        );
+        assert_eq!((e.result_json.as_str(), e.components, e.blobs), ("{}", comps.clone(), vec![d.clone()]));
         fs::remove_file(c.cas().path(&d)).unwrap();
-        assert!(
-            c.get_action(&key).unwrap().is_none(),
-            "a missing blob is a miss"
-        );
+        assert!(c.get_action(&key).unwrap().is_none(), "a missing blob is a miss");
 
         let absent = Digest::of_bytes(b"absent");
-        let err = c
-            .put_action(
-                &key,
-                "layer",
-                "//a:b",
-                "{}",
-                &comps,
-                std::slice::from_ref(&absent),
-            )
-            .unwrap_err();
+        let err = c.put_action(&key, "layer", "//a:b", "{}", &comps, std::slice::from_ref(&absent)).unwrap_err();
         assert!(matches!(err, CacheError::MissingBlob { ref digest, .. } if *digest == absent));
         assert!(err.to_string().contains(&key.to_hex()), "{err}");
     }
@@ -216,21 +179,10 @@ mod tests {
         let (_t, c) = open();
         let (key, comps) = KeyBuilder::new("layer", 1).finish();
         let d = c.cas().put_bytes(b"good bytes").unwrap();
-        c.put_action(
-            &key,
-            "layer",
-            "//a:b",
-            "{}",
-            &comps,
-            std::slice::from_ref(&d),
-        )
-        .unwrap();
+        c.put_action(&key, "layer", "//a:b", "{}", &comps, std::slice::from_ref(&d)).unwrap();
         assert!(c.verify_action_blobs(&key).unwrap());
         fs::write(c.cas().path(&d), b"evil bytes").unwrap();
-        assert!(
-            c.get_action(&key).unwrap().is_some(),
-            "existence check only"
-        );
+        assert!(c.get_action(&key).unwrap().is_some(), "existence check only");
         assert!(!c.verify_action_blobs(&key).unwrap());
         assert!(c.get_action(&key).unwrap().is_none());
         assert!(!c.cas().contains(&d), "corrupt blob removed");
@@ -250,17 +202,11 @@ mod tests {
             media_type: "application/vnd.oci.image.layer.v1.tar+gzip".into(),
         };
         c.put_layer_compression(&l).unwrap();
-        assert_eq!(
-            c.get_layer_compression(&diff_id, "gzip").unwrap(),
-            Some(l.clone())
-        );
+        assert_eq!(c.get_layer_compression(&diff_id, "gzip").unwrap(), Some(l.clone()));
         assert!(c.get_layer_compression(&diff_id, "zstd").unwrap().is_none());
         fs::remove_file(c.cas().path(&digest)).unwrap();
         assert!(c.get_layer_compression(&diff_id, "gzip").unwrap().is_none());
-        assert!(matches!(
-            c.put_layer_compression(&l),
-            Err(CacheError::MissingBlob { .. })
-        ));
+        assert!(matches!(c.put_layer_compression(&l), Err(CacheError::MissingBlob { .. })));
     }
 
     fn run(key_src: &str, outcome: RunOutcome, env: &str) -> RunRecord {
@@ -282,25 +228,15 @@ mod tests {
     #[test]
     fn run_history_keeps_previous_different_key() {
         let (_t, c) = open();
-        assert!(c
-            .last_two_runs("//services/api:image", "build")
-            .unwrap()
-            .is_none());
+        assert!(c.last_two_runs("//services/api:image", "build").unwrap().is_none());
         c.record_run(&run("a", RunOutcome::Executed, "1")).unwrap();
-        let h = c
-            .last_two_runs("//services/api:image", "build")
-            .unwrap()
-            .unwrap();
+        let h = c.last_two_runs("//services/api:image", "build").unwrap().unwrap();
         assert!(h.previous.is_none() && h.changes().is_empty());
         c.record_run(&run("a", RunOutcome::Executed, "2")).unwrap();
         for _ in 0..10 {
-            c.record_run(&run("a", RunOutcome::CachedLocal, "2"))
-                .unwrap();
+            c.record_run(&run("a", RunOutcome::CachedLocal, "2")).unwrap();
         }
-        let h = c
-            .last_two_runs("//services/api:image", "build")
-            .unwrap()
-            .unwrap();
+        let h = c.last_two_runs("//services/api:image", "build").unwrap().unwrap();
         assert_eq!(h.latest.outcome, RunOutcome::CachedLocal);
         assert_eq!(h.previous.as_ref().unwrap().build_id, "b-a-1");
         let changes: Vec<String> = h.changes().iter().map(ToString::to_string).collect();
@@ -311,16 +247,10 @@ mod tests {
         other.action = "detect".into();
         c.record_run(&other).unwrap();
         for i in 0..10 {
-            c.record_run(&run(&format!("k{i}"), RunOutcome::Executed, "2"))
-                .unwrap();
+            c.record_run(&run(&format!("k{i}"), RunOutcome::Executed, "2")).unwrap();
         }
         let all = c.runs_for_label("//services/api:image").unwrap();
-        assert_eq!(
-            all.iter()
-                .map(|h| h.latest.action.as_str())
-                .collect::<Vec<_>>(),
-            ["build", "detect"]
-        );
+        assert_eq!(all.iter().map(|h| h.latest.action.as_str()).collect::<Vec<_>>(), ["build", "detect"]);
         assert_eq!(all[0].previous.as_ref().unwrap().build_id, "b-k8-2");
         assert_eq!(all[1].latest.outcome, RunOutcome::Failed);
         assert_eq!(c.stats().unwrap().runs, RUN_KEYS_KEPT as u64 + 1);
@@ -357,26 +287,15 @@ mod tests {
         assert!(!c.cas().contains(&orphan));
 
         let db = c.stats().unwrap().db_bytes;
-        let r = c
-            .gc_with_grace(Some(db + 2500), None, Duration::ZERO)
-            .unwrap();
-        assert_eq!(
-            (r.actions_removed, r.blobs_removed, r.bytes_freed),
-            (2, 2, 2000)
-        );
+        let r = c.gc_with_grace(Some(db + 2500), None, Duration::ZERO).unwrap();
+        assert_eq!((r.actions_removed, r.blobs_removed, r.bytes_freed), (2, 2, 2000));
         assert!(c.get_action(&keys[0]).unwrap().is_none());
         assert!(c.get_action(&keys[1]).unwrap().is_none());
         assert!(c.get_action(&keys[2]).unwrap().is_some());
 
         // Key 2 was just used by get_action (which refreshed it); key 3 was not.
-        let r = c
-            .gc_with_grace(None, Some(Duration::from_secs(1)), Duration::ZERO)
-            .unwrap();
-        assert_eq!(
-            (r.actions_removed, r.blobs_removed),
-            (1, 0),
-            "its blob was used < 1s ago"
-        );
+        let r = c.gc_with_grace(None, Some(Duration::from_secs(1)), Duration::ZERO).unwrap();
+        assert_eq!((r.actions_removed, r.blobs_removed), (1, 0), "its blob was used < 1s ago");
         assert!(c.get_action(&keys[2]).unwrap().is_some());
         let r = c.gc_with_grace(None, None, Duration::ZERO).unwrap();
         assert_eq!((r.actions_removed, r.blobs_removed), (0, 1));
@@ -389,12 +308,8 @@ mod tests {
         let (t, c) = open();
         let (key, comps) = KeyBuilder::new("x", 1).finish();
         let d = c.cas().put_bytes(b"b").unwrap();
-        c.put_action(&key, "x", "//a", "{}", &comps, std::slice::from_ref(&d))
-            .unwrap();
-        assert!(matches!(
-            Cache::clean(t.path()),
-            Err(CacheError::InUse { .. })
-        ));
+        c.put_action(&key, "x", "//a", "{}", &comps, std::slice::from_ref(&d)).unwrap();
+        assert!(matches!(Cache::clean(t.path()), Err(CacheError::InUse { .. })));
         drop(c);
         Cache::clean(t.path()).unwrap();
         let c = Cache::open(t.path()).unwrap();
@@ -409,41 +324,23 @@ mod tests {
         let (t, c) = open();
         let (key, comps) = KeyBuilder::new("x", 1).finish();
         c.put_action(&key, "x", "//a", "{}", &comps, &[]).unwrap();
-        let corrupt = rusqlite::Error::SqliteFailure(
-            rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT),
-            None,
-        );
+        let corrupt = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT), None);
         let e = c.db.err("reading action `k`", corrupt);
         assert!(matches!(e, CacheError::Corrupt { .. }), "{e}");
         assert!(e.to_string().contains("cbuild cache clean"), "{e}");
         drop(c);
         let c = Cache::open(t.path()).unwrap();
-        assert!(
-            c.warnings()[0].contains("found it corrupt"),
-            "{:?}",
-            c.warnings()
-        );
+        assert!(c.warnings()[0].contains("found it corrupt"), "{:?}", c.warnings());
         assert!(c.get_action(&key).unwrap().is_none());
         drop(c);
-        assert!(
-            Cache::open(t.path()).unwrap().warnings().is_empty(),
-            "marker removed"
-        );
+        assert!(Cache::open(t.path()).unwrap().warnings().is_empty(), "marker removed");
     }
 
     #[test]
     fn action_keys_lists_entries() {
         let (_t, c) = open();
         let k = Blake3::of_bytes(b"k");
-        c.put_action(
-            &k,
-            "x",
-            "//a",
-            "{}",
-            &KeyBuilder::new("x", 1).finish().1,
-            &[],
-        )
-        .unwrap();
+        c.put_action(&k, "x", "//a", "{}", &KeyBuilder::new("x", 1).finish().1, &[]).unwrap();
         assert_eq!(c.action_keys().unwrap(), [k]);
         assert!(c.remove_action(&k).unwrap());
         assert!(c.action_keys().unwrap().is_empty());

@@ -117,15 +117,7 @@ fn to_record(r: Row) -> Option<RunRecord> {
 const SELECT: &str = "SELECT label, action, key, components_json, outcome, build_id, at FROM runs";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-    ))
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
 impl Cache {
@@ -140,11 +132,10 @@ impl Cache {
     pub fn record_runs(&self, runs: &[RunRecord]) -> Result<()> {
         let mut encoded = Vec::with_capacity(runs.len());
         for run in runs {
-            let c =
-                serde_json::to_string(&run.components).map_err(|source| CacheError::Encode {
-                    what: format!("components of run `{}` `{}`", run.label, run.action),
-                    source,
-                })?;
+            let c = serde_json::to_string(&run.components).map_err(|source| CacheError::Encode {
+                what: format!("components of run `{}` `{}`", run.label, run.action),
+                source,
+            })?;
             encoded.push(c);
         }
         self.db.write(
@@ -154,9 +145,8 @@ impl Cache {
                     "INSERT INTO runs(label, action, key, components_json, outcome, build_id, at) \
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 )?;
-                let mut same_key = tx.prepare_cached(
-                    "DELETE FROM runs WHERE label = ?1 AND action = ?2 AND key = ?3 AND id < ?4",
-                )?;
+                let mut same_key =
+                    tx.prepare_cached("DELETE FROM runs WHERE label = ?1 AND action = ?2 AND key = ?3 AND id < ?4")?;
                 let mut trim = tx.prepare_cached(
                     "DELETE FROM runs WHERE label = ?1 AND action = ?2 AND id NOT IN \
                      (SELECT id FROM runs WHERE label = ?1 AND action = ?2 ORDER BY id DESC \
@@ -187,18 +177,13 @@ impl Cache {
         let rows = self.db.read(
             || format!("reading runs of `{label}` `{action}`"),
             |tx| {
-                tx.prepare_cached(&format!(
-                    "{SELECT} WHERE label = ?1 AND action = ?2 ORDER BY id DESC LIMIT 2"
-                ))?
-                .query_map(params![label, action], read_row)?
-                .collect::<rusqlite::Result<Vec<Row>>>()
+                tx.prepare_cached(&format!("{SELECT} WHERE label = ?1 AND action = ?2 ORDER BY id DESC LIMIT 2"))?
+                    .query_map(params![label, action], read_row)?
+                    .collect::<rusqlite::Result<Vec<Row>>>()
             },
         )?;
         let mut it = rows.into_iter().filter_map(to_record);
-        Ok(it.next().map(|latest| RunHistory {
-            latest,
-            previous: it.next(),
-        }))
+        Ok(it.next().map(|latest| RunHistory { latest, previous: it.next() }))
     }
 
     /// [`Cache::last_two_runs`] for every action of `label`, sorted by action name.
@@ -206,11 +191,9 @@ impl Cache {
         let rows = self.db.read(
             || format!("reading runs of `{label}`"),
             |tx| {
-                tx.prepare_cached(&format!(
-                    "{SELECT} WHERE label = ?1 ORDER BY action, id DESC"
-                ))?
-                .query_map([label], read_row)?
-                .collect::<rusqlite::Result<Vec<Row>>>()
+                tx.prepare_cached(&format!("{SELECT} WHERE label = ?1 ORDER BY action, id DESC"))?
+                    .query_map([label], read_row)?
+                    .collect::<rusqlite::Result<Vec<Row>>>()
             },
         )?;
         let mut by_action: BTreeMap<String, Vec<RunRecord>> = BTreeMap::new();
@@ -224,10 +207,7 @@ impl Cache {
             .into_values()
             .filter_map(|v| {
                 let mut it = v.into_iter();
-                it.next().map(|latest| RunHistory {
-                    latest,
-                    previous: it.next(),
-                })
+                it.next().map(|latest| RunHistory { latest, previous: it.next() })
             })
             .collect())
     }

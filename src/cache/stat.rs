@@ -76,11 +76,7 @@ pub struct FileHasher<'a> {
 impl Cache {
     /// A [`FileHasher`] backed by this cache's `stat_cache` table.
     pub fn file_hasher(&self) -> FileHasher<'_> {
-        FileHasher {
-            cache: self,
-            stated: AtomicU64::new(0),
-            hashed: AtomicU64::new(0),
-        }
+        FileHasher { cache: self, stated: AtomicU64::new(0), hashed: AtomicU64::new(0) }
     }
 }
 
@@ -94,10 +90,7 @@ struct Pending {
 impl FileHasher<'_> {
     /// Counts so far.
     pub fn counts(&self) -> HashCounts {
-        HashCounts {
-            stated: self.stated.load(Ordering::Relaxed),
-            hashed: self.hashed.load(Ordering::Relaxed),
-        }
+        HashCounts { stated: self.stated.load(Ordering::Relaxed), hashed: self.hashed.load(Ordering::Relaxed) }
     }
 
     /// The blake3 of one file's content.
@@ -132,11 +125,7 @@ impl FileHasher<'_> {
         for (i, (a, st)) in abs.iter().zip(&stats).enumerate() {
             match stored.get(a.as_os_str().as_bytes()) {
                 Some((k, h)) if k == st => out[i] = Some(*h),
-                _ => pending.push(Pending {
-                    index: i,
-                    abs: a.clone(),
-                    stat: *st,
-                }),
+                _ => pending.push(Pending { index: i, abs: a.clone(), stat: *st }),
             }
         }
         if pending.is_empty() {
@@ -144,8 +133,7 @@ impl FileHasher<'_> {
         }
 
         let results = hash_all(&pending);
-        self.hashed
-            .fetch_add(pending.len() as u64, Ordering::Relaxed);
+        self.hashed.fetch_add(pending.len() as u64, Ordering::Relaxed);
         let mut rows = Vec::new();
         for (p, r) in pending.iter().zip(results) {
             let (h, stable) = r?;
@@ -163,23 +151,13 @@ impl FileHasher<'_> {
                          blake3) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
                     )?;
                     for (path, k, h) in &rows {
-                        st.execute(params![
-                            path,
-                            k.size,
-                            k.mtime_ns,
-                            k.ino,
-                            k.ctime_ns,
-                            &h.0[..]
-                        ])?;
+                        st.execute(params![path, k.size, k.mtime_ns, k.ino, k.ctime_ns, &h.0[..]])?;
                     }
                     Ok(())
                 },
             )?;
         }
-        Ok(out
-            .into_iter()
-            .map(|h| h.expect("every file hashed or hit"))
-            .collect())
+        Ok(out.into_iter().map(|h| h.expect("every file hashed or hit")).collect())
     }
 
     /// Stored rows for `paths`, one query per [`LOOKUP_CHUNK`] paths, in one read snapshot.
@@ -203,12 +181,7 @@ impl FileHasher<'_> {
                         let Ok(hash) = <[u8; 32]>::try_from(hash) else {
                             continue;
                         };
-                        let k = StatKey {
-                            size: r.get(1)?,
-                            mtime_ns: r.get(2)?,
-                            ino: r.get(3)?,
-                            ctime_ns: r.get(4)?,
-                        };
+                        let k = StatKey { size: r.get(1)?, mtime_ns: r.get(2)?, ino: r.get(3)?, ctime_ns: r.get(4)? };
                         map.insert(r.get::<_, Vec<u8>>(0)?, (k, Blake3(hash)));
                     }
                 }
@@ -219,9 +192,7 @@ impl FileHasher<'_> {
 }
 
 fn ns_since_epoch(t: SystemTime) -> i64 {
-    t.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0)
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
 
 /// A file's hash and whether it looked the same before and after reading.
@@ -230,16 +201,12 @@ type HashResult = Result<(Blake3, bool)>;
 /// Hashes every pending file, spreading them over the available cores. Each result is the hash
 /// and whether the file looked the same before and after reading (only then may it be stored).
 fn hash_all(pending: &[Pending]) -> Vec<HashResult> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(8)
-        .min(pending.len());
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(pending.len());
     if workers <= 1 {
         return pending.iter().map(hash_one).collect();
     }
     let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<HashResult>>> =
-        Mutex::new((0..pending.len()).map(|_| None).collect());
+    let results: Mutex<Vec<Option<HashResult>>> = Mutex::new((0..pending.len()).map(|_| None).collect());
     std::thread::scope(|s| {
         for _ in 0..workers {
             s.spawn(|| loop {

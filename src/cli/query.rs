@@ -153,7 +153,12 @@ impl Parser<'_> {
                     "kind" => {
                         let k = match self.next() {
                             Some(Tok::Word(k)) => k,
-                            other => return Err(format!("kind() takes a rule name first, found {}", describe(other.as_ref()))),
+                            other => {
+                                return Err(format!(
+                                    "kind() takes a rule name first, found {}",
+                                    describe(other.as_ref())
+                                ))
+                            }
                         };
                         self.expect(Tok::Comma, "`,` after the rule name of kind(RULE, X)")?;
                         Expr::Kind(k, Box::new(self.expr()?))
@@ -217,12 +222,16 @@ impl Expr {
                 match depth {
                     None => all,
                     Some(d) => {
-                        let rev = |l: &Label| all.iter().filter(|c| g.direct_deps(c).contains(l)).cloned().collect::<Vec<_>>();
+                        let rev = |l: &Label| {
+                            all.iter().filter(|c| g.direct_deps(c).contains(l)).cloned().collect::<Vec<_>>()
+                        };
                         bounded(g, x.eval(g).intersection(&all).cloned().collect(), *d, rev)
                     }
                 }
             }
-            Expr::Kind(k, x) => x.eval(g).into_iter().filter(|l| g.nodes.get(l).is_some_and(|n| &n.kind == k)).collect(),
+            Expr::Kind(k, x) => {
+                x.eval(g).into_iter().filter(|l| g.nodes.get(l).is_some_and(|n| &n.kind == k)).collect()
+            }
             Expr::Union(a, b) => a.eval(g).union(&b.eval(g)).cloned().collect(),
             Expr::Except(a, b) => a.eval(g).difference(&b.eval(g)).cloned().collect(),
             Expr::Intersect(a, b) => a.eval(g).intersection(&b.eval(g)).cloned().collect(),
@@ -230,7 +239,12 @@ impl Expr {
     }
 }
 
-fn bounded(_g: &TargetGraph, start: BTreeSet<Label>, depth: usize, next: impl Fn(&Label) -> Vec<Label>) -> BTreeSet<Label> {
+fn bounded(
+    _g: &TargetGraph,
+    start: BTreeSet<Label>,
+    depth: usize,
+    next: impl Fn(&Label) -> Vec<Label>,
+) -> BTreeSet<Label> {
     let mut seen = start.clone();
     let mut frontier: Vec<Label> = start.into_iter().collect();
     for _ in 0..depth {

@@ -38,7 +38,10 @@ fn env(name: &str) -> Option<String> {
 fn env_parse<T: std::str::FromStr>(name: &str) -> Result<Option<T>, Failure> {
     match env(name) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| Failure::user(format!("environment variable `{name}` has an invalid value `{v}`"))),
+        Some(v) => v
+            .parse()
+            .map(Some)
+            .map_err(|_| Failure::user(format!("environment variable `{name}` has an invalid value `{v}`"))),
     }
 }
 
@@ -49,7 +52,10 @@ impl Settings {
             None => std::env::current_dir().map_err(Failure::env)?,
         };
         let workspace = Workspace::discover(&cwd).map_err(|e| match e {
-            WorkspaceError::NotFound(_) => Failure::user_hint(e.to_string(), "create a `cbuild.toml` at the root of your monorepo (it may be empty)"),
+            WorkspaceError::NotFound(_) => Failure::user_hint(
+                e.to_string(),
+                "create a `cbuild.toml` at the root of your monorepo (it may be empty)",
+            ),
             WorkspaceError::Invalid { .. } => Failure::user(e.to_string()),
             WorkspaceError::Read { .. } => Failure::env(e),
         })?;
@@ -74,10 +80,33 @@ impl Settings {
             return Err(Failure::user(format!("compression `{compression}` is not supported; use `gzip` or `zstd`")));
         }
         let glob_limit = env_parse("CBUILD_GLOB_LIMIT")?.or(c.build.glob_limit).unwrap_or(100_000);
-        let remote_cache = g.remote_cache.clone().or_else(|| env("CBUILD_REMOTE_CACHE")).or(c.cache.remote.clone()).filter(|u| !u.is_empty());
-        let mode = g.remote_cache_mode.clone().or_else(|| env("CBUILD_REMOTE_CACHE_MODE")).or(c.cache.remote_mode.clone()).unwrap_or_else(|| "read-write".into());
-        let remote_mode = mode.parse().map_err(|_| Failure::user(format!("remote cache mode `{mode}` is not `read-write` or `read-only`")))?;
-        Ok(Settings { workspace, cwd, cache_dir, jobs, compression, glob_limit, json: g.json, quiet: g.quiet, remote_cache, remote_mode })
+        let remote_cache = g
+            .remote_cache
+            .clone()
+            .or_else(|| env("CBUILD_REMOTE_CACHE"))
+            .or(c.cache.remote.clone())
+            .filter(|u| !u.is_empty());
+        let mode = g
+            .remote_cache_mode
+            .clone()
+            .or_else(|| env("CBUILD_REMOTE_CACHE_MODE"))
+            .or(c.cache.remote_mode.clone())
+            .unwrap_or_else(|| "read-write".into());
+        let remote_mode = mode
+            .parse()
+            .map_err(|_| Failure::user(format!("remote cache mode `{mode}` is not `read-write` or `read-only`")))?;
+        Ok(Settings {
+            workspace,
+            cwd,
+            cache_dir,
+            jobs,
+            compression,
+            glob_limit,
+            json: g.json,
+            quiet: g.quiet,
+            remote_cache,
+            remote_mode,
+        })
     }
 
     /// The package the command was started in, for `:name` labels.

@@ -167,10 +167,7 @@ impl Target {
         match &run.distro {
             None => true,
             Some(_) if self.distros.is_empty() => true,
-            Some(d) => self
-                .distros
-                .iter()
-                .any(|t| m(&d.name, &t.name) && m(&d.version, &t.version)),
+            Some(d) => self.distros.iter().any(|t| m(&d.name, &t.name) && m(&d.version, &t.version)),
         }
     }
 }
@@ -190,24 +187,14 @@ pub struct BuildpackRef {
     pub version: String,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub optional: bool,
-    #[serde(
-        rename = "exec-env",
-        default,
-        skip_serializing_if = "Vec::is_empty",
-        deserialize_with = "de_exec_env"
-    )]
+    #[serde(rename = "exec-env", default, skip_serializing_if = "Vec::is_empty", deserialize_with = "de_exec_env")]
     pub exec_env: Vec<String>,
 }
 
 impl BuildpackRef {
     /// A required reference to `id@version`.
     pub fn new(id: &str, version: &str) -> Self {
-        BuildpackRef {
-            id: id.to_string(),
-            version: version.to_string(),
-            optional: false,
-            exec_env: Vec::new(),
-        }
+        BuildpackRef { id: id.to_string(), version: version.to_string(), optional: false, exec_env: Vec::new() }
     }
 
     /// The same reference marked optional.
@@ -235,9 +222,7 @@ fn de_exec_env<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D:
 
 /// Accepts `["production"]` (lifecycle) and `[{ name = "production" }]` (spec) [!].
 pub(crate) fn exec_env_from_value(v: &toml::Value) -> Result<Vec<String>, String> {
-    let arr = v
-        .as_array()
-        .ok_or_else(|| "`exec-env` must be an array".to_string())?;
+    let arr = v.as_array().ok_or_else(|| "`exec-env` must be an array".to_string())?;
     arr.iter()
         .map(|e| match e {
             toml::Value::String(s) => Ok(s.clone()),
@@ -255,11 +240,8 @@ pub(crate) fn exec_env_from_value(v: &toml::Value) -> Result<Vec<String>, String
 pub const DEFAULT_EXEC_ENV: &str = "production";
 
 /// SBOM media types a buildpack may declare.
-pub const SBOM_FORMATS: [&str; 3] = [
-    "application/vnd.cyclonedx+json",
-    "application/spdx+json",
-    "application/vnd.syft+json",
-];
+pub const SBOM_FORMATS: [&str; 3] =
+    ["application/vnd.cyclonedx+json", "application/spdx+json", "application/vnd.syft+json"];
 
 /// Ids that would collide with directories the platform owns under `<layers>`.
 const RESERVED_IDS: [&str; 4] = ["app", "config", "generated", "sbom"];
@@ -274,10 +256,7 @@ pub fn validate_id(id: &str) -> Result<(), String> {
     if id.is_empty() {
         return Err("`buildpack.id` is empty".into());
     }
-    if let Some(c) = id
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '-')))
-    {
+    if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '-'))) {
         return Err(format!(
             "`buildpack.id` `{id}` contains `{c}`; only letters, digits, `.`, `/` and `-` are allowed"
         ));
@@ -352,39 +331,30 @@ impl BuildpackDescriptor {
     /// unsupported APIs (like the lifecycle) and with a message for a bad id or missing fields.
     pub fn parse(text: &str, file: &Path) -> Result<Self, CnbError> {
         let where_ = file.display().to_string();
-        let raw: RawDescriptor =
-            toml::from_str(text).map_err(|e| CnbError::toml(Phase::Load, &where_, file, e))?;
-        let info = raw.buildpack.ok_or_else(|| {
-            CnbError::invalid(Phase::Load, &where_, file, "missing `[buildpack]`")
-        })?;
+        let raw: RawDescriptor = toml::from_str(text).map_err(|e| CnbError::toml(Phase::Load, &where_, file, e))?;
+        let info =
+            raw.buildpack.ok_or_else(|| CnbError::invalid(Phase::Load, &where_, file, "missing `[buildpack]`"))?;
         let id = info.id.unwrap_or_default();
         let version = info.version.unwrap_or_default();
         let name = format!("{id}@{version}");
         validate_id(&id).map_err(|r| CnbError::invalid(Phase::Load, &name, file, r))?;
         if version.is_empty() {
-            return Err(CnbError::invalid(
-                Phase::Load,
-                &name,
-                file,
-                "`buildpack.version` is missing",
-            ));
+            return Err(CnbError::invalid(Phase::Load, &name, file, "`buildpack.version` is missing"));
         }
         let api_text = match &raw.api {
             Some(toml::Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
             None => String::new(),
         };
-        let api = BuildpackApi::parse(&api_text)
-            .filter(|a| a.is_supported())
-            .ok_or_else(|| CnbError::UnsupportedApi {
+        let api =
+            BuildpackApi::parse(&api_text).filter(|a| a.is_supported()).ok_or_else(|| CnbError::UnsupportedApi {
                 phase: Phase::Load,
                 buildpack: name.clone(),
                 file: file.to_path_buf(),
                 api: api_text.clone(),
             })?;
         let exec_env = match &info.exec_env {
-            Some(v) => exec_env_from_value(v)
-                .map_err(|r| CnbError::invalid(Phase::Load, &name, file, r))?,
+            Some(v) => exec_env_from_value(v).map_err(|r| CnbError::invalid(Phase::Load, &name, file, r))?,
             None => Vec::new(),
         };
         let mut warnings = Vec::new();
@@ -394,9 +364,7 @@ impl BuildpackDescriptor {
             }
         }
         if !raw.stacks.is_empty() && api.at_least(0, 10) {
-            warnings.push(
-                "`[[stacks]]` is deprecated since Buildpack API 0.10; use `[[targets]]`".into(),
-            );
+            warnings.push("`[[stacks]]` is deprecated since Buildpack API 0.10; use `[[targets]]`".into());
         }
         if !raw.order.is_empty() && !raw.stacks.is_empty() {
             // Spec: a composite MUST NOT declare stacks. The lifecycle ignores them; so do we.
@@ -405,12 +373,7 @@ impl BuildpackDescriptor {
         for g in &raw.order {
             for r in &g.group {
                 if r.id.is_empty() {
-                    return Err(CnbError::invalid(
-                        Phase::Load,
-                        &name,
-                        file,
-                        "an `[[order.group]]` entry has no `id`",
-                    ));
+                    return Err(CnbError::invalid(Phase::Load, &name, file, "an `[[order.group]]` entry has no `id`"));
                 }
             }
         }
@@ -421,14 +384,7 @@ impl BuildpackDescriptor {
                 os: t.os,
                 arch: t.arch,
                 arch_variant: t.arch_variant.or(t.variant).unwrap_or_default(),
-                distros: t
-                    .distros
-                    .into_iter()
-                    .map(|d| Distro {
-                        name: d.name,
-                        version: d.version,
-                    })
-                    .collect(),
+                distros: t.distros.into_iter().map(|d| Distro { name: d.name, version: d.version }).collect(),
             })
             .collect();
         Ok(BuildpackDescriptor {
@@ -478,10 +434,7 @@ impl BuildpackDescriptor {
                     os: "linux".into(),
                     arch: "amd64".into(),
                     arch_variant: String::new(),
-                    distros: vec![Distro {
-                        name: "ubuntu".into(),
-                        version: "18.04".into(),
-                    }],
+                    distros: vec![Distro { name: "ubuntu".into(), version: "18.04".into() }],
                 });
             } else if s.id == "*" {
                 out.push(Target::default());
@@ -490,20 +443,11 @@ impl BuildpackDescriptor {
         if !out.is_empty() {
             return out;
         }
-        if bin_files
-            .iter()
-            .any(|f| *f == "build.exe" || *f == "build.bat")
-        {
-            out.push(Target {
-                os: "windows".into(),
-                ..Target::default()
-            });
+        if bin_files.iter().any(|f| *f == "build.exe" || *f == "build.bat") {
+            out.push(Target { os: "windows".into(), ..Target::default() });
         }
         if bin_files.contains(&"build") {
-            out.push(Target {
-                os: "linux".into(),
-                ..Target::default()
-            });
+            out.push(Target { os: "linux".into(), ..Target::default() });
         }
         out
     }
@@ -618,10 +562,7 @@ x = 1
 
     #[test]
     fn exec_env_in_both_shapes() {
-        let t = SIMPLE.replace(
-            "clear-env = true",
-            "clear-env = true\nexec-env = [\"production\", \"test\"]",
-        );
+        let t = SIMPLE.replace("clear-env = true", "clear-env = true\nexec-env = [\"production\", \"test\"]");
         assert_eq!(parse(&t).unwrap().info.exec_env, ["production", "test"]);
         let t = SIMPLE.replace(
             "[[buildpack.licenses]]",
@@ -636,10 +577,7 @@ x = 1
     fn arch_variant_wins_over_variant() {
         let t = SIMPLE.replace("arch = \"amd64\"", "arch = \"arm\"\nvariant = \"v6\"");
         assert_eq!(parse(&t).unwrap().targets[0].arch_variant, "v6");
-        let t = SIMPLE.replace(
-            "arch = \"amd64\"",
-            "arch = \"arm\"\nvariant = \"v6\"\narch-variant = \"v7\"",
-        );
+        let t = SIMPLE.replace("arch = \"amd64\"", "arch = \"arm\"\nvariant = \"v6\"\narch-variant = \"v7\"");
         assert_eq!(parse(&t).unwrap().targets[0].arch_variant, "v7");
     }
 
@@ -649,27 +587,13 @@ x = 1
             os: "linux".into(),
             arch: "amd64".into(),
             arch_variant: String::new(),
-            distros: vec![Distro {
-                name: "ubuntu".into(),
-                version: "22.04".into(),
-            }],
+            distros: vec![Distro { name: "ubuntu".into(), version: "22.04".into() }],
         };
-        let mut run = RunTarget {
-            os: "linux".into(),
-            arch: "amd64".into(),
-            arch_variant: "v1".into(),
-            distro: None,
-        };
+        let mut run = RunTarget { os: "linux".into(), arch: "amd64".into(), arch_variant: "v1".into(), distro: None };
         assert!(t.satisfied_by(&run));
-        run.distro = Some(Distro {
-            name: "ubuntu".into(),
-            version: "22.04".into(),
-        });
+        run.distro = Some(Distro { name: "ubuntu".into(), version: "22.04".into() });
         assert!(t.satisfied_by(&run));
-        run.distro = Some(Distro {
-            name: "debian".into(),
-            version: "12".into(),
-        });
+        run.distro = Some(Distro { name: "debian".into(), version: "12".into() });
         assert!(!t.satisfied_by(&run));
         run.arch = "arm64".into();
         assert!(!t.satisfied_by(&run));
@@ -681,34 +605,23 @@ x = 1
         let base = "api = \"0.9\"\n[buildpack]\nid = \"a\"\nversion = \"1\"\n";
         let d = parse(&format!("{base}[[stacks]]\nid = \"*\"\n")).unwrap();
         assert_eq!(d.effective_targets(&[]), vec![Target::default()]);
-        let d = parse(&format!(
-            "{base}[[stacks]]\nid = \"io.buildpacks.stacks.bionic\"\n"
-        ))
-        .unwrap();
+        let d = parse(&format!("{base}[[stacks]]\nid = \"io.buildpacks.stacks.bionic\"\n")).unwrap();
         let t = d.effective_targets(&["build"]);
         assert_eq!((t[0].os.as_str(), t[0].arch.as_str()), ("linux", "amd64"));
         assert_eq!(t[0].distros[0].version, "18.04");
-        let d = parse(&format!(
-            "{base}[[stacks]]\nid = \"io.buildpacks.stacks.jammy\"\n"
-        ))
-        .unwrap();
+        let d = parse(&format!("{base}[[stacks]]\nid = \"io.buildpacks.stacks.jammy\"\n")).unwrap();
         assert_eq!(d.effective_targets(&["build", "detect"])[0].os, "linux");
         let d = parse(base).unwrap();
         assert_eq!(d.effective_targets(&["build.exe"])[0].os, "windows");
         assert!(d.effective_targets(&[]).is_empty());
-        let run = RunTarget {
-            os: "linux".into(),
-            arch: "arm64".into(),
-            ..RunTarget::default()
-        };
+        let run = RunTarget { os: "linux".into(), arch: "arm64".into(), ..RunTarget::default() };
         assert!(d.supports_target(&["build"], &run));
         assert!(!d.supports_target(&["build.bat"], &run));
     }
 
     #[test]
     fn stacks_deprecated_warning_from_0_10() {
-        let base =
-            "api = \"0.10\"\n[buildpack]\nid = \"a\"\nversion = \"1\"\n[[stacks]]\nid = \"*\"\n";
+        let base = "api = \"0.10\"\n[buildpack]\nid = \"a\"\nversion = \"1\"\n[[stacks]]\nid = \"*\"\n";
         assert_eq!(parse(base).unwrap().warnings.len(), 1);
     }
 
@@ -738,12 +651,7 @@ version = "3"
         assert_eq!(d.order.len(), 2);
         assert_eq!(
             d.order[0].group[1],
-            BuildpackRef {
-                id: "acme/b".into(),
-                version: "2".into(),
-                optional: true,
-                exec_env: vec!["test".into()],
-            }
+            BuildpackRef { id: "acme/b".into(), version: "2".into(), optional: true, exec_env: vec!["test".into()] }
         );
         let with_stacks = format!("{t}[[stacks]]\nid = \"*\"\n");
         assert!(!parse(&with_stacks).unwrap().warnings.is_empty());
@@ -754,10 +662,7 @@ version = "3"
     #[test]
     fn malformed_toml_is_an_error_naming_the_file() {
         let e = parse("api = ").unwrap_err();
-        assert!(
-            e.to_string().contains("/cnb/buildpacks/x/buildpack.toml"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("/cnb/buildpacks/x/buildpack.toml"), "{e}");
         assert!(parse("api = \"0.9\"").is_err());
     }
 }

@@ -8,30 +8,16 @@ use std::path::Path;
 use super::buildpack_toml::{BuildpackApi, RunTarget, DEFAULT_EXEC_ENV};
 use super::env_files::{apply_action, read_dir_sorted};
 pub use super::env_files::{
-    apply_env_dir, apply_layer_env_dirs, apply_root_dirs, parse_env_file_name, EnvAction, EnvMap,
-    BUILD_ROOT_DIRS, LAUNCH_ROOT_DIRS,
+    apply_env_dir, apply_layer_env_dirs, apply_root_dirs, parse_env_file_name, EnvAction, EnvMap, BUILD_ROOT_DIRS,
+    LAUNCH_ROOT_DIRS,
 };
 
 /// Host variables that reach buildpacks (besides `*_PROXY`/`*_proxy`) [L].
-pub const INHERITED_VARS: [&str; 8] = [
-    "HOME",
-    "HOSTNAME",
-    "CNB_STACK_ID",
-    "PATH",
-    "LD_LIBRARY_PATH",
-    "LIBRARY_PATH",
-    "CPATH",
-    "PKG_CONFIG_PATH",
-];
+pub const INHERITED_VARS: [&str; 8] =
+    ["HOME", "HOSTNAME", "CNB_STACK_ID", "PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "PKG_CONFIG_PATH"];
 
 /// Path-list variables: platform env files prepend to them with `:` instead of replacing.
-pub const PATH_VARS: [&str; 5] = [
-    "PATH",
-    "LD_LIBRARY_PATH",
-    "LIBRARY_PATH",
-    "CPATH",
-    "PKG_CONFIG_PATH",
-];
+pub const PATH_VARS: [&str; 5] = ["PATH", "LD_LIBRARY_PATH", "LIBRARY_PATH", "CPATH", "PKG_CONFIG_PATH"];
 
 /// Whether a host variable is passed to detect/build.
 pub fn is_inherited(name: &str) -> bool {
@@ -45,10 +31,7 @@ where
     K: Into<String>,
     V: Into<String>,
 {
-    host.into_iter()
-        .map(|(k, v)| (k.into(), v.into()))
-        .filter(|(k, _)| is_inherited(k))
-        .collect()
+    host.into_iter().map(|(k, v)| (k.into(), v.into())).filter(|(k, _)| is_inherited(k)).collect()
 }
 
 /// `env` with `<platform>/env/<NAME>` applied (lifecycle `WithPlatform`): the whole file name is
@@ -107,11 +90,7 @@ pub fn apply_build_layer(env: &mut EnvMap, layer_dir: &Path) -> io::Result<()> {
 
 /// Adds all launch layers of one buildpack for `process` (what the launcher does): root dirs of
 /// every layer first, then the env dirs of every layer; `layer_dirs` sorted by name.
-pub fn apply_launch_layers(
-    env: &mut EnvMap,
-    layer_dirs: &[&Path],
-    process: Option<&str>,
-) -> io::Result<()> {
+pub fn apply_launch_layers(env: &mut EnvMap, layer_dirs: &[&Path], process: Option<&str>) -> io::Result<()> {
     for l in layer_dirs {
         apply_root_dirs(env, l, &LAUNCH_ROOT_DIRS);
     }
@@ -158,16 +137,8 @@ pub fn host_arch() -> &'static str {
 
 fn target_vars(target: Option<&RunTarget>, out: &mut Vec<(String, String)>) {
     let t = target.cloned().unwrap_or_default();
-    let os = if t.os.is_empty() {
-        "linux".to_string()
-    } else {
-        t.os
-    };
-    let arch = if t.arch.is_empty() {
-        host_arch().to_string()
-    } else {
-        t.arch
-    };
+    let os = if t.os.is_empty() { "linux".to_string() } else { t.os };
+    let arch = if t.arch.is_empty() { host_arch().to_string() } else { t.arch };
     out.push(("CNB_TARGET_OS".into(), os));
     out.push(("CNB_TARGET_ARCH".into(), arch));
     if !t.arch_variant.is_empty() {
@@ -207,10 +178,7 @@ pub fn detect_cnb_vars(v: &DetectVars<'_>) -> Vec<(String, String)> {
         target_vars(v.target, &mut out);
     }
     if v.api.at_least(0, 12) {
-        out.push((
-            "CNB_EXEC_ENV".into(),
-            v.exec_env.unwrap_or(DEFAULT_EXEC_ENV).into(),
-        ));
+        out.push(("CNB_EXEC_ENV".into(), v.exec_env.unwrap_or(DEFAULT_EXEC_ENV).into()));
     }
     out
 }
@@ -241,10 +209,7 @@ pub fn build_cnb_vars(v: &BuildVars<'_>) -> Vec<(String, String)> {
         target_vars(v.target, &mut out);
     }
     if v.api.at_least(0, 12) {
-        out.push((
-            "CNB_EXEC_ENV".into(),
-            v.exec_env.unwrap_or(DEFAULT_EXEC_ENV).into(),
-        ));
+        out.push(("CNB_EXEC_ENV".into(), v.exec_env.unwrap_or(DEFAULT_EXEC_ENV).into()));
     }
     out
 }
@@ -290,18 +255,7 @@ mod tests {
             ("CNB_PLATFORM_API", "0.12"),
         ]);
         let keys: Vec<_> = e.keys().map(|k| k.as_str()).collect();
-        assert_eq!(
-            keys,
-            [
-                "CNB_STACK_ID",
-                "HOME",
-                "HOSTNAME",
-                "HTTPS_PROXY",
-                "PATH",
-                "PKG_CONFIG_PATH",
-                "no_proxy"
-            ]
-        );
+        assert_eq!(keys, ["CNB_STACK_ID", "HOME", "HOSTNAME", "HTTPS_PROXY", "PATH", "PKG_CONFIG_PATH", "no_proxy"]);
     }
 
     #[test]
@@ -335,15 +289,10 @@ mod tests {
         write(t.path(), "env/BP_NEW.override", "op");
         write(t.path(), "env/CNB_X", "op");
         write(t.path(), "env/HOME.override", "op");
-        let mut e: EnvMap = [
-            ("B", "user"),
-            ("C", "user"),
-            ("BP_USER", "user"),
-            ("HOME", "/h"),
-        ]
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
+        let mut e: EnvMap = [("B", "user"), ("C", "user"), ("BP_USER", "user"), ("HOME", "/h")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         apply_build_config_env(&mut e, t.path()).unwrap();
         assert_eq!(e["A"], "op");
         assert_eq!(e["B"], "user");
@@ -359,17 +308,13 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         write(t.path(), "platform/env/BP_X", "1");
         write(t.path(), "config/env/OP", "o");
-        let base: EnvMap = [("PATH".to_string(), "/bin".to_string())]
-            .into_iter()
-            .collect();
+        let base: EnvMap = [("PATH".to_string(), "/bin".to_string())].into_iter().collect();
         let vars = vec![("CNB_BUILDPACK_DIR".to_string(), "/cnb/bp".to_string())];
         let bc = t.path().join("config");
-        let e = buildpack_process_env(&base, false, &t.path().join("platform"), Some(&bc), &vars)
-            .unwrap();
+        let e = buildpack_process_env(&base, false, &t.path().join("platform"), Some(&bc), &vars).unwrap();
         assert_eq!((e["BP_X"].as_str(), e["OP"].as_str()), ("1", "o"));
         assert_eq!(e["CNB_BUILDPACK_DIR"], "/cnb/bp");
-        let e = buildpack_process_env(&base, true, &t.path().join("platform"), Some(&bc), &vars)
-            .unwrap();
+        let e = buildpack_process_env(&base, true, &t.path().join("platform"), Some(&bc), &vars).unwrap();
         assert!(!e.contains_key("BP_X") && !e.contains_key("OP"));
         assert_eq!(e["PATH"], "/bin");
     }
@@ -383,9 +328,7 @@ mod tests {
         write(&l, "env/GOROOT", "/go");
         write(&l, "env.build/GOFLAGS.default", "-mod=vendor");
         write(&l, "env.launch/ONLY_LAUNCH", "x");
-        let mut e: EnvMap = [("PATH".to_string(), "/bin".to_string())]
-            .into_iter()
-            .collect();
+        let mut e: EnvMap = [("PATH".to_string(), "/bin".to_string())].into_iter().collect();
         apply_build_layer(&mut e, &l).unwrap();
         assert_eq!(e["PATH"], format!("{}:/bin", l.join("bin").display()));
         assert_eq!(e["LIBRARY_PATH"], l.join("lib").display().to_string());
@@ -405,10 +348,7 @@ mod tests {
             os: "linux".into(),
             arch: "arm".into(),
             arch_variant: "v7".into(),
-            distro: Some(Distro {
-                name: "ubuntu".into(),
-                version: "22.04".into(),
-            }),
+            distro: Some(Distro { name: "ubuntu".into(), version: "22.04".into() }),
         };
         let mut dv = DetectVars {
             api: BuildpackApi::new(0, 7),
@@ -458,13 +398,7 @@ mod tests {
     #[test]
     fn positional_args_always_passed() {
         let p = Path::new;
-        assert_eq!(
-            detect_args(p("/platform"), p("/plan")),
-            ["/platform", "/plan"]
-        );
-        assert_eq!(
-            build_args(p("/layers/a_b"), p("/platform"), p("/plan")),
-            ["/layers/a_b", "/platform", "/plan"]
-        );
+        assert_eq!(detect_args(p("/platform"), p("/plan")), ["/platform", "/plan"]);
+        assert_eq!(build_args(p("/layers/a_b"), p("/platform"), p("/plan")), ["/layers/a_b", "/platform", "/plan"]);
     }
 }

@@ -51,8 +51,7 @@ pub const BUILD_ROOT_DIRS: [(&str, &[&str]); 4] = [
 ];
 
 /// Root directories of a layer and the path variables they are prepended to at launch.
-pub const LAUNCH_ROOT_DIRS: [(&str, &[&str]); 2] =
-    [("bin", &["PATH"]), ("lib", &["LD_LIBRARY_PATH"])];
+pub const LAUNCH_ROOT_DIRS: [(&str, &[&str]); 2] = [("bin", &["PATH"]), ("lib", &["LD_LIBRARY_PATH"])];
 
 /// Entries of `dir` sorted by name (Go `os.ReadDir` order), as (name, is_dir following symlinks).
 /// A missing directory has no entries.
@@ -74,9 +73,7 @@ pub fn read_dir_sorted(dir: &Path) -> io::Result<Vec<(String, bool)>> {
 }
 
 fn delim(dir: &Path, name: &str) -> String {
-    fs::read(dir.join(format!("{name}.delim")))
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default()
+    fs::read(dir.join(format!("{name}.delim"))).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
 }
 
 /// Applies one modification; the delimiter is used only when both sides are non-empty.
@@ -96,11 +93,7 @@ pub fn apply_action(env: &mut EnvMap, name: &str, action: EnvAction, value: &str
 
 /// Applies the files of one env directory whose action `keep` accepts, in file-name order.
 /// Contents are used verbatim (no trimming). Directories are skipped.
-pub fn apply_env_dir_where(
-    env: &mut EnvMap,
-    dir: &Path,
-    keep: impl Fn(EnvAction) -> bool,
-) -> io::Result<()> {
+pub fn apply_env_dir_where(env: &mut EnvMap, dir: &Path, keep: impl Fn(EnvAction) -> bool) -> io::Result<()> {
     for (file, is_dir) in read_dir_sorted(dir)? {
         if is_dir {
             continue;
@@ -131,28 +124,16 @@ pub fn apply_env_dir(env: &mut EnvMap, dir: &Path) -> io::Result<()> {
 /// prepend/default go in reverse so the more specific directory takes precedence (checklist §7).
 /// The lifecycle applies every action in forward order; the two differ only when one variable has
 /// `.prepend`/`.default` files in more than one of these directories of the same layer.
-pub fn apply_layer_env_dirs(
-    env: &mut EnvMap,
-    layer_dir: &Path,
-    phase: &str,
-    process: Option<&str>,
-) -> io::Result<()> {
-    let mut dirs = vec![
-        layer_dir.join("env"),
-        layer_dir.join(format!("env.{phase}")),
-    ];
+pub fn apply_layer_env_dirs(env: &mut EnvMap, layer_dir: &Path, phase: &str, process: Option<&str>) -> io::Result<()> {
+    let mut dirs = vec![layer_dir.join("env"), layer_dir.join(format!("env.{phase}"))];
     if let Some(p) = process.filter(|p| !p.is_empty() && phase == "launch") {
         dirs.push(layer_dir.join("env.launch").join(p));
     }
     for d in &dirs {
-        apply_env_dir_where(env, d, |a| {
-            matches!(a, EnvAction::Override | EnvAction::Append)
-        })?;
+        apply_env_dir_where(env, d, |a| matches!(a, EnvAction::Override | EnvAction::Append))?;
     }
     for d in dirs.iter().rev() {
-        apply_env_dir_where(env, d, |a| {
-            matches!(a, EnvAction::Prepend | EnvAction::Default)
-        })?;
+        apply_env_dir_where(env, d, |a| matches!(a, EnvAction::Prepend | EnvAction::Default))?;
     }
     Ok(())
 }
@@ -208,34 +189,16 @@ mod tests {
     }
 
     fn env(pairs: &[(&str, &str)]) -> EnvMap {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
     }
 
     #[test]
     fn file_names() {
-        assert_eq!(
-            parse_env_file_name("PATH"),
-            Some(("PATH", EnvAction::Override))
-        );
-        assert_eq!(
-            parse_env_file_name("A.override"),
-            Some(("A", EnvAction::Override))
-        );
-        assert_eq!(
-            parse_env_file_name("A.default"),
-            Some(("A", EnvAction::Default))
-        );
-        assert_eq!(
-            parse_env_file_name("A.append"),
-            Some(("A", EnvAction::Append))
-        );
-        assert_eq!(
-            parse_env_file_name("A.prepend"),
-            Some(("A", EnvAction::Prepend))
-        );
+        assert_eq!(parse_env_file_name("PATH"), Some(("PATH", EnvAction::Override)));
+        assert_eq!(parse_env_file_name("A.override"), Some(("A", EnvAction::Override)));
+        assert_eq!(parse_env_file_name("A.default"), Some(("A", EnvAction::Default)));
+        assert_eq!(parse_env_file_name("A.append"), Some(("A", EnvAction::Append)));
+        assert_eq!(parse_env_file_name("A.prepend"), Some(("A", EnvAction::Prepend)));
         assert_eq!(parse_env_file_name("A.delim"), None);
         assert_eq!(parse_env_file_name("A.weird"), None);
         assert_eq!(parse_env_file_name("A.b.append"), None);
@@ -258,13 +221,7 @@ mod tests {
         write(&d, "EMPTY.delim", ":");
         write(&d, "IGN.unknown", "no");
         fs::create_dir_all(d.join("SUBDIR")).unwrap();
-        let mut e = env(&[
-            ("KEEP", "k"),
-            ("APP", "0"),
-            ("NODELIM", "n"),
-            ("PRE", "q"),
-            ("EMPTY", ""),
-        ]);
+        let mut e = env(&[("KEEP", "k"), ("APP", "0"), ("NODELIM", "n"), ("PRE", "q"), ("EMPTY", "")]);
         apply_env_dir(&mut e, &d).unwrap();
         assert_eq!(e["OVR"], "  spaced\n");
         assert_eq!(e["OVR2"], "o");

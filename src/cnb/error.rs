@@ -54,20 +54,10 @@ pub enum CnbError {
         "{phase}: buildpack `{buildpack}`: `{}` declares buildpack API `{api}`; supported: 0.7 to 0.12",
         file.display()
     )]
-    UnsupportedApi {
-        phase: Phase,
-        buildpack: String,
-        file: PathBuf,
-        api: String,
-    },
+    UnsupportedApi { phase: Phase, buildpack: String, file: PathBuf, api: String },
     /// A value breaks a rule of the Buildpack API.
     #[error("{phase}: buildpack `{buildpack}`: `{}`: {reason}", file.display())]
-    Invalid {
-        phase: Phase,
-        buildpack: String,
-        file: PathBuf,
-        reason: String,
-    },
+    Invalid { phase: Phase, buildpack: String, file: PathBuf, reason: String },
     /// Reading a file or directory failed.
     #[error("{phase}: buildpack `{buildpack}`: cannot read `{}`", file.display())]
     Io {
@@ -88,16 +78,16 @@ impl CnbError {
         match self {
             CnbError::UnsupportedApi { .. } => 12,
             CnbError::NoGroupPassed { failure } => failure.exit_code(),
-            CnbError::Toml { phase, .. }
-            | CnbError::Invalid { phase, .. }
-            | CnbError::Io { phase, .. } => match phase {
-                Phase::Load => 12,
-                Phase::Detect => 21,
-                Phase::Restore => 42,
-                Phase::Build => 51,
-                Phase::Export => 62,
-                Phase::Launch => 82,
-            },
+            CnbError::Toml { phase, .. } | CnbError::Invalid { phase, .. } | CnbError::Io { phase, .. } => {
+                match phase {
+                    Phase::Load => 12,
+                    Phase::Detect => 21,
+                    Phase::Restore => 42,
+                    Phase::Build => 51,
+                    Phase::Export => 62,
+                    Phase::Launch => 82,
+                }
+            }
         }
     }
 
@@ -108,42 +98,17 @@ impl CnbError {
         file: impl Into<PathBuf>,
         reason: impl Into<String>,
     ) -> Self {
-        CnbError::Invalid {
-            phase,
-            buildpack: buildpack.into(),
-            file: file.into(),
-            reason: reason.into(),
-        }
+        CnbError::Invalid { phase, buildpack: buildpack.into(), file: file.into(), reason: reason.into() }
     }
 
     /// A [`CnbError::Toml`].
-    pub fn toml(
-        phase: Phase,
-        buildpack: impl Into<String>,
-        file: impl Into<PathBuf>,
-        source: toml::de::Error,
-    ) -> Self {
-        CnbError::Toml {
-            phase,
-            buildpack: buildpack.into(),
-            file: file.into(),
-            source: Box::new(source),
-        }
+    pub fn toml(phase: Phase, buildpack: impl Into<String>, file: impl Into<PathBuf>, source: toml::de::Error) -> Self {
+        CnbError::Toml { phase, buildpack: buildpack.into(), file: file.into(), source: Box::new(source) }
     }
 
     /// A [`CnbError::Io`].
-    pub fn io(
-        phase: Phase,
-        buildpack: impl Into<String>,
-        file: impl Into<PathBuf>,
-        source: std::io::Error,
-    ) -> Self {
-        CnbError::Io {
-            phase,
-            buildpack: buildpack.into(),
-            file: file.into(),
-            source,
-        }
+    pub fn io(phase: Phase, buildpack: impl Into<String>, file: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        CnbError::Io { phase, buildpack: buildpack.into(), file: file.into(), source }
     }
 }
 
@@ -154,10 +119,7 @@ mod tests {
     #[test]
     fn messages_name_buildpack_phase_and_file() {
         let e = CnbError::invalid(Phase::Build, "acme/go@1.0", "/layers/acme_go/x.toml", "bad");
-        assert_eq!(
-            e.to_string(),
-            "build: buildpack `acme/go@1.0`: `/layers/acme_go/x.toml`: bad"
-        );
+        assert_eq!(e.to_string(), "build: buildpack `acme/go@1.0`: `/layers/acme_go/x.toml`: bad");
         assert_eq!(e.exit_code(), 51);
     }
 

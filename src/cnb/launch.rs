@@ -63,28 +63,18 @@ pub struct LaunchToml {
 }
 
 fn str_array(v: &toml::Value, what: &str) -> Result<Vec<String>, String> {
-    let arr = v
-        .as_array()
-        .ok_or_else(|| format!("`{what}` must be an array of strings"))?;
+    let arr = v.as_array().ok_or_else(|| format!("`{what}` must be an array of strings"))?;
     arr.iter()
-        .map(|e| {
-            e.as_str()
-                .map(str::to_string)
-                .ok_or_else(|| format!("`{what}` must be an array of strings"))
-        })
+        .map(|e| e.as_str().map(str::to_string).ok_or_else(|| format!("`{what}` must be an array of strings")))
         .collect()
 }
 
 fn table_array<'a>(t: &'a toml::Table, key: &str) -> Result<Vec<&'a toml::Table>, String> {
     match t.get(key) {
         None => Ok(Vec::new()),
-        Some(toml::Value::Array(a)) => a
-            .iter()
-            .map(|e| {
-                e.as_table()
-                    .ok_or_else(|| format!("`{key}` must be an array of tables"))
-            })
-            .collect(),
+        Some(toml::Value::Array(a)) => {
+            a.iter().map(|e| e.as_table().ok_or_else(|| format!("`{key}` must be an array of tables"))).collect()
+        }
         Some(_) => Err(format!("`{key}` must be an array of tables (`[[{key}]]`)")),
     }
 }
@@ -94,13 +84,8 @@ pub fn validate_process_type(t: &str) -> Result<(), String> {
     if t.is_empty() {
         return Err("a process has an empty `type`".into());
     }
-    if let Some(c) = t
-        .chars()
-        .find(|c| FORBIDDEN_PROCESS_TYPE_CHARS.contains(*c))
-    {
-        return Err(format!(
-            "process type `{t}` contains the forbidden character `{c}`"
-        ));
+    if let Some(c) = t.chars().find(|c| FORBIDDEN_PROCESS_TYPE_CHARS.contains(*c)) {
+        return Err(format!("process type `{t}` contains the forbidden character `{c}`"));
     }
     Ok(())
 }
@@ -116,14 +101,9 @@ fn parse_process(p: &toml::Table, api: BuildpackApi) -> Result<Process, String> 
     let command = match p.get("command") {
         None => Vec::new(),
         Some(toml::Value::String(s)) if !modern => vec![s.clone()],
-        Some(v) if modern => str_array(v, "command").map_err(|_| {
-            format!("process `{ty}`: `command` must be an array of strings from Buildpack API 0.9")
-        })?,
-        Some(_) => {
-            return Err(format!(
-                "process `{ty}`: `command` must be a string before Buildpack API 0.9"
-            ))
-        }
+        Some(v) if modern => str_array(v, "command")
+            .map_err(|_| format!("process `{ty}`: `command` must be an array of strings from Buildpack API 0.9"))?,
+        Some(_) => return Err(format!("process `{ty}`: `command` must be a string before Buildpack API 0.9")),
     };
     if command.is_empty() || command[0].is_empty() {
         return Err(format!("process `{ty}` has no `command`"));
@@ -159,26 +139,12 @@ fn parse_process(p: &toml::Table, api: BuildpackApi) -> Result<Process, String> 
         None => Vec::new(),
         Some(v) => exec_env_from_value(v).map_err(|e| format!("process `{ty}`: {e}"))?,
     };
-    Ok(Process {
-        r#type: ty,
-        command,
-        args,
-        direct,
-        default,
-        working_dir,
-        exec_env,
-    })
+    Ok(Process { r#type: ty, command, args, direct, default, working_dir, exec_env })
 }
 
 /// Parses launch.toml written by a buildpack of Buildpack API `api`.
-pub fn parse_launch_toml(
-    text: &str,
-    api: BuildpackApi,
-    buildpack: &str,
-    file: &Path,
-) -> Result<LaunchToml, CnbError> {
-    let t: toml::Table =
-        toml::from_str(text).map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
+pub fn parse_launch_toml(text: &str, api: BuildpackApi, buildpack: &str, file: &Path) -> Result<LaunchToml, CnbError> {
+    let t: toml::Table = toml::from_str(text).map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
     let err = |r: String| CnbError::invalid(Phase::Build, buildpack, file, r);
     let mut out = LaunchToml::default();
     for p in table_array(&t, "processes").map_err(err)? {
@@ -188,15 +154,13 @@ pub fn parse_launch_toml(
         return Err(err("more than one process has `default = true`".into()));
     }
     for l in table_array(&t, "labels").map_err(err)? {
-        let label: Label = toml::Value::Table(l.clone())
-            .try_into()
-            .map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
+        let label: Label =
+            toml::Value::Table(l.clone()).try_into().map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
         out.labels.push(label);
     }
     for s in table_array(&t, "slices").map_err(err)? {
-        let slice: Slice = toml::Value::Table(s.clone())
-            .try_into()
-            .map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
+        let slice: Slice =
+            toml::Value::Table(s.clone()).try_into().map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
         out.slices.push(slice);
     }
     Ok(out)
@@ -210,8 +174,7 @@ pub struct BuildToml {
 
 /// Parses build.toml; every `[[unmet]]` needs a `name`.
 pub fn parse_build_toml(text: &str, buildpack: &str, file: &Path) -> Result<BuildToml, CnbError> {
-    let t: toml::Table =
-        toml::from_str(text).map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
+    let t: toml::Table = toml::from_str(text).map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
     let err = |r: String| CnbError::invalid(Phase::Build, buildpack, file, r);
     let mut unmet = Vec::new();
     for u in table_array(&t, "unmet").map_err(err)? {
@@ -279,11 +242,7 @@ pub struct BuildMetadata {
 /// `default = true` wins and a later non-default process of the default's type clears it;
 /// processes sorted by type; labels and slices concatenated in group order. With `exec_env`
 /// (API 0.12), processes that list exec-envs without it are left out.
-pub fn merge_launch(
-    group: &[GroupMember],
-    launches: &[LaunchToml],
-    exec_env: Option<&str>,
-) -> BuildMetadata {
+pub fn merge_launch(group: &[GroupMember], launches: &[LaunchToml], exec_env: Option<&str>) -> BuildMetadata {
     let mut by_type: BTreeMap<String, MetadataProcess> = BTreeMap::new();
     let mut default_type: Option<String> = None;
     let mut labels = Vec::new();
@@ -362,11 +321,7 @@ impl BuildMetadata {
             let _ = writeln!(out, "{k} = {v}");
         };
         if let Some(d) = &self.buildpack_default_process_type {
-            kv(
-                &mut out,
-                "buildpack-default-process-type",
-                toml_basic_string(d),
-            );
+            kv(&mut out, "buildpack-default-process-type", toml_basic_string(d));
         }
         for b in &self.buildpacks {
             out.push_str("\n[[buildpacks]]\n");
@@ -412,10 +367,7 @@ impl BuildMetadata {
 
     /// Buildpack `[[labels]]` as image labels; the last buildpack wins per key.
     pub fn image_labels(&self) -> BTreeMap<String, String> {
-        self.labels
-            .iter()
-            .map(|l| (l.key.clone(), l.value.clone()))
-            .collect()
+        self.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect()
     }
 
     /// The image entrypoint: `/cnb/process/<type>` for the platform's choice (which must exist)
@@ -551,9 +503,7 @@ pub struct StoreLabel {
 impl StoreLabel {
     /// From a parsed store.toml.
     pub fn new(store: &StoreToml) -> Self {
-        StoreLabel {
-            metadata: toml_to_json(&store.metadata),
-        }
+        StoreLabel { metadata: toml_to_json(&store.metadata) }
     }
 }
 
@@ -657,11 +607,7 @@ pub struct ProcessLabel {
     pub command: Vec<String>,
     pub args: Vec<String>,
     pub direct: bool,
-    #[serde(
-        rename = "working-dir",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "working-dir", default, skip_serializing_if = "Option::is_none")]
     pub working_dir: Option<String>,
     #[serde(rename = "buildpackID")]
     pub buildpack_id: String,
@@ -675,11 +621,7 @@ pub struct BuildMetadataLabel {
     pub buildpacks: Vec<BuildpackLabelRef>,
     pub launcher: LauncherMetadata,
     pub processes: Vec<ProcessLabel>,
-    #[serde(
-        rename = "buildpack-default-process-type",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(rename = "buildpack-default-process-type", default, skip_serializing_if = "Option::is_none")]
     pub buildpack_default_process_type: Option<String>,
 }
 
@@ -689,9 +631,9 @@ pub fn toml_to_json(t: &toml::Table) -> serde_json::Value {
         match v {
             toml::Value::String(s) => s.clone().into(),
             toml::Value::Integer(i) => (*i).into(),
-            toml::Value::Float(f) => serde_json::Number::from_f64(*f)
-                .map(serde_json::Value::Number)
-                .unwrap_or(serde_json::Value::Null),
+            toml::Value::Float(f) => {
+                serde_json::Number::from_f64(*f).map(serde_json::Value::Number).unwrap_or(serde_json::Value::Null)
+            }
             toml::Value::Boolean(b) => (*b).into(),
             toml::Value::Datetime(d) => d.to_string().into(),
             toml::Value::Array(a) => a.iter().map(conv).collect(),
@@ -713,11 +655,9 @@ pub fn json_to_toml(v: &serde_json::Value) -> toml::Table {
             },
             serde_json::Value::String(s) => toml::Value::String(s.clone()),
             serde_json::Value::Array(a) => toml::Value::Array(a.iter().filter_map(conv).collect()),
-            serde_json::Value::Object(o) => toml::Value::Table(
-                o.iter()
-                    .filter_map(|(k, v)| Some((k.clone(), conv(v)?)))
-                    .collect(),
-            ),
+            serde_json::Value::Object(o) => {
+                toml::Value::Table(o.iter().filter_map(|(k, v)| Some((k.clone(), conv(v)?))).collect())
+            }
         })
     }
     match conv(v) {
@@ -772,31 +712,15 @@ mod tests {
     const API_09: BuildpackApi = BuildpackApi::new(0, 9);
 
     fn parse(t: &str, api: BuildpackApi) -> Result<LaunchToml, CnbError> {
-        parse_launch_toml(
-            t,
-            api,
-            "acme/web@1",
-            Path::new("/layers/acme_web/launch.toml"),
-        )
+        parse_launch_toml(t, api, "acme/web@1", Path::new("/layers/acme_web/launch.toml"))
     }
 
     fn member(id: &str) -> GroupMember {
-        GroupMember {
-            id: id.into(),
-            version: "1".into(),
-            api: "0.10".into(),
-            homepage: None,
-        }
+        GroupMember { id: id.into(), version: "1".into(), api: "0.10".into(), homepage: None }
     }
 
     fn proc(t: &str, default: bool) -> Process {
-        Process {
-            r#type: t.into(),
-            command: vec![format!("run-{t}")],
-            direct: true,
-            default,
-            ..Process::default()
-        }
+        Process { r#type: t.into(), command: vec![format!("run-{t}")], direct: true, default, ..Process::default() }
     }
 
     #[test]
@@ -833,15 +757,8 @@ name = "ignored"
 
     #[test]
     fn modern_rejects_direct_and_string_command() {
-        let e = parse(
-            "[[processes]]\ntype = \"web\"\ncommand = [\"a\"]\ndirect = true\n",
-            API_09,
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string().contains("`direct`") && e.to_string().contains("acme/web@1"),
-            "{e}"
-        );
+        let e = parse("[[processes]]\ntype = \"web\"\ncommand = [\"a\"]\ndirect = true\n", API_09).unwrap_err();
+        assert!(e.to_string().contains("`direct`") && e.to_string().contains("acme/web@1"), "{e}");
         assert!(parse("[[processes]]\ntype = \"web\"\ncommand = \"a b\"\n", API_09).is_err());
     }
 
@@ -858,74 +775,46 @@ name = "ignored"
         assert_eq!(l.processes[1].working_dir.as_deref(), Some("/x"));
         assert!(parse("[[processes]]\ntype = \"web\"\ncommand = [\"a\"]\n", API_08).is_err());
         // working-dir is ignored before 0.8.
-        let l = parse(
-            "[[processes]]\ntype = \"w\"\ncommand = \"w\"\nworking-dir = \"/x\"\n",
-            BuildpackApi::new(0, 7),
-        )
-        .unwrap();
+        let l = parse("[[processes]]\ntype = \"w\"\ncommand = \"w\"\nworking-dir = \"/x\"\n", BuildpackApi::new(0, 7))
+            .unwrap();
         assert_eq!(l.processes[0].working_dir, None);
     }
 
     #[test]
     fn process_type_rules_and_single_default() {
         for bad in ["a/b", "a>b", "a<b", "a:b", "a|b", "a&b", "a\\b", ""] {
-            let t = format!(
-                "[[processes]]\ntype = {}\ncommand = [\"x\"]\n",
-                toml_basic_string(bad)
-            );
+            let t = format!("[[processes]]\ntype = {}\ncommand = [\"x\"]\n", toml_basic_string(bad));
             assert!(parse(&t, API_09).is_err(), "{bad}");
         }
-        assert!(parse(
-            "[[processes]]\ntype = \"web-1.x_y\"\ncommand = [\"x\"]\n",
-            API_09
-        )
-        .is_ok());
+        assert!(parse("[[processes]]\ntype = \"web-1.x_y\"\ncommand = [\"x\"]\n", API_09).is_ok());
         let two = "[[processes]]\ntype = \"a\"\ncommand = [\"x\"]\ndefault = true\n[[processes]]\ntype = \"b\"\ncommand = [\"x\"]\ndefault = true\n";
-        assert!(parse(two, API_09)
-            .unwrap_err()
-            .to_string()
-            .contains("default"));
+        assert!(parse(two, API_09).unwrap_err().to_string().contains("default"));
         assert!(parse("[[processes]]\ntype = \"a\"\n", API_09).is_err());
         assert!(parse("processes = 1", API_09).is_err());
     }
 
     #[test]
     fn build_and_store_toml() {
-        let b = parse_build_toml(
-            "[[unmet]]\nname = \"node\"\n[[bom]]\nname = \"x\"\n",
-            "a@1",
-            Path::new("build.toml"),
-        )
-        .unwrap();
+        let b = parse_build_toml("[[unmet]]\nname = \"node\"\n[[bom]]\nname = \"x\"\n", "a@1", Path::new("build.toml"))
+            .unwrap();
         assert_eq!(b.unmet, ["node"]);
         assert!(parse_build_toml("[[unmet]]\n", "a@1", Path::new("build.toml")).is_err());
         let s = StoreToml::parse("[metadata]\nrun = 3\n", "a@1", Path::new("store.toml")).unwrap();
         assert_eq!(s.metadata["run"].as_integer(), Some(3));
-        assert_eq!(
-            StoreToml::parse(&s.to_toml(), "a@1", Path::new("s")).unwrap(),
-            s
-        );
+        assert_eq!(StoreToml::parse(&s.to_toml(), "a@1", Path::new("s")).unwrap(), s);
     }
 
     #[test]
     fn merge_defaults_overrides_and_sorting() {
         let a = LaunchToml {
             processes: vec![proc("web", true), proc("worker", false)],
-            labels: vec![Label {
-                key: "k".into(),
-                value: "a".into(),
-            }],
+            labels: vec![Label { key: "k".into(), value: "a".into() }],
             slices: vec![],
         };
         let b = LaunchToml {
             processes: vec![proc("a-task", false)],
-            labels: vec![Label {
-                key: "k".into(),
-                value: "b".into(),
-            }],
-            slices: vec![Slice {
-                paths: vec!["x".into()],
-            }],
+            labels: vec![Label { key: "k".into(), value: "b".into() }],
+            slices: vec![Slice { paths: vec!["x".into()] }],
         };
         let md = merge_launch(&[member("a"), member("b")], &[a.clone(), b], None);
         assert_eq!(md.buildpack_default_process_type.as_deref(), Some("web"));
@@ -936,19 +825,13 @@ name = "ignored"
         assert_eq!(md.slices.len(), 1);
 
         // Later default wins.
-        let c = LaunchToml {
-            processes: vec![proc("worker", true)],
-            ..LaunchToml::default()
-        };
+        let c = LaunchToml { processes: vec![proc("worker", true)], ..LaunchToml::default() };
         let md = merge_launch(&[member("a"), member("c")], &[a.clone(), c], None);
         assert_eq!(md.buildpack_default_process_type.as_deref(), Some("worker"));
         assert_eq!(md.find_process("worker").unwrap().buildpack_id, "c");
 
         // A non-default override of the default type clears the default.
-        let d = LaunchToml {
-            processes: vec![proc("web", false)],
-            ..LaunchToml::default()
-        };
+        let d = LaunchToml { processes: vec![proc("web", false)], ..LaunchToml::default() };
         let md = merge_launch(&[member("a"), member("d")], &[a.clone(), d], None);
         assert_eq!(md.buildpack_default_process_type, None);
         assert_eq!(md.find_process("web").unwrap().buildpack_id, "d");
@@ -956,42 +839,21 @@ name = "ignored"
         // exec-env filter.
         let mut e = proc("dev", false);
         e.exec_env = vec!["development".into()];
-        let l = LaunchToml {
-            processes: vec![e],
-            ..LaunchToml::default()
-        };
-        assert!(
-            merge_launch(&[member("e")], &[l.clone()], Some("production"))
-                .processes
-                .is_empty()
-        );
-        assert_eq!(
-            merge_launch(&[member("e")], &[l], Some("development"))
-                .processes
-                .len(),
-            1
-        );
+        let l = LaunchToml { processes: vec![e], ..LaunchToml::default() };
+        assert!(merge_launch(&[member("e")], &[l.clone()], Some("production")).processes.is_empty());
+        assert_eq!(merge_launch(&[member("e")], &[l], Some("development")).processes.len(), 1);
     }
 
     #[test]
     fn metadata_toml_round_trips_through_a_real_parser() {
         let mut p = proc("web", true);
-        p.command = vec![
-            "sh".into(),
-            "-c".into(),
-            "echo \"hi\"\n\tthere \\ \u{1}".into(),
-        ];
+        p.command = vec!["sh".into(), "-c".into(), "echo \"hi\"\n\tthere \\ \u{1}".into()];
         p.args = vec!["ünïcode".into()];
         p.working_dir = Some("/w".into());
         let l = LaunchToml {
             processes: vec![p, proc("worker", false)],
-            labels: vec![Label {
-                key: "a.b".into(),
-                value: "x=\"y\"".into(),
-            }],
-            slices: vec![Slice {
-                paths: vec!["*.js".into(), "a b".into()],
-            }],
+            labels: vec![Label { key: "a.b".into(), value: "x=\"y\"".into() }],
+            slices: vec![Slice { paths: vec!["*.js".into(), "a b".into()] }],
         };
         let mut m = member("acme/web");
         m.homepage = Some("https://h".into());
@@ -999,37 +861,21 @@ name = "ignored"
         let text = md.to_toml();
         let back = BuildMetadata::from_toml(&text, Path::new("metadata.toml")).unwrap();
         assert_eq!(back, md);
-        assert!(
-            text.starts_with("buildpack-default-process-type = \"web\"\n"),
-            "{text}"
-        );
+        assert!(text.starts_with("buildpack-default-process-type = \"web\"\n"), "{text}");
         assert!(text.contains("\\u0001"));
     }
 
     #[test]
     fn entrypoint_and_image_env() {
-        let l = LaunchToml {
-            processes: vec![proc("web", true), proc("worker", false)],
-            ..LaunchToml::default()
-        };
+        let l = LaunchToml { processes: vec![proc("web", true), proc("worker", false)], ..LaunchToml::default() };
         let md = merge_launch(&[member("a")], &[l], None);
         assert_eq!(md.entrypoint(None).unwrap(), "/cnb/process/web");
-        assert_eq!(
-            md.entrypoint(Some("worker")).unwrap(),
-            "/cnb/process/worker"
-        );
-        assert!(md
-            .entrypoint(Some("nope"))
-            .unwrap_err()
-            .to_string()
-            .contains("`nope`"));
+        assert_eq!(md.entrypoint(Some("worker")).unwrap(), "/cnb/process/worker");
+        assert!(md.entrypoint(Some("nope")).unwrap_err().to_string().contains("`nope`"));
         let none = merge_launch(&[member("a")], &[LaunchToml::default()], None);
         assert_eq!(none.entrypoint(None).unwrap(), LAUNCHER_PATH);
         let env = image_env(Some("/usr/bin:/bin"), "/layers", "/workspace", "0.12");
-        assert!(env.contains(&(
-            "PATH".into(),
-            "/cnb/process:/cnb/lifecycle:/usr/bin:/bin".into()
-        )));
+        assert!(env.contains(&("PATH".into(), "/cnb/process:/cnb/lifecycle:/usr/bin:/bin".into())));
         assert!(env.contains(&("CNB_DEPRECATION_MODE".into(), "quiet".into())));
         assert!(env.contains(&("CNB_PLATFORM_API".into(), "0.12".into())));
     }
@@ -1038,20 +884,14 @@ name = "ignored"
     fn build_label_json() {
         let mut p = proc("web", true);
         p.args = vec!["a".into()];
-        let l = LaunchToml {
-            processes: vec![p],
-            ..LaunchToml::default()
-        };
+        let l = LaunchToml { processes: vec![p], ..LaunchToml::default() };
         let mut m = member("acme/web");
         m.homepage = Some("https://h".into());
         let md = merge_launch(&[m], &[l], None);
         let launcher = LauncherMetadata {
             version: "0.1.0".into(),
             source: LauncherSource {
-                git: LauncherGit {
-                    repository: "github.com/x/cbuild".into(),
-                    commit: "abc".into(),
-                },
+                git: LauncherGit { repository: "github.com/x/cbuild".into(), commit: "abc".into() },
             },
         };
         let s = md.build_label(&launcher);
@@ -1069,32 +909,19 @@ name = "ignored"
         meta.insert("version".into(), "1.2".into());
         meta.insert("n".into(), 3.into());
         let mut layers = BTreeMap::new();
-        layers.insert(
-            "jdk".to_string(),
-            LayerLabel::new("sha256:aa", LayerTypes::bcl(false, true, true), &meta),
-        );
+        layers.insert("jdk".to_string(), LayerLabel::new("sha256:aa", LayerTypes::bcl(false, true, true), &meta));
         let md = LifecycleMetadata {
-            app: vec![LayerSha {
-                sha: "sha256:app".into(),
-            }],
+            app: vec![LayerSha { sha: "sha256:app".into() }],
             sbom: None,
             buildpacks: vec![BuildpackLayersLabel {
                 key: "acme/java".into(),
                 version: "1".into(),
                 layers,
-                store: Some(StoreLabel::new(&StoreToml {
-                    metadata: meta.clone(),
-                })),
+                store: Some(StoreLabel::new(&StoreToml { metadata: meta.clone() })),
             }],
-            config: LayerSha {
-                sha: "sha256:cfg".into(),
-            },
-            launcher: LayerSha {
-                sha: "sha256:l".into(),
-            },
-            process_types: LayerSha {
-                sha: "sha256:p".into(),
-            },
+            config: LayerSha { sha: "sha256:cfg".into() },
+            launcher: LayerSha { sha: "sha256:l".into() },
+            process_types: LayerSha { sha: "sha256:p".into() },
             run_image: RunImageLabel {
                 top_layer: "sha256:top".into(),
                 reference: "sha256:ref".into(),
@@ -1109,19 +936,12 @@ name = "ignored"
         assert!(s.contains(r#""runImage":{"image":"reg/run","mirrors":["mirror/run"],"reference":"sha256:ref","topLayer":"sha256:top"}"#));
         let back = LifecycleMetadata::from_label(&s).unwrap();
         assert_eq!(back, md);
-        assert_eq!(
-            back.buildpack("acme/java").unwrap().layers["jdk"].metadata(),
-            meta
-        );
+        assert_eq!(back.buildpack("acme/java").unwrap().layers["jdk"].metadata(), meta);
     }
 
     #[test]
     fn canonical_json_sorts_nested_keys() {
-        let v: serde_json::Value =
-            serde_json::from_str(r#"{"b":{"z":1,"a":[{"y":2,"x":"\n"}]},"a":null}"#).unwrap();
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"a":null,"b":{"a":[{"x":"\n","y":2}],"z":1}}"#
-        );
+        let v: serde_json::Value = serde_json::from_str(r#"{"b":{"z":1,"a":[{"y":2,"x":"\n"}]},"a":null}"#).unwrap();
+        assert_eq!(canonical_json(&v), r#"{"a":null,"b":{"a":[{"x":"\n","y":2}],"z":1}}"#);
     }
 }

@@ -22,11 +22,7 @@ pub struct LayerTypes {
 impl LayerTypes {
     /// Shorthand in the (build, cache, launch) order of the spec's table.
     pub const fn bcl(build: bool, cache: bool, launch: bool) -> Self {
-        LayerTypes {
-            launch,
-            build,
-            cache,
-        }
+        LayerTypes { launch, build, cache }
     }
 
     /// No type set: the layer is renamed `<layer>.ignore` after the build.
@@ -71,43 +67,26 @@ pub fn layer_name_of_file(file_name: &str) -> Option<&str> {
 
 /// Parses `<layer>.toml`. `launch`/`build`/`cache` at the top level (the pre-0.6 shape) are an
 /// error [L]; unknown keys are ignored.
-pub fn parse_layer_toml(
-    text: &str,
-    buildpack: &str,
-    file: &Path,
-) -> Result<LayerMetadataFile, CnbError> {
-    let table: toml::Table =
-        toml::from_str(text).map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
+pub fn parse_layer_toml(text: &str, buildpack: &str, file: &Path) -> Result<LayerMetadataFile, CnbError> {
+    let table: toml::Table = toml::from_str(text).map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?;
     for k in ["launch", "build", "cache"] {
         if table.contains_key(k) {
             return Err(CnbError::invalid(
                 Phase::Build,
                 buildpack,
                 file,
-                format!(
-                    "`{k}` is at the top level; since Buildpack API 0.6 it belongs under `[types]`"
-                ),
+                format!("`{k}` is at the top level; since Buildpack API 0.6 it belongs under `[types]`"),
             ));
         }
     }
     let types = match table.get("types") {
         None => LayerTypes::default(),
-        Some(v) => v
-            .clone()
-            .try_into::<LayerTypes>()
-            .map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?,
+        Some(v) => v.clone().try_into::<LayerTypes>().map_err(|e| CnbError::toml(Phase::Build, buildpack, file, e))?,
     };
     let metadata = match table.get("metadata") {
         None => toml::Table::new(),
         Some(toml::Value::Table(t)) => t.clone(),
-        Some(_) => {
-            return Err(CnbError::invalid(
-                Phase::Build,
-                buildpack,
-                file,
-                "`metadata` must be a table",
-            ))
-        }
+        Some(_) => return Err(CnbError::invalid(Phase::Build, buildpack, file, "`metadata` must be a table")),
     };
     Ok(LayerMetadataFile { types, metadata })
 }
@@ -195,7 +174,10 @@ mod tests {
 
     #[test]
     fn parses_types_and_metadata() {
-        let l = p("[types]\nlaunch = true\ncache = true\n[metadata]\nversion = \"1.2\"\n[metadata.x]\ny = 1\nunknown = 3\n").unwrap();
+        let l = p(
+            "[types]\nlaunch = true\ncache = true\n[metadata]\nversion = \"1.2\"\n[metadata.x]\ny = 1\nunknown = 3\n",
+        )
+        .unwrap();
         assert_eq!(l.types, LayerTypes::bcl(false, true, true));
         assert_eq!(l.metadata["version"].as_str(), Some("1.2"));
         let empty = p("").unwrap();
@@ -208,10 +190,7 @@ mod tests {
         for k in ["launch", "build", "cache"] {
             let e = p(&format!("{k} = true\n")).unwrap_err();
             let s = e.to_string();
-            assert!(
-                s.contains(&format!("`{k}`")) && s.contains("acme/go@1") && s.contains("go.toml"),
-                "{s}"
-            );
+            assert!(s.contains(&format!("`{k}`")) && s.contains("acme/go@1") && s.contains("go.toml"), "{s}");
         }
         assert!(p("[types]\nlaunch = \"yes\"\n").is_err());
         assert!(p("metadata = 1\n").is_err());
@@ -252,10 +231,7 @@ mod tests {
     fn restored_toml_has_metadata_only() {
         let l = p("[types]\nlaunch = true\n[metadata]\nv = \"1\"\n[metadata.n]\nk = 2\n").unwrap();
         let text = restored_layer_toml(&l.metadata);
-        assert!(
-            !text.contains("types") && !text.contains("launch"),
-            "{text}"
-        );
+        assert!(!text.contains("types") && !text.contains("launch"), "{text}");
         let back = p(&text).unwrap();
         assert!(back.types.is_ignored());
         assert_eq!(back.metadata, l.metadata);

@@ -29,10 +29,7 @@ pub struct Require {
 impl Require {
     /// A requirement without metadata.
     pub fn new(name: &str) -> Self {
-        Require {
-            name: name.to_string(),
-            metadata: toml::Table::new(),
-        }
+        Require { name: name.to_string(), metadata: toml::Table::new() }
     }
 }
 
@@ -55,12 +52,7 @@ impl DetectPlan {
     pub fn simple(provides: &[&str], requires: &[&str]) -> Self {
         DetectPlan {
             main: PlanSections {
-                provides: provides
-                    .iter()
-                    .map(|n| Provide {
-                        name: n.to_string(),
-                    })
-                    .collect(),
+                provides: provides.iter().map(|n| Provide { name: n.to_string() }).collect(),
                 requires: requires.iter().map(|n| Require::new(n)).collect(),
             },
             or: Vec::new(),
@@ -104,8 +96,7 @@ struct RawRequire {
 /// Parses the plan file `bin/detect` appended to. An empty file is a plan with nothing in it.
 /// A top-level `requires.version` is an error [L][!] (the 0.2 shim is gone from the lifecycle).
 pub fn parse_detect_plan(text: &str, buildpack: &str, file: &Path) -> Result<DetectPlan, CnbError> {
-    let raw: RawPlan =
-        toml::from_str(text).map_err(|e| CnbError::toml(Phase::Detect, buildpack, file, e))?;
+    let raw: RawPlan = toml::from_str(text).map_err(|e| CnbError::toml(Phase::Detect, buildpack, file, e))?;
     let err = |r: String| CnbError::invalid(Phase::Detect, buildpack, file, r);
     let sections = |provides: Vec<RawProvide>, requires: Vec<RawRequire>| {
         let mut out = PlanSections::default();
@@ -126,19 +117,12 @@ pub fn parse_detect_plan(text: &str, buildpack: &str, file: &Path) -> Result<Det
                     r.name
                 )));
             }
-            out.requires.push(Require {
-                name: r.name,
-                metadata: r.metadata,
-            });
+            out.requires.push(Require { name: r.name, metadata: r.metadata });
         }
         Ok(out)
     };
     let main = sections(raw.provides, raw.requires)?;
-    let or = raw
-        .or
-        .into_iter()
-        .map(|s| sections(s.provides, s.requires))
-        .collect::<Result<Vec<_>, _>>()?;
+    let or = raw.or.into_iter().map(|s| sections(s.provides, s.requires)).collect::<Result<Vec<_>, _>>()?;
     Ok(DetectPlan { main, or })
 }
 
@@ -250,12 +234,7 @@ impl Plan {
     ) -> Result<Plan, CnbError> {
         for u in unmet {
             if u.is_empty() {
-                return Err(CnbError::invalid(
-                    Phase::Build,
-                    buildpack,
-                    build_toml,
-                    "`unmet.name` is required",
-                ));
+                return Err(CnbError::invalid(Phase::Build, buildpack, build_toml, "`unmet.name` is required"));
             }
             if !bp_plan.entries.iter().any(|e| &e.name == u) {
                 return Err(CnbError::invalid(
@@ -266,12 +245,8 @@ impl Plan {
                 ));
             }
         }
-        let met: Vec<&str> = bp_plan
-            .entries
-            .iter()
-            .map(|e| e.name.as_str())
-            .filter(|n| !unmet.iter().any(|u| u == n))
-            .collect();
+        let met: Vec<&str> =
+            bp_plan.entries.iter().map(|e| e.name.as_str()).filter(|n| !unmet.iter().any(|u| u == n)).collect();
         let entries = self
             .entries
             .iter()
@@ -341,9 +316,7 @@ impl fmt::Display for DetectFailure {
                 match m.outcome {
                     MemberOutcome::Pass => write!(f, " pass `{}@{}`{opt};", m.id, m.version)?,
                     MemberOutcome::Fail => write!(f, " fail `{}@{}`{opt};", m.id, m.version)?,
-                    MemberOutcome::Error(c) => {
-                        write!(f, " error `{}@{}`{opt} (exit {c});", m.id, m.version)?
-                    }
+                    MemberOutcome::Error(c) => write!(f, " error `{}@{}`{opt} (exit {c});", m.id, m.version)?,
                 }
             }
             writeln!(f, " {}", g.reason)?;
@@ -387,21 +360,12 @@ struct Resolver<L, D> {
 /// without it), ids already in the group skipped, `oracle` called once per `id@version`, then the
 /// plan trials. `lookup` gives the descriptor of a reference (to expand composites and to learn
 /// api/homepage). Errors: [`CnbError::NoGroupPassed`] (exit 20/21) or whatever `lookup` returns.
-pub fn resolve_order<L, D>(
-    order: &[OrderGroup],
-    lookup: L,
-    oracle: D,
-) -> Result<Resolution, CnbError>
+pub fn resolve_order<L, D>(order: &[OrderGroup], lookup: L, oracle: D) -> Result<Resolution, CnbError>
 where
     L: FnMut(&BuildpackRef) -> Result<BuildpackDescriptor, CnbError>,
     D: FnMut(&BuildpackRef) -> DetectOutcome,
 {
-    let mut r = Resolver {
-        lookup,
-        oracle,
-        runs: HashMap::new(),
-        reports: Vec::new(),
-    };
+    let mut r = Resolver { lookup, oracle, runs: HashMap::new(), reports: Vec::new() };
     match r.detect_order(order, &[], &[], false, 0) {
         Ok(res) => Ok(res),
         Err(Failed::Fatal(e)) => Err(e),
@@ -450,11 +414,7 @@ where
         if optional {
             return self.detect_group(next, done.to_vec(), depth);
         }
-        Err(if buildpack_err {
-            Failed::Buildpack
-        } else {
-            Failed::Detection
-        })
+        Err(if buildpack_err { Failed::Buildpack } else { Failed::Detection })
     }
 
     fn detect_group(
@@ -469,19 +429,9 @@ where
             }
             let desc = (self.lookup)(r).map_err(Failed::Fatal)?;
             if desc.is_composite() {
-                return self.detect_order(
-                    &desc.order,
-                    &done,
-                    &group[i + 1..],
-                    r.optional,
-                    depth + 1,
-                );
+                return self.detect_order(&desc.order, &done, &group[i + 1..], r.optional, depth + 1);
             }
-            done.push(Member {
-                r: r.clone(),
-                api: desc.api.to_string(),
-                homepage: desc.info.homepage.clone(),
-            });
+            done.push(Member { r: r.clone(), api: desc.api.to_string(), homepage: desc.info.homepage.clone() });
             let key = r.key();
             if !self.runs.contains_key(&key) {
                 let outcome = (self.oracle)(r);
@@ -521,15 +471,8 @@ where
             });
         }
         if !detected {
-            self.reports.push(GroupReport {
-                members,
-                reason: "a required buildpack did not pass".into(),
-            });
-            return Err(if buildpack_err {
-                Failed::Buildpack
-            } else {
-                Failed::Detection
-            });
+            self.reports.push(GroupReport { members, reason: "a required buildpack did not pass".into() });
+            return Err(if buildpack_err { Failed::Buildpack } else { Failed::Detection });
         }
         let mut prefix = Vec::new();
         match run_trials(&passed, &mut prefix, done) {
@@ -562,10 +505,7 @@ where
                         requires: e.requires,
                     })
                     .collect();
-                Ok(Resolution {
-                    group,
-                    plan: Plan { entries },
-                })
+                Ok(Resolution { group, plan: Plan { entries } })
             }
             Err(reason) => {
                 self.reports.push(GroupReport { members, reason });
@@ -589,11 +529,7 @@ fn run_trials<'a>(
     let mut last_err = String::new();
     for i in 0..n {
         let sections = if i == 0 { &plan.main } else { &plan.or[i - 1] };
-        prefix.push(TrialOption {
-            idx,
-            optional: done[idx].r.optional && i == n - 1,
-            sections,
-        });
+        prefix.push(TrialOption { idx, optional: done[idx].r.optional && i == n - 1, sections });
         let r = run_trials(&rest[1..], prefix, done);
         prefix.pop();
         match r {
@@ -606,10 +542,7 @@ fn run_trials<'a>(
 
 /// Checks one trial: requires met by the same or an earlier element, provides required by the
 /// same or a later one; optional violators are dropped and the trial re-checked.
-fn run_trial<'a>(
-    mut trial: Vec<TrialOption<'a>>,
-    done: &[Member],
-) -> Result<(Vec<TrialOption<'a>>, DepMap), String> {
+fn run_trial<'a>(mut trial: Vec<TrialOption<'a>>, done: &[Member]) -> Result<(Vec<TrialOption<'a>>, DepMap), String> {
     loop {
         let deps = DepMap::new(&trial);
         let mut unmet: Vec<(usize, String)> = Vec::new();
@@ -654,9 +587,7 @@ struct DepMap {
 
 impl DepMap {
     fn new(trial: &[TrialOption<'_>]) -> Self {
-        let mut m = DepMap {
-            entries: Vec::new(),
-        };
+        let mut m = DepMap { entries: Vec::new() };
         for o in trial {
             for p in &o.sections.provides {
                 m.entry(&p.name).extra_provides.push(o.idx);
@@ -701,18 +632,13 @@ struct RawOrderToml {
 
 /// Parses order.toml (`[[order]] [[order.group]] id, version, optional`).
 pub fn parse_order_toml(text: &str, file: &Path) -> Result<Vec<OrderGroup>, CnbError> {
-    let raw: RawOrderToml =
-        toml::from_str(text).map_err(|e| CnbError::toml(Phase::Detect, "order", file, e))?;
+    let raw: RawOrderToml = toml::from_str(text).map_err(|e| CnbError::toml(Phase::Detect, "order", file, e))?;
     Ok(raw.order)
 }
 
 /// Platform 0.15 system buildpacks: `pre` are prepended and `post` appended to every group,
 /// unless the group already has that id.
-pub fn with_system_buildpacks(
-    order: &[OrderGroup],
-    pre: &[BuildpackRef],
-    post: &[BuildpackRef],
-) -> Vec<OrderGroup> {
+pub fn with_system_buildpacks(order: &[OrderGroup], pre: &[BuildpackRef], post: &[BuildpackRef]) -> Vec<OrderGroup> {
     order
         .iter()
         .map(|g| {
@@ -747,9 +673,7 @@ mod tests {
     }
 
     fn group(refs: &[BuildpackRef]) -> OrderGroup {
-        OrderGroup {
-            group: refs.to_vec(),
-        }
+        OrderGroup { group: refs.to_vec() }
     }
 
     /// Runs resolution with a table of outcomes and optional composites; returns the result and
@@ -759,30 +683,17 @@ mod tests {
         outcomes: &[(&str, DetectOutcome)],
         composites: &[(&str, &str)],
     ) -> (Result<Resolution, CnbError>, Vec<String>) {
-        let outcomes: HashMap<String, DetectOutcome> = outcomes
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.clone()))
-            .collect();
-        let composites: HashMap<String, String> = composites
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let outcomes: HashMap<String, DetectOutcome> =
+            outcomes.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
+        let composites: HashMap<String, String> =
+            composites.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         let seen = RefCell::new(Vec::new());
         let res = resolve_order(
             order,
-            |r| {
-                Ok(desc(
-                    &r.id,
-                    &r.version,
-                    composites.get(&r.id).map(|s| s.as_str()),
-                ))
-            },
+            |r| Ok(desc(&r.id, &r.version, composites.get(&r.id).map(|s| s.as_str()))),
             |r| {
                 seen.borrow_mut().push(r.id.clone());
-                outcomes
-                    .get(&r.id)
-                    .cloned()
-                    .unwrap_or(DetectOutcome::Pass(DetectPlan::default()))
+                outcomes.get(&r.id).cloned().unwrap_or(DetectOutcome::Pass(DetectPlan::default()))
             },
         );
         (res, seen.into_inner())
@@ -816,10 +727,7 @@ name = "yarn"
         assert_eq!(p.main.requires[0].metadata["version"].as_str(), Some("18"));
         assert_eq!(p.or.len(), 1);
         assert_eq!(p.or[0].requires[0].name, "yarn");
-        assert_eq!(
-            parse_detect_plan("", "a@1", Path::new("p")).unwrap(),
-            DetectPlan::default()
-        );
+        assert_eq!(parse_detect_plan("", "a@1", Path::new("p")).unwrap(), DetectPlan::default());
     }
 
     #[test]
@@ -827,10 +735,7 @@ name = "yarn"
         let t = "[[requires]]\nname = \"node\"\nversion = \"18\"\n";
         let e = parse_detect_plan(t, "acme/node@1", Path::new("/tmp/plan.toml")).unwrap_err();
         let s = e.to_string();
-        assert!(
-            s.contains("acme/node@1") && s.contains("version") && s.contains("detect"),
-            "{s}"
-        );
+        assert!(s.contains("acme/node@1") && s.contains("version") && s.contains("detect"), "{s}");
         let t = "[[or]]\n[[or.requires]]\nname = \"node\"\nversion = \"18\"\n";
         assert!(parse_detect_plan(t, "a@1", Path::new("p")).is_err());
         assert!(parse_detect_plan("[[requires]]\n", "a@1", Path::new("p")).is_err());
@@ -851,34 +756,20 @@ name = "yarn"
     #[test]
     fn optional_failures_are_skipped() {
         let order = [group(&[r("a").optional(), r("b"), r("c").optional()])];
-        let (res, _) = run(
-            &order,
-            &[("a", DetectOutcome::Fail), ("c", DetectOutcome::Error(1))],
-            &[],
-        );
+        let (res, _) = run(&order, &[("a", DetectOutcome::Fail), ("c", DetectOutcome::Error(1))], &[]);
         assert_eq!(ids(&res.unwrap()), ["b"]);
     }
 
     #[test]
     fn all_fail_exits_20_and_error_exits_21() {
         let order = [group(&[r("a")]), group(&[r("b")])];
-        let (res, _) = run(
-            &order,
-            &[("a", DetectOutcome::Fail), ("b", DetectOutcome::Fail)],
-            &[],
-        );
+        let (res, _) = run(&order, &[("a", DetectOutcome::Fail), ("b", DetectOutcome::Fail)], &[]);
         let e = res.unwrap_err();
         assert_eq!(e.exit_code(), 20);
-        let CnbError::NoGroupPassed { failure } = &e else {
-            panic!()
-        };
+        let CnbError::NoGroupPassed { failure } = &e else { panic!() };
         assert_eq!(failure.groups.len(), 2);
         assert_eq!(failure.groups[0].members[0].outcome, MemberOutcome::Fail);
-        let (res, _) = run(
-            &order,
-            &[("a", DetectOutcome::Error(3)), ("b", DetectOutcome::Fail)],
-            &[],
-        );
+        let (res, _) = run(&order, &[("a", DetectOutcome::Error(3)), ("b", DetectOutcome::Fail)], &[]);
         let e = res.unwrap_err();
         assert_eq!(e.exit_code(), 21);
         assert!(e.to_string().contains("error `a@1` (exit 3)"), "{e}");
@@ -896,11 +787,7 @@ name = "yarn"
     fn requires_must_be_provided_by_same_or_earlier() {
         // b requires x, provided by a later element: fails; the order [a provides, b requires] works.
         let order = [group(&[r("b"), r("a")]), group(&[r("a"), r("b")])];
-        let (res, _) = run(
-            &order,
-            &[("a", pass(&["x"], &[])), ("b", pass(&[], &["x"]))],
-            &[],
-        );
+        let (res, _) = run(&order, &[("a", pass(&["x"], &[])), ("b", pass(&[], &["x"]))], &[]);
         let res = res.unwrap();
         assert_eq!(ids(&res), ["a", "b"]);
         assert_eq!(res.plan.entries.len(), 1);
@@ -915,11 +802,7 @@ name = "yarn"
     #[test]
     fn provides_must_be_required_by_same_or_later() {
         let order = [group(&[r("a"), r("b")])];
-        let (res, _) = run(
-            &order,
-            &[("a", pass(&[], &["x"])), ("b", pass(&["x"], &[]))],
-            &[],
-        );
+        let (res, _) = run(&order, &[("a", pass(&[], &["x"])), ("b", pass(&["x"], &[]))], &[]);
         let e = res.unwrap_err();
         assert_eq!(e.exit_code(), 20);
         assert!(e.to_string().contains("requires `x`"), "{e}");
@@ -931,38 +814,21 @@ name = "yarn"
     fn optional_violators_are_dropped_and_rechecked() {
         // c (optional) provides z that nobody requires → dropped; a/b resolve.
         let order = [group(&[r("a"), r("b"), r("c").optional()])];
-        let (res, _) = run(
-            &order,
-            &[
-                ("a", pass(&["x"], &[])),
-                ("b", pass(&[], &["x"])),
-                ("c", pass(&["z"], &[])),
-            ],
-            &[],
-        );
+        let (res, _) =
+            run(&order, &[("a", pass(&["x"], &[])), ("b", pass(&[], &["x"])), ("c", pass(&["z"], &[]))], &[]);
         assert_eq!(ids(&res.unwrap()), ["a", "b"]);
         // Dropping optional o (requires y unprovided) leaves p's provide of w used only by o → p
         // (optional) is dropped on the re-check.
         let order = [group(&[r("a"), r("p").optional(), r("o").optional()])];
-        let (res, _) = run(
-            &order,
-            &[("p", pass(&["w"], &[])), ("o", pass(&[], &["w", "y"]))],
-            &[],
-        );
+        let (res, _) = run(&order, &[("p", pass(&["w"], &[])), ("o", pass(&[], &["w", "y"]))], &[]);
         assert_eq!(ids(&res.unwrap()), ["a"]);
     }
 
     #[test]
     fn or_alternatives_are_tried_in_order_first_element_outermost() {
         let a = DetectOutcome::Pass(DetectPlan {
-            main: PlanSections {
-                provides: vec![Provide { name: "x".into() }],
-                requires: vec![],
-            },
-            or: vec![PlanSections {
-                provides: vec![Provide { name: "y".into() }],
-                requires: vec![Require::new("y")],
-            }],
+            main: PlanSections { provides: vec![Provide { name: "x".into() }], requires: vec![] },
+            or: vec![PlanSections { provides: vec![Provide { name: "y".into() }], requires: vec![Require::new("y")] }],
         });
         // b only requires y → a must use its `or` option.
         let order = [group(&[r("a"), r("b")])];
@@ -977,10 +843,7 @@ name = "yarn"
         // Optional a: main option provides x (unused) → with a required, trial fails rather than
         // dropping a; its last option (or) requires nothing and provides nothing → kept.
         let a = DetectOutcome::Pass(DetectPlan {
-            main: PlanSections {
-                provides: vec![Provide { name: "x".into() }],
-                requires: vec![],
-            },
+            main: PlanSections { provides: vec![Provide { name: "x".into() }], requires: vec![] },
             or: vec![PlanSections::default()],
         });
         let order = [group(&[r("a").optional(), r("b")])];
@@ -1010,7 +873,8 @@ name = "yarn"
 
     #[test]
     fn duplicate_ids_skipped_on_expansion() {
-        let meta = "[[order]]\n[[order.group]]\nid = \"a\"\nversion = \"2\"\n[[order.group]]\nid = \"b\"\nversion = \"1\"\n";
+        let meta =
+            "[[order]]\n[[order.group]]\nid = \"a\"\nversion = \"2\"\n[[order.group]]\nid = \"b\"\nversion = \"1\"\n";
         let order = [group(&[r("a"), r("meta")])];
         let (res, seen) = run(&order, &[], &[("meta", meta)]);
         let res = res.unwrap();
@@ -1030,10 +894,7 @@ name = "yarn"
     fn nothing_passing_in_an_all_optional_group_fails() {
         let order = [group(&[r("a").optional()])];
         let (res, _) = run(&order, &[("a", DetectOutcome::Fail)], &[]);
-        assert!(res
-            .unwrap_err()
-            .to_string()
-            .contains("no viable buildpacks"));
+        assert!(res.unwrap_err().to_string().contains("no viable buildpacks"));
     }
 
     #[test]
@@ -1042,26 +903,16 @@ name = "yarn"
         let mut req = Require::new("x");
         req.metadata.insert("version".into(), "1".into());
         let b = DetectOutcome::Pass(DetectPlan {
-            main: PlanSections {
-                provides: vec![Provide { name: "x".into() }],
-                requires: vec![req],
-            },
+            main: PlanSections { provides: vec![Provide { name: "x".into() }], requires: vec![req] },
             or: vec![],
         });
-        let (res, _) = run(
-            &order,
-            &[("a", pass(&["x"], &[])), ("b", b), ("c", pass(&[], &["x"]))],
-            &[],
-        );
+        let (res, _) = run(&order, &[("a", pass(&["x"], &[])), ("b", b), ("c", pass(&[], &["x"]))], &[]);
         let res = res.unwrap();
         let plan = &res.plan;
         assert_eq!(plan.entries[0].providers.len(), 2);
         assert_eq!(plan.entries[0].requires.len(), 2);
         let text = plan.to_toml();
-        assert!(
-            text.contains("[[entries.providers]]") && text.contains("[[entries.requires]]"),
-            "{text}"
-        );
+        assert!(text.contains("[[entries.providers]]") && text.contains("[[entries.requires]]"), "{text}");
         let back: Plan = toml::from_str(&text).unwrap();
         assert_eq!(&back, plan);
 
@@ -1069,46 +920,22 @@ name = "yarn"
         assert_eq!(a_plan.entries.len(), 2);
         assert!(a_plan.to_toml().contains("[[entries]]"));
         // a declares x unmet → b still gets it.
-        let after_a = plan
-            .after_build(&a_plan, &["x".to_string()], "a@1", Path::new("build.toml"))
-            .unwrap();
+        let after_a = plan.after_build(&a_plan, &["x".to_string()], "a@1", Path::new("build.toml")).unwrap();
         assert_eq!(after_a.buildpack_plan("b").entries.len(), 2);
         // b meets it → c (not a provider anyway) and later providers get nothing.
-        let after_b = after_a
-            .after_build(
-                &after_a.buildpack_plan("b"),
-                &[],
-                "b@1",
-                Path::new("build.toml"),
-            )
-            .unwrap();
+        let after_b = after_a.after_build(&after_a.buildpack_plan("b"), &[], "b@1", Path::new("build.toml")).unwrap();
         assert!(after_b.entries.is_empty());
-        let e = plan
-            .after_build(
-                &a_plan,
-                &["nope".to_string()],
-                "a@1",
-                Path::new("/l/build.toml"),
-            )
-            .unwrap_err();
+        let e = plan.after_build(&a_plan, &["nope".to_string()], "a@1", Path::new("/l/build.toml")).unwrap_err();
         assert!(e.to_string().contains("`nope`") && e.to_string().contains("a@1"));
     }
 
     #[test]
     fn group_toml_serialization() {
         let g = Group {
-            group: vec![GroupMember {
-                id: "a".into(),
-                version: "1".into(),
-                api: "0.9".into(),
-                homepage: None,
-            }],
+            group: vec![GroupMember { id: "a".into(), version: "1".into(), api: "0.9".into(), homepage: None }],
         };
         let t = g.to_toml();
-        assert!(
-            t.contains("[[group]]") && t.contains("api = \"0.9\""),
-            "{t}"
-        );
+        assert!(t.contains("[[group]]") && t.contains("api = \"0.9\""), "{t}");
     }
 
     #[test]

@@ -33,20 +33,10 @@ pub struct Release {
 
 /// Parses a `Release` file; `subject` names it in errors.
 pub fn parse_release(text: &str, subject: &str) -> Result<Release> {
-    let bad = |reason: String| DebianError::Malformed {
-        what: "Release file",
-        subject: subject.to_string(),
-        reason,
-    };
+    let bad = |reason: String| DebianError::Malformed { what: "Release file", subject: subject.to_string(), reason };
     let stanzas = parse_stanzas(text).map_err(|(l, r)| bad(format!("line {l}: {r}")))?;
     let s = stanzas.first().ok_or_else(|| bad("it is empty".into()))?;
-    let words = |f: &str| -> Vec<String> {
-        s.get(f)
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_string)
-            .collect()
-    };
+    let words = |f: &str| -> Vec<String> { s.get(f).unwrap_or("").split_whitespace().map(str::to_string).collect() };
     let mut sha256 = BTreeMap::new();
     for line in s.get("SHA256").unwrap_or("").lines() {
         let parts: Vec<&str> = line.split_whitespace().collect();
@@ -54,14 +44,10 @@ pub fn parse_release(text: &str, subject: &str) -> Result<Release> {
             continue;
         }
         let [hex, size, path] = parts[..] else {
-            return Err(bad(format!(
-                "SHA256 line `{line}` is not `<sha256> <size> <path>`"
-            )));
+            return Err(bad(format!("SHA256 line `{line}` is not `<sha256> <size> <path>`")));
         };
         let d = Digest::from_hex(hex).map_err(|e| bad(e.to_string()))?;
-        let size = size
-            .parse()
-            .map_err(|_| bad(format!("SHA256 line `{line}`: bad size")))?;
+        let size = size.parse().map_err(|_| bad(format!("SHA256 line `{line}`: bad size")))?;
         sha256.insert(path.to_string(), (d, size));
     }
     if sha256.is_empty() {
@@ -74,9 +60,7 @@ pub fn parse_release(text: &str, subject: &str) -> Result<Release> {
         date: s.get("Date").unwrap_or("").to_string(),
         architectures: words("Architectures"),
         components: words("Components"),
-        acquire_by_hash: s
-            .get("Acquire-By-Hash")
-            .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+        acquire_by_hash: s.get("Acquire-By-Hash").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
         sha256,
     })
 }
@@ -109,10 +93,7 @@ impl Package {
             reason: format!("package `{name}`: {reason}"),
         };
         let req = |f: &str| -> Result<String> {
-            s.get(f)
-                .filter(|v| !v.is_empty())
-                .map(str::to_string)
-                .ok_or_else(|| bad(format!("no `{f}` field")))
+            s.get(f).filter(|v| !v.is_empty()).map(str::to_string).ok_or_else(|| bad(format!("no `{f}` field")))
         };
         if name.is_empty() {
             return Err(bad("a stanza without `Package`".into()));
@@ -124,17 +105,12 @@ impl Package {
             architecture: req("Architecture")?,
             filename: req("Filename")?,
             sha256: Digest::from_hex(&sha).map_err(|e| bad(e.to_string()))?,
-            size: req("Size")?
-                .parse()
-                .map_err(|_| bad("`Size` is not a number".into()))?,
+            size: req("Size")?.parse().map_err(|_| bad("`Size` is not a number".into()))?,
             depends: rel("Depends")?,
             pre_depends: rel("Pre-Depends")?,
-            provides: parse_provides(s.get("Provides").unwrap_or(""))
-                .map_err(|e| bad(e.to_string()))?,
+            provides: parse_provides(s.get("Provides").unwrap_or("")).map_err(|e| bad(e.to_string()))?,
             priority: s.get("Priority").unwrap_or("").to_string(),
-            essential: s
-                .get("Essential")
-                .is_some_and(|v| v.eq_ignore_ascii_case("yes")),
+            essential: s.get("Essential").is_some_and(|v| v.eq_ignore_ascii_case("yes")),
             multi_arch: s.get("Multi-Arch").unwrap_or("").to_string(),
             name,
         })
@@ -148,10 +124,7 @@ pub fn parse_packages(text: &str, subject: &str) -> Result<Vec<Package>> {
         subject: subject.to_string(),
         reason: format!("line {l}: {r}"),
     })?;
-    stanzas
-        .iter()
-        .map(|s| Package::from_stanza(s, subject))
-        .collect()
+    stanzas.iter().map(|s| Package::from_stanza(s, subject)).collect()
 }
 
 /// The packages of one architecture (plus `all`) by name, highest version first, and who provides
@@ -180,11 +153,7 @@ impl PackageIndex {
             for p in list.iter() {
                 for v in &p.provides {
                     let provided = v.constraint.as_ref().map(|(_, ver)| ver.clone());
-                    providers.entry(v.name.clone()).or_default().push((
-                        p.name.clone(),
-                        p.version.clone(),
-                        provided,
-                    ));
+                    providers.entry(v.name.clone()).or_default().push((p.name.clone(), p.version.clone(), provided));
                 }
             }
         }
@@ -192,11 +161,7 @@ impl PackageIndex {
             l.sort();
             l.dedup();
         }
-        PackageIndex {
-            arch: arch.to_string(),
-            by_name,
-            providers,
-        }
+        PackageIndex { arch: arch.to_string(), by_name, providers }
     }
 
     /// The architecture this index is for.
@@ -218,11 +183,7 @@ impl PackageIndex {
     /// Names of the packages with `Priority: required` (what `debootstrap --variant=minbase`
     /// starts from), sorted.
     pub fn required(&self) -> Vec<String> {
-        self.by_name
-            .iter()
-            .filter(|(_, v)| v[0].priority == "required")
-            .map(|(n, _)| n.clone())
-            .collect()
+        self.by_name.iter().filter(|(_, v)| v[0].priority == "required").map(|(n, _)| n.clone()).collect()
     }
 
     /// The number of distinct package names.
@@ -258,11 +219,7 @@ impl Archive {
                 from: url.origin.to_string(),
                 source,
             })?;
-        Ok(Archive {
-            url,
-            client,
-            index_cache: None,
-        })
+        Ok(Archive { url, client, index_cache: None })
     }
 
     /// Keeps downloaded `Packages` indexes in `blobs` by sha256, so a second lock against an
@@ -281,15 +238,11 @@ impl Archive {
     /// archives are [`DebianError::HttpStatus`] / [`DebianError::Unreachable`].
     pub fn open(&self, rel: &str) -> Result<reqwest::blocking::Response> {
         let url = self.url.join(rel);
-        let resp = self
-            .client
-            .get(&url)
-            .send()
-            .map_err(|source| DebianError::Unreachable {
-                url: url.clone(),
-                from: self.url.origin.to_string(),
-                source,
-            })?;
+        let resp = self.client.get(&url).send().map_err(|source| DebianError::Unreachable {
+            url: url.clone(),
+            from: self.url.origin.to_string(),
+            source,
+        })?;
         let status = resp.status();
         if !status.is_success() {
             let hint = if status.as_u16() == 404 {
@@ -316,16 +269,12 @@ impl Archive {
     pub fn get_bytes(&self, rel: &str) -> Result<Vec<u8>> {
         let mut resp = self.open(rel)?;
         let mut out = Vec::new();
-        resp.read_to_end(&mut out)
-            .map_err(|e| self.unreachable_io(rel, e))?;
+        resp.read_to_end(&mut out).map_err(|e| self.unreachable_io(rel, e))?;
         Ok(out)
     }
 
     fn unreachable_io(&self, rel: &str, e: std::io::Error) -> DebianError {
-        DebianError::Io {
-            path: self.url.join(rel).into(),
-            source: e,
-        }
+        DebianError::Io { path: self.url.join(rel).into(), source: e }
     }
 
     /// Fetches and parses `dists/<suite>/Release` (signature not checked, see the module doc).
@@ -338,13 +287,7 @@ impl Archive {
 
     /// Fetches `<component>/binary-<arch>/Packages.xz` (else `.gz`) of `suite`, verifies it against
     /// `release`, and parses it.
-    pub fn packages(
-        &self,
-        suite: &str,
-        release: &Release,
-        component: &str,
-        arch: &str,
-    ) -> Result<Vec<Package>> {
+    pub fn packages(&self, suite: &str, release: &Release, component: &str, arch: &str) -> Result<Vec<Package>> {
         let base = format!("{component}/binary-{arch}/Packages");
         let (name, (digest, size)) = [".xz", ".gz"]
             .iter()
@@ -352,10 +295,7 @@ impl Archive {
                 let n = format!("{base}{ext}");
                 release.sha256.get(&n).map(|v| (n, v.clone()))
             })
-            .ok_or_else(|| DebianError::NotInRelease {
-                suite: suite.to_string(),
-                path: format!("{base}.xz"),
-            })?;
+            .ok_or_else(|| DebianError::NotInRelease { suite: suite.to_string(), path: format!("{base}.xz") })?;
         let compressed = self.index_bytes(suite, release, &name, &digest, size)?;
         let subject = self.url.join(&format!("dists/{suite}/{name}"));
         let mut text = String::new();
@@ -365,25 +305,17 @@ impl Archive {
             Box::new(flate2::read::MultiGzDecoder::new(&compressed[..]))
         };
         let mut r = r;
-        r.read_to_string(&mut text)
-            .map_err(|e| DebianError::Malformed {
-                what: "Packages index",
-                subject: subject.clone(),
-                reason: format!("cannot decompress: {e}"),
-            })?;
+        r.read_to_string(&mut text).map_err(|e| DebianError::Malformed {
+            what: "Packages index",
+            subject: subject.clone(),
+            reason: format!("cannot decompress: {e}"),
+        })?;
         parse_packages(&text, &subject)
     }
 
     /// The verified bytes of index `name` (relative to `dists/<suite>/`), from the index cache or
     /// downloaded (by hash when the archive supports it).
-    fn index_bytes(
-        &self,
-        suite: &str,
-        release: &Release,
-        name: &str,
-        digest: &Digest,
-        size: u64,
-    ) -> Result<Vec<u8>> {
+    fn index_bytes(&self, suite: &str, release: &Release, name: &str, digest: &Digest, size: u64) -> Result<Vec<u8>> {
         if let Some(c) = &self.index_cache {
             if let Ok(b) = c.read_verified(digest) {
                 return Ok(b);
@@ -393,10 +325,7 @@ impl Archive {
         let mut tries = Vec::new();
         if release.acquire_by_hash {
             let dir = name.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-            tries.push(format!(
-                "dists/{suite}/{dir}/by-hash/SHA256/{}",
-                digest.hex()
-            ));
+            tries.push(format!("dists/{suite}/{dir}/by-hash/SHA256/{}", digest.hex()));
         }
         tries.push(plain.clone());
         let mut last = None;
@@ -425,12 +354,7 @@ impl Archive {
     }
 
     /// The index of `suite` for `arch` over `components` (each component's `Packages`, merged).
-    pub fn index(
-        &self,
-        suite: &str,
-        components: &[String],
-        arch: &str,
-    ) -> Result<(Release, PackageIndex)> {
+    pub fn index(&self, suite: &str, components: &[String], arch: &str) -> Result<(Release, PackageIndex)> {
         let release = self.release(suite)?;
         let mut all = Vec::new();
         for c in components {
@@ -453,10 +377,7 @@ Acquire-By-Hash: yes\nArchitectures: all amd64 arm64\nComponents: main contrib\n
     #[test]
     fn parses_release() {
         let r = parse_release(RELEASE, "Release").unwrap();
-        assert_eq!(
-            (r.codename.as_str(), r.version.as_str()),
-            ("bookworm", "12.15")
-        );
+        assert_eq!((r.codename.as_str(), r.version.as_str()), ("bookworm", "12.15"));
         assert!(r.acquire_by_hash);
         assert_eq!(r.components, ["main", "contrib"]);
         let (d, n) = &r.sha256["main/binary-amd64/Packages.xz"];
@@ -477,19 +398,10 @@ Size: 10\nSHA256: {}\n{extra}\n",
     #[test]
     fn parses_packages_and_indexes_them() {
         let text = [
-            stanza(
-                "libc6",
-                "2.36-9",
-                "Priority: optional\nMulti-Arch: same\nDepends: libgcc-s1",
-            ),
+            stanza("libc6", "2.36-9", "Priority: optional\nMulti-Arch: same\nDepends: libgcc-s1"),
             stanza("libc6", "2.36-9+deb12u4", "Priority: optional"),
-            stanza(
-                "mawk",
-                "1.3.4",
-                "Priority: required\nEssential: yes\nProvides: awk\nPre-Depends: libc6 (>= 2.14)",
-            ),
-            "Package: other\nVersion: 1\nArchitecture: arm64\nFilename: f\nSize: 1\nSHA256: "
-                .to_string()
+            stanza("mawk", "1.3.4", "Priority: required\nEssential: yes\nProvides: awk\nPre-Depends: libc6 (>= 2.14)"),
+            "Package: other\nVersion: 1\nArchitecture: arm64\nFilename: f\nSize: 1\nSHA256: ".to_string()
                 + &"0".repeat(64)
                 + "\n",
         ]
@@ -499,11 +411,7 @@ Size: 10\nSHA256: {}\n{extra}\n",
         assert!(pkgs[2].essential && pkgs[2].pre_depends[0][0].name == "libc6");
         let idx = PackageIndex::new(pkgs, "amd64");
         assert_eq!(idx.len(), 2, "the arm64 package is dropped");
-        assert_eq!(
-            idx.get("libc6")[0].version,
-            "2.36-9+deb12u4",
-            "highest first"
-        );
+        assert_eq!(idx.get("libc6")[0].version, "2.36-9+deb12u4", "highest first");
         assert_eq!(idx.providers("awk")[0].0, "mawk");
         assert_eq!(idx.required(), ["mawk"]);
     }

@@ -12,10 +12,7 @@ pub struct Stanza {
 impl Stanza {
     /// The value of field `name` (case-insensitive, as deb822 field names are).
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.fields.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 }
 
@@ -53,8 +50,7 @@ pub fn parse_stanzas(text: &str) -> Result<Vec<Stanza>, (usize, String)> {
         if name.is_empty() || name.contains(char::is_whitespace) {
             return Err((i + 1, format!("`{name}` is not a field name")));
         }
-        cur.fields
-            .push((name.to_string(), value.trim().to_string()));
+        cur.fields.push((name.to_string(), value.trim().to_string()));
     }
     if !cur.fields.is_empty() {
         out.push(cur);

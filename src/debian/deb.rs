@@ -60,12 +60,7 @@ pub fn read_control(deb: impl Read, package: &str) -> Result<String> {
 
 /// Extracts the data of a `.deb` into `root` (created if missing), recording owners and modes in
 /// `meta`. `package` names the package in every error. Maintainer scripts are not run.
-pub fn extract_deb(
-    deb: impl Read,
-    package: &str,
-    root: &Path,
-    meta: &mut MetaMap,
-) -> Result<ExtractedDeb> {
+pub fn extract_deb(deb: impl Read, package: &str, root: &Path, meta: &mut MetaMap) -> Result<ExtractedDeb> {
     fs::create_dir_all(root).map_err(io_err(root))?;
     let root = fs::canonicalize(root).map_err(io_err(root))?;
     let mut out = ExtractedDeb::default();
@@ -75,12 +70,7 @@ pub fn extract_deb(
             Member::Control => out.control = control_from_tar(r, package)?,
             Member::Data => {
                 saw_data = true;
-                let mut w = RootWriter {
-                    root: &root,
-                    package,
-                    meta: &mut *meta,
-                    stats: &mut out,
-                };
+                let mut w = RootWriter { root: &root, package, meta: &mut *meta, stats: &mut out };
                 let mut ar = tar::Archive::new(r);
                 let terr = |e: io::Error| bad_deb(package, &format!("data.tar: {e}"));
                 for entry in ar.entries().map_err(terr)? {
@@ -98,10 +88,7 @@ pub fn extract_deb(
 }
 
 fn bad_deb(package: &str, reason: &str) -> DebianError {
-    DebianError::BadDeb {
-        package: package.to_string(),
-        reason: reason.to_string(),
-    }
+    DebianError::BadDeb { package: package.to_string(), reason: reason.to_string() }
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -111,11 +98,7 @@ enum Member {
 }
 
 /// Walks the `ar` members in the order dpkg requires, handing each decompressed tar to `f`.
-fn walk_deb(
-    deb: impl Read,
-    package: &str,
-    mut f: impl FnMut(Member, &mut dyn Read) -> Result<()>,
-) -> Result<()> {
+fn walk_deb(deb: impl Read, package: &str, mut f: impl FnMut(Member, &mut dyn Read) -> Result<()>) -> Result<()> {
     let mut ar = ar::Archive::new(BufReader::with_capacity(1 << 20, deb));
     let mut index = 0;
     let mut seen_control = false;
@@ -126,10 +109,7 @@ fn walk_deb(
         index += 1;
         if index == 1 {
             if name != "debian-binary" {
-                return Err(bad_deb(
-                    package,
-                    &format!("first member is `{name}`, not `debian-binary`"),
-                ));
+                return Err(bad_deb(package, &format!("first member is `{name}`, not `debian-binary`")));
             }
             let mut v = String::new();
             entry
@@ -138,10 +118,7 @@ fn walk_deb(
                 .read_to_string(&mut v)
                 .map_err(|e| bad_deb(package, &format!("debian-binary: {e}")))?;
             if !v.starts_with("2.") {
-                return Err(bad_deb(
-                    package,
-                    &format!("format `{}` is not 2.x", v.trim()),
-                ));
+                return Err(bad_deb(package, &format!("format `{}` is not 2.x", v.trim())));
             }
             continue;
         }
@@ -159,12 +136,8 @@ fn walk_deb(
         } else {
             return Err(bad_deb(package, &format!("unexpected member `{name}`")));
         };
-        let mut r = decompressor(suffix, &mut entry).ok_or_else(|| {
-            bad_deb(
-                package,
-                &format!("member `{name}`: unsupported compression"),
-            )
-        })?;
+        let mut r = decompressor(suffix, &mut entry)
+            .ok_or_else(|| bad_deb(package, &format!("member `{name}`: unsupported compression")))?;
         f(member, &mut r)?;
         if member == Member::Data {
             return Ok(()); // anything after data.tar is ignored, as dpkg does
@@ -194,10 +167,7 @@ fn control_from_tar(r: &mut dyn Read, package: &str) -> Result<String> {
         let p = e.path().map_err(terr)?.into_owned();
         if p == Path::new("./control") || p == Path::new("control") {
             let mut s = String::new();
-            e.by_ref()
-                .take(1 << 20)
-                .read_to_string(&mut s)
-                .map_err(terr)?;
+            e.by_ref().take(1 << 20).read_to_string(&mut s).map_err(terr)?;
             return Ok(s);
         }
     }
@@ -220,11 +190,7 @@ pub(crate) fn clean_name(p: &Path) -> std::result::Result<Vec<OsString>, &'stati
 
 /// The map key of a relative path.
 pub(crate) fn key(comps: &[OsString]) -> String {
-    comps
-        .iter()
-        .map(|c| c.to_string_lossy())
-        .collect::<Vec<_>>()
-        .join("/")
+    comps.iter().map(|c| c.to_string_lossy()).collect::<Vec<_>>().join("/")
 }
 
 /// True if a relative symlink target, resolved lexically from directory `dir`, stays inside
@@ -269,9 +235,7 @@ pub(crate) fn resolve_in_root(
         }
         if c == ".." {
             if stack.pop().is_none() {
-                return Err(ResolveError::Unsafe(
-                    "a symlink on its path leads above the root".into(),
-                ));
+                return Err(ResolveError::Unsafe("a symlink on its path leads above the root".into()));
             }
             continue;
         }
@@ -280,9 +244,7 @@ pub(crate) fn resolve_in_root(
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > MAX_SYMLINKS {
-                    return Err(ResolveError::Unsafe(
-                        "too many symlinks on its path (a loop?)".into(),
-                    ));
+                    return Err(ResolveError::Unsafe("too many symlinks on its path (a loop?)".into()));
                 }
                 let target = fs::read_link(&cur).map_err(ResolveError::Io)?;
                 if target.is_absolute() {
@@ -307,10 +269,7 @@ pub(crate) fn resolve_in_root(
             Ok(_) => {
                 let mut p: Vec<OsString> = stack.clone();
                 p.push(c);
-                return Err(ResolveError::Unsafe(format!(
-                    "`{}` on its path is not a directory",
-                    key(&p)
-                )));
+                return Err(ResolveError::Unsafe(format!("`{}` on its path is not a directory", key(&p))));
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 if !create {
@@ -341,28 +300,15 @@ struct RootWriter<'a> {
 
 impl RootWriter<'_> {
     fn unsafe_entry(&self, entry: &str, reason: impl Into<String>) -> DebianError {
-        DebianError::UnsafeEntry {
-            package: self.package.to_string(),
-            entry: entry.to_string(),
-            reason: reason.into(),
-        }
+        DebianError::UnsafeEntry { package: self.package.to_string(), entry: entry.to_string(), reason: reason.into() }
     }
 
     fn io(&self, entry: &str) -> impl FnOnce(io::Error) -> DebianError {
         let (package, entry) = (self.package.to_string(), entry.to_string());
-        move |source| DebianError::Extract {
-            package,
-            entry,
-            source,
-        }
+        move |source| DebianError::Extract { package, entry, source }
     }
 
-    fn resolve(
-        &self,
-        comps: &[OsString],
-        create: bool,
-        entry: &str,
-    ) -> Result<Option<Vec<OsString>>> {
+    fn resolve(&self, comps: &[OsString], create: bool, entry: &str) -> Result<Option<Vec<OsString>>> {
         resolve_in_root(self.root, comps, create, false).map_err(|e| match e {
             ResolveError::Unsafe(r) => self.unsafe_entry(entry, r),
             ResolveError::Io(e) => self.io(entry)(e),
@@ -370,10 +316,7 @@ impl RootWriter<'_> {
     }
 
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<()> {
-        let name_path = e
-            .path()
-            .map_err(|err| bad_deb(self.package, &format!("data.tar: {err}")))?
-            .into_owned();
+        let name_path = e.path().map_err(|err| bad_deb(self.package, &format!("data.tar: {err}")))?.into_owned();
         let name = name_path.display().to_string();
         let comps = clean_name(&name_path).map_err(|r| self.unsafe_entry(&name, r))?;
         if comps.iter().any(|c| c.to_str().is_none()) {
@@ -432,13 +375,8 @@ impl RootWriter<'_> {
                     .ok_or_else(|| self.unsafe_entry(&name, "symlink without a target"))?
                     .into_owned();
                 if !symlink_stays_inside(&parent_rel, &target) {
-                    return Err(self.unsafe_entry(
-                        &name,
-                        format!(
-                            "symlink target `{}` leads outside the root",
-                            target.display()
-                        ),
-                    ));
+                    return Err(self
+                        .unsafe_entry(&name, format!("symlink target `{}` leads outside the root", target.display())));
                 }
                 std::os::unix::fs::symlink(&target, &path).map_err(self.io(&name))?;
                 self.meta.insert(k, FileMeta { mode: 0o777, ..fm });
@@ -449,22 +387,15 @@ impl RootWriter<'_> {
                     .map_err(|err| bad_deb(self.package, &format!("data.tar: {err}")))?
                     .ok_or_else(|| self.unsafe_entry(&name, "hard link without a target"))?
                     .into_owned();
-                let tcomps = clean_name(&target).map_err(|r| {
-                    self.unsafe_entry(
-                        &name,
-                        format!("hard link target `{}`: {r}", target.display()),
-                    )
-                })?;
+                let tcomps = clean_name(&target)
+                    .map_err(|r| self.unsafe_entry(&name, format!("hard link target `{}`: {r}", target.display())))?;
                 let Some((tbase, tparent)) = tcomps.split_last() else {
                     return Err(self.unsafe_entry(&name, "hard link to the root"));
                 };
                 let outside = || {
                     self.unsafe_entry(
                         &name,
-                        format!(
-                            "hard link target `{}` is not in the root (missing or outside)",
-                            target.display()
-                        ),
+                        format!("hard link target `{}` is not in the root (missing or outside)", target.display()),
                     )
                 };
                 let mut trel = self.resolve(tparent, false, &name)?.ok_or_else(outside)?;
@@ -472,10 +403,9 @@ impl RootWriter<'_> {
                 let tpath = self.root.join(trel.iter().collect::<PathBuf>());
                 match fs::symlink_metadata(&tpath) {
                     Ok(m) if m.is_dir() => {
-                        return Err(self.unsafe_entry(
-                            &name,
-                            format!("hard link target `{}` is a directory", target.display()),
-                        ))
+                        return Err(
+                            self.unsafe_entry(&name, format!("hard link target `{}` is a directory", target.display()))
+                        )
                     }
                     Ok(_) => fs::hard_link(&tpath, &path).map_err(self.io(&name))?,
                     Err(_) => return Err(outside()),
@@ -547,9 +477,7 @@ mod tests {
         fs::write(root.join("usr/f"), b"").unwrap();
         std::os::unix::fs::symlink("../../usr/f", root.join("usr/bin/l")).unwrap();
         assert!(matches!(r("bin/l", false), Err(ResolveError::Unsafe(_))));
-        let got = resolve_in_root(&root, &comps("bin/l"), false, true)
-            .unwrap()
-            .unwrap();
+        let got = resolve_in_root(&root, &comps("bin/l"), false, true).unwrap().unwrap();
         assert_eq!(key(&got), "usr/f");
     }
 }

@@ -38,19 +38,10 @@ pub enum DebianError {
     },
     /// The archive answered with an HTTP error status.
     #[error("`{url}` answered HTTP {status} (archive from {from}){hint}")]
-    HttpStatus {
-        url: String,
-        status: u16,
-        from: String,
-        hint: String,
-    },
+    HttpStatus { url: String, status: u16, from: String, hint: String },
     /// A `Release` file, `Packages` index or control file that does not parse.
     #[error("malformed {what} `{subject}`: {reason}")]
-    Malformed {
-        what: &'static str,
-        subject: String,
-        reason: String,
-    },
+    Malformed { what: &'static str, subject: String, reason: String },
     /// The `Release` file does not list an index cbuild needs.
     #[error(
         "`{path}` is not listed in the `Release` file of suite `{suite}` (hint: check the suite, \
@@ -59,24 +50,13 @@ pub enum DebianError {
     NotInRelease { suite: String, path: String },
     /// A downloaded index does not match the sha256 listed in `Release`.
     #[error("`{url}` hashes to `{actual}`, but the `Release` file says `{expected}` (hint: the mirror may be updating; try again)")]
-    IndexMismatch {
-        url: String,
-        expected: Digest,
-        actual: Digest,
-    },
+    IndexMismatch { url: String, expected: Digest, actual: Digest },
     /// A requested or depended-on package that the index does not have.
     #[error("package `{name}` is not in the index{}", required_by.as_ref().map(|r| format!(" (required by `{r}`)")).unwrap_or_default())]
-    UnknownPackage {
-        name: String,
-        required_by: Option<String>,
-    },
+    UnknownPackage { name: String, required_by: Option<String> },
     /// A dependency none of whose alternatives can be satisfied.
     #[error("`{package}` depends on `{relation}`, which cannot be satisfied: {reason}")]
-    Unsatisfiable {
-        package: String,
-        relation: String,
-        reason: String,
-    },
+    Unsatisfiable { package: String, relation: String, reason: String },
     /// A relation field (`Depends`, `Provides`, a requested package) that does not parse.
     #[error("cannot parse the relation `{text}`: {reason}")]
     BadRelation { text: String, reason: String },
@@ -96,21 +76,13 @@ pub enum DebianError {
     DebMismatch(Box<DebMismatch>),
     /// A `.deb` that the cache does not hold when building from a lock.
     #[error("package `{package}` ({digest}) is not in the .deb cache `{dir}` (hint: fetch the lock's packages first)")]
-    NotFetched {
-        package: String,
-        digest: Digest,
-        dir: PathBuf,
-    },
+    NotFetched { package: String, digest: Digest, dir: PathBuf },
     /// A `.deb` whose structure is wrong (ar members, compression, control file).
     #[error("package `{package}`: bad .deb: {reason}")]
     BadDeb { package: String, reason: String },
     /// A `.deb` entry refused by the safe-extraction rules.
     #[error("package `{package}`: refusing entry `{entry}`: {reason}")]
-    UnsafeEntry {
-        package: String,
-        entry: String,
-        reason: String,
-    },
+    UnsafeEntry { package: String, entry: String, reason: String },
     /// An I/O error while extracting one entry of a package.
     #[error("package `{package}`: cannot extract `{entry}`")]
     Extract {
@@ -150,8 +122,5 @@ pub struct DebMismatch {
 }
 
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(io::Error) -> DebianError + '_ {
-    move |source| DebianError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| DebianError::Io { path: path.to_path_buf(), source }
 }

@@ -37,9 +37,7 @@ pub struct FetchStats {
 impl DebCache {
     /// Opens (and creates) `<cache_dir>/debs/sha256/`.
     pub fn open(cache_dir: &Path) -> Result<DebCache> {
-        Ok(DebCache {
-            blobs: BlobDir::open(cache_dir.join("debs"))?,
-        })
+        Ok(DebCache { blobs: BlobDir::open(cache_dir.join("debs"))? })
     }
 
     /// Where the `.deb` of `p` lives (whether or not it is there).
@@ -82,10 +80,7 @@ impl DebCache {
     /// bytes read.
     pub fn insert(&self, p: &LockedPackage, mut r: impl Read) -> Result<u64> {
         let dir = self.blobs.root().join("sha256");
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-deb-")
-            .tempfile_in(&dir)
-            .map_err(io_err(&dir))?;
+        let tmp = tempfile::Builder::new().prefix(".tmp-deb-").tempfile_in(&dir).map_err(io_err(&dir))?;
         let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp));
         // cap what is read at one byte past the lock's size: a huge or endless answer stops early
         let mut limited = (&mut r).take(p.size + 1);
@@ -130,11 +125,7 @@ fn mismatch(p: &LockedPackage, actual: Digest, actual_size: u64) -> DebianError 
 /// Makes sure the cache holds every `.deb` of `lock`, verified. `archive` is called only if
 /// something must be downloaded, so a build with a warm cache needs no archive configuration
 /// and no network. Downloads run a few at a time; the first error in lock order is returned.
-pub fn fetch_debs(
-    lock: &Lock,
-    cache: &DebCache,
-    archive: impl FnOnce() -> Result<Archive>,
-) -> Result<FetchStats> {
+pub fn fetch_debs(lock: &Lock, cache: &DebCache, archive: impl FnOnce() -> Result<Archive>) -> Result<FetchStats> {
     let mut stats = FetchStats::default();
     let missing: Vec<&LockedPackage> = lock
         .packages
@@ -156,9 +147,7 @@ pub fn fetch_debs(
             s.spawn(|| loop {
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(p) = missing.get(i) else { break };
-                let r = archive
-                    .open(&p.filename)
-                    .and_then(|resp| cache.insert(p, resp));
+                let r = archive.open(&p.filename).and_then(|resp| cache.insert(p, resp));
                 let failed = r.is_err();
                 results.lock().expect("no panics while held").push((i, r));
                 if failed {
@@ -199,24 +188,13 @@ mod tests {
         let err = c.insert(&p, &b"evil deb"[..]).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, DebianError::DebMismatch(_)), "{msg}");
-        assert!(
-            msg.contains("package `hello`") && msg.contains("not kept"),
-            "{msg}"
-        );
-        let leftovers = std::fs::read_dir(t.path().join("debs/sha256"))
-            .unwrap()
-            .count();
+        assert!(msg.contains("package `hello`") && msg.contains("not kept"), "{msg}");
+        let leftovers = std::fs::read_dir(t.path().join("debs/sha256")).unwrap().count();
         assert_eq!(leftovers, 0, "a refused download leaves nothing");
-        assert!(
-            c.insert(&p, &b"real deb and more"[..]).is_err(),
-            "size checked too"
-        );
+        assert!(c.insert(&p, &b"real deb and more"[..]).is_err(), "size checked too");
         assert_eq!(c.insert(&p, &b"real deb"[..]).unwrap(), 8);
         assert!(c.has_verified(&p));
-        assert_eq!(
-            c.path(&p),
-            t.path().join("debs/sha256").join(p.sha256.hex())
-        );
+        assert_eq!(c.path(&p), t.path().join("debs/sha256").join(p.sha256.hex()));
         let mut s = String::new();
         c.open_verified(&p).unwrap().read_to_string(&mut s).unwrap();
         assert_eq!(s, "real deb");
@@ -232,10 +210,7 @@ mod tests {
         let err = c.open_verified(&p).unwrap_err();
         assert!(err.to_string().contains("package `hello`"), "{err}");
         assert!(!c.path(&p).exists());
-        assert!(matches!(
-            c.open_verified(&p),
-            Err(DebianError::NotFetched { .. })
-        ));
+        assert!(matches!(c.open_verified(&p), Err(DebianError::NotFetched { .. })));
     }
 
     #[test]
@@ -253,13 +228,6 @@ mod tests {
             packages: vec![p],
         };
         let stats = fetch_debs(&lock, &c, || panic!("the archive is not needed")).unwrap();
-        assert_eq!(
-            stats,
-            FetchStats {
-                downloaded: 0,
-                cached: 1,
-                bytes: 0
-            }
-        );
+        assert_eq!(stats, FetchStats { downloaded: 0, cached: 1, bytes: 0 });
     }
 }

@@ -59,19 +59,9 @@ pub struct LockRequest {
 /// One difference between two locks, for `cbuild lock` to print.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LockChange {
-    Added {
-        name: String,
-        version: String,
-    },
-    Removed {
-        name: String,
-        version: String,
-    },
-    Changed {
-        name: String,
-        from: String,
-        to: String,
-    },
+    Added { name: String, version: String },
+    Removed { name: String, version: String },
+    Changed { name: String, from: String, to: String },
 }
 
 impl fmt::Display for LockChange {
@@ -91,10 +81,8 @@ fn q(s: &str) -> String {
 impl Lock {
     /// Parses and validates a lock (see [`Lock::validate`]); `subject` names it in errors.
     pub fn parse(text: &str, subject: &str) -> Result<Lock> {
-        let lock: Lock = toml::from_str(text).map_err(|e| DebianError::BadLock {
-            subject: subject.to_string(),
-            reason: e.to_string(),
-        })?;
+        let lock: Lock = toml::from_str(text)
+            .map_err(|e| DebianError::BadLock { subject: subject.to_string(), reason: e.to_string() })?;
         lock.validate(subject)?;
         Ok(lock)
     }
@@ -113,18 +101,14 @@ impl Lock {
     /// Checks what serde cannot: the format version, names, versions, relative filenames,
     /// packages sorted by name without duplicates, requested entries parse and are sorted.
     pub fn validate(&self, subject: &str) -> Result<()> {
-        let bad = |reason: String| DebianError::BadLock {
-            subject: subject.to_string(),
-            reason,
-        };
+        let bad = |reason: String| DebianError::BadLock { subject: subject.to_string(), reason };
         if self.version != LOCK_VERSION {
             return Err(bad(format!(
                 "format version {} is not {LOCK_VERSION} (hint: recreate it with `cbuild lock`)",
                 self.version
             )));
         }
-        if self.suite.is_empty() || self.suite.contains(['/', ' ']) || self.architecture.is_empty()
-        {
+        if self.suite.is_empty() || self.suite.contains(['/', ' ']) || self.architecture.is_empty() {
             return Err(bad("`suite` and `architecture` must be plain names".into()));
         }
         for r in &self.requested {
@@ -153,16 +137,11 @@ impl Lock {
                 && f.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
                 && f.ends_with(".deb");
             if !rel_ok {
-                return Err(pb(&format!(
-                    "filename `{f}` must be a `.deb` path relative to the archive root"
-                )));
+                return Err(pb(&format!("filename `{f}` must be a `.deb` path relative to the archive root")));
             }
         }
         if let Some(w) = self.packages.windows(2).find(|w| w[0].name >= w[1].name) {
-            return Err(bad(format!(
-                "packages must be sorted by name, once each (at `{}`)",
-                w[1].name
-            )));
+            return Err(bad(format!("packages must be sorted by name, once each (at `{}`)", w[1].name)));
         }
         Ok(())
     }
@@ -198,10 +177,7 @@ impl Lock {
 
     /// The pinned package called `name`.
     pub fn get(&self, name: &str) -> Option<&LockedPackage> {
-        self.packages
-            .binary_search_by(|p| p.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.packages[i])
+        self.packages.binary_search_by(|p| p.name.as_str().cmp(name)).ok().map(|i| &self.packages[i])
     }
 
     /// The request this lock answers (to refresh it).
@@ -217,13 +193,8 @@ impl Lock {
 
 /// Resolves `req` against an already fetched `index`; returns the lock and the resolver's notes.
 pub fn lock_from_index(req: &LockRequest, index: &PackageIndex) -> Result<(Lock, Vec<String>)> {
-    let requested: Vec<String> = req
-        .packages
-        .iter()
-        .map(|s| s.trim().to_string())
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let requested: Vec<String> =
+        req.packages.iter().map(|s| s.trim().to_string()).collect::<BTreeSet<_>>().into_iter().collect();
     let res = resolve(index, &requested)?;
     let lock = Lock {
         version: LOCK_VERSION,
@@ -265,27 +236,14 @@ pub fn refresh(archive: &Archive, old: &Lock) -> Result<(Lock, Vec<LockChange>)>
 /// The package-level differences from `old` to `new`, in name order.
 pub fn diff(old: &Lock, new: &Lock) -> Vec<LockChange> {
     let mut out = Vec::new();
-    let names: BTreeSet<&str> = old
-        .packages
-        .iter()
-        .chain(&new.packages)
-        .map(|p| p.name.as_str())
-        .collect();
+    let names: BTreeSet<&str> = old.packages.iter().chain(&new.packages).map(|p| p.name.as_str()).collect();
     for n in names {
         match (old.get(n), new.get(n)) {
-            (Some(a), None) => out.push(LockChange::Removed {
-                name: n.into(),
-                version: a.version.clone(),
-            }),
-            (None, Some(b)) => out.push(LockChange::Added {
-                name: n.into(),
-                version: b.version.clone(),
-            }),
-            (Some(a), Some(b)) if a != b => out.push(LockChange::Changed {
-                name: n.into(),
-                from: a.version.clone(),
-                to: b.version.clone(),
-            }),
+            (Some(a), None) => out.push(LockChange::Removed { name: n.into(), version: a.version.clone() }),
+            (None, Some(b)) => out.push(LockChange::Added { name: n.into(), version: b.version.clone() }),
+            (Some(a), Some(b)) if a != b => {
+                out.push(LockChange::Changed { name: n.into(), from: a.version.clone(), to: b.version.clone() })
+            }
             _ => {}
         }
     }
@@ -305,21 +263,11 @@ mod tests {
             )
         };
         let text = [
-            st(
-                "busybox",
-                "1:1.35.0-4+b3",
-                "amd64",
-                "Depends: libc6 (>= 2.34)",
-            ),
+            st("busybox", "1:1.35.0-4+b3", "amd64", "Depends: libc6 (>= 2.34)"),
             st("libc6", "2.36-9+deb12u10", "amd64", "Depends: libgcc-s1"),
             st("libgcc-s1", "12.2.0-14", "amd64", ""),
             st("base-files", "12.4+deb12u10", "amd64", "Essential: yes"),
-            st(
-                "tzdata",
-                "2024a-0+deb12u1",
-                "all",
-                "Depends: debconf | debconf-2.0",
-            ),
+            st("tzdata", "2024a-0+deb12u1", "all", "Depends: debconf | debconf-2.0"),
             st("debconf", "1.5.82", "all", "Provides: debconf-2.0"),
         ]
         .join("\n");
@@ -337,24 +285,10 @@ mod tests {
 
     #[test]
     fn round_trips_byte_stable() {
-        let (lock, _) = lock_from_index(
-            &req(&["tzdata", "busybox", "base-files", "busybox"]),
-            &index(),
-        )
-        .unwrap();
+        let (lock, _) = lock_from_index(&req(&["tzdata", "busybox", "base-files", "busybox"]), &index()).unwrap();
         assert_eq!(lock.requested, ["base-files", "busybox", "tzdata"]);
         let names: Vec<&str> = lock.packages.iter().map(|p| p.name.as_str()).collect();
-        assert_eq!(
-            names,
-            [
-                "base-files",
-                "busybox",
-                "debconf",
-                "libc6",
-                "libgcc-s1",
-                "tzdata"
-            ]
-        );
+        assert_eq!(names, ["base-files", "busybox", "debconf", "libc6", "libgcc-s1", "tzdata"]);
         let text = lock.to_toml();
         let again = Lock::parse(&text, "t").unwrap();
         assert_eq!(again, lock);
@@ -363,8 +297,7 @@ mod tests {
         assert!(text.contains("filename = \"pool/main/busybox/busybox_1:1.35.0-4+b3_amd64.deb\""));
         assert!(!text.contains("http"), "archive-independent");
         // the same request in another order gives the same bytes
-        let (other, _) =
-            lock_from_index(&req(&["busybox", "tzdata", "base-files"]), &index()).unwrap();
+        let (other, _) = lock_from_index(&req(&["busybox", "tzdata", "base-files"]), &index()).unwrap();
         assert_eq!(other.to_toml(), text);
         assert_eq!(lock.get("libc6").unwrap().version, "2.36-9+deb12u10");
         assert!(lock.get("nope").is_none());
@@ -393,10 +326,7 @@ mod tests {
             good.replace("size = 42", "size = -1"),
             good.replace("size = 42\n", "size = 42\nextra = 1\n"),
             good.replace("requested = [\"busybox\"]", "requested = [\"z1\", \"a1\"]"),
-            good.replace(
-                "architecture = \"amd64\"\nfilename",
-                "architecture = \"arm64\"\nfilename",
-            ),
+            good.replace("architecture = \"amd64\"\nfilename", "architecture = \"arm64\"\nfilename"),
             good.replace("version = \"2.36-9+deb12u10\"", "version = \"x y\""),
         ];
         for (i, c) in cases.iter().enumerate() {
@@ -413,13 +343,7 @@ mod tests {
         b.packages.retain(|p| p.name != "libgcc-s1");
         let (c, _) = lock_from_index(&req(&["busybox", "base-files"]), &index()).unwrap();
         let ch: Vec<String> = diff(&a, &b).iter().map(|c| c.to_string()).collect();
-        assert_eq!(
-            ch,
-            [
-                "~ busybox 1:1.35.0-4+b3 -> 1:1.36.0-1",
-                "- libgcc-s1 12.2.0-14"
-            ]
-        );
+        assert_eq!(ch, ["~ busybox 1:1.35.0-4+b3 -> 1:1.36.0-1", "- libgcc-s1 12.2.0-14"]);
         assert_eq!(diff(&a, &c)[0].to_string(), "+ base-files 12.4+deb12u10");
         assert!(diff(&a, &a).is_empty());
     }

@@ -28,8 +28,8 @@ pub mod version;
 
 pub use archive::{Archive, Package, PackageIndex, Release};
 pub use error::{DebianError, Result};
-pub use source::{find_archive, ArchiveOrigin, ArchiveUrl, ARCHIVE_ENV};
-pub use version::{compare_versions, Version};
 pub use fetch::{fetch_debs, DebCache};
 pub use lock::{create_lock, refresh, Lock, LockChange, LockRequest};
 pub use rootfs::{build_rootfs_layer, RootfsLayer, RootfsOptions, StackUser};
+pub use source::{find_archive, ArchiveOrigin, ArchiveUrl, ARCHIVE_ENV};
+pub use version::{compare_versions, Version};

@@ -32,50 +32,34 @@ pub struct Resolution {
 ///   others cannot be satisfied; `[arch]` restrictions are honoured;
 /// * `Essential: yes` packages are not added implicitly: list them if the image needs them.
 pub fn resolve(index: &PackageIndex, requested: &[String]) -> Result<Resolution> {
-    let mut r = Resolver {
-        index,
-        selected: BTreeMap::new(),
-        queue: VecDeque::new(),
-        notes: Vec::new(),
-    };
+    let mut r = Resolver { index, selected: BTreeMap::new(), queue: VecDeque::new(), notes: Vec::new() };
     let mut wanted: Vec<&String> = requested.iter().collect();
     wanted.sort();
     wanted.dedup();
     for w in wanted {
-        let rel = parse_relation(w).map_err(|reason| DebianError::BadRelation {
-            text: w.clone(),
-            reason,
-        })?;
+        let rel = parse_relation(w).map_err(|reason| DebianError::BadRelation { text: w.clone(), reason })?;
         if r.satisfied(&rel) {
             continue;
         }
         match r.candidate(&rel, "the request")? {
             Some(p) => r.select(p),
             None => {
-                return Err(
-                    if index.get(&rel.name).is_empty() && index.providers(&rel.name).is_empty() {
-                        DebianError::UnknownPackage {
-                            name: rel.name.clone(),
-                            required_by: None,
-                        }
-                    } else {
-                        DebianError::Unsatisfiable {
-                            package: "the request".into(),
-                            relation: rel.to_string(),
-                            reason: r.why_not(&rel),
-                        }
-                    },
-                )
+                return Err(if index.get(&rel.name).is_empty() && index.providers(&rel.name).is_empty() {
+                    DebianError::UnknownPackage { name: rel.name.clone(), required_by: None }
+                } else {
+                    DebianError::Unsatisfiable {
+                        package: "the request".into(),
+                        relation: rel.to_string(),
+                        reason: r.why_not(&rel),
+                    }
+                })
             }
         }
     }
     while let Some(name) = r.queue.pop_front() {
         let p = r.selected[&name].clone();
         for group in p.pre_depends.iter().chain(&p.depends) {
-            let alts: Vec<&Relation> = group
-                .iter()
-                .filter(|a| a.applies_to(index.arch()))
-                .collect();
+            let alts: Vec<&Relation> = group.iter().filter(|a| a.applies_to(index.arch())).collect();
             if alts.is_empty() || alts.iter().any(|a| r.satisfied(a)) {
                 continue;
             }
@@ -99,10 +83,7 @@ pub fn resolve(index: &PackageIndex, requested: &[String]) -> Result<Resolution>
             }
         }
     }
-    Ok(Resolution {
-        packages: r.selected.into_values().collect(),
-        notes: r.notes,
-    })
+    Ok(Resolution { packages: r.selected.into_values().collect(), notes: r.notes })
 }
 
 struct Resolver<'a> {
@@ -130,11 +111,7 @@ impl Resolver<'_> {
         if !self.arch_ok(rel) {
             return false;
         }
-        if self
-            .selected
-            .get(&rel.name)
-            .is_some_and(|p| rel.version_matches(&p.version))
-        {
+        if self.selected.get(&rel.name).is_some_and(|p| rel.version_matches(&p.version)) {
             return true;
         }
         self.selected.values().any(|p| {
@@ -155,12 +132,7 @@ impl Resolver<'_> {
             return Ok(None);
         }
         if !self.selected.contains_key(&rel.name) {
-            if let Some(p) = self
-                .index
-                .get(&rel.name)
-                .iter()
-                .find(|p| rel.version_matches(&p.version))
-            {
+            if let Some(p) = self.index.get(&rel.name).iter().find(|p| rel.version_matches(&p.version)) {
                 return Ok(Some(p.clone()));
             }
         }
@@ -173,25 +145,14 @@ impl Resolver<'_> {
                 (Some(_), Some(v)) => rel.version_matches(v),
                 (Some(_), None) => false,
             })
-            .filter(|(name, version, _)| {
-                self.selected
-                    .get(name)
-                    .is_none_or(|s| &s.version == version)
-            })
+            .filter(|(name, version, _)| self.selected.get(name).is_none_or(|s| &s.version == version))
             .collect();
         let Some((name, version, _)) = providers.first() else {
             return Ok(None);
         };
-        let pkg = self
-            .index
-            .get(name)
-            .iter()
-            .find(|p| &p.version == version)
-            .cloned()
-            .ok_or_else(|| DebianError::UnknownPackage {
-                name: name.clone(),
-                required_by: Some(needed_by.to_string()),
-            })?;
+        let pkg = self.index.get(name).iter().find(|p| &p.version == version).cloned().ok_or_else(|| {
+            DebianError::UnknownPackage { name: name.clone(), required_by: Some(needed_by.to_string()) }
+        })?;
         let mut names: Vec<&str> = providers.iter().map(|(n, _, _)| n.as_str()).collect();
         names.dedup();
         self.notes.push(format!(
@@ -204,10 +165,7 @@ impl Resolver<'_> {
 
     fn why_not(&self, rel: &Relation) -> String {
         if !self.arch_ok(rel) {
-            return format!(
-                "`{rel}`: architecture qualifier not supported for `{}`",
-                self.index.arch()
-            );
+            return format!("`{rel}`: architecture qualifier not supported for `{}`", self.index.arch());
         }
         if let Some(s) = self.selected.get(&rel.name) {
             return format!("`{rel}`: version {} is already selected", s.version);
@@ -244,10 +202,7 @@ mod tests {
     }
 
     fn names(r: &Resolution) -> Vec<String> {
-        r.packages
-            .iter()
-            .map(|p| format!("{}={}", p.name, p.version))
-            .collect()
+        r.packages.iter().map(|p| format!("{}={}", p.name, p.version)).collect()
     }
 
     fn req(v: &[&str]) -> Vec<String> {
@@ -272,11 +227,7 @@ mod tests {
     #[test]
     fn takes_the_first_satisfiable_alternative() {
         let idx = index(&[
-            (
-                "app",
-                "1",
-                "Depends: missing | libold (>= 2) | libnew, libx | liby",
-            ),
+            ("app", "1", "Depends: missing | libold (>= 2) | libnew, libx | liby"),
             ("libold", "1", ""),
             ("libnew", "1", ""),
             ("libx", "1", ""),
@@ -291,18 +242,11 @@ mod tests {
 
     #[test]
     fn virtual_packages_prefer_selected_then_first_by_name() {
-        let idx = index(&[
-            ("app", "1", "Depends: awk"),
-            ("mawk", "1.3", "Provides: awk"),
-            ("gawk", "5", "Provides: awk"),
-        ]);
+        let idx =
+            index(&[("app", "1", "Depends: awk"), ("mawk", "1.3", "Provides: awk"), ("gawk", "5", "Provides: awk")]);
         let r = resolve(&idx, &req(&["app"])).unwrap();
         assert_eq!(names(&r), ["app=1", "gawk=5"]);
-        assert!(
-            r.notes[0].contains("`awk`") && r.notes[0].contains("`gawk`"),
-            "{:?}",
-            r.notes
-        );
+        assert!(r.notes[0].contains("`awk`") && r.notes[0].contains("`gawk`"), "{:?}", r.notes);
         let r = resolve(&idx, &req(&["app", "mawk"])).unwrap();
         assert_eq!(names(&r), ["app=1", "mawk=1.3"]);
         assert!(r.notes.is_empty());
@@ -330,10 +274,7 @@ mod tests {
             ("tool2", "1", ""),
         ]);
         let r = resolve(&idx, &req(&["app"])).unwrap();
-        assert_eq!(
-            names(&r),
-            ["app=1", "perl=5.36", "python3=3.11.2-1", "tool2=1"]
-        );
+        assert_eq!(names(&r), ["app=1", "perl=5.36", "python3=3.11.2-1", "tool2=1"]);
         let r = resolve(&idx, &req(&["python3 (= 3.11.2-1)"])).unwrap();
         assert_eq!(names(&r), ["python3=3.11.2-1"]);
         assert!(resolve(&idx, &req(&["python3 (>> 4)"])).is_err());
@@ -341,37 +282,19 @@ mod tests {
 
     #[test]
     fn unsatisfiable_and_unknown_are_errors_naming_the_package() {
-        let idx = index(&[
-            ("app", "1", "Depends: libz (>= 2) | libq"),
-            ("libz", "1", ""),
-        ]);
+        let idx = index(&[("app", "1", "Depends: libz (>= 2) | libq"), ("libz", "1", "")]);
         let err = resolve(&idx, &req(&["app"])).unwrap_err().to_string();
-        assert!(
-            err.contains("`app 1`") && err.contains("libz (>= 2) | libq"),
-            "{err}"
-        );
-        assert!(
-            err.contains("the index has only 1") && err.contains("`libq` is not in the index"),
-            "{err}"
-        );
+        assert!(err.contains("`app 1`") && err.contains("libz (>= 2) | libq"), "{err}");
+        assert!(err.contains("the index has only 1") && err.contains("`libq` is not in the index"), "{err}");
         let err = resolve(&idx, &req(&["nope"])).unwrap_err();
-        assert!(
-            matches!(err, DebianError::UnknownPackage { ref name, .. } if name == "nope"),
-            "{err}"
-        );
+        assert!(matches!(err, DebianError::UnknownPackage { ref name, .. } if name == "nope"), "{err}");
         assert!(resolve(&idx, &req(&["Bad Name"])).is_err());
     }
 
     #[test]
     fn conflicting_versions_of_one_name_are_an_error() {
-        let idx = index(&[
-            ("a1", "1", "Depends: lib (>= 2)"),
-            ("lib", "1", ""),
-            ("lib", "2", ""),
-        ]);
-        let err = resolve(&idx, &req(&["a1", "lib (= 1)"]))
-            .unwrap_err()
-            .to_string();
+        let idx = index(&[("a1", "1", "Depends: lib (>= 2)"), ("lib", "1", ""), ("lib", "2", "")]);
+        let err = resolve(&idx, &req(&["a1", "lib (= 1)"])).unwrap_err().to_string();
         assert!(err.contains("version 1 is already selected"), "{err}");
     }
 

@@ -75,8 +75,16 @@ impl RootfsOptions {
         let u = &self.user;
         format!(
             "debian-rootfs-v1\nuser={}:{}:{}:{}:{}:{}\nstack_id={}\nmerged_usr={}\ncompression={:?}\nmtime={}\n",
-            u.name, u.uid, u.group, u.gid, u.home, u.shell, self.stack_id, self.merged_usr,
-            self.layer.compression, self.layer.mtime
+            u.name,
+            u.uid,
+            u.group,
+            u.gid,
+            u.home,
+            u.shell,
+            self.stack_id,
+            self.merged_usr,
+            self.layer.compression,
+            self.layer.mtime
         )
     }
 
@@ -114,16 +122,8 @@ pub struct RootfsLayer {
 /// `fetch::fetch_debs`; each is re-verified against the lock) and stores it as one layer in
 /// `blobs`. Works unprivileged: owners come from the packages' tar headers, not the host. The
 /// same lock and options give the same layer digest on any machine.
-pub fn build_rootfs_layer(
-    lock: &Lock,
-    debs: &DebCache,
-    opts: &RootfsOptions,
-    blobs: &BlobDir,
-) -> Result<RootfsLayer> {
-    let tmp = tempfile::Builder::new()
-        .prefix("cbuild-rootfs-")
-        .tempdir()
-        .map_err(io_err(&std::env::temp_dir()))?;
+pub fn build_rootfs_layer(lock: &Lock, debs: &DebCache, opts: &RootfsOptions, blobs: &BlobDir) -> Result<RootfsLayer> {
+    let tmp = tempfile::Builder::new().prefix("cbuild-rootfs-").tempdir().map_err(io_err(&std::env::temp_dir()))?;
     let root = tmp.path().join("root");
     let tree = populate_rootfs(lock, debs, opts, &root)?;
     let entries = rootfs_entries(&root, &tree.meta)?;
@@ -137,18 +137,12 @@ pub fn build_rootfs_layer(
 }
 
 /// The image labels for a root filesystem with this `os-release` and stack id.
-pub fn image_labels(
-    os_release: &BTreeMap<String, String>,
-    stack_id: &str,
-) -> BTreeMap<String, String> {
+pub fn image_labels(os_release: &BTreeMap<String, String>, stack_id: &str) -> BTreeMap<String, String> {
     let mut l = BTreeMap::new();
     if let Some(id) = os_release.get("ID") {
         l.insert("io.buildpacks.base.distro.name".into(), id.clone());
     }
-    if let Some(v) = os_release
-        .get("VERSION_ID")
-        .or_else(|| os_release.get("VERSION_CODENAME"))
-    {
+    if let Some(v) = os_release.get("VERSION_ID").or_else(|| os_release.get("VERSION_CODENAME")) {
         l.insert("io.buildpacks.base.distro.version".into(), v.clone());
     }
     l.insert("io.buildpacks.stack.id".into(), stack_id.to_string());
@@ -185,12 +179,7 @@ pub fn rootfs_entries(root: &Path, meta: &MetaMap) -> Result<Vec<TarEntry>> {
 
 /// Extracts every package of `lock` into `root` (which must not exist or be empty) and adds the
 /// generated files. Returns the owners/modes to put in the layer.
-pub fn populate_rootfs(
-    lock: &Lock,
-    debs: &DebCache,
-    opts: &RootfsOptions,
-    root: &Path,
-) -> Result<RootfsTree> {
+pub fn populate_rootfs(lock: &Lock, debs: &DebCache, opts: &RootfsOptions, root: &Path) -> Result<RootfsTree> {
     fs::create_dir_all(root).map_err(io_err(root))?;
     let root = fs::canonicalize(root).map_err(io_err(root))?;
     let mut tree = RootfsTree::default();
@@ -204,14 +193,7 @@ pub fn populate_rootfs(
             fs::create_dir_all(&target).map_err(io_err(&target))?;
             let link = root.join(l);
             std::os::unix::fs::symlink(format!("usr/{l}"), &link).map_err(io_err(&link))?;
-            tree.meta.insert(
-                l.to_string(),
-                FileMeta {
-                    uid: 0,
-                    gid: 0,
-                    mode: 0o777,
-                },
-            );
+            tree.meta.insert(l.to_string(), FileMeta { uid: 0, gid: 0, mode: 0o777 });
         }
     }
     let mut controls = Vec::new();
@@ -221,40 +203,16 @@ pub fn populate_rootfs(
         tree.skipped_special += x.skipped_special;
         controls.push(x.control);
     }
-    let g = Gen {
-        root: &root,
-        meta: &mut tree.meta,
-    };
+    let g = Gen { root: &root, meta: &mut tree.meta };
     let mut g = g;
     g.dpkg_status(&controls)?;
     g.users(&opts.user)?;
-    g.dir(
-        "tmp",
-        FileMeta {
-            uid: 0,
-            gid: 0,
-            mode: 0o1777,
-        },
-    )?;
+    g.dir("tmp", FileMeta { uid: 0, gid: 0, mode: 0o1777 })?;
     if g.find("var/tmp")?.is_some() {
-        g.dir(
-            "var/tmp",
-            FileMeta {
-                uid: 0,
-                gid: 0,
-                mode: 0o1777,
-            },
-        )?;
+        g.dir("var/tmp", FileMeta { uid: 0, gid: 0, mode: 0o1777 })?;
     }
     let u = &opts.user;
-    g.dir(
-        "workspace",
-        FileMeta {
-            uid: u.uid,
-            gid: u.gid,
-            mode: 0o755,
-        },
-    )?;
+    g.dir("workspace", FileMeta { uid: u.uid, gid: u.gid, mode: 0o755 })?;
     if lock.get("ca-certificates").is_some() {
         g.ca_bundle()?;
     }
@@ -270,13 +228,8 @@ struct Gen<'a> {
 
 fn root_err(e: ResolveError, what: &str) -> DebianError {
     match e {
-        ResolveError::Unsafe(r) => DebianError::Rootfs {
-            reason: format!("`{what}`: {r}"),
-        },
-        ResolveError::Io(e) => DebianError::Io {
-            path: PathBuf::from(what),
-            source: e,
-        },
+        ResolveError::Unsafe(r) => DebianError::Rootfs { reason: format!("`{what}`: {r}") },
+        ResolveError::Io(e) => DebianError::Io { path: PathBuf::from(what), source: e },
     }
 }
 
@@ -307,9 +260,7 @@ impl Gen<'_> {
 
     /// Creates (or keeps) directory `rel` and records its owner and mode.
     fn dir(&mut self, rel: &str, fm: FileMeta) -> Result<()> {
-        let r = resolve_in_root(self.root, &comps(rel), true, false)
-            .map_err(|e| root_err(e, rel))?
-            .expect("created");
+        let r = resolve_in_root(self.root, &comps(rel), true, false).map_err(|e| root_err(e, rel))?.expect("created");
         self.meta.insert(key(&r), fm);
         Ok(())
     }
@@ -318,17 +269,11 @@ impl Gen<'_> {
     fn file(&mut self, rel: &str, bytes: &[u8], fm: FileMeta) -> Result<()> {
         let c = comps(rel);
         let (base, parent) = c.split_last().expect("not the root");
-        let mut r = resolve_in_root(self.root, parent, true, false)
-            .map_err(|e| root_err(e, rel))?
-            .expect("created");
+        let mut r = resolve_in_root(self.root, parent, true, false).map_err(|e| root_err(e, rel))?.expect("created");
         r.push(base.clone());
         let p = self.abs(&r);
         match fs::symlink_metadata(&p) {
-            Ok(m) if m.is_dir() => {
-                return Err(DebianError::Rootfs {
-                    reason: format!("`{rel}` is a directory"),
-                })
-            }
+            Ok(m) if m.is_dir() => return Err(DebianError::Rootfs { reason: format!("`{rel}` is a directory") }),
             Ok(_) => fs::remove_file(&p).map_err(io_err(&p))?,
             Err(_) => {}
         }
@@ -362,21 +307,10 @@ impl Gen<'_> {
             })
             .collect();
         stanzas.sort();
-        let root_dir = FileMeta {
-            uid: 0,
-            gid: 0,
-            mode: 0o755,
-        };
+        let root_dir = FileMeta { uid: 0, gid: 0, mode: 0o755 };
         self.dir("var/lib/dpkg", root_dir)?;
         self.dir("var/lib/dpkg/info", root_dir)?;
-        self.file(
-            "var/lib/dpkg/status",
-            stanzas.join("\n").as_bytes(),
-            FileMeta {
-                mode: 0o644,
-                ..root_dir
-            },
-        )
+        self.file("var/lib/dpkg/status", stanzas.join("\n").as_bytes(), FileMeta { mode: 0o644, ..root_dir })
     }
 
     /// `/etc/passwd` and `/etc/group` from base-passwd's master files (or a minimal root entry),
@@ -390,9 +324,7 @@ impl Gen<'_> {
         };
         let group = match self.read("etc/group")? {
             Some(g) => g,
-            None => self
-                .read("usr/share/base-passwd/group.master")?
-                .unwrap_or_else(|| "root:x:0:\n".into()),
+            None => self.read("usr/share/base-passwd/group.master")?.unwrap_or_else(|| "root:x:0:\n".into()),
         };
         let passwd = add_entry(
             &passwd,
@@ -402,39 +334,14 @@ impl Gen<'_> {
             2,
             "user",
         )?;
-        let group = add_entry(
-            &group,
-            &u.group,
-            u.gid,
-            &format!("{}:x:{}:", u.group, u.gid),
-            2,
-            "group",
-        )?;
-        let f = FileMeta {
-            uid: 0,
-            gid: 0,
-            mode: 0o644,
-        };
+        let group = add_entry(&group, &u.group, u.gid, &format!("{}:x:{}:", u.group, u.gid), 2, "group")?;
+        let f = FileMeta { uid: 0, gid: 0, mode: 0o644 };
         self.file("etc/passwd", passwd.as_bytes(), f)?;
         self.file("etc/group", group.as_bytes(), f)?;
-        self.dir(
-            "root",
-            FileMeta {
-                uid: 0,
-                gid: 0,
-                mode: 0o700,
-            },
-        )?;
+        self.dir("root", FileMeta { uid: 0, gid: 0, mode: 0o700 })?;
         let home = u.home.trim_start_matches('/');
         if !home.is_empty() && !home.split('/').any(|c| c == "..") {
-            self.dir(
-                home,
-                FileMeta {
-                    uid: u.uid,
-                    gid: u.gid,
-                    mode: 0o755,
-                },
-            )?;
+            self.dir(home, FileMeta { uid: u.uid, gid: u.gid, mode: 0o755 })?;
         }
         Ok(())
     }
@@ -448,10 +355,7 @@ impl Gen<'_> {
         };
         let dir = self.abs(&r);
         let mut bundle = Vec::new();
-        for e in walkdir::WalkDir::new(&dir)
-            .follow_links(false)
-            .sort_by_file_name()
-        {
+        for e in walkdir::WalkDir::new(&dir).follow_links(false).sort_by_file_name() {
             let e = e.map_err(|e| io_err(&dir)(e.into()))?;
             if e.file_type().is_file() && e.path().extension().is_some_and(|x| x == "crt") {
                 let mut b = fs::read(e.path()).map_err(io_err(e.path()))?;
@@ -461,20 +365,9 @@ impl Gen<'_> {
                 bundle.extend(b);
             }
         }
-        let root_dir = FileMeta {
-            uid: 0,
-            gid: 0,
-            mode: 0o755,
-        };
+        let root_dir = FileMeta { uid: 0, gid: 0, mode: 0o755 };
         self.dir("etc/ssl/certs", root_dir)?;
-        self.file(
-            "etc/ssl/certs/ca-certificates.crt",
-            &bundle,
-            FileMeta {
-                mode: 0o644,
-                ..root_dir
-            },
-        )
+        self.file("etc/ssl/certs/ca-certificates.crt", &bundle, FileMeta { mode: 0o644, ..root_dir })
     }
 
     /// Parses `/etc/os-release` (base-files ships it); writes a minimal one if it is missing.
@@ -486,15 +379,7 @@ impl Gen<'_> {
                     "PRETTY_NAME=\"Debian GNU/Linux ({s})\"\nNAME=\"Debian GNU/Linux\"\nVERSION_CODENAME={s}\nID=debian\n",
                     s = lock.suite
                 );
-                self.file(
-                    "etc/os-release",
-                    t.as_bytes(),
-                    FileMeta {
-                        uid: 0,
-                        gid: 0,
-                        mode: 0o644,
-                    },
-                )?;
+                self.file("etc/os-release", t.as_bytes(), FileMeta { uid: 0, gid: 0, mode: 0o644 })?;
                 t
             }
         };
@@ -504,14 +389,7 @@ impl Gen<'_> {
 
 /// Appends `line` to a passwd/group text unless an entry of that name exists; an id taken by
 /// another name is an error. `id_field` is the index of the numeric id.
-fn add_entry(
-    text: &str,
-    name: &str,
-    id: u32,
-    line: &str,
-    id_field: usize,
-    what: &str,
-) -> Result<String> {
+fn add_entry(text: &str, name: &str, id: u32, line: &str, id_field: usize, what: &str) -> Result<String> {
     for l in text.lines() {
         let f: Vec<&str> = l.split(':').collect();
         if f.first() == Some(&name) {
@@ -573,19 +451,8 @@ mod tests {
     #[test]
     fn adds_users_once_and_refuses_id_clashes() {
         let p = "root:x:0:0:root:/root:/bin/bash\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin";
-        let out = add_entry(
-            p,
-            "cnb",
-            1000,
-            "cnb:x:1000:1000::/home/cnb:/bin/sh",
-            2,
-            "user",
-        )
-        .unwrap();
-        assert!(
-            out.ends_with("nologin\ncnb:x:1000:1000::/home/cnb:/bin/sh\n"),
-            "{out}"
-        );
+        let out = add_entry(p, "cnb", 1000, "cnb:x:1000:1000::/home/cnb:/bin/sh", 2, "user").unwrap();
+        assert!(out.ends_with("nologin\ncnb:x:1000:1000::/home/cnb:/bin/sh\n"), "{out}");
         assert_eq!(add_entry(&out, "cnb", 1000, "x", 2, "user").unwrap(), out);
         let err = add_entry(p, "cnb", 65534, "cnb:x:65534:1::/:/bin/sh", 2, "user").unwrap_err();
         assert!(err.to_string().contains("`nobody`"), "{err}");

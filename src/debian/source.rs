@@ -44,19 +44,11 @@ impl ArchiveUrl {
     /// Checks and normalises `url` (must be `http://` or `https://`; a trailing `/` is dropped).
     pub fn new(url: &str, origin: ArchiveOrigin) -> Result<ArchiveUrl> {
         let u = url.trim().trim_end_matches('/');
-        let rest = u
-            .strip_prefix("http://")
-            .or_else(|| u.strip_prefix("https://"));
+        let rest = u.strip_prefix("http://").or_else(|| u.strip_prefix("https://"));
         if rest.is_none_or(|r| r.is_empty() || r.starts_with('/')) {
-            return Err(DebianError::BadArchiveUrl {
-                url: url.to_string(),
-                from: origin.to_string(),
-            });
+            return Err(DebianError::BadArchiveUrl { url: url.to_string(), from: origin.to_string() });
         }
-        Ok(ArchiveUrl {
-            url: u.to_string(),
-            origin,
-        })
+        Ok(ArchiveUrl { url: u.to_string(), origin })
     }
 
     /// The URL of a path relative to the archive root (`dists/...`, `pool/...`).
@@ -73,11 +65,7 @@ pub fn find_archive(setting: Option<&str>) -> Result<ArchiveUrl> {
 
 /// [`find_archive`] with the environment value and the apt directory passed in (for tests).
 /// Empty values count as unset.
-pub fn find_archive_in(
-    setting: Option<&str>,
-    env: Option<&str>,
-    apt_dir: &Path,
-) -> Result<ArchiveUrl> {
+pub fn find_archive_in(setting: Option<&str>, env: Option<&str>, apt_dir: &Path) -> Result<ArchiveUrl> {
     if let Some(s) = setting.filter(|s| !s.trim().is_empty()) {
         return ArchiveUrl::new(s, ArchiveOrigin::Setting);
     }
@@ -89,9 +77,7 @@ pub fn find_archive_in(
             return ArchiveUrl::new(&src.uri, ArchiveOrigin::SourcesList(file));
         }
     }
-    Err(DebianError::NoArchive {
-        apt_dir: apt_dir.to_path_buf(),
-    })
+    Err(DebianError::NoArchive { apt_dir: apt_dir.to_path_buf() })
 }
 
 /// One `deb` source line or deb822 stanza (one URI).
@@ -125,24 +111,14 @@ impl AptSource {
     /// path ends in `/debian`, or it is signed by the Debian archive keyring.
     fn is_debian(&self) -> bool {
         let security = self.uri.contains("security")
-            || self
-                .suites
-                .iter()
-                .any(|s| s.ends_with("-security") || s.ends_with("/updates"));
+            || self.suites.iter().any(|s| s.ends_with("-security") || s.ends_with("/updates"));
         if security {
             return false;
         }
         let debian_suite = |s: &str| {
             let (base, suffix) = s.split_once('-').unwrap_or((s, ""));
             DEBIAN_SUITES.contains(&base)
-                && [
-                    "",
-                    "updates",
-                    "backports",
-                    "backports-sloppy",
-                    "proposed-updates",
-                ]
-                .contains(&suffix)
+                && ["", "updates", "backports", "backports-sloppy", "proposed-updates"].contains(&suffix)
         };
         self.suites.iter().any(|s| debian_suite(s))
             || self.uri.trim_end_matches('/').ends_with("/debian")
@@ -181,32 +157,22 @@ fn parse_one_line_sources(text: &str) -> Vec<AptSource> {
     let mut out = Vec::new();
     for line in text.lines() {
         let line = line.split('#').next().unwrap_or("").trim();
-        let Some(rest) = line
-            .strip_prefix("deb ")
-            .or_else(|| line.strip_prefix("deb\t"))
-        else {
+        let Some(rest) = line.strip_prefix("deb ").or_else(|| line.strip_prefix("deb\t")) else {
             continue;
         };
         let mut rest = rest.trim_start();
         let mut signed_by = String::new();
         if let Some(r) = rest.strip_prefix('[') {
             let Some(close) = r.find(']') else { continue };
-            signed_by = r[..close]
-                .split_whitespace()
-                .find_map(|o| o.strip_prefix("signed-by="))
-                .unwrap_or("")
-                .to_string();
+            signed_by =
+                r[..close].split_whitespace().find_map(|o| o.strip_prefix("signed-by=")).unwrap_or("").to_string();
             rest = r[close + 1..].trim_start();
         }
         let mut words = rest.split_whitespace();
         let (Some(uri), Some(suite)) = (words.next(), words.next()) else {
             continue;
         };
-        out.push(AptSource {
-            uri: uri.to_string(),
-            suites: vec![suite.to_string()],
-            signed_by,
-        });
+        out.push(AptSource { uri: uri.to_string(), suites: vec![suite.to_string()], signed_by });
     }
     out
 }
@@ -222,24 +188,13 @@ fn parse_deb822_sources(text: &str) -> Vec<AptSource> {
         if !types.split_whitespace().any(|t| t == "deb") {
             continue;
         }
-        if s.get("Enabled")
-            .is_some_and(|e| e.eq_ignore_ascii_case("no"))
-        {
+        if s.get("Enabled").is_some_and(|e| e.eq_ignore_ascii_case("no")) {
             continue;
         }
-        let suites: Vec<String> = s
-            .get("Suites")
-            .unwrap_or("")
-            .split_whitespace()
-            .map(str::to_string)
-            .collect();
+        let suites: Vec<String> = s.get("Suites").unwrap_or("").split_whitespace().map(str::to_string).collect();
         let signed_by = s.get("Signed-By").unwrap_or("").to_string();
         for uri in s.get("URIs").unwrap_or("").split_whitespace() {
-            out.push(AptSource {
-                uri: uri.to_string(),
-                suites: suites.clone(),
-                signed_by: signed_by.clone(),
-            });
+            out.push(AptSource { uri: uri.to_string(), suites: suites.clone(), signed_by: signed_by.clone() });
         }
     }
     out
@@ -261,31 +216,14 @@ mod tests {
 
     #[test]
     fn setting_beats_env_beats_apt() {
-        let t = apt(&[(
-            "sources.list",
-            "deb http://a.example/debian bookworm main\n",
-        )]);
-        let got = find_archive_in(
-            Some("http://s.example/d/"),
-            Some("http://e.example/d"),
-            t.path(),
-        )
-        .unwrap();
-        assert_eq!(
-            got,
-            ArchiveUrl {
-                url: "http://s.example/d".into(),
-                origin: ArchiveOrigin::Setting
-            }
-        );
+        let t = apt(&[("sources.list", "deb http://a.example/debian bookworm main\n")]);
+        let got = find_archive_in(Some("http://s.example/d/"), Some("http://e.example/d"), t.path()).unwrap();
+        assert_eq!(got, ArchiveUrl { url: "http://s.example/d".into(), origin: ArchiveOrigin::Setting });
         let got = find_archive_in(None, Some("http://e.example/d"), t.path()).unwrap();
         assert_eq!(got.origin, ArchiveOrigin::Env);
         let got = find_archive_in(Some(""), None, t.path()).unwrap();
         assert_eq!(got.url, "http://a.example/debian");
-        assert_eq!(
-            got.origin,
-            ArchiveOrigin::SourcesList(t.path().join("sources.list"))
-        );
+        assert_eq!(got.origin, ArchiveOrigin::SourcesList(t.path().join("sources.list")));
     }
 
     #[test]
@@ -306,18 +244,12 @@ mod tests {
         ]);
         let got = find_archive_in(None, None, t.path()).unwrap();
         assert_eq!(got.url, "http://mirror.example/debian");
-        assert_eq!(
-            got.origin,
-            ArchiveOrigin::SourcesList(t.path().join("sources.list.d/b.sources"))
-        );
+        assert_eq!(got.origin, ArchiveOrigin::SourcesList(t.path().join("sources.list.d/b.sources")));
     }
 
     #[test]
     fn nothing_found_is_a_clear_error() {
-        let t = apt(&[(
-            "sources.list",
-            "deb http://vendor.example/apt stable-vendor main\n",
-        )]);
+        let t = apt(&[("sources.list", "deb http://vendor.example/apt stable-vendor main\n")]);
         let err = find_archive_in(None, None, t.path()).unwrap_err();
         let msg = err.to_string();
         assert!(msg.contains(ARCHIVE_ENV) && msg.contains("hint:"), "{msg}");
@@ -325,12 +257,7 @@ mod tests {
 
     #[test]
     fn bad_urls_name_their_origin() {
-        let err = find_archive_in(
-            None,
-            Some("ftp://x.example/debian"),
-            Path::new("/nonexistent"),
-        )
-        .unwrap_err();
+        let err = find_archive_in(None, Some("ftp://x.example/debian"), Path::new("/nonexistent")).unwrap_err();
         assert!(err.to_string().contains(ARCHIVE_ENV), "{err}");
         assert!(ArchiveUrl::new("http://", ArchiveOrigin::Setting).is_err());
         let u = ArchiveUrl::new("https://m.example/debian/", ArchiveOrigin::Setting).unwrap();

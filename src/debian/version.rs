@@ -23,10 +23,7 @@ impl Version {
     /// what follows the last `-`. The upstream part must be non-empty and start with a digit, as
     /// dpkg requires; no part may contain whitespace.
     pub fn parse(s: &str) -> Result<Version> {
-        let bad = |reason: &str| DebianError::BadVersion {
-            version: s.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad = |reason: &str| DebianError::BadVersion { version: s.to_string(), reason: reason.to_string() };
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -58,24 +55,14 @@ impl Version {
         if !upstream.as_bytes()[0].is_ascii_digit() {
             return Err(bad("the upstream version does not start with a digit"));
         }
-        let ok = |c: char, extra: &str| {
-            c.is_ascii_alphanumeric() || ".+~".contains(c) || extra.contains(c)
-        };
+        let ok = |c: char, extra: &str| c.is_ascii_alphanumeric() || ".+~".contains(c) || extra.contains(c);
         if !upstream.chars().all(|c| ok(c, "-:")) {
-            return Err(bad(
-                "the upstream version has a character other than `A-Za-z0-9.+~-:`",
-            ));
+            return Err(bad("the upstream version has a character other than `A-Za-z0-9.+~-:`"));
         }
         if !revision.chars().all(|c| ok(c, "")) {
-            return Err(bad(
-                "the revision has a character other than `A-Za-z0-9.+~`",
-            ));
+            return Err(bad("the revision has a character other than `A-Za-z0-9.+~`"));
         }
-        Ok(Version {
-            epoch,
-            upstream: upstream.to_string(),
-            revision: revision.to_string(),
-        })
+        Ok(Version { epoch, upstream: upstream.to_string(), revision: revision.to_string() })
     }
 }
 
@@ -232,24 +219,16 @@ mod tests {
     #[test]
     fn parses_parts() {
         let v = Version::parse("1:2.3-4-5").unwrap();
-        assert_eq!(
-            (v.epoch, v.upstream.as_str(), v.revision.as_str()),
-            (1, "2.3-4", "5")
-        );
+        assert_eq!((v.epoch, v.upstream.as_str(), v.revision.as_str()), (1, "2.3-4", "5"));
         assert_eq!(v.to_string(), "1:2.3-4-5");
         let v = Version::parse("2.3").unwrap();
         assert_eq!((v.epoch, v.revision.as_str()), (0, ""));
-        assert_eq!(
-            Version::parse("0:1.0").unwrap(),
-            Version::parse("1.0-0").unwrap()
-        );
+        assert_eq!(Version::parse("0:1.0").unwrap(), Version::parse("1.0-0").unwrap());
     }
 
     #[test]
     fn rejects_bad_versions() {
-        for s in [
-            "", "a1.0", "x:1.0", ":1.0", "1.0-", "1 .0", "1.0_1", "1:", "1.0-a_b",
-        ] {
+        for s in ["", "a1.0", "x:1.0", ":1.0", "1.0-", "1 .0", "1.0_1", "1:", "1.0-a_b"] {
             assert!(Version::parse(s).is_err(), "{s:?}");
         }
     }

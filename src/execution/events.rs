@@ -35,7 +35,13 @@ pub enum Event {
     /// An action starts running (after a cache miss).
     Started { label: String, action: String },
     /// An action finished (ran or came from a cache).
-    Finished { label: String, action: String, outcome: Outcome, #[serde(serialize_with = "ms")] duration: Duration },
+    Finished {
+        label: String,
+        action: String,
+        outcome: Outcome,
+        #[serde(serialize_with = "ms")]
+        duration: Duration,
+    },
     /// An action failed; `error` says why.
     Failed { label: String, action: String, error: String },
     /// A line of output of a sandboxed command, prefixed for humans by the reporter.

@@ -76,20 +76,12 @@ pub struct Mount {
 impl Mount {
     /// A read-only bind mount.
     pub fn read_only(src: impl Into<PathBuf>, dst: impl Into<String>) -> Self {
-        Mount {
-            src: src.into(),
-            dst: dst.into(),
-            writable: false,
-        }
+        Mount { src: src.into(), dst: dst.into(), writable: false }
     }
 
     /// A writable bind mount.
     pub fn writable(src: impl Into<PathBuf>, dst: impl Into<String>) -> Self {
-        Mount {
-            src: src.into(),
-            dst: dst.into(),
-            writable: true,
-        }
+        Mount { src: src.into(), dst: dst.into(), writable: true }
     }
 }
 
@@ -182,9 +174,7 @@ impl SandboxOutcome {
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
     /// bubblewrap is not installed.
-    #[error(
-        "bubblewrap (`{BWRAP}`) is not installed\nhint: install bubblewrap: apt-get install bubblewrap"
-    )]
+    #[error("bubblewrap (`{BWRAP}`) is not installed\nhint: install bubblewrap: apt-get install bubblewrap")]
     NotInstalled,
     /// bubblewrap exists but cannot build a sandbox on this host.
     #[error("bubblewrap `{path}` cannot create a sandbox here: {message}\nhint: {hint}")]
@@ -267,39 +257,23 @@ pub fn host_ids(uid: u32, gid: u32) -> (u32, u32) {
 pub fn check_available() -> Result<(), SandboxError> {
     let bwrap = bwrap_path().ok_or(SandboxError::NotInstalled)?;
     let mut spec = SandboxSpec::new(RootFs::Host, vec!["true".to_owned()]);
-    spec.env
-        .insert("PATH".to_owned(), "/usr/bin:/bin".to_owned());
+    spec.env.insert("PATH".to_owned(), "/usr/bin:/bin".to_owned());
     let args = bwrap_args(&spec)?;
     let mut cmd = std::process::Command::new(&bwrap);
-    cmd.args(&args)
-        .env_clear()
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
+    cmd.args(&args).env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     if is_root() {
         use std::os::unix::process::CommandExt;
         let (uid, gid) = host_ids(spec.uid, spec.gid);
         cmd.uid(uid).gid(gid);
     }
-    let out = cmd.output().map_err(|source| SandboxError::Spawn {
-        path: bwrap.clone(),
-        source,
-    })?;
+    let out = cmd.output().map_err(|source| SandboxError::Spawn { path: bwrap.clone(), source })?;
     if out.status.success() {
         return Ok(());
     }
     let message = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-    let message = if message.is_empty() {
-        format!("exited with {}", out.status)
-    } else {
-        message
-    };
+    let message = if message.is_empty() { format!("exited with {}", out.status) } else { message };
     let hint = namespace_hint(&message);
-    Err(SandboxError::Unavailable {
-        path: bwrap,
-        message,
-        hint,
-    })
+    Err(SandboxError::Unavailable { path: bwrap, message, hint })
 }
 
 /// Runs `spec` to completion, handing each output line to `output` as it arrives.
@@ -311,17 +285,11 @@ pub fn check_available() -> Result<(), SandboxError> {
 ///
 /// `--die-with-parent` ties bwrap to the spawning *thread*: poll this future on a tokio worker
 /// thread (which lives as long as the runtime), not from a short-lived blocking-pool thread.
-pub async fn run(
-    spec: &SandboxSpec,
-    mut output: impl FnMut(OutputLine),
-) -> Result<SandboxOutcome, SandboxError> {
+pub async fn run(spec: &SandboxSpec, mut output: impl FnMut(OutputLine)) -> Result<SandboxOutcome, SandboxError> {
     let bwrap = bwrap_path().ok_or(SandboxError::NotInstalled)?;
     let args = bwrap_args(spec)?;
     let argv0 = spec.argv[0].clone();
-    let io_err = |source| SandboxError::Io {
-        argv0: argv0.clone(),
-        source,
-    };
+    let io_err = |source| SandboxError::Io { argv0: argv0.clone(), source };
 
     let mut cmd = tokio::process::Command::new(&bwrap);
     cmd.args(&args)
@@ -340,10 +308,7 @@ pub async fn run(
         cmd.uid(uid).gid(gid);
     }
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn {
-        path: bwrap.clone(),
-        source,
-    })?;
+    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { path: bwrap.clone(), source })?;
     let mut stdout = LineReader::new(child.stdout.take().expect("stdout is piped"));
     let mut stderr = LineReader::new(child.stderr.take().expect("stderr is piped"));
 
@@ -371,25 +336,15 @@ pub async fn run(
             let _ = child.start_kill();
             let status = child.wait().await.map_err(io_err)?;
             // Keep what was written before the kill; the pipes close once the namespace is gone.
-            let _ = tokio::time::timeout(
-                Duration::from_secs(2),
-                pump(&mut stdout, &mut stderr, &mut emit),
-            )
-            .await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), pump(&mut stdout, &mut stderr, &mut emit)).await;
             (status, true)
         }
     };
-    let outcome = SandboxOutcome {
-        exit_code: status.code(),
-        signal: status.signal(),
-        timed_out,
-        duration: start.elapsed(),
-    };
+    let outcome =
+        SandboxOutcome { exit_code: status.code(), signal: status.signal(), timed_out, duration: start.elapsed() };
     // bwrap reports its own setup failures as "bwrap: …" and exit code 1 before the command runs.
     if outcome.exit_code == Some(1) {
-        if let Some(message) =
-            last_stderr.and_then(|l| l.strip_prefix("bwrap: ").map(str::to_owned))
-        {
+        if let Some(message) = last_stderr.and_then(|l| l.strip_prefix("bwrap: ").map(str::to_owned)) {
             let (uid, gid) = host_ids(spec.uid, spec.gid);
             return Err(SandboxError::Setup {
                 argv0: spec.argv[0].clone(),
@@ -441,9 +396,7 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Result<Vec<OsString>, SandboxError> {
     for entry in root_entries(&spec.root)? {
         let dst = Path::new("/").join(&entry.name);
         match entry.kind {
-            EntryKind::Symlink(target) => {
-                push(&["--symlink".as_ref(), target.as_ref(), dst.as_ref()])
-            }
+            EntryKind::Symlink(target) => push(&["--symlink".as_ref(), target.as_ref(), dst.as_ref()]),
             EntryKind::Bind(src) => push(&["--ro-bind".as_ref(), src.as_ref(), dst.as_ref()]),
         }
     }
@@ -461,13 +414,7 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Result<Vec<OsString>, SandboxError> {
         let flag = if m.writable { "--bind" } else { "--ro-bind" };
         push(&[flag.as_ref(), m.src.as_ref(), m.dst.as_ref()]);
     }
-    push(&[
-        "--remount-ro".as_ref(),
-        "/".as_ref(),
-        "--chdir".as_ref(),
-        spec.cwd.as_ref(),
-        "--".as_ref(),
-    ]);
+    push(&["--remount-ro".as_ref(), "/".as_ref(), "--chdir".as_ref(), spec.cwd.as_ref(), "--".as_ref()]);
     args.extend(spec.argv.iter().map(OsString::from));
     Ok(args)
 }
@@ -478,16 +425,10 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
         return invalid("`argv` is empty".to_owned());
     }
     if let Some(arg) = spec.argv.iter().find(|a| a.contains('\0')) {
-        return invalid(format!(
-            "argument `{}` contains a NUL byte",
-            arg.escape_debug()
-        ));
+        return invalid(format!("argument `{}` contains a NUL byte", arg.escape_debug()));
     }
     if !is_clean_absolute(&spec.cwd) {
-        return invalid(format!(
-            "working directory `{}` is not a clean absolute path",
-            spec.cwd
-        ));
+        return invalid(format!("working directory `{}` is not a clean absolute path", spec.cwd));
     }
     for (key, value) in &spec.env {
         if key.is_empty() || key.contains('=') || key.contains('\0') || value.contains('\0') {
@@ -496,10 +437,7 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
     }
     for m in &spec.mounts {
         if !is_clean_absolute(&m.dst) || m.dst == "/" {
-            return invalid(format!(
-                "mount destination `{}` is not a clean absolute path below `/`",
-                m.dst
-            ));
+            return invalid(format!("mount destination `{}` is not a clean absolute path below `/`", m.dst));
         }
         std::fs::metadata(&m.src).map_err(|source| SandboxError::MountSource {
             path: m.src.clone(),
@@ -521,9 +459,7 @@ fn check_mount_point(spec: &SandboxSpec, m: &Mount) -> Result<(), SandboxError> 
     }
     // Another mount covering a parent directory provides (or creates) the mount point.
     let covered = spec.mounts.iter().any(|other| {
-        other.dst.len() < m.dst.len()
-            && m.dst.starts_with(&other.dst)
-            && m.dst.as_bytes()[other.dst.len()] == b'/'
+        other.dst.len() < m.dst.len() && m.dst.starts_with(&other.dst) && m.dst.as_bytes()[other.dst.len()] == b'/'
     });
     let in_root = match &spec.root {
         RootFs::Host => HOST_ROOT_ENTRIES.contains(&top).then(|| PathBuf::from("/")),
@@ -544,9 +480,7 @@ fn check_mount_point(spec: &SandboxSpec, m: &Mount) -> Result<(), SandboxError> 
 fn is_clean_absolute(path: &str) -> bool {
     path.starts_with('/')
         && !path.contains('\0')
-        && Path::new(path)
-            .components()
-            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
+        && Path::new(path).components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)))
 }
 
 struct RootEntry {
@@ -561,15 +495,11 @@ enum EntryKind {
 
 fn root_entries(root: &RootFs) -> Result<Vec<RootEntry>, SandboxError> {
     let candidates: Vec<(OsString, PathBuf)> = match root {
-        RootFs::Host => HOST_ROOT_ENTRIES
-            .iter()
-            .map(|name| (OsString::from(name), Path::new("/").join(name)))
-            .collect(),
+        RootFs::Host => {
+            HOST_ROOT_ENTRIES.iter().map(|name| (OsString::from(name), Path::new("/").join(name))).collect()
+        }
         RootFs::Dir(dir) => {
-            let err = |source| SandboxError::RootFs {
-                path: dir.clone(),
-                source,
-            };
+            let err = |source| SandboxError::RootFs { path: dir.clone(), source };
             let mut found = Vec::new();
             for entry in std::fs::read_dir(dir).map_err(err)? {
                 let entry = entry.map_err(err)?;
@@ -590,10 +520,8 @@ fn root_entries(root: &RootFs) -> Result<Vec<RootEntry>, SandboxError> {
             continue; // Host entries that this distribution lacks (e.g. /lib64).
         };
         let kind = if meta.file_type().is_symlink() {
-            let target = std::fs::read_link(&path).map_err(|source| SandboxError::RootFs {
-                path: path.clone(),
-                source,
-            })?;
+            let target =
+                std::fs::read_link(&path).map_err(|source| SandboxError::RootFs { path: path.clone(), source })?;
             EntryKind::Symlink(target)
         } else if meta.is_dir() || meta.is_file() {
             EntryKind::Bind(path)
@@ -616,15 +544,11 @@ fn bwrap_path() -> Option<PathBuf> {
         return Some(default);
     }
     let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("bwrap"))
-        .find(|candidate| candidate.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join("bwrap")).find(|candidate| candidate.is_file())
 }
 
 fn read_sysctl(path: &str) -> Option<String> {
-    std::fs::read_to_string(path)
-        .ok()
-        .map(|s| s.trim().to_owned())
+    std::fs::read_to_string(path).ok().map(|s| s.trim().to_owned())
 }
 
 /// The fix for a host where bwrap cannot create its namespaces.
@@ -637,8 +561,7 @@ fn namespace_hint(message: &str) -> String {
     if read_sysctl("/proc/sys/user/max_user_namespaces").as_deref() == Some("0") {
         return format!("{why}: sysctl -w user.max_user_namespaces=15000");
     }
-    if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1")
-    {
+    if read_sysctl("/proc/sys/kernel/apparmor_restrict_unprivileged_userns").as_deref() == Some("1") {
         return format!(
             "{why}: sysctl -w kernel.apparmor_restrict_unprivileged_userns=0, or add an AppArmor \
              profile for bwrap"
@@ -702,11 +625,7 @@ struct LineReader<R> {
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
     fn new(reader: R) -> Self {
-        LineReader {
-            reader,
-            buf: Vec::new(),
-            eof: false,
-        }
+        LineReader { reader, buf: Vec::new(), eof: false }
     }
 
     fn done(&self) -> bool {
@@ -739,11 +658,7 @@ mod tests {
     use super::*;
 
     fn args_of(spec: &SandboxSpec) -> Vec<String> {
-        bwrap_args(spec)
-            .unwrap()
-            .into_iter()
-            .map(|a| a.into_string().unwrap())
-            .collect()
+        bwrap_args(spec).unwrap().into_iter().map(|a| a.into_string().unwrap()).collect()
     }
 
     fn has_pair(args: &[String], a: &str, b: &str) -> bool {
@@ -818,16 +733,10 @@ mod tests {
     fn mounts_are_applied_parents_first_and_before_remount() {
         let dir = tempfile::tempdir().unwrap();
         let mut spec = host_spec(&["true"]);
-        spec.mounts = vec![
-            Mount::read_only(dir.path(), "/cnb/buildpacks/x/1"),
-            Mount::writable(dir.path(), "/cnb"),
-        ];
+        spec.mounts = vec![Mount::read_only(dir.path(), "/cnb/buildpacks/x/1"), Mount::writable(dir.path(), "/cnb")];
         let args = args_of(&spec);
         let parent = args.iter().position(|a| a == "/cnb").unwrap();
-        let child = args
-            .iter()
-            .position(|a| a == "/cnb/buildpacks/x/1")
-            .unwrap();
+        let child = args.iter().position(|a| a == "/cnb/buildpacks/x/1").unwrap();
         let remount = args.iter().position(|a| a == "--remount-ro").unwrap();
         assert!(parent < child && child < remount);
         assert_eq!(args[parent - 2], "--bind");
@@ -909,37 +818,24 @@ mod tests {
         for (name, edit) in cases {
             let mut spec = host_spec(&["true"]);
             edit(&mut spec);
-            assert!(
-                matches!(bwrap_args(&spec), Err(SandboxError::InvalidSpec(_))),
-                "{name} accepted"
-            );
+            assert!(matches!(bwrap_args(&spec), Err(SandboxError::InvalidSpec(_))), "{name} accepted");
         }
     }
 
     #[test]
     fn missing_mount_source_names_the_path() {
         let mut spec = host_spec(&["true"]);
-        spec.mounts
-            .push(Mount::read_only("/nonexistent/cbuild-src", "/workspace"));
+        spec.mounts.push(Mount::read_only("/nonexistent/cbuild-src", "/workspace"));
         let err = bwrap_args(&spec).unwrap_err();
         assert!(matches!(err, SandboxError::MountSource { .. }));
-        assert!(
-            err.to_string().contains("`/nonexistent/cbuild-src`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("`/nonexistent/cbuild-src`"), "{err}");
     }
 
     #[test]
     fn missing_root_dir_is_an_error() {
-        let spec = SandboxSpec::new(
-            RootFs::Dir("/nonexistent/cbuild-root".into()),
-            vec!["true".into()],
-        );
+        let spec = SandboxSpec::new(RootFs::Dir("/nonexistent/cbuild-root".into()), vec!["true".into()]);
         let err = bwrap_args(&spec).unwrap_err();
-        assert!(
-            err.to_string().contains("`/nonexistent/cbuild-root`"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("`/nonexistent/cbuild-root`"), "{err}");
     }
 
     #[test]
@@ -956,10 +852,7 @@ mod tests {
     #[test]
     fn not_installed_error_has_a_hint() {
         let msg = SandboxError::NotInstalled.to_string();
-        assert!(
-            msg.contains("hint: install bubblewrap: apt-get install bubblewrap"),
-            "{msg}"
-        );
+        assert!(msg.contains("hint: install bubblewrap: apt-get install bubblewrap"), "{msg}");
     }
 
     async fn lines_of(input: &[u8]) -> Vec<Vec<u8>> {
@@ -995,13 +888,8 @@ mod tests {
         let outcome = run(&spec, |l| lines.push(l)).await.unwrap();
         assert_eq!(outcome.exit_code, Some(3));
         assert!(!outcome.timed_out && outcome.signal.is_none());
-        let of = |s: Stream| -> Vec<String> {
-            lines
-                .iter()
-                .filter(|l| l.stream == s)
-                .map(|l| l.text.clone())
-                .collect()
-        };
+        let of =
+            |s: Stream| -> Vec<String> { lines.iter().filter(|l| l.stream == s).map(|l| l.text.clone()).collect() };
         assert_eq!(of(Stream::Stdout), ["out", "tail"]);
         assert_eq!(of(Stream::Stderr), ["err"]);
     }
@@ -1033,7 +921,9 @@ pub fn scratch_root() -> Result<PathBuf, SandboxError> {
     }
     let md = std::fs::symlink_metadata(&dir).map_err(err)?;
     if !md.is_dir() || md.uid() != euid {
-        return Err(err(io::Error::other("exists but is not a directory owned by the current user (refusing to use it)")));
+        return Err(err(io::Error::other(
+            "exists but is not a directory owned by the current user (refusing to use it)",
+        )));
     }
     if md.permissions().mode() & 0o7777 != 0o711 {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(err)?;

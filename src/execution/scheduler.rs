@@ -15,7 +15,6 @@ use crate::cache::{Cache, RunOutcome, RunRecord};
 use crate::model::action::{ActionGraph, ActionId, ActionKind, ActionOutput, Input};
 use crate::model::digest::Blake3;
 
-
 /// Settings of one execution.
 #[derive(Clone, Debug)]
 pub struct ExecConfig {
@@ -68,7 +67,9 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
             ActionKind::Layer { files, .. } => paths.extend(files.iter().filter_map(|f| source(&f.input))),
             ActionKind::ImportImage { files, .. } => paths.extend(files.iter().cloned()),
             ActionKind::Buildpack { files, .. } => paths.extend(files.iter().filter_map(|(_, i)| source(i))),
-            ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => paths.extend(p.app.iter().filter_map(|(_, i)| source(i))),
+            ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => {
+                paths.extend(p.app.iter().filter_map(|(_, i)| source(i)))
+            }
             ActionKind::DebianImage(d) => {
                 paths.insert(d.lock.clone());
             }
@@ -92,7 +93,11 @@ fn source(i: &Input) -> Option<String> {
 
 /// Runs the graph. Returns when every action finished, failed or was skipped, or on Ctrl-C.
 pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter: Arc<dyn Reporter>) -> BuildReport {
-    let mut report = BuildReport { outputs: vec![None; g.actions.len()], outcomes: vec![None; g.actions.len()], ..Default::default() };
+    let mut report = BuildReport {
+        outputs: vec![None; g.actions.len()],
+        outcomes: vec![None; g.actions.len()],
+        ..Default::default()
+    };
     // Expand imported layouts into their files so their content is part of the key.
     for a in &mut g.actions {
         if let ActionKind::ImportImage { path, files, .. } = &mut a.kind {
@@ -102,7 +107,10 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     for a in &g.actions {
         if let ActionKind::DebianImage(d) = &a.kind {
             if !cfg.root.join(&d.lock).is_file() {
-                report.errors.push((a.id, format!("the lock file `{}` does not exist; create it with `cbuild lock {}`", d.lock, a.label)));
+                report.errors.push((
+                    a.id,
+                    format!("the lock file `{}` does not exist; create it with `cbuild lock {}`", d.lock, a.label),
+                ));
             }
         }
     }
@@ -118,7 +126,8 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     };
     report.files_hashed = hashed;
     reporter.event(&Event::Plan { actions: g.actions.len() });
-    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(cfg.jobs.clamp(1, 8)).enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread().worker_threads(cfg.jobs.clamp(1, 8)).enable_all().build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             report.errors.push((usize::MAX, format!("cannot start the scheduler: {e}")));
@@ -141,7 +150,8 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     rt.block_on(schedule(g, ctx.clone(), &cfg, &mut report));
     let runs = std::mem::take(&mut *ctx.pending_runs.lock().unwrap_or_else(|p| p.into_inner()));
     if let Err(e) = cache.record_runs(&runs) {
-        reporter.event(&Event::Warning { message: format!("could not record the build history (`cbuild explain`): {e}") });
+        reporter
+            .event(&Event::Warning { message: format!("could not record the build history (`cbuild explain`): {e}") });
     }
     // Background blocking tasks (a layer being compressed) finish writing temp files; nothing
     // half-written becomes a cache entry because entries are put only after a runner succeeded.
@@ -168,7 +178,8 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
     loop {
         while !stop {
             let Some(id) = ready.pop() else { break };
-            let deps: Vec<Arc<ActionOutput>> = g.actions[id].deps.iter().filter_map(|d| report.outputs[*d].clone()).collect();
+            let deps: Vec<Arc<ActionOutput>> =
+                g.actions[id].deps.iter().filter_map(|d| report.outputs[*d].clone()).collect();
             if deps.len() != g.actions[id].deps.len() {
                 continue; // a dependency failed: skip
             }
@@ -226,7 +237,13 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
 }
 
 /// Computes the key, answers from the cache or runs the action, stores and records the result.
-async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx: &Arc<RunCtx>, build_id: &str) -> Result<(Arc<ActionOutput>, Outcome), String> {
+async fn run_one(
+    g: &ActionGraph,
+    id: ActionId,
+    deps: &[Arc<ActionOutput>],
+    ctx: &Arc<RunCtx>,
+    build_id: &str,
+) -> Result<(Arc<ActionOutput>, Outcome), String> {
     let a = &g.actions[id];
     let dep_map: BTreeMap<ActionId, Arc<ActionOutput>> = a.deps.iter().copied().zip(deps.iter().cloned()).collect();
     let kb = runners::key(a, &dep_map, ctx)?;
@@ -245,7 +262,11 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
             let blobs = entry.blobs.clone();
             let intact = tokio::task::spawn_blocking(move || blobs_intact(&c, &blobs)).await.unwrap_or(false);
             if !intact {
-                ctx.reporter.event(&Event::Warning { message: format!("a cached blob of `{label}` {name} is missing or corrupt; running the action again") });
+                ctx.reporter.event(&Event::Warning {
+                    message: format!(
+                        "a cached blob of `{label}` {name} is missing or corrupt; running the action again"
+                    ),
+                });
                 Ok(None)
             } else {
                 Ok(Some(entry))
@@ -268,7 +289,8 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
             (execute_action(a, &dep_map, ctx).await?, Outcome::Executed)
         }
         Err(e) => {
-            ctx.reporter.event(&Event::Warning { message: format!("cache lookup failed, running `{label}` {name}: {e}") });
+            ctx.reporter
+                .event(&Event::Warning { message: format!("cache lookup failed, running `{label}` {name}: {e}") });
             (execute_action(a, &dep_map, ctx).await?, Outcome::Executed)
         }
     };
@@ -295,13 +317,17 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
         Ok(())
     } else {
         tokio::task::spawn_blocking(move || -> Result<(), String> {
-            cache.put_action(&key, &name2, &label2, &out2.to_json(), &components2, &out2.blobs()).map_err(|e| crate::execution::chain(&e))
+            cache
+                .put_action(&key, &name2, &label2, &out2.to_json(), &components2, &out2.blobs())
+                .map_err(|e| crate::execution::chain(&e))
         })
         .await
         .map_err(|e| crate::execution::chain(&e))?
     };
     if let Err(e) = store {
-        ctx.reporter.event(&Event::Warning { message: format!("could not store the result of `{label}` {name} in the cache: {e}") });
+        ctx.reporter.event(&Event::Warning {
+            message: format!("could not store the result of `{label}` {name} in the cache: {e}"),
+        });
     } else if outcome == Outcome::Executed {
         remote_store(ctx, &key, &out, &components).await;
     }
@@ -309,7 +335,11 @@ async fn run_one(g: &ActionGraph, id: ActionId, deps: &[Arc<ActionOutput>], ctx:
     Ok((Arc::new(out), outcome))
 }
 
-async fn execute_action(a: &crate::model::action::Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+async fn execute_action(
+    a: &crate::model::action::Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &Arc<RunCtx>,
+) -> Result<ActionOutput, String> {
     runners::run(a, deps, ctx).await
 }
 
@@ -333,11 +363,16 @@ fn blobs_intact(cache: &Cache, blobs: &[crate::model::digest::Digest]) -> bool {
 
 /// Makes the layers of image outputs local (fetching shallow `oci_pull` layers from their
 /// registries), for consumers outside the scheduler: layouts, `cbuild run`, exports.
-pub fn fetch_remote_layers(outputs: &[Arc<ActionOutput>], cache: Arc<Cache>, registry: crate::registry::ClientOptions) -> Result<(), String> {
+pub fn fetch_remote_layers(
+    outputs: &[Arc<ActionOutput>],
+    cache: Arc<Cache>,
+    registry: crate::registry::ClientOptions,
+) -> Result<(), String> {
     if !outputs.iter().any(|o| matches!(o.as_ref(), ActionOutput::Image { remote, .. } if !remote.is_empty())) {
         return Ok(());
     }
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| crate::execution::chain(&e))?;
+    let rt =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| crate::execution::chain(&e))?;
     let ctx = RunCtx {
         root: PathBuf::new(),
         cache,
@@ -380,7 +415,9 @@ async fn remote_lookup(ctx: &Arc<RunCtx>, key: &Blake3, name: &str, label: &str)
         Ok(o) => o,
         Err(e) => {
             if e.should_warn() {
-                ctx.reporter.event(&Event::Warning { message: format!("remote cache: {e}; building `{label}` {name} locally") });
+                ctx.reporter.event(&Event::Warning {
+                    message: format!("remote cache: {e}; building `{label}` {name} locally"),
+                });
             }
             None
         }
@@ -395,7 +432,10 @@ async fn remote_store(ctx: &Arc<RunCtx>, key: &Blake3, out: &ActionOutput, compo
     }
     let Ok(components_json) = serde_json::to_string(components) else { return };
     let (ctx2, key2, out2) = (ctx.clone(), *key, out.clone());
-    let r = tokio::task::spawn_blocking(move || remote.put_action(&key2, &out2.to_json(), &components_json, &out2.blobs(), ctx2.cache.cas())).await;
+    let r = tokio::task::spawn_blocking(move || {
+        remote.put_action(&key2, &out2.to_json(), &components_json, &out2.blobs(), ctx2.cache.cas())
+    })
+    .await;
     if let Ok(Err(e)) = r {
         if e.should_warn() {
             ctx.reporter.event(&Event::Warning { message: format!("remote cache: could not upload: {e}") });

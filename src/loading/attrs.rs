@@ -165,7 +165,9 @@ pub fn convert<'v>(ty: AttrType, v: Value<'v>, cx: &ConvertCtx) -> Result<AttrVa
             let mut out = BTreeMap::new();
             for (k, x) in d.iter() {
                 let k = k.unpack_str().ok_or_else(|| format!("dict keys must be strings, got `{}`", short(k)))?;
-                let x = x.unpack_str().ok_or_else(|| format!("value of `{k}` must be a string, got {} `{}`", x.get_type(), short(x)))?;
+                let x = x
+                    .unpack_str()
+                    .ok_or_else(|| format!("value of `{k}` must be a string, got {} `{}`", x.get_type(), short(x)))?;
                 out.insert(k.to_string(), AttrValue::String(x.to_string()));
             }
             Ok(AttrValue::Dict(out))
@@ -216,8 +218,14 @@ pub fn convert<'v>(ty: AttrType, v: Value<'v>, cx: &ConvertCtx) -> Result<AttrVa
             let groups = ListRef::from_value(v).ok_or_else(wrong)?;
             let mut out = Vec::new();
             for (gi, g) in groups.iter().enumerate() {
-                let members = ListRef::from_value(g)
-                    .ok_or_else(|| format!("order group {} must be a list of buildpack labels, got {} `{}`", gi + 1, g.get_type(), short(g)))?;
+                let members = ListRef::from_value(g).ok_or_else(|| {
+                    format!(
+                        "order group {} must be a list of buildpack labels, got {} `{}`",
+                        gi + 1,
+                        g.get_type(),
+                        short(g)
+                    )
+                })?;
                 if members.is_empty() {
                     return Err(format!("order group {} is empty", gi + 1));
                 }
@@ -226,7 +234,9 @@ pub fn convert<'v>(ty: AttrType, v: Value<'v>, cx: &ConvertCtx) -> Result<AttrVa
                     if let Some(s) = m.unpack_str() {
                         group.push(AttrValue::Label(Label::parse(s, Some(cx.package)).map_err(|e| e.to_string())?));
                     } else if let Some(Some(inner)) = m.get_type().eq("struct").then(|| optional_label(m)) {
-                        group.push(AttrValue::Optional(Label::parse(&inner, Some(cx.package)).map_err(|e| e.to_string())?));
+                        group.push(AttrValue::Optional(
+                            Label::parse(&inner, Some(cx.package)).map_err(|e| e.to_string())?,
+                        ));
                     } else {
                         return Err(format!(
                             "order group {} has {} `{}`; members are label strings or optional(\"//label\")",
@@ -248,8 +258,9 @@ fn optional_label(v: Value) -> Option<String> {
     let s = format!("{v}");
     let _ = s;
     let heap_free = v.to_value();
-    starlark::values::structs::StructRef::from_value(heap_free)
-        .and_then(|st| st.iter().find(|(k, _)| k.as_str() == "cbuild_optional").and_then(|(_, x)| x.unpack_str().map(String::from)))
+    starlark::values::structs::StructRef::from_value(heap_free).and_then(|st| {
+        st.iter().find(|(k, _)| k.as_str() == "cbuild_optional").and_then(|(_, x)| x.unpack_str().map(String::from))
+    })
 }
 
 fn elem_err(ty: AttrType, x: Value) -> String {
@@ -267,11 +278,12 @@ fn short(v: Value) -> String {
 
 /// Resolves a file path given relative to the package; it must stay inside the package and exist.
 fn package_file(s: &str, cx: &ConvertCtx, allow_dir: bool) -> Result<FileRef, String> {
-    let rel = crate::fs::normalize_relative(Path::new(s))
-        .filter(|p| !p.as_os_str().is_empty())
-        .ok_or_else(|| format!("`{s}` escapes the package `//{}` (absolute or `..` paths are not allowed)", cx.package))?;
+    let rel = crate::fs::normalize_relative(Path::new(s)).filter(|p| !p.as_os_str().is_empty()).ok_or_else(|| {
+        format!("`{s}` escapes the package `//{}` (absolute or `..` paths are not allowed)", cx.package)
+    })?;
     let full = cx.package_dir.join(&rel);
-    let md = std::fs::symlink_metadata(&full).map_err(|_| format!("source file `{s}` does not exist in package `//{}`", cx.package))?;
+    let md = std::fs::symlink_metadata(&full)
+        .map_err(|_| format!("source file `{s}` does not exist in package `//{}`", cx.package))?;
     if md.is_dir() && !allow_dir {
         return Err(format!("`{s}` is a directory; list its files (e.g. glob([\"{s}/**\"]))"));
     }

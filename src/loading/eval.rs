@@ -5,7 +5,6 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
-
 use starlark::any::ProvidesStaticType;
 use starlark::environment::{FrozenModule, Globals, GlobalsBuilder, LibraryExtension, Module};
 use starlark::eval::{Evaluator, FileLoader};
@@ -131,7 +130,8 @@ fn cbuild_builtins(builder: &mut GlobalsBuilder) {
         match glob::glob(&dir, &inc, &exc, limit) {
             Ok(v) if v.is_empty() && !allow_empty => Err(raise(
                 eval,
-                LoadError::new(format!("glob({inc:?}) matched no files")).help("pass allow_empty = True if that is expected"),
+                LoadError::new(format!("glob({inc:?}) matched no files"))
+                    .help("pass allow_empty = True if that is expected"),
             )),
             Ok(v) => Ok(v),
             Err(e) => Err(raise(eval, e)),
@@ -150,7 +150,11 @@ fn string_list(v: Value) -> Result<Vec<String>, String> {
     }
     let l = ListRef::from_value(v).ok_or_else(|| format!("must be a list of strings, got {}", v.get_type()))?;
     l.iter()
-        .map(|x| x.unpack_str().map(String::from).ok_or_else(|| format!("must be a list of strings, got an element of type {}", x.get_type())))
+        .map(|x| {
+            x.unpack_str()
+                .map(String::from)
+                .ok_or_else(|| format!("must be a list of strings, got an element of type {}", x.get_type()))
+        })
         .collect()
 }
 
@@ -190,19 +194,25 @@ fn instantiate<'v>(
     let name = match name.unpack_str() {
         Some(n) => n.to_string(),
         None => {
-            return Err(raise(eval, LoadError::new(format!("`name` of a `{kind}` must be a string, got {}", name.get_type()))))
+            return Err(raise(
+                eval,
+                LoadError::new(format!("`name` of a `{kind}` must be a string, got {}", name.get_type())),
+            ))
         }
     };
     let label = Label::parse(&format!("//{package}:{name}"), None)
         .map_err(|e| raise(eval, LoadError::new(format!("invalid target name `{name}`: {}", e.reason))))?;
-    let spec = DictRef::from_value(spec).ok_or_else(|| raise(eval, LoadError::new(format!("internal: attrs of `{kind}` are not a dict"))))?;
-    let kwargs = DictRef::from_value(kwargs).ok_or_else(|| raise(eval, LoadError::new("internal: kwargs are not a dict")))?;
+    let spec = DictRef::from_value(spec)
+        .ok_or_else(|| raise(eval, LoadError::new(format!("internal: attrs of `{kind}` are not a dict"))))?;
+    let kwargs =
+        DictRef::from_value(kwargs).ok_or_else(|| raise(eval, LoadError::new("internal: kwargs are not a dict")))?;
     let cx = ConvertCtx { package: &package, package_dir: &package_dir };
     let known: Vec<String> = spec.keys().filter_map(|k| k.unpack_str().map(String::from)).collect();
     for k in kwargs.keys() {
         let k = k.unpack_str().unwrap_or("?");
         if !known.iter().any(|x| x == k) {
-            let mut e = LoadError::new(format!("unknown attribute `{k}` for rule `{kind}`")).label("not an attribute of this rule");
+            let mut e = LoadError::new(format!("unknown attribute `{k}` for rule `{kind}`"))
+                .label("not an attribute of this rule");
             e = match closest(k, &known) {
                 Some(s) => e.help(format!("did you mean `{s}`? attributes of `{kind}`: {}", known.join(", "))),
                 None => e.help(format!("attributes of `{kind}`: {}", known.join(", "))),
@@ -213,10 +223,12 @@ fn instantiate<'v>(
     let mut out = Vec::new();
     for (k, s) in spec.iter() {
         let k = k.unpack_str().unwrap_or("?").to_string();
-        let s = DictRef::from_value(s).ok_or_else(|| raise(eval, LoadError::new(format!("attribute spec of `{k}` must come from attr.*()"))))?;
+        let s = DictRef::from_value(s)
+            .ok_or_else(|| raise(eval, LoadError::new(format!("attribute spec of `{k}` must come from attr.*()"))))?;
         let get = |f: &str| s.get_str(f);
         let ty_name = get("type").and_then(|v| v.unpack_str().map(String::from)).unwrap_or_default();
-        let ty = AttrType::parse(&ty_name).ok_or_else(|| raise(eval, LoadError::new(format!("attribute `{k}` has unknown type `{ty_name}`"))))?;
+        let ty = AttrType::parse(&ty_name)
+            .ok_or_else(|| raise(eval, LoadError::new(format!("attribute `{k}` has unknown type `{ty_name}`"))))?;
         let mandatory = get("mandatory").and_then(|v| v.unpack_bool()).unwrap_or(false);
         let value = match kwargs.get_str(&k) {
             Some(v) if !v.is_none() => v,
@@ -239,14 +251,20 @@ fn instantiate<'v>(
             }
         };
         let v = convert(ty, value, &cx).map_err(|m| {
-            raise(eval, LoadError::new(format!("attribute `{k}` of `{kind}` target `{name}`: {m}")).label(format!("bad `{k}`")))
+            raise(
+                eval,
+                LoadError::new(format!("attribute `{k}` of `{kind}` target `{name}`: {m}")).label(format!("bad `{k}`")),
+            )
         })?;
         if let (Some(allowed), AttrValue::String(sv)) = (get("values").filter(|v| !v.is_none()), &v) {
             let allowed = string_list(allowed).unwrap_or_default();
             if !allowed.iter().any(|a| a == sv) {
                 return Err(raise(
                     eval,
-                    LoadError::new(format!("attribute `{k}` of `{kind}` target `{name}` is `{sv}`; allowed: {}", allowed.join(", "))),
+                    LoadError::new(format!(
+                        "attribute `{k}` of `{kind}` target `{name}` is `{sv}`; allowed: {}",
+                        allowed.join(", ")
+                    )),
                 ));
             }
         }
@@ -335,8 +353,8 @@ impl Evaluation {
         let dir = self.root.join(package.as_str());
         let file = dir.join(BUILD_FILE);
         let display = display_name(package, BUILD_FILE);
-        let src = std::fs::read_to_string(&file)
-            .map_err(|e| LoadError::new(format!("cannot read `{display}`: {e}")))?;
+        let src =
+            std::fs::read_to_string(&file).map_err(|e| LoadError::new(format!("cannot read `{display}`: {e}")))?;
         let ast = AstModule::parse(&display, src, &Dialect::Extended).map_err(|e| LoadError::from_starlark(&e))?;
         let loader = Loader { ev: self, stack: RefCell::new(vec![display.clone()]), current: package.clone() };
         loader.preload(&ast, &display)?;
@@ -382,7 +400,10 @@ impl<'a> Loader<'a> {
             return if PRELUDE_FILES.iter().any(|(p, _)| *p == id) {
                 Ok(id)
             } else {
-                Err(format!("`{path}` is not a prelude file (known: {})", PRELUDE_FILES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")))
+                Err(format!(
+                    "`{path}` is not a prelude file (known: {})",
+                    PRELUDE_FILES.iter().map(|p| p.0).collect::<Vec<_>>().join(", ")
+                ))
             };
         }
         let (pkg, file) = if let Some(rest) = path.strip_prefix("//") {
@@ -398,7 +419,8 @@ impl<'a> Loader<'a> {
         if !file.ends_with(".star") {
             return Err(format!("`{path}`: only .star files can be loaded"));
         }
-        let rel = crate::fs::normalize_relative(Path::new(&file)).ok_or_else(|| format!("`{path}` escapes its package"))?;
+        let rel =
+            crate::fs::normalize_relative(Path::new(&file)).ok_or_else(|| format!("`{path}` escapes its package"))?;
         Ok(display_name(&pkg, rel.to_str().unwrap_or(&file)))
     }
 
@@ -406,7 +428,8 @@ impl<'a> Loader<'a> {
     fn preload(&self, ast: &AstModule, _who: &str) -> Result<(), LoadError> {
         for l in ast.loads() {
             let site = Some(Site::from_file_span(&l.span));
-            let id = self.resolve(l.module_id).map_err(|m| LoadError::new(format!("cannot load {m}")).at(site.clone()))?;
+            let id =
+                self.resolve(l.module_id).map_err(|m| LoadError::new(format!("cannot load {m}")).at(site.clone()))?;
             if self.ev.modules.borrow().contains_key(&id) {
                 continue;
             }
@@ -465,7 +488,8 @@ impl<'a> Loader<'a> {
             }
             Ok::<_, starlark::Error>(module.freeze_named(FrozenHeapName::User(Box::new(id.to_string())))?)
         });
-        let frozen = frozen.map_err(|e| cx.error.borrow_mut().take().unwrap_or_else(|| LoadError::from_starlark(&e)))?;
+        let frozen =
+            frozen.map_err(|e| cx.error.borrow_mut().take().unwrap_or_else(|| LoadError::from_starlark(&e)))?;
         self.ev.modules.borrow_mut().insert(id.to_string(), frozen.clone());
         Ok(frozen)
     }
@@ -482,4 +506,3 @@ impl FileLoader for Loader<'_> {
             .ok_or_else(|| starlark::Error::new_other(anyhow::anyhow!("internal: `{id}` was not preloaded")))
     }
 }
-

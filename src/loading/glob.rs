@@ -92,10 +92,7 @@ mod tests {
     #[test]
     fn double_star_recurses_but_not_into_subpackages() {
         let t = tree();
-        assert_eq!(
-            glob(t.path(), &s(&["**/*.py"]), &[], 100).unwrap(),
-            s(&["a.py", "b.py", "src/c.py", "src/d/e.py"])
-        );
+        assert_eq!(glob(t.path(), &s(&["**/*.py"]), &[], 100).unwrap(), s(&["a.py", "b.py", "src/c.py", "src/d/e.py"]));
         assert_eq!(glob(t.path(), &s(&["**"]), &s(&["**/*.py"]), 100).unwrap(), s(&[".hidden", "README.md"]));
     }
 

@@ -144,7 +144,10 @@ pub fn load(root: &Path, patterns: &[Pattern], glob_limit: usize) -> Result<Load
         }
     }
     let mut failed: BTreeSet<PackagePath> = BTreeSet::new();
-    let load_pkg = |pk: &PackagePath, packages: &mut BTreeMap<PackagePath, Option<Vec<TargetNode>>>, errors: &mut Vec<LoadError>, failed: &mut BTreeSet<PackagePath>| {
+    let load_pkg = |pk: &PackagePath,
+                    packages: &mut BTreeMap<PackagePath, Option<Vec<TargetNode>>>,
+                    errors: &mut Vec<LoadError>,
+                    failed: &mut BTreeSet<PackagePath>| {
         if packages.contains_key(pk) {
             return;
         }
@@ -238,7 +241,9 @@ fn missing_target_error(l: &Label, pkg: Option<&Option<Vec<TargetNode>>>, from: 
     match pkg {
         Some(Some(ts)) => {
             let names: Vec<String> = ts.iter().map(|t| t.label.name.clone()).collect();
-            let e = LoadError::new(format!("no target `{}` in package `//{}`{via}", l.name, l.package)).at(site).label(format!("`{l}` does not exist"));
+            let e = LoadError::new(format!("no target `{}` in package `//{}`{via}", l.name, l.package))
+                .at(site)
+                .label(format!("`{l}` does not exist"));
             if names.is_empty() {
                 e
             } else {
@@ -248,7 +253,10 @@ fn missing_target_error(l: &Label, pkg: Option<&Option<Vec<TargetNode>>>, from: 
         _ => LoadError::new(format!("`{l}` refers to package `//{}`, which has no {BUILD_FILE}{via}", l.package))
             .at(site)
             .label("unknown package")
-            .help(format!("create `{}/{BUILD_FILE}` or fix the label", if l.package.is_root() { "." } else { l.package.as_str() })),
+            .help(format!(
+                "create `{}/{BUILD_FILE}` or fix the label",
+                if l.package.is_root() { "." } else { l.package.as_str() }
+            )),
     }
 }
 
@@ -261,7 +269,12 @@ pub fn find_cycle(g: &TargetGraph) -> Option<Vec<Label>> {
     }
     let mut state: HashMap<&Label, S> = HashMap::new();
     let mut stack: Vec<&Label> = Vec::new();
-    fn dfs<'a>(g: &'a TargetGraph, l: &'a Label, state: &mut HashMap<&'a Label, S>, stack: &mut Vec<&'a Label>) -> Option<Vec<Label>> {
+    fn dfs<'a>(
+        g: &'a TargetGraph,
+        l: &'a Label,
+        state: &mut HashMap<&'a Label, S>,
+        stack: &mut Vec<&'a Label>,
+    ) -> Option<Vec<Label>> {
         state.insert(l, S::Open);
         stack.push(l);
         for d in &g.nodes[l].deps {

@@ -104,9 +104,10 @@ impl Workspace {
     /// Opens the workspace rooted at `root`.
     pub fn open(root: &Path) -> Result<Workspace, WorkspaceError> {
         let path = root.join(WORKSPACE_FILE);
-        let text = std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Read { path: path.clone(), source })?;
-        let config: WorkspaceConfig =
-            toml::from_str(&text).map_err(|e| WorkspaceError::Invalid { path: path.clone(), message: e.to_string() })?;
+        let text =
+            std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Read { path: path.clone(), source })?;
+        let config: WorkspaceConfig = toml::from_str(&text)
+            .map_err(|e| WorkspaceError::Invalid { path: path.clone(), message: e.to_string() })?;
         Ok(Workspace { root: root.to_path_buf(), config })
     }
 

@@ -121,7 +121,9 @@ impl Label {
             Ok(Label { package, name })
         } else if let Some(name) = t.strip_prefix(':') {
             let package = current
-                .ok_or_else(|| LabelError::new(text, "a relative label (`:name`) needs a current package; write `//pkg:name`"))?
+                .ok_or_else(|| {
+                    LabelError::new(text, "a relative label (`:name`) needs a current package; write `//pkg:name`")
+                })?
                 .clone();
             check_target_name(text, name)?;
             Ok(Label { package, name: name.to_string() })
@@ -229,8 +231,23 @@ mod tests {
     #[test]
     fn malformed_labels() {
         for bad in [
-            "", " //a:b", "//a:", "//a//b:c", "//a/../b:c", "//a:b:c", "//a b:c", "//:", "//", "a:b", "@x//a:b",
-            "//a:../x", "//a:/x", "//...", "//a/...", "//a:b$", "//a/b/...",
+            "",
+            " //a:b",
+            "//a:",
+            "//a//b:c",
+            "//a/../b:c",
+            "//a:b:c",
+            "//a b:c",
+            "//:",
+            "//",
+            "a:b",
+            "@x//a:b",
+            "//a:../x",
+            "//a:/x",
+            "//...",
+            "//a/...",
+            "//a:b$",
+            "//a/b/...",
         ] {
             let e = Label::parse(bad, None);
             assert!(e.is_err(), "{bad:?} should be rejected, got {e:?}");

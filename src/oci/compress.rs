@@ -18,10 +18,7 @@ pub const ZSTD_LEVEL: i32 = 3;
 pub const GZIP_BLOCK: usize = 1 << 20;
 
 fn workers() -> usize {
-    std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1)
-        .clamp(1, 8)
+    std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8)
 }
 
 /// A compressing writer that must be finished explicitly.
@@ -79,10 +76,7 @@ pub fn encoder<'a, W: Write + 'a>(c: Compression, out: W) -> io::Result<Box<dyn 
 
 /// zstd with fixed parameters. With `nbWorkers >= 1` zstd's output does not depend on the worker
 /// count (zstd.h, ZSTD_c_nbWorkers), so one worker on a small machine gives the same bytes.
-pub fn zstd_encoder<W: Write>(
-    out: W,
-    threads: u32,
-) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
+pub fn zstd_encoder<W: Write>(out: W, threads: u32) -> io::Result<zstd::stream::write::Encoder<'static, W>> {
     let mut e = zstd::stream::write::Encoder::new(out, ZSTD_LEVEL)?;
     e.multithread(threads.max(1))?;
     e.include_checksum(true)?;
@@ -166,8 +160,7 @@ impl<W: Write> ParGzEncoder<W> {
     fn header(&mut self) -> io::Result<()> {
         if !self.header_done {
             // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=255 (unknown): nothing host-specific
-            self.out
-                .write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
+            self.out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
             self.header_done = true;
         }
         Ok(())
@@ -213,13 +206,7 @@ impl<W: Write> ParGzEncoder<W> {
     }
 
     fn collect_one(&mut self) -> io::Result<()> {
-        let (s, c) = self
-            .pool
-            .as_ref()
-            .expect("pool")
-            .done
-            .recv()
-            .map_err(|_| io::Error::other("gzip worker died"))?;
+        let (s, c) = self.pool.as_ref().expect("pool").done.recv().map_err(|_| io::Error::other("gzip worker died"))?;
         self.pending.insert(s, c?);
         self.write_ready()
     }
@@ -285,11 +272,7 @@ fn spawn_pool(threads: usize) -> Pool {
             })
         })
         .collect();
-    Pool {
-        jobs: Some(jobs_tx),
-        done: done_rx,
-        handles,
-    }
+    Pool { jobs: Some(jobs_tx), done: done_rx, handles }
 }
 
 /// Raw deflate of one block: sync-flushed (byte aligned, not final) or finished (final block).
@@ -297,19 +280,13 @@ fn deflate_block(data: &[u8], last: bool) -> io::Result<Vec<u8>> {
     use flate2::{Compress, FlushCompress, Status};
     let mut c = Compress::new(flate2::Compression::new(GZIP_LEVEL), false);
     let mut out = Vec::with_capacity(data.len() / 2 + 1024);
-    let flush = if last {
-        FlushCompress::Finish
-    } else {
-        FlushCompress::Sync
-    };
+    let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
     loop {
         if out.capacity() - out.len() < 1024 {
             out.reserve(out.capacity().max(64 * 1024));
         }
         let consumed = c.total_in() as usize;
-        let status = c
-            .compress_vec(&data[consumed..], &mut out, flush)
-            .map_err(io::Error::other)?;
+        let status = c.compress_vec(&data[consumed..], &mut out, flush).map_err(io::Error::other)?;
         let all_in = c.total_in() as usize == data.len();
         match status {
             Status::StreamEnd => break,
@@ -330,8 +307,7 @@ mod tests {
         let mut x: u32 = 1;
         while v.len() < n {
             x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            let word =
-                ["alpha ", "beta ", "gamma ", "delta\n", "layer ", "tar "][(x >> 16) as usize % 6];
+            let word = ["alpha ", "beta ", "gamma ", "delta\n", "layer ", "tar "][(x >> 16) as usize % 6];
             v.extend_from_slice(word.as_bytes());
             if x.is_multiple_of(7) {
                 v.extend_from_slice(&x.to_le_bytes());
@@ -351,23 +327,13 @@ mod tests {
 
     fn gunzip(b: &[u8]) -> Vec<u8> {
         let mut out = Vec::new();
-        flate2::read::GzDecoder::new(b)
-            .read_to_end(&mut out)
-            .unwrap();
+        flate2::read::GzDecoder::new(b).read_to_end(&mut out).unwrap();
         out
     }
 
     #[test]
     fn gzip_round_trips_at_block_edges() {
-        for n in [
-            0,
-            1,
-            100,
-            GZIP_BLOCK - 1,
-            GZIP_BLOCK,
-            GZIP_BLOCK + 1,
-            3 * GZIP_BLOCK + 17,
-        ] {
+        for n in [0, 1, 100, GZIP_BLOCK - 1, GZIP_BLOCK, GZIP_BLOCK + 1, 3 * GZIP_BLOCK + 17] {
             let d = sample(n);
             let z = pargz(&d, 2, 70_000);
             assert_eq!(&z[..4], &[0x1f, 0x8b, 8, 0]);
@@ -391,11 +357,7 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("x.gz");
         std::fs::write(&p, &z).unwrap();
-        match std::process::Command::new("gzip")
-            .arg("-t")
-            .arg(&p)
-            .status()
-        {
+        match std::process::Command::new("gzip").arg("-t").arg(&p).status() {
             Ok(s) => assert!(s.success()),
             Err(_) => eprintln!("gzip not installed; skipped"),
         }
@@ -419,11 +381,7 @@ mod tests {
         let d = sample(1000);
         let gz = pargz(&d, 1, 100);
         let zs = zstd::encode_all(&d[..], 3).unwrap();
-        for (blob, want) in [
-            (&gz, Compression::Gzip),
-            (&zs, Compression::Zstd),
-            (&d, Compression::None),
-        ] {
+        for (blob, want) in [(&gz, Compression::Gzip), (&zs, Compression::Zstd), (&d, Compression::None)] {
             let (c, mut r) = decoder(io::BufReader::new(&blob[..])).unwrap();
             assert_eq!(c, want);
             let mut out = Vec::new();

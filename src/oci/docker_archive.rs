@@ -12,9 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::error::{io_err, OciError, Result};
 use super::image::{canonical_json, our_digest, Image};
 use super::layer::{diff_id_of_blob, LayerBlob};
-use super::layout::{
-    index_json, is_index, parse_index, select_descriptor, Selector, OCI_LAYOUT_FILE,
-};
+use super::layout::{index_json, is_index, parse_index, select_descriptor, Selector, OCI_LAYOUT_FILE};
 use super::tar::{TarWriter, DEFAULT_MTIME};
 use crate::cas::BlobDir;
 use crate::model::digest::Digest;
@@ -38,10 +36,7 @@ fn blob_name(d: &Digest) -> String {
 }
 
 fn archive_err(path: &Path, reason: impl Into<String>) -> OciError {
-    OciError::Archive {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    OciError::Archive { path: path.to_path_buf(), reason: reason.into() }
 }
 
 /// Writes `image` as a tar at `path` (atomically: temp file + rename): `manifest.json` for
@@ -49,12 +44,7 @@ fn archive_err(path: &Path, reason: impl Into<String>) -> OciError {
 /// `oci-layout` and `index.json`, so the same file is an OCI archive too. Layers stay as stored
 /// (compressed); docker ≥ 1.10 and containers/image decompress them by magic. The tar is
 /// deterministic. All blobs must be in `blobs`.
-pub fn write_docker_archive(
-    path: &Path,
-    image: &Image,
-    blobs: &BlobDir,
-    repo_tags: &[String],
-) -> Result<()> {
+pub fn write_docker_archive(path: &Path, image: &Image, blobs: &BlobDir, repo_tags: &[String]) -> Result<()> {
     image.write_to(blobs)?;
     let mut wanted: BTreeSet<&Digest> = BTreeSet::new();
     wanted.insert(image.digest());
@@ -68,11 +58,7 @@ pub fn write_docker_archive(
     let manifest = vec![DockerManifestEntry {
         config: blob_name(image.config_digest()),
         repo_tags: Some(repo_tags.to_vec()),
-        layers: image
-            .layers()
-            .iter()
-            .map(|l| blob_name(&l.digest))
-            .collect(),
+        layers: image.layers().iter().map(|l| blob_name(&l.digest)).collect(),
     }];
     let manifest_json = serde_json::to_vec(&manifest).map_err(|source| OciError::Json {
         subject: "manifest.json".into(),
@@ -103,10 +89,7 @@ pub fn write_docker_archive(
     });
     result.map_err(|e| match e.downcast::<OciError>() {
         Ok(inner) => inner,
-        Err(e) => OciError::Io {
-            path: path.to_path_buf(),
-            source: e,
-        },
+        Err(e) => OciError::Io { path: path.to_path_buf(), source: e },
     })
 }
 
@@ -116,19 +99,10 @@ fn docker_index_json(image: &Image, tag: Option<&str>) -> Result<Vec<u8>> {
     let Some(tag) = tag else {
         return index_json(image, None);
     };
-    let short = tag
-        .rsplit_once(':')
-        .filter(|(_, t)| !t.contains('/'))
-        .map(|(_, t)| t)
-        .unwrap_or("latest");
+    let short = tag.rsplit_once(':').filter(|(_, t)| !t.contains('/')).map(|(_, t)| t).unwrap_or("latest");
     let mut v: serde_json::Value = serde_json::from_slice(&index_json(image, Some(short))?)
-        .map_err(|source| OciError::Json {
-            subject: "index.json".into(),
-            what: "cannot serialise",
-            source,
-        })?;
-    v["manifests"][0]["annotations"]["io.containerd.image.name"] =
-        serde_json::Value::String(tag.to_string());
+        .map_err(|source| OciError::Json { subject: "index.json".into(), what: "cannot serialise", source })?;
+    v["manifests"][0]["annotations"]["io.containerd.image.name"] = serde_json::Value::String(tag.to_string());
     canonical_json(&v, "index.json")
 }
 
@@ -142,24 +116,16 @@ pub fn read_archive(path: &Path, sel: &Selector, blobs: &BlobDir) -> Result<Imag
     // name -> (digest, size) of every regular file; small JSON documents also in memory
     let mut files: BTreeMap<String, (Digest, u64)> = BTreeMap::new();
     let mut json: BTreeMap<String, Vec<u8>> = BTreeMap::new();
-    let terr = |source| OciError::TarRead {
-        subject: path.display().to_string(),
-        source,
-    };
+    let terr = |source| OciError::TarRead { subject: path.display().to_string(), source };
     for entry in ar.entries().map_err(terr)? {
         let mut entry = entry.map_err(terr)?;
         if entry.header().entry_type() != tar::EntryType::Regular {
             continue;
         }
-        let name = String::from_utf8_lossy(&entry.path_bytes())
-            .trim_start_matches("./")
-            .to_string();
+        let name = String::from_utf8_lossy(&entry.path_bytes()).trim_start_matches("./").to_string();
         let size = entry.size();
         let keep = size <= MAX_JSON
-            && (name.ends_with(".json")
-                || name == "oci-layout"
-                || name == "repositories"
-                || name.ends_with("/json"));
+            && (name.ends_with(".json") || name == "oci-layout" || name == "repositories" || name.ends_with("/json"));
         let (d, n) = if keep {
             let mut b = Vec::with_capacity(size as usize);
             entry.read_to_end(&mut b).map_err(terr)?;
@@ -168,18 +134,14 @@ pub fn read_archive(path: &Path, sel: &Selector, blobs: &BlobDir) -> Result<Imag
             (d, size)
         } else {
             blobs.put_stream::<OciError>(|w| {
-                io::copy(&mut entry, w).map_err(|source| OciError::TarRead {
-                    subject: format!("{}:{name}", path.display()),
-                    source,
-                })?;
+                io::copy(&mut entry, w)
+                    .map_err(|source| OciError::TarRead { subject: format!("{}:{name}", path.display()), source })?;
                 Ok(())
             })?
         };
         if let Some(hex) = name.strip_prefix("blobs/sha256/") {
-            let want = Digest::from_hex(hex).map_err(|source| OciError::BadDigest {
-                subject: format!("{}:{name}", path.display()),
-                source,
-            })?;
+            let want = Digest::from_hex(hex)
+                .map_err(|source| OciError::BadDigest { subject: format!("{}:{name}", path.display()), source })?;
             if want != d {
                 return Err(OciError::DigestMismatch {
                     subject: format!("{}:{name}", path.display()),
@@ -194,10 +156,7 @@ pub fn read_archive(path: &Path, sel: &Selector, blobs: &BlobDir) -> Result<Imag
         return from_oci_index(path, index, &files, sel, blobs);
     }
     let Some(mj) = json.get("manifest.json") else {
-        return Err(archive_err(
-            path,
-            "it has neither `index.json` nor `manifest.json`; not an image archive",
-        ));
+        return Err(archive_err(path, "it has neither `index.json` nor `manifest.json`; not an image archive"));
     };
     from_docker_manifest(path, mj, &files, sel, blobs)
 }
@@ -215,10 +174,7 @@ fn from_oci_index(
     let present = |d: &Digest| -> Result<()> {
         match files.get(&blob_name(d)) {
             Some((got, _)) if got == d => Ok(()),
-            _ => Err(archive_err(
-                path,
-                format!("blob `{d}` is not in the archive"),
-            )),
+            _ => Err(archive_err(path, format!("blob `{d}` is not in the archive"))),
         }
     };
     for _ in 0..8 {
@@ -230,11 +186,7 @@ fn from_oci_index(
                 present(&l.digest)?;
                 let size = files[&blob_name(&l.digest)].1;
                 if size != l.size {
-                    return Err(OciError::SizeMismatch {
-                        digest: l.digest.clone(),
-                        expected: l.size,
-                        actual: size,
-                    });
+                    return Err(OciError::SizeMismatch { digest: l.digest.clone(), expected: l.size, actual: size });
                 }
             }
             return Ok(img);
@@ -252,46 +204,31 @@ fn from_docker_manifest(
     sel: &Selector,
     blobs: &BlobDir,
 ) -> Result<Image> {
-    let entries: Vec<DockerManifestEntry> =
-        serde_json::from_slice(mj).map_err(|source| OciError::Json {
-            subject: format!("{}:manifest.json", path.display()),
-            what: "not a docker-archive manifest",
-            source,
-        })?;
+    let entries: Vec<DockerManifestEntry> = serde_json::from_slice(mj).map_err(|source| OciError::Json {
+        subject: format!("{}:manifest.json", path.display()),
+        what: "not a docker-archive manifest",
+        source,
+    })?;
     let chosen = match &sel.ref_name {
         Some(want) => entries
             .iter()
-            .find(|e| {
-                e.repo_tags
-                    .iter()
-                    .flatten()
-                    .any(|t| t == want || t.rsplit_once(':').map(|x| x.1) == Some(want))
-            })
+            .find(|e| e.repo_tags.iter().flatten().any(|t| t == want || t.rsplit_once(':').map(|x| x.1) == Some(want)))
             .ok_or_else(|| archive_err(path, format!("no image is tagged `{want}`")))?,
         None if entries.len() == 1 => &entries[0],
-        None => {
-            return Err(archive_err(
-                path,
-                format!("it holds {} images; choose one by tag", entries.len()),
-            ))
-        }
+        None => return Err(archive_err(path, format!("it holds {} images; choose one by tag", entries.len()))),
     };
     let file = |name: &str| -> Result<&(Digest, u64)> {
-        files.get(name.trim_start_matches("./")).ok_or_else(|| {
-            archive_err(
-                path,
-                format!("`{name}` is named in manifest.json but missing"),
-            )
-        })
+        files
+            .get(name.trim_start_matches("./"))
+            .ok_or_else(|| archive_err(path, format!("`{name}` is named in manifest.json but missing")))
     };
     let (cd, _) = file(&chosen.config)?;
     let config_bytes = blobs.read_verified(cd)?;
-    let config: serde_json::Value =
-        serde_json::from_slice(&config_bytes).map_err(|source| OciError::Json {
-            subject: chosen.config.clone(),
-            what: "not an image config",
-            source,
-        })?;
+    let config: serde_json::Value = serde_json::from_slice(&config_bytes).map_err(|source| OciError::Json {
+        subject: chosen.config.clone(),
+        what: "not an image config",
+        source,
+    })?;
     let diff_ids: Vec<&str> = config
         .pointer("/rootfs/diff_ids")
         .and_then(|v| v.as_array())
@@ -300,28 +237,17 @@ fn from_docker_manifest(
     if diff_ids.len() != chosen.layers.len() {
         return Err(archive_err(
             path,
-            format!(
-                "{} layers but {} diff_ids in `{}`",
-                chosen.layers.len(),
-                diff_ids.len(),
-                chosen.config
-            ),
+            format!("{} layers but {} diff_ids in `{}`", chosen.layers.len(), diff_ids.len(), chosen.config),
         ));
     }
     let mut layers = Vec::new();
     for (name, want) in chosen.layers.iter().zip(diff_ids) {
         let (d, size) = file(name)?;
-        let want = Digest::parse(want).map_err(|source| OciError::BadDigest {
-            subject: format!("{} diff_id", chosen.config),
-            source,
-        })?;
+        let want = Digest::parse(want)
+            .map_err(|source| OciError::BadDigest { subject: format!("{} diff_id", chosen.config), source })?;
         let (actual, compression) = diff_id_of_blob(blobs, d)?;
         if actual != want {
-            return Err(OciError::DiffIdMismatch {
-                layer: d.clone(),
-                expected: want,
-                actual,
-            });
+            return Err(OciError::DiffIdMismatch { layer: d.clone(), expected: want, actual });
         }
         layers.push(LayerBlob {
             diff_id: actual,
@@ -346,10 +272,7 @@ mod tests {
         std::fs::write(&f, "hello").unwrap();
         let l = write_layer(
             vec![TarEntry::file("a.txt", &f, 0o644)],
-            &LayerOptions {
-                compression: c,
-                ..Default::default()
-            },
+            &LayerOptions { compression: c, ..Default::default() },
             blobs,
             &|_, _| None,
         )
@@ -371,14 +294,8 @@ mod tests {
         let other = BlobDir::open(t.path().join("cas2")).unwrap();
         // as an OCI archive (index.json present)
         assert_eq!(read_archive(&a, &Selector::default(), &other).unwrap(), img);
-        assert_eq!(
-            read_archive(&a, &Selector::by_ref("v1"), &other).unwrap(),
-            img
-        );
-        assert_eq!(
-            read_archive(&a, &Selector::by_ref("example.com/app:v1"), &other).unwrap(),
-            img
-        );
+        assert_eq!(read_archive(&a, &Selector::by_ref("v1"), &other).unwrap(), img);
+        assert_eq!(read_archive(&a, &Selector::by_ref("example.com/app:v1"), &other).unwrap(), img);
         let names: Vec<String> = tar::Archive::new(File::open(&a).unwrap())
             .entries()
             .unwrap()
@@ -389,12 +306,7 @@ mod tests {
     }
 
     /// A legacy `docker save` tar: `<id>/layer.tar`, `<id>.json`, manifest.json, no index.json.
-    fn legacy_archive(
-        t: &Path,
-        img: &Image,
-        blobs: &BlobDir,
-        layer_bytes: Option<Vec<u8>>,
-    ) -> std::path::PathBuf {
+    fn legacy_archive(t: &Path, img: &Image, blobs: &BlobDir, layer_bytes: Option<Vec<u8>>) -> std::path::PathBuf {
         let p = t.join("legacy.tar");
         let mut w = TarWriter::new(File::create(&p).unwrap(), DEFAULT_MTIME);
         let cfg = format!("{}.json", img.config_digest().hex());
@@ -408,17 +320,11 @@ mod tests {
                 .read_to_end(&mut raw)
                 .unwrap();
             let name = format!("layer{i}/layer.tar");
-            w.append_bytes(&name, 0o644, layer_bytes.as_deref().unwrap_or(&raw))
-                .unwrap();
+            w.append_bytes(&name, 0o644, layer_bytes.as_deref().unwrap_or(&raw)).unwrap();
             layers.push(name);
         }
-        let m = vec![DockerManifestEntry {
-            config: cfg,
-            repo_tags: Some(vec!["app:latest".into()]),
-            layers,
-        }];
-        w.append_bytes("manifest.json", 0o644, &serde_json::to_vec(&m).unwrap())
-            .unwrap();
+        let m = vec![DockerManifestEntry { config: cfg, repo_tags: Some(vec!["app:latest".into()]), layers }];
+        w.append_bytes("manifest.json", 0o644, &serde_json::to_vec(&m).unwrap()).unwrap();
         w.finish().unwrap();
         p
     }
@@ -448,24 +354,12 @@ mod tests {
         let name = format!("blobs/sha256/{}", Digest::of_bytes(b"x").hex());
         w.append_bytes(&name, 0o644, b"y").unwrap();
         w.finish().unwrap();
-        let err = read_archive(
-            &p,
-            &Selector::default(),
-            &BlobDir::open(t.path().join("c")).unwrap(),
-        )
-        .unwrap_err();
+        let err = read_archive(&p, &Selector::default(), &BlobDir::open(t.path().join("c")).unwrap()).unwrap_err();
         assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
         assert!(err.to_string().contains(&name), "{err}");
         // not an archive at all
         let q = t.path().join("empty.tar");
-        TarWriter::new(File::create(&q).unwrap(), 0)
-            .finish()
-            .unwrap();
-        assert!(read_archive(
-            &q,
-            &Selector::default(),
-            &BlobDir::open(t.path().join("c")).unwrap()
-        )
-        .is_err());
+        TarWriter::new(File::create(&q).unwrap(), 0).finish().unwrap();
+        assert!(read_archive(&q, &Selector::default(), &BlobDir::open(t.path().join("c")).unwrap()).is_err());
     }
 }

@@ -31,11 +31,7 @@ pub enum OciError {
     ParentNotDir { path: String, parent: String },
     /// A hard link of the layer writer points somewhere it must not.
     #[error("hard link `{path}` -> `{target}` is invalid: {reason}")]
-    BadHardlink {
-        path: String,
-        target: String,
-        reason: &'static str,
-    },
+    BadHardlink { path: String, target: String, reason: &'static str },
     /// A directory walk met a device, fifo or socket.
     #[error("`{path}` is a device, fifo or socket; layers hold only files, directories and links")]
     SpecialFile { path: PathBuf },
@@ -72,25 +68,13 @@ pub enum OciError {
     },
     /// Content does not hash to the digest that names it.
     #[error("blob `{expected}` ({subject}) is corrupt: its content hashes to `{actual}`")]
-    DigestMismatch {
-        subject: String,
-        expected: Digest,
-        actual: Digest,
-    },
+    DigestMismatch { subject: String, expected: Digest, actual: Digest },
     /// A descriptor's size does not match its blob.
     #[error("blob `{digest}` has {actual} bytes but its descriptor says {expected}")]
-    SizeMismatch {
-        digest: Digest,
-        expected: u64,
-        actual: u64,
-    },
+    SizeMismatch { digest: Digest, expected: u64, actual: u64 },
     /// A layer's uncompressed digest differs from the config's diff_id.
     #[error("layer `{layer}` uncompresses to `{actual}` but the config's diff_id is `{expected}`")]
-    DiffIdMismatch {
-        layer: Digest,
-        expected: Digest,
-        actual: Digest,
-    },
+    DiffIdMismatch { layer: Digest, expected: Digest, actual: Digest },
     /// An image value or document is inconsistent (wrong counts, wrong media type, ...).
     #[error("image `{subject}` is invalid: {reason}")]
     InvalidImage { subject: String, reason: String },
@@ -112,11 +96,7 @@ pub enum OciError {
     },
     /// An extracted entry would escape the root or is otherwise unsafe; nothing was written for it.
     #[error("layer `{layer}`: entry `{entry}` refused: {reason}")]
-    UnsafeEntry {
-        layer: Digest,
-        entry: String,
-        reason: String,
-    },
+    UnsafeEntry { layer: Digest, entry: String, reason: String },
     /// Extracting an entry failed on the filesystem.
     #[error("layer `{layer}`: cannot extract entry `{entry}`")]
     Extract {

@@ -32,9 +32,7 @@ impl Default for ExtractOptions {
     /// `chown` when running as root.
     fn default() -> Self {
         // SAFETY: geteuid has no preconditions and cannot fail.
-        ExtractOptions {
-            chown: unsafe { libc::geteuid() } == 0,
-        }
+        ExtractOptions { chown: unsafe { libc::geteuid() } == 0 }
     }
 }
 
@@ -59,12 +57,7 @@ impl std::ops::AddAssign for ExtractStats {
 
 /// Extracts `layers` (bottom first) from `blobs` into `root` (created if missing). Each blob is
 /// verified against its digest first.
-pub fn extract_layers(
-    blobs: &BlobDir,
-    layers: &[Digest],
-    root: &Path,
-    opts: &ExtractOptions,
-) -> Result<ExtractStats> {
+pub fn extract_layers(blobs: &BlobDir, layers: &[Digest], root: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
     let mut stats = ExtractStats::default();
     for d in layers {
         blobs.verify(d)?;
@@ -76,33 +69,15 @@ pub fn extract_layers(
 
 /// Extracts one layer read from `blob` (gzip, zstd or plain tar) into `root`; `layer` names it in
 /// errors.
-pub fn extract_layer(
-    blob: impl Read,
-    layer: &Digest,
-    root: &Path,
-    opts: &ExtractOptions,
-) -> Result<ExtractStats> {
+pub fn extract_layer(blob: impl Read, layer: &Digest, root: &Path, opts: &ExtractOptions) -> Result<ExtractStats> {
     fs::create_dir_all(root).map_err(io_err(root))?;
     let root = fs::canonicalize(root).map_err(io_err(root))?;
-    let (_, r) = compress::decoder(BufReader::with_capacity(1 << 20, blob)).map_err(|source| {
-        OciError::TarRead {
-            subject: layer.to_string(),
-            source,
-        }
-    })?;
+    let (_, r) = compress::decoder(BufReader::with_capacity(1 << 20, blob))
+        .map_err(|source| OciError::TarRead { subject: layer.to_string(), source })?;
     let mut ar = tar::Archive::new(r);
-    let mut x = Extractor {
-        root: &root,
-        layer,
-        opts,
-        done: HashSet::new(),
-        dirs: Vec::new(),
-        stats: ExtractStats::default(),
-    };
-    let terr = |source| OciError::TarRead {
-        subject: layer.to_string(),
-        source,
-    };
+    let mut x =
+        Extractor { root: &root, layer, opts, done: HashSet::new(), dirs: Vec::new(), stats: ExtractStats::default() };
+    let terr = |source| OciError::TarRead { subject: layer.to_string(), source };
     for entry in ar.entries().map_err(terr)? {
         let mut entry = entry.map_err(terr)?;
         x.entry(&mut entry)?;
@@ -143,31 +118,18 @@ fn as_rel(comps: &[OsString]) -> PathBuf {
 
 impl Extractor<'_> {
     fn unsafe_entry(&self, entry: &Path, reason: impl Into<String>) -> OciError {
-        OciError::UnsafeEntry {
-            layer: self.layer.clone(),
-            entry: entry.display().to_string(),
-            reason: reason.into(),
-        }
+        OciError::UnsafeEntry { layer: self.layer.clone(), entry: entry.display().to_string(), reason: reason.into() }
     }
 
     fn io(&self, entry: &Path) -> impl FnOnce(io::Error) -> OciError + '_ {
         let entry = entry.display().to_string();
-        move |source| OciError::Extract {
-            layer: self.layer.clone(),
-            entry,
-            source,
-        }
+        move |source| OciError::Extract { layer: self.layer.clone(), entry, source }
     }
 
     /// Resolves the directory `comps` inside the root, following symlinks the way the image will
     /// see them (absolute targets start at the root); a path that climbs above the root is refused.
     /// Missing directories are created (mode 0755) when `create`, else `Ok(None)`.
-    fn resolve_dir(
-        &self,
-        comps: &[OsString],
-        create: bool,
-        entry: &Path,
-    ) -> Result<Option<PathBuf>> {
+    fn resolve_dir(&self, comps: &[OsString], create: bool, entry: &Path) -> Result<Option<PathBuf>> {
         let mut stack: Vec<OsString> = Vec::new();
         let mut queue: VecDeque<OsString> = comps.iter().cloned().collect();
         let mut links = 0;
@@ -177,9 +139,7 @@ impl Extractor<'_> {
             }
             if c == ".." {
                 if stack.pop().is_none() {
-                    return Err(
-                        self.unsafe_entry(entry, "a symlink on its path leads above the root")
-                    );
+                    return Err(self.unsafe_entry(entry, "a symlink on its path leads above the root"));
                 }
                 continue;
             }
@@ -188,9 +148,7 @@ impl Extractor<'_> {
                 Ok(m) if m.file_type().is_symlink() => {
                     links += 1;
                     if links > MAX_SYMLINKS {
-                        return Err(
-                            self.unsafe_entry(entry, "too many symlinks on its path (a loop?)")
-                        );
+                        return Err(self.unsafe_entry(entry, "too many symlinks on its path (a loop?)"));
                     }
                     let target = fs::read_link(&cur).map_err(self.io(entry))?;
                     if target.is_absolute() {
@@ -211,10 +169,7 @@ impl Extractor<'_> {
                 Ok(_) => {
                     return Err(self.unsafe_entry(
                         entry,
-                        format!(
-                            "`{}` on its path is not a directory",
-                            as_rel(&stack).join(&c).display()
-                        ),
+                        format!("`{}` on its path is not a directory", as_rel(&stack).join(&c).display()),
                     ))
                 }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -237,13 +192,8 @@ impl Extractor<'_> {
     }
 
     fn entry<R: Read>(&mut self, e: &mut tar::Entry<'_, R>) -> Result<()> {
-        let name = e
-            .path()
-            .map_err(|source| OciError::TarRead {
-                subject: self.layer.to_string(),
-                source,
-            })?
-            .into_owned();
+        let name =
+            e.path().map_err(|source| OciError::TarRead { subject: self.layer.to_string(), source })?.into_owned();
         let comps = clean_name(&name).map_err(|r| self.unsafe_entry(&name, r))?;
         let kind = e.header().entry_type();
         let Some((base, parent)) = comps.split_last() else {
@@ -269,10 +219,8 @@ impl Extractor<'_> {
         }
         let dir = self.resolve_dir(parent, true, &name)?.expect("created");
         let path = dir.join(base);
-        let (uid, gid) = owner(e).map_err(|source| OciError::TarRead {
-            subject: format!("{}: {}", self.layer, name.display()),
-            source,
-        })?;
+        let (uid, gid) = owner(e)
+            .map_err(|source| OciError::TarRead { subject: format!("{}: {}", self.layer, name.display()), source })?;
         let mode = e.header().mode().unwrap_or(0o644) & 0o7777;
         let mtime = e.header().mtime().unwrap_or(0);
         let existing = fs::symlink_metadata(&path).ok();
@@ -280,11 +228,7 @@ impl Extractor<'_> {
         if let Some(m) = &existing {
             let keep = m.is_dir() && kind == tar::EntryType::Directory;
             if !keep {
-                let r = if m.is_dir() {
-                    fs::remove_dir_all(&path)
-                } else {
-                    fs::remove_file(&path)
-                };
+                let r = if m.is_dir() { fs::remove_dir_all(&path) } else { fs::remove_file(&path) };
                 r.map_err(self.io(&name))?;
             }
         }
@@ -317,12 +261,8 @@ impl Extractor<'_> {
                     })?
                     .ok_or_else(|| self.unsafe_entry(&name, "hard link without a target"))?
                     .into_owned();
-                let tcomps = clean_name(&target).map_err(|r| {
-                    self.unsafe_entry(
-                        &name,
-                        format!("hard link target `{}`: {r}", target.display()),
-                    )
-                })?;
+                let tcomps = clean_name(&target)
+                    .map_err(|r| self.unsafe_entry(&name, format!("hard link target `{}`: {r}", target.display())))?;
                 let Some((tbase, tparent)) = tcomps.split_last() else {
                     return Err(self.unsafe_entry(&name, "hard link to the root"));
                 };
@@ -333,18 +273,14 @@ impl Extractor<'_> {
                         fs::hard_link(p, &path).map_err(self.io(&name))?;
                     }
                     Some((_, Ok(_))) => {
-                        return Err(self.unsafe_entry(
-                            &name,
-                            format!("hard link target `{}` is a directory", target.display()),
-                        ))
+                        return Err(
+                            self.unsafe_entry(&name, format!("hard link target `{}` is a directory", target.display()))
+                        )
                     }
                     _ => {
                         return Err(self.unsafe_entry(
                             &name,
-                            format!(
-                                "hard link target `{}` is not in the root (missing or outside)",
-                                target.display()
-                            ),
+                            format!("hard link target `{}` is not in the root (missing or outside)", target.display()),
                         ))
                     }
                 }
@@ -362,8 +298,7 @@ impl Extractor<'_> {
                     std::os::unix::fs::fchown(&f, Some(uid), Some(gid)).map_err(self.io(&name))?;
                 }
                 // after chown, which clears set-id bits
-                f.set_permissions(fs::Permissions::from_mode(mode))
-                    .map_err(self.io(&name))?;
+                f.set_permissions(fs::Permissions::from_mode(mode)).map_err(self.io(&name))?;
                 let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(mtime);
                 let _ = f.set_times(fs::FileTimes::new().set_modified(t).set_accessed(t));
             }
@@ -386,11 +321,7 @@ impl Extractor<'_> {
             };
             for child in rd {
                 let child = child.map_err(self.io(name))?;
-                let rel = child
-                    .path()
-                    .strip_prefix(self.root)
-                    .map(Path::to_path_buf)
-                    .unwrap_or_default();
+                let rel = child.path().strip_prefix(self.root).map(Path::to_path_buf).unwrap_or_default();
                 if !self.done.contains(&rel) {
                     remove_any(&child.path()).map_err(self.io(name))?;
                 }
@@ -402,10 +333,7 @@ impl Extractor<'_> {
             return Ok(()); // aufs bookkeeping (.wh..wh.plnk, ...) or nonsense: nothing to remove
         }
         let target = dir.join(OsStr::from_bytes(hidden));
-        let rel = target
-            .strip_prefix(self.root)
-            .map(Path::to_path_buf)
-            .unwrap_or_default();
+        let rel = target.strip_prefix(self.root).map(Path::to_path_buf).unwrap_or_default();
         if self.done.contains(&rel) {
             return Ok(());
         }
@@ -470,20 +398,10 @@ fn set_mtime_nofollow(p: &Path, mtime: u64) {
     let Ok(c) = std::ffi::CString::new(p.as_os_str().as_bytes()) else {
         return;
     };
-    let ts = libc::timespec {
-        tv_sec: mtime as libc::time_t,
-        tv_nsec: 0,
-    };
+    let ts = libc::timespec { tv_sec: mtime as libc::time_t, tv_nsec: 0 };
     let times = [ts, ts];
     // SAFETY: `c` is a valid NUL-terminated path and `times` points at two timespecs.
-    unsafe {
-        libc::utimensat(
-            libc::AT_FDCWD,
-            c.as_ptr(),
-            times.as_ptr(),
-            libc::AT_SYMLINK_NOFOLLOW,
-        )
-    };
+    unsafe { libc::utimensat(libc::AT_FDCWD, c.as_ptr(), times.as_ptr(), libc::AT_SYMLINK_NOFOLLOW) };
 }
 
 #[cfg(test)]
@@ -574,20 +492,10 @@ mod tests {
             .fifo("dev-fifo")
             .bytes();
         let s = extract(&root, &[l]).unwrap();
-        assert_eq!(
-            s,
-            ExtractStats {
-                entries: 5,
-                whiteouts: 0,
-                skipped_special: 1
-            }
-        );
+        assert_eq!(s, ExtractStats { entries: 5, whiteouts: 0, skipped_special: 1 });
         assert_eq!(fs::read(root.join("etc/conf")).unwrap(), b"c");
         assert_eq!(fs::read(root.join("abs/leading/slash")).unwrap(), b"a");
-        assert_eq!(
-            fs::read_link(root.join("etc/sym")).unwrap(),
-            Path::new("conf")
-        );
+        assert_eq!(fs::read_link(root.join("etc/sym")).unwrap(), Path::new("conf"));
         assert_eq!(fs::metadata(root.join("etc/conf")).unwrap().nlink(), 2);
         let m = fs::metadata(root.join("etc")).unwrap();
         // (without root the owner keeps rwx: 0o750 | 0o700 is still 0o750)
@@ -613,12 +521,8 @@ mod tests {
     #[test]
     fn whiteouts_remove_lower_entries_only() {
         let (_t, root, _) = setup();
-        let lower = RawTar::new()
-            .file("d/old", b"o")
-            .file("d/keep/x", b"x")
-            .file("gone", b"g")
-            .file("e/f", b"f")
-            .bytes();
+        let lower =
+            RawTar::new().file("d/old", b"o").file("d/keep/x", b"x").file("gone", b"g").file("e/f", b"f").bytes();
         let upper = RawTar::new()
             .file("d/-new", b"n") // sorts before the opaque marker: must survive it
             .file("d/.wh..wh..opq", b"")
@@ -632,10 +536,7 @@ mod tests {
         assert!(!root.join("e/f").exists() && root.join("e").is_dir());
         assert!(!root.join("d/old").exists() && !root.join("d/keep").exists());
         assert_eq!(fs::read(root.join("d/-new")).unwrap(), b"n");
-        assert!(
-            !root.join("nothere").exists(),
-            "a whiteout does not create its directory"
-        );
+        assert!(!root.join("nothere").exists(), "a whiteout does not create its directory");
         assert!(!root.join("d/.wh..wh..opq").exists());
     }
 
@@ -648,11 +549,7 @@ mod tests {
             .file("y/z", b"z")
             .link("s", tar::EntryType::Symlink, "x")
             .bytes();
-        let upper = RawTar::new()
-            .dir("x/", 0o755)
-            .file("y", b"now a file")
-            .file("s", b"not a link")
-            .bytes();
+        let upper = RawTar::new().dir("x/", 0o755).file("y", b"now a file").file("s", b"not a link").bytes();
         extract(&root, &[lower, upper]).unwrap();
         assert!(root.join("x").is_dir());
         assert_eq!(fs::read(root.join("y")).unwrap(), b"now a file");
@@ -671,33 +568,21 @@ mod tests {
     #[test]
     fn refuses_dotdot_paths() {
         let (_t, root, outside) = setup();
-        refused(
-            &[RawTar::new().file("../outside/pwned", b"x").bytes()],
-            &root,
-            "../outside/pwned",
-        );
-        refused(
-            &[RawTar::new().file("a/../../outside/pwned", b"x").bytes()],
-            &root,
-            "a/../../outside/pwned",
-        );
+        refused(&[RawTar::new().file("../outside/pwned", b"x").bytes()], &root, "../outside/pwned");
+        refused(&[RawTar::new().file("a/../../outside/pwned", b"x").bytes()], &root, "a/../../outside/pwned");
         assert!(!outside.join("pwned").exists());
     }
 
     #[test]
     fn symlink_with_dotdot_escape_then_write_is_refused() {
         let (_t, root, outside) = setup();
-        let l1 = RawTar::new()
-            .link("esc", tar::EntryType::Symlink, "../outside")
-            .bytes();
+        let l1 = RawTar::new().link("esc", tar::EntryType::Symlink, "../outside").bytes();
         let l2 = RawTar::new().file("esc/pwned", b"x").bytes();
         refused(&[l1.clone(), l2], &root, "esc/pwned");
         assert!(!outside.join("pwned").exists());
         // absolute target climbing with `..`
         let (_t, root, outside) = setup();
-        let l1 = RawTar::new()
-            .link("esc", tar::EntryType::Symlink, "/../../../../../../outside")
-            .bytes();
+        let l1 = RawTar::new().link("esc", tar::EntryType::Symlink, "/../../../../../../outside").bytes();
         let l2 = RawTar::new().file("esc/pwned", b"x").bytes();
         refused(&[l1, l2], &root, "esc/pwned");
         assert!(!outside.join("pwned").exists());
@@ -722,33 +607,22 @@ mod tests {
         let (_t, root, outside) = setup();
         // The image's `/x` is `<root>/x`, not the host's: writing through it stays in the root.
         let abs = outside.to_str().unwrap().to_string();
-        let l1 = RawTar::new()
-            .link("abs", tar::EntryType::Symlink, &abs)
-            .bytes();
+        let l1 = RawTar::new().link("abs", tar::EntryType::Symlink, &abs).bytes();
         let l2 = RawTar::new().file("abs/pwned", b"x").bytes();
         extract(&root, &[l1, l2]).unwrap();
         assert!(!outside.join("pwned").exists());
-        assert_eq!(
-            fs::read(root.join(abs.trim_start_matches('/')).join("pwned")).unwrap(),
-            b"x"
-        );
+        assert_eq!(fs::read(root.join(abs.trim_start_matches('/')).join("pwned")).unwrap(), b"x");
     }
 
     #[test]
     fn relative_symlink_parents_are_followed_inside_the_root() {
         let (_t, root, _) = setup();
         // usrmerge: /bin -> usr/bin; a later layer writing bin/tool lands in usr/bin
-        let l1 = RawTar::new()
-            .dir("usr/bin/", 0o755)
-            .link("bin", tar::EntryType::Symlink, "usr/bin")
-            .bytes();
+        let l1 = RawTar::new().dir("usr/bin/", 0o755).link("bin", tar::EntryType::Symlink, "usr/bin").bytes();
         let l2 = RawTar::new().file("bin/tool", b"t").bytes();
         extract(&root, &[l1, l2]).unwrap();
         assert_eq!(fs::read(root.join("usr/bin/tool")).unwrap(), b"t");
-        assert!(fs::symlink_metadata(root.join("bin"))
-            .unwrap()
-            .file_type()
-            .is_symlink());
+        assert!(fs::symlink_metadata(root.join("bin")).unwrap().file_type().is_symlink());
     }
 
     #[test]
@@ -766,38 +640,17 @@ mod tests {
     #[test]
     fn hard_links_outside_or_missing_are_refused() {
         let (_t, root, _) = setup();
-        refused(
-            &[RawTar::new()
-                .link("passwd", tar::EntryType::Link, "/etc/passwd")
-                .bytes()],
-            &root,
-            "passwd",
-        );
-        refused(
-            &[RawTar::new()
-                .link("p", tar::EntryType::Link, "../../../../etc/passwd")
-                .bytes()],
-            &root,
-            "p",
-        );
-        let l1 = RawTar::new()
-            .link("etc", tar::EntryType::Symlink, "../../../../etc")
-            .bytes();
-        let l2 = RawTar::new()
-            .link("p", tar::EntryType::Link, "etc/passwd")
-            .bytes();
+        refused(&[RawTar::new().link("passwd", tar::EntryType::Link, "/etc/passwd").bytes()], &root, "passwd");
+        refused(&[RawTar::new().link("p", tar::EntryType::Link, "../../../../etc/passwd").bytes()], &root, "p");
+        let l1 = RawTar::new().link("etc", tar::EntryType::Symlink, "../../../../etc").bytes();
+        let l2 = RawTar::new().link("p", tar::EntryType::Link, "etc/passwd").bytes();
         refused(&[l1, l2], &root, "p");
-        let l = RawTar::new()
-            .dir("d/", 0o755)
-            .link("h", tar::EntryType::Link, "d")
-            .bytes();
+        let l = RawTar::new().dir("d/", 0o755).link("h", tar::EntryType::Link, "d").bytes();
         refused(&[l], &root, "h");
         // but a hard link to a file of a lower layer, by absolute name, is fine
         let (_t, root, _) = setup();
         let l1 = RawTar::new().file("etc/passwd", b"root").bytes();
-        let l2 = RawTar::new()
-            .link("copy", tar::EntryType::Link, "/etc/passwd")
-            .bytes();
+        let l2 = RawTar::new().link("copy", tar::EntryType::Link, "/etc/passwd").bytes();
         extract(&root, &[l1, l2]).unwrap();
         assert_eq!(fs::read(root.join("copy")).unwrap(), b"root");
     }
@@ -814,16 +667,8 @@ mod tests {
     fn extract_layers_verifies_blobs() {
         let (t, root, _) = setup();
         let blobs = BlobDir::open(t.path().join("cas")).unwrap();
-        let dg = blobs
-            .put_bytes(&RawTar::new().file("ok", b"1").bytes())
-            .unwrap();
-        extract_layers(
-            &blobs,
-            std::slice::from_ref(&dg),
-            &root,
-            &ExtractOptions::default(),
-        )
-        .unwrap();
+        let dg = blobs.put_bytes(&RawTar::new().file("ok", b"1").bytes()).unwrap();
+        extract_layers(&blobs, std::slice::from_ref(&dg), &root, &ExtractOptions::default()).unwrap();
         assert!(root.join("ok").exists());
         fs::write(blobs.path(&dg), RawTar::new().file("evil", b"1").bytes()).unwrap();
         assert!(extract_layers(&blobs, &[dg], &root, &ExtractOptions::default()).is_err());

@@ -5,8 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use oci_spec::image::{
-    Arch, Config, Descriptor, History, ImageConfiguration, ImageManifest, ImageManifestBuilder,
-    MediaType, Os, RootFs,
+    Arch, Config, Descriptor, History, ImageConfiguration, ImageManifest, ImageManifestBuilder, MediaType, Os, RootFs,
 };
 use serde::Serialize;
 use serde_json::Value;
@@ -35,27 +34,18 @@ pub struct Image {
 
 /// Converts our digest to oci-spec's (always valid: ours is a checked sha256).
 pub fn spec_digest(d: &Digest) -> oci_spec::image::Digest {
-    d.to_string()
-        .parse()
-        .expect("a sha256 Digest is a valid OCI digest")
+    d.to_string().parse().expect("a sha256 Digest is a valid OCI digest")
 }
 
 /// Converts an oci-spec digest to ours; anything but sha256 is refused, naming `subject`.
 pub fn our_digest(d: &oci_spec::image::Digest, subject: &str) -> Result<Digest> {
-    Digest::parse(d.as_ref()).map_err(|source| OciError::BadDigest {
-        subject: subject.to_string(),
-        source,
-    })
+    Digest::parse(d.as_ref()).map_err(|source| OciError::BadDigest { subject: subject.to_string(), source })
 }
 
 /// Canonical JSON: object keys sorted at every level, no whitespace. oci-spec keeps labels and
 /// annotations in `HashMap`s, whose order differs per process; sorting makes the bytes stable.
 pub fn canonical_json<T: Serialize>(v: &T, subject: &str) -> Result<Vec<u8>> {
-    let json = |source| OciError::Json {
-        subject: subject.to_string(),
-        what: "cannot serialise",
-        source,
-    };
+    let json = |source| OciError::Json { subject: subject.to_string(), what: "cannot serialise", source };
     let value = serde_json::to_value(v).map_err(json)?;
     serde_json::to_vec(&sorted(value)).map_err(json)
 }
@@ -74,11 +64,7 @@ fn sorted(v: Value) -> Value {
 
 /// Parses a config, tolerating what real images omit (`history`).
 fn parse_config(bytes: &[u8], subject: &str) -> Result<ImageConfiguration> {
-    let json = |source| OciError::Json {
-        subject: subject.to_string(),
-        what: "not an image config",
-        source,
-    };
+    let json = |source| OciError::Json { subject: subject.to_string(), what: "not an image config", source };
     let mut v: Value = serde_json::from_slice(bytes).map_err(json)?;
     if let Some(obj) = v.as_object_mut() {
         if obj.get("history").is_none_or(Value::is_null) {
@@ -95,24 +81,19 @@ impl Image {
     pub fn from_bytes(manifest_bytes: Vec<u8>, config_bytes: Vec<u8>) -> Result<Image> {
         let digest = Digest::of_bytes(&manifest_bytes);
         let subject = digest.to_string();
-        let v: Value =
-            serde_json::from_slice(&manifest_bytes).map_err(|source| OciError::Json {
-                subject: subject.clone(),
-                what: "not JSON",
-                source,
-            })?;
+        let v: Value = serde_json::from_slice(&manifest_bytes).map_err(|source| OciError::Json {
+            subject: subject.clone(),
+            what: "not JSON",
+            source,
+        })?;
         if v.get("manifests").is_some() {
-            return Err(OciError::InvalidImage {
-                subject,
-                reason: "it is an image index, not a manifest".into(),
-            });
+            return Err(OciError::InvalidImage { subject, reason: "it is an image index, not a manifest".into() });
         }
-        let manifest: ImageManifest =
-            serde_json::from_value(v).map_err(|source| OciError::Json {
-                subject: subject.clone(),
-                what: "not an image manifest",
-                source,
-            })?;
+        let manifest: ImageManifest = serde_json::from_value(v).map_err(|source| OciError::Json {
+            subject: subject.clone(),
+            what: "not an image manifest",
+            source,
+        })?;
         if manifest.schema_version() != 2 {
             return Err(OciError::InvalidImage {
                 subject,
@@ -122,11 +103,7 @@ impl Image {
         let config_digest = our_digest(manifest.config().digest(), &subject)?;
         let actual = Digest::of_bytes(&config_bytes);
         if actual != config_digest {
-            return Err(OciError::DigestMismatch {
-                subject: "config".into(),
-                expected: config_digest,
-                actual,
-            });
+            return Err(OciError::DigestMismatch { subject: "config".into(), expected: config_digest, actual });
         }
         if manifest.config().size() != config_bytes.len() as u64 {
             return Err(OciError::SizeMismatch {
@@ -151,36 +128,16 @@ impl Image {
         for (i, (l, diff)) in manifest.layers().iter().zip(diff_ids).enumerate() {
             let what = format!("{subject} layer {i}");
             let digest = our_digest(l.digest(), &what)?;
-            let diff_id = Digest::parse(diff).map_err(|source| OciError::BadDigest {
-                subject: format!("{what} diff_id"),
-                source,
-            })?;
+            let diff_id = Digest::parse(diff)
+                .map_err(|source| OciError::BadDigest { subject: format!("{what} diff_id"), source })?;
             let media_type = l.media_type().to_string();
-            let compression = Compression::from_media_type(&media_type).ok_or_else(|| {
-                OciError::InvalidImage {
-                    subject: subject.clone(),
-                    reason: format!(
-                        "layer {i} `{digest}` has media type `{media_type}`, which is not a layer"
-                    ),
-                }
+            let compression = Compression::from_media_type(&media_type).ok_or_else(|| OciError::InvalidImage {
+                subject: subject.clone(),
+                reason: format!("layer {i} `{digest}` has media type `{media_type}`, which is not a layer"),
             })?;
-            layers.push(LayerBlob {
-                diff_id,
-                digest,
-                size: l.size(),
-                media_type,
-                compression,
-            });
+            layers.push(LayerBlob { diff_id, digest, size: l.size(), media_type, compression });
         }
-        Ok(Image {
-            manifest,
-            manifest_bytes,
-            digest,
-            config,
-            config_bytes,
-            config_digest,
-            layers,
-        })
+        Ok(Image { manifest, manifest_bytes, digest, config, config_bytes, config_digest, layers })
     }
 
     /// Builds an image from values: the config and manifest are serialised canonically.
@@ -191,11 +148,7 @@ impl Image {
     ) -> Result<Image> {
         let config_bytes = canonical_json(&config, "image config")?;
         let config_digest = Digest::of_bytes(&config_bytes);
-        let cdesc = Descriptor::new(
-            MediaType::ImageConfig,
-            config_bytes.len() as u64,
-            spec_digest(&config_digest),
-        );
+        let cdesc = Descriptor::new(MediaType::ImageConfig, config_bytes.len() as u64, spec_digest(&config_digest));
         let mut b = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
@@ -204,10 +157,7 @@ impl Image {
         if let Some(a) = annotations {
             b = b.annotations(a);
         }
-        let manifest = b.build().map_err(|source| OciError::Spec {
-            subject: "image manifest".into(),
-            source,
-        })?;
+        let manifest = b.build().map_err(|source| OciError::Spec { subject: "image manifest".into(), source })?;
         let manifest_bytes = canonical_json(&manifest, "image manifest")?;
         Image::from_bytes(manifest_bytes, config_bytes)
     }
@@ -216,21 +166,14 @@ impl Image {
     /// docker-archive) and the given layers.
     pub fn from_config_bytes(config_bytes: Vec<u8>, layers: &[LayerBlob]) -> Result<Image> {
         let cd = Digest::of_bytes(&config_bytes);
-        let cdesc = Descriptor::new(
-            MediaType::ImageConfig,
-            config_bytes.len() as u64,
-            spec_digest(&cd),
-        );
+        let cdesc = Descriptor::new(MediaType::ImageConfig, config_bytes.len() as u64, spec_digest(&cd));
         let manifest = ImageManifestBuilder::default()
             .schema_version(2u32)
             .media_type(MediaType::ImageManifest)
             .config(cdesc)
             .layers(layers.iter().map(LayerBlob::descriptor).collect::<Vec<_>>())
             .build()
-            .map_err(|source| OciError::Spec {
-                subject: "image manifest".into(),
-                source,
-            })?;
+            .map_err(|source| OciError::Spec { subject: "image manifest".into(), source })?;
         Image::from_bytes(canonical_json(&manifest, "image manifest")?, config_bytes)
     }
 
@@ -242,17 +185,12 @@ impl Image {
             what: "not JSON",
             source,
         })?;
-        let cd = v
-            .pointer("/config/digest")
-            .and_then(Value::as_str)
-            .ok_or_else(|| OciError::InvalidImage {
-                subject: manifest_digest.to_string(),
-                reason: "it has no config digest (an index?)".into(),
-            })?;
-        let cd = Digest::parse(cd).map_err(|source| OciError::BadDigest {
-            subject: format!("{manifest_digest} config"),
-            source,
+        let cd = v.pointer("/config/digest").and_then(Value::as_str).ok_or_else(|| OciError::InvalidImage {
+            subject: manifest_digest.to_string(),
+            reason: "it has no config digest (an index?)".into(),
         })?;
+        let cd = Digest::parse(cd)
+            .map_err(|source| OciError::BadDigest { subject: format!("{manifest_digest} config"), source })?;
         let c = blobs.read_verified(&cd)?;
         Image::from_bytes(m, c)
     }
@@ -267,10 +205,7 @@ impl Image {
 
     /// The layers whose blobs `blobs` does not hold (a shallow base image's).
     pub fn missing_layers(&self, blobs: &BlobDir) -> Vec<&LayerBlob> {
-        self.layers
-            .iter()
-            .filter(|l| !blobs.contains(&l.digest))
-            .collect()
+        self.layers.iter().filter(|l| !blobs.contains(&l.digest)).collect()
     }
 
     /// The manifest digest.
@@ -315,10 +250,7 @@ impl Image {
     }
     /// `(os, architecture)` as the config names them (`linux`, `amd64`).
     pub fn platform(&self) -> (String, String) {
-        (
-            self.config.os().to_string(),
-            self.config.architecture().to_string(),
-        )
+        (self.config.os().to_string(), self.config.architecture().to_string())
     }
     /// A descriptor of the manifest (for an index), with the platform.
     pub fn descriptor(&self) -> Descriptor {
@@ -356,10 +288,7 @@ fn oci_layers(img: &Image) -> Vec<Descriptor> {
         .zip(&img.layers)
         .map(|(d, l)| {
             let mut d = d.clone();
-            if d.media_type()
-                .to_string()
-                .starts_with("application/vnd.docker.image.rootfs.diff.")
-            {
+            if d.media_type().to_string().starts_with("application/vnd.docker.image.rootfs.diff.") {
                 d.set_media_type(MediaType::from(l.compression.media_type()));
             }
             d
@@ -390,19 +319,11 @@ pub fn append_layer(img: &Image, layer: &LayerBlob, created_by: &str) -> Result<
     let mut config = img.config.clone();
     let mut history = aligned_history(&config, img.layers.len());
     let mut e = History::default();
-    e.set_created(Some(
-        config
-            .created()
-            .clone()
-            .unwrap_or_else(|| CREATED.to_string()),
-    ));
+    e.set_created(Some(config.created().clone().unwrap_or_else(|| CREATED.to_string())));
     e.set_created_by(Some(created_by.to_string()));
     history.push(e);
     config.set_history(history);
-    config
-        .rootfs_mut()
-        .diff_ids_mut()
-        .push(layer.diff_id.to_string());
+    config.rootfs_mut().diff_ids_mut().push(layer.diff_id.to_string());
     let mut layers = oci_layers(img);
     layers.push(layer.descriptor());
     Image::from_values(config, layers, img.manifest.annotations().clone())
@@ -441,10 +362,7 @@ pub fn with_config(img: &Image, patch: &ConfigPatch) -> Result<Image> {
         let mut env = c.env().clone().unwrap_or_default();
         for (k, v) in &patch.env {
             let kv = format!("{k}={v}");
-            match env
-                .iter_mut()
-                .find(|e| e.split('=').next() == Some(k.as_str()))
-            {
+            match env.iter_mut().find(|e| e.split('=').next() == Some(k.as_str())) {
                 Some(slot) => *slot = kv,
                 None => env.push(kv),
             }
@@ -463,12 +381,7 @@ pub fn with_config(img: &Image, patch: &ConfigPatch) -> Result<Image> {
         c.set_labels(Some(labels));
     }
     if !patch.exposed_ports.is_empty() {
-        let mut ports: BTreeSet<String> = c
-            .exposed_ports()
-            .clone()
-            .unwrap_or_default()
-            .into_iter()
-            .collect();
+        let mut ports: BTreeSet<String> = c.exposed_ports().clone().unwrap_or_default().into_iter().collect();
         ports.extend(patch.exposed_ports.iter().cloned());
         c.set_exposed_ports(Some(ports.into_iter().collect()));
     }
@@ -492,16 +405,8 @@ pub fn rebase(orig: &Image, old_base: &Image, new_base: &Image) -> Result<Image>
 }
 
 /// [`rebase`], with `allow_platform_change` to accept a new base of another OS/architecture.
-pub fn rebase_with(
-    orig: &Image,
-    old_base: &Image,
-    new_base: &Image,
-    allow_platform_change: bool,
-) -> Result<Image> {
-    let err = |reason: String| OciError::Rebase {
-        image: orig.digest.clone(),
-        reason,
-    };
+pub fn rebase_with(orig: &Image, old_base: &Image, new_base: &Image, allow_platform_change: bool) -> Result<Image> {
+    let err = |reason: String| OciError::Rebase { image: orig.digest.clone(), reason };
     let n_old = old_base.layers.len();
     if orig.layers.len() < n_old {
         return Err(err(format!(
@@ -521,10 +426,7 @@ pub fn rebase_with(
     if !allow_platform_change && orig.platform() != new_base.platform() {
         let (o, a) = orig.platform();
         let (no, na) = new_base.platform();
-        return Err(err(format!(
-            "the new base `{}` is {no}/{na}, the image is {o}/{a}",
-            new_base.digest
-        )));
+        return Err(err(format!("the new base `{}` is {no}/{na}, the image is {o}/{a}", new_base.digest)));
     }
     // The original's own history: after the old base's history when it is a prefix, else after
     // the entry of its n_old-th layer.
@@ -559,11 +461,7 @@ pub fn rebase_with(
     config.set_variant(new_base.config.variant().clone());
     config.set_os_version(new_base.config.os_version().clone());
     config.set_os_features(new_base.config.os_features().clone());
-    let mut diff_ids: Vec<String> = new_base
-        .layers
-        .iter()
-        .map(|l| l.diff_id.to_string())
-        .collect();
+    let mut diff_ids: Vec<String> = new_base.layers.iter().map(|l| l.diff_id.to_string()).collect();
     diff_ids.extend(orig.layers[n_old..].iter().map(|l| l.diff_id.to_string()));
     config.rootfs_mut().set_diff_ids(diff_ids);
     config.set_history(history);
@@ -632,21 +530,10 @@ mod tests {
         p.exposed_ports = vec!["8080/tcp".into(), "443/tcp".into(), "53/udp".into()];
         let a = with_config(&img_with(&[1]), &p).unwrap();
         let s = String::from_utf8(a.config_bytes().to_vec()).unwrap();
-        assert!(
-            s.contains(r#""ExposedPorts":{"443/tcp":{},"53/udp":{},"8080/tcp":{}}"#),
-            "{s}"
-        );
-        assert!(
-            s.contains(
-                r#""Labels":{"alpha":"v","beta":"v","kappa":"v","mid":"v","omega":"v","zeta":"v"}"#
-            ),
-            "{s}"
-        );
+        assert!(s.contains(r#""ExposedPorts":{"443/tcp":{},"53/udp":{},"8080/tcp":{}}"#), "{s}");
+        assert!(s.contains(r#""Labels":{"alpha":"v","beta":"v","kappa":"v","mid":"v","omega":"v","zeta":"v"}"#), "{s}");
         for _ in 0..5 {
-            assert_eq!(
-                with_config(&img_with(&[1]), &p).unwrap().digest(),
-                a.digest()
-            );
+            assert_eq!(with_config(&img_with(&[1]), &p).unwrap().digest(), a.digest());
         }
     }
 
@@ -671,19 +558,13 @@ mod tests {
         let c = b.config().config().clone().unwrap();
         assert_eq!(c.entrypoint().as_deref(), Some(&["/app".to_string()][..]));
         assert_eq!(c.cmd().as_deref(), Some(&["serve".to_string()][..]));
-        assert_eq!(
-            c.env().as_deref(),
-            Some(&["PATH=/usr/bin".to_string(), "A=1".to_string()][..])
-        );
+        assert_eq!(c.env().as_deref(), Some(&["PATH=/usr/bin".to_string(), "A=1".to_string()][..]));
         assert_eq!(c.user().as_deref(), Some("1000:1000"));
         assert_eq!(c.working_dir().as_deref(), Some("/workspace"));
         assert_eq!(c.labels().as_ref().unwrap().len(), 2);
         assert_eq!(b.layers(), a.layers());
         assert_ne!(b.digest(), a.digest());
-        assert_eq!(
-            with_config(&b, &ConfigPatch::default()).unwrap().digest(),
-            b.digest()
-        );
+        assert_eq!(with_config(&b, &ConfigPatch::default()).unwrap().digest(), b.digest());
     }
 
     #[test]
@@ -692,19 +573,13 @@ mod tests {
         let blobs = BlobDir::open(t.path()).unwrap();
         let img = with_created(&img_with(&[1, 2, 3]), "2024-01-02T03:04:05Z").unwrap();
         let (d, size) = img.write_to(&blobs).unwrap();
-        assert_eq!(
-            (&d, size),
-            (img.digest(), img.manifest_bytes().len() as u64)
-        );
+        assert_eq!((&d, size), (img.digest(), img.manifest_bytes().len() as u64));
         assert_eq!(Image::load(&blobs, &d).unwrap(), img);
         assert_eq!(img.missing_layers(&blobs).len(), 3);
         // corrupt config: refused naming the digest
         std::fs::write(blobs.path(img.config_digest()), b"{}").unwrap();
         let err = Image::load(&blobs, &d).unwrap_err();
-        assert!(
-            err.to_string().contains(&img.config_digest().to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&img.config_digest().to_string()), "{err}");
     }
 
     #[test]
@@ -718,10 +593,7 @@ mod tests {
         // not JSON / an index
         assert!(Image::from_bytes(b"nope".to_vec(), vec![]).is_err());
         let idx = br#"{"schemaVersion":2,"manifests":[]}"#.to_vec();
-        assert!(matches!(
-            Image::from_bytes(idx, vec![]),
-            Err(OciError::InvalidImage { .. })
-        ));
+        assert!(matches!(Image::from_bytes(idx, vec![]), Err(OciError::InvalidImage { .. })));
         // layer/diff_id count mismatch
         let mut config: Value = serde_json::from_slice(img.config_bytes()).unwrap();
         config["rootfs"]["diff_ids"] = Value::Array(vec![]);
@@ -735,9 +607,7 @@ mod tests {
 
     #[test]
     fn config_without_history_loads() {
-        let cb =
-            br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
-                .to_vec();
+        let cb = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
         let m = format!(
             r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{}","size":{}}},"layers":[]}}"#,
             Digest::of_bytes(&cb),
@@ -745,10 +615,7 @@ mod tests {
         );
         let img = Image::from_bytes(m.into_bytes(), cb).unwrap();
         assert!(img.config().history().is_empty());
-        assert_eq!(
-            img.manifest_media_type(),
-            "application/vnd.docker.distribution.manifest.v2+json"
-        );
+        assert_eq!(img.manifest_media_type(), "application/vnd.docker.distribution.manifest.v2+json");
         // mutating turns it into an OCI manifest and gives the layers history
         let b = append_layer(&img, &fake_layer(9), "x").unwrap();
         assert_eq!(b.manifest_media_type(), super::super::MEDIA_TYPE_MANIFEST);
@@ -759,39 +626,17 @@ mod tests {
         let old = img_with(&[1, 2]);
         let new = img_with(&[5, 6, 7]);
         let app = with_config(
-            &append_layer(
-                &append_layer(&old, &fake_layer(3), "app 3").unwrap(),
-                &fake_layer(4),
-                "app 4",
-            )
-            .unwrap(),
-            &ConfigPatch {
-                user: Some("cnb".into()),
-                ..Default::default()
-            },
+            &append_layer(&append_layer(&old, &fake_layer(3), "app 3").unwrap(), &fake_layer(4), "app 4").unwrap(),
+            &ConfigPatch { user: Some("cnb".into()), ..Default::default() },
         )
         .unwrap();
         let r = rebase(&app, &old, &new).unwrap();
         let ds: Vec<&Digest> = r.layers().iter().map(|l| &l.digest).collect();
-        let want: Vec<Digest> = [5, 6, 7, 3, 4]
-            .iter()
-            .map(|&n| fake_layer(n).digest)
-            .collect();
+        let want: Vec<Digest> = [5, 6, 7, 3, 4].iter().map(|&n| fake_layer(n).digest).collect();
         assert_eq!(ds, want.iter().collect::<Vec<_>>());
-        let h: Vec<Option<String>> = r
-            .config()
-            .history()
-            .iter()
-            .map(|h| h.created_by().clone())
-            .collect();
-        assert_eq!(
-            h,
-            ["layer 5", "layer 6", "layer 7", "app 3", "app 4"].map(|s| Some(s.to_string()))
-        );
-        assert_eq!(
-            r.config().config().as_ref().unwrap().user().as_deref(),
-            Some("cnb")
-        );
+        let h: Vec<Option<String>> = r.config().history().iter().map(|h| h.created_by().clone()).collect();
+        assert_eq!(h, ["layer 5", "layer 6", "layer 7", "app 3", "app 4"].map(|s| Some(s.to_string())));
+        assert_eq!(r.config().config().as_ref().unwrap().user().as_deref(), Some("cnb"));
         assert_eq!(r.diff_ids().len(), 5);
         // rebasing back gives the original image again
         assert_eq!(rebase(&r, &new, &old).unwrap().digest(), app.digest());
@@ -808,10 +653,7 @@ mod tests {
         assert!(err.to_string().contains("fewer"), "{err}");
         let arm = append_layer(&scratch("linux", "arm64").unwrap(), &fake_layer(5), "x").unwrap();
         assert!(rebase(&app, &old, &arm).is_err());
-        assert_eq!(
-            rebase_with(&app, &old, &arm, true).unwrap().platform().1,
-            "arm64"
-        );
+        assert_eq!(rebase_with(&app, &old, &arm, true).unwrap().platform().1, "arm64");
     }
 
     #[test]

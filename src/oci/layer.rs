@@ -40,9 +40,7 @@ impl Compression {
             "application/vnd.oci.image.layer.v1.tar+gzip"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
             | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => {
-                Some(Compression::Gzip)
-            }
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
             "application/vnd.oci.image.layer.v1.tar+zstd"
             | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
             | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
@@ -61,10 +59,7 @@ pub struct LayerOptions {
 
 impl Default for LayerOptions {
     fn default() -> Self {
-        LayerOptions {
-            compression: Compression::Gzip,
-            mtime: DEFAULT_MTIME,
-        }
+        LayerOptions { compression: Compression::Gzip, mtime: DEFAULT_MTIME }
     }
 }
 
@@ -82,11 +77,7 @@ pub struct LayerBlob {
 impl LayerBlob {
     /// The manifest descriptor of this layer.
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(
-            MediaType::from(self.media_type.as_str()),
-            self.size,
-            super::image::spec_digest(&self.digest),
-        )
+        Descriptor::new(MediaType::from(self.media_type.as_str()), self.size, super::image::spec_digest(&self.digest))
     }
 }
 
@@ -114,26 +105,17 @@ pub fn write_prepared_layer(
 ) -> Result<LayerBlob> {
     let tar_opts = TarOptions { mtime: opts.mtime };
     if opts.compression != Compression::None {
-        let (_, diff_id, _) = write_prepared(entries, &tar_opts, HashingWriter::new(io::sink()))?
-            .0
-            .finish();
+        let (_, diff_id, _) = write_prepared(entries, &tar_opts, HashingWriter::new(io::sink()))?.0.finish();
         if let Some(hit) = reuse(known, &diff_id, opts.compression, blobs) {
             return Ok(hit);
         }
-        let blob = store(blobs, opts.compression, |w| {
-            write_prepared(entries, &tar_opts, w).map(|_| ())
-        })?;
+        let blob = store(blobs, opts.compression, |w| write_prepared(entries, &tar_opts, w).map(|_| ()))?;
         if blob.diff_id != diff_id {
-            return Err(OciError::LayerChanged {
-                first: diff_id,
-                second: blob.diff_id,
-            });
+            return Err(OciError::LayerChanged { first: diff_id, second: blob.diff_id });
         }
         return Ok(blob);
     }
-    store(blobs, Compression::None, |w| {
-        write_prepared(entries, &tar_opts, w).map(|_| ())
-    })
+    store(blobs, Compression::None, |w| write_prepared(entries, &tar_opts, w).map(|_| ()))
 }
 
 fn reuse(
@@ -143,58 +125,34 @@ fn reuse(
     blobs: &BlobDir,
 ) -> Option<LayerBlob> {
     let hit = known(diff_id, c)?;
-    let ok = &hit.diff_id == diff_id
-        && hit.compression == c
-        && blobs.size(&hit.digest).ok() == Some(hit.size);
+    let ok = &hit.diff_id == diff_id && hit.compression == c && blobs.size(&hit.digest).ok() == Some(hit.size);
     ok.then_some(hit)
 }
 
 /// Compresses an existing uncompressed layer tar read from `tar` into `blobs` (one pass).
-pub fn compress_tar(
-    tar: impl Read,
-    compression: Compression,
-    blobs: &BlobDir,
-) -> Result<LayerBlob> {
+pub fn compress_tar(tar: impl Read, compression: Compression, blobs: &BlobDir) -> Result<LayerBlob> {
     let mut tar = tar;
     store(blobs, compression, |w| {
-        io::copy(&mut tar, w).map_err(|source| OciError::LayerWrite {
-            subject: "uncompressed tar".into(),
-            source,
-        })?;
+        io::copy(&mut tar, w).map_err(|source| OciError::LayerWrite { subject: "uncompressed tar".into(), source })?;
         Ok(())
     })
 }
 
 /// Streams `fill`'s tar through the compressor into `blobs`, hashing the uncompressed bytes too.
-fn store(
-    blobs: &BlobDir,
-    c: Compression,
-    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
-) -> Result<LayerBlob> {
+fn store(blobs: &BlobDir, c: Compression, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<LayerBlob> {
     let mut diff = None;
     let (digest, size) = blobs.put_stream::<OciError>(|w| {
-        let enc = compress::encoder(c, w).map_err(|source| OciError::LayerWrite {
-            subject: "compressor".into(),
-            source,
-        })?;
+        let enc =
+            compress::encoder(c, w).map_err(|source| OciError::LayerWrite { subject: "compressor".into(), source })?;
         let mut hw = HashingWriter::new(enc);
         fill(&mut hw)?;
         let (enc, d, _) = hw.finish();
-        enc.finish_box().map_err(|source| OciError::LayerWrite {
-            subject: format!("{d}"),
-            source,
-        })?;
+        enc.finish_box().map_err(|source| OciError::LayerWrite { subject: format!("{d}"), source })?;
         diff = Some(d);
         Ok(())
     })?;
     let diff_id = diff.expect("put_stream ran the closure");
-    Ok(LayerBlob {
-        diff_id,
-        digest,
-        size,
-        media_type: c.media_type().to_string(),
-        compression: c,
-    })
+    Ok(LayerBlob { diff_id, digest, size, media_type: c.media_type().to_string(), compression: c })
 }
 
 /// The diff_id of a stored layer blob: the sha256 of its uncompressed bytes (decompressed by magic).
@@ -202,10 +160,7 @@ pub fn diff_id_of_blob(blobs: &BlobDir, digest: &Digest) -> Result<(Digest, Comp
     let f = blobs.open_blob(digest)?;
     let path = blobs.path(digest);
     let (c, r) = compress::decoder(io::BufReader::new(f)).map_err(super::error::io_err(&path))?;
-    let (d, _) = Digest::of_reader(r).map_err(|source| OciError::TarRead {
-        subject: digest.to_string(),
-        source,
-    })?;
+    let (d, _) = Digest::of_reader(r).map_err(|source| OciError::TarRead { subject: digest.to_string(), source })?;
     Ok((d, c))
 }
 
@@ -217,10 +172,7 @@ mod tests {
     fn entries(dir: &std::path::Path, content: &[u8]) -> Vec<TarEntry> {
         let f = dir.join("src.txt");
         std::fs::write(&f, content).unwrap();
-        vec![
-            TarEntry::file("app/a.txt", &f, 0o644),
-            TarEntry::symlink("app/b", "a.txt"),
-        ]
+        vec![TarEntry::file("app/a.txt", &f, 0o644), TarEntry::symlink("app/b", "a.txt")]
     }
 
     #[test]
@@ -228,26 +180,14 @@ mod tests {
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
             assert_eq!(Compression::from_media_type(c.media_type()), Some(c));
         }
-        assert_eq!(
-            Compression::Gzip.media_type(),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-        );
-        assert_eq!(
-            Compression::Zstd.media_type(),
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-        );
-        assert_eq!(
-            Compression::None.media_type(),
-            "application/vnd.oci.image.layer.v1.tar"
-        );
+        assert_eq!(Compression::Gzip.media_type(), "application/vnd.oci.image.layer.v1.tar+gzip");
+        assert_eq!(Compression::Zstd.media_type(), "application/vnd.oci.image.layer.v1.tar+zstd");
+        assert_eq!(Compression::None.media_type(), "application/vnd.oci.image.layer.v1.tar");
         assert_eq!(
             Compression::from_media_type("application/vnd.docker.image.rootfs.diff.tar.gzip"),
             Some(Compression::Gzip)
         );
-        assert_eq!(
-            Compression::from_media_type("application/vnd.oci.image.config.v1+json"),
-            None
-        );
+        assert_eq!(Compression::from_media_type("application/vnd.oci.image.config.v1+json"), None);
     }
 
     #[test]
@@ -255,27 +195,16 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let blobs = BlobDir::open(t.path().join("blobs")).unwrap();
         let es = entries(t.path(), b"content");
-        let (tar, _) =
-            crate::oci::tar::write_tar(es.clone(), &TarOptions::default(), Vec::new()).unwrap();
+        let (tar, _) = crate::oci::tar::write_tar(es.clone(), &TarOptions::default(), Vec::new()).unwrap();
         let want = Digest::of_bytes(&tar);
         for c in [Compression::Gzip, Compression::Zstd, Compression::None] {
-            let lb = write_layer(
-                es.clone(),
-                &LayerOptions {
-                    compression: c,
-                    ..Default::default()
-                },
-                &blobs,
-                &|_, _| None,
-            )
-            .unwrap();
+            let lb =
+                write_layer(es.clone(), &LayerOptions { compression: c, ..Default::default() }, &blobs, &|_, _| None)
+                    .unwrap();
             assert_eq!(lb.diff_id, want, "{c:?}");
             assert_eq!(lb.size, blobs.size(&lb.digest).unwrap());
             blobs.verify(&lb.digest).unwrap();
-            assert_eq!(
-                diff_id_of_blob(&blobs, &lb.digest).unwrap(),
-                (want.clone(), c)
-            );
+            assert_eq!(diff_id_of_blob(&blobs, &lb.digest).unwrap(), (want.clone(), c));
             assert_eq!(lb.descriptor().size(), lb.size);
             if c == Compression::None {
                 assert_eq!(lb.digest, lb.diff_id);
@@ -287,20 +216,13 @@ mod tests {
     fn is_reproducible_across_blob_dirs() {
         let t = tempfile::tempdir().unwrap();
         let es = entries(t.path(), b"same");
-        let a = write_layer(
-            es.clone(),
-            &LayerOptions::default(),
-            &BlobDir::open(t.path().join("a")).unwrap(),
-            &|_, _| None,
-        )
-        .unwrap();
-        let b = write_layer(
-            es,
-            &LayerOptions::default(),
-            &BlobDir::open(t.path().join("b")).unwrap(),
-            &|_, _| None,
-        )
-        .unwrap();
+        let a =
+            write_layer(es.clone(), &LayerOptions::default(), &BlobDir::open(t.path().join("a")).unwrap(), &|_, _| {
+                None
+            })
+            .unwrap();
+        let b = write_layer(es, &LayerOptions::default(), &BlobDir::open(t.path().join("b")).unwrap(), &|_, _| None)
+            .unwrap();
         assert_eq!(a, b);
     }
 
@@ -309,16 +231,11 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let blobs = BlobDir::open(t.path().join("blobs")).unwrap();
         let es = entries(t.path(), b"reuse me");
-        let first =
-            write_layer(es.clone(), &LayerOptions::default(), &blobs, &|_, _| None).unwrap();
+        let first = write_layer(es.clone(), &LayerOptions::default(), &blobs, &|_, _| None).unwrap();
         let asked = Cell::new(0);
         // a fake "known" blob: if it is returned, nothing was compressed
         let fake_digest = blobs.put_bytes(b"pretend compressed").unwrap();
-        let fake = LayerBlob {
-            digest: fake_digest.clone(),
-            size: 18,
-            ..first.clone()
-        };
+        let fake = LayerBlob { digest: fake_digest.clone(), size: 18, ..first.clone() };
         let got = write_layer(es.clone(), &LayerOptions::default(), &blobs, &|d, c| {
             asked.set(asked.get() + 1);
             assert_eq!((d, c), (&first.diff_id, Compression::Gzip));
@@ -329,10 +246,7 @@ mod tests {
         assert_eq!(got.digest, fake_digest);
         // a known blob that is missing from the dir, or of another size, is not trusted
         std::fs::remove_file(blobs.path(&fake_digest)).unwrap();
-        let got = write_layer(es, &LayerOptions::default(), &blobs, &|_, _| {
-            Some(fake.clone())
-        })
-        .unwrap();
+        let got = write_layer(es, &LayerOptions::default(), &blobs, &|_, _| Some(fake.clone())).unwrap();
         assert_eq!(got, first);
     }
 
@@ -341,20 +255,12 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let blobs = BlobDir::open(t.path().join("blobs")).unwrap();
         let es = entries(t.path(), b"x");
-        let (tar, _) =
-            crate::oci::tar::write_tar(es.clone(), &TarOptions::default(), Vec::new()).unwrap();
+        let (tar, _) = crate::oci::tar::write_tar(es.clone(), &TarOptions::default(), Vec::new()).unwrap();
         for c in [Compression::Gzip, Compression::Zstd] {
             let a = compress_tar(&tar[..], c, &blobs).unwrap();
-            let b = write_layer(
-                es.clone(),
-                &LayerOptions {
-                    compression: c,
-                    ..Default::default()
-                },
-                &blobs,
-                &|_, _| None,
-            )
-            .unwrap();
+            let b =
+                write_layer(es.clone(), &LayerOptions { compression: c, ..Default::default() }, &blobs, &|_, _| None)
+                    .unwrap();
             assert_eq!(a, b);
         }
     }
@@ -364,24 +270,15 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let blobs = BlobDir::open(t.path().join("blobs")).unwrap();
         let f = t.path().join("big");
-        let data: Vec<u8> = (0..(3 * compress::GZIP_BLOCK + 777) as u32)
-            .map(|i| (i % 251) as u8 ^ (i >> 13) as u8)
-            .collect();
+        let data: Vec<u8> =
+            (0..(3 * compress::GZIP_BLOCK + 777) as u32).map(|i| (i % 251) as u8 ^ (i >> 13) as u8).collect();
         std::fs::write(&f, &data).unwrap();
         let es = vec![TarEntry::file("big", &f, 0o644)];
-        let (tar, _) =
-            crate::oci::tar::write_tar(es.clone(), &TarOptions::default(), Vec::new()).unwrap();
+        let (tar, _) = crate::oci::tar::write_tar(es.clone(), &TarOptions::default(), Vec::new()).unwrap();
         for c in [Compression::Gzip, Compression::Zstd] {
-            let lb = write_layer(
-                es.clone(),
-                &LayerOptions {
-                    compression: c,
-                    ..Default::default()
-                },
-                &blobs,
-                &|_, _| None,
-            )
-            .unwrap();
+            let lb =
+                write_layer(es.clone(), &LayerOptions { compression: c, ..Default::default() }, &blobs, &|_, _| None)
+                    .unwrap();
             assert_eq!(lb.diff_id, Digest::of_bytes(&tar));
             assert_eq!(diff_id_of_blob(&blobs, &lb.digest).unwrap().0, lb.diff_id);
             assert!(lb.size < tar.len() as u64);
@@ -392,13 +289,8 @@ mod tests {
     fn bad_entries_are_errors() {
         let t = tempfile::tempdir().unwrap();
         let blobs = BlobDir::open(t.path()).unwrap();
-        let err = write_layer(
-            vec![TarEntry::dir("../x", 0o755)],
-            &LayerOptions::default(),
-            &blobs,
-            &|_, _| None,
-        )
-        .unwrap_err();
+        let err = write_layer(vec![TarEntry::dir("../x", 0o755)], &LayerOptions::default(), &blobs, &|_, _| None)
+            .unwrap_err();
         assert!(err.to_string().contains("`../x`"), "{err}");
     }
 }

@@ -30,10 +30,7 @@ pub struct Selector {
 impl Selector {
     /// Select by ref name.
     pub fn by_ref(name: &str) -> Selector {
-        Selector {
-            ref_name: Some(name.to_string()),
-            platform: None,
-        }
+        Selector { ref_name: Some(name.to_string()), platform: None }
     }
 }
 
@@ -54,19 +51,14 @@ pub fn host_platform() -> (String, String) {
 pub fn index_json(image: &Image, ref_name: Option<&str>) -> Result<Vec<u8>> {
     let mut d = image.descriptor();
     if let Some(r) = ref_name {
-        d.set_annotations(Some(
-            [(super::ANNOTATION_REF_NAME.to_string(), r.to_string())].into(),
-        ));
+        d.set_annotations(Some([(super::ANNOTATION_REF_NAME.to_string(), r.to_string())].into()));
     }
     let index = ImageIndexBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageIndex)
         .manifests(vec![d])
         .build()
-        .map_err(|source| OciError::Spec {
-            subject: "index.json".into(),
-            source,
-        })?;
+        .map_err(|source| OciError::Spec { subject: "index.json".into(), source })?;
     canonical_json(&index, "index.json")
 }
 
@@ -75,12 +67,7 @@ pub fn index_json(image: &Image, ref_name: Option<&str>) -> Result<Vec<u8>> {
 /// hard-linked where possible, copied otherwise; `index.json` is replaced atomically last, so a
 /// reader sees the old layout or the new one, never a mix. Blobs no longer referenced are removed
 /// afterwards. Returns the manifest digest.
-pub fn write_layout(
-    dir: &Path,
-    image: &Image,
-    blobs: &BlobDir,
-    ref_name: Option<&str>,
-) -> Result<Digest> {
+pub fn write_layout(dir: &Path, image: &Image, blobs: &BlobDir, ref_name: Option<&str>) -> Result<Digest> {
     image.write_to(blobs)?;
     let mut wanted: Vec<&Digest> = vec![image.digest(), image.config_digest()];
     wanted.extend(image.layers().iter().map(|l| &l.digest));
@@ -124,10 +111,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 }
 
 fn layout_err(dir: &Path, reason: impl Into<String>) -> OciError {
-    OciError::Layout {
-        path: dir.to_path_buf(),
-        reason: reason.into(),
-    }
+    OciError::Layout { path: dir.to_path_buf(), reason: reason.into() }
 }
 
 /// Picks the descriptor `sel` asks for from an index's manifests. `subject` names the index.
@@ -137,36 +121,23 @@ pub(crate) fn select_descriptor<'a>(
     top_level: bool,
     fail: &dyn Fn(String) -> OciError,
 ) -> Result<&'a Descriptor> {
-    let ref_of = |d: &Descriptor| {
-        d.annotations()
-            .as_ref()
-            .and_then(|a| a.get(super::ANNOTATION_REF_NAME).cloned())
-    };
+    let ref_of = |d: &Descriptor| d.annotations().as_ref().and_then(|a| a.get(super::ANNOTATION_REF_NAME).cloned());
     if top_level {
         if let Some(want) = &sel.ref_name {
             let hits: Vec<&Descriptor> = manifests
                 .iter()
                 .filter(|d| {
                     ref_of(d).as_deref() == Some(want.as_str())
-                        || d.annotations()
-                            .as_ref()
-                            .and_then(|a| a.get("io.containerd.image.name"))
-                            == Some(want)
+                        || d.annotations().as_ref().and_then(|a| a.get("io.containerd.image.name")) == Some(want)
                 })
                 .collect();
             return match hits.as_slice() {
                 [one] => Ok(one),
                 [] => {
                     let refs: Vec<String> = manifests.iter().filter_map(ref_of).collect();
-                    Err(fail(format!(
-                        "no manifest has ref name `{want}` (it has: {})",
-                        refs.join(", ")
-                    )))
+                    Err(fail(format!("no manifest has ref name `{want}` (it has: {})", refs.join(", "))))
                 }
-                _ => Err(fail(format!(
-                    "{} manifests have ref name `{want}`",
-                    hits.len()
-                ))),
+                _ => Err(fail(format!("{} manifests have ref name `{want}`", hits.len()))),
             };
         }
         if manifests.len() == 1 {
@@ -177,9 +148,7 @@ pub(crate) fn select_descriptor<'a>(
     let hits: Vec<&Descriptor> = manifests
         .iter()
         .filter(|d| {
-            d.platform()
-                .as_ref()
-                .is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
+            d.platform().as_ref().is_some_and(|p| p.os().to_string() == os && p.architecture().to_string() == arch)
         })
         .collect();
     match hits.first() {
@@ -216,19 +185,12 @@ fn import_blob(dir: &Path, blobs: &BlobDir, d: &Digest, size: Option<u64>) -> Re
         if e.kind() == io::ErrorKind::NotFound {
             layout_err(dir, format!("blob `{d}` is missing"))
         } else {
-            OciError::Io {
-                path: src.clone(),
-                source: e,
-            }
+            OciError::Io { path: src.clone(), source: e }
         }
     })?;
     if let Some(want) = size {
         if meta.len() != want {
-            return Err(OciError::SizeMismatch {
-                digest: d.clone(),
-                expected: want,
-                actual: meta.len(),
-            });
+            return Err(OciError::SizeMismatch { digest: d.clone(), expected: want, actual: meta.len() });
         }
     }
     // Copied, never hard-linked: the layout is a workspace input a user may edit in place, and a
@@ -241,9 +203,8 @@ fn import_blob(dir: &Path, blobs: &BlobDir, d: &Digest, size: Option<u64>) -> Re
         }
         return Ok(());
     }
-    let (actual, _) = blobs.put_stream::<OciError>(|w| {
-        io::copy(&mut BufReader::new(f), w).map(|_| ()).map_err(io_err(&src))
-    })?;
+    let (actual, _) =
+        blobs.put_stream::<OciError>(|w| io::copy(&mut BufReader::new(f), w).map(|_| ()).map_err(io_err(&src)))?;
     if &actual != d {
         // What was stored is a valid blob under its own digest; only the claim was wrong.
         return Err(OciError::DigestMismatch { subject: src.display().to_string(), expected: d.clone(), actual });
@@ -257,45 +218,23 @@ fn import_blob(dir: &Path, blobs: &BlobDir, d: &Digest, size: Option<u64>) -> Re
 pub fn read_layout(dir: &Path, sel: &Selector, blobs: &BlobDir) -> Result<Image> {
     let lf = dir.join("oci-layout");
     let layout: serde_json::Value = serde_json::from_slice(&fs::read(&lf).map_err(io_err(&lf))?)
-        .map_err(|source| OciError::Json {
-            subject: lf.display().to_string(),
-            what: "not JSON",
-            source,
-        })?;
-    if layout
-        .get("imageLayoutVersion")
-        .and_then(|v| v.as_str())
-        .is_none()
-    {
+        .map_err(|source| OciError::Json { subject: lf.display().to_string(), what: "not JSON", source })?;
+    if layout.get("imageLayoutVersion").and_then(|v| v.as_str()).is_none() {
         return Err(layout_err(dir, "`oci-layout` has no imageLayoutVersion"));
     }
     let ip = dir.join("index.json");
-    let index = parse_index(
-        &fs::read(&ip).map_err(io_err(&ip))?,
-        &ip.display().to_string(),
-    )?;
+    let index = parse_index(&fs::read(&ip).map_err(io_err(&ip))?, &ip.display().to_string())?;
     let fail = |reason: String| layout_err(dir, reason);
     let mut desc = select_descriptor(index.manifests(), sel, true, &fail)?.clone();
     for _depth in 0..8 {
         let d = our_digest(desc.digest(), &format!("{} manifest", dir.display()))?;
         import_blob(dir, blobs, &d, Some(desc.size()))?;
         if !is_index(desc.media_type().as_ref()) {
-            let m: serde_json::Value =
-                serde_json::from_slice(&blobs.read_verified(&d)?).map_err(|source| {
-                    OciError::Json {
-                        subject: d.to_string(),
-                        what: "not JSON",
-                        source,
-                    }
-                })?;
-            let cd = m
-                .pointer("/config/digest")
-                .and_then(|v| v.as_str())
-                .unwrap_or_default();
-            let cd = Digest::parse(cd).map_err(|source| OciError::BadDigest {
-                subject: format!("{d} config"),
-                source,
-            })?;
+            let m: serde_json::Value = serde_json::from_slice(&blobs.read_verified(&d)?)
+                .map_err(|source| OciError::Json { subject: d.to_string(), what: "not JSON", source })?;
+            let cd = m.pointer("/config/digest").and_then(|v| v.as_str()).unwrap_or_default();
+            let cd =
+                Digest::parse(cd).map_err(|source| OciError::BadDigest { subject: format!("{d} config"), source })?;
             let csize = m.pointer("/config/size").and_then(|v| v.as_u64());
             import_blob(dir, blobs, &cd, csize)?;
             let img = Image::load(blobs, &d)?;
@@ -325,13 +264,8 @@ mod tests {
     fn image(t: &Path, blobs: &BlobDir, content: &str) -> Image {
         let f = t.join(format!("f-{content}"));
         fs::write(&f, content).unwrap();
-        let l = write_layer(
-            vec![TarEntry::file("a.txt", &f, 0o644)],
-            &LayerOptions::default(),
-            blobs,
-            &|_, _| None,
-        )
-        .unwrap();
+        let l = write_layer(vec![TarEntry::file("a.txt", &f, 0o644)], &LayerOptions::default(), blobs, &|_, _| None)
+            .unwrap();
         append_layer(&scratch("linux", "amd64").unwrap(), &l, "test").unwrap()
     }
 
@@ -343,41 +277,25 @@ mod tests {
         let dir = t.path().join("out/layout");
         write_layout(&dir, &img, &blobs, Some("latest")).unwrap();
         assert_eq!(fs::read(dir.join("oci-layout")).unwrap(), OCI_LAYOUT_FILE);
-        let idx: serde_json::Value =
-            serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
+        let idx: serde_json::Value = serde_json::from_slice(&fs::read(dir.join("index.json")).unwrap()).unwrap();
         assert_eq!(idx["manifests"].as_array().unwrap().len(), 1);
-        assert_eq!(
-            idx["manifests"][0]["annotations"][super::super::ANNOTATION_REF_NAME],
-            "latest"
-        );
+        assert_eq!(idx["manifests"][0]["annotations"][super::super::ANNOTATION_REF_NAME], "latest");
         assert_eq!(idx["manifests"][0]["digest"], img.digest().to_string());
         // hard-linked from the CAS
-        assert!(same_file(
-            &blobs.path(&img.layers()[0].digest),
-            &blob_path(&dir, &img.layers()[0].digest)
-        ));
+        assert!(same_file(&blobs.path(&img.layers()[0].digest), &blob_path(&dir, &img.layers()[0].digest)));
         // read back into another CAS
         let other = BlobDir::open(t.path().join("cas2")).unwrap();
         let back = read_layout(&dir, &Selector::by_ref("latest"), &other).unwrap();
         assert_eq!(back, img);
         assert!(other.contains(&img.layers()[0].digest));
-        assert_eq!(
-            read_layout(&dir, &Selector::default(), &other).unwrap(),
-            img
-        );
-        assert!(read_layout(&dir, &Selector::by_ref("nope"), &other)
-            .unwrap_err()
-            .to_string()
-            .contains("`nope`"));
+        assert_eq!(read_layout(&dir, &Selector::default(), &other).unwrap(), img);
+        assert!(read_layout(&dir, &Selector::by_ref("nope"), &other).unwrap_err().to_string().contains("`nope`"));
         // replace: old blobs go away, exactly one manifest remains
         let img2 = image(t.path(), &blobs, "two");
         write_layout(&dir, &img2, &blobs, None).unwrap();
         assert!(!blob_path(&dir, &img.layers()[0].digest).exists());
         assert_eq!(fs::read_dir(dir.join("blobs/sha256")).unwrap().count(), 3);
-        assert_eq!(
-            read_layout(&dir, &Selector::default(), &other).unwrap(),
-            img2
-        );
+        assert_eq!(read_layout(&dir, &Selector::default(), &other).unwrap(), img2);
     }
 
     #[test]
@@ -397,20 +315,12 @@ mod tests {
         let other = BlobDir::open(t.path().join("cas2")).unwrap();
         let err = read_layout(&dir, &Selector::default(), &other).unwrap_err();
         assert!(matches!(err, OciError::DigestMismatch { .. }), "{err}");
-        assert!(
-            err.to_string()
-                .contains(&img.layers()[0].digest.to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&img.layers()[0].digest.to_string()), "{err}");
         assert!(!other.contains(&img.layers()[0].digest));
         // a missing layer is named too
         fs::remove_file(&lp).unwrap();
         let err = read_layout(&dir, &Selector::default(), &other).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains(&img.layers()[0].digest.to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&img.layers()[0].digest.to_string()), "{err}");
     }
 
     #[test]
@@ -440,29 +350,12 @@ mod tests {
         let nb = canonical_json(&nested, "n").unwrap();
         let nd = Digest::of_bytes(&nb);
         fs::write(blob_path(&dir, &nd), &nb).unwrap();
-        let mut top = Descriptor::new(
-            MediaType::ImageIndex,
-            nb.len() as u64,
-            super::super::image::spec_digest(&nd),
-        );
-        top.set_annotations(Some(
-            [(
-                super::super::ANNOTATION_REF_NAME.to_string(),
-                "multi".to_string(),
-            )]
-            .into(),
-        ));
-        let index = ImageIndexBuilder::default()
-            .schema_version(2u32)
-            .manifests(vec![top])
-            .build()
-            .unwrap();
+        let mut top = Descriptor::new(MediaType::ImageIndex, nb.len() as u64, super::super::image::spec_digest(&nd));
+        top.set_annotations(Some([(super::super::ANNOTATION_REF_NAME.to_string(), "multi".to_string())].into()));
+        let index = ImageIndexBuilder::default().schema_version(2u32).manifests(vec![top]).build().unwrap();
         fs::write(dir.join("index.json"), serde_json::to_vec(&index).unwrap()).unwrap();
         let other = BlobDir::open(t.path().join("cas2")).unwrap();
-        let sel = |a: &str| Selector {
-            ref_name: Some("multi".into()),
-            platform: Some(("linux".into(), a.into())),
-        };
+        let sel = |a: &str| Selector { ref_name: Some("multi".into()), platform: Some(("linux".into(), a.into())) };
         assert_eq!(read_layout(&dir, &sel("arm64"), &other).unwrap(), arm);
         assert_eq!(read_layout(&dir, &sel("amd64"), &other).unwrap(), amd);
         let err = read_layout(&dir, &sel("s390x"), &other).unwrap_err();
@@ -476,10 +369,6 @@ mod tests {
         let img = image(t.path(), &blobs, "x");
         fs::remove_file(blobs.path(&img.layers()[0].digest)).unwrap();
         let err = write_layout(&t.path().join("l"), &img, &blobs, None).unwrap_err();
-        assert!(
-            err.to_string()
-                .contains(&img.layers()[0].digest.to_string()),
-            "{err}"
-        );
+        assert!(err.to_string().contains(&img.layers()[0].digest.to_string()), "{err}");
     }
 }

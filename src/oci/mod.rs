@@ -36,15 +36,10 @@ pub mod tar;
 pub use docker_archive::{read_archive, write_docker_archive};
 pub use error::{OciError, Result};
 pub use extract::{extract_layer, extract_layers, ExtractOptions, ExtractStats};
-pub use image::{
-    append_layer, rebase, rebase_with, scratch, with_config, with_created, ConfigPatch, Image,
-    CREATED,
-};
+pub use image::{append_layer, rebase, rebase_with, scratch, with_config, with_created, ConfigPatch, Image, CREATED};
 pub use layer::{compress_tar, write_layer, Compression, LayerBlob, LayerOptions};
 pub use layout::{read_layout, write_layout, Selector};
-pub use tar::{
-    entries_from_dir, write_tar, EntryKind, LayerEntries, TarEntry, TarOptions, DEFAULT_MTIME,
-};
+pub use tar::{entries_from_dir, write_tar, EntryKind, LayerEntries, TarEntry, TarOptions, DEFAULT_MTIME};
 
 /// OCI image manifest.
 pub const MEDIA_TYPE_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -61,8 +56,7 @@ pub const MEDIA_TYPE_LAYER_ZSTD: &str = "application/vnd.oci.image.layer.v1.tar+
 /// Docker schema 2 manifest.
 pub const MEDIA_TYPE_DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 /// Docker manifest list.
-pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str =
-    "application/vnd.docker.distribution.manifest.list.v2+json";
+pub const MEDIA_TYPE_DOCKER_MANIFEST_LIST: &str = "application/vnd.docker.distribution.manifest.list.v2+json";
 /// Docker image config.
 pub const MEDIA_TYPE_DOCKER_CONFIG: &str = "application/vnd.docker.container.image.v1+json";
 /// The index annotation naming a manifest's tag in an OCI layout.

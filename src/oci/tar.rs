@@ -48,49 +48,19 @@ pub struct TarEntry {
 impl TarEntry {
     /// A regular file owned by root.
     pub fn file(path: impl Into<String>, source: impl Into<PathBuf>, mode: u32) -> TarEntry {
-        TarEntry {
-            path: path.into(),
-            kind: EntryKind::File {
-                source: source.into(),
-            },
-            mode,
-            uid: 0,
-            gid: 0,
-        }
+        TarEntry { path: path.into(), kind: EntryKind::File { source: source.into() }, mode, uid: 0, gid: 0 }
     }
     /// A directory owned by root.
     pub fn dir(path: impl Into<String>, mode: u32) -> TarEntry {
-        TarEntry {
-            path: path.into(),
-            kind: EntryKind::Dir,
-            mode,
-            uid: 0,
-            gid: 0,
-        }
+        TarEntry { path: path.into(), kind: EntryKind::Dir, mode, uid: 0, gid: 0 }
     }
     /// A symlink (mode 0777) owned by root.
     pub fn symlink(path: impl Into<String>, target: impl Into<String>) -> TarEntry {
-        TarEntry {
-            path: path.into(),
-            kind: EntryKind::Symlink {
-                target: target.into(),
-            },
-            mode: 0o777,
-            uid: 0,
-            gid: 0,
-        }
+        TarEntry { path: path.into(), kind: EntryKind::Symlink { target: target.into() }, mode: 0o777, uid: 0, gid: 0 }
     }
     /// A hard link owned by root.
     pub fn hardlink(path: impl Into<String>, target: impl Into<String>, mode: u32) -> TarEntry {
-        TarEntry {
-            path: path.into(),
-            kind: EntryKind::Hardlink {
-                target: target.into(),
-            },
-            mode,
-            uid: 0,
-            gid: 0,
-        }
+        TarEntry { path: path.into(), kind: EntryKind::Hardlink { target: target.into() }, mode, uid: 0, gid: 0 }
     }
     /// The same entry with another owner.
     pub fn owned_by(mut self, uid: u32, gid: u32) -> TarEntry {
@@ -109,9 +79,7 @@ pub struct TarOptions {
 
 impl Default for TarOptions {
     fn default() -> Self {
-        TarOptions {
-            mtime: DEFAULT_MTIME,
-        }
+        TarOptions { mtime: DEFAULT_MTIME }
     }
 }
 
@@ -166,10 +134,7 @@ fn parents(path: &str) -> impl Iterator<Item = &str> {
 fn prepare(entries: Vec<TarEntry>) -> Result<Vec<TarEntry>> {
     let mut map: BTreeMap<String, TarEntry> = BTreeMap::new();
     for e in entries {
-        check_entry_path(&e.path).map_err(|reason| OciError::InvalidEntryPath {
-            path: e.path.clone(),
-            reason,
-        })?;
+        check_entry_path(&e.path).map_err(|reason| OciError::InvalidEntryPath { path: e.path.clone(), reason })?;
         match &e.kind {
             EntryKind::Symlink { target } if target.is_empty() || target.contains('\0') => {
                 return Err(OciError::InvalidEntryPath {
@@ -203,16 +168,8 @@ fn prepare(entries: Vec<TarEntry>) -> Result<Vec<TarEntry>> {
     for p in &paths {
         for parent in parents(p) {
             match map.get(parent) {
-                Some(TarEntry {
-                    kind: EntryKind::Dir,
-                    ..
-                }) => {}
-                Some(_) => {
-                    return Err(OciError::ParentNotDir {
-                        path: p.clone(),
-                        parent: parent.to_string(),
-                    })
-                }
+                Some(TarEntry { kind: EntryKind::Dir, .. }) => {}
+                Some(_) => return Err(OciError::ParentNotDir { path: p.clone(), parent: parent.to_string() }),
                 None => {
                     map.insert(parent.to_string(), TarEntry::dir(parent, 0o755));
                 }
@@ -275,9 +232,7 @@ fn relead_hardlinks(map: &mut BTreeMap<String, TarEntry>) -> Result<()> {
                 e.uid = root_entry.uid;
                 e.gid = root_entry.gid;
             } else {
-                e.kind = EntryKind::Hardlink {
-                    target: leader.clone(),
-                };
+                e.kind = EntryKind::Hardlink { target: leader.clone() };
             }
         }
     }
@@ -291,22 +246,14 @@ pub fn write_tar<W: Write>(entries: Vec<TarEntry>, opts: &TarOptions, out: W) ->
 }
 
 /// Writes already prepared entries as a tar to `out`. File contents are streamed.
-pub fn write_prepared<W: Write>(
-    entries: &LayerEntries,
-    opts: &TarOptions,
-    out: W,
-) -> Result<(W, u64)> {
+pub fn write_prepared<W: Write>(entries: &LayerEntries, opts: &TarOptions, out: W) -> Result<(W, u64)> {
     let mut w = TarWriter::new(out, opts.mtime);
     for e in entries.entries() {
         let mode = e.mode & 0o7777;
         match &e.kind {
             EntryKind::Dir => w.append_dir(&e.path, mode, e.uid, e.gid)?,
-            EntryKind::Symlink { target } => {
-                w.append_symlink(&e.path, target, mode, e.uid, e.gid)?
-            }
-            EntryKind::Hardlink { target } => {
-                w.append_hardlink(&e.path, target, mode, e.uid, e.gid)?
-            }
+            EntryKind::Symlink { target } => w.append_symlink(&e.path, target, mode, e.uid, e.gid)?,
+            EntryKind::Hardlink { target } => w.append_hardlink(&e.path, target, mode, e.uid, e.gid)?,
             EntryKind::File { source } => {
                 let f = File::open(source).map_err(io_err(source))?;
                 let size = f.metadata().map_err(io_err(source))?.len();
@@ -328,67 +275,22 @@ pub struct TarWriter<W: Write> {
 impl<W: Write> TarWriter<W> {
     /// A writer stamping every entry with `mtime`.
     pub fn new(out: W, mtime: u64) -> TarWriter<W> {
-        TarWriter {
-            out,
-            mtime,
-            written: 0,
-        }
+        TarWriter { out, mtime, written: 0 }
     }
 
     /// Appends a directory (its name gets a trailing `/`, as GNU tar and Docker write it).
     pub fn append_dir(&mut self, path: &str, mode: u32, uid: u32, gid: u32) -> Result<()> {
-        self.header(
-            tar::EntryType::Directory,
-            &format!("{path}/"),
-            None,
-            mode,
-            uid,
-            gid,
-            0,
-            path,
-        )
+        self.header(tar::EntryType::Directory, &format!("{path}/"), None, mode, uid, gid, 0, path)
     }
 
     /// Appends a symlink.
-    pub fn append_symlink(
-        &mut self,
-        path: &str,
-        target: &str,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<()> {
-        self.header(
-            tar::EntryType::Symlink,
-            path,
-            Some(target),
-            mode,
-            uid,
-            gid,
-            0,
-            path,
-        )
+    pub fn append_symlink(&mut self, path: &str, target: &str, mode: u32, uid: u32, gid: u32) -> Result<()> {
+        self.header(tar::EntryType::Symlink, path, Some(target), mode, uid, gid, 0, path)
     }
 
     /// Appends a hard link to `target` (an earlier entry's path).
-    pub fn append_hardlink(
-        &mut self,
-        path: &str,
-        target: &str,
-        mode: u32,
-        uid: u32,
-        gid: u32,
-    ) -> Result<()> {
-        self.header(
-            tar::EntryType::Link,
-            path,
-            Some(target),
-            mode,
-            uid,
-            gid,
-            0,
-            path,
-        )
+    pub fn append_hardlink(&mut self, path: &str, target: &str, mode: u32, uid: u32, gid: u32) -> Result<()> {
+        self.header(tar::EntryType::Link, path, Some(target), mode, uid, gid, 0, path)
     }
 
     /// Appends a regular file of exactly `size` bytes read from `content`; `source` names it in
@@ -404,35 +306,16 @@ impl<W: Write> TarWriter<W> {
         mut content: impl Read,
         source: &Path,
     ) -> Result<()> {
-        self.header(
-            tar::EntryType::Regular,
-            path,
-            None,
-            mode,
-            uid,
-            gid,
-            size,
-            path,
-        )?;
+        self.header(tar::EntryType::Regular, path, None, mode, uid, gid, size, path)?;
         let mut buf = vec![0u8; 256 * 1024];
         let mut left = size;
         while left > 0 {
             let want = buf.len().min(left as usize);
             let n = match content.read(&mut buf[..want]) {
-                Ok(0) => {
-                    return Err(OciError::FileChanged {
-                        path: source.to_path_buf(),
-                        expected: size,
-                    })
-                }
+                Ok(0) => return Err(OciError::FileChanged { path: source.to_path_buf(), expected: size }),
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(OciError::Io {
-                        path: source.to_path_buf(),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(OciError::Io { path: source.to_path_buf(), source: e }),
             };
             self.write_out(&buf[..n], path)?;
             left -= n as u64;
@@ -441,19 +324,9 @@ impl<W: Write> TarWriter<W> {
         loop {
             match content.read(&mut one) {
                 Ok(0) => break,
-                Ok(_) => {
-                    return Err(OciError::FileChanged {
-                        path: source.to_path_buf(),
-                        expected: size,
-                    })
-                }
+                Ok(_) => return Err(OciError::FileChanged { path: source.to_path_buf(), expected: size }),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    return Err(OciError::Io {
-                        path: source.to_path_buf(),
-                        source: e,
-                    })
-                }
+                Err(e) => return Err(OciError::Io { path: source.to_path_buf(), source: e }),
             }
         }
         self.pad(size, path)
@@ -473,12 +346,7 @@ impl<W: Write> TarWriter<W> {
     }
 
     fn write_out(&mut self, bytes: &[u8], subject: &str) -> Result<()> {
-        self.out
-            .write_all(bytes)
-            .map_err(|source| OciError::LayerWrite {
-                subject: subject.to_string(),
-                source,
-            })?;
+        self.out.write_all(bytes).map_err(|source| OciError::LayerWrite { subject: subject.to_string(), source })?;
         self.written += bytes.len() as u64;
         Ok(())
     }
@@ -526,10 +394,7 @@ impl<W: Write> TarWriter<W> {
                 body.extend_from_slice(&pax_record(k, v));
             }
             let base = name.trim_end_matches('/').rsplit('/').next().unwrap_or("");
-            let pax_name = format!(
-                "PaxHeaders/{}",
-                truncate_utf8(base, USTAR_NAME - "PaxHeaders/".len())
-            );
+            let pax_name = format!("PaxHeaders/{}", truncate_utf8(base, USTAR_NAME - "PaxHeaders/".len()));
             let h = ustar_header(
                 tar::EntryType::XHeader,
                 pax_name.as_bytes(),
@@ -550,13 +415,7 @@ impl<W: Write> TarWriter<W> {
             // the PAX `path` record holds the name; the header gets a deterministic truncation
             None => (&b""[..], truncate_utf8(name, USTAR_NAME).as_bytes()),
         };
-        let link = link.map(|l| {
-            if l.len() > USTAR_NAME {
-                truncate_utf8(l, USTAR_NAME)
-            } else {
-                l
-            }
-        });
+        let link = link.map(|l| if l.len() > USTAR_NAME { truncate_utf8(l, USTAR_NAME) } else { l });
         let h = ustar_header(
             kind,
             short,
@@ -610,14 +469,9 @@ fn split_ustar_name(name: &[u8]) -> Option<(&[u8], &[u8])> {
     }
     // Split at a `/` so that prefix <= 155 and name <= 100 (name not empty). Take the leftmost
     // valid `/` so the result is unique.
-    let body = if name.ends_with(b"/") {
-        &name[..name.len() - 1]
-    } else {
-        name
-    };
+    let body = if name.ends_with(b"/") { &name[..name.len() - 1] } else { name };
     for (i, &b) in body.iter().enumerate() {
-        if b == b'/' && i <= USTAR_PREFIX && name.len() - i - 1 <= USTAR_NAME && i + 1 < body.len()
-        {
+        if b == b'/' && i <= USTAR_PREFIX && name.len() - i - 1 <= USTAR_NAME && i + 1 < body.len() {
             return Some((&name[..i], &name[i + 1..]));
         }
     }
@@ -659,107 +513,50 @@ pub fn entries_from_dir(
 ) -> Result<Vec<TarEntry>> {
     let prefix = dest_prefix.trim_matches('/');
     if !prefix.is_empty() {
-        check_entry_path(prefix).map_err(|reason| OciError::InvalidEntryPath {
-            path: dest_prefix.to_string(),
-            reason,
-        })?;
+        check_entry_path(prefix)
+            .map_err(|reason| OciError::InvalidEntryPath { path: dest_prefix.to_string(), reason })?;
     }
     let meta = std::fs::metadata(root).map_err(io_err(root))?;
     if !meta.is_dir() {
-        return Err(OciError::Io {
-            path: root.to_path_buf(),
-            source: io::Error::other("not a directory"),
-        });
+        return Err(OciError::Io { path: root.to_path_buf(), source: io::Error::other("not a directory") });
     }
     let mut out = Vec::new();
     let mut inodes: HashMap<(u64, u64), String> = HashMap::new();
-    for item in walkdir::WalkDir::new(root)
-        .follow_links(false)
-        .sort_by_file_name()
-        .min_depth(1)
-    {
+    for item in walkdir::WalkDir::new(root).follow_links(false).sort_by_file_name().min_depth(1) {
         let item = item.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
-            OciError::Io {
-                path,
-                source: e.into(),
-            }
+            OciError::Io { path, source: e.into() }
         })?;
         let path = item.path();
         let rel = path.strip_prefix(root).expect("walkdir stays under root");
-        let rel = rel.to_str().ok_or_else(|| OciError::NonUtf8Path {
-            path: path.to_path_buf(),
-        })?;
-        let dest = if prefix.is_empty() {
-            rel.to_string()
-        } else {
-            format!("{prefix}/{rel}")
-        };
-        let md = item.metadata().map_err(|e| OciError::Io {
-            path: path.to_path_buf(),
-            source: e.into(),
-        })?;
+        let rel = rel.to_str().ok_or_else(|| OciError::NonUtf8Path { path: path.to_path_buf() })?;
+        let dest = if prefix.is_empty() { rel.to_string() } else { format!("{prefix}/{rel}") };
+        let md = item.metadata().map_err(|e| OciError::Io { path: path.to_path_buf(), source: e.into() })?;
         let ft = md.file_type();
         let own_mode = md.permissions().mode() & 0o7777;
         let entry = if ft.is_dir() {
-            let mode = if mode_override.is_some() {
-                0o755
-            } else {
-                own_mode
-            };
-            TarEntry {
-                path: dest,
-                kind: EntryKind::Dir,
-                mode,
-                uid,
-                gid,
-            }
+            let mode = if mode_override.is_some() { 0o755 } else { own_mode };
+            TarEntry { path: dest, kind: EntryKind::Dir, mode, uid, gid }
         } else if ft.is_symlink() {
             let target = std::fs::read_link(path).map_err(io_err(path))?;
-            let target = target.to_str().ok_or_else(|| OciError::NonUtf8Path {
-                path: path.to_path_buf(),
-            })?;
-            TarEntry {
-                path: dest,
-                kind: EntryKind::Symlink {
-                    target: target.to_string(),
-                },
-                mode: 0o777,
-                uid,
-                gid,
-            }
+            let target = target.to_str().ok_or_else(|| OciError::NonUtf8Path { path: path.to_path_buf() })?;
+            TarEntry { path: dest, kind: EntryKind::Symlink { target: target.to_string() }, mode: 0o777, uid, gid }
         } else if ft.is_file() {
             let mode = mode_override.unwrap_or(own_mode);
             let key = (md.dev(), md.ino());
             match (md.nlink() > 1).then(|| inodes.get(&key)).flatten() {
-                Some(first) => TarEntry {
-                    path: dest,
-                    kind: EntryKind::Hardlink {
-                        target: first.clone(),
-                    },
-                    mode,
-                    uid,
-                    gid,
-                },
+                Some(first) => {
+                    TarEntry { path: dest, kind: EntryKind::Hardlink { target: first.clone() }, mode, uid, gid }
+                }
                 None => {
                     if md.nlink() > 1 {
                         inodes.insert(key, dest.clone());
                     }
-                    TarEntry {
-                        path: dest,
-                        kind: EntryKind::File {
-                            source: path.to_path_buf(),
-                        },
-                        mode,
-                        uid,
-                        gid,
-                    }
+                    TarEntry { path: dest, kind: EntryKind::File { source: path.to_path_buf() }, mode, uid, gid }
                 }
             }
         } else {
-            return Err(OciError::SpecialFile {
-                path: path.to_path_buf(),
-            });
+            return Err(OciError::SpecialFile { path: path.to_path_buf() });
         };
         out.push(entry);
     }
@@ -771,9 +568,7 @@ mod tests {
     use super::*;
 
     fn tar_bytes(entries: Vec<TarEntry>) -> Vec<u8> {
-        write_tar(entries, &TarOptions::default(), Vec::new())
-            .unwrap()
-            .0
+        write_tar(entries, &TarOptions::default(), Vec::new()).unwrap().0
     }
 
     /// (path, type, link, mode, uid, gid, mtime, content) of every entry, read back with the tar crate.
@@ -786,10 +581,7 @@ mod tests {
                 let mut e = e.unwrap();
                 let h = e.header().clone();
                 let path = e.path().unwrap().to_string_lossy().into_owned();
-                let link = e
-                    .link_name()
-                    .unwrap()
-                    .map(|l| l.to_string_lossy().into_owned());
+                let link = e.link_name().unwrap().map(|l| l.to_string_lossy().into_owned());
                 let mut content = Vec::new();
                 e.read_to_end(&mut content).unwrap();
                 (
@@ -823,23 +615,9 @@ mod tests {
         ])
         .unwrap();
         let paths: Vec<&str> = out.entries().iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "a-b",
-                "usr",
-                "usr/bin",
-                "usr/bin/x",
-                "usr/local",
-                "usr/local/bin",
-                "usr/local/bin/tool"
-            ]
-        );
+        assert_eq!(paths, ["a-b", "usr", "usr/bin", "usr/bin/x", "usr/local", "usr/local/bin", "usr/local/bin/tool"]);
         let usr = &out.entries()[1];
-        assert_eq!(
-            (usr.kind.clone(), usr.mode, usr.uid, usr.gid),
-            (EntryKind::Dir, 0o755, 0, 0)
-        );
+        assert_eq!((usr.kind.clone(), usr.mode, usr.uid, usr.gid), (EntryKind::Dir, 0o755, 0, 0));
     }
 
     #[test]
@@ -857,46 +635,30 @@ mod tests {
 
     #[test]
     fn keeps_explicit_parent_over_default() {
-        let out = LayerEntries::new(vec![
-            TarEntry::dir("d/e", 0o700),
-            TarEntry::dir("d", 0o750).owned_by(5, 6),
-        ])
-        .unwrap();
+        let out =
+            LayerEntries::new(vec![TarEntry::dir("d/e", 0o700), TarEntry::dir("d", 0o750).owned_by(5, 6)]).unwrap();
         assert_eq!(out.entries()[0], TarEntry::dir("d", 0o750).owned_by(5, 6));
     }
 
     #[test]
     fn rejects_bad_paths() {
-        for p in [
-            "", "/abs", "a/../b", "..", "a/./b", ".", "a//b", "a/", "x\0y",
-        ] {
+        for p in ["", "/abs", "a/../b", "..", "a/./b", ".", "a//b", "a/", "x\0y"] {
             let err = LayerEntries::new(vec![TarEntry::dir(p, 0o755)]).unwrap_err();
-            assert!(
-                matches!(err, OciError::InvalidEntryPath { .. }),
-                "{p:?}: {err}"
-            );
+            assert!(matches!(err, OciError::InvalidEntryPath { .. }), "{p:?}: {err}");
             assert!(err.to_string().contains('`'), "{err}");
         }
     }
 
     #[test]
     fn rejects_duplicates_naming_the_path() {
-        let err = LayerEntries::new(vec![TarEntry::dir("a", 0o755), TarEntry::symlink("a", "b")])
-            .unwrap_err();
+        let err = LayerEntries::new(vec![TarEntry::dir("a", 0o755), TarEntry::symlink("a", "b")]).unwrap_err();
         assert_eq!(err.to_string(), "layer entry `a` appears twice");
     }
 
     #[test]
     fn rejects_entry_below_a_file() {
-        let err = LayerEntries::new(vec![
-            TarEntry::symlink("a", "x"),
-            TarEntry::dir("a/b", 0o755),
-        ])
-        .unwrap_err();
-        assert!(
-            matches!(err, OciError::ParentNotDir { ref parent, .. } if parent == "a"),
-            "{err}"
-        );
+        let err = LayerEntries::new(vec![TarEntry::symlink("a", "x"), TarEntry::dir("a/b", 0o755)]).unwrap_err();
+        assert!(matches!(err, OciError::ParentNotDir { ref parent, .. } if parent == "a"), "{err}");
     }
 
     #[test]
@@ -905,14 +667,8 @@ mod tests {
             vec![TarEntry::hardlink("a", "a", 0o644)],
             vec![TarEntry::hardlink("a", "../etc/passwd", 0o644)],
             vec![TarEntry::hardlink("a", "/etc/passwd", 0o644)],
-            vec![
-                TarEntry::dir("d", 0o755),
-                TarEntry::hardlink("a", "d", 0o644),
-            ],
-            vec![
-                TarEntry::hardlink("a", "b", 0o644),
-                TarEntry::hardlink("b", "a", 0o644),
-            ],
+            vec![TarEntry::dir("d", 0o755), TarEntry::hardlink("a", "d", 0o644)],
+            vec![TarEntry::hardlink("a", "b", 0o644), TarEntry::hardlink("b", "a", 0o644)],
         ];
         for c in cases {
             let err = LayerEntries::new(c.clone()).unwrap_err();
@@ -934,24 +690,11 @@ mod tests {
         let e = out.entries();
         assert_eq!(e[0], TarEntry::file("a", &f, 0o600).owned_by(1, 2));
         assert_eq!(e.len(), 4);
-        assert_eq!(
-            e[1].kind,
-            EntryKind::Hardlink {
-                target: "from/lower/layer".into()
-            }
-        );
-        assert_eq!(
-            (e[2].path.as_str(), &e[2].kind),
-            ("m", &EntryKind::Hardlink { target: "a".into() })
-        );
-        assert_eq!(
-            (e[3].path.as_str(), &e[3].kind),
-            ("z", &EntryKind::Hardlink { target: "a".into() })
-        );
+        assert_eq!(e[1].kind, EntryKind::Hardlink { target: "from/lower/layer".into() });
+        assert_eq!((e[2].path.as_str(), &e[2].kind), ("m", &EntryKind::Hardlink { target: "a".into() }));
+        assert_eq!((e[3].path.as_str(), &e[3].kind), ("z", &EntryKind::Hardlink { target: "a".into() }));
         // and extraction order works: the tar crate can unpack it
-        let bytes = write_prepared(&out, &TarOptions::default(), Vec::new())
-            .unwrap()
-            .0;
+        let bytes = write_prepared(&out, &TarOptions::default(), Vec::new()).unwrap().0;
         let dst = tempfile::tempdir().unwrap();
         let mut ar = tar::Archive::new(&bytes[..]);
         for en in ar.entries().unwrap() {
@@ -975,58 +718,21 @@ mod tests {
         ]);
         assert_eq!(bytes.len() % 512, 0);
         let got = read_back(&bytes);
-        assert_eq!(
-            got[0],
-            ("etc/".into(), '5', None, 0o755, 0, 0, DEFAULT_MTIME, vec![])
-        );
-        assert_eq!(
-            got[1],
-            (
-                "etc/app.conf".into(),
-                '0',
-                None,
-                0o644,
-                1000,
-                1000,
-                DEFAULT_MTIME,
-                b"hello".to_vec()
-            )
-        );
-        assert_eq!(
-            got[2],
-            (
-                "etc/link".into(),
-                '2',
-                Some("app.conf".into()),
-                0o777,
-                0,
-                0,
-                DEFAULT_MTIME,
-                vec![]
-            )
-        );
+        assert_eq!(got[0], ("etc/".into(), '5', None, 0o755, 0, 0, DEFAULT_MTIME, vec![]));
+        assert_eq!(got[1], ("etc/app.conf".into(), '0', None, 0o644, 1000, 1000, DEFAULT_MTIME, b"hello".to_vec()));
+        assert_eq!(got[2], ("etc/link".into(), '2', Some("app.conf".into()), 0o777, 0, 0, DEFAULT_MTIME, vec![]));
         // raw header checks: ustar magic, dir name with '/', empty uname/gname
         assert_eq!(&bytes[257..263], b"ustar\0");
         assert_eq!(&bytes[0..4], b"etc/");
-        assert!(
-            bytes[265..265 + 64].iter().all(|&b| b == 0),
-            "uname/gname empty"
-        );
+        assert!(bytes[265..265 + 64].iter().all(|&b| b == 0), "uname/gname empty");
         // end marker
         assert!(bytes[bytes.len() - 1024..].iter().all(|&b| b == 0));
     }
 
     #[test]
     fn mtime_option_is_used() {
-        let bytes = write_tar(
-            vec![TarEntry::dir("d", 0o755)],
-            &TarOptions {
-                mtime: 1_700_000_000,
-            },
-            Vec::new(),
-        )
-        .unwrap()
-        .0;
+        let bytes =
+            write_tar(vec![TarEntry::dir("d", 0o755)], &TarOptions { mtime: 1_700_000_000 }, Vec::new()).unwrap().0;
         assert_eq!(read_back(&bytes)[0].6, 1_700_000_000);
     }
 
@@ -1034,11 +740,7 @@ mod tests {
     fn is_deterministic_and_independent_of_input_order() {
         let t = tempfile::tempdir().unwrap();
         let f = file_with(t.path(), "f", b"x");
-        let a = vec![
-            TarEntry::file("b/c", &f, 0o644),
-            TarEntry::dir("a", 0o755),
-            TarEntry::symlink("b/d", "c"),
-        ];
+        let a = vec![TarEntry::file("b/c", &f, 0o644), TarEntry::dir("a", 0o755), TarEntry::symlink("b/d", "c")];
         let mut b = a.clone();
         b.reverse();
         assert_eq!(tar_bytes(a), tar_bytes(b));
@@ -1049,27 +751,22 @@ mod tests {
         // Any change of these bytes changes every layer digest cbuild produces: update on purpose only.
         let t = tempfile::tempdir().unwrap();
         let f = file_with(t.path(), "f", b"hello\n");
-        let bytes = tar_bytes(vec![
-            TarEntry::file("app/hello.txt", &f, 0o644),
-            TarEntry::symlink("app/link", "hello.txt"),
-        ]);
+        let bytes =
+            tar_bytes(vec![TarEntry::file("app/hello.txt", &f, 0o644), TarEntry::symlink("app/link", "hello.txt")]);
         let d = crate::model::digest::Digest::of_bytes(&bytes);
         assert_eq!(bytes.len(), 512 * 6);
         // same bytes as GNU tar would produce are not the goal; stability is
         assert_eq!(d.to_string(), GOLDEN_SMALL_TAR);
     }
-    const GOLDEN_SMALL_TAR: &str =
-        "sha256:04a3612c13bb6569683fba1c771b027345c557ca58fd505902dcbd9505e3a457";
+    const GOLDEN_SMALL_TAR: &str = "sha256:04a3612c13bb6569683fba1c771b027345c557ca58fd505902dcbd9505e3a457";
 
     #[test]
     fn long_names_use_ustar_prefix_then_pax() {
         let mid = format!("{}/{}", "d".repeat(120), "f".repeat(90)); // fits prefix+name
         let long = format!("{}/{}", "d".repeat(200), "f".repeat(120)); // needs PAX
         let long_target = "t".repeat(150);
-        let bytes = tar_bytes(vec![
-            TarEntry::symlink(mid.clone(), "x"),
-            TarEntry::symlink(long.clone(), long_target.clone()),
-        ]);
+        let bytes =
+            tar_bytes(vec![TarEntry::symlink(mid.clone(), "x"), TarEntry::symlink(long.clone(), long_target.clone())]);
         let got = read_back(&bytes);
         let names: Vec<&str> = got.iter().map(|g| g.0.as_str()).collect();
         assert!(names.contains(&mid.as_str()));
@@ -1078,18 +775,13 @@ mod tests {
         assert_eq!(l.2.as_deref(), Some(long_target.as_str()));
         // PAX headers only for the long file and the two directory names without a usable `/`
         // ("d"*200 + "/", "d"*120 + "/"); the mid entry fits ustar's prefix + name
-        let raw_x = bytes
-            .chunks(512)
-            .filter(|b| b[156] == b'x' && &b[257..262] == b"ustar")
-            .count();
+        let raw_x = bytes.chunks(512).filter(|b| b[156] == b'x' && &b[257..262] == b"ustar").count();
         assert_eq!(raw_x, 3);
     }
 
     #[test]
     fn large_ids_use_pax() {
-        let bytes = tar_bytes(vec![
-            TarEntry::dir("d", 0o755).owned_by(3_000_000, 4_000_000)
-        ]);
+        let bytes = tar_bytes(vec![TarEntry::dir("d", 0o755).owned_by(3_000_000, 4_000_000)]);
         let got = read_back(&bytes);
         // the tar crate does not apply PAX uid/gid to header(); check the records instead
         let mut a = tar::Archive::new(&bytes[..]);
@@ -1103,13 +795,7 @@ mod tests {
                 (x.key().unwrap().to_string(), x.value().unwrap().to_string())
             })
             .collect();
-        assert_eq!(
-            pax,
-            [
-                ("gid".into(), "4000000".into()),
-                ("uid".into(), "3000000".into())
-            ]
-        );
+        assert_eq!(pax, [("gid".into(), "4000000".into()), ("uid".into(), "3000000".into())]);
         assert_eq!(got[0].0, "d/");
     }
 
@@ -1123,11 +809,7 @@ mod tests {
         for len in 0..300 {
             let r = pax_record("k", &"v".repeat(len));
             let s = String::from_utf8(r.clone()).unwrap();
-            assert_eq!(
-                s.split(' ').next().unwrap().parse::<usize>().unwrap(),
-                r.len(),
-                "{len}"
-            );
+            assert_eq!(s.split(' ').next().unwrap().parse::<usize>().unwrap(), r.len(), "{len}");
         }
     }
 
@@ -1137,17 +819,11 @@ mod tests {
         let n = format!("{}/{}", "a".repeat(150), "b".repeat(100));
         let (p, f) = split_ustar_name(n.as_bytes()).unwrap();
         assert_eq!((p.len(), f.len()), (150, 100));
-        assert!(
-            split_ustar_name(format!("{}/{}", "a".repeat(156), "b".repeat(10)).as_bytes())
-                .is_none()
-        );
+        assert!(split_ustar_name(format!("{}/{}", "a".repeat(156), "b".repeat(10)).as_bytes()).is_none());
         assert!(split_ustar_name("c".repeat(101).as_bytes()).is_none());
         let d = format!("{}/{}/", "a".repeat(60), "b".repeat(60));
         let (p, f) = split_ustar_name(d.as_bytes()).unwrap();
-        assert_eq!(
-            (p.len(), f),
-            (60, format!("{}/", "b".repeat(60)).as_bytes())
-        );
+        assert_eq!((p.len(), f), (60, format!("{}/", "b".repeat(60)).as_bytes()));
     }
 
     #[test]
@@ -1155,32 +831,19 @@ mod tests {
         let t = tempfile::tempdir().unwrap();
         let f = file_with(t.path(), "f", b"abc");
         let mut w = TarWriter::new(Vec::new(), DEFAULT_MTIME);
-        let err = w
-            .append_file("f", 0o644, 0, 0, 5, File::open(&f).unwrap(), &f)
-            .unwrap_err();
+        let err = w.append_file("f", 0o644, 0, 0, 5, File::open(&f).unwrap(), &f).unwrap_err();
         assert!(matches!(err, OciError::FileChanged { .. }), "{err}");
         let mut w = TarWriter::new(Vec::new(), DEFAULT_MTIME);
-        let err = w
-            .append_file("f", 0o644, 0, 0, 2, File::open(&f).unwrap(), &f)
-            .unwrap_err();
-        assert!(
-            err.to_string().contains(&format!("`{}`", f.display())),
-            "{err}"
-        );
+        let err = w.append_file("f", 0o644, 0, 0, 2, File::open(&f).unwrap(), &f).unwrap_err();
+        assert!(err.to_string().contains(&format!("`{}`", f.display())), "{err}");
     }
 
     #[test]
     fn missing_source_names_the_file() {
-        let err = write_tar(
-            vec![TarEntry::file("x", "/nonexistent/cbuild-src", 0o644)],
-            &TarOptions::default(),
-            Vec::new(),
-        )
-        .unwrap_err();
-        assert!(
-            err.to_string().contains("`/nonexistent/cbuild-src`"),
-            "{err}"
-        );
+        let err =
+            write_tar(vec![TarEntry::file("x", "/nonexistent/cbuild-src", 0o644)], &TarOptions::default(), Vec::new())
+                .unwrap_err();
+        assert!(err.to_string().contains("`/nonexistent/cbuild-src`"), "{err}");
     }
 
     #[test]
@@ -1191,8 +854,7 @@ mod tests {
         std::fs::create_dir_all(r.join("sub/deeper")).unwrap();
         file_with(r, "b.txt", b"b");
         file_with(r, "sub/a.sh", b"#!/bin/sh");
-        std::fs::set_permissions(r.join("sub/a.sh"), std::fs::Permissions::from_mode(0o750))
-            .unwrap();
+        std::fs::set_permissions(r.join("sub/a.sh"), std::fs::Permissions::from_mode(0o750)).unwrap();
         symlink("../b.txt", r.join("sub/link")).unwrap();
         std::fs::hard_link(r.join("b.txt"), r.join("sub/deeper/hard")).unwrap();
         let es = entries_from_dir(r, "/usr/local/", 1000, 1001, None).unwrap();
@@ -1227,9 +889,7 @@ mod tests {
         }));
         // and the entries write and round-trip
         let bytes = tar_bytes(es);
-        assert!(read_back(&bytes)
-            .iter()
-            .any(|g| g.0 == "sub/a.sh" && g.7 == b"#!/bin/sh"));
+        assert!(read_back(&bytes).iter().any(|g| g.0 == "sub/a.sh" && g.7 == b"#!/bin/sh"));
     }
 
     #[test]
@@ -1239,10 +899,7 @@ mod tests {
         let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
         assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o644) }, 0);
         let err = entries_from_dir(t.path(), "", 0, 0, None).unwrap_err();
-        assert!(
-            matches!(err, OciError::SpecialFile { ref path } if path == &fifo),
-            "{err}"
-        );
+        assert!(matches!(err, OciError::SpecialFile { ref path } if path == &fifo), "{err}");
         assert!(err.to_string().contains("pipe`"));
     }
 

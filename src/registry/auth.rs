@@ -53,10 +53,7 @@ pub enum Challenge {
     /// `Basic realm=…`: send the credentials with every request.
     Basic,
     /// `Bearer realm=…,service=…`: get a token from `realm` per repository scope.
-    Bearer {
-        realm: String,
-        service: Option<String>,
-    },
+    Bearer { realm: String, service: Option<String> },
 }
 
 /// Parses a `WWW-Authenticate` header value; `None` for schemes we do not speak.
@@ -66,10 +63,9 @@ pub fn parse_challenge(header: &str) -> Option<Challenge> {
     let params = parse_params(rest);
     match scheme.to_ascii_lowercase().as_str() {
         "basic" => Some(Challenge::Basic),
-        "bearer" => Some(Challenge::Bearer {
-            realm: params.get("realm")?.clone(),
-            service: params.get("service").cloned(),
-        }),
+        "bearer" => {
+            Some(Challenge::Bearer { realm: params.get("realm")?.clone(), service: params.get("service").cloned() })
+        }
         _ => None,
     }
 }
@@ -102,10 +98,7 @@ fn parse_params(s: &str) -> BTreeMap<String, String> {
                 }
             }
         } else {
-            value = std::iter::from_fn(|| chars.next_if(|c| *c != ','))
-                .collect::<String>()
-                .trim()
-                .to_string();
+            value = std::iter::from_fn(|| chars.next_if(|c| *c != ',')).collect::<String>().trim().to_string();
         }
         out.insert(key, value);
     }
@@ -169,17 +162,14 @@ impl DockerConfig {
         let path = dir.join("config.json");
         let bytes = match std::fs::read(&path) {
             Ok(b) => b,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Ok(DockerConfig::default())
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(DockerConfig::default()),
             Err(source) => return Err(RegistryError::Io { path, source }),
         };
         // serde's message could quote a value (a password); name only the position.
-        let mut c: DockerConfig =
-            serde_json::from_slice(&bytes).map_err(|e| RegistryError::DockerConfig {
-                path: path.clone(),
-                reason: format!("not valid JSON at line {} column {}", e.line(), e.column()),
-            })?;
+        let mut c: DockerConfig = serde_json::from_slice(&bytes).map_err(|e| RegistryError::DockerConfig {
+            path: path.clone(),
+            reason: format!("not valid JSON at line {} column {}", e.line(), e.column()),
+        })?;
         c.path = Some(path);
         Ok(c)
     }
@@ -197,11 +187,8 @@ impl DockerConfig {
     /// `None`: anonymous.
     pub async fn credential(&self, registry: &str) -> Result<Option<Credential>> {
         let keys = server_keys(registry);
-        let helper = self
-            .cred_helpers
-            .iter()
-            .find(|(k, _)| keys.contains(&normalize_server(k)))
-            .map(|(_, v)| v.clone());
+        let helper =
+            self.cred_helpers.iter().find(|(k, _)| keys.contains(&normalize_server(k))).map(|(_, v)| v.clone());
         if let Some(h) = helper {
             return run_helper(&h, registry).await;
         }
@@ -210,11 +197,7 @@ impl DockerConfig {
                 return Ok(Some(c));
             }
         }
-        let entry = self
-            .auths
-            .iter()
-            .find(|(k, _)| keys.contains(&normalize_server(k)))
-            .map(|(_, v)| v);
+        let entry = self.auths.iter().find(|(k, _)| keys.contains(&normalize_server(k))).map(|(_, v)| v);
         let Some(e) = entry else { return Ok(None) };
         let bad = |reason: &str| RegistryError::DockerConfig {
             path: self.path.clone().unwrap_or_else(|| "config.json".into()),
@@ -224,23 +207,16 @@ impl DockerConfig {
             return Ok(Some(Credential::IdentityToken(Secret::new(t))));
         }
         if let Some(a) = e.auth.as_deref().filter(|a| !a.is_empty()) {
-            let raw = base64::engine::general_purpose::STANDARD
-                .decode(a.trim())
-                .map_err(|_| bad("`auth` is not base64"))?;
+            let raw =
+                base64::engine::general_purpose::STANDARD.decode(a.trim()).map_err(|_| bad("`auth` is not base64"))?;
             let raw = String::from_utf8(raw).map_err(|_| bad("`auth` is not UTF-8"))?;
-            let (u, p) = raw
-                .split_once(':')
-                .ok_or_else(|| bad("`auth` does not decode to `user:password`"))?;
-            return Ok(Some(Credential::Basic {
-                username: u.to_string(),
-                password: Secret::new(p),
-            }));
+            let (u, p) = raw.split_once(':').ok_or_else(|| bad("`auth` does not decode to `user:password`"))?;
+            return Ok(Some(Credential::Basic { username: u.to_string(), password: Secret::new(p) }));
         }
         match (&e.username, &e.password) {
-            (Some(u), Some(p)) if !u.is_empty() => Ok(Some(Credential::Basic {
-                username: u.clone(),
-                password: Secret::new(p.clone()),
-            })),
+            (Some(u), Some(p)) if !u.is_empty() => {
+                Ok(Some(Credential::Basic { username: u.clone(), password: Secret::new(p.clone()) }))
+            }
             _ => Ok(None),
         }
     }
@@ -259,11 +235,7 @@ fn helper_server(registry: &str) -> String {
 fn server_keys(registry: &str) -> Vec<String> {
     let r = registry.to_ascii_lowercase();
     if r == DOCKER_HUB {
-        vec![
-            "docker.io".into(),
-            "index.docker.io".into(),
-            "registry-1.docker.io".into(),
-        ]
+        vec!["docker.io".into(), "index.docker.io".into(), "registry-1.docker.io".into()]
     } else {
         vec![r]
     }
@@ -272,10 +244,7 @@ fn server_keys(registry: &str) -> Vec<String> {
 /// `https://host:5000/v1/` → `host:5000`.
 fn normalize_server(key: &str) -> String {
     let k = key.trim().to_ascii_lowercase();
-    let k = k
-        .strip_prefix("https://")
-        .or_else(|| k.strip_prefix("http://"))
-        .unwrap_or(&k);
+    let k = k.strip_prefix("https://").or_else(|| k.strip_prefix("http://")).unwrap_or(&k);
     k.split('/').next().unwrap_or("").to_string()
 }
 
@@ -308,9 +277,7 @@ async fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>> 
         .spawn()
         .map_err(|e| {
             if e.kind() == std::io::ErrorKind::NotFound {
-                fail(format!(
-                    "`{program}` is not on PATH (install it, or remove it from config.json)"
-                ))
+                fail(format!("`{program}` is not on PATH (install it, or remove it from config.json)"))
             } else {
                 fail(format!("cannot start `{program}`: {e}"))
             }
@@ -321,36 +288,24 @@ async fn run_helper(helper: &str, registry: &str) -> Result<Option<Credential>> 
             .await
             .map_err(|e| fail(format!("cannot write to its stdin: {e}")))?;
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|e| fail(format!("cannot read its answer: {e}")))?;
+    let out = child.wait_with_output().await.map_err(|e| fail(format!("cannot read its answer: {e}")))?;
     if !out.status.success() {
-        let said = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
+        let said = String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
         if said.to_ascii_lowercase().contains("credentials not found") {
             return Ok(None);
         }
         // Only the exit status: a failing helper's output is not ours to echo (it may hold secrets).
         return Err(fail(format!("it exited with {}", out.status)));
     }
-    let ans: HelperAnswer = serde_json::from_slice(&out.stdout).map_err(|e| {
-        fail(format!(
-            "its answer is not the expected JSON (line {} column {})",
-            e.line(),
-            e.column()
-        ))
-    })?;
+    let ans: HelperAnswer = serde_json::from_slice(&out.stdout)
+        .map_err(|e| fail(format!("its answer is not the expected JSON (line {} column {})", e.line(), e.column())))?;
     if ans.secret.is_empty() {
         return Ok(None);
     }
     Ok(Some(if ans.username == "<token>" {
         Credential::IdentityToken(Secret::new(ans.secret))
     } else {
-        Credential::Basic {
-            username: ans.username,
-            password: Secret::new(ans.secret),
-        }
+        Credential::Basic { username: ans.username, password: Secret::new(ans.secret) }
     }))
 }
 
@@ -369,16 +324,10 @@ mod tests {
                 service: Some("registry.docker.io".into())
             })
         );
-        assert_eq!(
-            parse_challenge(r#"Basic realm="cbuild-test-registry""#),
-            Some(Challenge::Basic)
-        );
+        assert_eq!(parse_challenge(r#"Basic realm="cbuild-test-registry""#), Some(Challenge::Basic));
         assert_eq!(
             parse_challenge(r#"bearer realm="http://x/t\"q", error="invalid_token""#),
-            Some(Challenge::Bearer {
-                realm: "http://x/t\"q".into(),
-                service: None
-            })
+            Some(Challenge::Bearer { realm: "http://x/t\"q".into(), service: None })
         );
         assert_eq!(parse_challenge("Bearer service=x"), None);
         assert_eq!(parse_challenge("Negotiate abc"), None);
@@ -395,61 +344,41 @@ mod tests {
             }}"#,
         )
         .unwrap();
-        let basic = |u: &str, p: &str| Credential::Basic {
-            username: u.into(),
-            password: Secret::new(p),
-        };
-        assert_eq!(
-            c.credential("docker.io").await.unwrap(),
-            Some(basic("hub", "hubpw"))
-        );
-        assert_eq!(
-            c.credential("127.0.0.1:5000").await.unwrap(),
-            Some(basic("u", "p4ss"))
-        );
-        assert_eq!(
-            c.credential("ghcr.io").await.unwrap(),
-            Some(Credential::IdentityToken(Secret::new("tok")))
-        );
+        let basic = |u: &str, p: &str| Credential::Basic { username: u.into(), password: Secret::new(p) };
+        assert_eq!(c.credential("docker.io").await.unwrap(), Some(basic("hub", "hubpw")));
+        assert_eq!(c.credential("127.0.0.1:5000").await.unwrap(), Some(basic("u", "p4ss")));
+        assert_eq!(c.credential("ghcr.io").await.unwrap(), Some(Credential::IdentityToken(Secret::new("tok"))));
         assert_eq!(c.credential("empty.io").await.unwrap(), None);
         assert_eq!(c.credential("other.io").await.unwrap(), None);
     }
 
     #[tokio::test]
     async fn bad_auth_field_is_named_without_its_value() {
-        let c = DockerConfig::from_json(r#"{"auths": {"r.io": {"auth": "!!notbase64-s3cret"}}}"#)
-            .unwrap();
+        let c = DockerConfig::from_json(r#"{"auths": {"r.io": {"auth": "!!notbase64-s3cret"}}}"#).unwrap();
         let e = c.credential("r.io").await.unwrap_err().to_string();
         assert!(e.contains("`r.io`") && e.contains("base64"), "{e}");
         assert!(!e.contains("s3cret"), "{e}");
-        let e =
-            DockerConfig::from_json(r#"{"auths": {"r.io": {"auth": 5, "password": "s3cret"}}}"#)
-                .unwrap_err()
-                .to_string();
+        let e = DockerConfig::from_json(r#"{"auths": {"r.io": {"auth": 5, "password": "s3cret"}}}"#)
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]
     fn debug_never_shows_secrets() {
-        let c = DockerConfig::from_json(r#"{"auths": {"r.io": {"username": "u", "password": "s3cret", "auth": "dTpzM2NyZXQ="}}}"#).unwrap();
+        let c = DockerConfig::from_json(
+            r#"{"auths": {"r.io": {"username": "u", "password": "s3cret", "auth": "dTpzM2NyZXQ="}}}"#,
+        )
+        .unwrap();
         let d = format!("{c:?}");
-        assert!(
-            d.contains("r.io") && !d.contains("s3cret") && !d.contains("dTpzM2NyZXQ"),
-            "{d}"
-        );
-        let cred = Credential::Basic {
-            username: "u".into(),
-            password: Secret::new("s3cret"),
-        };
+        assert!(d.contains("r.io") && !d.contains("s3cret") && !d.contains("dTpzM2NyZXQ"), "{d}");
+        let cred = Credential::Basic { username: "u".into(), password: Secret::new("s3cret") };
         assert!(!format!("{cred:?}").contains("s3cret"));
     }
 
     #[test]
     fn server_names() {
-        assert_eq!(
-            normalize_server("https://index.docker.io/v1/"),
-            "index.docker.io"
-        );
+        assert_eq!(normalize_server("https://index.docker.io/v1/"), "index.docker.io");
         assert_eq!(normalize_server("HTTP://Reg.io:5000"), "reg.io:5000");
         assert_eq!(helper_server("docker.io"), "https://index.docker.io/v1/");
         assert_eq!(helper_server("127.0.0.1:5000"), "127.0.0.1:5000");

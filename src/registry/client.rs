@@ -31,11 +31,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(250),
-            max_delay: Duration::from_secs(20),
-        }
+        RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(250), max_delay: Duration::from_secs(20) }
     }
 }
 
@@ -43,9 +39,7 @@ impl RetryPolicy {
     /// The wait before attempt `attempt + 1` (attempt counts from 1): `Retry-After` when the
     /// registry sent one, else exponential backoff; capped at `max_delay` either way.
     pub fn delay(&self, attempt: u32, retry_after: Option<Duration>) -> Duration {
-        let backoff = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
+        let backoff = self.base_delay.saturating_mul(1u32 << attempt.saturating_sub(1).min(16));
         retry_after.unwrap_or(backoff).min(self.max_delay)
     }
 }
@@ -70,28 +64,19 @@ pub fn uses_plain_http(registry: &str, insecure: &[String]) -> bool {
     let host = host_of(registry);
     let loopback = host.eq_ignore_ascii_case("localhost")
         || host.parse::<Ipv4Addr>().is_ok_and(|a| a.is_loopback())
-        || host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<Ipv6Addr>()
-            .is_ok_and(|a| a.is_loopback());
+        || host.trim_start_matches('[').trim_end_matches(']').parse::<Ipv6Addr>().is_ok_and(|a| a.is_loopback());
     loopback
         || insecure.iter().any(|i| {
             let i = i.trim().to_ascii_lowercase();
-            let i = i
-                .strip_prefix("http://")
-                .or_else(|| i.strip_prefix("https://"))
-                .unwrap_or(&i)
-                .trim_end_matches('/');
+            let i =
+                i.strip_prefix("http://").or_else(|| i.strip_prefix("https://")).unwrap_or(&i).trim_end_matches('/');
             i.eq_ignore_ascii_case(registry) || i.eq_ignore_ascii_case(host)
         })
 }
 
 fn host_of(registry: &str) -> &str {
     if registry.starts_with('[') {
-        registry
-            .split_once(']')
-            .map_or(registry, |(h, _)| &registry[..h.len() + 1])
+        registry.split_once(']').map_or(registry, |(h, _)| &registry[..h.len() + 1])
     } else {
         registry.split(':').next().unwrap_or(registry)
     }
@@ -109,30 +94,14 @@ pub(crate) struct Scope {
 
 impl Scope {
     pub fn pull(repository: &str) -> Scope {
-        Scope {
-            repository: repository.to_string(),
-            push: false,
-            also_pull: vec![],
-        }
+        Scope { repository: repository.to_string(), push: false, also_pull: vec![] }
     }
     pub fn push(repository: &str) -> Scope {
-        Scope {
-            repository: repository.to_string(),
-            push: true,
-            also_pull: vec![],
-        }
+        Scope { repository: repository.to_string(), push: true, also_pull: vec![] }
     }
     fn strings(&self) -> Vec<String> {
-        let mut v = vec![format!(
-            "repository:{}:{}",
-            self.repository,
-            if self.push { "pull,push" } else { "pull" }
-        )];
-        v.extend(
-            self.also_pull
-                .iter()
-                .map(|r| format!("repository:{r}:pull")),
-        );
+        let mut v = vec![format!("repository:{}:{}", self.repository, if self.push { "pull,push" } else { "pull" })];
+        v.extend(self.also_pull.iter().map(|r| format!("repository:{r}:pull")));
         v
     }
 }
@@ -147,12 +116,7 @@ pub(crate) struct Req {
 
 impl Req {
     pub fn new(method: Method, url: Url) -> Req {
-        Req {
-            method,
-            url,
-            headers: HeaderMap::new(),
-            body: None,
-        }
+        Req { method, url, headers: HeaderMap::new(), body: None }
     }
     pub fn header(mut self, name: reqwest::header::HeaderName, value: &str) -> Req {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -198,12 +162,7 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let st = self.inner.state.lock().unwrap();
-        let mut with_creds: Vec<&String> = st
-            .creds
-            .iter()
-            .filter(|(_, c)| c.is_some())
-            .map(|(r, _)| r)
-            .collect();
+        let mut with_creds: Vec<&String> = st.creds.iter().filter(|(_, c)| c.is_some()).map(|(r, _)| r).collect();
         with_creds.sort();
         f.debug_struct("Client")
             .field("insecure", &self.inner.opts.insecure)
@@ -233,20 +192,13 @@ impl Client {
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(120))
             .build()
-            .map_err(|source| RegistryError::Http {
-                url: "(client setup)".into(),
-                source,
-            })?;
+            .map_err(|source| RegistryError::Http { url: "(client setup)".into(), source })?;
         Ok(Client {
             inner: Arc::new(Inner {
                 http,
                 opts,
                 config,
-                state: Mutex::new(State {
-                    creds: HashMap::new(),
-                    challenges: HashMap::new(),
-                    tokens: HashMap::new(),
-                }),
+                state: Mutex::new(State { creds: HashMap::new(), challenges: HashMap::new(), tokens: HashMap::new() }),
                 lookup: tokio::sync::Mutex::new(()),
             }),
         })
@@ -259,26 +211,15 @@ impl Client {
 
     /// `http(s)://<api host>` of a registry (`docker.io` is served by `registry-1.docker.io`).
     pub fn base_url(&self, registry: &str) -> String {
-        let scheme = if uses_plain_http(registry, &self.inner.opts.insecure) {
-            "http"
-        } else {
-            "https"
-        };
-        let host = if registry == DOCKER_HUB {
-            "registry-1.docker.io"
-        } else {
-            registry
-        };
+        let scheme = if uses_plain_http(registry, &self.inner.opts.insecure) { "http" } else { "https" };
+        let host = if registry == DOCKER_HUB { "registry-1.docker.io" } else { registry };
         format!("{scheme}://{host}")
     }
 
     /// `<base>/v2/<repository>/<rest>` as a URL.
     pub(crate) fn url(&self, registry: &str, repository: &str, rest: &str) -> Result<Url> {
         let s = format!("{}/v2/{repository}/{rest}", self.base_url(registry));
-        Url::parse(&s).map_err(|e| RegistryError::BadResponse {
-            url: s,
-            reason: e.to_string(),
-        })
+        Url::parse(&s).map_err(|e| RegistryError::BadResponse { url: s, reason: e.to_string() })
     }
 
     async fn credential(&self, registry: &str) -> Result<Option<Credential>> {
@@ -289,43 +230,22 @@ impl Client {
         if let Some(c) = self.inner.state.lock().unwrap().creds.get(registry) {
             return Ok(c.clone());
         }
-        let given = self
-            .inner
-            .opts
-            .credentials
-            .iter()
-            .find(|(r, _)| r == registry)
-            .map(|(_, c)| c.clone());
+        let given = self.inner.opts.credentials.iter().find(|(r, _)| r == registry).map(|(_, c)| c.clone());
         let c = match given {
             Some(c) => Some(c),
             None => self.inner.config.credential(registry).await?,
         };
-        self.inner
-            .state
-            .lock()
-            .unwrap()
-            .creds
-            .insert(registry.to_string(), c.clone());
+        self.inner.state.lock().unwrap().creds.insert(registry.to_string(), c.clone());
         Ok(c)
     }
 
     /// The `Authorization` value for a request, from what the registry asked for before.
     async fn authorization(&self, registry: &str, scope: &Scope) -> Result<Option<String>> {
-        let challenge = self
-            .inner
-            .state
-            .lock()
-            .unwrap()
-            .challenges
-            .get(registry)
-            .cloned()
-            .flatten();
+        let challenge = self.inner.state.lock().unwrap().challenges.get(registry).cloned().flatten();
         match challenge {
             None => Ok(None),
             Some(Challenge::Basic) => Ok(match self.credential(registry).await? {
-                Some(Credential::Basic { username, password }) => {
-                    Some(basic(&username, password.expose()))
-                }
+                Some(Credential::Basic { username, password }) => Some(basic(&username, password.expose())),
                 _ => None,
             }),
             Some(Challenge::Bearer { realm, service }) => {
@@ -335,9 +255,7 @@ impl Client {
                         return Ok(Some(format!("Bearer {}", t.value.expose())));
                     }
                 }
-                let token = self
-                    .fetch_token(registry, scope, &realm, service.as_deref())
-                    .await?;
+                let token = self.fetch_token(registry, scope, &realm, service.as_deref()).await?;
                 let value = format!("Bearer {}", token.value.expose());
                 self.inner.state.lock().unwrap().tokens.insert(key, token);
                 Ok(Some(value))
@@ -347,20 +265,10 @@ impl Client {
 
     /// The token exchange of the Docker token spec: GET with basic credentials (or none), or the
     /// OAuth2 refresh-token POST for identity tokens.
-    async fn fetch_token(
-        &self,
-        registry: &str,
-        scope: &Scope,
-        realm: &str,
-        service: Option<&str>,
-    ) -> Result<Token> {
+    async fn fetch_token(&self, registry: &str, scope: &Scope, realm: &str, service: Option<&str>) -> Result<Token> {
         let cred = self.credential(registry).await?;
-        let bad_url = |reason: String| RegistryError::BadResponse {
-            url: realm.to_string(),
-            reason,
-        };
-        let mut url =
-            Url::parse(realm).map_err(|e| bad_url(format!("the token realm is not a URL: {e}")))?;
+        let bad_url = |reason: String| RegistryError::BadResponse { url: realm.to_string(), reason };
+        let mut url = Url::parse(realm).map_err(|e| bad_url(format!("the token realm is not a URL: {e}")))?;
         let scopes = scope.strings();
         let req = match &cred {
             Some(Credential::IdentityToken(t)) => {
@@ -377,10 +285,7 @@ impl Client {
                 }
                 let body = form.query().unwrap_or("").to_string();
                 Req::new(Method::POST, url.clone())
-                    .header(
-                        reqwest::header::CONTENT_TYPE,
-                        "application/x-www-form-urlencoded",
-                    )
+                    .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
                     .body(Bytes::from(body))
             }
             _ => {
@@ -415,12 +320,11 @@ impl Client {
             return Err(status_error(&Method::GET, realm, resp).await);
         }
         let body = read_limited(resp, 1 << 20, realm).await?;
-        let ans: TokenAnswer =
-            serde_json::from_slice(&body).map_err(|source| RegistryError::Json {
-                url: realm.to_string(),
-                what: "not a token answer",
-                source,
-            })?;
+        let ans: TokenAnswer = serde_json::from_slice(&body).map_err(|source| RegistryError::Json {
+            url: realm.to_string(),
+            what: "not a token answer",
+            source,
+        })?;
         let value = ans
             .token
             .or(ans.access_token)
@@ -455,11 +359,7 @@ impl Client {
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
-                let ch = resp
-                    .headers()
-                    .get(WWW_AUTHENTICATE)
-                    .and_then(|v| v.to_str().ok())
-                    .and_then(parse_challenge);
+                let ch = resp.headers().get(WWW_AUTHENTICATE).and_then(|v| v.to_str().ok()).and_then(parse_challenge);
                 {
                     let mut st = self.inner.state.lock().unwrap();
                     st.tokens.remove(&(registry.to_string(), scope.strings()));
@@ -469,9 +369,7 @@ impl Client {
                 // were not sent yet.
                 let retry = match &ch {
                     Some(Challenge::Bearer { .. }) => true,
-                    Some(Challenge::Basic) => {
-                        !had_auth && self.credential(registry).await?.is_some()
-                    }
+                    Some(Challenge::Basic) => !had_auth && self.credential(registry).await?.is_some(),
                     None => false,
                 };
                 if retry {
@@ -497,11 +395,7 @@ impl Client {
         let policy = &self.inner.opts.retry;
         let mut attempt = 1;
         loop {
-            let mut b = self
-                .inner
-                .http
-                .request(req.method.clone(), req.url.clone())
-                .headers(req.headers.clone());
+            let mut b = self.inner.http.request(req.method.clone(), req.url.clone()).headers(req.headers.clone());
             if let Some(body) = &req.body {
                 b = b.body(body.clone());
             }
@@ -525,10 +419,7 @@ impl Client {
                     tokio::time::sleep(policy.delay(attempt, None)).await;
                 }
                 Err(source) => {
-                    return Err(RegistryError::Http {
-                        url: redact_url(&req.url),
-                        source: source.without_url(),
-                    })
+                    return Err(RegistryError::Http { url: redact_url(&req.url), source: source.without_url() })
                 }
             }
             attempt += 1;
@@ -543,10 +434,7 @@ impl Client {
 
 fn basic(user: &str, pass: &str) -> String {
     use base64::Engine as _;
-    format!(
-        "Basic {}",
-        base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))
-    )
+    format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}")))
 }
 
 /// A URL for messages: no query (upload locations carry opaque state, token URLs carry scopes).
@@ -573,12 +461,7 @@ pub(crate) async fn read_limited(mut resp: Response, limit: usize, url: &str) ->
                 out.extend_from_slice(&c);
             }
             Ok(None) => return Ok(out),
-            Err(source) => {
-                return Err(RegistryError::Http {
-                    url: url.to_string(),
-                    source: source.without_url(),
-                })
-            }
+            Err(source) => return Err(RegistryError::Http { url: url.to_string(), source: source.without_url() }),
         }
     }
 }
@@ -609,25 +492,14 @@ pub(crate) async fn status_error(method: &Method, url: &str, resp: Response) -> 
                     .errors
                     .iter()
                     .take(3)
-                    .map(|e| {
-                        format!(
-                            "{} {}",
-                            e.code,
-                            e.message.chars().take(200).collect::<String>()
-                        )
-                    })
+                    .map(|e| format!("{} {}", e.code, e.message.chars().take(200).collect::<String>()))
                     .collect();
                 format!(": {}", parts.join("; "))
             })
             .unwrap_or_default(),
         Err(_) => String::new(),
     };
-    RegistryError::Status {
-        method: method.to_string(),
-        url: url.to_string(),
-        status,
-        detail,
-    }
+    RegistryError::Status { method: method.to_string(), url: url.to_string(), status, detail }
 }
 
 #[cfg(test)]
@@ -638,23 +510,10 @@ mod tests {
     #[test]
     fn plain_http_only_for_loopback_and_listed() {
         let none: Vec<String> = vec![];
-        for r in [
-            "localhost",
-            "localhost:5000",
-            "127.0.0.1:5000",
-            "127.1.2.3",
-            "[::1]:5000",
-            "[::1]",
-        ] {
+        for r in ["localhost", "localhost:5000", "127.0.0.1:5000", "127.1.2.3", "[::1]:5000", "[::1]"] {
             assert!(uses_plain_http(r, &none), "{r}");
         }
-        for r in [
-            "docker.io",
-            "10.0.0.1:5000",
-            "localhost.example.com",
-            "[::2]:5000",
-            "128.0.0.1",
-        ] {
+        for r in ["docker.io", "10.0.0.1:5000", "localhost.example.com", "[::2]:5000", "128.0.0.1"] {
             assert!(!uses_plain_http(r, &none), "{r}");
         }
         let insecure = vec!["reg.lan:5000".to_string(), "http://other.lan/".to_string()];
@@ -666,39 +525,24 @@ mod tests {
 
     #[test]
     fn backoff_doubles_and_is_capped() {
-        let p = RetryPolicy {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(100),
-            max_delay: Duration::from_secs(1),
-        };
+        let p =
+            RetryPolicy { max_attempts: 5, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
         assert_eq!(p.delay(1, None), Duration::from_millis(100));
         assert_eq!(p.delay(2, None), Duration::from_millis(200));
         assert_eq!(p.delay(4, None), Duration::from_millis(800));
         assert_eq!(p.delay(5, None), Duration::from_secs(1));
         assert_eq!(p.delay(40, None), Duration::from_secs(1));
-        assert_eq!(
-            p.delay(1, Some(Duration::from_millis(300))),
-            Duration::from_millis(300)
-        );
-        assert_eq!(
-            p.delay(1, Some(Duration::from_secs(3600))),
-            Duration::from_secs(1)
-        );
+        assert_eq!(p.delay(1, Some(Duration::from_millis(300))), Duration::from_millis(300));
+        assert_eq!(p.delay(1, Some(Duration::from_secs(3600))), Duration::from_secs(1));
     }
 
     #[test]
     fn scopes_and_urls() {
         let mut s = Scope::push("team/app");
         s.also_pull.push("base/run".into());
-        assert_eq!(
-            s.strings(),
-            vec!["repository:team/app:pull,push", "repository:base/run:pull"]
-        );
-        let c = Client::new(ClientOptions {
-            docker_config_dir: Some("/nonexistent".into()),
-            ..Default::default()
-        })
-        .unwrap();
+        assert_eq!(s.strings(), vec!["repository:team/app:pull,push", "repository:base/run:pull"]);
+        let c = Client::new(ClientOptions { docker_config_dir: Some("/nonexistent".into()), ..Default::default() })
+            .unwrap();
         assert_eq!(c.base_url("docker.io"), "https://registry-1.docker.io");
         assert_eq!(c.base_url("127.0.0.1:5000"), "http://127.0.0.1:5000");
         let u = Url::parse("http://u:pw@h/v2/x/blobs/uploads/abc?_state=s3cret&digest=x").unwrap();
@@ -784,10 +628,7 @@ mod tests {
         let o = ClientOptions {
             credentials: vec![(
                 host.clone(),
-                Credential::Basic {
-                    username: "u".into(),
-                    password: crate::registry::auth::Secret::new("pw"),
-                },
+                Credential::Basic { username: "u".into(), password: crate::registry::auth::Secret::new("pw") },
             )],
             ..fast()
         };
@@ -795,27 +636,15 @@ mod tests {
         let scope = Scope::pull("team/app");
         for _ in 0..2 {
             let url = c.url(&host, "team/app", "manifests/1").unwrap();
-            let r = c
-                .send(&host, &scope, &Req::new(Method::GET, url))
-                .await
-                .unwrap();
+            let r = c.send(&host, &scope, &Req::new(Method::GET, url)).await.unwrap();
             assert_eq!(r.status(), 200);
         }
         let seen = h.await.unwrap();
         let lines: Vec<&str> = seen.iter().map(|r| r.lines().next().unwrap()).collect();
-        assert!(
-            lines[0].starts_with("GET /v2/team/app/manifests/1"),
-            "{lines:?}"
-        );
+        assert!(lines[0].starts_with("GET /v2/team/app/manifests/1"), "{lines:?}");
         assert!(lines[1].starts_with("GET /token?"), "{lines:?}");
-        assert!(
-            lines[2].starts_with("GET /v2/team/app/manifests/1"),
-            "{lines:?}"
-        );
-        assert!(
-            lines[3].starts_with("GET /v2/team/app/manifests/1"),
-            "token reused: {lines:?}"
-        );
+        assert!(lines[2].starts_with("GET /v2/team/app/manifests/1"), "{lines:?}");
+        assert!(lines[3].starts_with("GET /v2/team/app/manifests/1"), "token reused: {lines:?}");
     }
 
     #[tokio::test]
@@ -839,17 +668,10 @@ mod tests {
         let r = crate::registry::Reference::parse(&format!("{host}/team/app:garbage")).unwrap();
         let e = c.fetch_manifest(&r).await.unwrap_err();
         assert!(matches!(e, RegistryError::Json { .. }), "{e:?}");
-        assert!(
-            e.to_string()
-                .contains(&format!("`{base}/v2/team/app/manifests/garbage`")),
-            "{e}"
-        );
+        assert!(e.to_string().contains(&format!("`{base}/v2/team/app/manifests/garbage`")), "{e}");
         let r = crate::registry::Reference::parse(&format!("{host}/team/app:lying")).unwrap();
         let e = c.fetch_manifest(&r).await.unwrap_err().to_string();
-        assert!(
-            e.contains("Docker-Content-Digest") && e.contains("refused"),
-            "{e}"
-        );
+        assert!(e.contains("Docker-Content-Digest") && e.contains("refused"), "{e}");
         h.await.unwrap();
     }
 
@@ -875,24 +697,17 @@ mod tests {
         ])
         .await;
         let c = Client::new(fast()).unwrap();
-        let r = c
-            .send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap()))
-            .await
-            .unwrap();
+        let r = c.send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap())).await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(h.await.unwrap(), 4);
     }
 
     #[tokio::test]
     async fn retries_are_bounded() {
-        let a =
-            "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+        let a = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         let (url, h) = serve(vec![a, a, a, a]).await;
         let c = Client::new(fast()).unwrap();
-        let r = c
-            .send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap()))
-            .await
-            .unwrap();
+        let r = c.send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap())).await.unwrap();
         assert_eq!(r.status(), 500);
         assert_eq!(h.await.unwrap(), 4, "exactly max_attempts requests");
     }

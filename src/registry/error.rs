@@ -31,26 +31,13 @@ pub enum RegistryError {
     },
     /// A manifest (tag or digest) or blob does not exist.
     #[error("`{reference}` not found in the registry ({what})")]
-    NotFound {
-        reference: String,
-        what: &'static str,
-    },
+    NotFound { reference: String, what: &'static str },
     /// An index has no manifest for the wanted platform.
     #[error("`{reference}` has no image for platform `{platform}` (it has: {available})")]
-    PlatformNotFound {
-        reference: String,
-        platform: String,
-        available: String,
-    },
+    PlatformNotFound { reference: String, platform: String, available: String },
     /// Content does not hash to the digest that names it; it was refused (nothing was stored).
-    #[error(
-        "{subject}: expected digest `{expected}` but the content hashes to `{actual}`; refused"
-    )]
-    DigestMismatch {
-        subject: String,
-        expected: Digest,
-        actual: Digest,
-    },
+    #[error("{subject}: expected digest `{expected}` but the content hashes to `{actual}`; refused")]
+    DigestMismatch { subject: String, expected: Digest, actual: Digest },
     /// A blob the push needs is neither local, nor in the target, nor mountable.
     #[error(
         "blob `{digest}` is not in the local store, not in `{target}` and not mountable from the \
@@ -89,11 +76,7 @@ pub enum RegistryError {
     DockerConfig { path: PathBuf, reason: String },
     /// A `docker-credential-*` helper failed.
     #[error("credential helper `docker-credential-{helper}` failed for `{registry}`: {reason}")]
-    CredentialHelper {
-        helper: String,
-        registry: String,
-        reason: String,
-    },
+    CredentialHelper { helper: String, registry: String, reason: String },
     /// The blob store failed.
     #[error(transparent)]
     Cas(#[from] CasError),

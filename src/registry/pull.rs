@@ -13,8 +13,7 @@ use super::reference::Reference;
 use crate::cas::BlobDir;
 use crate::model::digest::Digest;
 use crate::oci::{
-    Image, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_INDEX,
-    MEDIA_TYPE_MANIFEST,
+    Image, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };
 
 /// Manifests larger than this are refused (distribution's own limit is 4 MiB).
@@ -56,30 +55,17 @@ impl Client {
     /// Fetches the manifest or index `r` names, verifying it against the reference's digest (if
     /// pinned) and the registry's `Docker-Content-Digest` header.
     pub async fn fetch_manifest(&self, r: &Reference) -> Result<RawManifest> {
-        let url = self.url(
-            r.registry(),
-            r.repository(),
-            &format!("manifests/{}", r.target()),
-        )?;
+        let url = self.url(r.registry(), r.repository(), &format!("manifests/{}", r.target()))?;
         let shown = redact_url(&url);
-        let accept = [
-            MEDIA_TYPE_MANIFEST,
-            MEDIA_TYPE_INDEX,
-            MEDIA_TYPE_DOCKER_MANIFEST,
-            MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-        ]
-        .join(", ");
+        let accept =
+            [MEDIA_TYPE_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST]
+                .join(", ");
         let req = Req::new(Method::GET, url).header(ACCEPT, &accept);
-        let resp = self
-            .send(r.registry(), &Scope::pull(r.repository()), &req)
-            .await?;
+        let resp = self.send(r.registry(), &Scope::pull(r.repository()), &req).await?;
         match resp.status() {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND => {
-                return Err(RegistryError::NotFound {
-                    reference: r.to_string(),
-                    what: "no such manifest",
-                })
+                return Err(RegistryError::NotFound { reference: r.to_string(), what: "no such manifest" })
             }
             _ => return Err(status_error(&Method::GET, &shown, resp).await),
         }
@@ -88,11 +74,8 @@ impl Client {
             .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
-        let header_digest = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
+        let header_digest =
+            resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
         let bytes = read_limited(resp, MAX_MANIFEST, &shown).await?;
         let digest = Digest::of_bytes(&bytes);
         let subject = || format!("manifest of `{r}`");
@@ -122,7 +105,9 @@ impl Client {
         if doc.get("schemaVersion").and_then(Value::as_u64) == Some(1) {
             return Err(RegistryError::BadResponse {
                 url: shown,
-                reason: "it is a Docker schema 1 manifest, which is not supported (re-push the image with a current client)".into(),
+                reason:
+                    "it is a Docker schema 1 manifest, which is not supported (re-push the image with a current client)"
+                        .into(),
             });
         }
         let doc_type = doc.get("mediaType").and_then(Value::as_str);
@@ -134,34 +119,21 @@ impl Client {
                 None => MEDIA_TYPE_MANIFEST.to_string(),
             },
         };
-        if ![
-            MEDIA_TYPE_MANIFEST,
-            MEDIA_TYPE_INDEX,
-            MEDIA_TYPE_DOCKER_MANIFEST,
-            MEDIA_TYPE_DOCKER_MANIFEST_LIST,
-        ]
-        .contains(&media_type.as_str())
+        if ![MEDIA_TYPE_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST]
+            .contains(&media_type.as_str())
         {
             return Err(RegistryError::BadResponse {
                 url: shown,
                 reason: format!("media type `{media_type}` is not an image manifest or index"),
             });
         }
-        Ok(RawManifest {
-            bytes,
-            media_type,
-            digest,
-        })
+        Ok(RawManifest { bytes, media_type, digest })
     }
 
     /// Resolves `r` shallowly: the manifest (following an index to `platform`, default the host's,
     /// as `(os, architecture)` where architecture may carry a variant, `arm/v7`) and its config;
     /// no layer is fetched. A tag resolves to a digest the caller should record (and warn about).
-    pub async fn resolve(
-        &self,
-        r: &Reference,
-        platform: Option<(String, String)>,
-    ) -> Result<Resolved> {
+    pub async fn resolve(&self, r: &Reference, platform: Option<(String, String)>) -> Result<Resolved> {
         let top = self.fetch_manifest(r).await?;
         let explicit = platform.is_some();
         let (os, arch) = platform.unwrap_or_else(crate::oci::layout::host_platform);
@@ -183,20 +155,17 @@ impl Client {
                 reason: "indexes nest more than 4 deep".into(),
             });
         }
-        let v: Value =
-            serde_json::from_slice(&doc.bytes).map_err(|source| RegistryError::Json {
-                url: r.to_string(),
-                what: "the manifest is not JSON",
-                source,
-            })?;
-        let cd = v
-            .pointer("/config/digest")
-            .and_then(Value::as_str)
-            .and_then(|d| Digest::parse(d).ok())
-            .ok_or_else(|| RegistryError::BadResponse {
+        let v: Value = serde_json::from_slice(&doc.bytes).map_err(|source| RegistryError::Json {
+            url: r.to_string(),
+            what: "the manifest is not JSON",
+            source,
+        })?;
+        let cd = v.pointer("/config/digest").and_then(Value::as_str).and_then(|d| Digest::parse(d).ok()).ok_or_else(
+            || RegistryError::BadResponse {
                 url: r.with_digest(doc.digest.clone()).to_string(),
                 reason: "the manifest has no sha256 config digest".into(),
-            })?;
+            },
+        )?;
         let config = self.fetch_small_blob(r, &cd, MAX_CONFIG, "config").await?;
         let image = Image::from_bytes(doc.bytes, config)?;
         if explicit {
@@ -219,13 +188,7 @@ impl Client {
     }
 
     /// Fetches a small blob (a config) into memory, verified.
-    async fn fetch_small_blob(
-        &self,
-        r: &Reference,
-        d: &Digest,
-        limit: usize,
-        what: &'static str,
-    ) -> Result<Vec<u8>> {
+    async fn fetch_small_blob(&self, r: &Reference, d: &Digest, limit: usize, what: &'static str) -> Result<Vec<u8>> {
         let resp = self.get_blob(r, d, what).await?;
         let url = redact_url(resp.url());
         let bytes = read_limited(resp, limit, &url).await?;
@@ -240,21 +203,10 @@ impl Client {
         Ok(bytes)
     }
 
-    async fn get_blob(
-        &self,
-        r: &Reference,
-        d: &Digest,
-        what: &'static str,
-    ) -> Result<reqwest::Response> {
+    async fn get_blob(&self, r: &Reference, d: &Digest, what: &'static str) -> Result<reqwest::Response> {
         let url = self.url(r.registry(), r.repository(), &format!("blobs/{d}"))?;
         let shown = redact_url(&url);
-        let resp = self
-            .send(
-                r.registry(),
-                &Scope::pull(r.repository()),
-                &Req::new(Method::GET, url),
-            )
-            .await?;
+        let resp = self.send(r.registry(), &Scope::pull(r.repository()), &Req::new(Method::GET, url)).await?;
         match resp.status() {
             s if s.is_success() => Ok(resp),
             StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
@@ -270,21 +222,13 @@ impl Client {
 
     /// Whether repository `r` holds blob `d` (HEAD); its size when it does.
     pub async fn blob_exists(&self, r: &Reference, d: &Digest) -> Result<Option<u64>> {
-        self.blob_exists_scoped(r, d, &Scope::pull(r.repository()))
-            .await
+        self.blob_exists_scoped(r, d, &Scope::pull(r.repository())).await
     }
 
-    pub(crate) async fn blob_exists_scoped(
-        &self,
-        r: &Reference,
-        d: &Digest,
-        scope: &Scope,
-    ) -> Result<Option<u64>> {
+    pub(crate) async fn blob_exists_scoped(&self, r: &Reference, d: &Digest, scope: &Scope) -> Result<Option<u64>> {
         let url = self.url(r.registry(), r.repository(), &format!("blobs/{d}"))?;
         let shown = redact_url(&url);
-        let resp = self
-            .send(r.registry(), scope, &Req::new(Method::HEAD, url))
-            .await?;
+        let resp = self.send(r.registry(), scope, &Req::new(Method::HEAD, url)).await?;
         match resp.status() {
             s if s.is_success() => Ok(Some(
                 resp.headers()
@@ -334,15 +278,11 @@ impl Client {
             store.put_stream::<RegistryError>(|w| {
                 while let Some(m) = rx.blocking_recv() {
                     match m {
-                        Msg::Data(b) => w.write_all(&b).map_err(|source| RegistryError::Io {
-                            path: path.clone(),
-                            source,
-                        })?,
+                        Msg::Data(b) => {
+                            w.write_all(&b).map_err(|source| RegistryError::Io { path: path.clone(), source })?
+                        }
                         Msg::Abort => {
-                            return Err(RegistryError::BadResponse {
-                                url: String::new(),
-                                reason: "aborted".into(),
-                            })
+                            return Err(RegistryError::BadResponse { url: String::new(), reason: "aborted".into() })
                         }
                     }
                 }
@@ -361,12 +301,7 @@ impl Client {
                     }
                 }
                 Ok(None) => break Ok(()),
-                Err(source) => {
-                    break Err(RegistryError::Http {
-                        url: url.clone(),
-                        source: source.without_url(),
-                    })
-                }
+                Err(source) => break Err(RegistryError::Http { url: url.clone(), source: source.without_url() }),
             }
         };
         let actual = Digest::from_hex(&hex::encode(hasher.finalize())).expect("sha256 hex");
@@ -383,10 +318,9 @@ impl Client {
             let _ = tx.send(Msg::Abort).await;
         }
         drop(tx);
-        let written = writer.await.map_err(|e| RegistryError::Io {
-            path: blobs.path(d),
-            source: std::io::Error::other(e.to_string()),
-        })?;
+        let written = writer
+            .await
+            .map_err(|e| RegistryError::Io { path: blobs.path(d), source: std::io::Error::other(e.to_string()) })?;
         let n = verdict?;
         written?;
         Ok(n)
@@ -401,31 +335,17 @@ fn plat(os: &str, arch: &str, variant: Option<&str>) -> String {
 }
 
 /// Picks the manifest for `os/arch[/variant]` from an index (a missing variant matches any).
-fn choose(
-    doc: &RawManifest,
-    r: &Reference,
-    os: &str,
-    arch: &str,
-    variant: Option<&str>,
-) -> Result<Digest> {
+fn choose(doc: &RawManifest, r: &Reference, os: &str, arch: &str, variant: Option<&str>) -> Result<Digest> {
     let v: Value = serde_json::from_slice(&doc.bytes).map_err(|source| RegistryError::Json {
         url: r.to_string(),
         what: "the index is not JSON",
         source,
     })?;
-    let manifests = v
-        .get("manifests")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let manifests = v.get("manifests").and_then(Value::as_array).cloned().unwrap_or_default();
     let s = |m: &Value, p: &str| m.pointer(p).and_then(Value::as_str).map(str::to_string);
     let mut available = Vec::new();
     for m in &manifests {
-        let (mos, march, mvar) = (
-            s(m, "/platform/os"),
-            s(m, "/platform/architecture"),
-            s(m, "/platform/variant"),
-        );
+        let (mos, march, mvar) = (s(m, "/platform/os"), s(m, "/platform/architecture"), s(m, "/platform/variant"));
         if let (Some(mos), Some(march)) = (&mos, &march) {
             available.push(plat(mos, march, mvar.as_deref()));
             if mos == os && march == arch && (variant.is_none() || mvar.as_deref() == variant) {
@@ -443,11 +363,7 @@ fn choose(
     Err(RegistryError::PlatformNotFound {
         reference: r.to_string(),
         platform: plat(os, arch, variant),
-        available: if available.is_empty() {
-            "no platforms".into()
-        } else {
-            available.join(", ")
-        },
+        available: if available.is_empty() { "no platforms".into() } else { available.join(", ") },
     })
 }
 
@@ -466,22 +382,13 @@ mod tests {
                 serde_json::json!({"mediaType": MEDIA_TYPE_MANIFEST, "digest": d.to_string(), "size": 1, "platform": p})
             })
             .collect();
-        let bytes =
-            serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": ms})).unwrap();
-        RawManifest {
-            digest: Digest::of_bytes(&bytes),
-            bytes,
-            media_type: MEDIA_TYPE_INDEX.into(),
-        }
+        let bytes = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": ms})).unwrap();
+        RawManifest { digest: Digest::of_bytes(&bytes), bytes, media_type: MEDIA_TYPE_INDEX.into() }
     }
 
     #[test]
     fn chooses_platform_and_variant() {
-        let (a, b, c) = (
-            Digest::of_bytes(b"a"),
-            Digest::of_bytes(b"b"),
-            Digest::of_bytes(b"c"),
-        );
+        let (a, b, c) = (Digest::of_bytes(b"a"), Digest::of_bytes(b"b"), Digest::of_bytes(b"c"));
         let idx = index(&[
             ("linux", "amd64", None, &a),
             ("linux", "arm", Some("v6"), &b),
@@ -492,12 +399,7 @@ mod tests {
         assert_eq!(choose(&idx, &r, "linux", "amd64", None).unwrap(), a);
         assert_eq!(choose(&idx, &r, "linux", "arm", Some("v7")).unwrap(), c);
         assert_eq!(choose(&idx, &r, "linux", "arm", None).unwrap(), b);
-        let e = choose(&idx, &r, "linux", "s390x", None)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            e.contains("`reg.io/x:1`") && e.contains("linux/s390x") && e.contains("linux/arm/v7"),
-            "{e}"
-        );
+        let e = choose(&idx, &r, "linux", "s390x", None).unwrap_err().to_string();
+        assert!(e.contains("`reg.io/x:1`") && e.contains("linux/s390x") && e.contains("linux/arm/v7"), "{e}");
     }
 }

@@ -82,10 +82,7 @@ impl Client {
             if d != image.digest() {
                 return Err(RegistryError::BadReference {
                     reference: target.to_string(),
-                    reason: format!(
-                        "it pins `{d}` but the image being pushed is `{}`",
-                        image.digest()
-                    ),
+                    reason: format!("it pins `{d}` but the image being pushed is `{}`", image.digest()),
                 });
             }
         }
@@ -100,21 +97,13 @@ impl Client {
         let mut todo: Vec<(Digest, u64, Source)> = Vec::new();
         for l in image.layers() {
             if seen.insert(l.digest.clone()) {
-                let src = if blobs.contains(&l.digest) {
-                    Source::File(blobs.path(&l.digest))
-                } else {
-                    Source::Absent
-                };
+                let src = if blobs.contains(&l.digest) { Source::File(blobs.path(&l.digest)) } else { Source::Absent };
                 todo.push((l.digest.clone(), l.size, src));
             }
         }
         if seen.insert(image.config_digest().clone()) {
             let c = image.config_bytes();
-            todo.push((
-                image.config_digest().clone(),
-                c.len() as u64,
-                Source::Memory(Bytes::copy_from_slice(c)),
-            ));
+            todo.push((image.config_digest().clone(), c.len() as u64, Source::Memory(Bytes::copy_from_slice(c))));
         }
         for (d, size, src) in todo {
             match self.push_blob(target, &d, size, src, blobs, opts).await? {
@@ -135,8 +124,7 @@ impl Client {
                 None if t == target.target() => target.clone(),
                 _ => target.with_tag(&t)?,
             };
-            self.push_manifest(&r, bytes.clone(), &image.manifest_media_type())
-                .await?;
+            self.push_manifest(&r, bytes.clone(), &image.manifest_media_type()).await?;
         }
         Ok(report)
     }
@@ -144,12 +132,7 @@ impl Client {
     /// PUTs a manifest or index as these exact bytes with `media_type` to `target` (its tag, else
     /// its digest) and returns its digest. Its blobs (or, for an index, its manifests) must be
     /// in the repository already; [`Client::push_image`] does that for images.
-    pub async fn push_manifest(
-        &self,
-        target: &Reference,
-        bytes: Bytes,
-        media_type: &str,
-    ) -> Result<Digest> {
+    pub async fn push_manifest(&self, target: &Reference, bytes: Bytes, media_type: &str) -> Result<Digest> {
         let digest = Digest::of_bytes(&bytes);
         let reference = target.tag().map_or_else(|| target.target(), str::to_string);
         if let Some(d) = target.digest() {
@@ -160,25 +143,14 @@ impl Client {
                 });
             }
         }
-        let url = self.url(
-            target.registry(),
-            target.repository(),
-            &format!("manifests/{reference}"),
-        )?;
+        let url = self.url(target.registry(), target.repository(), &format!("manifests/{reference}"))?;
         let shown = redact_url(&url);
-        let req = Req::new(Method::PUT, url)
-            .header(CONTENT_TYPE, media_type)
-            .body(bytes);
-        let resp = self
-            .send(target.registry(), &Scope::push(target.repository()), &req)
-            .await?;
+        let req = Req::new(Method::PUT, url).header(CONTENT_TYPE, media_type).body(bytes);
+        let resp = self.send(target.registry(), &Scope::push(target.repository()), &req).await?;
         if !resp.status().is_success() {
             return Err(status_error(&Method::PUT, &shown, resp).await);
         }
-        let said = resp
-            .headers()
-            .get("docker-content-digest")
-            .and_then(|v| v.to_str().ok());
+        let said = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok());
         if let Some(said) = said.and_then(|s| Digest::parse(s).ok()) {
             if said != digest {
                 return Err(RegistryError::DigestMismatch {
@@ -221,11 +193,7 @@ impl Client {
             Source::Absent => {
                 // Only in another registry (or nowhere): copy through the local store.
                 let mut found = None;
-                for from in opts
-                    .source_repos
-                    .iter()
-                    .filter(|s| s.registry() != target.registry())
-                {
+                for from in opts.source_repos.iter().filter(|s| s.registry() != target.registry()) {
                     if self.blob_exists(from, d).await?.is_some() {
                         self.fetch_blob(from, d, blobs).await?;
                         found = Some(Source::File(blobs.path(d)));
@@ -238,10 +206,7 @@ impl Client {
                         if let Some(loc) = session {
                             self.cancel(target, loc).await;
                         }
-                        return Err(RegistryError::BlobUnavailable {
-                            digest: d.clone(),
-                            target: target.name(),
-                        });
+                        return Err(RegistryError::BlobUnavailable { digest: d.clone(), target: target.name() });
                     }
                 }
             }
@@ -259,9 +224,7 @@ impl Client {
     /// session the registry opened instead (202).
     async fn mount(&self, target: &Reference, d: &Digest, from: &Reference) -> Result<Option<Url>> {
         let mut url = self.url(target.registry(), target.repository(), "blobs/uploads/")?;
-        url.query_pairs_mut()
-            .append_pair("mount", &d.to_string())
-            .append_pair("from", from.repository());
+        url.query_pairs_mut().append_pair("mount", &d.to_string()).append_pair("from", from.repository());
         let shown = redact_url(&url);
         let mut scope = Scope::push(target.repository());
         scope.also_pull.push(from.repository().to_string());
@@ -278,9 +241,7 @@ impl Client {
         let url = self.url(target.registry(), target.repository(), "blobs/uploads/")?;
         let shown = redact_url(&url);
         let req = Req::new(Method::POST, url.clone()).body(Bytes::new());
-        let resp = self
-            .send(target.registry(), &Scope::push(target.repository()), &req)
-            .await?;
+        let resp = self.send(target.registry(), &Scope::push(target.repository()), &req).await?;
         if resp.status() != StatusCode::ACCEPTED {
             return Err(status_error(&Method::POST, &shown, resp).await);
         }
@@ -289,13 +250,7 @@ impl Client {
 
     /// Best effort: an abandoned session is garbage-collected by the registry anyway.
     async fn cancel(&self, target: &Reference, loc: Url) {
-        let _ = self
-            .send(
-                target.registry(),
-                &Scope::push(target.repository()),
-                &Req::new(Method::DELETE, loc),
-            )
-            .await;
+        let _ = self.send(target.registry(), &Scope::push(target.repository()), &Req::new(Method::DELETE, loc)).await;
     }
 
     async fn upload(
@@ -308,21 +263,11 @@ impl Client {
         opts: &PushOptions,
     ) -> Result<u64> {
         let scope = Scope::push(target.repository());
-        let mono = if opts.monolithic_limit == 0 {
-            DEFAULT_MONOLITHIC_LIMIT
-        } else {
-            opts.monolithic_limit
-        };
-        let chunk = if opts.chunk_size == 0 {
-            DEFAULT_CHUNK_SIZE
-        } else {
-            opts.chunk_size
-        };
+        let mono = if opts.monolithic_limit == 0 { DEFAULT_MONOLITHIC_LIMIT } else { opts.monolithic_limit };
+        let chunk = if opts.chunk_size == 0 { DEFAULT_CHUNK_SIZE } else { opts.chunk_size };
         let finish = |mut loc: Url, body: Bytes| {
             loc.query_pairs_mut().append_pair("digest", &d.to_string());
-            Req::new(Method::PUT, loc)
-                .header(CONTENT_TYPE, "application/octet-stream")
-                .body(body)
+            Req::new(Method::PUT, loc).header(CONTENT_TYPE, "application/octet-stream").body(body)
         };
         let put = if size <= mono {
             let body = match src {
@@ -376,14 +321,10 @@ impl Client {
 
 /// The `Location` header of an upload answer, resolved against the request URL.
 fn location(base: &Url, resp: &reqwest::Response) -> Result<Url> {
-    let loc = resp
-        .headers()
-        .get(LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(|| RegistryError::BadResponse {
-            url: redact_url(base),
-            reason: format!("{} without a Location header", resp.status()),
-        })?;
+    let loc = resp.headers().get(LOCATION).and_then(|v| v.to_str().ok()).ok_or_else(|| RegistryError::BadResponse {
+        url: redact_url(base),
+        reason: format!("{} without a Location header", resp.status()),
+    })?;
     base.join(loc).map_err(|e| RegistryError::BadResponse {
         url: redact_url(base),
         reason: format!("the Location header is not a URL: {e}"),
@@ -407,10 +348,6 @@ async fn read_range(path: PathBuf, off: u64, len: u64) -> Result<Bytes> {
         Ok(buf)
     })
     .await
-    .map_err(|e| RegistryError::Io {
-        path: path.clone(),
-        source: std::io::Error::other(e.to_string()),
-    })?;
-    r.map(Bytes::from)
-        .map_err(|source| RegistryError::Io { path, source })
+    .map_err(|e| RegistryError::Io { path: path.clone(), source: std::io::Error::other(e.to_string()) })?;
+    r.map(Bytes::from).map_err(|source| RegistryError::Io { path, source })
 }

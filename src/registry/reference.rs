@@ -32,10 +32,7 @@ impl Reference {
     /// component with a `.` or `:`, or `localhost`, is a registry; otherwise the registry is
     /// `docker.io`, where a single-component repository gets `library/`.
     pub fn parse(s: &str) -> Result<Reference> {
-        let bad = |reason: &str| RegistryError::BadReference {
-            reference: s.to_string(),
-            reason: reason.to_string(),
-        };
+        let bad = |reason: &str| RegistryError::BadReference { reference: s.to_string(), reason: reason.to_string() };
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -47,9 +44,8 @@ impl Reference {
                 if !d.starts_with("sha256:") {
                     return Err(bad("only `sha256:` digests are supported"));
                 }
-                let d = Digest::parse(d).map_err(|_| {
-                    bad("the digest is not `sha256:` followed by 64 lowercase hex digits")
-                })?;
+                let d = Digest::parse(d)
+                    .map_err(|_| bad("the digest is not `sha256:` followed by 64 lowercase hex digits"))?;
                 (rest, Some(d))
             }
             None => (s, None),
@@ -64,9 +60,7 @@ impl Reference {
             check_tag(t).map_err(|r| bad(&r))?;
         }
         let (registry, repository) = match name.split_once('/') {
-            Some((first, path))
-                if first.contains('.') || first.contains(':') || first == "localhost" =>
-            {
+            Some((first, path)) if first.contains('.') || first.contains(':') || first == "localhost" => {
                 (first.to_string(), path.to_string())
             }
             _ => (DOCKER_HUB.to_string(), name.to_string()),
@@ -88,12 +82,7 @@ impl Reference {
             (None, None) => Some("latest".to_string()),
             (None, Some(_)) => None,
         };
-        Ok(Reference {
-            registry,
-            repository,
-            tag,
-            digest,
-        })
+        Ok(Reference { registry, repository, tag, digest })
     }
 
     /// The registry as written (`docker.io`, `127.0.0.1:5000`, `ghcr.io`).
@@ -127,10 +116,7 @@ impl Reference {
 
     /// The same repository pinned to `digest` (the tag is kept for display).
     pub fn with_digest(&self, digest: Digest) -> Reference {
-        Reference {
-            digest: Some(digest),
-            ..self.clone()
-        }
+        Reference { digest: Some(digest), ..self.clone() }
     }
 
     /// The same repository with `tag` and no digest.
@@ -139,11 +125,7 @@ impl Reference {
             reference: format!("{}/{}:{tag}", self.registry, self.repository),
             reason,
         })?;
-        Ok(Reference {
-            tag: Some(tag.to_string()),
-            digest: None,
-            ..self.clone()
-        })
+        Ok(Reference { tag: Some(tag.to_string()), digest: None, ..self.clone() })
     }
 
     /// Another repository of the same registry (for cross-repository mount hints).
@@ -186,26 +168,20 @@ impl std::str::FromStr for Reference {
 fn check_tag(t: &str) -> std::result::Result<(), String> {
     let ok = !t.is_empty()
         && t.len() <= 128
-        && t.bytes().enumerate().all(|(i, b)| {
-            b.is_ascii_alphanumeric() || b == b'_' || (i > 0 && (b == b'.' || b == b'-'))
-        });
+        && t.bytes()
+            .enumerate()
+            .all(|(i, b)| b.is_ascii_alphanumeric() || b == b'_' || (i > 0 && (b == b'.' || b == b'-')));
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "tag `{t}` is invalid (1-128 of [A-Za-z0-9_.-], not starting with `.` or `-`)"
-        ))
+        Err(format!("tag `{t}` is invalid (1-128 of [A-Za-z0-9_.-], not starting with `.` or `-`)"))
     }
 }
 
 fn check_registry(r: &str) -> std::result::Result<(), String> {
     let (host, port) = if let Some(rest) = r.strip_prefix('[') {
         match rest.split_once(']') {
-            Some((h, p))
-                if !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') =>
-            {
-                (None, p)
-            }
+            Some((h, p)) if !h.is_empty() && h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':') => (None, p),
             _ => return Err(format!("registry `{r}` is not a valid [IPv6] address")),
         }
     } else {
@@ -289,15 +265,9 @@ mod tests {
     #[test]
     fn docker_defaults() {
         assert_eq!(p("busybox").to_string(), "docker.io/library/busybox:latest");
-        assert_eq!(
-            p("library/busybox:1.36").to_string(),
-            "docker.io/library/busybox:1.36"
-        );
+        assert_eq!(p("library/busybox:1.36").to_string(), "docker.io/library/busybox:1.36");
         assert_eq!(p("acme/app").to_string(), "docker.io/acme/app:latest");
-        assert_eq!(
-            p("index.docker.io/busybox").to_string(),
-            "docker.io/library/busybox:latest"
-        );
+        assert_eq!(p("index.docker.io/busybox").to_string(), "docker.io/library/busybox:latest");
         assert_eq!(p("docker.io/busybox").repository(), "library/busybox");
     }
 
@@ -316,19 +286,12 @@ mod tests {
         assert_eq!(p("localhost/app").registry(), "localhost");
         assert_eq!(p("[::1]:5000/app:x").registry(), "[::1]:5000");
         assert_eq!(p("127.0.0.1:5000/app").target(), "latest");
-        assert_eq!(
-            p("my-registry.example.com/a__b/c-d.e").repository(),
-            "a__b/c-d.e"
-        );
+        assert_eq!(p("my-registry.example.com/a__b/c-d.e").repository(), "a__b/c-d.e");
     }
 
     #[test]
     fn round_trips() {
-        for s in [
-            "docker.io/library/busybox:latest",
-            "127.0.0.1:41234/x/y:1",
-            "ghcr.io/o/r:t",
-        ] {
+        for s in ["docker.io/library/busybox:latest", "127.0.0.1:41234/x/y:1", "ghcr.io/o/r:t"] {
             assert_eq!(p(s).to_string(), s);
             assert_eq!(p(&p(s).to_string()), p(s));
         }
@@ -361,14 +324,8 @@ mod tests {
         let r = p("reg.io/app:v1");
         let d = Digest::of_bytes(b"y");
         assert_eq!(r.with_digest(d.clone()).target(), d.to_string());
-        assert_eq!(
-            r.with_digest(d).with_tag("v2").unwrap().to_string(),
-            "reg.io/app:v2"
-        );
+        assert_eq!(r.with_digest(d).with_tag("v2").unwrap().to_string(), "reg.io/app:v2");
         assert!(r.with_tag("bad tag").is_err());
-        assert_eq!(
-            r.in_repository("base/run").unwrap().name(),
-            "reg.io/base/run"
-        );
+        assert_eq!(r.in_repository("base/run").unwrap().name(), "reg.io/base/run");
     }
 }

@@ -93,12 +93,7 @@ impl RemoteCache {
     /// A client for the cache at `url` (`http(s)://host[:port][/prefix]`). User info in the URL
     /// (`https://user:pass@host`) is used as basic auth when `auth` is [`RemoteAuth::None`] and
     /// removed from the URL either way, so no URL this client prints carries a secret.
-    pub fn new(
-        url: &str,
-        mode: RemoteMode,
-        auth: RemoteAuth,
-        timeouts: Timeouts,
-    ) -> Result<RemoteCache> {
+    pub fn new(url: &str, mode: RemoteMode, auth: RemoteAuth, timeouts: Timeouts) -> Result<RemoteCache> {
         let (base, url_creds) = parse_base_url(url)?;
         let auth = match (auth, url_creds) {
             (RemoteAuth::None, Some((user, pass))) => RemoteAuth::Basic(user, pass),
@@ -107,8 +102,7 @@ impl RemoteCache {
         let (header, auth_kind) = match &auth {
             RemoteAuth::None => (None, "none"),
             RemoteAuth::Basic(user, pass) => {
-                let b64 =
-                    base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+                let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
                 (Some(format!("Basic {b64}")), "basic (redacted)")
             }
             RemoteAuth::Bearer(token) => (Some(format!("Bearer {token}")), "bearer (redacted)"),
@@ -122,15 +116,7 @@ impl RemoteCache {
                 Ok::<_, RemoteError>(v)
             })
             .transpose()?;
-        Ok(RemoteCache {
-            base,
-            mode,
-            auth,
-            auth_kind,
-            timeouts,
-            http: OnceLock::new(),
-            disabled: Mutex::new(None),
-        })
+        Ok(RemoteCache { base, mode, auth, auth_kind, timeouts, http: OnceLock::new(), disabled: Mutex::new(None) })
     }
 
     /// The base URL (without credentials or trailing slash).
@@ -147,9 +133,7 @@ impl RemoteCache {
     pub fn health(&self) -> RemoteHealth {
         match &*self.disabled.lock().unwrap_or_else(|e| e.into_inner()) {
             None => RemoteHealth::Healthy,
-            Some(reason) => RemoteHealth::Disabled {
-                reason: reason.clone(),
-            },
+            Some(reason) => RemoteHealth::Disabled { reason: reason.clone() },
         }
     }
 
@@ -175,10 +159,7 @@ impl RemoteCache {
         local: &BlobDir,
     ) -> Result<PutStats> {
         if self.mode == RemoteMode::ReadOnly {
-            return Ok(PutStats {
-                skipped_read_only: true,
-                ..PutStats::default()
-            });
+            return Ok(PutStats { skipped_read_only: true, ..PutStats::default() });
         }
         self.guard()?;
         let r = self.put_action_inner(key, result_json, components_json, blobs, local);
@@ -212,11 +193,7 @@ impl RemoteCache {
             s if !s.is_success() => return Err(status_error("GET", &url, s)),
             _ => {}
         }
-        let bad = |reason: String| RemoteError::BadEntry {
-            key: key.to_hex(),
-            url: url.clone(),
-            reason,
-        };
+        let bad = |reason: String| RemoteError::BadEntry { key: key.to_hex(), url: url.clone(), reason };
         let bytes = read_limited(resp, MAX_AC_BYTES, &url)?
             .ok_or_else(|| bad(format!("the value is larger than {MAX_AC_BYTES} bytes")))?;
         let decoded = entry::decode(&bytes).map_err(bad)?;
@@ -233,12 +210,8 @@ impl RemoteCache {
             s if !s.is_success() => return Err(status_error("GET", &rurl, s)),
             _ => {}
         }
-        let body = read_limited(resp, MAX_RESULT_FILE_BYTES, &rurl)?.ok_or_else(|| {
-            bad(format!(
-                "`{}` is larger than {MAX_RESULT_FILE_BYTES} bytes",
-                entry::RESULT_FILE
-            ))
-        })?;
+        let body = read_limited(resp, MAX_RESULT_FILE_BYTES, &rurl)?
+            .ok_or_else(|| bad(format!("`{}` is larger than {MAX_RESULT_FILE_BYTES} bytes", entry::RESULT_FILE)))?;
         let actual = Digest::of_bytes(&body);
         if &actual != rd || body.len() as u64 != *rsize {
             return Err(RemoteError::Corrupt {
@@ -248,9 +221,7 @@ impl RemoteCache {
                 url: self.base.clone(),
             });
         }
-        entry::parse_result_file(key, &body, &decoded)
-            .map(Some)
-            .map_err(bad)
+        entry::parse_result_file(key, &body, &decoded).map(Some).map_err(bad)
     }
 
     fn put_action_inner(
@@ -269,12 +240,7 @@ impl RemoteCache {
         }
         let mut sized = Vec::with_capacity(unique.len());
         for d in &unique {
-            sized.push((
-                d.clone(),
-                local
-                    .size(d)
-                    .map_err(|source| RemoteError::Local { source })?,
-            ));
+            sized.push((d.clone(), local.size(d).map_err(|source| RemoteError::Local { source })?));
         }
         let mut stats = PutStats::default();
         for (d, size) in &sized {
@@ -303,9 +269,7 @@ impl RemoteCache {
         if self.head_len(&url)? == Some(size) {
             return Ok(false);
         }
-        let file = local
-            .open_blob(d)
-            .map_err(|source| RemoteError::Local { source })?;
+        let file = local.open_blob(d).map_err(|source| RemoteError::Local { source })?;
         let bad_local = Arc::new(Mutex::new(false));
         let reader = VerifyingReader {
             file,
@@ -314,11 +278,7 @@ impl RemoteCache {
             expected: d.clone(),
             bad: bad_local.clone(),
         };
-        let rb = self
-            .client()?
-            .put(&url)
-            .timeout(self.timeouts.upload(size))
-            .body(Body::sized(reader, size));
+        let rb = self.client()?.put(&url).timeout(self.timeouts.upload(size)).body(Body::sized(reader, size));
         match self.put(&url, rb) {
             Ok(()) => Ok(true),
             Err(e) if *bad_local.lock().unwrap_or_else(|p| p.into_inner()) => {
@@ -335,37 +295,26 @@ impl RemoteCache {
 
     fn fetch_blob_inner(&self, d: &Digest, local: &BlobDir) -> Result<u64> {
         if local.contains(d) {
-            return local
-                .size(d)
-                .map_err(|source| RemoteError::Local { source });
+            return local.size(d).map_err(|source| RemoteError::Local { source });
         }
         let url = self.cas_url(d);
         let mut resp = self.send("GET", &url, self.client()?.get(&url))?;
         match resp.status() {
             StatusCode::NOT_FOUND => {
-                return Err(RemoteError::BlobMissing {
-                    digest: d.clone(),
-                    url: self.base.clone(),
-                })
+                return Err(RemoteError::BlobMissing { digest: d.clone(), url: self.base.clone() })
             }
             s if !s.is_success() => return Err(status_error("GET", &url, s)),
             _ => {}
         }
         let dest = local.path(d);
-        let dir = dest
-            .parent()
-            .expect("blob paths have a directory")
-            .to_path_buf();
+        let dir = dest.parent().expect("blob paths have a directory").to_path_buf();
         let io_err = |path: &std::path::Path| {
             let path = path.to_path_buf();
             move |source| RemoteError::Io { path, source }
         };
         // Same directory as the destination, so the rename is atomic; deleted on drop unless
         // persisted, so a failed or poisoned download leaves nothing behind.
-        let tmp = tempfile::Builder::new()
-            .prefix(".tmp-remote-")
-            .tempfile_in(&dir)
-            .map_err(io_err(&dir))?;
+        let tmp = tempfile::Builder::new().prefix(".tmp-remote-").tempfile_in(&dir).map_err(io_err(&dir))?;
         let tmp_path = tmp.path().to_path_buf();
         let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp));
         let mut buf = vec![0u8; 256 * 1024];
@@ -374,28 +323,15 @@ impl RemoteCache {
                 Ok(0) => break,
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => {
-                    return Err(RemoteError::Read {
-                        method: "GET",
-                        url,
-                        source,
-                    })
-                }
+                Err(source) => return Err(RemoteError::Read { method: "GET", url, source }),
             };
             w.write_all(&buf[..n]).map_err(io_err(&tmp_path))?;
         }
         let (bw, actual, bytes) = w.finish();
-        let tmp = bw
-            .into_inner()
-            .map_err(|e| io_err(&tmp_path)(e.into_error()))?;
+        let tmp = bw.into_inner().map_err(|e| io_err(&tmp_path)(e.into_error()))?;
         if &actual != d {
             drop(tmp);
-            return Err(RemoteError::Corrupt {
-                digest: d.clone(),
-                actual,
-                bytes,
-                url: self.base.clone(),
-            });
+            return Err(RemoteError::Corrupt { digest: d.clone(), actual, bytes, url: self.base.clone() });
         }
         tmp.as_file().sync_all().map_err(io_err(&tmp_path))?;
         tmp.persist(&dest).map_err(|e| io_err(&dest)(e.error))?;
@@ -421,9 +357,7 @@ impl RemoteCache {
                 .build()
                 .map_err(|e| e.to_string())
         });
-        c.as_ref().map_err(|reason| RemoteError::Client {
-            reason: reason.clone(),
-        })
+        c.as_ref().map_err(|reason| RemoteError::Client { reason: reason.clone() })
     }
 
     fn send(&self, method: &'static str, url: &str, rb: RequestBuilder) -> Result<Response> {
@@ -433,12 +367,7 @@ impl RemoteCache {
         };
         rb.send().map_err(|e| {
             let reason = describe(&e, &self.timeouts);
-            RemoteError::Transport {
-                method,
-                url: url.to_string(),
-                reason,
-                source: e.without_url(),
-            }
+            RemoteError::Transport { method, url: url.to_string(), reason, source: e.without_url() }
         })
     }
 
@@ -448,10 +377,7 @@ impl RemoteCache {
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(
-                resp.headers()
-                    .get(CONTENT_LENGTH)
-                    .and_then(|v| v.to_str().ok()?.parse().ok())
-                    .unwrap_or(u64::MAX),
+                resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse().ok()).unwrap_or(u64::MAX),
             )),
             s => Err(status_error("HEAD", url, s)),
         }
@@ -472,10 +398,7 @@ impl RemoteCache {
     fn guard(&self) -> Result<()> {
         match &*self.disabled.lock().unwrap_or_else(|e| e.into_inner()) {
             None => Ok(()),
-            Some(reason) => Err(RemoteError::Disabled {
-                url: self.base.clone(),
-                reason: reason.clone(),
-            }),
+            Some(reason) => Err(RemoteError::Disabled { url: self.base.clone(), reason: reason.clone() }),
         }
     }
 
@@ -490,10 +413,7 @@ impl RemoteCache {
                         *d = Some(e.to_string());
                         Err(e)
                     }
-                    Some(reason) => Err(RemoteError::Disabled {
-                        url: self.base.clone(),
-                        reason: reason.clone(),
-                    }),
+                    Some(reason) => Err(RemoteError::Disabled { url: self.base.clone(), reason: reason.clone() }),
                 }
             }
             r => r,
@@ -502,12 +422,7 @@ impl RemoteCache {
 }
 
 fn status_error(method: &'static str, url: &str, s: StatusCode) -> RemoteError {
-    RemoteError::Status {
-        method,
-        url: url.to_string(),
-        status: s.as_u16(),
-        hint: status_hint(s.as_u16()),
-    }
+    RemoteError::Status { method, url: url.to_string(), status: s.as_u16(), hint: status_hint(s.as_u16()) }
 }
 
 /// A short reason with the root cause (e.g. `cannot connect: Connection refused (os error 111)`).
@@ -517,10 +432,7 @@ fn describe(e: &reqwest::Error, t: &Timeouts) -> String {
         root = s;
     }
     let what = if e.is_timeout() {
-        format!(
-            "timed out (connect timeout {:?}, request timeout {:?})",
-            t.connect, t.request
-        )
+        format!("timed out (connect timeout {:?}, request timeout {:?})", t.connect, t.request)
     } else if e.is_connect() {
         "cannot connect".to_string()
     } else {
@@ -532,13 +444,11 @@ fn describe(e: &reqwest::Error, t: &Timeouts) -> String {
 /// The body, or `None` if it is longer than `limit`.
 fn read_limited(resp: Response, limit: u64, url: &str) -> Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
-    resp.take(limit.saturating_add(1))
-        .read_to_end(&mut out)
-        .map_err(|source| RemoteError::Read {
-            method: "GET",
-            url: url.to_string(),
-            source,
-        })?;
+    resp.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|source| RemoteError::Read {
+        method: "GET",
+        url: url.to_string(),
+        source,
+    })?;
     Ok((out.len() as u64 <= limit).then_some(out))
 }
 
@@ -556,10 +466,7 @@ struct VerifyingReader {
 impl VerifyingReader {
     fn fail(&self, what: &str) -> io::Error {
         *self.bad.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("local blob `{}` {what}", self.expected),
-        )
+        io::Error::new(io::ErrorKind::InvalidData, format!("local blob `{}` {what}", self.expected))
     }
 }
 
@@ -568,9 +475,7 @@ impl Read for VerifyingReader {
         if self.remaining == 0 {
             return Ok(0);
         }
-        let cap = buf
-            .len()
-            .min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
+        let cap = buf.len().min(usize::try_from(self.remaining).unwrap_or(usize::MAX));
         let n = self.file.read(&mut buf[..cap])?;
         if n == 0 {
             return Err(self.fail("is shorter than its recorded size"));

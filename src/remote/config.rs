@@ -28,9 +28,7 @@ impl FromStr for RemoteMode {
         match s {
             "read-write" => Ok(RemoteMode::ReadWrite),
             "read-only" => Ok(RemoteMode::ReadOnly),
-            _ => Err(format!(
-                "`{s}` is not a remote cache mode (expected `read-write` or `read-only`)"
-            )),
+            _ => Err(format!("`{s}` is not a remote cache mode (expected `read-write` or `read-only`)")),
         }
     }
 }
@@ -78,17 +76,13 @@ impl RemoteAuth {
         let auth = auth.filter(|s| !s.is_empty());
         let token = token.filter(|s| !s.trim().is_empty());
         match (auth, token) {
-            (Some(_), Some(_)) => Err(RemoteError::BadAuth {
-                reason: format!("both {AUTH_ENV} and {TOKEN_ENV} are set; set only one"),
-            }),
+            (Some(_), Some(_)) => {
+                Err(RemoteError::BadAuth { reason: format!("both {AUTH_ENV} and {TOKEN_ENV} are set; set only one") })
+            }
             (Some(a), None) => match a.split_once(':') {
-                Some((user, pass)) if !user.is_empty() => {
-                    Ok(RemoteAuth::Basic(user.to_string(), pass.to_string()))
-                }
+                Some((user, pass)) if !user.is_empty() => Ok(RemoteAuth::Basic(user.to_string(), pass.to_string())),
                 _ => Err(RemoteError::BadAuth {
-                    reason: format!(
-                        "{AUTH_ENV} must look like `user:password` (its value is not shown)"
-                    ),
+                    reason: format!("{AUTH_ENV} must look like `user:password` (its value is not shown)"),
                 }),
             },
             (None, Some(t)) => Ok(RemoteAuth::Bearer(t.trim().to_string())),
@@ -113,11 +107,7 @@ pub struct Timeouts {
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts {
-            connect: Duration::from_secs(2),
-            request: Duration::from_secs(10),
-            min_upload_rate: 1 << 20,
-        }
+        Timeouts { connect: Duration::from_secs(2), request: Duration::from_secs(10), min_upload_rate: 1 << 20 }
     }
 }
 
@@ -130,10 +120,7 @@ impl Timeouts {
 
 /// A checked base URL without user info or trailing slash, and credentials found in it.
 pub(crate) fn parse_base_url(url: &str) -> Result<(String, Option<(String, String)>)> {
-    let bad = |reason: &str| RemoteError::BadUrl {
-        url: redact_url(url),
-        reason: reason.to_string(),
-    };
+    let bad = |reason: &str| RemoteError::BadUrl { url: redact_url(url), reason: reason.to_string() };
     let mut u = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
     if !matches!(u.scheme(), "http" | "https") {
         return Err(bad("the scheme must be `http` or `https`"));
@@ -142,15 +129,10 @@ pub(crate) fn parse_base_url(url: &str) -> Result<(String, Option<(String, Strin
         return Err(bad("there is no host"));
     }
     if u.query().is_some() || u.fragment().is_some() {
-        return Err(bad(
-            "a query or fragment cannot be part of a cache base URL",
-        ));
+        return Err(bad("a query or fragment cannot be part of a cache base URL"));
     }
     let creds = if !u.username().is_empty() || u.password().is_some() {
-        let c = (
-            percent_decode(u.username()),
-            percent_decode(u.password().unwrap_or("")),
-        );
+        let c = (percent_decode(u.username()), percent_decode(u.password().unwrap_or("")));
         let _ = u.set_username("");
         let _ = u.set_password(None);
         Some(c)
@@ -165,9 +147,7 @@ pub(crate) fn redact_url(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_string();
     };
-    let end = url[start..]
-        .find(['/', '?', '#'])
-        .map_or(url.len(), |i| start + i);
+    let end = url[start..].find(['/', '?', '#']).map_or(url.len(), |i| start + i);
     match url[start..end].rfind('@') {
         Some(at) => format!("{}***{}", &url[..start], &url[start + at..]),
         None => url.to_string(),
@@ -199,27 +179,14 @@ mod tests {
 
     #[test]
     fn auth_from_values() {
-        assert_eq!(
-            RemoteAuth::from_values(None, None).unwrap(),
-            RemoteAuth::None
-        );
-        assert_eq!(
-            RemoteAuth::from_values(Some(""), Some(" ")).unwrap(),
-            RemoteAuth::None
-        );
+        assert_eq!(RemoteAuth::from_values(None, None).unwrap(), RemoteAuth::None);
+        assert_eq!(RemoteAuth::from_values(Some(""), Some(" ")).unwrap(), RemoteAuth::None);
         assert_eq!(
             RemoteAuth::from_values(Some("ci:pa:ss"), None).unwrap(),
             RemoteAuth::Basic("ci".into(), "pa:ss".into())
         );
-        assert_eq!(
-            RemoteAuth::from_values(None, Some("tok\n")).unwrap(),
-            RemoteAuth::Bearer("tok".into())
-        );
-        for (a, t) in [
-            (Some("s3cret-no-colon"), None),
-            (Some(":s3cret"), None),
-            (Some("u:s3cret"), Some("s3cret")),
-        ] {
+        assert_eq!(RemoteAuth::from_values(None, Some("tok\n")).unwrap(), RemoteAuth::Bearer("tok".into()));
+        for (a, t) in [(Some("s3cret-no-colon"), None), (Some(":s3cret"), None), (Some("u:s3cret"), Some("s3cret"))] {
             let e = RemoteAuth::from_values(a, t).unwrap_err();
             assert!(!format!("{e} {e:?}").contains("s3cret"), "{e:?}");
         }
@@ -227,39 +194,23 @@ mod tests {
 
     #[test]
     fn debug_is_redacted() {
-        let s = format!(
-            "{:?} {:?}",
-            RemoteAuth::Basic("alice".into(), "pw1".into()),
-            RemoteAuth::Bearer("tk2".into())
-        );
+        let s = format!("{:?} {:?}", RemoteAuth::Basic("alice".into(), "pw1".into()), RemoteAuth::Bearer("tk2".into()));
         assert_eq!(s, "Basic(<redacted>) Bearer(<redacted>)");
     }
 
     #[test]
     fn mode_parses() {
-        assert_eq!(
-            "read-only".parse::<RemoteMode>().unwrap(),
-            RemoteMode::ReadOnly
-        );
+        assert_eq!("read-only".parse::<RemoteMode>().unwrap(), RemoteMode::ReadOnly);
         assert_eq!(RemoteMode::ReadWrite.to_string(), "read-write");
         assert!("rw".parse::<RemoteMode>().is_err());
     }
 
     #[test]
     fn urls() {
-        assert_eq!(
-            parse_base_url("http://127.0.0.1:9090/").unwrap(),
-            ("http://127.0.0.1:9090".into(), None)
-        );
-        assert_eq!(
-            parse_base_url("https://c.example/pre/fix/").unwrap().0,
-            "https://c.example/pre/fix"
-        );
+        assert_eq!(parse_base_url("http://127.0.0.1:9090/").unwrap(), ("http://127.0.0.1:9090".into(), None));
+        assert_eq!(parse_base_url("https://c.example/pre/fix/").unwrap().0, "https://c.example/pre/fix");
         let (u, c) = parse_base_url("http://us%40er:p%3Aw@h:1/x").unwrap();
-        assert_eq!(
-            (u.as_str(), c),
-            ("http://h:1/x", Some(("us@er".into(), "p:w".into())))
-        );
+        assert_eq!((u.as_str(), c), ("http://h:1/x", Some(("us@er".into(), "p:w".into()))));
         for bad in ["ftp://h/", "h:1", "http://h/?q=1", "not a url"] {
             assert!(parse_base_url(bad).is_err(), "{bad}");
         }

@@ -44,12 +44,7 @@ struct ResultFile {
 }
 
 /// The bytes of the `cbuild-result.json` blob.
-pub fn result_file(
-    key: &Blake3,
-    result_json: &str,
-    components_json: &str,
-    blobs: &[Digest],
-) -> Vec<u8> {
+pub fn result_file(key: &Blake3, result_json: &str, components_json: &str, blobs: &[Digest]) -> Vec<u8> {
     let f = ResultFile {
         format: ENTRY_FORMAT,
         key: key.to_hex(),
@@ -64,23 +59,13 @@ pub fn result_file(
 pub fn encode(result_file: (&Digest, u64), blobs: &[(Digest, u64)]) -> Vec<u8> {
     let file = |path: String, d: &Digest, size: u64| OutputFile {
         path,
-        digest: ProtoDigest {
-            hash: d.hex().to_string(),
-            size_bytes: size as i64,
-        },
+        digest: ProtoDigest { hash: d.hex().to_string(), size_bytes: size as i64 },
         is_executable: false,
     };
-    let mut output_files: Vec<OutputFile> = blobs
-        .iter()
-        .enumerate()
-        .map(|(i, (d, n))| file(format!("blobs/{i}"), d, *n))
-        .collect();
+    let mut output_files: Vec<OutputFile> =
+        blobs.iter().enumerate().map(|(i, (d, n))| file(format!("blobs/{i}"), d, *n)).collect();
     output_files.push(file(RESULT_FILE.to_string(), result_file.0, result_file.1));
-    ActionResult {
-        output_files,
-        worker: WORKER.to_string(),
-    }
-    .encode()
+    ActionResult { output_files, worker: WORKER.to_string() }.encode()
 }
 
 /// A decoded `/ac/` value: where the result file is and the sizes of the blobs it lists.
@@ -98,18 +83,10 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     let mut result_file = None;
     let mut blobs = BTreeMap::new();
     for f in &ar.output_files {
-        let d = Digest::from_hex(&f.digest.hash).map_err(|_| {
-            format!(
-                "output `{}` has digest `{}`, not sha256",
-                f.path, f.digest.hash
-            )
-        })?;
-        let size = u64::try_from(f.digest.size_bytes).map_err(|_| {
-            format!(
-                "output `{}` has negative size {}",
-                f.path, f.digest.size_bytes
-            )
-        })?;
+        let d = Digest::from_hex(&f.digest.hash)
+            .map_err(|_| format!("output `{}` has digest `{}`, not sha256", f.path, f.digest.hash))?;
+        let size = u64::try_from(f.digest.size_bytes)
+            .map_err(|_| format!("output `{}` has negative size {}", f.path, f.digest.size_bytes))?;
         if f.path == RESULT_FILE {
             if result_file.replace((d, size)).is_some() {
                 return Err(format!("`{RESULT_FILE}` is listed twice"));
@@ -120,50 +97,33 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
             }
         }
     }
-    let result_file = result_file.ok_or_else(|| {
-        format!(
-            "no `{RESULT_FILE}` output (not written by cbuild, worker `{}`)",
-            ar.worker
-        )
-    })?;
+    let result_file = result_file
+        .ok_or_else(|| format!("no `{RESULT_FILE}` output (not written by cbuild, worker `{}`)", ar.worker))?;
     Ok(Decoded { result_file, blobs })
 }
 
 /// Parses the (already digest-verified) result file and checks it against the key it was looked
 /// up under and the blob list of the `ActionResult`.
-pub fn parse_result_file(
-    key: &Blake3,
-    bytes: &[u8],
-    decoded: &Decoded,
-) -> Result<RemoteEntry, String> {
-    let f: ResultFile =
-        serde_json::from_slice(bytes).map_err(|e| format!("`{RESULT_FILE}`: {e}"))?;
+pub fn parse_result_file(key: &Blake3, bytes: &[u8], decoded: &Decoded) -> Result<RemoteEntry, String> {
+    let f: ResultFile = serde_json::from_slice(bytes).map_err(|e| format!("`{RESULT_FILE}`: {e}"))?;
     if f.format != ENTRY_FORMAT {
-        return Err(format!(
-            "`{RESULT_FILE}` has format {}, this cbuild reads format {ENTRY_FORMAT}",
-            f.format
-        ));
+        return Err(format!("`{RESULT_FILE}` has format {}, this cbuild reads format {ENTRY_FORMAT}", f.format));
     }
     if f.key != key.to_hex() {
         return Err(format!("it was written for action `{}`", f.key));
     }
     let mut blobs = Vec::with_capacity(f.blobs.len());
     for d in &f.blobs {
-        let size = decoded.blobs.get(d).ok_or_else(|| {
-            format!("blob `{d}` of the result is not an output file of the entry")
-        })?;
+        let size = decoded
+            .blobs
+            .get(d)
+            .ok_or_else(|| format!("blob `{d}` of the result is not an output file of the entry"))?;
         blobs.push((d.clone(), *size));
     }
     if let Some(extra) = decoded.blobs.keys().find(|d| !f.blobs.contains(d)) {
-        return Err(format!(
-            "output blob `{extra}` is not referenced by the result"
-        ));
+        return Err(format!("output blob `{extra}` is not referenced by the result"));
     }
-    Ok(RemoteEntry {
-        result_json: f.result,
-        components_json: f.components,
-        blobs,
-    })
+    Ok(RemoteEntry { result_json: f.result, components_json: f.components, blobs })
 }
 
 #[cfg(test)]
@@ -171,10 +131,7 @@ mod tests {
     use super::*;
 
     fn blobs() -> Vec<(Digest, u64)> {
-        vec![
-            (Digest::of_bytes(b"one"), 3),
-            (Digest::of_bytes(b"three"), 5),
-        ]
+        vec![(Digest::of_bytes(b"one"), 3), (Digest::of_bytes(b"three"), 5)]
     }
 
     #[test]
@@ -207,9 +164,7 @@ mod tests {
         let key = Blake3::of_bytes(b"k");
         let a = result_file(&key, "{}", "[]", &[Digest::of_bytes(b"x")]);
         assert_eq!(a, result_file(&key, "{}", "[]", &[Digest::of_bytes(b"x")]));
-        assert!(String::from_utf8(a)
-            .unwrap()
-            .starts_with(r#"{"format":1,"key":""#));
+        assert!(String::from_utf8(a).unwrap().starts_with(r#"{"format":1,"key":""#));
     }
 
     #[test]
@@ -224,38 +179,27 @@ mod tests {
         assert!(e.contains("written for action"), "{e}");
 
         let missing_one = decode(&encode((&rd, rf.len() as u64), &blobs()[..1])).unwrap();
-        assert!(parse_result_file(&key, &rf, &missing_one)
-            .unwrap_err()
-            .contains("not an output file"));
+        assert!(parse_result_file(&key, &rf, &missing_one).unwrap_err().contains("not an output file"));
         let rf1 = result_file(&key, "{}", "[]", &digests[..1]);
-        assert!(parse_result_file(&key, &rf1, &decoded)
-            .unwrap_err()
-            .contains("not referenced"));
+        assert!(parse_result_file(&key, &rf1, &decoded).unwrap_err().contains("not referenced"));
         assert!(parse_result_file(&key, b"not json", &decoded).is_err());
 
         // Not a cbuild entry: no result file; a foreign hash; a negative size.
         let foreign = ActionResult {
             output_files: vec![OutputFile {
                 path: "bazel-out/x".into(),
-                digest: ProtoDigest {
-                    hash: "ab".repeat(32),
-                    size_bytes: 1,
-                },
+                digest: ProtoDigest { hash: "ab".repeat(32), size_bytes: 1 },
                 is_executable: false,
             }],
             worker: String::new(),
         };
-        assert!(decode(&foreign.encode())
-            .unwrap_err()
-            .contains("no `cbuild-result.json`"));
+        assert!(decode(&foreign.encode()).unwrap_err().contains("no `cbuild-result.json`"));
         let mut bad = foreign.clone();
         bad.output_files[0].digest.hash = "xyz".into();
         assert!(decode(&bad.encode()).unwrap_err().contains("not sha256"));
         let mut neg = foreign;
         neg.output_files[0].digest.size_bytes = -5;
         assert!(decode(&neg.encode()).unwrap_err().contains("negative size"));
-        assert!(decode(b"\xff\xff")
-            .unwrap_err()
-            .contains("malformed protobuf"));
+        assert!(decode(b"\xff\xff").unwrap_err().contains("malformed protobuf"));
     }
 }

@@ -52,23 +52,14 @@ pub enum RemoteError {
         "blob `{digest}` from remote cache `{url}` is corrupt: its {bytes} bytes hash to \
          `{actual}`; it was discarded"
     )]
-    Corrupt {
-        digest: Digest,
-        actual: Digest,
-        bytes: u64,
-        url: String,
-    },
+    Corrupt { digest: Digest, actual: Digest, bytes: u64, url: String },
     /// A blob the entry references is not on the server (evicted or never uploaded).
     #[error("blob `{digest}` is not in remote cache `{url}`")]
     BlobMissing { digest: Digest, url: String },
     /// An action-cache value that is not a cbuild entry, or is inconsistent with itself or with
     /// the key it was stored under.
     #[error("remote cache entry `{url}` for action `{key}` is unusable: {reason}")]
-    BadEntry {
-        key: String,
-        url: String,
-        reason: String,
-    },
+    BadEntry { key: String, url: String, reason: String },
     /// An earlier error about the server itself disabled the remote for this `RemoteCache`.
     #[error("remote cache `{url}` is disabled for the rest of this build after an earlier error: {reason}")]
     Disabled { url: String, reason: String },
@@ -93,12 +84,8 @@ impl RemoteError {
     /// build, so a dead server costs one timeout, not one per action.
     pub fn disables_remote(&self) -> bool {
         match self {
-            RemoteError::Transport { .. }
-            | RemoteError::Read { .. }
-            | RemoteError::Client { .. } => true,
-            RemoteError::Status { status, .. } => {
-                matches!(status, 401 | 403 | 407) || *status >= 500
-            }
+            RemoteError::Transport { .. } | RemoteError::Read { .. } | RemoteError::Client { .. } => true,
+            RemoteError::Status { status, .. } => matches!(status, 401 | 403 | 407) || *status >= 500,
             _ => false,
         }
     }
@@ -120,9 +107,7 @@ pub(crate) fn status_hint(status: u16) -> &'static str {
             " (hint: the server wants credentials: set CBUILD_REMOTE_CACHE_AUTH=user:password or \
              CBUILD_REMOTE_CACHE_TOKEN, or check the ones set)"
         }
-        403 => {
-            " (hint: the credentials are not allowed to do this; use read-only mode to only read)"
-        }
+        403 => " (hint: the credentials are not allowed to do this; use read-only mode to only read)",
         413 => " (hint: the server limits the request size, e.g. nginx `client_max_body_size`)",
         507 => " (hint: the server is out of space)",
         _ => "",

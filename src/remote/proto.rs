@@ -63,11 +63,7 @@ pub struct ProtoError {
 
 impl fmt::Display for ProtoError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "malformed protobuf at byte {}: {}",
-            self.offset, self.what
-        )
+        write!(f, "malformed protobuf at byte {}: {}", self.offset, self.what)
     }
 }
 
@@ -185,17 +181,12 @@ impl ActionResult {
                 }
                 (9, WT_LEN) => {
                     let at = r.pos;
-                    let mut m = Reader {
-                        buf: r.bytes()?,
-                        pos: 0,
-                    };
+                    let mut m = Reader { buf: r.bytes()?, pos: 0 };
                     let inner = (|| {
                         while let Some((field, wt)) = m.tag()? {
                             match (field, wt) {
                                 (1, WT_LEN) => out.worker = m.string()?,
-                                (1, _) => {
-                                    return Err(m.wrong_type("ExecutedActionMetadata", field, wt))
-                                }
+                                (1, _) => return Err(m.wrong_type("ExecutedActionMetadata", field, wt)),
                                 _ => m.skip(wt)?,
                             }
                         }
@@ -227,10 +218,7 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn err(&self, what: impl Into<String>) -> ProtoError {
-        ProtoError {
-            offset: self.pos,
-            what: what.into(),
-        }
+        ProtoError { offset: self.pos, what: what.into() }
     }
 
     fn wrong_type(&self, msg: &str, field: u32, wt: u8) -> ProtoError {
@@ -287,10 +275,7 @@ impl<'a> Reader<'a> {
     fn string(&mut self) -> Result<String, ProtoError> {
         let at = self.pos;
         let b = self.bytes()?;
-        String::from_utf8(b.to_vec()).map_err(|_| ProtoError {
-            offset: at,
-            what: "string field is not UTF-8".into(),
-        })
+        String::from_utf8(b.to_vec()).map_err(|_| ProtoError { offset: at, what: "string field is not UTF-8".into() })
     }
 
     fn skip(&mut self, wt: u8) -> Result<(), ProtoError> {
@@ -313,10 +298,7 @@ mod tests {
         ActionResult {
             output_files: vec![OutputFile {
                 path: "a".into(),
-                digest: ProtoDigest {
-                    hash: "ab".into(),
-                    size_bytes: 3,
-                },
+                digest: ProtoDigest { hash: "ab".into(), size_bytes: 3 },
                 is_executable: true,
             }],
             worker: "w".into(),
@@ -329,8 +311,8 @@ mod tests {
     ///   `20 01` is_executable }
     /// `4a 03` execution_metadata (field 9, LEN 3) { `0a 01 77` worker "w" }
     const GOLDEN: &[u8] = &[
-        0x12, 0x0d, 0x0a, 0x01, 0x61, 0x12, 0x06, 0x0a, 0x02, 0x61, 0x62, 0x10, 0x03, 0x20, 0x01,
-        0x4a, 0x03, 0x0a, 0x01, 0x77,
+        0x12, 0x0d, 0x0a, 0x01, 0x61, 0x12, 0x06, 0x0a, 0x02, 0x61, 0x62, 0x10, 0x03, 0x20, 0x01, 0x4a, 0x03, 0x0a,
+        0x01, 0x77,
     ];
 
     #[test]
@@ -345,19 +327,13 @@ mod tests {
             output_files: vec![
                 OutputFile {
                     path: "p".into(),
-                    digest: ProtoDigest {
-                        hash: "h".into(),
-                        size_bytes: 300,
-                    },
+                    digest: ProtoDigest { hash: "h".into(), size_bytes: 300 },
                     is_executable: false,
                 },
                 // An empty blob: size 0 is the proto3 default and is omitted, the digest is not.
                 OutputFile {
                     path: "e".into(),
-                    digest: ProtoDigest {
-                        hash: "h".into(),
-                        size_bytes: 0,
-                    },
+                    digest: ProtoDigest { hash: "h".into(), size_bytes: 0 },
                     is_executable: false,
                 },
             ],
@@ -368,8 +344,7 @@ mod tests {
         assert_eq!(
             bytes,
             [
-                0x12, 0x0b, 0x0a, 0x01, b'p', 0x12, 0x06, 0x0a, 0x01, b'h', 0x10, 0xac,
-                0x02, // 300
+                0x12, 0x0b, 0x0a, 0x01, b'p', 0x12, 0x06, 0x0a, 0x01, b'h', 0x10, 0xac, 0x02, // 300
                 0x12, 0x08, 0x0a, 0x01, b'e', 0x12, 0x03, 0x0a, 0x01, b'h',
             ]
         );
@@ -383,10 +358,7 @@ mod tests {
             output_files: (0..200)
                 .map(|i| OutputFile {
                     path: format!("blobs/{i}"),
-                    digest: ProtoDigest {
-                        hash: "f".repeat(64),
-                        size_bytes: i64::MAX - i,
-                    },
+                    digest: ProtoDigest { hash: "f".repeat(64), size_bytes: i64::MAX - i },
                     is_executable: i % 2 == 0,
                 })
                 .collect(),
@@ -397,10 +369,7 @@ mod tests {
         let neg = ActionResult {
             output_files: vec![OutputFile {
                 path: "n".into(),
-                digest: ProtoDigest {
-                    hash: "h".into(),
-                    size_bytes: -1,
-                },
+                digest: ProtoDigest { hash: "h".into(), size_bytes: -1 },
                 is_executable: false,
             }],
             worker: String::new(),
@@ -440,21 +409,16 @@ mod tests {
         }
         assert!(ActionResult::decode(&GOLDEN[..GOLDEN.len() - 1]).is_err());
         for bad in [
-            &[0x12, 0x7f][..],         // length past the end
-            &[0x10, 0x01],             // output_files as varint
-            &[0x12, 0x02, 0x0a, 0x05], // nested length past the end
-            &[0x00],                   // field 0
-            &[0x0b],                   // group start
-            &[
-                0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f,
-            ], // overflow
-            &[0x12, 0x03, 0x0a, 0x01, 0xff], // path not UTF-8
+            &[0x12, 0x7f][..],                                                   // length past the end
+            &[0x10, 0x01],                                                       // output_files as varint
+            &[0x12, 0x02, 0x0a, 0x05],                                           // nested length past the end
+            &[0x00],                                                             // field 0
+            &[0x0b],                                                             // group start
+            &[0x20, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f], // overflow
+            &[0x12, 0x03, 0x0a, 0x01, 0xff],                                     // path not UTF-8
         ] {
             let e = ActionResult::decode(bad).unwrap_err();
-            assert!(
-                e.to_string().starts_with("malformed protobuf at byte"),
-                "{e}"
-            );
+            assert!(e.to_string().starts_with("malformed protobuf at byte"), "{e}");
         }
         // Cheap deterministic fuzz: every single-byte corruption of the golden value.
         for i in 0..GOLDEN.len() {

@@ -63,7 +63,8 @@ impl TestContext {
 
     /// Replaces temp paths so snapshots are stable. Digests are never filtered.
     pub fn filter(&self, s: &str) -> String {
-        s.replace(&self.root().display().to_string(), "[WS]").replace(&self.cache.path().display().to_string(), "[CACHE]")
+        s.replace(&self.root().display().to_string(), "[WS]")
+            .replace(&self.cache.path().display().to_string(), "[CACHE]")
     }
 }
 

@@ -51,7 +51,9 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> Result<ExitCode, Failure> {
 /// SOURCE_DATE_EPOCH if set (reproducible-builds.org), else 1980-01-01T00:00:01Z like CNB.
 pub fn source_date_epoch() -> Result<u64, Failure> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v.parse().map_err(|_| Failure::user(format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds"))),
+        Ok(v) if !v.is_empty() => {
+            v.parse().map_err(|_| Failure::user(format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds")))
+        }
         _ => Ok(315_532_801),
     }
 }
@@ -67,7 +69,8 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layo
     let pats = super::parse_patterns(&s, patterns)?;
     let loaded = super::load(&s, &pats)?;
     let requested: Vec<_> = loaded.requested.iter().cloned().collect();
-    let graph = analysis::analyze(&loaded.graph, &requested, &analysis::Options { compression: s.compression.clone() }).map_err(Failure::Load)?;
+    let graph = analysis::analyze(&loaded.graph, &requested, &analysis::Options { compression: s.compression.clone() })
+        .map_err(Failure::Load)?;
     let cache = Arc::new(Cache::open(&s.cache_dir).map_err(|e| Failure::Environment {
         error: e.into(),
         hints: vec![format!("check that `{}` is writable, or pass --cache-dir", s.cache_dir.display())],
@@ -90,12 +93,19 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layo
             hints: vec!["install bubblewrap: apt-get install bubblewrap".into()],
         })?;
     }
-    let registry = crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
+    let registry =
+        crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
     let remote = match &s.remote_cache {
         None => None,
         Some(url) => Some(Arc::new(
-            crate::remote::RemoteCache::new(url, s.remote_mode, crate::remote::RemoteAuth::from_env().map_err(|e| Failure::user(format!("remote cache credentials: {e}")))?, Default::default())
-                .map_err(|e| Failure::user(format!("remote cache: {e}")))?,
+            crate::remote::RemoteCache::new(
+                url,
+                s.remote_mode,
+                crate::remote::RemoteAuth::from_env()
+                    .map_err(|e| Failure::user(format!("remote cache credentials: {e}")))?,
+                Default::default(),
+            )
+            .map_err(|e| Failure::user(format!("remote cache: {e}")))?,
         )),
     };
     let cfg = ExecConfig {
@@ -106,7 +116,11 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layo
         source_date_epoch: source_date_epoch()?,
         registry: registry.clone(),
         debian_archive: s.workspace.config.debian.archive.clone(),
-        build_id: format!("{}-{}", std::process::id(), std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)),
+        build_id: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+        ),
     };
     let report = execution::execute(graph.clone(), cache.clone(), cfg, reporter.clone());
     drop(reporter);
@@ -167,7 +181,14 @@ pub fn print_summary(b: &Built) {
             failed: usize,
             targets: Vec<serde_json::Value>,
         }
-        let v = Summary { r#type: "summary", executed: r.executed, cached_local: r.cached_local, cached_remote: r.cached_remote, failed: r.failed(), targets };
+        let v = Summary {
+            r#type: "summary",
+            executed: r.executed,
+            cached_local: r.cached_local,
+            cached_remote: r.cached_remote,
+            failed: r.failed(),
+            targets,
+        };
         println!("{}", serde_json::to_string(&v).unwrap_or_default());
         return;
     }
@@ -184,7 +205,13 @@ pub fn print_summary(b: &Built) {
             println!("{l} {d} {p}");
         }
     }
-    let state = if r.cancelled { "interrupted" } else if r.ok() { "ok" } else { "FAILED" };
+    let state = if r.cancelled {
+        "interrupted"
+    } else if r.ok() {
+        "ok"
+    } else {
+        "FAILED"
+    };
     eprintln!(
         "{state}: {} actions: {} executed, {} cached ({} local, {} remote), {} failed",
         b.graph.actions.len(),

@@ -53,7 +53,10 @@ pub fn run(g: &GlobalArgs, a: CacheArgs) -> Result<ExitCode, Failure> {
             let c = Cache::open(&s.cache_dir).map_err(Failure::env)?;
             let st = c.stats().map_err(Failure::env)?;
             if s.json {
-                println!("{}", serde_json::json!({"dir": s.cache_dir, "actions": st.actions, "blobs": st.blobs, "blob_bytes": st.blob_bytes, "db_bytes": st.db_bytes}));
+                println!(
+                    "{}",
+                    serde_json::json!({"dir": s.cache_dir, "actions": st.actions, "blobs": st.blobs, "blob_bytes": st.blob_bytes, "db_bytes": st.db_bytes})
+                );
             } else {
                 println!("cache:   {}", s.cache_dir.display());
                 println!("actions: {}", st.actions);
@@ -63,9 +66,13 @@ pub fn run(g: &GlobalArgs, a: CacheArgs) -> Result<ExitCode, Failure> {
         }
         CacheCmd::Gc { max_size, older_than } => {
             let max = max_size.as_deref().map(parse_size).transpose().map_err(|e| Failure::user(e.to_string()))?;
-            let older = older_than.as_deref().map(parse_duration).transpose().map_err(|e| Failure::user(e.to_string()))?;
+            let older =
+                older_than.as_deref().map(parse_duration).transpose().map_err(|e| Failure::user(e.to_string()))?;
             if max.is_none() && older.is_none() {
-                return Err(Failure::user_hint("`cache gc` needs --max-size or --older-than", "e.g. cbuild cache gc --max-size 10GB"));
+                return Err(Failure::user_hint(
+                    "`cache gc` needs --max-size or --older-than",
+                    "e.g. cbuild cache gc --max-size 10GB",
+                ));
             }
             let c = Cache::open(&s.cache_dir).map_err(Failure::env)?;
             let r = c.gc(max, older).map_err(Failure::env)?;

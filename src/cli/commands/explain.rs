@@ -22,7 +22,10 @@ pub fn run(g: &GlobalArgs, a: ExplainArgs) -> Result<ExitCode, Failure> {
     let cache = Cache::open(&s.cache_dir).map_err(Failure::env)?;
     let runs = cache.runs_for_label(&label.to_string()).map_err(Failure::env)?;
     if runs.is_empty() {
-        return Err(Failure::user_hint(format!("no build of `{label}` is recorded in `{}`", s.cache_dir.display()), format!("build it first: cbuild build {label}")));
+        return Err(Failure::user_hint(
+            format!("no build of `{label}` is recorded in `{}`", s.cache_dir.display()),
+            format!("build it first: cbuild build {label}"),
+        ));
     }
     let mut out = String::new();
     let json = s.json;

@@ -54,8 +54,10 @@ pub fn run(g: &GlobalArgs, a: ExportArgs) -> Result<ExitCode, Failure> {
         format!("cbuild.local/{}:latest", l.to_lowercase())
     });
     match a.format {
-        ExportFormat::DockerArchive => crate::oci::docker_archive::write_docker_archive(&out, &img, built.cache.cas(), &[tag])
-            .map_err(Failure::env)?,
+        ExportFormat::DockerArchive => {
+            crate::oci::docker_archive::write_docker_archive(&out, &img, built.cache.cas(), &[tag])
+                .map_err(Failure::env)?
+        }
         ExportFormat::Oci => {
             crate::oci::layout::write_layout(&out, &img, built.cache.cas(), Some("latest")).map_err(Failure::env)?;
         }

@@ -21,7 +21,8 @@ pub fn run(g: &GlobalArgs, a: LockArgs) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
     let pats = super::parse_patterns(&s, &a.patterns)?;
     let loaded = super::load(&s, &pats)?;
-    let targets: Vec<_> = loaded.requested.iter().filter(|l| loaded.graph.nodes[*l].kind == "debian_image").cloned().collect();
+    let targets: Vec<_> =
+        loaded.requested.iter().filter(|l| loaded.graph.nodes[*l].kind == "debian_image").cloned().collect();
     if targets.is_empty() {
         return Err(Failure::user(format!("no `debian_image` target matches {}", a.patterns.join(" "))));
     }
@@ -34,7 +35,8 @@ pub fn run(g: &GlobalArgs, a: LockArgs) -> Result<ExitCode, Failure> {
         let n = &loaded.graph.nodes[&l];
         let lock_rel = n.attr("lock").as_str().unwrap_or_default();
         let path = s.root().join(l.package.as_str()).join(lock_rel);
-        let mut packages: Vec<String> = n.attr("packages").as_list().iter().filter_map(|v| v.as_str().map(String::from)).collect();
+        let mut packages: Vec<String> =
+            n.attr("packages").as_list().iter().filter_map(|v| v.as_str().map(String::from)).collect();
         packages.sort();
         packages.dedup();
         let req = LockRequest {
@@ -44,7 +46,8 @@ pub fn run(g: &GlobalArgs, a: LockArgs) -> Result<ExitCode, Failure> {
             packages,
         };
         let old = Lock::read(&path).ok();
-        let (new, notes) = debian::create_lock(&archive, &req).map_err(|e| Failure::Build { message: format!("locking `{l}`: {e}") })?;
+        let (new, notes) = debian::create_lock(&archive, &req)
+            .map_err(|e| Failure::Build { message: format!("locking `{l}`: {e}") })?;
         let changes: Vec<LockChange> = match &old {
             Some(o) => debian::lock::diff(o, &new),
             None => Vec::new(),

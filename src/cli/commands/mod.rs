@@ -20,7 +20,14 @@ use crate::model::label::Pattern;
 pub fn parse_patterns(s: &Settings, raw: &[String]) -> Result<Vec<Pattern>, Failure> {
     let cur = s.current_package();
     raw.iter()
-        .map(|p| Pattern::parse(p, cur.as_ref()).map_err(|e| Failure::user_hint(e.to_string(), "labels look like //services/api:image, //services/api, :image, //... or //services/...")))
+        .map(|p| {
+            Pattern::parse(p, cur.as_ref()).map_err(|e| {
+                Failure::user_hint(
+                    e.to_string(),
+                    "labels look like //services/api:image, //services/api, :image, //... or //services/...",
+                )
+            })
+        })
         .collect()
 }
 

@@ -43,9 +43,16 @@ pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure>
     let mut n = 0;
     for (label, manifest, _) in &b.images {
         let l = crate::model::label::Label::parse(label, None).map_err(|e| Failure::user(e.to_string()))?;
-        let tags: Vec<String> = if override_tags.is_empty() { b.graph.image_tags.get(&l).cloned().unwrap_or_default() } else { override_tags.to_vec() };
+        let tags: Vec<String> = if override_tags.is_empty() {
+            b.graph.image_tags.get(&l).cloned().unwrap_or_default()
+        } else {
+            override_tags.to_vec()
+        };
         if tags.is_empty() {
-            return Err(Failure::user_hint(format!("`{label}` has no `tags` to push to"), "add tags = [\"registry.example.com/team/app:latest\"] to the target, or pass --tag REF"));
+            return Err(Failure::user_hint(
+                format!("`{label}` has no `tags` to push to"),
+                "add tags = [\"registry.example.com/team/app:latest\"] to the target, or pass --tag REF",
+            ));
         }
         let img = Image::load(b.cache.cas(), manifest).map_err(Failure::env)?;
         let out = b.graph.target_outputs.get(&l).and_then(|id| b.report.outputs[*id].clone());

@@ -30,7 +30,8 @@ pub enum QueryOutput {
 pub fn run(g: &GlobalArgs, a: QueryArgs) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
     let cur = s.current_package();
-    let expr = super::super::query::parse(&a.expr, cur.as_ref()).map_err(|m| Failure::user(format!("invalid query `{}`: {m}", a.expr)))?;
+    let expr = super::super::query::parse(&a.expr, cur.as_ref())
+        .map_err(|m| Failure::user(format!("invalid query `{}`: {m}", a.expr)))?;
     let mut pats = Vec::new();
     expr.patterns(&mut pats);
     let loaded = super::load(&s, &pats)?;

@@ -35,7 +35,10 @@ pub struct RebaseArgs {
 pub fn run(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
     if a.targets.iter().all(|t| t.starts_with("//") || t.starts_with(':')) {
         if a.run_image.is_some() {
-            return Err(Failure::user_hint("--run-image is for registry images", "for workspace targets, change the stack's run image and run `cbuild rebase //...`"));
+            return Err(Failure::user_hint(
+                "--run-image is for registry images",
+                "for workspace targets, change the stack's run image and run `cbuild rebase //...`",
+            ));
         }
         return workspace(g, a);
     }
@@ -52,15 +55,26 @@ fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
     let mut rows = Vec::new();
     for (label, digest, _) in &built.images {
         let outcome = |kind: &str| {
-            built.graph.actions.iter().filter(|x| x.label.to_string() == *label && x.kind.mnemonic() == kind).find_map(|x| built.report.outcomes[x.id])
+            built
+                .graph
+                .actions
+                .iter()
+                .filter(|x| x.label.to_string() == *label && x.kind.mnemonic() == kind)
+                .find_map(|x| built.report.outcomes[x.id])
         };
-        let is_cnb = built.graph.actions.iter().any(|x| x.label.to_string() == *label && matches!(x.kind, ActionKind::CnbExport(_)));
+        let is_cnb = built
+            .graph
+            .actions
+            .iter()
+            .any(|x| x.label.to_string() == *label && matches!(x.kind, ActionKind::CnbExport(_)));
         if !is_cnb {
             continue;
         }
         let state = match (outcome("build"), outcome("export")) {
             (_, Some(Outcome::Failed)) | (Some(Outcome::Failed), _) => "failed".to_string(),
-            (Some(Outcome::Executed), _) => "rebuilt (its sources or buildpacks changed, not only the run image)".to_string(),
+            (Some(Outcome::Executed), _) => {
+                "rebuilt (its sources or buildpacks changed, not only the run image)".to_string()
+            }
             (_, Some(Outcome::Executed)) => "rebased".to_string(),
             (_, Some(_)) => "already current".to_string(),
             _ => "not built".to_string(),
@@ -87,7 +101,8 @@ fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
 fn registry(g: &GlobalArgs, image: &str, run_image: &str, tag: Option<&str>, force: bool) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
     let cache = crate::cache::Cache::open(&s.cache_dir).map_err(Failure::env)?;
-    let opts = crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
+    let opts =
+        crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
     let client = Client::new(opts).map_err(Failure::env)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Failure::env)?;
     let app_ref = Reference::parse(image).map_err(|e| Failure::user(e.to_string()))?;
@@ -96,11 +111,20 @@ fn registry(g: &GlobalArgs, image: &str, run_image: &str, tag: Option<&str>, for
         Some(t) => Reference::parse(t).map_err(|e| Failure::user(e.to_string()))?,
         None => app_ref.clone(),
     };
-    let (app, run) = rt.block_on(async { Ok::<_, crate::registry::RegistryError>((client.resolve(&app_ref, None).await?, client.resolve(&run_ref, None).await?)) }).map_err(|e| Failure::Build { message: e.to_string() })?;
-    let r = crate::rebase::rebase(&app.image, image, &run.image, run_image, run.image.digest(), force).map_err(|e| match e {
-        crate::rebase::RebaseError::Refused { .. } => Failure::Build { message: e.to_string() },
-        _ => Failure::Build { message: e.to_string() },
-    })?;
+    let (app, run) = rt
+        .block_on(async {
+            Ok::<_, crate::registry::RegistryError>((
+                client.resolve(&app_ref, None).await?,
+                client.resolve(&run_ref, None).await?,
+            ))
+        })
+        .map_err(|e| Failure::Build { message: e.to_string() })?;
+    let r = crate::rebase::rebase(&app.image, image, &run.image, run_image, run.image.digest(), force).map_err(
+        |e| match e {
+            crate::rebase::RebaseError::Refused { .. } => Failure::Build { message: e.to_string() },
+            _ => Failure::Build { message: e.to_string() },
+        },
+    )?;
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
@@ -109,7 +133,9 @@ fn registry(g: &GlobalArgs, image: &str, run_image: &str, tag: Option<&str>, for
         return Ok(ExitCode::SUCCESS);
     }
     let popts = PushOptions { source_repos: vec![run.reference.clone(), app.reference.clone()], ..Default::default() };
-    let rep = rt.block_on(client.push_image(&r.image, cache.cas(), &target, &popts)).map_err(|e| Failure::Build { message: format!("pushing the rebased image to `{target}`: {e}") })?;
+    let rep = rt
+        .block_on(client.push_image(&r.image, cache.cas(), &target, &popts))
+        .map_err(|e| Failure::Build { message: format!("pushing the rebased image to `{target}`: {e}") })?;
     if s.json {
         println!(
             "{}",
@@ -119,7 +145,12 @@ fn registry(g: &GlobalArgs, image: &str, run_image: &str, tag: Option<&str>, for
     } else {
         println!(
             "{image}: rebased onto {run_image} ({}): {} -> {} ({} blobs uploaded, {} bytes; {} mounted)",
-            run.image.digest(), app.image.digest(), rep.manifest_digest, rep.uploaded, rep.bytes_uploaded, rep.mounted
+            run.image.digest(),
+            app.image.digest(),
+            rep.manifest_digest,
+            rep.uploaded,
+            rep.bytes_uploaded,
+            rep.mounted
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -58,7 +58,8 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
         .map_err(Failure::env)?;
     let rootfs = scratch.path().join("rootfs");
     let digests: Vec<_> = img.layers().iter().map(|l| l.digest.clone()).collect();
-    extract_layers(blobs, &digests, &rootfs, &ExtractOptions::default()).map_err(|e| Failure::env(anyhow::anyhow!("extracting `{label}`: {e}")))?;
+    extract_layers(blobs, &digests, &rootfs, &ExtractOptions::default())
+        .map_err(|e| Failure::env(anyhow::anyhow!("extracting `{label}`: {e}")))?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755));
@@ -92,15 +93,13 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
     env.entry("HOME".into()).or_insert(home);
     env.entry("PATH".into()).or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     let mut spec = SandboxSpec::new(RootFs::Dir(rootfs.clone()), argv);
-    spec.cwd = a.workdir.clone().or_else(|| cfg.working_dir().clone()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
+    spec.cwd =
+        a.workdir.clone().or_else(|| cfg.working_dir().clone()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
     spec.env = env;
     spec.uid = uid;
     spec.gid = gid;
     spec.network = a.net == "host";
-    let status = sandbox::interactive_command(&spec)
-        .map_err(Failure::env)?
-        .status()
-        .map_err(Failure::env)?;
+    let status = sandbox::interactive_command(&spec).map_err(Failure::env)?.status().map_err(Failure::env)?;
     drop(scratch);
     use std::os::unix::process::ExitStatusExt;
     let code = status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
@@ -115,16 +114,27 @@ fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, String), String>
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
     };
-    let by_name = |name: &str| passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[0] == name);
-    let by_uid = |uid: u32| passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[2] == uid.to_string());
+    let by_name =
+        |name: &str| passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[0] == name);
+    let by_uid = |uid: u32| {
+        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[2] == uid.to_string())
+    };
     let (uid, mut gid, home) = if u.is_empty() {
         (0, 0, "/root".to_string())
     } else if let Ok(uid) = u.parse::<u32>() {
         let e = by_uid(uid);
-        (uid, e.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(uid), e.map(|f| f[5].to_string()).unwrap_or_else(|| "/".into()))
+        (
+            uid,
+            e.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(uid),
+            e.map(|f| f[5].to_string()).unwrap_or_else(|| "/".into()),
+        )
     } else {
         let f = by_name(u).ok_or_else(|| format!("user `{u}` is not in the image's /etc/passwd"))?;
-        (f[2].parse().map_err(|_| format!("bad uid for `{u}` in /etc/passwd"))?, f[3].parse().unwrap_or(0), f[5].to_string())
+        (
+            f[2].parse().map_err(|_| format!("bad uid for `{u}` in /etc/passwd"))?,
+            f[3].parse().unwrap_or(0),
+            f[5].to_string(),
+        )
     };
     if let Some(g) = g {
         gid = match g.parse::<u32>() {

@@ -10,7 +10,12 @@ use crate::cache::{ComponentValue, KeyBuilder};
 use crate::cnb::buildpack_toml::BuildpackDescriptor;
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input, OutFile};
 
-pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let ActionKind::Buildpack { files, .. } = &a.kind else { unreachable!() };
     let mut m = BTreeMap::new();
     for (rel, i) in files {
@@ -65,14 +70,16 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| crate::execution::chain(&e))?)
         .map_err(|_| format!("`{}`: buildpack.toml is not UTF-8", a.label))?;
     let shown = if root.is_empty() { "buildpack.toml".to_string() } else { format!("{root}/buildpack.toml") };
-    let desc = BuildpackDescriptor::parse(&text, Path::new(&shown))
-        .map_err(|e| crate::execution::chain(&e))?;
+    let desc = BuildpackDescriptor::parse(&text, Path::new(&shown)).map_err(|e| crate::execution::chain(&e))?;
     if !desc.is_composite() {
         for bin in ["bin/detect", "bin/build"] {
             match out.get(bin) {
                 None => return Err(format!("buildpack `{}@{}` has no `{bin}`", desc.info.id, desc.info.version)),
                 Some(f) if !f.executable => {
-                    return Err(format!("buildpack `{}@{}`: `{bin}` is not executable (chmod +x)", desc.info.id, desc.info.version))
+                    return Err(format!(
+                        "buildpack `{}@{}`: `{bin}` is not executable (chmod +x)",
+                        desc.info.id, desc.info.version
+                    ))
                 }
                 _ => {}
             }

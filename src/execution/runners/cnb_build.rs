@@ -18,8 +18,8 @@ use crate::cnb::buildpack_toml::{escape_id, BuildpackRef};
 use crate::cnb::env::{apply_build_layer, build_args, build_cnb_vars, buildpack_process_env, BuildVars};
 use crate::cnb::launch::{merge_launch, parse_build_toml, parse_launch_toml, LaunchToml, StoreToml};
 use crate::cnb::layer_toml::{
-    check_layer_name, layer_disposition, layer_name_of_file, parse_layer_toml, restore_action, restored_layer_toml, LayerDisposition,
-    LayerTypes, RestoreAction,
+    check_layer_name, layer_disposition, layer_name_of_file, parse_layer_toml, restore_action, restored_layer_toml,
+    LayerDisposition, LayerTypes, RestoreAction,
 };
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
 use crate::model::digest::Digest;
@@ -101,7 +101,12 @@ impl BuildResult {
     }
 }
 
-pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let ActionKind::CnbBuild { phase, detect } = &a.kind else { unreachable!() };
     let kb = cnb_detect::phase_key(kb, phase, deps, ctx)?;
     let d = deps.get(detect).ok_or("internal: detect result missing")?;
@@ -182,7 +187,12 @@ fn slice_entries(all: Vec<TarEntry>, slices: &[Vec<String>]) -> Result<Vec<Vec<T
         let mut b = globset::GlobSetBuilder::new();
         for g in globs {
             let g = g.trim_start_matches("./");
-            b.add(globset::GlobBuilder::new(g).literal_separator(true).build().map_err(|e| format!("slice glob `{g}`: {e}"))?);
+            b.add(
+                globset::GlobBuilder::new(g)
+                    .literal_separator(true)
+                    .build()
+                    .map_err(|e| format!("slice glob `{g}`: {e}"))?,
+            );
         }
         let set = b.build().map_err(|e| crate::execution::chain(&e))?;
         let matches = |r: &str| {
@@ -210,7 +220,8 @@ fn slice_entries(all: Vec<TarEntry>, slices: &[Vec<String>]) -> Result<Vec<Vec<T
         claimed.extend(files.iter().map(|f| f.path.clone()));
         layers.push(with_dirs(files));
     }
-    let rest: Vec<TarEntry> = all.iter().filter(|e| !matches!(e.kind, EntryKind::Dir) && !claimed.contains(&e.path)).cloned().collect();
+    let rest: Vec<TarEntry> =
+        all.iter().filter(|e| !matches!(e.kind, EntryKind::Dir) && !claimed.contains(&e.path)).cloned().collect();
     let mut last = with_dirs(rest);
     // The remainder keeps every directory (empty ones too).
     for d in &dirs {
@@ -222,7 +233,11 @@ fn slice_entries(all: Vec<TarEntry>, slices: &[Vec<String>]) -> Result<Vec<Vec<T
     Ok(layers)
 }
 
-pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+pub async fn run(
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &Arc<RunCtx>,
+) -> Result<ActionOutput, String> {
     let ActionKind::CnbBuild { phase: p, detect } = &a.kind else { unreachable!() };
     let label = a.label.to_string();
     let det: DetectResult = match deps.get(detect).map(|o| o.as_ref()) {
@@ -252,12 +267,19 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
                 RestoreAction::MetadataAndContents => {
                     let Some(blob) = &l.cache_blob else { continue };
                     let f = ctx.cache.cas().open_blob(&blob.digest).map_err(|e| crate::execution::chain(&e))?;
-                    crate::oci::extract::extract_layer(f, &blob.digest, scratch.layers.parent().unwrap(), &Default::default())
-                        .map_err(|e| format!("restoring cached layer `{name}` of `{}`: {e}", m.id))?;
-                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta)).map_err(|e| crate::execution::chain(&e))?;
+                    crate::oci::extract::extract_layer(
+                        f,
+                        &blob.digest,
+                        scratch.layers.parent().unwrap(),
+                        &Default::default(),
+                    )
+                    .map_err(|e| format!("restoring cached layer `{name}` of `{}`: {e}", m.id))?;
+                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta))
+                        .map_err(|e| crate::execution::chain(&e))?;
                 }
                 RestoreAction::MetadataOnly => {
-                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta)).map_err(|e| crate::execution::chain(&e))?;
+                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta))
+                        .map_err(|e| crate::execution::chain(&e))?;
                 }
                 RestoreAction::Nothing => {}
             }
@@ -277,7 +299,8 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     let mut results: Vec<BuildpackResult> = Vec::new();
     let mut dispositions: Vec<Vec<(String, LayerDisposition)>> = Vec::new();
     for m in &det.group {
-        let bp = cnb_detect::find(&bps, &BuildpackRef::new(&m.id, &m.version)).ok_or_else(|| format!("internal: `{}` not found", m.key()))?;
+        let bp = cnb_detect::find(&bps, &BuildpackRef::new(&m.id, &m.version))
+            .ok_or_else(|| format!("internal: `{}` not found", m.key()))?;
         let esc = escape_id(&m.id);
         let bp_layers = scratch.layers.join(&esc);
         let bp_plan = plan.buildpack_plan(&m.id);
@@ -296,10 +319,24 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
             target: Some(&target),
             exec_env: None,
         });
-        let env = buildpack_process_env(&acc, bp.desc.info.clear_env, &scratch.platform, None, &vars).map_err(|e| crate::execution::chain(&e))?;
+        let env = buildpack_process_env(&acc, bp.desc.info.clear_env, &scratch.platform, None, &vars)
+            .map_err(|e| crate::execution::chain(&e))?;
         let mut argv = vec![format!("{}/bin/build", bp.sandbox_dir())];
         argv.extend(build_args(Path::new(&layers_sb), Path::new("/platform"), Path::new(&plan_sb)));
-        let code = common::run_buildpack(ctx, &label, "build", bp, &rootfs, scratch.mounts(true), argv, env, uid, gid, p.network).await?;
+        let code = common::run_buildpack(
+            ctx,
+            &label,
+            "build",
+            bp,
+            &rootfs,
+            scratch.mounts(true),
+            argv,
+            env,
+            uid,
+            gid,
+            p.network,
+        )
+        .await?;
         if code != 0 {
             return Err(format!("build: buildpack `{}` exited with status {code} (lifecycle exit 51)", bp.label()));
         }
@@ -321,7 +358,8 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
             let lt = parse_layer_toml(&text, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
             let dir = bp_layers.join(name);
             let has_dir = dir.is_dir();
-            let d = layer_disposition(name, lt.types, has_dir, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
+            let d =
+                layer_disposition(name, lt.types, has_dir, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
             if d == LayerDisposition::Ignore {
                 if has_dir {
                     let _ = std::fs::rename(&dir, bp_layers.join(format!("{name}.ignore")));
@@ -334,23 +372,37 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
             }
             layers.insert(
                 name.to_string(),
-                LayerResult { types: lt.types, data: crate::cnb::launch::toml_to_json(&lt.metadata), launch_blob: None, cache_blob: None },
+                LayerResult {
+                    types: lt.types,
+                    data: crate::cnb::launch::toml_to_json(&lt.metadata),
+                    launch_blob: None,
+                    cache_blob: None,
+                },
             );
             disp.push((name.to_string(), d));
         }
         let read = |n: &str| std::fs::read_to_string(bp_layers.join(n)).ok();
         let launch = match read("launch.toml") {
-            Some(t) => parse_launch_toml(&t, bp.desc.api, &bpname, &Path::new(&layers_sb).join("launch.toml")).map_err(|e| crate::execution::chain(&e))?,
+            Some(t) => parse_launch_toml(&t, bp.desc.api, &bpname, &Path::new(&layers_sb).join("launch.toml"))
+                .map_err(|e| crate::execution::chain(&e))?,
             None => LaunchToml::default(),
         };
         if let Some(t) = read("build.toml") {
-            let bt = parse_build_toml(&t, &bpname, &Path::new(&layers_sb).join("build.toml")).map_err(|e| crate::execution::chain(&e))?;
-            plan = plan.after_build(&bp_plan, &bt.unmet, &bpname, &Path::new(&layers_sb).join("build.toml")).map_err(|e| crate::execution::chain(&e))?;
+            let bt = parse_build_toml(&t, &bpname, &Path::new(&layers_sb).join("build.toml"))
+                .map_err(|e| crate::execution::chain(&e))?;
+            plan = plan
+                .after_build(&bp_plan, &bt.unmet, &bpname, &Path::new(&layers_sb).join("build.toml"))
+                .map_err(|e| crate::execution::chain(&e))?;
         } else {
-            plan = plan.after_build(&bp_plan, &[], &bpname, Path::new("build.toml")).map_err(|e| crate::execution::chain(&e))?;
+            plan = plan
+                .after_build(&bp_plan, &[], &bpname, Path::new("build.toml"))
+                .map_err(|e| crate::execution::chain(&e))?;
         }
         let store = match read("store.toml") {
-            Some(t) => Some(StoreToml::parse(&t, &bpname, &Path::new(&layers_sb).join("store.toml")).map_err(|e| crate::execution::chain(&e))?),
+            Some(t) => Some(
+                StoreToml::parse(&t, &bpname, &Path::new(&layers_sb).join("store.toml"))
+                    .map_err(|e| crate::execution::chain(&e))?,
+            ),
             None => None,
         };
         launches.push(launch);

@@ -79,7 +79,10 @@ pub struct Scratch {
 impl Scratch {
     pub fn new(prefix: &str) -> Result<Scratch, String> {
         let root = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?;
-        let dir = tempfile::Builder::new().prefix(prefix).tempdir_in(&root).map_err(|e| format!("scratch dir in `{}`: {e}", root.display()))?;
+        let dir = tempfile::Builder::new()
+            .prefix(prefix)
+            .tempdir_in(&root)
+            .map_err(|e| format!("scratch dir in `{}`: {e}", root.display()))?;
         set_mode(dir.path(), 0o755);
         let s = Scratch {
             workspace: dir.path().join("workspace"),
@@ -135,7 +138,9 @@ pub fn materialize_app(
         let (src, exec) = match i {
             Input::Source(p) => (ctx.root.join(p), None),
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
-                Some(ActionOutput::Files { files }) => (ctx.cache.cas().path(&files[path].digest), Some(files[path].executable)),
+                Some(ActionOutput::Files { files }) => {
+                    (ctx.cache.cas().path(&files[path].digest), Some(files[path].executable))
+                }
                 _ => return Err(format!("internal: `{path}` is not an output")),
             },
         };
@@ -159,7 +164,12 @@ pub fn materialize_app(
     // Like pack (which sends the app as a tar with 1980 timestamps): a file's mtime must not leak
     // the checkout time into what buildpacks produce (e.g. Python's .pyc headers).
     let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(ctx.source_date_epoch);
-    let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(dir).into_iter().flatten().filter(|e| !e.file_type().is_symlink()).map(|e| e.into_path()).collect();
+    let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(dir)
+        .into_iter()
+        .flatten()
+        .filter(|e| !e.file_type().is_symlink())
+        .map(|e| e.into_path())
+        .collect();
     paths.reverse(); // children before their directories
     for p in paths {
         if let Ok(f) = std::fs::File::options().read(true).open(&p) {
@@ -192,16 +202,22 @@ impl Bp {
 }
 
 /// Parses every buildpack tree among the dependencies.
-pub fn buildpacks(ids: &[ActionId], deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<BTreeMap<ActionId, Bp>, String> {
+pub fn buildpacks(
+    ids: &[ActionId],
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<BTreeMap<ActionId, Bp>, String> {
     let mut out = BTreeMap::new();
     for id in ids {
         let Some(ActionOutput::Files { files }) = deps.get(id).map(|o| o.as_ref()) else {
             return Err("internal: a buildpack dependency has no tree".into());
         };
         let toml = files.get("buildpack.toml").ok_or("internal: buildpack tree without buildpack.toml")?;
-        let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| crate::execution::chain(&e))?)
-            .map_err(|_| "buildpack.toml is not UTF-8".to_string())?;
-        let desc = BuildpackDescriptor::parse(&text, Path::new("buildpack.toml")).map_err(|e| crate::execution::chain(&e))?;
+        let text =
+            String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| crate::execution::chain(&e))?)
+                .map_err(|_| "buildpack.toml is not UTF-8".to_string())?;
+        let desc =
+            BuildpackDescriptor::parse(&text, Path::new("buildpack.toml")).map_err(|e| crate::execution::chain(&e))?;
         out.insert(*id, Bp { action: *id, desc, files: files.clone() });
     }
     Ok(out)
@@ -287,7 +303,12 @@ pub async fn run_buildpack(
     let reporter = ctx.reporter.clone();
     let action = format!("{phase} {}", bp.label());
     let out = sandbox::run(&spec, |line| {
-        reporter.event(&Event::Output { label: label.to_string(), action: action.clone(), stream: format!("{:?}", line.stream).to_lowercase(), line: line.text });
+        reporter.event(&Event::Output {
+            label: label.to_string(),
+            action: action.clone(),
+            stream: format!("{:?}", line.stream).to_lowercase(),
+            line: line.text,
+        });
     })
     .await
     .map_err(|e| format!("{phase}: buildpack `{}`: {e}", bp.label()))?;

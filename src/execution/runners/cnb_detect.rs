@@ -24,7 +24,12 @@ pub struct DetectResult {
 }
 
 /// Key components shared by detect and build.
-pub fn phase_key(mut kb: KeyBuilder, p: &CnbPhase, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn phase_key(
+    mut kb: KeyBuilder,
+    p: &CnbPhase,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let mut app = BTreeMap::new();
     for (rel, i) in &p.app {
         app.insert(rel.clone(), input_digest(i, deps, ctx)?);
@@ -58,13 +63,22 @@ pub fn phase_key(mut kb: KeyBuilder, p: &CnbPhase, deps: &BTreeMap<ActionId, Arc
     Ok(kb)
 }
 
-pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let ActionKind::CnbDetect(p) = &a.kind else { unreachable!() };
     phase_key(kb, p, deps, ctx)
 }
 
 /// The build image as a value, and its root filesystem extracted (cached per digest).
-pub async fn build_image(p: &CnbPhase, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<(Image, std::path::PathBuf), String> {
+pub async fn build_image(
+    p: &CnbPhase,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &Arc<RunCtx>,
+) -> Result<(Image, std::path::PathBuf), String> {
     let out = deps.get(&p.build_image).ok_or("internal: build image missing")?;
     let ActionOutput::Image { manifest, .. } = out.as_ref() else { return Err("internal: build image missing".into()) };
     let manifest = manifest.clone();
@@ -81,7 +95,11 @@ pub async fn build_image(p: &CnbPhase, deps: &BTreeMap<ActionId, Arc<ActionOutpu
 
 /// The env every buildpack process starts from: the build image's config env, its user's HOME and
 /// CNB_STACK_ID, filtered as the lifecycle does.
-pub fn base_env(img: &Image, rootfs: &Path, p: &CnbPhase) -> (crate::cnb::env_files::EnvMap, crate::cnb::buildpack_toml::RunTarget) {
+pub fn base_env(
+    img: &Image,
+    rootfs: &Path,
+    p: &CnbPhase,
+) -> (crate::cnb::env_files::EnvMap, crate::cnb::buildpack_toml::RunTarget) {
     let (mut env, target) = common::image_env_and_target(img, rootfs);
     env.insert("HOME".into(), common::home_of(rootfs, p.uid));
     env.insert("CNB_STACK_ID".into(), p.stack_id.clone());
@@ -112,11 +130,16 @@ pub fn order_refs(p: &CnbPhase, bps: &BTreeMap<ActionId, Bp>) -> Vec<OrderGroup>
 /// Finds a buildpack by reference (composite orders may leave the version empty).
 pub fn find<'a>(bps: &'a BTreeMap<ActionId, Bp>, r: &BuildpackRef) -> Option<&'a Bp> {
     bps.values().find(|b| {
-        crate::cnb::buildpack_toml::same_id(&b.desc.info.id, &r.id) && (r.version.is_empty() || b.desc.info.version == r.version)
+        crate::cnb::buildpack_toml::same_id(&b.desc.info.id, &r.id)
+            && (r.version.is_empty() || b.desc.info.version == r.version)
     })
 }
 
-pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+pub async fn run(
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &Arc<RunCtx>,
+) -> Result<ActionOutput, String> {
     let ActionKind::CnbDetect(p) = &a.kind else { unreachable!() };
     let label = a.label.to_string();
     let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
@@ -163,10 +186,24 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
                 target: Some(&target),
                 exec_env: None,
             });
-            let env = buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, None, &vars).map_err(|e| crate::execution::chain(&e))?;
+            let env = buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, None, &vars)
+                .map_err(|e| crate::execution::chain(&e))?;
             let mut argv = vec![format!("{}/bin/detect", bp.sandbox_dir())];
             argv.extend(detect_args(Path::new("/platform"), Path::new(&plan_sb)));
-            let code = common::run_buildpack(ctx, &label, "detect", bp, &rootfs, scratch.mounts(false), argv, env, p.uid, p.gid, p.network).await?;
+            let code = common::run_buildpack(
+                ctx,
+                &label,
+                "detect",
+                bp,
+                &rootfs,
+                scratch.mounts(false),
+                argv,
+                env,
+                p.uid,
+                p.gid,
+                p.network,
+            )
+            .await?;
             match code {
                 0 => {
                     let text = std::fs::read_to_string(&plan_host).unwrap_or_default();
@@ -202,7 +239,8 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     );
     match res {
         Ok(r) => {
-            let json = serde_json::to_string(&DetectResult { group: r.group, plan: r.plan }).map_err(|e| crate::execution::chain(&e))?;
+            let json = serde_json::to_string(&DetectResult { group: r.group, plan: r.plan })
+                .map_err(|e| crate::execution::chain(&e))?;
             Ok(ActionOutput::Data { json, blobs: Vec::new() })
         }
         Err(e) => {

@@ -10,8 +10,8 @@ use super::cnb_build::{BlobRef, BuildResult};
 use super::{output_digest, RunCtx};
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::cnb::launch::{
-    image_env, BuildMetadata, BuildpackLayersLabel, LauncherGit, LauncherMetadata, LauncherSource, LayerLabel, LayerSha, LifecycleMetadata,
-    RunImageLabel, StackLabel, StackRunImage, StoreLabel, LAUNCHER_PATH,
+    image_env, BuildMetadata, BuildpackLayersLabel, LauncherGit, LauncherMetadata, LauncherSource, LayerLabel,
+    LayerSha, LifecycleMetadata, RunImageLabel, StackLabel, StackRunImage, StoreLabel, LAUNCHER_PATH,
 };
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
 use crate::oci::image::{append_layer, with_config, with_created, ConfigPatch, Image};
@@ -28,7 +28,12 @@ fn launcher_digest() -> String {
     crate::model::digest::Blake3::of_bytes(LAUNCHER).to_string()
 }
 
-pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let ActionKind::CnbExport(s) = &a.kind else { unreachable!() };
     let build = deps.get(&s.build).ok_or("internal: build result missing")?;
     let run = match deps.get(&s.run_image).map(|o| o.as_ref()) {
@@ -61,15 +66,22 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     let cas = ctx.cache.cas();
     let run = Image::load(cas, &run_manifest).map_err(|e| crate::execution::chain(&e))?;
     let top_layer = run.diff_ids().last().map(|d| d.to_string()).unwrap_or_default();
-    let metadata = BuildMetadata::from_toml(&b.metadata_toml, std::path::Path::new("metadata.toml")).map_err(|e| crate::execution::chain(&e))?;
+    let metadata = BuildMetadata::from_toml(&b.metadata_toml, std::path::Path::new("metadata.toml"))
+        .map_err(|e| crate::execution::chain(&e))?;
 
     let mut img = run.clone();
-    let add = |img: &Image, blob: &BlobRef, by: &str| append_layer(img, &blob.to_blob(), by).map_err(|e| crate::execution::chain(&e));
+    let add = |img: &Image, blob: &BlobRef, by: &str| {
+        append_layer(img, &blob.to_blob(), by).map_err(|e| crate::execution::chain(&e))
+    };
     for (bp, name, blob) in &b.launch_layers {
         img = add(&img, blob, &format!("buildpack:{bp}:{name}"))?;
     }
     for (i, l) in b.app_layers.iter().enumerate() {
-        let by = if i + 1 == b.app_layers.len() { "application".to_string() } else { format!("application slice {}", i + 1) };
+        let by = if i + 1 == b.app_layers.len() {
+            "application".to_string()
+        } else {
+            format!("application slice {}", i + 1)
+        };
         img = add(&img, l, &by)?;
     }
     // Launcher: /cnb/lifecycle/launcher, root-owned like the lifecycle's.
@@ -121,7 +133,9 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
             image: s.run_image_name.clone(),
             mirrors: s.run_image_mirrors.clone(),
         },
-        stack: Some(StackLabel { run_image: StackRunImage { image: s.run_image_name.clone(), mirrors: s.run_image_mirrors.clone() } }),
+        stack: Some(StackLabel {
+            run_image: StackRunImage { image: s.run_image_name.clone(), mirrors: s.run_image_mirrors.clone() },
+        }),
     };
     let launcher_meta = LauncherMetadata {
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -158,7 +172,8 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         exposed_ports: Vec::new(),
     };
     img = with_config(&img, &patch).map_err(|e| crate::execution::chain(&e))?;
-    img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| crate::execution::chain(&e))?;
+    img = with_created(&img, &super::image::created(None, ctx.source_date_epoch))
+        .map_err(|e| crate::execution::chain(&e))?;
     let (manifest, size) = img.write_to(cas).map_err(|e| crate::execution::chain(&e))?;
     Ok(super::image::image_output(&img, manifest, size, super::image::remote_of(deps.get(&s.run_image).unwrap())))
 }

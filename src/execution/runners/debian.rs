@@ -12,7 +12,12 @@ use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
 use crate::oci::image::{append_layer, scratch, with_config, with_created, ConfigPatch};
 use crate::oci::layer::{Compression, LayerOptions};
 
-pub fn key(kb: KeyBuilder, a: &Action, _deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    _deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let ActionKind::DebianImage(s) = &a.kind else { unreachable!() };
     let lock = ctx.sources.get(&s.lock).ok_or_else(|| format!("internal: lock `{}` not hashed", s.lock))?;
     Ok(kb
@@ -38,24 +43,44 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
     if sorted_unique(&s.packages) != lock.requested || lock.suite != s.suite || lock.architecture != s.architecture {
         return Err(format!(
             "the lock `{}` was made for {:?} ({}/{}), but the target asks for {:?} ({}/{}); run `cbuild lock {}`",
-            s.lock, lock.requested, lock.suite, lock.architecture, sorted_unique(&s.packages), s.suite, s.architecture, a.label
+            s.lock,
+            lock.requested,
+            lock.suite,
+            lock.architecture,
+            sorted_unique(&s.packages),
+            s.suite,
+            s.architecture,
+            a.label
         ));
     }
     // `<dir>/debs/sha256/<hex>`: the cache dir by default, or CBUILD_DEBIAN_CACHE (shared by caches).
-    let deb_dir = std::env::var_os("CBUILD_DEBIAN_CACHE").map(std::path::PathBuf::from).unwrap_or_else(|| ctx.cache.dir().to_path_buf());
+    let deb_dir = std::env::var_os("CBUILD_DEBIAN_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| ctx.cache.dir().to_path_buf());
     let debs = DebCache::open(&deb_dir).map_err(|e| crate::execution::chain(&e))?;
     let setting = ctx.debian_archive.clone();
-    debian::fetch_debs(&lock, &debs, || debian::Archive::new(debian::find_archive(setting.as_deref())?)).map_err(|e| crate::execution::chain(&e))?;
+    debian::fetch_debs(&lock, &debs, || debian::Archive::new(debian::find_archive(setting.as_deref())?))
+        .map_err(|e| crate::execution::chain(&e))?;
     let opts = RootfsOptions {
-        user: StackUser { name: s.user_name.clone(), uid: s.uid, group: s.user_name.clone(), gid: s.gid, home: format!("/home/{}", s.user_name), shell: "/bin/sh".into() },
+        user: StackUser {
+            name: s.user_name.clone(),
+            uid: s.uid,
+            group: s.user_name.clone(),
+            gid: s.gid,
+            home: format!("/home/{}", s.user_name),
+            shell: "/bin/sh".into(),
+        },
         stack_id: s.stack_id.clone(),
         merged_usr: true,
         layer: LayerOptions { compression: Compression::Gzip, mtime: ctx.source_date_epoch },
     };
-    let rl = debian::build_rootfs_layer(&lock, &debs, &opts, ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
+    let rl =
+        debian::build_rootfs_layer(&lock, &debs, &opts, ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
     let img = scratch("linux", &s.architecture).map_err(|e| crate::execution::chain(&e))?;
-    let img = append_layer(&img, &rl.layer, &format!("debian packages ({} from {})", lock.packages.len(), s.lock)).map_err(|e| crate::execution::chain(&e))?;
-    let mut env: Vec<(String, String)> = vec![("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())];
+    let img = append_layer(&img, &rl.layer, &format!("debian packages ({} from {})", lock.packages.len(), s.lock))
+        .map_err(|e| crate::execution::chain(&e))?;
+    let mut env: Vec<(String, String)> =
+        vec![("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())];
     env.extend(rl.env.clone());
     env.extend(s.env.clone());
     let mut labels = rl.labels.clone();
@@ -70,7 +95,8 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
         exposed_ports: Vec::new(),
     };
     let img = with_config(&img, &patch).map_err(|e| crate::execution::chain(&e))?;
-    let img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| crate::execution::chain(&e))?;
+    let img = with_created(&img, &super::image::created(None, ctx.source_date_epoch))
+        .map_err(|e| crate::execution::chain(&e))?;
     let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
     Ok(super::image::image_output(&img, manifest, size, Vec::new()))
 }

@@ -6,13 +6,18 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::{input_digest, RunCtx};
-use crate::cache::KeyBuilder;
 use crate::cache::ComponentValue;
+use crate::cache::KeyBuilder;
 use crate::execution::events::Event;
 use crate::execution::sandbox::{self, Mount, RootFs, SandboxSpec};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input, OutFile};
 
-pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let ActionKind::Genrule { srcs, outs, cmd, env } = &a.kind else { unreachable!() };
     let mut m = BTreeMap::new();
     for (rel, i) in srcs {
@@ -25,7 +30,11 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
         .component("env", ComponentValue::map(env.clone())))
 }
 
-pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+pub async fn run(
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &Arc<RunCtx>,
+) -> Result<ActionOutput, String> {
     let ActionKind::Genrule { srcs, outs, cmd, env } = &a.kind else { unreachable!() };
     let scratch_root = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?;
     let scratch = tempfile::Builder::new()
@@ -73,7 +82,12 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     }
     let (label, reporter) = (a.label.to_string(), ctx.reporter.clone());
     let outcome = sandbox::run(&spec, |line| {
-        reporter.event(&Event::Output { label: label.clone(), action: "genrule".into(), stream: format!("{:?}", line.stream).to_lowercase(), line: line.text });
+        reporter.event(&Event::Output {
+            label: label.clone(),
+            action: "genrule".into(),
+            stream: format!("{:?}", line.stream).to_lowercase(),
+            line: line.text,
+        });
     })
     .await
     .map_err(|e| crate::execution::chain(&e))?;
@@ -88,7 +102,8 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
     let mut files = BTreeMap::new();
     for o in outs {
         let p = work.join(o);
-        let md = std::fs::symlink_metadata(&p).map_err(|_| format!("declared output `{o}` was not created by the command"))?;
+        let md = std::fs::symlink_metadata(&p)
+            .map_err(|_| format!("declared output `{o}` was not created by the command"))?;
         if !md.is_file() {
             return Err(format!("declared output `{o}` is not a regular file"));
         }
@@ -96,7 +111,8 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
         let executable = md.permissions().mode() & 0o111 != 0;
         let bytes_digest = {
             let f = std::fs::File::open(&p).map_err(|e| crate::execution::chain(&e))?;
-            let (d, _) = crate::model::digest::Digest::of_reader(std::io::BufReader::new(f)).map_err(|e| crate::execution::chain(&e))?;
+            let (d, _) = crate::model::digest::Digest::of_reader(std::io::BufReader::new(f))
+                .map_err(|e| crate::execution::chain(&e))?;
             d
         };
         ctx.cache.cas().link_or_copy_from(&p, &bytes_digest).map_err(|e| crate::execution::chain(&e))?;

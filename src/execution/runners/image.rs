@@ -10,7 +10,12 @@ use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, RemoteBlo
 use crate::oci::image::{append_layer, scratch, with_config, with_created, ConfigPatch, Image};
 use crate::oci::layer::{Compression, LayerBlob};
 
-pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let ActionKind::Image { base, layers, layer_labels, config } = &a.kind else { unreachable!() };
     let base_d = match base {
         Some(b) => image_manifest(deps, *b)?.to_string(),
@@ -29,7 +34,10 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
         .component("created", created(config.created.as_deref(), ctx.source_date_epoch)))
 }
 
-fn image_manifest(deps: &BTreeMap<ActionId, Arc<ActionOutput>>, id: ActionId) -> Result<&crate::model::digest::Digest, String> {
+fn image_manifest(
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    id: ActionId,
+) -> Result<&crate::model::digest::Digest, String> {
     match deps.get(&id).map(|o| o.as_ref()) {
         Some(ActionOutput::Image { manifest, .. }) => Ok(manifest),
         _ => Err("internal: base is not an image".into()),
@@ -81,7 +89,12 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
                     media_type: media_type.clone(),
                     compression: Compression::from_media_type(media_type).unwrap_or(Compression::Gzip),
                 };
-                img = append_layer(&img, &blob, &format!("cbuild layer {}", layer_labels.get(i).map(String::as_str).unwrap_or("?"))).map_err(|e| crate::execution::chain(&e))?;
+                img = append_layer(
+                    &img,
+                    &blob,
+                    &format!("cbuild layer {}", layer_labels.get(i).map(String::as_str).unwrap_or("?")),
+                )
+                .map_err(|e| crate::execution::chain(&e))?;
             }
             _ => return Err("internal: a layer dependency has no layer output".into()),
         }
@@ -101,7 +114,8 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         exposed_ports: config.exposed_ports.clone(),
     };
     img = with_config(&img, &patch).map_err(|e| crate::execution::chain(&e))?;
-    img = with_created(&img, &created(config.created.as_deref(), ctx.source_date_epoch)).map_err(|e| crate::execution::chain(&e))?;
+    img = with_created(&img, &created(config.created.as_deref(), ctx.source_date_epoch))
+        .map_err(|e| crate::execution::chain(&e))?;
     let (manifest, manifest_size) = img.write_to(blobs).map_err(|e| crate::execution::chain(&e))?;
     let remote = base.and_then(|b| deps.get(&b)).map(|o| remote_of(o)).unwrap_or_default();
     Ok(image_output(&img, manifest, manifest_size, remote))
@@ -109,12 +123,22 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
 
 /// The action output describing a stored image.
 /// `remote` lists layers that stay in a registry (from a shallow base); all others must be local.
-pub fn image_output(img: &Image, manifest: crate::model::digest::Digest, manifest_size: u64, remote: Vec<RemoteBlob>) -> ActionOutput {
+pub fn image_output(
+    img: &Image,
+    manifest: crate::model::digest::Digest,
+    manifest_size: u64,
+    remote: Vec<RemoteBlob>,
+) -> ActionOutput {
     ActionOutput::Image {
         manifest,
         manifest_size,
         config: img.config_digest().clone(),
-        blobs: img.layers().iter().map(|l| l.digest.clone()).filter(|d| !remote.iter().any(|r| &r.digest == d)).collect(),
+        blobs: img
+            .layers()
+            .iter()
+            .map(|l| l.digest.clone())
+            .filter(|d| !remote.iter().any(|r| &r.digest == d))
+            .collect(),
         remote,
     }
 }

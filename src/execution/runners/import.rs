@@ -31,7 +31,10 @@ pub fn key(kb: KeyBuilder, a: &Action, ctx: &RunCtx) -> Result<KeyBuilder, Strin
         let d = ctx.sources.get(f).ok_or_else(|| format!("internal: `{f}` not hashed"))?;
         m.insert(f.clone(), format!("blake3:{d}"));
     }
-    Ok(kb.component("path", path.as_str()).component("tag", tag.clone().unwrap_or_default()).component("files", ComponentValue::map(m)))
+    Ok(kb
+        .component("path", path.as_str())
+        .component("tag", tag.clone().unwrap_or_default())
+        .component("files", ComponentValue::map(m)))
 }
 
 pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{input_digest, RunCtx};
-use crate::cache::{CompressedLayer, ComponentValue, KeyBuilder};
+use crate::cache::{ComponentValue, CompressedLayer, KeyBuilder};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input};
 use crate::oci::layer::{write_layer, Compression, LayerBlob, LayerOptions};
 use crate::oci::tar::TarEntry;
@@ -29,7 +29,12 @@ pub fn compression_name(c: Compression) -> &'static str {
     }
 }
 
-pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression } = &a.kind else { unreachable!() };
     let mut m = BTreeMap::new();
     for f in files {
@@ -48,7 +53,12 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutpu
         .component("mode", mode.map(|m| format!("{m:o}")).unwrap_or_else(|| "auto".into()))
         .component("owner", format!("{uid}:{gid}"))
         .component("symlinks", ComponentValue::map(symlinks.clone()))
-        .component("dirs", ComponentValue::map(dirs.iter().map(|(p, (m, u, g))| (p.clone(), format!("{m:o}:{u}:{g}"))).collect::<BTreeMap<_, _>>()))
+        .component(
+            "dirs",
+            ComponentValue::map(
+                dirs.iter().map(|(p, (m, u, g))| (p.clone(), format!("{m:o}:{u}:{g}"))).collect::<BTreeMap<_, _>>(),
+            ),
+        )
         .component("compression", compression.as_str())
         .component("mtime", ctx.source_date_epoch.to_string()))
 }
@@ -65,7 +75,9 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         let (src, exec) = match &f.input {
             Input::Source(p) => (ctx.root.join(p), is_executable(&ctx.root.join(p))),
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
-                Some(ActionOutput::Files { files }) => (ctx.cache.cas().path(&files[path].digest), files[path].executable),
+                Some(ActionOutput::Files { files }) => {
+                    (ctx.cache.cas().path(&files[path].digest), files[path].executable)
+                }
                 _ => return Err(format!("internal: `{path}` is not an output")),
             },
         };
@@ -98,7 +110,13 @@ pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) 
     let cache = &ctx.cache;
     let known = |diff_id: &crate::model::digest::Digest, c: Compression| -> Option<LayerBlob> {
         let hit = cache.get_layer_compression(diff_id, compression_name(c)).ok().flatten()?;
-        Some(LayerBlob { diff_id: hit.diff_id, digest: hit.digest, size: hit.size, media_type: hit.media_type, compression: c })
+        Some(LayerBlob {
+            diff_id: hit.diff_id,
+            digest: hit.digest,
+            size: hit.size,
+            media_type: hit.media_type,
+            compression: c,
+        })
     };
     let blob = write_layer(entries, &opts, cache.cas(), &known).map_err(|e| crate::execution::chain(&e))?;
     let _ = cache.put_layer_compression(&CompressedLayer {

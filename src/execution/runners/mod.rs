@@ -71,9 +71,16 @@ pub fn kind_version(k: &ActionKind) -> u32 {
 /// The digest text of an input: `blake3:…` for a source, the CAS digest for another action's file.
 pub fn input_digest(i: &Input, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<String, String> {
     match i {
-        Input::Source(p) => ctx.sources.get(p).map(|b| format!("blake3:{b}")).ok_or_else(|| format!("internal: source `{p}` was not hashed")),
+        Input::Source(p) => ctx
+            .sources
+            .get(p)
+            .map(|b| format!("blake3:{b}"))
+            .ok_or_else(|| format!("internal: source `{p}` was not hashed")),
         Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
-            Some(ActionOutput::Files { files }) => files.get(path).map(|f| format!("{}{}", f.digest, if f.executable { "+x" } else { "" })).ok_or_else(|| format!("internal: output `{path}` missing")),
+            Some(ActionOutput::Files { files }) => files
+                .get(path)
+                .map(|f| format!("{}{}", f.digest, if f.executable { "+x" } else { "" }))
+                .ok_or_else(|| format!("internal: output `{path}` missing")),
             _ => Err(format!("internal: input `{path}` is not a file output")),
         },
     }
@@ -102,7 +109,11 @@ pub fn key(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
 }
 
 /// Runs an action (after a cache miss).
-pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+pub async fn run(
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &Arc<RunCtx>,
+) -> Result<ActionOutput, String> {
     match &a.kind {
         ActionKind::Genrule { .. } => genrule::run(a, deps, ctx).await,
         ActionKind::CnbDetect(_) => cnb_detect::run(a, deps, ctx).await,
@@ -117,7 +128,10 @@ pub async fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: 
                 ActionKind::Buildpack { .. } => buildpack::run(&a2, &deps2, &ctx2),
                 ActionKind::CnbExport(_) => cnb_export::run(&a2, &deps2, &ctx2),
                 ActionKind::DebianImage(_) => debian::run(&a2, &ctx2),
-                ActionKind::Genrule { .. } | ActionKind::CnbDetect(_) | ActionKind::CnbBuild { .. } | ActionKind::PullImage { .. } => unreachable!("runs async"),
+                ActionKind::Genrule { .. }
+                | ActionKind::CnbDetect(_)
+                | ActionKind::CnbBuild { .. }
+                | ActionKind::PullImage { .. } => unreachable!("runs async"),
             })
             .await
             .map_err(|e| format!("internal: runner task failed: {e}"))?

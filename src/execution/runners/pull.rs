@@ -11,7 +11,12 @@ use crate::execution::events::Event;
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, RemoteBlob};
 use crate::registry::Reference;
 
-pub fn key(kb: KeyBuilder, a: &Action, _deps: &BTreeMap<ActionId, Arc<ActionOutput>>, _ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    _deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    _ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
     let ActionKind::PullImage { image, digest, platform } = &a.kind else { unreachable!() };
     let kb = kb.component("image", image.as_str()).component("platform", platform.clone().unwrap_or_default());
     Ok(match digest {
@@ -25,7 +30,8 @@ fn platform(p: &Option<String>) -> Result<Option<(String, String)>, String> {
     match p {
         None => Ok(None),
         Some(s) => {
-            let (os, arch) = s.split_once('/').ok_or_else(|| format!("platform `{s}` must be os/arch, e.g. linux/amd64"))?;
+            let (os, arch) =
+                s.split_once('/').ok_or_else(|| format!("platform `{s}` must be os/arch, e.g. linux/amd64"))?;
             Ok(Some((os.to_string(), arch.to_string())))
         }
     }
@@ -45,7 +51,10 @@ pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> 
         }
     } else {
         ctx.reporter.event(&Event::Warning {
-            message: format!("`{}`: `{image}` is not pinned; it resolved to {} — add `digest = \"{}\"` to make builds reproducible", a.label, resolved.digest, resolved.digest),
+            message: format!(
+                "`{}`: `{image}` is not pinned; it resolved to {} — add `digest = \"{}\"` to make builds reproducible",
+                a.label, resolved.digest, resolved.digest
+            ),
         });
     }
     let img = resolved.image;
@@ -68,7 +77,10 @@ pub async fn ensure_local(out: &ActionOutput, ctx: &RunCtx) -> Result<(), String
             continue;
         }
         let r = Reference::parse(&rb.source).map_err(|e| crate::execution::chain(&e))?;
-        ctx.registry()?.fetch_blob(&r, &rb.digest, ctx.cache.cas()).await.map_err(|e| format!("fetching layer `{}` of `{}`: {e}", rb.digest, rb.source))?;
+        ctx.registry()?
+            .fetch_blob(&r, &rb.digest, ctx.cache.cas())
+            .await
+            .map_err(|e| format!("fetching layer `{}` of `{}`: {e}", rb.digest, rb.source))?;
     }
     Ok(())
 }
