@@ -2,7 +2,6 @@
 //! declared sources; declared outputs are moved into the CAS, anything else is thrown away.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
 
 use super::{input_digest, RunCtx};
@@ -59,7 +58,7 @@ pub async fn run(
     }
     // The sandbox user must be able to write the outputs.
     let (huid, hgid) = sandbox::host_ids(65534, 65534);
-    chown_tree(scratch.path(), huid, hgid);
+    super::cnb_common::chown_tree(scratch.path(), huid, hgid);
     let mut spec = SandboxSpec::new(RootFs::Host, vec!["/bin/sh".into(), "-ec".into(), cmd.clone()]);
     spec.mounts.push(Mount::writable(&work, "/work"));
     spec.cwd = "/work".into();
@@ -77,7 +76,7 @@ pub async fn run(
     for o in outs {
         if let Some(p) = work.join(o).parent() {
             let _ = std::fs::create_dir_all(p);
-            chown_tree(p, huid, hgid);
+            super::cnb_common::chown_tree(p, huid, hgid);
         }
     }
     let (label, reporter) = (a.label.to_string(), ctx.reporter.clone());
@@ -119,10 +118,4 @@ pub async fn run(
         files.insert(o.clone(), OutFile { digest: bytes_digest, executable });
     }
     Ok(ActionOutput::Files { files })
-}
-
-fn chown_tree(p: &Path, uid: u32, gid: u32) {
-    for e in walkdir::WalkDir::new(p).into_iter().flatten() {
-        let _ = std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid));
-    }
 }
