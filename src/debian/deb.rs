@@ -250,16 +250,7 @@ pub(crate) fn resolve_in_root(
                 if target.is_absolute() {
                     stack.clear();
                 }
-                let mut next: VecDeque<OsString> = target
-                    .components()
-                    .filter_map(|c| match c {
-                        Component::Normal(s) => Some(s.to_os_string()),
-                        Component::ParentDir => Some(OsString::from("..")),
-                        _ => None,
-                    })
-                    .collect();
-                next.extend(queue.drain(..));
-                queue = next;
+                queue = crate::fs::symlink_walk_queue(&target, &mut queue);
             }
             Ok(m) if m.is_dir() => stack.push(c),
             Ok(_) if file_last && queue.is_empty() => {
