@@ -120,10 +120,22 @@ fn child_process_entry() {
     match mode {
         "writer" => concurrent_worker(&c, &format!("proc{seed}"), seed),
         "killable" => {
+            // Dies with the test that spawned it: a parent killed before it could kill this child
+            // (a timeout, ^C) must not leave a writer filling the disk.
+            // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of the calling process.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            if std::os::unix::process::parent_id() == 1 {
+                return; // The parent is already gone.
+            }
             // A file, not stdout: the test harness may hold a child's stdout until the test ends.
             fs::write(Path::new(dir).with_extension(format!("ready-{seed}")), b"").unwrap();
             let mut rng = Rng(seed | 1);
+            // Bounded as well: the parent kills within ~60 ms; 30 s means it never will.
+            let deadline = std::time::Instant::now() + Duration::from_secs(30);
             for n in 0.. {
+                if std::time::Instant::now() > deadline {
+                    panic!("killable child was never killed");
+                }
                 let i = seed * 1_000_000 + n;
                 let sizes: Vec<usize> = (0..1 + rng.below(3)).map(|_| 1 + rng.below(256 << 10) as usize).collect();
                 write_item(&c, i, "killable", &sizes).unwrap();

@@ -894,6 +894,24 @@ mod tests {
         assert_eq!(of(Stream::Stderr), ["err"]);
     }
 
+    #[test]
+    fn scratch_dirs_of_dead_processes_are_swept() {
+        assert_eq!(scratch_owner("genrule-123-abc"), Some(123));
+        assert_eq!(scratch_owner("rootfs"), None);
+        assert_eq!(scratch_owner(".tmp-123-x"), None);
+        assert_eq!(scratch_owner("genrule-12x-abc"), None);
+        let root = tempfile::tempdir().unwrap();
+        // A pid far above pid_max (2^22) belongs to no process.
+        let dead = root.path().join("build-99999999-aaaa");
+        let alive = root.path().join(format!("build-{}-bbbb", std::process::id()));
+        let other = root.path().join("rootfs");
+        for d in [&dead, &alive, &other] {
+            std::fs::create_dir_all(d.join("sub")).unwrap();
+        }
+        sweep_stale_scratch(root.path());
+        assert!(!dead.exists() && alive.exists() && other.exists());
+    }
+
     #[tokio::test]
     async fn run_reports_bwrap_setup_failures_as_errors() {
         let mut spec = host_spec(&["true"]);
@@ -929,6 +947,43 @@ pub fn scratch_root() -> Result<PathBuf, SandboxError> {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
     }
     Ok(dir)
+}
+
+/// A fresh private scratch dir `<scratch root>/<prefix><pid>-XXXXXX` for one action, removed when
+/// the returned guard drops. The pid in the name lets a later cbuild remove what a killed one
+/// (`kill -9`, OOM, power loss) left: the first call in each process sweeps dirs whose process is
+/// gone, so an interrupted build cannot fill the disk one sandbox at a time.
+pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let root = scratch_root().map_err(|e| crate::execution::chain(&e))?;
+    SWEPT.call_once(|| sweep_stale_scratch(&root));
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}-", std::process::id()))
+        .tempdir_in(&root)
+        .map_err(|e| format!("cannot create a scratch dir in `{}`: {e}", root.display()))
+}
+
+/// Removes scratch dirs named `<word>-<pid>-<random>` whose process no longer exists. Best effort:
+/// a dir that cannot be removed now is tried again by the next cbuild.
+fn sweep_stale_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = scratch_owner(&name.to_string_lossy()) else { continue };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The pid in a scratch dir name `<word>-<pid>-<random>`, if it has that form.
+fn scratch_owner(name: &str) -> Option<u32> {
+    let mut parts = name.splitn(3, '-');
+    let (word, pid, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    if word.is_empty() || !word.bytes().all(|b| b.is_ascii_lowercase()) || rest.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
 }
 
 /// A blocking `bwrap` command for `spec` with the caller's stdin/stdout/stderr left to the caller

@@ -52,10 +52,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
     };
     let blobs = built.cache.cas();
     let img = Image::load(blobs, manifest).map_err(Failure::env)?;
-    let scratch = tempfile::Builder::new()
-        .prefix("run-")
-        .tempdir_in(sandbox::scratch_root().map_err(Failure::env)?)
-        .map_err(Failure::env)?;
+    let scratch = sandbox::scratch_dir("run-").map_err(|e| Failure::env(anyhow::anyhow!(e)))?;
     let rootfs = scratch.path().join("rootfs");
     let digests: Vec<_> = img.layers().iter().map(|l| l.digest.clone()).collect();
     extract_layers(blobs, &digests, &rootfs, &ExtractOptions::default())

@@ -78,11 +78,7 @@ pub struct Scratch {
 
 impl Scratch {
     pub fn new(prefix: &str) -> Result<Scratch, String> {
-        let root = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?;
-        let dir = tempfile::Builder::new()
-            .prefix(prefix)
-            .tempdir_in(&root)
-            .map_err(|e| format!("scratch dir in `{}`: {e}", root.display()))?;
+        let dir = sandbox::scratch_dir(prefix)?;
         set_mode(dir.path(), 0o755);
         let s = Scratch {
             workspace: dir.path().join("workspace"),

@@ -35,11 +35,7 @@ pub async fn run(
     ctx: &Arc<RunCtx>,
 ) -> Result<ActionOutput, String> {
     let ActionKind::Genrule { srcs, outs, cmd, env } = &a.kind else { unreachable!() };
-    let scratch_root = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?;
-    let scratch = tempfile::Builder::new()
-        .prefix("genrule-")
-        .tempdir_in(&scratch_root)
-        .map_err(|e| format!("cannot create a scratch dir in `{}`: {e}", scratch_root.display()))?;
+    let scratch = sandbox::scratch_dir("genrule-")?;
     let work = scratch.path().join("work");
     std::fs::create_dir_all(&work).map_err(|e| crate::execution::chain(&e))?;
     for (rel, i) in srcs {
