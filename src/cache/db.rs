@@ -80,6 +80,17 @@ CREATE TABLE IF NOT EXISTS layer_compression(
     media_type TEXT NOT NULL,
     PRIMARY KEY(diff_id, compression)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS gzip_chunks(
+    codec TEXT NOT NULL,
+    raw BLOB NOT NULL,
+    raw_len INTEGER NOT NULL,
+    blob TEXT NOT NULL,
+    offset INTEGER NOT NULL,
+    len INTEGER NOT NULL,
+    zhash BLOB NOT NULL,
+    PRIMARY KEY(codec, raw)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS gzip_chunks_blob ON gzip_chunks(blob);
 CREATE TABLE IF NOT EXISTS blob_locations(
     digest TEXT NOT NULL,
     registry TEXT NOT NULL,

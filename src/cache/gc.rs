@@ -311,6 +311,7 @@ impl Cache {
                 let mut still_used = tx.prepare("SELECT 1 FROM action_blobs WHERE digest = ?1 LIMIT 1")?;
                 let mut del_blob = tx.prepare("DELETE FROM blobs WHERE digest = ?1")?;
                 let mut del_layer = tx.prepare("DELETE FROM layer_compression WHERE digest = ?1")?;
+                let mut del_chunks = tx.prepare("DELETE FROM gzip_chunks WHERE blob = ?1")?;
                 let (mut n_blobs, mut bytes) = (0, 0);
                 for d in &doomed_blobs {
                     // Another process may have referenced it since we read the tables.
@@ -319,6 +320,7 @@ impl Cache {
                     }
                     del_blob.execute([d])?;
                     del_layer.execute([d])?;
+                    del_chunks.execute([d])?;
                     let Ok(digest) = Digest::parse(d) else {
                         continue;
                     };
@@ -331,13 +333,17 @@ impl Cache {
                 }
                 // Rows about blobs that are gone (deleted by hand, or by `BlobDir::verify`).
                 let stale: Vec<String> = tx
-                    .prepare("SELECT digest FROM blobs UNION SELECT digest FROM layer_compression")?
+                    .prepare(
+                        "SELECT digest FROM blobs UNION SELECT digest FROM layer_compression \
+                         UNION SELECT blob FROM gzip_chunks",
+                    )?
                     .query_map([], |r| r.get::<_, String>(0))?
                     .collect::<rusqlite::Result<_>>()?;
                 for d in stale {
                     if Digest::parse(&d).is_ok_and(|g| !cas.contains(&g)) {
                         del_blob.execute([&d])?;
                         del_layer.execute([&d])?;
+                        del_chunks.execute([&d])?;
                     }
                 }
                 let runs = match age_cut {

@@ -5,7 +5,8 @@
 //! Layout of a cache directory:
 //!
 //! ```text
-//! <dir>/cache.sqlite      actions, action_blobs, blobs, runs, stat_cache, layer_compression
+//! <dir>/cache.sqlite      actions, action_blobs, blobs, runs, stat_cache, layer_compression,
+//!                         gzip_chunks, blob_locations
 //! <dir>/cas/sha256/<hex>  blobs, written atomically, verified by digest on use
 //! <dir>/tmp/              scratch space on the same file system (atomic renames into cas/)
 //! <dir>/lock, open.lock   flock files: "in use" (shared) and "opening" (exclusive)
@@ -37,6 +38,7 @@
 //! ```
 
 mod actions;
+mod chunks;
 mod db;
 mod error;
 mod gc;
@@ -50,6 +52,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 pub use actions::{ActionEntry, CompressedLayer};
+pub use chunks::CacheChunkIndex;
 pub use db::{BUSY_TIMEOUT, QUICK_CHECK_MAX_BYTES, SCHEMA_VERSION};
 pub use error::{CacheError, Result};
 pub use gc::{parse_duration, parse_size, CacheStats, GcReport, GC_GRACE};

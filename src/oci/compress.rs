@@ -14,8 +14,46 @@ use super::layer::Compression;
 pub const GZIP_LEVEL: u32 = 6;
 /// zstd level of every layer cbuild writes (changing it changes every layer digest).
 pub const ZSTD_LEVEL: i32 = 3;
-/// Uncompressed bytes per independently deflated gzip block.
-pub const GZIP_BLOCK: usize = 1 << 20;
+/// Content-defined chunk sizes of the gzip encoder (FastCDC 2020: minimum, normal, maximum).
+/// Changing them, or the `fastcdc` version (its gear table), changes every gzip layer digest.
+pub const CHUNK_MIN: usize = 128 << 10;
+pub const CHUNK_AVG: usize = 512 << 10;
+pub const CHUNK_MAX: usize = 2 << 20;
+/// Chunks smaller than this are not worth an index lookup (only a stream's tail can be this small).
+const INDEX_MIN: usize = 64 << 10;
+/// The identity of the gzip encoding (part of every cache key that names a gzip blob): the
+/// chunking, the level and the deflate implementation.
+pub const GZIP_CODEC: &str = "pargz-cdc/fastcdc5-128K-512K-2M/l6/zlib-rs";
+
+/// Where already compressed chunks can be found again: the cache remembers, for each chunk the
+/// encoder produced, the blob and byte range that hold its deflate bytes. A chunk whose
+/// uncompressed bytes (blake3) were compressed before is copied, not deflated again, so a small
+/// edit in a big layer costs one chunk of deflate. Deflate is deterministic and chunks are
+/// independent, so the bytes are the same either way.
+pub trait BlockIndex: Send + Sync {
+    /// The deflate bytes of a chunk whose uncompressed bytes hash to `raw` (`raw_len` long),
+    /// verified against the hash recorded with them; `None` when unknown or no longer intact.
+    fn get(&self, raw: &[u8; 32], raw_len: u64) -> Option<Vec<u8>>;
+    /// Records where the chunks of the stored blob `blob` are.
+    fn put(&self, blob: &crate::model::digest::Digest, chunks: &[BlockRecord]);
+}
+
+/// One chunk of a gzip blob: the blake3 of its uncompressed bytes and their length, the byte range
+/// of its deflate bytes in the blob, and their blake3.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BlockRecord {
+    pub raw: [u8; 32],
+    pub raw_len: u64,
+    pub offset: u64,
+    pub len: u64,
+    pub zhash: [u8; 32],
+}
+
+/// Where the cut after the chunk starting at `data[0]` goes (content-defined: an edit moves only
+/// the cuts near it). With fewer than [`CHUNK_MAX`] bytes left, only at the end of the stream.
+fn cut(data: &[u8]) -> usize {
+    fastcdc::v2020::FastCDC::new(data, CHUNK_MIN, CHUNK_AVG, CHUNK_MAX).cut(0, data.len()).1
+}
 
 fn workers() -> usize {
     std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1).clamp(1, 8)
@@ -23,8 +61,9 @@ fn workers() -> usize {
 
 /// A compressing writer that must be finished explicitly.
 pub trait FinishWrite: Write {
-    /// Flushes the trailer; the stream is complete only after this.
-    fn finish_box(self: Box<Self>) -> io::Result<()>;
+    /// Flushes the trailer; the stream is complete only after this. Returns the chunks an index
+    /// may record (gzip only; see [`BlockIndex`]).
+    fn finish_box(self: Box<Self>) -> io::Result<Vec<BlockRecord>>;
 }
 
 struct Plain<W: Write>(W);
@@ -37,14 +76,14 @@ impl<W: Write> Write for Plain<W> {
     }
 }
 impl<W: Write> FinishWrite for Plain<W> {
-    fn finish_box(mut self: Box<Self>) -> io::Result<()> {
-        self.0.flush()
+    fn finish_box(mut self: Box<Self>) -> io::Result<Vec<BlockRecord>> {
+        self.0.flush().map(|_| Vec::new())
     }
 }
 
 impl<W: Write> FinishWrite for ParGzEncoder<W> {
-    fn finish_box(self: Box<Self>) -> io::Result<()> {
-        (*self).finish().map(|_| ())
+    fn finish_box(self: Box<Self>) -> io::Result<Vec<BlockRecord>> {
+        (*self).finish_with_records().map(|(_, r)| r)
     }
 }
 
@@ -60,16 +99,25 @@ impl<W: Write> Write for Zstd<W> {
     }
 }
 impl<W: Write> FinishWrite for Zstd<W> {
-    fn finish_box(self: Box<Self>) -> io::Result<()> {
-        self.0.finish().map(|_| ())
+    fn finish_box(self: Box<Self>) -> io::Result<Vec<BlockRecord>> {
+        self.0.finish().map(|_| Vec::new())
     }
 }
 
 /// A deterministic compressing writer over `out` for `c`.
 pub fn encoder<'a, W: Write + 'a>(c: Compression, out: W) -> io::Result<Box<dyn FinishWrite + 'a>> {
+    indexed_encoder(c, out, None)
+}
+
+/// [`encoder`] whose gzip chunks are looked up in, and can later be recorded to, `index`.
+pub fn indexed_encoder<'a, W: Write + 'a>(
+    c: Compression,
+    out: W,
+    index: Option<Arc<dyn BlockIndex>>,
+) -> io::Result<Box<dyn FinishWrite + 'a>> {
     Ok(match c {
         Compression::None => Box::new(Plain(out)),
-        Compression::Gzip => Box::new(ParGzEncoder::new(out, workers())),
+        Compression::Gzip => Box::new(ParGzEncoder::with_index(out, workers(), index)),
         Compression::Zstd => Box::new(Zstd(zstd_encoder(out, workers() as u32)?)),
     })
 }
@@ -107,7 +155,31 @@ pub fn decoder<'a, R: BufRead + 'a>(mut r: R) -> io::Result<(Compression, Box<dy
 }
 
 type Job = (u64, Vec<u8>);
-type Done = (u64, io::Result<Vec<u8>>);
+type Done = (u64, io::Result<Compressed>);
+
+/// One chunk, deflated (or found in the index): its bytes and its [`BlockRecord`] key.
+struct Compressed {
+    bytes: Vec<u8>,
+    raw: Option<([u8; 32], u64)>,
+    crc: flate2::Crc,
+}
+
+/// Deflates one chunk (sync-flushed, independent of every other chunk), or copies its bytes from
+/// `index` when the same uncompressed bytes were compressed before.
+fn compress_chunk(data: &[u8], index: Option<&dyn BlockIndex>) -> io::Result<Compressed> {
+    let mut crc = flate2::Crc::new();
+    crc.update(data);
+    let raw = match index {
+        Some(_) if data.len() >= INDEX_MIN => Some((*blake3::hash(data).as_bytes(), data.len() as u64)),
+        _ => None,
+    };
+    if let (Some(ix), Some((h, n))) = (index, &raw) {
+        if let Some(bytes) = ix.get(h, *n) {
+            return Ok(Compressed { bytes, raw, crc });
+        }
+    }
+    Ok(Compressed { bytes: deflate_block(data, false)?, raw, crc })
+}
 
 struct Pool {
     jobs: Option<SyncSender<Job>>,
@@ -124,60 +196,93 @@ impl Drop for Pool {
     }
 }
 
-/// A parallel gzip writer in the style of `pigz --independent`: the input is cut into
-/// [`GZIP_BLOCK`]-byte blocks, each deflated on its own (level [`GZIP_LEVEL`], sync-flushed to a byte
-/// boundary) and concatenated in order into one gzip member. The bytes depend only on the input,
-/// never on the number of threads or their timing. The header has no name and mtime 0, OS 255.
-/// Memory is bounded by a few blocks per thread.
+/// A parallel gzip writer in the style of `pigz --independent --rsyncable`: the input is cut into
+/// content-defined chunks (FastCDC, [`CHUNK_MIN`]..[`CHUNK_MAX`]), each deflated on its own (level
+/// [`GZIP_LEVEL`], sync-flushed to a byte boundary) and concatenated in order into one gzip member
+/// that ends with an empty final block. The bytes depend only on the input, never on the number of
+/// threads, their timing or the index. Because cuts follow the content, an edit changes only the
+/// chunks around it; with a [`BlockIndex`] every other chunk is copied from an earlier blob instead
+/// of deflated again. The header has no name and mtime 0, OS 255. Memory is bounded by a few chunks
+/// per thread.
 pub struct ParGzEncoder<W: Write> {
     out: W,
     threads: usize,
-    block: Vec<u8>,
+    buf: Vec<u8>,
     crc: flate2::Crc,
+    index: Option<Arc<dyn BlockIndex>>,
     pool: Option<Pool>,
     next_seq: u64,
     next_out: u64,
-    pending: BTreeMap<u64, Vec<u8>>,
-    header_done: bool,
+    pending: BTreeMap<u64, Compressed>,
+    /// Bytes written to `out` so far (header included): the offset of the next chunk.
+    written: u64,
+    records: Vec<BlockRecord>,
 }
 
 impl<W: Write> ParGzEncoder<W> {
     /// An encoder using up to `threads` compression threads (1 compresses inline).
     pub fn new(out: W, threads: usize) -> ParGzEncoder<W> {
+        ParGzEncoder::with_index(out, threads, None)
+    }
+
+    /// [`ParGzEncoder::new`] that reuses chunks found in `index`.
+    pub fn with_index(out: W, threads: usize, index: Option<Arc<dyn BlockIndex>>) -> ParGzEncoder<W> {
         ParGzEncoder {
             out,
             threads: threads.max(1),
-            block: Vec::with_capacity(GZIP_BLOCK),
+            buf: Vec::with_capacity(CHUNK_MAX),
             crc: flate2::Crc::new(),
+            index,
             pool: None,
             next_seq: 0,
             next_out: 0,
             pending: BTreeMap::new(),
-            header_done: false,
+            written: 0,
+            records: Vec::new(),
         }
     }
 
-    fn header(&mut self) -> io::Result<()> {
-        if !self.header_done {
+    fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
+        if self.written == 0 {
             // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=255 (unknown): nothing host-specific
-            self.out.write_all(&[0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff])?;
-            self.header_done = true;
+            const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+            self.out.write_all(&HEADER)?;
+            self.written = HEADER.len() as u64;
         }
+        self.out.write_all(bytes)?;
+        self.written += bytes.len() as u64;
         Ok(())
     }
 
-    fn dispatch(&mut self) -> io::Result<()> {
-        let data = std::mem::replace(&mut self.block, Vec::with_capacity(GZIP_BLOCK));
+    fn emit_chunk(&mut self, c: Compressed) -> io::Result<()> {
+        self.emit(&[])?;
+        if let Some((raw, raw_len)) = c.raw {
+            self.records.push(BlockRecord {
+                raw,
+                raw_len,
+                offset: self.written,
+                len: c.bytes.len() as u64,
+                zhash: *blake3::hash(&c.bytes).as_bytes(),
+            });
+        }
+        self.crc.combine(&c.crc);
+        self.emit(&c.bytes)
+    }
+
+    /// Compresses the first `n` buffered bytes as one chunk.
+    fn dispatch(&mut self, n: usize) -> io::Result<()> {
+        let rest = self.buf.split_off(n);
+        let data = std::mem::replace(&mut self.buf, rest);
+        self.buf.reserve(CHUNK_MAX.saturating_sub(self.buf.len()));
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.threads == 1 {
-            let c = deflate_block(&data, false)?;
-            self.header()?;
+            let c = compress_chunk(&data, self.index.as_deref())?;
             self.next_out += 1;
-            return self.out.write_all(&c);
+            return self.emit_chunk(c);
         }
         if self.pool.is_none() {
-            self.pool = Some(spawn_pool(self.threads));
+            self.pool = Some(spawn_pool(self.threads, self.index.clone()));
         }
         let in_flight_max = (self.threads * 2) as u64;
         self.pool
@@ -213,37 +318,46 @@ impl<W: Write> ParGzEncoder<W> {
 
     fn write_ready(&mut self) -> io::Result<()> {
         while let Some(c) = self.pending.remove(&self.next_out) {
-            self.header()?;
-            self.out.write_all(&c)?;
+            self.emit_chunk(c)?;
             self.next_out += 1;
         }
         Ok(())
     }
 
-    /// Compresses what is left, writes the trailer and returns the inner writer.
-    pub fn finish(mut self) -> io::Result<W> {
+    /// Compresses what is left, writes the final block and trailer, returns the inner writer.
+    pub fn finish(self) -> io::Result<W> {
+        self.finish_with_records().map(|(w, _)| w)
+    }
+
+    /// [`ParGzEncoder::finish`], also returning where each chunk went (see [`BlockIndex`]).
+    pub fn finish_with_records(mut self) -> io::Result<(W, Vec<BlockRecord>)> {
+        while !self.buf.is_empty() {
+            let n = cut(&self.buf);
+            self.dispatch(n)?;
+        }
         while self.next_out < self.next_seq {
             self.collect_one()?;
         }
         self.pool = None;
-        let last = std::mem::take(&mut self.block);
-        let c = deflate_block(&last, true)?;
-        self.header()?;
-        self.out.write_all(&c)?;
-        self.out.write_all(&self.crc.sum().to_le_bytes())?;
-        self.out.write_all(&self.crc.amount().to_le_bytes())?;
+        // An empty final block: every chunk, the last one too, stays reusable.
+        let last = deflate_block(&[], true)?;
+        self.emit(&last)?;
+        let trailer = [self.crc.sum().to_le_bytes(), self.crc.amount().to_le_bytes()].concat();
+        self.emit(&trailer)?;
         self.out.flush()?;
-        Ok(self.out)
+        let records = std::mem::take(&mut self.records);
+        Ok((self.out, records))
     }
 }
 
 impl<W: Write> Write for ParGzEncoder<W> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = buf.len().min(GZIP_BLOCK - self.block.len());
-        self.block.extend_from_slice(&buf[..n]);
-        self.crc.update(&buf[..n]);
-        if self.block.len() == GZIP_BLOCK {
-            self.dispatch()?;
+        let n = buf.len().min(CHUNK_MAX - self.buf.len());
+        self.buf.extend_from_slice(&buf[..n]);
+        if self.buf.len() == CHUNK_MAX {
+            // A full window: the cut is where it would be with the whole stream at hand.
+            let cut = cut(&self.buf);
+            self.dispatch(cut)?;
         }
         Ok(n)
     }
@@ -252,7 +366,7 @@ impl<W: Write> Write for ParGzEncoder<W> {
     }
 }
 
-fn spawn_pool(threads: usize) -> Pool {
+fn spawn_pool(threads: usize, index: Option<Arc<dyn BlockIndex>>) -> Pool {
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(threads);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
@@ -260,13 +374,14 @@ fn spawn_pool(threads: usize) -> Pool {
         .map(|_| {
             let rx = Arc::clone(&jobs_rx);
             let tx = done_tx.clone();
+            let index = index.clone();
             std::thread::spawn(move || loop {
                 let job = match rx.lock() {
                     Ok(g) => g.recv(),
                     Err(_) => return,
                 };
                 let Ok((seq, data)) = job else { return };
-                if tx.send((seq, deflate_block(&data, false))).is_err() {
+                if tx.send((seq, compress_chunk(&data, index.as_deref()))).is_err() {
                     return;
                 }
             })
@@ -333,7 +448,7 @@ mod tests {
 
     #[test]
     fn gzip_round_trips_at_block_edges() {
-        for n in [0, 1, 100, GZIP_BLOCK - 1, GZIP_BLOCK, GZIP_BLOCK + 1, 3 * GZIP_BLOCK + 17] {
+        for n in [0, 1, 100, CHUNK_MAX - 1, CHUNK_MAX, CHUNK_MAX + 1, 3 * CHUNK_MAX + 17] {
             let d = sample(n);
             let z = pargz(&d, 2, 70_000);
             assert_eq!(&z[..4], &[0x1f, 0x8b, 8, 0]);
@@ -343,16 +458,86 @@ mod tests {
 
     #[test]
     fn gzip_is_independent_of_threads_and_write_sizes() {
-        let d = sample(5 * GZIP_BLOCK + 12_345);
+        let d = sample(5 * CHUNK_MAX + 12_345);
         let one = pargz(&d, 1, 4096);
         assert_eq!(one, pargz(&d, 2, 1 << 20));
         assert_eq!(one, pargz(&d, 4, 333));
         assert!(one.len() < d.len() / 2);
     }
 
+    /// An in-memory [`BlockIndex`] over one earlier output, counting lookups and hits.
+    #[derive(Default)]
+    struct MemIndex {
+        blob: Mutex<Vec<u8>>,
+        rows: Mutex<Vec<BlockRecord>>,
+        lookups: std::sync::atomic::AtomicUsize,
+        hits: std::sync::atomic::AtomicUsize,
+    }
+
+    impl BlockIndex for MemIndex {
+        fn get(&self, raw: &[u8; 32], raw_len: u64) -> Option<Vec<u8>> {
+            use std::sync::atomic::Ordering::SeqCst;
+            self.lookups.fetch_add(1, SeqCst);
+            let rows = self.rows.lock().unwrap();
+            let r = rows.iter().find(|r| &r.raw == raw && r.raw_len == raw_len)?;
+            let b = self.blob.lock().unwrap()[r.offset as usize..(r.offset + r.len) as usize].to_vec();
+            (blake3::hash(&b).as_bytes() == &r.zhash).then(|| {
+                self.hits.fetch_add(1, SeqCst);
+                b
+            })
+        }
+        fn put(&self, _: &crate::model::digest::Digest, _: &[BlockRecord]) {}
+    }
+
+    fn pargz_indexed(data: &[u8], threads: usize, ix: &Arc<MemIndex>) -> (Vec<u8>, Vec<BlockRecord>) {
+        let index: Arc<dyn BlockIndex> = ix.clone();
+        let mut e = ParGzEncoder::with_index(Vec::new(), threads, Some(index));
+        for c in data.chunks(100_000) {
+            e.write_all(c).unwrap();
+        }
+        e.finish_with_records().unwrap()
+    }
+
+    #[test]
+    fn an_edit_recompresses_only_the_chunks_around_it() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let mut a = sample(9 * CHUNK_AVG);
+        // Incompressible stretches too, like the binaries in a real layer.
+        let mut x: u64 = 7;
+        for b in &mut a[3 * CHUNK_AVG..4 * CHUNK_AVG] {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        let ix = Arc::new(MemIndex::default());
+        let (za, rows) = pargz_indexed(&a, 2, &ix);
+        assert_eq!(za, pargz(&a, 1, 4096), "the index must not change the bytes");
+        assert!(rows.len() >= 6, "{} chunks for {} bytes", rows.len(), a.len());
+        assert!(rows.iter().all(|r| r.raw_len as usize >= CHUNK_MIN || r.offset + r.len + 20 > za.len() as u64));
+        *ix.blob.lock().unwrap() = za;
+        *ix.rows.lock().unwrap() = rows.clone();
+        ix.lookups.store(0, SeqCst);
+
+        // Insert 11 bytes in the middle: every cut after the edit moves by 11 bytes.
+        let mut b = a.clone();
+        b.splice(5 * CHUNK_AVG..5 * CHUNK_AVG, *b"edited here");
+        let (zb, _) = pargz_indexed(&b, 2, &ix);
+        assert_eq!(zb, pargz(&b, 2, 1 << 16), "reused chunks must give the bytes a fresh encoder gives");
+        assert_eq!(gunzip(&zb), b);
+        let (lookups, hits) = (ix.lookups.load(SeqCst), ix.hits.load(SeqCst));
+        assert!(lookups - hits <= 2, "{} of {lookups} chunks deflated again after an 11-byte edit", lookups - hits);
+
+        // A damaged stored chunk is a miss, not wrong output.
+        let r = &rows[0];
+        ix.blob.lock().unwrap()[r.offset as usize + 1] ^= 0xff;
+        let (zc, _) = pargz_indexed(&b, 2, &ix);
+        assert_eq!(zc, zb);
+    }
+
     #[test]
     fn gzip_is_readable_by_system_gzip() {
-        let d = sample(2 * GZIP_BLOCK + 5);
+        let d = sample(2 * CHUNK_MAX + 5);
         let z = pargz(&d, 2, 1 << 16);
         let t = tempfile::tempdir().unwrap();
         let p = t.path().join("x.gz");

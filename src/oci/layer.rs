@@ -3,6 +3,7 @@
 //! mapping (the cache's diff_id → blob index) is asked between hashing and compressing.
 
 use std::io::{self, Read, Write};
+use std::sync::Arc;
 
 use oci_spec::image::{Descriptor, MediaType};
 
@@ -93,15 +94,18 @@ pub fn write_layer(
     known: &dyn Fn(&Digest, Compression) -> Option<LayerBlob>,
 ) -> Result<LayerBlob> {
     let entries = LayerEntries::new(entries)?;
-    write_prepared_layer(&entries, opts, blobs, known)
+    write_prepared_layer(&entries, opts, blobs, known, None)
 }
 
-/// [`write_layer`] for entries that are already validated and ordered.
+/// [`write_layer`] for entries that are already validated and ordered; gzip chunks compressed
+/// before are copied from `index` (same bytes, see [`compress::BlockIndex`]) and this layer's
+/// chunks are recorded there.
 pub fn write_prepared_layer(
     entries: &LayerEntries,
     opts: &LayerOptions,
     blobs: &BlobDir,
     known: &dyn Fn(&Digest, Compression) -> Option<LayerBlob>,
+    index: Option<Arc<dyn compress::BlockIndex>>,
 ) -> Result<LayerBlob> {
     let tar_opts = TarOptions { mtime: opts.mtime };
     if opts.compression != Compression::None {
@@ -109,13 +113,13 @@ pub fn write_prepared_layer(
         if let Some(hit) = reuse(known, &diff_id, opts.compression, blobs) {
             return Ok(hit);
         }
-        let blob = store(blobs, opts.compression, |w| write_prepared(entries, &tar_opts, w).map(|_| ()))?;
+        let blob = store(blobs, opts.compression, index, |w| write_prepared(entries, &tar_opts, w).map(|_| ()))?;
         if blob.diff_id != diff_id {
             return Err(OciError::LayerChanged { first: diff_id, second: blob.diff_id });
         }
         return Ok(blob);
     }
-    store(blobs, Compression::None, |w| write_prepared(entries, &tar_opts, w).map(|_| ()))
+    store(blobs, Compression::None, None, |w| write_prepared(entries, &tar_opts, w).map(|_| ()))
 }
 
 fn reuse(
@@ -132,25 +136,34 @@ fn reuse(
 /// Compresses an existing uncompressed layer tar read from `tar` into `blobs` (one pass).
 pub fn compress_tar(tar: impl Read, compression: Compression, blobs: &BlobDir) -> Result<LayerBlob> {
     let mut tar = tar;
-    store(blobs, compression, |w| {
+    store(blobs, compression, None, |w| {
         io::copy(&mut tar, w).map_err(|source| OciError::LayerWrite { subject: "uncompressed tar".into(), source })?;
         Ok(())
     })
 }
 
 /// Streams `fill`'s tar through the compressor into `blobs`, hashing the uncompressed bytes too.
-fn store(blobs: &BlobDir, c: Compression, fill: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<LayerBlob> {
+fn store(
+    blobs: &BlobDir,
+    c: Compression,
+    index: Option<Arc<dyn compress::BlockIndex>>,
+    fill: impl FnOnce(&mut dyn Write) -> Result<()>,
+) -> Result<LayerBlob> {
     let mut diff = None;
+    let mut chunks = Vec::new();
     let (digest, size) = blobs.put_stream::<OciError>(|w| {
-        let enc =
-            compress::encoder(c, w).map_err(|source| OciError::LayerWrite { subject: "compressor".into(), source })?;
+        let enc = compress::indexed_encoder(c, w, index.clone())
+            .map_err(|source| OciError::LayerWrite { subject: "compressor".into(), source })?;
         let mut hw = HashingWriter::new(enc);
         fill(&mut hw)?;
         let (enc, d, _) = hw.finish();
-        enc.finish_box().map_err(|source| OciError::LayerWrite { subject: format!("{d}"), source })?;
+        chunks = enc.finish_box().map_err(|source| OciError::LayerWrite { subject: format!("{d}"), source })?;
         diff = Some(d);
         Ok(())
     })?;
+    if let Some(ix) = &index {
+        ix.put(&digest, &chunks);
+    }
     let diff_id = diff.expect("put_stream ran the closure");
     Ok(LayerBlob { diff_id, digest, size, media_type: c.media_type().to_string(), compression: c })
 }
@@ -271,7 +284,7 @@ mod tests {
         let blobs = BlobDir::open(t.path().join("blobs")).unwrap();
         let f = t.path().join("big");
         let data: Vec<u8> =
-            (0..(3 * compress::GZIP_BLOCK + 777) as u32).map(|i| (i % 251) as u8 ^ (i >> 13) as u8).collect();
+            (0..(3 * compress::CHUNK_MAX + 777) as u32).map(|i| (i % 251) as u8 ^ (i >> 13) as u8).collect();
         std::fs::write(&f, &data).unwrap();
         let es = vec![TarEntry::file("big", &f, 0o644)];
         let (tar, _) = crate::oci::tar::write_tar(es.clone(), &TarOptions::default(), Vec::new()).unwrap();

@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{input_digest, RunCtx};
-use crate::cache::{ComponentValue, CompressedLayer, KeyBuilder};
+use crate::cache::{CacheChunkIndex, ComponentValue, CompressedLayer, KeyBuilder};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input};
-use crate::oci::layer::{write_layer, Compression, LayerBlob, LayerOptions};
-use crate::oci::tar::TarEntry;
+use crate::oci::layer::{write_prepared_layer, Compression, LayerBlob, LayerOptions};
+use crate::oci::tar::{LayerEntries, TarEntry};
 
 pub fn compression_of(s: &str) -> Compression {
     match s {
@@ -23,7 +23,7 @@ pub fn compression_of(s: &str) -> Compression {
 /// another digest, and reusing it would make this cache's images differ from a fresh machine's.
 pub fn compression_name(c: Compression) -> &'static str {
     match c {
-        Compression::Gzip => "gzip/pargz-1MiB-l6/zlib-rs",
+        Compression::Gzip => crate::oci::compress::GZIP_CODEC,
         Compression::Zstd => "zstd/l3-mt",
         Compression::None => "none",
     }
@@ -103,8 +103,9 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     Ok(ActionOutput::Layer { diff_id: blob.diff_id, digest: blob.digest, size: blob.size, media_type: blob.media_type })
 }
 
-/// Writes a gzip layer of `entries` into the CAS, reusing an earlier compression of the same
-/// uncompressed tar (diff_id → blob mapping kept by the cache).
+/// Writes a layer of `entries` into the CAS, reusing an earlier compression of the same
+/// uncompressed tar (diff_id → blob mapping kept by the cache) and, for gzip, every chunk of the
+/// tar that an earlier layer already compressed (`gzip_chunks`).
 pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result<LayerBlob, String> {
     let opts = LayerOptions { compression: c, mtime: ctx.source_date_epoch };
     let cache = &ctx.cache;
@@ -118,7 +119,11 @@ pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) 
             compression: c,
         })
     };
-    let blob = write_layer(entries, &opts, cache.cas(), &known).map_err(|e| crate::execution::chain(&e))?;
+    let index: Option<Arc<dyn crate::oci::compress::BlockIndex>> = (c == Compression::Gzip)
+        .then(|| Arc::new(CacheChunkIndex { cache: cache.clone(), codec: compression_name(c) }) as _);
+    let entries = LayerEntries::new(entries).map_err(|e| crate::execution::chain(&e))?;
+    let blob =
+        write_prepared_layer(&entries, &opts, cache.cas(), &known, index).map_err(|e| crate::execution::chain(&e))?;
     let _ = cache.put_layer_compression(&CompressedLayer {
         diff_id: blob.diff_id.clone(),
         compression: compression_name(c).to_string(),
