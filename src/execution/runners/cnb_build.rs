@@ -246,12 +246,16 @@ pub async fn run(
     };
     let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
     let (img, rootfs) = cnb_detect::build_image(p, deps, ctx).await?;
-    let scratch = Scratch::new("build-")?;
-    common::materialize_app(&p.app, deps, ctx, &scratch.workspace, false)?;
-    scratch.write_platform_env(&p.env)?;
-    common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
+    let mut scratch = Scratch::new("build-")?;
     let (uid, gid) = (p.uid, p.gid);
     let (huid, hgid) = crate::execution::sandbox::host_ids(uid, gid);
+    // The writable /workspace: this target's kept app dir brought up to date (held until the app
+    // layer is written), or a fresh copy in the scratch dir.
+    let want = common::app_wants(&p.app, deps, ctx)?;
+    let (workspace, _app_dir) = common::materialize_app(&want, ctx, &label, &scratch.workspace, huid, hgid)?;
+    scratch.workspace = workspace;
+    scratch.write_platform_env(&p.env)?;
+    common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     let (base, target) = cnb_detect::base_env(&img, &rootfs, p);
 
     // Restore: per the Layer Types table, from the previous build of this target.
@@ -291,7 +295,6 @@ pub async fn run(
     }
     std::fs::create_dir_all(scratch.layers.join(".cbuild")).map_err(|e| crate::execution::chain(&e))?;
     common::chown_tree(&scratch.layers, huid, hgid);
-    common::chown_tree(&scratch.workspace, huid, hgid);
 
     let mut plan = det.plan.clone();
     let mut acc = base.clone();

@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use super::app_dir::{AppDir, Want};
 use super::RunCtx;
 use crate::cnb::buildpack_toml::{escape_id, BuildpackDescriptor, Distro, RunTarget};
 use crate::execution::events::Event;
@@ -115,64 +116,102 @@ impl Scratch {
     }
 }
 
-/// Puts the app sources into `dir` (the sandbox's /workspace). For a writable workspace (build)
-/// they are copied, with the SOURCE_DATE_EPOCH mtime; for a read-only one (detect) they are
-/// hard-linked where possible — the sandbox cannot write through a read-only mount, and the
-/// sources stay untouched (BENCHMARKS.md: copying the app twice dominated a one-file edit).
-pub fn materialize_app(
+/// What the app's `/workspace` must hold: each file with an identity covering its content, mode
+/// and (for sources) stat, so an unchanged entry of a kept workspace can be recognised.
+pub fn app_wants(
     app: &[(String, Input)],
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-    dir: &Path,
-    read_only: bool,
-) -> Result<(), String> {
+) -> Result<BTreeMap<String, Want>, String> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = BTreeMap::new();
     for (rel, i) in app {
-        let dst = dir.join(rel);
-        if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
-        }
-        let (src, exec) = match i {
-            Input::Source(p) => (ctx.root.join(p), None),
+        let w = match i {
+            Input::Source(p) => {
+                let src = ctx.root.join(p);
+                let md = std::fs::symlink_metadata(&src).map_err(|e| format!("reading `{}`: {e}", src.display()))?;
+                if md.file_type().is_symlink() {
+                    let target = std::fs::read_link(&src).map_err(|e| crate::execution::chain(&e))?;
+                    Want::Symlink { target }
+                } else {
+                    let hash = match ctx.sources.get(p) {
+                        Some(h) => h.to_string(),
+                        None => ctx
+                            .cache
+                            .file_hasher()
+                            .hash_file(&src)
+                            .map_err(|e| crate::execution::chain(&e))?
+                            .to_string(),
+                    };
+                    let id = format!("src:{hash}:{:o}:{}:{}.{}", md.mode(), md.size(), md.mtime(), md.mtime_nsec());
+                    Want::File { src, id, mode: None }
+                }
+            }
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
                 Some(ActionOutput::Files { files }) => {
-                    (ctx.cache.cas().path(&files[path].digest), Some(files[path].executable))
+                    let f = &files[path];
+                    let mode = if f.executable { 0o755 } else { 0o644 };
+                    Want::File {
+                        src: ctx.cache.cas().path(&f.digest),
+                        id: format!("cas:{}:{mode:o}", f.digest),
+                        mode: Some(mode),
+                    }
                 }
                 _ => return Err(format!("internal: `{path}` is not an output")),
             },
         };
-        let md = std::fs::symlink_metadata(&src).map_err(|e| format!("reading `{}`: {e}", src.display()))?;
-        if md.file_type().is_symlink() {
-            let t = std::fs::read_link(&src).map_err(|e| crate::execution::chain(&e))?;
-            std::os::unix::fs::symlink(t, &dst).map_err(|e| crate::execution::chain(&e))?;
-            continue;
-        }
-        if read_only && std::fs::hard_link(&src, &dst).is_ok() {
-            continue;
-        }
-        std::fs::copy(&src, &dst).map_err(|e| format!("copying `{}`: {e}", src.display()))?;
-        if let Some(x) = exec {
-            set_mode(&dst, if x { 0o755 } else { 0o644 });
-        }
+        out.insert(rel.clone(), w);
     }
-    if read_only {
-        return Ok(());
-    }
-    // Like pack (which sends the app as a tar with 1980 timestamps): a file's mtime must not leak
-    // the checkout time into what buildpacks produce (e.g. Python's .pyc headers).
-    let when = std::time::UNIX_EPOCH + std::time::Duration::from_secs(ctx.source_date_epoch);
-    let mut paths: Vec<PathBuf> = walkdir::WalkDir::new(dir)
-        .into_iter()
-        .flatten()
-        .filter(|e| !e.file_type().is_symlink())
-        .map(|e| e.into_path())
-        .collect();
-    paths.reverse(); // children before their directories
-    for p in paths {
-        if let Ok(f) = std::fs::File::options().read(true).open(&p) {
-            let _ = f.set_modified(when);
+    Ok(out)
+}
+
+/// Puts the app into the read-only `/workspace` of `detect`: hard links where possible (the
+/// sandbox cannot write through a read-only mount, and the sources stay untouched; BENCHMARKS.md:
+/// copying the app for every phase dominated a one-file edit), copies otherwise.
+pub fn link_app(want: &BTreeMap<String, Want>, dir: &Path) -> Result<(), String> {
+    for (rel, w) in want {
+        let dst = dir.join(rel);
+        if let Some(p) = dst.parent() {
+            std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
+        }
+        match w {
+            Want::Symlink { target } => {
+                std::os::unix::fs::symlink(target, &dst).map_err(|e| crate::execution::chain(&e))?;
+            }
+            Want::File { src, mode, .. } => {
+                if std::fs::hard_link(src, &dst).is_ok() {
+                    continue;
+                }
+                std::fs::copy(src, &dst).map_err(|e| format!("copying `{}`: {e}", src.display()))?;
+                if let Some(m) = mode {
+                    set_mode(&dst, *m);
+                }
+            }
         }
     }
     Ok(())
+}
+
+/// Puts the app into the writable `/workspace` of `build`, owned by the build user with the
+/// SOURCE_DATE_EPOCH mtime (like pack, which sends the app as a tar with 1980 timestamps: a file's
+/// mtime must not leak the checkout time into what buildpacks produce, e.g. Python's .pyc headers).
+/// The target's kept app dir is reconciled in place (see [`app_dir`](super::app_dir)); when another
+/// build holds it, `fresh` is filled instead. Returns the workspace to mount and the held app dir.
+pub fn materialize_app(
+    want: &BTreeMap<String, Want>,
+    ctx: &RunCtx,
+    label: &str,
+    fresh: &Path,
+    uid: u32,
+    gid: u32,
+) -> Result<(PathBuf, Option<AppDir>), String> {
+    if let Some(app) = AppDir::open(ctx.cache.dir(), label)? {
+        app.reconcile(want, uid, gid, ctx.source_date_epoch)?;
+        super::app_dir::touch(&app);
+        return Ok((app.workspace.clone(), Some(app)));
+    }
+    super::app_dir::populate_fresh(fresh, want, uid, gid, ctx.source_date_epoch)?;
+    Ok((fresh.to_path_buf(), None))
 }
 
 /// A buildpack available to the phase: its tree in the CAS and its parsed buildpack.toml.

@@ -145,7 +145,7 @@ pub async fn run(
     let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
     let (img, rootfs) = build_image(p, deps, ctx).await?;
     let scratch = Scratch::new("detect-")?;
-    common::materialize_app(&p.app, deps, ctx, &scratch.workspace, true)?;
+    common::link_app(&common::app_wants(&p.app, deps, ctx)?, &scratch.workspace)?;
     scratch.write_platform_env(&p.env)?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     let (huid, hgid) = crate::execution::sandbox::host_ids(p.uid, p.gid);

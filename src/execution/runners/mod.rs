@@ -1,6 +1,7 @@
 //! One runner per action kind: how its key is made (the components `explain` shows) and how it runs.
 //! Blocking work (tar, compression) runs on tokio's blocking pool; sandboxes are awaited.
 
+pub mod app_dir;
 pub mod buildpack;
 pub mod cnb_build;
 pub mod cnb_common;
