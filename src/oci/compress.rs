@@ -242,20 +242,26 @@ impl<W: Write> ParGzEncoder<W> {
         }
     }
 
+    /// Writes `bytes` after the gzip header (written before the first bytes).
     fn emit(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.header()?;
+        self.out.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    fn header(&mut self) -> io::Result<()> {
         if self.written == 0 {
             // ID1 ID2 CM=deflate FLG=0 MTIME=0 XFL=0 OS=255 (unknown): nothing host-specific
             const HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
             self.out.write_all(&HEADER)?;
             self.written = HEADER.len() as u64;
         }
-        self.out.write_all(bytes)?;
-        self.written += bytes.len() as u64;
         Ok(())
     }
 
     fn emit_chunk(&mut self, c: Compressed) -> io::Result<()> {
-        self.emit(&[])?;
+        self.header()?; // the chunk's offset counts the header
         if let Some((raw, raw_len)) = c.raw {
             self.records.push(BlockRecord {
                 raw,

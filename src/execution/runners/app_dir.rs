@@ -93,11 +93,14 @@ fn apps_root() -> Result<PathBuf, String> {
     Ok(root)
 }
 
+/// `path` opened and locked exclusively, or `None` if another process holds the lock.
 fn try_lock(path: &Path) -> io::Result<Option<fs::File>> {
     let f = fs::OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
-    // SAFETY: flock on a descriptor we own; no memory is passed.
-    let rc = unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&f), libc::LOCK_EX | libc::LOCK_NB) };
-    Ok((rc == 0).then_some(f))
+    match f.try_lock() {
+        Ok(()) => Ok(Some(f)),
+        Err(fs::TryLockError::WouldBlock) => Ok(None),
+        Err(fs::TryLockError::Error(e)) => Err(e),
+    }
 }
 
 impl AppDir {
@@ -113,6 +116,8 @@ impl AppDir {
             return Ok(None);
         };
         let _ = fs::write(dir.join("owner"), cache_dir.as_os_str().as_encoded_bytes());
+        // The lock file's mtime is the sweep's clock: used now.
+        let _ = lock.set_modified(std::time::SystemTime::now());
         let workspace = dir.join("workspace");
         fs::create_dir_all(&workspace).map_err(|e| format!("creating `{}`: {e}", workspace.display()))?;
         Ok(Some(AppDir { workspace, state: dir.join("state.json"), _lock: lock }))
@@ -136,11 +141,11 @@ impl AppDir {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(format!("removing `{}`: {e}", self.state.display())),
         }
-        let files = populate(&self.workspace, want, &prev.files, uid, gid, epoch)?;
-        let state = State { version: STATE_VERSION, uid, gid, epoch, files: files.1 };
+        let (counts, files) = populate(&self.workspace, want, &prev.files, uid, gid, epoch)?;
+        let state = State { version: STATE_VERSION, uid, gid, epoch, files };
         let bytes = serde_json::to_vec(&state).map_err(|e| crate::execution::chain(&e))?;
         crate::fs::write_atomic(&self.state, &bytes).map_err(|e| crate::execution::chain(&e))?;
-        Ok(files.0)
+        Ok(counts)
     }
 }
 
@@ -280,15 +285,6 @@ fn sweep_once(root: &Path) {
             }
         }
     });
-}
-
-/// Marks the app dir used now (the sweep's clock).
-pub fn touch(dir: &AppDir) {
-    if let Some(parent) = dir.workspace.parent() {
-        if let Ok(f) = fs::File::options().write(true).open(parent.join("lock")) {
-            let _ = f.set_modified(std::time::SystemTime::now());
-        }
-    }
 }
 
 #[cfg(test)]

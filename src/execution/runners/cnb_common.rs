@@ -207,7 +207,6 @@ pub fn materialize_app(
 ) -> Result<(PathBuf, Option<AppDir>), String> {
     if let Some(app) = AppDir::open(ctx.cache.dir(), label)? {
         app.reconcile(want, uid, gid, ctx.source_date_epoch)?;
-        super::app_dir::touch(&app);
         return Ok((app.workspace.clone(), Some(app)));
     }
     super::app_dir::populate_fresh(fresh, want, uid, gid, ctx.source_date_epoch)?;
