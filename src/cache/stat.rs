@@ -104,23 +104,36 @@ impl FileHasher<'_> {
     /// are followed. A missing or non-regular file fails the batch, naming the path.
     pub fn hash_files(&self, paths: &[PathBuf]) -> Result<Vec<Blake3>> {
         let started = SystemTime::now();
-        let racy_after = ns_since_epoch(started) - RACY_WINDOW.as_nanos() as i64;
-
-        let mut abs = Vec::with_capacity(paths.len());
-        let mut stats = Vec::with_capacity(paths.len());
+        let mut files = Vec::with_capacity(paths.len());
         for p in paths {
             let a = std::path::absolute(p).map_err(io_err(p))?;
             let m = fs::metadata(&a).map_err(io_err(&a))?;
+            files.push((a, m));
+        }
+        self.hash_stated(started, files)
+    }
+
+    /// [`FileHasher::hash_files`] for files the caller has already stat'ed: absolute paths, each
+    /// with the metadata of the file whose content is hashed (of a symlink's target when the caller
+    /// follows it). `started` is a time taken before the first of those stats (the racy window is
+    /// measured from it). Lets a caller that must `lstat` anyway (to look for symlinks) not stat
+    /// every file twice.
+    pub fn hash_stated(&self, started: SystemTime, files: Vec<(PathBuf, fs::Metadata)>) -> Result<Vec<Blake3>> {
+        let racy_after = ns_since_epoch(started) - RACY_WINDOW.as_nanos() as i64;
+
+        let mut abs = Vec::with_capacity(files.len());
+        let mut stats = Vec::with_capacity(files.len());
+        for (a, m) in files {
             if !m.is_file() {
                 return Err(CacheError::NotAFile { path: a });
             }
             stats.push(StatKey::of(&m));
             abs.push(a);
         }
-        self.stated.fetch_add(paths.len() as u64, Ordering::Relaxed);
+        self.stated.fetch_add(abs.len() as u64, Ordering::Relaxed);
 
         let stored = self.lookup(&abs)?;
-        let mut out: Vec<Option<Blake3>> = vec![None; paths.len()];
+        let mut out: Vec<Option<Blake3>> = vec![None; abs.len()];
         let mut pending = Vec::new();
         for (i, (a, st)) in abs.iter().zip(&stats).enumerate() {
             match stored.get(a.as_os_str().as_bytes()) {

@@ -9,6 +9,11 @@
 //! | .deb downloads | —            | `CBUILD_DEBIAN_CACHE` | —               | the cache dir (`<cache>/debs/`) |
 //! | remote cache | `--remote-cache` | `CBUILD_REMOTE_CACHE` | `cache.remote` | none                       |
 //! | remote mode  | `--remote-cache-mode` | `CBUILD_REMOTE_CACHE_MODE` | `cache.remote_mode` | `read-write` |
+//! | remote signing key | —      | `CBUILD_REMOTE_SIGNING_KEY` (a file) | — (never from the repository) | none: read-only |
+//! | remote trusted keys | —     | `CBUILD_REMOTE_TRUSTED_KEYS` | `cache.remote_trusted_keys` | none: unauthenticated |
+//! | Starlark steps | —          | `CBUILD_STARLARK_MAX_STEPS` | `build.starlark_max_steps` | 10000000 |
+//! | Starlark heap  | —          | `CBUILD_STARLARK_MAX_HEAP` | `build.starlark_max_heap` | `2GiB` |
+//! | Starlark call depth | —     | `CBUILD_STARLARK_MAX_DEPTH` | `build.starlark_max_depth` | 50 |
 
 use std::path::{Path, PathBuf};
 
@@ -29,6 +34,14 @@ pub struct Settings {
     pub quiet: bool,
     pub remote_cache: Option<String>,
     pub remote_mode: crate::remote::RemoteMode,
+    /// Private key file that signs remote-cache uploads (env only: a repository must not be able
+    /// to make a runner sign). Loaded when the remote cache is set up.
+    pub remote_signing_key: Option<PathBuf>,
+    /// Public keys whose signed remote-cache entries are accepted; empty: every entry is
+    /// accepted, unauthenticated.
+    pub remote_trusted_keys: Vec<crate::remote::PublicKey>,
+    /// Limits on evaluating each BUILD / .star file.
+    pub starlark_limits: crate::loading::EvalLimits,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -95,6 +108,31 @@ impl Settings {
         let remote_mode = mode
             .parse()
             .map_err(|_| Failure::user(format!("remote cache mode `{mode}` is not `read-write` or `read-only`")))?;
+        let remote_signing_key = env(crate::remote::SIGNING_KEY_ENV).map(PathBuf::from);
+        let remote_trusted_keys = match env(crate::remote::TRUSTED_KEYS_ENV) {
+            Some(list) => crate::remote::signing::parse_public_keys(&list)
+                .map_err(|e| Failure::user(format!("{}: {e}", crate::remote::TRUSTED_KEYS_ENV)))?,
+            None => {
+                let list = c.cache.remote_trusted_keys.clone().unwrap_or_default().join(",");
+                crate::remote::signing::parse_public_keys(&list)
+                    .map_err(|e| Failure::user(format!("`cache.remote_trusted_keys` in cbuild.toml: {e}")))?
+            }
+        };
+        let heap = match env("CBUILD_STARLARK_MAX_HEAP").map(|v| (v, "CBUILD_STARLARK_MAX_HEAP")) {
+            Some(v) => Some(v),
+            None => c.build.starlark_max_heap.clone().map(|v| (v, "`build.starlark_max_heap` in cbuild.toml")),
+        };
+        let heap = heap
+            .map(|(v, what)| {
+                crate::cache::parse_size(&v).map_err(|e| Failure::user(format!("{what} has an invalid value: {e}")))
+            })
+            .transpose()?;
+        let starlark_limits = crate::loading::EvalLimits::new(
+            env_parse("CBUILD_STARLARK_MAX_STEPS")?.or(c.build.starlark_max_steps),
+            heap,
+            env_parse("CBUILD_STARLARK_MAX_DEPTH")?.or(c.build.starlark_max_depth),
+        )
+        .map_err(Failure::user)?;
         Ok(Settings {
             workspace,
             cwd,
@@ -106,6 +144,9 @@ impl Settings {
             quiet: g.quiet,
             remote_cache,
             remote_mode,
+            remote_signing_key,
+            remote_trusted_keys,
+            starlark_limits,
         })
     }
 

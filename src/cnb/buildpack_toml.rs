@@ -95,7 +95,8 @@ pub struct BuildpackDescriptor {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct BuildpackInfo {
     pub id: String,
-    /// Not validated as semver: the lifecycle does not, and real buildpacks use `v1` etc. [!]
+    /// Not validated as semver: the lifecycle does not, and real buildpacks use `v1` etc. [!]; but
+    /// a single safe directory name ([`validate_version`]).
     pub version: String,
     pub name: Option<String>,
     pub homepage: Option<String>,
@@ -251,18 +252,85 @@ pub fn escape_id(id: &str) -> String {
     id.replace('/', "_")
 }
 
+/// Longest id (escaped) or version cbuild accepts: each becomes one directory name (`NAME_MAX`).
+const MAX_NAME: usize = 255;
+
+/// `s` for an error message: control characters (a hostile file may hold terminal escapes) are
+/// shown escaped; anything else as is.
+fn shown(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+}
+
 /// Checks a buildpack id: letters, digits, `.`, `/`, `-`, and not a reserved name.
 pub fn validate_id(id: &str) -> Result<(), String> {
+    check_id(id, "buildpack.id")
+}
+
+/// Buildpack API › buildpack.toml: the id has only letters, digits, `.`, `/` and `-` and is none of
+/// [`RESERVED_IDS`]. cbuild also refuses an empty, `.` or `..` part between slashes: the escaped id
+/// is a directory name (`/cnb/buildpacks/<escaped-id>/`, `<layers>/<escaped-id>/`). `field` names
+/// the TOML key in messages.
+fn check_id(id: &str, field: &str) -> Result<(), String> {
     if id.is_empty() {
-        return Err("`buildpack.id` is empty".into());
+        return Err(format!("`{field}` is empty"));
     }
     if let Some(c) = id.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '/' | '-'))) {
         return Err(format!(
-            "`buildpack.id` `{id}` contains `{c}`; only letters, digits, `.`, `/` and `-` are allowed"
+            "`{field}` `{}` contains `{}`; only letters, digits, `.`, `/` and `-` are allowed",
+            shown(id),
+            shown(&c.to_string())
         ));
     }
     if RESERVED_IDS.iter().any(|r| r.eq_ignore_ascii_case(id)) {
-        return Err(format!("`buildpack.id` `{id}` is reserved"));
+        return Err(format!("`{field}` `{id}` is reserved"));
+    }
+    if id.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+        return Err(format!(
+            "`{field}` `{id}` has an empty, `.` or `..` part between slashes; ids look like `acme/hello-world`"
+        ));
+    }
+    if id.len() > MAX_NAME {
+        return Err(format!("`{field}` is longer than {MAX_NAME} bytes"));
+    }
+    Ok(())
+}
+
+/// Checks a buildpack version. Its form is not enforced (the lifecycle does not, and real
+/// buildpacks use `v1`, `some_name_version`, `0.0.1-rc.1+build` [!]), but it is a directory name
+/// (`/cnb/buildpacks/<escaped-id>/<version>/`), so it must be one safe path component: not empty,
+/// no `/`, not `.` or `..`, no NUL or other control character, at most 255 bytes.
+pub fn validate_version(version: &str) -> Result<(), String> {
+    check_version(version, "buildpack.version")
+}
+
+fn check_version(v: &str, field: &str) -> Result<(), String> {
+    if v.is_empty() {
+        return Err(format!("`{field}` is empty"));
+    }
+    if let Some(c) = v.chars().find(|c| c.is_control()) {
+        return Err(format!("`{field}` `{}` contains the control character `{}`", shown(v), c.escape_default()));
+    }
+    if v.contains('/') {
+        return Err(format!(
+            "`{field}` `{v}` contains `/`; a version is one directory name (`/cnb/buildpacks/<id>/<version>`)"
+        ));
+    }
+    if v == "." || v == ".." {
+        return Err(format!("`{field}` `{v}` is not a version (`.` and `..` name directories)"));
+    }
+    if v.len() > MAX_NAME {
+        return Err(format!("`{field}` is longer than {MAX_NAME} bytes"));
+    }
+    Ok(())
+}
+
+/// Checks an `[[order.group]]` entry: its `id` like [`validate_id`]; its `version`, when given (a
+/// composite may leave it empty), like [`validate_version`]. For every parser of orders
+/// (buildpack.toml here, order.toml in `plan`).
+pub fn validate_ref(r: &BuildpackRef) -> Result<(), String> {
+    check_id(&r.id, "order.group.id")?;
+    if !r.version.is_empty() {
+        check_version(&r.version, "order.group.version")?;
     }
     Ok(())
 }
@@ -336,11 +404,12 @@ impl BuildpackDescriptor {
             raw.buildpack.ok_or_else(|| CnbError::invalid(Phase::Load, &where_, file, "missing `[buildpack]`"))?;
         let id = info.id.unwrap_or_default();
         let version = info.version.unwrap_or_default();
-        let name = format!("{id}@{version}");
+        let name = format!("{}@{}", shown(&id), shown(&version));
         validate_id(&id).map_err(|r| CnbError::invalid(Phase::Load, &name, file, r))?;
         if version.is_empty() {
             return Err(CnbError::invalid(Phase::Load, &name, file, "`buildpack.version` is missing"));
         }
+        validate_version(&version).map_err(|r| CnbError::invalid(Phase::Load, &name, file, r))?;
         let api_text = match &raw.api {
             Some(toml::Value::String(s)) => s.clone(),
             Some(other) => other.to_string(),
@@ -375,6 +444,7 @@ impl BuildpackDescriptor {
                 if r.id.is_empty() {
                     return Err(CnbError::invalid(Phase::Load, &name, file, "an `[[order.group]]` entry has no `id`"));
                 }
+                validate_ref(r).map_err(|reason| CnbError::invalid(Phase::Load, &name, file, reason))?;
             }
         }
         let targets = raw
@@ -552,6 +622,63 @@ x = 1
         }
         let t = SIMPLE.replace("version = \"0.0.2\"", "");
         assert!(parse(&t).unwrap_err().to_string().contains("version"));
+    }
+
+    #[test]
+    fn version_is_one_safe_directory_name() {
+        for v in ["1.2.3", "0.0.1-rc.1+build", "v1", "some_name_version", "1.0 beta", "...", "2024.01.01~x"] {
+            assert!(validate_version(v).is_ok(), "{v}");
+            let t = SIMPLE.replace("0.0.2", v);
+            assert_eq!(parse(&t).unwrap().info.version, v);
+        }
+        for v in ["1/../../x", "..", ".", "a/b", "/abs", "1\\u0000", "1\\n2", "1\\u001b[31m", ""] {
+            let t = SIMPLE.replace("\"0.0.2\"", &format!("\"{v}\""));
+            let e = parse(&t).unwrap_err();
+            let m = e.to_string();
+            assert!(m.contains("buildpack.version"), "{v}: {m}");
+            assert!(m.contains("/cnb/buildpacks/x/buildpack.toml"), "{v}: {m}");
+            assert!(!m.chars().any(|c| c.is_control()), "{v}: control characters reach the message: {m:?}");
+            assert_eq!(e.exit_code(), 12);
+        }
+        assert!(validate_version(&"1".repeat(256)).is_err());
+        assert!(validate_version(&"1".repeat(255)).is_ok());
+        let e = parse(&SIMPLE.replace("0.0.2", "1/../../x")).unwrap_err().to_string();
+        assert!(e.contains("`1/../../x` contains `/`"), "{e}");
+    }
+
+    #[test]
+    fn id_parts_are_directory_names() {
+        for ok in ["acme/hello-world", "io.buildpacks.x", "a", "a.b/c-d/e", "..."] {
+            assert!(validate_id(ok).is_ok(), "{ok}");
+        }
+        for bad in ["..", ".", "a/..", "../x", "/a", "a/", "a//b", "a/./b", "a\\u0000", "a\\u001b"] {
+            let t = SIMPLE.replace("acme/hello-world", bad);
+            let e = parse(&t).unwrap_err().to_string();
+            assert!(e.contains("buildpack.id"), "{bad}: {e}");
+            assert!(!e.chars().any(|c| c.is_control()), "{bad}: {e:?}");
+        }
+        assert!(validate_id(&"a".repeat(256)).is_err());
+    }
+
+    #[test]
+    fn order_group_refs_are_validated() {
+        let base = "api = \"0.7\"\n[buildpack]\nid = \"acme/meta\"\nversion = \"1\"\n[[order]]\n[[order.group]]\n";
+        assert!(parse(&format!("{base}id = \"acme/a\"\nversion = \"1.0.0\"\n")).is_ok());
+        assert!(parse(&format!("{base}id = \"acme/a\"\n")).is_ok(), "a composite may leave the version empty");
+        for (entry, field) in [
+            ("id = \"acme/a\"\nversion = \"../../x\"", "order.group.version"),
+            ("id = \"acme/a\"\nversion = \"..\"", "order.group.version"),
+            ("id = \"../..\"\nversion = \"1\"", "order.group.id"),
+            ("id = \"a b\"\nversion = \"1\"", "order.group.id"),
+            ("id = \"sbom\"\nversion = \"1\"", "order.group.id"),
+        ] {
+            let e = parse(&format!("{base}{entry}\n")).unwrap_err();
+            let m = e.to_string();
+            assert!(m.contains(field) && m.contains("/cnb/buildpacks/x/buildpack.toml"), "{entry}: {m}");
+            assert_eq!(e.exit_code(), 12);
+        }
+        assert!(validate_ref(&BuildpackRef::new("acme/a", "1/x")).is_err());
+        assert!(validate_ref(&BuildpackRef::new("acme/a", "")).is_ok());
     }
 
     #[test]

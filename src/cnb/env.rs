@@ -8,9 +8,70 @@ use std::path::Path;
 use super::buildpack_toml::{BuildpackApi, RunTarget, DEFAULT_EXEC_ENV};
 use super::env_files::{apply_action, read_dir_sorted};
 pub use super::env_files::{
-    apply_env_dir, apply_layer_env_dirs, apply_root_dirs, parse_env_file_name, EnvAction, EnvMap, BUILD_ROOT_DIRS,
-    LAUNCH_ROOT_DIRS,
+    apply_env_dir, apply_layer_env_dirs, apply_root_dirs, parse_env_file_name, EnvAction, EnvMap, EnvFs,
+    BUILD_ROOT_DIRS, LAUNCH_ROOT_DIRS,
 };
+use crate::fs::confined::{Kind, Root};
+
+/// Largest env file cbuild reads from a buildpack's layers (a value, not a payload).
+pub const MAX_ENV_FILE_BYTES: u64 = 1 << 20;
+
+/// Env dirs of a tree a buildpack wrote, read through [`Root`]: paths are given as the sandbox
+/// sees them (`<mount>/<rel>`, e.g. `/layers/acme_go/go/env`), so values that name layer dirs come
+/// out as sandbox paths. A symlink anywhere on the way is an error naming the file; nothing outside
+/// the tree is ever read.
+pub struct ConfinedEnvFs<'a> {
+    pub root: &'a Root,
+    /// Where `root` is mounted in the sandbox.
+    pub mount: &'a Path,
+}
+
+impl ConfinedEnvFs<'_> {
+    fn rel<'p>(&self, p: &'p Path) -> io::Result<&'p Path> {
+        p.strip_prefix(self.mount).map_err(|_| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("`{}` is not under `{}`", p.display(), self.mount.display()))
+        })
+    }
+}
+
+impl EnvFs for ConfinedEnvFs<'_> {
+    fn list(&self, dir: &Path) -> io::Result<Vec<(String, bool)>> {
+        let rel = self.rel(dir)?;
+        match self.root.meta(rel)? {
+            None => return Ok(Vec::new()),
+            Some(m) if m.kind == Kind::Dir => {}
+            Some(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("`{}` is not a directory (symlinks are not followed)", dir.display()),
+                ))
+            }
+        }
+        let mut out = Vec::new();
+        for n in self.root.read_dir(rel)? {
+            let is_dir = self.root.is_dir(&rel.join(&n))?;
+            out.push((n.to_string_lossy().into_owned(), is_dir));
+        }
+        Ok(out)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        let rel = self.rel(path)?;
+        self.root.read(rel, MAX_ENV_FILE_BYTES).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => e,
+            _ => io::Error::new(e.kind(), format!("env file `{}`: {e}", path.display())),
+        })
+    }
+    fn exists(&self, path: &Path) -> bool {
+        self.rel(path).ok().and_then(|r| self.root.meta(r).ok().flatten()).is_some()
+    }
+}
+
+/// [`apply_build_layer`] for a layer of a tree a buildpack wrote (see [`ConfinedEnvFs`]);
+/// `layer_dir` is the layer's sandbox path.
+pub fn apply_build_layer_confined(env: &mut EnvMap, fs: &ConfinedEnvFs<'_>, layer_dir: &Path) -> io::Result<()> {
+    super::env_files::apply_root_dirs_in(fs, env, layer_dir, &BUILD_ROOT_DIRS);
+    super::env_files::apply_layer_env_dirs_in(fs, env, layer_dir, "build", None)
+}
 
 /// Host variables that reach buildpacks (besides `*_PROXY`/`*_proxy`) [L].
 pub const INHERITED_VARS: [&str; 8] =

@@ -53,6 +53,34 @@ pub const BUILD_ROOT_DIRS: [(&str, &[&str]); 4] = [
 /// Root directories of a layer and the path variables they are prepended to at launch.
 pub const LAUNCH_ROOT_DIRS: [(&str, &[&str]); 2] = [("bin", &["PATH"]), ("lib", &["LD_LIBRARY_PATH"])];
 
+/// How env dirs are read. [`HostFs`] follows symlinks like the lifecycle inside its container (the
+/// launcher, in the image); cbuild reads a buildpack's `/layers` through a confined implementation
+/// instead (`crate::cnb::env::ConfinedEnvFs`), which never follows a symlink out of the tree.
+pub trait EnvFs {
+    /// Entries of `dir` sorted by name (Go `os.ReadDir` order), as (name, is_dir). A missing
+    /// directory has no entries.
+    fn list(&self, dir: &Path) -> io::Result<Vec<(String, bool)>>;
+    /// The contents of the file `path` (`NotFound` if it does not exist).
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>>;
+    /// Whether `path` exists.
+    fn exists(&self, path: &Path) -> bool;
+}
+
+/// The host file system as paths name it (symlinks followed).
+pub struct HostFs;
+
+impl EnvFs for HostFs {
+    fn list(&self, dir: &Path) -> io::Result<Vec<(String, bool)>> {
+        read_dir_sorted(dir)
+    }
+    fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
+        fs::read(path)
+    }
+    fn exists(&self, path: &Path) -> bool {
+        path.exists()
+    }
+}
+
 /// Entries of `dir` sorted by name (Go `os.ReadDir` order), as (name, is_dir following symlinks).
 /// A missing directory has no entries.
 pub fn read_dir_sorted(dir: &Path) -> io::Result<Vec<(String, bool)>> {
@@ -72,8 +100,12 @@ pub fn read_dir_sorted(dir: &Path) -> io::Result<Vec<(String, bool)>> {
     Ok(out)
 }
 
-fn delim(dir: &Path, name: &str) -> String {
-    fs::read(dir.join(format!("{name}.delim"))).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
+fn delim(fs: &impl EnvFs, dir: &Path, name: &str) -> io::Result<String> {
+    match fs.read(&dir.join(format!("{name}.delim"))) {
+        Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(e) => Err(e),
+    }
 }
 
 /// Applies one modification; the delimiter is used only when both sides are non-empty.
@@ -94,7 +126,17 @@ pub fn apply_action(env: &mut EnvMap, name: &str, action: EnvAction, value: &str
 /// Applies the files of one env directory whose action `keep` accepts, in file-name order.
 /// Contents are used verbatim (no trimming). Directories are skipped.
 pub fn apply_env_dir_where(env: &mut EnvMap, dir: &Path, keep: impl Fn(EnvAction) -> bool) -> io::Result<()> {
-    for (file, is_dir) in read_dir_sorted(dir)? {
+    apply_env_dir_where_in(&HostFs, env, dir, keep)
+}
+
+/// [`apply_env_dir_where`] reading through `fs`.
+pub fn apply_env_dir_where_in(
+    fs: &impl EnvFs,
+    env: &mut EnvMap,
+    dir: &Path,
+    keep: impl Fn(EnvAction) -> bool,
+) -> io::Result<()> {
+    for (file, is_dir) in fs.list(dir)? {
         if is_dir {
             continue;
         }
@@ -104,9 +146,9 @@ pub fn apply_env_dir_where(env: &mut EnvMap, dir: &Path, keep: impl Fn(EnvAction
         if !keep(action) {
             continue;
         }
-        let value = String::from_utf8_lossy(&fs::read(dir.join(&file))?).into_owned();
+        let value = String::from_utf8_lossy(&fs.read(&dir.join(&file))?).into_owned();
         let d = match action {
-            EnvAction::Append | EnvAction::Prepend => delim(dir, name),
+            EnvAction::Append | EnvAction::Prepend => delim(fs, dir, name)?,
             _ => String::new(),
         };
         apply_action(env, name, action, &value, &d);
@@ -125,15 +167,26 @@ pub fn apply_env_dir(env: &mut EnvMap, dir: &Path) -> io::Result<()> {
 /// The lifecycle applies every action in forward order; the two differ only when one variable has
 /// `.prepend`/`.default` files in more than one of these directories of the same layer.
 pub fn apply_layer_env_dirs(env: &mut EnvMap, layer_dir: &Path, phase: &str, process: Option<&str>) -> io::Result<()> {
+    apply_layer_env_dirs_in(&HostFs, env, layer_dir, phase, process)
+}
+
+/// [`apply_layer_env_dirs`] reading through `fs`.
+pub fn apply_layer_env_dirs_in(
+    fs: &impl EnvFs,
+    env: &mut EnvMap,
+    layer_dir: &Path,
+    phase: &str,
+    process: Option<&str>,
+) -> io::Result<()> {
     let mut dirs = vec![layer_dir.join("env"), layer_dir.join(format!("env.{phase}"))];
     if let Some(p) = process.filter(|p| !p.is_empty() && phase == "launch") {
         dirs.push(layer_dir.join("env.launch").join(p));
     }
     for d in &dirs {
-        apply_env_dir_where(env, d, |a| matches!(a, EnvAction::Override | EnvAction::Append))?;
+        apply_env_dir_where_in(fs, env, d, |a| matches!(a, EnvAction::Override | EnvAction::Append))?;
     }
     for d in dirs.iter().rev() {
-        apply_env_dir_where(env, d, |a| matches!(a, EnvAction::Prepend | EnvAction::Default))?;
+        apply_env_dir_where_in(fs, env, d, |a| matches!(a, EnvAction::Prepend | EnvAction::Default))?;
     }
     Ok(())
 }
@@ -141,9 +194,14 @@ pub fn apply_layer_env_dirs(env: &mut EnvMap, layer_dir: &Path, phase: &str, pro
 /// Prepends `<layer>/<dir>` to the variables of `map` for each root dir that exists, `:` between
 /// (lifecycle `AddRootDir`).
 pub fn apply_root_dirs(env: &mut EnvMap, layer_dir: &Path, map: &[(&str, &[&str])]) {
+    apply_root_dirs_in(&HostFs, env, layer_dir, map)
+}
+
+/// [`apply_root_dirs`] checking existence through `fs`.
+pub fn apply_root_dirs_in(fs: &impl EnvFs, env: &mut EnvMap, layer_dir: &Path, map: &[(&str, &[&str])]) {
     for (dir, vars) in map {
         let child = layer_dir.join(dir);
-        if !child.exists() {
+        if !fs.exists(&child) {
             continue;
         }
         let child = child.to_string_lossy().into_owned();

@@ -22,13 +22,32 @@
 //!   ([`check_available`] tests this and says how to fix it).
 //!
 //! When cbuild does not run as root, the sandbox user maps to the caller's own uid/gid.
+//!
+//! # Hardening and limits
+//!
+//! * **Nothing secret on a command line.** `/proc/<pid>/cmdline` is world-readable, so bwrap's
+//!   options (host paths of the mounts, `--setenv` names and values) travel through a sealed memfd
+//!   read with `--args`; only `bwrap --args 3 -- <argv>` stays visible. bubblewrap 0.8 cannot take
+//!   the command itself from `--args`, and the command's own `/proc/<pid>/cmdline` shows its argv
+//!   anyway: secrets belong in `env` (or a file), never in `argv`.
+//! * **A seccomp filter** ([`seccomp_program`], on unless [`SandboxSpec::seccomp`] is `false`),
+//!   modelled on Flatpak's: new namespaces, mounts, keyrings, BPF, perf, kexec, modules, swap,
+//!   reboot, `TIOCSTI`/`TIOCLINUX` and odd personalities fail with `EPERM`, `clone3` and the new
+//!   mount API with `ENOSYS`, foreign-architecture system calls kill the process. bwrap's
+//!   `--disable-userns` closes user namespaces a second way.
+//! * **Limits** with defaults ([`DEFAULT_TIMEOUT`], [`DEFAULT_MAX_PROCESSES`],
+//!   [`DEFAULT_MAX_OUTPUT_BYTES`], [`DEFAULT_MAX_FILE_SIZE`]) set by [`SandboxSpec::new`]; `None`
+//!   disables one. [`SandboxOutcome::failure_message`] says which one ended a run.
 
 use std::collections::BTreeMap;
-use std::ffi::{OsStr, OsString};
-use std::io;
-use std::os::unix::process::ExitStatusExt;
+use std::ffi::{CStr, OsStr, OsString};
+use std::io::{self, Seek, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Component, Path, PathBuf};
 use std::process::Stdio;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncReadExt};
@@ -44,6 +63,35 @@ pub const OVERFLOW_ID: u32 = 65534;
 
 /// Longest line handed to the output callback; longer runs are split (binary output, progress bars).
 pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// Wall-clock limit of one sandboxed run unless the caller sets another ([`SandboxSpec::timeout`]):
+/// far above a large compile in one buildpack phase or genrule, but a hung action (a test waiting
+/// on the network, a prompt nobody answers) no longer holds a CI host until someone notices.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60 * 60);
+
+/// Default number of processes *and threads* a sandbox may add ([`SandboxSpec::max_processes`]).
+/// It becomes `RLIMIT_NPROC`, which the kernel counts per real host uid across the whole host (every
+/// sandbox running as that uid, and, when cbuild is not root, every other process of the user), so
+/// the limit is set to what that uid already runs plus this. Generous: `make -j64`, or a JVM with
+/// hundreds of threads, fits many times over, while a fork bomb stops at a few thousand tasks
+/// instead of exhausting the host's pids and memory.
+pub const DEFAULT_MAX_PROCESSES: u64 = 4096;
+
+/// Default limit of stdout and stderr together per run ([`SandboxSpec::max_output_bytes`]): a
+/// hundred times a verbose build log, small enough that a runaway `yes` cannot fill the memory or
+/// disk of whatever collects the log. Past it the sandbox is killed.
+pub const DEFAULT_MAX_OUTPUT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Default `RLIMIT_FSIZE` ([`SandboxSpec::max_file_size`]): the largest file a sandboxed process
+/// may write (a bigger write kills it with `SIGXFSZ`). Above any real artifact or layer; it stops a
+/// single runaway file from filling the build disk or a tmpfs `/tmp`.
+pub const DEFAULT_MAX_FILE_SIZE: u64 = 16 * 1024 * 1024 * 1024;
+
+/// The fd from which bwrap reads its options (`--args`), as numbered in the bwrap process.
+const ARGS_FD: RawFd = 3;
+
+/// The fd from which bwrap reads the seccomp program (`--seccomp`), as numbered in the bwrap process.
+const SECCOMP_FD: RawFd = 4;
 
 /// The host directories [`RootFs::Host`] exposes read-only (where they exist).
 const HOST_ROOT_ENTRIES: &[&str] = &["usr", "bin", "lib", "lib64", "sbin", "etc"];
@@ -87,9 +135,11 @@ impl Mount {
 
 /// Everything a sandboxed process gets; nothing else from the host leaks in.
 ///
-/// Always added: a tmpfs at `/tmp`, fresh `/proc` and `/dev`, new user/pid/ipc/uts/cgroup
-/// namespaces, a new session (no controlling terminal, so no `TIOCSTI` injection), no
-/// capabilities, hostname [`HOSTNAME`], stdin from `/dev/null`, and death with the caller.
+/// Always added: a `/tmp` (a fresh tmpfs unless [`SandboxSpec::tmp`] names a host dir), fresh
+/// `/proc` and `/dev`, new user/pid/ipc/uts/cgroup namespaces, a new session (no controlling
+/// terminal, so no `TIOCSTI` injection), no capabilities, hostname [`HOSTNAME`], stdin from
+/// `/dev/null`, and death with the caller. [`SandboxSpec::new`] turns on the seccomp filter and
+/// every limit at its default.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SandboxSpec {
     /// The read-only root file system.
@@ -109,13 +159,34 @@ pub struct SandboxSpec {
     pub gid: u32,
     /// `false` gives the sandbox its own network namespace with only a loopback interface.
     pub network: bool,
-    /// Kill the whole sandbox after this long.
+    /// Kill the whole sandbox after this long ([`SandboxOutcome::timed_out`]); `None`: no limit.
+    /// [`SandboxSpec::new`] sets [`DEFAULT_TIMEOUT`].
     pub timeout: Option<Duration>,
+    /// How many processes and threads the sandbox may add to those its host uid already runs
+    /// (`RLIMIT_NPROC`, see [`DEFAULT_MAX_PROCESSES`]); past it `fork` and `clone` fail with
+    /// `EAGAIN` ("Resource temporarily unavailable"). `None`: cbuild's own limit.
+    pub max_processes: Option<u64>,
+    /// Kill the sandbox once its stdout and stderr together exceed this many bytes
+    /// ([`SandboxOutcome::output_limit_exceeded`]); `None`: no limit.
+    pub max_output_bytes: Option<u64>,
+    /// The largest file a sandboxed process may write (`RLIMIT_FSIZE`; a larger write kills the
+    /// writer with `SIGXFSZ`); `None`: cbuild's own limit.
+    pub max_file_size: Option<u64>,
+    /// Install the seccomp filter ([`seccomp_program`]) and forbid nested user namespaces
+    /// (bwrap's `--disable-userns`). On by default; turn it off only to debug a build that
+    /// needs a forbidden system call.
+    pub seccomp: bool,
+    /// A host directory bind-mounted writable at `/tmp` instead of a fresh tmpfs, so that a build
+    /// writing much to `/tmp` uses disk rather than memory and several sandboxes of one build can
+    /// share it (as the CNB lifecycle shares `/tmp` within one build container). Like a writable
+    /// mount source it must be writable by [`host_ids`]`(uid, gid)`.
+    pub tmp: Option<PathBuf>,
 }
 
 impl SandboxSpec {
     /// A spec running `argv` in `/` as `nobody` (65534:65534), with no mounts, an empty env, no
-    /// network and no timeout.
+    /// network, a tmpfs `/tmp`, the seccomp filter, and the default limits ([`DEFAULT_TIMEOUT`],
+    /// [`DEFAULT_MAX_PROCESSES`], [`DEFAULT_MAX_OUTPUT_BYTES`], [`DEFAULT_MAX_FILE_SIZE`]).
     pub fn new(root: RootFs, argv: Vec<String>) -> Self {
         SandboxSpec {
             root,
@@ -126,7 +197,12 @@ impl SandboxSpec {
             uid: OVERFLOW_ID,
             gid: OVERFLOW_ID,
             network: false,
-            timeout: None,
+            timeout: Some(DEFAULT_TIMEOUT),
+            max_processes: Some(DEFAULT_MAX_PROCESSES),
+            max_output_bytes: Some(DEFAULT_MAX_OUTPUT_BYTES),
+            max_file_size: Some(DEFAULT_MAX_FILE_SIZE),
+            seccomp: true,
+            tmp: None,
         }
     }
 }
@@ -159,15 +235,84 @@ pub struct SandboxOutcome {
     pub signal: Option<i32>,
     /// Whether [`SandboxSpec::timeout`] expired (the sandbox was then killed).
     pub timed_out: bool,
+    /// Whether stdout and stderr together exceeded [`SandboxSpec::max_output_bytes`] (the sandbox
+    /// was then killed, and output past the limit dropped).
+    pub output_limit_exceeded: bool,
+    /// Bytes read from stdout and stderr together.
+    pub output_bytes: u64,
     /// Wall-clock time from spawn to exit.
     pub duration: Duration,
 }
 
 impl SandboxOutcome {
-    /// Exit code 0 within the time limit.
+    /// Exit code 0 within the time and output limits.
     pub fn success(&self) -> bool {
-        self.exit_code == Some(0) && !self.timed_out
+        self.exit_code == Some(0) && !self.timed_out && !self.output_limit_exceeded
     }
+
+    /// Why the run failed, as a phrase to put after "the command" or "buildpack `x`" (e.g. "timed
+    /// out: killed after running longer than its time limit of 1h"); `None` after [`success`].
+    /// `spec` is the spec that ran (for the limits it names).
+    ///
+    /// [`success`]: SandboxOutcome::success
+    pub fn failure_message(&self, spec: &SandboxSpec) -> Option<String> {
+        if self.success() {
+            return None;
+        }
+        let limit = |bytes: Option<u64>| bytes.map_or_else(|| "?".to_owned(), human_bytes);
+        if self.timed_out {
+            let time = spec.timeout.map_or_else(|| "?".to_owned(), human_duration);
+            return Some(format!("timed out: killed after running longer than its time limit of {time}"));
+        }
+        if self.output_limit_exceeded {
+            return Some(format!(
+                "was killed: its output (stdout and stderr together) exceeded the limit of {}",
+                limit(spec.max_output_bytes)
+            ));
+        }
+        Some(match (self.exit_code, self.signal) {
+            // bwrap's pid 1 reports a command killed by signal N as 128 + N; a shell does the same.
+            (Some(code), _) if code - 128 == libc::SIGXFSZ => format!(
+                "exited with status {code}: a process was killed by SIGXFSZ for writing a file larger \
+                 than the limit of {}",
+                limit(spec.max_file_size)
+            ),
+            (Some(code), _) if code - 128 == libc::SIGSYS => format!(
+                "exited with status {code}: a process was killed by SIGSYS for a system call the \
+                 sandbox's seccomp filter forbids (one of a foreign architecture)"
+            ),
+            (Some(code), _) if code > 128 && code - 128 < 65 => {
+                format!("exited with status {code} (a process was killed by signal {})", code - 128)
+            }
+            (Some(code), _) => format!("exited with status {code}"),
+            (None, Some(signal)) => format!("was killed by signal {signal}"),
+            (None, None) => "failed".to_owned(),
+        })
+    }
+}
+
+/// `1h`, `90s`, `2min`, `1500ms`: the shortest exact form.
+fn human_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_nanos() != 0 || secs == 0 {
+        format!("{}ms", d.as_millis())
+    } else if secs % 3600 == 0 {
+        format!("{}h", secs / 3600)
+    } else if secs % 60 == 0 {
+        format!("{}min", secs / 60)
+    } else {
+        format!("{secs}s")
+    }
+}
+
+/// `64 MiB`, `16 GiB`, `1000 bytes`: the largest exact binary unit.
+fn human_bytes(bytes: u64) -> String {
+    for (unit, size) in [("GiB", 1u64 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)] {
+        if bytes >= size && bytes % size == 0 {
+            return format!("{} {unit}", bytes / size);
+        }
+    }
+    format!("{bytes} bytes")
 }
 
 /// Why a sandbox could not be set up or run (a command that runs and fails is an `Ok` outcome).
@@ -228,6 +373,11 @@ pub enum SandboxError {
         /// What to check.
         hint: String,
     },
+    /// The seccomp filter cannot be built here (an architecture it does not know).
+    #[error(
+        "cannot build the sandbox's seccomp filter: {0}\nhint: cbuild filters system calls on x86_64 and aarch64 only"
+    )]
+    Seccomp(String),
     /// Reading output or waiting for the sandbox failed.
     #[error("i/o error while running `{argv0}` in the sandbox")]
     Io {
@@ -253,19 +403,13 @@ pub fn host_ids(uid: u32, gid: u32) -> (u32, u32) {
 }
 
 /// Checks that bubblewrap is installed and can build a sandbox here (it runs `true` in a
-/// [`RootFs::Host`] sandbox exactly as [`run`] would). Blocking; call it once at startup.
+/// [`RootFs::Host`] sandbox exactly as [`run`] would, seccomp filter and limits included).
+/// Blocking; call it once at startup.
 pub fn check_available() -> Result<(), SandboxError> {
-    let bwrap = bwrap_path().ok_or(SandboxError::NotInstalled)?;
     let mut spec = SandboxSpec::new(RootFs::Host, vec!["true".to_owned()]);
     spec.env.insert("PATH".to_owned(), "/usr/bin:/bin".to_owned());
-    let args = bwrap_args(&spec)?;
-    let mut cmd = std::process::Command::new(&bwrap);
-    cmd.args(&args).env_clear().stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    if is_root() {
-        use std::os::unix::process::CommandExt;
-        let (uid, gid) = host_ids(spec.uid, spec.gid);
-        cmd.uid(uid).gid(gid);
-    }
+    let (bwrap, mut cmd) = bwrap_command(&spec)?;
+    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
     let out = cmd.output().map_err(|source| SandboxError::Spawn { path: bwrap.clone(), source })?;
     if out.status.success() {
         return Ok(());
@@ -281,34 +425,28 @@ pub fn check_available() -> Result<(), SandboxError> {
 /// Dropping the returned future kills the sandbox and every process in it: bwrap is spawned with
 /// `kill_on_drop`, its pid-1 child dies with it (`--die-with-parent`), and the kernel kills the rest
 /// of the pid namespace with its pid 1. The same happens when the command exits while background
-/// processes (even double-forked daemons) are still running, and on timeout.
+/// processes (even double-forked daemons) are still running, on timeout, and once the output
+/// exceeds [`SandboxSpec::max_output_bytes`].
 ///
 /// `--die-with-parent` ties bwrap to the spawning *thread*: poll this future on a tokio worker
 /// thread (which lives as long as the runtime), not from a short-lived blocking-pool thread.
 pub async fn run(spec: &SandboxSpec, mut output: impl FnMut(OutputLine)) -> Result<SandboxOutcome, SandboxError> {
-    let bwrap = bwrap_path().ok_or(SandboxError::NotInstalled)?;
-    let args = bwrap_args(spec)?;
+    let (bwrap, std_cmd) = bwrap_command(spec)?;
     let argv0 = spec.argv[0].clone();
     let io_err = |source| SandboxError::Io { argv0: argv0.clone(), source };
 
-    let mut cmd = tokio::process::Command::new(&bwrap);
-    cmd.args(&args)
-        // bwrap itself runs on the host: nothing of the spec's env (LD_PRELOAD…) may reach it; the
-        // command's env travels as `--setenv` after `--clearenv`.
-        .env_clear()
-        .stdin(Stdio::null())
+    let mut cmd = tokio::process::Command::from(std_cmd);
+    cmd.stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         // A terminal's Ctrl-C goes to cbuild alone, which cancels (drops) this future.
         .process_group(0);
-    if is_root() {
-        // std also clears supplementary groups (setgroups(0)) when root sets a uid.
-        let (uid, gid) = host_ids(spec.uid, spec.gid);
-        cmd.uid(uid).gid(gid);
-    }
     let start = Instant::now();
-    let mut child = cmd.spawn().map_err(|source| SandboxError::Spawn { path: bwrap.clone(), source })?;
+    let spawned = cmd.spawn();
+    // The child has its copies of the memfds; the command (whose pre_exec hook owns ours) can go.
+    drop(cmd);
+    let mut child = spawned.map_err(|source| SandboxError::Spawn { path: bwrap.clone(), source })?;
     let mut stdout = LineReader::new(child.stdout.take().expect("stdout is piped"));
     let mut stderr = LineReader::new(child.stderr.take().expect("stderr is piped"));
 
@@ -321,27 +459,44 @@ pub async fn run(spec: &SandboxSpec, mut output: impl FnMut(OutputLine)) -> Resu
         output(OutputLine { stream, text });
     };
 
+    let limit = spec.max_output_bytes;
+    // `None`: the output limit was reached while the sandbox still runs.
     let work = async {
-        pump(&mut stdout, &mut stderr, &mut emit).await?;
-        child.wait().await
+        if pump(&mut stdout, &mut stderr, limit, &mut emit).await? == Pumped::OverLimit {
+            return Ok(None);
+        }
+        child.wait().await.map(Some)
     };
-    let finished = match spec.timeout {
-        Some(limit) => tokio::time::timeout(limit, work).await.ok(),
-        None => Some(work.await),
+    let (finished, timed_out) = match spec.timeout {
+        Some(time) => match tokio::time::timeout(time, work).await {
+            Ok(finished) => (finished.map_err(io_err)?, false),
+            Err(_) => (None, true),
+        },
+        None => (work.await.map_err(io_err)?, false),
     };
-    let (status, timed_out) = match finished {
-        Some(status) => (status.map_err(io_err)?, false),
+    let output_limit_exceeded = finished.is_none() && !timed_out;
+    let status = match finished {
+        Some(status) => status,
         None => {
             // Killing bwrap kills its pid 1 (`--die-with-parent`) and with it the namespace.
             let _ = child.start_kill();
             let status = child.wait().await.map_err(io_err)?;
-            // Keep what was written before the kill; the pipes close once the namespace is gone.
-            let _ = tokio::time::timeout(Duration::from_secs(2), pump(&mut stdout, &mut stderr, &mut emit)).await;
-            (status, true)
+            if timed_out {
+                // Keep what was written before the kill; the pipes close once the namespace is gone.
+                let drain = pump(&mut stdout, &mut stderr, limit, &mut emit);
+                let _ = tokio::time::timeout(Duration::from_secs(2), drain).await;
+            }
+            status
         }
     };
-    let outcome =
-        SandboxOutcome { exit_code: status.code(), signal: status.signal(), timed_out, duration: start.elapsed() };
+    let outcome = SandboxOutcome {
+        exit_code: status.code(),
+        signal: status.signal(),
+        timed_out,
+        output_limit_exceeded,
+        output_bytes: stdout.total + stderr.total,
+        duration: start.elapsed(),
+    };
     // bwrap reports its own setup failures as "bwrap: …" and exit code 1 before the command runs.
     if outcome.exit_code == Some(1) {
         if let Some(message) = last_stderr.and_then(|l| l.strip_prefix("bwrap: ").map(str::to_owned)) {
@@ -356,14 +511,26 @@ pub async fn run(spec: &SandboxSpec, mut output: impl FnMut(OutputLine)) -> Resu
     Ok(outcome)
 }
 
-/// The bwrap arguments for `spec` (everything after the program name). Validates the spec and
-/// lists [`RootFs::Dir`]; useful for `--explain`-style output and for tests.
+/// The bwrap arguments for `spec` (everything after the program name), as bwrap sees them.
+/// Validates the spec and lists [`RootFs::Dir`]; useful for `--explain`-style output and for tests.
+///
+/// Only the trailing `--` and the command's argv are passed on bwrap's command line; everything
+/// before travels through a memfd (`--args`), and `--seccomp 4` names the fd of the filter.
 pub fn bwrap_args(spec: &SandboxSpec) -> Result<Vec<OsString>, SandboxError> {
+    let mut args = bwrap_options(spec)?;
+    args.push("--".into());
+    args.extend(spec.argv.iter().map(OsString::from));
+    Ok(args)
+}
+
+/// bwrap's options for `spec`: [`bwrap_args`] without the trailing `--` and argv.
+fn bwrap_options(spec: &SandboxSpec) -> Result<Vec<OsString>, SandboxError> {
     validate(spec)?;
     let mut args: Vec<OsString> = Vec::new();
     let mut push = |items: &[&OsStr]| args.extend(items.iter().map(|s| s.to_os_string()));
     let uid = spec.uid.to_string();
     let gid = spec.gid.to_string();
+    let seccomp_fd = SECCOMP_FD.to_string();
     push(&[
         "--die-with-parent".as_ref(),
         "--new-session".as_ref(),
@@ -375,6 +542,11 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Result<Vec<OsString>, SandboxError> {
     ]);
     if !spec.network {
         push(&["--unshare-net".as_ref()]);
+    }
+    if spec.seccomp {
+        // --disable-userns: user namespaces are closed by the filter and, independently, by a
+        // nested namespace whose user.max_user_namespaces is 0.
+        push(&["--disable-userns".as_ref(), "--seccomp".as_ref(), seccomp_fd.as_ref()]);
     }
     push(&[
         "--uid".as_ref(),
@@ -400,23 +572,296 @@ pub fn bwrap_args(spec: &SandboxSpec) -> Result<Vec<OsString>, SandboxError> {
             EntryKind::Bind(src) => push(&["--ro-bind".as_ref(), src.as_ref(), dst.as_ref()]),
         }
     }
-    push(&[
-        "--proc".as_ref(),
-        "/proc".as_ref(),
-        "--dev".as_ref(),
-        "/dev".as_ref(),
-        "--tmpfs".as_ref(),
-        "/tmp".as_ref(),
-    ]);
+    push(&["--proc".as_ref(), "/proc".as_ref(), "--dev".as_ref(), "/dev".as_ref()]);
+    match &spec.tmp {
+        Some(dir) => push(&["--bind".as_ref(), dir.as_ref(), "/tmp".as_ref()]),
+        None => push(&["--tmpfs".as_ref(), "/tmp".as_ref()]),
+    }
     let mut mounts: Vec<&Mount> = spec.mounts.iter().collect();
     mounts.sort_by_key(|m| Path::new(&m.dst).components().count());
     for m in mounts {
         let flag = if m.writable { "--bind" } else { "--ro-bind" };
         push(&[flag.as_ref(), m.src.as_ref(), m.dst.as_ref()]);
     }
-    push(&["--remount-ro".as_ref(), "/".as_ref(), "--chdir".as_ref(), spec.cwd.as_ref(), "--".as_ref()]);
-    args.extend(spec.argv.iter().map(OsString::from));
+    push(&["--remount-ro".as_ref(), "/".as_ref(), "--chdir".as_ref(), spec.cwd.as_ref()]);
     Ok(args)
+}
+
+/// The bwrap command for `spec`, stdio left to the caller: `bwrap --args 3 -- <argv>`, with the
+/// options in a sealed memfd at fd 3 and the seccomp program in one at fd 4, the sandbox's host
+/// uid/gid when cbuild is root, an empty environment, and `RLIMIT_NPROC`/`RLIMIT_FSIZE` set
+/// before bwrap starts (so they bind bwrap and everything in the sandbox).
+fn bwrap_command(spec: &SandboxSpec) -> Result<(PathBuf, std::process::Command), SandboxError> {
+    let bwrap = bwrap_path().ok_or(SandboxError::NotInstalled)?;
+    let options = bwrap_options(spec)?;
+    let mut data = Vec::new();
+    for option in &options {
+        let bytes = option.as_bytes();
+        // NUL separates the options: one inside an option would split it into two (an injection).
+        if bytes.contains(&0) {
+            return Err(SandboxError::InvalidSpec(format!("`{}` contains a NUL byte", option.to_string_lossy())));
+        }
+        data.extend_from_slice(bytes);
+        data.push(0);
+    }
+    let spawn_err = |source| SandboxError::Spawn { path: bwrap.clone(), source };
+    let args_fd = sealed_memfd(c"cbuild-bwrap-args", &data).map_err(spawn_err)?;
+    let seccomp_fd = match spec.seccomp {
+        true => Some(sealed_memfd(c"cbuild-seccomp", seccomp_program()?).map_err(spawn_err)?),
+        false => None,
+    };
+    let (uid, gid) = host_ids(spec.uid, spec.gid);
+    let nproc = spec.max_processes.map(|max| max.saturating_add(tasks_of(uid)));
+    let rlimits = [(libc::RLIMIT_NPROC, nproc), (libc::RLIMIT_FSIZE, spec.max_file_size)];
+
+    let mut cmd = std::process::Command::new(&bwrap);
+    cmd.arg("--args")
+        .arg(ARGS_FD.to_string())
+        .arg("--")
+        .args(&spec.argv)
+        // bwrap itself runs on the host: nothing of cbuild's env (LD_PRELOAD…) may reach it; the
+        // command's env travels as `--setenv` after `--clearenv`.
+        .env_clear();
+    if is_root() {
+        // std also clears supplementary groups (setgroups(0)) when root sets a uid.
+        cmd.uid(uid).gid(gid);
+    }
+    // SAFETY: the hook runs in the forked child before exec (after std switched uid/gid) and
+    // makes only async-signal-safe system calls (fcntl, dup2, getrlimit, setrlimit); it neither
+    // allocates nor takes locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Copy both memfds above the target numbers first (the originals may sit at 3 or 4),
+            // then onto 3 and 4. The copies are close-on-exec; dup2's targets are not, so bwrap
+            // inherits exactly these two.
+            let high = |fd: RawFd| cvt(libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 10));
+            let args = high(args_fd.as_raw_fd())?;
+            let seccomp = match &seccomp_fd {
+                Some(fd) => Some(high(fd.as_raw_fd())?),
+                None => None,
+            };
+            cvt(libc::dup2(args, ARGS_FD))?;
+            if let Some(fd) = seccomp {
+                cvt(libc::dup2(fd, SECCOMP_FD))?;
+            }
+            for (resource, limit) in rlimits {
+                let Some(limit) = limit else { continue };
+                let mut old = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                cvt(libc::getrlimit(resource, &mut old))?;
+                // Hard limit too, so that nothing in the sandbox can raise it back.
+                let new = limit.min(old.rlim_max);
+                cvt(libc::setrlimit(resource, &libc::rlimit { rlim_cur: new, rlim_max: new }))?;
+            }
+            Ok(())
+        });
+    }
+    Ok((bwrap, cmd))
+}
+
+fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A close-on-exec memfd holding `data`, positioned at its start and sealed against any change.
+fn sealed_memfd(name: &CStr, data: &[u8]) -> io::Result<OwnedFd> {
+    // SAFETY: `name` is NUL-terminated; the returned fd is checked and then owned.
+    let fd = cvt(unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) })?;
+    // SAFETY: `fd` is a fresh descriptor nothing else owns.
+    let mut file = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    file.write_all(data)?;
+    file.rewind()?;
+    let seals = libc::F_SEAL_SEAL | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_WRITE;
+    // SAFETY: plain fcntl on a descriptor we own.
+    cvt(unsafe { libc::fcntl(file.as_raw_fd(), libc::F_ADD_SEALS, seals) })?;
+    Ok(file.into())
+}
+
+/// How many tasks (processes and threads: `RLIMIT_NPROC` counts both) host uid `uid` runs now,
+/// by real uid as the kernel counts them; 0 where `/proc` does not tell.
+fn tasks_of(uid: u32) -> u64 {
+    let Ok(entries) = std::fs::read_dir("/proc") else { return 0 };
+    let mut tasks = 0;
+    for entry in entries.flatten() {
+        if !entry.file_name().as_bytes().iter().all(u8::is_ascii_digit) {
+            continue;
+        }
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        let (mut real_uid, mut threads) = (None, 0);
+        for line in status.lines() {
+            if let Some(ids) = line.strip_prefix("Uid:") {
+                real_uid = ids.split_whitespace().next().and_then(|id| id.parse::<u32>().ok());
+            } else if let Some(n) = line.strip_prefix("Threads:") {
+                threads = n.trim().parse().unwrap_or(1);
+            }
+        }
+        if real_uid == Some(uid) {
+            tasks += threads;
+        }
+    }
+    tasks
+}
+
+/// The compiled seccomp filter every sandbox gets by default (`bwrap --seccomp`): classic BPF, an
+/// array of `struct sock_filter` in native byte order. Modelled on Flatpak's filter:
+///
+/// * `EPERM`: `unshare`, `setns`, `clone` with any `CLONE_NEW*` flag, `mount`, `umount2`,
+///   `pivot_root`, `chroot`; `keyctl`, `add_key`, `request_key`; `bpf`, `perf_event_open`,
+///   `userfaultfd`; `kexec_load`, `kexec_file_load`, `init_module`, `finit_module`,
+///   `delete_module`; `open_by_handle_at`, `name_to_handle_at`; `swapon`, `swapoff`, `reboot`,
+///   `acct`, `quotactl`, `quotactl_fd`, `syslog`, `uselib`; `ioctl` `TIOCSTI` and `TIOCLINUX`
+///   (terminal input injection); `personality` other than Linux, Linux32, uname26 and the query;
+/// * `ENOSYS` (so that libc falls back to `clone`, whose flags the filter can see): `clone3`, and
+///   the new mount API (`open_tree`, `open_tree_attr`, `move_mount`, `fsopen`, `fsconfig`,
+///   `fsmount`, `fspick`, `mount_setattr`), and x32 system calls;
+/// * kill the process (`SIGSYS`): any system call of another architecture (i386 on x86_64,
+///   arm32 on aarch64), whose numbers the filter would misread.
+///
+/// Not filtered: `ptrace` (sanitizers and debuggers in tests need it; the sandbox can only trace
+/// its own processes), NUMA calls, `io_uring`.
+pub fn seccomp_program() -> Result<&'static [u8], SandboxError> {
+    static PROGRAM: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    PROGRAM.get_or_init(compile_seccomp).as_deref().map_err(|e| SandboxError::Seccomp(e.clone()))
+}
+
+/// System calls that always fail with `EPERM`.
+const DENIED_SYSCALLS: &[libc::c_long] = &[
+    libc::SYS_unshare,
+    libc::SYS_setns,
+    libc::SYS_mount,
+    libc::SYS_umount2,
+    libc::SYS_pivot_root,
+    libc::SYS_chroot,
+    libc::SYS_keyctl,
+    libc::SYS_add_key,
+    libc::SYS_request_key,
+    libc::SYS_bpf,
+    libc::SYS_perf_event_open,
+    libc::SYS_userfaultfd,
+    libc::SYS_kexec_load,
+    libc::SYS_kexec_file_load,
+    libc::SYS_init_module,
+    libc::SYS_finit_module,
+    libc::SYS_delete_module,
+    libc::SYS_open_by_handle_at,
+    libc::SYS_name_to_handle_at,
+    libc::SYS_swapon,
+    libc::SYS_swapoff,
+    libc::SYS_reboot,
+    libc::SYS_acct,
+    libc::SYS_quotactl,
+    libc::SYS_quotactl_fd,
+    libc::SYS_syslog,
+    #[cfg(target_arch = "x86_64")]
+    libc::SYS_uselib,
+];
+
+/// System calls that always fail with `ENOSYS`: `clone3` (the filter cannot read its flags, which
+/// sit in memory; libc then falls back to `clone`) and the new mount API.
+const ENOSYS_SYSCALLS: &[libc::c_long] = &[
+    libc::SYS_clone3,
+    libc::SYS_open_tree,
+    libc::SYS_move_mount,
+    libc::SYS_fsopen,
+    libc::SYS_fsconfig,
+    libc::SYS_fsmount,
+    libc::SYS_fspick,
+    libc::SYS_mount_setattr,
+    // open_tree_attr (Linux 6.15); numbers from 424 up are the same on every architecture.
+    467,
+];
+
+/// `clone` flags that make a namespace; `clone` with any of them fails with `EPERM`.
+const NAMESPACE_FLAGS: &[libc::c_int] = &[
+    libc::CLONE_NEWUSER,
+    libc::CLONE_NEWNS,
+    libc::CLONE_NEWPID,
+    libc::CLONE_NEWNET,
+    libc::CLONE_NEWUTS,
+    libc::CLONE_NEWIPC,
+    libc::CLONE_NEWCGROUP,
+];
+
+/// `personality` values allowed (Docker's list): PER_LINUX, PER_LINUX32, UNAME26, both, and the
+/// query 0xffffffff. ADDR_NO_RANDOMIZE, READ_IMPLIES_EXEC, other ABIs and the like are refused.
+const ALLOWED_PERSONALITIES: &[u64] = &[0x0, 0x8, 0x2_0000, 0x2_0008, 0xffff_ffff];
+
+/// Marks x32 system calls on x86_64 (`__X32_SYSCALL_BIT`): they share the x86_64 audit arch but
+/// not its numbers, so a number-based filter must refuse them.
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+fn compile_seccomp() -> Result<Vec<u8>, String> {
+    use seccompiler::{
+        sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+        SeccompRule, TargetArch,
+    };
+    let arch = TargetArch::try_from(std::env::consts::ARCH).map_err(|e| e.to_string())?;
+    let err = |e: seccompiler::BackendError| e.to_string();
+    // Every argument tested is an int or has its bits of interest in the low 32 (Dword): ioctl's
+    // cmd and personality's value are `unsigned int` to the kernel, which ignores the high half a
+    // caller may set to dodge a 64-bit comparison; the CLONE_NEW* flags are all below 2^32.
+    let dword = |arg: u8, op: SeccompCmpOp, value: u64| {
+        SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value).map_err(err)
+    };
+
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for &nr in DENIED_SYSCALLS {
+        rules.insert(nr, Vec::new()); // no conditions: always matches
+    }
+    // One rule per flag: rules of a system call are OR-ed, conditions of a rule AND-ed.
+    let clone = NAMESPACE_FLAGS
+        .iter()
+        .map(|&flag| SeccompRule::new(vec![dword(0, SeccompCmpOp::MaskedEq(flag as u64), flag as u64)?]).map_err(err))
+        .collect::<Result<_, String>>()?;
+    rules.insert(libc::SYS_clone, clone);
+    let ioctl = [libc::TIOCSTI as u64, libc::TIOCLINUX as u64]
+        .into_iter()
+        .map(|cmd| SeccompRule::new(vec![dword(1, SeccompCmpOp::Eq, cmd)?]).map_err(err))
+        .collect::<Result<_, String>>()?;
+    rules.insert(libc::SYS_ioctl, ioctl);
+    let personality = ALLOWED_PERSONALITIES
+        .iter()
+        .map(|&allowed| dword(0, SeccompCmpOp::Ne, allowed))
+        .collect::<Result<_, String>>()?;
+    rules.insert(libc::SYS_personality, vec![SeccompRule::new(personality).map_err(err)?]);
+    let filter =
+        SeccompFilter::new(rules, SeccompAction::Allow, SeccompAction::Errno(libc::EPERM as u32), arch).map_err(err)?;
+    // seccompiler's program: kill on a foreign audit arch, then the rules above.
+    let rules_program: BpfProgram = filter.try_into().map_err(err)?;
+
+    // A hand-written prefix for what seccompiler cannot say (a second action, a number range). It
+    // only ever refuses, so running it before seccompiler's arch check is safe: on a foreign arch
+    // a refusal here replaces a kill.
+    const LD_W_ABS: u16 = 0x20; // BPF_LD | BPF_W | BPF_ABS: A = seccomp_data[k] (nr at offset 0)
+    const JEQ_K: u16 = 0x15; // BPF_JMP | BPF_JEQ | BPF_K: if A == k skip jt, else skip jf
+    const JGE_K: u16 = 0x35; // BPF_JMP | BPF_JGE | BPF_K
+    const JA: u16 = 0x05; // BPF_JMP | BPF_JA: skip k
+    const RET_K: u16 = 0x06; // BPF_RET | BPF_K: return k
+    let insn = |code, jt, jf, k| sock_filter { code, jt, jf, k };
+    let mut program = vec![insn(LD_W_ABS, 0, 0, 0)];
+    // Test i (from 0) sits at index i + 1, the `ja` at n + 1, the `ret ENOSYS` at n + 2: jumps
+    // count from the next instruction, so test i jumps n - i ahead to reach `ret`.
+    let tests: Vec<(u16, u32)> =
+        std::iter::once((JGE_K, X32_SYSCALL_BIT)).chain(ENOSYS_SYSCALLS.iter().map(|&nr| (JEQ_K, nr as u32))).collect();
+    let n = tests.len();
+    for (i, (code, k)) in tests.into_iter().enumerate() {
+        let jt = u8::try_from(n - i).map_err(|e| e.to_string())?;
+        program.push(insn(code, jt, 0, k));
+    }
+    program.push(insn(JA, 0, 0, 1));
+    program.push(insn(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32));
+    program.extend(rules_program);
+
+    let mut bytes = Vec::with_capacity(program.len() * 8);
+    for i in &program {
+        bytes.extend_from_slice(&i.code.to_ne_bytes());
+        bytes.extend_from_slice(&[i.jt, i.jf]);
+        bytes.extend_from_slice(&i.k.to_ne_bytes());
+    }
+    Ok(bytes)
 }
 
 fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
@@ -445,6 +890,16 @@ fn validate(spec: &SandboxSpec) -> Result<(), SandboxError> {
             source,
         })?;
         check_mount_point(spec, m)?;
+    }
+    if let Some(tmp) = &spec.tmp {
+        let meta = std::fs::metadata(tmp).map_err(|source| SandboxError::MountSource {
+            path: tmp.clone(),
+            dst: "/tmp".to_owned(),
+            source,
+        })?;
+        if !meta.is_dir() {
+            return invalid(format!("`tmp` `{}` is not a directory", tmp.display()));
+        }
     }
     Ok(())
 }
@@ -592,17 +1047,31 @@ fn setup_hint(message: &str, uid: u32, gid: u32) -> String {
     }
 }
 
-/// Forwards complete lines of both streams to `emit` until both reach end of file.
+/// How [`pump`] stopped.
+#[derive(Debug, PartialEq, Eq)]
+enum Pumped {
+    /// Both streams reached end of file.
+    Eof,
+    /// More than the limit was read (the rest is not forwarded).
+    OverLimit,
+}
+
+/// Forwards complete lines of both streams to `emit` until both reach end of file, or until more
+/// than `limit` bytes were read from both together.
 async fn pump<R1, R2>(
     stdout: &mut LineReader<R1>,
     stderr: &mut LineReader<R2>,
+    limit: Option<u64>,
     emit: &mut impl FnMut(Stream, Vec<u8>),
-) -> io::Result<()>
+) -> io::Result<Pumped>
 where
     R1: AsyncRead + Unpin,
     R2: AsyncRead + Unpin,
 {
     loop {
+        if limit.is_some_and(|limit| stdout.total + stderr.total > limit) {
+            return Ok(Pumped::OverLimit);
+        }
         tokio::select! {
             line = stdout.next_line(), if !stdout.done() => {
                 if let Some(line) = line? { emit(Stream::Stdout, line) }
@@ -610,7 +1079,7 @@ where
             line = stderr.next_line(), if !stderr.done() => {
                 if let Some(line) = line? { emit(Stream::Stderr, line) }
             }
-            else => return Ok(()),
+            else => return Ok(Pumped::Eof),
         }
     }
 }
@@ -621,11 +1090,13 @@ struct LineReader<R> {
     reader: R,
     buf: Vec<u8>,
     eof: bool,
+    /// Bytes read so far (forwarded or still in `buf`).
+    total: u64,
 }
 
 impl<R: AsyncRead + Unpin> LineReader<R> {
     fn new(reader: R) -> Self {
-        LineReader { reader, buf: Vec::new(), eof: false }
+        LineReader { reader, buf: Vec::new(), eof: false, total: 0 }
     }
 
     fn done(&self) -> bool {
@@ -646,8 +1117,9 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
                 return Ok((!self.buf.is_empty()).then(|| std::mem::take(&mut self.buf)));
             }
             self.buf.reserve(8192);
-            if self.reader.read_buf(&mut self.buf).await? == 0 {
-                self.eof = true;
+            match self.reader.read_buf(&mut self.buf).await? {
+                0 => self.eof = true,
+                n => self.total += n as u64,
             }
         }
     }
@@ -920,6 +1392,213 @@ mod tests {
         assert!(matches!(err, SandboxError::Setup { .. }), "{err}");
         assert!(err.to_string().contains("/no/such/dir"), "{err}");
     }
+
+    #[test]
+    fn new_specs_get_the_default_limits_and_the_filter() {
+        let spec = host_spec(&["true"]);
+        assert_eq!(spec.timeout, Some(DEFAULT_TIMEOUT));
+        assert_eq!(spec.max_processes, Some(DEFAULT_MAX_PROCESSES));
+        assert_eq!(spec.max_output_bytes, Some(DEFAULT_MAX_OUTPUT_BYTES));
+        assert_eq!(spec.max_file_size, Some(DEFAULT_MAX_FILE_SIZE));
+        assert!(spec.seccomp);
+        assert_eq!(spec.tmp, None);
+    }
+
+    #[test]
+    fn command_line_holds_only_the_args_fd_and_the_argv() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = host_spec(&["sleep", "1"]);
+        spec.env.insert("CBUILD_SECRET_NAME".into(), "hunter2-value".into());
+        spec.mounts.push(Mount::writable(dir.path(), "/layers"));
+        let (_, cmd) = bwrap_command(&spec).unwrap();
+        let args: Vec<&OsStr> = cmd.get_args().collect();
+        assert_eq!(args, ["--args", "3", "--", "sleep", "1"]);
+        assert_eq!(cmd.get_envs().count(), 0, "bwrap gets an empty environment");
+        // The options themselves are all still there, for bwrap to read from the memfd.
+        let options = args_of(&spec);
+        assert!(has_pair(&options, "CBUILD_SECRET_NAME", "hunter2-value"));
+        assert!(options.contains(&dir.path().display().to_string()));
+    }
+
+    #[test]
+    fn nul_bytes_in_options_are_rejected() {
+        use std::os::unix::ffi::OsStringExt;
+        let mut spec = host_spec(&["true"]);
+        spec.tmp = Some(PathBuf::from(OsString::from_vec(b"/tmp\0--bind".to_vec())));
+        assert!(bwrap_command(&spec).is_err());
+    }
+
+    #[test]
+    fn seccomp_flag_adds_the_filter_and_disable_userns() {
+        let mut spec = host_spec(&["true"]);
+        let args = args_of(&spec);
+        assert!(has_pair(&args, "--seccomp", &SECCOMP_FD.to_string()));
+        assert!(args.iter().any(|a| a == "--disable-userns"));
+        spec.seccomp = false;
+        let args = args_of(&spec);
+        assert!(!args.iter().any(|a| a == "--seccomp" || a == "--disable-userns"));
+    }
+
+    #[test]
+    fn tmp_dir_replaces_the_tmpfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = host_spec(&["true"]);
+        spec.tmp = Some(dir.path().to_owned());
+        let args = args_of(&spec);
+        assert!(has_pair(&args, &dir.path().display().to_string(), "/tmp"));
+        assert!(!args.iter().any(|a| a == "--tmpfs"));
+        spec.tmp = Some(dir.path().join("missing"));
+        assert!(matches!(bwrap_args(&spec), Err(SandboxError::MountSource { .. })));
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        spec.tmp = Some(file);
+        assert!(matches!(bwrap_args(&spec), Err(SandboxError::InvalidSpec(_))));
+    }
+
+    #[test]
+    fn failure_messages_name_the_limit() {
+        let spec = host_spec(&["true"]);
+        let ok = SandboxOutcome {
+            exit_code: Some(0),
+            signal: None,
+            timed_out: false,
+            output_limit_exceeded: false,
+            output_bytes: 0,
+            duration: Duration::ZERO,
+        };
+        assert_eq!(ok.failure_message(&spec), None);
+        let msg = |o: SandboxOutcome| o.failure_message(&spec).unwrap();
+        assert_eq!(
+            msg(SandboxOutcome { exit_code: None, signal: Some(9), timed_out: true, ..ok.clone() }),
+            "timed out: killed after running longer than its time limit of 1h"
+        );
+        let out = msg(SandboxOutcome { exit_code: None, signal: Some(9), output_limit_exceeded: true, ..ok.clone() });
+        assert!(out.contains("exceeded the limit of 64 MiB"), "{out}");
+        let fsize = msg(SandboxOutcome { exit_code: Some(128 + libc::SIGXFSZ), ..ok.clone() });
+        assert!(fsize.contains("SIGXFSZ") && fsize.contains("16 GiB"), "{fsize}");
+        assert_eq!(msg(SandboxOutcome { exit_code: Some(3), ..ok.clone() }), "exited with status 3");
+        assert!(msg(SandboxOutcome { exit_code: Some(137), ..ok.clone() }).contains("signal 9"));
+        assert_eq!(human_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(human_duration(Duration::from_secs(120)), "2min");
+        assert_eq!(human_duration(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(human_bytes(1000), "1000 bytes");
+        assert_eq!(human_bytes(3 << 10), "3 KiB");
+    }
+
+    #[tokio::test]
+    async fn pump_stops_past_the_output_limit() {
+        let big = vec![b'x'; 100_000];
+        let mut stdout = LineReader::new(&big[..]);
+        let mut stderr = LineReader::new(&b"err\n"[..]);
+        let mut lines = 0;
+        let pumped = pump(&mut stdout, &mut stderr, Some(10_000), &mut |_, _| lines += 1).await.unwrap();
+        assert_eq!(pumped, Pumped::OverLimit);
+        assert!(stdout.total + stderr.total > 10_000 && lines < 5);
+        let (mut a, mut b) = (LineReader::new(&b"a\nb\n"[..]), LineReader::new(&b""[..]));
+        assert_eq!(pump(&mut a, &mut b, Some(4), &mut |_, _| {}).await.unwrap(), Pumped::Eof);
+    }
+
+    /// `struct seccomp_data` for the BPF interpreter below.
+    struct SyscallData {
+        nr: u32,
+        arch: u32,
+        args: [u64; 6],
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    const NATIVE_ARCH: u32 = 0xc000_003e; // AUDIT_ARCH_X86_64
+    #[cfg(target_arch = "aarch64")]
+    const NATIVE_ARCH: u32 = 0xc000_00b7; // AUDIT_ARCH_AARCH64
+
+    /// Runs a classic-BPF seccomp program (the opcodes seccompiler and the prefix use) the way the
+    /// kernel does, returning its verdict.
+    fn verdict(program: &[u8], call: &SyscallData) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&call.nr.to_ne_bytes());
+        data[4..8].copy_from_slice(&call.arch.to_ne_bytes());
+        for (i, arg) in call.args.iter().enumerate() {
+            data[16 + 8 * i..24 + 8 * i].copy_from_slice(&arg.to_ne_bytes());
+        }
+        let insns: Vec<(u16, u8, u8, u32)> = program
+            .chunks_exact(8)
+            .map(|c| (u16::from_ne_bytes([c[0], c[1]]), c[2], c[3], u32::from_ne_bytes([c[4], c[5], c[6], c[7]])))
+            .collect();
+        let (mut a, mut pc) = (0u32, 0usize);
+        loop {
+            let (code, jt, jf, k) = insns[pc];
+            pc += 1;
+            let jump = |cond: bool| if cond { jt as usize } else { jf as usize };
+            match code {
+                0x20 => a = u32::from_ne_bytes(data[k as usize..k as usize + 4].try_into().unwrap()),
+                0x54 => a &= k,
+                0x05 => pc += k as usize,
+                0x15 => pc += jump(a == k),
+                0x25 => pc += jump(a > k),
+                0x35 => pc += jump(a >= k),
+                0x45 => pc += jump(a & k != 0),
+                0x06 => return k,
+                _ => panic!("unexpected BPF opcode {code:#x} at {}", pc - 1),
+            }
+        }
+    }
+
+    #[test]
+    fn seccomp_program_denies_what_it_should_and_nothing_else() {
+        let program = seccomp_program().unwrap();
+        assert_eq!(program.len() % 8, 0);
+        let eperm = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+        let enosys = libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32;
+        let allow = libc::SECCOMP_RET_ALLOW;
+        let call = |nr: libc::c_long, args: &[u64]| {
+            let mut all = [0u64; 6];
+            all[..args.len()].copy_from_slice(args);
+            verdict(program, &SyscallData { nr: nr as u32, arch: NATIVE_ARCH, args: all })
+        };
+        let sigchld = libc::SIGCHLD as u64;
+        let thread_flags = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM
+            | libc::CLONE_SETTLS
+            | libc::CLONE_PARENT_SETTID
+            | libc::CLONE_CHILD_CLEARTID) as u64;
+        // Ordinary system calls.
+        for nr in [libc::SYS_getpid, libc::SYS_read, libc::SYS_execve, libc::SYS_wait4, libc::SYS_prctl] {
+            assert_eq!(call(nr, &[]), allow, "syscall {nr}");
+        }
+        assert_eq!(call(libc::SYS_clone, &[sigchld]), allow, "fork");
+        assert_eq!(call(libc::SYS_clone, &[thread_flags]), allow, "pthread_create");
+        assert_eq!(call(libc::SYS_ioctl, &[1, libc::TCGETS as u64]), allow);
+        for persona in [0, 8, 0xffff_ffff] {
+            assert_eq!(call(libc::SYS_personality, &[persona]), allow, "personality {persona:#x}");
+        }
+        // Namespaces: every CLONE_NEW* flag, alone or among others.
+        for &flag in NAMESPACE_FLAGS {
+            assert_eq!(call(libc::SYS_clone, &[flag as u64 | sigchld]), eperm, "clone {flag:#x}");
+            assert_eq!(call(libc::SYS_clone, &[flag as u64 | thread_flags]), eperm, "clone {flag:#x}");
+        }
+        for &nr in DENIED_SYSCALLS {
+            assert_eq!(call(nr, &[]), eperm, "syscall {nr}");
+        }
+        for &nr in ENOSYS_SYSCALLS {
+            assert_eq!(call(nr, &[]), enosys, "syscall {nr}");
+        }
+        // Terminal injection, also with high bits the kernel ignores (CVE-2019-10063).
+        for cmd in [libc::TIOCSTI as u64, libc::TIOCLINUX as u64, libc::TIOCSTI as u64 | 1 << 32] {
+            assert_eq!(call(libc::SYS_ioctl, &[0, cmd]), eperm, "ioctl {cmd:#x}");
+        }
+        for persona in [0x0040000 /* ADDR_NO_RANDOMIZE */, 0x0400000 /* READ_IMPLIES_EXEC */, 0x10] {
+            assert_eq!(call(libc::SYS_personality, &[persona]), eperm, "personality {persona:#x}");
+        }
+        // x32 numbers (x86_64's audit arch, other numbers) and foreign architectures.
+        assert_eq!(call(X32_SYSCALL_BIT as libc::c_long | libc::SYS_unshare, &[]), enosys);
+        let i386 = SyscallData { nr: 310, arch: 0x4000_0003, args: [0; 6] };
+        assert_eq!(verdict(program, &i386), libc::SECCOMP_RET_KILL_PROCESS);
+        let arm = SyscallData { nr: 20, arch: 0x4000_0028, args: [0; 6] };
+        assert_eq!(verdict(program, &arm), libc::SECCOMP_RET_KILL_PROCESS);
+    }
 }
 
 /// A directory for sandbox scratch dirs that every sandbox user can traverse: the cache directory
@@ -987,16 +1666,10 @@ fn scratch_owner(name: &str) -> Option<u32> {
 }
 
 /// A blocking `bwrap` command for `spec` with the caller's stdin/stdout/stderr left to the caller
-/// (`cbuild run`: the developer's terminal). Same isolation and uid handling as [`run`].
+/// (`cbuild run`: the developer's terminal). Same isolation, uid handling, seccomp filter and
+/// process and file-size limits as [`run`]; the time and output limits are [`run`]'s alone (an
+/// interactive server may run for days). Keep the command until it has been spawned: it owns the
+/// memfds bwrap reads its options from.
 pub fn interactive_command(spec: &SandboxSpec) -> Result<std::process::Command, SandboxError> {
-    let bwrap = bwrap_path().ok_or(SandboxError::NotInstalled)?;
-    let args = bwrap_args(spec)?;
-    let mut cmd = std::process::Command::new(&bwrap);
-    cmd.args(&args).env_clear();
-    if is_root() {
-        use std::os::unix::process::CommandExt;
-        let (uid, gid) = host_ids(spec.uid, spec.gid);
-        cmd.uid(uid).gid(gid);
-    }
-    Ok(cmd)
+    bwrap_command(spec).map(|(_, cmd)| cmd)
 }

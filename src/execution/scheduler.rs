@@ -59,8 +59,21 @@ impl BuildReport {
 }
 
 /// Source files every action reads, hashed once through the stat cache (a no-op build hashes nothing).
+///
+/// This is also THE place where cbuild refuses sources that lead outside the workspace: every
+/// source of every action (genrule, layer, buildpack and cnb_image srcs, oci_import layout files,
+/// debian lock files) is listed here, before any action runs, and checked by [`SourceCheck`]. A
+/// symlink committed in the repository that resolves outside the workspace root (absolute, via
+/// `..`, or through a chain of symlinks), in the file's last component or any directory above
+/// it, fails the build naming the source and its target; consumers (genrule staging, layer
+/// packing, buildpack copies) then read only sources that stay inside. Symlinks that stay inside
+/// keep being followed. The one exception is a cnb_image app file whose last component is a
+/// symlink: the app dir keeps it as a symlink (for the build container), nobody follows it, so it
+/// is keyed by its target text instead of refused (when no other action follows it).
 fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTreeMap<String, Blake3>, usize), String> {
+    // Sources some consumer reads by following the path, and cnb_image app files (kept as links).
     let mut paths: BTreeSet<String> = BTreeSet::new();
+    let mut app: BTreeSet<String> = BTreeSet::new();
     for a in &g.actions {
         match &a.kind {
             ActionKind::Genrule { srcs, .. } => paths.extend(srcs.iter().filter_map(|(_, i)| source(i))),
@@ -68,7 +81,7 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
             ActionKind::ImportImage { files, .. } => paths.extend(files.iter().cloned()),
             ActionKind::Buildpack { files, .. } => paths.extend(files.iter().filter_map(|(_, i)| source(i))),
             ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => {
-                paths.extend(p.app.iter().filter_map(|(_, i)| source(i)))
+                app.extend(p.app.iter().filter_map(|(_, i)| source(i)))
             }
             ActionKind::DebianImage(d) => {
                 paths.insert(d.lock.clone());
@@ -76,12 +89,214 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
             ActionKind::Image { .. } | ActionKind::CnbExport(_) | ActionKind::PullImage { .. } => {}
         }
     }
-    let list: Vec<String> = paths.into_iter().collect();
-    let full: Vec<PathBuf> = list.iter().map(|p| cfg.root.join(p)).collect();
+    let started = std::time::SystemTime::now();
+    let mut check = SourceCheck::new(&cfg.root)?;
+    let list: Vec<String> = paths.union(&app).cloned().collect();
+    let mut out: Vec<Option<Blake3>> = vec![None; list.len()];
+    let mut stated = Vec::new();
+    let mut refused = Vec::new();
+    for (i, rel) in list.iter().enumerate() {
+        let keep_link = !paths.contains(rel);
+        match check.check(rel, keep_link) {
+            Ok(Checked::File(md)) => stated.push((i, md)),
+            Ok(Checked::KeptLink(target)) => out[i] = Some(kept_link_digest(&target)),
+            Err(SourceError::Refused(m)) => refused.push(m),
+            Err(SourceError::Other(m)) => return Err(m),
+        }
+    }
+    if let Some(first) = refused.first() {
+        const SHOWN: usize = 5;
+        return Err(match refused.len() {
+            1 => first.clone(),
+            n => format!(
+                "{first}\n({} more source(s) lead outside the workspace: {}{})",
+                n - 1,
+                refused[1..].iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; "),
+                if n - 1 > SHOWN { "; …" } else { "" }
+            ),
+        });
+    }
     let hasher = cache.file_hasher();
-    let digests = hasher.hash_files(&full).map_err(|e| format!("hashing sources: {e}"))?;
+    let files = stated.iter().map(|(i, md)| (cfg.root.join(&list[*i]), md.clone())).collect();
+    let files: Vec<_> = files_absolute(files).map_err(|e| format!("hashing sources: {e}"))?;
+    let digests = hasher.hash_stated(started, files).map_err(|e| format!("hashing sources: {e}"))?;
+    for ((i, _), d) in stated.iter().zip(digests) {
+        out[*i] = Some(d);
+    }
     let hashed = hasher.counts().hashed as usize;
-    Ok((list.into_iter().zip(digests).collect(), hashed))
+    Ok((list.into_iter().zip(out.into_iter().map(|d| d.expect("every source hashed or kept"))).collect(), hashed))
+}
+
+/// The stat cache keys rows by absolute path.
+fn files_absolute(files: Vec<(PathBuf, std::fs::Metadata)>) -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+    files.into_iter().map(|(p, m)| Ok((std::path::absolute(&p)?, m))).collect()
+}
+
+/// The key of a cnb_image app symlink that is kept as a link: its target text (domain-separated
+/// from file contents).
+fn kept_link_digest(target: &std::path::Path) -> Blake3 {
+    use std::os::unix::ffi::OsStrExt;
+    let mut b = b"cbuild-app-symlink\0".to_vec();
+    b.extend_from_slice(target.as_os_str().as_bytes());
+    Blake3::of_bytes(&b)
+}
+
+/// What [`SourceCheck::check`] found.
+#[derive(Debug)]
+enum Checked {
+    /// Hash this content: the metadata of the file itself, or of a symlink's in-workspace target.
+    File(std::fs::Metadata),
+    /// A cnb_image app symlink whose target is outside the workspace (or nowhere): kept as a link,
+    /// never followed.
+    KeptLink(PathBuf),
+}
+
+#[derive(Debug)]
+enum SourceError {
+    /// The source leads outside the workspace (a user error; every such source is listed).
+    Refused(String),
+    /// It cannot be read (missing, permissions): reported as before.
+    Other(String),
+}
+
+/// Checks that workspace sources resolve inside the workspace (see [`hash_sources`]). Directories
+/// are checked once each however many sources they hold, so a no-op build pays one `lstat` per
+/// source (whose result is the stat the stat cache needs anyway) and one per directory.
+struct SourceCheck {
+    root: PathBuf,
+    /// The workspace root with every symlink resolved.
+    canon_root: PathBuf,
+    /// Directory (workspace-relative) → `None` if it stays inside, else why not.
+    dirs: std::collections::HashMap<PathBuf, Option<String>>,
+}
+
+impl SourceCheck {
+    fn new(root: &std::path::Path) -> Result<SourceCheck, String> {
+        let canon_root = std::fs::canonicalize(root)
+            .map_err(|e| format!("cannot resolve the workspace root `{}`: {e}", root.display()))?;
+        Ok(SourceCheck { root: root.to_path_buf(), canon_root, dirs: Default::default() })
+    }
+
+    /// True if `p` (resolved) is the workspace root or below it.
+    fn inside(&self, p: &std::path::Path) -> bool {
+        p.starts_with(&self.canon_root)
+    }
+
+    /// Checks the workspace-relative source `rel`. `keep_link`: the consumer copies a last-component
+    /// symlink as a link (cnb_image app files), so one leading outside is not an error.
+    fn check(&mut self, rel: &str, keep_link: bool) -> Result<Checked, SourceError> {
+        let relp = std::path::Path::new(rel);
+        if !relp.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+            return Err(SourceError::Refused(format!(
+                "source `{rel}` is not a plain path inside the workspace; cbuild does not read it"
+            )));
+        }
+        // Every directory above it, shortest first.
+        let mut dir = PathBuf::new();
+        let parents: Vec<_> = relp.parent().map(|p| p.components().collect()).unwrap_or_default();
+        for c in parents {
+            dir.push(c);
+            if let Some(why) = self.check_dir(&dir) {
+                return Err(SourceError::Refused(format!("source `{rel}` is under {why}")));
+            }
+        }
+        let full = self.root.join(relp);
+        let md = std::fs::symlink_metadata(&full).map_err(|e| {
+            SourceError::Other(format!(
+                "hashing sources: {}",
+                crate::cache::CacheError::Io { path: full.clone(), source: e }
+            ))
+        })?;
+        if !md.file_type().is_symlink() {
+            return Ok(Checked::File(md));
+        }
+        let target = std::fs::read_link(&full).unwrap_or_default();
+        match std::fs::canonicalize(&full) {
+            // A kept link to a directory inside is a link in the app too (nothing to hash).
+            Ok(c) if self.inside(&c) && keep_link && !c.is_file() => Ok(Checked::KeptLink(target)),
+            Ok(c) if self.inside(&c) => std::fs::metadata(&full).map(Checked::File).map_err(|e| {
+                SourceError::Other(format!(
+                    "hashing sources: {}",
+                    crate::cache::CacheError::Io { path: full.clone(), source: e }
+                ))
+            }),
+            _ if keep_link => Ok(Checked::KeptLink(target)),
+            Ok(c) => Err(SourceError::Refused(format!(
+                "source `{rel}` is {}, outside the workspace; cbuild does not follow it",
+                link_text(&target, Some(&c))
+            ))),
+            Err(e) => Err(SourceError::Refused(format!(
+                "source `{rel}` is {}, which does not resolve inside the workspace ({e}); cbuild does not follow it",
+                link_text(&target, None)
+            ))),
+        }
+    }
+
+    /// `None` if the workspace directory `dir` (whose parents were checked) resolves inside the
+    /// workspace; else a description of the symlink that leaves it.
+    fn check_dir(&mut self, dir: &std::path::Path) -> Option<String> {
+        if let Some(r) = self.dirs.get(dir) {
+            return r.clone();
+        }
+        let full = self.root.join(dir);
+        let why = match std::fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                let target = std::fs::read_link(&full).unwrap_or_default();
+                match std::fs::canonicalize(&full) {
+                    Ok(c) if self.inside(&c) => None,
+                    Ok(c) => Some(format!(
+                        "`{}`, which is {}, outside the workspace; cbuild does not follow it",
+                        dir.display(),
+                        link_text(&target, Some(&c))
+                    )),
+                    Err(e) => Some(format!(
+                        "`{}`, which is {}, which does not resolve inside the workspace ({e}); cbuild does not follow it",
+                        dir.display(),
+                        link_text(&target, None)
+                    )),
+                }
+            }
+            // Not a symlink (or missing: reading the source reports that).
+            _ => None,
+        };
+        self.dirs.insert(dir.to_path_buf(), why.clone());
+        why
+    }
+}
+
+/// The path a runner reads the workspace source `rel` from: `root/rel` with every symlink resolved
+/// (so readers that refuse symlinks, like the tar writer's `O_NOFOLLOW`, read a link that stays
+/// inside as before). [`hash_sources`] refused every source leading outside before any action ran;
+/// this applies the same rule again at read time, so a link changed during the build is not
+/// followed out either.
+pub fn resolve_source(root: &std::path::Path, rel: &str) -> Result<PathBuf, String> {
+    let canon_root = std::fs::canonicalize(root)
+        .map_err(|e| format!("cannot resolve the workspace root `{}`: {e}", root.display()))?;
+    let full = root.join(rel);
+    let resolved = std::fs::canonicalize(&full).map_err(|e| format!("reading source `{rel}`: {e}"))?;
+    if !resolved.starts_with(&canon_root) {
+        return Err(format!(
+            "source `{rel}` leads outside the workspace (to `{}`); cbuild does not follow it",
+            shown(&resolved)
+        ));
+    }
+    Ok(resolved)
+}
+
+/// "a symlink to `T`", plus where it finally leads when that differs (a chain of links).
+fn link_text(target: &std::path::Path, resolved: Option<&std::path::Path>) -> String {
+    match resolved {
+        Some(r) if r != target => format!("a symlink to `{}` (which leads to `{}`)", shown(target), shown(r)),
+        _ => format!("a symlink to `{}`", shown(target)),
+    }
+}
+
+/// A path for a message, control characters escaped.
+fn shown(p: &std::path::Path) -> String {
+    p.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
 }
 
 fn source(i: &Input) -> Option<String> {
@@ -275,7 +490,7 @@ async fn run_one(
         other => other,
     };
     let remote_hit = match &hit {
-        Ok(None) => remote_lookup(ctx, &key, name, &label).await,
+        Ok(None) => remote_lookup(ctx, &key, &a.kind, name, &label).await,
         _ => None,
     };
     let (out, outcome) = match hit {
@@ -393,26 +608,31 @@ pub fn fetch_remote_layers(
     })
 }
 
-/// Looks an action up in the remote cache after a local miss. A hit's blobs are fetched (each
-/// verified against its sha256) and the result is filled into the local cache by the caller. Any
-/// remote problem is a warning (once) and a local build, never a failure.
-async fn remote_lookup(ctx: &Arc<RunCtx>, key: &Blake3, name: &str, label: &str) -> Option<ActionOutput> {
+/// Looks an action up in the remote cache after a local miss. A hit is checked against the
+/// action (signature when trusted keys are set, shape, blob list) and its blobs are fetched (each
+/// verified against its sha256) before the caller fills it into the local cache. Any remote
+/// problem, an untrusted or malformed entry included, is a warning and a local build, never a
+/// failure; an unauthenticated hit (no trusted keys) is warned about once per build.
+async fn remote_lookup(
+    ctx: &Arc<RunCtx>,
+    key: &Blake3,
+    kind: &ActionKind,
+    name: &str,
+    label: &str,
+) -> Option<ActionOutput> {
     let remote = ctx.remote.clone()?;
-    let (ctx2, key2) = (ctx.clone(), *key);
-    let r = tokio::task::spawn_blocking(move || -> Result<Option<ActionOutput>, crate::remote::RemoteError> {
-        let Some(entry) = remote.get_action(&key2)? else { return Ok(None) };
-        let Ok(out) = serde_json::from_str::<ActionOutput>(&entry.result_json) else { return Ok(None) };
-        for (d, _) in &entry.blobs {
-            if !ctx2.cache.cas().contains(d) {
-                remote.fetch_blob(d, ctx2.cache.cas())?;
-            }
-        }
-        Ok(Some(out))
-    })
-    .await
-    .ok()?;
+    let (ctx2, key2, expected) = (ctx.clone(), *key, crate::remote::Expected::of(kind));
+    let r = tokio::task::spawn_blocking(move || remote.lookup(&key2, &expected, ctx2.cache.cas())).await.ok()?;
     match r {
-        Ok(o) => o,
+        Ok(Some(hit)) => {
+            if hit.signer.is_none() {
+                if let Some(w) = ctx.remote.as_ref().and_then(|r| r.unauthenticated_warning()) {
+                    ctx.reporter.event(&Event::Warning { message: w });
+                }
+            }
+            Some(hit.output)
+        }
+        Ok(None) => None,
         Err(e) => {
             if e.should_warn() {
                 ctx.reporter.event(&Event::Warning {
@@ -440,5 +660,108 @@ async fn remote_store(ctx: &Arc<RunCtx>, key: &Blake3, out: &ActionOutput, compo
         if e.should_warn() {
             ctx.reporter.event(&Event::Warning { message: format!("remote cache: could not upload: {e}") });
         }
+    }
+}
+
+#[cfg(test)]
+mod source_check_tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+    use std::path::Path;
+
+    /// A workspace `ws/` with `p/f.txt`, and `host/secret` beside it (outside).
+    fn tree() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let t = tempfile::tempdir().unwrap();
+        let ws = t.path().join("ws");
+        std::fs::create_dir_all(ws.join("p/sub")).unwrap();
+        std::fs::write(ws.join("p/f.txt"), "f").unwrap();
+        std::fs::write(ws.join("p/sub/g.txt"), "g").unwrap();
+        let host = t.path().join("host");
+        std::fs::create_dir(&host).unwrap();
+        std::fs::write(host.join("secret"), "secret").unwrap();
+        (t, ws, host)
+    }
+
+    fn refused(r: Result<Checked, SourceError>) -> String {
+        match r {
+            Err(SourceError::Refused(m)) => m,
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn links_inside_are_followed() {
+        let (_t, ws, _host) = tree();
+        symlink("f.txt", ws.join("p/rel")).unwrap();
+        symlink(ws.join("p/f.txt"), ws.join("p/abs-in")).unwrap();
+        symlink("sub", ws.join("p/dirlink")).unwrap();
+        symlink("../p/./sub/../f.txt", ws.join("p/dots-in")).unwrap();
+        let mut c = SourceCheck::new(&ws).unwrap();
+        for rel in ["p/f.txt", "p/rel", "p/abs-in", "p/dirlink/g.txt", "p/dots-in"] {
+            match c.check(rel, false) {
+                Ok(Checked::File(m)) => assert!(m.is_file(), "{rel}"),
+                other => panic!("{rel}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn links_leading_outside_are_refused_naming_source_and_target() {
+        let (_t, ws, host) = tree();
+        let secret = host.join("secret");
+        symlink(&secret, ws.join("p/abs")).unwrap();
+        symlink("../../host/secret", ws.join("p/dotdot")).unwrap();
+        symlink("hop", ws.join("p/chain")).unwrap();
+        symlink("../p/hop2", ws.join("p/hop")).unwrap();
+        symlink(&secret, ws.join("p/hop2")).unwrap();
+        symlink(&host, ws.join("p/hostdir")).unwrap();
+        symlink("/nonexistent/x", ws.join("p/dangling")).unwrap();
+        let mut c = SourceCheck::new(&ws).unwrap();
+        let s = secret.display().to_string();
+        let m = refused(c.check("p/abs", false));
+        assert!(m.contains("`p/abs`") && m.contains(&format!("`{s}`")) && m.contains("outside the workspace"), "{m}");
+        let m = refused(c.check("p/dotdot", false));
+        assert!(m.contains("`../../host/secret`") && m.contains(&s), "{m}");
+        let m = refused(c.check("p/chain", false));
+        assert!(m.contains("`hop`") && m.contains(&s), "a chain names where it leads: {m}");
+        let m = refused(c.check("p/hostdir/secret", false));
+        assert!(
+            m.contains("`p/hostdir/secret`") && m.contains("`p/hostdir`") && m.contains(&host.display().to_string()),
+            "{m}"
+        );
+        let m = refused(c.check("p/dangling", false));
+        assert!(m.contains("`/nonexistent/x`"), "{m}");
+        assert!(matches!(c.check("../ws/p/f.txt", false), Err(SourceError::Refused(_))));
+        // A missing plain file is reported as before (not as a refusal).
+        assert!(matches!(c.check("p/missing", false), Err(SourceError::Other(m)) if m.contains("p/missing")));
+    }
+
+    #[test]
+    fn app_links_are_kept_not_followed() {
+        let (_t, ws, host) = tree();
+        symlink(host.join("secret"), ws.join("p/abs")).unwrap();
+        symlink("/usr/bin/python3-nowhere", ws.join("p/venv-python")).unwrap();
+        symlink("f.txt", ws.join("p/rel")).unwrap();
+        symlink("sub", ws.join("p/dirlink")).unwrap();
+        symlink(&host, ws.join("p/hostdir")).unwrap();
+        let mut c = SourceCheck::new(&ws).unwrap();
+        assert!(matches!(c.check("p/abs", true), Ok(Checked::KeptLink(t)) if t == host.join("secret")));
+        assert!(matches!(c.check("p/venv-python", true), Ok(Checked::KeptLink(_))));
+        assert!(matches!(c.check("p/dirlink", true), Ok(Checked::KeptLink(_))));
+        assert!(matches!(c.check("p/rel", true), Ok(Checked::File(_))), "inside: hashed as before");
+        // A directory on the way is followed by the app copy too: refused.
+        assert!(matches!(c.check("p/hostdir/secret", true), Err(SourceError::Refused(_))));
+        assert_ne!(kept_link_digest(Path::new("a")), kept_link_digest(Path::new("b")));
+    }
+
+    #[test]
+    fn a_symlinked_workspace_root_is_resolved() {
+        let (t, ws, _host) = tree();
+        let alias = t.path().join("alias");
+        symlink(&ws, &alias).unwrap();
+        symlink(ws.join("p/f.txt"), ws.join("p/abs-in")).unwrap();
+        let mut c = SourceCheck::new(&alias).unwrap();
+        assert!(matches!(c.check("p/abs-in", false), Ok(Checked::File(_))));
+        assert!(matches!(c.check("p/f.txt", false), Ok(Checked::File(_))));
     }
 }

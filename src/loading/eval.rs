@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use starlark::any::ProvidesStaticType;
+use starlark::codemap::FileSpanRef;
 use starlark::environment::{FrozenModule, Globals, GlobalsBuilder, LibraryExtension, Module};
-use starlark::eval::{Evaluator, FileLoader};
+use starlark::eval::{BeforeStmtFunc, BeforeStmtFuncDyn, Evaluator, FileLoader};
 use starlark::starlark_module;
 use starlark::syntax::{AstModule, Dialect};
 use starlark::values::dict::DictRef;
@@ -29,6 +30,164 @@ pub const PRELUDE_FILES: &[(&str, &str)] = &[
     ("@prelude//rules.star", include_str!("../../prelude/rules.star")),
     ("@prelude//prelude.star", include_str!("../../prelude/prelude.star")),
 ];
+
+/// Environment variable: the step limit of [`EvalLimits`].
+pub const MAX_STEPS_ENV: &str = "CBUILD_STARLARK_MAX_STEPS";
+/// Environment variable: the heap limit of [`EvalLimits`] (a size: `2GiB`, `500MB`, bytes).
+pub const MAX_HEAP_ENV: &str = "CBUILD_STARLARK_MAX_HEAP";
+/// Environment variable: the call depth limit of [`EvalLimits`].
+pub const MAX_DEPTH_ENV: &str = "CBUILD_STARLARK_MAX_DEPTH";
+/// The highest call depth that may be configured: each Starlark frame costs native stack (about
+/// 1 KiB, more with loops), and BUILD files are evaluated on the main thread.
+pub const MAX_CALL_DEPTH_CEILING: usize = 1000;
+
+/// Limits on evaluating one BUILD or `.star` file, so a mistaken or hostile file fails with a
+/// located error instead of running forever or exhausting memory. Each file evaluation (a BUILD
+/// file, or the top level of a loaded `.star` file) gets the whole budget.
+///
+/// * steps: function calls plus loop iterations (starlark's "ticks"; a comprehension's
+///   iterations count too), checked every 1,000 steps;
+/// * heap: bytes on the Starlark heap (strings, lists, ...), checked before every statement and
+///   every 1,000 steps. A single operation is not interrupted: one `"a" * n` or `list(range(n))`
+///   allocates before the next check (Starlark limits `*` to a 32-bit count);
+/// * call depth: nested calls (recursion is refused by Starlark itself).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EvalLimits {
+    pub max_steps: u64,
+    pub max_heap_bytes: u64,
+    pub max_call_depth: usize,
+}
+
+impl Default for EvalLimits {
+    /// 10 million steps (about a second of evaluation), 2 GiB of heap, depth 50 (starlark's own
+    /// default). The example monorepo's files use well under 1 % of each.
+    fn default() -> Self {
+        EvalLimits { max_steps: 10_000_000, max_heap_bytes: 2 << 30, max_call_depth: 50 }
+    }
+}
+
+impl EvalLimits {
+    /// Checks configured values (each `None` keeps the default): zero is refused, as is a depth
+    /// above [`MAX_CALL_DEPTH_CEILING`]. The error names the setting.
+    pub fn new(steps: Option<u64>, heap_bytes: Option<u64>, depth: Option<usize>) -> Result<EvalLimits, String> {
+        let d = EvalLimits::default();
+        let l = EvalLimits {
+            max_steps: steps.unwrap_or(d.max_steps),
+            max_heap_bytes: heap_bytes.unwrap_or(d.max_heap_bytes),
+            max_call_depth: depth.unwrap_or(d.max_call_depth),
+        };
+        if l.max_steps == 0 {
+            return Err(format!("the Starlark step limit ({MAX_STEPS_ENV}) must be at least 1"));
+        }
+        if l.max_heap_bytes == 0 {
+            return Err(format!("the Starlark heap limit ({MAX_HEAP_ENV}) must be at least 1 byte"));
+        }
+        if l.max_call_depth == 0 || l.max_call_depth > MAX_CALL_DEPTH_CEILING {
+            return Err(format!(
+                "the Starlark call depth limit ({MAX_DEPTH_ENV}) must be between 1 and {MAX_CALL_DEPTH_CEILING}"
+            ));
+        }
+        Ok(l)
+    }
+
+    fn heap_limit(&self) -> usize {
+        usize::try_from(self.max_heap_bytes).unwrap_or(usize::MAX)
+    }
+
+    /// Sets the limits on a fresh evaluator; the returned cell follows the statement being run
+    /// (the location of a limit error).
+    fn install(&self, eval: &mut Evaluator<'_, '_, '_>) -> Result<LastStmt, LoadError> {
+        let internal = |e: anyhow::Error| LoadError::new(format!("internal: cannot set Starlark limits: {e}"));
+        eval.set_max_tick_count(self.max_steps).map_err(internal)?;
+        eval.set_max_heap_size(self.heap_limit()).map_err(internal)?;
+        eval.set_max_callstack_size(self.max_call_depth).map_err(internal)?;
+        // The built-in heap check runs every 1,000 steps; a loop that doubles a list needs only a
+        // few dozen steps to exhaust memory, so check before every statement too.
+        let last = LastStmt::default();
+        eval.before_stmt_for_dap(BeforeStmtFunc::from_dyn(Box::new(HeapCheck {
+            limit: self.heap_limit(),
+            last: last.clone(),
+        })));
+        Ok(last)
+    }
+
+    /// If evaluation stopped because of a limit, the user error saying which and how to raise it.
+    fn exceeded(
+        &self,
+        eval: &Evaluator<'_, '_, '_>,
+        e: &starlark::Error,
+        file: &str,
+        last: &LastStmt,
+    ) -> Option<LoadError> {
+        let site = e.span().or(last.borrow().as_ref()).map(Site::from_file_span);
+        let (message, help) = if eval.get_total_tick_count() > self.max_steps {
+            (
+                format!("{file}: evaluation exceeded {} steps (function calls and loop iterations)", self.max_steps),
+                format!(
+                    "look for an endless or very long loop; if the file really needs more, raise {MAX_STEPS_ENV} \
+                     or `starlark_max_steps` in the `[build]` table of cbuild.toml"
+                ),
+            )
+        } else if heap_used(eval) > self.heap_limit() {
+            (
+                format!("{file}: evaluation exceeded the Starlark heap limit of {}", human_bytes(self.max_heap_bytes)),
+                format!(
+                    "look for a value that grows without bound; if the file really needs more, raise \
+                     {MAX_HEAP_ENV} (e.g. 4GiB) or `starlark_max_heap` in the `[build]` table of cbuild.toml"
+                ),
+            )
+        } else if matches!(e.kind(), starlark::ErrorKind::StackOverflow(_)) {
+            (
+                format!("{file}: evaluation exceeded the call depth of {}", self.max_call_depth),
+                format!(
+                    "calls nest too deeply; raise {MAX_DEPTH_ENV} (at most {MAX_CALL_DEPTH_CEILING}) or \
+                     `starlark_max_depth` in the `[build]` table of cbuild.toml"
+                ),
+            )
+        } else {
+            return None;
+        };
+        Some(LoadError::new(message).at(site).label("evaluation was stopped here").help(help))
+    }
+}
+
+/// Bytes the evaluation holds on its heaps (what starlark's own heap limit compares).
+fn heap_used(eval: &Evaluator<'_, '_, '_>) -> usize {
+    eval.heap().peak_allocated_bytes() + eval.frozen_heap().allocated_bytes()
+}
+
+fn human_bytes(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
+        n => format!("{n} bytes"),
+    }
+}
+
+/// The statement being evaluated (set before each one).
+type LastStmt = std::rc::Rc<RefCell<Option<starlark::codemap::FileSpan>>>;
+
+/// The per-statement heap check (see [`EvalLimits::install`]).
+struct HeapCheck {
+    limit: usize,
+    last: LastStmt,
+}
+
+impl<'e> BeforeStmtFuncDyn<'e> for HeapCheck {
+    fn call<'v>(
+        &mut self,
+        span: FileSpanRef,
+        _continued: bool,
+        eval: &mut Evaluator<'v, '_, 'e>,
+    ) -> starlark::Result<()> {
+        *self.last.borrow_mut() = Some(span.to_file_span());
+        if heap_used(eval) > self.limit {
+            return Err(starlark::Error::new_other(anyhow::anyhow!("Starlark heap limit exceeded")));
+        }
+        Ok(())
+    }
+}
 
 /// One target as declared in a BUILD file: plain data, no Starlark values.
 #[derive(Clone, Debug)]
@@ -315,6 +474,8 @@ pub struct Evaluation {
     modules: RefCell<HashMap<String, FrozenModule>>,
     prelude: FrozenModule,
     pub glob_limit: usize,
+    /// Limits on each file's evaluation (the prelude is evaluated before they are set, unlimited).
+    pub limits: EvalLimits,
 }
 
 struct Loader<'a> {
@@ -342,6 +503,7 @@ impl Evaluation {
             modules: RefCell::new(HashMap::new()),
             prelude: placeholder_module(),
             glob_limit: 100_000,
+            limits: EvalLimits::default(),
         };
         let loader = Loader { ev: &ev, stack: RefCell::new(Vec::new()), current: PackagePath::root() };
         ev.prelude = loader.load_module("@prelude//prelude.star", None)?;
@@ -366,17 +528,22 @@ impl Evaluation {
             error: RefCell::new(None),
             glob_limit: self.glob_limit,
         };
+        let file_label = format!("//{package}:{BUILD_FILE}");
         let res = Module::with_temp_heap(|module| {
             module.import_public_symbols(&self.prelude);
             let mut eval = Evaluator::new(&module);
+            let last = self.limits.install(&mut eval).map_err(Ok)?;
             eval.set_loader(&loader);
             eval.extra = Some(&cx);
-            eval.eval_module(ast, &self.globals).map(|_| ())
+            eval.eval_module(ast, &self.globals)
+                .map(|_| ())
+                .map_err(|e| self.limits.exceeded(&eval, &e, &file_label, &last).ok_or(e))
         });
-        if let Err(e) = res {
-            return Err(cx.error.borrow_mut().take().unwrap_or_else(|| LoadError::from_starlark(&e)));
+        match res {
+            Ok(()) => Ok(cx.targets.into_inner()),
+            Err(Ok(limit)) => Err(limit),
+            Err(Err(e)) => Err(cx.error.borrow_mut().take().unwrap_or_else(|| LoadError::from_starlark(&e))),
         }
-        Ok(cx.targets.into_inner())
     }
 }
 
@@ -476,20 +643,31 @@ impl<'a> Loader<'a> {
             glob_limit: self.ev.glob_limit,
         };
         let is_prelude = id.starts_with("@prelude//");
+        let file_label = match id.rsplit_once('/') {
+            _ if is_prelude => id.to_string(),
+            Some((pkg, file)) => format!("//{pkg}:{file}"),
+            None => format!("//:{id}"),
+        };
         let frozen = Module::with_temp_heap(|module| {
             if !is_prelude {
                 module.import_public_symbols(&self.ev.prelude);
             }
             {
                 let mut eval = Evaluator::new(&module);
+                let last = if is_prelude { LastStmt::default() } else { self.ev.limits.install(&mut eval).map_err(Ok)? };
                 eval.set_loader(&sub);
                 eval.extra = Some(&cx);
-                eval.eval_module(ast, &self.ev.globals)?;
+                eval.eval_module(ast, &self.ev.globals)
+                    .map_err(|e| self.ev.limits.exceeded(&eval, &e, &file_label, &last).ok_or(e))?;
             }
-            Ok::<_, starlark::Error>(module.freeze_named(FrozenHeapName::User(Box::new(id.to_string())))?)
+            module
+                .freeze_named(FrozenHeapName::User(Box::new(id.to_string())))
+                .map_err(|e| Err(starlark::Error::from(e)))
         });
-        let frozen =
-            frozen.map_err(|e| cx.error.borrow_mut().take().unwrap_or_else(|| LoadError::from_starlark(&e)))?;
+        let frozen = frozen.map_err(|e| match e {
+            Ok(limit) => limit,
+            Err(e) => cx.error.borrow_mut().take().unwrap_or_else(|| LoadError::from_starlark(&e)),
+        })?;
         self.ev.modules.borrow_mut().insert(id.to_string(), frozen.clone());
         Ok(frozen)
     }

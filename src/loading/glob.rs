@@ -28,6 +28,10 @@ fn build_set(patterns: &[String], what: &str) -> Result<GlobSet, LoadError> {
 
 /// Files of the package at `dir` matching `include` minus `exclude`, as sorted package-relative paths.
 /// Directories holding a `BUILD.star` (sub-packages), hidden VCS dirs and `cbuild-out` are skipped.
+/// Symlinks are matched as files and never followed here (a linked directory is not descended
+/// into). Whether a symlinked source may be read is not decided here but where every source,
+/// globbed or named, is hashed before a build: `execution::scheduler::hash_sources` refuses one that
+/// leads outside the workspace (glob cannot: it does not know whether the consumer follows links).
 pub fn glob(dir: &Path, include: &[String], exclude: &[String], limit: usize) -> Result<Vec<String>, LoadError> {
     let inc = build_set(include, "include")?;
     let exc = build_set(exclude, "exclude")?;
@@ -114,6 +118,18 @@ mod tests {
             let e = glob(t.path(), &s(&[p]), &[], 100).unwrap_err();
             assert!(e.message.contains("escapes the package"), "{p}: {}", e.message);
         }
+    }
+
+    #[test]
+    fn symlinks_are_listed_not_followed() {
+        let t = tree();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.py"), "x").unwrap();
+        std::os::unix::fs::symlink(outside.path(), t.path().join("linkdir")).unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.py"), t.path().join("link.py")).unwrap();
+        let all = glob(t.path(), &s(&["**"]), &[], 100).unwrap();
+        assert!(all.contains(&"link.py".to_string()) && all.contains(&"linkdir".to_string()), "{all:?}");
+        assert!(!all.iter().any(|f| f.starts_with("linkdir/")), "a linked directory is not walked: {all:?}");
     }
 
     #[test]

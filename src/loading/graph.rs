@@ -125,8 +125,19 @@ pub struct Loaded {
 /// Loads the packages the patterns name, then transitively the packages their targets depend on.
 /// Reports every error found (not just the first), each located in its BUILD file.
 pub fn load(root: &Path, patterns: &[Pattern], glob_limit: usize) -> Result<Loaded, Vec<LoadError>> {
+    load_limited(root, patterns, glob_limit, super::EvalLimits::default())
+}
+
+/// [`load`] with explicit Starlark evaluation limits (steps, heap, call depth).
+pub fn load_limited(
+    root: &Path,
+    patterns: &[Pattern],
+    glob_limit: usize,
+    limits: super::EvalLimits,
+) -> Result<Loaded, Vec<LoadError>> {
     let mut ev = Evaluation::new(root).map_err(|e| vec![e])?;
     ev.glob_limit = glob_limit;
+    ev.limits = limits;
     let mut packages: BTreeMap<PackagePath, Option<Vec<TargetNode>>> = BTreeMap::new();
     let mut errors = Vec::new();
     let mut queue: VecDeque<PackagePath> = VecDeque::new();

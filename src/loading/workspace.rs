@@ -33,6 +33,11 @@ pub struct BuildConfig {
     pub compression: Option<String>,
     /// Maximum files one glob() may match.
     pub glob_limit: Option<usize>,
+    /// Starlark evaluation limits per BUILD/.star file: steps (calls + loop iterations), heap
+    /// bytes (a size like `2GiB`), call depth.
+    pub starlark_max_steps: Option<u64>,
+    pub starlark_max_heap: Option<String>,
+    pub starlark_max_depth: Option<usize>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -41,6 +46,8 @@ pub struct CacheConfig {
     pub dir: Option<PathBuf>,
     pub remote: Option<String>,
     pub remote_mode: Option<String>,
+    /// Public keys (base64 or hex) whose signed remote-cache entries are accepted.
+    pub remote_trusted_keys: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

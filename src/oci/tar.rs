@@ -255,13 +255,29 @@ pub fn write_prepared<W: Write>(entries: &LayerEntries, opts: &TarOptions, out: 
             EntryKind::Symlink { target } => w.append_symlink(&e.path, target, mode, e.uid, e.gid)?,
             EntryKind::Hardlink { target } => w.append_hardlink(&e.path, target, mode, e.uid, e.gid)?,
             EntryKind::File { source } => {
-                let f = File::open(source).map_err(io_err(source))?;
+                let f = open_source(source)?;
                 let size = f.metadata().map_err(io_err(source))?.len();
                 w.append_file(&e.path, mode, e.uid, e.gid, size, f, source)?;
             }
         }
     }
     w.finish()
+}
+
+/// Opens a file entry's source. Sources may sit in trees a sandbox wrote (`/layers`, the build
+/// `/workspace`), so the last component is never followed (`O_NOFOLLOW`) and only a regular file
+/// is accepted (never a FIFO or device swapped in after the entry was listed).
+fn open_source(source: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(source)
+        .map_err(io_err(source))?;
+    if !f.metadata().map_err(io_err(source))?.is_file() {
+        return Err(OciError::SpecialFile { path: source.to_path_buf() });
+    }
+    Ok(f)
 }
 
 /// A low-level deterministic tar stream writer: ustar headers, empty user/group names, one fixed
@@ -516,7 +532,9 @@ pub fn entries_from_dir(
         check_entry_path(prefix)
             .map_err(|reason| OciError::InvalidEntryPath { path: dest_prefix.to_string(), reason })?;
     }
-    let meta = std::fs::metadata(root).map_err(io_err(root))?;
+    // Not followed: walkdir would walk a symlinked root's target (a layer dir a buildpack replaced
+    // by a link to a host directory).
+    let meta = std::fs::symlink_metadata(root).map_err(io_err(root))?;
     if !meta.is_dir() {
         return Err(OciError::Io { path: root.to_path_buf(), source: io::Error::other("not a directory") });
     }

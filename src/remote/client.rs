@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 use base64::Engine as _;
@@ -13,7 +14,10 @@ use reqwest::StatusCode;
 use super::config::{parse_base_url, RemoteAuth, RemoteMode, Timeouts};
 use super::entry::{self, RemoteEntry};
 use super::error::{status_hint, RemoteError, Result};
+use super::signing::{PublicKey, SigningKey, SIGNING_KEY_ENV, TRUSTED_KEYS_ENV};
+use super::validate::{self, Expected};
 use crate::cas::BlobDir;
+use crate::model::action::ActionOutput;
 use crate::model::digest::{Blake3, Digest, HashingWriter};
 
 /// Largest `/ac/` value accepted (an `ActionResult` listing thousands of blobs is well below).
@@ -39,8 +43,19 @@ pub struct PutStats {
     pub blobs_present: usize,
     /// Bytes of referenced blobs uploaded now.
     pub bytes_uploaded: u64,
-    /// True if nothing was done because the client is read-only.
+    /// True if nothing was done because the client is read-only (asked to be, or without a
+    /// signing key).
     pub skipped_read_only: bool,
+}
+
+/// A remote-cache answer checked against its action and with every blob local: what
+/// [`RemoteCache::lookup`] returns.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteHit {
+    /// The action's output, checked against the action's shape.
+    pub output: ActionOutput,
+    /// The trusted key that signed the entry; `None` if this reader trusts no keys (unauthenticated).
+    pub signer: Option<PublicKey>,
 }
 
 /// A client of one Bazel-HTTP-protocol cache (nginx WebDAV, bazel-remote, S3 proxies).
@@ -51,6 +66,11 @@ pub struct PutStats {
 ///
 /// The first error about the server itself ([`RemoteError::disables_remote`]) is returned once
 /// and disables the client: every later call fails at once with [`RemoteError::Disabled`].
+///
+/// Trust: uploads are signed with the key given to [`RemoteCache::with_signing_key`]; without
+/// one the client never writes. With [`RemoteCache::with_trusted_keys`], an entry without a valid
+/// signature by one of those keys is refused ([`RemoteError::Untrusted`]); without trusted keys
+/// entries are accepted unauthenticated (see [`RemoteCache::unauthenticated_warning`]).
 ///
 /// ```no_run
 /// use cbuild::remote::{RemoteAuth, RemoteCache, RemoteMode, Timeouts};
@@ -75,14 +95,19 @@ pub struct RemoteCache {
     timeouts: Timeouts,
     http: OnceLock<std::result::Result<Client, String>>,
     disabled: Mutex<Option<String>>,
+    signer: Option<Arc<SigningKey>>,
+    trusted: Vec<PublicKey>,
+    warned_unauthenticated: AtomicBool,
 }
 
 impl fmt::Debug for RemoteCache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RemoteCache")
             .field("url", &self.base)
-            .field("mode", &self.mode)
+            .field("mode", &self.mode())
             .field("auth", &self.auth_kind)
+            .field("signing_key", &self.signer.as_ref().map(|s| s.public_key()))
+            .field("trusted_keys", &self.trusted)
             .field("timeouts", &self.timeouts)
             .field("health", &self.health())
             .finish()
@@ -116,7 +141,65 @@ impl RemoteCache {
                 Ok::<_, RemoteError>(v)
             })
             .transpose()?;
-        Ok(RemoteCache { base, mode, auth, auth_kind, timeouts, http: OnceLock::new(), disabled: Mutex::new(None) })
+        Ok(RemoteCache {
+            base,
+            mode,
+            auth,
+            auth_kind,
+            timeouts,
+            http: OnceLock::new(),
+            disabled: Mutex::new(None),
+            signer: None,
+            trusted: Vec::new(),
+            warned_unauthenticated: AtomicBool::new(false),
+        })
+    }
+
+    /// Signs every upload with `key`. Without a signing key the client never writes.
+    pub fn with_signing_key(mut self, key: SigningKey) -> RemoteCache {
+        self.signer = Some(Arc::new(key));
+        self
+    }
+
+    /// Accepts only entries signed by one of `keys` (an empty list accepts every entry,
+    /// unauthenticated).
+    pub fn with_trusted_keys(mut self, keys: Vec<PublicKey>) -> RemoteCache {
+        self.trusted = keys;
+        self
+    }
+
+    /// The public half of the signing key, if any.
+    pub fn signing_key(&self) -> Option<PublicKey> {
+        self.signer.as_ref().map(|s| s.public_key())
+    }
+
+    /// The keys whose signatures this client accepts (empty: entries are not authenticated).
+    pub fn trusted_keys(&self) -> &[PublicKey] {
+        &self.trusted
+    }
+
+    /// Why a client asked to be read-write does not write, if it does not: it has no signing key.
+    pub fn read_only_reason(&self) -> Option<String> {
+        (self.mode == RemoteMode::ReadWrite && self.signer.is_none()).then(|| {
+            format!(
+                "remote cache `{}` is read-only: no signing key ({SIGNING_KEY_ENV}; create one with \
+                 `cbuild cache keygen`), so nothing is uploaded",
+                self.base
+            )
+        })
+    }
+
+    /// The warning to print, once per client, when an entry was accepted without authentication
+    /// (no trusted keys configured); `None` after the first call or when keys are configured.
+    pub fn unauthenticated_warning(&self) -> Option<String> {
+        if !self.trusted.is_empty() || self.warned_unauthenticated.swap(true, Ordering::Relaxed) {
+            return None;
+        }
+        Some(format!(
+            "entries from remote cache `{}` are used unauthenticated: no trusted keys are set \
+             ({TRUSTED_KEYS_ENV}), so anyone who can write to the server decides these results",
+            self.base
+        ))
     }
 
     /// The base URL (without credentials or trailing slash).
@@ -124,9 +207,12 @@ impl RemoteCache {
         &self.base
     }
 
-    /// The mode given to [`RemoteCache::new`].
+    /// The effective mode: read-write only if asked for and a signing key is set.
     pub fn mode(&self) -> RemoteMode {
-        self.mode
+        match self.signer {
+            Some(_) => self.mode,
+            None => RemoteMode::ReadOnly,
+        }
     }
 
     /// Whether an earlier error disabled this client.
@@ -139,17 +225,40 @@ impl RemoteCache {
 
     /// Looks up the action result stored under `key`: `Ok(None)` on a miss (404, or an entry
     /// whose result file the server no longer has). Downloads the small result file (verified
-    /// by sha256), never the blobs.
+    /// by sha256), never the blobs. With trusted keys, an entry without a valid signature by one
+    /// of them is [`RemoteError::Untrusted`].
     pub fn get_action(&self, key: &Blake3) -> Result<Option<RemoteEntry>> {
         self.guard()?;
         let r = self.get_action_inner(key);
         self.observe(r)
     }
 
+    /// [`RemoteCache::get_action`], then the checks of [`validate`] against the action's
+    /// expected output, then every blob downloaded into `local` (verified) with the size the
+    /// entry lists. Any inconsistency is [`RemoteError::BadEntry`]: the caller treats it as a miss
+    /// and nothing of the entry becomes a local cache entry.
+    pub fn lookup(&self, key: &Blake3, expected: &Expected, local: &BlobDir) -> Result<Option<RemoteHit>> {
+        let Some(entry) = self.get_action(key)? else { return Ok(None) };
+        let output = validate::check_result(expected, &entry).map_err(|r| self.bad_entry(key, r))?;
+        for (d, size) in &entry.blobs {
+            let got = self.fetch_blob(d, local)?;
+            if got != *size {
+                return Err(self.bad_entry(key, format!("blob `{d}` is {got} bytes, the entry lists {size}")));
+            }
+        }
+        validate::check_fetched(&output, local).map_err(|r| self.bad_entry(key, r))?;
+        Ok(Some(RemoteHit { output, signer: entry.signer }))
+    }
+
+    fn bad_entry(&self, key: &Blake3, reason: String) -> RemoteError {
+        RemoteError::BadEntry { key: key.to_hex(), url: self.ac_url(key), reason }
+    }
+
     /// Stores an action result: every blob in `blobs` the server lacks is streamed from `local`
     /// (HEAD first; memory does not grow with blob size; a local blob whose bytes do not match
     /// its name is never sent), then the result file, then the `/ac/` entry last, so a reader
-    /// never sees an entry whose blobs are still missing. Read-only mode does nothing.
+    /// never sees an entry whose blobs are still missing. The result file is signed with the
+    /// signing key. Read-only mode, or no signing key, does nothing.
     pub fn put_action(
         &self,
         key: &Blake3,
@@ -158,11 +267,11 @@ impl RemoteCache {
         blobs: &[Digest],
         local: &BlobDir,
     ) -> Result<PutStats> {
-        if self.mode == RemoteMode::ReadOnly {
+        let Some(signer) = self.signer.clone().filter(|_| self.mode == RemoteMode::ReadWrite) else {
             return Ok(PutStats { skipped_read_only: true, ..PutStats::default() });
-        }
+        };
         self.guard()?;
-        let r = self.put_action_inner(key, result_json, components_json, blobs, local);
+        let r = self.put_action_inner(key, result_json, components_json, blobs, local, &signer);
         self.observe(r)
     }
 
@@ -221,7 +330,33 @@ impl RemoteCache {
                 url: self.base.clone(),
             });
         }
-        entry::parse_result_file(key, &body, &decoded).map(Some).map_err(bad)
+        let opened = entry::open(&body).map_err(bad)?;
+        let signer = self.check_signature(key, &opened).map_err(|reason| RemoteError::Untrusted {
+            key: key.to_hex(),
+            url: url.clone(),
+            reason,
+        })?;
+        let mut e = entry::parse_result_file(key, &opened.record, &decoded).map_err(bad)?;
+        e.signer = signer;
+        Ok(Some(e))
+    }
+
+    /// `Ok(None)` without trusted keys (nothing to check); `Ok(Some(key))` for a valid signature
+    /// by a trusted key; otherwise why the entry is not trusted.
+    fn check_signature(&self, key: &Blake3, opened: &entry::Opened) -> std::result::Result<Option<PublicKey>, String> {
+        if self.trusted.is_empty() {
+            return Ok(None);
+        }
+        match &opened.signature {
+            None => Err(format!("it is not signed ({TRUSTED_KEYS_ENV} is set)")),
+            Some((pk, _)) if !self.trusted.contains(pk) => {
+                Err(format!("it is signed by `{pk}`, which is not one of the trusted keys ({TRUSTED_KEYS_ENV})"))
+            }
+            Some((pk, sig)) if !pk.verify(key, &opened.record, sig) => {
+                Err(format!("its signature by trusted key `{pk}` does not verify (forged or altered)"))
+            }
+            Some((pk, _)) => Ok(Some(*pk)),
+        }
     }
 
     fn put_action_inner(
@@ -231,6 +366,7 @@ impl RemoteCache {
         components_json: &str,
         blobs: &[Digest],
         local: &BlobDir,
+        signer: &SigningKey,
     ) -> Result<PutStats> {
         let mut unique: Vec<Digest> = Vec::with_capacity(blobs.len());
         for d in blobs {
@@ -251,7 +387,8 @@ impl RemoteCache {
                 stats.blobs_present += 1;
             }
         }
-        let rf = entry::result_file(key, result_json, components_json, &unique);
+        let record = entry::result_file(key, result_json, components_json, &unique);
+        let rf = entry::seal(key, &record, Some(signer));
         let rd = Digest::of_bytes(&rf);
         let rurl = self.cas_url(&rd);
         if self.head_len(&rurl)? != Some(rf.len() as u64) {

@@ -1,20 +1,30 @@
 //! How one cbuild action result is laid out in a Bazel HTTP cache: the `/ac/<key>` value is an
 //! `ActionResult` whose output files are every referenced blob (`blobs/<n>`) plus
 //! `cbuild-result.json`, a CAS blob holding the result and key components. No HTTP here.
+//!
+//! `cbuild-result.json` is an envelope (format [`ENVELOPE_FORMAT`]) around the entry record
+//! (format [`ENTRY_FORMAT`]): `{"format":2,"entry":"<record JSON>","signature":{"public_key":
+//! "<base64>","signature":"<base64>"}}`. The record is carried as a string so the signed bytes are
+//! exactly the bytes read back (no re-serialisation); see [`super::signing`] for what is signed.
+//! A bare record (format 1, written before entries were signed) reads as an unsigned entry.
 
 use std::collections::BTreeMap;
 
+use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
 use super::proto::{ActionResult, OutputFile, ProtoDigest};
+use super::signing::{PublicKey, SigningKey, SIGNATURE_LEN};
 use crate::model::digest::{Blake3, Digest};
 
 /// Path of the output file whose blob holds cbuild's own result JSON.
 pub const RESULT_FILE: &str = "cbuild-result.json";
 /// `execution_metadata.worker` of entries cbuild writes (REAPI advises a non-empty value).
 pub const WORKER: &str = "cbuild";
-/// Version of the [`RESULT_FILE`] layout; another version is an unusable entry.
+/// Version of the entry record inside the envelope; another version is an unusable entry.
 pub const ENTRY_FORMAT: u32 = 1;
+/// Version of the signed envelope that [`RESULT_FILE`] holds.
+pub const ENVELOPE_FORMAT: u32 = 2;
 
 /// An action result read from the remote cache. Blobs are not downloaded: fetch the ones needed
 /// with [`RemoteCache::fetch_blob`](super::RemoteCache::fetch_blob).
@@ -27,11 +37,15 @@ pub struct RemoteEntry {
     /// Every blob the result references, with its size, in the order given to `put_action`
     /// (duplicates removed).
     pub blobs: Vec<(Digest, u64)>,
+    /// The trusted key whose valid signature the entry carries; `None` when the reader trusts no
+    /// keys (then nothing is checked and the entry is unauthenticated).
+    pub signer: Option<PublicKey>,
 }
 
-/// Content of the `cbuild-result.json` blob. Field order is fixed (serde follows declaration
-/// order), so the same result always makes the same blob.
+/// The entry record (the signed bytes). Field order is fixed (serde follows declaration order), so
+/// the same result always makes the same record.
 #[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct ResultFile {
     format: u32,
     /// The action key the entry was written for; a value served under another key is refused.
@@ -43,7 +57,7 @@ struct ResultFile {
     blobs: Vec<Digest>,
 }
 
-/// The bytes of the `cbuild-result.json` blob.
+/// The entry record: the bytes a writer signs.
 pub fn result_file(key: &Blake3, result_json: &str, components_json: &str, blobs: &[Digest]) -> Vec<u8> {
     let f = ResultFile {
         format: ENTRY_FORMAT,
@@ -53,6 +67,76 @@ pub fn result_file(key: &Blake3, result_json: &str, components_json: &str, blobs
         blobs: blobs.to_vec(),
     };
     serde_json::to_vec(&f).expect("strings and digests always serialise")
+}
+
+/// The envelope around a record.
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Envelope {
+    format: u32,
+    entry: String,
+    signature: Option<SignatureField>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SignatureField {
+    public_key: String,
+    signature: String,
+}
+
+/// The bytes of the `cbuild-result.json` blob: `record` (from [`result_file`]) in an envelope,
+/// signed by `signer` for `key` when given. Deterministic (Ed25519 signatures are).
+pub fn seal(key: &Blake3, record: &[u8], signer: Option<&SigningKey>) -> Vec<u8> {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let env = Envelope {
+        format: ENVELOPE_FORMAT,
+        entry: String::from_utf8(record.to_vec()).expect("records are JSON, hence UTF-8"),
+        signature: signer.map(|s| SignatureField {
+            public_key: s.public_key().to_base64(),
+            signature: b64.encode(s.sign(key, record)),
+        }),
+    };
+    serde_json::to_vec(&env).expect("strings always serialise")
+}
+
+/// An opened `cbuild-result.json`: the record bytes and the signature claimed for them (not
+/// verified here).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Opened {
+    pub record: Vec<u8>,
+    pub signature: Option<(PublicKey, Vec<u8>)>,
+}
+
+/// Opens the `cbuild-result.json` bytes; a bare format-1 record is an unsigned entry.
+pub fn open(bytes: &[u8]) -> Result<Opened, String> {
+    #[derive(Deserialize)]
+    struct Probe {
+        format: u32,
+    }
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|e| format!("`{RESULT_FILE}`: {e}"))?;
+    match probe.format {
+        ENTRY_FORMAT => Ok(Opened { record: bytes.to_vec(), signature: None }),
+        ENVELOPE_FORMAT => {
+            let env: Envelope = serde_json::from_slice(bytes).map_err(|e| format!("`{RESULT_FILE}`: {e}"))?;
+            let signature = match env.signature {
+                None => None,
+                Some(s) => {
+                    let pk = PublicKey::parse(&s.public_key).map_err(|e| format!("signature key: {e}"))?;
+                    let sig = base64::engine::general_purpose::STANDARD
+                        .decode(&s.signature)
+                        .ok()
+                        .filter(|v| v.len() == SIGNATURE_LEN)
+                        .ok_or_else(|| format!("the signature is not {SIGNATURE_LEN} bytes of base64"))?;
+                    Some((pk, sig))
+                }
+            };
+            Ok(Opened { record: env.entry.into_bytes(), signature })
+        }
+        f => Err(format!(
+            "`{RESULT_FILE}` has format {f}, this cbuild reads formats {ENTRY_FORMAT} and {ENVELOPE_FORMAT}"
+        )),
+    }
 }
 
 /// The `/ac/` value: one output file per blob, then the result file.
@@ -102,8 +186,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
     Ok(Decoded { result_file, blobs })
 }
 
-/// Parses the (already digest-verified) result file and checks it against the key it was looked
-/// up under and the blob list of the `ActionResult`.
+/// Parses an entry record (from [`open`], its signature already checked by the caller) and checks
+/// it against the key it was looked up under and the blob list of the `ActionResult`. The
+/// returned entry has no `signer`; the caller sets it.
 pub fn parse_result_file(key: &Blake3, bytes: &[u8], decoded: &Decoded) -> Result<RemoteEntry, String> {
     let f: ResultFile = serde_json::from_slice(bytes).map_err(|e| format!("`{RESULT_FILE}`: {e}"))?;
     if f.format != ENTRY_FORMAT {
@@ -123,7 +208,7 @@ pub fn parse_result_file(key: &Blake3, bytes: &[u8], decoded: &Decoded) -> Resul
     if let Some(extra) = decoded.blobs.keys().find(|d| !f.blobs.contains(d)) {
         return Err(format!("output blob `{extra}` is not referenced by the result"));
     }
-    Ok(RemoteEntry { result_json: f.result, components_json: f.components, blobs })
+    Ok(RemoteEntry { result_json: f.result, components_json: f.components, blobs, signer: None })
 }
 
 #[cfg(test)]
@@ -150,6 +235,7 @@ mod tests {
                 result_json: r#"{"layer":1}"#.into(),
                 components_json: r#"[["kind","layer"]]"#.into(),
                 blobs: blobs(),
+                signer: None,
             }
         );
         // The value lists paths bazel-remote can validate: every blob plus the result file.

@@ -60,6 +60,10 @@ pub enum RemoteError {
     /// the key it was stored under.
     #[error("remote cache entry `{url}` for action `{key}` is unusable: {reason}")]
     BadEntry { key: String, url: String, reason: String },
+    /// The reader trusts some keys and the entry carries no valid signature by any of them: it
+    /// was ignored (a miss). Anyone who can write to the server can plant such an entry.
+    #[error("remote cache entry `{url}` for action `{key}` is not trusted and was ignored: {reason}")]
+    Untrusted { key: String, url: String, reason: String },
     /// An earlier error about the server itself disabled the remote for this `RemoteCache`.
     #[error("remote cache `{url}` is disabled for the rest of this build after an earlier error: {reason}")]
     Disabled { url: String, reason: String },

@@ -8,6 +8,12 @@
 //! fetch_blob: GET cas/<sha256> ─► temp file, sha256 checked ─► BlobDir   (lazily, per blob)
 //! ```
 //!
+//! Trust (RELIABILITY.md, "Remote cache trust"): only holders of a signing key write (every entry
+//! is an Ed25519 signature over the action key and the entry record, [`signing`]); readers that
+//! list trusted public keys use only entries signed by one of them, others use any entry and are
+//! warned once. Every entry is checked against its action before use ([`validate`]); whatever is
+//! wrong with an entry makes it a miss with a warning, never a local cache entry.
+//!
 //! Encoding decisions:
 //! * CAS keys are the sha256 of the bytes (our OCI digests), so bazel-remote's CAS check passes.
 //! * The action key is our blake3 hex (64 hex digits), which both servers accept as an AC key.
@@ -30,8 +36,12 @@ pub mod config;
 pub mod entry;
 pub mod error;
 pub mod proto;
+pub mod signing;
+pub mod validate;
 
-pub use client::{PutStats, RemoteCache, RemoteHealth};
+pub use client::{PutStats, RemoteCache, RemoteHealth, RemoteHit};
 pub use config::{RemoteAuth, RemoteMode, Timeouts, AUTH_ENV, TOKEN_ENV};
 pub use entry::RemoteEntry;
 pub use error::{RemoteError, Result};
+pub use signing::{PublicKey, SigningKey, SIGNING_KEY_ENV, TRUSTED_KEYS_ENV};
+pub use validate::Expected;

@@ -97,16 +97,27 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layo
         crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
     let remote = match &s.remote_cache {
         None => None,
-        Some(url) => Some(Arc::new(
-            crate::remote::RemoteCache::new(
+        Some(url) => {
+            let mut r = crate::remote::RemoteCache::new(
                 url,
                 s.remote_mode,
                 crate::remote::RemoteAuth::from_env()
                     .map_err(|e| Failure::user(format!("remote cache credentials: {e}")))?,
                 Default::default(),
             )
-            .map_err(|e| Failure::user(format!("remote cache: {e}")))?,
-        )),
+            .map_err(|e| Failure::user(format!("remote cache: {e}")))?
+            .with_trusted_keys(s.remote_trusted_keys.clone());
+            // Signing key (uploads) and trust (reads): see RELIABILITY.md, "Remote cache trust".
+            if let Some(path) = &s.remote_signing_key {
+                let key = crate::remote::SigningKey::from_file(path)
+                    .map_err(|e| Failure::user(format!("{}: {e}", crate::remote::SIGNING_KEY_ENV)))?;
+                r = r.with_signing_key(key);
+            }
+            if let Some(note) = r.read_only_reason().filter(|_| !s.quiet) {
+                eprintln!("note: {note}");
+            }
+            Some(Arc::new(r))
+        }
     };
     let cfg = ExecConfig {
         remote,

@@ -1,4 +1,4 @@
-//! `cbuild cache stats | gc [--max-size SIZE] [--older-than DURATION] | clean`.
+//! `cbuild cache stats | gc [--max-size SIZE] [--older-than DURATION] | clean | keygen [FILE]`.
 
 use std::process::ExitCode;
 
@@ -29,6 +29,17 @@ pub enum CacheCmd {
     },
     /// Delete the whole local cache.
     Clean,
+    /// Create a key pair for signing remote-cache entries; prints the public key.
+    ///
+    /// Give the private key file to trusted writers only (CBUILD_REMOTE_SIGNING_KEY=FILE, e.g. CI
+    /// on the main branch) and the public key to every reader (CBUILD_REMOTE_TRUSTED_KEYS or
+    /// `remote_trusted_keys` in the `[cache]` table of cbuild.toml). Never overwrites a file.
+    #[command(verbatim_doc_comment)]
+    Keygen {
+        /// Where to write the private key (PKCS#8 PEM, mode 0600); the public key goes to FILE.pub.
+        #[arg(value_name = "FILE", default_value = "cbuild-remote-signing.pem")]
+        file: std::path::PathBuf,
+    },
 }
 
 fn human(n: u64) -> String {
@@ -47,6 +58,36 @@ fn human(n: u64) -> String {
 }
 
 pub fn run(g: &GlobalArgs, a: CacheArgs) -> Result<ExitCode, Failure> {
+    if let CacheCmd::Keygen { file } = &a.cmd {
+        // Needs no workspace: keys are made once, anywhere, and handed to the runners.
+        let file = match &g.directory {
+            Some(d) if file.is_relative() => d.join(file),
+            _ => file.clone(),
+        };
+        let k = crate::remote::signing::write_new_key_pair(&file).map_err(Failure::user)?;
+        if g.json {
+            println!(
+                "{}",
+                serde_json::json!({"private_key": k.private, "public_key_file": k.public_file, "public_key": k.public.to_base64()})
+            );
+        } else {
+            println!("{}", k.public);
+            if !g.quiet {
+                eprintln!(
+                    "wrote the private key to {} and the public key to {}\n\
+                     writers (trusted runners only): {}={}\n\
+                     readers: {}={} (or `remote_trusted_keys` in the [cache] table of cbuild.toml)",
+                    k.private.display(),
+                    k.public_file.display(),
+                    crate::remote::SIGNING_KEY_ENV,
+                    k.private.display(),
+                    crate::remote::TRUSTED_KEYS_ENV,
+                    k.public,
+                );
+            }
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     let s = Settings::resolve(g)?;
     match a.cmd {
         CacheCmd::Stats => {
@@ -82,6 +123,7 @@ pub fn run(g: &GlobalArgs, a: CacheArgs) -> Result<ExitCode, Failure> {
             Cache::clean(&s.cache_dir).map_err(Failure::env)?;
             println!("removed {}", s.cache_dir.display());
         }
+        CacheCmd::Keygen { .. } => unreachable!("handled above"),
     }
     Ok(ExitCode::SUCCESS)
 }

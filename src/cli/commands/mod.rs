@@ -33,5 +33,5 @@ pub fn parse_patterns(s: &Settings, raw: &[String]) -> Result<Vec<Pattern>, Fail
 
 /// Loads the graph for `patterns`, turning load errors into a located failure.
 pub fn load(s: &Settings, patterns: &[Pattern]) -> Result<crate::loading::Loaded, Failure> {
-    crate::loading::load(s.root(), patterns, s.glob_limit).map_err(Failure::Load)
+    crate::loading::load_limited(s.root(), patterns, s.glob_limit, s.starlark_limits).map_err(Failure::Load)
 }

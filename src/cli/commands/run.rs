@@ -89,6 +89,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
     let (uid, gid, home) = resolve_user(&rootfs, &user).map_err(Failure::user)?;
     env.entry("HOME".into()).or_insert(home);
     env.entry("PATH".into()).or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
+    check_exec_size(&argv, &env).map_err(Failure::user)?;
     let mut spec = SandboxSpec::new(RootFs::Dir(rootfs.clone()), argv);
     spec.cwd =
         a.workdir.clone().or_else(|| cfg.working_dir().clone()).filter(|w| !w.is_empty()).unwrap_or_else(|| "/".into());
@@ -103,10 +104,45 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
+/// Refuses a command line and environment the kernel would refuse at exec (`E2BIG`, "Argument list
+/// too long"), saying which part is too large: an image config can carry any number of env entries.
+fn check_exec_size(argv: &[String], env: &BTreeMap<String, String>) -> Result<(), String> {
+    // One string may not exceed MAX_ARG_STRLEN (32 pages); all together must fit in ARG_MAX.
+    const MAX_ARG_STRLEN: usize = 32 * 4096;
+    // SAFETY: sysconf has no preconditions.
+    let arg_max = match unsafe { libc::sysconf(libc::_SC_ARG_MAX) } {
+        n if n > 0 => n as usize,
+        _ => 2 << 20,
+    };
+    let ptr = std::mem::size_of::<usize>();
+    if let Some((k, v)) = env.iter().find(|(k, v)| k.len() + v.len() + 2 > MAX_ARG_STRLEN) {
+        return Err(format!(
+            "environment variable `{k}` is {} bytes; a process accepts at most {MAX_ARG_STRLEN} bytes per entry",
+            k.len() + v.len() + 1
+        ));
+    }
+    if let Some(a) = argv.iter().find(|a| a.len() + 1 > MAX_ARG_STRLEN) {
+        let head: String = a.chars().take(40).collect();
+        return Err(format!("argument `{head}…` is {} bytes; a process accepts at most {MAX_ARG_STRLEN}", a.len()));
+    }
+    let env_bytes: usize = env.iter().map(|(k, v)| k.len() + v.len() + 2 + ptr).sum();
+    let arg_bytes: usize = argv.iter().map(|a| a.len() + 1 + ptr).sum();
+    if env_bytes + arg_bytes > arg_max {
+        return Err(format!(
+            "the image's environment ({} entries, {env_bytes} bytes) and command ({arg_bytes} bytes) exceed the \
+             kernel's limit for a process (ARG_MAX = {arg_max} bytes); remove entries from the image config or \
+             override fewer with -e",
+            env.len()
+        ));
+    }
+    Ok(())
+}
+
 /// `uid[:gid]` or a user name (looked up in the image's /etc/passwd and /etc/group), with the home dir.
 fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, String), String> {
-    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).unwrap_or_default();
-    let group = std::fs::read_to_string(rootfs.join("etc/group")).unwrap_or_default();
+    // Resolved inside the image: an image whose /etc is a symlink to a host path reads nothing of the host.
+    let passwd = String::from_utf8_lossy(&crate::fs::confined::read_image_file(rootfs, "etc/passwd")).into_owned();
+    let group = String::from_utf8_lossy(&crate::fs::confined::read_image_file(rootfs, "etc/group")).into_owned();
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),

@@ -55,8 +55,9 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     let mut out = BTreeMap::new();
     for (rel, i) in files {
         let f = match i {
+            // Resolved like every source read (see `scheduler::hash_sources`).
             Input::Source(p) => {
-                let src = ctx.root.join(p);
+                let src = crate::execution::scheduler::resolve_source(&ctx.root, p)?;
                 OutFile { digest: copy_into_cas(ctx, &src)?, executable: is_executable(&src) }
             }
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {

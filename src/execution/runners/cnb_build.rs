@@ -15,12 +15,13 @@ use super::cnb_detect::{self, DetectResult};
 use super::RunCtx;
 use crate::cache::KeyBuilder;
 use crate::cnb::buildpack_toml::{escape_id, BuildpackRef};
-use crate::cnb::env::{apply_build_layer, build_args, build_cnb_vars, buildpack_process_env, BuildVars};
+use crate::cnb::env::{apply_build_layer_confined, build_args, build_cnb_vars, buildpack_process_env, BuildVars, ConfinedEnvFs};
 use crate::cnb::launch::{merge_launch, parse_build_toml, parse_launch_toml, LaunchToml, StoreToml};
 use crate::cnb::layer_toml::{
     check_layer_name, layer_disposition, layer_name_of_file, parse_layer_toml, restore_action, restored_layer_toml,
     LayerDisposition, LayerTypes, RestoreAction,
 };
+use crate::fs::confined::{Kind, Root};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
 use crate::model::digest::Digest;
 use crate::oci::layer::{Compression, LayerBlob};
@@ -137,15 +138,8 @@ fn load_state(ctx: &RunCtx, label: &str) -> Vec<BuildpackResult> {
         .unwrap_or_default()
 }
 
-/// Rewrites host paths of the scratch layers dir in env values to the sandbox's `/layers`.
-fn sandbox_paths(env: &mut crate::cnb::env_files::EnvMap, host_layers: &Path) {
-    let h = host_layers.to_string_lossy().to_string();
-    for v in env.values_mut() {
-        if v.contains(&h) {
-            *v = v.replace(&h, "/layers");
-        }
-    }
-}
+/// Largest `<layer>.toml`, `launch.toml`, `build.toml` or `store.toml` cbuild reads.
+const MAX_TOML_BYTES: u64 = 16 << 20;
 
 /// Tar entries of one directory placed at `dest` (e.g. `layers/acme_go/go`), owned by the stack
 /// user, with its parent directories owned by the user too (like the lifecycle's exporter).
@@ -258,14 +252,20 @@ pub async fn run(
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     let (base, target) = cnb_detect::base_env(&img, &rootfs, p);
 
-    // Restore: per the Layer Types table, from the previous build of this target.
+    // Restore: per the Layer Types table, from the previous build of this target. Everything under
+    // `/layers` is touched only through `layers_root` (crate::fs::confined): buildpacks write there.
+    let layers_root = Root::open(&scratch.layers).map_err(|e| crate::execution::chain(&e))?;
     let prev = load_state(ctx, &label);
     for m in &det.group {
         let esc = escape_id(&m.id);
-        let dir = scratch.layers.join(&esc);
-        std::fs::create_dir_all(&dir).map_err(|e| crate::execution::chain(&e))?;
+        layers_root.create_dir_all(Path::new(&esc), 0o755).map_err(|e| crate::execution::chain(&e))?;
         let Some(pb) = prev.iter().find(|b| b.id == m.id) else { continue };
         for (name, l) in &pb.layers {
+            // Names come from the state file of an earlier (hostile) build: one path component.
+            if check_layer_name(name, &m.key(), Path::new(name)).is_err() {
+                continue;
+            }
+            let toml_rel = Path::new(&esc).join(format!("{name}.toml"));
             let meta = crate::cnb::launch::json_to_toml(&l.data);
             match restore_action(l.types) {
                 RestoreAction::MetadataAndContents => {
@@ -278,11 +278,13 @@ pub async fn run(
                         &Default::default(),
                     )
                     .map_err(|e| format!("restoring cached layer `{name}` of `{}`: {e}", m.id))?;
-                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta))
+                    layers_root
+                        .write_file(&toml_rel, restored_layer_toml(&meta).as_bytes(), 0o644)
                         .map_err(|e| crate::execution::chain(&e))?;
                 }
                 RestoreAction::MetadataOnly => {
-                    std::fs::write(dir.join(format!("{name}.toml")), restored_layer_toml(&meta))
+                    layers_root
+                        .write_file(&toml_rel, restored_layer_toml(&meta).as_bytes(), 0o644)
                         .map_err(|e| crate::execution::chain(&e))?;
                 }
                 RestoreAction::Nothing => {}
@@ -290,11 +292,13 @@ pub async fn run(
         }
         if let Some(store) = &pb.store {
             let st = StoreToml { metadata: crate::cnb::launch::json_to_toml(store) };
-            std::fs::write(dir.join("store.toml"), st.to_toml()).map_err(|e| crate::execution::chain(&e))?;
+            layers_root
+                .write_file(&Path::new(&esc).join("store.toml"), st.to_toml().as_bytes(), 0o644)
+                .map_err(|e| crate::execution::chain(&e))?;
         }
     }
-    std::fs::create_dir_all(scratch.layers.join(".cbuild")).map_err(|e| crate::execution::chain(&e))?;
-    common::chown_tree(&scratch.layers, huid, hgid);
+    layers_root.create_dir_all(Path::new(".cbuild"), 0o755).map_err(|e| crate::execution::chain(&e))?;
+    layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
 
     let mut plan = det.plan.clone();
     let mut acc = base.clone();
@@ -305,12 +309,16 @@ pub async fn run(
         let bp = cnb_detect::find(&bps, &BuildpackRef::new(&m.id, &m.version))
             .ok_or_else(|| format!("internal: `{}` not found", m.key()))?;
         let esc = escape_id(&m.id);
-        let bp_layers = scratch.layers.join(&esc);
+        let bp_layers = Path::new(&esc);
         let bp_plan = plan.buildpack_plan(&m.id);
-        let plan_host = scratch.layers.join(".cbuild").join(&esc).join("plan.toml");
-        std::fs::create_dir_all(plan_host.parent().unwrap()).map_err(|e| crate::execution::chain(&e))?;
-        std::fs::write(&plan_host, bp_plan.to_toml()).map_err(|e| crate::execution::chain(&e))?;
-        common::chown_tree(&scratch.layers.join(".cbuild"), huid, hgid);
+        // An earlier buildpack of the group could have planted links here: the confined writes
+        // refuse a symlinked directory and replace (never write through) a planted file.
+        let plan_dir = Path::new(".cbuild").join(&esc);
+        layers_root.create_dir_all(&plan_dir, 0o755).map_err(|e| crate::execution::chain(&e))?;
+        layers_root
+            .write_file(&plan_dir.join("plan.toml"), bp_plan.to_toml().as_bytes(), 0o644)
+            .map_err(|e| crate::execution::chain(&e))?;
+        layers_root.chown_tree(Path::new(".cbuild"), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
         let plan_sb = format!("/layers/.cbuild/{esc}/plan.toml");
         let layers_sb = format!("/layers/{esc}");
         let vars = build_cnb_vars(&BuildVars {
@@ -347,31 +355,43 @@ pub async fn run(
         let bpname = bp.label();
         let mut layers = BTreeMap::new();
         let mut disp = Vec::new();
-        let mut entries: Vec<String> = std::fs::read_dir(&bp_layers)
-            .map_err(|e| crate::execution::chain(&e))?
-            .filter_map(|e| e.ok().and_then(|e| e.file_name().to_str().map(String::from)))
-            .collect();
-        entries.sort();
-        for f in &entries {
+        // Every name and byte read here was written by the buildpack: confined reads, size limits,
+        // and a symlink where a file or layer directory belongs is an error naming it.
+        let sb = |rel: &Path| Path::new("/layers").join(rel);
+        let read_toml = |rel: &Path| -> Result<Option<String>, String> {
+            layers_root.read_to_string_opt(rel, MAX_TOML_BYTES).map_err(|e| format!("reading `{}`: {e}", sb(rel).display()))
+        };
+        let entries = layers_root.read_dir(bp_layers).map_err(|e| crate::execution::chain(&e))?;
+        for f in entries.iter().filter_map(|f| f.to_str()) {
             let Some(name) = layer_name_of_file(f) else { continue };
             let file = bp_layers.join(f);
-            let shown = Path::new(&layers_sb).join(f);
+            let shown = sb(&file);
             check_layer_name(name, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
-            let text = std::fs::read_to_string(&file).map_err(|e| format!("reading `{}`: {e}", shown.display()))?;
+            let text = read_toml(&file)?.ok_or_else(|| format!("reading `{}`: it vanished", shown.display()))?;
             let lt = parse_layer_toml(&text, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
             let dir = bp_layers.join(name);
-            let has_dir = dir.is_dir();
+            let has_dir = match layers_root.meta(&dir).map_err(|e| crate::execution::chain(&e))? {
+                Some(m) if m.kind == Kind::Dir => true,
+                None => false,
+                Some(_) => {
+                    return Err(format!(
+                        "build: buildpack `{bpname}`: layer `{}` is not a directory (a symlink or file); \
+                         cbuild does not follow it",
+                        sb(&dir).display()
+                    ))
+                }
+            };
             let d =
                 layer_disposition(name, lt.types, has_dir, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
             if d == LayerDisposition::Ignore {
                 if has_dir {
-                    let _ = std::fs::rename(&dir, bp_layers.join(format!("{name}.ignore")));
+                    let _ = layers_root.rename(&dir, &bp_layers.join(format!("{name}.ignore")));
                 }
                 continue;
             }
             if lt.types.build && has_dir {
-                apply_build_layer(&mut acc, &dir).map_err(|e| crate::execution::chain(&e))?;
-                sandbox_paths(&mut acc, &scratch.layers);
+                let fs = ConfinedEnvFs { root: &layers_root, mount: Path::new("/layers") };
+                apply_build_layer_confined(&mut acc, &fs, &sb(&dir)).map_err(|e| crate::execution::chain(&e))?;
             }
             layers.insert(
                 name.to_string(),
@@ -384,13 +404,12 @@ pub async fn run(
             );
             disp.push((name.to_string(), d));
         }
-        let read = |n: &str| std::fs::read_to_string(bp_layers.join(n)).ok();
-        let launch = match read("launch.toml") {
+        let launch = match read_toml(&bp_layers.join("launch.toml"))? {
             Some(t) => parse_launch_toml(&t, bp.desc.api, &bpname, &Path::new(&layers_sb).join("launch.toml"))
                 .map_err(|e| crate::execution::chain(&e))?,
             None => LaunchToml::default(),
         };
-        if let Some(t) = read("build.toml") {
+        if let Some(t) = read_toml(&bp_layers.join("build.toml"))? {
             let bt = parse_build_toml(&t, &bpname, &Path::new(&layers_sb).join("build.toml"))
                 .map_err(|e| crate::execution::chain(&e))?;
             plan = plan
@@ -401,7 +420,7 @@ pub async fn run(
                 .after_build(&bp_plan, &[], &bpname, Path::new("build.toml"))
                 .map_err(|e| crate::execution::chain(&e))?;
         }
-        let store = match read("store.toml") {
+        let store = match read_toml(&bp_layers.join("store.toml"))? {
             Some(t) => Some(
                 StoreToml::parse(&t, &bpname, &Path::new(&layers_sb).join("store.toml"))
                     .map_err(|e| crate::execution::chain(&e))?,

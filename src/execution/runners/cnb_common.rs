@@ -62,10 +62,12 @@ pub fn set_mode(p: &Path, mode: u32) {
     let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
 }
 
-pub fn chown_tree(p: &Path, uid: u32, gid: u32) {
-    for e in walkdir::WalkDir::new(p).into_iter().flatten() {
-        let _ = std::os::unix::fs::lchown(e.path(), Some(uid), Some(gid));
-    }
+/// Chowns the tree at `p` (cbuild's own directory, e.g. a scratch dir) without ever following a
+/// symlink, through [`crate::fs::confined`]: a tree a sandbox wrote may hold links to host paths.
+pub fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    crate::fs::confined::Root::open(p)
+        .and_then(|r| r.chown_tree(Path::new(""), uid, gid))
+        .map_err(|e| format!("setting the owner of `{}`: {e}", p.display()))
 }
 
 /// The scratch tree of one detect or build run, mounted into the sandbox.
@@ -289,7 +291,7 @@ pub fn image_env_and_target(img: &Image, rootfs: &Path) -> (BTreeMap<String, Str
         .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
         .collect();
     let (os, arch) = img.platform();
-    let os_release = std::fs::read_to_string(rootfs.join("etc/os-release")).unwrap_or_default();
+    let os_release = String::from_utf8_lossy(&crate::fs::confined::read_image_file(rootfs, "etc/os-release")).into_owned();
     let field = |k: &str| {
         os_release.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(|v| v.trim_matches('"').to_string())
     };
@@ -302,8 +304,7 @@ pub fn image_env_and_target(img: &Image, rootfs: &Path) -> (BTreeMap<String, Str
 
 /// Home directory of `uid` in the image's /etc/passwd (`/` if absent).
 pub fn home_of(rootfs: &Path, uid: u32) -> String {
-    std::fs::read_to_string(rootfs.join("etc/passwd"))
-        .unwrap_or_default()
+    String::from_utf8_lossy(&crate::fs::confined::read_image_file(rootfs, "etc/passwd"))
         .lines()
         .map(|l| l.split(':').collect::<Vec<_>>())
         .find(|f| f.len() >= 6 && f[2] == uid.to_string())

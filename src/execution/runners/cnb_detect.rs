@@ -149,7 +149,10 @@ pub async fn run(
     scratch.write_platform_env(&p.env)?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     let (huid, hgid) = crate::execution::sandbox::host_ids(p.uid, p.gid);
-    common::chown_tree(&scratch.layers, huid, hgid);
+    // Detect's `/layers` is writable by every buildpack: touched only through `layers_root`.
+    let layers_root =
+        crate::fs::confined::Root::open(&scratch.layers).map_err(|e| crate::execution::chain(&e))?;
+    layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
     let (base, target) = base_env(&img, &rootfs, p);
 
     // Run every non-composite buildpack's detect once (the resolver asks for each id@version at most
@@ -161,10 +164,10 @@ pub async fn run(
             continue;
         }
         let esc = escape_id(&bp.desc.info.id);
-        let plan_host = scratch.layers.join(".detect").join(&esc).join("plan.toml");
-        std::fs::create_dir_all(plan_host.parent().unwrap()).map_err(|e| crate::execution::chain(&e))?;
-        std::fs::write(&plan_host, b"").map_err(|e| crate::execution::chain(&e))?;
-        common::chown_tree(&scratch.layers.join(".detect"), huid, hgid);
+        let plan_rel = Path::new(".detect").join(&esc).join("plan.toml");
+        layers_root.create_dir_all(&Path::new(".detect").join(&esc), 0o755).map_err(|e| crate::execution::chain(&e))?;
+        layers_root.write_file(&plan_rel, b"", 0o644).map_err(|e| crate::execution::chain(&e))?;
+        layers_root.chown_tree(Path::new(".detect"), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
         let plan_sb = format!("/layers/.detect/{esc}/plan.toml");
         let outcome = if !bp.files.contains_key("bin/detect") {
             notes.push(format!("buildpack `{}` has no bin/detect", bp.label()));
@@ -206,8 +209,18 @@ pub async fn run(
             .await?;
             match code {
                 0 => {
-                    let text = std::fs::read_to_string(&plan_host).unwrap_or_default();
-                    match parse_detect_plan(&text, &bp.label(), Path::new(&plan_sb)) {
+                    // Written by the buildpack: confined (a symlink to a host file is an error, so
+                    // no host line can reach a parse error), bounded.
+                    let parsed = layers_root
+                        .read_to_string_opt(&plan_rel, 16 << 20)
+                        .map_err(|source| crate::cnb::CnbError::Io {
+                            phase: crate::cnb::Phase::Detect,
+                            buildpack: bp.label(),
+                            file: plan_sb.clone().into(),
+                            source,
+                        })
+                        .and_then(|t| parse_detect_plan(&t.unwrap_or_default(), &bp.label(), Path::new(&plan_sb)));
+                    match parsed {
                         Ok(plan) => DetectOutcome::Pass(plan),
                         Err(e) => {
                             notes.push(e.to_string());

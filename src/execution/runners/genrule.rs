@@ -1,7 +1,13 @@
 //! The `genrule` runner: `sh -c CMD` in a bubblewrap sandbox with a scratch dir holding only the
-//! declared sources; declared outputs are moved into the CAS, anything else is thrown away.
+//! declared sources; declared outputs are copied into the CAS, anything else is thrown away.
+//!
+//! Everything under the scratch `work` dir is written by the sandbox and hostile once it ran: the
+//! outputs are read through [`Root`] (no symlink anywhere on their path, regular files only) and
+//! copied from the descriptor that was checked, never hard-linked (the CAS must not share an inode
+//! the sandbox user owns and could still change through another link).
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::sync::Arc;
 
 use super::{input_digest, RunCtx};
@@ -9,6 +15,7 @@ use crate::cache::ComponentValue;
 use crate::cache::KeyBuilder;
 use crate::execution::events::Event;
 use crate::execution::sandbox::{self, Mount, RootFs, SandboxSpec};
+use crate::fs::confined::{Kind, Root};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input, OutFile};
 
 pub fn key(
@@ -38,15 +45,20 @@ pub async fn run(
     let scratch = sandbox::scratch_dir("genrule-")?;
     let work = scratch.path().join("work");
     std::fs::create_dir_all(&work).map_err(|e| crate::execution::chain(&e))?;
+    // Sources: files of the workspace (`scheduler::hash_sources` refused any that leads outside it;
+    // `resolve_source` re-checks) or CAS blobs, copied into a tree only cbuild has written so far.
     for (rel, i) in srcs {
         let dst = work.join(rel);
         if let Some(p) = dst.parent() {
             std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
         }
         let src = match i {
-            Input::Source(p) => ctx.root.join(p),
+            Input::Source(p) => crate::execution::scheduler::resolve_source(&ctx.root, p)?,
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
-                Some(ActionOutput::Files { files }) => ctx.cache.cas().path(&files[path].digest),
+                Some(ActionOutput::Files { files }) => match files.get(path) {
+                    Some(f) => ctx.cache.cas().path(&f.digest),
+                    None => return Err(format!("internal: output `{path}` missing")),
+                },
                 _ => return Err(format!("internal: `{path}` is not an output")),
             },
         };
@@ -54,7 +66,9 @@ pub async fn run(
     }
     // The sandbox user must be able to write the outputs.
     let (huid, hgid) = sandbox::host_ids(65534, 65534);
-    super::cnb_common::chown_tree(scratch.path(), huid, hgid);
+    let scratch_root = Root::open(scratch.path()).map_err(|e| crate::execution::chain(&e))?;
+    scratch_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
+    let work_root = Root::open(&work).map_err(|e| crate::execution::chain(&e))?;
     let mut spec = SandboxSpec::new(RootFs::Host, vec!["/bin/sh".into(), "-ec".into(), cmd.clone()]);
     spec.mounts.push(Mount::writable(&work, "/work"));
     spec.cwd = "/work".into();
@@ -70,9 +84,9 @@ pub async fn run(
         spec.env.insert(k.clone(), v.clone());
     }
     for o in outs {
-        if let Some(p) = work.join(o).parent() {
-            let _ = std::fs::create_dir_all(p);
-            super::cnb_common::chown_tree(p, huid, hgid);
+        if let Some(p) = Path::new(o).parent().filter(|p| !p.as_os_str().is_empty()) {
+            work_root.create_dir_all(p, 0o755).map_err(|e| format!("declared output `{o}`: {e}"))?;
+            work_root.chown_tree(p, huid, hgid).map_err(|e| crate::execution::chain(&e))?;
         }
     }
     let (label, reporter) = (a.label.to_string(), ctx.reporter.clone());
@@ -94,24 +108,73 @@ pub async fn run(
             _ => "the command failed".to_string(),
         });
     }
+    collect_outputs(&work_root, outs, ctx)
+}
+
+/// Copies each declared output out of the sandbox-written `work` tree into the CAS. An output must
+/// be a regular file reached without any symlink (the command may have replaced a directory on its
+/// path by a link to a host directory); it is hashed and copied from the one descriptor that was
+/// checked.
+fn collect_outputs(work: &Root, outs: &[String], ctx: &RunCtx) -> Result<ActionOutput, String> {
+    use std::os::unix::fs::PermissionsExt;
     let mut files = BTreeMap::new();
     for o in outs {
-        let p = work.join(o);
-        let md = std::fs::symlink_metadata(&p)
-            .map_err(|_| format!("declared output `{o}` was not created by the command"))?;
-        if !md.is_file() {
-            return Err(format!("declared output `{o}` is not a regular file"));
-        }
-        use std::os::unix::fs::PermissionsExt;
-        let executable = md.permissions().mode() & 0o111 != 0;
-        let bytes_digest = {
-            let f = std::fs::File::open(&p).map_err(|e| crate::execution::chain(&e))?;
-            let (d, _) = crate::model::digest::Digest::of_reader(std::io::BufReader::new(f))
-                .map_err(|e| crate::execution::chain(&e))?;
-            d
+        let rel = Path::new(o);
+        let f = match work.open_file(rel) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(format!("declared output `{o}` was not created by the command"))
+            }
+            Err(e) => return Err(refused_output(work, o, &e)),
         };
-        ctx.cache.cas().link_or_copy_from(&p, &bytes_digest).map_err(|e| crate::execution::chain(&e))?;
-        files.insert(o.clone(), OutFile { digest: bytes_digest, executable });
+        let md = f.metadata().map_err(|e| format!("declared output `{o}`: {e}"))?;
+        let executable = md.permissions().mode() & 0o111 != 0;
+        let (digest, _) = ctx
+            .cache
+            .cas()
+            .put_stream::<crate::cas::CasError>(|w| {
+                std::io::copy(&mut std::io::BufReader::new(&f), w)
+                    .map(|_| ())
+                    .map_err(|source| crate::cas::CasError::Io { path: work.display(rel), source })
+            })
+            .map_err(|e| crate::execution::chain(&e))?;
+        files.insert(o.clone(), OutFile { digest, executable });
     }
     Ok(ActionOutput::Files { files })
+}
+
+/// Why the declared output `o` cannot be read: the symlink on its path (with its target), or what
+/// it is instead of a regular file; `err` (from opening it) when nothing more precise is found.
+fn refused_output(work: &Root, o: &str, err: &std::io::Error) -> String {
+    let full = Path::new(o);
+    let mut cur = std::path::PathBuf::new();
+    for c in full.components() {
+        cur.push(c);
+        let last = cur.as_path() == full;
+        let what = match work.meta(&cur) {
+            Ok(Some(m)) => match m.kind {
+                Kind::Symlink => {
+                    let target = work.read_link(&cur).map(|t| shown(&t.to_string_lossy())).unwrap_or_default();
+                    return format!(
+                        "declared output `{o}` is refused: `{}` is a symlink (to `{target}`); cbuild does not follow symlinks in genrule outputs",
+                        cur.display()
+                    );
+                }
+                Kind::Dir if !last => continue,
+                Kind::Dir => "it is a directory".to_string(),
+                Kind::Other if last => "it is a device, FIFO or socket".to_string(),
+                _ if !last => format!("`{}` is not a directory", cur.display()),
+                Kind::File | Kind::Other => break,
+            },
+            Ok(None) => break,
+            Err(e) => e.to_string(),
+        };
+        return format!("declared output `{o}` is not a regular file: {what}");
+    }
+    format!("declared output `{o}` cannot be read: {err}")
+}
+
+/// `s` with control characters escaped (a symlink target is chosen by the command).
+fn shown(s: &str) -> String {
+    s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }

@@ -73,11 +73,18 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     let mut entries = Vec::new();
     for f in files {
         let (src, exec) = match &f.input {
-            Input::Source(p) => (ctx.root.join(p), is_executable(&ctx.root.join(p))),
+            // The resolved path: a link inside the workspace is read as before; one leading out
+            // was refused by `scheduler::hash_sources` (and is again here).
+            Input::Source(p) => {
+                let src = crate::execution::scheduler::resolve_source(&ctx.root, p)?;
+                let exec = is_executable(&src);
+                (src, exec)
+            }
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
-                Some(ActionOutput::Files { files }) => {
-                    (ctx.cache.cas().path(&files[path].digest), files[path].executable)
-                }
+                Some(ActionOutput::Files { files }) => match files.get(path) {
+                    Some(o) => (ctx.cache.cas().path(&o.digest), o.executable),
+                    None => return Err(format!("internal: output `{path}` missing")),
+                },
                 _ => return Err(format!("internal: `{path}` is not an output")),
             },
         };

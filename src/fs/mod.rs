@@ -5,6 +5,8 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
+pub mod confined;
+
 /// Writes `bytes` to `path` atomically: a temp file next to it, fsync, rename. Readers see either the
 /// old file or the complete new one, never a torn write, even after `kill -9`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {

@@ -1,0 +1,233 @@
+//! Hostile buildpacks against what cbuild does, as root, with what a sandbox left in `/layers`
+//! (RELIABILITY.md › Threat model). Each test is named after a hole an outside audit found: a
+//! buildpack leaves symlinks (or files where directories belong) pointing at a canary tree on the
+//! host; the canary is checksummed before and after (content, mode, owner, mtime of every entry)
+//! and its secret must appear in no output, no image blob, no cache file and no message.
+//!
+//! The rule under test lives in one place, `crate::fs::confined` (openat2 with RESOLVE_BENEATH |
+//! RESOLVE_NO_SYMLINKS): every read, write, chown and listing of `/layers` goes through it.
+
+mod common;
+#[path = "fixtures/reliability/support.rs"]
+mod support;
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+use support::Ws;
+
+/// A host tree the buildpacks aim at: a root-only secret, a file to overwrite, a directory to
+/// chown, a set of entries to compare.
+struct Canary {
+    dir: tempfile::TempDir,
+    secret: String,
+}
+
+type Snapshot = BTreeMap<PathBuf, (u32, u32, u32, i64, Vec<u8>)>;
+
+impl Canary {
+    fn new() -> Canary {
+        // Not under /dev/shm with the workspaces: a separate tree, as a host directory would be.
+        let dir = tempfile::Builder::new().prefix("cbuild-canary-").tempdir_in("/tmp").unwrap();
+        let secret = format!("CANARY-SECRET-{}", std::process::id());
+        std::fs::write(dir.path().join("secret"), format!("{secret}\nsecond line\n")).unwrap();
+        std::fs::set_permissions(dir.path().join("secret"), std::fs::Permissions::from_mode(0o600)).unwrap();
+        std::fs::write(dir.path().join("victim"), "original\n").unwrap();
+        std::fs::create_dir_all(dir.path().join("sub/deeper")).unwrap();
+        std::fs::write(dir.path().join("sub/deeper/f"), format!("{secret} in a tree\n")).unwrap();
+        std::fs::set_permissions(dir.path().join("sub"), std::fs::Permissions::from_mode(0o700)).unwrap();
+        Canary { dir, secret }
+    }
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+    fn snapshot(&self) -> Snapshot {
+        let mut m = BTreeMap::new();
+        for e in walkdir::WalkDir::new(self.path()).into_iter().filter_map(|e| e.ok()) {
+            let md = e.path().symlink_metadata().unwrap();
+            let body = if md.is_file() { std::fs::read(e.path()).unwrap() } else { Vec::new() };
+            m.insert(e.path().to_path_buf(), (md.mode(), md.uid(), md.gid(), md.mtime(), body));
+        }
+        m
+    }
+    /// The canary is unchanged and its secret is nowhere in the build's outputs, cache or messages.
+    fn assert_untouched(&self, before: &Snapshot, ws: &Ws, out: &support::Out) {
+        assert_eq!(&self.snapshot(), before, "the host canary tree changed");
+        let needle = self.secret.as_bytes();
+        assert!(!out.all().contains(&self.secret), "the secret reached the output:\n{}", out.all());
+        for d in [ws.path("cbuild-out"), ws.cache.clone()] {
+            let hits = support::files_containing(&d, needle);
+            assert!(hits.is_empty(), "the secret was copied into {hits:?}");
+        }
+        // Image layers are gzip: check the decompressed blobs too.
+        for blob in walkdir::WalkDir::new(&ws.cache).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file())
+        {
+            let Ok(f) = std::fs::File::open(blob.path()) else { continue };
+            let mut gz = flate2::read::GzDecoder::new(f);
+            let mut v = Vec::new();
+            if std::io::Read::read_to_end(&mut gz, &mut v).is_ok() {
+                assert!(!v.windows(needle.len()).any(|w| w == needle), "the secret is inside {}", blob.path().display());
+            }
+        }
+    }
+}
+
+/// An examples copy with buildpacks `//bps:b1` (and `//bps:b2` when given) run in that order for
+/// `//app:img`; each `bin/build` is the given script, with `$CANARY` naming the canary dir.
+fn hostile_ws(canary: &Canary, b1: &str, b2: Option<&str>) -> Ws {
+    let ws = support::examples();
+    let mut order = vec!["\"//bps:b1\""];
+    let mut bps = vec![("b1", b1)];
+    if let Some(b2) = b2 {
+        order.push("\"//bps:b2\"");
+        bps.push(("b2", b2));
+    }
+    let mut build_star = String::new();
+    for (name, script) in &bps {
+        ws.write(
+            &format!("bps/{name}/buildpack.toml"),
+            format!("api = \"0.10\"\n[buildpack]\nid = \"sec/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n"),
+        );
+        ws.write(&format!("bps/{name}/bin/detect"), "#!/bin/sh\nexit 0\n");
+        ws.write(&format!("bps/{name}/bin/build"), format!("#!/bin/sh\nset -e\nL=\"$1\"\n{script}\n"));
+        for f in ["bin/detect", "bin/build"] {
+            std::fs::set_permissions(ws.path(&format!("bps/{name}/{f}")), std::fs::Permissions::from_mode(0o755))
+                .unwrap();
+        }
+        build_star.push_str(&format!("buildpack(name = \"{name}\", srcs = glob([\"{name}/**\"]))\n"));
+    }
+    ws.write("bps/BUILD.star", build_star);
+    ws.write(
+        "bld/BUILD.star",
+        format!("builder(name = \"b\", stack = \"//stacks:default\", order = [[{}]])\n", order.join(", ")),
+    );
+    ws.write(
+        "app/BUILD.star",
+        format!(
+            "cnb_image(name = \"img\", srcs = [\"x.txt\"], builder = \"//bld:b\", env = {{\"CANARY\": \"{}\"}})\n",
+            canary.path().display()
+        ),
+    );
+    ws.write("app/x.txt", "x");
+    ws
+}
+
+const PROCESS: &str =
+    "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$L/launch.toml\"";
+
+/// Builds, expects failure with `expect` in the error, and checks the canary.
+fn refused(canary: &Canary, ws: &Ws, expect: &str) -> support::Out {
+    let before = canary.snapshot();
+    let out = ws.build(&["//app:img"]);
+    assert_ne!(out.code, 0, "a hostile buildpack's build succeeded:\n{}", out.all());
+    let f = out.failures();
+    assert!(f.contains(expect), "error should mention `{expect}`:\n{f}\n{}", out.stderr);
+    assert!(!out.stderr.contains("panicked"), "{}", out.stderr);
+    canary.assert_untouched(&before, ws, &out);
+    out
+}
+
+#[test]
+fn launch_layer_symlink_to_host_dir_is_refused() {
+    let c = Canary::new();
+    let ws = hostile_ws(
+        &c,
+        &format!("ln -s \"$CANARY\" \"$L/evil\"\nprintf '[types]\\nlaunch = true\\n' > \"$L/evil.toml\"\n{PROCESS}"),
+        None,
+    );
+    refused(&c, &ws, "/layers/sec_b1/evil");
+}
+
+#[test]
+fn cache_layer_symlink_to_host_dir_is_refused() {
+    let c = Canary::new();
+    let ws = hostile_ws(
+        &c,
+        &format!("ln -s \"$CANARY/sub\" \"$L/cached\"\nprintf '[types]\\ncache = true\\n' > \"$L/cached.toml\"\n{PROCESS}"),
+        None,
+    );
+    refused(&c, &ws, "/layers/sec_b1/cached");
+}
+
+#[test]
+fn build_layer_symlink_to_host_dir_is_refused() {
+    let c = Canary::new();
+    let ws = hostile_ws(
+        &c,
+        &format!("ln -s \"$CANARY/sub\" \"$L/tools\"\nprintf '[types]\\nbuild = true\\n' > \"$L/tools.toml\"\n{PROCESS}"),
+        Some(PROCESS),
+    );
+    refused(&c, &ws, "/layers/sec_b1/tools");
+}
+
+/// `<layer>.toml`, `launch.toml`, `build.toml` and `store.toml` as symlinks to the root-only secret:
+/// an error naming the file, and not one byte of the secret in the message or the log.
+#[test]
+fn metadata_toml_symlinks_leak_nothing() {
+    let c = Canary::new();
+    for (file, extra) in [
+        ("layer.toml", PROCESS),
+        ("launch.toml", ""),
+        ("build.toml", PROCESS),
+        ("store.toml", PROCESS),
+    ] {
+        let ws = hostile_ws(&c, &format!("{extra}\nln -sf \"$CANARY/secret\" \"$L/{file}\""), None);
+        refused(&c, &ws, &format!("/layers/sec_b1/{file}"));
+    }
+}
+
+#[test]
+fn env_file_symlink_hands_no_host_file_to_the_next_buildpack() {
+    let c = Canary::new();
+    let b1 = format!(
+        "mkdir -p \"$L/tools/env\"\nprintf '[types]\\nbuild = true\\n' > \"$L/tools.toml\"\nln -s \"$CANARY/secret\" \"$L/tools/env/LEAK\"\n{PROCESS}"
+    );
+    let ws = hostile_ws(&c, &b1, Some(&format!("echo \"LEAK=$LEAK\"\n{PROCESS}")));
+    refused(&c, &ws, "/layers/sec_b1/tools/env/LEAK");
+}
+
+/// The first buildpack plants links where cbuild writes the second one's plan and reads its
+/// layers: cbuild must neither truncate nor overwrite the host file, nor chown the host directory.
+#[test]
+fn two_buildpacks_cannot_overwrite_or_chown_host_files() {
+    let c = Canary::new();
+    let plant_plan = "mkdir -p /layers/.cbuild/sec_b2 && ln -sf \"$CANARY/victim\" /layers/.cbuild/sec_b2/plan.toml";
+    let ws = hostile_ws(&c, &format!("{plant_plan}\n{PROCESS}"), Some(PROCESS));
+    // The planted plan link is replaced by cbuild's own file: the build may succeed; the host file
+    // must be untouched either way.
+    let before = c.snapshot();
+    let out = ws.build(&["//app:img"]);
+    c.assert_untouched(&before, &ws, &out);
+
+    // The plan directory itself as a link to a host directory: refused.
+    let plant_dir = "rm -rf /layers/.cbuild/sec_b2 && ln -s \"$CANARY/sub\" /layers/.cbuild/sec_b2";
+    let ws = hostile_ws(&c, &format!("{plant_dir}\n{PROCESS}"), Some(PROCESS));
+    refused(&c, &ws, "sec_b2");
+
+    // The second buildpack's layers dir replaced by a link to a host directory: refused.
+    let plant_layers = "rm -rf /layers/sec_b2 && ln -s \"$CANARY/sub\" /layers/sec_b2";
+    let ws = hostile_ws(&c, &format!("{plant_layers}\n{PROCESS}"), Some("true"));
+    refused(&c, &ws, "sec_b2");
+}
+
+/// A cache layer whose contents hold symlinks to the host comes back on the next build as
+/// symlinks inside `/layers` (restored by the confined extractor), never as host contents.
+#[test]
+fn cache_layer_contents_with_host_links_come_back_as_links_only() {
+    let c = Canary::new();
+    let b1 = format!(
+        "if [ -L \"$L/cache/host\" ]; then echo \"RESTORED-LINK $(readlink \"$L/cache/host\")\"; fi\n\
+         mkdir -p \"$L/cache\"\nln -sfn \"$CANARY/sub\" \"$L/cache/host\"\n\
+         printf '[types]\\ncache = true\\n' > \"$L/cache.toml\"\n{PROCESS}"
+    );
+    let ws = hostile_ws(&c, &b1, None);
+    let before = c.snapshot();
+    let first = ws.build(&["//app:img"]);
+    assert_eq!(first.code, 0, "{}", first.all());
+    std::fs::write(ws.path("app/x.txt"), "y").unwrap();
+    let second = ws.build(&["//app:img"]);
+    assert_eq!(second.code, 0, "{}", second.all());
+    assert!(second.all().contains("RESTORED-LINK"), "the cache layer was restored: {}", second.all());
+    c.assert_untouched(&before, &ws, &second);
+}
