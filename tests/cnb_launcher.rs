@@ -241,9 +241,13 @@ fn legacy_shell_process_appends_args_and_sources_profiles() {
 #[test]
 fn exit_codes() {
     let f = fixture();
+    // No default process and no command: stdout and exit 82, as the lifecycle's launcher.
     let o = f.run(launcher(), &[]);
-    assert_eq!(o.status.code(), Some(80));
-    assert!(String::from_utf8_lossy(&o.stderr).starts_with("launcher: "));
+    assert_eq!(o.status.code(), Some(82));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "ERROR: failed to launch: determine start command: when there is no default process a command is required\n"
+    );
 
     let o = f.run(launcher(), &["--", "/no/such/binary"]);
     assert_eq!(o.status.code(), Some(82));

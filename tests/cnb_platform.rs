@@ -413,3 +413,39 @@ fn malformed_buildpack_files_are_named() {
         b.events.iter().filter(|e| e["type"] == "failed").map(|e| e["error"].as_str().unwrap().to_string()).collect();
     assert!(err.contains("fixture/layers-a") && err.contains("ccache.toml"), "{err}");
 }
+
+/// The lifecycle's detector stops at the first group that passes: buildpacks of later groups never
+/// run `bin/detect` (their output would show buildpacks that never mattered).
+#[test]
+fn detect_stops_at_the_first_passing_group() {
+    let cx = fixture_workspace(&[], "[[\"//bps:first\"], [\"//bps:second\"]]", &[("app.txt", "x\n")], "{}");
+    let mut bp_build = String::new();
+    for (name, detect) in [("first", "echo FIRST-DETECT-RAN\nexit 0"), ("second", "echo SECOND-DETECT-RAN\nexit 0")] {
+        cx.write(
+            &format!("bps/{name}/buildpack.toml"),
+            &format!("api = \"0.10\"\n[buildpack]\nid = \"order/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n"),
+        );
+        cx.write(&format!("bps/{name}/bin/detect"), &format!("#!/bin/sh\n{detect}\n"));
+        cx.write(
+            &format!("bps/{name}/bin/build"),
+            "#!/bin/sh\nprintf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"\n",
+        );
+        for f in ["bin/detect", "bin/build"] {
+            use std::os::unix::fs::PermissionsExt;
+            let p = cx.root().join(format!("bps/{name}/{f}"));
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        bp_build.push_str(&format!("buildpack(name = \"{name}\", srcs = glob([\"{name}/**\"]))\n"));
+    }
+    cx.write("bps/BUILD.star", &bp_build);
+    let b = ok(&cx, &["//app:img"]);
+    let out = b.output();
+    assert!(out.contains("FIRST-DETECT-RAN"), "{out}");
+    assert!(!out.contains("SECOND-DETECT-RAN"), "a buildpack of a later group ran detect:\n{out}");
+
+    // When the first group fails, the second one runs and is chosen.
+    cx.write("bps/first/bin/detect", "#!/bin/sh\necho FIRST-DETECT-RAN\nexit 100\n");
+    let b = ok(&cx, &["//app:img"]);
+    let out = b.output();
+    assert!(out.contains("FIRST-DETECT-RAN") && out.contains("SECOND-DETECT-RAN"), "{out}");
+}

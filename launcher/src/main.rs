@@ -55,7 +55,15 @@ fn run() -> Result<Never, Fail> {
     let text = std::fs::read_to_string(&md_path)
         .map_err(|e| Fail(EXIT_METADATA, format!("cannot read `{}`: {e}", md_path.display())))?;
     let md = select::parse_metadata(&text).map_err(|e| Fail(EXIT_METADATA, format!("`{}`: {e}", md_path.display())))?;
-    let proc = select::select_process(&argv0, &argv[1..], &md).map_err(|e| Fail(EXIT_USAGE, e.0))?;
+    let proc = match select::select_process(&argv0, &argv[1..], &md) {
+        Ok(p) => p,
+        // As the lifecycle's launcher: this one goes to stdout, as a launch error (82).
+        Err(e) if e.0.starts_with("when there is no default process") => {
+            println!("ERROR: failed to launch: determine start command: {}", e.0);
+            std::process::exit(EXIT_LAUNCH.into());
+        }
+        Err(e) => return Err(Fail(EXIT_USAGE, e.0)),
+    };
 
     let vars = std::env::vars_os().map(|(k, v)| (k.to_string_lossy().into_owned(), v.to_string_lossy().into_owned()));
     let mut env = select::initial_env(vars);

@@ -105,7 +105,7 @@ pub fn select_process(argv0: &str, args: &[String], md: &Metadata) -> Result<Pro
     }
     match args {
         [] => Err(NoProcess(
-            "when there is no default process a command is required (`launcher [--] <cmd> [args...]`)".into(),
+            "when there is no default process a command is required".into(),
         )),
         [dd, cmd, rest @ ..] if dd == "--" => {
             Ok(Process { command: vec![cmd.clone()], args: rest.to_vec(), direct: true, ..Process::default() })

@@ -3,6 +3,34 @@
 
 use crate::loading::LoadError;
 
+/// Writes to stdout. A closed pipe (`cbuild --json build … | head`) means the reader has what it
+/// wanted: cbuild exits quietly with status 0, as ripgrep does, instead of panicking in `println!`.
+pub fn write_stdout(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut o = std::io::stdout().lock();
+    if let Err(e) = o.write_fmt(args).and_then(|_| o.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        // Any other stdout error (a full disk behind a redirect) is reported once, then fatal.
+        eprintln!("error: writing to standard output: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` through [`write_stdout`].
+#[macro_export]
+macro_rules! outln {
+    () => { $crate::cli::output::write_stdout(format_args!("\n")) };
+    ($($t:tt)*) => { $crate::cli::output::write_stdout(format_args!("{}\n", format_args!($($t)*))) };
+}
+
+/// `print!` through [`write_stdout`].
+#[macro_export]
+macro_rules! out {
+    ($($t:tt)*) => { $crate::cli::output::write_stdout(format_args!($($t)*)) };
+}
+
 /// Why a command failed, sorted by who can fix it.
 #[derive(Debug)]
 pub enum Failure {

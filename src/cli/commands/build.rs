@@ -200,7 +200,7 @@ pub fn print_summary(b: &Built) {
             failed: r.failed(),
             targets,
         };
-        println!("{}", serde_json::to_string(&v).unwrap_or_default());
+        crate::outln!("{}", serde_json::to_string(&v).unwrap_or_default());
         return;
     }
     for (id, e) in &r.errors {
@@ -213,7 +213,7 @@ pub fn print_summary(b: &Built) {
     }
     if !b.settings.quiet {
         for (l, d, p) in &b.images {
-            println!("{l} {d} {p}");
+            crate::outln!("{l} {d} {p}");
         }
     }
     let state = if r.cancelled {

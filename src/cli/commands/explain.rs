@@ -55,9 +55,9 @@ pub fn run(g: &GlobalArgs, a: ExplainArgs) -> Result<ExitCode, Failure> {
         items.push(serde_json::json!({"action": l.action, "outcome": l.outcome.as_str(), "key": l.key.to_hex(), "reasons": reasons}));
     }
     if json {
-        println!("{}", serde_json::json!({"label": label.to_string(), "actions": items}));
+        crate::outln!("{}", serde_json::json!({"label": label.to_string(), "actions": items}));
     } else {
-        print!("{out}");
+        crate::out!("{out}");
     }
     Ok(ExitCode::SUCCESS)
 }

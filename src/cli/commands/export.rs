@@ -62,6 +62,6 @@ pub fn run(g: &GlobalArgs, a: ExportArgs) -> Result<ExitCode, Failure> {
             crate::oci::layout::write_layout(&out, &img, built.cache.cas(), Some("latest")).map_err(Failure::env)?;
         }
     }
-    println!("{label} {manifest} {}", out.display());
+    crate::outln!("{label} {manifest} {}", out.display());
     Ok(ExitCode::SUCCESS)
 }

@@ -55,25 +55,25 @@ pub fn run(g: &GlobalArgs, a: InspectArgs) -> Result<ExitCode, Failure> {
             "label": label, "digest": manifest.to_string(), "layout": layout, "os": os, "architecture": arch,
             "config_digest": img.config_digest().to_string(), "config": config["config"], "layers": layers,
         });
-        println!("{}", serde_json::to_string_pretty(&v).map_err(Failure::env)?);
+        crate::outln!("{}", serde_json::to_string_pretty(&v).map_err(Failure::env)?);
         return Ok(ExitCode::SUCCESS);
     }
-    println!("{label}");
-    println!("  digest:   {manifest}");
-    println!("  layout:   {layout}");
-    println!("  platform: {os}/{arch}");
-    println!("  config:   {}", img.config_digest());
+    crate::outln!("{label}");
+    crate::outln!("  digest:   {manifest}");
+    crate::outln!("  layout:   {layout}");
+    crate::outln!("  platform: {os}/{arch}");
+    crate::outln!("  config:   {}", img.config_digest());
     let c = &config["config"];
     for k in ["Entrypoint", "Cmd", "User", "WorkingDir", "Env", "ExposedPorts", "Labels"] {
         if !c[k].is_null() {
-            println!("  {:<9} {}", format!("{}:", k.to_lowercase()), c[k]);
+            crate::outln!("  {:<9} {}", format!("{}:", k.to_lowercase()), c[k]);
         }
     }
-    println!("  layers:");
+    crate::outln!("  layers:");
     let total: u64 = img.layers().iter().map(|l| l.size).sum();
     for (i, l) in img.layers().iter().enumerate() {
-        println!("    {} {:>10}  {}", l.digest.short(), l.size, history.get(i).map(String::as_str).unwrap_or(""));
+        crate::outln!("    {} {:>10}  {}", l.digest.short(), l.size, history.get(i).map(String::as_str).unwrap_or(""));
     }
-    println!("    {:>23}  total", total);
+    crate::outln!("    {:>23}  total", total);
     Ok(ExitCode::SUCCESS)
 }

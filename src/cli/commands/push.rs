@@ -84,7 +84,7 @@ pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure>
             n += 1;
             let _ = b.cache.record_blob_locations(r.registry(), r.repository(), &digests);
             if b.settings.json {
-                println!(
+                crate::outln!(
                     "{}",
                     serde_json::json!({"type": "pushed", "label": label, "reference": t, "digest": rep.manifest_digest.to_string(),
                         "uploaded": rep.uploaded, "mounted": rep.mounted, "skipped_existing": rep.skipped_existing, "bytes_uploaded": rep.bytes_uploaded})

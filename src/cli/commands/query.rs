@@ -1,6 +1,5 @@
 //! `cbuild query EXPR [--output label|json|dot]`.
 
-use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Args, ValueEnum};
@@ -36,7 +35,6 @@ pub fn run(g: &GlobalArgs, a: QueryArgs) -> Result<ExitCode, Failure> {
     expr.patterns(&mut pats);
     let loaded = super::load(&s, &pats)?;
     let result = expr.eval(&loaded.graph);
-    let mut out = std::io::stdout().lock();
     let text = match a.output {
         QueryOutput::Label => result.iter().map(|l| format!("{l}\n")).collect::<String>(),
         QueryOutput::Json => {
@@ -48,7 +46,7 @@ pub fn run(g: &GlobalArgs, a: QueryArgs) -> Result<ExitCode, Failure> {
                         "label": l.to_string(),
                         "kind": n.kind,
                         "deps": n.deps.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
-                        "attrs": n.attrs,
+                        "attrs": redact_env(&n.attrs),
                     })
                 })
                 .collect();
@@ -71,7 +69,24 @@ pub fn run(g: &GlobalArgs, a: QueryArgs) -> Result<ExitCode, Failure> {
             s
         }
     };
-    // A closed pipe (`| head`) is not an error.
-    let _ = out.write_all(text.as_bytes());
+    crate::out!("{text}");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Attributes as `query --output json` shows them: values of `env` dicts are replaced by
+/// `<redacted>` (they may hold tokens; the names are enough to see what is set).
+fn redact_env<T: serde::Serialize>(attrs: &T) -> serde_json::Value {
+    let mut v = serde_json::to_value(attrs).unwrap_or(serde_json::Value::Null);
+    if let Some(obj) = v.as_object_mut() {
+        for (k, val) in obj.iter_mut() {
+            if k == "env" || k.ends_with("_env") {
+                if let Some(m) = val.as_object_mut() {
+                    for x in m.values_mut() {
+                        *x = serde_json::Value::String("<redacted>".into());
+                    }
+                }
+            }
+        }
+    }
+    v
 }

@@ -83,9 +83,9 @@ fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
     }
     for (l, st, d) in &rows {
         if built.settings.json {
-            println!("{}", serde_json::json!({"type": "rebase", "label": l, "result": st, "image_digest": d}));
+            crate::outln!("{}", serde_json::json!({"type": "rebase", "label": l, "result": st, "image_digest": d}));
         } else {
-            println!("{l}: {st} ({d})");
+            crate::outln!("{l}: {st} ({d})");
         }
     }
     for (id, e) in &built.report.errors {
@@ -129,7 +129,7 @@ fn registry(g: &GlobalArgs, image: &str, run_image: &str, tag: Option<&str>, for
         eprintln!("warning: {w}");
     }
     if r.image.digest() == app.image.digest() {
-        println!("{image}: already current ({})", app.image.digest());
+        crate::outln!("{image}: already current ({})", app.image.digest());
         return Ok(ExitCode::SUCCESS);
     }
     let popts = PushOptions { source_repos: vec![run.reference.clone(), app.reference.clone()], ..Default::default() };
@@ -137,13 +137,13 @@ fn registry(g: &GlobalArgs, image: &str, run_image: &str, tag: Option<&str>, for
         .block_on(client.push_image(&r.image, cache.cas(), &target, &popts))
         .map_err(|e| Failure::Build { message: format!("pushing the rebased image to `{target}`: {e}") })?;
     if s.json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({"type": "rebase", "image": image, "result": "rebased", "old_digest": app.image.digest().to_string(), "new_digest": rep.manifest_digest.to_string(),
                 "run_image": run.image.digest().to_string(), "uploaded": rep.uploaded, "mounted": rep.mounted, "bytes_uploaded": rep.bytes_uploaded})
         );
     } else {
-        println!(
+        crate::outln!(
             "{image}: rebased onto {run_image} ({}): {} -> {} ({} blobs uploaded, {} bytes; {} mounted)",
             run.image.digest(),
             app.image.digest(),

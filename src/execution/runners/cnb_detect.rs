@@ -155,14 +155,36 @@ pub async fn run(
     layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
     let (base, target) = base_env(&img, &rootfs, p);
 
-    // Run every non-composite buildpack's detect once (the resolver asks for each id@version at most
-    // once, and detect has no side effects but its plan file).
+    // Detect runs lazily, in the order the resolver asks (groups in turn, as the lifecycle's
+    // detector): a buildpack of a group after the first passing one never runs. The resolver is
+    // cheap and deterministic, so it is simply re-run after each new outcome until it asks for
+    // nothing it does not know; each id@version runs at most once.
     let mut outcomes: HashMap<String, DetectOutcome> = HashMap::new();
     let mut notes: Vec<String> = Vec::new();
-    for bp in bps.values() {
-        if bp.desc.is_composite() || outcomes.contains_key(&bp.label()) {
-            continue;
-        }
+    let order = order_refs(p, &bps);
+    let res = loop {
+        let mut missing: Option<ActionId> = None;
+        let res = resolve_order(
+            &order,
+            |r: &BuildpackRef| {
+                find(&bps, r).map(|b| b.desc.clone()).ok_or_else(|| {
+                    CnbError::invalid(crate::cnb::Phase::Detect, &r.to_string(), "buildpack.toml", "a composite order names a buildpack the builder does not provide (add it to the composite's `deps`)")
+                })
+            },
+            |r: &BuildpackRef| {
+                let Some(b) = find(&bps, r).filter(|b| !b.desc.is_composite()) else { return DetectOutcome::Error(-1) };
+                match outcomes.get(&b.label()) {
+                    Some(o) => o.clone(),
+                    None => {
+                        missing.get_or_insert(b.action);
+                        // Provisional; this resolution is thrown away once `missing` has run.
+                        DetectOutcome::Fail
+                    }
+                }
+            },
+        );
+        let Some(id) = missing else { break res };
+        let bp = &bps[&id];
         let esc = escape_id(&bp.desc.info.id);
         let plan_rel = Path::new(".detect").join(&esc).join("plan.toml");
         layers_root.create_dir_all(&Path::new(".detect").join(&esc), 0o755).map_err(|e| crate::execution::chain(&e))?;
@@ -236,20 +258,7 @@ pub async fn run(
             }
         };
         outcomes.insert(bp.label(), outcome);
-    }
-    let order = order_refs(p, &bps);
-    let res = resolve_order(
-        &order,
-        |r: &BuildpackRef| {
-            find(&bps, r).map(|b| b.desc.clone()).ok_or_else(|| {
-                CnbError::invalid(crate::cnb::Phase::Detect, &r.to_string(), "buildpack.toml", "a composite order names a buildpack the builder does not provide (add it to the composite's `deps`)")
-            })
-        },
-        |r: &BuildpackRef| {
-            let key = find(&bps, r).map(|b| b.label()).unwrap_or_else(|| r.key());
-            outcomes.get(&key).cloned().unwrap_or(DetectOutcome::Error(-1))
-        },
-    );
+    };
     match res {
         Ok(r) => {
             let json = serde_json::to_string(&DetectResult { group: r.group, plan: r.plan })
