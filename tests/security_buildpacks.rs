@@ -231,3 +231,42 @@ fn cache_layer_contents_with_host_links_come_back_as_links_only() {
     assert!(second.all().contains("RESTORED-LINK"), "the cache layer was restored: {}", second.all());
     c.assert_untouched(&before, &ws, &second);
 }
+
+/// A `cnb_image(env = {...})` value (a token) is never stored or printed: not in the cache
+/// database (key components, run history), not under cbuild-out (layouts, logs), not in any
+/// command's output (`--json build`, `explain`, `query --output json`). A changed value still
+/// invalidates the build, and `explain` names the variable.
+#[test]
+fn env_secret_values_are_never_stored_or_printed() {
+    let token = format!("npm-token-{}-c0ffee", std::process::id());
+    let ws = support::examples();
+    ws.write(
+        "app/BUILD.star",
+        format!(
+            "cnb_image(name = \"img\", srcs = [\"index.html\"], builder = \"//builders:default\", env = {{\"NPM_TOKEN\": \"{token}\"}})\n"
+        ),
+    );
+    ws.write("app/index.html", "<p>hi</p>\n");
+    let b = ws.build(&["//app:img"]);
+    assert_eq!(b.code, 0, "{}", b.all());
+    let mut outputs = b.all();
+    for args in [
+        &["explain", "//app:img"][..],
+        &["query", "--output", "json", "//app:img"][..],
+        &["--json", "explain", "//app:img"][..],
+    ] {
+        outputs.push_str(&ws.run(args).all());
+    }
+    assert!(!outputs.contains(&token), "the token was printed:\n{outputs}");
+    for d in [ws.path("cbuild-out"), ws.cache.clone()] {
+        let hits = support::files_containing(&d, token.as_bytes());
+        assert!(hits.is_empty(), "the token is stored in {hits:?}");
+    }
+    // Still keyed: a new value rebuilds, and explain says which variable changed.
+    ws.write("app/BUILD.star", ws.read("app/BUILD.star").replace(&token, "another-value"));
+    let b = ws.build(&["//app:img"]);
+    assert_eq!(b.code, 0, "{}", b.all());
+    assert!(b.summary()["executed"].as_u64().unwrap() > 0, "a changed env value must rebuild");
+    let e = ws.run(&["explain", "//app:img"]);
+    assert!(e.stdout.contains("NPM_TOKEN"), "{}", e.all());
+}

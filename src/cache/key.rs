@@ -43,6 +43,25 @@ impl ComponentValue {
         ComponentValue::Map(entries.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
     }
 
+    /// An environment as a key component: each value is replaced by a blake3 digest of the name and
+    /// value (domain-separated), so the key still changes when a value does and `explain` still says
+    /// "env NPM_TOKEN changed", but no value is stored in the cache database, the run history or a
+    /// remote-cache entry (env values may be tokens).
+    pub fn env_map<'a>(entries: impl IntoIterator<Item = (&'a String, &'a String)>) -> ComponentValue {
+        ComponentValue::Map(
+            entries
+                .into_iter()
+                .map(|(k, v)| {
+                    let mut h = blake3::Hasher::new_derive_key("cbuild 2026 env value in an action key");
+                    h.update(k.as_bytes());
+                    h.update(&[0]);
+                    h.update(v.as_bytes());
+                    (k.clone(), ComponentValue::Blake3(Blake3(*h.finalize().as_bytes())))
+                })
+                .collect(),
+        )
+    }
+
     /// A list from any iterator of values, order preserved.
     pub fn list<V: Into<ComponentValue>>(items: impl IntoIterator<Item = V>) -> ComponentValue {
         ComponentValue::List(items.into_iter().map(Into::into).collect())

@@ -58,7 +58,7 @@ pub fn phase_key(
         .component("build_image", build_image)
         .component("stack_id", p.stack_id.as_str())
         .component("user", format!("{}:{}", p.uid, p.gid))
-        .component("env", ComponentValue::map(p.env.clone()))
+        .component("env", ComponentValue::env_map(&p.env))
         .component("network", p.network.to_string());
     Ok(kb)
 }
