@@ -270,3 +270,38 @@ fn env_secret_values_are_never_stored_or_printed() {
     let e = ws.run(&["explain", "//app:img"]);
     assert!(e.stdout.contains("NPM_TOKEN"), "{}", e.all());
 }
+
+/// Set-id files of a build image stayed set-id in the extracted root shared by every sandbox
+/// (under the sandbox scratch root, reachable by other local users: `nobody` got euid 0). The shared
+/// root is extracted sanitized: no set-id bit, nothing writable by group or other.
+#[test]
+fn build_image_setid_files_are_not_setid_in_the_shared_root() {
+    let marker = format!("suid-probe-{}", std::process::id());
+    let c = Canary::new();
+    let ws = hostile_ws(&c, PROCESS, None);
+    ws.write(&format!("stacks/suid/{marker}"), "#!/bin/sh\nid\n");
+    let stacks = ws.read("stacks/BUILD.star");
+    let stacks = stacks.replace(
+        "oci_image(\n    name = \"build-image\",\n    base = \":run-image\",",
+        &format!(
+            "layer(name = \"suid\", srcs = [\"suid/{marker}\"], strip_prefix = \"suid\", prefix = \"/opt\", mode = \"6777\")\n\n\
+             oci_image(\n    name = \"build-image\",\n    base = \":run-image\",\n    layers = [\":suid\"],"
+        ),
+    );
+    assert!(stacks.contains("\":suid\""), "the stack fixture changed; update this test");
+    ws.write("stacks/BUILD.star", stacks);
+    let out = ws.build(&["//app:img"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    // The image itself keeps the mode (an image's bytes are the publisher's); the shared root not.
+    let root = std::env::temp_dir().join(format!("cbuild-sandbox-{}", unsafe { libc::geteuid() })).join("rootfs");
+    let found: Vec<_> = walkdir::WalkDir::new(&root)
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy() == marker)
+        .collect();
+    assert!(!found.is_empty(), "no extracted build image root holds {marker} under {}", root.display());
+    for f in found {
+        let mode = f.path().symlink_metadata().unwrap().mode() & 0o7777;
+        assert_eq!(mode & 0o6022, 0, "{} has mode {mode:o}", f.path().display());
+    }
+}

@@ -55,7 +55,10 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
     let scratch = sandbox::scratch_dir("run-").map_err(|e| Failure::env(anyhow::anyhow!(e)))?;
     let rootfs = scratch.path().join("rootfs");
     let digests: Vec<_> = img.layers().iter().map(|l| l.digest.clone()).collect();
-    extract_layers(blobs, &digests, &rootfs, &ExtractOptions::default())
+    // Sanitized as the build image roots are: the scratch dir is reachable by other local users
+    // while the container runs (set-id bits would be theirs to use; they are useless in the
+    // sandbox, which runs with no_new_privs).
+    extract_layers(blobs, &digests, &rootfs, &ExtractOptions { sanitize: true, ..ExtractOptions::default() })
         .map_err(|e| Failure::env(anyhow::anyhow!("extracting `{label}`: {e}")))?;
     {
         use std::os::unix::fs::PermissionsExt;
