@@ -148,7 +148,10 @@ pub fn app_wants(
                             .to_string(),
                     };
                     let id = format!("src:{hash}:{:o}:{}:{}.{}", md.mode(), md.size(), md.mtime(), md.mtime_nsec());
-                    Want::File { src, id, mode: None }
+                    // Only the executable bit is kept (as git does): checkouts made with umask 022
+                    // and 002 build the same image.
+                    let mode = if md.mode() & 0o111 != 0 { 0o755 } else { 0o644 };
+                    Want::File { src, id, mode: Some(mode) }
                 }
             }
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {

@@ -13,7 +13,7 @@ use crate::cnb::buildpack_toml::{escape_id, BuildpackRef, OrderGroup};
 use crate::cnb::env::{buildpack_process_env, detect_args, detect_cnb_vars, filtered_base_env, DetectVars};
 use crate::cnb::plan::{parse_detect_plan, resolve_order, DetectOutcome, GroupMember, Plan};
 use crate::cnb::CnbError;
-use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, CnbPhase};
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, CnbPhase, Input};
 use crate::oci::Image;
 
 /// What detection decided, passed to the build phase.
@@ -32,7 +32,17 @@ pub fn phase_key(
 ) -> Result<KeyBuilder, String> {
     let mut app = BTreeMap::new();
     for (rel, i) in &p.app {
-        app.insert(rel.clone(), input_digest(i, deps, ctx)?);
+        let mut d = input_digest(i, deps, ctx)?;
+        // A source file's executable bit reaches the image (the workspace copy is 0755 or 0644,
+        // like git, whatever the checkout's umask), so it is keyed like an output's `+x`.
+        if let Input::Source(src) = i {
+            use std::os::unix::fs::MetadataExt;
+            let md = std::fs::symlink_metadata(ctx.root.join(src)).map_err(|e| format!("reading `{src}`: {e}"))?;
+            if md.file_type().is_file() && md.mode() & 0o111 != 0 {
+                d.push_str("+x");
+            }
+        }
+        app.insert(rel.clone(), d);
     }
     let bp_digest = |id: &ActionId| deps.get(id).map(|o| output_digest(o)).ok_or("internal: missing buildpack");
     let mut order = Vec::new();
@@ -59,7 +69,9 @@ pub fn phase_key(
         .component("stack_id", p.stack_id.as_str())
         .component("user", format!("{}:{}", p.uid, p.gid))
         .component("env", ComponentValue::env_map(&p.env))
-        .component("network", p.network.to_string());
+        .component("network", p.network.to_string())
+        // The build's /workspace files and layer tars carry SOURCE_DATE_EPOCH as their mtime.
+        .component("source_date_epoch", ctx.source_date_epoch.to_string());
     Ok(kb)
 }
 

@@ -22,7 +22,11 @@ pub fn key(
     let lock = ctx.sources.get(&s.lock).ok_or_else(|| format!("internal: lock `{}` not hashed", s.lock))?;
     Ok(kb
         .component("lock", format!("blake3:{lock}"))
-        .component("packages", ComponentValue::list(s.packages.clone()))
+        // The run uses the packages as a set (checked against the lock's sorted `requested`):
+        // reordering them in BUILD changes nothing and must not rebuild.
+        .component("packages", ComponentValue::list(sorted_unique(&s.packages)))
+        .component("suite", s.suite.as_str())
+        .component("architecture", s.architecture.as_str())
         .component("user", format!("{}:{}:{}", s.user_name, s.uid, s.gid))
         .component("stack_id", s.stack_id.as_str())
         .component("env", ComponentValue::map(s.env.clone()))
