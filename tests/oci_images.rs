@@ -160,8 +160,15 @@ fn same_inputs_give_the_same_digest_everywhere() {
     // A change here changes every image cbuild builds: only on purpose (tar format, gzip level,
     // JSON canonical form, CREATED). Last changed on purpose by the content-defined gzip chunks
     // (`oci::compress::GZIP_CODEC`: chunks sync-flushed, an empty final block).
-    assert_eq!(da.to_string(), GOLDEN_TWO_LAYER_DIGEST);
+    // Tied to the kind versions and codec ids (see engine.rs `assert_pinned`).
+    let fp = cbuild::execution::runners::output_fingerprint();
+    assert_eq!(
+        (fp.as_str(), da.to_string().as_str()),
+        (GOLDEN_FINGERPRINT, GOLDEN_TWO_LAYER_DIGEST),
+        "a pinned digest changes only with a kind version or codec id bump (execution::runners::KIND_VERSIONS)"
+    );
 }
+const GOLDEN_FINGERPRINT: &str = "genrule=1,layer=2,import=1,image=3,buildpack=1,pull=1,debian=2,detect=2,build=3,export=2;gzip=pargz-cdc/fastcdc5-128K-512K-2M/l6/zlib-rs;zstd=zstd/l3-mt;none=none";
 const GOLDEN_TWO_LAYER_DIGEST: &str = "sha256:ddae2b5d989a94adc7ad977a93fb5798de5a5a47789a0818740eced13cdb9416";
 
 #[test]

@@ -53,20 +53,45 @@ impl RunCtx {
     }
 }
 
-/// Bumped when a runner's output for the same inputs would change (so old entries are not reused).
+/// Each kind's version, bumped when its runner's output for the same inputs would change (so old
+/// entries, local or in a shared remote cache, are not reused). Pinned-digest tests are tied to
+/// [`output_fingerprint`], so a changed digest without a bump here (or of a codec id) fails.
+pub const KIND_VERSIONS: &[(&str, u32)] = &[
+    ("genrule", 1),
+    ("layer", 2),
+    ("import", 1),
+    ("image", 3),
+    ("buildpack", 1),
+    ("pull", 1),
+    ("debian", 2),
+    ("detect", 2),
+    ("build", 3),
+    ("export", 2),
+];
+
+/// The version of a kind (see [`KIND_VERSIONS`]).
 pub fn kind_version(k: &ActionKind) -> u32 {
-    match k {
-        ActionKind::Genrule { .. } => 1,
-        ActionKind::Layer { .. } => 2,
-        ActionKind::ImportImage { .. } => 1,
-        ActionKind::Image { .. } => 3,
-        ActionKind::Buildpack { .. } => 1,
-        ActionKind::PullImage { .. } => 1,
-        ActionKind::DebianImage(_) => 2,
-        ActionKind::CnbDetect(_) => 2,
-        ActionKind::CnbBuild { .. } => 3,
-        ActionKind::CnbExport(_) => 2,
-    }
+    let m = k.mnemonic();
+    KIND_VERSIONS.iter().find(|(n, _)| *n == m).map(|(_, v)| *v).expect("every kind has a version")
+}
+
+/// The encoders whose bytes end up in outputs (layer codecs). A component of every key: a new
+/// codec is a new key, so a cache filled by another cbuild never serves the old bytes.
+pub fn output_format() -> String {
+    use crate::oci::layer::Compression;
+    format!(
+        "gzip={};zstd={};none={}",
+        layer::compression_name(Compression::Gzip),
+        layer::compression_name(Compression::Zstd),
+        layer::compression_name(Compression::None)
+    )
+}
+
+/// Every kind version and the output format in one line: what a pinned image digest depends on
+/// besides its inputs.
+pub fn output_fingerprint() -> String {
+    let kinds: Vec<String> = KIND_VERSIONS.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    format!("{};{}", kinds.join(","), output_format())
 }
 
 /// The digest text of an input: `blake3:…` for a source, the CAS digest for another action's file.
@@ -94,7 +119,7 @@ pub fn output_digest(o: &ActionOutput) -> String {
 
 /// The cache key of an action, with readable components.
 pub fn key(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
-    let kb = KeyBuilder::new(a.kind.mnemonic(), kind_version(&a.kind));
+    let kb = KeyBuilder::new(a.kind.mnemonic(), kind_version(&a.kind)).component("output_format", output_format());
     match &a.kind {
         ActionKind::Genrule { .. } => genrule::key(kb, a, deps, ctx),
         ActionKind::Layer { .. } => layer::key(kb, a, deps, ctx),
