@@ -34,7 +34,12 @@ pub fn key(kb: KeyBuilder, a: &Action, ctx: &RunCtx) -> Result<KeyBuilder, Strin
     Ok(kb
         .component("path", path.as_str())
         .component("tag", tag.clone().unwrap_or_default())
-        .component("files", ComponentValue::map(m)))
+        .component("files", ComponentValue::map(m))
+        // A multi-platform layout resolves to the host's platform (Selector platform: None).
+        .component("platform", {
+            let (os, arch) = crate::oci::layout::host_platform();
+            format!("{os}/{arch}")
+        }))
 }
 
 pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {

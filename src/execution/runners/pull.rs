@@ -18,7 +18,12 @@ pub fn key(
     _ctx: &RunCtx,
 ) -> Result<KeyBuilder, String> {
     let ActionKind::PullImage { image, digest, platform } = &a.kind else { unreachable!() };
-    let kb = kb.component("image", image.as_str()).component("platform", platform.clone().unwrap_or_default());
+    // No `platform`: the host's is picked from an index, so the host's is what the key names.
+    let plat = platform.clone().unwrap_or_else(|| {
+        let (os, arch) = crate::oci::layout::host_platform();
+        format!("{os}/{arch}")
+    });
+    let kb = kb.component("image", image.as_str()).component("platform", plat);
     Ok(match digest {
         Some(d) => kb.component("digest", d.as_str()),
         // A tag can move: never answer an unpinned pull from the cache.
