@@ -174,9 +174,13 @@ if [ "$HAS_REMOTE" = 1 ]; then
   echo "   remote cache at $URL"
   echo "REMOTE_URL=$URL" >>"$R/meta.env"
   rm -rf "$W/cache-a" "$MONO/cbuild-out"
-  "$CBUILD" build --json -C "$MONO" --cache-dir "$W/cache-a" --remote-cache "$URL" //... >"$R/out-remote-fill.jsonl" 2>"$R/err-remote-fill.txt" ||
+  # Only a runner with a signing key writes to the remote cache (RELIABILITY.md, "Remote cache trust").
+  "$CBUILD" cache keygen "$W/signing.pem" >"$W/signing.pub"
+  CBUILD_REMOTE_SIGNING_KEY="$W/signing.pem" "$CBUILD" build --json -C "$MONO" --cache-dir "$W/cache-a" --remote-cache "$URL" //... >"$R/out-remote-fill.jsonl" 2>"$R/err-remote-fill.txt" ||
     echo "   filling the remote cache failed (see $R/err-remote-fill.txt)"
+  export CBUILD_REMOTE_TRUSTED_KEYS="$(cat "$W/signing.pub")"
   hf cbuild-remote-warm "$RUNS" "rm -rf $W/cache-b $MONO/cbuild-out" "$CB -C $MONO --cache-dir $W/cache-b --remote-cache $URL //..."
+  unset CBUILD_REMOTE_TRUSTED_KEYS
   echo "   summary: $(summary cbuild-remote-warm)"
   "$HARNESS/http-cache.sh" stop "$W/http-cache" >/dev/null 2>&1 || true
 else

@@ -371,15 +371,25 @@ fn remote_cache_token_never_leaks_on_a_real_server() {
     let _stop = Stop(dir.path().to_path_buf());
     let a = support::examples();
     let b = support::examples();
+    // Runner A writes (it holds a signing key; without one the remote cache is read-only), runner
+    // B reads what A signed: the token travels in both directions.
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("signing.pem");
+    let kg = Command::new(env!("CARGO_BIN_EXE_cbuild")).arg("cache").arg("keygen").arg(&key).output().unwrap();
+    assert!(kg.status.success(), "{}", String::from_utf8_lossy(&kg.stderr));
+    let public = String::from_utf8_lossy(&kg.stdout).trim().to_string();
     let mut all = String::new();
-    for ws in [&a, &b] {
-        let o = support::out_of(
-            ws.cmd()
-                .env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN)
-                .args(["--remote-cache", &url, "build", "--json"])
-                .args(support::TARGETS),
-        );
+    for (i, ws) in [&a, &b].into_iter().enumerate() {
+        let mut c = ws.cmd();
+        c.env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN).env("CBUILD_REMOTE_TRUSTED_KEYS", &public);
+        if i == 0 {
+            c.env("CBUILD_REMOTE_SIGNING_KEY", &key);
+        }
+        let o = support::out_of(c.args(["--remote-cache", &url, "build", "--json"]).args(support::TARGETS));
         assert_eq!(o.code, 0, "{}", o.all());
+        if i == 1 {
+            assert!(o.summary()["cached_remote"].as_u64().unwrap_or(0) > 0, "runner B got nothing from A: {}", o.stdout);
+        }
         all.push_str(&o.all());
     }
     assert_no_secret(

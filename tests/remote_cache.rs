@@ -1,5 +1,6 @@
 //! Integration tests of `cbuild::remote` against a real Bazel-HTTP-protocol server (nginx WebDAV via
-//! `shared/harness/http-cache.sh`, stopped by a guard even when a test fails).
+//! `shared/harness/http-cache.sh`, stopped by a guard even when a test fails). Writers sign with a
+//! key pair generated per test (without a signing key a client never writes).
 
 use std::fs;
 use std::net::TcpListener;
@@ -10,7 +11,8 @@ use std::time::{Duration, Instant};
 use cbuild::cas::{BlobDir, CasError};
 use cbuild::model::digest::{Blake3, Digest};
 use cbuild::remote::proto::ActionResult;
-use cbuild::remote::{RemoteAuth, RemoteCache, RemoteError, RemoteHealth, RemoteMode, Timeouts};
+use cbuild::remote::signing::generate_pem;
+use cbuild::remote::{entry, RemoteAuth, RemoteCache, RemoteError, RemoteHealth, RemoteMode, SigningKey, Timeouts};
 
 const USER: &str = "ci-user";
 /// Planted: must never show up in an error or a Debug output.
@@ -65,8 +67,14 @@ impl Drop for Server {
     }
 }
 
+/// A fresh Ed25519 key pair.
+fn new_key() -> SigningKey {
+    SigningKey::from_pkcs8(generate_pem().unwrap().as_bytes()).unwrap()
+}
+
+/// A client with a signing key of its own (so read-write clients write).
 fn client(url: &str, mode: RemoteMode, auth: RemoteAuth) -> RemoteCache {
-    RemoteCache::new(url, mode, auth, Timeouts::default()).unwrap()
+    RemoteCache::new(url, mode, auth, Timeouts::default()).unwrap().with_signing_key(new_key())
 }
 
 fn rw(url: &str) -> RemoteCache {
@@ -432,4 +440,110 @@ fn corrupt_local_blob_is_never_uploaded() {
     assert!(!server.ac_file(&key).exists());
     assert!(!a.contains(&blobs[0]), "the corrupt local blob is removed");
     assert_eq!(remote.health(), RemoteHealth::Healthy);
+}
+
+#[test]
+fn without_a_signing_key_a_client_never_writes() {
+    let server = Server::start(None);
+    let (_ta, a) = blob_dir();
+    let key = Blake3::of_bytes(b"unsigned writer");
+    let blobs = two_blobs(&a);
+    let c = RemoteCache::new(&server.url, RemoteMode::ReadWrite, RemoteAuth::None, Timeouts::default()).unwrap();
+    assert_eq!(c.mode(), RemoteMode::ReadOnly);
+    let why = c.read_only_reason().unwrap();
+    assert!(why.contains("CBUILD_REMOTE_SIGNING_KEY") && why.contains("cbuild cache keygen"), "{why}");
+    let stats = c.put_action(&key, RESULT, COMPONENTS, &blobs, &a).unwrap();
+    assert!(stats.skipped_read_only && stats.blobs_uploaded == 0);
+    assert!(!server.access_log().contains("\"PUT "), "{}", server.access_log());
+
+    // With a key it writes (and has nothing to say); asked to be read-only it stays quiet too.
+    let c = c.with_signing_key(new_key());
+    assert_eq!((c.mode(), c.read_only_reason()), (RemoteMode::ReadWrite, None));
+    c.put_action(&key, RESULT, COMPONENTS, &blobs, &a).unwrap();
+    assert!(server.ac_file(&key).is_file());
+    assert_eq!(client(&server.url, RemoteMode::ReadOnly, RemoteAuth::None).read_only_reason(), None);
+}
+
+#[test]
+fn readers_with_trusted_keys_accept_only_entries_signed_by_them() {
+    let server = Server::start(None);
+    let pem = generate_pem().unwrap();
+    let writer_key = || SigningKey::from_pkcs8(pem.as_bytes()).unwrap();
+    let pk = writer_key().public_key();
+    let writer = RemoteCache::new(&server.url, RemoteMode::ReadWrite, RemoteAuth::None, Timeouts::default())
+        .unwrap()
+        .with_signing_key(writer_key());
+    let (_ta, a) = blob_dir();
+    let (key, blobs) = put_sample(&writer, &a, b"signed");
+    let reader = |keys| {
+        RemoteCache::new(&server.url, RemoteMode::ReadOnly, RemoteAuth::None, Timeouts::default())
+            .unwrap()
+            .with_trusted_keys(keys)
+    };
+
+    // Signed by a trusted key (alone or among others): a hit naming the signer, no warning.
+    let r = reader(vec![pk]);
+    assert_eq!(r.get_action(&key).unwrap().unwrap().signer, Some(pk));
+    assert_eq!(r.unauthenticated_warning(), None);
+    assert_eq!(reader(vec![new_key().public_key(), pk]).get_action(&key).unwrap().unwrap().signer, Some(pk));
+
+    // Trusting other keys only: refused, naming the action and the signer; the remote stays in use.
+    let other = reader(vec![new_key().public_key()]);
+    let e = other.get_action(&key).unwrap_err();
+    assert!(matches!(e, RemoteError::Untrusted { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&key.to_hex()) && msg.contains(&pk.to_base64()) && msg.contains("not one of the trusted keys")
+    );
+    assert!(e.should_warn() && !e.disables_remote());
+    assert_eq!(other.health(), RemoteHealth::Healthy);
+
+    // Trusting nobody: accepted unauthenticated, with one warning per client.
+    let open = reader(vec![]);
+    assert_eq!(open.get_action(&key).unwrap().unwrap().signer, None);
+    let w = open.unauthenticated_warning().expect("a warning");
+    assert!(w.contains("CBUILD_REMOTE_TRUSTED_KEYS") && w.contains(&server.url), "{w}");
+    assert_eq!(open.unauthenticated_warning(), None, "once");
+
+    // Forgeries planted on the server under the same action key.
+    let sizes: Vec<(Digest, u64)> = blobs.iter().map(|d| (d.clone(), a.size(d).unwrap())).collect();
+    let plant = |rf: &[u8]| {
+        let d = Digest::of_bytes(rf);
+        fs::write(server.cas_file(&d), rf).unwrap();
+        fs::write(server.ac_file(&key), entry::encode((&d, rf.len() as u64), &sizes)).unwrap();
+    };
+    let honest = entry::result_file(&key, RESULT, COMPONENTS, &blobs);
+    let forged = entry::result_file(&key, r#"{"forged":true}"#, COMPONENTS, &blobs);
+    let spliced = {
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&entry::seal(&key, &honest, Some(&writer_key()))).unwrap();
+        v["entry"] = serde_json::Value::String(String::from_utf8(forged.clone()).unwrap());
+        serde_json::to_vec(&v).unwrap()
+    };
+    let for_other_action = entry::seal(&Blake3::of_bytes(b"another action"), &honest, Some(&writer_key()));
+    let for_other_action = {
+        // The signature was made for another key; the record still names this one.
+        let mut v: serde_json::Value = serde_json::from_slice(&for_other_action).unwrap();
+        v["entry"] = serde_json::Value::String(String::from_utf8(honest.clone()).unwrap());
+        serde_json::to_vec(&v).unwrap()
+    };
+    let cases: [(&str, Vec<u8>, &str); 5] = [
+        ("unsigned", entry::seal(&key, &forged, None), "not signed"),
+        ("a bare format-1 record", forged.clone(), "not signed"),
+        ("signed by an attacker's key", entry::seal(&key, &forged, Some(&new_key())), "not one of the trusted keys"),
+        ("a trusted signature moved onto other bytes", spliced, "does not verify"),
+        ("a trusted signature made for another action", for_other_action, "does not verify"),
+    ];
+    for (what, rf, why) in cases {
+        plant(&rf);
+        let e = r.get_action(&key).unwrap_err();
+        assert!(matches!(e, RemoteError::Untrusted { .. }), "{what}: {e:?}");
+        assert!(e.to_string().contains(why) && e.to_string().contains(&key.to_hex()), "{what}: {e}");
+        // A reader without trusted keys cannot tell (the documented risk of that mode).
+        assert!(reader(vec![]).get_action(&key).unwrap().is_some(), "{what}");
+    }
+    // The honest entry, planted again, is a hit again.
+    plant(&entry::seal(&key, &honest, Some(&writer_key())));
+    assert_eq!(r.get_action(&key).unwrap().unwrap().result_json, RESULT);
+    assert_eq!(r.health(), RemoteHealth::Healthy);
 }

@@ -1,6 +1,7 @@
 //! Remote cache through the CLI against a real server (nginx WebDAV via http-cache.sh): runner B
 //! with an empty cache and another checkout path executes nothing runner A did; a corrupt blob on
-//! the server is detected and rebuilt; a dead server costs one warning and a local build.
+//! the server is detected and rebuilt; a dead server costs one warning and a local build. Runner A
+//! signs with a key pair from `cbuild cache keygen`; runner B trusts its public key.
 
 mod common;
 use common::{harness, TestContext};
@@ -28,10 +29,53 @@ impl Drop for Server {
     }
 }
 
+/// A signing key made by `cbuild cache keygen`: (dir holding it, private key path, public key).
+struct Keys {
+    _dir: tempfile::TempDir,
+    private: String,
+    public: String,
+}
+
+fn keygen() -> Keys {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("signing.pem").to_str().unwrap().to_string();
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_cbuild")).args(["cache", "keygen", &private]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(std::fs::read_to_string(format!("{private}.pub")).unwrap().trim(), public);
+    Keys { _dir: dir, private, public }
+}
+
+impl Keys {
+    /// The environment of a trusted writer.
+    fn writer(&self) -> Vec<(&str, &str)> {
+        vec![("CBUILD_REMOTE_SIGNING_KEY", self.private.as_str())]
+    }
+    /// The environment of a reader trusting this key.
+    fn reader(&self) -> Vec<(&str, &str)> {
+        vec![("CBUILD_REMOTE_TRUSTED_KEYS", self.public.as_str())]
+    }
+}
+
 fn build(cx: &TestContext, url: &str, extra: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>, String) {
+    build_env(cx, url, &[], extra)
+}
+
+fn build_env(
+    cx: &TestContext,
+    url: &str,
+    env: &[(&str, &str)],
+    extra: &[&str],
+) -> (serde_json::Value, Vec<serde_json::Value>, String) {
     let mut args = vec!["--remote-cache", url, "build", "--json"];
     args.extend_from_slice(extra);
-    let r = cx.run(&args);
+    let out = cx.cmd().envs(env.iter().copied()).args(&args).output().unwrap();
+    let r = common::Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: cx.filter(&String::from_utf8_lossy(&out.stderr)),
+    };
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let ev: Vec<serde_json::Value> = r.stdout.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     (ev.last().unwrap().clone(), ev, r.stderr)
@@ -51,12 +95,16 @@ const PATTERNS: &[&str] = &["//services/api:image", "//services/worker:image", "
 #[test]
 fn runner_b_rebuilds_nothing_runner_a_built() {
     let srv = Server::start();
+    let keys = keygen();
     let a = TestContext::from_examples();
     let b = TestContext::from_examples(); // another checkout path, another empty cache
-    let (sa, _, _) = build(&a, &srv.url, PATTERNS);
+    let (sa, _, _) = build_env(&a, &srv.url, &keys.writer(), PATTERNS);
     assert!(sa["executed"].as_u64().unwrap() > 10);
-    let (sb, evb, _) = build(&b, &srv.url, PATTERNS);
+    let (sb, evb, errb) = build_env(&b, &srv.url, &keys.reader(), PATTERNS);
     assert_eq!(sb["executed"], 0, "{sb}");
+    // B trusts A's key, so nothing is unauthenticated; without a key of its own it only reads.
+    assert!(!evb.iter().any(|e| e["type"] == "warning"), "{evb:?}");
+    assert!(errb.contains("note: remote cache") && errb.contains("read-only"), "{errb}");
     assert_eq!(sb["cached_remote"], sa["executed"]);
     assert!(!evb.iter().any(|e| e["type"] == "finished" && e["outcome"] == "executed"));
     assert_eq!(digests(&sa), digests(&sb));
@@ -76,8 +124,9 @@ fn runner_b_rebuilds_nothing_runner_a_built() {
 #[test]
 fn a_corrupt_blob_on_the_server_is_detected_and_the_action_rebuilt() {
     let srv = Server::start();
+    let keys = keygen();
     let a = TestContext::from_examples();
-    let (sa, _, _) = build(&a, &srv.url, &["//tools:tool"]);
+    let (sa, _, _) = build_env(&a, &srv.url, &keys.writer(), &["//tools:tool"]);
     // Corrupt every CAS blob larger than 1 KiB on the server (the busybox layer among them).
     let cas = srv.dir.path().join("data/cas");
     let mut n = 0;
@@ -93,7 +142,7 @@ fn a_corrupt_blob_on_the_server_is_detected_and_the_action_rebuilt() {
     }
     assert!(n > 0);
     let b = TestContext::from_examples();
-    let (sb, ev, _) = build(&b, &srv.url, &["//tools:tool"]);
+    let (sb, ev, _) = build_env(&b, &srv.url, &keys.reader(), &["//tools:tool"]);
     assert!(sb["executed"].as_u64().unwrap() >= 1, "poisoned entries are ignored and rebuilt: {sb}");
     let warnings: Vec<&str> =
         ev.iter().filter(|e| e["type"] == "warning").filter_map(|e| e["message"].as_str()).collect();

@@ -55,7 +55,9 @@ pub struct GlobalArgs {
     #[arg(long, global = true, value_name = "URL")]
     pub remote_cache: Option<String>,
     /// `read-write` (e.g. CI on main) or `read-only` (e.g. CI on pull requests)
-    /// [env: CBUILD_REMOTE_CACHE_MODE; cbuild.toml: cache.remote_mode; default: read-write].
+    /// [env: CBUILD_REMOTE_CACHE_MODE; cbuild.toml: cache.remote_mode; default: read-write]. A runner
+    /// writes only with a signing key (CBUILD_REMOTE_SIGNING_KEY, from `cbuild cache keygen`);
+    /// readers set CBUILD_REMOTE_TRUSTED_KEYS to accept only signed entries.
     #[arg(long, global = true, value_name = "MODE")]
     pub remote_cache_mode: Option<String>,
 }
@@ -78,7 +80,7 @@ pub enum Command {
     Query(commands::query::QueryArgs),
     /// Why did this target rebuild? Lists, per action of the last build, the inputs that changed.
     Explain(commands::explain::ExplainArgs),
-    /// Inspect and trim the local cache: `stats`, `gc --max-size 10GB`, `clean`.
+    /// Inspect and trim the local cache: `stats`, `gc --max-size 10GB`, `clean`; `keygen` makes a remote-cache signing key.
     Cache(commands::cache::CacheArgs),
     /// Build an image target and run it locally, like `docker run` without a daemon:
     /// `cbuild run //tools:tool -- --help`.

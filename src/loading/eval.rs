@@ -47,10 +47,13 @@ pub const MAX_CALL_DEPTH_CEILING: usize = 1000;
 ///
 /// * steps: function calls plus loop iterations (starlark's "ticks"; a comprehension's
 ///   iterations count too), checked every 1,000 steps;
-/// * heap: bytes on the Starlark heap (strings, lists, ...), checked before every statement and
-///   every 1,000 steps. A single operation is not interrupted: one `"a" * n` or `list(range(n))`
-///   allocates before the next check (Starlark limits `*` to a 32-bit count);
-/// * call depth: nested calls (recursion is refused by Starlark itself).
+/// * heap: bytes on the Starlark heap (strings, lists, ...), checked before every statement
+///   (statements of loaded functions included) and every 1,000 steps. A single operation is not
+///   interrupted: one `"a" * n` or `list(range(n))` allocates before the next check (Starlark
+///   limits `*` to a 32-bit count), and a comprehension, being one statement, is checked every
+///   1,000 iterations only;
+/// * call depth: nested calls, endless recursion included (the extended dialect allows
+///   recursion), at most [`MAX_CALL_DEPTH_CEILING`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct EvalLimits {
     pub max_steps: u64,
@@ -59,8 +62,8 @@ pub struct EvalLimits {
 }
 
 impl Default for EvalLimits {
-    /// 10 million steps (about a second of evaluation), 2 GiB of heap, depth 50 (starlark's own
-    /// default). The example monorepo's files use well under 1 % of each.
+    /// 10 million steps (a fraction of a second of evaluation), 2 GiB of heap, depth 50
+    /// (starlark's own default). The example monorepo loads with 1 % of the steps and heap.
     fn default() -> Self {
         EvalLimits { max_steps: 10_000_000, max_heap_bytes: 2 << 30, max_call_depth: 50 }
     }
@@ -654,7 +657,8 @@ impl<'a> Loader<'a> {
             }
             {
                 let mut eval = Evaluator::new(&module);
-                let last = if is_prelude { LastStmt::default() } else { self.ev.limits.install(&mut eval).map_err(Ok)? };
+                let last =
+                    if is_prelude { LastStmt::default() } else { self.ev.limits.install(&mut eval).map_err(Ok)? };
                 eval.set_loader(&sub);
                 eval.extra = Some(&cx);
                 eval.eval_module(ast, &self.ev.globals)

@@ -348,10 +348,11 @@ impl RemoteCache {
             return Ok(None);
         }
         match &opened.signature {
-            None => Err(format!("it is not signed ({TRUSTED_KEYS_ENV} is set)")),
-            Some((pk, _)) if !self.trusted.contains(pk) => {
-                Err(format!("it is signed by `{pk}`, which is not one of the trusted keys ({TRUSTED_KEYS_ENV})"))
-            }
+            None => Err("it is not signed, and this reader trusts only signed entries".to_string()),
+            Some((pk, _)) if !self.trusted.contains(pk) => Err(format!(
+                "it is signed by `{pk}`, which is not one of the trusted keys ({TRUSTED_KEYS_ENV} or \
+                 `cache.remote_trusted_keys`)"
+            )),
             Some((pk, sig)) if !pk.verify(key, &opened.record, sig) => {
                 Err(format!("its signature by trusted key `{pk}` does not verify (forged or altered)"))
             }

@@ -254,6 +254,30 @@ mod tests {
     }
 
     #[test]
+    fn envelopes_carry_the_record_and_its_signature() {
+        let key = Blake3::of_bytes(b"key");
+        let record = result_file(&key, "{}", "[]", &[Digest::of_bytes(b"x")]);
+        let signer = SigningKey::from_pkcs8(super::super::signing::generate_pem().unwrap().as_bytes()).unwrap();
+        let sealed = seal(&key, &record, Some(&signer));
+        assert_eq!(sealed, seal(&key, &record, Some(&signer)), "deterministic");
+        assert!(String::from_utf8(sealed.clone()).unwrap().starts_with(r#"{"format":2,"entry":"{\"format\":1,"#));
+        let o = open(&sealed).unwrap();
+        assert_eq!(o.record, record);
+        let (pk, sig) = o.signature.unwrap();
+        assert_eq!(pk, signer.public_key());
+        assert!(pk.verify(&key, &record, &sig));
+        // Unsigned envelopes and bare format-1 records (older writers) open as unsigned.
+        assert_eq!(open(&seal(&key, &record, None)).unwrap(), Opened { record: record.clone(), signature: None });
+        assert_eq!(open(&record).unwrap(), Opened { record: record.clone(), signature: None });
+        // Unknown formats, unknown fields, malformed signatures: errors, never panics.
+        assert!(open(br#"{"format":3}"#).unwrap_err().contains("format 3"));
+        assert!(open(br#"{"format":2,"entry":"","signature":null,"x":1}"#).unwrap_err().contains("unknown field"));
+        let bad_sig = br#"{"format":2,"entry":"","signature":{"public_key":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=","signature":"AAAA"}}"#;
+        assert!(open(bad_sig).unwrap_err().contains("64 bytes"));
+        assert!(open(b"\xff").is_err());
+    }
+
+    #[test]
     fn rejects_inconsistent_entries() {
         let key = Blake3::of_bytes(b"key");
         let other = Blake3::of_bytes(b"other");

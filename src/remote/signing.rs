@@ -60,7 +60,11 @@ impl PublicKey {
     /// Parses base64 (standard or URL-safe, padded or not) or 64 hex digits.
     pub fn parse(s: &str) -> Result<PublicKey, String> {
         let s = s.trim();
-        let shown = if s.chars().count() > 80 { format!("{}…", s.chars().take(80).collect::<String>()) } else { s.to_string() };
+        let shown = if s.chars().count() > 80 {
+            format!("{}…", s.chars().take(80).collect::<String>())
+        } else {
+            s.to_string()
+        };
         let bytes = if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
             hex::decode(s).ok()
         } else {
@@ -128,9 +132,8 @@ impl SigningKey {
             Ok(text) if text.contains("-----BEGIN") => pem_to_der(text)?,
             _ => bytes.to_vec(),
         };
-        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der).map_err(|e| {
-            format!("not an Ed25519 PKCS#8 private key ({e}); create one with `cbuild cache keygen`")
-        })?;
+        let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(&der)
+            .map_err(|e| format!("not an Ed25519 PKCS#8 private key ({e}); create one with `cbuild cache keygen`"))?;
         let public = PublicKey(pair.public_key().as_ref().try_into().map_err(|_| "unexpected public key length")?);
         Ok(SigningKey { pair, public })
     }
@@ -276,7 +279,9 @@ mod tests {
         assert_eq!(SigningKey::from_pkcs8(&der).unwrap().public_key(), g.public);
         let e = SigningKey::from_pkcs8(b"s3cret garbage").unwrap_err();
         assert!(!e.contains("s3cret") && e.contains("keygen"), "{e}");
-        assert!(SigningKey::from_pkcs8(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA\n").unwrap_err().contains("encrypted"));
+        assert!(SigningKey::from_pkcs8(b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA\n")
+            .unwrap_err()
+            .contains("encrypted"));
         assert!(format!("{k:?}").starts_with("SigningKey(public "));
     }
 }

@@ -84,7 +84,9 @@ pub fn check_result(expected: &Expected, entry: &RemoteEntry) -> Result<ActionOu
                 if &names != want {
                     let missing: Vec<&String> = want.difference(&names).collect();
                     let extra: Vec<&String> = names.difference(want).collect();
-                    return Err(format!("the result's files differ from the action's (missing {missing:?}, extra {extra:?})"));
+                    return Err(format!(
+                        "the result's files differ from the action's (missing {missing:?}, extra {extra:?})"
+                    ));
                 }
             }
         }
@@ -94,7 +96,8 @@ pub fn check_result(expected: &Expected, entry: &RemoteEntry) -> Result<ActionOu
             }
         }
         ActionOutput::Data { json, .. } => {
-            serde_json::from_str::<serde_json::Value>(json).map_err(|e| format!("the result's data is not JSON: {e}"))?;
+            serde_json::from_str::<serde_json::Value>(json)
+                .map_err(|e| format!("the result's data is not JSON: {e}"))?;
         }
         ActionOutput::Image { manifest, manifest_size, .. } => {
             if *manifest_size > MAX_MANIFEST_BYTES {
@@ -122,12 +125,16 @@ pub fn check_fetched(out: &ActionOutput, local: &BlobDir) -> Result<(), String> 
     if digest_of(&m["config"]).as_deref() != Some(config.to_string().as_str()) {
         return Err(format!("manifest `{manifest}` does not name the config `{config}`"));
     }
-    let known: BTreeSet<String> =
-        blobs.iter().chain(remote.iter().map(|r| &r.digest)).map(|d| d.to_string()).collect();
+    let known: BTreeSet<String> = blobs.iter().chain(remote.iter().map(|r| &r.digest)).map(|d| d.to_string()).collect();
     for l in m["layers"].as_array().map(Vec::as_slice).unwrap_or_default() {
         match digest_of(l) {
             Some(d) if known.contains(&d) => {}
-            other => return Err(format!("manifest `{manifest}` has a layer `{}` the result does not list", other.unwrap_or_default())),
+            other => {
+                return Err(format!(
+                    "manifest `{manifest}` has a layer `{}` the result does not list",
+                    other.unwrap_or_default()
+                ))
+            }
         }
     }
     Ok(())

@@ -29,7 +29,7 @@ pub enum CacheCmd {
     },
     /// Delete the whole local cache.
     Clean,
-    /// Create a key pair for signing remote-cache entries; prints the public key.
+    /// Create a key pair for signing remote-cache entries; prints the public key
     ///
     /// Give the private key file to trusted writers only (CBUILD_REMOTE_SIGNING_KEY=FILE, e.g. CI
     /// on the main branch) and the public key to every reader (CBUILD_REMOTE_TRUSTED_KEYS or
