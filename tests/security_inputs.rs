@@ -219,3 +219,26 @@ oci_image(name = "img_in", layers = [":l_in"])
     assert_eq!(o.code, 0, "{}", o.all());
     canary.assert_untouched(&ws, "inside links");
 }
+
+/// The one kind of source symlink that may point outside: a cnb_image app file, which the app dir
+/// keeps as a link (meaningful inside the build container) and nobody follows on the host.
+#[test]
+fn cnb_app_symlink_outside_is_kept_as_a_link() {
+    let canary = Canary::new("app");
+    let ws = support::examples();
+    symlink(&canary.file, ws.path("services/site/host-link")).unwrap();
+    symlink("/usr/bin/nowhere-on-this-host", ws.path("services/site/dangling-link")).unwrap();
+    let o = ws.build(&["//services/site:image"]);
+    assert_eq!(o.code, 0, "{}\n{}", o.all(), o.failures());
+    canary.assert_untouched(&ws, "cnb app link");
+    // Also used by a genrule (which would follow it): refused.
+    ws.write(
+        "services/site/extra/BUILD.star",
+        "genrule(name = \"g\", srcs = [\"l\"], outs = [\"o\"], cmd = \"cat $SRCS > $OUTS\")\n",
+    );
+    symlink(&canary.file, ws.path("services/site/extra/l")).unwrap();
+    let o = build(&ws, "//services/site/extra:g");
+    assert_ne!(o.code, 0, "{}", o.all());
+    assert!(o.stderr.contains("`services/site/extra/l`"), "{}", o.stderr);
+    canary.assert_untouched(&ws, "genrule of an app link");
+}

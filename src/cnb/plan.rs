@@ -633,6 +633,10 @@ struct RawOrderToml {
 /// Parses order.toml (`[[order]] [[order.group]] id, version, optional`).
 pub fn parse_order_toml(text: &str, file: &Path) -> Result<Vec<OrderGroup>, CnbError> {
     let raw: RawOrderToml = toml::from_str(text).map_err(|e| CnbError::toml(Phase::Detect, "order", file, e))?;
+    // Ids and versions become path components (`/cnb/buildpacks/<id>/<version>`).
+    for r in raw.order.iter().flat_map(|g| g.group.iter()) {
+        crate::cnb::buildpack_toml::validate_ref(r).map_err(|reason| CnbError::invalid(Phase::Detect, "order", file, reason))?;
+    }
     Ok(raw.order)
 }
 

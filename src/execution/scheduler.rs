@@ -60,14 +60,14 @@ impl BuildReport {
 
 /// Source files every action reads, hashed once through the stat cache (a no-op build hashes nothing).
 ///
-/// This is also THE place where cbuild refuses sources that lead outside the workspace: every
-/// source of every action (genrule, layer, buildpack and cnb_image srcs, oci_import layout files,
-/// debian lock files) is listed here, before any action runs, and checked by [`SourceCheck`]. A
-/// symlink committed in the repository that resolves outside the workspace root (absolute, via
-/// `..`, or through a chain of symlinks), in the file's last component or any directory above
-/// it, fails the build naming the source and its target; consumers (genrule staging, layer
-/// packing, buildpack copies) then read only sources that stay inside. Symlinks that stay inside
-/// keep being followed. The one exception is a cnb_image app file whose last component is a
+/// This is also the one place where cbuild refuses sources that lead outside the workspace:
+/// every source of every action (genrule, layer, buildpack and cnb_image srcs, oci_import layout
+/// files, debian lock files) is listed here, before any action runs, and checked by
+/// [`SourceCheck`]. A symlink committed in the repository that resolves outside the workspace root
+/// (absolute, via `..`, or through a chain of symlinks), in the file's last component or any
+/// directory above it, fails the build naming the source and its target. Consumers (genrule
+/// staging, layer packing, buildpack copies) then read the path [`resolve_source`] gives, which
+/// re-applies the rule at read time. Symlinks that stay inside keep being followed. The one exception is a cnb_image app file whose last component is a
 /// symlink: the app dir keeps it as a symlink (for the build container), nobody follows it, so it
 /// is keyed by its target text instead of refused (when no other action follows it).
 fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTreeMap<String, Blake3>, usize), String> {
@@ -104,24 +104,26 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
             Err(SourceError::Other(m)) => return Err(m),
         }
     }
-    if let Some(first) = refused.first() {
-        const SHOWN: usize = 5;
-        return Err(match refused.len() {
-            1 => first.clone(),
-            n => format!(
-                "{first}\n({} more source(s) lead outside the workspace: {}{})",
-                n - 1,
-                refused[1..].iter().take(SHOWN).cloned().collect::<Vec<_>>().join("; "),
-                if n - 1 > SHOWN { "; …" } else { "" }
-            ),
-        });
+    if !refused.is_empty() {
+        // One line per source (the CLI prints the first after `error: `), at most SHOWN of them.
+        const SHOWN: usize = 10;
+        let mut msg = refused.iter().take(SHOWN).cloned().collect::<Vec<_>>().join("\nerror: ");
+        if refused.len() > SHOWN {
+            msg.push_str(&format!(
+                "\nerror: … and {} more source(s) leading outside the workspace",
+                refused.len() - SHOWN
+            ));
+        }
+        msg.push_str("\nhint: copy the file into the workspace, or make the link point inside it");
+        return Err(msg);
     }
     let hasher = cache.file_hasher();
-    let files = stated.iter().map(|(i, md)| (cfg.root.join(&list[*i]), md.clone())).collect();
-    let files: Vec<_> = files_absolute(files).map_err(|e| format!("hashing sources: {e}"))?;
+    let (index, files): (Vec<usize>, Vec<_>) =
+        stated.into_iter().map(|(i, md)| (i, (cfg.root.join(&list[i]), md))).unzip();
+    let files = files_absolute(files).map_err(|e| format!("hashing sources: {e}"))?;
     let digests = hasher.hash_stated(started, files).map_err(|e| format!("hashing sources: {e}"))?;
-    for ((i, _), d) in stated.iter().zip(digests) {
-        out[*i] = Some(d);
+    for (i, d) in index.into_iter().zip(digests) {
+        out[i] = Some(d);
     }
     let hashed = hasher.counts().hashed as usize;
     Ok((list.into_iter().zip(out.into_iter().map(|d| d.expect("every source hashed or kept"))).collect(), hashed))

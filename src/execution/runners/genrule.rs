@@ -33,7 +33,10 @@ pub fn key(
         .component("cmd", cmd.as_str())
         .component("srcs", ComponentValue::map(m))
         .component("outs", ComponentValue::list(outs.clone()))
-        .component("env", ComponentValue::map(env.clone())))
+        // Values as digests: env may hold tokens, and key components are stored and uploaded.
+        .component("env", ComponentValue::env_map(env))
+        // The command sees SOURCE_DATE_EPOCH (tools stamp it into outputs).
+        .component("source_date_epoch", ctx.source_date_epoch.to_string()))
 }
 
 pub async fn run(
@@ -68,6 +71,9 @@ pub async fn run(
     let (huid, hgid) = sandbox::host_ids(65534, 65534);
     let scratch_root = Root::open(scratch.path()).map_err(|e| crate::execution::chain(&e))?;
     scratch_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
+    // The descriptor of the `work` dir cbuild created (the sandbox sees it only as its `/work`
+    // mount point, so it cannot swap the dir itself); outputs are resolved beneath it after the
+    // sandbox exited.
     let work_root = Root::open(&work).map_err(|e| crate::execution::chain(&e))?;
     let mut spec = SandboxSpec::new(RootFs::Host, vec!["/bin/sh".into(), "-ec".into(), cmd.clone()]);
     spec.mounts.push(Mount::writable(&work, "/work"));

@@ -15,7 +15,9 @@ pub fn layout_files(root: &Path, path: &str) -> Vec<String> {
     }
     let mut out = Vec::new();
     for e in walkdir::WalkDir::new(&full).sort_by_file_name().into_iter().flatten() {
-        if e.file_type().is_file() {
+        // Symlinks are listed too (walkdir does not follow them): the layout reader follows them by
+        // path, so the source check must see them (one leading outside the workspace is refused).
+        if e.file_type().is_file() || e.file_type().is_symlink() {
             if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
                 out.push(rel.to_string());
             }
