@@ -383,7 +383,7 @@ fn random_entry(r: &mut Rng, canary: &str) -> E {
             E::Sym(p, t)
         }
         7 => {
-            let t = match r.below(4) {
+            let t = match r.below(8) {
                 0 => format!("{canary}/file"),
                 1 => format!("{up}{CANARY}/file"),
                 _ => r.pick(&PATHS).to_string(),
@@ -425,7 +425,7 @@ fn random_layer_sequences_never_touch_the_host() {
     let mut r = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut ok, mut failed) = (0, 0);
     let mut reasons = BTreeMap::new();
-    for case in 0..2500 {
+    for case in 0..4000 {
         let seed = r.next() | 1;
         let mut c = Rng(seed);
         let layers: Vec<Vec<E>> =
@@ -452,7 +452,7 @@ fn random_layer_sequences_never_touch_the_host() {
         }
         env.check(&what);
     }
-    eprintln!("{reasons:#?}");
-    // the generator must mostly produce layers that extract, or it tests little
-    assert!(ok > failed, "{ok} extracted, {failed} refused");
+    eprintln!("{ok} layers extracted, {failed} refused: {reasons:#?}");
+    // the generator must produce many layers that extract, or it tests little
+    assert!(ok * 5 > (ok + failed) * 2, "{ok} layers extracted, {failed} refused");
 }

@@ -70,25 +70,97 @@ impl BuildReport {
 /// re-applies the rule at read time. Symlinks that stay inside keep being followed. The one exception is a cnb_image app file whose last component is a
 /// symlink: the app dir keeps it as a symlink (for the build container), nobody follows it, so it
 /// is keyed by its target text instead of refused (when no other action follows it).
-fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTreeMap<String, Blake3>, usize), String> {
+/// The workspace sources an action reads, each with whether its consumer follows a last-component
+/// symlink (`true`) or copies it as a link (cnb_image app files, `false`).
+fn source_inputs(kind: &ActionKind) -> Vec<(String, bool)> {
+    let follow = |v: Vec<String>| v.into_iter().map(|p| (p, true)).collect::<Vec<_>>();
+    match kind {
+        ActionKind::Genrule { srcs, .. } => follow(srcs.iter().filter_map(|(_, i)| source(i)).collect()),
+        ActionKind::Layer { files, .. } => follow(files.iter().filter_map(|f| source(&f.input)).collect()),
+        ActionKind::ImportImage { files, .. } => follow(files.clone()),
+        ActionKind::Buildpack { files, .. } => follow(files.iter().filter_map(|(_, i)| source(i)).collect()),
+        ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => {
+            p.app.iter().filter_map(|(_, i)| source(i)).map(|p| (p, false)).collect()
+        }
+        ActionKind::DebianImage(d) => vec![(d.lock.clone(), true)],
+        ActionKind::Image { .. } | ActionKind::CnbExport(_) | ActionKind::PullImage { .. } => Vec::new(),
+    }
+}
+
+/// What a source looked like when it was hashed: the executor compares it after an action ran and
+/// refuses to store a result whose sources changed meanwhile (Bazel's "file modified during the
+/// build"): a runner reads sources by path after the key was made, so an edit in between would
+/// otherwise be stored, and uploaded, under the old content's key. ctime moves on every content,
+/// mode or owner change and cannot be set back by a user, so an edit reverted with the old mtime is
+/// caught too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceStamp {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+    mode: u32,
+    /// Stamped from the link itself (a kept link), not from what it points to.
+    link: bool,
+}
+
+impl SourceStamp {
+    fn of(md: &std::fs::Metadata, link: bool) -> SourceStamp {
+        use std::os::unix::fs::MetadataExt;
+        SourceStamp {
+            size: md.size(),
+            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
+            ino: md.ino(),
+            dev: md.dev(),
+            mode: md.mode(),
+            link,
+        }
+    }
+
+    /// The stamp of `path` now, taken the same way.
+    fn now(&self, path: &std::path::Path) -> Option<SourceStamp> {
+        let md = if self.link { std::fs::symlink_metadata(path) } else { std::fs::metadata(path) };
+        md.ok().map(|m| SourceStamp::of(&m, self.link))
+    }
+}
+
+/// Fails if a source `a` read changed since it was hashed (see [`SourceStamp`]).
+fn check_sources_unchanged(a: &crate::model::action::Action, ctx: &RunCtx) -> Result<(), String> {
+    for (rel, _) in source_inputs(&a.kind) {
+        let Some(then) = ctx.source_stamps.get(&rel) else { continue };
+        if then.now(&ctx.root.join(&rel)).as_ref() != Some(then) {
+            return Err(format!(
+                "source `{rel}` changed while this action ran; its result was not stored (nor uploaded). \
+                 Run the build again."
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Hashes every source of `g` (see [`SourceCheck`] for what is refused). Returns the digests, the
+/// number of files read, and the stamp of every source for [`check_sources_unchanged`].
+#[allow(clippy::type_complexity)]
+fn hash_sources(
+    g: &ActionGraph,
+    cfg: &ExecConfig,
+    cache: &Cache,
+) -> Result<(BTreeMap<String, Blake3>, usize, BTreeMap<String, SourceStamp>), String> {
     // Sources some consumer reads by following the path, and cnb_image app files (kept as links).
     let mut paths: BTreeSet<String> = BTreeSet::new();
     let mut app: BTreeSet<String> = BTreeSet::new();
     for a in &g.actions {
-        match &a.kind {
-            ActionKind::Genrule { srcs, .. } => paths.extend(srcs.iter().filter_map(|(_, i)| source(i))),
-            ActionKind::Layer { files, .. } => paths.extend(files.iter().filter_map(|f| source(&f.input))),
-            ActionKind::ImportImage { files, .. } => paths.extend(files.iter().cloned()),
-            ActionKind::Buildpack { files, .. } => paths.extend(files.iter().filter_map(|(_, i)| source(i))),
-            ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => {
-                app.extend(p.app.iter().filter_map(|(_, i)| source(i)))
+        for (p, follow) in source_inputs(&a.kind) {
+            if follow {
+                paths.insert(p);
+            } else {
+                app.insert(p);
             }
-            ActionKind::DebianImage(d) => {
-                paths.insert(d.lock.clone());
-            }
-            ActionKind::Image { .. } | ActionKind::CnbExport(_) | ActionKind::PullImage { .. } => {}
         }
     }
+    let mut stamps = BTreeMap::new();
     let started = std::time::SystemTime::now();
     let mut check = SourceCheck::new(&cfg.root)?;
     let list: Vec<String> = paths.union(&app).cloned().collect();
@@ -98,8 +170,16 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
     for (i, rel) in list.iter().enumerate() {
         let keep_link = !paths.contains(rel);
         match check.check(rel, keep_link) {
-            Ok(Checked::File(md)) => stated.push((i, md)),
-            Ok(Checked::KeptLink(target)) => out[i] = Some(kept_link_digest(&target)),
+            Ok(Checked::File(md)) => {
+                stamps.insert(rel.clone(), SourceStamp::of(&md, false));
+                stated.push((i, md))
+            }
+            Ok(Checked::KeptLink(target)) => {
+                if let Ok(md) = std::fs::symlink_metadata(cfg.root.join(rel)) {
+                    stamps.insert(rel.clone(), SourceStamp::of(&md, true));
+                }
+                out[i] = Some(kept_link_digest(&target))
+            }
             Err(SourceError::Refused(m)) => refused.push(m),
             Err(SourceError::Other(m)) => return Err(m),
         }
@@ -126,7 +206,11 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(BTr
         out[i] = Some(d);
     }
     let hashed = hasher.counts().hashed as usize;
-    Ok((list.into_iter().zip(out.into_iter().map(|d| d.expect("every source hashed or kept"))).collect(), hashed))
+    Ok((
+        list.into_iter().zip(out.into_iter().map(|d| d.expect("every source hashed or kept"))).collect(),
+        hashed,
+        stamps,
+    ))
 }
 
 /// The stat cache keys rows by absolute path.
@@ -334,7 +418,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     if !report.errors.is_empty() {
         return report;
     }
-    let (sources, hashed) = match hash_sources(&g, &cfg, &cache) {
+    let (sources, hashed, source_stamps) = match hash_sources(&g, &cfg, &cache) {
         Ok(x) => x,
         Err(e) => {
             report.errors.push((usize::MAX, e));
@@ -356,6 +440,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         root: cfg.root.clone(),
         cache: cache.clone(),
         sources,
+        source_stamps,
         source_date_epoch: cfg.source_date_epoch,
         reporter: reporter.clone(),
         registry_options: cfg.registry.clone(),
@@ -557,7 +642,9 @@ async fn execute_action(
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
 ) -> Result<ActionOutput, String> {
-    runners::run(a, deps, ctx).await
+    let out = runners::run(a, deps, ctx).await?;
+    check_sources_unchanged(a, ctx)?;
+    Ok(out)
 }
 
 /// True if every blob of a cache hit is present and intact. A blob whose stat (size, mtime, inode,
@@ -594,6 +681,7 @@ pub fn fetch_remote_layers(
         root: PathBuf::new(),
         cache,
         sources: BTreeMap::new(),
+        source_stamps: BTreeMap::new(),
         source_date_epoch: 0,
         reporter: Arc::new(super::events::NullReporter),
         registry_options: registry,

@@ -9,8 +9,9 @@
 //! descriptor and never followed (`O_NOFOLLOW`, `AT_SYMLINK_NOFOLLOW`, `O_EXCL`). Metadata set
 //! after the entry is written (directory modes and mtimes at the end of a layer) goes to the inode
 //! that was created: the directory is re-opened through [`crate::fs::confined`] rules (no symlink,
-//! never above the root) and skipped unless it is still that inode. Not a sandbox: nothing else
-//! may write into the root while it runs.
+//! never above the root) and skipped unless it is still that inode. Not a sandbox: it assumes
+//! nothing else writes into the root while it runs (even then, no call leaves the root or follows
+//! a symlink; only the resulting tree could differ from the image).
 
 use std::collections::{HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
@@ -308,8 +309,8 @@ impl Extractor<'_> {
         }
     }
 
-    /// Removes `name` (resolved: `rel`) from `parent`, a directory with everything below it,
-    /// never following a symlink.
+    /// Removes `name` from `parent` (a directory with everything below it), never following a
+    /// symlink.
     fn remove(&mut self, parent: &Parent, name: &OsStr, is_dir: bool, entry: &Path) -> Result<()> {
         self.last_parent = None;
         let r = if is_dir {

@@ -275,7 +275,9 @@ pub async fn run(
                         f,
                         &blob.digest,
                         scratch.layers.parent().unwrap(),
-                        &Default::default(),
+                        // A buildpack wrote these files: no set-id bit (a set-uid binary of the
+                        // build user left on the host) and nothing group/other-writable comes back.
+                        &crate::oci::extract::ExtractOptions { sanitize: true, ..Default::default() },
                     )
                     .map_err(|e| format!("restoring cached layer `{name}` of `{}`: {e}", m.id))?;
                     layers_root

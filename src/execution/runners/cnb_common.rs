@@ -172,33 +172,6 @@ pub fn app_wants(
     Ok(out)
 }
 
-/// Puts the app into the read-only `/workspace` of `detect`: hard links where possible (the
-/// sandbox cannot write through a read-only mount, and the sources stay untouched; BENCHMARKS.md:
-/// copying the app for every phase dominated a one-file edit), copies otherwise.
-pub fn link_app(want: &BTreeMap<String, Want>, dir: &Path) -> Result<(), String> {
-    for (rel, w) in want {
-        let dst = dir.join(rel);
-        if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
-        }
-        match w {
-            Want::Symlink { target } => {
-                std::os::unix::fs::symlink(target, &dst).map_err(|e| crate::execution::chain(&e))?;
-            }
-            Want::File { src, mode, .. } => {
-                if std::fs::hard_link(src, &dst).is_ok() {
-                    continue;
-                }
-                std::fs::copy(src, &dst).map_err(|e| format!("copying `{}`: {e}", src.display()))?;
-                if let Some(m) = mode {
-                    set_mode(&dst, *m);
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
 /// Puts the app into the writable `/workspace` of `build`, owned by the build user with the
 /// SOURCE_DATE_EPOCH mtime (like pack, which sends the app as a tar with 1980 timestamps: a file's
 /// mtime must not leak the checkout time into what buildpacks produce, e.g. Python's .pyc headers).

@@ -156,11 +156,17 @@ pub async fn run(
     let label = a.label.to_string();
     let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
     let (img, rootfs) = build_image(p, deps, ctx).await?;
-    let scratch = Scratch::new("detect-")?;
-    common::link_app(&common::app_wants(&p.app, deps, ctx)?, &scratch.workspace)?;
+    let mut scratch = Scratch::new("detect-")?;
+    // The read-only /workspace is the target's kept app dir brought up to date (the build phase
+    // reconciles the same dir next, finding nothing to do). Not hard links to the sources: a new
+    // link changes a source's ctime, which made every later build re-hash the app and would fail
+    // the executor's "source changed while the action ran" check.
+    let (huid, hgid) = crate::execution::sandbox::host_ids(p.uid, p.gid);
+    let want = common::app_wants(&p.app, deps, ctx)?;
+    let (workspace, _app_dir) = common::materialize_app(&want, ctx, &label, &scratch.workspace, huid, hgid)?;
+    scratch.workspace = workspace;
     scratch.write_platform_env(&p.env)?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
-    let (huid, hgid) = crate::execution::sandbox::host_ids(p.uid, p.gid);
     // Detect's `/layers` is writable by every buildpack: touched only through `layers_root`.
     let layers_root =
         crate::fs::confined::Root::open(&scratch.layers).map_err(|e| crate::execution::chain(&e))?;

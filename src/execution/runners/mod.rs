@@ -29,6 +29,8 @@ pub struct RunCtx {
     pub cache: Arc<Cache>,
     /// blake3 of every source file, by workspace-relative path.
     pub sources: BTreeMap<String, Blake3>,
+    /// How each source looked when it was hashed (checked again after an action ran).
+    pub source_stamps: BTreeMap<String, super::scheduler::SourceStamp>,
     pub source_date_epoch: u64,
     pub reporter: Arc<dyn Reporter>,
     /// Registry settings; the client is made on first use.
