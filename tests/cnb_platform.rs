@@ -449,3 +449,33 @@ fn detect_stops_at_the_first_passing_group() {
     let out = b.output();
     assert!(out.contains("FIRST-DETECT-RAN") && out.contains("SECOND-DETECT-RAN"), "{out}");
 }
+
+/// The lifecycle runs a build's buildpacks in one container, so they share `/tmp` (libcnb's
+/// tracing hands files to later buildpacks there): a file the first buildpack leaves in /tmp is
+/// there for the second.
+#[test]
+fn buildpacks_of_one_build_share_tmp() {
+    let cx = fixture_workspace(&[], "[[\"//bps:first\", \"//bps:second\"]]", &[("app.txt", "x\n")], "{}");
+    let process = "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"";
+    let mut bp_build = String::new();
+    for (name, build) in [
+        ("first", format!("echo handed-over > /tmp/handoff\n{process}")),
+        ("second", format!("echo \"SECOND-SAW: $(cat /tmp/handoff)\"\n{process}")),
+    ] {
+        cx.write(
+            &format!("bps/{name}/buildpack.toml"),
+            &format!("api = \"0.10\"\n[buildpack]\nid = \"tmp/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n"),
+        );
+        cx.write(&format!("bps/{name}/bin/detect"), "#!/bin/sh\nexit 0\n");
+        cx.write(&format!("bps/{name}/bin/build"), &format!("#!/bin/sh\nset -e\n{build}\n"));
+        for f in ["bin/detect", "bin/build"] {
+            use std::os::unix::fs::PermissionsExt;
+            let p = cx.root().join(format!("bps/{name}/{f}"));
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        bp_build.push_str(&format!("buildpack(name = \"{name}\", srcs = glob([\"{name}/**\"]))\n"));
+    }
+    cx.write("bps/BUILD.star", &bp_build);
+    let b = ok(&cx, &["//app:img"]);
+    assert!(b.output().contains("SECOND-SAW: handed-over"), "{}", b.output());
+}

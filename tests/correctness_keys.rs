@@ -56,3 +56,79 @@ fn source_date_epoch_is_keyed_for_cnb_builds() {
     let c = support::out_of(clean.cmd().env("SOURCE_DATE_EPOCH", "315532900").args(["build", "--json", "//app:img"]));
     assert_eq!(o.digests(), c.digests(), "incremental != clean for SOURCE_DATE_EPOCH=315532900");
 }
+
+/// A source edited while an action that reads it runs: the result must not be stored under the
+/// old content's key (it would be served, and uploaded, as the old content's output; after a
+/// revert `explain` would say nothing changed while the image held the edit).
+#[test]
+fn edit_during_a_build_is_not_stored_under_the_old_key() {
+    use std::io::BufRead;
+    let ws = support::empty();
+    ws.write(
+        "BUILD.star",
+        "genrule(name = \"gen\", srcs = [\"in.txt\"], outs = [\"out.txt\"], cmd = \"sleep 2; cat in.txt > out.txt\")\n\
+         layer(name = \"l\", srcs = [\":gen\"], prefix = \"/data\")\n\
+         oci_image(name = \"img\", layers = [\":l\"])\n",
+    );
+    ws.write("in.txt", "original\n");
+    let mut child = ws
+        .cmd()
+        .args(["build", "--json", "//:img"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut seen = String::new();
+    for l in lines.by_ref() {
+        let l = l.unwrap();
+        seen.push_str(&l);
+        seen.push('\n');
+        if l.contains("\"started\"") && l.contains("genrule") {
+            break;
+        }
+    }
+    // The genrule has started (its key holds "original") and sleeps before reading in.txt.
+    ws.write("in.txt", "edited\n");
+    for l in lines {
+        seen.push_str(&l.unwrap());
+        seen.push('\n');
+    }
+    let status = child.wait().unwrap();
+    assert!(!status.success(), "the build stored a result read from an edited source:\n{seen}");
+    assert!(seen.contains("in.txt") && seen.contains("changed while this action ran"), "{seen}");
+    // Revert: the original content must not be served from a poisoned entry.
+    ws.write("in.txt", "original\n");
+    let d = ws.ok(&["//:img"]);
+    assert_eq!(d, support::clean_digests(ws.root(), &["//:img"]), "incremental != clean after the revert");
+}
+
+/// The host umask reached genrule and buildpack sandboxes (launch-layer files 0664 under umask
+/// 002) and `umask 077` broke detect ("Can't chdir to /workspace"): builds under 077, 002 and 022
+/// give the same images, equal to a clean build.
+#[test]
+fn host_umask_does_not_reach_outputs() {
+    let ws = site_ws();
+    ws.write(
+        "app/BUILD.star",
+        "cnb_image(name = \"img\", srcs = glob([\"**\"], exclude = [\"BUILD.star\"]), builder = \"//builders:default\")\n\
+         genrule(name = \"gen\", outs = [\"o/f.txt\"], cmd = \"mkdir -p o && echo hi > o/f.txt\")\n\
+         layer(name = \"l\", srcs = [\":gen\"], prefix = \"/data\")\n\
+         oci_image(name = \"gimg\", layers = [\":l\"])\n",
+    );
+    let clean = support::clean_digests(ws.root(), &["//app:img", "//app:gimg"]);
+    for umask in ["077", "002"] {
+        let other = support::copy_of(ws.root(), None);
+        let cbuild = env!("CARGO_BIN_EXE_cbuild");
+        // The test's own environment for cbuild (cache dir, SOURCE_DATE_EPOCH), run through sh.
+        let mut c = other.cmd();
+        c.env("CBUILD", cbuild);
+        let mut sh = std::process::Command::new("sh");
+        sh.current_dir(other.root())
+            .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+            .args(["-c", &format!("umask {umask}; exec \"$CBUILD\" build --json //app:img //app:gimg")]);
+        let o = support::out_of(&mut sh);
+        assert_eq!(o.code, 0, "umask {umask}: {}", o.all());
+        assert_eq!(o.digests(), clean, "umask {umask} changed an image");
+    }
+}

@@ -102,6 +102,11 @@ pub enum Command {
 /// Entry point of the binary. Never panics on user input; returns 0 ok, 1 build failed or
 /// environment error, 2 usage/config/BUILD error.
 pub fn main() -> ExitCode {
+    // Files cbuild creates (scratch trees the sandbox user must read, layouts, the cache) and what
+    // sandboxes write must not depend on the caller's umask: 077 made /workspace unreadable to
+    // buildpacks, 002 made layer files group-writable. Like a container engine, cbuild uses 022.
+    // SAFETY: umask(2) has no preconditions and cannot fail.
+    unsafe { libc::umask(0o022) };
     let args = shorthand(std::env::args_os().collect());
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,

@@ -343,6 +343,7 @@ pub async fn run(
             bp,
             &rootfs,
             scratch.mounts(true),
+            &scratch.tmp,
             argv,
             env,
             uid,

@@ -79,6 +79,10 @@ pub struct Scratch {
     pub layers: PathBuf,
     pub platform: PathBuf,
     pub cnb: PathBuf,
+    /// `/tmp` of every buildpack of this run: one dir on disk, shared as in the lifecycle's single
+    /// build container (libcnb's tracing hands files to later buildpacks there), not a tmpfs of
+    /// half the RAM per sandbox.
+    pub tmp: PathBuf,
 }
 
 impl Scratch {
@@ -90,9 +94,10 @@ impl Scratch {
             layers: dir.path().join("layers"),
             platform: dir.path().join("platform"),
             cnb: dir.path().join("cnb"),
+            tmp: dir.path().join("tmp"),
             _dir: dir,
         };
-        for d in [&s.workspace, &s.layers, &s.platform.join("env"), &s.cnb.join("buildpacks")] {
+        for d in [&s.workspace, &s.layers, &s.platform.join("env"), &s.cnb.join("buildpacks"), &s.tmp] {
             std::fs::create_dir_all(d).map_err(|e| crate::execution::chain(&e))?;
         }
         Ok(s)
@@ -300,6 +305,7 @@ pub async fn run_buildpack(
     bp: &Bp,
     rootfs: &Path,
     mounts: Vec<Mount>,
+    tmp: &Path,
     argv: Vec<String>,
     env: BTreeMap<String, String>,
     uid: u32,
@@ -308,6 +314,11 @@ pub async fn run_buildpack(
 ) -> Result<i32, String> {
     let mut spec = SandboxSpec::new(RootFs::Dir(rootfs.to_path_buf()), argv);
     spec.mounts = mounts;
+    // The shared /tmp belongs to the sandbox user (its parent, the scratch dir, is cbuild's).
+    let (huid, hgid) = sandbox::host_ids(uid, gid);
+    std::os::unix::fs::lchown(tmp, Some(huid), Some(hgid)).map_err(|e| format!("{phase}: preparing /tmp: {e}"))?;
+    set_mode(tmp, 0o700);
+    spec.tmp = Some(tmp.to_path_buf());
     spec.cwd = "/workspace".into();
     spec.env = env;
     spec.uid = uid;
@@ -325,8 +336,8 @@ pub async fn run_buildpack(
     })
     .await
     .map_err(|e| format!("{phase}: buildpack `{}`: {e}", bp.label()))?;
-    if out.timed_out {
-        return Err(format!("{phase}: buildpack `{}` timed out", bp.label()));
+    if out.timed_out || out.output_limit_exceeded {
+        return Err(format!("{phase}: buildpack `{}` {}", bp.label(), out.failure_message(&spec).unwrap_or_default()));
     }
     Ok(out.exit_code.unwrap_or(128 + out.signal.unwrap_or(0)))
 }

@@ -240,6 +240,7 @@ pub async fn run(
                 bp,
                 &rootfs,
                 scratch.mounts(false),
+                &scratch.tmp,
                 argv,
                 env,
                 p.uid,

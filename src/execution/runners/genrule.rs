@@ -107,12 +107,7 @@ pub async fn run(
     .await
     .map_err(|e| crate::execution::chain(&e))?;
     if !outcome.success() {
-        return Err(match (outcome.exit_code, outcome.signal, outcome.timed_out) {
-            (_, _, true) => "the command timed out".to_string(),
-            (Some(c), _, _) => format!("the command exited with status {c}"),
-            (_, Some(s), _) => format!("the command was killed by signal {s}"),
-            _ => "the command failed".to_string(),
-        });
+        return Err(format!("the command {}", outcome.failure_message(&spec).unwrap_or_else(|| "failed".into())));
     }
     collect_outputs(&work_root, outs, ctx)
 }
