@@ -479,7 +479,7 @@ fn tar_bomb_with_100k_entries_is_bounded() {
         &bytes[..],
         &d,
         &root.path().join("r"),
-        &cbuild::oci::ExtractOptions { chown: false, sanitize: false },
+        &cbuild::oci::ExtractOptions { chown: false, ..Default::default() },
     );
     // Either extracted (100k empty files is legal) or refused with a limit; never a hang or panic.
     match r {
@@ -508,7 +508,7 @@ fn tar_header_claiming_a_huge_file_is_an_error_not_a_huge_write() {
         &bytes[..],
         &d,
         &root.path().join("r"),
-        &cbuild::oci::ExtractOptions { chown: false, sanitize: false },
+        &cbuild::oci::ExtractOptions { chown: false, ..Default::default() },
     );
     assert!(r.is_err(), "a truncated 8 GiB entry must be an error");
     let written: u64 = walkdir::WalkDir::new(root.path())
@@ -540,7 +540,7 @@ fn tar_header_claiming_a_huge_file_is_an_error_not_a_huge_write() {
         &bytes[..],
         &d,
         &root.path().join("r"),
-        &cbuild::oci::ExtractOptions { chown: false, sanitize: false },
+        &cbuild::oci::ExtractOptions { chown: false, ..Default::default() },
     );
     let used: u64 = walkdir::WalkDir::new(root.path())
         .into_iter()

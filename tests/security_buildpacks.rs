@@ -305,3 +305,34 @@ fn build_image_setid_files_are_not_setid_in_the_shared_root() {
         assert_eq!(mode & 0o6022, 0, "{} has mode {mode:o}", f.path().display());
     }
 }
+
+/// A local user with the stack's uid (1000: the first login user on most hosts) could write into
+/// the shared build-image root used by later builds and into a running build's `/layers`. Sandbox
+/// ids are shifted on the host (`sandbox::ID_SHIFT`): nothing in an extracted root, and nothing
+/// a buildpack writes, belongs to a login uid.
+#[test]
+fn no_login_uid_owns_sandbox_files() {
+    let c = Canary::new();
+    // The buildpack reports the host-visible owner of what it writes via its layer's contents.
+    let ws = hostile_ws(&c, &format!("mkdir -p \"$L/l\" && echo x > \"$L/l/f\" && printf '[types]\\nlaunch = true\\n' > \"$L/l.toml\"\n{PROCESS}"), None);
+    let out = ws.build(&["//app:img"]);
+    assert_eq!(out.code, 0, "{}", out.all());
+    if unsafe { libc::geteuid() } != 0 {
+        return; // Not root: the sandbox runs as the caller, by design.
+    }
+    let shift = cbuild::execution::sandbox::ID_SHIFT;
+    let root = std::env::temp_dir().join(format!("cbuild-sandbox-{}", unsafe { libc::geteuid() }));
+    let mut checked = 0;
+    for e in walkdir::WalkDir::new(&root).into_iter().filter_map(|e| e.ok()) {
+        let rel = e.path().strip_prefix(&root).unwrap().to_string_lossy().into_owned();
+        // Only trees made by this version of cbuild: the shared roots (`-s2`).
+        if !(rel.starts_with("rootfs/") && rel.split('/').nth(1).is_some_and(|d| d.ends_with("-s2"))) {
+            continue;
+        }
+        let md = e.path().symlink_metadata().unwrap();
+        assert!(md.uid() == 0 || md.uid() >= shift, "{} is owned by uid {}", e.path().display(), md.uid());
+        assert!(md.gid() == 0 || md.gid() >= shift, "{} has gid {}", e.path().display(), md.gid());
+        checked += 1;
+    }
+    assert!(checked > 10, "no shared root was checked under {}", root.display());
+}

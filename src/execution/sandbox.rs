@@ -391,17 +391,38 @@ pub enum SandboxError {
     },
 }
 
+/// Where sandbox ids live on the host when cbuild is root: sandbox id `n` runs as host id
+/// `ID_SHIFT + n`, a range no login user has (above systemd's container range 0x00080000–0x6FFFFFFF,
+/// below its special 0x7FFE0000+). Mapping the stack's uid (1000 for most stacks) to itself made a
+/// local *human* user with uid 1000 the sandbox's equal: able to read and write a running build's
+/// `/layers` and the shared build-image roots. Give no local account an id in this range.
+pub const ID_SHIFT: u32 = 0x7000_0000;
+
+/// The shift cbuild applies to sandbox ids on this host: [`ID_SHIFT`] when cbuild runs as root
+/// (it can then run bwrap as any host id and chown extracted roots), else 0 (the sandbox runs as
+/// the caller, who owns everything it extracts).
+pub fn id_shift() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    if unsafe { libc::geteuid() } == 0 {
+        ID_SHIFT
+    } else {
+        0
+    }
+}
+
 /// The host uid/gid the sandbox runs as (and that owns files it writes to writable mounts) for a
-/// sandbox user `uid:gid`: the caller's own ids if cbuild is not root; otherwise `uid:gid`, with 0
-/// replaced by [`OVERFLOW_ID`] so that the sandbox never holds host root's file permissions.
+/// sandbox user `uid:gid`: the caller's own ids if cbuild is not root; otherwise
+/// [`ID_SHIFT`]` + uid` and `+ gid` (never host root, never a login user's id). Image roots the
+/// sandbox runs in are extracted with the same shift ([`crate::oci::extract::ExtractOptions::id_shift`]),
+/// so the stack user owns inside what it owned in the image.
 pub fn host_ids(uid: u32, gid: u32) -> (u32, u32) {
     // SAFETY: these libc calls have no preconditions and cannot fail.
     let (euid, real_uid, real_gid) = unsafe { (libc::geteuid(), libc::getuid(), libc::getgid()) };
     if euid != 0 {
         return (real_uid, real_gid);
     }
-    let nonzero = |id: u32| if id == 0 { OVERFLOW_ID } else { id };
-    (nonzero(uid), nonzero(gid))
+    let shifted = |id: u32| ID_SHIFT.checked_add(id).filter(|h| *h < u32::MAX - 1).unwrap_or(ID_SHIFT + OVERFLOW_ID);
+    (shifted(uid), shifted(gid))
 }
 
 /// Checks that bubblewrap is installed and can build a sandbox here (it runs `true` in a
@@ -1400,8 +1421,8 @@ mod tests {
         assert_ne!(uid, 0);
         assert_ne!(gid, 0);
         if is_root() {
-            assert_eq!(host_ids(1000, 1001), (1000, 1001));
-            assert_eq!(host_ids(0, 5), (OVERFLOW_ID, 5));
+            assert_eq!(host_ids(1000, 1001), (ID_SHIFT + 1000, ID_SHIFT + 1001));
+            assert_eq!(host_ids(0, 5), (ID_SHIFT, ID_SHIFT + 5));
         }
     }
 

@@ -51,13 +51,18 @@ pub struct ExtractOptions {
     /// created, sanitized or not (they are counted in [`ExtractStats::skipped_special`]; so is a hard
     /// link to one already in the root). Off by default: the tree then keeps the modes of the layers.
     pub sanitize: bool,
+    /// Added to every non-zero uid and gid of the layers when `chown` is set (root-owned files stay
+    /// root's): roots a sandbox runs in are extracted with `crate::execution::sandbox::id_shift()`,
+    /// so the stack user, which runs as a shifted host id, owns what it owned in the image and no
+    /// local login user owns any of it. 0: ids as in the layers.
+    pub id_shift: u32,
 }
 
 impl Default for ExtractOptions {
-    /// `chown` when running as root; no `sanitize`.
+    /// `chown` when running as root; no `sanitize`, no `id_shift`.
     fn default() -> Self {
         // SAFETY: geteuid has no preconditions and cannot fail.
-        ExtractOptions { chown: unsafe { libc::geteuid() } == 0, sanitize: false }
+        ExtractOptions { chown: unsafe { libc::geteuid() } == 0, sanitize: false, id_shift: 0 }
     }
 }
 
@@ -353,6 +358,8 @@ impl Extractor<'_> {
         let rel = dir.rel.join(base);
         let (uid, gid) = owner(e)
             .map_err(|source| OciError::TarRead { subject: format!("{}: {}", self.layer, name.display()), source })?;
+        let shift = |id: u32| if id == 0 { 0 } else { id.saturating_add(self.opts.id_shift).min(u32::MAX - 2) };
+        let (uid, gid) = (shift(uid), shift(gid));
         let mode = self.mode(e.header().mode().unwrap_or(0o644) & 0o7777);
         let mtime = e.header().mtime().unwrap_or(0);
         let existing = kind_at(self.dirfd(&dir), base).map_err(self.io(&name))?;

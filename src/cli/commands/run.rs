@@ -58,7 +58,7 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
     // Sanitized as the build image roots are: the scratch dir is reachable by other local users
     // while the container runs (set-id bits would be theirs to use; they are useless in the
     // sandbox, which runs with no_new_privs).
-    extract_layers(blobs, &digests, &rootfs, &ExtractOptions { sanitize: true, ..ExtractOptions::default() })
+    extract_layers(blobs, &digests, &rootfs, &ExtractOptions { sanitize: true, id_shift: sandbox::id_shift(), ..ExtractOptions::default() })
         .map_err(|e| Failure::env(anyhow::anyhow!("extracting `{label}`: {e}")))?;
     {
         use std::os::unix::fs::PermissionsExt;

@@ -277,7 +277,11 @@ pub async fn run(
                         scratch.layers.parent().unwrap(),
                         // A buildpack wrote these files: no set-id bit (a set-uid binary of the
                         // build user left on the host) and nothing group/other-writable comes back.
-                        &crate::oci::extract::ExtractOptions { sanitize: true, ..Default::default() },
+                        &crate::oci::extract::ExtractOptions {
+                            sanitize: true,
+                            id_shift: crate::execution::sandbox::id_shift(),
+                            ..Default::default()
+                        },
                     )
                     .map_err(|e| format!("restoring cached layer `{name}` of `{}`: {e}", m.id))?;
                     layers_root

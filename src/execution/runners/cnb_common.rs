@@ -25,16 +25,17 @@ pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, 
     let base = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?.join("rootfs");
     std::fs::create_dir_all(&base).map_err(|e| format!("creating `{}`: {e}", base.display()))?;
     set_mode(&base, 0o711);
-    // `-s1`: extracted with `sanitize` (no set-id bits, nothing group/other-writable, no device
-    // nodes): this tree is shared by every sandbox and reachable by other local users.
-    let dir = base.join(format!("{}-s1", img.digest().hex()));
+    // `-s2`: extracted with `sanitize` (no set-id bits, nothing group/other-writable, no device
+    // nodes) and sandbox ids shifted (`sandbox::ID_SHIFT`): this tree is shared by every sandbox and
+    // reachable by other local users, none of whom owns anything in it.
+    let dir = base.join(format!("{}-s2", img.digest().hex()));
     if dir.join(".cbuild-complete").is_file() {
         return Ok(dir);
     }
     let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&base).map_err(|e| crate::execution::chain(&e))?;
     let root = tmp.path().join("root");
     let layers: Vec<Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
-    extract_layers(cas, &layers, &root, &ExtractOptions { sanitize: true, ..ExtractOptions::default() })
+    extract_layers(cas, &layers, &root, &ExtractOptions { sanitize: true, id_shift: sandbox::id_shift(), ..ExtractOptions::default() })
         .map_err(|e| format!("extracting build image `{}`: {e}", img.digest()))?;
     for m in MOUNT_POINTS {
         let p = root.join(m);
