@@ -522,6 +522,13 @@ mod tests {
         assert_eq!(r.read_in_root(Path::new("etc/os-release"), 100).unwrap().unwrap(), b"ID=debian\n");
         assert_eq!(r.read_in_root(Path::new("etc/passwd"), 100).unwrap(), None);
         assert!(r.read_in_root(Path::new("out-file"), 100).unwrap().is_none());
+        // An image whose whole /etc is a link to a host directory reads nothing of the host.
+        let img = d.path().join("img");
+        std::fs::create_dir_all(&img).unwrap();
+        std::fs::create_dir_all(d.path().join("hostetc")).unwrap();
+        std::fs::write(d.path().join("hostetc/passwd"), "root:x:0:0:host\n").unwrap();
+        symlink(d.path().join("hostetc"), img.join("etc")).unwrap();
+        assert_eq!(read_image_file(&img, "etc/passwd"), b"");
     }
 
     #[test]

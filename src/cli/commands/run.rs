@@ -185,3 +185,24 @@ fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, String), String>
     }
     Ok((uid, gid, home))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_oversized_environment_is_named_not_e2big() {
+        let argv = vec!["/bin/true".to_string()];
+        let mut env = BTreeMap::new();
+        assert!(check_exec_size(&argv, &env).is_ok());
+        for i in 0..1_000_000 {
+            env.insert(format!("V{i}"), "x".into());
+        }
+        let e = check_exec_size(&argv, &env).unwrap_err();
+        assert!(e.contains("1000000 entries") && e.contains("ARG_MAX"), "{e}");
+        let mut one = BTreeMap::new();
+        one.insert("BIG".to_string(), "y".repeat(200_000));
+        let e = check_exec_size(&argv, &one).unwrap_err();
+        assert!(e.contains("`BIG`"), "{e}");
+    }
+}

@@ -67,6 +67,9 @@ pub async fn run(
         };
         std::fs::copy(&src, &dst).map_err(|e| format!("cannot stage `{}`: {e}", src.display()))?;
     }
+    // `/tmp` on disk in the scratch dir (not a tmpfs of half the RAM per sandbox).
+    let tmp = scratch.path().join("tmp");
+    std::fs::create_dir_all(&tmp).map_err(|e| crate::execution::chain(&e))?;
     // The sandbox user must be able to write the outputs.
     let (huid, hgid) = sandbox::host_ids(65534, 65534);
     let scratch_root = Root::open(scratch.path()).map_err(|e| crate::execution::chain(&e))?;
@@ -77,6 +80,7 @@ pub async fn run(
     let work_root = Root::open(&work).map_err(|e| crate::execution::chain(&e))?;
     let mut spec = SandboxSpec::new(RootFs::Host, vec!["/bin/sh".into(), "-ec".into(), cmd.clone()]);
     spec.mounts.push(Mount::writable(&work, "/work"));
+    spec.tmp = Some(tmp);
     spec.cwd = "/work".into();
     spec.uid = 65534;
     spec.gid = 65534;
