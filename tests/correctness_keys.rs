@@ -132,3 +132,25 @@ fn host_umask_does_not_reach_outputs() {
         assert_eq!(o.digests(), clean, "umask {umask} changed an image");
     }
 }
+
+/// An edit to a buildpack of the builder that detect did not choose reruns detect (which reads
+/// every buildpack) but not the build phase (which reads, and sees, only the chosen group).
+#[test]
+fn editing_an_unchosen_buildpack_does_not_rerun_the_build_phase() {
+    let ws = site_ws();
+    ws.ok(&["//app:img"]);
+    let detect = ws.read("buildpacks/shell-web/bin/detect");
+    ws.write("buildpacks/shell-web/bin/detect", format!("{detect}\n# edited\n"));
+    let o = ws.build(&["//app:img"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let outcome = |action: &str| {
+        o.events()
+            .iter()
+            .find(|e| e["type"] == "finished" && e["label"] == "//app:img" && e["action"] == action)
+            .map(|e| e["outcome"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(outcome("detect"), "executed", "{}", o.stdout);
+    assert_eq!(outcome("build"), "cached_local", "{}", o.stdout);
+    assert_eq!(o.digests(), support::clean_digests(ws.root(), &["//app:img"]));
+}

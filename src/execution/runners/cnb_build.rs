@@ -111,7 +111,32 @@ pub fn key(
     let ActionKind::CnbBuild { phase, detect } = &a.kind else { unreachable!() };
     let kb = cnb_detect::phase_key(kb, phase, deps, ctx)?;
     let d = deps.get(detect).ok_or("internal: detect result missing")?;
-    Ok(kb.component("detect", super::output_digest(d)))
+    // The build reads (and its sandbox sees) only the chosen group's buildpacks: a change to a
+    // buildpack of the builder that detect did not choose reruns detect, not the build.
+    let group = group_buildpacks(phase, d, deps, ctx)?;
+    let bps: Vec<String> = group.keys().map(|id| super::output_digest(&deps[id])).collect();
+    Ok(kb.component("detect", super::output_digest(d)).component("buildpacks", crate::cache::ComponentValue::list(bps)))
+}
+
+/// The buildpacks of the group detect chose, in the builder's buildpack order.
+fn group_buildpacks(
+    p: &crate::model::action::CnbPhase,
+    detect: &ActionOutput,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<BTreeMap<ActionId, common::Bp>, String> {
+    let det: DetectResult = match detect {
+        ActionOutput::Data { json, .. } => serde_json::from_str(json).map_err(|e| crate::execution::chain(&e))?,
+        _ => return Err("internal: detect result missing".into()),
+    };
+    let all = common::buildpacks(&p.buildpacks, deps, ctx)?;
+    let mut out = BTreeMap::new();
+    for m in &det.group {
+        let bp = cnb_detect::find(&all, &BuildpackRef::new(&m.id, &m.version))
+            .ok_or_else(|| format!("internal: `{}` not found", m.key()))?;
+        out.insert(bp.action, bp.clone());
+    }
+    Ok(out)
 }
 
 /// Where the previous successful build of a target keeps what the next one restores.
@@ -238,7 +263,7 @@ pub async fn run(
         Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| crate::execution::chain(&e))?,
         _ => return Err("internal: detect result missing".into()),
     };
-    let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
+    let bps = group_buildpacks(p, deps.get(detect).ok_or("internal: detect result missing")?, deps, ctx)?;
     let (img, rootfs) = cnb_detect::build_image(p, deps, ctx).await?;
     let mut scratch = Scratch::new("build-")?;
     let (uid, gid) = (p.uid, p.gid);

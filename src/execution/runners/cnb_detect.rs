@@ -44,6 +44,30 @@ pub fn phase_key(
         }
         app.insert(rel.clone(), d);
     }
+    let build_image = match deps.get(&p.build_image).map(|o| o.as_ref()) {
+        Some(ActionOutput::Image { manifest, .. }) => manifest.to_string(),
+        _ => return Err("internal: build image missing".into()),
+    };
+    kb = kb
+        .component("app", ComponentValue::map(app))
+        .component("build_image", build_image)
+        .component("stack_id", p.stack_id.as_str())
+        .component("user", format!("{}:{}", p.uid, p.gid))
+        .component("env", ComponentValue::env_map(&p.env))
+        .component("network", p.network.to_string())
+        // The build's /workspace files and layer tars carry SOURCE_DATE_EPOCH as their mtime.
+        .component("source_date_epoch", ctx.source_date_epoch.to_string());
+    Ok(kb)
+}
+
+/// Detect reads the whole order and every buildpack of the builder.
+pub fn key(
+    kb: KeyBuilder,
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<KeyBuilder, String> {
+    let ActionKind::CnbDetect(p) = &a.kind else { unreachable!() };
     let bp_digest = |id: &ActionId| deps.get(id).map(|o| output_digest(o)).ok_or("internal: missing buildpack");
     let mut order = Vec::new();
     for g in &p.order {
@@ -57,32 +81,9 @@ pub fn phase_key(
     for id in &p.buildpacks {
         bps.push(bp_digest(id)?);
     }
-    let build_image = match deps.get(&p.build_image).map(|o| o.as_ref()) {
-        Some(ActionOutput::Image { manifest, .. }) => manifest.to_string(),
-        _ => return Err("internal: build image missing".into()),
-    };
-    kb = kb
-        .component("app", ComponentValue::map(app))
+    Ok(phase_key(kb, p, deps, ctx)?
         .component("order", ComponentValue::list(order))
-        .component("buildpacks", ComponentValue::list(bps))
-        .component("build_image", build_image)
-        .component("stack_id", p.stack_id.as_str())
-        .component("user", format!("{}:{}", p.uid, p.gid))
-        .component("env", ComponentValue::env_map(&p.env))
-        .component("network", p.network.to_string())
-        // The build's /workspace files and layer tars carry SOURCE_DATE_EPOCH as their mtime.
-        .component("source_date_epoch", ctx.source_date_epoch.to_string());
-    Ok(kb)
-}
-
-pub fn key(
-    kb: KeyBuilder,
-    a: &Action,
-    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
-    ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
-    let ActionKind::CnbDetect(p) = &a.kind else { unreachable!() };
-    phase_key(kb, p, deps, ctx)
+        .component("buildpacks", ComponentValue::list(bps)))
 }
 
 /// The build image as a value, and its root filesystem extracted (cached per digest).
