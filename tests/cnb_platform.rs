@@ -479,3 +479,46 @@ fn buildpacks_of_one_build_share_tmp() {
     let b = ok(&cx, &["//app:img"]);
     assert!(b.output().contains("SECOND-SAW: handed-over"), "{}", b.output());
 }
+
+/// `CNB_TARGET_DISTRO_*` come from the run image's `io.buildpacks.base.distro.*` labels (the
+/// example build image has no /etc/os-release), and a buildpack naming distros matches only a
+/// base that names a matching one — as the lifecycle does (libcnb buildpacks refuse to detect
+/// without a distro).
+#[test]
+fn target_distro_comes_from_the_run_image_labels() {
+    let cx = fixture_workspace(&[], "[[\"//bps:first\"], [\"//bps:second\"]]", &[("app.txt", "x\n")], "{}");
+    let process = "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"";
+    let mut bp_build = String::new();
+    // The build image has no /etc/os-release; the run image's labels name the distro.
+    std::fs::remove_file(cx.root().join("stacks/rootfs/etc/os-release")).unwrap();
+    let stacks = std::fs::read_to_string(cx.root().join("stacks/BUILD.star")).unwrap();
+    let stacks = stacks
+        .replace("\"io.buildpacks.base.distro.name\": \"busybox\"", "\"io.buildpacks.base.distro.name\": \"labelled\"")
+        .replace("\"io.buildpacks.base.distro.version\": \"1\"", "\"io.buildpacks.base.distro.version\": \"7\"");
+    assert!(stacks.contains("labelled") && stacks.contains("\"7\""), "the example stack changed; update this test");
+    cx.write("stacks/BUILD.star", &stacks);
+    for (name, distro) in [("first", "ubuntu\"\nversion = \"22.04"), ("second", "labelled\"\nversion = \"7")] {
+        cx.write(
+            &format!("bps/{name}/buildpack.toml"),
+            &format!(
+                "api = \"0.10\"\n[buildpack]\nid = \"distro/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n[[targets.distros]]\nname = \"{distro}\"\n"
+            ),
+        );
+        cx.write(
+            &format!("bps/{name}/bin/detect"),
+            &format!("#!/bin/sh\necho \"{name} DISTRO=$CNB_TARGET_DISTRO_NAME:$CNB_TARGET_DISTRO_VERSION\"\n"),
+        );
+        cx.write(&format!("bps/{name}/bin/build"), &format!("#!/bin/sh\n{process}\n"));
+        for f in ["bin/detect", "bin/build"] {
+            use std::os::unix::fs::PermissionsExt;
+            let p = cx.root().join(format!("bps/{name}/{f}"));
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        bp_build.push_str(&format!("buildpack(name = \"{name}\", srcs = glob([\"{name}/**\"]))\n"));
+    }
+    cx.write("bps/BUILD.star", &bp_build);
+    let b = ok(&cx, &["//app:img"]);
+    let out = b.output();
+    assert!(!out.contains("first DISTRO"), "an ubuntu buildpack ran detect on a busybox base:\n{out}");
+    assert!(out.contains("second DISTRO=labelled:7"), "{out}");
+}

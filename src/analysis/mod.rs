@@ -427,11 +427,13 @@ fn analyze_target(
             };
             deps.extend(buildpacks.iter().copied());
             deps.push(stack.build_image);
+            deps.push(stack.run_image);
             let phase = crate::model::action::CnbPhase {
                 app,
                 order,
                 buildpacks,
                 build_image: stack.build_image,
+                run_image: Some(stack.run_image),
                 stack_id: stack.id.clone(),
                 uid: stack.uid,
                 gid: stack.gid,

@@ -165,9 +165,12 @@ impl Target {
         if !m(&run.arch_variant, &self.arch_variant) {
             return false;
         }
+        // A buildpack naming distros needs a base that names one (lifecycle ≥ 0.18).
+        if self.distros.is_empty() {
+            return true;
+        }
         match &run.distro {
-            None => true,
-            Some(_) if self.distros.is_empty() => true,
+            None => false,
             Some(d) => self.distros.iter().any(|t| m(&d.name, &t.name) && m(&d.version, &t.version)),
         }
     }
@@ -498,8 +501,14 @@ impl BuildpackDescriptor {
             return self.targets.clone();
         }
         let mut out = Vec::new();
+        // The lifecycle infers ubuntu 18.04 from the bionic stack only for Buildpack API ≥ 0.10
+        // or when it is the only stack listed.
+        let bionic_is_target = self.api >= BuildpackApi::new(0, 10) || self.stacks.len() == 1;
         for s in &self.stacks {
             if s.id == "io.buildpacks.stacks.bionic" {
+                if !bionic_is_target {
+                    continue;
+                }
                 out.push(Target {
                     os: "linux".into(),
                     arch: "amd64".into(),
@@ -717,7 +726,8 @@ x = 1
             distros: vec![Distro { name: "ubuntu".into(), version: "22.04".into() }],
         };
         let mut run = RunTarget { os: "linux".into(), arch: "amd64".into(), arch_variant: "v1".into(), distro: None };
-        assert!(t.satisfied_by(&run));
+        // A buildpack that names distros needs a base that names one (the lifecycle: no match).
+        assert!(!t.satisfied_by(&run));
         run.distro = Some(Distro { name: "ubuntu".into(), version: "22.04".into() });
         assert!(t.satisfied_by(&run));
         run.distro = Some(Distro { name: "debian".into(), version: "12".into() });
@@ -736,6 +746,12 @@ x = 1
         let t = d.effective_targets(&["build"]);
         assert_eq!((t[0].os.as_str(), t[0].arch.as_str()), ("linux", "amd64"));
         assert_eq!(t[0].distros[0].version, "18.04");
+        // API < 0.10 with several stacks: bionic is not turned into a target (lifecycle).
+        let d = parse(&format!(
+            "{base}[[stacks]]\nid = \"io.buildpacks.stacks.bionic\"\n[[stacks]]\nid = \"io.buildpacks.stacks.jammy\"\n"
+        ))
+        .unwrap();
+        assert_eq!(d.effective_targets(&["build"]), vec![Target { os: "linux".into(), ..Target::default() }]);
         let d = parse(&format!("{base}[[stacks]]\nid = \"io.buildpacks.stacks.jammy\"\n")).unwrap();
         assert_eq!(d.effective_targets(&["build", "detect"])[0].os, "linux");
         let d = parse(base).unwrap();

@@ -92,6 +92,11 @@ pub struct CnbPhase {
     /// Every buildpack action available (order members and composite children).
     pub buildpacks: Vec<ActionId>,
     pub build_image: ActionId,
+    /// The stack's run image: its target (os, arch, variant, `io.buildpacks.base.distro.*`
+    /// labels) is what buildpacks are matched against and see as `CNB_TARGET_*`, as in the
+    /// lifecycle (whose analyzer reads it from the run image).
+    #[serde(default)]
+    pub run_image: Option<ActionId>,
     pub stack_id: String,
     pub uid: u32,
     pub gid: u32,

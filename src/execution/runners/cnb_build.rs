@@ -275,7 +275,7 @@ pub async fn run(
     scratch.workspace = workspace;
     scratch.write_platform_env(&p.env)?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
-    let (base, target) = cnb_detect::base_env(&img, &rootfs, p);
+    let (base, target) = cnb_detect::base_env(&img, &rootfs, p, deps, ctx)?;
 
     // Restore: per the Layer Types table, from the previous build of this target. Everything under
     // `/layers` is touched only through `layers_root` (crate::fs::confined): buildpacks write there.

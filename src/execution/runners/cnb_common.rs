@@ -264,6 +264,30 @@ pub fn materialize_buildpacks(bps: &BTreeMap<ActionId, Bp>, ctx: &RunCtx, cnb: &
     Ok(())
 }
 
+/// The target buildpacks are matched against (lifecycle `TargetSatisfiedForBuild`): os, arch and
+/// variant of the run image's config (the build image's when there is none), the distro from the
+/// run image's `io.buildpacks.base.distro.name`/`.version` labels, or else from the build image's
+/// `/etc/os-release` (resolved inside the image). Build and run images must agree on os/arch.
+pub fn base_target(build: &Image, run: Option<&Image>, rootfs: &Path) -> Result<RunTarget, String> {
+    let (_, mut target) = image_env_and_target(build, rootfs);
+    let Some(run) = run else { return Ok(target) };
+    let (os, arch) = run.platform();
+    if (os.as_str(), arch.as_str()) != (target.os.as_str(), target.arch.as_str()) {
+        return Err(format!(
+            "the stack's build image is {}/{} but its run image is {os}/{arch}: an app built on one would not run on the other",
+            target.os, target.arch
+        ));
+    }
+    target.arch_variant = run.config().variant().clone().unwrap_or_default();
+    let labels = run.config().config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+    let name = labels.get("io.buildpacks.base.distro.name").cloned();
+    let version = labels.get("io.buildpacks.base.distro.version").cloned();
+    if name.is_some() || version.is_some() {
+        target.distro = Some(Distro { name: name.unwrap_or_default(), version: version.unwrap_or_default() });
+    }
+    Ok(target)
+}
+
 /// The build image's env (`KEY=VALUE` list of its config) as a map, plus its platform target.
 pub fn image_env_and_target(img: &Image, rootfs: &Path) -> (BTreeMap<String, String>, RunTarget) {
     let cfg = img.config().config().clone().unwrap_or_default();

@@ -48,9 +48,25 @@ pub fn phase_key(
         Some(ActionOutput::Image { manifest, .. }) => manifest.to_string(),
         _ => return Err("internal: build image missing".into()),
     };
+    // The run image's target, not its digest: an OS update of the run image (same distro) is a
+    // rebase, not a rebuild.
+    let run_target = match run_image(p, deps, ctx)? {
+        Some(run) => {
+            let (os, arch) = run.platform();
+            let labels = run.config().config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+            format!(
+                "{os}/{arch}/{} distro={}:{}",
+                run.config().variant().clone().unwrap_or_default(),
+                labels.get("io.buildpacks.base.distro.name").map(String::as_str).unwrap_or(""),
+                labels.get("io.buildpacks.base.distro.version").map(String::as_str).unwrap_or("")
+            )
+        }
+        None => String::new(),
+    };
     kb = kb
         .component("app", ComponentValue::map(app))
         .component("build_image", build_image)
+        .component("run_target", run_target)
         .component("stack_id", p.stack_id.as_str())
         .component("user", format!("{}:{}", p.uid, p.gid))
         .component("env", ComponentValue::env_map(&p.env))
@@ -112,11 +128,30 @@ pub fn base_env(
     img: &Image,
     rootfs: &Path,
     p: &CnbPhase,
-) -> (crate::cnb::env_files::EnvMap, crate::cnb::buildpack_toml::RunTarget) {
-    let (mut env, target) = common::image_env_and_target(img, rootfs);
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<(crate::cnb::env_files::EnvMap, crate::cnb::buildpack_toml::RunTarget), String> {
+    let (mut env, _) = common::image_env_and_target(img, rootfs);
     env.insert("HOME".into(), common::home_of(rootfs, p.uid));
     env.insert("CNB_STACK_ID".into(), p.stack_id.clone());
-    (filtered_base_env(env), target)
+    let run = run_image(p, deps, ctx)?;
+    let target = common::base_target(img, run.as_ref(), rootfs)?;
+    Ok((filtered_base_env(env), target))
+}
+
+/// The stack's run image as a value (manifest and config: a shallow pull's layers stay remote).
+fn run_image(
+    p: &CnbPhase,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<Option<Image>, String> {
+    let Some(id) = p.run_image else { return Ok(None) };
+    match deps.get(&id).map(|o| o.as_ref()) {
+        Some(ActionOutput::Image { manifest, .. }) => {
+            Image::load(ctx.cache.cas(), manifest).map(Some).map_err(|e| crate::execution::chain(&e))
+        }
+        _ => Err("internal: run image missing".into()),
+    }
 }
 
 /// The order as buildpack references (id@version from each tree's buildpack.toml).
@@ -172,7 +207,7 @@ pub async fn run(
     let layers_root =
         crate::fs::confined::Root::open(&scratch.layers).map_err(|e| crate::execution::chain(&e))?;
     layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
-    let (base, target) = base_env(&img, &rootfs, p);
+    let (base, target) = base_env(&img, &rootfs, p, deps, ctx)?;
 
     // Detect runs lazily, in the order the resolver asks (groups in turn, as the lifecycle's
     // detector): a buildpack of a group after the first passing one never runs. The resolver is
