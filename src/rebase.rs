@@ -61,12 +61,16 @@ fn api_at_least_0_12(api: &str) -> bool {
 
 /// Rebases `app` (named `app_name` in messages) onto `new_run`, which was found as `new_run_name`
 /// at `new_run_digest`. Checks per platform.md › Rebase; `force` turns refusals into warnings.
+/// `explicit`: the user named the run image (`--run-image`), which is honoured as `pack rebase`
+/// does — the recorded name and mirrors are not required to match; the checks that protect the
+/// image (os/arch and distro, or stack id and mixins) still apply.
 pub fn rebase(
     app: &Image,
     app_name: &str,
     new_run: &Image,
     new_run_name: &str,
     new_run_digest: &Digest,
+    explicit: bool,
     force: bool,
 ) -> Result<Rebased, RebaseError> {
     let al = labels(app);
@@ -128,12 +132,16 @@ pub fn rebase(
         .map(|s| repo_of(&s))
         .collect();
     let name_ok = known.is_empty() || known.contains(&repo_of(new_run_name));
-    if !name_ok {
+    let mut warnings = Vec::new();
+    if !name_ok && explicit {
+        warnings.push(format!(
+            "the image records run image `{recorded}`; rebasing onto `{new_run_name}` as --run-image asks"
+        ));
+    } else if !name_ok {
         refusals.push(format!(
             "the new run image `{new_run_name}` is neither the recorded run image `{recorded}` nor one of its mirrors"
         ));
     }
-    let mut warnings = Vec::new();
     if !refusals.is_empty() {
         if !force {
             return Err(RebaseError::Refused { image: app_name.into(), refusals });

@@ -149,7 +149,9 @@ fn refusals_and_force() {
     refuse("base/run:2", "io.buildpacks.rebasable=false");
     refuse("base/run:arm", "target mismatch: the image is linux/amd64, the new run image is linux/arm64");
     refuse("base/run:other", "`io.buildpacks.base.distro.name` is `busybox` on the image but `alpine`");
-    refuse("elsewhere/run:2", "is neither the recorded run image");
+    // An explicit --run-image elsewhere is honoured (as `pack rebase`), with a warning; the other
+    // checks still apply (here: not rebasable).
+    refuse("elsewhere/run:2", "io.buildpacks.rebasable=false");
     // --force rebases with one warning per skipped check.
     let r = ok(&ex, &["rebase", &app, "--run-image", &format!("{}/elsewhere/run:2", reg.host), "--force"]);
     assert!(
@@ -157,7 +159,7 @@ fn refusals_and_force() {
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("--force: skipped the check that refuses when the new run image"), "{}", r.stderr);
+    assert!(r.stderr.contains("as --run-image asks"), "{}", r.stderr);
     assert!(r.stdout.contains("rebased onto"), "{}", r.stdout);
     // A non-CNB image is refused clearly.
     let r =
@@ -223,4 +225,31 @@ fn workspace_rebase_reports_each_image() {
         "{}",
         r.stdout
     );
+}
+
+/// A run image built in the graph is recorded by where it is pushed (its first tag), not by its
+/// workspace label, so a registry rebase without `--run-image` (as `pack rebase`) finds it, and a
+/// patched image pushed to the same tag is picked up.
+#[test]
+fn graph_built_run_image_is_recorded_by_its_tag_and_rebased_without_run_image() {
+    let reg = Registry::start();
+    let ex = TestContext::from_examples();
+    let run_tag = format!("{}/base/run:1", reg.host);
+    let st = std::fs::read_to_string(ex.root().join("stacks/BUILD.star")).unwrap();
+    let st2 = st.replacen("    name = \"run-image\",\n", &format!("    name = \"run-image\",\n    tags = [\"{run_tag}\"],\n"), 1);
+    assert_ne!(st, st2, "the example stack changed; update this test");
+    ex.write(
+        "stacks/BUILD.star",
+        &(st2 + "\nlayer(name = \"patch\", srcs = [\"patch.txt\"], prefix = \"/etc/patches\")\noci_image(name = \"run-2\", base = \":run-image\", layers = [\":patch\"])\n"),
+    );
+    ex.write("stacks/patch.txt", "security fix\n");
+    ok(&ex, &["push", "//stacks:run-image"]);
+    let app = format!("{}/apps/site:1", reg.host);
+    ok(&ex, &["push", "//services/site:image", "--tag", &app]);
+    let r = ok(&ex, &["inspect", "--json", "//services/site:image"]);
+    assert!(r.stdout.contains(&format!("\\\"image\\\":\\\"{run_tag}\\\"")), "runImage.image is the tag: {}", r.stdout);
+    // A patched run image pushed to the same tag; rebase with no --run-image.
+    ok(&ex, &["push", "//stacks:run-2", "--tag", &run_tag]);
+    let r = ok(&ex, &["rebase", &app]);
+    assert!(r.stdout.contains("rebased onto") && r.stdout.contains(&run_tag), "{}", r.stdout);
 }

@@ -346,7 +346,12 @@ fn analyze_target(
             let img = |attr: &str| -> Result<(ActionId, String), String> {
                 match n.attr(attr) {
                     AttrValue::Label(b) => match provided.get(b) {
-                        Some(Provided::Image(a)) => Ok((*a, b.to_string())),
+                        // An image built in the graph is recorded by where it is pushed (its first
+                        // tag; the others become mirrors below), never by its workspace label,
+                        // which no registry rebase can resolve. Untagged: no name is recorded.
+                        Some(Provided::Image(a)) => {
+                            Ok((*a, ag.image_tags.get(b).and_then(|t| t.first()).cloned().unwrap_or_default()))
+                        }
                         // A pulled run image is recorded by its registry name, so a registry rebase
                         // can check the new run image against it.
                         Some(Provided::Pulled(a, image)) => Ok((*a, strip_pin(image))),
@@ -366,8 +371,19 @@ fn analyze_target(
                 id: n.attr("id").as_str().unwrap_or_default().to_string(),
                 build_image,
                 run_image,
+                mirrors: {
+                    // A graph-built run image's other tags are mirrors too.
+                    let tags = match n.attr("run_image") {
+                        AttrValue::Label(b) if matches!(provided.get(b), Some(Provided::Image(_))) => {
+                            ag.image_tags.get(b).cloned().unwrap_or_default()
+                        }
+                        _ => Vec::new(),
+                    };
+                    let mut m: Vec<String> = tags.into_iter().skip(1).collect();
+                    m.extend(strings(n.attr("run_image_mirrors")));
+                    m
+                },
                 run_image_name: run_label,
-                mirrors: strings(n.attr("run_image_mirrors")),
                 uid: uid as u32,
                 gid: gid as u32,
             }))

@@ -21,7 +21,8 @@ pub struct RebaseArgs {
     /// Workspace image targets (//..., //services/api:image) or one registry image reference.
     #[arg(required = true)]
     pub targets: Vec<String>,
-    /// The new run image (registry mode).
+    /// The new run image (registry mode; default: the run image the image records, as `pack
+    /// rebase` does).
     #[arg(long, value_name = "REF")]
     pub run_image: Option<String>,
     /// Where to push the rebased image (registry mode; default: the image's own reference).
@@ -45,8 +46,21 @@ pub fn run(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
     if a.targets.len() != 1 {
         return Err(Failure::user("registry mode rebases one image reference at a time"));
     }
-    let run_image = a.run_image.clone().ok_or_else(|| Failure::user_hint("registry rebase needs --run-image REF", "e.g. cbuild rebase registry.example.com/acme/api:latest --run-image registry.example.com/base/run:bookworm"))?;
-    registry(g, &a.targets[0], &run_image, a.tag.as_deref(), a.force)
+    registry(g, &a.targets[0], a.run_image.as_deref(), a.tag.as_deref(), a.force)
+}
+
+/// The run image an app image records (`io.buildpacks.lifecycle.metadata` `runImage.image`, else
+/// `io.buildpacks.stack.run-image`... as the lifecycle's rebaser reads it), for a rebase without
+/// `--run-image`.
+fn recorded_run_image(app: &crate::oci::Image) -> Option<String> {
+    let labels = app.config().config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();
+    let md: serde_json::Value = serde_json::from_str(labels.get("io.buildpacks.lifecycle.metadata")?).ok()?;
+    ["image", "reference"]
+        .iter()
+        .filter_map(|k| md["runImage"][k].as_str())
+        .chain(md["stack"]["runImage"]["image"].as_str())
+        .find(|s| !s.is_empty() && crate::registry::Reference::parse(s).is_ok())
+        .map(String::from)
 }
 
 fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
@@ -98,7 +112,13 @@ fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
     Ok(if built.report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }
 
-fn registry(g: &GlobalArgs, image: &str, run_image: &str, tag: Option<&str>, force: bool) -> Result<ExitCode, Failure> {
+fn registry(
+    g: &GlobalArgs,
+    image: &str,
+    run_image: Option<&str>,
+    tag: Option<&str>,
+    force: bool,
+) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
     let cache = crate::cache::Cache::open(&s.cache_dir).map_err(Failure::env)?;
     let opts =
@@ -106,20 +126,25 @@ fn registry(g: &GlobalArgs, image: &str, run_image: &str, tag: Option<&str>, for
     let client = Client::new(opts).map_err(Failure::env)?;
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Failure::env)?;
     let app_ref = Reference::parse(image).map_err(|e| Failure::user(e.to_string()))?;
-    let run_ref = Reference::parse(run_image).map_err(|e| Failure::user(e.to_string()))?;
     let target = match tag {
         Some(t) => Reference::parse(t).map_err(|e| Failure::user(e.to_string()))?,
         None => app_ref.clone(),
     };
-    let (app, run) = rt
-        .block_on(async {
-            Ok::<_, crate::registry::RegistryError>((
-                client.resolve(&app_ref, None).await?,
-                client.resolve(&run_ref, None).await?,
-            ))
-        })
-        .map_err(|e| Failure::Build { message: e.to_string() })?;
-    let r = crate::rebase::rebase(&app.image, image, &run.image, run_image, run.image.digest(), force).map_err(
+    let app = rt.block_on(client.resolve(&app_ref, None)).map_err(|e| Failure::Build { message: e.to_string() })?;
+    let explicit = run_image.is_some();
+    let run_image = match run_image {
+        Some(r) => r.to_string(),
+        None => recorded_run_image(&app.image).ok_or_else(|| {
+            Failure::user_hint(
+                format!("`{image}` records no run image reference to rebase onto"),
+                "name one: --run-image registry.example.com/base/run:bookworm",
+            )
+        })?,
+    };
+    let run_image = run_image.as_str();
+    let run_ref = Reference::parse(run_image).map_err(|e| Failure::user(e.to_string()))?;
+    let run = rt.block_on(client.resolve(&run_ref, None)).map_err(|e| Failure::Build { message: e.to_string() })?;
+    let r = crate::rebase::rebase(&app.image, image, &run.image, run_image, run.image.digest(), explicit, force).map_err(
         |e| match e {
             crate::rebase::RebaseError::Refused { .. } => Failure::Build { message: e.to_string() },
             _ => Failure::Build { message: e.to_string() },
