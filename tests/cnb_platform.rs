@@ -522,3 +522,32 @@ fn target_distro_comes_from_the_run_image_labels() {
     assert!(!out.contains("first DISTRO"), "an ubuntu buildpack ran detect on a busybox base:\n{out}");
     assert!(out.contains("second DISTRO=labelled:7"), "{out}");
 }
+
+/// A build that changes only a cache-only layer (a counter) gives the same image: export reads
+/// only launch layers, app and config layers, so it is a cache hit.
+#[test]
+fn a_cache_only_layer_change_does_not_rerun_export() {
+    let cx = fixture_workspace(
+        &["layers-a", "layers-b"],
+        "[[\"//bps:layers-a\", \"//bps:layers-b\"]]",
+        &[("app.txt", "v1\n")],
+        "{}",
+    );
+    let first = ok(&cx, &["//app:img"]);
+    // An edit to layers-b that changes nothing it writes: build reruns, the counter moves.
+    let p = cx.root().join("bps/layers-b/bin/build");
+    let text = std::fs::read_to_string(&p).unwrap();
+    std::fs::write(&p, format!("{text}\n# a comment\n")).unwrap();
+    let b = ok(&cx, &["//app:img"]);
+    assert!(b.output().contains("A: cache count 2"), "{}", b.output());
+    let outcome = |action: &str| {
+        b.events
+            .iter()
+            .find(|e| e["type"] == "finished" && e["label"] == "//app:img" && e["action"] == action)
+            .map(|e| e["outcome"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(outcome("build"), "executed");
+    assert_eq!(outcome("export"), "cached_local", "{:#?}", b.events);
+    assert_eq!(first.summary["targets"], b.summary["targets"]);
+}

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::cnb_build::{BlobRef, BuildResult};
-use super::{output_digest, RunCtx};
+use super::RunCtx;
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::cnb::launch::{
     image_env, BuildMetadata, BuildpackLayersLabel, LauncherGit, LauncherMetadata, LauncherSource, LayerLabel,
@@ -41,7 +41,7 @@ pub fn key(
         _ => return Err("internal: run image missing".into()),
     };
     Ok(kb
-        .component("build", output_digest(build))
+        .component("build", export_view_digest(build)?)
         .component("run_image", run)
         .component("run_image_name", s.run_image_name.as_str())
         .component("run_image_mirrors", ComponentValue::list(s.run_image_mirrors.clone()))
@@ -51,6 +51,24 @@ pub fn key(
         .component("labels", ComponentValue::map(s.labels.clone()))
         .component("launcher", launcher_digest())
         .component("created", super::image::created(None, ctx.source_date_epoch)))
+}
+
+/// The digest of what export reads of the build result: launch layers (blobs, types, metadata),
+/// app and config layers, store metadata, metadata.toml — not cache-only layers, whose contents
+/// and metadata (a cache counter, a lock file's checksum) never reach the image.
+fn export_view_digest(build: &ActionOutput) -> Result<String, String> {
+    let mut b: BuildResult = match build {
+        ActionOutput::Data { json, .. } => serde_json::from_str(json).map_err(|e| crate::execution::chain(&e))?,
+        _ => return Err("internal: build result missing".into()),
+    };
+    for bp in &mut b.buildpacks {
+        bp.layers.retain(|_, l| l.types.launch);
+        for l in bp.layers.values_mut() {
+            l.cache_blob = None;
+        }
+    }
+    let json = serde_json::to_vec(&b).map_err(|e| crate::execution::chain(&e))?;
+    Ok(format!("blake3:{}", crate::model::digest::Blake3::of_bytes(&json)))
 }
 
 pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
