@@ -554,7 +554,10 @@ async fn run_one(
     let name = a.kind.mnemonic();
     let started = Instant::now();
     let cache = ctx.cache.clone();
-    let hit = {
+    let uncacheable = runners::uncacheable(&a.kind);
+    let hit = if uncacheable {
+        Ok(None)
+    } else {
         let cache = cache.clone();
         tokio::task::spawn_blocking(move || cache.get_action(&key)).await.map_err(|e| crate::execution::chain(&e))?
     };
@@ -577,7 +580,7 @@ async fn run_one(
         other => other,
     };
     let remote_hit = match &hit {
-        Ok(None) => remote_lookup(ctx, &key, &a.kind, name, &label).await,
+        Ok(None) if !uncacheable => remote_lookup(ctx, &key, &a.kind, name, &label).await,
         _ => None,
     };
     let (out, outcome) = match hit {
@@ -615,7 +618,7 @@ async fn run_one(
     let (label2, name2) = (label.clone(), name.to_string());
     // Run history is written once at the end of the build (one transaction, not one per action).
     ctx.pending_runs.lock().unwrap_or_else(|p| p.into_inner()).push(record);
-    let store = if outcome == Outcome::CachedLocal {
+    let store = if outcome == Outcome::CachedLocal || uncacheable {
         Ok(())
     } else {
         tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -630,7 +633,7 @@ async fn run_one(
         ctx.reporter.event(&Event::Warning {
             message: format!("could not store the result of `{label}` {name} in the cache: {e}"),
         });
-    } else if outcome == Outcome::Executed {
+    } else if outcome == Outcome::Executed && !uncacheable {
         remote_store(ctx, &key, &out, &components).await;
     }
     ctx.reporter.event(&Event::Finished { label, action: name.into(), outcome, duration: started.elapsed() });

@@ -96,6 +96,12 @@ pub fn output_fingerprint() -> String {
     format!("{};{}", kinds.join(","), output_format())
 }
 
+/// Actions whose result depends on something outside every input (an unpinned registry tag): the
+/// executor always runs them and never stores their result (one row per build would pile up).
+pub fn uncacheable(k: &ActionKind) -> bool {
+    matches!(k, ActionKind::PullImage { digest: None, .. })
+}
+
 /// The digest text of an input: `blake3:…` for a source, the CAS digest for another action's file.
 pub fn input_digest(i: &Input, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<String, String> {
     match i {

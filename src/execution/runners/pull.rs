@@ -26,8 +26,9 @@ pub fn key(
     let kb = kb.component("image", image.as_str()).component("platform", plat);
     Ok(match digest {
         Some(d) => kb.component("digest", d.as_str()),
-        // A tag can move: never answer an unpinned pull from the cache.
-        None => kb.component("unpinned", format!("{:?}", std::time::SystemTime::now())),
+        // A tag can move: an unpinned pull is never answered from the cache nor stored in it
+        // ([`super::uncacheable`]); the key only names it for `explain`.
+        None => kb.component("unpinned", "resolved on every build"),
     })
 }
 
