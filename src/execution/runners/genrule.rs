@@ -35,6 +35,8 @@ pub fn key(
         .component("outs", ComponentValue::list(outs.clone()))
         // Values as digests: env may hold tokens, and key components are stored and uploaded.
         .component("env", ComponentValue::env_map(env))
+        // The command runs on the host's tools: their identity is part of the key.
+        .component("host", ctx.host_identity.get_or_init(super::host_identity).as_str())
         // The command sees SOURCE_DATE_EPOCH (tools stamp it into outputs).
         .component("source_date_epoch", ctx.source_date_epoch.to_string()))
 }

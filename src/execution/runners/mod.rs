@@ -36,6 +36,8 @@ pub struct RunCtx {
     /// Registry settings; the client is made on first use.
     pub registry_options: crate::registry::ClientOptions,
     pub registry_client: std::sync::OnceLock<crate::registry::Client>,
+    /// [`host_identity`], computed once per build on first use.
+    pub host_identity: std::sync::OnceLock<String>,
     /// The Debian archive setting (`cbuild.toml [debian] archive`); else env, else sources.list.
     pub debian_archive: Option<String>,
     /// The shared remote cache, if configured.
@@ -100,6 +102,32 @@ pub fn output_fingerprint() -> String {
 /// executor always runs them and never stores their result (one row per build would pile up).
 pub fn uncacheable(k: &ActionKind) -> bool {
     matches!(k, ActionKind::PullImage { digest: None, .. })
+}
+
+/// What identifies the host's tools for a genrule (which runs on the host's `/usr`, `/bin`,
+/// `/etc`, outside any key otherwise): a digest of the package database (`/var/lib/dpkg/status`,
+/// else the rpm and apk databases) and `/etc/os-release`. Conservative on purpose: any package
+/// installed or upgraded on the host reruns every genrule, so a changed host tool never leaves a
+/// stale hit. The non-hermetic escape, documented in the README.
+pub fn host_identity() -> String {
+    host_identity_of(&["/var/lib/dpkg/status", "/var/lib/rpm/rpmdb.sqlite", "/lib/apk/db/installed", "/etc/os-release"])
+}
+
+fn host_identity_of(paths: &[&str]) -> String {
+    let mut h = blake3::Hasher::new_derive_key("cbuild 2026 host identity for genrules");
+    for p in paths {
+        h.update(p.as_bytes());
+        match std::fs::read(p) {
+            Ok(b) => {
+                h.update(&(b.len() as u64).to_le_bytes());
+                h.update(&b);
+            }
+            Err(_) => {
+                h.update(b"-");
+            }
+        }
+    }
+    format!("blake3:{}", h.finalize().to_hex())
 }
 
 /// The digest text of an input: `blake3:…` for a source, the CAS digest for another action's file.
@@ -170,5 +198,21 @@ pub async fn run(
             .await
             .map_err(|e| format!("internal: runner task failed: {e}"))?
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_identity_changes_with_the_package_database() {
+        let d = tempfile::tempdir().unwrap();
+        let db = d.path().join("status");
+        let p = db.to_str().unwrap();
+        std::fs::write(&db, "Package: busybox-static\nVersion: 1:1.35.0-4\n").unwrap();
+        let a = super::host_identity_of(&[p, "/nonexistent"]);
+        assert_eq!(a, super::host_identity_of(&[p, "/nonexistent"]), "deterministic");
+        std::fs::write(&db, "Package: busybox-static\nVersion: 1:1.36.1-1\n").unwrap();
+        assert_ne!(a, super::host_identity_of(&[p, "/nonexistent"]), "an upgraded host tool changes it");
+        assert!(!super::host_identity().is_empty());
     }
 }
