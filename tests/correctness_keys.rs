@@ -154,3 +154,49 @@ fn editing_an_unchosen_buildpack_does_not_rerun_the_build_phase() {
     assert_eq!(outcome("build"), "cached_local", "{}", o.stdout);
     assert_eq!(o.digests(), support::clean_digests(ws.root(), &["//app:img"]));
 }
+
+/// `cbuild --json build … | head -1` closed the pipe under cbuild, which panicked with a
+/// backtrace. It now exits quietly (as ripgrep), and the build it started still completes.
+#[test]
+fn a_closed_stdout_pipe_is_not_a_panic() {
+    let ws = site_ws();
+    let mut c = ws.cmd();
+    c.env("CBUILD_BIN", env!("CARGO_BIN_EXE_cbuild"));
+    let mut sh = std::process::Command::new("bash");
+    sh.current_dir(ws.root())
+        .env_clear()
+        .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["-c", "\"$CBUILD_BIN\" --json build //app:img 2>err.txt | head -c 1 >/dev/null; echo \"${PIPESTATUS[0]}\""]);
+    let o = support::out_of(&mut sh);
+    let err = std::fs::read_to_string(ws.path("err.txt")).unwrap_or_default();
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    let code: i32 = o.stdout.trim().parse().unwrap_or(-1);
+    assert!(code == 0 || code == 141, "exit status {code}: {err}");
+    for args in [&["query", "//..."][..], &["query", "--output", "json", "//..."][..]] {
+        let mut sh = std::process::Command::new("bash");
+        sh.current_dir(ws.root())
+            .env_clear()
+            .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .args(["-c", &format!("\"$CBUILD_BIN\" {} 2>err.txt | head -c 1 >/dev/null", args.join(" "))]);
+        support::out_of(&mut sh);
+        let err = std::fs::read_to_string(ws.path("err.txt")).unwrap_or_default();
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+    }
+}
+
+/// A symlink in cnb_image sources was keyed by its target's content while the image stores the
+/// link: retargeting `current.html` from `index.html` to `../app/index.html` (same file) was a
+/// cache hit that kept the old link in the image.
+#[test]
+fn cnb_symlink_source_is_keyed_by_its_text() {
+    let ws = site_ws();
+    std::os::unix::fs::symlink("index.html", ws.path("app/current.html")).unwrap();
+    let d1 = ws.ok(&["//app:img"]);
+    std::fs::remove_file(ws.path("app/current.html")).unwrap();
+    std::os::unix::fs::symlink("../app/index.html", ws.path("app/current.html")).unwrap();
+    let d2 = ws.ok(&["//app:img"]);
+    assert_ne!(d1, d2, "a retargeted link was a cache hit");
+    assert_eq!(d2, support::clean_digests(ws.root(), &["//app:img"]), "incremental != clean");
+}

@@ -4,14 +4,20 @@
 //! incremental build must succeed, and its image digests must equal a clean build of the same tree
 //! (fresh copy at another path, fresh cache).
 //!
-//! Default: 200 edits, clean comparison every 20th step and after the last one (plus a no-op check
-//! there). `CBUILD_LONG_TESTS=1`: 400 edits, clean comparison after every step.
+//! Besides content, the sequence varies what the audit found keys missing: file modes (the
+//! executable bit, and group write that must not matter), symlinks in an app (added, retargeted),
+//! the order of `srcs`, the host umask of each build (022, 002, 077) and SOURCE_DATE_EPOCH
+//! (switched now and then; the clean build uses the same value).
+//!
+//! Default: 500 edits, clean comparison every 25th step and after the last one (plus a no-op check
+//! there). `CBUILD_LONG_TESTS=1`: 800 edits, clean comparison after every step.
 //! Replay a failure with `CBUILD_RELIABILITY_SEED=<seed printed by the test>`.
 
 mod common;
 #[path = "fixtures/reliability/support.rs"]
 mod support;
 
+use std::os::unix::fs::PermissionsExt;
 use std::time::{Duration, Instant};
 
 use support::{Rng, Ws, TARGETS};
@@ -28,7 +34,47 @@ fn edit(ws: &Ws, rng: &mut Rng, ex: &mut Extra) -> String {
     ex.step += 1;
     let n = ex.step;
     let stamp = rng.next() % 1000;
-    match rng.below(17) {
+    match rng.below(21) {
+        17 => {
+            // The executable bit reaches the image: it must reach the key.
+            let p = *rng.pick(&["services/site/index.html", "services/api/public/index.html", "tools/index.html"]);
+            let path = ws.path(p);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            let new = if mode & 0o100 != 0 { mode & !0o111 } else { mode | 0o111 };
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(new)).unwrap();
+            format!("chmod {:o} {p}", new & 0o7777)
+        }
+        18 => {
+            // Group write (a umask 002 checkout) must change nothing.
+            let p = *rng.pick(&["services/site/index.html", "services/worker/Procfile", "tools/hello.sh"]);
+            let path = ws.path(p);
+            let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode ^ 0o020)).unwrap();
+            format!("toggle group write of {p}")
+        }
+        19 => {
+            // A symlink in a cnb_image app: added or retargeted (kept as a link in the image).
+            let p = "services/site/current.html";
+            let target = *rng.pick(&["index.html", "missing.html", "../site/index.html"]);
+            let _ = std::fs::remove_file(ws.path(p));
+            std::os::unix::fs::symlink(target, ws.path(p)).unwrap();
+            format!("symlink {p} -> {target}")
+        }
+        20 => match ex.packages.first() {
+            // The order of srcs must not matter where the rule does not depend on it.
+            Some(pkg) => {
+                let p = format!("{pkg}/BUILD.star");
+                let t = ws.read(&p);
+                let new = if t.contains("srcs = [\":g\", \"in.txt\"]") {
+                    t.replace("srcs = [\":g\", \"in.txt\"]", "srcs = [\"in.txt\", \":g\"]")
+                } else {
+                    t.replace("srcs = [\"in.txt\", \":g\"]", "srcs = [\":g\", \"in.txt\"]")
+                };
+                ws.write(&p, new);
+                format!("reorder the layer srcs of {p}")
+            }
+            None => "no package to reorder".into(),
+        },
         0 => {
             let p = "services/api/server.sh";
             ws.write(p, format!("{}# edit {n}\n", ws.read(p)));
@@ -169,19 +215,40 @@ fn edit(ws: &Ws, rng: &mut Rng, ex: &mut Extra) -> String {
 fn incremental_builds_equal_clean_builds_over_a_random_edit_sequence() {
     // Workspaces and caches are on /dev/shm when present (support::tempdir).
     let seed = support::seed(0x1b5_2024);
-    let (steps, every) = if support::long() { (400, 1) } else { (200, 20) };
+    let (steps, every) = if support::long() { (800, 1) } else { (500, 25) };
     eprintln!("seed {seed}, {steps} edits, clean comparison every {every} step(s)");
     let ws = support::examples();
     let mut rng = Rng::new(seed);
     let mut ex = Extra { added: Vec::new(), packages: Vec::new(), step: 0 };
     ws.ok(TARGETS);
+    // Per build: a host umask; now and then a new SOURCE_DATE_EPOCH (the clean build uses it too).
+    let mut sde = 315_532_800u64;
+    let run = |ws: &Ws, umask: &str, sde: u64| {
+        let mut c = ws.cmd();
+        c.env("SOURCE_DATE_EPOCH", sde.to_string()).env("CBUILD_BIN", env!("CARGO_BIN_EXE_cbuild"));
+        let mut sh = std::process::Command::new("sh");
+        sh.current_dir(ws.root())
+            .env_clear()
+            .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .arg("-c")
+            .arg(format!("umask {umask}; exec \"$CBUILD_BIN\" build --json \"$@\""))
+            .arg("sh")
+            .args(TARGETS);
+        support::out_of(&mut sh)
+    };
     let t0 = Instant::now();
     let (mut compared, mut clean_time) = (0, Duration::ZERO);
     let mut log = Vec::new();
     for step in 1..=steps {
-        let what = edit(&ws, &mut rng, &mut ex);
-        log.push(format!("{step}: {what}"));
-        let o = ws.build(TARGETS);
+        let mut what = edit(&ws, &mut rng, &mut ex);
+        if rng.below(40) == 0 {
+            sde = if sde == 315_532_800 { 315_532_900 } else { 315_532_800 };
+            what.push_str(&format!(", SOURCE_DATE_EPOCH={sde}"));
+        }
+        let umask = *rng.pick(&["022", "002", "077"]);
+        log.push(format!("{step}: {what} (umask {umask})"));
+        let o = run(&ws, umask, sde);
         assert_eq!(
             o.code,
             0,
@@ -191,7 +258,7 @@ fn incremental_builds_equal_clean_builds_over_a_random_edit_sequence() {
         );
         if step % every == 0 || step == steps {
             let t = Instant::now();
-            let clean = support::clean_digests(ws.root(), TARGETS);
+            let clean = run(&support::copy_of(ws.root(), None), "022", sde).digests();
             clean_time += t.elapsed();
             compared += 1;
             assert_eq!(
@@ -201,7 +268,7 @@ fn incremental_builds_equal_clean_builds_over_a_random_edit_sequence() {
                 log[log.len().saturating_sub(every as usize)..].join("\n")
             );
             // And a second incremental build executes nothing.
-            let again = ws.build(TARGETS);
+            let again = run(&ws, "022", sde);
             assert_eq!(again.summary()["executed"], 0, "step {step}: a no-op build executed actions: {}", again.stdout);
         }
     }

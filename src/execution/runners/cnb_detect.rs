@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::cnb_common::{self as common, Bp, Scratch};
-use super::{input_digest, output_digest, RunCtx};
+use super::ctx::{input_digest, output_digest, RunCtx};
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::cnb::buildpack_toml::{escape_id, BuildpackRef, OrderGroup};
 use crate::cnb::env::{buildpack_process_env, detect_args, detect_cnb_vars, filtered_base_env, DetectVars};
@@ -40,6 +40,12 @@ pub fn phase_key(
             let md = std::fs::symlink_metadata(ctx.root.join(src)).map_err(|e| format!("reading `{src}`: {e}"))?;
             if md.file_type().is_file() && md.mode() & 0o111 != 0 {
                 d.push_str("+x");
+            }
+            // A symlink is copied into the app as a link: its text is what the image holds
+            // (`index.html` and `../site/index.html` may name the same file, never the same link).
+            if md.file_type().is_symlink() {
+                let t = std::fs::read_link(ctx.root.join(src)).map_err(|e| format!("reading `{src}`: {e}"))?;
+                d.push_str(&format!(" -> {}", t.display()));
             }
         }
         app.insert(rel.clone(), d);
@@ -204,8 +210,7 @@ pub async fn run(
     scratch.write_platform_env(&p.env)?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     // Detect's `/layers` is writable by every buildpack: touched only through `layers_root`.
-    let layers_root =
-        crate::fs::confined::Root::open(&scratch.layers).map_err(|e| crate::execution::chain(&e))?;
+    let layers_root = crate::fs::confined::Root::open(&scratch.layers).map_err(|e| crate::execution::chain(&e))?;
     layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
     let (base, target) = base_env(&img, &rootfs, p, deps, ctx)?;
 
