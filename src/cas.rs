@@ -116,7 +116,14 @@ impl BlobDir {
         let d = Digest::of_bytes(bytes);
         if !self.holds_intact(&d, Some(bytes.len() as u64)) {
             let p = self.path(&d);
-            crate::fs::write_atomic(&p, bytes).map_err(io_err(&p))?;
+            // A temp file named for this process (see [`temp_prefix`]), removed on every error path
+            // (NamedTempFile's drop), so a full disk leaves no partial file behind.
+            let dir = self.root.join("sha256");
+            let mut tmp = new_temp(&dir, "", true).map_err(io_err(&dir))?;
+            let tp = tmp.path().to_path_buf();
+            tmp.write_all(bytes).map_err(io_err(&tp))?;
+            tmp.as_file().sync_all().map_err(io_err(&tp))?;
+            tmp.persist(&p).map_err(|e| io_err(&p)(e.error))?;
         }
         Ok(d)
     }
@@ -128,21 +135,25 @@ impl BlobDir {
         E: From<CasError>,
     {
         let dir = self.root.join("sha256");
-        let tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(&dir).map_err(|e| E::from(io_err(&dir)(e)))?;
+        // Removed on every error path (NamedTempFile's drop): a failed `fill` or a full disk leaves
+        // no partial file in the directory.
+        let tmp = new_temp(&dir, "", false).map_err(|e| E::from(io_err(&dir)(e)))?;
+        let tp = tmp.path().to_path_buf();
         let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp));
         fill(&mut w)?;
         let (buf, d, n) = w.finish();
-        let tmp = buf.into_inner().map_err(|e| E::from(io_err(&dir)(e.into_error())))?;
+        let tmp = buf.into_inner().map_err(|e| E::from(io_err(&tp)(e.into_error())))?;
         let p = self.path(&d);
         if !self.holds_intact(&d, Some(n)) {
-            tmp.as_file().sync_all().map_err(|e| E::from(io_err(&p)(e)))?;
+            tmp.as_file().sync_all().map_err(|e| E::from(io_err(&tp)(e)))?;
             tmp.persist(&p).map_err(|e| E::from(io_err(&p)(e.error)))?;
         }
         Ok((d, n))
     }
 
     /// Brings in a blob from another file: hard link when the file is already verified to have
-    /// digest `d` and sits on the same filesystem, copy otherwise.
+    /// digest `d` and sits on the same filesystem, copy otherwise. A failed copy (a full disk)
+    /// leaves no partial file.
     pub fn link_or_copy_from(&self, src: &Path, d: &Digest) -> Result<(), CasError> {
         let p = self.path(d);
         if self.holds_intact(d, None) {
@@ -167,23 +178,109 @@ impl BlobDir {
 }
 
 /// Hard-links `src` to `dst` (atomically via a temp name), falling back to a copy across filesystems.
+///
+/// The temp name ([`temp_prefix`] `link-`) is unique to this call and removed on every path: when
+/// the copy fails (a full disk: the error keeps the OS cause), when the rename fails, and after a
+/// rename that succeeded without moving anything. That last case is rename(2)'s rule for a source
+/// and destination that are already the same inode (a concurrent writer of the same layout linked
+/// the same cache blob there first): it returns success and leaves the source in place.
 pub fn link_or_copy(src: &Path, dst: &Path) -> io::Result<()> {
     let dir = dst.parent().unwrap_or(Path::new("."));
     fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".tmp-link-{}-{}", std::process::id(), unique()));
-    if fs::hard_link(src, &tmp).is_err() {
-        fs::copy(src, &tmp)?;
-        File::open(&tmp)?.sync_all()?;
-    }
-    fs::rename(&tmp, dst).inspect_err(|_| {
-        let _ = fs::remove_file(&tmp);
-    })
+    let tmp = dir.join(format!("{}{}", temp_prefix("link-"), unique()));
+    let r = (|| {
+        if fs::hard_link(src, &tmp).is_err() {
+            fs::copy(src, &tmp)?;
+            File::open(&tmp)?.sync_all()?;
+        }
+        fs::rename(&tmp, dst)
+    })();
+    // After a normal rename the name is gone (NotFound, ignored); the name is this process's own.
+    let _ = fs::remove_file(&tmp);
+    r
 }
 
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// A new temp file in `dir` named with [`temp_prefix`]`(kind)`; `readable`: created 0644 (minus
+/// the umask) like any ordinary file, else 0600 (tempfile's default).
+pub(crate) fn new_temp(dir: &Path, kind: &str, readable: bool) -> io::Result<tempfile::NamedTempFile> {
+    let prefix = temp_prefix(kind);
+    let mut b = tempfile::Builder::new();
+    b.prefix(&prefix);
+    if readable {
+        use std::os::unix::fs::PermissionsExt;
+        b.permissions(fs::Permissions::from_mode(0o644));
+    }
+    b.tempfile_in(dir)
+}
+
+/// The name prefix of temp files written into blob directories by this process:
+/// `.tmp-<kind><pid>.<pid namespace inode>-`, e.g. `.tmp-link-4711.4026531836-`. The writer's
+/// identity in the name lets a sweep of leftovers (`kill -9`) tell a dead writer's file from a live
+/// one's without any lock: see [`temp_owner`]. Every name still starts with `.tmp-`.
+pub fn temp_prefix(kind: &str) -> String {
+    format!(".tmp-{kind}{}.{}-", std::process::id(), pid_namespace())
+}
+
+/// The inode of this process's pid namespace (`/proc/self/ns/pid`), 0 when unknown. Pids are only
+/// comparable inside one namespace (containers sharing a cache directory have their own).
+fn pid_namespace() -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    static NS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NS.get_or_init(|| fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).unwrap_or(0))
+}
+
+/// What a temp file's name says about the process that writes it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TempOwner {
+    /// Named by a process of this pid namespace that exists now (this one included): maybe a live
+    /// writer, never to be removed by a sweep. (A reused pid keeps a dead writer's file: safe.)
+    Alive,
+    /// Named by a process of this pid namespace that no longer exists: a leftover.
+    Dead,
+    /// No writer in the name (another naming scheme), or one of another pid namespace.
+    Unknown,
+}
+
+/// Reads the writer out of a temp file name made with [`temp_prefix`].
+pub fn temp_owner(name: &str) -> TempOwner {
+    let Some(rest) = name.strip_prefix(".tmp-") else { return TempOwner::Unknown };
+    // Optional kind: lowercase letters and a dash (`link-`, `remote-`).
+    let rest = match rest.find('-') {
+        Some(i) if i > 0 && rest[..i].bytes().all(|b| b.is_ascii_lowercase()) => &rest[i + 1..],
+        _ => rest,
+    };
+    let parse = || -> Option<(u32, u64)> {
+        let (id, _) = rest.split_once('-')?;
+        let (pid, ns) = id.split_once('.')?;
+        let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !all_digits(pid) || !all_digits(ns) {
+            return None;
+        }
+        Some((pid.parse().ok()?, ns.parse().ok()?))
+    };
+    let Some((pid, ns)) = parse() else { return TempOwner::Unknown };
+    if ns == 0 || ns != pid_namespace() || pid == 0 || pid > i32::MAX as u32 {
+        return TempOwner::Unknown;
+    }
+    if pid == std::process::id() {
+        return TempOwner::Alive;
+    }
+    // SAFETY: kill(2) with signal 0 sends nothing; it only checks that the process exists.
+    let r = unsafe { libc::kill(pid as libc::pid_t, 0) };
+    if r == 0 {
+        return TempOwner::Alive;
+    }
+    match io::Error::last_os_error().raw_os_error() {
+        Some(libc::ESRCH) => TempOwner::Dead,
+        Some(libc::EPERM) => TempOwner::Alive,
+        _ => TempOwner::Unknown,
+    }
 }
 
 #[cfg(test)]
@@ -214,5 +311,65 @@ mod tests {
             })
             .unwrap();
         assert_eq!((d, n), (Digest::of_bytes(b"hello"), 5));
+    }
+
+    fn temps(dir: &Path) -> Vec<String> {
+        fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".tmp-"))
+            .collect()
+    }
+
+    #[test]
+    fn link_onto_the_same_inode_leaves_no_temp_link() {
+        let t = tempfile::tempdir().unwrap();
+        let src = t.path().join("src");
+        fs::write(&src, b"x").unwrap();
+        let dst = t.path().join("out/dst");
+        link_or_copy(&src, &dst).unwrap();
+        // rename(2) of a hard link onto its own inode succeeds and moves nothing.
+        link_or_copy(&src, &dst).unwrap();
+        assert!(temps(&t.path().join("out")).is_empty(), "{:?}", temps(&t.path().join("out")));
+        assert_eq!(fs::read(&dst).unwrap(), b"x");
+    }
+
+    #[test]
+    fn failed_writes_leave_no_temp_file() {
+        let t = tempfile::tempdir().unwrap();
+        let b = BlobDir::open(t.path()).unwrap();
+        let err = b
+            .put_stream::<CasError>(|w| {
+                w.write_all(b"half").map_err(io_err(Path::new("x")))?;
+                Err(io_err(Path::new("src"))(io::Error::other("the source broke")))
+            })
+            .unwrap_err();
+        assert!(err.to_string().contains("src"), "{err}");
+        assert!(link_or_copy(&t.path().join("absent"), &t.path().join("sha256/x")).is_err());
+        assert!(temps(&t.path().join("sha256")).is_empty(), "{:?}", temps(&t.path().join("sha256")));
+    }
+
+    #[test]
+    fn temp_names_say_whether_their_writer_lives() {
+        let mine = format!("{}AbC123", temp_prefix(""));
+        assert_eq!(temp_owner(&mine), TempOwner::Alive);
+        assert_eq!(temp_owner(&format!("{}7", temp_prefix("link-"))), TempOwner::Alive);
+        let mut c = std::process::Command::new("true").spawn().unwrap();
+        let dead = c.id();
+        c.wait().unwrap();
+        let ns = pid_namespace();
+        if ns != 0 {
+            assert_eq!(temp_owner(&format!(".tmp-remote-{dead}.{ns}-xyz")), TempOwner::Dead);
+            assert_eq!(temp_owner(&format!(".tmp-{dead}.{}-xyz", ns + 1)), TempOwner::Unknown, "other namespace");
+        }
+        for n in [".tmp-AbC123", ".tmp-", ".tmp-link-", ".tmp-12.x-1", "sha256", ".tmp-0.5-a"] {
+            assert_eq!(temp_owner(n), TempOwner::Unknown, "{n}");
+        }
+        // Blob-store temp files carry the writer.
+        let t = tempfile::tempdir().unwrap();
+        let f = new_temp(t.path(), "", true).unwrap();
+        let name = f.path().file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with(".tmp-"), "{name}");
+        assert_eq!(temp_owner(&name), if ns != 0 { TempOwner::Alive } else { TempOwner::Unknown });
     }
 }

@@ -156,6 +156,13 @@ fn oci_pull_is_shallow_and_serves_as_base_and_run_image() {
         assert_eq!(blob_gets(&log, d), 0, "base layer {d} was downloaded for a registry-to-registry push");
     }
     assert!(pushed_lines(&r.stderr)[0].contains("mounted"), "{}", r.stderr);
+    // So the push writes no layout for it and prints none (`Layouts::LocalOnly` in build.rs).
+    assert!(r.stderr.contains("note: no layout written for `//app:img`"), "{}", r.stderr);
+    assert!(
+        r.stdout.trim().ends_with(" -") && !cx.root().join("cbuild-out/app/img/index.json").exists(),
+        "{}",
+        r.stdout
+    );
     // Building a local layout needs the bytes: now they are fetched (and verified), the image runs.
     let r = cx.run(&["build", "--json", "//app:img"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -174,6 +181,12 @@ fn oci_pull_is_shallow_and_serves_as_base_and_run_image() {
     let r = cx2.run(&["build", "//app:img"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("not pinned") && r.stderr.contains(&digest), "{}", r.stderr);
+    // It resolves on every build but is never stored: no row piles up per build.
+    let r = cx2.run(&["build", "//app:img"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let db = rusqlite::Connection::open(cx2.cache.path().join("cache.sqlite")).unwrap();
+    let rows: i64 = db.query_row("SELECT COUNT(*) FROM actions WHERE kind = 'pull'", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 0, "unpinned pull results were stored");
 
     // A wrong pin is refused, naming both digests.
     let cx3 = TestContext::new();

@@ -91,7 +91,11 @@ fn kill_9_at_random_moments_of_builds_then_the_next_build_equals_a_clean_one() {
         let v = if round % 3 == 2 { rng.below(round + 1) } else { 1000 + round };
         set_variant(&ws, v);
         set_variant(&reference, v);
+        let t_ref = Instant::now();
         let want = reference.ok(SMALL);
+        // The same build on the reference took this long: kills are drawn inside that window (a
+        // fixed 0–250 ms window let most kills land after fast builds had finished).
+        let window = (t_ref.elapsed().as_micros() as u64 * 9 / 10).max(2_000);
         if round % 7 == 3 {
             let _ = std::fs::remove_dir_all(ws.path("cbuild-out"));
         }
@@ -110,7 +114,7 @@ fn kill_9_at_random_moments_of_builds_then_the_next_build_equals_a_clean_one() {
                 while_writing += 1;
             }
         } else {
-            std::thread::sleep(Duration::from_micros(rng.below(250_000)));
+            std::thread::sleep(Duration::from_micros(rng.below(window)));
         }
         if let Ok(None) = child.try_wait() {
             killed_running += 1;

@@ -279,7 +279,9 @@ impl Cache {
     }
 
     /// The compressed form of an uncompressed layer, if it was made before and its blob is still
-    /// in the CAS.
+    /// in the CAS, intact: the blob is re-hashed (a damaged one is removed and this is a miss), as a
+    /// new action result will reference it without reading it again. Still far cheaper than
+    /// compressing.
     pub fn get_layer_compression(&self, diff_id: &Digest, compression: &str) -> Result<Option<CompressedLayer>> {
         let id = diff_id.to_string();
         let row = self.db.read(
@@ -301,8 +303,10 @@ impl Cache {
         let Ok(digest) = Digest::parse(&digest) else {
             return Ok(None);
         };
-        if !self.cas.contains(&digest) {
-            return Ok(None);
+        match self.cas.verify(&digest) {
+            Ok(()) => {}
+            Err(CasError::Missing { .. } | CasError::Corrupt { .. }) => return Ok(None),
+            Err(source) => return Err(CacheError::Cas { dir: self.cas.root().to_path_buf(), source }),
         }
         Ok(Some(CompressedLayer {
             diff_id: diff_id.clone(),

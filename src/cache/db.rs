@@ -163,10 +163,31 @@ impl Db {
     /// Opens `dir/cache.sqlite`, discarding it (with a warning) when it is corrupt or of another
     /// schema version. Never returns a connection to a database it could misread.
     pub(crate) fn open(dir: &Path, warnings: &mut Vec<String>) -> Result<Db> {
-        // Shared first, so an opener waits for a running `clean` instead of racing it.
-        let use_lock = lock_file(&dir.join(USE_LOCK), false)?;
-        // Checks and discards are serialised, so two processes never discard each other's fresh db.
+        // Checks, discards and temp sweeps are serialised, so two processes never discard each
+        // other's fresh db.
         let _open_lock = lock_file(&dir.join(OPEN_LOCK), true)?;
+        // Alone? Every process with the cache open holds the use lock shared for as long as it
+        // does, so getting it exclusively means no one else can be writing a temp file: every
+        // leftover is a dead writer's. Otherwise only files whose name proves their writer dead
+        // go (`super::gc::sweep_temp_files`).
+        let use_path = dir.join(USE_LOCK);
+        let use_lock = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&use_path)
+            .map_err(io_err(&use_path))?;
+        let alone = match use_lock.try_lock() {
+            Ok(()) => true,
+            Err(fs::TryLockError::WouldBlock) => false,
+            Err(fs::TryLockError::Error(e)) => return Err(CacheError::Io { path: use_path, source: e }),
+        };
+        super::gc::sweep_temp_files(dir, alone);
+        // Down to shared (or wait for a running `clean`). flock does not promise an atomic
+        // downgrade: a `clean` may slip in between, which is why `Cache::open` creates `cas/` and
+        // `tmp/` only after this returns and the database is opened below, after the lock.
+        use_lock.lock_shared().map_err(io_err(&use_path))?;
         let path = dir.join(DB_FILE);
         let marker = dir.join(CORRUPT_MARKER);
 

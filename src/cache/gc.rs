@@ -13,6 +13,7 @@ use rusqlite::{params, OptionalExtension};
 use super::db::{self, db_files, now_ms, to_ms, DB_FILE, QUICK_CHECK_MAX_BYTES, USE_LOCK};
 use super::error::{io_err, CacheError, Result};
 use super::Cache;
+use crate::cas::{temp_owner, TempOwner};
 use crate::model::digest::Digest;
 
 /// Anything used, written or touched more recently than this is never collected by [`Cache::gc`]:
@@ -234,7 +235,11 @@ impl Cache {
                 if m.is_file() {
                     out.push((digest.to_string(), BlobFile { size: m.len(), mtime_ms: mtime_ms(&m) }));
                 }
-            } else if name.starts_with(".tmp-") && mtime_ms(&m) < tmp_cutoff_ms && fs::remove_file(ent.path()).is_ok() {
+            } else if name.starts_with(".tmp-")
+                && mtime_ms(&m) < tmp_cutoff_ms
+                && temp_owner(&name) != TempOwner::Alive
+                && fs::remove_file(ent.path()).is_ok()
+            {
                 removed += 1;
             }
         }
@@ -379,7 +384,8 @@ impl Cache {
         Ok(report)
     }
 
-    /// Deletes entries of `tmp/` older than the cutoff (discarded databases, scratch files).
+    /// Deletes entries of `tmp/` older than the cutoff (discarded databases, scratch files), except
+    /// those named for a live process ([`crate::cas::temp_prefix`]).
     fn remove_stale_tmp(&self, cutoff_ms: i64) -> u64 {
         let Ok(rd) = fs::read_dir(&self.tmp) else {
             return 0;
@@ -387,7 +393,7 @@ impl Cache {
         let mut n = 0;
         for ent in rd.flatten() {
             let Ok(m) = ent.metadata() else { continue };
-            if mtime_ms(&m) >= cutoff_ms {
+            if mtime_ms(&m) >= cutoff_ms || temp_owner(&ent.file_name().to_string_lossy()) == TempOwner::Alive {
                 continue;
             }
             let r = if m.is_dir() { fs::remove_dir_all(ent.path()) } else { fs::remove_file(ent.path()) };
@@ -474,6 +480,47 @@ impl Cache {
         drop(lock);
         Ok(())
     }
+}
+
+/// Removes temp files of interrupted writes (`kill -9`, a crash) from the cache in `dir`: the
+/// `.tmp-*` files of `cas/sha256/` and the entries of `tmp/`. `alone`: the caller holds the cache's
+/// use lock exclusively (no other process has it open), so every temp file is a leftover except a
+/// CAS temp file whose name says its writer process exists ([`TempOwner::Alive`]: kept, e.g. a
+/// process about to open the cache). Not alone: only CAS temp files whose writer is provably gone
+/// ([`TempOwner::Dead`]). Best effort (errors are ignored: a file that cannot be removed now is
+/// retried by the next open); returns how many entries were removed.
+pub(crate) fn sweep_temp_files(dir: &Path, alone: bool) -> u64 {
+    let mut n = 0;
+    if let Ok(rd) = fs::read_dir(dir.join("cas").join("sha256")) {
+        for ent in rd.flatten() {
+            let name = ent.file_name();
+            let name = name.to_string_lossy();
+            if !name.starts_with(".tmp-") {
+                continue;
+            }
+            let go = match temp_owner(&name) {
+                TempOwner::Dead => true,
+                TempOwner::Unknown => alone,
+                TempOwner::Alive => false,
+            };
+            if go && ent.file_type().is_ok_and(|t| !t.is_dir()) && fs::remove_file(ent.path()).is_ok() {
+                n += 1;
+            }
+        }
+    }
+    if alone {
+        if let Ok(rd) = fs::read_dir(dir.join("tmp")) {
+            for ent in rd.flatten() {
+                if temp_owner(&ent.file_name().to_string_lossy()) == TempOwner::Alive {
+                    continue;
+                }
+                let is_dir = ent.file_type().is_ok_and(|t| t.is_dir());
+                let r = if is_dir { fs::remove_dir_all(ent.path()) } else { fs::remove_file(ent.path()) };
+                n += u64::from(r.is_ok());
+            }
+        }
+    }
+    n
 }
 
 /// Parses a size: a number (decimals allowed) and an optional unit. `K`/`KB`/`M`/`MB`/`G`/`GB`/

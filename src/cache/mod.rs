@@ -19,6 +19,18 @@
 //! * A database of another schema version, or a corrupt one, is discarded and recreated (with a
 //!   warning), never misread. Blobs survive: they are named by their content.
 //!
+//! Temp files (interrupted writes: `cas/sha256/.tmp-*`, anything in `tmp/`) are swept by every
+//! [`Cache::open`], under `open.lock`, by a rule that never removes a live writer's file:
+//! * **alone** — the opener gets `lock` *exclusively*, so no other process has the cache open
+//!   (every open `Cache` holds it shared for its whole life, and only processes with the cache open
+//!   write there): every temp file is a leftover and goes, except those whose name says their
+//!   writer process still exists (below);
+//! * **not alone** — only CAS temp files whose name proves the writer dead go: writers name them
+//!   `.tmp-[kind-]<pid>.<pid namespace>-…` ([`crate::cas::temp_prefix`]); a pid of this pid
+//!   namespace that no longer exists cannot be writing. Names without a writer, or of another pid
+//!   namespace (a container sharing the directory), are left for the next lone open or
+//!   `cbuild cache gc` (which removes temp files older than [`GC_GRACE`], never a live pid's).
+//!
 //! ```no_run
 //! use cbuild::cache::{Cache, KeyBuilder};
 //! # fn main() -> cbuild::cache::Result<()> {
@@ -87,15 +99,21 @@ impl Cache {
     /// Opens (creating if needed) the cache in `dir`. A database that is corrupt or of another
     /// [`SCHEMA_VERSION`] is discarded and recreated; [`Cache::warnings`] then says so. Errors are
     /// only for what cannot be fixed here (permissions, a full disk, a lock held past the timeout).
+    ///
+    /// Opening also sweeps temp files left by killed writers (see "Temp files" in the module
+    /// docs), so a `kill -9` costs no disk space past the next build.
     pub fn open(dir: &Path) -> Result<Cache> {
+        fs::create_dir_all(dir).map_err(io_err(dir))?;
+        let mut warnings = Vec::new();
+        // Locks first (and the sweep under them), then the directories: a `clean` that ran while
+        // this process waited for the lock must not leave it without `cas/` or `tmp/`.
+        let db = db::Db::open(dir, &mut warnings)?;
         let cas_root = dir.join("cas");
         let tmp = dir.join("tmp");
-        for d in [dir, &cas_root, &tmp] {
+        for d in [&cas_root, &tmp] {
             fs::create_dir_all(d).map_err(io_err(d))?;
         }
         let cas = BlobDir::open(&cas_root).map_err(|source| CacheError::Cas { dir: cas_root.clone(), source })?;
-        let mut warnings = Vec::new();
-        let db = db::Db::open(dir, &mut warnings)?;
         Ok(Cache { dir: dir.to_path_buf(), db, cas, tmp, warnings })
     }
 
@@ -207,6 +225,11 @@ mod tests {
         c.put_layer_compression(&l).unwrap();
         assert_eq!(c.get_layer_compression(&diff_id, "gzip").unwrap(), Some(l.clone()));
         assert!(c.get_layer_compression(&diff_id, "zstd").unwrap().is_none());
+        fs::write(c.cas().path(&digest), b"gZ").unwrap();
+        assert!(c.get_layer_compression(&diff_id, "gzip").unwrap().is_none(), "a damaged blob is a miss");
+        assert!(!c.cas().contains(&digest), "and is removed");
+        c.cas().put_bytes(b"gz").unwrap();
+        assert!(c.get_layer_compression(&diff_id, "gzip").unwrap().is_some());
         fs::remove_file(c.cas().path(&digest)).unwrap();
         assert!(c.get_layer_compression(&diff_id, "gzip").unwrap().is_none());
         assert!(matches!(c.put_layer_compression(&l), Err(CacheError::MissingBlob { .. })));
@@ -337,6 +360,36 @@ mod tests {
         assert!(c.get_action(&key).unwrap().is_none());
         drop(c);
         assert!(Cache::open(t.path()).unwrap().warnings().is_empty(), "marker removed");
+    }
+
+    #[test]
+    fn open_sweeps_temp_files_never_a_live_writers() {
+        let (t, c) = open();
+        let cas = c.cas().root().join("sha256");
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let ns = {
+            use std::os::unix::fs::MetadataExt;
+            fs::metadata("/proc/self/ns/pid").map(|m| m.ino()).unwrap_or(0)
+        };
+        let dead_file = cas.join(format!(".tmp-{dead}.{ns}-AAAAAA"));
+        let untagged = cas.join(".tmp-BBBBBB");
+        let live = cas.join(format!("{}CCCCCC", crate::cas::temp_prefix("")));
+        let scratch = c.tmp_dir().join("scratch");
+        for p in [&dead_file, &untagged, &live, &scratch] {
+            fs::write(p, b"x").unwrap();
+        }
+        // Another `Cache` is open (`c`): only a provably dead writer's file goes.
+        let c2 = Cache::open(t.path()).unwrap();
+        assert_eq!(dead_file.exists(), ns == 0);
+        assert!(untagged.exists() && live.exists() && scratch.exists());
+        drop((c, c2));
+        // Alone: every leftover goes, the live writer's file stays.
+        let c = Cache::open(t.path()).unwrap();
+        assert!(!dead_file.exists() && !untagged.exists() && !scratch.exists());
+        assert_eq!(live.exists(), ns != 0);
+        assert!(c.tmp_dir().is_dir() && cas.is_dir());
     }
 
     #[test]

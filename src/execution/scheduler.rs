@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use super::events::{Event, Outcome, Reporter};
 use super::runners::{self, RunCtx};
+use super::sources::{shown, SourceStamp};
 use crate::cache::{Cache, RunOutcome, RunRecord};
 use crate::model::action::{ActionGraph, ActionId, ActionKind, ActionOutput, Input};
 use crate::model::digest::Blake3;
@@ -66,8 +67,9 @@ impl BuildReport {
 /// [`SourceCheck`]. A symlink committed in the repository that resolves outside the workspace root
 /// (absolute, via `..`, or through a chain of symlinks), in the file's last component or any
 /// directory above it, fails the build naming the source and its target. Consumers (genrule
-/// staging, layer packing, buildpack copies) then read the path [`resolve_source`] gives, which
-/// re-applies the rule at read time. Symlinks that stay inside keep being followed. The one exception is a cnb_image app file whose last component is a
+/// staging, layer packing, buildpack copies) then read the path
+/// [`resolve_source`](super::sources::resolve_source) gives, which re-applies the rule at read
+/// time. Symlinks that stay inside keep being followed. The one exception is a cnb_image app file whose last component is a
 /// symlink: the app dir keeps it as a symlink (for the build container), nobody follows it, so it
 /// is keyed by its target text instead of refused (when no other action follows it).
 /// The workspace sources an action reads, each with whether its consumer follows a last-component
@@ -84,45 +86,6 @@ fn source_inputs(kind: &ActionKind) -> Vec<(String, bool)> {
         }
         ActionKind::DebianImage(d) => vec![(d.lock.clone(), true)],
         ActionKind::Image { .. } | ActionKind::CnbExport(_) | ActionKind::PullImage { .. } => Vec::new(),
-    }
-}
-
-/// What a source looked like when it was hashed: the executor compares it after an action ran and
-/// refuses to store a result whose sources changed meanwhile (Bazel's "file modified during the
-/// build"): a runner reads sources by path after the key was made, so an edit in between would
-/// otherwise be stored, and uploaded, under the old content's key. ctime moves on every content,
-/// mode or owner change and cannot be set back by a user, so an edit reverted with the old mtime is
-/// caught too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct SourceStamp {
-    size: u64,
-    mtime_ns: i128,
-    ctime_ns: i128,
-    ino: u64,
-    dev: u64,
-    mode: u32,
-    /// Stamped from the link itself (a kept link), not from what it points to.
-    link: bool,
-}
-
-impl SourceStamp {
-    fn of(md: &std::fs::Metadata, link: bool) -> SourceStamp {
-        use std::os::unix::fs::MetadataExt;
-        SourceStamp {
-            size: md.size(),
-            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
-            ino: md.ino(),
-            dev: md.dev(),
-            mode: md.mode(),
-            link,
-        }
-    }
-
-    /// The stamp of `path` now, taken the same way.
-    fn now(&self, path: &std::path::Path) -> Option<SourceStamp> {
-        let md = if self.link { std::fs::symlink_metadata(path) } else { std::fs::metadata(path) };
-        md.ok().map(|m| SourceStamp::of(&m, self.link))
     }
 }
 
@@ -350,39 +313,12 @@ impl SourceCheck {
     }
 }
 
-/// The path a runner reads the workspace source `rel` from: `root/rel` with every symlink resolved
-/// (so readers that refuse symlinks, like the tar writer's `O_NOFOLLOW`, read a link that stays
-/// inside as before). [`hash_sources`] refused every source leading outside before any action ran;
-/// this applies the same rule again at read time, so a link changed during the build is not
-/// followed out either.
-pub fn resolve_source(root: &std::path::Path, rel: &str) -> Result<PathBuf, String> {
-    let canon_root = std::fs::canonicalize(root)
-        .map_err(|e| format!("cannot resolve the workspace root `{}`: {e}", root.display()))?;
-    let full = root.join(rel);
-    let resolved = std::fs::canonicalize(&full).map_err(|e| format!("reading source `{rel}`: {e}"))?;
-    if !resolved.starts_with(&canon_root) {
-        return Err(format!(
-            "source `{rel}` leads outside the workspace (to `{}`); cbuild does not follow it",
-            shown(&resolved)
-        ));
-    }
-    Ok(resolved)
-}
-
 /// "a symlink to `T`", plus where it finally leads when that differs (a chain of links).
 fn link_text(target: &std::path::Path, resolved: Option<&std::path::Path>) -> String {
     match resolved {
         Some(r) if r != target => format!("a symlink to `{}` (which leads to `{}`)", shown(target), shown(r)),
         _ => format!("a symlink to `{}`", shown(target)),
     }
-}
-
-/// A path for a message, control characters escaped.
-fn shown(p: &std::path::Path) -> String {
-    p.to_string_lossy()
-        .chars()
-        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
-        .collect()
 }
 
 fn source(i: &Input) -> Option<String> {
@@ -731,7 +667,7 @@ async fn remote_lookup(
         Err(e) => {
             if e.should_warn() {
                 ctx.reporter.event(&Event::Warning {
-                    message: format!("remote cache: {e}; building `{label}` {name} locally"),
+                    message: format!("remote cache: {}; building `{label}` {name} locally", crate::execution::chain(&e)),
                 });
             }
             None
@@ -753,7 +689,7 @@ async fn remote_store(ctx: &Arc<RunCtx>, key: &Blake3, out: &ActionOutput, compo
     .await;
     if let Ok(Err(e)) = r {
         if e.should_warn() {
-            ctx.reporter.event(&Event::Warning { message: format!("remote cache: could not upload: {e}") });
+            ctx.reporter.event(&Event::Warning { message: format!("remote cache: could not upload: {}", crate::execution::chain(&e)) });
         }
     }
 }

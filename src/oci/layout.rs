@@ -195,14 +195,21 @@ fn import_blob(dir: &Path, blobs: &BlobDir, d: &Digest, size: Option<u64>) -> Re
     }
     // Copied, never hard-linked: the layout is a workspace input a user may edit in place, and a
     // shared inode would silently change the cached blob with it. Hashed while copying.
-    let f = fs::File::open(&src).map_err(io_err(&src))?;
     if blobs.contains(d) {
+        let f = fs::File::open(&src).map_err(io_err(&src))?;
         let (actual, _) = Digest::of_reader(BufReader::new(f)).map_err(io_err(&src))?;
         if &actual != d {
             return Err(OciError::DigestMismatch { subject: src.display().to_string(), expected: d.clone(), actual });
         }
-        return Ok(());
+        // The blob store's copy is used only if intact too; a damaged one (which `verify` removes)
+        // is replaced from the layout's good bytes below.
+        match blobs.verify(d) {
+            Ok(()) => return Ok(()),
+            Err(crate::cas::CasError::Corrupt { .. } | crate::cas::CasError::Missing { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
+    let f = fs::File::open(&src).map_err(io_err(&src))?;
     let (actual, _) =
         blobs.put_stream::<OciError>(|w| io::copy(&mut BufReader::new(f), w).map(|_| ()).map_err(io_err(&src)))?;
     if &actual != d {

@@ -1,6 +1,7 @@
 //! [`RemoteCache`]: the HTTP operations on `{base}/ac/<key>` and `{base}/cas/<sha256>`, streamed
 //! to and from a [`BlobDir`], and the latch that disables a failing remote for the rest of a build.
 
+use std::collections::HashMap;
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,7 +17,7 @@ use super::entry::{self, RemoteEntry};
 use super::error::{status_hint, RemoteError, Result};
 use super::signing::{PublicKey, SigningKey, SIGNING_KEY_ENV, TRUSTED_KEYS_ENV};
 use super::validate::{self, Expected};
-use crate::cas::BlobDir;
+use crate::cas::{BlobDir, CasError};
 use crate::model::action::ActionOutput;
 use crate::model::digest::{Blake3, Digest, HashingWriter};
 
@@ -98,6 +99,30 @@ pub struct RemoteCache {
     signer: Option<Arc<SigningKey>>,
     trusted: Vec<PublicKey>,
     warned_unauthenticated: AtomicBool,
+    /// Local blobs this client re-hashed, with their file's stamp at that time: a blob many hits
+    /// share (a base layer) is hashed once, not once per hit, yet any change to the file (inode,
+    /// size, mtime, ctime) means hashing it again. Like the stat cache, files changed within
+    /// [`crate::cache::RACY_WINDOW`] of the check are not remembered (a write in the same
+    /// timestamp tick would not change the stamp).
+    verified: Mutex<HashMap<Digest, FileStamp>>,
+}
+
+/// (dev, inode, size, mtime ns, ctime ns) of a file.
+type FileStamp = (u64, u64, u64, i128, i128);
+
+/// Nanoseconds since the epoch (negative before it).
+fn epoch_ns(t: std::time::SystemTime) -> i128 {
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => d.as_nanos() as i128,
+        Err(e) => -(e.duration().as_nanos() as i128),
+    }
+}
+
+fn file_stamp(p: &std::path::Path) -> Option<FileStamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok().filter(|m| m.is_file())?;
+    let ns = |s: i64, n: i64| i128::from(s) * 1_000_000_000 + i128::from(n);
+    Some((m.dev(), m.ino(), m.len(), ns(m.mtime(), m.mtime_nsec()), ns(m.ctime(), m.ctime_nsec())))
 }
 
 impl fmt::Debug for RemoteCache {
@@ -152,6 +177,7 @@ impl RemoteCache {
             signer: None,
             trusted: Vec::new(),
             warned_unauthenticated: AtomicBool::new(false),
+            verified: Mutex::new(HashMap::new()),
         })
     }
 
@@ -277,7 +303,8 @@ impl RemoteCache {
 
     /// Downloads a blob into `local`, streamed and verified against its sha256 on the way; a
     /// poisoned or truncated blob is an error naming the digest and leaves nothing in `local`.
-    /// Returns the size. A blob already in `local` is not downloaded again.
+    /// Returns the size. A blob already in `local` is re-hashed and, if intact, not downloaded
+    /// again; a damaged one is replaced by the download.
     pub fn fetch_blob(&self, digest: &Digest, local: &BlobDir) -> Result<u64> {
         self.guard()?;
         let r = self.fetch_blob_inner(digest, local);
@@ -432,8 +459,30 @@ impl RemoteCache {
     }
 
     fn fetch_blob_inner(&self, d: &Digest, local: &BlobDir) -> Result<u64> {
+        // A blob already in `local` is used only after re-hashing it, like a local hit's blobs
+        // (the scheduler's `blobs_intact`): a hit must never rest on a damaged file that merely
+        // has the right name. A corrupt one is removed by `verify` and downloaded again.
         if local.contains(d) {
-            return local.size(d).map_err(|source| RemoteError::Local { source });
+            let p = local.path(d);
+            let started = epoch_ns(std::time::SystemTime::now());
+            let before = file_stamp(&p);
+            if before.is_some() && self.verified.lock().unwrap_or_else(|e| e.into_inner()).get(d) == before.as_ref() {
+                return local.size(d).map_err(|source| RemoteError::Local { source });
+            }
+            match local.verify(d) {
+                Ok(()) => {
+                    // Remembered only if the file did not change while it was hashed and its last
+                    // change is older than the racy window.
+                    let racy_after = started - crate::cache::RACY_WINDOW.as_nanos() as i128;
+                    let settled = |b: &FileStamp| b.3 < racy_after && b.4 < racy_after;
+                    if let Some(st) = before.filter(|b| settled(b) && file_stamp(&p).as_ref() == Some(b)) {
+                        self.verified.lock().unwrap_or_else(|e| e.into_inner()).insert(d.clone(), st);
+                    }
+                    return local.size(d).map_err(|source| RemoteError::Local { source });
+                }
+                Err(CasError::Corrupt { .. } | CasError::Missing { .. }) => {}
+                Err(source) => return Err(RemoteError::Local { source }),
+            }
         }
         let url = self.cas_url(d);
         let mut resp = self.send("GET", &url, self.client()?.get(&url))?;
@@ -452,7 +501,7 @@ impl RemoteCache {
         };
         // Same directory as the destination, so the rename is atomic; deleted on drop unless
         // persisted, so a failed or poisoned download leaves nothing behind.
-        let tmp = tempfile::Builder::new().prefix(".tmp-remote-").tempfile_in(&dir).map_err(io_err(&dir))?;
+        let tmp = crate::cas::new_temp(&dir, "remote-", false).map_err(io_err(&dir))?;
         let tmp_path = tmp.path().to_path_buf();
         let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp));
         let mut buf = vec![0u8; 256 * 1024];

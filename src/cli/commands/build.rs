@@ -32,17 +32,44 @@ pub struct Built {
     pub graph: ActionGraph,
     pub report: BuildReport,
     pub cache: Arc<Cache>,
-    /// (label, image manifest digest, layout path relative to the workspace).
+    /// (label, image manifest digest, layout path relative to the workspace). The layout is
+    /// written unless the label is in `no_layout`.
     pub images: Vec<(String, crate::model::digest::Digest, String)>,
+    /// Labels of `images` whose layout was not written ([`Layouts::LocalOnly`] with remote base
+    /// layers): the summary shows no layout for them.
+    pub no_layout: Vec<String>,
+    /// Image pushes done (one per image and tag), reported apart from executed actions.
+    pub pushed: usize,
     pub registry: crate::registry::ClientOptions,
+}
+
+/// Which OCI layouts [`build_with`] writes to `cbuild-out/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layouts {
+    /// Every requested image target's layout, fetching a shallow `oci_pull` base's layers first
+    /// (`cbuild build`, `build --push`, `run`, `export`, ...).
+    All,
+    /// `cbuild push`: the layout of every requested image target whose blobs are all local
+    /// already, and none for an image whose (shallow `oci_pull`) base layers are still only in a
+    /// registry: those are never downloaded for a push.
+    ///
+    /// Why not fetch them to write the layout anyway: `docker push` and `crane copy` move images
+    /// registry to registry without pulling the base, and the push itself needs only a mount; a
+    /// push of an app on a 500 MB base must not cost 500 MB of downloads to write a local copy
+    /// nobody asked for. And why not print a path that was not written: the summary line and the
+    /// JSON `layout` must name a directory that holds exactly the pushed image. So such an image
+    /// gets `layout: null` (`-` in the plain summary) and a one-line note saying how to get the
+    /// layout (`cbuild build`); an older layout left at that path for another image loses its
+    /// `index.json`, so no tool mistakes it for this one.
+    LocalOnly,
 }
 
 pub fn run(g: &GlobalArgs, a: BuildArgs) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
     let mut built = build(s, &a.patterns, a.keep_going)?;
     if a.push && built.report.ok() {
-        let pushed = super::push::push_built(&built, &[])?;
-        built.report.executed += pushed;
+        // Pushes are not actions: reported as `pushed`, never added to `executed`.
+        built.pushed = super::push::push_built(&built, &[])?;
     }
     print_summary(&built);
     Ok(if built.report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
@@ -60,12 +87,11 @@ pub fn source_date_epoch() -> Result<u64, Failure> {
 
 /// Loads, analyses and executes `patterns`; writes layouts. Build failures are in the report.
 pub fn build(s: Settings, patterns: &[String], keep_going: bool) -> Result<Built, Failure> {
-    build_with(s, patterns, keep_going, true)
+    build_with(s, patterns, keep_going, Layouts::All)
 }
 
-/// [`build`], optionally without writing layouts (a push to a registry needs none, and then never
-/// downloads base layers the registry already has).
-pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layouts: bool) -> Result<Built, Failure> {
+/// [`build`], choosing which layouts are written (see [`Layouts`]).
+pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, layouts: Layouts) -> Result<Built, Failure> {
     let pats = super::parse_patterns(&s, patterns)?;
     let loaded = super::load(&s, &pats)?;
     let requested: Vec<_> = loaded.requested.iter().cloned().collect();
@@ -142,10 +168,11 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layo
         .filter(|l| requested.contains(l))
         .filter_map(|l| report.outputs[graph.target_outputs[l]].clone())
         .collect();
-    if write_layouts {
+    if layouts == Layouts::All {
         execution::fetch_remote_layers(&wanted, cache.clone(), registry.clone())
             .map_err(|e| Failure::env(anyhow::anyhow!("fetching base image layers: {e}")))?;
     }
+    let mut no_layout = Vec::new();
     for l in &graph.image_targets {
         if !requested.contains(l) {
             continue;
@@ -153,16 +180,49 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, write_layo
         let id = graph.target_outputs[l];
         if let Some(ActionOutput::Image { manifest, .. }) = report.outputs[id].as_deref() {
             let rel = layout_dir(l);
-            if !write_layouts {
+            let dir = s.root().join(&rel);
+            if layouts == Layouts::LocalOnly && !skip_remote_layout(&dir, &cache, manifest, &rel, l, s.quiet)? {
+                no_layout.push(l.to_string());
                 images.push((l.to_string(), manifest.clone(), rel));
                 continue;
             }
-            write_layout(&s.root().join(&rel), &cache, manifest)
+            write_layout(&dir, &cache, manifest)
                 .map_err(|e| Failure::env(anyhow::anyhow!("writing the layout of `{l}` to `{rel}`: {e}")))?;
             images.push((l.to_string(), manifest.clone(), rel));
         }
     }
-    Ok(Built { settings: s, graph, report, cache, images, registry })
+    Ok(Built { settings: s, graph, report, cache, images, no_layout, pushed: 0, registry })
+}
+
+/// For [`Layouts::LocalOnly`]: true if the image's blobs are all local (write its layout as
+/// usual). Otherwise the layout is not written: a note says so (unless `quiet`), and a layout left
+/// at `dir` by an earlier build of another image loses its `index.json` (only that file: the
+/// directory may hold the layouts of targets in sub-packages). Returns false then.
+fn skip_remote_layout(
+    dir: &std::path::Path,
+    cache: &Cache,
+    manifest: &crate::model::digest::Digest,
+    rel: &str,
+    l: &crate::model::label::Label,
+    quiet: bool,
+) -> Result<bool, Failure> {
+    let img = crate::oci::Image::load(cache.cas(), manifest)
+        .map_err(|e| Failure::env(anyhow::anyhow!("reading the image of `{l}`: {}", execution::chain(&e))))?;
+    if img.missing_layers(cache.cas()).is_empty() {
+        return Ok(true);
+    }
+    let index = dir.join("index.json");
+    let ours = crate::oci::layout::index_json(&img, Some("latest")).ok();
+    if std::fs::read(&index).ok().is_some_and(|have| Some(have) != ours) {
+        let _ = std::fs::remove_file(&index);
+    }
+    if !quiet {
+        eprintln!(
+            "note: no layout written for `{l}`: its base image layers are in a registry and a push does not \
+             download them; `cbuild build {l}` writes `{rel}`"
+        );
+    }
+    Ok(false)
 }
 
 /// `cbuild-out/<package>/<name>`.
@@ -180,9 +240,13 @@ pub fn print_summary(b: &Built) {
         let targets: Vec<serde_json::Value> = b
             .images
             .iter()
-            .map(|(l, d, p)| serde_json::json!({"label": l, "image_digest": d.to_string(), "layout": p}))
+            .map(|(l, d, p)| {
+                let layout = (!b.no_layout.contains(l)).then_some(p);
+                serde_json::json!({"label": l, "image_digest": d.to_string(), "layout": layout})
+            })
             .collect();
-        // Field order as documented in DESIGN.md §3.3 (scripts may read it with a line-based tool).
+        // Field order as documented in DESIGN.md §3.3 (scripts may read it with a line-based tool);
+        // new fields are appended: `pushed` (image pushes, one per image and tag; 0 without a push).
         #[derive(serde::Serialize)]
         struct Summary {
             r#type: &'static str,
@@ -191,6 +255,7 @@ pub fn print_summary(b: &Built) {
             cached_remote: usize,
             failed: usize,
             targets: Vec<serde_json::Value>,
+            pushed: usize,
         }
         let v = Summary {
             r#type: "summary",
@@ -199,6 +264,7 @@ pub fn print_summary(b: &Built) {
             cached_remote: r.cached_remote,
             failed: r.failed(),
             targets,
+            pushed: b.pushed,
         };
         crate::outln!("{}", serde_json::to_string(&v).unwrap_or_default());
         return;
@@ -213,6 +279,7 @@ pub fn print_summary(b: &Built) {
     }
     if !b.settings.quiet {
         for (l, d, p) in &b.images {
+            let p = if b.no_layout.contains(l) { "-" } else { p.as_str() };
             crate::outln!("{l} {d} {p}");
         }
     }
@@ -223,8 +290,9 @@ pub fn print_summary(b: &Built) {
     } else {
         "FAILED"
     };
+    let pushed = if b.pushed > 0 { format!(", {} pushed", b.pushed) } else { String::new() };
     eprintln!(
-        "{state}: {} actions: {} executed, {} cached ({} local, {} remote), {} failed",
+        "{state}: {} actions: {} executed, {} cached ({} local, {} remote), {} failed{pushed}",
         b.graph.actions.len(),
         r.executed,
         r.cached_local + r.cached_remote,
@@ -240,7 +308,7 @@ pub fn print_summary(b: &Built) {
 /// re-linked, so a layout never keeps bytes the cache no longer vouches for.
 fn write_layout(dir: &std::path::Path, cache: &Cache, manifest: &crate::model::digest::Digest) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt;
-    let img = crate::oci::Image::load(cache.cas(), manifest).map_err(|e| e.to_string())?;
+    let img = crate::oci::Image::load(cache.cas(), manifest).map_err(|e| execution::chain(&e))?;
     let mut digests: Vec<&crate::model::digest::Digest> = img.layers().iter().map(|l| &l.digest).collect();
     digests.push(manifest);
     digests.push(img.config_digest());
@@ -264,5 +332,8 @@ fn write_layout(dir: &std::path::Path, cache: &Cache, manifest: &crate::model::d
             }
         }
     }
-    crate::oci::layout::write_layout(dir, &img, cache.cas(), Some("latest")).map(|_| ()).map_err(|e| e.to_string())
+    // The whole cause chain: "I/O error on `…`" alone would hide "No space left on device".
+    crate::oci::layout::write_layout(dir, &img, cache.cas(), Some("latest"))
+        .map(|_| ())
+        .map_err(|e| execution::chain(&e))
 }

@@ -25,13 +25,15 @@ pub struct PushArgs {
 
 pub fn run(g: &GlobalArgs, a: PushArgs) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
-    let mut built = super::build::build_with(s, &a.labels, false, false)?;
+    // The same outputs as `cbuild build` (layouts in cbuild-out/), except that a shallow base's
+    // layers are not downloaded for them: see `Layouts::LocalOnly`.
+    let mut built = super::build::build_with(s, &a.labels, false, super::build::Layouts::LocalOnly)?;
     if !built.report.ok() {
         super::build::print_summary(&built);
         return Ok(ExitCode::from(1));
     }
-    let n = push_built(&built, &a.tags)?;
-    built.report.executed += n;
+    // Pushes are not actions: the summary reports them as `pushed`, apart from `executed`.
+    built.pushed = push_built(&built, &a.tags)?;
     super::build::print_summary(&built);
     Ok(ExitCode::SUCCESS)
 }
@@ -78,9 +80,9 @@ pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure>
                 }
             }
             let opts = PushOptions { source_repos: sources, ..Default::default() };
-            let rep = rt
-                .block_on(client.push_image(&img, b.cache.cas(), &r, &opts))
-                .map_err(|e| Failure::Build { message: format!("pushing `{label}` to `{t}`: {e}") })?;
+            let rep = rt.block_on(client.push_image(&img, b.cache.cas(), &r, &opts)).map_err(|e| Failure::Build {
+                message: format!("pushing `{label}` to `{t}`: {}", crate::execution::chain(&e)),
+            })?;
             n += 1;
             let _ = b.cache.record_blob_locations(r.registry(), r.repository(), &digests);
             if b.settings.json {

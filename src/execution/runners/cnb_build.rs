@@ -12,10 +12,12 @@ use serde::{Deserialize, Serialize};
 
 use super::cnb_common::{self as common, Scratch};
 use super::cnb_detect::{self, DetectResult};
-use super::RunCtx;
+use super::ctx::RunCtx;
 use crate::cache::KeyBuilder;
 use crate::cnb::buildpack_toml::{escape_id, BuildpackRef};
-use crate::cnb::env::{apply_build_layer_confined, build_args, build_cnb_vars, buildpack_process_env, BuildVars, ConfinedEnvFs};
+use crate::cnb::env::{
+    apply_build_layer_confined, build_args, build_cnb_vars, buildpack_process_env, BuildVars, ConfinedEnvFs,
+};
 use crate::cnb::launch::{merge_launch, parse_build_toml, parse_launch_toml, LaunchToml, StoreToml};
 use crate::cnb::layer_toml::{
     check_layer_name, layer_disposition, layer_name_of_file, parse_layer_toml, restore_action, restored_layer_toml,
@@ -114,8 +116,10 @@ pub fn key(
     // The build reads (and its sandbox sees) only the chosen group's buildpacks: a change to a
     // buildpack of the builder that detect did not choose reruns detect, not the build.
     let group = group_buildpacks(phase, d, deps, ctx)?;
-    let bps: Vec<String> = group.keys().map(|id| super::output_digest(&deps[id])).collect();
-    Ok(kb.component("detect", super::output_digest(d)).component("buildpacks", crate::cache::ComponentValue::list(bps)))
+    let bps: Vec<String> = group.keys().map(|id| super::ctx::output_digest(&deps[id])).collect();
+    Ok(kb
+        .component("detect", super::ctx::output_digest(d))
+        .component("buildpacks", crate::cache::ComponentValue::list(bps)))
 }
 
 /// The buildpacks of the group detect chose, in the builder's buildpack order.
@@ -391,7 +395,9 @@ pub async fn run(
         // and a symlink where a file or layer directory belongs is an error naming it.
         let sb = |rel: &Path| Path::new("/layers").join(rel);
         let read_toml = |rel: &Path| -> Result<Option<String>, String> {
-            layers_root.read_to_string_opt(rel, MAX_TOML_BYTES).map_err(|e| format!("reading `{}`: {e}", sb(rel).display()))
+            layers_root
+                .read_to_string_opt(rel, MAX_TOML_BYTES)
+                .map_err(|e| format!("reading `{}`: {e}", sb(rel).display()))
         };
         let entries = layers_root.read_dir(bp_layers).map_err(|e| crate::execution::chain(&e))?;
         for f in entries.iter().filter_map(|f| f.to_str()) {
@@ -516,7 +522,7 @@ pub async fn run(
         for entries in slice_entries(dir_entries(&workspace, "workspace", uid, gid)?, &slices)? {
             app_layers.push(BlobRef::from_blob(&super::layer::write_layer_cached(entries, Compression::Gzip, &ctx2)?));
         }
-        let cfg_dir = tempfile::tempdir_in(ctx2.cache.tmp_dir()).map_err(|e| crate::execution::chain(&e))?;
+        let cfg_dir = tempfile::Builder::new().prefix(&crate::cas::temp_prefix("cnb-")).tempdir_in(ctx2.cache.tmp_dir()).map_err(|e| crate::execution::chain(&e))?;
         std::fs::create_dir_all(cfg_dir.path().join("config")).map_err(|e| crate::execution::chain(&e))?;
         std::fs::write(cfg_dir.path().join("config/metadata.toml"), &metadata_toml).map_err(|e| crate::execution::chain(&e))?;
         common::set_mode(&cfg_dir.path().join("config/metadata.toml"), 0o644);
