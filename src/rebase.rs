@@ -47,7 +47,7 @@ fn label<'a>(l: &'a serde_json::Map<String, Value>, k: &str) -> Option<&'a str> 
 
 /// `registry/repository` of a reference, for comparing run image names (tags and digests ignored).
 fn repo_of(name: &str) -> String {
-    crate::registry::Reference::parse(name)
+    crate::model::reference::Reference::parse(name)
         .map(|r| format!("{}/{}", r.registry(), r.repository()))
         .unwrap_or_else(|_| name.to_string())
 }

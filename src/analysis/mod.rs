@@ -257,7 +257,7 @@ fn analyze_target(
         }
         "oci_pull" => {
             let image = n.attr("image").as_str().unwrap_or_default().to_string();
-            crate::registry::Reference::parse(&image).map_err(|e| format!("`image`: {e}"))?;
+            crate::model::reference::Reference::parse(&image).map_err(|e| format!("`image`: {e}"))?;
             let digest = opt_string(n.attr("digest"));
             if let Some(d) = &digest {
                 crate::model::digest::Digest::parse(d).map_err(|e| format!("`digest`: {e}"))?;

@@ -10,9 +10,10 @@ pub mod settings;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Parser, Subcommand};
 
 pub use output::Failure;
+pub use settings::GlobalArgs;
 
 /// cbuild turns application source into OCI images the Cloud Native Buildpacks way, driven by
 /// Starlark BUILD.star files and a content-addressed cache: only what changed is rebuilt.
@@ -28,38 +29,6 @@ pub struct Cli {
     pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Options every subcommand takes. Each setting is taken from, in order: the flag, the `CBUILD_*`
-/// environment variable, `cbuild.toml`, the default.
-#[derive(Args, Debug, Clone, Default)]
-pub struct GlobalArgs {
-    /// Run as if started in DIR (the workspace is found by walking up from it).
-    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
-    pub directory: Option<std::path::PathBuf>,
-    /// Cache directory [env: CBUILD_CACHE_DIR; cbuild.toml: cache.dir; default: $XDG_CACHE_HOME/cbuild].
-    #[arg(long, global = true, value_name = "DIR")]
-    pub cache_dir: Option<std::path::PathBuf>,
-    /// Parallel actions [env: CBUILD_JOBS; cbuild.toml: build.jobs; default: number of cores].
-    #[arg(short = 'j', long, global = true, value_name = "N")]
-    pub jobs: Option<usize>,
-    /// Machine-readable output: one JSON object per line on stdout.
-    #[arg(long, global = true)]
-    pub json: bool,
-    /// Less output: no progress, only errors and results.
-    #[arg(short, long, global = true)]
-    pub quiet: bool,
-    /// Shared cache server (Bazel HTTP cache protocol: nginx WebDAV, bazel-remote, ...)
-    /// [env: CBUILD_REMOTE_CACHE; cbuild.toml: cache.remote]. Credentials come from
-    /// CBUILD_REMOTE_CACHE_AUTH (user:pass) or CBUILD_REMOTE_CACHE_TOKEN, never from flags.
-    #[arg(long, global = true, value_name = "URL")]
-    pub remote_cache: Option<String>,
-    /// `read-write` (e.g. CI on main) or `read-only` (e.g. CI on pull requests)
-    /// [env: CBUILD_REMOTE_CACHE_MODE; cbuild.toml: cache.remote_mode; default: read-write]. A runner
-    /// writes only with a signing key (CBUILD_REMOTE_SIGNING_KEY, from `cbuild cache keygen`);
-    /// readers set CBUILD_REMOTE_TRUSTED_KEYS to accept only signed entries.
-    #[arg(long, global = true, value_name = "MODE")]
-    pub remote_cache_mode: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

@@ -17,8 +17,42 @@
 
 use std::path::{Path, PathBuf};
 
-use super::{Failure, GlobalArgs};
+use clap::Args;
+
+use super::output::Failure;
 use crate::loading::{Workspace, WorkspaceError};
+
+/// Options every subcommand takes. Each setting is taken from, in order: the flag, the `CBUILD_*`
+/// environment variable, `cbuild.toml`, the default.
+#[derive(Args, Debug, Clone, Default)]
+pub struct GlobalArgs {
+    /// Run as if started in DIR (the workspace is found by walking up from it).
+    #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
+    pub directory: Option<std::path::PathBuf>,
+    /// Cache directory [env: CBUILD_CACHE_DIR; cbuild.toml: cache.dir; default: $XDG_CACHE_HOME/cbuild].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache_dir: Option<std::path::PathBuf>,
+    /// Parallel actions [env: CBUILD_JOBS; cbuild.toml: build.jobs; default: number of cores].
+    #[arg(short = 'j', long, global = true, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Machine-readable output: one JSON object per line on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Less output: no progress, only errors and results.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Shared cache server (Bazel HTTP cache protocol: nginx WebDAV, bazel-remote, ...)
+    /// [env: CBUILD_REMOTE_CACHE; cbuild.toml: cache.remote]. Credentials come from
+    /// CBUILD_REMOTE_CACHE_AUTH (user:pass) or CBUILD_REMOTE_CACHE_TOKEN, never from flags.
+    #[arg(long, global = true, value_name = "URL")]
+    pub remote_cache: Option<String>,
+    /// `read-write` (e.g. CI on main) or `read-only` (e.g. CI on pull requests)
+    /// [env: CBUILD_REMOTE_CACHE_MODE; cbuild.toml: cache.remote_mode; default: read-write]. A runner
+    /// writes only with a signing key (CBUILD_REMOTE_SIGNING_KEY, from `cbuild cache keygen`);
+    /// readers set CBUILD_REMOTE_TRUSTED_KEYS to accept only signed entries.
+    #[arg(long, global = true, value_name = "MODE")]
+    pub remote_cache_mode: Option<String>,
+}
 
 /// Everything a command needs to know about where and how to run.
 #[derive(Debug, Clone)]

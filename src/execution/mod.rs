@@ -5,6 +5,7 @@ pub mod events;
 pub mod runners;
 pub mod sandbox;
 pub mod scheduler;
+pub mod sources;
 
 pub use events::{Event, Outcome, Reporter};
 pub use scheduler::{execute, fetch_remote_layers, BuildReport, ExecConfig};

@@ -19,10 +19,8 @@ use starlark::values::{FrozenHeapName, Heap, Value};
 use super::attrs::{convert, AttrType, AttrValue, ConvertCtx};
 use super::diagnostics::{LoadError, Site};
 use super::glob;
+use super::workspace::BUILD_FILE;
 use crate::model::label::{Label, PackagePath};
-
-/// The name of a package's build file.
-pub const BUILD_FILE: &str = "BUILD.star";
 
 /// The prelude, embedded in the binary: (load path, source).
 pub const PRELUDE_FILES: &[(&str, &str)] = &[

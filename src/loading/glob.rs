@@ -6,7 +6,7 @@ use std::path::Path;
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
 
 use super::diagnostics::LoadError;
-use super::eval::BUILD_FILE;
+use super::workspace::BUILD_FILE;
 
 fn build_set(patterns: &[String], what: &str) -> Result<GlobSet, LoadError> {
     let mut b = GlobSetBuilder::new();

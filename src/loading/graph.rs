@@ -8,7 +8,8 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
 
 use super::diagnostics::LoadError;
-use super::eval::{Evaluation, TargetNode, BUILD_FILE};
+use super::eval::{Evaluation, TargetNode};
+use super::workspace::BUILD_FILE;
 use crate::model::label::{Label, PackagePath, Pattern};
 
 /// Loaded targets and their dependency edges (edge `a -> b` means `a` depends on `b`).

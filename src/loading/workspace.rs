@@ -8,6 +8,9 @@ use serde::Deserialize;
 /// The name of the file that marks a workspace root.
 pub const WORKSPACE_FILE: &str = "cbuild.toml";
 
+/// The name of a package's build file.
+pub const BUILD_FILE: &str = "BUILD.star";
+
 /// `cbuild.toml`. Every key is optional; unknown keys are errors (a typo must not be ignored).
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]

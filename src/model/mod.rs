@@ -1,6 +1,7 @@
-//! The vocabulary every other module shares: labels and patterns, digests, and the action graph.
-//! Imports nothing else of cbuild's.
+//! The vocabulary every other module shares: labels and patterns, digests, image references and the
+//! action graph. Imports nothing else of cbuild's.
 
 pub mod action;
 pub mod digest;
 pub mod label;
+pub mod reference;

@@ -8,7 +8,42 @@ use std::sync::mpsc::{self, Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use super::layer::Compression;
+/// How a layer blob is compressed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Compression {
+    Gzip,
+    Zstd,
+    None,
+}
+
+impl Compression {
+    /// The OCI layer media type for this compression.
+    pub fn media_type(self) -> &'static str {
+        match self {
+            Compression::Gzip => super::MEDIA_TYPE_LAYER_GZIP,
+            Compression::Zstd => super::MEDIA_TYPE_LAYER_ZSTD,
+            Compression::None => super::MEDIA_TYPE_LAYER_TAR,
+        }
+    }
+
+    /// The compression a layer media type (OCI or Docker, distributable or not) declares; `None`
+    /// (the Rust one) for a media type that is not a layer.
+    pub fn from_media_type(media_type: &str) -> Option<Compression> {
+        match media_type {
+            "application/vnd.oci.image.layer.v1.tar"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
+            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
+            "application/vnd.oci.image.layer.v1.tar+gzip"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
+            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
+            "application/vnd.oci.image.layer.v1.tar+zstd"
+            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
+            _ => None,
+        }
+    }
+}
 
 /// gzip level of every layer cbuild writes (changing it changes every layer digest).
 pub const GZIP_LEVEL: u32 = 6;

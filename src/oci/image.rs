@@ -10,8 +10,10 @@ use oci_spec::image::{
 use serde::Serialize;
 use serde_json::Value;
 
+use super::compress::Compression;
+pub use super::digest::{our_digest, spec_digest};
 use super::error::{OciError, Result};
-use super::layer::{Compression, LayerBlob};
+use super::layer::LayerBlob;
 use crate::cas::BlobDir;
 use crate::model::digest::Digest;
 
@@ -30,16 +32,6 @@ pub struct Image {
     config_bytes: Vec<u8>,
     config_digest: Digest,
     layers: Vec<LayerBlob>,
-}
-
-/// Converts our digest to oci-spec's (always valid: ours is a checked sha256).
-pub fn spec_digest(d: &Digest) -> oci_spec::image::Digest {
-    d.to_string().parse().expect("a sha256 Digest is a valid OCI digest")
-}
-
-/// Converts an oci-spec digest to ours; anything but sha256 is refused, naming `subject`.
-pub fn our_digest(d: &oci_spec::image::Digest, subject: &str) -> Result<Digest> {
-    Digest::parse(d.as_ref()).map_err(|source| OciError::BadDigest { subject: subject.to_string(), source })
 }
 
 /// Canonical JSON: object keys sorted at every level, no whitespace. oci-spec keeps labels and

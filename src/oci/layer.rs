@@ -8,47 +8,11 @@ use std::sync::Arc;
 use oci_spec::image::{Descriptor, MediaType};
 
 use super::compress;
+pub use super::compress::Compression;
 use super::error::{OciError, Result};
 use super::tar::{write_prepared, LayerEntries, TarEntry, TarOptions, DEFAULT_MTIME};
 use crate::cas::BlobDir;
 use crate::model::digest::{Digest, HashingWriter};
-
-/// How a layer blob is compressed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Compression {
-    Gzip,
-    Zstd,
-    None,
-}
-
-impl Compression {
-    /// The OCI layer media type for this compression.
-    pub fn media_type(self) -> &'static str {
-        match self {
-            Compression::Gzip => super::MEDIA_TYPE_LAYER_GZIP,
-            Compression::Zstd => super::MEDIA_TYPE_LAYER_ZSTD,
-            Compression::None => super::MEDIA_TYPE_LAYER_TAR,
-        }
-    }
-
-    /// The compression a layer media type (OCI or Docker, distributable or not) declares; `None`
-    /// (the Rust one) for a media type that is not a layer.
-    pub fn from_media_type(media_type: &str) -> Option<Compression> {
-        match media_type {
-            "application/vnd.oci.image.layer.v1.tar"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar"
-            | "application/vnd.docker.image.rootfs.diff.tar" => Some(Compression::None),
-            "application/vnd.oci.image.layer.v1.tar+gzip"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
-            | "application/vnd.docker.image.rootfs.diff.tar.gzip"
-            | "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip" => Some(Compression::Gzip),
-            "application/vnd.oci.image.layer.v1.tar+zstd"
-            | "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
-            | "application/vnd.docker.image.rootfs.diff.tar.zstd" => Some(Compression::Zstd),
-            _ => None,
-        }
-    }
-}
 
 /// Options of [`write_layer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +42,7 @@ pub struct LayerBlob {
 impl LayerBlob {
     /// The manifest descriptor of this layer.
     pub fn descriptor(&self) -> Descriptor {
-        Descriptor::new(MediaType::from(self.media_type.as_str()), self.size, super::image::spec_digest(&self.digest))
+        Descriptor::new(MediaType::from(self.media_type.as_str()), self.size, super::digest::spec_digest(&self.digest))
     }
 }
 

@@ -25,6 +25,7 @@
 //! ```
 
 pub mod compress;
+pub mod digest;
 pub mod docker_archive;
 pub mod error;
 pub mod extract;
@@ -33,11 +34,12 @@ pub mod layer;
 pub mod layout;
 pub mod tar;
 
+pub use compress::Compression;
 pub use docker_archive::{read_archive, write_docker_archive};
 pub use error::{OciError, Result};
 pub use extract::{extract_layer, extract_layers, ExtractOptions, ExtractStats};
 pub use image::{append_layer, rebase, rebase_with, scratch, with_config, with_created, ConfigPatch, Image, CREATED};
-pub use layer::{compress_tar, write_layer, Compression, LayerBlob, LayerOptions};
+pub use layer::{compress_tar, write_layer, LayerBlob, LayerOptions};
 pub use layout::{read_layout, write_layout, Selector};
 pub use tar::{entries_from_dir, write_tar, EntryKind, LayerEntries, TarEntry, TarOptions, DEFAULT_MTIME};
 

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use tokio::io::AsyncWriteExt;
 
 use super::error::{RegistryError, Result};
-use super::reference::DOCKER_HUB;
+use crate::model::reference::DOCKER_HUB;
 
 /// A secret string (password, identity token, bearer token). Its `Debug` prints `<redacted>` and
 /// it has no `Display`, so it cannot end up in a message by accident.

@@ -16,7 +16,7 @@ use serde::Deserialize;
 
 use super::auth::{parse_challenge, Challenge, Credential, DockerConfig};
 use super::error::{RegistryError, Result};
-use super::reference::DOCKER_HUB;
+use crate::model::reference::DOCKER_HUB;
 
 /// How often and how patiently requests are retried on 5xx, 429 and connection failures.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use crate::cas::CasError;
 use crate::model::digest::Digest;
+use crate::model::reference::BadReference;
 use crate::oci::OciError;
 
 /// Errors from references, credentials, pulling and pushing.
@@ -94,6 +95,12 @@ pub enum RegistryError {
 
 /// The `registry` module's result type.
 pub type Result<T, E = RegistryError> = std::result::Result<T, E>;
+
+impl From<BadReference> for RegistryError {
+    fn from(BadReference { reference, reason }: BadReference) -> Self {
+        RegistryError::BadReference { reference, reason }
+    }
+}
 
 fn status_text(s: u16) -> String {
     match s {

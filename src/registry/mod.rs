@@ -32,11 +32,13 @@ pub mod client;
 pub mod error;
 pub mod pull;
 pub mod push;
-pub mod reference;
+/// The reference type lives in [`crate::model::reference`] (analysis checks references without the
+/// registry client); re-exported so `registry::reference::…` and `registry::Reference` keep working.
+pub use crate::model::reference;
 
+pub use crate::model::reference::Reference;
 pub use auth::{Credential, DockerConfig, Secret};
 pub use client::{uses_plain_http, Client, ClientOptions, RetryPolicy};
 pub use error::{RegistryError, Result};
 pub use pull::{RawManifest, Resolved};
 pub use push::{PushOptions, PushReport};
-pub use reference::Reference;

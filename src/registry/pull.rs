@@ -9,9 +9,9 @@ use sha2::Digest as _;
 
 use super::client::{read_limited, redact_url, status_error, Client, Req, Scope};
 use super::error::{RegistryError, Result};
-use super::reference::Reference;
 use crate::cas::BlobDir;
 use crate::model::digest::Digest;
+use crate::model::reference::Reference;
 use crate::oci::{
     Image, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST, MEDIA_TYPE_INDEX, MEDIA_TYPE_MANIFEST,
 };

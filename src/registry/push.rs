@@ -12,9 +12,9 @@ use reqwest::{Method, StatusCode, Url};
 
 use super::client::{redact_url, status_error, Client, Req, Scope};
 use super::error::{RegistryError, Result};
-use super::reference::Reference;
 use crate::cas::BlobDir;
 use crate::model::digest::Digest;
+use crate::model::reference::Reference;
 use crate::oci::Image;
 
 /// Blobs up to this size go up in one PUT by default.

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::{Args, Subcommand};
 
 use crate::cache::{parse_duration, parse_size, Cache};
-use crate::cli::settings::Settings;
-use crate::cli::{Failure, GlobalArgs};
+use crate::cli::output::Failure;
+use crate::cli::settings::{GlobalArgs, Settings};
 
 #[derive(Args, Debug)]
 pub struct CacheArgs {

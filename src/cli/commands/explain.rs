@@ -6,8 +6,8 @@ use std::process::ExitCode;
 use clap::Args;
 
 use crate::cache::{Cache, RunOutcome};
-use crate::cli::settings::Settings;
-use crate::cli::{Failure, GlobalArgs};
+use crate::cli::output::Failure;
+use crate::cli::settings::{GlobalArgs, Settings};
 
 #[derive(Args, Debug)]
 pub struct ExplainArgs {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::settings::Settings;
-use crate::cli::{Failure, GlobalArgs};
+use crate::cli::output::Failure;
+use crate::cli::settings::{GlobalArgs, Settings};
 use crate::oci::Image;
 
 #[derive(Args, Debug)]

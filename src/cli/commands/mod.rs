@@ -12,8 +12,8 @@ pub mod query;
 pub mod rebase;
 pub mod run;
 
+use super::output::Failure;
 use super::settings::Settings;
-use super::Failure;
 use crate::model::label::Pattern;
 
 /// Parses command-line patterns relative to the current package.

@@ -10,11 +10,12 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::settings::Settings;
-use crate::cli::{Failure, GlobalArgs};
+use crate::cli::output::Failure;
+use crate::cli::settings::{GlobalArgs, Settings};
 use crate::execution::Outcome;
 use crate::model::action::ActionKind;
-use crate::registry::{Client, PushOptions, Reference};
+use crate::model::reference::Reference;
+use crate::registry::{Client, PushOptions};
 
 #[derive(Args, Debug)]
 pub struct RebaseArgs {
@@ -59,7 +60,7 @@ fn recorded_run_image(app: &crate::oci::Image) -> Option<String> {
         .iter()
         .filter_map(|k| md["runImage"][k].as_str())
         .chain(md["stack"]["runImage"]["image"].as_str())
-        .find(|s| !s.is_empty() && crate::registry::Reference::parse(s).is_ok())
+        .find(|s| !s.is_empty() && Reference::parse(s).is_ok())
         .map(String::from)
 }
 
@@ -144,12 +145,11 @@ fn registry(
     let run_image = run_image.as_str();
     let run_ref = Reference::parse(run_image).map_err(|e| Failure::user(e.to_string()))?;
     let run = rt.block_on(client.resolve(&run_ref, None)).map_err(|e| Failure::Build { message: e.to_string() })?;
-    let r = crate::rebase::rebase(&app.image, image, &run.image, run_image, run.image.digest(), explicit, force).map_err(
-        |e| match e {
+    let r = crate::rebase::rebase(&app.image, image, &run.image, run_image, run.image.digest(), explicit, force)
+        .map_err(|e| match e {
             crate::rebase::RebaseError::Refused { .. } => Failure::Build { message: e.to_string() },
             _ => Failure::Build { message: e.to_string() },
-        },
-    )?;
+        })?;
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }

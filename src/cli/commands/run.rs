@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use crate::cli::settings::Settings;
-use crate::cli::{Failure, GlobalArgs};
+use crate::cli::output::Failure;
+use crate::cli::settings::{GlobalArgs, Settings};
 use crate::execution::sandbox::{self, RootFs, SandboxSpec};
 use crate::oci::extract::{extract_layers, ExtractOptions};
 use crate::oci::Image;
@@ -58,8 +58,13 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
     // Sanitized as the build image roots are: the scratch dir is reachable by other local users
     // while the container runs (set-id bits would be theirs to use; they are useless in the
     // sandbox, which runs with no_new_privs).
-    extract_layers(blobs, &digests, &rootfs, &ExtractOptions { sanitize: true, id_shift: sandbox::id_shift(), ..ExtractOptions::default() })
-        .map_err(|e| Failure::env(anyhow::anyhow!("extracting `{label}`: {e}")))?;
+    extract_layers(
+        blobs,
+        &digests,
+        &rootfs,
+        &ExtractOptions { sanitize: true, id_shift: sandbox::id_shift(), ..ExtractOptions::default() },
+    )
+    .map_err(|e| Failure::env(anyhow::anyhow!("extracting `{label}`: {e}")))?;
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(scratch.path(), std::fs::Permissions::from_mode(0o755));

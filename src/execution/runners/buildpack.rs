@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{input_digest, RunCtx};
+use super::ctx::{input_digest, RunCtx};
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::cnb::buildpack_toml::BuildpackDescriptor;
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input, OutFile};
@@ -57,7 +57,7 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         let f = match i {
             // Resolved like every source read (see `scheduler::hash_sources`).
             Input::Source(p) => {
-                let src = crate::execution::scheduler::resolve_source(&ctx.root, p)?;
+                let src = crate::execution::sources::resolve_source(&ctx.root, p)?;
                 OutFile { digest: copy_into_cas(ctx, &src)?, executable: is_executable(&src) }
             }
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use super::app_dir::{AppDir, Want};
-use super::RunCtx;
+use super::ctx::RunCtx;
 use crate::cnb::buildpack_toml::{escape_id, BuildpackDescriptor, Distro, RunTarget};
 use crate::execution::events::Event;
 use crate::execution::sandbox::{self, Mount, RootFs, SandboxSpec};
@@ -35,8 +35,13 @@ pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, 
     let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&base).map_err(|e| crate::execution::chain(&e))?;
     let root = tmp.path().join("root");
     let layers: Vec<Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
-    extract_layers(cas, &layers, &root, &ExtractOptions { sanitize: true, id_shift: sandbox::id_shift(), ..ExtractOptions::default() })
-        .map_err(|e| format!("extracting build image `{}`: {e}", img.digest()))?;
+    extract_layers(
+        cas,
+        &layers,
+        &root,
+        &ExtractOptions { sanitize: true, id_shift: sandbox::id_shift(), ..ExtractOptions::default() },
+    )
+    .map_err(|e| format!("extracting build image `{}`: {e}", img.digest()))?;
     for m in MOUNT_POINTS {
         let p = root.join(m);
         if std::fs::symlink_metadata(&p).is_err() {
@@ -299,7 +304,8 @@ pub fn image_env_and_target(img: &Image, rootfs: &Path) -> (BTreeMap<String, Str
         .filter_map(|kv| kv.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
         .collect();
     let (os, arch) = img.platform();
-    let os_release = String::from_utf8_lossy(&crate::fs::confined::read_image_file(rootfs, "etc/os-release")).into_owned();
+    let os_release =
+        String::from_utf8_lossy(&crate::fs::confined::read_image_file(rootfs, "etc/os-release")).into_owned();
     let field = |k: &str| {
         os_release.lines().find_map(|l| l.strip_prefix(&format!("{k}="))).map(|v| v.trim_matches('"').to_string())
     };

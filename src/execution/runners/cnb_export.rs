@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::cnb_build::{BlobRef, BuildResult};
-use super::RunCtx;
+use super::ctx::RunCtx;
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::cnb::launch::{
     image_env, BuildMetadata, BuildpackLayersLabel, LauncherGit, LauncherMetadata, LauncherSource, LayerLabel,

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::RunCtx;
+use super::ctx::RunCtx;
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::debian::{self, DebCache, Lock, RootfsOptions, StackUser};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};

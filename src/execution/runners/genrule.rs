@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use super::{input_digest, RunCtx};
+use super::ctx::{host_identity, input_digest, RunCtx};
 use crate::cache::ComponentValue;
 use crate::cache::KeyBuilder;
 use crate::execution::events::Event;
@@ -36,7 +36,7 @@ pub fn key(
         // Values as digests: env may hold tokens, and key components are stored and uploaded.
         .component("env", ComponentValue::env_map(env))
         // The command runs on the host's tools: their identity is part of the key.
-        .component("host", ctx.host_identity.get_or_init(super::host_identity).as_str())
+        .component("host", ctx.host_identity.get_or_init(host_identity).as_str())
         // The command sees SOURCE_DATE_EPOCH (tools stamp it into outputs).
         .component("source_date_epoch", ctx.source_date_epoch.to_string()))
 }
@@ -58,7 +58,7 @@ pub async fn run(
             std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
         }
         let src = match i {
-            Input::Source(p) => crate::execution::scheduler::resolve_source(&ctx.root, p)?,
+            Input::Source(p) => crate::execution::sources::resolve_source(&ctx.root, p)?,
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
                 Some(ActionOutput::Files { files }) => match files.get(path) {
                     Some(f) => ctx.cache.cas().path(&f.digest),

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{output_digest, RunCtx};
+use super::ctx::{output_digest, RunCtx};
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, RemoteBlob};
 use crate::oci::image::{append_layer, scratch, with_config, with_created, ConfigPatch, Image};

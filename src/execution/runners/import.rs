@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::RunCtx;
+use super::ctx::RunCtx;
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::model::action::{Action, ActionKind, ActionOutput};
 

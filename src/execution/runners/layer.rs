@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{input_digest, RunCtx};
+use super::ctx::{input_digest, RunCtx};
 use crate::cache::{CacheChunkIndex, ComponentValue, CompressedLayer, KeyBuilder};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input};
 use crate::oci::layer::{write_prepared_layer, Compression, LayerBlob, LayerOptions};
@@ -76,7 +76,7 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
             // The resolved path: a link inside the workspace is read as before; one leading out
             // was refused by `scheduler::hash_sources` (and is again here).
             Input::Source(p) => {
-                let src = crate::execution::scheduler::resolve_source(&ctx.root, p)?;
+                let src = crate::execution::sources::resolve_source(&ctx.root, p)?;
                 let exec = is_executable(&src);
                 (src, exec)
             }

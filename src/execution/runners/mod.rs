@@ -7,6 +7,7 @@ pub mod cnb_build;
 pub mod cnb_common;
 pub mod cnb_detect;
 pub mod cnb_export;
+pub mod ctx;
 pub mod debian;
 pub mod genrule;
 pub mod image;
@@ -15,47 +16,11 @@ pub mod layer;
 pub mod pull;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::events::Reporter;
-use crate::cache::{Cache, KeyBuilder};
-use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, Input};
-use crate::model::digest::Blake3;
-
-/// What every runner may use.
-pub struct RunCtx {
-    pub root: PathBuf,
-    pub cache: Arc<Cache>,
-    /// blake3 of every source file, by workspace-relative path.
-    pub sources: BTreeMap<String, Blake3>,
-    /// How each source looked when it was hashed (checked again after an action ran).
-    pub source_stamps: BTreeMap<String, super::scheduler::SourceStamp>,
-    pub source_date_epoch: u64,
-    pub reporter: Arc<dyn Reporter>,
-    /// Registry settings; the client is made on first use.
-    pub registry_options: crate::registry::ClientOptions,
-    pub registry_client: std::sync::OnceLock<crate::registry::Client>,
-    /// [`host_identity`], computed once per build on first use.
-    pub host_identity: std::sync::OnceLock<String>,
-    /// The Debian archive setting (`cbuild.toml [debian] archive`); else env, else sources.list.
-    pub debian_archive: Option<String>,
-    /// The shared remote cache, if configured.
-    pub remote: Option<Arc<crate::remote::RemoteCache>>,
-    /// Run records collected during the build, written in one transaction at its end.
-    pub pending_runs: std::sync::Mutex<Vec<crate::cache::RunRecord>>,
-}
-
-impl RunCtx {
-    /// The registry client (one per build, shared by every action).
-    pub fn registry(&self) -> Result<&crate::registry::Client, String> {
-        if let Some(c) = self.registry_client.get() {
-            return Ok(c);
-        }
-        let c = crate::registry::Client::new(self.registry_options.clone()).map_err(|e| crate::execution::chain(&e))?;
-        Ok(self.registry_client.get_or_init(|| c))
-    }
-}
+use crate::cache::KeyBuilder;
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
+pub use ctx::{host_identity, input_digest, output_digest, RunCtx};
 
 /// Each kind's version, bumped when its runner's output for the same inputs would change (so old
 /// entries, local or in a shared remote cache, are not reused). Pinned-digest tests are tied to
@@ -104,55 +69,6 @@ pub fn uncacheable(k: &ActionKind) -> bool {
     matches!(k, ActionKind::PullImage { digest: None, .. })
 }
 
-/// What identifies the host's tools for a genrule (which runs on the host's `/usr`, `/bin`,
-/// `/etc`, outside any key otherwise): a digest of the package database (`/var/lib/dpkg/status`,
-/// else the rpm and apk databases) and `/etc/os-release`. Conservative on purpose: any package
-/// installed or upgraded on the host reruns every genrule, so a changed host tool never leaves a
-/// stale hit. The non-hermetic escape, documented in the README.
-pub fn host_identity() -> String {
-    host_identity_of(&["/var/lib/dpkg/status", "/var/lib/rpm/rpmdb.sqlite", "/lib/apk/db/installed", "/etc/os-release"])
-}
-
-fn host_identity_of(paths: &[&str]) -> String {
-    let mut h = blake3::Hasher::new_derive_key("cbuild 2026 host identity for genrules");
-    for p in paths {
-        h.update(p.as_bytes());
-        match std::fs::read(p) {
-            Ok(b) => {
-                h.update(&(b.len() as u64).to_le_bytes());
-                h.update(&b);
-            }
-            Err(_) => {
-                h.update(b"-");
-            }
-        }
-    }
-    format!("blake3:{}", h.finalize().to_hex())
-}
-
-/// The digest text of an input: `blake3:…` for a source, the CAS digest for another action's file.
-pub fn input_digest(i: &Input, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<String, String> {
-    match i {
-        Input::Source(p) => ctx
-            .sources
-            .get(p)
-            .map(|b| format!("blake3:{b}"))
-            .ok_or_else(|| format!("internal: source `{p}` was not hashed")),
-        Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
-            Some(ActionOutput::Files { files }) => files
-                .get(path)
-                .map(|f| format!("{}{}", f.digest, if f.executable { "+x" } else { "" }))
-                .ok_or_else(|| format!("internal: output `{path}` missing")),
-            _ => Err(format!("internal: input `{path}` is not a file output")),
-        },
-    }
-}
-
-/// A short, stable digest of a dependency's whole output (for keys of images built on it).
-pub fn output_digest(o: &ActionOutput) -> String {
-    format!("blake3:{}", Blake3::of_bytes(o.to_json().as_bytes()))
-}
-
 /// The cache key of an action, with readable components.
 pub fn key(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
     let kb = KeyBuilder::new(a.kind.mnemonic(), kind_version(&a.kind)).component("output_format", output_format());
@@ -198,21 +114,5 @@ pub async fn run(
             .await
             .map_err(|e| format!("internal: runner task failed: {e}"))?
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn host_identity_changes_with_the_package_database() {
-        let d = tempfile::tempdir().unwrap();
-        let db = d.path().join("status");
-        let p = db.to_str().unwrap();
-        std::fs::write(&db, "Package: busybox-static\nVersion: 1:1.35.0-4\n").unwrap();
-        let a = super::host_identity_of(&[p, "/nonexistent"]);
-        assert_eq!(a, super::host_identity_of(&[p, "/nonexistent"]), "deterministic");
-        std::fs::write(&db, "Package: busybox-static\nVersion: 1:1.36.1-1\n").unwrap();
-        assert_ne!(a, super::host_identity_of(&[p, "/nonexistent"]), "an upgraded host tool changes it");
-        assert!(!super::host_identity().is_empty());
     }
 }

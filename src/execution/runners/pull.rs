@@ -5,11 +5,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::RunCtx;
+use super::ctx::RunCtx;
 use crate::cache::KeyBuilder;
 use crate::execution::events::Event;
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, RemoteBlob};
-use crate::registry::Reference;
+use crate::model::reference::Reference;
 
 pub fn key(
     kb: KeyBuilder,

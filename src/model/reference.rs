@@ -1,10 +1,22 @@
 //! Image references `registry/repository[:tag][@sha256:…]`, parsed and normalised the way Docker
-//! does (`busybox` → `docker.io/library/busybox:latest`). Pure string work: no I/O here.
+//! does (`busybox` → `docker.io/library/busybox:latest`). Pure string work: no I/O here. Shared by
+//! analysis (which checks `oci_pull` references) and the registry client (which resolves them);
+//! `crate::registry` re-exports it.
 
 use std::fmt;
 
-use super::error::{RegistryError, Result};
 use crate::model::digest::Digest;
+
+/// A string that is not an image reference (inside `crate::registry`, it converts to
+/// `RegistryError::BadReference`, with the same message).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{reference}` is not an image reference: {reason}")]
+pub struct BadReference {
+    pub reference: String,
+    pub reason: String,
+}
+
+type Result<T> = std::result::Result<T, BadReference>;
 
 /// The registry Docker assumes when a reference names none.
 pub const DOCKER_HUB: &str = "docker.io";
@@ -13,7 +25,7 @@ pub const DOCKER_HUB: &str = "docker.io";
 /// (`latest` when the text named neither).
 ///
 /// ```
-/// use cbuild::registry::Reference;
+/// use cbuild::model::reference::Reference;
 /// let r = Reference::parse("busybox").unwrap();
 /// assert_eq!(r.to_string(), "docker.io/library/busybox:latest");
 /// let r = Reference::parse("127.0.0.1:5000/team/app:v1").unwrap();
@@ -32,7 +44,7 @@ impl Reference {
     /// component with a `.` or `:`, or `localhost`, is a registry; otherwise the registry is
     /// `docker.io`, where a single-component repository gets `library/`.
     pub fn parse(s: &str) -> Result<Reference> {
-        let bad = |reason: &str| RegistryError::BadReference { reference: s.to_string(), reason: reason.to_string() };
+        let bad = |reason: &str| BadReference { reference: s.to_string(), reason: reason.to_string() };
         if s.is_empty() {
             return Err(bad("it is empty"));
         }
@@ -121,7 +133,7 @@ impl Reference {
 
     /// The same repository with `tag` and no digest.
     pub fn with_tag(&self, tag: &str) -> Result<Reference> {
-        check_tag(tag).map_err(|reason| RegistryError::BadReference {
+        check_tag(tag).map_err(|reason| BadReference {
             reference: format!("{}/{}:{tag}", self.registry, self.repository),
             reason,
         })?;
@@ -159,7 +171,7 @@ impl fmt::Debug for Reference {
 }
 
 impl std::str::FromStr for Reference {
-    type Err = RegistryError;
+    type Err = BadReference;
     fn from_str(s: &str) -> Result<Self> {
         Reference::parse(s)
     }

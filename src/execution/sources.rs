@@ -1,0 +1,70 @@
+//! Workspace sources as the scheduler and the runners share them: the stamp of a source when it was
+//! hashed, and the path a runner reads it from. Hashing and checking them is the scheduler's.
+
+use std::path::PathBuf;
+
+/// What a source looked like when it was hashed: the executor compares it after an action ran and
+/// refuses to store a result whose sources changed meanwhile (Bazel's "file modified during the
+/// build"): a runner reads sources by path after the key was made, so an edit in between would
+/// otherwise be stored, and uploaded, under the old content's key. ctime moves on every content,
+/// mode or owner change and cannot be set back by a user, so an edit reverted with the old mtime is
+/// caught too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SourceStamp {
+    size: u64,
+    mtime_ns: i128,
+    ctime_ns: i128,
+    ino: u64,
+    dev: u64,
+    mode: u32,
+    /// Stamped from the link itself (a kept link), not from what it points to.
+    link: bool,
+}
+
+impl SourceStamp {
+    pub(super) fn of(md: &std::fs::Metadata, link: bool) -> SourceStamp {
+        use std::os::unix::fs::MetadataExt;
+        SourceStamp {
+            size: md.size(),
+            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
+            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
+            ino: md.ino(),
+            dev: md.dev(),
+            mode: md.mode(),
+            link,
+        }
+    }
+
+    /// The stamp of `path` now, taken the same way.
+    pub(super) fn now(&self, path: &std::path::Path) -> Option<SourceStamp> {
+        let md = if self.link { std::fs::symlink_metadata(path) } else { std::fs::metadata(path) };
+        md.ok().map(|m| SourceStamp::of(&m, self.link))
+    }
+}
+
+/// The path a runner reads the workspace source `rel` from: `root/rel` with every symlink resolved
+/// (so readers that refuse symlinks, like the tar writer's `O_NOFOLLOW`, read a link that stays
+/// inside as before). `scheduler::hash_sources` refused every source leading outside before any action ran;
+/// this applies the same rule again at read time, so a link changed during the build is not
+/// followed out either.
+pub fn resolve_source(root: &std::path::Path, rel: &str) -> Result<PathBuf, String> {
+    let canon_root = std::fs::canonicalize(root)
+        .map_err(|e| format!("cannot resolve the workspace root `{}`: {e}", root.display()))?;
+    let full = root.join(rel);
+    let resolved = std::fs::canonicalize(&full).map_err(|e| format!("reading source `{rel}`: {e}"))?;
+    if !resolved.starts_with(&canon_root) {
+        return Err(format!(
+            "source `{rel}` leads outside the workspace (to `{}`); cbuild does not follow it",
+            shown(&resolved)
+        ));
+    }
+    Ok(resolved)
+}
+
+/// A path for a message, control characters escaped.
+pub(super) fn shown(p: &std::path::Path) -> String {
+    p.to_string_lossy()
+        .chars()
+        .map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() })
+        .collect()
+}
