@@ -13,9 +13,13 @@
 //!   resolved against the file's module (inline `mod x { }` blocks included);
 //! * a path maps to the file of its longest module prefix: `crate::oci::layer::X` is
 //!   `src/oci/layer.rs`, `crate::registry::Reference` is `src/registry/mod.rs` (an item re-exported
-//!   by a `mod.rs` is a dependency on that `mod.rs`, and the `mod.rs` depends on the file it
-//!   re-exports from); `crate::outln!` maps to the file defining the `#[macro_export]` macro.
-//!   `mod x;` declarations are not edges.
+//!   by a `mod.rs` is a dependency on that `mod.rs`, whatever file defines it); `crate::outln!` maps
+//!   to the file defining the `#[macro_export]` macro;
+//! * a file's `pub use child::X` of its own submodules is its API (a facade), not an edge, unless
+//!   the file's own code names `X` too; `mod x;` declarations are not edges. So a child may use
+//!   what its `mod.rs` defines (`super::Cache`) while the `mod.rs` re-exports the child's items.
+//!
+//! `ARCHITECTURE_DUMP=1 cargo test --test architecture -- --nocapture` prints every edge and why.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
@@ -188,6 +192,8 @@ struct RawPath {
     line: usize,
     /// named by a `pub use` (any visibility but private)
     reexport: bool,
+    /// the name a `use` binds (its last segment, its alias, or `*`)
+    name: String,
 }
 
 fn ident(t: Option<&(Tok, usize)>) -> Option<&str> {
@@ -202,8 +208,11 @@ fn is(t: Option<&(Tok, usize)>, p: char) -> bool {
 }
 
 /// Parses a use tree at `toks[*i]` with `prefix` already seen, pushing every full path.
-fn use_tree(toks: &[(Tok, usize)], i: &mut usize, prefix: Vec<String>, out: &mut Vec<(Vec<String>, usize)>) {
+/// Each path comes with its line and the name it binds (its last segment, its alias, or `*`).
+fn use_tree(toks: &[(Tok, usize)], i: &mut usize, prefix: Vec<String>, out: &mut Vec<(Vec<String>, usize, String)>) {
     let mut path = prefix;
+    let before = out.len();
+    let last = |p: &Vec<String>| p.last().cloned().unwrap_or_default();
     let line = toks.get(*i).map_or(0, |t| t.1);
     if matches!(toks.get(*i), Some((Tok::Sep, _))) {
         // `::name`: an extern crate
@@ -214,7 +223,7 @@ fn use_tree(toks: &[(Tok, usize)], i: &mut usize, prefix: Vec<String>, out: &mut
         match toks.get(*i) {
             Some((Tok::Ident(s), l)) if s == "self" && !path.is_empty() => {
                 *i += 1;
-                out.push((path.clone(), *l));
+                out.push((path.clone(), *l, last(&path)));
                 break;
             }
             Some((Tok::Ident(s), _)) if s == "as" => break,
@@ -224,13 +233,13 @@ fn use_tree(toks: &[(Tok, usize)], i: &mut usize, prefix: Vec<String>, out: &mut
                 if matches!(toks.get(*i), Some((Tok::Sep, _))) {
                     *i += 1;
                 } else {
-                    out.push((path.clone(), line));
+                    out.push((path.clone(), line, last(&path)));
                     break;
                 }
             }
             Some((Tok::Punct('*'), _)) => {
                 *i += 1;
-                out.push((path.clone(), line));
+                out.push((path.clone(), line, "*".into()));
                 break;
             }
             Some((Tok::Punct('{'), _)) => {
@@ -257,6 +266,9 @@ fn use_tree(toks: &[(Tok, usize)], i: &mut usize, prefix: Vec<String>, out: &mut
     }
     // `as alias`
     if ident(toks.get(*i)) == Some("as") {
+        if let (Some(alias), true) = (ident(toks.get(*i + 1)), out.len() == before + 1) {
+            out[before].2 = alias.to_string();
+        }
         *i += 2;
     }
 }
@@ -324,16 +336,21 @@ fn is_pub(toks: &[(Tok, usize)], i: usize) -> bool {
 }
 
 /// Every path a file names: `use` trees and paths in code that start with `crate`, `super`,
-/// `self` or a name in `children(scope)` (a child module of the scope).
-fn scan(src: &str, module: &[String], is_child: &dyn Fn(&[String], &str) -> bool) -> Vec<RawPath> {
+/// `self` or a name in `children(scope)` (a child module of the scope); and every identifier the
+/// file's code (outside `use` and unit tests) names.
+fn scan(src: &str, module: &[String], is_child: &dyn Fn(&[String], &str) -> bool) -> (Vec<RawPath>, BTreeSet<String>) {
     let toks = lex(src);
     let mut out = Vec::new();
+    let mut used = BTreeSet::new();
     let mut scope: Vec<String> = module.to_vec();
     let mut inline: Vec<i32> = Vec::new(); // brace depth at which each inline module opened
     let mut depth = 0i32;
     let mut i = 0;
     while i < toks.len() {
         let prev_sep_or_dot = i > 0 && matches!(toks[i - 1].0, Tok::Sep | Tok::Punct('.'));
+        if let Tok::Ident(w) = &toks[i].0 {
+            used.insert(w.clone());
+        }
         match &toks[i].0 {
             Tok::Punct('#') => {
                 if let Some((after, cfg_test)) = attribute(&toks, i) {
@@ -383,8 +400,8 @@ fn scan(src: &str, module: &[String], is_child: &dyn Fn(&[String], &str) -> bool
                 }
                 let mut paths = Vec::new();
                 use_tree(&toks, &mut i, Vec::new(), &mut paths);
-                for (segs, l) in paths {
-                    out.push(RawPath { scope: scope.clone(), segs, line: l.max(line), reexport });
+                for (segs, l, name) in paths {
+                    out.push(RawPath { scope: scope.clone(), segs, line: l.max(line), reexport, name });
                 }
             }
             Tok::Ident(k)
@@ -404,12 +421,13 @@ fn scan(src: &str, module: &[String], is_child: &dyn Fn(&[String], &str) -> bool
                         None => break, // `::<` turbofish, `::{`
                     }
                 }
-                out.push(RawPath { scope: scope.clone(), segs, line, reexport: false });
+                let name = segs.last().cloned().unwrap_or_default();
+                out.push(RawPath { scope: scope.clone(), segs, line, reexport: false, name });
             }
             _ => i += 1,
         }
     }
-    out
+    (out, used)
 }
 
 /// The absolute module path (`crate::` stripped) a path names, or `None` for other crates and for
@@ -531,10 +549,13 @@ fn build_graph(root: &Path) -> Graph {
         }
         g.files.insert(file.clone());
         let module = &src.module_of[file];
-        for p in scan(text, module, &is_child) {
+        let (paths, used) = scan(text, module, &is_child);
+        for p in paths {
             let Some(abs) = absolute(&p.scope, &p.segs, &is_child) else { continue };
-            if p.reexport && abs.len() > module.len() && abs.starts_with(module) && src.file_of(&abs) != Some(file) {
-                // `pub use child::X`: the module's own API (a facade), not a dependency of this file
+            let below = abs.len() > module.len() && abs.starts_with(module);
+            if p.reexport && below && !used.contains(&p.name) {
+                // `pub use child::X` that this file's own code does not use: the module's API (a
+                // facade), not a dependency of this file
                 continue;
             }
             let Some(to) = src.file_of(&abs) else { continue };
@@ -709,7 +730,7 @@ fn check_finds_cycles_upward_imports_unlisted_modules_and_stale_todos() {
     let files = [
         ("README.md", "# x\n\n## How it works\n\n```layers\ntop\nlow\n```\n\n## Next\n\n```layers\nignored\n```\n"),
         ("src/lib.rs", "pub mod top; pub mod low; pub mod extra;"),
-        ("src/top/mod.rs", "pub mod a;\npub mod b;\npub use a::A;\n"),
+        ("src/top/mod.rs", "pub mod a;\npub mod b;\npub use a::A;\npub use b::B;\npub fn f(_: B) {}\n"),
         ("src/top/a.rs", "use super::b::B;\npub struct A(B);\n"),
         ("src/top/b.rs", "pub struct B;\nfn f() { let _ = crate::top::a::A; }\n"),
         ("src/low.rs", "// crate::top::in_a_comment\n\nuse crate::top::A;\n"),
@@ -723,7 +744,7 @@ fn check_finds_cycles_upward_imports_unlisted_modules_and_stale_todos() {
     let (summary, failures) = check(dir.path(), &[("src/low.rs", "src/top/a.rs")]);
     assert_eq!(
         summary,
-        "architecture: 5 files, 3 file imports, 3 modules in 2 layers; 1 cycle(s), 1 upward import(s), \
+        "architecture: 5 files, 4 file imports, 3 modules in 2 layers; 1 cycle(s), 1 upward import(s), \
          0 known cycle(s) skipped (KNOWN_CYCLE_TODO)"
     );
     let all = failures.join("\n\n");
@@ -747,7 +768,7 @@ fn paths_of(src: &str, module: &[&str], children: &[&[&str]]) -> Vec<Vec<String>
         children.contains(&p)
     };
     let module: Vec<String> = module.iter().map(|s| s.to_string()).collect();
-    scan(src, &module, &is_child).into_iter().filter_map(|p| absolute(&p.scope, &p.segs, &is_child)).collect()
+    scan(src, &module, &is_child).0.into_iter().filter_map(|p| absolute(&p.scope, &p.segs, &is_child)).collect()
 }
 
 fn v(s: &str) -> Vec<String> {

@@ -200,3 +200,25 @@ fn cnb_symlink_source_is_keyed_by_its_text() {
     assert_ne!(d1, d2, "a retargeted link was a cache hit");
     assert_eq!(d2, support::clean_digests(ws.root(), &["//app:img"]), "incremental != clean");
 }
+
+/// A no-op build re-hashes no file (detect used to hard-link the app, moving every source's ctime,
+/// so each build re-read all app files); the `--json` summary says how many files were hashed.
+#[test]
+fn a_no_op_build_hashes_no_file() {
+    let ws = site_ws();
+    // Files changed within the stat cache's racy window (2 s) are re-hashed by design.
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(2100));
+    settle();
+    let first = ws.build(&["//app:img"]);
+    assert!(first.summary()["files_hashed"].as_u64().unwrap() > 0, "{}", first.stdout);
+    let again = ws.build(&["//app:img"]);
+    assert_eq!(again.summary()["executed"], 0, "{}", again.stdout);
+    assert_eq!(again.summary()["files_hashed"], 0, "a no-op build re-hashed files: {}", again.stdout);
+    // After a real build of the app (detect + build ran), still nothing to re-hash.
+    ws.write("app/index.html", "<p>changed</p>\n");
+    settle();
+    let changed = ws.build(&["//app:img"]);
+    assert_eq!(changed.summary()["files_hashed"], 1, "{}", changed.stdout);
+    let again = ws.build(&["//app:img"]);
+    assert_eq!(again.summary()["files_hashed"], 0, "{}", again.stdout);
+}

@@ -256,6 +256,10 @@ pub fn print_summary(b: &Built) {
             failed: usize,
             targets: Vec<serde_json::Value>,
             pushed: usize,
+            /// Source files read to hash them (the stat cache answered for the rest): 0 on a no-op.
+            files_hashed: usize,
+            /// Errors not tied to one action (sources refused, a missing lock file): also on stderr.
+            errors: Vec<String>,
         }
         let v = Summary {
             r#type: "summary",
@@ -265,7 +269,14 @@ pub fn print_summary(b: &Built) {
             failed: r.failed(),
             targets,
             pushed: b.pushed,
+            files_hashed: r.files_hashed,
+            errors: r.errors.iter().filter(|(id, _)| *id == usize::MAX).map(|(_, e)| e.clone()).collect(),
         };
+        for (id, e) in &r.errors {
+            if *id == usize::MAX {
+                eprintln!("error: {e}");
+            }
+        }
         crate::outln!("{}", serde_json::to_string(&v).unwrap_or_default());
         return;
     }
