@@ -169,7 +169,7 @@ impl Db {
         // Alone? Every process with the cache open holds the use lock shared for as long as it
         // does, so getting it exclusively means no one else can be writing a temp file: every
         // leftover is a dead writer's. Otherwise only files whose name proves their writer dead
-        // go (`super::gc::sweep_temp_files`).
+        // go (`super::temp::sweep_temp_files`).
         let use_path = dir.join(USE_LOCK);
         let use_lock = OpenOptions::new()
             .read(true)
@@ -183,7 +183,7 @@ impl Db {
             Err(fs::TryLockError::WouldBlock) => false,
             Err(fs::TryLockError::Error(e)) => return Err(CacheError::Io { path: use_path, source: e }),
         };
-        super::gc::sweep_temp_files(dir, alone);
+        super::temp::sweep_temp_files(dir, alone);
         // Down to shared (or wait for a running `clean`). flock does not promise an atomic
         // downgrade: a `clean` may slip in between, which is why `Cache::open` creates `cas/` and
         // `tmp/` only after this returns and the database is opened below, after the lock.

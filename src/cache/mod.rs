@@ -58,6 +58,7 @@ mod key;
 mod locations;
 mod runs;
 mod stat;
+mod temp;
 
 use std::fmt;
 use std::fs;

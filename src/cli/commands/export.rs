@@ -39,9 +39,9 @@ pub fn run(g: &GlobalArgs, a: ExportArgs) -> Result<ExitCode, Failure> {
     g2.json = false;
     let s = Settings::resolve(&g2)?;
     let cwd = s.cwd.clone();
-    let built = super::build::build(s, std::slice::from_ref(&a.label), false)?;
+    let built = super::session::build(s, std::slice::from_ref(&a.label), false)?;
     if !built.report.ok() {
-        super::build::print_summary(&built);
+        super::session::print_summary(&built);
         return Ok(ExitCode::from(1));
     }
     let Some((label, manifest, _)) = built.images.first() else {

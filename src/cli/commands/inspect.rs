@@ -20,9 +20,9 @@ pub fn run(g: &GlobalArgs, a: InspectArgs) -> Result<ExitCode, Failure> {
     g2.quiet = true;
     g2.json = false;
     let s = Settings::resolve(&g2)?;
-    let built = super::build::build(s, std::slice::from_ref(&a.label), false)?;
+    let built = super::session::build(s, std::slice::from_ref(&a.label), false)?;
     if !built.report.ok() {
-        super::build::print_summary(&built);
+        super::session::print_summary(&built);
         return Ok(ExitCode::from(1));
     }
     let Some((label, manifest, layout)) = built.images.first() else {

@@ -11,6 +11,7 @@ pub mod push;
 pub mod query;
 pub mod rebase;
 pub mod run;
+pub mod session;
 
 use super::output::Failure;
 use super::settings::Settings;

@@ -6,9 +6,10 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::build::Built;
+use super::session::Built;
+use crate::cli::output::Failure;
+use crate::cli::settings::GlobalArgs;
 use crate::cli::settings::Settings;
-use crate::cli::{Failure, GlobalArgs};
 use crate::model::action::ActionOutput;
 use crate::oci::Image;
 use crate::registry::{Client, PushOptions, Reference};
@@ -27,14 +28,14 @@ pub fn run(g: &GlobalArgs, a: PushArgs) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
     // The same outputs as `cbuild build` (layouts in cbuild-out/), except that a shallow base's
     // layers are not downloaded for them: see `Layouts::LocalOnly`.
-    let mut built = super::build::build_with(s, &a.labels, false, super::build::Layouts::LocalOnly)?;
+    let mut built = super::session::build_with(s, &a.labels, false, super::session::Layouts::LocalOnly)?;
     if !built.report.ok() {
-        super::build::print_summary(&built);
+        super::session::print_summary(&built);
         return Ok(ExitCode::from(1));
     }
     // Pushes are not actions: the summary reports them as `pushed`, apart from `executed`.
     built.pushed = push_built(&built, &a.tags)?;
-    super::build::print_summary(&built);
+    super::session::print_summary(&built);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -66,7 +66,7 @@ fn recorded_run_image(app: &crate::oci::Image) -> Option<String> {
 
 fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
     let s = Settings::resolve(g)?;
-    let built = super::build::build(s, &a.targets, true)?;
+    let built = super::session::build(s, &a.targets, true)?;
     let mut rows = Vec::new();
     for (label, digest, _) in &built.images {
         let outcome = |kind: &str| {

@@ -1,0 +1,325 @@
+//! The build session every command goes through: load, analyse, execute, write each requested
+//! image target's OCI layout to `cbuild-out/`, and print the summary. `build`, `push`, `run`,
+//! `export`, `inspect` and `rebase` are thin layers over [`build`]/[`build_with`]; `build --push`
+//! and `push` share [`push_built`](super::push::push_built) on top of it.
+
+use std::sync::Arc;
+
+use crate::analysis;
+use crate::cache::Cache;
+use crate::cli::output::Failure;
+use crate::cli::settings::Settings;
+use crate::execution::{self, BuildReport, ExecConfig, Reporter};
+use crate::model::action::{ActionGraph, ActionOutput};
+
+/// Result of a build, for the summary and for other commands (run, push, export).
+pub struct Built {
+    pub settings: Settings,
+    pub graph: ActionGraph,
+    pub report: BuildReport,
+    pub cache: Arc<Cache>,
+    /// (label, image manifest digest, layout path relative to the workspace). The layout is
+    /// written unless the label is in `no_layout`.
+    pub images: Vec<(String, crate::model::digest::Digest, String)>,
+    /// Labels of `images` whose layout was not written ([`Layouts::LocalOnly`] with remote base
+    /// layers): the summary shows no layout for them.
+    pub no_layout: Vec<String>,
+    /// Image pushes done (one per image and tag), reported apart from executed actions.
+    pub pushed: usize,
+    pub registry: crate::registry::ClientOptions,
+}
+
+/// Which OCI layouts [`build_with`] writes to `cbuild-out/`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layouts {
+    /// Every requested image target's layout, fetching a shallow `oci_pull` base's layers first
+    /// (`cbuild build`, `build --push`, `run`, `export`, ...).
+    All,
+    /// `cbuild push`: the layout of every requested image target whose blobs are all local
+    /// already, and none for an image whose (shallow `oci_pull`) base layers are still only in a
+    /// registry: those are never downloaded for a push.
+    ///
+    /// Why not fetch them to write the layout anyway: `docker push` and `crane copy` move images
+    /// registry to registry without pulling the base, and the push itself needs only a mount; a
+    /// push of an app on a 500 MB base must not cost 500 MB of downloads to write a local copy
+    /// nobody asked for. And why not print a path that was not written: the summary line and the
+    /// JSON `layout` must name a directory that holds exactly the pushed image. So such an image
+    /// gets `layout: null` (`-` in the plain summary) and a one-line note saying how to get the
+    /// layout (`cbuild build`); an older layout left at that path for another image loses its
+    /// `index.json`, so no tool mistakes it for this one.
+    LocalOnly,
+}
+
+/// SOURCE_DATE_EPOCH if set (reproducible-builds.org), else 1980-01-01T00:00:01Z like CNB.
+pub fn source_date_epoch() -> Result<u64, Failure> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => {
+            v.parse().map_err(|_| Failure::user(format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds")))
+        }
+        _ => Ok(315_532_801),
+    }
+}
+
+/// Loads, analyses and executes `patterns`; writes layouts. Build failures are in the report.
+pub fn build(s: Settings, patterns: &[String], keep_going: bool) -> Result<Built, Failure> {
+    build_with(s, patterns, keep_going, Layouts::All)
+}
+
+/// [`build`], choosing which layouts are written (see [`Layouts`]).
+pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, layouts: Layouts) -> Result<Built, Failure> {
+    let pats = super::parse_patterns(&s, patterns)?;
+    let loaded = super::load(&s, &pats)?;
+    let requested: Vec<_> = loaded.requested.iter().cloned().collect();
+    let graph = analysis::analyze(&loaded.graph, &requested, &analysis::Options { compression: s.compression.clone() })
+        .map_err(Failure::Load)?;
+    let cache = Arc::new(Cache::open(&s.cache_dir).map_err(|e| Failure::Environment {
+        error: e.into(),
+        hints: vec![format!("check that `{}` is writable, or pass --cache-dir", s.cache_dir.display())],
+    })?);
+    let reporter: Arc<dyn Reporter> = Arc::from(super::super::progress::Tee::new(
+        super::super::progress::reporter(s.json, s.quiet),
+        &s.root().join("cbuild-out/logs/build.log"),
+    ));
+    for (l, kind) in &graph.not_buildable {
+        reporter.event(&execution::Event::Warning {
+            message: format!("`{l}` is a `{kind}` target; this version of cbuild declares `{kind}` but cannot build it yet, so it is skipped"),
+        });
+    }
+    for w in cache.warnings() {
+        reporter.event(&execution::Event::Warning { message: w.clone() });
+    }
+    if graph.actions.iter().any(|a| matches!(a.kind, crate::model::action::ActionKind::Genrule { .. })) {
+        crate::execution::sandbox::check_available().map_err(|e| Failure::Environment {
+            error: e.into(),
+            hints: vec!["install bubblewrap: apt-get install bubblewrap".into()],
+        })?;
+    }
+    let registry =
+        crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
+    let remote = match &s.remote_cache {
+        None => None,
+        Some(url) => {
+            let mut r = crate::remote::RemoteCache::new(
+                url,
+                s.remote_mode,
+                crate::remote::RemoteAuth::from_env()
+                    .map_err(|e| Failure::user(format!("remote cache credentials: {e}")))?,
+                Default::default(),
+            )
+            .map_err(|e| Failure::user(format!("remote cache: {e}")))?
+            .with_trusted_keys(s.remote_trusted_keys.clone());
+            // Signing key (uploads) and trust (reads): see RELIABILITY.md, "Remote cache trust".
+            if let Some(path) = &s.remote_signing_key {
+                let key = crate::remote::SigningKey::from_file(path)
+                    .map_err(|e| Failure::user(format!("{}: {e}", crate::remote::SIGNING_KEY_ENV)))?;
+                r = r.with_signing_key(key);
+            }
+            if let Some(note) = r.read_only_reason().filter(|_| !s.quiet) {
+                eprintln!("note: {note}");
+            }
+            Some(Arc::new(r))
+        }
+    };
+    let cfg = ExecConfig {
+        remote,
+        root: s.root().to_path_buf(),
+        jobs: s.jobs,
+        keep_going,
+        source_date_epoch: source_date_epoch()?,
+        registry: registry.clone(),
+        debian_archive: s.workspace.config.debian.archive.clone(),
+        build_id: format!(
+            "{}-{}",
+            std::process::id(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
+        ),
+    };
+    let report = execution::execute(graph.clone(), cache.clone(), cfg, reporter.clone());
+    drop(reporter);
+    let mut images = Vec::new();
+    let wanted: Vec<Arc<ActionOutput>> = graph
+        .image_targets
+        .iter()
+        .filter(|l| requested.contains(l))
+        .filter_map(|l| report.outputs[graph.target_outputs[l]].clone())
+        .collect();
+    if layouts == Layouts::All {
+        execution::fetch_remote_layers(&wanted, cache.clone(), registry.clone())
+            .map_err(|e| Failure::env(anyhow::anyhow!("fetching base image layers: {e}")))?;
+    }
+    let mut no_layout = Vec::new();
+    for l in &graph.image_targets {
+        if !requested.contains(l) {
+            continue;
+        }
+        let id = graph.target_outputs[l];
+        if let Some(ActionOutput::Image { manifest, .. }) = report.outputs[id].as_deref() {
+            let rel = layout_dir(l);
+            let dir = s.root().join(&rel);
+            if layouts == Layouts::LocalOnly && !skip_remote_layout(&dir, &cache, manifest, &rel, l, s.quiet)? {
+                no_layout.push(l.to_string());
+                images.push((l.to_string(), manifest.clone(), rel));
+                continue;
+            }
+            write_layout(&dir, &cache, manifest)
+                .map_err(|e| Failure::env(anyhow::anyhow!("writing the layout of `{l}` to `{rel}`: {e}")))?;
+            images.push((l.to_string(), manifest.clone(), rel));
+        }
+    }
+    Ok(Built { settings: s, graph, report, cache, images, no_layout, pushed: 0, registry })
+}
+
+/// For [`Layouts::LocalOnly`]: true if the image's blobs are all local (write its layout as
+/// usual). Otherwise the layout is not written: a note says so (unless `quiet`), and a layout left
+/// at `dir` by an earlier build of another image loses its `index.json` (only that file: the
+/// directory may hold the layouts of targets in sub-packages). Returns false then.
+fn skip_remote_layout(
+    dir: &std::path::Path,
+    cache: &Cache,
+    manifest: &crate::model::digest::Digest,
+    rel: &str,
+    l: &crate::model::label::Label,
+    quiet: bool,
+) -> Result<bool, Failure> {
+    let img = crate::oci::Image::load(cache.cas(), manifest)
+        .map_err(|e| Failure::env(anyhow::anyhow!("reading the image of `{l}`: {}", execution::chain(&e))))?;
+    if img.missing_layers(cache.cas()).is_empty() {
+        return Ok(true);
+    }
+    let index = dir.join("index.json");
+    let ours = crate::oci::layout::index_json(&img, Some("latest")).ok();
+    if std::fs::read(&index).ok().is_some_and(|have| Some(have) != ours) {
+        let _ = std::fs::remove_file(&index);
+    }
+    if !quiet {
+        eprintln!(
+            "note: no layout written for `{l}`: its base image layers are in a registry and a push does not \
+             download them; `cbuild build {l}` writes `{rel}`"
+        );
+    }
+    Ok(false)
+}
+
+/// `cbuild-out/<package>/<name>`.
+pub fn layout_dir(l: &crate::model::label::Label) -> String {
+    if l.package.is_root() {
+        format!("cbuild-out/{}", l.name)
+    } else {
+        format!("cbuild-out/{}/{}", l.package, l.name)
+    }
+}
+
+pub fn print_summary(b: &Built) {
+    let r = &b.report;
+    if b.settings.json {
+        let targets: Vec<serde_json::Value> = b
+            .images
+            .iter()
+            .map(|(l, d, p)| {
+                let layout = (!b.no_layout.contains(l)).then_some(p);
+                serde_json::json!({"label": l, "image_digest": d.to_string(), "layout": layout})
+            })
+            .collect();
+        // Field order as documented in DESIGN.md §3.3 (scripts may read it with a line-based tool);
+        // new fields are appended: `pushed` (image pushes, one per image and tag; 0 without a push).
+        #[derive(serde::Serialize)]
+        struct Summary {
+            r#type: &'static str,
+            executed: usize,
+            cached_local: usize,
+            cached_remote: usize,
+            failed: usize,
+            targets: Vec<serde_json::Value>,
+            pushed: usize,
+            /// Source files read to hash them (the stat cache answered for the rest): 0 on a no-op.
+            files_hashed: usize,
+            /// Errors not tied to one action (sources refused, a missing lock file): also on stderr.
+            errors: Vec<String>,
+        }
+        let v = Summary {
+            r#type: "summary",
+            executed: r.executed,
+            cached_local: r.cached_local,
+            cached_remote: r.cached_remote,
+            failed: r.failed(),
+            targets,
+            pushed: b.pushed,
+            files_hashed: r.files_hashed,
+            errors: r.errors.iter().filter(|(id, _)| *id == usize::MAX).map(|(_, e)| e.clone()).collect(),
+        };
+        for (id, e) in &r.errors {
+            if *id == usize::MAX {
+                eprintln!("error: {e}");
+            }
+        }
+        crate::outln!("{}", serde_json::to_string(&v).unwrap_or_default());
+        return;
+    }
+    for (id, e) in &r.errors {
+        if *id == usize::MAX {
+            eprintln!("error: {e}");
+        } else {
+            let a = &b.graph.actions[*id];
+            eprintln!("error: `{}` {} failed: {e}", a.label, a.kind.mnemonic());
+        }
+    }
+    if !b.settings.quiet {
+        for (l, d, p) in &b.images {
+            let p = if b.no_layout.contains(l) { "-" } else { p.as_str() };
+            crate::outln!("{l} {d} {p}");
+        }
+    }
+    let state = if r.cancelled {
+        "interrupted"
+    } else if r.ok() {
+        "ok"
+    } else {
+        "FAILED"
+    };
+    let pushed = if b.pushed > 0 { format!(", {} pushed", b.pushed) } else { String::new() };
+    eprintln!(
+        "{state}: {} actions: {} executed, {} cached ({} local, {} remote), {} failed{pushed}",
+        b.graph.actions.len(),
+        r.executed,
+        r.cached_local + r.cached_remote,
+        r.cached_local,
+        r.cached_remote,
+        r.failed()
+    );
+}
+
+/// Writes (or refreshes) the OCI layout of an image target. Skipped when `index.json` already
+/// names this manifest and every blob is the cache's own file (same inode: layouts hard-link the
+/// cache); a blob that is another file (replaced, or damaged and since rebuilt in the cache) is
+/// re-linked, so a layout never keeps bytes the cache no longer vouches for.
+fn write_layout(dir: &std::path::Path, cache: &Cache, manifest: &crate::model::digest::Digest) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let img = crate::oci::Image::load(cache.cas(), manifest).map_err(|e| execution::chain(&e))?;
+    let mut digests: Vec<&crate::model::digest::Digest> = img.layers().iter().map(|l| &l.digest).collect();
+    digests.push(manifest);
+    digests.push(img.config_digest());
+    let mut fresh = true;
+    for d in &digests {
+        let lp = crate::oci::layout::blob_path(dir, d);
+        let same = match (std::fs::metadata(&lp), std::fs::metadata(cache.cas().path(d))) {
+            // Across filesystems layouts hold copies: there, only the size can be checked cheaply.
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()) || (a.dev() != b.dev() && a.len() == b.len()),
+            _ => false,
+        };
+        if !same {
+            fresh = false;
+            let _ = std::fs::remove_file(&lp);
+        }
+    }
+    if fresh {
+        if let Ok(idx) = std::fs::read(dir.join("index.json")) {
+            if crate::oci::layout::index_json(&img, Some("latest")).map(|want| want == idx).unwrap_or(false) {
+                return Ok(());
+            }
+        }
+    }
+    // The whole cause chain: "I/O error on `…`" alone would hide "No space left on device".
+    crate::oci::layout::write_layout(dir, &img, cache.cas(), Some("latest"))
+        .map(|_| ())
+        .map_err(|e| execution::chain(&e))
+}
