@@ -456,7 +456,8 @@ fn detect_stops_at_the_first_passing_group() {
 #[test]
 fn buildpacks_of_one_build_share_tmp() {
     let cx = fixture_workspace(&[], "[[\"//bps:first\", \"//bps:second\"]]", &[("app.txt", "x\n")], "{}");
-    let process = "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"";
+    let process =
+        "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"";
     let mut bp_build = String::new();
     for (name, build) in [
         ("first", format!("echo handed-over > /tmp/handoff\n{process}")),
@@ -464,7 +465,9 @@ fn buildpacks_of_one_build_share_tmp() {
     ] {
         cx.write(
             &format!("bps/{name}/buildpack.toml"),
-            &format!("api = \"0.10\"\n[buildpack]\nid = \"tmp/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n"),
+            &format!(
+                "api = \"0.10\"\n[buildpack]\nid = \"tmp/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n"
+            ),
         );
         cx.write(&format!("bps/{name}/bin/detect"), "#!/bin/sh\nexit 0\n");
         cx.write(&format!("bps/{name}/bin/build"), &format!("#!/bin/sh\nset -e\n{build}\n"));
@@ -487,7 +490,8 @@ fn buildpacks_of_one_build_share_tmp() {
 #[test]
 fn target_distro_comes_from_the_run_image_labels() {
     let cx = fixture_workspace(&[], "[[\"//bps:first\"], [\"//bps:second\"]]", &[("app.txt", "x\n")], "{}");
-    let process = "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"";
+    let process =
+        "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"";
     let mut bp_build = String::new();
     // The build image has no /etc/os-release; the run image's labels name the distro.
     std::fs::remove_file(cx.root().join("stacks/rootfs/etc/os-release")).unwrap();

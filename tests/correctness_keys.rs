@@ -167,7 +167,10 @@ fn a_closed_stdout_pipe_is_not_a_panic() {
         .env_clear()
         .envs(c.get_envs().filter_map(|(k, v)| v.map(|v| (k.to_owned(), v.to_owned()))))
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-        .args(["-c", "\"$CBUILD_BIN\" --json build //app:img 2>err.txt | head -c 1 >/dev/null; echo \"${PIPESTATUS[0]}\""]);
+        .args([
+            "-c",
+            "\"$CBUILD_BIN\" --json build //app:img 2>err.txt | head -c 1 >/dev/null; echo \"${PIPESTATUS[0]}\"",
+        ]);
     let o = support::out_of(&mut sh);
     let err = std::fs::read_to_string(ws.path("err.txt")).unwrap_or_default();
     assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");

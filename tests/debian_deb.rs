@@ -322,7 +322,10 @@ fn missing_files_and_unreachable_archives_are_clear_errors() {
     assert!(msg.contains("CBUILD_DEBIAN_ARCHIVE") && msg.contains(&url) && msg.contains("hint:"), "{msg}");
 }
 
-fn layer_files(blobs: &BlobDir, d: &Digest) -> BTreeMap<String, (tar::EntryType, u32, u64, u64, Vec<u8>, String)> {
+/// (type, mode, uid, gid, content, link target) of one tar entry.
+type Entry = (tar::EntryType, u32, u64, u64, Vec<u8>, String);
+
+fn layer_files(blobs: &BlobDir, d: &Digest) -> BTreeMap<String, Entry> {
     let f = blobs.open_blob(d).unwrap();
     let mut ar = tar::Archive::new(flate2::read::GzDecoder::new(f));
     let mut out = BTreeMap::new();

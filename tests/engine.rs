@@ -152,7 +152,10 @@ fn same_workspace_at_two_paths_with_two_caches_gives_identical_digests() {
     // Pinned: a change here is a regression until explained (tar layout, compression, config).
     // Changed on purpose with the content-defined gzip chunks (every chunk sync-flushed, the stream
     // ended by an empty final block; `oci::compress::GZIP_CODEC`).
-    assert_pinned(&da["//other:img"], &[(FINGERPRINT_1, "sha256:bcff009e84ac22255cdd2ade62f34a7c202b8df89f6b36dee41adaf7134b0c4c")]);
+    assert_pinned(
+        &da["//other:img"],
+        &[(FINGERPRINT_1, "sha256:bcff009e84ac22255cdd2ade62f34a7c202b8df89f6b36dee41adaf7134b0c4c")],
+    );
 }
 
 #[test]
@@ -263,6 +266,8 @@ fn assert_pinned(digest: &str, pins: &[(&str, &str)]) {
             digest, *want,
             "the digest changed but no kind version or codec id did: bump one (execution::runners::KIND_VERSIONS)"
         ),
-        None => panic!("output fingerprint `{fp}` has no pinned digest: add (`{fp}`, `{digest}`) after checking the change"),
+        None => {
+            panic!("output fingerprint `{fp}` has no pinned digest: add (`{fp}`, `{digest}`) after checking the change")
+        }
     }
 }

@@ -106,7 +106,7 @@ fn registry_rebase_is_manifest_only() {
         serde_json::from_str(v["Labels"]["io.buildpacks.lifecycle.metadata"].as_str().unwrap()).unwrap();
     let layers = v["Layers"].as_array().unwrap();
     assert_eq!(layers.len(), 3 + 5, "3 run image layers + web launch layer + app + launcher + config + process types");
-    let v2: serde_json::Value = serde_json::from_str(&r.stdout.lines().last().unwrap()).unwrap();
+    let v2: serde_json::Value = serde_json::from_str(r.stdout.lines().last().unwrap()).unwrap();
     assert_eq!(md["runImage"]["reference"], v2["run_image"]);
     // The rebased image validates and runs like a fresh one.
     let dir = tempfile::tempdir().unwrap();
@@ -236,7 +236,11 @@ fn graph_built_run_image_is_recorded_by_its_tag_and_rebased_without_run_image() 
     let ex = TestContext::from_examples();
     let run_tag = format!("{}/base/run:1", reg.host);
     let st = std::fs::read_to_string(ex.root().join("stacks/BUILD.star")).unwrap();
-    let st2 = st.replacen("    name = \"run-image\",\n", &format!("    name = \"run-image\",\n    tags = [\"{run_tag}\"],\n"), 1);
+    let st2 = st.replacen(
+        "    name = \"run-image\",\n",
+        &format!("    name = \"run-image\",\n    tags = [\"{run_tag}\"],\n"),
+        1,
+    );
     assert_ne!(st, st2, "the example stack changed; update this test");
     ex.write(
         "stacks/BUILD.star",

@@ -76,7 +76,7 @@ fn pending_tmp(cache: &Path) -> bool {
 
 #[test]
 fn kill_9_at_random_moments_of_builds_then_the_next_build_equals_a_clean_one() {
-    let seed = support::seed(0xdead_9);
+    let seed = support::seed(0xd_ead9);
     let rounds: u64 = if support::long() { 200 } else { 40 };
     let ws = support::examples();
     // The oracle: a second copy built incrementally and never killed (incremental = clean is what
@@ -394,9 +394,9 @@ fn a_corrupt_sqlite_page_is_discarded_with_a_warning_and_the_build_is_correct() 
     assert!(b.len() >= 3 * page, "db only {} bytes", b.len());
     // Garbage over every page but the header page: b-tree pages no longer parse.
     let mut rng = Rng::new(5);
-    for i in page..b.len() {
+    for (i, byte) in b.iter_mut().enumerate().skip(page) {
         if i % page < 200 {
-            b[i] = rng.next() as u8;
+            *byte = rng.next() as u8;
         }
     }
     std::fs::write(&db, &b).unwrap();
@@ -428,7 +428,7 @@ fn a_deleted_wal_and_a_garbage_shm_lose_at_most_entries_never_correctness() {
     // Back to the original tree: equals the first clean build.
     ws.write(
         "tools/hello.sh",
-        &std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tools/hello.sh")).unwrap(),
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/tools/hello.sh")).unwrap(),
     );
     let _ = std::fs::remove_file(&wal);
     let back = ws.build(TARGETS);

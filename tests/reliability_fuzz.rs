@@ -535,7 +535,12 @@ fn tar_extraction_of_random_and_mutated_layers_never_panics_or_escapes() {
             let root = outer.path().join("a/b/root");
             let _ = std::fs::remove_dir_all(&root);
             let d = cbuild::model::digest::Digest::of_bytes(bytes);
-            let _ = cbuild::oci::extract_layer(&bytes[..], &d, &root, &cbuild::oci::ExtractOptions { chown: false, ..Default::default() });
+            let _ = cbuild::oci::extract_layer(
+                &bytes[..],
+                &d,
+                &root,
+                &cbuild::oci::ExtractOptions { chown: false, ..Default::default() },
+            );
             assert!(!sentinel.exists() && !outer.path().join("a/x").exists(), "an entry escaped the root");
         },
     );

@@ -388,7 +388,11 @@ fn remote_cache_token_never_leaks_on_a_real_server() {
         let o = support::out_of(c.args(["--remote-cache", &url, "build", "--json"]).args(support::TARGETS));
         assert_eq!(o.code, 0, "{}", o.all());
         if i == 1 {
-            assert!(o.summary()["cached_remote"].as_u64().unwrap_or(0) > 0, "runner B got nothing from A: {}", o.stdout);
+            assert!(
+                o.summary()["cached_remote"].as_u64().unwrap_or(0) > 0,
+                "runner B got nothing from A: {}",
+                o.stdout
+            );
         }
         all.push_str(&o.all());
     }

@@ -291,7 +291,7 @@ fn stopped_server_costs_one_quick_error_then_the_remote_is_disabled() {
         remote.get_action(&key).unwrap_err(),
         remote.fetch_blob(&d, &b).unwrap_err(),
         remote.has_blob(&d).unwrap_err(),
-        remote.put_action(&key, "{}", "[]", &[d.clone()], &b).unwrap_err(),
+        remote.put_action(&key, "{}", "[]", std::slice::from_ref(&d), &b).unwrap_err(),
     ];
     assert!(t.elapsed() < Duration::from_millis(100), "{:?}", t.elapsed());
     for e in later {
@@ -390,7 +390,7 @@ fn planted_token_never_appears_in_errors_or_debug() {
     let mut seen = Vec::new();
     for r in [&bearer, &wrong_pw, &in_url] {
         seen.push(shown(&r.get_action(&key).unwrap_err())); // 401
-        seen.push(shown(&r.put_action(&key, "{}", "[]", &[d.clone()], &b).unwrap_err()));
+        seen.push(shown(&r.put_action(&key, "{}", "[]", std::slice::from_ref(&d), &b).unwrap_err()));
         seen.push(format!("{r:?} {:?}", r.health()));
     }
     // Transport errors (server gone) with every kind of credential.

@@ -61,13 +61,18 @@ impl Canary {
             assert!(hits.is_empty(), "the secret was copied into {hits:?}");
         }
         // Image layers are gzip: check the decompressed blobs too.
-        for blob in walkdir::WalkDir::new(&ws.cache).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file())
+        for blob in
+            walkdir::WalkDir::new(&ws.cache).into_iter().filter_map(|e| e.ok()).filter(|e| e.file_type().is_file())
         {
             let Ok(f) = std::fs::File::open(blob.path()) else { continue };
             let mut gz = flate2::read::GzDecoder::new(f);
             let mut v = Vec::new();
             if std::io::Read::read_to_end(&mut gz, &mut v).is_ok() {
-                assert!(!v.windows(needle.len()).any(|w| w == needle), "the secret is inside {}", blob.path().display());
+                assert!(
+                    !v.windows(needle.len()).any(|w| w == needle),
+                    "the secret is inside {}",
+                    blob.path().display()
+                );
             }
         }
     }
@@ -87,7 +92,9 @@ fn hostile_ws(canary: &Canary, b1: &str, b2: Option<&str>) -> Ws {
     for (name, script) in &bps {
         ws.write(
             &format!("bps/{name}/buildpack.toml"),
-            format!("api = \"0.10\"\n[buildpack]\nid = \"sec/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n"),
+            format!(
+                "api = \"0.10\"\n[buildpack]\nid = \"sec/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n"
+            ),
         );
         ws.write(&format!("bps/{name}/bin/detect"), "#!/bin/sh\nexit 0\n");
         ws.write(&format!("bps/{name}/bin/build"), format!("#!/bin/sh\nset -e\nL=\"$1\"\n{script}\n"));
@@ -144,7 +151,9 @@ fn cache_layer_symlink_to_host_dir_is_refused() {
     let c = Canary::new();
     let ws = hostile_ws(
         &c,
-        &format!("ln -s \"$CANARY/sub\" \"$L/cached\"\nprintf '[types]\\ncache = true\\n' > \"$L/cached.toml\"\n{PROCESS}"),
+        &format!(
+            "ln -s \"$CANARY/sub\" \"$L/cached\"\nprintf '[types]\\ncache = true\\n' > \"$L/cached.toml\"\n{PROCESS}"
+        ),
         None,
     );
     refused(&c, &ws, "/layers/sec_b1/cached");
@@ -155,7 +164,9 @@ fn build_layer_symlink_to_host_dir_is_refused() {
     let c = Canary::new();
     let ws = hostile_ws(
         &c,
-        &format!("ln -s \"$CANARY/sub\" \"$L/tools\"\nprintf '[types]\\nbuild = true\\n' > \"$L/tools.toml\"\n{PROCESS}"),
+        &format!(
+            "ln -s \"$CANARY/sub\" \"$L/tools\"\nprintf '[types]\\nbuild = true\\n' > \"$L/tools.toml\"\n{PROCESS}"
+        ),
         Some(PROCESS),
     );
     refused(&c, &ws, "/layers/sec_b1/tools");
@@ -166,12 +177,9 @@ fn build_layer_symlink_to_host_dir_is_refused() {
 #[test]
 fn metadata_toml_symlinks_leak_nothing() {
     let c = Canary::new();
-    for (file, extra) in [
-        ("layer.toml", PROCESS),
-        ("launch.toml", ""),
-        ("build.toml", PROCESS),
-        ("store.toml", PROCESS),
-    ] {
+    for (file, extra) in
+        [("layer.toml", PROCESS), ("launch.toml", ""), ("build.toml", PROCESS), ("store.toml", PROCESS)]
+    {
         let ws = hostile_ws(&c, &format!("{extra}\nln -sf \"$CANARY/secret\" \"$L/{file}\""), None);
         refused(&c, &ws, &format!("/layers/sec_b1/{file}"));
     }

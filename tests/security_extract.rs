@@ -230,7 +230,7 @@ fn snapshot(dir: &Path) -> BTreeMap<PathBuf, String> {
 fn opts(chown: bool, sanitize: bool) -> ExtractOptions {
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
-    ExtractOptions { chown: chown && root, sanitize }
+    ExtractOptions { chown: chown && root, sanitize, ..ExtractOptions::default() }
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn whiteouts_through_symlinks_to_the_host_remove_nothing_there() {
     for (target, refused) in [(abs.as_str(), false), (rel.as_str(), true)] {
         let l1 = layer(&[E::Sym("x".into(), target.into())], 0);
         for w in [E::Whiteout("x/file".into()), E::Opaque("x".into()), E::Opaque("x/sub".into())] {
-            let r = env.extract(&[l1.clone(), layer(&[w.clone()], 0)], &opts(true, false));
+            let r = env.extract(&[l1.clone(), layer(std::slice::from_ref(&w), 0)], &opts(true, false));
             // absolute: the image's own (missing) path, nothing to remove; relative: above the root
             assert_eq!(r.is_err(), refused, "{target} {w:?}: {r:?}");
             env.check(&(target, &w));

@@ -104,9 +104,7 @@ pub fn select_process(argv0: &str, args: &[String], md: &Metadata) -> Result<Pro
         return Ok(p);
     }
     match args {
-        [] => Err(NoProcess(
-            "when there is no default process a command is required".into(),
-        )),
+        [] => Err(NoProcess("when there is no default process a command is required".into())),
         [dd, cmd, rest @ ..] if dd == "--" => {
             Ok(Process { command: vec![cmd.clone()], args: rest.to_vec(), direct: true, ..Process::default() })
         }

@@ -109,12 +109,12 @@ fn opt_string(v: &AttrValue) -> Option<String> {
     v.as_str().filter(|s| !s.is_empty()).map(String::from)
 }
 
+/// Source inputs of a `source_list` attribute (path relative to the package, input) and the
+/// actions they come from.
+type SourceInputs = (Vec<(String, Input)>, Vec<ActionId>);
+
 /// Source inputs of a `source_list` attribute: (path relative to the package, input).
-fn sources(
-    n: &TargetNode,
-    attr: &str,
-    provided: &BTreeMap<Label, Provided>,
-) -> Result<(Vec<(String, Input)>, Vec<ActionId>), String> {
+fn sources(n: &TargetNode, attr: &str, provided: &BTreeMap<Label, Provided>) -> Result<SourceInputs, String> {
     let pkg_prefix = if n.label.package.is_root() { String::new() } else { format!("{}/", n.label.package) };
     let mut out = Vec::new();
     let mut deps = Vec::new();

@@ -53,9 +53,9 @@ mod tests {
         let a = Digest::of_bytes(b"a");
         let b = Digest::of_bytes(b"b");
         c.record_blob_locations("reg:5000", "team/base", &[a.clone(), b.clone()]).unwrap();
-        c.record_blob_locations("reg:5000", "team/app", &[a.clone()]).unwrap();
-        c.record_blob_locations("other", "x/y", &[b.clone()]).unwrap();
-        assert_eq!(c.blob_locations("reg:5000", &[a.clone()]).unwrap(), vec!["team/app", "team/base"]);
+        c.record_blob_locations("reg:5000", "team/app", std::slice::from_ref(&a)).unwrap();
+        c.record_blob_locations("other", "x/y", std::slice::from_ref(&b)).unwrap();
+        assert_eq!(c.blob_locations("reg:5000", std::slice::from_ref(&a)).unwrap(), vec!["team/app", "team/base"]);
         assert_eq!(c.blob_locations("reg:5000", &[b]).unwrap(), vec!["team/base"]);
         assert!(c.blob_locations("nowhere", &[a]).unwrap().is_empty());
     }

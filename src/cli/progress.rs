@@ -113,7 +113,7 @@ pub struct Tee {
 
 impl Tee {
     /// Opens (truncates) `path`; on failure the log is skipped, the build is not.
-    pub fn new(inner: Box<dyn Reporter>, path: &std::path::Path) -> Box<dyn Reporter> {
+    pub fn wrap(inner: Box<dyn Reporter>, path: &std::path::Path) -> Box<dyn Reporter> {
         let _ = std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")));
         match std::fs::File::create(path) {
             Ok(f) => Box::new(Tee { inner, file: Mutex::new(std::io::BufWriter::new(f)) }),

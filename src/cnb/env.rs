@@ -8,7 +8,7 @@ use std::path::Path;
 use super::buildpack_toml::{BuildpackApi, RunTarget, DEFAULT_EXEC_ENV};
 use super::env_files::{apply_action, read_dir_sorted};
 pub use super::env_files::{
-    apply_env_dir, apply_layer_env_dirs, apply_root_dirs, parse_env_file_name, EnvAction, EnvMap, EnvFs,
+    apply_env_dir, apply_layer_env_dirs, apply_root_dirs, parse_env_file_name, EnvAction, EnvFs, EnvMap,
     BUILD_ROOT_DIRS, LAUNCH_ROOT_DIRS,
 };
 use crate::fs::confined::{Kind, Root};
@@ -29,7 +29,10 @@ pub struct ConfinedEnvFs<'a> {
 impl ConfinedEnvFs<'_> {
     fn rel<'p>(&self, p: &'p Path) -> io::Result<&'p Path> {
         p.strip_prefix(self.mount).map_err(|_| {
-            io::Error::new(io::ErrorKind::InvalidInput, format!("`{}` is not under `{}`", p.display(), self.mount.display()))
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("`{}` is not under `{}`", p.display(), self.mount.display()),
+            )
         })
     }
 }

@@ -840,7 +840,7 @@ name = "ignored"
         let mut e = proc("dev", false);
         e.exec_env = vec!["development".into()];
         let l = LaunchToml { processes: vec![e], ..LaunchToml::default() };
-        assert!(merge_launch(&[member("e")], &[l.clone()], Some("production")).processes.is_empty());
+        assert!(merge_launch(&[member("e")], std::slice::from_ref(&l), Some("production")).processes.is_empty());
         assert_eq!(merge_launch(&[member("e")], &[l], Some("development")).processes.len(), 1);
     }
 

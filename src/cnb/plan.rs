@@ -635,7 +635,8 @@ pub fn parse_order_toml(text: &str, file: &Path) -> Result<Vec<OrderGroup>, CnbE
     let raw: RawOrderToml = toml::from_str(text).map_err(|e| CnbError::toml(Phase::Detect, "order", file, e))?;
     // Ids and versions become path components (`/cnb/buildpacks/<id>/<version>`).
     for r in raw.order.iter().flat_map(|g| g.group.iter()) {
-        crate::cnb::buildpack_toml::validate_ref(r).map_err(|reason| CnbError::invalid(Phase::Detect, "order", file, reason))?;
+        crate::cnb::buildpack_toml::validate_ref(r)
+            .map_err(|reason| CnbError::invalid(Phase::Detect, "order", file, reason))?;
     }
     Ok(raw.order)
 }

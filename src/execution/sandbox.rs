@@ -1230,6 +1230,79 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
     }
 }
 
+/// A directory for sandbox scratch dirs that every sandbox user can traverse: the cache directory
+/// may sit under a private home (`/root` is 0700), which a sandbox dropped to another uid could not
+/// reach. `<tmp>/cbuild-sandbox-<euid>`, mode 0711 (traverse, not list), must be ours and not a
+/// symlink; each scratch dir inside is private to the action that made it.
+pub fn scratch_root() -> Result<PathBuf, SandboxError> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let dir = std::env::temp_dir().join(format!("cbuild-sandbox-{euid}"));
+    let err = |source: io::Error| SandboxError::RootFs { path: dir.clone(), source };
+    match std::fs::create_dir(&dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(err(e)),
+    }
+    let md = std::fs::symlink_metadata(&dir).map_err(err)?;
+    if !md.is_dir() || md.uid() != euid {
+        return Err(err(io::Error::other(
+            "exists but is not a directory owned by the current user (refusing to use it)",
+        )));
+    }
+    if md.permissions().mode() & 0o7777 != 0o711 {
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
+    }
+    Ok(dir)
+}
+
+/// A fresh private scratch dir `<scratch root>/<prefix><pid>-XXXXXX` for one action, removed when
+/// the returned guard drops. The pid in the name lets a later cbuild remove what a killed one
+/// (`kill -9`, OOM, power loss) left: the first call in each process sweeps dirs whose process is
+/// gone, so an interrupted build cannot fill the disk one sandbox at a time.
+pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    let root = scratch_root().map_err(|e| crate::execution::chain(&e))?;
+    SWEPT.call_once(|| sweep_stale_scratch(&root));
+    tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}-", std::process::id()))
+        .tempdir_in(&root)
+        .map_err(|e| format!("cannot create a scratch dir in `{}`: {e}", root.display()))
+}
+
+/// Removes scratch dirs named `<word>-<pid>-<random>` whose process no longer exists. Best effort:
+/// a dir that cannot be removed now is tried again by the next cbuild.
+fn sweep_stale_scratch(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else { return };
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let Some(pid) = scratch_owner(&name.to_string_lossy()) else { continue };
+        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// The pid in a scratch dir name `<word>-<pid>-<random>`, if it has that form.
+fn scratch_owner(name: &str) -> Option<u32> {
+    let mut parts = name.splitn(3, '-');
+    let (word, pid, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    if word.is_empty() || !word.bytes().all(|b| b.is_ascii_lowercase()) || rest.is_empty() {
+        return None;
+    }
+    pid.parse().ok()
+}
+
+/// A blocking `bwrap` command for `spec` with the caller's stdin/stdout/stderr left to the caller
+/// (`cbuild run`: the developer's terminal). Same isolation, uid handling, seccomp filter and
+/// process and file-size limits as [`run`]; the time and output limits are [`run`]'s alone (an
+/// interactive server may run for days). Keep the command until it has been spawned: it owns the
+/// memfds bwrap reads its options from.
+pub fn interactive_command(spec: &SandboxSpec) -> Result<std::process::Command, SandboxError> {
+    bwrap_command(spec).map(|(_, cmd)| cmd)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1359,7 +1432,8 @@ mod tests {
     #[test]
     fn invalid_specs_are_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        let cases: Vec<(&str, Box<dyn Fn(&mut SandboxSpec)>)> = vec![
+        type Case = (&'static str, Box<dyn Fn(&mut SandboxSpec)>);
+        let cases: Vec<Case> = vec![
             ("empty argv", Box::new(|s| s.argv.clear())),
             ("relative cwd", Box::new(|s| s.cwd = "work".into())),
             ("dotdot cwd", Box::new(|s| s.cwd = "/a/../etc".into())),
@@ -1707,77 +1781,4 @@ mod tests {
         let arm = SyscallData { nr: 20, arch: 0x4000_0028, args: [0; 6] };
         assert_eq!(verdict(program, &arm), libc::SECCOMP_RET_KILL_PROCESS);
     }
-}
-
-/// A directory for sandbox scratch dirs that every sandbox user can traverse: the cache directory
-/// may sit under a private home (`/root` is 0700), which a sandbox dropped to another uid could not
-/// reach. `<tmp>/cbuild-sandbox-<euid>`, mode 0711 (traverse, not list), must be ours and not a
-/// symlink; each scratch dir inside is private to the action that made it.
-pub fn scratch_root() -> Result<PathBuf, SandboxError> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let euid = unsafe { libc::geteuid() };
-    let dir = std::env::temp_dir().join(format!("cbuild-sandbox-{euid}"));
-    let err = |source: io::Error| SandboxError::RootFs { path: dir.clone(), source };
-    match std::fs::create_dir(&dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(err(e)),
-    }
-    let md = std::fs::symlink_metadata(&dir).map_err(err)?;
-    if !md.is_dir() || md.uid() != euid {
-        return Err(err(io::Error::other(
-            "exists but is not a directory owned by the current user (refusing to use it)",
-        )));
-    }
-    if md.permissions().mode() & 0o7777 != 0o711 {
-        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o711)).map_err(err)?;
-    }
-    Ok(dir)
-}
-
-/// A fresh private scratch dir `<scratch root>/<prefix><pid>-XXXXXX` for one action, removed when
-/// the returned guard drops. The pid in the name lets a later cbuild remove what a killed one
-/// (`kill -9`, OOM, power loss) left: the first call in each process sweeps dirs whose process is
-/// gone, so an interrupted build cannot fill the disk one sandbox at a time.
-pub fn scratch_dir(prefix: &str) -> Result<tempfile::TempDir, String> {
-    static SWEPT: std::sync::Once = std::sync::Once::new();
-    let root = scratch_root().map_err(|e| crate::execution::chain(&e))?;
-    SWEPT.call_once(|| sweep_stale_scratch(&root));
-    tempfile::Builder::new()
-        .prefix(&format!("{prefix}{}-", std::process::id()))
-        .tempdir_in(&root)
-        .map_err(|e| format!("cannot create a scratch dir in `{}`: {e}", root.display()))
-}
-
-/// Removes scratch dirs named `<word>-<pid>-<random>` whose process no longer exists. Best effort:
-/// a dir that cannot be removed now is tried again by the next cbuild.
-fn sweep_stale_scratch(root: &Path) {
-    let Ok(entries) = std::fs::read_dir(root) else { return };
-    for e in entries.flatten() {
-        let name = e.file_name();
-        let Some(pid) = scratch_owner(&name.to_string_lossy()) else { continue };
-        if pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists() {
-            let _ = std::fs::remove_dir_all(e.path());
-        }
-    }
-}
-
-/// The pid in a scratch dir name `<word>-<pid>-<random>`, if it has that form.
-fn scratch_owner(name: &str) -> Option<u32> {
-    let mut parts = name.splitn(3, '-');
-    let (word, pid, rest) = (parts.next()?, parts.next()?, parts.next()?);
-    if word.is_empty() || !word.bytes().all(|b| b.is_ascii_lowercase()) || rest.is_empty() {
-        return None;
-    }
-    pid.parse().ok()
-}
-
-/// A blocking `bwrap` command for `spec` with the caller's stdin/stdout/stderr left to the caller
-/// (`cbuild run`: the developer's terminal). Same isolation, uid handling, seccomp filter and
-/// process and file-size limits as [`run`]; the time and output limits are [`run`]'s alone (an
-/// interactive server may run for days). Keep the command until it has been spawned: it owns the
-/// memfds bwrap reads its options from.
-pub fn interactive_command(spec: &SandboxSpec) -> Result<std::process::Command, SandboxError> {
-    bwrap_command(spec).map(|(_, cmd)| cmd)
 }

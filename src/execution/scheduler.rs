@@ -408,15 +408,15 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
         }
     }
     let sem = Arc::new(Semaphore::new(cfg.jobs.max(1)));
-    let mut set: JoinSet<(ActionId, Result<(Arc<ActionOutput>, Outcome), String>)> = JoinSet::new();
+    type Finished = (ActionId, Result<(Arc<ActionOutput>, Outcome), String>);
+    let mut set: JoinSet<Finished> = JoinSet::new();
     let mut ready: Vec<ActionId> = (0..n).filter(|i| waiting[*i] == 0).collect();
     ready.reverse();
     let mut stop = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        while !stop {
-            let Some(id) = ready.pop() else { break };
+        while let Some(id) = if stop { None } else { ready.pop() } {
             let deps: Vec<Arc<ActionOutput>> =
                 g.actions[id].deps.iter().filter_map(|d| report.outputs[*d].clone()).collect();
             if deps.len() != g.actions[id].deps.len() {
@@ -667,7 +667,10 @@ async fn remote_lookup(
         Err(e) => {
             if e.should_warn() {
                 ctx.reporter.event(&Event::Warning {
-                    message: format!("remote cache: {}; building `{label}` {name} locally", crate::execution::chain(&e)),
+                    message: format!(
+                        "remote cache: {}; building `{label}` {name} locally",
+                        crate::execution::chain(&e)
+                    ),
                 });
             }
             None
@@ -689,7 +692,9 @@ async fn remote_store(ctx: &Arc<RunCtx>, key: &Blake3, out: &ActionOutput, compo
     .await;
     if let Ok(Err(e)) = r {
         if e.should_warn() {
-            ctx.reporter.event(&Event::Warning { message: format!("remote cache: could not upload: {}", crate::execution::chain(&e)) });
+            ctx.reporter.event(&Event::Warning {
+                message: format!("remote cache: could not upload: {}", crate::execution::chain(&e)),
+            });
         }
     }
 }

@@ -62,13 +62,13 @@ impl Meta {
         };
         Meta {
             kind,
-            mode: st.st_mode as u32 & 0o7777,
+            mode: st.st_mode & 0o7777,
             size: st.st_size as u64,
             uid: st.st_uid,
             gid: st.st_gid,
-            nlink: st.st_nlink as u64,
-            dev: st.st_dev as u64,
-            ino: st.st_ino as u64,
+            nlink: st.st_nlink,
+            dev: st.st_dev,
+            ino: st.st_ino,
         }
     }
 }
@@ -99,8 +99,12 @@ impl Root {
     /// Opens `path` (a directory cbuild itself chose: the path up to it is trusted, but its last
     /// component must be a real directory, not a symlink).
     pub fn open(path: &Path) -> io::Result<Root> {
-        let fd = rustix::fs::open(path, OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty())
-            .map_err(|e| Self::annotate(path, errno(e)))?;
+        let fd = rustix::fs::open(
+            path,
+            OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| Self::annotate(path, errno(e)))?;
         Ok(Root { fd, path: path.to_path_buf() })
     }
 
@@ -219,7 +223,13 @@ impl Root {
     pub fn read_in_root(&self, rel: &Path, limit: u64) -> io::Result<Option<Vec<u8>>> {
         let r = self.check_rel(rel)?;
         let how = ResolveFlags::IN_ROOT | ResolveFlags::NO_MAGICLINKS;
-        let fd = match rustix::fs::openat2(&self.fd, r, OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC, Mode::empty(), how) {
+        let fd = match rustix::fs::openat2(
+            &self.fd,
+            r,
+            OFlags::RDONLY | OFlags::NONBLOCK | OFlags::CLOEXEC,
+            Mode::empty(),
+            how,
+        ) {
             Ok(fd) => fd,
             Err(rustix::io::Errno::NOENT) => return Ok(None),
             Err(e) => return Err(Self::annotate(&self.path.join(rel), errno(e))),
@@ -272,7 +282,8 @@ impl Root {
                     ))
                 }
                 None => {
-                    let parent = self.openat(cur.parent().unwrap_or(Path::new("")), OFlags::PATH | OFlags::DIRECTORY, 0)?;
+                    let parent =
+                        self.openat(cur.parent().unwrap_or(Path::new("")), OFlags::PATH | OFlags::DIRECTORY, 0)?;
                     match rustix::fs::mkdirat(&parent, n, Mode::from_raw_mode(mode)) {
                         Ok(()) | Err(rustix::io::Errno::EXIST) => {}
                         Err(e) => return Err(Self::annotate(&self.path.join(&cur), errno(e))),
@@ -361,7 +372,10 @@ impl Root {
             for n in self.read_dir(&dir)? {
                 let r = sub.join(&n);
                 let meta = self.meta(&rel.join(&r))?.ok_or_else(|| {
-                    io::Error::new(io::ErrorKind::NotFound, format!("`{}` vanished", self.path.join(rel).join(&r).display()))
+                    io::Error::new(
+                        io::ErrorKind::NotFound,
+                        format!("`{}` vanished", self.path.join(rel).join(&r).display()),
+                    )
                 })?;
                 if meta.kind == Kind::Dir {
                     children.push(r.clone());
@@ -413,7 +427,8 @@ impl Root {
     /// The target of the symlink `rel`.
     pub fn read_link(&self, rel: &Path) -> io::Result<PathBuf> {
         let fd = self.openat(rel, OFlags::PATH, 0)?;
-        let t = rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(|e| Self::annotate(&self.path.join(rel), errno(e)))?;
+        let t =
+            rustix::fs::readlinkat(&fd, "", Vec::new()).map_err(|e| Self::annotate(&self.path.join(rel), errno(e)))?;
         Ok(PathBuf::from(OsStr::from_bytes(t.as_bytes())))
     }
 

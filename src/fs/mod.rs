@@ -58,6 +58,25 @@ pub fn normalize_relative(p: &Path) -> Option<PathBuf> {
     Some(out)
 }
 
+/// The components of a symlink `target` as a walk queue (`..` kept, `.` and the root dropped),
+/// followed by the `rest` of the path still to walk. Shared by the safe extractors of image layers
+/// and `.deb`s, which resolve every path inside their root one component at a time.
+pub fn symlink_walk_queue(
+    target: &Path,
+    rest: &mut std::collections::VecDeque<std::ffi::OsString>,
+) -> std::collections::VecDeque<std::ffi::OsString> {
+    let mut next: std::collections::VecDeque<std::ffi::OsString> = target
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(s) => Some(s.to_os_string()),
+            Component::ParentDir => Some(std::ffi::OsString::from("..")),
+            _ => None,
+        })
+        .collect();
+    next.extend(rest.drain(..));
+    next
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,23 +97,4 @@ mod tests {
         assert_eq!(normalize_relative(Path::new("../x")), None);
         assert_eq!(normalize_relative(Path::new("/x")), None);
     }
-}
-
-/// The components of a symlink `target` as a walk queue (`..` kept, `.` and the root dropped),
-/// followed by the `rest` of the path still to walk. Shared by the safe extractors of image layers
-/// and `.deb`s, which resolve every path inside their root one component at a time.
-pub fn symlink_walk_queue(
-    target: &Path,
-    rest: &mut std::collections::VecDeque<std::ffi::OsString>,
-) -> std::collections::VecDeque<std::ffi::OsString> {
-    let mut next: std::collections::VecDeque<std::ffi::OsString> = target
-        .components()
-        .filter_map(|c| match c {
-            Component::Normal(s) => Some(s.to_os_string()),
-            Component::ParentDir => Some(std::ffi::OsString::from("..")),
-            _ => None,
-        })
-        .collect();
-    next.extend(rest.drain(..));
-    next
 }

@@ -76,7 +76,7 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, layouts: L
         error: e.into(),
         hints: vec![format!("check that `{}` is writable, or pass --cache-dir", s.cache_dir.display())],
     })?);
-    let reporter: Arc<dyn Reporter> = Arc::from(super::super::progress::Tee::new(
+    let reporter: Arc<dyn Reporter> = Arc::from(super::super::progress::Tee::wrap(
         super::super::progress::reporter(s.json, s.quiet),
         &s.root().join("cbuild-out/logs/build.log"),
     ));

@@ -227,7 +227,7 @@ pub async fn run(
             &order,
             |r: &BuildpackRef| {
                 find(&bps, r).map(|b| b.desc.clone()).ok_or_else(|| {
-                    CnbError::invalid(crate::cnb::Phase::Detect, &r.to_string(), "buildpack.toml", "a composite order names a buildpack the builder does not provide (add it to the composite's `deps`)")
+                    CnbError::invalid(crate::cnb::Phase::Detect, r.to_string(), "buildpack.toml", "a composite order names a buildpack the builder does not provide (add it to the composite's `deps`)")
                 })
             },
             |r: &BuildpackRef| {

@@ -1,5 +1,5 @@
-//! The CNB export phase as one action: the app image = run image layers + launch layers + app layer
-//! + launcher + config + process types, with the lifecycle's labels and env. It depends on the run
+//! The CNB export phase as one action: the app image = run image layers, launch layers, app layer,
+//! launcher, config and process types, with the lifecycle's labels and env. It depends on the run
 //! image and the build result only, so a new run image re-runs just this (a rebase) and yields the
 //! same image as a build from scratch on it.
 
