@@ -164,7 +164,18 @@ fn analyze_target(
             }
             let cmd = n.attr("cmd").as_str().unwrap_or_default().to_string();
             let env = string_map(n.attr("env"));
-            let a = ag.add(l, ActionKind::Genrule { srcs, outs: outs.clone(), cmd, env }, deps);
+            let mut deps = deps;
+            let image = match n.attr("image") {
+                AttrValue::Label(b) => match provided.get(b) {
+                    Some(Provided::Image(a) | Provided::Pulled(a, _)) => {
+                        deps.push(*a);
+                        Some(*a)
+                    }
+                    _ => return Err(format!("`image` is `{b}`, which is not an image")),
+                },
+                _ => None,
+            };
+            let a = ag.add(l, ActionKind::Genrule { srcs, outs: outs.clone(), cmd, env, image }, deps);
             Ok(Provided::Files { action: a, outs })
         }
         "layer" => {

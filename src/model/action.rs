@@ -47,7 +47,15 @@ pub struct ImageConfigSpec {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ActionKind {
     /// Run `cmd` in a sandbox where only `srcs` are visible; keep `outs`.
-    Genrule { srcs: Vec<(String, Input)>, outs: Vec<String>, cmd: String, env: BTreeMap<String, String> },
+    Genrule {
+        srcs: Vec<(String, Input)>,
+        outs: Vec<String>,
+        cmd: String,
+        env: BTreeMap<String, String>,
+        /// The image whose root file system the command runs in (`None`: the host's tools).
+        #[serde(default)]
+        image: Option<ActionId>,
+    },
     /// Pack files into one reproducible layer.
     Layer {
         files: Vec<LayerFile>,

@@ -190,6 +190,7 @@ mod tests {
             outs: vec!["out.txt".into()],
             cmd: String::new(),
             env: Default::default(),
+            image: None,
         };
         let want = Expected::of(&genrule);
         assert!(check_result(&want, &entry(&files, &[(d.clone(), 5)])).is_ok());

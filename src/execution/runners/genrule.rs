@@ -24,19 +24,27 @@ pub fn key(
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
 ) -> Result<KeyBuilder, String> {
-    let ActionKind::Genrule { srcs, outs, cmd, env } = &a.kind else { unreachable!() };
+    let ActionKind::Genrule { srcs, outs, cmd, env, image } = &a.kind else { unreachable!() };
     let mut m = BTreeMap::new();
     for (rel, i) in srcs {
         m.insert(rel.clone(), input_digest(i, deps, ctx)?);
     }
-    Ok(kb
+    let kb = kb
         .component("cmd", cmd.as_str())
         .component("srcs", ComponentValue::map(m))
         .component("outs", ComponentValue::list(outs.clone()))
         // Values as digests: env may hold tokens, and key components are stored and uploaded.
-        .component("env", ComponentValue::env_map(env))
+        .component("env", ComponentValue::env_map(env));
+    let kb = match image {
+        // Hermetic: the command sees only the image's root file system.
+        Some(id) => match deps.get(id).map(|o| o.as_ref()) {
+            Some(ActionOutput::Image { manifest, .. }) => kb.component("image", manifest.to_string()),
+            _ => return Err("internal: genrule image missing".into()),
+        },
         // The command runs on the host's tools: their identity is part of the key.
-        .component("host", ctx.host_identity.get_or_init(host_identity).as_str())
+        None => kb.component("host", ctx.host_identity.get_or_init(host_identity).as_str()),
+    };
+    Ok(kb
         // The command sees SOURCE_DATE_EPOCH (tools stamp it into outputs).
         .component("source_date_epoch", ctx.source_date_epoch.to_string()))
 }
@@ -46,7 +54,37 @@ pub async fn run(
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
 ) -> Result<ActionOutput, String> {
-    let ActionKind::Genrule { srcs, outs, cmd, env } = &a.kind else { unreachable!() };
+    let ActionKind::Genrule { srcs, outs, cmd, env, image } = &a.kind else { unreachable!() };
+    // The root file system: the declared image's (extracted once per digest, sanitized, shared
+    // with buildpack sandboxes) or the host's /usr, /bin, /etc.
+    let (root_fs, image_path) = match image {
+        Some(id) => {
+            let out = deps.get(id).ok_or("internal: genrule image missing")?;
+            let ActionOutput::Image { manifest, .. } = out.as_ref() else {
+                return Err("internal: genrule image missing".into());
+            };
+            super::pull::ensure_local(out, ctx).await?;
+            let (manifest, ctx2) = (manifest.clone(), ctx.clone());
+            let (img, rootfs) = tokio::task::spawn_blocking(move || {
+                let img =
+                    crate::oci::Image::load(ctx2.cache.cas(), &manifest).map_err(|e| crate::execution::chain(&e))?;
+                let root = super::cnb_common::ensure_rootfs(&img, ctx2.cache.cas())?;
+                Ok::<_, String>((img, root))
+            })
+            .await
+            .map_err(|e| crate::execution::chain(&e))??;
+            let path = img
+                .config()
+                .config()
+                .as_ref()
+                .and_then(|c| c.env().clone())
+                .unwrap_or_default()
+                .iter()
+                .find_map(|kv| kv.strip_prefix("PATH=").map(String::from));
+            (RootFs::Dir(rootfs), path)
+        }
+        None => (RootFs::Host, None),
+    };
     let scratch = sandbox::scratch_dir("genrule-")?;
     let work = scratch.path().join("work");
     std::fs::create_dir_all(&work).map_err(|e| crate::execution::chain(&e))?;
@@ -80,13 +118,13 @@ pub async fn run(
     // mount point, so it cannot swap the dir itself); outputs are resolved beneath it after the
     // sandbox exited.
     let work_root = Root::open(&work).map_err(|e| crate::execution::chain(&e))?;
-    let mut spec = SandboxSpec::new(RootFs::Host, vec!["/bin/sh".into(), "-ec".into(), cmd.clone()]);
+    let mut spec = SandboxSpec::new(root_fs, vec!["/bin/sh".into(), "-ec".into(), cmd.clone()]);
     spec.mounts.push(Mount::writable(&work, "/work"));
     spec.tmp = Some(tmp);
     spec.cwd = "/work".into();
     spec.uid = 65534;
     spec.gid = 65534;
-    spec.env.insert("PATH".into(), "/usr/local/bin:/usr/bin:/bin".into());
+    spec.env.insert("PATH".into(), image_path.unwrap_or_else(|| "/usr/local/bin:/usr/bin:/bin".into()));
     spec.env.insert("HOME".into(), "/tmp".into());
     spec.env.insert("SRCS".into(), srcs.iter().map(|(r, _)| r.as_str()).collect::<Vec<_>>().join(" "));
     spec.env.insert("OUTS".into(), outs.join(" "));
