@@ -255,7 +255,30 @@ fn env_secret_values_are_never_stored_or_printed() {
         ),
     );
     ws.write("app/index.html", "<p>hi</p>\n");
-    let b = ws.build(&["//app:img"]);
+    // With a real remote cache server (a signing runner uploads every entry): its stored objects
+    // are searched too.
+    let server = tempfile::tempdir().unwrap();
+    let out =
+        std::process::Command::new(common::harness("http-cache.sh")).arg("start").arg(server.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new(common::harness("http-cache.sh")).arg("stop").arg(&self.0).output();
+        }
+    }
+    let _stop = Stop(server.path().to_path_buf());
+    let key = server.path().join("signing.pem");
+    let kg = ws.cmd().args(["cache", "keygen"]).arg(&key).output().unwrap();
+    assert!(kg.status.success(), "{}", String::from_utf8_lossy(&kg.stderr));
+    let b = support::out_of(ws.cmd().env("CBUILD_REMOTE_SIGNING_KEY", &key).args([
+        "--remote-cache",
+        &url,
+        "build",
+        "--json",
+        "//app:img",
+    ]));
     assert_eq!(b.code, 0, "{}", b.all());
     let mut outputs = b.all();
     for args in [
@@ -266,7 +289,13 @@ fn env_secret_values_are_never_stored_or_printed() {
         outputs.push_str(&ws.run(args).all());
     }
     assert!(!outputs.contains(&token), "the token was printed:\n{outputs}");
-    for d in [ws.path("cbuild-out"), ws.cache.clone()] {
+    let stored = walkdir::WalkDir::new(server.path())
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_type().is_file())
+        .count();
+    assert!(stored > 5, "the remote cache server stored only {stored} objects");
+    for d in [ws.path("cbuild-out"), ws.cache.clone(), server.path().to_path_buf()] {
         let hits = support::files_containing(&d, token.as_bytes());
         assert!(hits.is_empty(), "the token is stored in {hits:?}");
     }
