@@ -264,7 +264,7 @@ fn assert_pinned(digest: &str, pins: &[(&str, &str)]) {
     match pins.iter().find(|(f, _)| *f == fp) {
         Some((_, want)) => assert_eq!(
             digest, *want,
-            "the digest changed but no kind version or codec id did: bump one (execution::runners::KIND_VERSIONS)"
+            "the digest changed but no kind version or codec id did: bump one (`Runner::version` of the kind, execution::runners)"
         ),
         None => {
             panic!("output fingerprint `{fp}` has no pinned digest: add (`{fp}`, `{digest}`) after checking the change")

@@ -165,7 +165,7 @@ fn same_inputs_give_the_same_digest_everywhere() {
     assert_eq!(
         (fp.as_str(), da.to_string().as_str()),
         (GOLDEN_FINGERPRINT, GOLDEN_TWO_LAYER_DIGEST),
-        "a pinned digest changes only with a kind version or codec id bump (execution::runners::KIND_VERSIONS)"
+        "a pinned digest changes only with a kind version or codec id bump (`Runner::version` of the kind, execution::runners)"
     );
 }
 const GOLDEN_FINGERPRINT: &str = "genrule=1,layer=2,import=1,image=3,buildpack=1,pull=1,debian=2,detect=2,build=3,export=2;gzip=pargz-cdc/fastcdc5-128K-512K-2M/l6/zlib-rs;zstd=zstd/l3-mt;none=none";

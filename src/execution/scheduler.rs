@@ -13,7 +13,7 @@ use super::events::{Event, Outcome, Reporter};
 use super::runners::{self, RunCtx};
 use super::sources::{shown, SourceStamp};
 use crate::cache::{Cache, RunOutcome, RunRecord};
-use crate::model::action::{ActionGraph, ActionId, ActionKind, ActionOutput, Input};
+use crate::model::action::{ActionGraph, ActionId, ActionKind, ActionOutput};
 use crate::model::digest::Blake3;
 
 /// Settings of one execution.
@@ -72,26 +72,14 @@ impl BuildReport {
 /// time. Symlinks that stay inside keep being followed. The one exception is a cnb_image app file whose last component is a
 /// symlink: the app dir keeps it as a symlink (for the build container), nobody follows it, so it
 /// is keyed by its target text instead of refused (when no other action follows it).
-/// The workspace sources an action reads, each with whether its consumer follows a last-component
-/// symlink (`true`) or copies it as a link (cnb_image app files, `false`).
-fn source_inputs(kind: &ActionKind) -> Vec<(String, bool)> {
-    let follow = |v: Vec<String>| v.into_iter().map(|p| (p, true)).collect::<Vec<_>>();
-    match kind {
-        ActionKind::Genrule { srcs, .. } => follow(srcs.iter().filter_map(|(_, i)| source(i)).collect()),
-        ActionKind::Layer { files, .. } => follow(files.iter().filter_map(|f| source(&f.input)).collect()),
-        ActionKind::ImportImage { files, .. } => follow(files.clone()),
-        ActionKind::Buildpack { files, .. } => follow(files.iter().filter_map(|(_, i)| source(i)).collect()),
-        ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => {
-            p.app.iter().filter_map(|(_, i)| source(i)).map(|p| (p, false)).collect()
-        }
-        ActionKind::DebianImage(d) => vec![(d.lock.clone(), true)],
-        ActionKind::Image { .. } | ActionKind::CnbExport(_) | ActionKind::PullImage { .. } => Vec::new(),
-    }
+/// The workspace sources an action reads (its runner declares them: [`runners::Runner::sources`]).
+fn source_inputs(a: &crate::model::action::Action) -> Vec<(String, bool)> {
+    runners::runner(&a.kind).sources(a)
 }
 
 /// Fails if a source `a` read changed since it was hashed (see [`SourceStamp`]).
 fn check_sources_unchanged(a: &crate::model::action::Action, ctx: &RunCtx) -> Result<(), String> {
-    for (rel, _) in source_inputs(&a.kind) {
+    for (rel, _) in source_inputs(a) {
         let Some(then) = ctx.source_stamps.get(&rel) else { continue };
         if then.now(&ctx.root.join(&rel)).as_ref() != Some(then) {
             return Err(format!(
@@ -115,7 +103,7 @@ fn hash_sources(
     let mut paths: BTreeSet<String> = BTreeSet::new();
     let mut app: BTreeSet<String> = BTreeSet::new();
     for a in &g.actions {
-        for (p, follow) in source_inputs(&a.kind) {
+        for (p, follow) in source_inputs(a) {
             if follow {
                 paths.insert(p);
             } else {
@@ -321,13 +309,6 @@ fn link_text(target: &std::path::Path, resolved: Option<&std::path::Path>) -> St
     }
 }
 
-fn source(i: &Input) -> Option<String> {
-    match i {
-        Input::Source(p) => Some(p.clone()),
-        Input::Output { .. } => None,
-    }
-}
-
 /// Runs the graph. Returns when every action finished, failed or was skipped, or on Ctrl-C.
 pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter: Arc<dyn Reporter>) -> BuildReport {
     let mut report = BuildReport {
@@ -491,7 +472,7 @@ async fn run_one(
     let name = a.kind.mnemonic();
     let started = Instant::now();
     let cache = ctx.cache.clone();
-    let uncacheable = runners::uncacheable(&a.kind);
+    let uncacheable = !runners::runner(&a.kind).cacheable(a);
     let hit = if uncacheable {
         Ok(None)
     } else {
@@ -582,7 +563,7 @@ async fn execute_action(
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
 ) -> Result<ActionOutput, String> {
-    let out = runners::run(a, deps, ctx).await?;
+    let out = runners::runner(&a.kind).run(a, deps, ctx).await?;
     check_sources_unchanged(a, ctx)?;
     Ok(out)
 }

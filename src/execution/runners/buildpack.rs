@@ -88,3 +88,30 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     }
     Ok(ActionOutput::Files { files: out })
 }
+
+/// The `buildpack` action kind's [`Runner`](super::seam::Runner).
+pub struct BuildpackRunner;
+
+impl super::seam::Runner for BuildpackRunner {
+    fn mnemonic(&self) -> &'static str {
+        "buildpack"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn sources(&self, a: &Action) -> Vec<(String, bool)> {
+        let ActionKind::Buildpack { files, .. } = &a.kind else { return Vec::new() };
+        super::seam::source_paths(files.iter().map(|(_, i)| i)).into_iter().map(|p| (p, true)).collect()
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, deps, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        deps: &'a super::seam::Deps,
+        ctx: &'a Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        super::seam::blocking(a, deps, ctx, run)
+    }
+}

@@ -546,3 +546,30 @@ pub async fn run(
     let blobs = out.blobs();
     Ok(ActionOutput::Data { json: serde_json::to_string(&out).map_err(|e| crate::execution::chain(&e))?, blobs })
 }
+
+/// The `build` action kind's [`Runner`](super::seam::Runner).
+pub struct Build;
+
+impl super::seam::Runner for Build {
+    fn mnemonic(&self) -> &'static str {
+        "build"
+    }
+    fn version(&self) -> u32 {
+        3
+    }
+    fn sources(&self, a: &Action) -> Vec<(String, bool)> {
+        let ActionKind::CnbBuild { phase: p, .. } = &a.kind else { return Vec::new() };
+        super::seam::source_paths(p.app.iter().map(|(_, i)| i)).into_iter().map(|p| (p, false)).collect()
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, deps, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        deps: &'a super::seam::Deps,
+        ctx: &'a Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        Box::pin(run(a, deps, ctx))
+    }
+}

@@ -334,3 +334,31 @@ pub async fn run(
         }
     }
 }
+
+/// The `detect` action kind's [`Runner`](super::seam::Runner).
+pub struct Detect;
+
+impl super::seam::Runner for Detect {
+    fn mnemonic(&self) -> &'static str {
+        "detect"
+    }
+    fn version(&self) -> u32 {
+        2
+    }
+    fn sources(&self, a: &Action) -> Vec<(String, bool)> {
+        let ActionKind::CnbDetect(p) = &a.kind else { return Vec::new() };
+        // App files are copied into /workspace as they are: a symlink stays a link.
+        super::seam::source_paths(p.app.iter().map(|(_, i)| i)).into_iter().map(|p| (p, false)).collect()
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, deps, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        deps: &'a super::seam::Deps,
+        ctx: &'a Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        Box::pin(run(a, deps, ctx))
+    }
+}

@@ -195,3 +195,26 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     let (manifest, size) = img.write_to(cas).map_err(|e| crate::execution::chain(&e))?;
     Ok(super::image::image_output(&img, manifest, size, super::image::remote_of(deps.get(&s.run_image).unwrap())))
 }
+
+/// The `export` action kind's [`Runner`](super::seam::Runner).
+pub struct Export;
+
+impl super::seam::Runner for Export {
+    fn mnemonic(&self) -> &'static str {
+        "export"
+    }
+    fn version(&self) -> u32 {
+        2
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, deps, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        deps: &'a super::seam::Deps,
+        ctx: &'a Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        super::seam::blocking(a, deps, ctx, run)
+    }
+}

@@ -104,3 +104,30 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
     let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
     Ok(super::image::image_output(&img, manifest, size, Vec::new()))
 }
+
+/// The `debian` action kind's [`Runner`](super::seam::Runner).
+pub struct Debian;
+
+impl super::seam::Runner for Debian {
+    fn mnemonic(&self) -> &'static str {
+        "debian"
+    }
+    fn version(&self) -> u32 {
+        2
+    }
+    fn sources(&self, a: &Action) -> Vec<(String, bool)> {
+        let ActionKind::DebianImage(d) = &a.kind else { return Vec::new() };
+        vec![(d.lock.clone(), true)]
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, deps, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        deps: &'a super::seam::Deps,
+        ctx: &'a Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        super::seam::blocking(a, deps, ctx, |a, _, ctx| run(a, ctx))
+    }
+}

@@ -223,3 +223,30 @@ fn refused_output(work: &Root, o: &str, err: &std::io::Error) -> String {
 fn shown(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
 }
+
+/// The `genrule` action kind's [`Runner`](super::seam::Runner).
+pub struct Genrule;
+
+impl super::seam::Runner for Genrule {
+    fn mnemonic(&self) -> &'static str {
+        "genrule"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn sources(&self, a: &Action) -> Vec<(String, bool)> {
+        let ActionKind::Genrule { srcs, .. } = &a.kind else { return Vec::new() };
+        super::seam::source_paths(srcs.iter().map(|(_, i)| i)).into_iter().map(|p| (p, true)).collect()
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, deps, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        deps: &'a super::seam::Deps,
+        ctx: &'a Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        Box::pin(run(a, deps, ctx))
+    }
+}

@@ -151,6 +151,29 @@ pub fn remote_of(o: &ActionOutput) -> Vec<RemoteBlob> {
     }
 }
 
+/// The `image` action kind's [`Runner`](super::seam::Runner).
+pub struct ImageRunner;
+
+impl super::seam::Runner for ImageRunner {
+    fn mnemonic(&self) -> &'static str {
+        "image"
+    }
+    fn version(&self) -> u32 {
+        3
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, deps, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        deps: &'a super::seam::Deps,
+        ctx: &'a Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        super::seam::blocking(a, deps, ctx, run)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

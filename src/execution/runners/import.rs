@@ -61,3 +61,30 @@ fn import_image(full: &Path, tag: Option<&str>, ctx: &RunCtx) -> Result<crate::o
     };
     r.map_err(|e| crate::execution::chain(&e))
 }
+
+/// The `import` action kind's [`Runner`](super::seam::Runner).
+pub struct Import;
+
+impl super::seam::Runner for Import {
+    fn mnemonic(&self) -> &'static str {
+        "import"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn sources(&self, a: &Action) -> Vec<(String, bool)> {
+        let ActionKind::ImportImage { files, .. } = &a.kind else { return Vec::new() };
+        files.iter().map(|p| (p.clone(), true)).collect()
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, _deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        deps: &'a super::seam::Deps,
+        ctx: &'a std::sync::Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        super::seam::blocking(a, deps, ctx, |a, _, ctx| run(a, ctx))
+    }
+}

@@ -140,3 +140,30 @@ pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) 
     });
     Ok(blob)
 }
+
+/// The `layer` action kind's [`Runner`](super::seam::Runner).
+pub struct LayerRunner;
+
+impl super::seam::Runner for LayerRunner {
+    fn mnemonic(&self) -> &'static str {
+        "layer"
+    }
+    fn version(&self) -> u32 {
+        2
+    }
+    fn sources(&self, a: &Action) -> Vec<(String, bool)> {
+        let ActionKind::Layer { files, .. } = &a.kind else { return Vec::new() };
+        super::seam::source_paths(files.iter().map(|f| &f.input)).into_iter().map(|p| (p, true)).collect()
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, deps, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        deps: &'a super::seam::Deps,
+        ctx: &'a Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        super::seam::blocking(a, deps, ctx, run)
+    }
+}

@@ -1,5 +1,11 @@
-//! One runner per action kind: how its key is made (the components `explain` shows) and how it runs.
-//! Blocking work (tar, compression) runs on tokio's blocking pool; sandboxes are awaited.
+//! One runner per action kind, behind one seam, [`Runner`]: what the action reads (its workspace
+//! sources: hashed before it runs, checked unchanged after), how its key is made (the components
+//! `explain` shows), whether its result may be cached, and how it runs. The executor knows actions
+//! only through [`runner`]. Blocking work (tar, compression) runs on tokio's blocking pool
+//! ([`blocking`]); sandboxes are awaited.
+//!
+//! Adding an action kind: an `ActionKind` variant (`model::action`), one file here implementing
+//! [`Runner`], and its line in [`runner`] and [`RUNNERS`].
 
 pub mod app_dir;
 pub mod buildpack;
@@ -14,34 +20,46 @@ pub mod image;
 pub mod import;
 pub mod layer;
 pub mod pull;
-
-use std::collections::BTreeMap;
-use std::sync::Arc;
+pub mod seam;
 
 use crate::cache::KeyBuilder;
-use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
+use crate::model::action::{Action, ActionKind};
 pub use ctx::{host_identity, input_digest, output_digest, RunCtx};
+pub use seam::{blocking, source_paths, Deps, RunFuture, Runner};
 
-/// Each kind's version, bumped when its runner's output for the same inputs would change (so old
-/// entries, local or in a shared remote cache, are not reused). Pinned-digest tests are tied to
-/// [`output_fingerprint`], so a changed digest without a bump here (or of a codec id) fails.
-pub const KIND_VERSIONS: &[(&str, u32)] = &[
-    ("genrule", 1),
-    ("layer", 2),
-    ("import", 1),
-    ("image", 3),
-    ("buildpack", 1),
-    ("pull", 1),
-    ("debian", 2),
-    ("detect", 2),
-    ("build", 3),
-    ("export", 2),
+/// Every runner, in the order of [`output_fingerprint`].
+pub const RUNNERS: &[&dyn Runner] = &[
+    &genrule::Genrule,
+    &layer::LayerRunner,
+    &import::Import,
+    &image::ImageRunner,
+    &buildpack::BuildpackRunner,
+    &pull::Pull,
+    &debian::Debian,
+    &cnb_detect::Detect,
+    &cnb_build::Build,
+    &cnb_export::Export,
 ];
 
-/// The version of a kind (see [`KIND_VERSIONS`]).
+/// The one dispatch from an action kind to its runner.
+pub fn runner(kind: &ActionKind) -> &'static dyn Runner {
+    match kind {
+        ActionKind::Genrule { .. } => &genrule::Genrule,
+        ActionKind::Layer { .. } => &layer::LayerRunner,
+        ActionKind::ImportImage { .. } => &import::Import,
+        ActionKind::Image { .. } => &image::ImageRunner,
+        ActionKind::Buildpack { .. } => &buildpack::BuildpackRunner,
+        ActionKind::PullImage { .. } => &pull::Pull,
+        ActionKind::DebianImage(_) => &debian::Debian,
+        ActionKind::CnbDetect(_) => &cnb_detect::Detect,
+        ActionKind::CnbBuild { .. } => &cnb_build::Build,
+        ActionKind::CnbExport(_) => &cnb_export::Export,
+    }
+}
+
+/// The version of a kind (see [`Runner::version`]).
 pub fn kind_version(k: &ActionKind) -> u32 {
-    let m = k.mnemonic();
-    KIND_VERSIONS.iter().find(|(n, _)| *n == m).map(|(_, v)| *v).expect("every kind has a version")
+    runner(k).version()
 }
 
 /// The encoders whose bytes end up in outputs (layer codecs). A component of every key: a new
@@ -59,60 +77,30 @@ pub fn output_format() -> String {
 /// Every kind version and the output format in one line: what a pinned image digest depends on
 /// besides its inputs.
 pub fn output_fingerprint() -> String {
-    let kinds: Vec<String> = KIND_VERSIONS.iter().map(|(n, v)| format!("{n}={v}")).collect();
+    let kinds: Vec<String> = RUNNERS.iter().map(|r| format!("{}={}", r.mnemonic(), r.version())).collect();
     format!("{};{}", kinds.join(","), output_format())
 }
 
-/// Actions whose result depends on something outside every input (an unpinned registry tag): the
-/// executor always runs them and never stores their result (one row per build would pile up).
-pub fn uncacheable(k: &ActionKind) -> bool {
-    matches!(k, ActionKind::PullImage { digest: None, .. })
-}
-
 /// The cache key of an action, with readable components.
-pub fn key(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<KeyBuilder, String> {
-    let kb = KeyBuilder::new(a.kind.mnemonic(), kind_version(&a.kind)).component("output_format", output_format());
-    match &a.kind {
-        ActionKind::Genrule { .. } => genrule::key(kb, a, deps, ctx),
-        ActionKind::Layer { .. } => layer::key(kb, a, deps, ctx),
-        ActionKind::ImportImage { .. } => import::key(kb, a, ctx),
-        ActionKind::Image { .. } => image::key(kb, a, deps, ctx),
-        ActionKind::Buildpack { .. } => buildpack::key(kb, a, deps, ctx),
-        ActionKind::PullImage { .. } => pull::key(kb, a, deps, ctx),
-        ActionKind::DebianImage(_) => debian::key(kb, a, deps, ctx),
-        ActionKind::CnbDetect(_) => cnb_detect::key(kb, a, deps, ctx),
-        ActionKind::CnbBuild { .. } => cnb_build::key(kb, a, deps, ctx),
-        ActionKind::CnbExport(_) => cnb_export::key(kb, a, deps, ctx),
-    }
+pub fn key(a: &Action, deps: &Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    let r = runner(&a.kind);
+    let kb = KeyBuilder::new(r.mnemonic(), r.version()).component("output_format", output_format());
+    r.key(kb, a, deps, ctx)
 }
 
-/// Runs an action (after a cache miss).
-pub async fn run(
-    a: &Action,
-    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
-    ctx: &Arc<RunCtx>,
-) -> Result<ActionOutput, String> {
-    match &a.kind {
-        ActionKind::Genrule { .. } => genrule::run(a, deps, ctx).await,
-        ActionKind::CnbDetect(_) => cnb_detect::run(a, deps, ctx).await,
-        ActionKind::PullImage { .. } => pull::run(a, ctx).await,
-        ActionKind::CnbBuild { .. } => cnb_build::run(a, deps, ctx).await,
-        _ => {
-            let (a2, deps2, ctx2) = (a.clone(), deps.clone(), ctx.clone());
-            tokio::task::spawn_blocking(move || match &a2.kind {
-                ActionKind::Layer { .. } => layer::run(&a2, &deps2, &ctx2),
-                ActionKind::ImportImage { .. } => import::run(&a2, &ctx2),
-                ActionKind::Image { .. } => image::run(&a2, &deps2, &ctx2),
-                ActionKind::Buildpack { .. } => buildpack::run(&a2, &deps2, &ctx2),
-                ActionKind::CnbExport(_) => cnb_export::run(&a2, &deps2, &ctx2),
-                ActionKind::DebianImage(_) => debian::run(&a2, &ctx2),
-                ActionKind::Genrule { .. }
-                | ActionKind::CnbDetect(_)
-                | ActionKind::CnbBuild { .. }
-                | ActionKind::PullImage { .. } => unreachable!("runs async"),
-            })
-            .await
-            .map_err(|e| format!("internal: runner task failed: {e}"))?
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_runner_is_listed_once_with_its_kinds_mnemonic() {
+        let names: Vec<&str> = RUNNERS.iter().map(|r| r.mnemonic()).collect();
+        let mut unique = names.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), names.len(), "{names:?}");
+        for n in ["genrule", "layer", "import", "image", "buildpack", "pull", "debian", "detect", "build", "export"] {
+            assert!(names.contains(&n), "{n} has no runner");
         }
     }
 }

@@ -90,3 +90,30 @@ pub async fn ensure_local(out: &ActionOutput, ctx: &RunCtx) -> Result<(), String
     }
     Ok(())
 }
+
+/// The `pull` action kind's [`Runner`](super::seam::Runner).
+pub struct Pull;
+
+impl super::seam::Runner for Pull {
+    fn mnemonic(&self) -> &'static str {
+        "pull"
+    }
+    fn version(&self) -> u32 {
+        1
+    }
+    fn cacheable(&self, a: &Action) -> bool {
+        // A tag can move: an unpinned pull is resolved on every build and never stored.
+        !matches!(a.kind, ActionKind::PullImage { digest: None, .. })
+    }
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+        key(kb, a, deps, ctx)
+    }
+    fn run<'a>(
+        &'a self,
+        a: &'a Action,
+        _deps: &'a super::seam::Deps,
+        ctx: &'a Arc<RunCtx>,
+    ) -> super::seam::RunFuture<'a> {
+        Box::pin(run(a, ctx))
+    }
+}
