@@ -495,3 +495,94 @@ fn analyze_target(
 fn strip_pin(image: &str) -> String {
     image.split('@').next().unwrap_or(image).to_string()
 }
+
+/// Analysis of small workspaces written to a temp dir (loading is real; nothing runs).
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::label::Pattern;
+
+    fn analyze_ws(files: &[(&str, &str)], target: &str) -> Result<ActionGraph, Vec<LoadError>> {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("cbuild.toml"), "").unwrap();
+        for (p, t) in files {
+            let f = d.path().join(p);
+            std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+            std::fs::write(f, t).unwrap();
+        }
+        let pats = vec![Pattern::parse(target, None).unwrap()];
+        let loaded = crate::loading::load(d.path(), &pats, 1000)?;
+        let wanted: Vec<Label> = loaded.requested.iter().cloned().collect();
+        analyze(&loaded.graph, &wanted, &Options::default())
+    }
+
+    fn kind_of<'a>(g: &'a ActionGraph, label: &str) -> Vec<&'a ActionKind> {
+        g.actions.iter().filter(|a| a.label.to_string() == label).map(|a| &a.kind).collect()
+    }
+
+    #[test]
+    fn a_genrule_image_is_a_dependency_and_a_non_image_is_refused() {
+        let base = "layer(name = \"l\", srcs = [\"f\"])\noci_image(name = \"img\", layers = [\":l\"])\n";
+        let g = analyze_ws(
+            &[
+                (
+                    "BUILD.star",
+                    &format!("{base}genrule(name = \"g\", outs = [\"o\"], cmd = \"true\", image = \":img\")\n"),
+                ),
+                ("f", "x"),
+            ],
+            "//:g",
+        )
+        .unwrap();
+        let gen = g.actions.iter().find(|a| a.label.to_string() == "//:g").unwrap();
+        let img = g.target_outputs[&Label::parse("//:img", None).unwrap()];
+        assert!(matches!(gen.kind, ActionKind::Genrule { image: Some(i), .. } if i == img));
+        assert!(gen.deps.contains(&img), "the image is a dependency of the genrule");
+        let e = analyze_ws(
+            &[
+                (
+                    "BUILD.star",
+                    &format!("{base}genrule(name = \"g\", outs = [\"o\"], cmd = \"true\", image = \":l\")\n"),
+                ),
+                ("f", "x"),
+            ],
+            "//:g",
+        )
+        .unwrap_err();
+        assert!(e[0].render().contains("not an image"), "{}", e[0].render());
+    }
+
+    #[test]
+    fn a_tagged_graph_run_image_is_recorded_by_its_tag() {
+        let stack = "layer(name = \"l\", srcs = [\"f\"])\n\
+            oci_image(name = \"run\", layers = [\":l\"], tags = [\"registry.example.com/base/run:1\", \"mirror.example.com/run:1\"])\n\
+            oci_image(name = \"build\", base = \":run\")\n\
+            stack(name = \"s\", id = \"x\", build_image = \":build\", run_image = \":run\")\n\
+            buildpack(name = \"bp\", srcs = [\"bp/buildpack.toml\"])\n\
+            builder(name = \"b\", stack = \":s\", order = [[\":bp\"]])\n\
+            cnb_image(name = \"app\", srcs = [\"f\"], builder = \":b\")\n";
+        let g = analyze_ws(
+            &[
+                ("BUILD.star", stack),
+                ("f", "x"),
+                ("bp/buildpack.toml", "api = \"0.10\"\n[buildpack]\nid = \"t/bp\"\nversion = \"1\"\n"),
+            ],
+            "//:app",
+        )
+        .unwrap();
+        let export = kind_of(&g, "//:app").into_iter().find_map(|k| match k {
+            ActionKind::CnbExport(s) => Some(s.clone()),
+            _ => None,
+        });
+        let s = export.expect("an export action");
+        assert_eq!(s.run_image_name, "registry.example.com/base/run:1");
+        assert_eq!(s.run_image_mirrors, vec!["mirror.example.com/run:1".to_string()]);
+        // Detect and build know the run image (its target is what buildpacks match).
+        let run = g.target_outputs[&Label::parse("//:run", None).unwrap()];
+        for k in kind_of(&g, "//:app") {
+            if let ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } = k {
+                assert_eq!(p.run_image, Some(run));
+            }
+        }
+    }
+}

@@ -782,3 +782,163 @@ mod source_check_tests {
         assert!(matches!(c.check("p/f.txt", false), Ok(Checked::File(_))));
     }
 }
+
+/// The executor on action graphs built by hand (no Starlark, no sandbox: layers and images only).
+#[cfg(test)]
+mod execute_tests {
+    use super::*;
+    use crate::execution::events::RecordingReporter;
+    use crate::model::action::{Action, ImageConfigSpec, Input, LayerFile};
+    use crate::model::label::Label;
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        root: PathBuf,
+        cache: Arc<Cache>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("ws");
+        std::fs::create_dir_all(&root).unwrap();
+        let cache = Arc::new(Cache::open(&dir.path().join("cache")).unwrap());
+        Fixture { _dir: dir, root, cache }
+    }
+
+    fn layer(files: &[&str]) -> ActionKind {
+        ActionKind::Layer {
+            files: files
+                .iter()
+                .map(|f| LayerFile { input: Input::Source(f.to_string()), dest: f.to_string() })
+                .collect(),
+            mode: None,
+            uid: 0,
+            gid: 0,
+            symlinks: BTreeMap::new(),
+            dirs: BTreeMap::new(),
+            compression: "gzip".into(),
+        }
+    }
+
+    fn image(layers: Vec<ActionId>) -> ActionKind {
+        let labels = layers.iter().map(|l| format!("layer {l}")).collect();
+        ActionKind::Image { base: None, layers, layer_labels: labels, config: ImageConfigSpec::default() }
+    }
+
+    /// Two layers (a.txt, b.txt) and an image of both; `bad` adds a layer of a missing file and an
+    /// image depending on it.
+    fn graph(bad: bool) -> ActionGraph {
+        let mut g = ActionGraph::default();
+        let l = |s: &str| Label::parse(s, None).unwrap();
+        let a = g.add(&l("//:a"), layer(&["a.txt"]), vec![]);
+        let b = g.add(&l("//:b"), layer(&["b.txt"]), vec![]);
+        g.add(&l("//:img"), image(vec![a, b]), vec![a, b]);
+        if bad {
+            // An image whose base is a layer fails when it runs; an image on top of it never runs.
+            let mut broken = image(vec![]);
+            if let ActionKind::Image { base, .. } = &mut broken {
+                *base = Some(a);
+            }
+            let x = g.add(&l("//:broken"), broken, vec![a]);
+            g.add(&l("//:on-broken"), image(vec![]), vec![x]);
+            if let ActionKind::Image { base, .. } = &mut g.actions[4].kind {
+                *base = Some(x);
+            }
+        }
+        g
+    }
+
+    fn run(f: &Fixture, g: ActionGraph) -> (BuildReport, Vec<crate::execution::Event>) {
+        let cfg = ExecConfig {
+            root: f.root.clone(),
+            jobs: 2,
+            keep_going: true,
+            source_date_epoch: 315_532_800,
+            build_id: "t".into(),
+            registry: Default::default(),
+            debian_archive: None,
+            remote: None,
+        };
+        let rec = Arc::new(RecordingReporter::default());
+        let report = execute(g, f.cache.clone(), cfg, rec.clone());
+        let events = std::mem::take(&mut *rec.0.lock().unwrap());
+        (report, events)
+    }
+
+    fn executed(events: &[crate::execution::Event]) -> Vec<String> {
+        let mut v: Vec<String> = events
+            .iter()
+            .filter_map(|e| match e {
+                crate::execution::Event::Finished { label, outcome: Outcome::Executed, .. } => Some(label.clone()),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn runs_in_dependency_order_then_a_no_op_runs_nothing() {
+        let f = fixture();
+        std::fs::write(f.root.join("a.txt"), "a").unwrap();
+        std::fs::write(f.root.join("b.txt"), "b").unwrap();
+        let (r, ev) = run(&f, graph(false));
+        assert!(r.ok(), "{:?}", r.errors);
+        assert_eq!(executed(&ev), ["//:a", "//:b", "//:img"]);
+        // Every dependency finished before its dependent started.
+        let pos = |l: &str, started: bool| {
+            ev.iter()
+                .position(|e| match e {
+                    crate::execution::Event::Started { label, .. } if started => label == l,
+                    crate::execution::Event::Finished { label, .. } if !started => label == l,
+                    _ => false,
+                })
+                .unwrap()
+        };
+        assert!(pos("//:a", false) < pos("//:img", true) && pos("//:b", false) < pos("//:img", true));
+        let first = r.outputs[2].clone();
+        let (r, ev) = run(&f, graph(false));
+        assert_eq!((r.executed, r.cached_local), (0, 3));
+        assert!(executed(&ev).is_empty());
+        assert_eq!(r.outputs[2], first, "a hit gives the same output");
+    }
+
+    #[test]
+    fn an_edit_reruns_only_what_depends_on_it() {
+        let f = fixture();
+        std::fs::write(f.root.join("a.txt"), "a").unwrap();
+        std::fs::write(f.root.join("b.txt"), "b").unwrap();
+        let (r, _) = run(&f, graph(false));
+        assert!(r.ok());
+        std::fs::write(f.root.join("b.txt"), "b2").unwrap();
+        let (r, ev) = run(&f, graph(false));
+        assert!(r.ok());
+        assert_eq!(executed(&ev), ["//:b", "//:img"]);
+    }
+
+    #[test]
+    fn a_failure_skips_its_dependents_and_keep_going_builds_the_rest() {
+        let f = fixture();
+        std::fs::write(f.root.join("a.txt"), "a").unwrap();
+        std::fs::write(f.root.join("b.txt"), "b").unwrap();
+        let (r, ev) = run(&f, graph(true));
+        assert!(!r.ok());
+        assert_eq!(r.errors.iter().map(|(id, _)| *id).collect::<Vec<_>>(), [3], "{:?}", r.errors);
+        assert!(r.outputs[4].is_none(), "the dependent of a failed action never runs");
+        assert_eq!(executed(&ev), ["//:a", "//:b", "//:img"], "keep_going built the independent targets");
+        // A missing source is refused while hashing, before anything runs.
+        let mut g = graph(false);
+        g.add(&Label::parse("//:m", None).unwrap(), layer(&["missing.txt"]), vec![]);
+        let (r, ev) = run(&f, g);
+        assert!(r.errors.iter().any(|(_, e)| e.contains("missing.txt")), "{:?}", r.errors);
+        assert!(executed(&ev).is_empty());
+    }
+
+    #[test]
+    fn every_runner_declares_the_sources_the_executor_hashes() {
+        let g = graph(false);
+        let a: &Action = &g.actions[0];
+        assert_eq!(super::source_inputs(a), vec![("a.txt".to_string(), true)]);
+        assert!(super::source_inputs(&g.actions[2]).is_empty(), "an image reads no source");
+    }
+}
