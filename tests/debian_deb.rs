@@ -61,7 +61,7 @@ impl RawTar {
 fn compress(data: &[u8], how: &str) -> Vec<u8> {
     match how {
         "xz" => {
-            let mut e = xz2::write::XzEncoder::new(Vec::new(), 6);
+            let mut e = liblzma::write::XzEncoder::new(Vec::new(), 6);
             e.write_all(data).unwrap();
             e.finish().unwrap()
         }

@@ -300,7 +300,7 @@ impl Archive {
         let subject = self.url.join(&format!("dists/{suite}/{name}"));
         let mut text = String::new();
         let r: Box<dyn Read> = if name.ends_with(".xz") {
-            Box::new(xz2::read::XzDecoder::new_multi_decoder(&compressed[..]))
+            Box::new(liblzma::read::XzDecoder::new_multi_decoder(&compressed[..]))
         } else {
             Box::new(flate2::read::MultiGzDecoder::new(&compressed[..]))
         };

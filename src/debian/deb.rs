@@ -152,7 +152,7 @@ fn walk_deb(deb: impl Read, package: &str, mut f: impl FnMut(Member, &mut dyn Re
 fn decompressor<'a>(suffix: &str, r: &'a mut dyn Read) -> Option<Box<dyn Read + 'a>> {
     Some(match suffix {
         "" => Box::new(r),
-        ".xz" => Box::new(xz2::read::XzDecoder::new_multi_decoder(r)),
+        ".xz" => Box::new(liblzma::read::XzDecoder::new_multi_decoder(r)),
         ".gz" => Box::new(flate2::read::MultiGzDecoder::new(r)),
         ".zst" => Box::new(zstd::stream::read::Decoder::new(r).ok()?),
         _ => return None,

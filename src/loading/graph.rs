@@ -52,12 +52,14 @@ impl TargetGraph {
     }
 
     fn reach(&self, roots: &BTreeSet<Label>, dir: Direction) -> BTreeSet<Label> {
+        use petgraph::visit::{Bfs, Reversed, Walker};
         let mut seen = BTreeSet::new();
-        let mut q: VecDeque<NodeIndex> = roots.iter().filter_map(|l| self.index.get(l).copied()).collect();
-        while let Some(i) = q.pop_front() {
-            if seen.insert(self.graph[i].clone()) {
-                q.extend(self.graph.neighbors_directed(i, dir));
-            }
+        for r in roots.iter().filter_map(|l| self.index.get(l).copied()) {
+            let found: Vec<NodeIndex> = match dir {
+                Direction::Outgoing => Bfs::new(&self.graph, r).iter(&self.graph).collect(),
+                Direction::Incoming => Bfs::new(Reversed(&self.graph), r).iter(Reversed(&self.graph)).collect(),
+            };
+            seen.extend(found.into_iter().map(|i| self.graph[i].clone()));
         }
         seen
     }
@@ -69,25 +71,13 @@ impl TargetGraph {
 
     /// All labels in dependency order (dependencies first), deterministic.
     pub fn topo_order(&self) -> Vec<Label> {
-        let mut out = Vec::new();
-        let mut state: HashMap<&Label, bool> = HashMap::new();
-        fn visit<'a>(g: &'a TargetGraph, l: &'a Label, state: &mut HashMap<&'a Label, bool>, out: &mut Vec<Label>) {
-            if state.contains_key(l) {
-                return;
-            }
-            state.insert(l, false);
-            for d in &g.nodes[l].deps {
-                if g.nodes.contains_key(d) {
-                    visit(g, d, state, out);
-                }
-            }
-            state.insert(l, true);
-            out.push(l.clone());
+        // Edges point from a target to its dependencies: reversed, a topological order lists
+        // dependencies first. Cycles were refused while loading; should one remain, its members
+        // follow the rest in label order, so analysis reports it instead of looping.
+        match petgraph::algo::toposort(&self.graph, None) {
+            Ok(order) => order.into_iter().rev().map(|i| self.graph[i].clone()).collect(),
+            Err(_) => self.nodes.keys().cloned().collect(),
         }
-        for l in self.nodes.keys() {
-            visit(self, l, &mut state, &mut out);
-        }
-        out
     }
 }
 
