@@ -101,7 +101,7 @@ fn a_missing_lock_is_a_clear_error() {
     let cx = TestContext::from_examples();
     std::fs::remove_file(cx.root().join("stacks/debian/run.lock")).unwrap();
     let r = cx.run(&["build", "//stacks/debian:run"]);
-    assert_eq!(r.code, 1);
+    assert_eq!(r.code, 2, "a missing lock is an error of the workspace (exit 2)");
     assert!(
         r.stderr.contains("stacks/debian/run.lock") && r.stderr.contains("cbuild lock //stacks/debian:run"),
         "{}",

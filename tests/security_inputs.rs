@@ -205,7 +205,7 @@ oci_image(name = "img_in", layers = [":l_in"])
     ];
     for (target, source, target_path) in cases {
         let o = build(&ws, target);
-        assert_ne!(o.code, 0, "{target}: the build must fail:\n{}", o.all());
+        assert_eq!(o.code, 2, "{target}: a workspace error exits 2:\n{}", o.all());
         for part in [source, target_path.as_str(), "outside the workspace"] {
             assert!(o.stderr.contains(part), "{target}: the error must name {part}:\n{}", o.stderr);
         }

@@ -48,6 +48,9 @@ pub struct BuildReport {
     pub cancelled: bool,
     /// Files stat'ed and hashed for source digests (a no-op build hashes 0).
     pub files_hashed: usize,
+    /// The build stopped on an error of the workspace itself (a source leading outside it, a
+    /// missing lock file), not of an action or the machine: the CLI exits 2 for it.
+    pub user_error: bool,
 }
 
 impl BuildReport {
@@ -98,7 +101,7 @@ fn hash_sources(
     g: &ActionGraph,
     cfg: &ExecConfig,
     cache: &Cache,
-) -> Result<(BTreeMap<String, Blake3>, usize, BTreeMap<String, SourceStamp>), String> {
+) -> Result<(BTreeMap<String, Blake3>, usize, BTreeMap<String, SourceStamp>), (String, bool)> {
     // Sources some consumer reads by following the path, and cnb_image app files (kept as links).
     let mut paths: BTreeSet<String> = BTreeSet::new();
     let mut app: BTreeSet<String> = BTreeSet::new();
@@ -113,7 +116,7 @@ fn hash_sources(
     }
     let mut stamps = BTreeMap::new();
     let started = std::time::SystemTime::now();
-    let mut check = SourceCheck::new(&cfg.root)?;
+    let mut check = SourceCheck::new(&cfg.root).map_err(|e| (e, false))?;
     let list: Vec<String> = paths.union(&app).cloned().collect();
     let mut out: Vec<Option<Blake3>> = vec![None; list.len()];
     let mut stated = Vec::new();
@@ -132,7 +135,7 @@ fn hash_sources(
                 out[i] = Some(kept_link_digest(&target))
             }
             Err(SourceError::Refused(m)) => refused.push(m),
-            Err(SourceError::Other(m)) => return Err(m),
+            Err(SourceError::Other(m)) => return Err((m, false)),
         }
     }
     if !refused.is_empty() {
@@ -146,13 +149,13 @@ fn hash_sources(
             ));
         }
         msg.push_str("\nhint: copy the file into the workspace, or make the link point inside it");
-        return Err(msg);
+        return Err((msg, true));
     }
     let hasher = cache.file_hasher();
     let (index, files): (Vec<usize>, Vec<_>) =
         stated.into_iter().map(|(i, md)| (i, (cfg.root.join(&list[i]), md))).unzip();
-    let files = files_absolute(files).map_err(|e| format!("hashing sources: {e}"))?;
-    let digests = hasher.hash_stated(started, files).map_err(|e| format!("hashing sources: {e}"))?;
+    let files = files_absolute(files).map_err(|e| (format!("hashing sources: {e}"), false))?;
+    let digests = hasher.hash_stated(started, files).map_err(|e| (format!("hashing sources: {e}"), false))?;
     for (i, d) in index.into_iter().zip(digests) {
         out[i] = Some(d);
     }
@@ -329,6 +332,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
                     a.id,
                     format!("the lock file `{}` does not exist; create it with `cbuild lock {}`", d.lock, a.label),
                 ));
+                report.user_error = true;
             }
         }
     }
@@ -337,8 +341,9 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     }
     let (sources, hashed, source_stamps) = match hash_sources(&g, &cfg, &cache) {
         Ok(x) => x,
-        Err(e) => {
+        Err((e, user)) => {
             report.errors.push((usize::MAX, e));
+            report.user_error = user;
             return report;
         }
     };

@@ -30,5 +30,15 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> Result<ExitCode, Failure> {
         built.pushed = super::push::push_built(&built, &[])?;
     }
     print_summary(&built);
-    Ok(if built.report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(exit_code(&built.report))
+}
+
+/// 0 when everything built; 2 when the workspace itself is wrong (a source leading outside it, a
+/// missing lock file: README › Exit codes); 1 when an action failed or the machine lacks something.
+pub fn exit_code(r: &crate::execution::BuildReport) -> ExitCode {
+    match (r.ok(), r.user_error) {
+        (true, _) => ExitCode::SUCCESS,
+        (false, true) => ExitCode::from(2),
+        (false, false) => ExitCode::from(1),
+    }
 }
