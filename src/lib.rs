@@ -25,6 +25,7 @@ pub mod cas;
 pub mod cli;
 pub mod cnb;
 pub mod debian;
+pub mod env;
 pub mod execution;
 pub mod fs;
 pub mod loading;

@@ -804,3 +804,30 @@ fn scanner_reads_use_trees_and_paths_but_not_comments_strings_or_unit_tests() {
     ];
     assert_eq!(got, want);
 }
+
+/// Every environment variable is read in one place, `src/env.rs` (outside unit tests).
+#[test]
+fn environment_is_read_only_in_src_env() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut offenders = Vec::new();
+    for e in walkdir::WalkDir::new(&src).into_iter().filter_map(|e| e.ok()) {
+        let p = e.path();
+        if p.extension().is_none_or(|x| x != "rs") || p.ends_with("env.rs") {
+            continue;
+        }
+        let text = std::fs::read_to_string(p).unwrap();
+        // Unit tests sit at the end of a file, after `#[cfg(test)]`.
+        let code = text.split("#[cfg(test)]").next().unwrap_or("");
+        for (i, line) in code.lines().enumerate() {
+            let l = line.trim_start();
+            if l.starts_with("//") {
+                continue;
+            }
+            let direct = l.replace("crate::env::", "");
+            if direct.contains("std::env::var") || direct.contains("env::var_os(") || direct.contains("env::var(") {
+                offenders.push(format!("{}:{}: {}", p.strip_prefix(&src).unwrap().display(), i + 1, l));
+            }
+        }
+    }
+    assert!(offenders.is_empty(), "read the environment through crate::env:\n{}", offenders.join("\n"));
+}

@@ -14,7 +14,7 @@ pub fn reporter(json: bool, quiet: bool) -> Box<dyn Reporter> {
         Box::new(JsonLines)
     } else if quiet {
         Box::new(Quiet)
-    } else if std::io::stderr().is_terminal() && std::env::var_os("CI").is_none() {
+    } else if std::io::stderr().is_terminal() && !crate::env::is_set("CI") {
         Box::new(Bars::new())
     } else {
         Box::new(Plain)

@@ -79,7 +79,7 @@ pub struct Settings {
 }
 
 fn env(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.is_empty())
+    crate::env::var(name)
 }
 
 fn env_parse<T: std::str::FromStr>(name: &str) -> Result<Option<T>, Failure> {

@@ -59,7 +59,7 @@ impl ArchiveUrl {
 
 /// Finds the archive: `setting`, else `$CBUILD_DEBIAN_ARCHIVE`, else `/etc/apt`.
 pub fn find_archive(setting: Option<&str>) -> Result<ArchiveUrl> {
-    let env = std::env::var(ARCHIVE_ENV).ok();
+    let env = crate::env::var(ARCHIVE_ENV);
     find_archive_in(setting, env.as_deref(), Path::new("/etc/apt"))
 }
 

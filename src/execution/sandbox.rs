@@ -1103,7 +1103,7 @@ fn bwrap_path() -> Option<PathBuf> {
     if default.is_file() {
         return Some(default);
     }
-    let path = std::env::var_os("PATH")?;
+    let path = crate::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|dir| dir.join("bwrap")).find(|candidate| candidate.is_file())
 }
 

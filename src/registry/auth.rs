@@ -147,10 +147,10 @@ pub fn docker_config_dir(dir: Option<&Path>) -> Option<PathBuf> {
     if let Some(d) = dir {
         return Some(d.to_path_buf());
     }
-    if let Some(d) = std::env::var_os("DOCKER_CONFIG").filter(|d| !d.is_empty()) {
+    if let Some(d) = crate::env::var_os(crate::env::DOCKER_CONFIG) {
         return Some(PathBuf::from(d));
     }
-    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker"))
+    crate::env::var_os("HOME").map(|h| PathBuf::from(h).join(".docker"))
 }
 
 impl DockerConfig {

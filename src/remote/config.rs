@@ -67,7 +67,7 @@ impl fmt::Debug for RemoteAuth {
 impl RemoteAuth {
     /// Reads [`AUTH_ENV`] and [`TOKEN_ENV`] (empty counts as unset).
     pub fn from_env() -> Result<RemoteAuth> {
-        let var = |k: &str| std::env::var(k).ok();
+        let var = crate::env::var;
         RemoteAuth::from_values(var(AUTH_ENV).as_deref(), var(TOKEN_ENV).as_deref())
     }
 

@@ -52,11 +52,9 @@ pub enum Layouts {
 
 /// SOURCE_DATE_EPOCH if set (reproducible-builds.org), else 1980-01-01T00:00:01Z like CNB.
 pub fn source_date_epoch() -> Result<u64, Failure> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => {
-            v.parse().map_err(|_| Failure::user(format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds")))
-        }
-        _ => Ok(315_532_801),
+    match crate::env::var(crate::env::SOURCE_DATE_EPOCH) {
+        Some(v) => v.parse().map_err(|_| Failure::user(format!("SOURCE_DATE_EPOCH `{v}` is not a number of seconds"))),
+        None => Ok(315_532_801),
     }
 }
 

@@ -58,7 +58,7 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
         ));
     }
     // `<dir>/debs/sha256/<hex>`: the cache dir by default, or CBUILD_DEBIAN_CACHE (shared by caches).
-    let deb_dir = std::env::var_os("CBUILD_DEBIAN_CACHE")
+    let deb_dir = crate::env::var_os(crate::env::DEBIAN_CACHE)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| ctx.cache.dir().to_path_buf());
     let debs = DebCache::open(&deb_dir).map_err(|e| crate::execution::chain(&e))?;
