@@ -1,0 +1,110 @@
+//! What the per-rule analysis modules share: what a target provides to its dependents, the
+//! workspace-wide options, and attribute helpers. Kept apart from `analysis/mod.rs` (which
+//! dispatches to the rule modules) so rule modules depend on this file only.
+
+use std::collections::BTreeMap;
+
+use crate::loading::{AttrValue, TargetNode};
+use crate::model::action::{ActionId, Input};
+use crate::model::label::Label;
+
+/// What a target provides to its dependents after analysis.
+#[derive(Clone, Debug)]
+pub enum Provided {
+    Files {
+        action: ActionId,
+        outs: Vec<String>,
+    },
+    Layer(ActionId),
+    Image(ActionId),
+    /// An image pulled from a registry: its action and the reference it came from.
+    Pulled(ActionId, String),
+    /// A buildpack tree in the CAS.
+    Buildpack(ActionId),
+    Stack(StackInfo),
+    Builder {
+        stack: StackInfo,
+        order: Vec<Vec<(ActionId, bool)>>,
+        buildpacks: Vec<ActionId>,
+    },
+    /// A target with no actions of its own (yet).
+    Declared,
+}
+
+#[derive(Clone, Debug)]
+pub struct StackInfo {
+    pub id: String,
+    pub build_image: ActionId,
+    pub run_image: ActionId,
+    pub run_image_name: String,
+    pub mirrors: Vec<String>,
+    pub uid: u32,
+    pub gid: u32,
+}
+
+/// Workspace-wide choices analysis applies where a target does not say.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Layer compression when a `layer` has no `compression` attribute (`gzip` or `zstd`).
+    pub compression: String,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options { compression: "gzip".into() }
+    }
+}
+
+/// Analyses every target in `labels` (and their dependencies) into one action graph.
+pub fn strings(v: &AttrValue) -> Vec<String> {
+    v.as_list().iter().filter_map(|x| x.as_str().map(String::from)).collect()
+}
+
+pub fn string_map(v: &AttrValue) -> BTreeMap<String, String> {
+    v.as_dict()
+        .map(|d| d.iter().filter_map(|(k, x)| x.as_str().map(|s| (k.clone(), s.to_string()))).collect())
+        .unwrap_or_default()
+}
+
+pub fn opt_string(v: &AttrValue) -> Option<String> {
+    v.as_str().filter(|s| !s.is_empty()).map(String::from)
+}
+
+/// Source inputs of a `source_list` attribute (path relative to the package, input) and the
+/// actions they come from.
+pub type SourceInputs = (Vec<(String, Input)>, Vec<ActionId>);
+
+/// Source inputs of a `source_list` attribute: (path relative to the package, input).
+pub fn sources(n: &TargetNode, attr: &str, provided: &BTreeMap<Label, Provided>) -> Result<SourceInputs, String> {
+    let pkg_prefix = if n.label.package.is_root() { String::new() } else { format!("{}/", n.label.package) };
+    let mut out = Vec::new();
+    let mut deps = Vec::new();
+    for v in n.attr(attr).as_list() {
+        match v {
+            AttrValue::File(f) => {
+                let rel = f.file.strip_prefix(&pkg_prefix).unwrap_or(&f.file).to_string();
+                out.push((rel, Input::Source(f.file.clone())));
+            }
+            AttrValue::Label(l) => match provided.get(l) {
+                Some(Provided::Files { action, outs }) => {
+                    deps.push(*action);
+                    for o in outs {
+                        out.push((o.clone(), Input::Output { action: *action, path: o.clone() }));
+                    }
+                }
+                _ => {
+                    return Err(format!(
+                        "`{attr}` lists `{l}`, which produces no files (only genrule outputs can be sources)"
+                    ))
+                }
+            },
+            _ => {}
+        }
+    }
+    Ok((out, deps))
+}
+
+/// `registry/repo:tag` of a reference without its `@digest` pin.
+pub fn strip_pin(image: &str) -> String {
+    image.split('@').next().unwrap_or(image).to_string()
+}
