@@ -2,6 +2,8 @@
 //! whose metadata.toml is written by `cbuild::cnb::launch`: process selection, launch env files,
 //! exec.d over fd 3, args replacement/appending, working dir, env stripping and exit codes.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::{symlink, PermissionsExt};
@@ -227,7 +229,7 @@ fn direct_command_after_double_dash() {
 #[test]
 fn legacy_shell_process_appends_args_and_sources_profiles() {
     if !Path::new("/bin/bash").exists() && !Path::new("/usr/bin/bash").exists() {
-        eprintln!("skipped: no bash on this machine");
+        common::skip_unless_ci("no bash on this machine");
         return;
     }
     let f = fixture();

@@ -2,6 +2,8 @@
 //! (oci-image-tool, skopeo, umoci via `shared/harness/validate-oci.sh`), are reproducible to the
 //! byte, import/extract a real busybox base, and malicious layers are refused.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -29,7 +31,7 @@ fn validator() -> Option<PathBuf> {
     let missing: Vec<&str> =
         ["jq", "skopeo", "umoci", "oci-image-tool", "zstd", "gzip"].into_iter().filter(|t| !have(t)).collect();
     if !script.exists() || !missing.is_empty() {
-        eprintln!("SKIP: validate-oci.sh or tools missing: {missing:?}");
+        common::skip_unless_ci(&format!("validate-oci.sh or tools missing: {missing:?}"));
         return None;
     }
     Some(script)
@@ -216,7 +218,7 @@ fn docker_archive_is_accepted_by_skopeo() {
     let back = read_archive(&tar, &Selector::default(), &BlobDir::open(t.path().join("cas2")).unwrap()).unwrap();
     assert_eq!(back, img);
     if !have("skopeo") {
-        eprintln!("SKIP: skopeo missing");
+        common::skip_unless_ci("skopeo missing");
         return;
     }
     let out = Command::new("skopeo").arg("inspect").arg(format!("docker-archive:{}", tar.display())).output().unwrap();
@@ -331,7 +333,7 @@ fn busybox(dir: &Path) -> Option<Digest> {
     // SAFETY: no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !script.exists() || !root || !Path::new("/bin/busybox").exists() {
-        eprintln!("SKIP: mk-busybox-oci.sh needs root and busybox-static");
+        common::skip_unless_ci("mk-busybox-oci.sh needs root and busybox-static");
         return None;
     }
     let out = Command::new("bash").arg(&script).arg(dir).output().unwrap();
