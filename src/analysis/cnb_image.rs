@@ -36,7 +36,7 @@ pub fn analyze(
         uid: stack.uid,
         gid: stack.gid,
         env: string_map(n.attr("env")),
-        network: n.attr("network").as_bool().unwrap_or(false),
+        network: bool_attr(n, "network")?,
     };
     let detect = ag.add(l, ActionKind::CnbDetect(phase.clone()), deps.clone());
     let mut bdeps = deps;

@@ -108,3 +108,23 @@ pub fn sources(n: &TargetNode, attr: &str, provided: &BTreeMap<Label, Provided>)
 pub fn strip_pin(image: &str) -> String {
     image.split('@').next().unwrap_or(image).to_string()
 }
+
+/// A string attribute the prelude declares with a default or as mandatory: loading fills defaults
+/// in and checks mandatory ones, so the value is always there; defaults live only in the prelude.
+pub fn str_attr<'a>(n: &'a TargetNode, name: &str) -> Result<&'a str, String> {
+    n.attr(name).as_str().ok_or_else(|| missing(n, name))
+}
+
+/// An integer attribute with a prelude default (see [`str_attr`]).
+pub fn int_attr(n: &TargetNode, name: &str) -> Result<i64, String> {
+    n.attr(name).as_int().ok_or_else(|| missing(n, name))
+}
+
+/// A boolean attribute with a prelude default (see [`str_attr`]).
+pub fn bool_attr(n: &TargetNode, name: &str) -> Result<bool, String> {
+    n.attr(name).as_bool().ok_or_else(|| missing(n, name))
+}
+
+fn missing(n: &TargetNode, name: &str) -> String {
+    format!("internal: `{}` has no value for `{name}` (the prelude declares its default)", n.kind)
+}

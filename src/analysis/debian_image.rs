@@ -15,7 +15,7 @@ pub fn analyze(
     _opts: &Options,
 ) -> Result<Provided, String> {
     let l = &n.label;
-    let lock = n.attr("lock").as_str().unwrap_or_default();
+    let lock = str_attr(n, "lock")?;
     let rel = crate::fs::normalize_relative(std::path::Path::new(lock))
         .filter(|p| !p.as_os_str().is_empty())
         .ok_or_else(|| format!("`lock` `{lock}` must be a path inside the package"))?;
@@ -24,11 +24,11 @@ pub fn analyze(
     let spec = crate::model::action::DebianSpec {
         lock,
         packages: strings(n.attr("packages")),
-        suite: n.attr("suite").as_str().unwrap_or("bookworm").to_string(),
-        architecture: n.attr("architecture").as_str().unwrap_or("amd64").to_string(),
+        suite: str_attr(n, "suite")?.to_string(),
+        architecture: str_attr(n, "architecture")?.to_string(),
         uid: id("user_id").ok_or("`user_id` must be a positive number")?,
         gid: id("group_id").ok_or("`group_id` must be a positive number")?,
-        user_name: n.attr("user_name").as_str().unwrap_or("cnb").to_string(),
+        user_name: str_attr(n, "user_name")?.to_string(),
         stack_id: n.attr("stack_id").as_str().unwrap_or_default().to_string(),
         env: string_map(n.attr("env")),
         labels: string_map(n.attr("labels")),

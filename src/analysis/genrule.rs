@@ -25,7 +25,7 @@ pub fn analyze(
             return Err(format!("output `{o}` must be a relative path inside the scratch dir"));
         }
     }
-    let cmd = n.attr("cmd").as_str().unwrap_or_default().to_string();
+    let cmd = str_attr(n, "cmd")?.to_string();
     let env = string_map(n.attr("env"));
     let mut deps = deps;
     let image = match n.attr("image") {

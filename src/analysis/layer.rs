@@ -16,8 +16,8 @@ pub fn analyze(
 ) -> Result<Provided, String> {
     let l = &n.label;
     let (srcs, deps) = sources(n, "srcs", provided)?;
-    let prefix = n.attr("prefix").as_str().unwrap_or("/").trim_matches('/').to_string();
-    let strip = n.attr("strip_prefix").as_str().unwrap_or("").trim_matches('/').to_string();
+    let prefix = str_attr(n, "prefix")?.trim_matches('/').to_string();
+    let strip = str_attr(n, "strip_prefix")?.trim_matches('/').to_string();
     let mut files = Vec::new();
     for (rel, input) in srcs {
         let rest = if strip.is_empty() {
@@ -40,7 +40,7 @@ pub fn analyze(
                 .ok_or_else(|| format!("mode `{m}` is not an octal file mode such as \"0755\""))?,
         ),
     };
-    let owner = n.attr("owner").as_str().unwrap_or("0:0");
+    let owner = str_attr(n, "owner")?;
     let (uid, gid) = owner
         .split_once(':')
         .and_then(|(u, g)| Some((u.parse().ok()?, g.parse().ok()?)))

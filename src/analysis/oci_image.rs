@@ -55,8 +55,8 @@ pub fn analyze(
         labels: string_map(n.attr("labels")),
         exposed_ports: strings(n.attr("exposed_ports")),
         created: opt_string(n.attr("created")),
-        os: n.attr("os").as_str().unwrap_or("linux").to_string(),
-        architecture: n.attr("architecture").as_str().unwrap_or("amd64").to_string(),
+        os: str_attr(n, "os")?.to_string(),
+        architecture: str_attr(n, "architecture")?.to_string(),
     };
     ag.image_tags.insert(l.clone(), strings(n.attr("tags")));
     let a = ag.add(l, ActionKind::Image { base, layers, layer_labels, config }, deps);

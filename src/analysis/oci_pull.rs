@@ -15,7 +15,7 @@ pub fn analyze(
     _opts: &Options,
 ) -> Result<Provided, String> {
     let l = &n.label;
-    let image = n.attr("image").as_str().unwrap_or_default().to_string();
+    let image = str_attr(n, "image")?.to_string();
     crate::model::reference::Reference::parse(&image).map_err(|e| format!("`image`: {e}"))?;
     let digest = opt_string(n.attr("digest"));
     if let Some(d) = &digest {

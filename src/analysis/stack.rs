@@ -34,13 +34,13 @@ pub fn analyze(
     };
     let (build_image, _) = img("build_image")?;
     let (run_image, run_label) = img("run_image")?;
-    let uid = n.attr("user_id").as_int().unwrap_or(1000);
-    let gid = n.attr("group_id").as_int().unwrap_or(1000);
+    let uid = int_attr(n, "user_id")?;
+    let gid = int_attr(n, "group_id")?;
     if uid <= 0 || gid <= 0 || uid > u32::MAX as i64 || gid > u32::MAX as i64 {
         return Err("`user_id` and `group_id` must be positive: buildpacks never run as root".into());
     }
     Ok(Provided::Stack(StackInfo {
-        id: n.attr("id").as_str().unwrap_or_default().to_string(),
+        id: str_attr(n, "id")?.to_string(),
         build_image,
         run_image,
         mirrors: {
