@@ -124,13 +124,13 @@ fn hash_sources(
     for (i, rel) in list.iter().enumerate() {
         let keep_link = !paths.contains(rel);
         match check.check(rel, keep_link) {
-            Ok(Checked::File(md)) => {
-                stamps.insert(rel.clone(), SourceStamp::of(&md, false));
+            Ok(Checked::File(md, link)) => {
+                stamps.insert(rel.clone(), SourceStamp::of(&md, false, link));
                 stated.push((i, md))
             }
             Ok(Checked::KeptLink(target)) => {
                 if let Ok(md) = std::fs::symlink_metadata(cfg.root.join(rel)) {
-                    stamps.insert(rel.clone(), SourceStamp::of(&md, true));
+                    stamps.insert(rel.clone(), SourceStamp::of(&md, true, Some(target.clone())));
                 }
                 out[i] = Some(kept_link_digest(&target))
             }
@@ -184,8 +184,9 @@ fn kept_link_digest(target: &std::path::Path) -> Blake3 {
 /// What [`SourceCheck::check`] found.
 #[derive(Debug)]
 enum Checked {
-    /// Hash this content: the metadata of the file itself, or of a symlink's in-workspace target.
-    File(std::fs::Metadata),
+    /// Hash this content: the metadata of the file itself, or of a symlink's in-workspace target
+    /// (then with the link text).
+    File(std::fs::Metadata, Option<PathBuf>),
     /// A cnb_image app symlink whose target is outside the workspace (or nowhere): kept as a link,
     /// never followed.
     KeptLink(PathBuf),
@@ -248,13 +249,13 @@ impl SourceCheck {
             ))
         })?;
         if !md.file_type().is_symlink() {
-            return Ok(Checked::File(md));
+            return Ok(Checked::File(md, None));
         }
         let target = std::fs::read_link(&full).unwrap_or_default();
         match std::fs::canonicalize(&full) {
             // A kept link to a directory inside is a link in the app too (nothing to hash).
             Ok(c) if self.inside(&c) && keep_link && !c.is_file() => Ok(Checked::KeptLink(target)),
-            Ok(c) if self.inside(&c) => std::fs::metadata(&full).map(Checked::File).map_err(|e| {
+            Ok(c) if self.inside(&c) => std::fs::metadata(&full).map(|m| Checked::File(m, Some(target))).map_err(|e| {
                 SourceError::Other(format!(
                     "hashing sources: {}",
                     crate::cache::CacheError::Io { path: full.clone(), source: e }
@@ -721,7 +722,7 @@ mod source_check_tests {
         let mut c = SourceCheck::new(&ws).unwrap();
         for rel in ["p/f.txt", "p/rel", "p/abs-in", "p/dirlink/g.txt", "p/dots-in"] {
             match c.check(rel, false) {
-                Ok(Checked::File(m)) => assert!(m.is_file(), "{rel}"),
+                Ok(Checked::File(m, _)) => assert!(m.is_file(), "{rel}"),
                 other => panic!("{rel}: {other:?}"),
             }
         }
@@ -770,7 +771,7 @@ mod source_check_tests {
         assert!(matches!(c.check("p/abs", true), Ok(Checked::KeptLink(t)) if t == host.join("secret")));
         assert!(matches!(c.check("p/venv-python", true), Ok(Checked::KeptLink(_))));
         assert!(matches!(c.check("p/dirlink", true), Ok(Checked::KeptLink(_))));
-        assert!(matches!(c.check("p/rel", true), Ok(Checked::File(_))), "inside: hashed as before");
+        assert!(matches!(c.check("p/rel", true), Ok(Checked::File(..))), "inside: hashed as before");
         // A directory on the way is followed by the app copy too: refused.
         assert!(matches!(c.check("p/hostdir/secret", true), Err(SourceError::Refused(_))));
         assert_ne!(kept_link_digest(Path::new("a")), kept_link_digest(Path::new("b")));
@@ -783,8 +784,8 @@ mod source_check_tests {
         symlink(&ws, &alias).unwrap();
         symlink(ws.join("p/f.txt"), ws.join("p/abs-in")).unwrap();
         let mut c = SourceCheck::new(&alias).unwrap();
-        assert!(matches!(c.check("p/abs-in", false), Ok(Checked::File(_))));
-        assert!(matches!(c.check("p/f.txt", false), Ok(Checked::File(_))));
+        assert!(matches!(c.check("p/abs-in", false), Ok(Checked::File(..))));
+        assert!(matches!(c.check("p/f.txt", false), Ok(Checked::File(..))));
     }
 }
 

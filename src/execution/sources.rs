@@ -9,7 +9,7 @@ use std::path::PathBuf;
 /// otherwise be stored, and uploaded, under the old content's key. ctime moves on every content,
 /// mode or owner change and cannot be set back by a user, so an edit reverted with the old mtime is
 /// caught too.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SourceStamp {
     size: u64,
     mtime_ns: i128,
@@ -19,10 +19,12 @@ pub struct SourceStamp {
     mode: u32,
     /// Stamped from the link itself (a kept link), not from what it points to.
     link: bool,
+    /// The link text when the source is a symlink (kept or followed).
+    link_target: Option<PathBuf>,
 }
 
 impl SourceStamp {
-    pub(super) fn of(md: &std::fs::Metadata, link: bool) -> SourceStamp {
+    pub(super) fn of(md: &std::fs::Metadata, link: bool, link_target: Option<PathBuf>) -> SourceStamp {
         use std::os::unix::fs::MetadataExt;
         SourceStamp {
             size: md.size(),
@@ -32,13 +34,28 @@ impl SourceStamp {
             dev: md.dev(),
             mode: md.mode(),
             link,
+            link_target,
         }
     }
 
     /// The stamp of `path` now, taken the same way.
     pub(super) fn now(&self, path: &std::path::Path) -> Option<SourceStamp> {
         let md = if self.link { std::fs::symlink_metadata(path) } else { std::fs::metadata(path) };
-        md.ok().map(|m| SourceStamp::of(&m, self.link))
+        let target = match &self.link_target {
+            Some(_) => Some(std::fs::read_link(path).ok()?),
+            None => None,
+        };
+        md.ok().map(|m| SourceStamp::of(&m, self.link, target))
+    }
+
+    /// The link text when the source is a symlink (what an app copy of it holds).
+    pub fn link_target(&self) -> Option<&std::path::Path> {
+        self.link_target.as_deref()
+    }
+
+    /// Whether the file (or, for a followed link, its target) has an executable bit.
+    pub fn executable(&self) -> bool {
+        self.mode & 0o111 != 0
     }
 }
 

@@ -33,19 +33,17 @@ pub fn phase_key(
     let mut app = BTreeMap::new();
     for (rel, i) in &p.app {
         let mut d = input_digest(i, deps, ctx)?;
-        // A source file's executable bit reaches the image (the workspace copy is 0755 or 0644,
-        // like git, whatever the checkout's umask), so it is keyed like an output's `+x`.
+        // From the stamp taken when the source was hashed (no I/O here: keys are made on every
+        // build). A symlink is copied into the app as a link: its text is what the image holds
+        // (`index.html` and `../site/index.html` may name the same file, never the same link). A
+        // file's executable bit reaches the image (the copy is 0755 or 0644, like git, whatever
+        // the checkout's umask), so it is keyed like an output's `+x`.
         if let Input::Source(src) = i {
-            use std::os::unix::fs::MetadataExt;
-            let md = std::fs::symlink_metadata(ctx.root.join(src)).map_err(|e| format!("reading `{src}`: {e}"))?;
-            if md.file_type().is_file() && md.mode() & 0o111 != 0 {
-                d.push_str("+x");
-            }
-            // A symlink is copied into the app as a link: its text is what the image holds
-            // (`index.html` and `../site/index.html` may name the same file, never the same link).
-            if md.file_type().is_symlink() {
-                let t = std::fs::read_link(ctx.root.join(src)).map_err(|e| format!("reading `{src}`: {e}"))?;
-                d.push_str(&format!(" -> {}", t.display()));
+            let st = ctx.source_stamps.get(src).ok_or_else(|| format!("internal: source `{src}` was not stamped"))?;
+            match st.link_target() {
+                Some(t) => d.push_str(&format!(" -> {}", t.display())),
+                None if st.executable() => d.push_str("+x"),
+                None => {}
             }
         }
         app.insert(rel.clone(), d);
