@@ -416,30 +416,46 @@ fn malformed_buildpack_files_are_named() {
     assert!(err.contains("fixture/layers-a") && err.contains("ccache.toml"), "{err}");
 }
 
-/// The lifecycle's detector stops at the first group that passes: buildpacks of later groups never
-/// run `bin/detect` (their output would show buildpacks that never mattered).
-#[test]
-fn detect_stops_at_the_first_passing_group() {
-    let cx = fixture_workspace(&[], "[[\"//bps:first\"], [\"//bps:second\"]]", &[("app.txt", "x\n")], "{}");
+/// The `launch.toml` line every inline test buildpack writes (one default `web` process).
+const WEB_PROCESS: &str =
+    "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"";
+
+/// Writes buildpacks `bps/<name>` (API 0.10, linux target plus `targets_extra`), each with the
+/// given `bin/detect` and `bin/build` scripts, and `bps/BUILD.star` listing them.
+fn write_buildpacks(cx: &TestContext, id_prefix: &str, bps: &[(&str, &str, String, String)]) {
+    use std::os::unix::fs::PermissionsExt;
     let mut bp_build = String::new();
-    for (name, detect) in [("first", "echo FIRST-DETECT-RAN\nexit 0"), ("second", "echo SECOND-DETECT-RAN\nexit 0")] {
+    for (name, targets_extra, detect, build) in bps {
         cx.write(
             &format!("bps/{name}/buildpack.toml"),
-            &format!("api = \"0.10\"\n[buildpack]\nid = \"order/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n"),
+            &format!(
+                "api = \"0.10\"\n[buildpack]\nid = \"{id_prefix}/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n{targets_extra}"
+            ),
         );
         cx.write(&format!("bps/{name}/bin/detect"), &format!("#!/bin/sh\n{detect}\n"));
-        cx.write(
-            &format!("bps/{name}/bin/build"),
-            "#!/bin/sh\nprintf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"\n",
-        );
+        cx.write(&format!("bps/{name}/bin/build"), &format!("#!/bin/sh\nset -e\n{build}\n"));
         for f in ["bin/detect", "bin/build"] {
-            use std::os::unix::fs::PermissionsExt;
             let p = cx.root().join(format!("bps/{name}/{f}"));
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
         }
         bp_build.push_str(&format!("buildpack(name = \"{name}\", srcs = glob([\"{name}/**\"]))\n"));
     }
     cx.write("bps/BUILD.star", &bp_build);
+}
+
+/// The lifecycle's detector stops at the first group that passes: buildpacks of later groups never
+/// run `bin/detect` (their output would show buildpacks that never mattered).
+#[test]
+fn detect_stops_at_the_first_passing_group() {
+    let cx = fixture_workspace(&[], "[[\"//bps:first\"], [\"//bps:second\"]]", &[("app.txt", "x\n")], "{}");
+    write_buildpacks(
+        &cx,
+        "order",
+        &[
+            ("first", "", "echo FIRST-DETECT-RAN\nexit 0".into(), WEB_PROCESS.into()),
+            ("second", "", "echo SECOND-DETECT-RAN\nexit 0".into(), WEB_PROCESS.into()),
+        ],
+    );
     let b = ok(&cx, &["//app:img"]);
     let out = b.output();
     assert!(out.contains("FIRST-DETECT-RAN"), "{out}");
@@ -458,29 +474,14 @@ fn detect_stops_at_the_first_passing_group() {
 #[test]
 fn buildpacks_of_one_build_share_tmp() {
     let cx = fixture_workspace(&[], "[[\"//bps:first\", \"//bps:second\"]]", &[("app.txt", "x\n")], "{}");
-    let process =
-        "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"";
-    let mut bp_build = String::new();
-    for (name, build) in [
-        ("first", format!("echo handed-over > /tmp/handoff\n{process}")),
-        ("second", format!("echo \"SECOND-SAW: $(cat /tmp/handoff)\"\n{process}")),
-    ] {
-        cx.write(
-            &format!("bps/{name}/buildpack.toml"),
-            &format!(
-                "api = \"0.10\"\n[buildpack]\nid = \"tmp/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n"
-            ),
-        );
-        cx.write(&format!("bps/{name}/bin/detect"), "#!/bin/sh\nexit 0\n");
-        cx.write(&format!("bps/{name}/bin/build"), &format!("#!/bin/sh\nset -e\n{build}\n"));
-        for f in ["bin/detect", "bin/build"] {
-            use std::os::unix::fs::PermissionsExt;
-            let p = cx.root().join(format!("bps/{name}/{f}"));
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        bp_build.push_str(&format!("buildpack(name = \"{name}\", srcs = glob([\"{name}/**\"]))\n"));
-    }
-    cx.write("bps/BUILD.star", &bp_build);
+    write_buildpacks(
+        &cx,
+        "tmp",
+        &[
+            ("first", "", "exit 0".into(), format!("echo handed-over > /tmp/handoff\n{WEB_PROCESS}")),
+            ("second", "", "exit 0".into(), format!("echo \"SECOND-SAW: $(cat /tmp/handoff)\"\n{WEB_PROCESS}")),
+        ],
+    );
     let b = ok(&cx, &["//app:img"]);
     assert!(b.output().contains("SECOND-SAW: handed-over"), "{}", b.output());
 }
@@ -492,9 +493,6 @@ fn buildpacks_of_one_build_share_tmp() {
 #[test]
 fn target_distro_comes_from_the_run_image_labels() {
     let cx = fixture_workspace(&[], "[[\"//bps:first\"], [\"//bps:second\"]]", &[("app.txt", "x\n")], "{}");
-    let process =
-        "printf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"";
-    let mut bp_build = String::new();
     // The build image has no /etc/os-release; the run image's labels name the distro.
     std::fs::remove_file(cx.root().join("stacks/rootfs/etc/os-release")).unwrap();
     let stacks = std::fs::read_to_string(cx.root().join("stacks/BUILD.star")).unwrap();
@@ -503,26 +501,25 @@ fn target_distro_comes_from_the_run_image_labels() {
         .replace("\"io.buildpacks.base.distro.version\": \"1\"", "\"io.buildpacks.base.distro.version\": \"7\"");
     assert!(stacks.contains("labelled") && stacks.contains("\"7\""), "the example stack changed; update this test");
     cx.write("stacks/BUILD.star", &stacks);
-    for (name, distro) in [("first", "ubuntu\"\nversion = \"22.04"), ("second", "labelled\"\nversion = \"7")] {
-        cx.write(
-            &format!("bps/{name}/buildpack.toml"),
-            &format!(
-                "api = \"0.10\"\n[buildpack]\nid = \"distro/{name}\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n[[targets.distros]]\nname = \"{distro}\"\n"
+    let detect = |name: &str| format!("echo \"{name} DISTRO=$CNB_TARGET_DISTRO_NAME:$CNB_TARGET_DISTRO_VERSION\"");
+    write_buildpacks(
+        &cx,
+        "distro",
+        &[
+            (
+                "first",
+                "[[targets.distros]]\nname = \"ubuntu\"\nversion = \"22.04\"\n",
+                detect("first"),
+                WEB_PROCESS.into(),
             ),
-        );
-        cx.write(
-            &format!("bps/{name}/bin/detect"),
-            &format!("#!/bin/sh\necho \"{name} DISTRO=$CNB_TARGET_DISTRO_NAME:$CNB_TARGET_DISTRO_VERSION\"\n"),
-        );
-        cx.write(&format!("bps/{name}/bin/build"), &format!("#!/bin/sh\n{process}\n"));
-        for f in ["bin/detect", "bin/build"] {
-            use std::os::unix::fs::PermissionsExt;
-            let p = cx.root().join(format!("bps/{name}/{f}"));
-            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
-        }
-        bp_build.push_str(&format!("buildpack(name = \"{name}\", srcs = glob([\"{name}/**\"]))\n"));
-    }
-    cx.write("bps/BUILD.star", &bp_build);
+            (
+                "second",
+                "[[targets.distros]]\nname = \"labelled\"\nversion = \"7\"\n",
+                detect("second"),
+                WEB_PROCESS.into(),
+            ),
+        ],
+    );
     let b = ok(&cx, &["//app:img"]);
     let out = b.output();
     assert!(!out.contains("first DISTRO"), "an ubuntu buildpack ran detect on a busybox base:\n{out}");

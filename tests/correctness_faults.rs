@@ -24,28 +24,6 @@ use support::{Rng, Ws};
 
 const SMALL: &[&str] = &["//tools/..."];
 
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
-}
-
-/// Every blob under `dir/**/sha256/` hashes to its name; returns how many there are.
-fn assert_blobs_whole(dir: &Path, what: &str) -> usize {
-    let mut n = 0;
-    for e in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()) {
-        let p = e.path();
-        let in_blobs = p.parent().map(|d| d.ends_with("sha256")).unwrap_or(false);
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        if e.file_type().is_file() && in_blobs && name.len() == 64 && !name.starts_with('.') {
-            let b = std::fs::read(p).unwrap();
-            assert_eq!(sha256_hex(&b), name, "{what}: blob {} does not hash to its name", p.display());
-            n += 1;
-        }
-    }
-    assert!(n > 0, "{what}: no blobs under {}", dir.display());
-    n
-}
-
 /// Files under `dir` (recursively) whose name starts with `.tmp`.
 fn temp_files(dir: &Path) -> Vec<PathBuf> {
     walkdir::WalkDir::new(dir)
@@ -129,22 +107,6 @@ impl Drop for Registry {
     }
 }
 
-/// A signing key pair from `cbuild cache keygen`: (dir holding it, private key path, public key).
-struct Keys {
-    _dir: tempfile::TempDir,
-    private: String,
-    public: String,
-}
-
-fn keygen() -> Keys {
-    let dir = tempfile::tempdir().unwrap();
-    let private = dir.path().join("signing.pem").to_str().unwrap().to_string();
-    let out = Command::new(env!("CARGO_BIN_EXE_cbuild")).args(["cache", "keygen", &private]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    Keys { _dir: dir, private, public }
-}
-
 /// `cbuild --remote-cache URL build --json ARGS` with extra environment.
 fn remote_build(ws: &Ws, url: &str, env: &[(&str, &str)], args: &[&str]) -> support::Out {
     let mut c = ws.cmd();
@@ -157,10 +119,10 @@ fn remote_build(ws: &Ws, url: &str, env: &[(&str, &str)], args: &[&str]) -> supp
 #[test]
 fn remote_hit_verifies_blobs_already_in_the_local_cas() {
     let srv = CacheServer::start();
-    let keys = keygen();
+    let keys = common::keygen();
     // Writer: a clean build that fills the remote cache.
     let a = support::examples();
-    let wa = remote_build(&a, &srv.url, &[("CBUILD_REMOTE_SIGNING_KEY", keys.private.as_str())], SMALL);
+    let wa = remote_build(&a, &srv.url, &[("CBUILD_REMOTE_SIGNING_KEY", keys.private_str())], SMALL);
     assert_eq!(wa.code, 0, "{}\n{}", wa.stderr, wa.failures());
     let clean = wa.digests();
     let (_, manifest) = layout_manifest(&a.path("cbuild-out/tools/tool"));
@@ -189,9 +151,9 @@ fn remote_hit_verifies_blobs_already_in_the_local_cas() {
     assert!(rb.summary()["cached_remote"].as_u64().unwrap() > 0, "no remote hit: {}", rb.stdout);
     assert_eq!(rb.digests(), clean, "the reader's digests equal the writer's clean build");
     // Every layout blob hashes to its name (before the fix the tool layout's layer did not).
-    assert_blobs_whole(&b.path("cbuild-out"), "reader's cbuild-out");
+    support::assert_blobs_whole(&b.path("cbuild-out"), "reader's cbuild-out");
     assert_eq!(std::fs::read(b.path("cbuild-out/tools/tool/blobs/sha256").join(&victim)).unwrap(), good);
-    assert_blobs_whole(&b.cache.join("cas"), "reader's cache");
+    support::assert_blobs_whole(&b.cache.join("cas"), "reader's cache");
     // And the next build is all local hits on intact blobs.
     let again = b.build(SMALL);
     assert_eq!(again.code, 0, "{}", again.stderr);
@@ -254,7 +216,7 @@ fn concurrent_layout_writers_leave_no_tmp_links() {
         assert!(left.is_empty(), "round {round}: temp files left in the layout: {left:?}");
         assert_eq!(layout_manifest(&layout).0, image.digest().to_string());
     }
-    assert_blobs_whole(&layout, "layout written by threads");
+    support::assert_blobs_whole(&layout, "layout written by threads");
 
     // Through the CLI: 4 processes build the same targets into one workspace and cache, 3 rounds,
     // cbuild-out removed before each round so every process writes every layout.
@@ -274,7 +236,7 @@ fn concurrent_layout_writers_leave_no_tmp_links() {
         assert!(left.is_empty(), "round {round}: temp files left in cbuild-out: {left:?}");
         let after = ws.build(SMALL);
         assert_eq!(after.digests(), want);
-        assert_blobs_whole(&ws.path("cbuild-out"), "cbuild-out");
+        support::assert_blobs_whole(&ws.path("cbuild-out"), "cbuild-out");
     }
 }
 
@@ -461,7 +423,7 @@ fn kill9_temp_files_are_swept_by_the_next_build() {
     assert!(!ws.cache.join("tmp/leftover-scratch").exists());
     assert!(live.exists(), "a live process's temp file was removed");
     assert_eq!(temp_files(&cas), vec![live.clone()]);
-    assert_blobs_whole(&ws.cache, "cache");
+    support::assert_blobs_whole(&ws.cache, "cache");
 
     // While another process has the cache open (this test holds the use lock shared, as every
     // open cache does), only names proving a dead writer go; untagged ones wait for a lone open.
@@ -564,7 +526,7 @@ fn push_writes_the_layout_it_prints() {
     assert_eq!(pushed[0]["digest"], t["image_digest"]);
     let layout = ws.path(t["layout"].as_str().unwrap());
     assert_eq!(layout_manifest(&layout).0, t["image_digest"].as_str().unwrap());
-    assert_blobs_whole(&layout, "pushed image's layout");
+    support::assert_blobs_whole(&layout, "pushed image's layout");
     let (code, out) = common::run_harness("validate-oci.sh", &[layout.to_str().unwrap()]);
     assert_eq!(code, 0, "{out}");
     // Plain output prints the same path, and the layout is the image `cbuild build` gives.
@@ -611,5 +573,5 @@ fn push_writes_the_layout_it_prints() {
     assert_eq!(b.code, 0, "{}", b.stderr);
     assert_eq!(b.summary()["targets"][0]["layout"], "cbuild-out/app/img");
     assert_eq!(layout_manifest(&app.path("cbuild-out/app/img")).0, digest);
-    assert_blobs_whole(&app.path("cbuild-out/app/img"), "app layout");
+    support::assert_blobs_whole(&app.path("cbuild-out/app/img"), "app layout");
 }

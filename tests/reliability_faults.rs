@@ -26,27 +26,6 @@ use support::{Rng, Ws, TARGETS};
 
 const SMALL: &[&str] = &["//tools/..."];
 
-fn sha256_hex(b: &[u8]) -> String {
-    use sha2::Digest;
-    hex::encode(sha2::Sha256::digest(b))
-}
-
-/// Every blob under `dir/**/blobs/sha256` and `dir/cas/sha256` matches its name.
-fn assert_blobs_whole(dir: &Path, what: &str) {
-    let mut n = 0;
-    for e in walkdir::WalkDir::new(dir).into_iter().filter_map(|e| e.ok()) {
-        let p = e.path();
-        let in_blobs = p.parent().map(|d| d.ends_with("sha256")).unwrap_or(false);
-        let name = p.file_name().unwrap().to_string_lossy().to_string();
-        if e.file_type().is_file() && in_blobs && name.len() == 64 && !name.starts_with('.') {
-            let b = std::fs::read(p).unwrap();
-            assert_eq!(sha256_hex(&b), name, "{what}: blob {} does not match its name", p.display());
-            n += 1;
-        }
-    }
-    assert!(n > 0, "{what}: no blobs under {}", dir.display());
-}
-
 /// The index.json digest of each layout named in a build summary equals the summary's digest and
 /// its manifest blob is whole.
 fn assert_layouts_match(ws: &Ws, digests: &BTreeMap<String, String>) {
@@ -56,7 +35,7 @@ fn assert_layouts_match(ws: &Ws, digests: &BTreeMap<String, String>) {
             serde_json::from_slice(&std::fs::read(ws.path(&format!("cbuild-out/{rel}/index.json"))).unwrap()).unwrap();
         assert_eq!(idx["manifests"][0]["digest"].as_str().unwrap(), d, "{label}: layout index ≠ summary");
     }
-    assert_blobs_whole(&ws.path("cbuild-out"), "cbuild-out");
+    support::assert_blobs_whole(&ws.path("cbuild-out"), "cbuild-out");
 }
 
 /// A tools/ workspace variant: a 1.5 MB incompressible page (so gzip and blob writes take a
@@ -140,7 +119,7 @@ fn kill_9_at_random_moments_of_builds_then_the_next_build_equals_a_clean_one() {
     let last = ws.build(SMALL);
     assert_eq!(last.summary()["executed"], 0, "{}", last.stdout);
     assert_layouts_match(&ws, &last.digests());
-    assert_blobs_whole(&ws.cache, "cache");
+    support::assert_blobs_whole(&ws.cache, "cache");
     assert!(killed_running >= rounds / 2, "only {killed_running}/{rounds} kills hit a running build");
     assert!(while_writing >= rounds / 6, "only {while_writing} kills during a blob write");
     eprintln!(
@@ -188,7 +167,7 @@ fn registry_digest(host: &str, repo: &str, tag: &str) -> Option<String> {
     if !r.status().is_success() {
         return None;
     }
-    Some(format!("sha256:{}", sha256_hex(&r.bytes().ok()?)))
+    Some(format!("sha256:{}", support::sha256_hex(&r.bytes().ok()?)))
 }
 
 #[test]
@@ -303,7 +282,7 @@ fn damage_then_rebuild(how: Damage, pick: impl Fn(usize) -> bool) {
         after.failures()
     );
     assert_eq!(after.digests(), clean, "{how:?}");
-    assert_blobs_whole(&ws.cache, "cache after repair");
+    support::assert_blobs_whole(&ws.cache, "cache after repair");
     assert_layouts_match(&ws, &clean);
 }
 
@@ -324,7 +303,7 @@ fn single_emptied_or_swapped_cas_blobs_are_rebuilt() {
         let after = ws.build(TARGETS);
         assert_eq!(after.code, 0, "{how:?} of {}: {}", blobs[i].display(), after.stderr);
         assert_eq!(after.digests(), clean, "{how:?}");
-        assert_blobs_whole(&ws.cache, "cache after repair");
+        support::assert_blobs_whole(&ws.cache, "cache after repair");
     }
 }
 
@@ -376,7 +355,7 @@ fn a_tampered_cbuild_out_blob_is_repaired_by_the_next_build() {
     assert_eq!(after.code, 0, "{}", after.stderr);
     assert_eq!(after.digests(), clean);
     assert_layouts_match(&ws, &clean);
-    assert_blobs_whole(&ws.cache, "cache");
+    support::assert_blobs_whole(&ws.cache, "cache");
 }
 
 fn checkpointed_db(ws: &Ws) -> PathBuf {
@@ -467,7 +446,7 @@ fn stale_lock_files_and_tmp_leftovers_neither_block_nor_leak_into_results() {
     assert_eq!(after.code, 0, "{}\n{}", after.stderr, after.failures());
     assert!(t.elapsed() < Duration::from_secs(60), "a stale lock made the build wait {:?}", t.elapsed());
     assert_eq!(after.digests(), clean);
-    assert_blobs_whole(&ws.cache, "cache");
+    support::assert_blobs_whole(&ws.cache, "cache");
     let gc = ws.run(&["cache", "gc", "--max-size", "10GB"]);
     assert_eq!(gc.code, 0, "{}", gc.stderr);
     assert!(!old.exists(), "gc removes an old `.tmp-` leftover");
@@ -579,7 +558,7 @@ fn four_processes_on_three_workspace_copies_share_one_cache() {
         assert_eq!(last.summary()["executed"], 0, "{}", last.stdout);
         assert_layouts_match(&a, &last.digests());
     }
-    assert_blobs_whole(shared.path(), "shared cache");
+    support::assert_blobs_whole(shared.path(), "shared cache");
 }
 
 /// A tmpfs mounted for the test, unmounted (lazily, so a failing test cannot leave it busy) on drop.
@@ -641,7 +620,7 @@ fn disk_full_under_the_cache_fails_with_exit_1_and_leaves_no_corrupt_entry() {
     let after = ws.build(SMALL);
     assert_eq!(after.code, 0, "{}\n{}", after.stderr, after.failures());
     assert_eq!(after.digests(), support::clean_digests(ws.root(), SMALL));
-    assert_blobs_whole(&ws.cache, "cache after the full disk");
+    support::assert_blobs_whole(&ws.cache, "cache after the full disk");
     // Smaller overflows (the blob may fit, the layout or the database may not), several sizes.
     for (i, mb) in [5u64, 6, 7].iter().enumerate() {
         let _ = std::fs::remove_dir_all(&ws.cache);
@@ -655,7 +634,7 @@ fn disk_full_under_the_cache_fails_with_exit_1_and_leaves_no_corrupt_entry() {
         let after = ws.build(SMALL);
         assert_eq!(after.code, 0, "{mb} MB: {}\n{}", after.stderr, after.failures());
         assert_eq!(after.digests(), support::clean_digests(ws.root(), SMALL), "{mb} MB");
-        assert_blobs_whole(&ws.cache, "cache");
+        support::assert_blobs_whole(&ws.cache, "cache");
     }
 }
 

@@ -29,35 +29,6 @@ impl Drop for Server {
     }
 }
 
-/// A signing key made by `cbuild cache keygen`: (dir holding it, private key path, public key).
-struct Keys {
-    _dir: tempfile::TempDir,
-    private: String,
-    public: String,
-}
-
-fn keygen() -> Keys {
-    let dir = tempfile::tempdir().unwrap();
-    let private = dir.path().join("signing.pem").to_str().unwrap().to_string();
-    let out =
-        std::process::Command::new(env!("CARGO_BIN_EXE_cbuild")).args(["cache", "keygen", &private]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert_eq!(std::fs::read_to_string(format!("{private}.pub")).unwrap().trim(), public);
-    Keys { _dir: dir, private, public }
-}
-
-impl Keys {
-    /// The environment of a trusted writer.
-    fn writer(&self) -> Vec<(&str, &str)> {
-        vec![("CBUILD_REMOTE_SIGNING_KEY", self.private.as_str())]
-    }
-    /// The environment of a reader trusting this key.
-    fn reader(&self) -> Vec<(&str, &str)> {
-        vec![("CBUILD_REMOTE_TRUSTED_KEYS", self.public.as_str())]
-    }
-}
-
 fn build(cx: &TestContext, url: &str, extra: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>, String) {
     build_env(cx, url, &[], extra)
 }
@@ -95,7 +66,7 @@ const PATTERNS: &[&str] = &["//services/api:image", "//services/worker:image", "
 #[test]
 fn runner_b_rebuilds_nothing_runner_a_built() {
     let srv = Server::start();
-    let keys = keygen();
+    let keys = common::keygen();
     let a = TestContext::from_examples();
     let b = TestContext::from_examples(); // another checkout path, another empty cache
     let (sa, _, _) = build_env(&a, &srv.url, &keys.writer(), PATTERNS);
@@ -124,7 +95,7 @@ fn runner_b_rebuilds_nothing_runner_a_built() {
 #[test]
 fn a_corrupt_blob_on_the_server_is_detected_and_the_action_rebuilt() {
     let srv = Server::start();
-    let keys = keygen();
+    let keys = common::keygen();
     let a = TestContext::from_examples();
     let (sa, _, _) = build_env(&a, &srv.url, &keys.writer(), &["//tools:tool"]);
     // Corrupt every CAS blob larger than 1 KiB on the server (the busybox layer among them).

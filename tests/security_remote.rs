@@ -52,26 +52,6 @@ impl Drop for Server {
     }
 }
 
-/// A key pair from `cbuild cache keygen`.
-struct Keys {
-    _dir: tempfile::TempDir,
-    private: PathBuf,
-    public: String,
-}
-
-fn keygen() -> Keys {
-    let dir = tempfile::tempdir().unwrap();
-    let private = dir.path().join("writer.pem");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cbuild"))
-        .arg("cache")
-        .arg("keygen")
-        .arg(&private)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    Keys { _dir: dir, private, public: String::from_utf8(out.stdout).unwrap().trim().to_string() }
-}
-
 /// An entry as stored on the server.
 struct Stored {
     key: Blake3,
@@ -199,8 +179,8 @@ fn assert_local_cache_is_sound(cx: &TestContext, clean: &str, planted: &[&str]) 
 }
 
 /// Runner A (a trusted writer) fills the server; returns its keys and the clean image digest.
-fn writer_fills(srv: &Server) -> (Keys, String) {
-    let keys = keygen();
+fn writer_fills(srv: &Server) -> (common::Keys, String) {
+    let keys = common::keygen();
     let a = TestContext::from_examples();
     let (clean, err) = build(&a, Some(&srv.url), &[("CBUILD_REMOTE_SIGNING_KEY", keys.private.to_str().unwrap())]);
     assert!(err.contains("6 executed"), "{err}");
@@ -355,7 +335,7 @@ fn malformed_remote_entry_is_a_miss() {
 #[test]
 fn key_settings_are_checked_and_never_echoed() {
     // keygen needs no workspace, never overwrites, and keeps the private key private.
-    let keys = keygen();
+    let keys = common::keygen();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&keys.private).unwrap().permissions().mode() & 0o777, 0o600);
     let again = std::process::Command::new(env!("CARGO_BIN_EXE_cbuild"))

@@ -115,3 +115,37 @@ pub fn skip_unless_ci(reason: &str) {
     assert!(std::env::var_os("CI").is_none(), "{reason} (tests never skip under CI=true: install it)");
     eprintln!("SKIP: {reason}");
 }
+
+/// A remote-cache signing key pair made by `cbuild cache keygen` (the private key file lives as
+/// long as this value).
+pub struct Keys {
+    _dir: tempfile::TempDir,
+    pub private: PathBuf,
+    pub public: String,
+}
+
+/// Runs `cbuild cache keygen` into a temp dir; checks the `.pub` file matches what it printed.
+pub fn keygen() -> Keys {
+    let dir = tempfile::tempdir().unwrap();
+    let private = dir.path().join("signing.pem");
+    let out = Command::new(env!("CARGO_BIN_EXE_cbuild")).arg("cache").arg("keygen").arg(&private).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let pub_file = format!("{}.pub", private.display());
+    assert_eq!(std::fs::read_to_string(pub_file).unwrap().trim(), public);
+    Keys { _dir: dir, private, public }
+}
+
+impl Keys {
+    pub fn private_str(&self) -> &str {
+        self.private.to_str().unwrap()
+    }
+    /// The environment of a trusted writer.
+    pub fn writer(&self) -> Vec<(&str, &str)> {
+        vec![("CBUILD_REMOTE_SIGNING_KEY", self.private_str())]
+    }
+    /// The environment of a reader trusting this key.
+    pub fn reader(&self) -> Vec<(&str, &str)> {
+        vec![("CBUILD_REMOTE_TRUSTED_KEYS", self.public.as_str())]
+    }
+}
