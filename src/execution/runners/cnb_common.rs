@@ -70,14 +70,6 @@ pub fn set_mode(p: &Path, mode: u32) {
     let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode));
 }
 
-/// Chowns the tree at `p` (cbuild's own directory, e.g. a scratch dir) without ever following a
-/// symlink, through [`crate::fs::confined`]: a tree a sandbox wrote may hold links to host paths.
-pub fn chown_tree(p: &Path, uid: u32, gid: u32) -> Result<(), String> {
-    crate::fs::confined::Root::open(p)
-        .and_then(|r| r.chown_tree(Path::new(""), uid, gid))
-        .map_err(|e| format!("setting the owner of `{}`: {e}", p.display()))
-}
-
 /// The scratch tree of one detect or build run, mounted into the sandbox.
 pub struct Scratch {
     _dir: tempfile::TempDir,
