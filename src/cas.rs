@@ -373,3 +373,10 @@ mod tests {
         assert_eq!(temp_owner(&name), if ns != 0 { TempOwner::Alive } else { TempOwner::Unknown });
     }
 }
+
+impl crate::model::error::Kinded for CasError {
+    /// The blob store is the machine's: a missing or damaged blob, or a disk error, is the machine's problem.
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        crate::model::error::ErrorKind::Environment
+    }
+}

@@ -90,3 +90,15 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Cach
     let path = path.into();
     move |source| CacheError::Io { path, source }
 }
+
+impl crate::model::error::Kinded for CacheError {
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        use crate::model::error::ErrorKind::*;
+        match self {
+            CacheError::InvalidSize { .. } | CacheError::InvalidDuration { .. } => User,
+            CacheError::MissingBlob { .. } | CacheError::Encode { .. } => Internal,
+            CacheError::Cas { source, .. } => crate::model::error::Kinded::kind(source),
+            _ => Environment,
+        }
+    }
+}

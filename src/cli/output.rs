@@ -1,7 +1,9 @@
 //! Failures as the user sees them: located BUILD errors, plain errors with `hint:` lines, and the
-//! exit code each kind maps to (2 user/config error, 1 build failure or environment problem).
+//! exit code chosen by the failure's [`ErrorKind`] (README › Exit codes).
 
+use crate::execution::ActionError;
 use crate::loading::LoadError;
+use crate::model::error::{ErrorKind, Kinded};
 
 /// Writes to stdout. A closed pipe (`cbuild --json build … | head`) means the reader has what it
 /// wanted: cbuild exits quietly with status 0, as ripgrep does, instead of panicking in `println!`.
@@ -40,8 +42,10 @@ pub enum Failure {
     User { message: String, hints: Vec<String> },
     /// A build action failed: exit 1.
     Build { message: String },
-    /// The machine is missing something or an I/O error occurred: exit 1.
+    /// The machine is missing something or an I/O error occurred: exit 36.
     Environment { error: anyhow::Error, hints: Vec<String> },
+    /// A module's error, with the kind it says it is.
+    Kinded { kind: ErrorKind, message: String, hints: Vec<String> },
 }
 
 impl Failure {
@@ -55,11 +59,32 @@ impl Failure {
         Failure::Environment { error: error.into(), hints: Vec::new() }
     }
 
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            Failure::Load(_) | Failure::User { .. } => 2,
-            Failure::Build { .. } | Failure::Environment { .. } => 1,
+    /// A module error (registry, OCI, cache, …) with its own kind, message chain and hints.
+    pub fn of<E: Kinded + std::error::Error>(e: &E) -> Failure {
+        Failure::Kinded { kind: e.kind(), message: crate::execution::chain(e), hints: e.hints() }
+    }
+
+    /// [`Failure::of`] with context before the message (`pushing `x`: …`).
+    pub fn of_in<E: Kinded + std::error::Error>(context: impl std::fmt::Display, e: &E) -> Failure {
+        Failure::Kinded {
+            kind: e.kind(),
+            message: format!("{context}: {}", crate::execution::chain(e)),
+            hints: e.hints(),
         }
+    }
+
+    /// Who can fix it.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Failure::Load(_) | Failure::User { .. } => ErrorKind::User,
+            Failure::Build { .. } => ErrorKind::Build,
+            Failure::Environment { .. } => ErrorKind::Environment,
+            Failure::Kinded { kind, .. } => *kind,
+        }
+    }
+
+    pub fn exit_code(&self) -> u8 {
+        self.kind().exit_code()
     }
 
     /// The text printed on stderr.
@@ -80,6 +105,7 @@ impl Failure {
             }
             Failure::User { message, hints } => render_plain(message, hints),
             Failure::Build { message } => format!("error: {message}\n"),
+            Failure::Kinded { message, hints, .. } => render_plain(message, hints),
             Failure::Environment { error, hints } => {
                 let mut msg = format!("{error}");
                 let mut src = error.source();
@@ -99,6 +125,17 @@ fn render_plain(message: &str, hints: &[String]) -> String {
         s.push_str(&format!("hint: {h}\n"));
     }
     s
+}
+
+impl From<ActionError> for Failure {
+    fn from(e: ActionError) -> Failure {
+        Failure::Kinded { kind: e.kind, message: e.message, hints: e.hints }
+    }
+}
+
+/// `error: MESSAGE` and its `hint:` lines, as every failure prints.
+pub fn render_action_error(prefix: &str, e: &ActionError) -> String {
+    render_plain(&format!("{prefix}{}", e.message), &e.hints)
 }
 
 impl From<Vec<LoadError>> for Failure {

@@ -124,3 +124,33 @@ pub struct DebMismatch {
 pub(crate) fn io_err(path: &std::path::Path) -> impl FnOnce(io::Error) -> DebianError + '_ {
     move |source| DebianError::Io { path: path.to_path_buf(), source }
 }
+
+impl crate::model::error::Kinded for DebianError {
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        use crate::model::error::ErrorKind::*;
+        match self {
+            DebianError::Oci(e) => crate::model::error::Kinded::kind(e),
+            DebianError::Cas(e) => crate::model::error::Kinded::kind(e),
+            // cbuild.toml, the BUILD target's packages, or its lock file.
+            DebianError::NoArchive { .. }
+            | DebianError::BadArchiveUrl { .. }
+            | DebianError::NotInRelease { .. }
+            | DebianError::UnknownPackage { .. }
+            | DebianError::Unsatisfiable { .. }
+            | DebianError::BadRelation { .. }
+            | DebianError::BadVersion { .. }
+            | DebianError::BadLock { .. } => User,
+            // The mirror or the disk.
+            DebianError::Unreachable { .. }
+            | DebianError::HttpStatus { .. }
+            | DebianError::Malformed { .. }
+            | DebianError::IndexMismatch { .. }
+            | DebianError::DebMismatch(_)
+            | DebianError::Extract { .. }
+            | DebianError::Io { .. } => Environment,
+            // A package whose pinned bytes cannot make a root file system.
+            DebianError::BadDeb { .. } | DebianError::UnsafeEntry { .. } | DebianError::Rootfs { .. } => Build,
+            DebianError::NotFetched { .. } => Internal,
+        }
+    }
+}

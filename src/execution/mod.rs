@@ -1,12 +1,14 @@
 //! Execution: the scheduler, the sandbox and one runner per action kind. Takes a plain
 //! [`ActionGraph`](crate::model::action::ActionGraph), so it is testable without Starlark.
 
+pub mod error;
 pub mod events;
 pub mod runners;
 pub mod sandbox;
 pub mod scheduler;
 pub mod sources;
 
+pub use error::ActionError;
 pub use events::{Event, Outcome, Reporter};
 pub use scheduler::{execute, fetch_remote_layers, BuildReport, ExecConfig};
 

@@ -1782,3 +1782,13 @@ mod tests {
         assert_eq!(verdict(program, &arm), libc::SECCOMP_RET_KILL_PROCESS);
     }
 }
+
+impl crate::model::error::Kinded for SandboxError {
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        use crate::model::error::ErrorKind::*;
+        match self {
+            SandboxError::InvalidSpec(_) => Internal,
+            _ => Environment,
+        }
+    }
+}

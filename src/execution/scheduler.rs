@@ -9,12 +9,14 @@ use std::time::{Instant, SystemTime};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
+use super::error::ActionError;
 use super::events::{Event, Outcome, Reporter};
 use super::runners::{self, RunCtx};
 use super::sources::{shown, SourceStamp};
 use crate::cache::{Cache, RunOutcome, RunRecord};
 use crate::model::action::{ActionGraph, ActionId, ActionKind, ActionOutput};
 use crate::model::digest::Blake3;
+use crate::model::error::ErrorKind;
 
 /// Settings of one execution.
 #[derive(Clone, Debug)]
@@ -41,16 +43,13 @@ pub struct BuildReport {
     pub outputs: Vec<Option<Arc<ActionOutput>>>,
     pub outcomes: Vec<Option<Outcome>>,
     /// Failed actions with their error (dependents of a failed action are not listed; they never ran).
-    pub errors: Vec<(ActionId, String)>,
+    pub errors: Vec<(ActionId, ActionError)>,
     pub executed: usize,
     pub cached_local: usize,
     pub cached_remote: usize,
     pub cancelled: bool,
     /// Files stat'ed and hashed for source digests (a no-op build hashes 0).
     pub files_hashed: usize,
-    /// The build stopped on an error of the workspace itself (a source leading outside it, a
-    /// missing lock file), not of an action or the machine: the CLI exits 2 for it.
-    pub user_error: bool,
 }
 
 impl BuildReport {
@@ -59,6 +58,10 @@ impl BuildReport {
     }
     pub fn ok(&self) -> bool {
         self.errors.is_empty() && !self.cancelled
+    }
+    /// The kind that decides the exit code ([`ErrorKind::worst`] of the errors), if any failed.
+    pub fn error_kind(&self) -> Option<ErrorKind> {
+        ErrorKind::worst(self.errors.iter().map(|(_, e)| e.kind))
     }
 }
 
@@ -81,14 +84,14 @@ fn source_inputs(a: &crate::model::action::Action) -> Vec<(String, bool)> {
 }
 
 /// Fails if a source `a` read changed since it was hashed (see [`SourceStamp`]).
-fn check_sources_unchanged(a: &crate::model::action::Action, ctx: &RunCtx) -> Result<(), String> {
+fn check_sources_unchanged(a: &crate::model::action::Action, ctx: &RunCtx) -> Result<(), ActionError> {
     for (rel, _) in source_inputs(a) {
         let Some(then) = ctx.source_stamps.get(&rel) else { continue };
         if then.now(&ctx.root.join(&rel)).as_ref() != Some(then) {
-            return Err(format!(
-                "source `{rel}` changed while this action ran; its result was not stored (nor uploaded). \
-                 Run the build again."
-            ));
+            return Err(ActionError::build(format!(
+                "source `{rel}` changed while this action ran; its result was not stored (nor uploaded)"
+            ))
+            .hint("run the build again"));
         }
     }
     Ok(())
@@ -101,7 +104,7 @@ fn hash_sources(
     g: &ActionGraph,
     cfg: &ExecConfig,
     cache: &Cache,
-) -> Result<(BTreeMap<String, Blake3>, usize, BTreeMap<String, SourceStamp>), (String, bool)> {
+) -> Result<(BTreeMap<String, Blake3>, usize, BTreeMap<String, SourceStamp>), ActionError> {
     // Sources some consumer reads by following the path, and cnb_image app files (kept as links).
     let mut paths: BTreeSet<String> = BTreeSet::new();
     let mut app: BTreeSet<String> = BTreeSet::new();
@@ -116,7 +119,7 @@ fn hash_sources(
     }
     let mut stamps = BTreeMap::new();
     let started = std::time::SystemTime::now();
-    let mut check = SourceCheck::new(&cfg.root).map_err(|e| (e, false))?;
+    let mut check = SourceCheck::new(&cfg.root).map_err(ActionError::env)?;
     let list: Vec<String> = paths.union(&app).cloned().collect();
     let mut out: Vec<Option<Blake3>> = vec![None; list.len()];
     let mut stated = Vec::new();
@@ -135,7 +138,7 @@ fn hash_sources(
                 out[i] = Some(kept_link_digest(&target))
             }
             Err(SourceError::Refused(m)) => refused.push(m),
-            Err(SourceError::Other(m)) => return Err((m, false)),
+            Err(SourceError::Other(m)) => return Err(ActionError::build(m)),
         }
     }
     if !refused.is_empty() {
@@ -148,14 +151,13 @@ fn hash_sources(
                 refused.len() - SHOWN
             ));
         }
-        msg.push_str("\nhint: copy the file into the workspace, or make the link point inside it");
-        return Err((msg, true));
+        return Err(ActionError::user(msg).hint("copy the file into the workspace, or make the link point inside it"));
     }
     let hasher = cache.file_hasher();
     let (index, files): (Vec<usize>, Vec<_>) =
         stated.into_iter().map(|(i, md)| (i, (cfg.root.join(&list[i]), md))).unzip();
-    let files = files_absolute(files).map_err(|e| (format!("hashing sources: {e}"), false))?;
-    let digests = hasher.hash_stated(started, files).map_err(|e| (format!("hashing sources: {e}"), false))?;
+    let files = files_absolute(files).map_err(|e| ActionError::env(format!("hashing sources: {e}")))?;
+    let digests = hasher.hash_stated(started, files).map_err(|e| ActionError::of(&e).context("hashing sources"))?;
     for (i, d) in index.into_iter().zip(digests) {
         out[i] = Some(d);
     }
@@ -331,9 +333,9 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
             if !cfg.root.join(&d.lock).is_file() {
                 report.errors.push((
                     a.id,
-                    format!("the lock file `{}` does not exist; create it with `cbuild lock {}`", d.lock, a.label),
+                    ActionError::user(format!("the lock file `{}` does not exist", d.lock))
+                        .hint(format!("create it with `cbuild lock {}`", a.label)),
                 ));
-                report.user_error = true;
             }
         }
     }
@@ -342,9 +344,8 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     }
     let (sources, hashed, source_stamps) = match hash_sources(&g, &cfg, &cache) {
         Ok(x) => x,
-        Err((e, user)) => {
+        Err(e) => {
             report.errors.push((usize::MAX, e));
-            report.user_error = user;
             return report;
         }
     };
@@ -354,7 +355,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     {
         Ok(rt) => rt,
         Err(e) => {
-            report.errors.push((usize::MAX, format!("cannot start the scheduler: {e}")));
+            report.errors.push((usize::MAX, ActionError::env(format!("cannot start the scheduler: {e}"))));
             return report;
         }
     };
@@ -395,7 +396,7 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
         }
     }
     let sem = Arc::new(Semaphore::new(cfg.jobs.max(1)));
-    type Finished = (ActionId, Result<(Arc<ActionOutput>, Outcome), String>);
+    type Finished = (ActionId, Result<(Arc<ActionOutput>, Outcome), ActionError>);
     let mut set: JoinSet<Finished> = JoinSet::new();
     let mut ready: Vec<ActionId> = (0..n).filter(|i| waiting[*i] == 0).collect();
     ready.reverse();
@@ -425,7 +426,7 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
                 let (id, r) = match joined {
                     Ok(x) => x,
                     Err(e) if e.is_cancelled() => continue,
-                    Err(e) => { report.errors.push((usize::MAX, format!("internal: an action task panicked: {e}"))); stop = true; continue; }
+                    Err(e) => { report.errors.push((usize::MAX, ActionError::internal(format!("an action task panicked: {e}")))); stop = true; continue; }
                 };
                 let a = &g.actions[id];
                 match r {
@@ -444,7 +445,7 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
                         }
                     }
                     Err(e) => {
-                        ctx.reporter.event(&Event::Failed { label: a.label.to_string(), action: a.kind.mnemonic().into(), error: e.clone() });
+                        ctx.reporter.event(&Event::Failed { label: a.label.to_string(), action: a.kind.mnemonic().into(), error: e.to_string() });
                         report.outcomes[id] = Some(Outcome::Failed);
                         report.errors.push((id, e));
                         if !cfg.keep_going { stop = true; set.abort_all(); }
@@ -469,7 +470,7 @@ async fn run_one(
     deps: &[Arc<ActionOutput>],
     ctx: &Arc<RunCtx>,
     build_id: &str,
-) -> Result<(Arc<ActionOutput>, Outcome), String> {
+) -> Result<(Arc<ActionOutput>, Outcome), ActionError> {
     let a = &g.actions[id];
     let dep_map: BTreeMap<ActionId, Arc<ActionOutput>> = a.deps.iter().copied().zip(deps.iter().cloned()).collect();
     let kb = runners::key(a, &dep_map, ctx)?;
@@ -483,7 +484,9 @@ async fn run_one(
         Ok(None)
     } else {
         let cache = cache.clone();
-        tokio::task::spawn_blocking(move || cache.get_action(&key)).await.map_err(|e| crate::execution::chain(&e))?
+        tokio::task::spawn_blocking(move || cache.get_action(&key))
+            .await
+            .map_err(|e| ActionError::internal(crate::execution::chain(&e)))?
     };
     let hit = match hit {
         Ok(Some(entry)) => {
@@ -551,7 +554,7 @@ async fn run_one(
                 .map_err(|e| crate::execution::chain(&e))
         })
         .await
-        .map_err(|e| crate::execution::chain(&e))?
+        .map_err(|e| ActionError::internal(crate::execution::chain(&e)))?
     };
     if let Err(e) = store {
         ctx.reporter.event(&Event::Warning {
@@ -568,7 +571,7 @@ async fn execute_action(
     a: &crate::model::action::Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
-) -> Result<ActionOutput, String> {
+) -> Result<ActionOutput, ActionError> {
     let out = runners::runner(&a.kind).run(a, deps, ctx).await?;
     check_sources_unchanged(a, ctx)?;
     Ok(out)
@@ -598,12 +601,11 @@ pub fn fetch_remote_layers(
     outputs: &[Arc<ActionOutput>],
     cache: Arc<Cache>,
     registry: crate::registry::ClientOptions,
-) -> Result<(), String> {
+) -> Result<(), ActionError> {
     if !outputs.iter().any(|o| matches!(o.as_ref(), ActionOutput::Image { remote, .. } if !remote.is_empty())) {
         return Ok(());
     }
-    let rt =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| crate::execution::chain(&e))?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ActionError::of(&e))?;
     let ctx = RunCtx {
         root: PathBuf::new(),
         cache,
@@ -936,7 +938,7 @@ mod execute_tests {
         let mut g = graph(false);
         g.add(&Label::parse("//:m", None).unwrap(), layer(&["missing.txt"]), vec![]);
         let (r, ev) = run(&f, g);
-        assert!(r.errors.iter().any(|(_, e)| e.contains("missing.txt")), "{:?}", r.errors);
+        assert!(r.errors.iter().any(|(_, e)| e.message.contains("missing.txt")), "{:?}", r.errors);
         assert!(executed(&ev).is_empty());
     }
 

@@ -3,5 +3,6 @@
 
 pub mod action;
 pub mod digest;
+pub mod error;
 pub mod label;
 pub mod reference;

@@ -122,3 +122,38 @@ pub(crate) fn io_err(path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> OciE
     let path = path.into();
     move |source| OciError::Io { path, source }
 }
+
+impl crate::model::error::Kinded for OciError {
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        use crate::model::error::ErrorKind::*;
+        match self {
+            OciError::Cas(e) => crate::model::error::Kinded::kind(e),
+            // The disk, or a blob the cache holds that is damaged.
+            OciError::Io { .. }
+            | OciError::LayerWrite { .. }
+            | OciError::Extract { .. }
+            | OciError::DigestMismatch { .. }
+            | OciError::SizeMismatch { .. } => Environment,
+            // Workspace sources that cannot go into a layer.
+            OciError::InvalidEntryPath { .. }
+            | OciError::DuplicateEntry { .. }
+            | OciError::ParentNotDir { .. }
+            | OciError::BadHardlink { .. }
+            | OciError::SpecialFile { .. }
+            | OciError::NonUtf8Path { .. } => User,
+            // An input image or layout (imported, pulled, a base) that is not a valid image.
+            OciError::Json { .. }
+            | OciError::BadDigest { .. }
+            | OciError::DiffIdMismatch { .. }
+            | OciError::InvalidImage { .. }
+            | OciError::Layout { .. }
+            | OciError::Archive { .. }
+            | OciError::TarRead { .. }
+            | OciError::UnsafeEntry { .. } => User,
+            // A source edited while the build read it: building again gives a consistent result.
+            OciError::FileChanged { .. } | OciError::LayerChanged { .. } => Build,
+            OciError::Rebase { .. } => Build,
+            OciError::Spec { .. } => Internal,
+        }
+    }
+}

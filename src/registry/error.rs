@@ -123,3 +123,28 @@ fn auth_hint(registry: &str, had: bool) -> String {
         )
     }
 }
+
+impl crate::model::error::Kinded for RegistryError {
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        use crate::model::error::ErrorKind::*;
+        match self {
+            RegistryError::Cas(e) => crate::model::error::Kinded::kind(e),
+            RegistryError::Oci(e) => crate::model::error::Kinded::kind(e),
+            // What the workspace or the command line names, or the credentials it configured.
+            RegistryError::BadReference { .. }
+            | RegistryError::Unauthorized { .. }
+            | RegistryError::NotFound { .. }
+            | RegistryError::PlatformNotFound { .. }
+            | RegistryError::DockerConfig { .. } => User,
+            // The registry or the network: retrying later or elsewhere may help.
+            RegistryError::DigestMismatch { .. }
+            | RegistryError::BlobUnavailable { .. }
+            | RegistryError::BadResponse { .. }
+            | RegistryError::Json { .. }
+            | RegistryError::Status { .. }
+            | RegistryError::Http { .. }
+            | RegistryError::CredentialHelper { .. }
+            | RegistryError::Io { .. } => Environment,
+        }
+    }
+}

@@ -117,3 +117,14 @@ pub(crate) fn status_hint(status: u16) -> &'static str {
         _ => "",
     }
 }
+
+impl crate::model::error::Kinded for RemoteError {
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        use crate::model::error::ErrorKind::*;
+        match self {
+            // `--remote-cache`, its credentials or its keys as configured.
+            RemoteError::BadUrl { .. } | RemoteError::BadAuth { .. } => User,
+            _ => Environment,
+        }
+    }
+}

@@ -33,12 +33,14 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> Result<ExitCode, Failure> {
     Ok(exit_code(&built.report))
 }
 
-/// 0 when everything built; 2 when the workspace itself is wrong (a source leading outside it, a
-/// missing lock file: README › Exit codes); 1 when an action failed or the machine lacks something.
+/// 0 when everything built; else the code of the worst error's kind (README › Exit codes), or 8
+/// when Ctrl-C stopped the build.
 pub fn exit_code(r: &crate::execution::BuildReport) -> ExitCode {
-    match (r.ok(), r.user_error) {
-        (true, _) => ExitCode::SUCCESS,
-        (false, true) => ExitCode::from(2),
-        (false, false) => ExitCode::from(1),
+    if r.ok() {
+        ExitCode::SUCCESS
+    } else if let Some(kind) = r.error_kind() {
+        ExitCode::from(kind.exit_code())
+    } else {
+        ExitCode::from(crate::model::error::EXIT_INTERRUPTED)
     }
 }

@@ -46,8 +46,8 @@ pub fn run(g: &GlobalArgs, a: LockArgs) -> Result<ExitCode, Failure> {
             packages,
         };
         let old = Lock::read(&path).ok();
-        let (new, notes) = debian::create_lock(&archive, &req)
-            .map_err(|e| Failure::Build { message: format!("locking `{l}`: {e}") })?;
+        let (new, notes) =
+            debian::create_lock(&archive, &req).map_err(|e| Failure::of_in(format_args!("locking `{l}`"), &e))?;
         let changes: Vec<LockChange> = match &old {
             Some(o) => debian::lock::diff(o, &new),
             None => Vec::new(),

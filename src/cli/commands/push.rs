@@ -31,7 +31,7 @@ pub fn run(g: &GlobalArgs, a: PushArgs) -> Result<ExitCode, Failure> {
     let mut built = super::session::build_with(s, &a.labels, false, super::session::Layouts::LocalOnly)?;
     if !built.report.ok() {
         super::session::print_summary(&built);
-        return Ok(ExitCode::from(1));
+        return Ok(super::build::exit_code(&built.report));
     }
     // Pushes are not actions: the summary reports them as `pushed`, apart from `executed`.
     built.pushed = push_built(&built, &a.tags)?;
@@ -81,9 +81,9 @@ pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure>
                 }
             }
             let opts = PushOptions { source_repos: sources, ..Default::default() };
-            let rep = rt.block_on(client.push_image(&img, b.cache.cas(), &r, &opts)).map_err(|e| Failure::Build {
-                message: format!("pushing `{label}` to `{t}`: {}", crate::execution::chain(&e)),
-            })?;
+            let rep = rt
+                .block_on(client.push_image(&img, b.cache.cas(), &r, &opts))
+                .map_err(|e| Failure::of_in(format_args!("pushing `{label}` to `{t}`"), &e))?;
             n += 1;
             let _ = b.cache.record_blob_locations(r.registry(), r.repository(), &digests);
             if b.settings.json {

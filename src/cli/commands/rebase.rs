@@ -105,12 +105,12 @@ fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
     }
     for (id, e) in &built.report.errors {
         if let Some(a) = built.graph.actions.get(*id) {
-            eprintln!("{}: refused/failed: {e}", a.label);
+            eprint!("{}", crate::cli::output::render_action_error(&format!("{}: refused/failed: ", a.label), e));
         } else {
-            eprintln!("error: {e}");
+            eprint!("{}", crate::cli::output::render_action_error("", e));
         }
     }
-    Ok(if built.report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+    Ok(super::build::exit_code(&built.report))
 }
 
 fn registry(
@@ -131,7 +131,7 @@ fn registry(
         Some(t) => Reference::parse(t).map_err(|e| Failure::user(e.to_string()))?,
         None => app_ref.clone(),
     };
-    let app = rt.block_on(client.resolve(&app_ref, None)).map_err(|e| Failure::Build { message: e.to_string() })?;
+    let app = rt.block_on(client.resolve(&app_ref, None)).map_err(|e| Failure::of(&e))?;
     let explicit = run_image.is_some();
     let run_image = match run_image {
         Some(r) => r.to_string(),
@@ -144,12 +144,9 @@ fn registry(
     };
     let run_image = run_image.as_str();
     let run_ref = Reference::parse(run_image).map_err(|e| Failure::user(e.to_string()))?;
-    let run = rt.block_on(client.resolve(&run_ref, None)).map_err(|e| Failure::Build { message: e.to_string() })?;
+    let run = rt.block_on(client.resolve(&run_ref, None)).map_err(|e| Failure::of(&e))?;
     let r = crate::rebase::rebase(&app.image, image, &run.image, run_image, run.image.digest(), explicit, force)
-        .map_err(|e| match e {
-            crate::rebase::RebaseError::Refused { .. } => Failure::Build { message: e.to_string() },
-            _ => Failure::Build { message: e.to_string() },
-        })?;
+        .map_err(|e| Failure::Build { message: e.to_string() })?;
     for w in &r.warnings {
         eprintln!("warning: {w}");
     }
@@ -160,7 +157,7 @@ fn registry(
     let popts = PushOptions { source_repos: vec![run.reference.clone(), app.reference.clone()], ..Default::default() };
     let rep = rt
         .block_on(client.push_image(&r.image, cache.cas(), &target, &popts))
-        .map_err(|e| Failure::Build { message: format!("pushing the rebased image to `{target}`: {e}") })?;
+        .map_err(|e| Failure::of_in(format_args!("pushing the rebased image to `{target}`"), &e))?;
     if s.json {
         crate::outln!(
             "{}",

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use crate::analysis;
 use crate::cache::Cache;
-use crate::cli::output::Failure;
+use crate::cli::output::{render_action_error, Failure};
 use crate::cli::settings::Settings;
 use crate::execution::{self, BuildReport, ExecConfig, Reporter};
 use crate::model::action::{ActionGraph, ActionOutput};
@@ -143,7 +143,7 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, layouts: L
         .collect();
     if layouts == Layouts::All {
         execution::fetch_remote_layers(&wanted, cache.clone(), registry.clone())
-            .map_err(|e| Failure::env(anyhow::anyhow!("fetching base image layers: {e}")))?;
+            .map_err(|e| Failure::from(e.context("fetching base image layers")))?;
     }
     let mut no_layout = Vec::new();
     for l in &graph.image_targets {
@@ -243,11 +243,11 @@ pub fn print_summary(b: &Built) {
             targets,
             pushed: b.pushed,
             files_hashed: r.files_hashed,
-            errors: r.errors.iter().filter(|(id, _)| *id == usize::MAX).map(|(_, e)| e.clone()).collect(),
+            errors: r.errors.iter().filter(|(id, _)| *id == usize::MAX).map(|(_, e)| e.message.clone()).collect(),
         };
         for (id, e) in &r.errors {
             if *id == usize::MAX {
-                eprintln!("error: {e}");
+                eprint!("{}", render_action_error("", e));
             }
         }
         crate::outln!("{}", serde_json::to_string(&v).unwrap_or_default());
@@ -255,10 +255,10 @@ pub fn print_summary(b: &Built) {
     }
     for (id, e) in &r.errors {
         if *id == usize::MAX {
-            eprintln!("error: {e}");
+            eprint!("{}", render_action_error("", e));
         } else {
             let a = &b.graph.actions[*id];
-            eprintln!("error: `{}` {} failed: {e}", a.label, a.kind.mnemonic());
+            eprint!("{}", render_action_error(&format!("`{}` {} failed: ", a.label, a.kind.mnemonic()), e));
         }
     }
     if !b.settings.quiet {

@@ -16,6 +16,7 @@
 //! state is removed before the tree is touched and written after, so an interrupted update is
 //! a full copy next time, never a trusted half-done tree.
 
+use crate::execution::ActionError;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io;
@@ -86,8 +87,8 @@ fn file_state(id: &str, md: &fs::Metadata) -> FileState {
     }
 }
 
-fn apps_root() -> Result<PathBuf, String> {
-    let root = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?.join("apps");
+fn apps_root() -> Result<PathBuf, ActionError> {
+    let root = sandbox::scratch_root().map_err(|e| ActionError::of(&e))?.join("apps");
     fs::create_dir_all(&root).map_err(|e| format!("creating `{}`: {e}", root.display()))?;
     let _ = fs::set_permissions(&root, fs::Permissions::from_mode(0o711));
     Ok(root)
@@ -105,7 +106,7 @@ fn try_lock(path: &Path) -> io::Result<Option<fs::File>> {
 
 impl AppDir {
     /// The app dir of `label` for the cache at `cache_dir`, locked; `None` if another build holds it.
-    pub fn open(cache_dir: &Path, label: &str) -> Result<Option<AppDir>, String> {
+    pub fn open(cache_dir: &Path, label: &str) -> Result<Option<AppDir>, ActionError> {
         let root = apps_root()?;
         sweep_once(&root);
         let key = blake3::hash(format!("{}\0{label}", cache_dir.display()).as_bytes()).to_hex();
@@ -130,7 +131,7 @@ impl AppDir {
         uid: u32,
         gid: u32,
         epoch: u64,
-    ) -> Result<Reconciled, String> {
+    ) -> Result<Reconciled, ActionError> {
         let prev: State = fs::read(&self.state)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())
@@ -139,18 +140,24 @@ impl AppDir {
         match fs::remove_file(&self.state) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(format!("removing `{}`: {e}", self.state.display())),
+            Err(e) => return Err(ActionError::env(format!("removing `{}`: {e}", self.state.display()))),
         }
         let (counts, files) = populate(&self.workspace, want, &prev.files, uid, gid, epoch)?;
         let state = State { version: STATE_VERSION, uid, gid, epoch, files };
-        let bytes = serde_json::to_vec(&state).map_err(|e| crate::execution::chain(&e))?;
-        crate::fs::write_atomic(&self.state, &bytes).map_err(|e| crate::execution::chain(&e))?;
+        let bytes = serde_json::to_vec(&state).map_err(|e| ActionError::of(&e))?;
+        crate::fs::write_atomic(&self.state, &bytes).map_err(|e| ActionError::of(&e))?;
         Ok(counts)
     }
 }
 
 /// Fills a fresh directory with `want` (the fallback when the target's app dir is busy).
-pub fn populate_fresh(dir: &Path, want: &BTreeMap<String, Want>, uid: u32, gid: u32, epoch: u64) -> Result<(), String> {
+pub fn populate_fresh(
+    dir: &Path,
+    want: &BTreeMap<String, Want>,
+    uid: u32,
+    gid: u32,
+    epoch: u64,
+) -> Result<(), ActionError> {
     populate(dir, want, &BTreeMap::new(), uid, gid, epoch).map(|_| ())
 }
 
@@ -163,7 +170,7 @@ fn populate(
     uid: u32,
     gid: u32,
     epoch: u64,
-) -> Result<(Reconciled, BTreeMap<String, FileState>), String> {
+) -> Result<(Reconciled, BTreeMap<String, FileState>), ActionError> {
     let io_err = |p: &Path, e: io::Error| format!("app dir `{}`: {e}", p.display());
     let mut dirs: BTreeSet<String> = BTreeSet::new();
     for rel in want.keys() {

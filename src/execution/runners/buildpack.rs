@@ -1,6 +1,7 @@
 //! The `buildpack` runner: copies a buildpack's tree into the CAS (never hard-linked: sources are
 //! files a user edits) and checks its buildpack.toml, so a malformed one fails here, named.
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ pub fn key(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let ActionKind::Buildpack { files, .. } = &a.kind else { unreachable!() };
     let mut m = BTreeMap::new();
     for (rel, i) in files {
@@ -36,7 +37,7 @@ fn is_executable(p: &Path) -> bool {
 }
 
 /// Copies `src` into the CAS, hashing on the way; returns the digest.
-pub fn copy_into_cas(ctx: &RunCtx, src: &Path) -> Result<crate::model::digest::Digest, String> {
+pub fn copy_into_cas(ctx: &RunCtx, src: &Path) -> Result<crate::model::digest::Digest, ActionError> {
     let f = std::fs::File::open(src).map_err(|e| format!("reading `{}`: {e}", src.display()))?;
     let (d, _) = ctx
         .cache
@@ -46,11 +47,15 @@ pub fn copy_into_cas(ctx: &RunCtx, src: &Path) -> Result<crate::model::digest::D
                 .map(|_| ())
                 .map_err(|source| crate::cas::CasError::Io { path: src.to_path_buf(), source })
         })
-        .map_err(|e| crate::execution::chain(&e))?;
+        .map_err(|e| ActionError::of(&e))?;
     Ok(d)
 }
 
-pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
+pub fn run(
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<ActionOutput, ActionError> {
     let ActionKind::Buildpack { root, files } = &a.kind else { unreachable!() };
     let mut out = BTreeMap::new();
     for (rel, i) in files {
@@ -62,25 +67,31 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
             }
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
                 Some(ActionOutput::Files { files }) => files[path].clone(),
-                _ => return Err(format!("internal: `{path}` is not an output")),
+                _ => return Err(ActionError::internal(format!("`{path}` is not an output"))),
             },
         };
         out.insert(rel.clone(), f);
     }
     let toml = out.get("buildpack.toml").ok_or("no buildpack.toml")?;
-    let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| crate::execution::chain(&e))?)
+    let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| ActionError::of(&e))?)
         .map_err(|_| format!("`{}`: buildpack.toml is not UTF-8", a.label))?;
     let shown = if root.is_empty() { "buildpack.toml".to_string() } else { format!("{root}/buildpack.toml") };
-    let desc = BuildpackDescriptor::parse(&text, Path::new(&shown)).map_err(|e| crate::execution::chain(&e))?;
+    let desc = BuildpackDescriptor::parse(&text, Path::new(&shown)).map_err(|e| ActionError::of(&e))?;
     if !desc.is_composite() {
         for bin in ["bin/detect", "bin/build"] {
             match out.get(bin) {
-                None => return Err(format!("buildpack `{}@{}` has no `{bin}`", desc.info.id, desc.info.version)),
+                None => {
+                    return Err(ActionError::user(format!(
+                        "buildpack `{}@{}` has no `{bin}`",
+                        desc.info.id, desc.info.version
+                    )))
+                }
                 Some(f) if !f.executable => {
-                    return Err(format!(
-                        "buildpack `{}@{}`: `{bin}` is not executable (chmod +x)",
+                    return Err(ActionError::user(format!(
+                        "buildpack `{}@{}`: `{bin}` is not executable",
                         desc.info.id, desc.info.version
                     ))
+                    .hint(format!("make it executable: chmod +x {bin}")))
                 }
                 _ => {}
             }
@@ -103,7 +114,13 @@ impl super::seam::Runner for BuildpackRunner {
         let ActionKind::Buildpack { files, .. } = &a.kind else { return Vec::new() };
         super::seam::source_paths(files.iter().map(|(_, i)| i)).into_iter().map(|p| (p, true)).collect()
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, deps, ctx)
     }
     fn run<'a>(

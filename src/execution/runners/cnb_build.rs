@@ -4,6 +4,7 @@
 //! build of the same target are restored first (the CNB way for buildpacks to skip work). Output:
 //! one layer blob per launch layer, the app layer, the config layer and the merged metadata.
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -109,7 +110,7 @@ pub fn key(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let ActionKind::CnbBuild { phase, detect } = &a.kind else { unreachable!() };
     let kb = cnb_detect::phase_key(kb, phase, deps, ctx)?;
     let d = deps.get(detect).ok_or("internal: detect result missing")?;
@@ -128,9 +129,9 @@ fn group_buildpacks(
     detect: &ActionOutput,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<BTreeMap<ActionId, common::Bp>, String> {
+) -> Result<BTreeMap<ActionId, common::Bp>, ActionError> {
     let det: DetectResult = match detect {
-        ActionOutput::Data { json, .. } => serde_json::from_str(json).map_err(|e| crate::execution::chain(&e))?,
+        ActionOutput::Data { json, .. } => serde_json::from_str(json).map_err(|e| ActionError::of(&e))?,
         _ => return Err("internal: detect result missing".into()),
     };
     let all = common::buildpacks(&p.buildpacks, deps, ctx)?;
@@ -172,8 +173,8 @@ const MAX_TOML_BYTES: u64 = 16 << 20;
 
 /// Tar entries of one directory placed at `dest` (e.g. `layers/acme_go/go`), owned by the stack
 /// user, with its parent directories owned by the user too (like the lifecycle's exporter).
-fn dir_entries(dir: &Path, dest: &str, uid: u32, gid: u32) -> Result<Vec<TarEntry>, String> {
-    let mut v = entries_from_dir(dir, dest, uid, gid, None).map_err(|e| crate::execution::chain(&e))?;
+fn dir_entries(dir: &Path, dest: &str, uid: u32, gid: u32) -> Result<Vec<TarEntry>, ActionError> {
+    let mut v = entries_from_dir(dir, dest, uid, gid, None).map_err(|e| ActionError::of(&e))?;
     let mut parent = String::new();
     for seg in dest.split('/') {
         parent = if parent.is_empty() { seg.to_string() } else { format!("{parent}/{seg}") };
@@ -191,7 +192,7 @@ fn dir_entries(dir: &Path, dest: &str, uid: u32, gid: u32) -> Result<Vec<TarEntr
 /// to the app dir, Go `filepath.Match` style: `*` stays within a directory; a matching directory
 /// takes its whole tree), skipping files an earlier slice took, then the remainder. Empty slices
 /// make no layer. Each list carries the directories its files need.
-fn slice_entries(all: Vec<TarEntry>, slices: &[Vec<String>]) -> Result<Vec<Vec<TarEntry>>, String> {
+fn slice_entries(all: Vec<TarEntry>, slices: &[Vec<String>]) -> Result<Vec<Vec<TarEntry>>, ActionError> {
     use crate::oci::tar::EntryKind;
     let rel = |p: &str| p.strip_prefix("workspace/").map(String::from);
     let dirs: Vec<&TarEntry> = all.iter().filter(|e| matches!(e.kind, EntryKind::Dir)).collect();
@@ -217,7 +218,7 @@ fn slice_entries(all: Vec<TarEntry>, slices: &[Vec<String>]) -> Result<Vec<Vec<T
                     .map_err(|e| format!("slice glob `{g}`: {e}"))?,
             );
         }
-        let set = b.build().map_err(|e| crate::execution::chain(&e))?;
+        let set = b.build().map_err(|e| ActionError::of(&e))?;
         let matches = |r: &str| {
             // The file itself or any of its parent directories.
             let mut p = r.to_string();
@@ -260,11 +261,11 @@ pub async fn run(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
-) -> Result<ActionOutput, String> {
+) -> Result<ActionOutput, ActionError> {
     let ActionKind::CnbBuild { phase: p, detect } = &a.kind else { unreachable!() };
     let label = a.label.to_string();
     let det: DetectResult = match deps.get(detect).map(|o| o.as_ref()) {
-        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| crate::execution::chain(&e))?,
+        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| ActionError::of(&e))?,
         _ => return Err("internal: detect result missing".into()),
     };
     let bps = group_buildpacks(p, deps.get(detect).ok_or("internal: detect result missing")?, deps, ctx)?;
@@ -283,11 +284,11 @@ pub async fn run(
 
     // Restore: per the Layer Types table, from the previous build of this target. Everything under
     // `/layers` is touched only through `layers_root` (crate::fs::confined): buildpacks write there.
-    let layers_root = Root::open(&scratch.layers).map_err(|e| crate::execution::chain(&e))?;
+    let layers_root = Root::open(&scratch.layers).map_err(|e| ActionError::of(&e))?;
     let prev = load_state(ctx, &label);
     for m in &det.group {
         let esc = escape_id(&m.id);
-        layers_root.create_dir_all(Path::new(&esc), 0o755).map_err(|e| crate::execution::chain(&e))?;
+        layers_root.create_dir_all(Path::new(&esc), 0o755).map_err(|e| ActionError::of(&e))?;
         let Some(pb) = prev.iter().find(|b| b.id == m.id) else { continue };
         for (name, l) in &pb.layers {
             // Names come from the state file of an earlier (hostile) build: one path component.
@@ -299,7 +300,7 @@ pub async fn run(
             match restore_action(l.types) {
                 RestoreAction::MetadataAndContents => {
                     let Some(blob) = &l.cache_blob else { continue };
-                    let f = ctx.cache.cas().open_blob(&blob.digest).map_err(|e| crate::execution::chain(&e))?;
+                    let f = ctx.cache.cas().open_blob(&blob.digest).map_err(|e| ActionError::of(&e))?;
                     crate::oci::extract::extract_layer(
                         f,
                         &blob.digest,
@@ -315,12 +316,12 @@ pub async fn run(
                     .map_err(|e| format!("restoring cached layer `{name}` of `{}`: {e}", m.id))?;
                     layers_root
                         .write_file(&toml_rel, restored_layer_toml(&meta).as_bytes(), 0o644)
-                        .map_err(|e| crate::execution::chain(&e))?;
+                        .map_err(|e| ActionError::of(&e))?;
                 }
                 RestoreAction::MetadataOnly => {
                     layers_root
                         .write_file(&toml_rel, restored_layer_toml(&meta).as_bytes(), 0o644)
-                        .map_err(|e| crate::execution::chain(&e))?;
+                        .map_err(|e| ActionError::of(&e))?;
                 }
                 RestoreAction::Nothing => {}
             }
@@ -329,11 +330,11 @@ pub async fn run(
             let st = StoreToml { metadata: crate::cnb::launch::json_to_toml(store) };
             layers_root
                 .write_file(&Path::new(&esc).join("store.toml"), st.to_toml().as_bytes(), 0o644)
-                .map_err(|e| crate::execution::chain(&e))?;
+                .map_err(|e| ActionError::of(&e))?;
         }
     }
-    layers_root.create_dir_all(Path::new(".cbuild"), 0o755).map_err(|e| crate::execution::chain(&e))?;
-    layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
+    layers_root.create_dir_all(Path::new(".cbuild"), 0o755).map_err(|e| ActionError::of(&e))?;
+    layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| ActionError::of(&e))?;
 
     let mut plan = det.plan.clone();
     let mut acc = base.clone();
@@ -349,11 +350,11 @@ pub async fn run(
         // An earlier buildpack of the group could have planted links here: the confined writes
         // refuse a symlinked directory and replace (never write through) a planted file.
         let plan_dir = Path::new(".cbuild").join(&esc);
-        layers_root.create_dir_all(&plan_dir, 0o755).map_err(|e| crate::execution::chain(&e))?;
+        layers_root.create_dir_all(&plan_dir, 0o755).map_err(|e| ActionError::of(&e))?;
         layers_root
             .write_file(&plan_dir.join("plan.toml"), bp_plan.to_toml().as_bytes(), 0o644)
-            .map_err(|e| crate::execution::chain(&e))?;
-        layers_root.chown_tree(Path::new(".cbuild"), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
+            .map_err(|e| ActionError::of(&e))?;
+        layers_root.chown_tree(Path::new(".cbuild"), huid, hgid).map_err(|e| ActionError::of(&e))?;
         let plan_sb = format!("/layers/.cbuild/{esc}/plan.toml");
         let layers_sb = format!("/layers/{esc}");
         let vars = build_cnb_vars(&BuildVars {
@@ -366,7 +367,7 @@ pub async fn run(
             exec_env: None,
         });
         let env = buildpack_process_env(&acc, bp.desc.info.clear_env, &scratch.platform, None, &vars)
-            .map_err(|e| crate::execution::chain(&e))?;
+            .map_err(|e| ActionError::of(&e))?;
         let mut argv = vec![format!("{}/bin/build", bp.sandbox_dir())];
         argv.extend(build_args(Path::new(&layers_sb), Path::new("/platform"), Path::new(&plan_sb)));
         let code = common::run_buildpack(
@@ -385,7 +386,10 @@ pub async fn run(
         )
         .await?;
         if code != 0 {
-            return Err(format!("build: buildpack `{}` exited with status {code} (lifecycle exit 51)", bp.label()));
+            return Err(ActionError::build(format!(
+                "build: buildpack `{}` exited with status {code} (lifecycle exit 51)",
+                bp.label()
+            )));
         }
         // What the buildpack left in its layers dir.
         let bpname = bp.label();
@@ -394,33 +398,32 @@ pub async fn run(
         // Every name and byte read here was written by the buildpack: confined reads, size limits,
         // and a symlink where a file or layer directory belongs is an error naming it.
         let sb = |rel: &Path| Path::new("/layers").join(rel);
-        let read_toml = |rel: &Path| -> Result<Option<String>, String> {
+        let read_toml = |rel: &Path| -> Result<Option<String>, ActionError> {
             layers_root
                 .read_to_string_opt(rel, MAX_TOML_BYTES)
-                .map_err(|e| format!("reading `{}`: {e}", sb(rel).display()))
+                .map_err(|e| ActionError::of(&e).context(format!("reading `{}`", sb(rel).display())))
         };
-        let entries = layers_root.read_dir(bp_layers).map_err(|e| crate::execution::chain(&e))?;
+        let entries = layers_root.read_dir(bp_layers).map_err(|e| ActionError::of(&e))?;
         for f in entries.iter().filter_map(|f| f.to_str()) {
             let Some(name) = layer_name_of_file(f) else { continue };
             let file = bp_layers.join(f);
             let shown = sb(&file);
-            check_layer_name(name, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
+            check_layer_name(name, &bpname, &shown).map_err(|e| ActionError::of(&e))?;
             let text = read_toml(&file)?.ok_or_else(|| format!("reading `{}`: it vanished", shown.display()))?;
-            let lt = parse_layer_toml(&text, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
+            let lt = parse_layer_toml(&text, &bpname, &shown).map_err(|e| ActionError::of(&e))?;
             let dir = bp_layers.join(name);
-            let has_dir = match layers_root.meta(&dir).map_err(|e| crate::execution::chain(&e))? {
+            let has_dir = match layers_root.meta(&dir).map_err(|e| ActionError::of(&e))? {
                 Some(m) if m.kind == Kind::Dir => true,
                 None => false,
                 Some(_) => {
-                    return Err(format!(
+                    return Err(ActionError::build(format!(
                         "build: buildpack `{bpname}`: layer `{}` is not a directory (a symlink or file); \
                          cbuild does not follow it",
                         sb(&dir).display()
-                    ))
+                    )))
                 }
             };
-            let d =
-                layer_disposition(name, lt.types, has_dir, &bpname, &shown).map_err(|e| crate::execution::chain(&e))?;
+            let d = layer_disposition(name, lt.types, has_dir, &bpname, &shown).map_err(|e| ActionError::of(&e))?;
             if d == LayerDisposition::Ignore {
                 if has_dir {
                     let _ = layers_root.rename(&dir, &bp_layers.join(format!("{name}.ignore")));
@@ -429,7 +432,7 @@ pub async fn run(
             }
             if lt.types.build && has_dir {
                 let fs = ConfinedEnvFs { root: &layers_root, mount: Path::new("/layers") };
-                apply_build_layer_confined(&mut acc, &fs, &sb(&dir)).map_err(|e| crate::execution::chain(&e))?;
+                apply_build_layer_confined(&mut acc, &fs, &sb(&dir)).map_err(|e| ActionError::of(&e))?;
             }
             layers.insert(
                 name.to_string(),
@@ -444,24 +447,23 @@ pub async fn run(
         }
         let launch = match read_toml(&bp_layers.join("launch.toml"))? {
             Some(t) => parse_launch_toml(&t, bp.desc.api, &bpname, &Path::new(&layers_sb).join("launch.toml"))
-                .map_err(|e| crate::execution::chain(&e))?,
+                .map_err(|e| ActionError::of(&e))?,
             None => LaunchToml::default(),
         };
         if let Some(t) = read_toml(&bp_layers.join("build.toml"))? {
             let bt = parse_build_toml(&t, &bpname, &Path::new(&layers_sb).join("build.toml"))
-                .map_err(|e| crate::execution::chain(&e))?;
+                .map_err(|e| ActionError::of(&e))?;
             plan = plan
                 .after_build(&bp_plan, &bt.unmet, &bpname, &Path::new(&layers_sb).join("build.toml"))
-                .map_err(|e| crate::execution::chain(&e))?;
+                .map_err(|e| ActionError::of(&e))?;
         } else {
-            plan = plan
-                .after_build(&bp_plan, &[], &bpname, Path::new("build.toml"))
-                .map_err(|e| crate::execution::chain(&e))?;
+            plan =
+                plan.after_build(&bp_plan, &[], &bpname, Path::new("build.toml")).map_err(|e| ActionError::of(&e))?;
         }
         let store = match read_toml(&bp_layers.join("store.toml"))? {
             Some(t) => Some(
                 StoreToml::parse(&t, &bpname, &Path::new(&layers_sb).join("store.toml"))
-                    .map_err(|e| crate::execution::chain(&e))?,
+                    .map_err(|e| ActionError::of(&e))?,
             ),
             None => None,
         };
@@ -483,7 +485,7 @@ pub async fn run(
     let layers_dir = scratch.layers.clone();
     let workspace = scratch.workspace.clone();
     let group = det.group.clone();
-    let out = tokio::task::spawn_blocking(move || -> Result<BuildResult, String> {
+    let out = tokio::task::spawn_blocking(move || -> Result<BuildResult, ActionError> {
         let mut results = results;
         let mut launch_layers = Vec::new();
         for (bi, (m, disp)) in group.iter().zip(&dispositions).enumerate() {
@@ -522,9 +524,9 @@ pub async fn run(
         for entries in slice_entries(dir_entries(&workspace, "workspace", uid, gid)?, &slices)? {
             app_layers.push(BlobRef::from_blob(&super::layer::write_layer_cached(entries, Compression::Gzip, &ctx2)?));
         }
-        let cfg_dir = tempfile::Builder::new().prefix(&crate::cas::temp_prefix("cnb-")).tempdir_in(ctx2.cache.tmp_dir()).map_err(|e| crate::execution::chain(&e))?;
-        std::fs::create_dir_all(cfg_dir.path().join("config")).map_err(|e| crate::execution::chain(&e))?;
-        std::fs::write(cfg_dir.path().join("config/metadata.toml"), &metadata_toml).map_err(|e| crate::execution::chain(&e))?;
+        let cfg_dir = tempfile::Builder::new().prefix(&crate::cas::temp_prefix("cnb-")).tempdir_in(ctx2.cache.tmp_dir()).map_err(|e| ActionError::of(&e))?;
+        std::fs::create_dir_all(cfg_dir.path().join("config")).map_err(|e| ActionError::of(&e))?;
+        std::fs::write(cfg_dir.path().join("config/metadata.toml"), &metadata_toml).map_err(|e| ActionError::of(&e))?;
         common::set_mode(&cfg_dir.path().join("config/metadata.toml"), 0o644);
         common::set_mode(&cfg_dir.path().join("config"), 0o755);
         let config = super::layer::write_layer_cached(dir_entries(&cfg_dir.path().join("config"), "layers/config", uid, gid)?, Compression::Gzip, &ctx2)?;
@@ -538,13 +540,13 @@ pub async fn run(
         })
     })
     .await
-    .map_err(|e| crate::execution::chain(&e))??;
+    .map_err(|e| ActionError::of(&e))??;
     // The next build of this target restores from this one.
-    let state = serde_json::to_vec(&out.buildpacks).map_err(|e| crate::execution::chain(&e))?;
+    let state = serde_json::to_vec(&out.buildpacks).map_err(|e| ActionError::of(&e))?;
     let sp = state_path(ctx, &a.label.to_string());
     let _ = crate::fs::write_atomic(&sp, &state);
     let blobs = out.blobs();
-    Ok(ActionOutput::Data { json: serde_json::to_string(&out).map_err(|e| crate::execution::chain(&e))?, blobs })
+    Ok(ActionOutput::Data { json: serde_json::to_string(&out).map_err(|e| ActionError::of(&e))?, blobs })
 }
 
 /// The `build` action kind's [`Runner`](super::seam::Runner).
@@ -561,7 +563,13 @@ impl super::seam::Runner for Build {
         let ActionKind::CnbBuild { phase: p, .. } = &a.kind else { return Vec::new() };
         super::seam::source_paths(p.app.iter().map(|(_, i)| i)).into_iter().map(|p| (p, false)).collect()
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, deps, ctx)
     }
     fn run<'a>(

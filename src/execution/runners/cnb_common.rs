@@ -2,6 +2,7 @@
 //! scratch tree mounted into the sandbox (`/workspace`, `/layers`, `/platform`, `/cnb`), buildpack
 //! trees from the CAS, and running a buildpack executable with its output prefixed.
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -21,8 +22,8 @@ pub const MOUNT_POINTS: [&str; 4] = ["workspace", "layers", "platform", "cnb"];
 
 /// The root filesystem of an image, extracted once per manifest digest under the sandbox scratch
 /// root (reachable by the sandbox user) and reused by every detect/build action.
-pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, String> {
-    let base = sandbox::scratch_root().map_err(|e| crate::execution::chain(&e))?.join("rootfs");
+pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, ActionError> {
+    let base = sandbox::scratch_root().map_err(|e| ActionError::of(&e))?.join("rootfs");
     std::fs::create_dir_all(&base).map_err(|e| format!("creating `{}`: {e}", base.display()))?;
     set_mode(&base, 0o711);
     // `-s2`: extracted with `sanitize` (no set-id bits, nothing group/other-writable, no device
@@ -32,7 +33,7 @@ pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, 
     if dir.join(".cbuild-complete").is_file() {
         return Ok(dir);
     }
-    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&base).map_err(|e| crate::execution::chain(&e))?;
+    let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&base).map_err(|e| ActionError::of(&e))?;
     let root = tmp.path().join("root");
     let layers: Vec<Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
     extract_layers(
@@ -50,7 +51,7 @@ pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, 
         }
     }
     set_mode(tmp.path(), 0o755);
-    std::fs::write(root.join(".cbuild-complete"), b"").map_err(|e| crate::execution::chain(&e))?;
+    std::fs::write(root.join(".cbuild-complete"), b"").map_err(|e| ActionError::of(&e))?;
     let kept = tmp.keep();
     match std::fs::rename(kept.join("root"), &dir) {
         Ok(()) => {
@@ -60,7 +61,7 @@ pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, 
             // Another process won the race; ours is a duplicate.
             let _ = std::fs::remove_dir_all(&kept);
         }
-        Err(e) => return Err(format!("installing the root filesystem at `{}`: {e}", dir.display())),
+        Err(e) => return Err(ActionError::env(format!("installing the root filesystem at `{}`: {e}", dir.display()))),
     }
     Ok(dir)
 }
@@ -84,7 +85,7 @@ pub struct Scratch {
 }
 
 impl Scratch {
-    pub fn new(prefix: &str) -> Result<Scratch, String> {
+    pub fn new(prefix: &str) -> Result<Scratch, ActionError> {
         let dir = sandbox::scratch_dir(prefix)?;
         set_mode(dir.path(), 0o755);
         let s = Scratch {
@@ -96,7 +97,7 @@ impl Scratch {
             _dir: dir,
         };
         for d in [&s.workspace, &s.layers, &s.platform.join("env"), &s.cnb.join("buildpacks"), &s.tmp] {
-            std::fs::create_dir_all(d).map_err(|e| crate::execution::chain(&e))?;
+            std::fs::create_dir_all(d).map_err(|e| ActionError::of(&e))?;
         }
         Ok(s)
     }
@@ -112,12 +113,12 @@ impl Scratch {
     }
 
     /// Writes `<platform>/env/NAME` files (contents verbatim).
-    pub fn write_platform_env(&self, env: &BTreeMap<String, String>) -> Result<(), String> {
+    pub fn write_platform_env(&self, env: &BTreeMap<String, String>) -> Result<(), ActionError> {
         for (k, v) in env {
             if k.is_empty() || k.contains('/') || k.contains('=') || k == "." || k == ".." {
-                return Err(format!("platform env name `{k}` is not a valid variable name"));
+                return Err(ActionError::user(format!("platform env name `{k}` is not a valid variable name")));
             }
-            std::fs::write(self.platform.join("env").join(k), v).map_err(|e| crate::execution::chain(&e))?;
+            std::fs::write(self.platform.join("env").join(k), v).map_err(|e| ActionError::of(&e))?;
         }
         Ok(())
     }
@@ -129,7 +130,7 @@ pub fn app_wants(
     app: &[(String, Input)],
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<BTreeMap<String, Want>, String> {
+) -> Result<BTreeMap<String, Want>, ActionError> {
     use std::os::unix::fs::MetadataExt;
     let mut out = BTreeMap::new();
     for (rel, i) in app {
@@ -138,17 +139,12 @@ pub fn app_wants(
                 let src = ctx.root.join(p);
                 let md = std::fs::symlink_metadata(&src).map_err(|e| format!("reading `{}`: {e}", src.display()))?;
                 if md.file_type().is_symlink() {
-                    let target = std::fs::read_link(&src).map_err(|e| crate::execution::chain(&e))?;
+                    let target = std::fs::read_link(&src).map_err(|e| ActionError::of(&e))?;
                     Want::Symlink { target }
                 } else {
                     let hash = match ctx.sources.get(p) {
                         Some(h) => h.to_string(),
-                        None => ctx
-                            .cache
-                            .file_hasher()
-                            .hash_file(&src)
-                            .map_err(|e| crate::execution::chain(&e))?
-                            .to_string(),
+                        None => ctx.cache.file_hasher().hash_file(&src).map_err(|e| ActionError::of(&e))?.to_string(),
                     };
                     let id = format!("src:{hash}:{:o}:{}:{}.{}", md.mode(), md.size(), md.mtime(), md.mtime_nsec());
                     // Only the executable bit is kept (as git does): checkouts made with umask 022
@@ -167,7 +163,7 @@ pub fn app_wants(
                         mode: Some(mode),
                     }
                 }
-                _ => return Err(format!("internal: `{path}` is not an output")),
+                _ => return Err(ActionError::internal(format!("`{path}` is not an output"))),
             },
         };
         out.insert(rel.clone(), w);
@@ -187,7 +183,7 @@ pub fn materialize_app(
     fresh: &Path,
     uid: u32,
     gid: u32,
-) -> Result<(PathBuf, Option<AppDir>), String> {
+) -> Result<(PathBuf, Option<AppDir>), ActionError> {
     if let Some(app) = AppDir::open(ctx.cache.dir(), label)? {
         app.reconcile(want, uid, gid, ctx.source_date_epoch)?;
         return Ok((app.workspace.clone(), Some(app)));
@@ -223,33 +219,31 @@ pub fn buildpacks(
     ids: &[ActionId],
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<BTreeMap<ActionId, Bp>, String> {
+) -> Result<BTreeMap<ActionId, Bp>, ActionError> {
     let mut out = BTreeMap::new();
     for id in ids {
         let Some(ActionOutput::Files { files }) = deps.get(id).map(|o| o.as_ref()) else {
             return Err("internal: a buildpack dependency has no tree".into());
         };
         let toml = files.get("buildpack.toml").ok_or("internal: buildpack tree without buildpack.toml")?;
-        let text =
-            String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| crate::execution::chain(&e))?)
-                .map_err(|_| "buildpack.toml is not UTF-8".to_string())?;
-        let desc =
-            BuildpackDescriptor::parse(&text, Path::new("buildpack.toml")).map_err(|e| crate::execution::chain(&e))?;
+        let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| ActionError::of(&e))?)
+            .map_err(|_| "buildpack.toml is not UTF-8".to_string())?;
+        let desc = BuildpackDescriptor::parse(&text, Path::new("buildpack.toml")).map_err(|e| ActionError::of(&e))?;
         out.insert(*id, Bp { action: *id, desc, files: files.clone() });
     }
     Ok(out)
 }
 
 /// Copies each buildpack's tree to `<cnb>/buildpacks/<escaped-id>/<version>/` (read-only mount).
-pub fn materialize_buildpacks(bps: &BTreeMap<ActionId, Bp>, ctx: &RunCtx, cnb: &Path) -> Result<(), String> {
+pub fn materialize_buildpacks(bps: &BTreeMap<ActionId, Bp>, ctx: &RunCtx, cnb: &Path) -> Result<(), ActionError> {
     for bp in bps.values() {
         let dir = cnb.join(bp.sandbox_dir().trim_start_matches("/cnb/"));
         for (rel, f) in &bp.files {
             let dst = dir.join(rel);
             if let Some(p) = dst.parent() {
-                std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
+                std::fs::create_dir_all(p).map_err(|e| ActionError::of(&e))?;
             }
-            std::fs::copy(ctx.cache.cas().path(&f.digest), &dst).map_err(|e| crate::execution::chain(&e))?;
+            std::fs::copy(ctx.cache.cas().path(&f.digest), &dst).map_err(|e| ActionError::of(&e))?;
             set_mode(&dst, if f.executable { 0o755 } else { 0o644 });
         }
     }
@@ -265,15 +259,15 @@ pub fn materialize_buildpacks(bps: &BTreeMap<ActionId, Bp>, ctx: &RunCtx, cnb: &
 /// variant of the run image's config (the build image's when there is none), the distro from the
 /// run image's `io.buildpacks.base.distro.name`/`.version` labels, or else from the build image's
 /// `/etc/os-release` (resolved inside the image). Build and run images must agree on os/arch.
-pub fn base_target(build: &Image, run: Option<&Image>, rootfs: &Path) -> Result<RunTarget, String> {
+pub fn base_target(build: &Image, run: Option<&Image>, rootfs: &Path) -> Result<RunTarget, ActionError> {
     let (_, mut target) = image_env_and_target(build, rootfs);
     let Some(run) = run else { return Ok(target) };
     let (os, arch) = run.platform();
     if (os.as_str(), arch.as_str()) != (target.os.as_str(), target.arch.as_str()) {
-        return Err(format!(
+        return Err(ActionError::user(format!(
             "the stack's build image is {}/{} but its run image is {os}/{arch}: an app built on one would not run on the other",
             target.os, target.arch
-        ));
+        )));
     }
     target.arch_variant = run.config().variant().clone().unwrap_or_default();
     let labels = run.config().config().as_ref().and_then(|c| c.labels().clone()).unwrap_or_default();

@@ -2,6 +2,7 @@
 //! the sandbox over the app (read-only), then the group and build plan are resolved exactly like the
 //! lifecycle's detector (`cnb::plan::resolve_order`). Output: group + plan (JSON).
 
+use crate::execution::ActionError;
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ pub fn phase_key(
     p: &CnbPhase,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let mut app = BTreeMap::new();
     for (rel, i) in &p.app {
         let mut d = input_digest(i, deps, ctx)?;
@@ -86,7 +87,7 @@ pub fn key(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let ActionKind::CnbDetect(p) = &a.kind else { unreachable!() };
     let bp_digest = |id: &ActionId| deps.get(id).map(|o| output_digest(o)).ok_or("internal: missing buildpack");
     let mut order = Vec::new();
@@ -111,19 +112,19 @@ pub async fn build_image(
     p: &CnbPhase,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
-) -> Result<(Image, std::path::PathBuf), String> {
+) -> Result<(Image, std::path::PathBuf), ActionError> {
     let out = deps.get(&p.build_image).ok_or("internal: build image missing")?;
     let ActionOutput::Image { manifest, .. } = out.as_ref() else { return Err("internal: build image missing".into()) };
     let manifest = manifest.clone();
     super::pull::ensure_local(out, ctx).await?;
     let ctx2 = ctx.clone();
     tokio::task::spawn_blocking(move || {
-        let img = Image::load(ctx2.cache.cas(), &manifest).map_err(|e| crate::execution::chain(&e))?;
+        let img = Image::load(ctx2.cache.cas(), &manifest).map_err(|e| ActionError::of(&e))?;
         let root = common::ensure_rootfs(&img, ctx2.cache.cas())?;
-        Ok::<_, String>((img, root))
+        Ok::<_, ActionError>((img, root))
     })
     .await
-    .map_err(|e| crate::execution::chain(&e))?
+    .map_err(|e| ActionError::of(&e))?
 }
 
 /// The env every buildpack process starts from: the build image's config env, its user's HOME and
@@ -134,7 +135,7 @@ pub fn base_env(
     p: &CnbPhase,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<(crate::cnb::env_files::EnvMap, crate::cnb::buildpack_toml::RunTarget), String> {
+) -> Result<(crate::cnb::env_files::EnvMap, crate::cnb::buildpack_toml::RunTarget), ActionError> {
     let (mut env, _) = common::image_env_and_target(img, rootfs);
     env.insert("HOME".into(), common::home_of(rootfs, p.uid));
     env.insert("CNB_STACK_ID".into(), p.stack_id.clone());
@@ -148,11 +149,11 @@ fn run_image(
     p: &CnbPhase,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<Option<Image>, String> {
+) -> Result<Option<Image>, ActionError> {
     let Some(id) = p.run_image else { return Ok(None) };
     match deps.get(&id).map(|o| o.as_ref()) {
         Some(ActionOutput::Image { manifest, .. }) => {
-            Image::load(ctx.cache.cas(), manifest).map(Some).map_err(|e| crate::execution::chain(&e))
+            Image::load(ctx.cache.cas(), manifest).map(Some).map_err(|e| ActionError::of(&e))
         }
         _ => Err("internal: run image missing".into()),
     }
@@ -191,7 +192,7 @@ pub async fn run(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
-) -> Result<ActionOutput, String> {
+) -> Result<ActionOutput, ActionError> {
     let ActionKind::CnbDetect(p) = &a.kind else { unreachable!() };
     let label = a.label.to_string();
     let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
@@ -208,8 +209,8 @@ pub async fn run(
     scratch.write_platform_env(&p.env)?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     // Detect's `/layers` is writable by every buildpack: touched only through `layers_root`.
-    let layers_root = crate::fs::confined::Root::open(&scratch.layers).map_err(|e| crate::execution::chain(&e))?;
-    layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
+    let layers_root = crate::fs::confined::Root::open(&scratch.layers).map_err(|e| ActionError::of(&e))?;
+    layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| ActionError::of(&e))?;
     let (base, target) = base_env(&img, &rootfs, p, deps, ctx)?;
 
     // Detect runs lazily, in the order the resolver asks (groups in turn, as the lifecycle's
@@ -244,9 +245,9 @@ pub async fn run(
         let bp = &bps[&id];
         let esc = escape_id(&bp.desc.info.id);
         let plan_rel = Path::new(".detect").join(&esc).join("plan.toml");
-        layers_root.create_dir_all(&Path::new(".detect").join(&esc), 0o755).map_err(|e| crate::execution::chain(&e))?;
-        layers_root.write_file(&plan_rel, b"", 0o644).map_err(|e| crate::execution::chain(&e))?;
-        layers_root.chown_tree(Path::new(".detect"), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
+        layers_root.create_dir_all(&Path::new(".detect").join(&esc), 0o755).map_err(|e| ActionError::of(&e))?;
+        layers_root.write_file(&plan_rel, b"", 0o644).map_err(|e| ActionError::of(&e))?;
+        layers_root.chown_tree(Path::new(".detect"), huid, hgid).map_err(|e| ActionError::of(&e))?;
         let plan_sb = format!("/layers/.detect/{esc}/plan.toml");
         let outcome = if !bp.files.contains_key("bin/detect") {
             notes.push(format!("buildpack `{}` has no bin/detect", bp.label()));
@@ -269,7 +270,7 @@ pub async fn run(
                 exec_env: None,
             });
             let env = buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, None, &vars)
-                .map_err(|e| crate::execution::chain(&e))?;
+                .map_err(|e| ActionError::of(&e))?;
             let mut argv = vec![format!("{}/bin/detect", bp.sandbox_dir())];
             argv.extend(detect_args(Path::new("/platform"), Path::new(&plan_sb)));
             let code = common::run_buildpack(
@@ -320,15 +321,15 @@ pub async fn run(
     match res {
         Ok(r) => {
             let json = serde_json::to_string(&DetectResult { group: r.group, plan: r.plan })
-                .map_err(|e| crate::execution::chain(&e))?;
+                .map_err(|e| ActionError::of(&e))?;
             Ok(ActionOutput::Data { json, blobs: Vec::new() })
         }
         Err(e) => {
-            let mut msg = format!("{e}");
+            let mut err = ActionError::of(&e);
             for n in notes {
-                msg.push_str(&format!("\n  {n}"));
+                err.message.push_str(&format!("\n  {n}"));
             }
-            Err(msg)
+            Err(err)
         }
     }
 }
@@ -348,7 +349,13 @@ impl super::seam::Runner for Detect {
         // App files are copied into /workspace as they are: a symlink stays a link.
         super::seam::source_paths(p.app.iter().map(|(_, i)| i)).into_iter().map(|p| (p, false)).collect()
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, deps, ctx)
     }
     fn run<'a>(

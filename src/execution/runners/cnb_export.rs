@@ -3,6 +3,7 @@
 //! image and the build result only, so a new run image re-runs just this (a rebase) and yields the
 //! same image as a build from scratch on it.
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -33,7 +34,7 @@ pub fn key(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let ActionKind::CnbExport(s) = &a.kind else { unreachable!() };
     let build = deps.get(&s.build).ok_or("internal: build result missing")?;
     let run = match deps.get(&s.run_image).map(|o| o.as_ref()) {
@@ -56,9 +57,9 @@ pub fn key(
 /// The digest of what export reads of the build result: launch layers (blobs, types, metadata),
 /// app and config layers, store metadata, metadata.toml — not cache-only layers, whose contents
 /// and metadata (a cache counter, a lock file's checksum) never reach the image.
-fn export_view_digest(build: &ActionOutput) -> Result<String, String> {
+fn export_view_digest(build: &ActionOutput) -> Result<String, ActionError> {
     let mut b: BuildResult = match build {
-        ActionOutput::Data { json, .. } => serde_json::from_str(json).map_err(|e| crate::execution::chain(&e))?,
+        ActionOutput::Data { json, .. } => serde_json::from_str(json).map_err(|e| ActionError::of(&e))?,
         _ => return Err("internal: build result missing".into()),
     };
     for bp in &mut b.buildpacks {
@@ -67,14 +68,18 @@ fn export_view_digest(build: &ActionOutput) -> Result<String, String> {
             l.cache_blob = None;
         }
     }
-    let json = serde_json::to_vec(&b).map_err(|e| crate::execution::chain(&e))?;
+    let json = serde_json::to_vec(&b).map_err(|e| ActionError::of(&e))?;
     Ok(format!("blake3:{}", crate::model::digest::Blake3::of_bytes(&json)))
 }
 
-pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
+pub fn run(
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<ActionOutput, ActionError> {
     let ActionKind::CnbExport(s) = &a.kind else { unreachable!() };
     let b: BuildResult = match deps.get(&s.build).map(|o| o.as_ref()) {
-        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| crate::execution::chain(&e))?,
+        Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| ActionError::of(&e))?,
         _ => return Err("internal: build result missing".into()),
     };
     let run_manifest = match deps.get(&s.run_image).map(|o| o.as_ref()) {
@@ -82,15 +87,14 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         _ => return Err("internal: run image missing".into()),
     };
     let cas = ctx.cache.cas();
-    let run = Image::load(cas, &run_manifest).map_err(|e| crate::execution::chain(&e))?;
+    let run = Image::load(cas, &run_manifest).map_err(|e| ActionError::of(&e))?;
     let top_layer = run.diff_ids().last().map(|d| d.to_string()).unwrap_or_default();
     let metadata = BuildMetadata::from_toml(&b.metadata_toml, std::path::Path::new("metadata.toml"))
-        .map_err(|e| crate::execution::chain(&e))?;
+        .map_err(|e| ActionError::of(&e))?;
 
     let mut img = run.clone();
-    let add = |img: &Image, blob: &BlobRef, by: &str| {
-        append_layer(img, &blob.to_blob(), by).map_err(|e| crate::execution::chain(&e))
-    };
+    let add =
+        |img: &Image, blob: &BlobRef, by: &str| append_layer(img, &blob.to_blob(), by).map_err(|e| ActionError::of(&e));
     for (bp, name, blob) in &b.launch_layers {
         img = add(&img, blob, &format!("buildpack:{bp}:{name}"))?;
     }
@@ -105,19 +109,19 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
     // Launcher: /cnb/lifecycle/launcher, root-owned like the lifecycle's.
     let lpath = ctx.cache.tmp_dir().join(format!("launcher-{}", launcher_digest()));
     if !lpath.is_file() {
-        crate::fs::write_atomic(&lpath, LAUNCHER).map_err(|e| crate::execution::chain(&e))?;
+        crate::fs::write_atomic(&lpath, LAUNCHER).map_err(|e| ActionError::of(&e))?;
     }
     let mut dirs = vec![TarEntry::dir("cnb", 0o755), TarEntry::dir("cnb/lifecycle", 0o755)];
     dirs.push(TarEntry::file("cnb/lifecycle/launcher", lpath, 0o755));
     let launcher = super::layer::write_layer_cached(dirs, Compression::Gzip, ctx)?;
-    img = append_layer(&img, &launcher, "launcher").map_err(|e| crate::execution::chain(&e))?;
+    img = append_layer(&img, &launcher, "launcher").map_err(|e| ActionError::of(&e))?;
     img = add(&img, &b.config_layer, "config")?;
     let mut pt = vec![TarEntry::dir("cnb", 0o755), TarEntry::dir("cnb/process", 0o755)];
     for p in &metadata.processes {
         pt.push(TarEntry::symlink(format!("cnb/process/{}", p.r#type), LAUNCHER_PATH));
     }
     let ptl = super::layer::write_layer_cached(pt, Compression::Gzip, ctx)?;
-    img = append_layer(&img, &ptl, "process-types").map_err(|e| crate::execution::chain(&e))?;
+    img = append_layer(&img, &ptl, "process-types").map_err(|e| ActionError::of(&e))?;
 
     // Labels (platform.md › Labels), canonical JSON.
     let buildpacks: Vec<BuildpackLayersLabel> = b
@@ -179,7 +183,7 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         .iter()
         .find_map(|kv| kv.strip_prefix("PATH=").map(String::from));
     let env = image_env(run_path.as_deref(), "/layers", "/workspace", PLATFORM_API);
-    let entrypoint = metadata.entrypoint(s.process.as_deref()).map_err(|e| crate::execution::chain(&e))?;
+    let entrypoint = metadata.entrypoint(s.process.as_deref()).map_err(|e| ActionError::of(&e))?;
     let patch = ConfigPatch {
         entrypoint: Some(vec![entrypoint]),
         cmd: Some(Vec::new()),
@@ -189,10 +193,9 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         labels,
         exposed_ports: Vec::new(),
     };
-    img = with_config(&img, &patch).map_err(|e| crate::execution::chain(&e))?;
-    img = with_created(&img, &super::image::created(None, ctx.source_date_epoch))
-        .map_err(|e| crate::execution::chain(&e))?;
-    let (manifest, size) = img.write_to(cas).map_err(|e| crate::execution::chain(&e))?;
+    img = with_config(&img, &patch).map_err(|e| ActionError::of(&e))?;
+    img = with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| ActionError::of(&e))?;
+    let (manifest, size) = img.write_to(cas).map_err(|e| ActionError::of(&e))?;
     Ok(super::image::image_output(&img, manifest, size, super::image::remote_of(deps.get(&s.run_image).unwrap())))
 }
 
@@ -206,7 +209,13 @@ impl super::seam::Runner for Export {
     fn version(&self) -> u32 {
         2
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, deps, ctx)
     }
     fn run<'a>(

@@ -1,6 +1,7 @@
 //! What every runner gets: the build's context ([`RunCtx`]) and the digests runners put in keys.
 //! Below the runners and the dispatch in `runners/mod.rs`, so no runner imports its dispatcher.
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -35,11 +36,11 @@ pub struct RunCtx {
 
 impl RunCtx {
     /// The registry client (one per build, shared by every action).
-    pub fn registry(&self) -> Result<&crate::registry::Client, String> {
+    pub fn registry(&self) -> Result<&crate::registry::Client, ActionError> {
         if let Some(c) = self.registry_client.get() {
             return Ok(c);
         }
-        let c = crate::registry::Client::new(self.registry_options.clone()).map_err(|e| crate::execution::chain(&e))?;
+        let c = crate::registry::Client::new(self.registry_options.clone()).map_err(|e| ActionError::of(&e))?;
         Ok(self.registry_client.get_or_init(|| c))
     }
 }
@@ -71,19 +72,23 @@ fn host_identity_of(paths: &[&str]) -> String {
 }
 
 /// The digest text of an input: `blake3:…` for a source, the CAS digest for another action's file.
-pub fn input_digest(i: &Input, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<String, String> {
+pub fn input_digest(
+    i: &Input,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<String, ActionError> {
     match i {
         Input::Source(p) => ctx
             .sources
             .get(p)
             .map(|b| format!("blake3:{b}"))
-            .ok_or_else(|| format!("internal: source `{p}` was not hashed")),
+            .ok_or_else(|| ActionError::internal(format!("source `{p}` was not hashed"))),
         Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
             Some(ActionOutput::Files { files }) => files
                 .get(path)
                 .map(|f| format!("{}{}", f.digest, if f.executable { "+x" } else { "" }))
-                .ok_or_else(|| format!("internal: output `{path}` missing")),
-            _ => Err(format!("internal: input `{path}` is not a file output")),
+                .ok_or_else(|| ActionError::internal(format!("output `{path}` missing"))),
+            _ => Err(ActionError::internal(format!("input `{path}` is not a file output"))),
         },
     }
 }

@@ -2,6 +2,7 @@
 //! used (never the live archive index); every `.deb` is verified against it; downloads are cached
 //! by sha256 in the cache directory, shared by every workspace using it.
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -17,7 +18,7 @@ pub fn key(
     a: &Action,
     _deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let ActionKind::DebianImage(s) = &a.kind else { unreachable!() };
     let lock = ctx.sources.get(&s.lock).ok_or_else(|| format!("internal: lock `{}` not hashed", s.lock))?;
     Ok(kb
@@ -41,12 +42,12 @@ fn sorted_unique(v: &[String]) -> Vec<String> {
     v
 }
 
-pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
+pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, ActionError> {
     let ActionKind::DebianImage(s) = &a.kind else { unreachable!() };
-    let lock = Lock::read(&ctx.root.join(&s.lock)).map_err(|e| crate::execution::chain(&e))?;
+    let lock = Lock::read(&ctx.root.join(&s.lock)).map_err(|e| ActionError::of(&e))?;
     if sorted_unique(&s.packages) != lock.requested || lock.suite != s.suite || lock.architecture != s.architecture {
-        return Err(format!(
-            "the lock `{}` was made for {:?} ({}/{}), but the target asks for {:?} ({}/{}); run `cbuild lock {}`",
+        return Err(ActionError::user(format!(
+            "the lock `{}` was made for {:?} ({}/{}), but the target asks for {:?} ({}/{})",
             s.lock,
             lock.requested,
             lock.suite,
@@ -54,17 +55,17 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
             sorted_unique(&s.packages),
             s.suite,
             s.architecture,
-            a.label
-        ));
+        ))
+        .hint(format!("refresh it: cbuild lock {}", a.label)));
     }
     // `<dir>/debs/sha256/<hex>`: the cache dir by default, or CBUILD_DEBIAN_CACHE (shared by caches).
     let deb_dir = crate::env::var_os(crate::env::DEBIAN_CACHE)
         .map(std::path::PathBuf::from)
         .unwrap_or_else(|| ctx.cache.dir().to_path_buf());
-    let debs = DebCache::open(&deb_dir).map_err(|e| crate::execution::chain(&e))?;
+    let debs = DebCache::open(&deb_dir).map_err(|e| ActionError::of(&e))?;
     let setting = ctx.debian_archive.clone();
     debian::fetch_debs(&lock, &debs, || debian::Archive::new(debian::find_archive(setting.as_deref())?))
-        .map_err(|e| crate::execution::chain(&e))?;
+        .map_err(|e| ActionError::of(&e))?;
     let opts = RootfsOptions {
         user: StackUser {
             name: s.user_name.clone(),
@@ -78,11 +79,10 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
         merged_usr: true,
         layer: LayerOptions { compression: Compression::Gzip, mtime: ctx.source_date_epoch },
     };
-    let rl =
-        debian::build_rootfs_layer(&lock, &debs, &opts, ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
-    let img = scratch("linux", &s.architecture).map_err(|e| crate::execution::chain(&e))?;
+    let rl = debian::build_rootfs_layer(&lock, &debs, &opts, ctx.cache.cas()).map_err(|e| ActionError::of(&e))?;
+    let img = scratch("linux", &s.architecture).map_err(|e| ActionError::of(&e))?;
     let img = append_layer(&img, &rl.layer, &format!("debian packages ({} from {})", lock.packages.len(), s.lock))
-        .map_err(|e| crate::execution::chain(&e))?;
+        .map_err(|e| ActionError::of(&e))?;
     let mut env: Vec<(String, String)> =
         vec![("PATH".into(), "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into())];
     env.extend(rl.env.clone());
@@ -98,10 +98,10 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
         labels,
         exposed_ports: Vec::new(),
     };
-    let img = with_config(&img, &patch).map_err(|e| crate::execution::chain(&e))?;
-    let img = with_created(&img, &super::image::created(None, ctx.source_date_epoch))
-        .map_err(|e| crate::execution::chain(&e))?;
-    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
+    let img = with_config(&img, &patch).map_err(|e| ActionError::of(&e))?;
+    let img =
+        with_created(&img, &super::image::created(None, ctx.source_date_epoch)).map_err(|e| ActionError::of(&e))?;
+    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| ActionError::of(&e))?;
     Ok(super::image::image_output(&img, manifest, size, Vec::new()))
 }
 
@@ -119,7 +119,13 @@ impl super::seam::Runner for Debian {
         let ActionKind::DebianImage(d) = &a.kind else { return Vec::new() };
         vec![(d.lock.clone(), true)]
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, deps, ctx)
     }
     fn run<'a>(

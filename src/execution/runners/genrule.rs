@@ -6,6 +6,7 @@
 //! copied from the descriptor that was checked, never hard-linked (the CAS must not share an inode
 //! the sandbox user owns and could still change through another link).
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +24,7 @@ pub fn key(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let ActionKind::Genrule { srcs, outs, cmd, env, image } = &a.kind else { unreachable!() };
     let mut m = BTreeMap::new();
     for (rel, i) in srcs {
@@ -53,7 +54,7 @@ pub async fn run(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
-) -> Result<ActionOutput, String> {
+) -> Result<ActionOutput, ActionError> {
     let ActionKind::Genrule { srcs, outs, cmd, env, image } = &a.kind else { unreachable!() };
     // The root file system: the declared image's (extracted once per digest, sanitized, shared
     // with buildpack sandboxes) or the host's /usr, /bin, /etc.
@@ -66,13 +67,12 @@ pub async fn run(
             super::pull::ensure_local(out, ctx).await?;
             let (manifest, ctx2) = (manifest.clone(), ctx.clone());
             let (img, rootfs) = tokio::task::spawn_blocking(move || {
-                let img =
-                    crate::oci::Image::load(ctx2.cache.cas(), &manifest).map_err(|e| crate::execution::chain(&e))?;
+                let img = crate::oci::Image::load(ctx2.cache.cas(), &manifest).map_err(|e| ActionError::of(&e))?;
                 let root = super::cnb_common::ensure_rootfs(&img, ctx2.cache.cas())?;
-                Ok::<_, String>((img, root))
+                Ok::<_, ActionError>((img, root))
             })
             .await
-            .map_err(|e| crate::execution::chain(&e))??;
+            .map_err(|e| ActionError::of(&e))??;
             let path = img
                 .config()
                 .config()
@@ -87,37 +87,37 @@ pub async fn run(
     };
     let scratch = sandbox::scratch_dir("genrule-")?;
     let work = scratch.path().join("work");
-    std::fs::create_dir_all(&work).map_err(|e| crate::execution::chain(&e))?;
+    std::fs::create_dir_all(&work).map_err(|e| ActionError::of(&e))?;
     // Sources: files of the workspace (`scheduler::hash_sources` refused any that leads outside it;
     // `resolve_source` re-checks) or CAS blobs, copied into a tree only cbuild has written so far.
     for (rel, i) in srcs {
         let dst = work.join(rel);
         if let Some(p) = dst.parent() {
-            std::fs::create_dir_all(p).map_err(|e| crate::execution::chain(&e))?;
+            std::fs::create_dir_all(p).map_err(|e| ActionError::of(&e))?;
         }
         let src = match i {
             Input::Source(p) => crate::execution::sources::resolve_source(&ctx.root, p)?,
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
                 Some(ActionOutput::Files { files }) => match files.get(path) {
                     Some(f) => ctx.cache.cas().path(&f.digest),
-                    None => return Err(format!("internal: output `{path}` missing")),
+                    None => return Err(ActionError::internal(format!("output `{path}` missing"))),
                 },
-                _ => return Err(format!("internal: `{path}` is not an output")),
+                _ => return Err(ActionError::internal(format!("`{path}` is not an output"))),
             },
         };
         std::fs::copy(&src, &dst).map_err(|e| format!("cannot stage `{}`: {e}", src.display()))?;
     }
     // `/tmp` on disk in the scratch dir (not a tmpfs of half the RAM per sandbox).
     let tmp = scratch.path().join("tmp");
-    std::fs::create_dir_all(&tmp).map_err(|e| crate::execution::chain(&e))?;
+    std::fs::create_dir_all(&tmp).map_err(|e| ActionError::of(&e))?;
     // The sandbox user must be able to write the outputs.
     let (huid, hgid) = sandbox::host_ids(65534, 65534);
-    let scratch_root = Root::open(scratch.path()).map_err(|e| crate::execution::chain(&e))?;
-    scratch_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| crate::execution::chain(&e))?;
+    let scratch_root = Root::open(scratch.path()).map_err(|e| ActionError::of(&e))?;
+    scratch_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| ActionError::of(&e))?;
     // The descriptor of the `work` dir cbuild created (the sandbox sees it only as its `/work`
     // mount point, so it cannot swap the dir itself); outputs are resolved beneath it after the
     // sandbox exited.
-    let work_root = Root::open(&work).map_err(|e| crate::execution::chain(&e))?;
+    let work_root = Root::open(&work).map_err(|e| ActionError::of(&e))?;
     let mut spec = SandboxSpec::new(root_fs, vec!["/bin/sh".into(), "-ec".into(), cmd.clone()]);
     spec.mounts.push(Mount::writable(&work, "/work"));
     spec.tmp = Some(tmp);
@@ -136,7 +136,7 @@ pub async fn run(
     for o in outs {
         if let Some(p) = Path::new(o).parent().filter(|p| !p.as_os_str().is_empty()) {
             work_root.create_dir_all(p, 0o755).map_err(|e| format!("declared output `{o}`: {e}"))?;
-            work_root.chown_tree(p, huid, hgid).map_err(|e| crate::execution::chain(&e))?;
+            work_root.chown_tree(p, huid, hgid).map_err(|e| ActionError::of(&e))?;
         }
     }
     let (label, reporter) = (a.label.to_string(), ctx.reporter.clone());
@@ -149,9 +149,12 @@ pub async fn run(
         });
     })
     .await
-    .map_err(|e| crate::execution::chain(&e))?;
+    .map_err(|e| ActionError::of(&e))?;
     if !outcome.success() {
-        return Err(format!("the command {}", outcome.failure_message(&spec).unwrap_or_else(|| "failed".into())));
+        return Err(ActionError::build(format!(
+            "the command {}",
+            outcome.failure_message(&spec).unwrap_or_else(|| "failed".into())
+        )));
     }
     collect_outputs(&work_root, outs, ctx)
 }
@@ -160,7 +163,7 @@ pub async fn run(
 /// be a regular file reached without any symlink (the command may have replaced a directory on its
 /// path by a link to a host directory); it is hashed and copied from the one descriptor that was
 /// checked.
-fn collect_outputs(work: &Root, outs: &[String], ctx: &RunCtx) -> Result<ActionOutput, String> {
+fn collect_outputs(work: &Root, outs: &[String], ctx: &RunCtx) -> Result<ActionOutput, ActionError> {
     use std::os::unix::fs::PermissionsExt;
     let mut files = BTreeMap::new();
     for o in outs {
@@ -168,9 +171,9 @@ fn collect_outputs(work: &Root, outs: &[String], ctx: &RunCtx) -> Result<ActionO
         let f = match work.open_file(rel) {
             Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(format!("declared output `{o}` was not created by the command"))
+                return Err(ActionError::build(format!("declared output `{o}` was not created by the command")))
             }
-            Err(e) => return Err(refused_output(work, o, &e)),
+            Err(e) => return Err(refused_output(work, o, &e).into()),
         };
         let md = f.metadata().map_err(|e| format!("declared output `{o}`: {e}"))?;
         let executable = md.permissions().mode() & 0o111 != 0;
@@ -182,7 +185,7 @@ fn collect_outputs(work: &Root, outs: &[String], ctx: &RunCtx) -> Result<ActionO
                     .map(|_| ())
                     .map_err(|source| crate::cas::CasError::Io { path: work.display(rel), source })
             })
-            .map_err(|e| crate::execution::chain(&e))?;
+            .map_err(|e| ActionError::of(&e))?;
         files.insert(o.clone(), OutFile { digest, executable });
     }
     Ok(ActionOutput::Files { files })
@@ -238,7 +241,13 @@ impl super::seam::Runner for Genrule {
         let ActionKind::Genrule { srcs, .. } = &a.kind else { return Vec::new() };
         super::seam::source_paths(srcs.iter().map(|(_, i)| i)).into_iter().map(|p| (p, true)).collect()
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, deps, ctx)
     }
     fn run<'a>(

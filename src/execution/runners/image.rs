@@ -1,6 +1,7 @@
 //! The `image` runner: base (or scratch) + layers + config → an image in the CAS, `created` fixed
 //! (1980-01-01T00:00:01Z or `SOURCE_DATE_EPOCH`) so the same inputs give the same digest anywhere.
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -15,7 +16,7 @@ pub fn key(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let ActionKind::Image { base, layers, layer_labels, config } = &a.kind else { unreachable!() };
     let base_d = match base {
         Some(b) => image_manifest(deps, *b)?.to_string(),
@@ -25,7 +26,7 @@ pub fn key(
     for l in layers {
         ls.push(output_digest(deps.get(l).ok_or("internal: missing layer")?));
     }
-    let cfg = serde_json::to_string(config).map_err(|e| crate::execution::chain(&e))?;
+    let cfg = serde_json::to_string(config).map_err(|e| ActionError::of(&e))?;
     Ok(kb
         .component("base", base_d)
         .component("layers", ComponentValue::list(ls))
@@ -72,12 +73,16 @@ pub fn rfc3339(secs: u64) -> String {
     format!("{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
 }
 
-pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
+pub fn run(
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<ActionOutput, ActionError> {
     let ActionKind::Image { base, layers, layer_labels, config } = &a.kind else { unreachable!() };
     let blobs = ctx.cache.cas();
     let mut img: Image = match base {
-        Some(b) => Image::load(blobs, image_manifest(deps, *b)?).map_err(|e| crate::execution::chain(&e))?,
-        None => scratch(&config.os, &config.architecture).map_err(|e| crate::execution::chain(&e))?,
+        Some(b) => Image::load(blobs, image_manifest(deps, *b)?).map_err(|e| ActionError::of(&e))?,
+        None => scratch(&config.os, &config.architecture).map_err(|e| ActionError::of(&e))?,
     };
     for (i, l) in layers.iter().enumerate() {
         match deps.get(l).map(|o| o.as_ref()) {
@@ -94,7 +99,7 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
                     &blob,
                     &format!("cbuild layer {}", layer_labels.get(i).map(String::as_str).unwrap_or("?")),
                 )
-                .map_err(|e| crate::execution::chain(&e))?;
+                .map_err(|e| ActionError::of(&e))?;
             }
             _ => return Err("internal: a layer dependency has no layer output".into()),
         }
@@ -113,10 +118,10 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
         labels: config.labels.clone(),
         exposed_ports: config.exposed_ports.clone(),
     };
-    img = with_config(&img, &patch).map_err(|e| crate::execution::chain(&e))?;
+    img = with_config(&img, &patch).map_err(|e| ActionError::of(&e))?;
     img = with_created(&img, &created(config.created.as_deref(), ctx.source_date_epoch))
-        .map_err(|e| crate::execution::chain(&e))?;
-    let (manifest, manifest_size) = img.write_to(blobs).map_err(|e| crate::execution::chain(&e))?;
+        .map_err(|e| ActionError::of(&e))?;
+    let (manifest, manifest_size) = img.write_to(blobs).map_err(|e| ActionError::of(&e))?;
     let remote = base.and_then(|b| deps.get(&b)).map(|o| remote_of(o)).unwrap_or_default();
     Ok(image_output(&img, manifest, manifest_size, remote))
 }
@@ -161,7 +166,13 @@ impl super::seam::Runner for ImageRunner {
     fn version(&self) -> u32 {
         3
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, deps, ctx)
     }
     fn run<'a>(

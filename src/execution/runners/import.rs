@@ -1,6 +1,7 @@
 //! The `import` runner: an image from an OCI layout directory or an OCI/docker-archive `.tar` in the
 //! workspace, every blob verified on the way into the CAS.
 
+use crate::execution::ActionError;
 use std::path::Path;
 
 use super::ctx::RunCtx;
@@ -26,7 +27,7 @@ pub fn layout_files(root: &Path, path: &str) -> Vec<String> {
     out
 }
 
-pub fn key(kb: KeyBuilder, a: &Action, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(kb: KeyBuilder, a: &Action, ctx: &RunCtx) -> Result<KeyBuilder, ActionError> {
     let ActionKind::ImportImage { path, tag, files } = &a.kind else { unreachable!() };
     let mut m = std::collections::BTreeMap::new();
     for f in files {
@@ -44,22 +45,22 @@ pub fn key(kb: KeyBuilder, a: &Action, ctx: &RunCtx) -> Result<KeyBuilder, Strin
         }))
 }
 
-pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, String> {
+pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, ActionError> {
     let ActionKind::ImportImage { path, tag, .. } = &a.kind else { unreachable!() };
     let full = ctx.root.join(path);
     let img = import_image(&full, tag.as_deref(), ctx)?;
-    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
+    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| ActionError::of(&e))?;
     Ok(super::image::image_output(&img, manifest, size, Vec::new()))
 }
 
-fn import_image(full: &Path, tag: Option<&str>, ctx: &RunCtx) -> Result<crate::oci::Image, String> {
+fn import_image(full: &Path, tag: Option<&str>, ctx: &RunCtx) -> Result<crate::oci::Image, ActionError> {
     let sel = crate::oci::layout::Selector { ref_name: tag.map(String::from), platform: None };
     let r = if full.is_dir() {
         crate::oci::layout::read_layout(full, &sel, ctx.cache.cas())
     } else {
         crate::oci::docker_archive::read_archive(full, &sel, ctx.cache.cas())
     };
-    r.map_err(|e| crate::execution::chain(&e))
+    r.map_err(|e| ActionError::of(&e))
 }
 
 /// The `import` action kind's [`Runner`](super::seam::Runner).
@@ -76,7 +77,13 @@ impl super::seam::Runner for Import {
         let ActionKind::ImportImage { files, .. } = &a.kind else { return Vec::new() };
         files.iter().map(|p| (p.clone(), true)).collect()
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, _deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        _deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, ctx)
     }
     fn run<'a>(

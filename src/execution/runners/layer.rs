@@ -1,6 +1,7 @@
 //! The `layer` runner: files (sources or other actions' outputs) into one reproducible tar layer,
 //! compressed once per diff_id (the cache remembers diff_id → compressed blob).
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -34,7 +35,7 @@ pub fn key(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression } = &a.kind else { unreachable!() };
     let mut m = BTreeMap::new();
     for f in files {
@@ -68,7 +69,11 @@ fn is_executable(p: &std::path::Path) -> bool {
     std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
-pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCtx) -> Result<ActionOutput, String> {
+pub fn run(
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<ActionOutput, ActionError> {
     let ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression } = &a.kind else { unreachable!() };
     let mut entries = Vec::new();
     for f in files {
@@ -83,9 +88,9 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
                 Some(ActionOutput::Files { files }) => match files.get(path) {
                     Some(o) => (ctx.cache.cas().path(&o.digest), o.executable),
-                    None => return Err(format!("internal: output `{path}` missing")),
+                    None => return Err(ActionError::internal(format!("output `{path}` missing"))),
                 },
-                _ => return Err(format!("internal: `{path}` is not an output")),
+                _ => return Err(ActionError::internal(format!("`{path}` is not an output"))),
             },
         };
         let m = mode.unwrap_or(if exec { 0o755 } else { 0o644 });
@@ -113,7 +118,7 @@ pub fn run(a: &Action, deps: &BTreeMap<ActionId, Arc<ActionOutput>>, ctx: &RunCt
 /// Writes a layer of `entries` into the CAS, reusing an earlier compression of the same
 /// uncompressed tar (diff_id → blob mapping kept by the cache) and, for gzip, every chunk of the
 /// tar that an earlier layer already compressed (`gzip_chunks`).
-pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result<LayerBlob, String> {
+pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result<LayerBlob, ActionError> {
     let opts = LayerOptions { compression: c, mtime: ctx.source_date_epoch };
     let cache = &ctx.cache;
     let known = |diff_id: &crate::model::digest::Digest, c: Compression| -> Option<LayerBlob> {
@@ -128,9 +133,8 @@ pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) 
     };
     let index: Option<Arc<dyn crate::oci::compress::BlockIndex>> = (c == Compression::Gzip)
         .then(|| Arc::new(CacheChunkIndex { cache: cache.clone(), codec: compression_name(c) }) as _);
-    let entries = LayerEntries::new(entries).map_err(|e| crate::execution::chain(&e))?;
-    let blob =
-        write_prepared_layer(&entries, &opts, cache.cas(), &known, index).map_err(|e| crate::execution::chain(&e))?;
+    let entries = LayerEntries::new(entries).map_err(|e| ActionError::of(&e))?;
+    let blob = write_prepared_layer(&entries, &opts, cache.cas(), &known, index).map_err(|e| ActionError::of(&e))?;
     let _ = cache.put_layer_compression(&CompressedLayer {
         diff_id: blob.diff_id.clone(),
         compression: compression_name(c).to_string(),
@@ -155,7 +159,13 @@ impl super::seam::Runner for LayerRunner {
         let ActionKind::Layer { files, .. } = &a.kind else { return Vec::new() };
         super::seam::source_paths(files.iter().map(|f| &f.input)).into_iter().map(|p| (p, true)).collect()
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, deps, ctx)
     }
     fn run<'a>(

@@ -23,6 +23,7 @@ pub mod pull;
 pub mod seam;
 
 use crate::cache::KeyBuilder;
+use crate::execution::ActionError;
 use crate::model::action::{Action, ActionKind};
 pub use ctx::{host_identity, input_digest, output_digest, RunCtx};
 pub use seam::{blocking, source_paths, Deps, RunFuture, Runner};
@@ -82,7 +83,7 @@ pub fn output_fingerprint() -> String {
 }
 
 /// The cache key of an action, with readable components.
-pub fn key(a: &Action, deps: &Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+pub fn key(a: &Action, deps: &Deps, ctx: &RunCtx) -> Result<KeyBuilder, ActionError> {
     let r = runner(&a.kind);
     let kb = KeyBuilder::new(r.mnemonic(), r.version()).component("output_format", output_format());
     r.key(kb, a, deps, ctx)

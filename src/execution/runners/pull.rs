@@ -2,6 +2,7 @@
 //! in the CAS). Shallow: layers stay in the registry until something needs their bytes
 //! ([`ensure_local`]). A reference without a `digest` pin is resolved on every build, with a warning.
 
+use crate::execution::ActionError;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ pub fn key(
     a: &Action,
     _deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     _ctx: &RunCtx,
-) -> Result<KeyBuilder, String> {
+) -> Result<KeyBuilder, ActionError> {
     let ActionKind::PullImage { image, digest, platform } = &a.kind else { unreachable!() };
     // No `platform`: the host's is picked from an index, so the host's is what the key names.
     let plat = platform.clone().unwrap_or_else(|| {
@@ -32,7 +33,7 @@ pub fn key(
     })
 }
 
-fn platform(p: &Option<String>) -> Result<Option<(String, String)>, String> {
+fn platform(p: &Option<String>) -> Result<Option<(String, String)>, ActionError> {
     match p {
         None => Ok(None),
         Some(s) => {
@@ -43,17 +44,21 @@ fn platform(p: &Option<String>) -> Result<Option<(String, String)>, String> {
     }
 }
 
-pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> {
+pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, ActionError> {
     let ActionKind::PullImage { image, digest, platform: plat } = &a.kind else { unreachable!() };
     let client = ctx.registry()?;
-    let mut r = Reference::parse(image).map_err(|e| crate::execution::chain(&e))?;
+    let mut r = Reference::parse(image).map_err(|e| ActionError::of(&e))?;
     if let Some(d) = digest {
-        r = r.with_digest(crate::model::digest::Digest::parse(d).map_err(|e| crate::execution::chain(&e))?);
+        r = r.with_digest(crate::model::digest::Digest::parse(d).map_err(|e| ActionError::of(&e))?);
     }
-    let resolved = client.resolve(&r, platform(plat)?).await.map_err(|e| crate::execution::chain(&e))?;
+    let resolved = client.resolve(&r, platform(plat)?).await.map_err(|e| ActionError::of(&e))?;
     if let Some(d) = digest {
         if &resolved.digest.to_string() != d {
-            return Err(format!("`{image}` resolved to `{}`, not the pinned `{d}`", resolved.digest));
+            return Err(ActionError::user(format!(
+                "`{image}` resolved to `{}`, not the pinned `{d}`",
+                resolved.digest
+            ))
+            .hint("the tag moved: update the pinned digest, or pin the reference by digest alone"));
         }
     } else {
         ctx.reporter.event(&Event::Warning {
@@ -64,7 +69,7 @@ pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> 
         });
     }
     let img = resolved.image;
-    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| crate::execution::chain(&e))?;
+    let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| ActionError::of(&e))?;
     let source = resolved.reference.to_string();
     let remote: Vec<RemoteBlob> = img
         .layers()
@@ -76,13 +81,13 @@ pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, String> 
 }
 
 /// Fetches an image output's remote layers into the CAS (verified); a no-op for local images.
-pub async fn ensure_local(out: &ActionOutput, ctx: &RunCtx) -> Result<(), String> {
+pub async fn ensure_local(out: &ActionOutput, ctx: &RunCtx) -> Result<(), ActionError> {
     let ActionOutput::Image { remote, .. } = out else { return Ok(()) };
     for rb in remote {
         if ctx.cache.cas().contains(&rb.digest) {
             continue;
         }
-        let r = Reference::parse(&rb.source).map_err(|e| crate::execution::chain(&e))?;
+        let r = Reference::parse(&rb.source).map_err(|e| ActionError::of(&e))?;
         ctx.registry()?
             .fetch_blob(&r, &rb.digest, ctx.cache.cas())
             .await
@@ -105,7 +110,13 @@ impl super::seam::Runner for Pull {
         // A tag can move: an unpinned pull is resolved on every build and never stored.
         !matches!(a.kind, ActionKind::PullImage { digest: None, .. })
     }
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, String> {
+    fn key(
+        &self,
+        kb: KeyBuilder,
+        a: &Action,
+        deps: &super::seam::Deps,
+        ctx: &RunCtx,
+    ) -> Result<KeyBuilder, ActionError> {
         key(kb, a, deps, ctx)
     }
     fn run<'a>(

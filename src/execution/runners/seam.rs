@@ -9,10 +9,11 @@ use std::sync::Arc;
 
 use super::ctx::RunCtx;
 use crate::cache::KeyBuilder;
+use crate::execution::ActionError;
 use crate::model::action::{Action, ActionId, ActionOutput, Input};
 
 /// What a runner's [`Runner::run`] returns.
-pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<ActionOutput, String>> + Send + 'a>>;
+pub type RunFuture<'a> = Pin<Box<dyn Future<Output = Result<ActionOutput, ActionError>> + Send + 'a>>;
 
 /// The dependencies' outputs of an action, by action id.
 pub type Deps = BTreeMap<ActionId, Arc<ActionOutput>>;
@@ -37,7 +38,7 @@ pub trait Runner: Sync {
         true
     }
     /// The key's components (every input, declared).
-    fn key(&self, kb: KeyBuilder, a: &Action, deps: &Deps, ctx: &RunCtx) -> Result<KeyBuilder, String>;
+    fn key(&self, kb: KeyBuilder, a: &Action, deps: &Deps, ctx: &RunCtx) -> Result<KeyBuilder, ActionError>;
     /// Runs the action (after a cache miss).
     fn run<'a>(&'a self, a: &'a Action, deps: &'a Deps, ctx: &'a Arc<RunCtx>) -> RunFuture<'a>;
 }
@@ -47,13 +48,13 @@ pub fn blocking<'a>(
     a: &Action,
     deps: &Deps,
     ctx: &Arc<RunCtx>,
-    f: fn(&Action, &Deps, &RunCtx) -> Result<ActionOutput, String>,
+    f: fn(&Action, &Deps, &RunCtx) -> Result<ActionOutput, ActionError>,
 ) -> RunFuture<'a> {
     let (a, deps, ctx) = (a.clone(), deps.clone(), ctx.clone());
     Box::pin(async move {
         tokio::task::spawn_blocking(move || f(&a, &deps, &ctx))
             .await
-            .map_err(|e| format!("internal: runner task failed: {e}"))?
+            .map_err(|e| ActionError::internal(format!("runner task failed: {e}")))?
     })
 }
 
