@@ -99,6 +99,17 @@ CREATE TABLE IF NOT EXISTS blob_locations(
 ) WITHOUT ROWID;
 "#;
 
+/// Tables added after schema version 2 was released: created on every open if missing (they hold
+/// only hints, so an older database gains them empty without a new schema version, which would
+/// discard every cache).
+const ADDITIVE: &str = r#"
+CREATE TABLE IF NOT EXISTS remote_entries(
+    key TEXT NOT NULL,
+    remote TEXT NOT NULL,
+    PRIMARY KEY(key, remote)
+) WITHOUT ROWID;
+"#;
+
 /// One SQLite connection behind a mutex, plus the shared "in use" lock on the cache directory.
 ///
 /// A single connection keeps this simple and correct: statements are short, hashing and blob I/O
@@ -345,6 +356,7 @@ fn try_open(path: &Path, warnings: &mut Vec<String>) -> std::result::Result<Conn
     } else if fs::metadata(path).map(|m| m.len()).unwrap_or(0) <= QUICK_CHECK_MAX_BYTES {
         quick_check(&conn).map_err(classify)?.map_or(Ok(()), |r| Err(Problem::Discard(r)))?;
     }
+    conn.execute_batch(ADDITIVE).map_err(classify)?;
     Ok(conn)
 }
 

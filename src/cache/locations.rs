@@ -4,7 +4,7 @@
 use rusqlite::params;
 
 use super::{Cache, Result};
-use crate::model::digest::Digest;
+use crate::model::digest::{Blake3, Digest};
 
 impl Cache {
     /// Records that `digests` now exist in `registry/repository`.
@@ -40,6 +40,29 @@ impl Cache {
             },
         )
     }
+
+    /// Whether this cache uploaded (or found) the entry of `key` on the remote cache `remote`.
+    pub fn remote_has(&self, key: &Blake3, remote: &str) -> Result<bool> {
+        self.db.read(
+            || format!("reading remote entry `{key}`"),
+            |tx| {
+                let mut st = tx.prepare_cached("SELECT 1 FROM remote_entries WHERE key = ?1 AND remote = ?2")?;
+                st.exists(params![key.to_hex(), remote])
+            },
+        )
+    }
+
+    /// Records that the remote cache `remote` has the entry of `key`.
+    pub fn mark_remote_has(&self, key: &Blake3, remote: &str) -> Result<()> {
+        self.db.write(
+            || format!("recording remote entry `{key}`"),
+            |tx| {
+                tx.prepare_cached("INSERT OR IGNORE INTO remote_entries(key, remote) VALUES (?1, ?2)")?
+                    .execute(params![key.to_hex(), remote])?;
+                Ok(())
+            },
+        )
+    }
 }
 
 #[cfg(test)]
@@ -58,5 +81,17 @@ mod tests {
         assert_eq!(c.blob_locations("reg:5000", std::slice::from_ref(&a)).unwrap(), vec!["team/app", "team/base"]);
         assert_eq!(c.blob_locations("reg:5000", &[b]).unwrap(), vec!["team/base"]);
         assert!(c.blob_locations("nowhere", &[a]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn remembers_remote_entries_per_remote() {
+        let t = tempfile::tempdir().unwrap();
+        let c = Cache::open(t.path()).unwrap();
+        let k = Blake3::of_bytes(b"k");
+        assert!(!c.remote_has(&k, "http://a").unwrap());
+        c.mark_remote_has(&k, "http://a").unwrap();
+        c.mark_remote_has(&k, "http://a").unwrap();
+        assert!(c.remote_has(&k, "http://a").unwrap());
+        assert!(!c.remote_has(&k, "http://b").unwrap());
     }
 }

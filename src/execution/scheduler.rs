@@ -372,9 +372,16 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         host_identity: Default::default(),
         debian_archive: cfg.debian_archive.clone(),
         remote: cfg.remote.clone(),
+        uploads: cfg
+            .remote
+            .as_ref()
+            .filter(|r| r.mode() == crate::remote::RemoteMode::ReadWrite)
+            .map(|r| super::uploads::Uploader::new(r.clone(), cache.clone())),
         pending_runs: Default::default(),
     });
+    let started = Instant::now();
     rt.block_on(schedule(g, ctx.clone(), &cfg, &mut report));
+    finish_remote(&ctx, started.elapsed(), report.cancelled);
     let runs = std::mem::take(&mut *ctx.pending_runs.lock().unwrap_or_else(|p| p.into_inner()));
     if let Err(e) = cache.record_runs(&runs) {
         reporter
@@ -510,6 +517,7 @@ async fn run_one(
         Ok(None) if !uncacheable => remote_lookup(ctx, &key, &a.kind, name, &label).await,
         _ => None,
     };
+    let exec_started = Instant::now();
     let (out, outcome) = match hit {
         Ok(Some(entry)) => match serde_json::from_str::<ActionOutput>(&entry.result_json) {
             Ok(o) => (o, Outcome::CachedLocal),
@@ -526,6 +534,7 @@ async fn run_one(
             (execute_action(a, &dep_map, ctx).await?, Outcome::Executed)
         }
     };
+    let exec_ms = (outcome == Outcome::Executed).then(|| exec_started.elapsed().as_millis() as u64);
     let record = RunRecord {
         label: label.clone(),
         action: name.to_string(),
@@ -560,8 +569,8 @@ async fn run_one(
         ctx.reporter.event(&Event::Warning {
             message: format!("could not store the result of `{label}` {name} in the cache: {e}"),
         });
-    } else if outcome == Outcome::Executed && !uncacheable {
-        remote_store(ctx, &key, &out, &components).await;
+    } else if !uncacheable {
+        remote_store(ctx, &key, &out, &components, outcome, exec_ms).await;
     }
     ctx.reporter.event(&Event::Finished { label, action: name.into(), outcome, duration: started.elapsed() });
     Ok((Arc::new(out), outcome))
@@ -618,6 +627,7 @@ pub fn fetch_remote_layers(
         host_identity: Default::default(),
         debian_archive: None,
         remote: None,
+        uploads: None,
         pending_runs: Default::default(),
     };
     rt.block_on(async {
@@ -643,48 +653,107 @@ async fn remote_lookup(
     let remote = ctx.remote.clone()?;
     let (ctx2, key2, expected) = (ctx.clone(), *key, crate::remote::Expected::of(kind));
     let r = tokio::task::spawn_blocking(move || remote.lookup(&key2, &expected, ctx2.cache.cas())).await.ok()?;
+    let remote = ctx.remote.as_ref()?;
+    let tripped = remote.take_warning();
+    let tripped_now = tripped.is_some();
+    if let Some(w) = tripped {
+        ctx.reporter.event(&Event::Warning { message: w });
+    }
     match r {
         Ok(Some(hit)) => {
             if hit.signer.is_none() {
-                if let Some(w) = ctx.remote.as_ref().and_then(|r| r.unauthenticated_warning()) {
+                if let Some(w) = remote.unauthenticated_warning() {
                     ctx.reporter.event(&Event::Warning { message: w });
                 }
             }
             Some(hit.output)
         }
         Ok(None) => None,
+        // The error that turned the remote off was just printed; the others are counted for the
+        // summary at the end of the build.
         Err(e) => {
-            if e.should_warn() {
-                ctx.reporter.event(&Event::Warning {
-                    message: format!(
-                        "remote cache: {}; building `{label}` {name} locally",
-                        crate::execution::chain(&e)
-                    ),
-                });
+            if !tripped_now {
+                remote.note(&e, &format!("`{label}` {name}"));
             }
             None
         }
     }
 }
 
-/// Uploads an executed action's result and blobs to the remote cache (read-write mode only).
-async fn remote_store(ctx: &Arc<RunCtx>, key: &Blake3, out: &ActionOutput, components: &crate::cache::Components) {
-    let Some(remote) = ctx.remote.clone() else { return };
-    if remote.mode() != crate::remote::RemoteMode::ReadWrite {
+/// Queues the upload of an executed action's result (read-write remotes only), or the back-fill
+/// of a local hit this cache never uploaded to the remote; records remote hits as present there.
+async fn remote_store(
+    ctx: &Arc<RunCtx>,
+    key: &Blake3,
+    out: &ActionOutput,
+    components: &crate::cache::Components,
+    outcome: Outcome,
+    exec_ms: Option<u64>,
+) {
+    let (Some(_), Some(remote)) = (&ctx.uploads, &ctx.remote) else { return };
+    if remote.health() != crate::remote::RemoteHealth::Healthy {
         return;
     }
     let Ok(components_json) = serde_json::to_string(components) else { return };
     let (ctx2, key2, out2) = (ctx.clone(), *key, out.clone());
-    let r = tokio::task::spawn_blocking(move || {
-        remote.put_action(&key2, &out2.to_json(), &components_json, &out2.blobs(), ctx2.cache.cas())
+    let _ = tokio::task::spawn_blocking(move || {
+        let Some(up) = &ctx2.uploads else { return };
+        match outcome {
+            Outcome::CachedRemote => {
+                let _ = ctx2.cache.mark_remote_has(&key2, up_url(&ctx2));
+            }
+            Outcome::CachedLocal if up.known(&key2) => {}
+            Outcome::CachedLocal | Outcome::Executed => up.submit(super::uploads::Job::new(
+                key2,
+                out2.to_json(),
+                components_json,
+                out2.blobs(),
+                exec_ms,
+                outcome == Outcome::CachedLocal,
+            )),
+            Outcome::Failed => {}
+        }
     })
     .await;
-    if let Ok(Err(e)) = r {
-        if e.should_warn() {
+}
+
+fn up_url(ctx: &RunCtx) -> &str {
+    ctx.remote.as_ref().map(|r| r.url()).unwrap_or_default()
+}
+
+/// The end of a build's remote work: waits for queued uploads (with a deadline proportional to
+/// the build's time), then prints what went wrong, once per kind.
+fn finish_remote(ctx: &RunCtx, elapsed: std::time::Duration, cancelled: bool) {
+    let Some(remote) = &ctx.remote else { return };
+    if let Some(up) = &ctx.uploads {
+        let deadline = if cancelled { std::time::Duration::ZERO } else { super::uploads::drain_deadline(elapsed) };
+        let rep = up.drain(deadline);
+        if rep.abandoned > 0 && !cancelled && remote.health() == crate::remote::RemoteHealth::Healthy {
             ctx.reporter.event(&Event::Warning {
-                message: format!("remote cache: could not upload: {}", crate::execution::chain(&e)),
+                message: format!(
+                    "remote cache `{}`: {} upload(s) not finished within {:.1} s; the next build uploads them",
+                    remote.url(),
+                    rep.abandoned,
+                    deadline.as_secs_f64()
+                ),
             });
         }
+        if rep.failed > 0 {
+            ctx.reporter.event(&Event::Warning {
+                message: format!(
+                    "remote cache `{}`: {} upload(s) failed; the next build retries them{}",
+                    remote.url(),
+                    rep.failed,
+                    rep.first_error.map(|e| format!("; first: {e}")).unwrap_or_default()
+                ),
+            });
+        }
+    }
+    if let Some(w) = remote.take_warning() {
+        ctx.reporter.event(&Event::Warning { message: w });
+    }
+    for line in remote.problem_summary() {
+        ctx.reporter.event(&Event::Warning { message: line });
     }
 }
 

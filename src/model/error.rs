@@ -47,8 +47,26 @@ impl ErrorKind {
     }
 }
 
+/// An error with its whole `source()` chain (`cannot write layer …: … : No space left on device`),
+/// so the cause reaches the user instead of only the outermost context.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
 /// Exit code of a run whose tests failed (`cbuild test`), next to the kinds' codes.
 pub const EXIT_TESTS_FAILED: u8 = 3;
+/// Exit code of `cbuild test` when no test target matched (Bazel's "no tests found").
+pub const EXIT_NO_TESTS: u8 = 4;
 /// Exit code of a build stopped by Ctrl-C.
 pub const EXIT_INTERRUPTED: u8 = 8;
 
@@ -95,7 +113,7 @@ mod tests {
     fn codes_are_distinct_and_the_worst_kind_wins() {
         let all = [ErrorKind::Build, ErrorKind::User, ErrorKind::Environment, ErrorKind::Internal];
         let mut codes: Vec<u8> = all.iter().map(|k| k.exit_code()).collect();
-        codes.extend([EXIT_TESTS_FAILED, EXIT_INTERRUPTED, 0]);
+        codes.extend([EXIT_TESTS_FAILED, EXIT_NO_TESTS, EXIT_INTERRUPTED, 0]);
         let n = codes.len();
         codes.sort();
         codes.dedup();

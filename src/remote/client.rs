@@ -1,17 +1,19 @@
 //! [`RemoteCache`]: the HTTP operations on `{base}/ac/<key>` and `{base}/cas/<sha256>`, streamed
 //! to and from a [`BlobDir`], and the latch that disables a failing remote for the rest of a build.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::io::{self, BufWriter, Read, Write};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::StatusCode;
 
+use super::budget::Budget;
 use super::config::{parse_base_url, RemoteAuth, RemoteMode, Timeouts};
 use super::entry::{self, RemoteEntry};
 use super::error::{status_hint, RemoteError, Result};
@@ -25,6 +27,21 @@ use crate::model::digest::{Blake3, Digest, HashingWriter};
 const MAX_AC_BYTES: u64 = 16 << 20;
 /// Largest `cbuild-result.json` accepted into memory.
 const MAX_RESULT_FILE_BYTES: u64 = 64 << 20;
+/// Server errors in a row (after retries) that turn the remote off for the build; a connection
+/// that cannot be set up, refused credentials or a spent budget turn it off at once
+/// ([`RemoteError::disables_at_once`]).
+pub const FAILURES_TO_DISABLE: usize = 3;
+/// Problems of one kind listed by name in the end-of-build summary.
+const SHOWN_PROBLEMS: usize = 8;
+/// Extra attempts of an idempotent request (GET, HEAD, and PUT of content-addressed bytes) after a
+/// network error, a 5xx or a 429.
+const RETRIES: u32 = 2;
+/// The longest wait before a retry (`Retry-After` asking for more is not honoured: the answer
+/// counts as a failure).
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(2);
+/// Slowest download accepted: a body must arrive within the request timeout plus
+/// `size / MIN_DOWNLOAD_RATE` seconds, so a trickling server cannot hold a build.
+const MIN_DOWNLOAD_RATE: u64 = 1 << 20;
 
 /// Whether the remote is still in use.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -57,6 +74,8 @@ pub struct RemoteHit {
     pub output: ActionOutput,
     /// The trusted key that signed the entry; `None` if this reader trusts no keys (unauthenticated).
     pub signer: Option<PublicKey>,
+    /// How long the action ran for its writer, if recorded.
+    pub exec_ms: Option<u64>,
 }
 
 /// A client of one Bazel-HTTP-protocol cache (nginx WebDAV, bazel-remote, S3 proxies).
@@ -105,6 +124,21 @@ pub struct RemoteCache {
     /// [`crate::cache::RACY_WINDOW`] of the check are not remembered (a write in the same
     /// timestamp tick would not change the stamp).
     verified: Mutex<HashMap<Digest, FileStamp>>,
+    /// Time spent on lookups against time saved, for this build.
+    budget: Budget,
+    /// Server errors in a row (reset by any answer).
+    failures: AtomicUsize,
+    /// Blobs the server served damaged: uploaded again without trusting a HEAD (a damaged blob
+    /// with the right size would otherwise stay forever).
+    corrupt: Mutex<HashSet<Digest>>,
+    /// Problems that did not turn the remote off, by kind: (count, the first few, each with the
+    /// action it was about).
+    problems: Mutex<BTreeMap<&'static str, (usize, Vec<String>)>>,
+    /// The error that turned the remote off, until [`RemoteCache::take_warning`] takes it.
+    warning: Mutex<Option<String>>,
+    /// Why lookups are off for the rest of the build (the time budget is spent); uploads go on
+    /// in the background, so a slow remote still gets filled for runners closer to it.
+    reads_off: Mutex<Option<String>>,
 }
 
 /// (dev, inode, size, mtime ns, ctime ns) of a file.
@@ -178,7 +212,60 @@ impl RemoteCache {
             trusted: Vec::new(),
             warned_unauthenticated: AtomicBool::new(false),
             verified: Mutex::new(HashMap::new()),
+            budget: Budget::default(),
+            failures: AtomicUsize::new(0),
+            corrupt: Mutex::new(HashSet::new()),
+            problems: Mutex::new(BTreeMap::new()),
+            warning: Mutex::new(None),
+            reads_off: Mutex::new(None),
         })
+    }
+
+    /// Replaces the time budget (tests use a tight one).
+    pub fn with_budget(mut self, budget: Budget) -> RemoteCache {
+        self.budget = budget;
+        self
+    }
+
+    /// The build's remote time budget.
+    pub fn budget(&self) -> &Budget {
+        &self.budget
+    }
+
+    /// The warning to print now, once: why the remote was turned off.
+    pub fn take_warning(&self) -> Option<String> {
+        self.warning.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Records an error of a lookup for `who` (the action) that did not turn the remote off, for
+    /// [`RemoteCache::problem_summary`].
+    pub fn note(&self, e: &RemoteError, who: &str) {
+        if matches!(e, RemoteError::Disabled { .. } | RemoteError::OverBudget { .. }) {
+            return;
+        }
+        let mut p = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        let slot = p.entry(e.kind_name()).or_default();
+        slot.0 += 1;
+        if slot.1.len() < SHOWN_PROBLEMS {
+            slot.1.push(format!("{who}: {}", crate::model::error::chain(e)));
+        }
+    }
+
+    /// One line per kind of problem seen in this build (`3 × corrupt blob …: `//a` …; `//b` …`),
+    /// for the end of the build: per-entry problems are not worth a warning per action.
+    pub fn problem_summary(&self) -> Vec<String> {
+        let p = self.problems.lock().unwrap_or_else(|p| p.into_inner());
+        p.iter()
+            .map(|(kind, (n, shown))| {
+                let more = n.saturating_sub(shown.len());
+                format!(
+                    "remote cache `{}`: {n} × {kind}, built locally instead (nothing of it stored): {}{}",
+                    self.base,
+                    shown.join("; "),
+                    if more > 0 { format!("; … and {more} more") } else { String::new() }
+                )
+            })
+            .collect()
     }
 
     /// Signs every upload with `key`. Without a signing key the client never writes.
@@ -264,16 +351,32 @@ impl RemoteCache {
     /// entry lists. Any inconsistency is [`RemoteError::BadEntry`]: the caller treats it as a miss
     /// and nothing of the entry becomes a local cache entry.
     pub fn lookup(&self, key: &Blake3, expected: &Expected, local: &BlobDir) -> Result<Option<RemoteHit>> {
-        let Some(entry) = self.get_action(key)? else { return Ok(None) };
+        self.guard()?;
+        self.read_guard()?;
+        let busy = self.budget.busy();
+        let r = self.lookup_inner(key, expected, local);
+        drop(busy);
+        if let Ok(Some(hit)) = &r {
+            self.budget.credit(Duration::from_millis(hit.exec_ms.unwrap_or(0)));
+        }
+        let r = self.observe(r);
+        if let Some(reason) = self.budget.exhausted() {
+            self.reads_off(&RemoteError::OverBudget { url: self.base.clone(), reason });
+        }
+        r
+    }
+
+    fn lookup_inner(&self, key: &Blake3, expected: &Expected, local: &BlobDir) -> Result<Option<RemoteHit>> {
+        let Some(entry) = self.get_action_inner(key)? else { return Ok(None) };
         let output = validate::check_result(expected, &entry).map_err(|r| self.bad_entry(key, r))?;
         for (d, size) in &entry.blobs {
-            let got = self.fetch_blob(d, local)?;
+            let got = self.fetch_blob_inner(d, *size, local)?;
             if got != *size {
                 return Err(self.bad_entry(key, format!("blob `{d}` is {got} bytes, the entry lists {size}")));
             }
         }
         validate::check_fetched(&output, local).map_err(|r| self.bad_entry(key, r))?;
-        Ok(Some(RemoteHit { output, signer: entry.signer }))
+        Ok(Some(RemoteHit { output, signer: entry.signer, exec_ms: entry.exec_ms }))
     }
 
     fn bad_entry(&self, key: &Blake3, reason: String) -> RemoteError {
@@ -292,12 +395,13 @@ impl RemoteCache {
         components_json: &str,
         blobs: &[Digest],
         local: &BlobDir,
+        exec_ms: Option<u64>,
     ) -> Result<PutStats> {
         let Some(signer) = self.signer.clone().filter(|_| self.mode == RemoteMode::ReadWrite) else {
             return Ok(PutStats { skipped_read_only: true, ..PutStats::default() });
         };
         self.guard()?;
-        let r = self.put_action_inner(key, result_json, components_json, blobs, local, &signer);
+        let r = self.put_action_inner(key, (result_json, components_json, exec_ms), blobs, local, &signer);
         self.observe(r)
     }
 
@@ -307,7 +411,16 @@ impl RemoteCache {
     /// again; a damaged one is replaced by the download.
     pub fn fetch_blob(&self, digest: &Digest, local: &BlobDir) -> Result<u64> {
         self.guard()?;
-        let r = self.fetch_blob_inner(digest, local);
+        let r = self.fetch_blob_inner(digest, 0, local);
+        self.observe(r)
+    }
+
+    /// True if the server has an entry under `key` (HEAD of the `/ac/` value; its blobs are not
+    /// checked: a reader checks them, and a writer re-uploading would send them again anyway).
+    pub fn has_action(&self, key: &Blake3) -> Result<bool> {
+        self.guard()?;
+        let url = self.ac_url(key);
+        let r = self.head_len(&url, false).map(|n| n.is_some());
         self.observe(r)
     }
 
@@ -315,7 +428,7 @@ impl RemoteCache {
     pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
         self.guard()?;
         let url = self.cas_url(digest);
-        let r = self.head_len(&url).map(|n| n.is_some());
+        let r = self.head_len(&url, false).map(|n| n.is_some());
         self.observe(r)
     }
 
@@ -323,14 +436,14 @@ impl RemoteCache {
 
     fn get_action_inner(&self, key: &Blake3) -> Result<Option<RemoteEntry>> {
         let url = self.ac_url(key);
-        let resp = self.send("GET", &url, self.client()?.get(&url))?;
+        let (resp, until) = self.get(&url, 0)?;
         match resp.status() {
             StatusCode::NOT_FOUND => return Ok(None),
             s if !s.is_success() => return Err(status_error("GET", &url, s)),
             _ => {}
         }
         let bad = |reason: String| RemoteError::BadEntry { key: key.to_hex(), url: url.clone(), reason };
-        let bytes = read_limited(resp, MAX_AC_BYTES, &url)?
+        let bytes = read_limited(Deadline::new(resp, until), MAX_AC_BYTES, &url)?
             .ok_or_else(|| bad(format!("the value is larger than {MAX_AC_BYTES} bytes")))?;
         let decoded = entry::decode(&bytes).map_err(bad)?;
 
@@ -339,17 +452,18 @@ impl RemoteCache {
             return Err(bad(format!("`{}` is {rsize} bytes", entry::RESULT_FILE)));
         }
         let rurl = self.cas_url(rd);
-        let resp = self.send("GET", &rurl, self.client()?.get(&rurl))?;
+        let (resp, until) = self.get(&rurl, *rsize)?;
         match resp.status() {
             // The server dropped the result file (eviction): the entry is incomplete, a miss.
             StatusCode::NOT_FOUND => return Ok(None),
             s if !s.is_success() => return Err(status_error("GET", &rurl, s)),
             _ => {}
         }
-        let body = read_limited(resp, MAX_RESULT_FILE_BYTES, &rurl)?
+        let body = read_limited(Deadline::new(resp, until), MAX_RESULT_FILE_BYTES, &rurl)?
             .ok_or_else(|| bad(format!("`{}` is larger than {MAX_RESULT_FILE_BYTES} bytes", entry::RESULT_FILE)))?;
         let actual = Digest::of_bytes(&body);
         if &actual != rd || body.len() as u64 != *rsize {
+            self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).insert(rd.clone());
             return Err(RemoteError::Corrupt {
                 digest: rd.clone(),
                 actual,
@@ -390,8 +504,7 @@ impl RemoteCache {
     fn put_action_inner(
         &self,
         key: &Blake3,
-        result_json: &str,
-        components_json: &str,
+        (result_json, components_json, exec_ms): (&str, &str, Option<u64>),
         blobs: &[Digest],
         local: &BlobDir,
         signer: &SigningKey,
@@ -415,25 +528,43 @@ impl RemoteCache {
                 stats.blobs_present += 1;
             }
         }
-        let record = entry::result_file(key, result_json, components_json, &unique);
+        let record = entry::result_file_timed(key, result_json, components_json, &unique, exec_ms);
         let rf = entry::seal(key, &record, Some(signer));
         let rd = Digest::of_bytes(&rf);
         let rurl = self.cas_url(&rd);
-        if self.head_len(&rurl)? != Some(rf.len() as u64) {
-            self.put(&rurl, self.client()?.put(&rurl).body(rf.clone()))?;
+        if self.is_corrupt(&rd) || self.head_len(&rurl, false)? != Some(rf.len() as u64) {
+            self.put_bytes(&rurl, rf.clone())?;
         }
         let ac = entry::encode((&rd, rf.len() as u64), &sized);
         let url = self.ac_url(key);
-        self.put(&url, self.client()?.put(&url).body(ac))?;
+        self.put_bytes(&url, ac)?;
         Ok(stats)
     }
 
-    /// Uploads one blob unless the server has it with the right size. True if uploaded.
+    fn is_corrupt(&self, d: &Digest) -> bool {
+        self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).contains(d)
+    }
+
+    /// Uploads one blob unless the server has it with the right size (and it was not served
+    /// damaged in this build: then it is replaced). True if uploaded.
     fn upload_blob(&self, d: &Digest, size: u64, local: &BlobDir) -> Result<bool> {
         let url = self.cas_url(d);
-        if self.head_len(&url)? == Some(size) {
+        if !self.is_corrupt(d) && self.head_len(&url, false)? == Some(size) {
             return Ok(false);
         }
+        let mut attempt = 0;
+        loop {
+            match self.upload_blob_once(d, size, local, &url) {
+                Err(e) if attempt < RETRIES && retryable(&e) => {
+                    attempt += 1;
+                    std::thread::sleep(backoff(attempt));
+                }
+                r => return r,
+            }
+        }
+    }
+
+    fn upload_blob_once(&self, d: &Digest, size: u64, local: &BlobDir, url: &str) -> Result<bool> {
         let file = local.open_blob(d).map_err(|source| RemoteError::Local { source })?;
         let bad_local = Arc::new(Mutex::new(false));
         let reader = VerifyingReader {
@@ -443,9 +574,12 @@ impl RemoteCache {
             expected: d.clone(),
             bad: bad_local.clone(),
         };
-        let rb = self.client()?.put(&url).timeout(self.timeouts.upload(size)).body(Body::sized(reader, size));
-        match self.put(&url, rb) {
-            Ok(()) => Ok(true),
+        let rb = self.client()?.put(url).timeout(self.timeouts.upload(size)).body(Body::sized(reader, size));
+        match self.put(url, rb) {
+            Ok(()) => {
+                self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).remove(d);
+                Ok(true)
+            }
             Err(e) if *bad_local.lock().unwrap_or_else(|p| p.into_inner()) => {
                 // The request was aborted before its last byte, so the server stored nothing.
                 // Re-hash to report (and remove) the corrupt local blob.
@@ -458,7 +592,7 @@ impl RemoteCache {
         }
     }
 
-    fn fetch_blob_inner(&self, d: &Digest, local: &BlobDir) -> Result<u64> {
+    fn fetch_blob_inner(&self, d: &Digest, size: u64, local: &BlobDir) -> Result<u64> {
         // A blob already in `local` is used only after re-hashing it, like a local hit's blobs
         // (the scheduler's `blobs_intact`): a hit must never rest on a damaged file that merely
         // has the right name. A corrupt one is removed by `verify` and downloaded again.
@@ -485,7 +619,8 @@ impl RemoteCache {
             }
         }
         let url = self.cas_url(d);
-        let mut resp = self.send("GET", &url, self.client()?.get(&url))?;
+        let (resp, until) = self.get(&url, size)?;
+        let mut resp = Deadline::new(resp, until);
         match resp.status() {
             StatusCode::NOT_FOUND => {
                 return Err(RemoteError::BlobMissing { digest: d.clone(), url: self.base.clone() })
@@ -518,6 +653,7 @@ impl RemoteCache {
         let tmp = bw.into_inner().map_err(|e| io_err(&tmp_path)(e.into_error()))?;
         if &actual != d {
             drop(tmp);
+            self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).insert(d.clone());
             return Err(RemoteError::Corrupt { digest: d.clone(), actual, bytes, url: self.base.clone() });
         }
         tmp.as_file().sync_all().map_err(io_err(&tmp_path))?;
@@ -554,13 +690,73 @@ impl RemoteCache {
         };
         rb.send().map_err(|e| {
             let reason = describe(&e, &self.timeouts);
-            RemoteError::Transport { method, url: url.to_string(), reason, source: e.without_url() }
+            let unreachable = e.is_connect() || e.is_timeout();
+            RemoteError::Transport { method, url: url.to_string(), reason, unreachable, source: e.without_url() }
         })
     }
 
+    /// A GET on the critical path (a lookup): its timeout is what the build's budget has left
+    /// (at most the configured request timeout), retried after a network error, a 5xx or a 429
+    /// while the budget lasts. Returns the response (any status) and the deadline its body must
+    /// arrive by (`size` bytes expected, 0 if unknown).
+    fn get(&self, url: &str, size: u64) -> Result<(Response, Instant)> {
+        let mut attempt = 0;
+        loop {
+            let timeout =
+                self.budget.request_timeout(self.timeouts.request).ok_or_else(|| RemoteError::OverBudget {
+                    url: self.base.clone(),
+                    reason: self.budget.exhausted().unwrap_or_else(|| "the time budget is spent".into()),
+                })?;
+            let until = Instant::now() + timeout + Duration::from_secs(size / MIN_DOWNLOAD_RATE);
+            let r = self.send("GET", url, self.client()?.get(url).timeout(timeout));
+            let wait = match &r {
+                Ok(resp) if resp.status() == StatusCode::TOO_MANY_REQUESTS => retry_after(resp),
+                Ok(resp) if resp.status().is_server_error() => Some(backoff(attempt + 1)),
+                Ok(_) => return r.map(|resp| (resp, until)),
+                Err(e) if retryable(e) => Some(backoff(attempt + 1)),
+                Err(_) => None,
+            };
+            match wait {
+                Some(w) if attempt < RETRIES && w <= MAX_RETRY_WAIT && w < self.budget.remaining() => {
+                    attempt += 1;
+                    std::thread::sleep(w);
+                }
+                _ => return r.map(|resp| (resp, until)),
+            }
+        }
+    }
+
+    /// PUT of bytes (content-addressed, so a repeat is harmless), retried like [`Self::get`].
+    fn put_bytes(&self, url: &str, body: Vec<u8>) -> Result<()> {
+        let mut attempt = 0;
+        loop {
+            match self.put(url, self.client()?.put(url).body(body.clone())) {
+                Err(e) if attempt < RETRIES && retryable(&e) => {
+                    attempt += 1;
+                    std::thread::sleep(backoff(attempt));
+                }
+                r => return r,
+            }
+        }
+    }
+
     /// `Some(Content-Length)` if the server has the key (`Some(u64::MAX)` if it sends no length).
-    fn head_len(&self, url: &str) -> Result<Option<u64>> {
-        let resp = self.send("HEAD", url, self.client()?.head(url))?;
+    /// Retried after a network error or a 5xx.
+    fn head_len(&self, url: &str, _critical: bool) -> Result<Option<u64>> {
+        let mut attempt = 0;
+        let resp = loop {
+            let r = self.send("HEAD", url, self.client()?.head(url));
+            let again = match &r {
+                Ok(resp) => resp.status().is_server_error() || resp.status() == StatusCode::TOO_MANY_REQUESTS,
+                Err(e) => retryable(e),
+            };
+            if again && attempt < RETRIES {
+                attempt += 1;
+                std::thread::sleep(backoff(attempt));
+                continue;
+            }
+            break r?;
+        };
         match resp.status() {
             StatusCode::NOT_FOUND => Ok(None),
             s if s.is_success() => Ok(Some(
@@ -591,20 +787,116 @@ impl RemoteCache {
 
     /// Trips the latch on the first error about the server; concurrent failures that lose the
     /// race become [`RemoteError::Disabled`], so exactly one error is worth a warning.
+    fn read_guard(&self) -> Result<()> {
+        match &*self.reads_off.lock().unwrap_or_else(|e| e.into_inner()) {
+            None => Ok(()),
+            Some(reason) => Err(RemoteError::Disabled { url: self.base.clone(), reason: reason.clone() }),
+        }
+    }
+
+    /// Turns lookups off for the rest of the build (once; `e`'s message becomes the warning).
+    fn reads_off(&self, e: &RemoteError) {
+        let mut r = self.reads_off.lock().unwrap_or_else(|p| p.into_inner());
+        if r.is_none() {
+            *r = Some(e.to_string());
+            *self.warning.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(format!("{}; uploads go on in the background", crate::model::error::chain(e)));
+        }
+    }
+
+    /// Whether lookups are still made (not turned off by the budget or an error).
+    pub fn reading(&self) -> bool {
+        self.guard().is_ok() && self.read_guard().is_ok()
+    }
+
     fn observe<T>(&self, r: Result<T>) -> Result<T> {
         match r {
+            // The budget ran out inside a request: lookups off, the server is fine.
+            Err(e @ RemoteError::OverBudget { .. }) => {
+                self.reads_off(&e);
+                Err(e)
+            }
             Err(e) if e.disables_remote() => {
-                let mut d = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
-                match &*d {
-                    None => {
-                        *d = Some(e.to_string());
-                        Err(e)
-                    }
-                    Some(reason) => Err(RemoteError::Disabled { url: self.base.clone(), reason: reason.clone() }),
+                let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
+                if !e.disables_at_once() && n < FAILURES_TO_DISABLE {
+                    return Err(e);
+                }
+                match self.trip_with(&e) {
+                    true => Err(e),
+                    false => Err(self.guard().err().unwrap_or(e)),
                 }
             }
-            r => r,
+            Err(e) => {
+                // The server answered (an entry problem is about one entry).
+                self.failures.store(0, Ordering::Relaxed);
+                Err(e)
+            }
+            Ok(v) => {
+                self.failures.store(0, Ordering::Relaxed);
+                Ok(v)
+            }
         }
+    }
+
+    /// True if this call turned the remote off (and left `e` as the warning to print).
+    fn trip_with(&self, e: &RemoteError) -> bool {
+        let mut d = self.disabled.lock().unwrap_or_else(|e| e.into_inner());
+        if d.is_some() {
+            return false;
+        }
+        *d = Some(e.to_string());
+        let msg = crate::model::error::chain(e);
+        let warning = format!("{msg}; remote cache turned off for the rest of this build");
+        *self.warning.lock().unwrap_or_else(|p| p.into_inner()) = Some(warning);
+        true
+    }
+}
+
+/// Worth another attempt: the server may answer next time (not: it cannot be reached at all,
+/// which a retry would only make slower to report).
+fn retryable(e: &RemoteError) -> bool {
+    match e {
+        RemoteError::Transport { unreachable, .. } => !unreachable,
+        RemoteError::Read { .. } => true,
+        RemoteError::Status { status, .. } => *status >= 500 || *status == 429,
+        _ => false,
+    }
+}
+
+/// 50 ms, 200 ms, 800 ms …
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(50 << (2 * (attempt.saturating_sub(1)).min(4)))
+}
+
+/// The wait a 429 asks for (`Retry-After` in seconds; 100 ms without one).
+fn retry_after(resp: &Response) -> Option<Duration> {
+    match resp.headers().get(reqwest::header::RETRY_AFTER) {
+        None => Some(Duration::from_millis(100)),
+        Some(v) => v.to_str().ok()?.trim().parse::<u64>().ok().map(Duration::from_secs),
+    }
+}
+
+/// A response body that fails once its deadline passes, however slowly bytes trickle in.
+struct Deadline {
+    resp: Response,
+    until: Instant,
+}
+
+impl Deadline {
+    fn new(resp: Response, until: Instant) -> Deadline {
+        Deadline { resp, until }
+    }
+    fn status(&self) -> StatusCode {
+        self.resp.status()
+    }
+}
+
+impl Read for Deadline {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if Instant::now() > self.until {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the body did not arrive in time (trickling server)"));
+        }
+        self.resp.read(buf)
     }
 }
 
@@ -629,7 +921,7 @@ fn describe(e: &reqwest::Error, t: &Timeouts) -> String {
 }
 
 /// The body, or `None` if it is longer than `limit`.
-fn read_limited(resp: Response, limit: u64, url: &str) -> Result<Option<Vec<u8>>> {
+fn read_limited(resp: impl Read, limit: u64, url: &str) -> Result<Option<Vec<u8>>> {
     let mut out = Vec::new();
     resp.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|source| RemoteError::Read {
         method: "GET",

@@ -40,6 +40,8 @@ pub struct RemoteEntry {
     /// The trusted key whose valid signature the entry carries; `None` when the reader trusts no
     /// keys (then nothing is checked and the entry is unauthenticated).
     pub signer: Option<PublicKey>,
+    /// How long the action ran for its writer (what a hit saves): the remote time budget's credit.
+    pub exec_ms: Option<u64>,
 }
 
 /// The entry record (the signed bytes). Field order is fixed (serde follows declaration order), so
@@ -55,16 +57,31 @@ struct ResultFile {
     /// The referenced blobs in their original order (the `ActionResult` list may be reordered
     /// by a server; REAPI clients must not assume an order).
     blobs: Vec<Digest>,
+    /// Milliseconds the action ran for its writer (absent in entries of older writers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    exec_ms: Option<u64>,
 }
 
 /// The entry record: the bytes a writer signs.
 pub fn result_file(key: &Blake3, result_json: &str, components_json: &str, blobs: &[Digest]) -> Vec<u8> {
+    result_file_timed(key, result_json, components_json, blobs, None)
+}
+
+/// [`result_file`] recording how long the action ran.
+pub fn result_file_timed(
+    key: &Blake3,
+    result_json: &str,
+    components_json: &str,
+    blobs: &[Digest],
+    exec_ms: Option<u64>,
+) -> Vec<u8> {
     let f = ResultFile {
         format: ENTRY_FORMAT,
         key: key.to_hex(),
         result: result_json.to_string(),
         components: components_json.to_string(),
         blobs: blobs.to_vec(),
+        exec_ms,
     };
     serde_json::to_vec(&f).expect("strings and digests always serialise")
 }
@@ -208,7 +225,7 @@ pub fn parse_result_file(key: &Blake3, bytes: &[u8], decoded: &Decoded) -> Resul
     if let Some(extra) = decoded.blobs.keys().find(|d| !f.blobs.contains(d)) {
         return Err(format!("output blob `{extra}` is not referenced by the result"));
     }
-    Ok(RemoteEntry { result_json: f.result, components_json: f.components, blobs, signer: None })
+    Ok(RemoteEntry { result_json: f.result, components_json: f.components, blobs, signer: None, exec_ms: f.exec_ms })
 }
 
 #[cfg(test)]
@@ -236,6 +253,7 @@ mod tests {
                 components_json: r#"[["kind","layer"]]"#.into(),
                 blobs: blobs(),
                 signer: None,
+                exec_ms: None,
             }
         );
         // The value lists paths bazel-remote can validate: every blob plus the result file.

@@ -26,6 +26,9 @@ pub enum RemoteError {
         method: &'static str,
         url: String,
         reason: String,
+        /// The server cannot be reached (refused, no route, TLS handshake) or did not answer
+        /// within the request timeout: not worth retrying, and enough to turn the remote off.
+        unreachable: bool,
         #[source]
         source: reqwest::Error,
     },
@@ -64,6 +67,10 @@ pub enum RemoteError {
     /// was ignored (a miss). Anyone who can write to the server can plant such an entry.
     #[error("remote cache entry `{url}` for action `{key}` is not trusted and was ignored: {reason}")]
     Untrusted { key: String, url: String, reason: String },
+    /// The build's remote time budget is spent ([`super::budget`]): the remote costs more than
+    /// it saves, so it is turned off for the rest of the build.
+    #[error("remote cache `{url}` is turned off for the rest of this build: {reason}")]
+    OverBudget { url: String, reason: String },
     /// An earlier error about the server itself disabled the remote for this `RemoteCache`.
     #[error("remote cache `{url}` is disabled for the rest of this build after an earlier error: {reason}")]
     Disabled { url: String, reason: String },
@@ -89,8 +96,47 @@ impl RemoteError {
     pub fn disables_remote(&self) -> bool {
         match self {
             RemoteError::Transport { .. } | RemoteError::Read { .. } | RemoteError::Client { .. } => true,
-            RemoteError::Status { status, .. } => matches!(status, 401 | 403 | 407) || *status >= 500,
+            RemoteError::Status { status, .. } => matches!(status, 401 | 403 | 407 | 429) || *status >= 500,
             _ => false,
+        }
+    }
+
+    /// True if one such error is enough to turn the remote off: it cannot be reached at all
+    /// (connection refused, no route, TLS set-up), it refuses our credentials, or the time budget
+    /// is spent. Other server errors (a 5xx, a reset, a timeout, 429) turn it off only when they
+    /// repeat ([`super::client::FAILURES_TO_DISABLE`] in a row), so one bad answer costs one miss.
+    pub fn disables_at_once(&self) -> bool {
+        match self {
+            RemoteError::Transport { unreachable, .. } => *unreachable,
+            RemoteError::Client { .. } => true,
+            RemoteError::Status { status, .. } => matches!(status, 401 | 403 | 407),
+            _ => false,
+        }
+    }
+
+    /// A problem with one entry or blob, not with the server: counted and reported once per
+    /// build in a summary line ([`super::RemoteCache::problem_summary`]) instead of per action.
+    pub fn is_entry_problem(&self) -> bool {
+        matches!(
+            self,
+            RemoteError::Corrupt { .. }
+                | RemoteError::BlobMissing { .. }
+                | RemoteError::BadEntry { .. }
+                | RemoteError::Untrusted { .. }
+        )
+    }
+
+    /// A short name of the kind, for the summary line.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            RemoteError::Corrupt { .. } => "corrupt blob",
+            RemoteError::BlobMissing { .. } => "missing blob",
+            RemoteError::BadEntry { .. } => "unusable entry",
+            RemoteError::Untrusted { .. } => "untrusted entry",
+            RemoteError::Status { status: 429, .. } => "rate limited (429)",
+            RemoteError::Status { .. } => "HTTP error",
+            RemoteError::Transport { .. } | RemoteError::Read { .. } => "network error",
+            _ => "error",
         }
     }
 

@@ -31,6 +31,7 @@
 //! `Body::sized`) keeps memory flat without extra `reqwest` features; the scheduler already calls
 //! the local cache through `spawn_blocking`, and calls this the same way.
 
+pub mod budget;
 pub mod client;
 pub mod config;
 pub mod entry;
@@ -39,6 +40,7 @@ pub mod proto;
 pub mod signing;
 pub mod validate;
 
+pub use budget::Budget;
 pub use client::{PutStats, RemoteCache, RemoteHealth, RemoteHit};
 pub use config::{RemoteAuth, RemoteMode, Timeouts, AUTH_ENV, TOKEN_ENV};
 pub use entry::RemoteEntry;

@@ -146,7 +146,13 @@ mod tests {
     use crate::model::action::OutFile;
 
     fn entry(out: &ActionOutput, blobs: &[(Digest, u64)]) -> RemoteEntry {
-        RemoteEntry { result_json: out.to_json(), components_json: "[]".into(), blobs: blobs.to_vec(), signer: None }
+        RemoteEntry {
+            result_json: out.to_json(),
+            components_json: "[]".into(),
+            blobs: blobs.to_vec(),
+            signer: None,
+            exec_ms: None,
+        }
     }
 
     fn layer_kind() -> ActionKind {

@@ -30,6 +30,8 @@ pub struct RunCtx {
     pub debian_archive: Option<String>,
     /// The shared remote cache, if configured.
     pub remote: Option<Arc<crate::remote::RemoteCache>>,
+    /// Background uploads to the remote cache (read-write remotes only).
+    pub uploads: Option<crate::execution::uploads::Uploader>,
     /// Run records collected during the build, written in one transaction at its end.
     pub pending_runs: std::sync::Mutex<Vec<crate::cache::RunRecord>>,
 }
