@@ -8,9 +8,11 @@
 #   graphviz          `dot`, to check `cbuild query --output dot`
 #   hyperfine pigz zstd  benchmarks and their peers
 #   gcc libc6-dev     a static C probe in the sandbox tests (the Rust toolchain links with cc anyway)
+#   docker.io podman  real engines for `cbuild load` (tests: ../shared/harness/dockerd.sh; podman load)
+#   git               `cbuild affected --base` and its tests
 set -euo pipefail
 PKGS=(bubblewrap busybox-static skopeo umoci oci-image-tool jq runc docker-registry apache2-utils nginx
-      graphviz hyperfine pigz zstd curl xz-utils ca-certificates gcc libc6-dev)
+      graphviz hyperfine pigz zstd curl xz-utils ca-certificates gcc libc6-dev docker.io podman git)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

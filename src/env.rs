@@ -12,6 +12,8 @@
 //! | `DOCKER_CONFIG`, `HOME` | `registry::auth` |
 //! | `PATH` | finding `bwrap` |
 //! | `CI` | progress output (no bars under CI) |
+//! | `NO_COLOR`, `CLICOLOR_FORCE`, `TERM` | `cli::color` (under `--color auto`) |
+//! | `DOCKER_HOST`, `CONTAINER_HOST`, `XDG_RUNTIME_DIR`, `PATH` | `cli::engine` (`cbuild load`: the engine's socket or CLI) |
 
 use std::ffi::OsString;
 
@@ -21,6 +23,16 @@ pub const SOURCE_DATE_EPOCH: &str = "SOURCE_DATE_EPOCH";
 pub const DEBIAN_CACHE: &str = "CBUILD_DEBIAN_CACHE";
 /// The directory holding the registry `config.json`.
 pub const DOCKER_CONFIG: &str = "DOCKER_CONFIG";
+/// Turns colour off (no-color.org) unless `--color always`.
+pub const NO_COLOR: &str = "NO_COLOR";
+/// Turns colour on through pipes (bixense.com/clicolors) unless `--color never` or `NO_COLOR`.
+pub const CLICOLOR_FORCE: &str = "CLICOLOR_FORCE";
+/// The Docker engine's address (`unix:///var/run/docker.sock` when unset).
+pub const DOCKER_HOST: &str = "DOCKER_HOST";
+/// The Podman service's address (podman's own variable).
+pub const CONTAINER_HOST: &str = "CONTAINER_HOST";
+/// Where a rootless Podman service's socket lives (`$XDG_RUNTIME_DIR/podman/podman.sock`).
+pub const XDG_RUNTIME_DIR: &str = "XDG_RUNTIME_DIR";
 
 /// A variable's value; `None` when unset, empty or not UTF-8.
 pub fn var(name: &str) -> Option<String> {

@@ -1,7 +1,10 @@
 //! The command line: clap definitions, settings, error classification and exit codes. The only module
 //! that uses `anyhow`; one file per subcommand under `commands/`.
 
+pub mod color;
 pub mod commands;
+pub mod engine;
+pub mod inputs;
 pub mod output;
 pub mod progress;
 pub mod query;
@@ -10,7 +13,7 @@ pub mod settings;
 use std::ffi::OsString;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 pub use output::Failure;
 pub use settings::GlobalArgs;
@@ -64,12 +67,39 @@ pub enum Command {
     Lock(commands::lock::LockArgs),
     /// Move app images onto a new run image without rebuilding: `cbuild rebase //...` after a
     /// stack's run image changed, or `cbuild rebase REF --run-image REF` for an image in a registry.
-    #[command(verbatim_doc_comment)]
     Rebase(commands::rebase::RebaseArgs),
+    /// Build an image target and load it into the local Docker or Podman image store, tagged:
+    /// `cbuild load //tools:tool`, then `docker run cbuild.local/tools/tool`.
+    Load(commands::load_image::LoadArgs),
+    /// List the targets whose inputs changed since a git revision (or in paths given on stdin)
+    ///
+    /// CI then builds and pushes only those. A target is listed when a file it reads changed
+    /// (added, modified, deleted; symlinks followed), when its package's BUILD.star or a .star
+    /// file the package loads changed, when a file appeared or disappeared where one of its
+    /// package's glob()s looks, or when a dependency is listed. A change of cbuild.toml lists
+    /// every target; a file no target reads lists none.
+    ///
+    /// Examples:
+    ///   cbuild affected --base origin/main
+    ///   cbuild affected --base HEAD~1 //services/... --output json
+    ///   git diff --name-only main | cbuild affected --files
+    #[command(verbatim_doc_comment)]
+    Affected(commands::affected::AffectedArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell)
+    ///
+    /// Examples:
+    ///   cbuild completions bash > ~/.local/share/bash-completion/completions/cbuild
+    ///   cbuild completions zsh > ~/.zfunc/_cbuild     (with fpath+=(~/.zfunc) in ~/.zshrc)
+    ///   cbuild completions fish > ~/.config/fish/completions/cbuild.fish
+    #[command(verbatim_doc_comment)]
+    Completions(commands::completions::CompletionsArgs),
+    /// Print the manual page (roff): `cbuild man > cbuild.1`, `cbuild man build`, or write every
+    /// page with `cbuild man --dir /usr/local/share/man/man1`.
+    Man(commands::man::ManArgs),
 }
 
-/// Entry point of the binary. Never panics on user input; returns 0 ok, 1 build failed or
-/// environment error, 2 usage/config/BUILD error.
+/// Entry point of the binary. Never panics on user input; the exit code is the failure's
+/// [`ErrorKind`](crate::model::error::ErrorKind) code (README › Exit codes).
 pub fn main() -> ExitCode {
     // Files cbuild creates (scratch trees the sandbox user must read, layouts, the cache) and what
     // sandboxes write must not depend on the caller's umask: 077 made /workspace unreadable to
@@ -77,7 +107,10 @@ pub fn main() -> ExitCode {
     // SAFETY: umask(2) has no preconditions and cannot fail.
     unsafe { libc::umask(0o022) };
     let args = shorthand(std::env::args_os().collect());
-    let cli = match Cli::try_parse_from(args) {
+    // Decided before parsing, so that help and usage errors follow `--color` and NO_COLOR too.
+    let color = color::init(color::from_args(&args));
+    let parsed = Cli::command().color(color).try_get_matches_from(args).and_then(|m| Cli::from_arg_matches(&m));
+    let cli = match parsed {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 2 } else { 0 };
@@ -118,5 +151,9 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Push(a) => commands::push::run(&cli.global, a),
         Command::Lock(a) => commands::lock::run(&cli.global, a),
         Command::Rebase(a) => commands::rebase::run(&cli.global, a),
+        Command::Load(a) => commands::load_image::run(&cli.global, a),
+        Command::Affected(a) => commands::affected::run(&cli.global, a),
+        Command::Completions(a) => commands::completions::run(a, Cli::command()),
+        Command::Man(a) => commands::man::run(a, Cli::command()),
     }
 }

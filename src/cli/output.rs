@@ -93,18 +93,22 @@ impl Failure {
             Failure::Load(errs) => {
                 let mut s = String::new();
                 for e in errs {
-                    s.push_str(&e.render());
+                    s.push_str(&e.render_styled(super::color::stderr()));
                     if !s.ends_with('\n') {
                         s.push('\n');
                     }
                 }
                 if errs.len() > 1 {
-                    s.push_str(&format!("error: {} errors while loading BUILD files\n", errs.len()));
+                    s.push_str(&format!(
+                        "{} {} errors while loading BUILD files\n",
+                        super::color::error("error:"),
+                        errs.len()
+                    ));
                 }
                 s
             }
             Failure::User { message, hints } => render_plain(message, hints),
-            Failure::Build { message } => format!("error: {message}\n"),
+            Failure::Build { message } => format!("{} {message}\n", super::color::error("error:")),
             Failure::Kinded { message, hints, .. } => render_plain(message, hints),
             Failure::Environment { error, hints } => {
                 let mut msg = format!("{error}");
@@ -120,9 +124,9 @@ impl Failure {
 }
 
 fn render_plain(message: &str, hints: &[String]) -> String {
-    let mut s = format!("error: {message}\n");
+    let mut s = format!("{} {message}\n", super::color::error("error:"));
     for h in hints {
-        s.push_str(&format!("hint: {h}\n"));
+        s.push_str(&format!("{} {h}\n", super::color::hint("hint:")));
     }
     s
 }

@@ -54,9 +54,11 @@ impl Reporter for Plain {
             Event::Finished { label, action, outcome: Outcome::Executed, duration } => {
                 format!("  done {label} {action} ({:.2}s)", duration.as_secs_f64())
             }
-            Event::Failed { label, action, error } => format!("FAILED {label} {action}: {error}"),
+            Event::Failed { label, action, error } => {
+                format!("{} {label} {action}: {error}", super::color::error("FAILED"))
+            }
             Event::Output { label, action, line, .. } => format!("[{label} {action}] {line}"),
-            Event::Warning { message } => format!("warning: {message}"),
+            Event::Warning { message } => format!("{} {message}", super::color::warning("warning:")),
             _ => return,
         };
         let _ = writeln!(std::io::stderr().lock(), "{line}");

@@ -1,5 +1,8 @@
 //! The query language: `deps(X [, depth])`, `rdeps(U, X [, depth])`, `kind(RULE, X)`, target
-//! patterns, and set operators `+` (union), `-` (difference), `^` (intersection), left to right.
+//! patterns, `set(a b …)` of patterns and workspace files, and set operators `+` (union), `-`
+//! (difference), `^` (intersection), left to right. A file stands for the targets that read it
+//! directly ([`super::inputs::InputIndex::readers`]), so `rdeps(//..., set(lib/a.py))` is what
+//! an edit of `lib/a.py` affects.
 
 use std::collections::BTreeSet;
 
@@ -16,6 +19,16 @@ pub enum Expr {
     Union(Box<Expr>, Box<Expr>),
     Except(Box<Expr>, Box<Expr>),
     Intersect(Box<Expr>, Box<Expr>),
+    /// `set(a b …)`: target patterns and workspace-relative file paths.
+    Set(Vec<Member>),
+}
+
+/// A member of `set(...)`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Member {
+    Pattern(Pattern),
+    /// A workspace-relative file path (`services/api/app.py`).
+    File(String),
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -150,6 +163,14 @@ impl Parser<'_> {
                         let d = self.depth()?;
                         Expr::Rdeps(Box::new(u), Box::new(x), d)
                     }
+                    "set" => {
+                        let mut members = Vec::new();
+                        while let Some(Tok::Word(m)) = self.peek().cloned() {
+                            self.pos += 1;
+                            members.push(self.member(&m)?);
+                        }
+                        Expr::Set(members)
+                    }
                     "kind" => {
                         let k = match self.next() {
                             Some(Tok::Word(k)) => k,
@@ -163,7 +184,7 @@ impl Parser<'_> {
                         self.expect(Tok::Comma, "`,` after the rule name of kind(RULE, X)")?;
                         Expr::Kind(k, Box::new(self.expr()?))
                     }
-                    f => return Err(format!("unknown query function `{f}`; known: deps, rdeps, kind")),
+                    f => return Err(format!("unknown query function `{f}`; known: deps, rdeps, kind, set")),
                 };
                 self.expect(Tok::Close, "`)`")?;
                 Ok(e)
@@ -171,6 +192,19 @@ impl Parser<'_> {
             Some(Tok::Word(w)) => Pattern::parse(&w, self.current).map(Expr::Pattern).map_err(|e| e.to_string()),
             other => Err(format!("expected a pattern or function, found {}", describe(other.as_ref()))),
         }
+    }
+}
+
+impl Parser<'_> {
+    fn member(&self, m: &str) -> Result<Member, String> {
+        if m.starts_with("//") || m.starts_with(':') {
+            return Pattern::parse(m, self.current).map(Member::Pattern).map_err(|e| e.to_string());
+        }
+        crate::fs::normalize_relative(std::path::Path::new(m))
+            .and_then(|p| p.to_str().map(String::from))
+            .filter(|p| !p.is_empty())
+            .map(Member::File)
+            .ok_or_else(|| format!("`{m}` in set(): files are paths relative to the workspace root, inside it"))
     }
 }
 
@@ -203,6 +237,10 @@ impl Expr {
     pub fn patterns(&self, out: &mut Vec<Pattern>) {
         match self {
             Expr::Pattern(p) => out.push(p.clone()),
+            Expr::Set(ms) => out.extend(ms.iter().filter_map(|m| match m {
+                Member::Pattern(p) => Some(p.clone()),
+                Member::File(_) => None,
+            })),
             Expr::Deps(x, _) | Expr::Kind(_, x) => x.patterns(out),
             Expr::Rdeps(a, b, _) | Expr::Union(a, b) | Expr::Except(a, b) | Expr::Intersect(a, b) => {
                 a.patterns(out);
@@ -211,30 +249,54 @@ impl Expr {
         }
     }
 
-    /// Evaluates against a graph holding (at least) the closure of every pattern.
+    /// Whether a `set()` names files (then evaluate with [`Expr::eval_with`] over the whole workspace).
+    pub fn has_files(&self) -> bool {
+        match self {
+            Expr::Pattern(_) => false,
+            Expr::Set(ms) => ms.iter().any(|m| matches!(m, Member::File(_))),
+            Expr::Deps(x, _) | Expr::Kind(_, x) => x.has_files(),
+            Expr::Rdeps(a, b, _) | Expr::Union(a, b) | Expr::Except(a, b) | Expr::Intersect(a, b) => {
+                a.has_files() || b.has_files()
+            }
+        }
+    }
+
+    /// Evaluates against a graph holding (at least) the closure of every pattern; files in `set()`
+    /// stand for nothing (see [`Expr::eval_with`]).
     pub fn eval(&self, g: &TargetGraph) -> BTreeSet<Label> {
+        self.eval_with(g, &|_| BTreeSet::new())
+    }
+
+    /// [`Expr::eval`] where a file in `set()` stands for `readers(file)`: the targets reading it.
+    pub fn eval_with(&self, g: &TargetGraph, readers: &dyn Fn(&str) -> BTreeSet<Label>) -> BTreeSet<Label> {
+        let ev = |x: &Expr| x.eval_with(g, readers);
         match self {
             Expr::Pattern(p) => g.nodes.keys().filter(|l| p.matches(l)).cloned().collect(),
-            Expr::Deps(x, None) => g.deps(&x.eval(g)),
-            Expr::Deps(x, Some(d)) => bounded(g, x.eval(g), *d, |l| g.direct_deps(l)),
+            Expr::Set(ms) => ms
+                .iter()
+                .flat_map(|m| match m {
+                    Member::Pattern(p) => g.nodes.keys().filter(|l| p.matches(l)).cloned().collect(),
+                    Member::File(f) => readers(f),
+                })
+                .collect(),
+            Expr::Deps(x, None) => g.deps(&ev(x)),
+            Expr::Deps(x, Some(d)) => bounded(g, ev(x), *d, |l| g.direct_deps(l)),
             Expr::Rdeps(u, x, depth) => {
-                let all = g.rdeps(&u.eval(g), &x.eval(g));
+                let all = g.rdeps(&ev(u), &ev(x));
                 match depth {
                     None => all,
                     Some(d) => {
                         let rev = |l: &Label| {
                             all.iter().filter(|c| g.direct_deps(c).contains(l)).cloned().collect::<Vec<_>>()
                         };
-                        bounded(g, x.eval(g).intersection(&all).cloned().collect(), *d, rev)
+                        bounded(g, ev(x).intersection(&all).cloned().collect(), *d, rev)
                     }
                 }
             }
-            Expr::Kind(k, x) => {
-                x.eval(g).into_iter().filter(|l| g.nodes.get(l).is_some_and(|n| &n.kind == k)).collect()
-            }
-            Expr::Union(a, b) => a.eval(g).union(&b.eval(g)).cloned().collect(),
-            Expr::Except(a, b) => a.eval(g).difference(&b.eval(g)).cloned().collect(),
-            Expr::Intersect(a, b) => a.eval(g).intersection(&b.eval(g)).cloned().collect(),
+            Expr::Kind(k, x) => ev(x).into_iter().filter(|l| g.nodes.get(l).is_some_and(|n| &n.kind == k)).collect(),
+            Expr::Union(a, b) => ev(a).union(&ev(b)).cloned().collect(),
+            Expr::Except(a, b) => ev(a).difference(&ev(b)).cloned().collect(),
+            Expr::Intersect(a, b) => ev(a).intersection(&ev(b)).cloned().collect(),
         }
     }
 }
@@ -274,6 +336,15 @@ mod tests {
         assert!(matches!(parse("kind(layer, deps(//a:b))", None).unwrap(), Expr::Kind(..)));
         assert!(matches!(parse("kind('cnb_image', //...) - //a:b", None).unwrap(), Expr::Except(..)));
         assert!(matches!(parse("//a/... ^ //b:c + //d:e", None).unwrap(), Expr::Union(..)));
+        let e = parse("rdeps(//..., set(lib/a.py ./lib/b.py //x:y 'odd+name'))", None).unwrap();
+        assert!(e.has_files());
+        let Expr::Rdeps(_, x, None) = e else { panic!() };
+        let Expr::Set(ms) = *x else { panic!() };
+        assert_eq!(ms[0], Member::File("lib/a.py".into()));
+        assert_eq!(ms[1], Member::File("lib/b.py".into()));
+        assert!(matches!(ms[2], Member::Pattern(_)));
+        assert_eq!(ms[3], Member::File("odd+name".into()));
+        assert!(!parse("set(//a:b)", None).unwrap().has_files());
     }
 
     #[test]
@@ -287,6 +358,8 @@ mod tests {
             ("//a:b )", "unexpected `)`"),
             ("kind(layer //a:b)", "`,` after the rule name"),
             ("//a b:c", "unexpected"),
+            ("set(../x)", "inside it"),
+            ("set(/etc/passwd)", "inside it"),
         ] {
             let e = parse(q, None).unwrap_err();
             assert!(e.contains(want), "{q:?}: {e}");

@@ -5,6 +5,7 @@
 //! | cache dir    | `--cache-dir`  | `CBUILD_CACHE_DIR`  | `cache.dir`        | `$XDG_CACHE_HOME/cbuild` or `~/.cache/cbuild` |
 //! | jobs         | `-j/--jobs`    | `CBUILD_JOBS`       | `build.jobs`       | number of cores             |
 //! | compression  | `--compression`| `CBUILD_COMPRESSION`| `build.compression`| `gzip`                      |
+//! | colour       | `--color`      | `NO_COLOR`, `CLICOLOR_FORCE` | —         | `auto` (see `cli::color`)   |
 //! | glob limit   | —              | `CBUILD_GLOB_LIMIT` | `build.glob_limit` | 100000                      |
 //! | .deb downloads | —            | `CBUILD_DEBIAN_CACHE` | —               | the cache dir (`<cache>/debs/`) |
 //! | remote cache | `--remote-cache` | `CBUILD_REMOTE_CACHE` | `cache.remote` | none                       |
@@ -23,14 +24,16 @@ use super::output::Failure;
 use crate::loading::{Workspace, WorkspaceError};
 
 /// Options every subcommand takes. Each setting is taken from, in order: the flag, the `CBUILD_*`
-/// environment variable, `cbuild.toml`, the default.
+/// environment variable, `cbuild.toml`, the default. Shown under their own heading after a
+/// subcommand's own options; the rarely used ones only in `--help`, not in `-h`.
 #[derive(Args, Debug, Clone, Default)]
+#[command(next_help_heading = "Global options")]
 pub struct GlobalArgs {
     /// Run as if started in DIR (the workspace is found by walking up from it).
     #[arg(short = 'C', long = "directory", global = true, value_name = "DIR")]
     pub directory: Option<std::path::PathBuf>,
     /// Cache directory [env: CBUILD_CACHE_DIR; cbuild.toml: cache.dir; default: $XDG_CACHE_HOME/cbuild].
-    #[arg(long, global = true, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR", hide_short_help = true)]
     pub cache_dir: Option<std::path::PathBuf>,
     /// Parallel actions [env: CBUILD_JOBS; cbuild.toml: build.jobs; default: number of cores].
     #[arg(short = 'j', long, global = true, value_name = "N")]
@@ -41,16 +44,24 @@ pub struct GlobalArgs {
     /// Less output: no progress, only errors and results.
     #[arg(short, long, global = true)]
     pub quiet: bool,
+    /// Colour in errors, warnings and help: `auto` (on a terminal, unless NO_COLOR is set;
+    /// CLICOLOR_FORCE=1 forces it), `always`, `never`.
+    #[arg(long, global = true, value_enum, default_value_t = super::color::ColorChoice::Auto, value_name = "WHEN", hide_short_help = true)]
+    pub color: super::color::ColorChoice,
+    /// Layer compression: `gzip` or `zstd` [env: CBUILD_COMPRESSION; cbuild.toml: build.compression;
+    /// default: gzip]. A layer's own `compression` attribute wins.
+    #[arg(long, global = true, value_name = "ALGO", value_parser = ["gzip", "zstd"], hide_short_help = true)]
+    pub compression: Option<String>,
     /// Shared cache server (Bazel HTTP cache protocol: nginx WebDAV, bazel-remote, ...)
     /// [env: CBUILD_REMOTE_CACHE; cbuild.toml: cache.remote]. Credentials come from
     /// CBUILD_REMOTE_CACHE_AUTH (user:pass) or CBUILD_REMOTE_CACHE_TOKEN, never from flags.
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL", hide_short_help = true)]
     pub remote_cache: Option<String>,
     /// `read-write` (e.g. CI on main) or `read-only` (e.g. CI on pull requests)
     /// [env: CBUILD_REMOTE_CACHE_MODE; cbuild.toml: cache.remote_mode; default: read-write]. A runner
     /// writes only with a signing key (CBUILD_REMOTE_SIGNING_KEY, from `cbuild cache keygen`);
     /// readers set CBUILD_REMOTE_TRUSTED_KEYS to accept only signed entries.
-    #[arg(long, global = true, value_name = "MODE")]
+    #[arg(long, global = true, value_name = "MODE", hide_short_help = true)]
     pub remote_cache_mode: Option<String>,
 }
 
@@ -122,7 +133,12 @@ impl Settings {
         if jobs == 0 {
             return Err(Failure::user("`jobs` must be at least 1"));
         }
-        let compression = env("CBUILD_COMPRESSION").or(c.build.compression.clone()).unwrap_or_else(|| "gzip".into());
+        let compression = g
+            .compression
+            .clone()
+            .or_else(|| env("CBUILD_COMPRESSION"))
+            .or(c.build.compression.clone())
+            .unwrap_or_else(|| "gzip".into());
         if !["gzip", "zstd"].contains(&compression.as_str()) {
             return Err(Failure::user(format!("compression `{compression}` is not supported; use `gzip` or `zstd`")));
         }

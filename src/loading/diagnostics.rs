@@ -98,8 +98,14 @@ impl LoadError {
     /// Renders the error like rustc: headline, `╭─[file:line:col]`, the source line and a caret.
     /// No colours, so output is stable in snapshots and logs.
     pub fn render(&self) -> String {
+        self.render_styled(false)
+    }
+
+    /// [`render`](Self::render), in colour when `color` (a terminal, `--color always`).
+    pub fn render_styled(&self, color: bool) -> String {
         let mut out = String::new();
-        let handler = GraphicalReportHandler::new_themed(GraphicalTheme::unicode_nocolor()).with_width(100);
+        let theme = if color { GraphicalTheme::unicode() } else { GraphicalTheme::unicode_nocolor() };
+        let handler = GraphicalReportHandler::new_themed(theme).with_width(100);
         if handler.render_report(&mut out, self).is_err() {
             out = format!("error: {}", self.message);
         }

@@ -2,7 +2,7 @@
 //! embedded prelude, `glob()` and the rule machinery. Produces [`TargetNode`]s; knows nothing of actions.
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 
 use starlark::any::ProvidesStaticType;
@@ -209,6 +209,33 @@ impl TargetNode {
     }
 }
 
+/// One `glob()` call as evaluated: its result depends on which files exist in `package`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GlobCall {
+    /// The package whose directory was matched.
+    pub package: PackagePath,
+    pub include: Vec<String>,
+    pub exclude: Vec<String>,
+}
+
+/// The workspace files a package's evaluation read, besides the sources its targets name: its
+/// BUILD file, every `.star` file it loads (transitively), and the `glob()` calls whose results
+/// depend on which files exist (those of loaded files' top levels included). What `cbuild affected`
+/// needs to tell which targets a changed, added or deleted file can affect.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PackageInputs {
+    /// Workspace-relative paths: the BUILD file and every loaded `.star` file.
+    pub files: BTreeSet<String>,
+    pub globs: BTreeSet<GlobCall>,
+}
+
+/// What one loaded `.star` module read: the workspace modules it loads and its top level's globs.
+#[derive(Clone, Debug, Default)]
+struct ModuleInputs {
+    loads: Vec<String>,
+    globs: Vec<GlobCall>,
+}
+
 /// Per-evaluation state reachable from native functions through `eval.extra`.
 #[derive(ProvidesStaticType)]
 struct EvalCtx {
@@ -220,6 +247,8 @@ struct EvalCtx {
     /// A structured error raised by a native function; preferred over starlark's own rendering.
     error: RefCell<Option<LoadError>>,
     glob_limit: usize,
+    /// Every `glob()` evaluated in this file (or in macros it called).
+    globs: RefCell<Vec<GlobCall>>,
 }
 
 fn ctx<'a>(eval: &'a Evaluator) -> anyhow::Result<&'a EvalCtx> {
@@ -287,6 +316,7 @@ fn cbuild_builtins(builder: &mut GlobalsBuilder) {
         };
         let c = ctx(eval)?;
         let (dir, limit) = (c.package_dir.clone(), c.glob_limit);
+        c.globs.borrow_mut().push(GlobCall { package: c.package.clone(), include: inc.clone(), exclude: exc.clone() });
         match glob::glob(&dir, &inc, &exc, limit) {
             Ok(v) if v.is_empty() && !allow_empty => Err(raise(
                 eval,
@@ -473,6 +503,8 @@ pub struct Evaluation {
     root: PathBuf,
     globals: Globals,
     modules: RefCell<HashMap<String, FrozenModule>>,
+    /// What each loaded workspace module read (for [`PackageInputs`]).
+    module_inputs: RefCell<HashMap<String, ModuleInputs>>,
     prelude: FrozenModule,
     pub glob_limit: usize,
     /// Limits on each file's evaluation (the prelude is evaluated before they are set, unlimited).
@@ -502,6 +534,7 @@ impl Evaluation {
             root: root.to_path_buf(),
             globals,
             modules: RefCell::new(HashMap::new()),
+            module_inputs: RefCell::new(HashMap::new()),
             prelude: placeholder_module(),
             glob_limit: 100_000,
             limits: EvalLimits::default(),
@@ -513,6 +546,11 @@ impl Evaluation {
 
     /// Evaluates `<root>/<package>/BUILD.star` and returns its targets in declaration order.
     pub fn eval_package(&self, package: &PackagePath) -> Result<Vec<TargetNode>, LoadError> {
+        self.eval_package_inputs(package).map(|(t, _)| t)
+    }
+
+    /// [`eval_package`](Self::eval_package), with the files and globs the evaluation read.
+    pub fn eval_package_inputs(&self, package: &PackagePath) -> Result<(Vec<TargetNode>, PackageInputs), LoadError> {
         let dir = self.root.join(package.as_str());
         let file = dir.join(BUILD_FILE);
         let display = display_name(package, BUILD_FILE);
@@ -528,7 +566,9 @@ impl Evaluation {
             targets: RefCell::new(Vec::new()),
             error: RefCell::new(None),
             glob_limit: self.glob_limit,
+            globs: RefCell::new(Vec::new()),
         };
+        let direct_loads = self.workspace_loads(&loader, &ast);
         let file_label = format!("//{package}:{BUILD_FILE}");
         let res = Module::with_temp_heap(|module| {
             module.import_public_symbols(&self.prelude);
@@ -541,9 +581,40 @@ impl Evaluation {
                 .map_err(|e| self.limits.exceeded(&eval, &e, &file_label, &last).ok_or(e))
         });
         match res {
-            Ok(()) => Ok(cx.targets.into_inner()),
+            Ok(()) => {
+                let mut inputs = PackageInputs { files: BTreeSet::from([display]), globs: BTreeSet::new() };
+                inputs.globs.extend(cx.globs.into_inner());
+                self.add_module_inputs(direct_loads, &mut inputs);
+                Ok((cx.targets.into_inner(), inputs))
+            }
             Err(Ok(limit)) => Err(limit),
             Err(Err(e)) => Err(cx.error.borrow_mut().take().unwrap_or_else(|| LoadError::from_starlark(&e))),
+        }
+    }
+}
+
+impl Evaluation {
+    /// The workspace modules (not the prelude) `ast` loads directly, as module ids (= paths).
+    fn workspace_loads(&self, loader: &Loader, ast: &AstModule) -> Vec<String> {
+        ast.loads()
+            .iter()
+            .filter_map(|l| loader.resolve(l.module_id).ok())
+            .filter(|id| !id.starts_with("@prelude//"))
+            .collect()
+    }
+
+    /// Adds `loads` and everything they load, with their top levels' globs, to `inputs`.
+    fn add_module_inputs(&self, loads: Vec<String>, inputs: &mut PackageInputs) {
+        let known = self.module_inputs.borrow();
+        let mut work = loads;
+        while let Some(id) = work.pop() {
+            if !inputs.files.insert(id.clone()) {
+                continue;
+            }
+            if let Some(m) = known.get(&id) {
+                inputs.globs.extend(m.globs.iter().cloned());
+                work.extend(m.loads.iter().cloned());
+            }
         }
     }
 }
@@ -642,7 +713,9 @@ impl<'a> Loader<'a> {
             targets: RefCell::new(Vec::new()),
             error: RefCell::new(None),
             glob_limit: self.ev.glob_limit,
+            globs: RefCell::new(Vec::new()),
         };
+        let loads = self.ev.workspace_loads(&sub, &ast);
         let is_prelude = id.starts_with("@prelude//");
         let file_label = match id.rsplit_once('/') {
             _ if is_prelude => id.to_string(),
@@ -671,6 +744,12 @@ impl<'a> Loader<'a> {
             Err(e) => cx.error.borrow_mut().take().unwrap_or_else(|| LoadError::from_starlark(&e)),
         })?;
         self.ev.modules.borrow_mut().insert(id.to_string(), frozen.clone());
+        if !is_prelude {
+            self.ev
+                .module_inputs
+                .borrow_mut()
+                .insert(id.to_string(), ModuleInputs { loads, globs: cx.globs.into_inner() });
+        }
         Ok(frozen)
     }
 }

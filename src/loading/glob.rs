@@ -69,6 +69,20 @@ pub fn glob(dir: &Path, include: &[String], exclude: &[String], limit: usize) ->
     Ok(out)
 }
 
+/// Whether a `glob(include, exclude)` of a package would match the package-relative path `rel` if
+/// the file existed (sub-package boundaries aside). Invalid patterns match everything: callers
+/// use this to find what a file's addition or deletion can change, where a miss would be wrong.
+pub fn could_match(include: &[String], exclude: &[String], rel: &str) -> bool {
+    let dirs = rel.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    if dirs.split('/').any(|c| c == ".git" || c == "cbuild-out") {
+        return false;
+    }
+    match (build_set(include, "include"), build_set(exclude, "exclude")) {
+        (Ok(inc), Ok(exc)) => inc.is_match(rel) && !exc.is_match(rel),
+        _ => true,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,6 +1,7 @@
 //! The target graph: every target reachable from the requested patterns, with dependency edges
 //! (petgraph). Loading packages on demand, checking that every label resolves, and finding cycles.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::path::Path;
 
@@ -8,7 +9,7 @@ use petgraph::graph::{DiGraph, NodeIndex};
 use petgraph::Direction;
 
 use super::diagnostics::LoadError;
-use super::eval::{Evaluation, TargetNode};
+use super::eval::{Evaluation, PackageInputs, TargetNode};
 use super::workspace::BUILD_FILE;
 use crate::model::label::{Label, PackagePath, Pattern};
 
@@ -111,6 +112,8 @@ pub struct Loaded {
     pub graph: TargetGraph,
     pub requested: BTreeSet<Label>,
     pub packages_loaded: usize,
+    /// For every package evaluated: the BUILD and `.star` files and the globs it read.
+    pub package_inputs: BTreeMap<PackagePath, PackageInputs>,
 }
 
 /// Loads the packages the patterns name, then transitively the packages their targets depend on.
@@ -146,6 +149,7 @@ pub fn load_limited(
         }
     }
     let mut failed: BTreeSet<PackagePath> = BTreeSet::new();
+    let package_inputs: RefCell<BTreeMap<PackagePath, PackageInputs>> = RefCell::new(BTreeMap::new());
     let load_pkg = |pk: &PackagePath,
                     packages: &mut BTreeMap<PackagePath, Option<Vec<TargetNode>>>,
                     errors: &mut Vec<LoadError>,
@@ -157,9 +161,10 @@ pub fn load_limited(
             packages.insert(pk.clone(), None);
             return;
         }
-        match ev.eval_package(pk) {
-            Ok(t) => {
+        match ev.eval_package_inputs(pk) {
+            Ok((t, inputs)) => {
                 packages.insert(pk.clone(), Some(t));
+                package_inputs.borrow_mut().insert(pk.clone(), inputs);
             }
             Err(e) => {
                 errors.push(e);
@@ -229,7 +234,7 @@ pub fn load_limited(
             .help("a target cannot depend on itself, directly or through others")]);
     }
     let packages_loaded = packages.values().filter(|p| p.is_some()).count();
-    Ok(Loaded { graph, requested, packages_loaded })
+    Ok(Loaded { graph, requested, packages_loaded, package_inputs: package_inputs.into_inner() })
 }
 
 fn dedup(errors: Vec<LoadError>) -> Vec<LoadError> {

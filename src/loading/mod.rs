@@ -10,6 +10,6 @@ pub mod workspace;
 
 pub use attrs::{AttrValue, FileRef};
 pub use diagnostics::{LoadError, Site};
-pub use eval::{EvalLimits, TargetNode};
+pub use eval::{EvalLimits, GlobCall, PackageInputs, TargetNode};
 pub use graph::{load, load_limited, Loaded, TargetGraph};
 pub use workspace::{Workspace, WorkspaceConfig, WorkspaceError, BUILD_FILE};

@@ -45,6 +45,26 @@ fn archive_err(path: &Path, reason: impl Into<String>) -> OciError {
 /// (compressed); docker ≥ 1.10 and containers/image decompress them by magic. The tar is
 /// deterministic. All blobs must be in `blobs`.
 pub fn write_docker_archive(path: &Path, image: &Image, blobs: &BlobDir, repo_tags: &[String]) -> Result<()> {
+    let result = crate::fs::write_atomic_with(path, |f| {
+        let mut w =
+            write_docker_archive_to(io::BufWriter::new(f), image, blobs, repo_tags).map_err(io::Error::other)?;
+        io::Write::flush(&mut w)
+    });
+    result.map_err(|e| match e.downcast::<OciError>() {
+        Ok(inner) => inner,
+        Err(e) => OciError::Io { path: path.to_path_buf(), source: e },
+    })
+}
+
+/// [`write_docker_archive`] as a stream into `out` (a container engine's `load`, a pipe); returns
+/// `out` unflushed. Blobs are copied from `blobs` as they are written: nothing is held in memory
+/// but the JSON documents.
+pub fn write_docker_archive_to<W: io::Write>(
+    out: W,
+    image: &Image,
+    blobs: &BlobDir,
+    repo_tags: &[String],
+) -> Result<W> {
     image.write_to(blobs)?;
     let mut wanted: BTreeSet<&Digest> = BTreeSet::new();
     wanted.insert(image.digest());
@@ -66,31 +86,19 @@ pub fn write_docker_archive(path: &Path, image: &Image, blobs: &BlobDir, repo_ta
         source,
     })?;
     let index = docker_index_json(image, repo_tags.first().map(String::as_str))?;
-
-    let result = crate::fs::write_atomic_with(path, |f| {
-        let w = io::BufWriter::new(f);
-        let mut t = TarWriter::new(w, DEFAULT_MTIME);
-        let run = || -> Result<io::BufWriter<&mut File>> {
-            t.append_dir("blobs", 0o755, 0, 0)?;
-            t.append_dir("blobs/sha256", 0o755, 0, 0)?;
-            for d in &wanted {
-                let p = blobs.path(d);
-                let f = File::open(&p).map_err(io_err(&p))?;
-                let size = f.metadata().map_err(io_err(&p))?.len();
-                t.append_file(&blob_name(d), 0o644, 0, 0, size, BufReader::new(f), &p)?;
-            }
-            t.append_bytes("index.json", 0o644, &index)?;
-            t.append_bytes("manifest.json", 0o644, &manifest_json)?;
-            t.append_bytes("oci-layout", 0o644, OCI_LAYOUT_FILE)?;
-            Ok(t.finish()?.0)
-        };
-        let mut w = run().map_err(io::Error::other)?;
-        io::Write::flush(&mut w)
-    });
-    result.map_err(|e| match e.downcast::<OciError>() {
-        Ok(inner) => inner,
-        Err(e) => OciError::Io { path: path.to_path_buf(), source: e },
-    })
+    let mut t = TarWriter::new(out, DEFAULT_MTIME);
+    t.append_dir("blobs", 0o755, 0, 0)?;
+    t.append_dir("blobs/sha256", 0o755, 0, 0)?;
+    for d in &wanted {
+        let p = blobs.path(d);
+        let f = File::open(&p).map_err(io_err(&p))?;
+        let size = f.metadata().map_err(io_err(&p))?.len();
+        t.append_file(&blob_name(d), 0o644, 0, 0, size, BufReader::new(f), &p)?;
+    }
+    t.append_bytes("index.json", 0o644, &index)?;
+    t.append_bytes("manifest.json", 0o644, &manifest_json)?;
+    t.append_bytes("oci-layout", 0o644, OCI_LAYOUT_FILE)?;
+    Ok(t.finish()?.0)
 }
 
 /// `index.json` of an archive: like a layout's, plus `io.containerd.image.name` (what docker ≥ 25

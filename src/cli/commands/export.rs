@@ -49,10 +49,10 @@ pub fn run(g: &GlobalArgs, a: ExportArgs) -> Result<ExitCode, Failure> {
     };
     let img = Image::load(built.cache.cas(), manifest).map_err(Failure::env)?;
     let out = if a.output.is_absolute() { a.output.clone() } else { cwd.join(&a.output) };
-    let tag = a.tag.clone().unwrap_or_else(|| {
-        let l = label.trim_start_matches("//").replace(':', "/");
-        format!("cbuild.local/{}:latest", l.to_lowercase())
-    });
+    let tag = match &a.tag {
+        Some(t) => t.clone(),
+        None => default_tag(&crate::model::label::Label::parse(label, None).map_err(|e| Failure::user(e.to_string()))?),
+    };
     match a.format {
         ExportFormat::DockerArchive => {
             crate::oci::docker_archive::write_docker_archive(&out, &img, built.cache.cas(), &[tag])
@@ -64,4 +64,40 @@ pub fn run(g: &GlobalArgs, a: ExportArgs) -> Result<ExitCode, Failure> {
     }
     crate::outln!("{label} {manifest} {}", out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// The image name of a target without `tags` (`export`, `load`): `cbuild.local/<package>/<name>:latest`,
+/// lowercased, with characters a repository name may not hold replaced by `-`.
+pub fn default_tag(l: &crate::model::label::Label) -> String {
+    let path = if l.package.is_root() { l.name.clone() } else { format!("{}/{}", l.package, l.name) };
+    let repo: Vec<String> = path
+        .to_lowercase()
+        .split('/')
+        .map(|c| {
+            let c: String =
+                c.chars().map(|ch| if ch.is_ascii_alphanumeric() || "._-".contains(ch) { ch } else { '-' }).collect();
+            // A path component starts and ends with a letter or digit.
+            let t = c.trim_matches(|ch: char| !ch.is_ascii_alphanumeric());
+            if t.is_empty() {
+                "x".to_string()
+            } else {
+                t.to_string()
+            }
+        })
+        .collect();
+    format!("cbuild.local/{}:latest", repo.join("/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_tags() {
+        let t = |s: &str| default_tag(&crate::model::label::Label::parse(s, None).unwrap());
+        assert_eq!(t("//tools:tool"), "cbuild.local/tools/tool:latest");
+        assert_eq!(t("//services/API:Image"), "cbuild.local/services/api/image:latest");
+        assert_eq!(t("//:img"), "cbuild.local/img:latest");
+        assert_eq!(t("//a:_x+y_"), "cbuild.local/a/x-y:latest");
+    }
 }

@@ -1,12 +1,16 @@
 //! One file per subcommand; each takes the global args and its own, resolves settings, and returns
 //! an exit code or a [`super::Failure`].
 
+pub mod affected;
 pub mod build;
 pub mod cache;
+pub mod completions;
 pub mod explain;
 pub mod export;
 pub mod inspect;
+pub mod load_image;
 pub mod lock;
+pub mod man;
 pub mod push;
 pub mod query;
 pub mod rebase;
@@ -35,4 +39,18 @@ pub fn parse_patterns(s: &Settings, raw: &[String]) -> Result<Vec<Pattern>, Fail
 /// Loads the graph for `patterns`, turning load errors into a located failure.
 pub fn load(s: &Settings, patterns: &[Pattern]) -> Result<crate::loading::Loaded, Failure> {
     crate::loading::load_limited(s.root(), patterns, s.glob_limit, s.starlark_limits).map_err(Failure::Load)
+}
+
+/// Loads `patterns` and analyses every loaded target, for the file → target index of `query`'s
+/// `set(file …)` and of `affected`.
+pub fn load_indexed(
+    s: &Settings,
+    patterns: &[Pattern],
+) -> Result<(crate::loading::Loaded, super::inputs::InputIndex), Failure> {
+    let loaded = load(s, patterns)?;
+    let all: Vec<_> = loaded.graph.nodes.keys().cloned().collect();
+    let opts = crate::analysis::Options { compression: s.compression.clone() };
+    let actions = crate::analysis::analyze(&loaded.graph, &all, &opts).map_err(Failure::Load)?;
+    let index = super::inputs::InputIndex::build(s.root(), &loaded, &actions);
+    Ok((loaded, index))
 }

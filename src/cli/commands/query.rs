@@ -33,8 +33,17 @@ pub fn run(g: &GlobalArgs, a: QueryArgs) -> Result<ExitCode, Failure> {
         .map_err(|m| Failure::user(format!("invalid query `{}`: {m}", a.expr)))?;
     let mut pats = Vec::new();
     expr.patterns(&mut pats);
-    let loaded = super::load(&s, &pats)?;
-    let result = expr.eval(&loaded.graph);
+    let (loaded, result) = if expr.has_files() {
+        // Who reads a file is known only with every target loaded and analysed.
+        pats.push(crate::model::label::Pattern::parse("//...", None).map_err(|e| Failure::user(e.to_string()))?);
+        let (loaded, index) = super::load_indexed(&s, &pats)?;
+        let result = expr.eval_with(&loaded.graph, &|f| index.readers(f, super::super::inputs::Change::Unknown));
+        (loaded, result)
+    } else {
+        let loaded = super::load(&s, &pats)?;
+        let result = expr.eval(&loaded.graph);
+        (loaded, result)
+    };
     let text = match a.output {
         QueryOutput::Label => result.iter().map(|l| format!("{l}\n")).collect::<String>(),
         QueryOutput::Json => {
