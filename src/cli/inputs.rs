@@ -88,11 +88,6 @@ impl InputIndex {
         ix
     }
 
-    /// Every indexed target.
-    pub fn all(&self) -> &BTreeSet<Label> {
-        &self.all
-    }
-
     /// The targets whose inputs include the workspace-relative `path` directly (not through a
     /// dependency): targets reading it (or a file below it, or a symlink leading to it), every
     /// target of a package whose BUILD or loaded `.star` file it is, and, when the file may have
@@ -122,13 +117,16 @@ impl InputIndex {
             packages.extend(ps.iter());
         }
         if change != Change::Modified {
-            let is_dir = self.root.join(path).is_dir();
+            // A directory (from --files) may hold any name; so may a path that is gone and whose
+            // kind is unknown (git lists files, a list on stdin may name a deleted directory).
+            let full = self.root.join(path);
+            let is_dir = full.is_dir() || (change == Change::Unknown && std::fs::symlink_metadata(&full).is_err());
             for (g, user) in &self.globs {
                 let dir = g.package.as_str();
                 let rel =
                     if dir.is_empty() { Some(path) } else { path.strip_prefix(dir).and_then(|r| r.strip_prefix('/')) };
                 let hit = match rel {
-                    // A directory (from --files) may hold any name: every glob of its package counts.
+                    // Every glob of the package counts.
                     Some(_) if is_dir => true,
                     Some(rel) => crate::loading::glob::could_match(&g.include, &g.exclude, rel),
                     // A directory above the glob's package.
@@ -250,6 +248,9 @@ mod tests {
         assert_eq!(names(&ix.readers("a/BUILD.star", Change::Modified)), ["//a:g", "//a:l"]);
         assert_eq!(ix.readers("cbuild.toml", Change::Modified).len(), 3);
         assert!(ix.readers("elsewhere/x", Change::Deleted).is_empty());
+        // Gone, kind unknown (a list on stdin): it may have been a directory of matching files.
+        assert_eq!(names(&ix.readers("a/src/gone", Change::Unknown)), ["//a:g", "//a:l"]);
+        assert!(ix.readers("a/src/gone", Change::Deleted).is_empty());
         // A new sub-package moves the boundary of `a`'s globs.
         assert_eq!(names(&ix.readers("a/src/BUILD.star", Change::Added)), ["//a:g", "//a:l"]);
         // A directory given as a whole.

@@ -46,7 +46,14 @@ pub struct GlobalArgs {
     pub quiet: bool,
     /// Colour in errors, warnings and help: `auto` (on a terminal, unless NO_COLOR is set;
     /// CLICOLOR_FORCE=1 forces it), `always`, `never`.
-    #[arg(long, global = true, value_enum, default_value_t = super::color::ColorChoice::Auto, value_name = "WHEN", hide_short_help = true)]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t = super::color::ColorChoice::Auto,
+        value_name = "WHEN",
+        hide_short_help = true
+    )]
     pub color: super::color::ColorChoice,
     /// Layer compression: `gzip` or `zstd` [env: CBUILD_COMPRESSION; cbuild.toml: build.compression;
     /// default: gzip]. A layer's own `compression` attribute wins.
