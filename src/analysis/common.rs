@@ -27,6 +27,8 @@ pub enum Provided {
         order: Vec<Vec<(ActionId, bool)>>,
         buildpacks: Vec<ActionId>,
     },
+    /// A test (`image_test`): its action's pass is its result.
+    Test(ActionId),
     /// A target with no actions of its own (yet).
     Declared,
 }

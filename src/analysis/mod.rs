@@ -13,6 +13,7 @@ mod cnb_image;
 mod common;
 mod debian_image;
 mod genrule;
+mod image_test;
 mod layer;
 mod oci_image;
 mod oci_import;
@@ -41,6 +42,10 @@ pub fn analyze(g: &TargetGraph, labels: &[Label], opts: &Options) -> Result<Acti
                     }
                     Provided::Layer(a) | Provided::Files { action: a, .. } | Provided::Buildpack(a) => {
                         ag.target_outputs.insert(l.clone(), *a);
+                    }
+                    Provided::Test(a) => {
+                        ag.target_outputs.insert(l.clone(), *a);
+                        ag.test_targets.push(l.clone());
                     }
                     Provided::Stack(_) | Provided::Builder { .. } => {}
                     Provided::Declared => {
@@ -80,6 +85,7 @@ fn analyze_target(
         "stack" => stack::analyze(n, provided, ag, opts),
         "builder" => builder::analyze(n, provided, ag, opts),
         "cnb_image" => cnb_image::analyze(n, provided, ag, opts),
+        "image_test" => image_test::analyze(n, provided, ag, opts),
         // Declared now; their actions arrive with later issues.
         _ => Ok(Provided::Declared),
     }

@@ -41,6 +41,15 @@ pub enum Command {
     /// Only actions whose inputs changed run; everything else comes from the cache. Each image
     /// target's OCI layout is written to cbuild-out/<package>/<name>/.
     Build(commands::build::BuildArgs),
+    /// Run `image_test` targets: `cbuild test //...`. Builds what they need, runs them in
+    /// parallel; an unchanged image's pass is cached (shown as cached). Exit 3 if a test failed.
+    ///
+    /// Examples:
+    ///   cbuild test //...
+    ///   cbuild test //services/... --junit report.xml
+    ///   cbuild test //... --retries 2 --no-cache-results
+    #[command(verbatim_doc_comment)]
+    Test(commands::test::TestArgs),
     /// Query the target graph: deps(X), rdeps(U, X), kind(RULE, X), patterns, and `+`/`-`/`^`.
     ///
     /// Examples:
@@ -142,6 +151,7 @@ fn shorthand(mut args: Vec<OsString>) -> Vec<OsString> {
 pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
     match cli.command {
         Command::Build(a) => commands::build::run(&cli.global, a),
+        Command::Test(a) => commands::test::run(&cli.global, a),
         Command::Query(a) => commands::query::run(&cli.global, a),
         Command::Explain(a) => commands::explain::run(&cli.global, a),
         Command::Cache(a) => commands::cache::run(&cli.global, a),

@@ -1,12 +1,15 @@
 //! Execution: the scheduler, the sandbox and one runner per action kind. Takes a plain
 //! [`ActionGraph`](crate::model::action::ActionGraph), so it is testable without Starlark.
 
+pub mod container;
 pub mod error;
 pub mod events;
+pub mod probe;
 pub mod runners;
 pub mod sandbox;
 pub mod scheduler;
 pub mod sources;
+pub mod structure_test;
 pub mod uploads;
 
 pub use error::ActionError;

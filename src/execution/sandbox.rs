@@ -454,7 +454,18 @@ pub fn check_available() -> Result<(), SandboxError> {
 ///
 /// `--die-with-parent` ties bwrap to the spawning *thread*: poll this future on a tokio worker
 /// thread (which lives as long as the runtime), not from a short-lived blocking-pool thread.
-pub async fn run(spec: &SandboxSpec, mut output: impl FnMut(OutputLine)) -> Result<SandboxOutcome, SandboxError> {
+pub async fn run(spec: &SandboxSpec, output: impl FnMut(OutputLine)) -> Result<SandboxOutcome, SandboxError> {
+    run_observed(spec, output, |_| {}).await
+}
+
+/// [`run`], handing `started` bwrap's host pid as soon as it is spawned: a caller that checks the
+/// sandbox from outside while it runs (a service test joining its network namespace) finds the
+/// sandbox's namespaces with [`sandbox_pid`]. The pid is valid only while this future runs.
+pub async fn run_observed(
+    spec: &SandboxSpec,
+    mut output: impl FnMut(OutputLine),
+    started: impl FnOnce(u32),
+) -> Result<SandboxOutcome, SandboxError> {
     let (bwrap, std_cmd) = bwrap_command(spec)?;
     let argv0 = spec.argv[0].clone();
     let io_err = |source| SandboxError::Io { argv0: argv0.clone(), source };
@@ -473,6 +484,9 @@ pub async fn run(spec: &SandboxSpec, mut output: impl FnMut(OutputLine)) -> Resu
     let mut child = spawned.map_err(|source| SandboxError::Spawn { path: bwrap.clone(), source })?;
     // Declared after `child`, so dropped (killing the sandbox, when this future is dropped) before it.
     let mut killer = Killer(child.id());
+    if let Some(pid) = child.id() {
+        started(pid);
+    }
     let mut stdout = LineReader::new(child.stdout.take().expect("stdout is piped"));
     let mut stderr = LineReader::new(child.stderr.take().expect("stderr is piped"));
 
@@ -581,6 +595,13 @@ impl Drop for Killer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// The sandbox's first process (its own namespaces: user, pid, net…) started by the bwrap whose
+/// host pid [`run_observed`] reported; `None` while bwrap has not cloned it yet (or after it ended).
+pub fn sandbox_pid(bwrap_pid: u32) -> Option<u32> {
+    let pid = libc::pid_t::try_from(bwrap_pid).ok()?;
+    children_of(pid).first().and_then(|p| u32::try_from(*p).ok())
 }
 
 /// The state letter of process `pid` (`R`, `S`, `T`, `Z`…), from `/proc/<pid>/stat`.

@@ -102,6 +102,9 @@ pub enum AttrType {
     Image,
     Order,
     Path,
+    /// Plain data: None, bools, ints, strings, and lists and dicts (string keys) of them. The rule's
+    /// analysis checks the shape (`image_test`'s `commands`, `service`).
+    Data,
 }
 
 impl AttrType {
@@ -118,6 +121,7 @@ impl AttrType {
             "image" => AttrType::Image,
             "order" => AttrType::Order,
             "path" => AttrType::Path,
+            "data" => AttrType::Data,
             _ => return None,
         })
     }
@@ -135,6 +139,7 @@ impl AttrType {
             AttrType::Image => "an image label or \"scratch\"",
             AttrType::Order => "a list of groups, each a list of buildpack labels or optional(label)",
             AttrType::Path => "a path relative to the package",
+            AttrType::Data => "plain data (strings, ints, bools, lists and dicts of them)",
         }
     }
 }
@@ -214,6 +219,7 @@ pub fn convert<'v>(ty: AttrType, v: Value<'v>, cx: &ConvertCtx) -> Result<AttrVa
             let s = v.unpack_str().ok_or_else(wrong)?;
             Ok(AttrValue::File(package_file(s, cx, true)?))
         }
+        AttrType::Data => data(v, 0),
         AttrType::Order => {
             let groups = ListRef::from_value(v).ok_or_else(wrong)?;
             let mut out = Vec::new();
@@ -251,6 +257,40 @@ pub fn convert<'v>(ty: AttrType, v: Value<'v>, cx: &ConvertCtx) -> Result<AttrVa
             Ok(AttrValue::List(out))
         }
     }
+}
+
+/// Deepest nesting of lists and dicts an `attr.data()` value may have.
+const MAX_DATA_DEPTH: usize = 16;
+
+/// Converts plain Starlark data (see [`AttrType::Data`]).
+fn data(v: Value, depth: usize) -> Result<AttrValue, String> {
+    if depth > MAX_DATA_DEPTH {
+        return Err(format!("data nested deeper than {MAX_DATA_DEPTH} levels"));
+    }
+    if v.is_none() {
+        return Ok(AttrValue::None);
+    }
+    if let Some(b) = v.unpack_bool() {
+        return Ok(AttrValue::Bool(b));
+    }
+    if let Some(i) = v.unpack_i32() {
+        return Ok(AttrValue::Int(i as i64));
+    }
+    if let Some(s) = v.unpack_str() {
+        return Ok(AttrValue::String(s.to_string()));
+    }
+    if let Some(l) = ListRef::from_value(v) {
+        return l.iter().map(|x| data(x, depth + 1)).collect::<Result<_, _>>().map(AttrValue::List);
+    }
+    if let Some(d) = DictRef::from_value(v) {
+        let mut out = BTreeMap::new();
+        for (k, x) in d.iter() {
+            let k = k.unpack_str().ok_or_else(|| format!("dict keys must be strings, got `{}`", short(k)))?;
+            out.insert(k.to_string(), data(x, depth + 1)?);
+        }
+        return Ok(AttrValue::Dict(out));
+    }
+    Err(format!("expected plain data (strings, ints, bools, lists, dicts), got {} `{}`", v.get_type(), short(v)))
 }
 
 fn optional_label(v: Value) -> Option<String> {

@@ -88,6 +88,14 @@ pub enum ActionKind {
     CnbExport(CnbExportSpec),
     /// `layer_labels` name each layer's target in the image history (`created_by`).
     Image { base: Option<ActionId>, layers: Vec<ActionId>, layer_labels: Vec<String>, config: ImageConfigSpec },
+    /// Check an image (`image_test`): structure, commands run in it, a service it starts. Its
+    /// output is a pass ([`super::test_spec::TestResult`]); a failure is an error, never stored.
+    ImageTest {
+        image: ActionId,
+        spec: super::test_spec::TestSpec,
+        /// A container-structure-test file (workspace-relative), read when the test runs.
+        config: Option<String>,
+    },
 }
 
 /// What the detect and build phases of a `cnb_image` share.
@@ -160,6 +168,7 @@ impl ActionKind {
             ActionKind::Layer { .. } => "layer",
             ActionKind::ImportImage { .. } => "import",
             ActionKind::Image { .. } => "image",
+            ActionKind::ImageTest { .. } => "image_test",
         }
     }
 }
@@ -183,6 +192,8 @@ pub struct ActionGraph {
     pub target_outputs: BTreeMap<Label, ActionId>,
     /// Targets whose output is an image (their layout is written to cbuild-out/).
     pub image_targets: Vec<Label>,
+    /// Test targets (`image_test`): their action is in `target_outputs`.
+    pub test_targets: Vec<Label>,
     /// Registry references each image target is pushed to (`tags`).
     pub image_tags: BTreeMap<Label, Vec<String>>,
     /// Targets of kinds whose actions are not implemented yet (rule kind), reported, never silent.

@@ -6,3 +6,4 @@ pub mod digest;
 pub mod error;
 pub mod label;
 pub mod reference;
+pub mod test_spec;

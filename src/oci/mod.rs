@@ -33,6 +33,7 @@ pub mod image;
 pub mod layer;
 pub mod layout;
 pub mod tar;
+pub mod tree;
 
 pub use compress::Compression;
 pub use docker_archive::{read_archive, write_docker_archive};

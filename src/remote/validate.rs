@@ -36,7 +36,7 @@ impl Expected {
             ActionKind::Genrule { outs, .. } => ("files", Some(outs.iter().cloned().collect())),
             ActionKind::Buildpack { files, .. } => ("files", Some(files.iter().map(|(n, _)| n.clone()).collect())),
             ActionKind::Layer { .. } => ("layer", None),
-            ActionKind::CnbDetect(_) | ActionKind::CnbBuild { .. } => ("data", None),
+            ActionKind::CnbDetect(_) | ActionKind::CnbBuild { .. } | ActionKind::ImageTest { .. } => ("data", None),
             ActionKind::ImportImage { .. }
             | ActionKind::Image { .. }
             | ActionKind::PullImage { .. }

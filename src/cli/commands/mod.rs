@@ -16,6 +16,7 @@ pub mod query;
 pub mod rebase;
 pub mod run;
 pub mod session;
+pub mod test;
 
 use super::output::Failure;
 use super::settings::Settings;

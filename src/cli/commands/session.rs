@@ -63,13 +63,54 @@ pub fn build(s: Settings, patterns: &[String], keep_going: bool) -> Result<Built
     build_with(s, patterns, keep_going, Layouts::All)
 }
 
+/// What a session does with the `image_test` targets among the requested ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tests {
+    /// Build what they test, run nothing (`cbuild build //...`, as `bazel build` builds tests
+    /// without running them).
+    Build,
+    /// Run them, and only them with what they need (`cbuild test`); `retries` and `force`
+    /// (`--no-cache-results`) as in [`TestSpec`](crate::model::test_spec::TestSpec).
+    Run { retries: u32, force: bool },
+}
+
 /// [`build`], choosing which layouts are written (see [`Layouts`]).
 pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, layouts: Layouts) -> Result<Built, Failure> {
+    build_session(s, patterns, keep_going, layouts, Tests::Build)
+}
+
+/// The session: [`build_with`], with what to do with test targets.
+pub fn build_session(
+    s: Settings,
+    patterns: &[String],
+    keep_going: bool,
+    layouts: Layouts,
+    tests: Tests,
+) -> Result<Built, Failure> {
     let pats = super::parse_patterns(&s, patterns)?;
     let loaded = super::load(&s, &pats)?;
-    let requested: Vec<_> = loaded.requested.iter().cloned().collect();
-    let graph = analysis::analyze(&loaded.graph, &requested, &analysis::Options { compression: s.compression.clone() })
-        .map_err(Failure::Load)?;
+    let is_test = |l: &crate::model::label::Label| loaded.graph.get(l).is_some_and(|n| n.kind == "image_test");
+    let mut requested: Vec<_> = match tests {
+        Tests::Build => loaded
+            .requested
+            .iter()
+            .flat_map(|l| if is_test(l) { loaded.graph.direct_deps(l) } else { vec![l.clone()] })
+            .collect(),
+        Tests::Run { .. } => loaded.requested.iter().filter(|l| is_test(l)).cloned().collect(),
+    };
+    requested.sort();
+    requested.dedup();
+    let mut graph =
+        analysis::analyze(&loaded.graph, &requested, &analysis::Options { compression: s.compression.clone() })
+            .map_err(Failure::Load)?;
+    if let Tests::Run { retries, force } = tests {
+        for a in &mut graph.actions {
+            if let crate::model::action::ActionKind::ImageTest { spec, .. } = &mut a.kind {
+                spec.retries = retries;
+                spec.force = force;
+            }
+        }
+    }
     let cache = Arc::new(Cache::open(&s.cache_dir).map_err(|e| Failure::Environment {
         error: e.into(),
         hints: vec![format!("check that `{}` is writable, or pass --cache-dir", s.cache_dir.display())],
@@ -86,7 +127,8 @@ pub fn build_with(s: Settings, patterns: &[String], keep_going: bool, layouts: L
     for w in cache.warnings() {
         reporter.event(&execution::Event::Warning { message: w.clone() });
     }
-    if graph.actions.iter().any(|a| matches!(a.kind, crate::model::action::ActionKind::Genrule { .. })) {
+    use crate::model::action::ActionKind;
+    if graph.actions.iter().any(|a| matches!(a.kind, ActionKind::Genrule { .. } | ActionKind::ImageTest { .. })) {
         crate::execution::sandbox::check_available().map_err(|e| Failure::Environment {
             error: e.into(),
             hints: vec!["install bubblewrap: apt-get install bubblewrap".into()],

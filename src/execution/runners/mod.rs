@@ -17,6 +17,7 @@ pub mod ctx;
 pub mod debian;
 pub mod genrule;
 pub mod image;
+pub mod image_test;
 pub mod import;
 pub mod layer;
 pub mod pull;
@@ -40,6 +41,7 @@ pub const RUNNERS: &[&dyn Runner] = &[
     &cnb_detect::Detect,
     &cnb_build::Build,
     &cnb_export::Export,
+    &image_test::ImageTestRunner,
 ];
 
 /// The one dispatch from an action kind to its runner.
@@ -55,6 +57,7 @@ pub fn runner(kind: &ActionKind) -> &'static dyn Runner {
         ActionKind::CnbDetect(_) => &cnb_detect::Detect,
         ActionKind::CnbBuild { .. } => &cnb_build::Build,
         ActionKind::CnbExport(_) => &cnb_export::Export,
+        ActionKind::ImageTest { .. } => &image_test::ImageTestRunner,
     }
 }
 
@@ -78,7 +81,8 @@ pub fn output_format() -> String {
 /// Every kind version and the output format in one line: what a pinned image digest depends on
 /// besides its inputs.
 pub fn output_fingerprint() -> String {
-    let kinds: Vec<String> = RUNNERS.iter().map(|r| format!("{}={}", r.mnemonic(), r.version())).collect();
+    let kinds: Vec<String> =
+        RUNNERS.iter().filter(|r| r.makes_image_bytes()).map(|r| format!("{}={}", r.mnemonic(), r.version())).collect();
     format!("{};{}", kinds.join(","), output_format())
 }
 
@@ -100,7 +104,19 @@ mod tests {
         unique.sort();
         unique.dedup();
         assert_eq!(unique.len(), names.len(), "{names:?}");
-        for n in ["genrule", "layer", "import", "image", "buildpack", "pull", "debian", "detect", "build", "export"] {
+        for n in [
+            "genrule",
+            "layer",
+            "import",
+            "image",
+            "buildpack",
+            "pull",
+            "debian",
+            "detect",
+            "build",
+            "export",
+            "image_test",
+        ] {
             assert!(names.contains(&n), "{n} has no runner");
         }
     }

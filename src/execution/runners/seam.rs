@@ -26,6 +26,12 @@ pub trait Runner: Sync {
     /// a shared remote cache, are not reused). Pinned-digest tests are tied to
     /// [`output_fingerprint`], so a changed digest without a bump (or a codec id change) fails.
     fn version(&self) -> u32;
+    /// Whether outputs of this kind can become bytes of an image (then its version is part of
+    /// [`output_fingerprint`](super::output_fingerprint), which pinned image digests are tied to).
+    /// `false` for a kind whose output is a verdict (a test's pass), never image content.
+    fn makes_image_bytes(&self) -> bool {
+        true
+    }
     /// The workspace sources the action reads, each with whether it follows a last-component
     /// symlink (`true`) or copies it as a link (`false`). The executor hashes them before (their
     /// digests are in `RunCtx::sources`) and refuses to store a result if one changed meanwhile.
