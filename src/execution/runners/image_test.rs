@@ -201,7 +201,7 @@ impl Tester {
         match failures.len() {
             0 => Ok(self.checks.len()),
             1 => Err(Fail::Check(failures.remove(0))),
-            n => Err(Fail::Check(format!("{n} of {} checks failed:\n{}", self.checks.len(), failures.join("\n")))),
+            n => Err(Fail::Check(format!("{n} of {} checks failed:\n  {}", self.checks.len(), failures.join("\n  ")))),
         }
     }
 
