@@ -1,0 +1,403 @@
+//! Sandbox and secrets through the CLI. Sandbox: a buildpack reaches the host network only when
+//! its target says `network = True`; a genrule never does; 50 background processes left by a
+//! buildpack or a genrule do not survive the build. Secrets: a planted registry password (basic
+//! auth via DOCKER_CONFIG) and a planted remote-cache token never appear in stdout/stderr/--json,
+//! in any image blob under cbuild-out, or anywhere in the cache dir — also when the server answers
+//! errors that echo the request's Authorization header back.
+//!
+//! Covered elsewhere, not repeated: reading host files, writing outside mounts, becoming root,
+//! network without `network`, leftover sleeps, timeouts and dropped futures through the sandbox API
+//! (`sandbox_escape.rs`); a hostile buildpack through the platform
+//! (`cnb_platform.rs::hostile_buildpack_is_contained_and_never_root`); the remote token on a
+//! healthy server (`remote_cli.rs::remote_cache_credentials_are_never_printed`) and in
+//! errors/Debug (`remote_cache.rs::planted_token_never_appears_in_errors_or_debug`).
+
+use crate::common;
+use crate::common::support;
+
+use std::io::{Read, Write};
+use std::net::TcpListener;
+use std::os::unix::fs::PermissionsExt;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use support::Ws;
+
+/// A listener on 127.0.0.1 that answers HTTP 200 "host-says-hi" and counts connections.
+fn host_listener() -> (u16, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    let n = Arc::new(AtomicUsize::new(0));
+    let n2 = n.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            n2.fetch_add(1, Ordering::SeqCst);
+            let mut buf = [0u8; 1024];
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let _ = s.read(&mut buf);
+            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhost-says-hi");
+        }
+    });
+    (port, n)
+}
+
+/// An examples copy with buildpack `//bps:probe` (detect passes, build runs `build_sh`) and
+/// `//app:img` built with it, with `network` and platform env `HOST_PORT`.
+fn probe_ws(build_sh: &str, network: bool, port: u16) -> Ws {
+    let ws = support::examples();
+    ws.write(
+        "bps/probe/buildpack.toml",
+        "api = \"0.10\"\n[buildpack]\nid = \"rel/probe\"\nversion = \"1.0.0\"\n[[targets]]\nos = \"linux\"\n",
+    );
+    ws.write("bps/probe/bin/detect", "#!/bin/sh\nexit 0\n");
+    ws.write("bps/probe/bin/build", build_sh);
+    for f in ["bin/detect", "bin/build"] {
+        std::fs::set_permissions(ws.path(&format!("bps/probe/{f}")), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    ws.write("bps/BUILD.star", "buildpack(name = \"probe\", srcs = glob([\"probe/**\"]))\n");
+    ws.write("bld/BUILD.star", "builder(name = \"b\", stack = \"//stacks:default\", order = [[\"//bps:probe\"]])\n");
+    ws.write(
+        "app/BUILD.star",
+        format!(
+            "cnb_image(name = \"img\", srcs = glob([\"**\"], exclude = [\"BUILD.star\"]), builder = \"//bld:b\", network = {}, env = {{\"HOST_PORT\": \"{port}\"}})\n",
+            if network { "True" } else { "False" }
+        ),
+    );
+    ws.write("app/x.txt", "x");
+    ws
+}
+
+// nc, not wget: the stack's static busybox wget segfaults (NSS) whatever the network, so a wget
+// probe cannot tell blocked from reachable.
+const NET_PROBE: &str = "#!/bin/sh\nif printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 3 127.0.0.1 \"$(cat \"$2/env/HOST_PORT\")\"; then echo; echo NET-REACHED; else echo NET-BLOCKED; fi\nprintf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"\n";
+
+fn output_lines(o: &support::Out) -> String {
+    o.events()
+        .iter()
+        .filter(|e| e["type"] == "output")
+        .map(|e| format!("{}\n", e["line"].as_str().unwrap_or("")))
+        .collect()
+}
+
+#[test]
+fn buildpack_network_only_with_network_true() {
+    let (port, hits) = host_listener();
+    let ws = probe_ws(NET_PROBE, false, port);
+    let o = ws.build(&["//app:img"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let out = output_lines(&o);
+    assert!(out.contains("NET-BLOCKED") && !out.contains("host-says-hi"), "network = False must block: {out}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a connection reached the host with network = False");
+
+    let ws = probe_ws(NET_PROBE, true, port);
+    let o = ws.build(&["//app:img"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let out = output_lines(&o);
+    assert!(out.contains("host-says-hi") && out.contains("NET-REACHED"), "network = True must reach the host: {out}");
+    assert!(hits.load(Ordering::SeqCst) >= 1);
+}
+
+#[test]
+fn genrule_never_reaches_the_network() {
+    let (port, hits) = host_listener();
+    let probe = format!("printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | /bin/busybox nc -w 3 127.0.0.1 {port}");
+    // Positive control: the same probe on the host reaches the listener.
+    let on_host = Command::new("sh").arg("-c").arg(probe.replace("\\\\", "\\")).output().unwrap();
+    assert!(String::from_utf8_lossy(&on_host.stdout).contains("host-says-hi"), "probe broken on the host: {on_host:?}");
+    assert_eq!(hits.swap(0, Ordering::SeqCst), 1);
+    let ws = support::examples();
+    ws.write(
+        "net/BUILD.star",
+        format!("genrule(name = \"g\", outs = [\"o.txt\"], cmd = \"if {probe}; then echo reached > $OUTS; else echo blocked > $OUTS; fi\")\n"),
+    );
+    let o = ws.build(&["//net:g"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "a genrule reached the host network");
+    let produced: Vec<_> = walkdir::WalkDir::new(ws.path("cbuild-out"))
+        .into_iter()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name() == "o.txt")
+        .collect();
+    if let Some(f) = produced.first() {
+        assert_eq!(std::fs::read_to_string(f.path()).unwrap().trim(), "blocked");
+    }
+}
+
+/// Processes whose command line is exactly `sleep <marker>`.
+fn survivors(marker: &str) -> usize {
+    let out = Command::new("ps").args(["-eo", "args"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).lines().filter(|l| l.trim() == format!("sleep {marker}")).count()
+}
+
+#[test]
+fn fifty_background_processes_of_a_buildpack_do_not_survive() {
+    let marker = "7771";
+    let build = format!(
+        "#!/bin/sh\ni=0\nwhile [ $i -lt 25 ]; do sleep {marker} & i=$((i+1)); done\ni=0\nwhile [ $i -lt 25 ]; do ( sleep {marker} & ) ; i=$((i+1)); done\n(trap '' HUP TERM; sleep {marker}) &\necho spawned\nprintf '[[processes]]\\ntype = \"web\"\\ncommand = [\"true\"]\\ndefault = true\\n' > \"$1/launch.toml\"\n"
+    );
+    let ws = probe_ws(&build, false, 1);
+    let o = ws.build(&["//app:img"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    assert!(output_lines(&o).contains("spawned"));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(survivors(marker), 0, "background processes of the buildpack survived the build");
+}
+
+#[test]
+fn fifty_background_processes_of_a_genrule_do_not_survive() {
+    let marker = "7772";
+    let ws = support::examples();
+    ws.write(
+        "bg/BUILD.star",
+        format!("genrule(name = \"g\", outs = [\"o.txt\"], cmd = \"i=0; while [ $i -lt 50 ]; do sleep {marker} & i=$((i+1)); done; echo ok > $OUTS\")\n"),
+    );
+    let o = ws.build(&["//bg:g"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(survivors(marker), 0, "background processes of the genrule survived the build");
+}
+
+// ---- secrets ----------------------------------------------------------------------------------------
+
+const PASS: &str = "PLANTED-REG-PASS-9f3kq";
+const TOKEN: &str = "PLANTED-CACHE-TOKEN-x81v";
+
+fn b64(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// Asserts no planted secret (or its base64 form) is in `text` or in any file under `dirs`.
+fn assert_no_secret(what: &str, text: &str, dirs: &[&std::path::Path]) {
+    for s in [PASS.to_string(), TOKEN.to_string(), b64(&format!("rel:{PASS}")), b64(TOKEN)] {
+        assert!(!text.contains(&s), "{what}: secret `{s}` in the output:\n{text}");
+        for d in dirs {
+            let hits = support::files_containing(d, s.as_bytes());
+            assert!(hits.is_empty(), "{what}: secret `{s}` in {hits:?}");
+        }
+    }
+}
+
+struct Registry {
+    dir: tempfile::TempDir,
+    host: String,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = Command::new(common::harness("registry.sh")).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+#[test]
+fn registry_password_never_leaks() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::harness("registry.sh"))
+        .arg("start")
+        .arg(dir.path())
+        .arg(format!("rel:{PASS}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let reg =
+        Registry { host: String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("http://").to_string(), dir };
+    let ws = support::examples();
+    let cfg = tempfile::tempdir().unwrap();
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, b64(&format!("rel:{PASS}"))),
+    )
+    .unwrap();
+    let mut all = String::new();
+    // `build --push` pushes to the target's `tags`.
+    let tools = ws.read("tools/BUILD.star");
+    ws.write(
+        "tools/BUILD.star",
+        tools.replace(
+            "exposed_ports = [\"8080/tcp\"],",
+            &format!("exposed_ports = [\"8080/tcp\"],\n    tags = [\"{}/rel/web:1\"],", reg.host),
+        ),
+    );
+    // A push, a push with --json, a build --push with --json, then an oci_pull of the pushed image.
+    for args in [
+        vec!["push".to_string(), "//tools:tool".into(), "--tag".into(), format!("{}/rel/img:0", reg.host)],
+        vec![
+            "--json".into(),
+            "push".into(),
+            "//tools:tool-versioned".into(),
+            "--tag".into(),
+            format!("{}/rel/img:1", reg.host),
+        ],
+        vec!["build".into(), "--json".into(), "--push".into(), "//tools:web".into()],
+    ] {
+        let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(&args));
+        assert_eq!(o.code, 0, "{args:?}: {}", o.all());
+        all.push_str(&o.all());
+    }
+    assert!(all.matches("rel/").count() >= 3, "three pushes reported: {all}");
+    ws.write(
+        "pull/BUILD.star",
+        format!(
+            "oci_pull(name = \"b\", image = \"{}/rel/img:0\")\noci_image(name = \"img\", base = \":b\")\n",
+            reg.host
+        ),
+    );
+    let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(["build", "--json", "//pull:img"]));
+    assert_eq!(o.code, 0, "{}", o.all());
+    all.push_str(&o.all());
+    // Wrong password: the error must not print the one that was tried.
+    std::fs::write(
+        cfg.path().join("config.json"),
+        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, b64(&format!("rel:{PASS}-wrong"))),
+    )
+    .unwrap();
+    let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args([
+        "push",
+        "//tools:tool",
+        "--tag",
+        &format!("{}/rel/other:1", reg.host),
+    ]));
+    assert_eq!(o.code, 1, "{}", o.all());
+    all.push_str(&o.all());
+    assert_no_secret("registry", &all, &[&ws.path("cbuild-out"), &ws.cache]);
+}
+
+/// A server answering every request with `status` and a body that echoes the request headers
+/// (a misbehaving registry or cache that reflects `Authorization`).
+fn echo_server(status: u16) -> (String, Arc<AtomicUsize>) {
+    let l = TcpListener::bind("127.0.0.1:0").unwrap();
+    let host = l.local_addr().unwrap().to_string();
+    let authed = Arc::new(AtomicUsize::new(0));
+    let authed2 = authed.clone();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let authed = authed2.clone();
+            std::thread::spawn(move || {
+                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+                loop {
+                    let mut buf = Vec::new();
+                    let mut b = [0u8; 1];
+                    while !buf.ends_with(b"\r\n\r\n") {
+                        match s.read(&mut b) {
+                            Ok(1) => buf.push(b[0]),
+                            _ => return,
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_string();
+                    if !head.to_lowercase().contains("\nauthorization:") {
+                        // Ask for credentials first, as a registry does.
+                        let resp =
+                            "HTTP/1.1 401 X\r\nWWW-Authenticate: Basic realm=\"echo\"\r\nContent-Length: 2\r\n\r\n{}";
+                        if s.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    authed.fetch_add(1, Ordering::SeqCst);
+                    let body = format!(
+                        "{{\"errors\":[{{\"code\":\"DENIED\",\"message\":\"you sent: {}\"}}]}}",
+                        head.replace("\r\n", " | ").replace('"', "'")
+                    );
+                    let resp = format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 0\r\n\r\n{body}", body.len());
+                    if s.write_all(resp.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (host, authed)
+}
+
+#[test]
+fn registry_error_bodies_reflecting_authorization_are_not_printed() {
+    for status in [401u16, 403, 500] {
+        let (host, authed) = echo_server(status);
+        let ws = support::examples();
+        let cfg = tempfile::tempdir().unwrap();
+        std::fs::write(
+            cfg.path().join("config.json"),
+            format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}", b64(&format!("rel:{PASS}"))),
+        )
+        .unwrap();
+        ws.write(
+            "pull/BUILD.star",
+            format!("oci_pull(name = \"b\", image = \"{host}/rel/img:1\")\noci_image(name = \"img\", base = \":b\")\n"),
+        );
+        let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(["build", "--json", "//pull:img"]));
+        assert_eq!(o.code, 1, "{}", o.all());
+        assert!(authed.load(Ordering::SeqCst) > 0, "the client never sent credentials: {}", o.all());
+        assert_no_secret(&format!("registry answering {status}"), &o.all(), &[&ws.cache]);
+    }
+}
+
+#[test]
+fn remote_cache_token_never_leaks_even_when_the_server_reflects_it() {
+    let mut all = String::new();
+    for status in [401u16, 500] {
+        let (host, authed) = echo_server(status);
+        let ws = support::examples();
+        let o = support::out_of(ws.cmd().env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN).args([
+            "--remote-cache",
+            &format!("http://{host}"),
+            "build",
+            "--json",
+            "//tools:tool",
+        ]));
+        assert_eq!(o.code, 0, "a failing remote cache is a warning, the build goes on: {}", o.all());
+        all.push_str(&o.all());
+        assert!(authed.load(Ordering::SeqCst) > 0, "the client never sent the token: {}", o.all());
+        assert_no_secret(&format!("remote cache answering {status}"), &all, &[&ws.cache, &ws.path("cbuild-out")]);
+    }
+}
+
+#[test]
+fn remote_cache_token_never_leaks_on_a_real_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(common::harness("http-cache.sh")).arg("start").arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    struct Stop(std::path::PathBuf);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = Command::new(common::harness("http-cache.sh")).arg("stop").arg(&self.0).output();
+        }
+    }
+    let _stop = Stop(dir.path().to_path_buf());
+    let a = support::examples();
+    let b = support::examples();
+    // Runner A writes (it holds a signing key; without one the remote cache is read-only), runner
+    // B reads what A signed: the token travels in both directions.
+    let keys = tempfile::tempdir().unwrap();
+    let key = keys.path().join("signing.pem");
+    let kg = Command::new(env!("CARGO_BIN_EXE_cbuild")).arg("cache").arg("keygen").arg(&key).output().unwrap();
+    assert!(kg.status.success(), "{}", String::from_utf8_lossy(&kg.stderr));
+    let public = String::from_utf8_lossy(&kg.stdout).trim().to_string();
+    let mut all = String::new();
+    for (i, ws) in [&a, &b].into_iter().enumerate() {
+        let mut c = ws.cmd();
+        c.env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN).env("CBUILD_REMOTE_TRUSTED_KEYS", &public);
+        if i == 0 {
+            c.env("CBUILD_REMOTE_SIGNING_KEY", &key);
+        }
+        let o = support::out_of(c.args(["--remote-cache", &url, "build", "--json"]).args(support::TARGETS));
+        assert_eq!(o.code, 0, "{}", o.all());
+        if i == 1 {
+            assert!(
+                o.summary()["cached_remote"].as_u64().unwrap_or(0) > 0,
+                "runner B got nothing from A: {}",
+                o.stdout
+            );
+        }
+        all.push_str(&o.all());
+    }
+    assert_no_secret(
+        "remote cache",
+        &all,
+        &[&a.cache, &b.cache, &a.path("cbuild-out"), &b.path("cbuild-out"), dir.path()],
+    );
+}
