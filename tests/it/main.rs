@@ -22,6 +22,7 @@ mod debian_deb;
 mod debian_examples;
 mod debian_stack;
 mod engine;
+mod image_test;
 mod images;
 mod oci_images;
 mod rebase;
