@@ -283,6 +283,13 @@ pub fn temp_owner(name: &str) -> TempOwner {
     }
 }
 
+impl crate::model::error::Kinded for CasError {
+    /// The blob store is the machine's: a missing or damaged blob, or a disk error, is the machine's problem.
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        crate::model::error::ErrorKind::Environment
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,12 +378,5 @@ mod tests {
         let name = f.path().file_name().unwrap().to_string_lossy().into_owned();
         assert!(name.starts_with(".tmp-"), "{name}");
         assert_eq!(temp_owner(&name), if ns != 0 { TempOwner::Alive } else { TempOwner::Unknown });
-    }
-}
-
-impl crate::model::error::Kinded for CasError {
-    /// The blob store is the machine's: a missing or damaged blob, or a disk error, is the machine's problem.
-    fn kind(&self) -> crate::model::error::ErrorKind {
-        crate::model::error::ErrorKind::Environment
     }
 }

@@ -9,6 +9,7 @@
 //! | `SOURCE_DATE_EPOCH` | the build session |
 //! | `CBUILD_REMOTE_CACHE_AUTH`, `CBUILD_REMOTE_CACHE_TOKEN` | `remote::config` (never printed) |
 //! | `CBUILD_DEBIAN_ARCHIVE`, `CBUILD_DEBIAN_CACHE` | `debian::source`, the `debian_image` runner |
+//! | `CBUILD_BINDINGS_KEY` (never printed), `$VAR` named by a `cnb_image` binding, `--env K` | `execution::runners::cnb_bindings`, analysis, `cli::build_inputs` |
 //! | `DOCKER_CONFIG`, `HOME` | `registry::auth` |
 //! | `PATH` | finding `bwrap` |
 //! | `CI` | progress output (no bars under CI) |

@@ -12,7 +12,7 @@ pub fn analyze(
     n: &TargetNode,
     provided: &BTreeMap<Label, Provided>,
     ag: &mut ActionGraph,
-    _opts: &Options,
+    opts: &Options,
 ) -> Result<Provided, String> {
     let l = &n.label;
     let (app, mut deps) = sources(n, "srcs", provided)?;
@@ -35,8 +35,20 @@ pub fn analyze(
         stack_id: stack.id.clone(),
         uid: stack.uid,
         gid: stack.gid,
-        env: string_map(n.attr("env")),
+        env: {
+            let mut env = string_map(n.attr("env"));
+            env.extend(opts.env.clone());
+            env
+        },
         network: bool_attr(n, "network")?,
+        bindings: {
+            let mut b = BTreeMap::new();
+            for (name, dir) in string_map(n.attr("bindings")) {
+                b.insert(name.clone(), binding_dir(&name, &dir)?);
+            }
+            b.extend(opts.bindings.clone());
+            b
+        },
     };
     let detect = ag.add(l, ActionKind::CnbDetect(phase.clone()), deps.clone());
     let mut bdeps = deps;
@@ -56,4 +68,26 @@ pub fn analyze(
     ag.image_tags.insert(l.clone(), strings(n.attr("tags")));
     let export = ag.add(l, ActionKind::CnbExport(spec), vec![build, stack.run_image]);
     Ok(Provided::Image(export))
+}
+
+/// A binding's directory as written in BUILD: absolute, `~/...` (the user's home) or `$VAR` (an
+/// environment variable naming it, e.g. a CI secret mount). Checked when the build starts.
+fn binding_dir(name: &str, v: &str) -> Result<String, String> {
+    let resolved = if let Some(var) = v.strip_prefix('$') {
+        crate::env::var(var).ok_or_else(|| {
+            format!("`bindings[\"{name}\"]` is `{v}`, but the environment variable `{var}` is not set")
+        })?
+    } else if let Some(rest) = v.strip_prefix("~/") {
+        let home =
+            crate::env::var("HOME").ok_or_else(|| format!("`bindings[\"{name}\"]` uses `~`, but HOME is not set"))?;
+        format!("{home}/{rest}")
+    } else {
+        v.to_string()
+    };
+    if !resolved.starts_with('/') {
+        return Err(format!(
+            "`bindings[\"{name}\"]` is `{v}`: a binding must be an absolute path outside the workspace (or `~/...`, `$VAR`)"
+        ));
+    }
+    Ok(resolved)
 }

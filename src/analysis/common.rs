@@ -49,11 +49,16 @@ pub struct StackInfo {
 pub struct Options {
     /// Layer compression when a `layer` has no `compression` attribute (`gzip` or `zstd`).
     pub compression: String,
+    /// `--env`/`--env-file`: platform env of every `cnb_image` and env of every `genrule`,
+    /// over the BUILD file's.
+    pub env: BTreeMap<String, String>,
+    /// `--binding NAME=DIR`: service bindings of every `cnb_image`, over the BUILD file's.
+    pub bindings: BTreeMap<String, String>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { compression: "gzip".into() }
+        Options { compression: "gzip".into(), env: BTreeMap::new(), bindings: BTreeMap::new() }
     }
 }
 

@@ -12,7 +12,7 @@ pub fn analyze(
     n: &TargetNode,
     provided: &BTreeMap<Label, Provided>,
     ag: &mut ActionGraph,
-    _opts: &Options,
+    opts: &Options,
 ) -> Result<Provided, String> {
     let l = &n.label;
     let (srcs, deps) = sources(n, "srcs", provided)?;
@@ -26,7 +26,8 @@ pub fn analyze(
         }
     }
     let cmd = str_attr(n, "cmd")?.to_string();
-    let env = string_map(n.attr("env"));
+    let mut env = string_map(n.attr("env"));
+    env.extend(opts.env.clone());
     let mut deps = deps;
     let image = match n.attr("image") {
         AttrValue::Label(b) => match provided.get(b) {

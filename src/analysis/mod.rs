@@ -20,8 +20,8 @@ mod oci_import;
 mod oci_pull;
 mod stack;
 
-pub use common::Options;
 use common::Provided;
+pub use common::{string_map, Options};
 
 pub fn analyze(g: &TargetGraph, labels: &[Label], opts: &Options) -> Result<ActionGraph, Vec<LoadError>> {
     let mut ag = ActionGraph::default();

@@ -1,6 +1,7 @@
 //! The command line: clap definitions, settings, error classification and exit codes. The only module
 //! that uses `anyhow`; one file per subcommand under `commands/`.
 
+pub mod build_inputs;
 pub mod color;
 pub mod commands;
 pub mod engine;
@@ -9,6 +10,7 @@ pub mod output;
 pub mod progress;
 pub mod query;
 pub mod settings;
+pub mod stamp;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

@@ -131,6 +131,18 @@ fn render_plain(message: &str, hints: &[String]) -> String {
     s
 }
 
+/// A build's exit code: 0 when everything built; else the code of the worst error's kind
+/// (README › Exit codes), or 8 when Ctrl-C stopped the build.
+pub fn report_exit_code(r: &crate::execution::BuildReport) -> std::process::ExitCode {
+    if r.ok() {
+        std::process::ExitCode::SUCCESS
+    } else if let Some(kind) = r.error_kind() {
+        std::process::ExitCode::from(kind.exit_code())
+    } else {
+        std::process::ExitCode::from(crate::model::error::EXIT_INTERRUPTED)
+    }
+}
+
 impl From<ActionError> for Failure {
     fn from(e: ActionError) -> Failure {
         Failure::Kinded { kind: e.kind, message: e.message, hints: e.hints }

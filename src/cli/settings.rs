@@ -70,6 +70,8 @@ pub struct GlobalArgs {
     /// readers set CBUILD_REMOTE_TRUSTED_KEYS to accept only signed entries.
     #[arg(long, global = true, value_name = "MODE", hide_short_help = true)]
     pub remote_cache_mode: Option<String>,
+    #[command(flatten)]
+    pub inputs: super::build_inputs::BuildInputArgs,
 }
 
 /// Everything a command needs to know about where and how to run.
@@ -94,6 +96,8 @@ pub struct Settings {
     pub remote_trusted_keys: Vec<crate::remote::PublicKey>,
     /// Limits on evaluating each BUILD / .star file.
     pub starlark_limits: crate::loading::EvalLimits,
+    /// `--env`, `--env-file`, `--binding`, `--stamp`.
+    pub inputs: super::build_inputs::BuildInputs,
 }
 
 fn env(name: &str) -> Option<String> {
@@ -190,7 +194,9 @@ impl Settings {
             env_parse("CBUILD_STARLARK_MAX_DEPTH")?.or(c.build.starlark_max_depth),
         )
         .map_err(Failure::user)?;
+        let inputs = g.inputs.resolve(&cwd, &workspace.root)?;
         Ok(Settings {
+            inputs,
             workspace,
             cwd,
             cache_dir,
@@ -215,6 +221,15 @@ impl Settings {
 
     pub fn root(&self) -> &Path {
         &self.workspace.root
+    }
+
+    /// What analysis applies to every target: compression, `--env`, `--binding`.
+    pub fn analysis_options(&self) -> crate::analysis::Options {
+        crate::analysis::Options {
+            compression: self.compression.clone(),
+            env: self.inputs.env.clone(),
+            bindings: self.inputs.bindings.clone(),
+        }
     }
 }
 

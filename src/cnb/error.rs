@@ -112,6 +112,25 @@ impl CnbError {
     }
 }
 
+impl crate::model::error::Kinded for CnbError {
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        use crate::model::error::ErrorKind::*;
+        let phase = match self {
+            CnbError::Toml { phase, .. }
+            | CnbError::UnsupportedApi { phase, .. }
+            | CnbError::Invalid { phase, .. }
+            | CnbError::Io { phase, .. } => Some(*phase),
+            CnbError::NoGroupPassed { .. } => None,
+        };
+        match phase {
+            // A workspace buildpack's own descriptor is wrong.
+            Some(Phase::Load) => User,
+            // What a buildpack did while it ran (or detection failing on the app).
+            _ => Build,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -133,24 +152,5 @@ mod tests {
         };
         assert_eq!(e.exit_code(), 12);
         assert!(e.to_string().contains("`0.6`"));
-    }
-}
-
-impl crate::model::error::Kinded for CnbError {
-    fn kind(&self) -> crate::model::error::ErrorKind {
-        use crate::model::error::ErrorKind::*;
-        let phase = match self {
-            CnbError::Toml { phase, .. }
-            | CnbError::UnsupportedApi { phase, .. }
-            | CnbError::Invalid { phase, .. }
-            | CnbError::Io { phase, .. } => Some(*phase),
-            CnbError::NoGroupPassed { .. } => None,
-        };
-        match phase {
-            // A workspace buildpack's own descriptor is wrong.
-            Some(Phase::Load) => User,
-            // What a buildpack did while it ran (or detection failing on the app).
-            _ => Build,
-        }
     }
 }

@@ -1324,6 +1324,16 @@ pub fn interactive_command(spec: &SandboxSpec) -> Result<std::process::Command, 
     bwrap_command(spec).map(|(_, cmd)| cmd)
 }
 
+impl crate::model::error::Kinded for SandboxError {
+    fn kind(&self) -> crate::model::error::ErrorKind {
+        use crate::model::error::ErrorKind::*;
+        match self {
+            SandboxError::InvalidSpec(_) => Internal,
+            _ => Environment,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1801,15 +1811,5 @@ mod tests {
         assert_eq!(verdict(program, &i386), libc::SECCOMP_RET_KILL_PROCESS);
         let arm = SyscallData { nr: 20, arch: 0x4000_0028, args: [0; 6] };
         assert_eq!(verdict(program, &arm), libc::SECCOMP_RET_KILL_PROCESS);
-    }
-}
-
-impl crate::model::error::Kinded for SandboxError {
-    fn kind(&self) -> crate::model::error::ErrorKind {
-        use crate::model::error::ErrorKind::*;
-        match self {
-            SandboxError::InvalidSpec(_) => Internal,
-            _ => Environment,
-        }
     }
 }

@@ -377,6 +377,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
             .as_ref()
             .filter(|r| r.mode() == crate::remote::RemoteMode::ReadWrite)
             .map(|r| super::uploads::Uploader::new(r.clone(), cache.clone())),
+        bindings: Default::default(),
         pending_runs: Default::default(),
     });
     let started = Instant::now();
@@ -628,6 +629,7 @@ pub fn fetch_remote_layers(
         debian_archive: None,
         remote: None,
         uploads: None,
+        bindings: Default::default(),
         pending_runs: Default::default(),
     };
     rt.block_on(async {

@@ -41,6 +41,9 @@ pub struct BuildConfig {
     pub starlark_max_steps: Option<u64>,
     pub starlark_max_heap: Option<String>,
     pub starlark_max_depth: Option<usize>,
+    /// A shell command printing `KEY VALUE` lines for `--stamp` placeholders (Bazel's
+    /// `--workspace_status_command`), run in the workspace root.
+    pub workspace_status: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

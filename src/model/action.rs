@@ -119,6 +119,9 @@ pub struct CnbPhase {
     /// Platform env (`<platform>/env/NAME`).
     pub env: BTreeMap<String, String>,
     pub network: bool,
+    /// Service bindings: name → absolute host directory (read at build time, values never stored).
+    #[serde(default)]
+    pub bindings: BTreeMap<String, String>,
 }
 
 /// Parameters of a `debian_image`.

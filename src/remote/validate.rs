@@ -30,6 +30,11 @@ pub struct Expected {
 }
 
 impl Expected {
+    /// A `data` output (e.g. a target's CNB cache state).
+    pub fn data() -> Expected {
+        Expected { variant: "data", files: None }
+    }
+
     /// The expectation for an action of `kind`.
     pub fn of(kind: &ActionKind) -> Expected {
         let (variant, files) = match kind {

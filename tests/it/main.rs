@@ -11,6 +11,7 @@
 mod common;
 
 mod architecture;
+mod build_inputs;
 mod cache_safety;
 mod cli_load;
 mod cli_workflow;
@@ -36,6 +37,8 @@ mod reliability_security;
 mod remote_cache;
 mod remote_cli;
 mod sandbox_escape;
+mod remote_faults;
+mod remote_state;
 mod security_buildpacks;
 mod security_extract;
 mod security_inputs;

@@ -33,14 +33,5 @@ pub fn run(g: &GlobalArgs, a: BuildArgs) -> Result<ExitCode, Failure> {
     Ok(exit_code(&built.report))
 }
 
-/// 0 when everything built; else the code of the worst error's kind (README › Exit codes), or 8
-/// when Ctrl-C stopped the build.
-pub fn exit_code(r: &crate::execution::BuildReport) -> ExitCode {
-    if r.ok() {
-        ExitCode::SUCCESS
-    } else if let Some(kind) = r.error_kind() {
-        ExitCode::from(kind.exit_code())
-    } else {
-        ExitCode::from(crate::model::error::EXIT_INTERRUPTED)
-    }
-}
+/// See [`crate::cli::output::report_exit_code`].
+pub use crate::cli::output::report_exit_code as exit_code;

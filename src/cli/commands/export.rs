@@ -42,7 +42,7 @@ pub fn run(g: &GlobalArgs, a: ExportArgs) -> Result<ExitCode, Failure> {
     let built = super::session::build(s, std::slice::from_ref(&a.label), false)?;
     if !built.report.ok() {
         super::session::print_summary(&built);
-        return Ok(super::build::exit_code(&built.report));
+        return Ok(crate::cli::output::report_exit_code(&built.report));
     }
     let Some((label, manifest, _)) = built.images.first() else {
         return Err(Failure::user(format!("`{}` is not an image target", a.label)));

@@ -50,7 +50,7 @@ pub fn load_indexed(
 ) -> Result<(crate::loading::Loaded, super::inputs::InputIndex), Failure> {
     let loaded = load(s, patterns)?;
     let all: Vec<_> = loaded.graph.nodes.keys().cloned().collect();
-    let opts = crate::analysis::Options { compression: s.compression.clone() };
+    let opts = s.analysis_options();
     let actions = crate::analysis::analyze(&loaded.graph, &all, &opts).map_err(Failure::Load)?;
     let index = super::inputs::InputIndex::build(s.root(), &loaded, &actions);
     Ok((loaded, index))

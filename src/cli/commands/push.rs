@@ -31,7 +31,7 @@ pub fn run(g: &GlobalArgs, a: PushArgs) -> Result<ExitCode, Failure> {
     let mut built = super::session::build_with(s, &a.labels, false, super::session::Layouts::LocalOnly)?;
     if !built.report.ok() {
         super::session::print_summary(&built);
-        return Ok(super::build::exit_code(&built.report));
+        return Ok(crate::cli::output::report_exit_code(&built.report));
     }
     // Pushes are not actions: the summary reports them as `pushed`, apart from `executed`.
     built.pushed = push_built(&built, &a.tags)?;
@@ -70,6 +70,16 @@ pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure>
         let mut digests: Vec<crate::model::digest::Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
         digests.push(img.config_digest().clone());
         for t in &tags {
+            let t = &match &b.stamp {
+                Some(values) => crate::cli::stamp::expand(t, values, &format!("tag `{t}` of `{label}`"))?,
+                None if !crate::cli::stamp::placeholders(t).is_empty() => {
+                    return Err(Failure::user_hint(
+                        format!("tag `{t}` of `{label}` has placeholders"),
+                        "pass --stamp to fill them from the commit and `build.workspace_status`",
+                    ))
+                }
+                None => t.clone(),
+            };
             let r = Reference::parse(t).map_err(|e| Failure::user(format!("tag `{t}` of `{label}`: {e}")))?;
             // Blobs this cache pushed to other repositories of the same registry can be mounted.
             let mut sources = sources.clone();

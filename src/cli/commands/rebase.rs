@@ -110,7 +110,7 @@ fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
             eprint!("{}", crate::cli::output::render_action_error("", e));
         }
     }
-    Ok(super::build::exit_code(&built.report))
+    Ok(crate::cli::output::report_exit_code(&built.report))
 }
 
 fn registry(

@@ -26,6 +26,8 @@ pub struct Built {
     pub no_layout: Vec<String>,
     /// Image pushes done (one per image and tag), reported apart from executed actions.
     pub pushed: usize,
+    /// With `--stamp`: the placeholder values (tags are filled from them when pushed).
+    pub stamp: Option<std::collections::BTreeMap<String, String>>,
     pub registry: crate::registry::ClientOptions,
 }
 
@@ -100,9 +102,7 @@ pub fn build_session(
     };
     requested.sort();
     requested.dedup();
-    let mut graph =
-        analysis::analyze(&loaded.graph, &requested, &analysis::Options { compression: s.compression.clone() })
-            .map_err(Failure::Load)?;
+    let mut graph = analysis::analyze(&loaded.graph, &requested, &s.analysis_options()).map_err(Failure::Load)?;
     if let Tests::Run { retries, force } = tests {
         for a in &mut graph.actions {
             if let crate::model::action::ActionKind::ImageTest { spec, .. } = &mut a.kind {
@@ -128,6 +128,16 @@ pub fn build_session(
         reporter.event(&execution::Event::Warning { message: w.clone() });
     }
     use crate::model::action::ActionKind;
+    // Service bindings named in BUILD files are checked before anything runs (a missing or
+    // misplaced one is a workspace error, exit 2, with nothing built).
+    for a in &graph.actions {
+        if let ActionKind::CnbDetect(p) = &a.kind {
+            for (name, dir) in &p.bindings {
+                crate::execution::runners::cnb_bindings::check(name, std::path::Path::new(dir), s.root())
+                    .map_err(|e| Failure::from(e.context(format_args!("`{}`", a.label))))?;
+            }
+        }
+    }
     if graph.actions.iter().any(|a| matches!(a.kind, ActionKind::Genrule { .. } | ActionKind::ImageTest { .. })) {
         crate::execution::sandbox::check_available().map_err(|e| Failure::Environment {
             error: e.into(),
@@ -188,12 +198,29 @@ pub fn build_session(
             .map_err(|e| Failure::from(e.context("fetching base image layers")))?;
     }
     let mut no_layout = Vec::new();
+    let stamp = match s.inputs.stamp {
+        true => Some(crate::cli::stamp::values(
+            s.root(),
+            s.workspace.config.build.workspace_status.as_deref(),
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        )?),
+        false => None,
+    };
     for l in &graph.image_targets {
         if !requested.contains(l) {
             continue;
         }
         let id = graph.target_outputs[l];
         if let Some(ActionOutput::Image { manifest, .. }) = report.outputs[id].as_deref() {
+            // `--stamp`: the declared labels with placeholders filled in, on a new manifest.
+            let stamped = match (&stamp, loaded.graph.get(l)) {
+                (Some(values), Some(n)) => {
+                    let labels = crate::analysis::string_map(n.attr("labels"));
+                    crate::cli::stamp::stamp_image(cache.cas(), manifest, &labels, values, &l.to_string())?
+                }
+                _ => None,
+            };
+            let manifest = stamped.as_ref().unwrap_or(manifest);
             let rel = layout_dir(l);
             let dir = s.root().join(&rel);
             if layouts == Layouts::LocalOnly && !skip_remote_layout(&dir, &cache, manifest, &rel, l, s.quiet)? {
@@ -206,7 +233,7 @@ pub fn build_session(
             images.push((l.to_string(), manifest.clone(), rel));
         }
     }
-    Ok(Built { settings: s, graph, report, cache, images, no_layout, pushed: 0, registry })
+    Ok(Built { settings: s, graph, report, cache, images, no_layout, pushed: 0, registry, stamp })
 }
 
 /// For [`Layouts::LocalOnly`]: true if the image's blobs are all local (write its layout as

@@ -26,7 +26,8 @@ use crate::cnb::layer_toml::{
 };
 use crate::fs::confined::{Kind, Root};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
-use crate::model::digest::Digest;
+use crate::execution::events::Event;
+use crate::model::digest::{Blake3, Digest};
 use crate::oci::layer::{Compression, LayerBlob};
 use crate::oci::tar::{entries_from_dir, TarEntry};
 
@@ -147,6 +148,102 @@ fn group_buildpacks(
 /// Where the previous successful build of a target keeps what the next one restores.
 fn state_path(ctx: &RunCtx, label: &str) -> PathBuf {
     ctx.cache.dir().join("cnb-state").join(format!("{}.json", crate::model::digest::Blake3::of_bytes(label.as_bytes())))
+}
+
+/// The remote-cache key of a target's CNB cache state: the target and the builder's identity (its
+/// stack and the buildpacks of the chosen group, with versions). Not an action key: the state is
+/// what the next build restores, never a result that is used as is.
+fn state_key(label: &str, p: &crate::model::action::CnbPhase, group: &[crate::cnb::plan::GroupMember]) -> Blake3 {
+    let members: Vec<String> = group.iter().map(|m| m.key()).collect();
+    Blake3::of_bytes(format!("cbuild cnb cache state v1\n{label}\n{}\n{}", p.stack_id, members.join(",")).as_bytes())
+}
+
+/// Every blob a state references (cache layers, and launch layers a later build may reuse).
+fn state_blobs(state: &[BuildpackResult]) -> Vec<Digest> {
+    let mut v: Vec<Digest> = state
+        .iter()
+        .flat_map(|b| b.layers.values())
+        .flat_map(|l| [&l.cache_blob, &l.launch_blob])
+        .flatten()
+        .map(|b| b.digest.clone())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// Queues the upload of this target's cache state to the remote cache (read-write remotes), so a
+/// runner with an empty cache restores the cache layers before `bin/build`. Last writer wins; the
+/// entry is written after its blobs, so a reader never sees half of one.
+fn upload_state(ctx: &RunCtx, key: &Blake3, state: &[BuildpackResult]) {
+    let Some(up) = &ctx.uploads else { return };
+    let Ok(json) = serde_json::to_string(state) else { return };
+    let blobs = state_blobs(state);
+    let out = ActionOutput::Data { json, blobs: blobs.clone() };
+    up.submit(crate::execution::uploads::Job::new(*key, out.to_json(), "[]".into(), blobs, None, false));
+}
+
+/// The cache state of this target from the remote cache, when the local cache has none: checked
+/// (its blobs downloaded and verified, its buildpacks those of the group) or discarded with a
+/// warning. Never changes an image digest: cache layers are not in images.
+async fn remote_state(
+    ctx: &Arc<RunCtx>,
+    key: &Blake3,
+    label: &str,
+    group: &[crate::cnb::plan::GroupMember],
+) -> Vec<BuildpackResult> {
+    let Some(remote) = ctx.remote.clone() else { return Vec::new() };
+    if !remote.reading() {
+        return Vec::new();
+    }
+    let (ctx2, key2) = (ctx.clone(), *key);
+    let r =
+        tokio::task::spawn_blocking(move || remote.lookup(&key2, &crate::remote::Expected::data(), ctx2.cache.cas()))
+            .await;
+    let Some(remote) = ctx.remote.as_ref() else { return Vec::new() };
+    if let Some(w) = remote.take_warning() {
+        ctx.reporter.event(&Event::Warning { message: w });
+    }
+    let json = match r {
+        Ok(Ok(Some(hit))) => match hit.output {
+            ActionOutput::Data { json, .. } => json,
+            _ => return Vec::new(),
+        },
+        Ok(Err(e)) => {
+            remote.note(&e, &format!("cache state of `{label}`"));
+            return Vec::new();
+        }
+        _ => return Vec::new(),
+    };
+    let ids: std::collections::BTreeSet<&str> = group.iter().map(|m| m.id.as_str()).collect();
+    match serde_json::from_str::<Vec<BuildpackResult>>(&json) {
+        Ok(v) if v.iter().all(|b| ids.contains(b.id.as_str())) => {
+            ctx.reporter.event(&Event::Output {
+                label: label.to_string(),
+                action: "build".into(),
+                stream: "cbuild".into(),
+                line: format!("restoring the buildpack cache layers from remote cache `{}`", remote.url()),
+            });
+            v.into_iter()
+                .map(|mut b| {
+                    for l in b.layers.values_mut() {
+                        l.cache_blob = l.cache_blob.take().filter(|x| ctx.cache.cas().contains(&x.digest));
+                        l.launch_blob = l.launch_blob.take().filter(|x| ctx.cache.cas().contains(&x.digest));
+                    }
+                    b
+                })
+                .collect()
+        }
+        _ => {
+            ctx.reporter.event(&Event::Warning {
+                message: format!(
+                    "`{label}`: the cache state in remote cache `{}` is not one of this builder's; ignored",
+                    remote.url()
+                ),
+            });
+            Vec::new()
+        }
+    }
 }
 
 fn load_state(ctx: &RunCtx, label: &str) -> Vec<BuildpackResult> {
@@ -279,13 +376,18 @@ pub async fn run(
     let (workspace, _app_dir) = common::materialize_app(&want, ctx, &label, &scratch.workspace, huid, hgid)?;
     scratch.workspace = workspace;
     scratch.write_platform_env(&p.env)?;
+    scratch.write_bindings(p, ctx, (huid, hgid))?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     let (base, target) = cnb_detect::base_env(&img, &rootfs, p, deps, ctx)?;
 
     // Restore: per the Layer Types table, from the previous build of this target. Everything under
     // `/layers` is touched only through `layers_root` (crate::fs::confined): buildpacks write there.
     let layers_root = Root::open(&scratch.layers).map_err(|e| ActionError::of(&e))?;
-    let prev = load_state(ctx, &label);
+    let skey = state_key(&label, p, &det.group);
+    let mut prev = load_state(ctx, &label);
+    if prev.is_empty() {
+        prev = remote_state(ctx, &skey, &label, &det.group).await;
+    }
     for m in &det.group {
         let esc = escape_id(&m.id);
         layers_root.create_dir_all(Path::new(&esc), 0o755).map_err(|e| ActionError::of(&e))?;
@@ -357,7 +459,7 @@ pub async fn run(
         layers_root.chown_tree(Path::new(".cbuild"), huid, hgid).map_err(|e| ActionError::of(&e))?;
         let plan_sb = format!("/layers/.cbuild/{esc}/plan.toml");
         let layers_sb = format!("/layers/{esc}");
-        let vars = build_cnb_vars(&BuildVars {
+        let mut vars = build_cnb_vars(&BuildVars {
             api: bp.desc.api,
             buildpack_dir: Path::new(&bp.sandbox_dir()),
             layers_dir: Path::new(&layers_sb),
@@ -366,6 +468,7 @@ pub async fn run(
             target: Some(&target),
             exec_env: None,
         });
+        vars.extend(common::binding_vars(p));
         let env = buildpack_process_env(&acc, bp.desc.info.clear_env, &scratch.platform, None, &vars)
             .map_err(|e| ActionError::of(&e))?;
         let mut argv = vec![format!("{}/bin/build", bp.sandbox_dir())];
@@ -545,6 +648,7 @@ pub async fn run(
     let state = serde_json::to_vec(&out.buildpacks).map_err(|e| ActionError::of(&e))?;
     let sp = state_path(ctx, &a.label.to_string());
     let _ = crate::fs::write_atomic(&sp, &state);
+    upload_state(ctx, &skey, &out.buildpacks);
     let blobs = out.blobs();
     Ok(ActionOutput::Data { json: serde_json::to_string(&out).map_err(|e| ActionError::of(&e))?, blobs })
 }

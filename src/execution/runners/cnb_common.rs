@@ -112,6 +112,18 @@ impl Scratch {
         ]
     }
 
+    /// Writes the phase's service bindings under `<platform>/bindings/` (the bytes read when the
+    /// key was made), readable by the build user only.
+    pub fn write_bindings(
+        &self,
+        p: &crate::model::action::CnbPhase,
+        ctx: &RunCtx,
+        host_ids: (u32, u32),
+    ) -> Result<(), ActionError> {
+        let loaded = super::cnb_bindings::load_all(&p.bindings, &ctx.bindings, &ctx.root)?;
+        super::cnb_bindings::write(&self.platform, &loaded, host_ids)
+    }
+
     /// Writes `<platform>/env/NAME` files (contents verbatim).
     pub fn write_platform_env(&self, env: &BTreeMap<String, String>) -> Result<(), ActionError> {
         for (k, v) in env {
@@ -357,4 +369,13 @@ pub async fn run_buildpack(
         return Err(format!("{phase}: buildpack `{}` {}", bp.label(), out.failure_message(&spec).unwrap_or_default()));
     }
     Ok(out.exit_code.unwrap_or(128 + out.signal.unwrap_or(0)))
+}
+
+/// `SERVICE_BINDING_ROOT` for buildpacks of a phase with bindings (platform spec).
+pub fn binding_vars(p: &crate::model::action::CnbPhase) -> Vec<(String, String)> {
+    if p.bindings.is_empty() {
+        Vec::new()
+    } else {
+        vec![("SERVICE_BINDING_ROOT".to_string(), "/platform/bindings".to_string())]
+    }
 }

@@ -78,6 +78,14 @@ pub fn phase_key(
         .component("network", p.network.to_string())
         // The build's /workspace files and layer tars carry SOURCE_DATE_EPOCH as their mtime.
         .component("source_date_epoch", ctx.source_date_epoch.to_string());
+    // Only with bindings, so keys of phases without any are unchanged.
+    if !p.bindings.is_empty() {
+        let loaded = super::cnb_bindings::load_all(&p.bindings, &ctx.bindings, &ctx.root)?;
+        let key = super::cnb_bindings::hmac_key(ctx.cache.dir())?;
+        let values: BTreeMap<String, String> =
+            loaded.iter().map(|b| (b.name.clone(), super::cnb_bindings::key_value(b, &key))).collect();
+        kb = kb.component("bindings", ComponentValue::map(values));
+    }
     Ok(kb)
 }
 
@@ -207,6 +215,7 @@ pub async fn run(
     let (workspace, _app_dir) = common::materialize_app(&want, ctx, &label, &scratch.workspace, huid, hgid)?;
     scratch.workspace = workspace;
     scratch.write_platform_env(&p.env)?;
+    scratch.write_bindings(p, ctx, (huid, hgid))?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
     // Detect's `/layers` is writable by every buildpack: touched only through `layers_root`.
     let layers_root = crate::fs::confined::Root::open(&scratch.layers).map_err(|e| ActionError::of(&e))?;
@@ -261,7 +270,7 @@ pub async fn run(
             ));
             DetectOutcome::Error(-1)
         } else {
-            let vars = detect_cnb_vars(&DetectVars {
+            let mut vars = detect_cnb_vars(&DetectVars {
                 api: bp.desc.api,
                 buildpack_dir: Path::new(&bp.sandbox_dir()),
                 platform_dir: Path::new("/platform"),
@@ -269,6 +278,7 @@ pub async fn run(
                 target: Some(&target),
                 exec_env: None,
             });
+            vars.extend(common::binding_vars(p));
             let env = buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, None, &vars)
                 .map_err(|e| ActionError::of(&e))?;
             let mut argv = vec![format!("{}/bin/detect", bp.sandbox_dir())];

@@ -30,6 +30,8 @@ pub struct RunCtx {
     pub debian_archive: Option<String>,
     /// The shared remote cache, if configured.
     pub remote: Option<Arc<crate::remote::RemoteCache>>,
+    /// Service bindings read in this build (detect and build share the bytes).
+    pub bindings: super::cnb_bindings::Loaded,
     /// Background uploads to the remote cache (read-write remotes only).
     pub uploads: Option<crate::execution::uploads::Uploader>,
     /// Run records collected during the build, written in one transaction at its end.

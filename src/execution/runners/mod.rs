@@ -9,6 +9,7 @@
 
 pub mod app_dir;
 pub mod buildpack;
+pub mod cnb_bindings;
 pub mod cnb_build;
 pub mod cnb_common;
 pub mod cnb_detect;

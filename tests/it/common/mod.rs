@@ -8,6 +8,10 @@ pub mod child;
 pub mod support;
 
 use std::path::{Path, PathBuf};
+pub mod daemon;
+pub mod fault_proxy;
+pub mod http;
+pub mod registry;
 use std::process::{Command, Output};
 
 pub struct TestContext {
