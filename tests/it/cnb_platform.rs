@@ -4,8 +4,8 @@
 
 use crate::common;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use common::http::wait_get;
 use common::{free_port, run_harness, TestContext};
 use serde_json::Value;
 
@@ -82,26 +82,6 @@ fn config_of(cx: &TestContext, label_dir: &str) -> Value {
         &std::fs::read(cx.root().join("cbuild-out").join(label_dir).join("blobs/sha256").join(d)).unwrap(),
     )
     .unwrap()
-}
-
-fn get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\n\r\n").as_bytes()).ok()?;
-    let mut b = String::new();
-    s.read_to_string(&mut b).ok()?;
-    Some(b)
-}
-
-fn wait_get(port: u16, path: &str) -> String {
-    for _ in 0..100 {
-        if let Some(b) = get(port, path) {
-            return b;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing answered on 127.0.0.1:{port}");
 }
 
 #[test]

@@ -9,7 +9,8 @@
 //! 5. `cbuild push` / `build --push` counted pushes as executed actions;
 //! 6. `cbuild push` printed a layout path it never wrote.
 //!
-//! Real servers: `http-cache.sh` (nginx WebDAV, the remote cache) and `registry.sh` (distribution).
+//! Real servers: `http-cache.sh` (nginx WebDAV, the remote cache) and `registry.sh` (distribution),
+//! the ones the test binary shares (`common::cache_server`, `common::registry`).
 //! The disk-full tests mount small tmpfs file systems (root only; skipped with a message otherwise).
 
 use crate::common;
@@ -19,6 +20,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::cache_server::CacheServer;
+use common::registry::Registry;
 use support::{Rng, Ws};
 
 const SMALL: &[&str] = &["//tools/..."];
@@ -58,54 +61,6 @@ fn dead_pid() -> u32 {
     pid
 }
 
-// ---- servers ----
-
-/// The real remote cache server (nginx WebDAV, `http-cache.sh`), stopped on drop.
-struct CacheServer {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl CacheServer {
-    fn start() -> CacheServer {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(common::harness("http-cache.sh")).arg("start").arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "http-cache.sh: {}", String::from_utf8_lossy(&out.stderr));
-        CacheServer { url: String::from_utf8_lossy(&out.stdout).trim().to_string(), dir }
-    }
-}
-
-impl Drop for CacheServer {
-    fn drop(&mut self) {
-        let _ = Command::new(common::harness("http-cache.sh")).arg("stop").arg(self.dir.path()).output();
-    }
-}
-
-/// A throwaway registry (`registry.sh`), stopped on drop.
-struct Registry {
-    dir: tempfile::TempDir,
-    host: String,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let out = Command::new(common::harness("registry.sh")).arg("start").arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "registry.sh: {}", String::from_utf8_lossy(&out.stderr));
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Registry { host: url.trim_start_matches("http://").to_string(), dir }
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(common::harness("registry.sh")).arg("stop").arg(self.dir.path()).output();
-    }
-}
-
 /// `cbuild --remote-cache URL build --json ARGS` with extra environment.
 fn remote_build(ws: &Ws, url: &str, env: &[(&str, &str)], args: &[&str]) -> support::Out {
     let mut c = ws.cmd();
@@ -117,7 +72,7 @@ fn remote_build(ws: &Ws, url: &str, env: &[(&str, &str)], args: &[&str]) -> supp
 
 #[test]
 fn remote_hit_verifies_blobs_already_in_the_local_cas() {
-    let srv = CacheServer::start();
+    let srv = CacheServer::shared();
     let keys = common::keygen();
     // Writer: a clean build that fills the remote cache.
     let a = support::examples();
@@ -458,27 +413,19 @@ fn summary_of(stdout: &str) -> serde_json::Value {
 
 #[test]
 fn push_is_not_counted_as_an_executed_action() {
-    let reg = Registry::start();
+    let reg = Registry::shared();
     let ws = support::examples();
     ws.write(
         "pushme/BUILD.star",
         format!(
             "oci_image(name = \"img\", base = \"//stacks:run-image\", layers = [\"//tools:tool-layer\"], \
-             tags = [\"{0}/t/pushme:1\", \"{0}/t/pushme:2\"])\n",
-            reg.host
+             tags = [\"{0}:1\", \"{0}:2\"])\n",
+            reg.tag("t/pushme")
         ),
     );
     ws.ok(&["//tools:tool", "//pushme:img"]);
     // `cbuild push` of a built image with two tags: nothing executes, two pushes.
-    let r = ws.run(&[
-        "push",
-        "--json",
-        "//tools:tool",
-        "--tag",
-        &format!("{}/t/tool:1", reg.host),
-        "--tag",
-        &format!("{}/t/tool:2", reg.host),
-    ]);
+    let r = ws.run(&["push", "--json", "//tools:tool", "--tag", &reg.tag("t/tool:1"), "--tag", &reg.tag("t/tool:2")]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let s = summary_of(&r.stdout);
     assert_eq!(s["executed"], 0, "pushes are not executed actions: {s}");
@@ -489,7 +436,7 @@ fn push_is_not_counted_as_an_executed_action() {
     let order = ["type", "executed", "cached_local", "cached_remote", "failed", "targets", "pushed"];
     assert!(order.windows(2).all(|w| at(w[0]) < at(w[1])), "field order changed: {line}");
     // Plain output: the summary line says "0 executed" and reports the pushes apart.
-    let r = ws.run(&["push", "//tools:tool", "--tag", &format!("{}/t/tool:3", reg.host)]);
+    let r = ws.run(&["push", "//tools:tool", "--tag", &reg.tag("t/tool:3")]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let line = r.stderr.lines().find(|l| l.starts_with("ok:")).unwrap_or_default();
     assert!(line.contains(" 0 executed") && line.ends_with(", 1 pushed"), "{}", r.stderr);
@@ -507,10 +454,10 @@ fn push_is_not_counted_as_an_executed_action() {
 
 #[test]
 fn push_writes_the_layout_it_prints() {
-    let reg = Registry::start();
+    let reg = Registry::shared();
     // A never-built workspace: `cbuild push` builds, pushes and leaves the layout it names.
     let ws = support::examples();
-    let tag = format!("{}/t/tool:1", reg.host);
+    let tag = reg.tag("t/tool:1");
     let r = ws.run(&["push", "--json", "//tools:tool", "--tag", &tag]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let s = summary_of(&r.stdout);
@@ -536,7 +483,7 @@ fn push_writes_the_layout_it_prints() {
 
     // An image on a shallow `oci_pull` base: push neither downloads the base layers nor claims a
     // layout; an older layout at that path (of another image) loses its index.json.
-    let base = format!("{}/base/run:1", reg.host);
+    let base = reg.tag("base/run:1");
     let r = ws.run(&["push", "//stacks:run-image", "--tag", &base]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let (base_digest, base_manifest) = layout_manifest(&ws.path("cbuild-out/stacks/run-image"));
@@ -551,7 +498,7 @@ fn push_writes_the_layout_it_prints() {
     );
     app.write("app/hi.sh", "#!/bin/sh\necho hi\n");
     common::copy_tree(&layout, &app.path("cbuild-out/app/img")); // stale: another image
-    let r = app.run(&["push", "--json", "//app:img", "--tag", &format!("{}/apps/app:1", reg.host)]);
+    let r = app.run(&["push", "--json", "//app:img", "--tag", &reg.tag("apps/app:1")]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let s = summary_of(&r.stdout);
     assert!(s["targets"][0]["layout"].is_null(), "no layout is claimed: {s}");
@@ -563,7 +510,7 @@ fn push_writes_the_layout_it_prints() {
         let gets = log.lines().filter(|l| l.contains("GET") && l.contains(&format!("/blobs/{d}"))).count();
         assert_eq!(gets, 0, "base layer {d} was downloaded by a push");
     }
-    let r = app.run(&["push", "//app:img", "--tag", &format!("{}/apps/app:1", reg.host)]);
+    let r = app.run(&["push", "//app:img", "--tag", &reg.tag("apps/app:1")]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let digest = s["targets"][0]["image_digest"].as_str().unwrap();
     assert_eq!(r.stdout.trim(), format!("//app:img {digest} -"), "plain output marks the missing layout");

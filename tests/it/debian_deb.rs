@@ -4,8 +4,7 @@
 //! whole root-filesystem layer built twice from two empty caches with identical digests.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpListener;
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,6 +16,9 @@ use cbuild::debian::lock::{Lock, LockedPackage, LOCK_VERSION};
 use cbuild::debian::rootfs::{build_rootfs_layer, RootfsOptions};
 use cbuild::debian::{Archive, ArchiveOrigin, ArchiveUrl, DebianError};
 use cbuild::model::digest::Digest;
+
+use crate::common;
+use crate::common::http::{FakeServer, Response};
 
 /// A tar built entry by entry with raw headers, so hostile names (`../x`) can be written.
 struct RawTar(tar::Builder<Vec<u8>>);
@@ -221,37 +223,13 @@ fn refuses_malformed_debs_naming_the_package() {
     }
 }
 
-/// A minimal HTTP/1.1 server on the loopback interface serving `files` by path (404 otherwise);
-/// it stands in for a Debian mirror. Returns its base URL.
-fn serve(files: Arc<Mutex<BTreeMap<String, Vec<u8>>>>) -> String {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = l.local_addr().unwrap();
-    std::thread::spawn(move || {
-        for conn in l.incoming() {
-            let Ok(mut conn) = conn else { continue };
-            let mut r = BufReader::new(conn.try_clone().unwrap());
-            let mut first = String::new();
-            if r.read_line(&mut first).is_err() {
-                continue;
-            }
-            loop {
-                let mut h = String::new();
-                if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
-                    break;
-                }
-            }
-            let path = first.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let body = files.lock().unwrap().get(path.trim_start_matches('/')).cloned();
-            let _ = match body {
-                Some(b) => {
-                    let _ = write!(conn, "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", b.len());
-                    conn.write_all(&b)
-                }
-                None => write!(conn, "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"),
-            };
-        }
-    });
-    format!("http://{addr}/debian")
+/// A fake Debian mirror on the loopback interface serving `files` by path (404 otherwise); the
+/// archive is `URL/debian`.
+fn serve(files: Arc<Mutex<BTreeMap<String, Vec<u8>>>>) -> FakeServer {
+    FakeServer::start(move |req| match files.lock().unwrap().get(req.path.trim_start_matches('/')) {
+        Some(b) => Response::new(200, b.clone()),
+        None => Response::new(404, ""),
+    })
 }
 
 fn locked(name: &str, bytes: &[u8]) -> LockedPackage {
@@ -284,7 +262,8 @@ fn a_tampered_deb_is_refused_naming_the_package_and_not_kept() {
     let evil = deb("hello", RawTar::new().file("./usr/bin/hello", b"pwned"), "xz");
     let lock = lock_of(vec![locked("hello", &good)]);
     let files = Arc::new(Mutex::new(BTreeMap::from([(format!("debian/{}", lock.packages[0].filename), evil)])));
-    let url = serve(files.clone());
+    let mirror = serve(files.clone());
+    let url = format!("{}/debian", mirror.url());
     let t = tempfile::tempdir().unwrap();
     let cache = DebCache::open(t.path()).unwrap();
     let archive = || Archive::new(ArchiveUrl::new(&url, ArchiveOrigin::Env).unwrap());
@@ -307,15 +286,15 @@ fn a_tampered_deb_is_refused_naming_the_package_and_not_kept() {
 fn missing_files_and_unreachable_archives_are_clear_errors() {
     let data = deb("gone", RawTar::new().file("./x", b"x"), "xz");
     let lock = lock_of(vec![locked("gone", &data)]);
-    let url = serve(Arc::new(Mutex::new(BTreeMap::new())));
+    let mirror = serve(Arc::new(Mutex::new(BTreeMap::new())));
+    let url = format!("{}/debian", mirror.url());
     let t = tempfile::tempdir().unwrap();
     let cache = DebCache::open(t.path()).unwrap();
     let err = fetch_debs(&lock, &cache, || Archive::new(ArchiveUrl::new(&url, ArchiveOrigin::Setting)?)).unwrap_err();
     let msg = err.to_string();
     assert!(msg.contains("HTTP 404") && msg.contains("the cbuild setting") && msg.contains("hint:"), "{msg}");
     // a port nothing listens on
-    let closed = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
-    let url = format!("http://{closed}/debian");
+    let url = format!("http://127.0.0.1:{}/debian", common::free_port());
     let err = fetch_debs(&lock, &cache, || Archive::new(ArchiveUrl::new(&url, ArchiveOrigin::Env)?)).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, DebianError::Unreachable { .. }), "{msg}");
@@ -375,7 +354,8 @@ fn builds_a_rootfs_layer_reproducibly_from_a_lock() {
     let lock = Lock::parse(&lock.to_toml(), "test lock").unwrap();
     let files: BTreeMap<String, Vec<u8>> =
         lock.packages.iter().zip([base, ca, tool]).map(|(p, b)| (format!("debian/{}", p.filename), b)).collect();
-    let url = serve(Arc::new(Mutex::new(files)));
+    let mirror = serve(Arc::new(Mutex::new(files)));
+    let url = format!("{}/debian", mirror.url());
     let t = tempfile::tempdir().unwrap();
     let mut built = Vec::new();
     for i in 0..2 {

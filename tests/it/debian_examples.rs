@@ -44,16 +44,7 @@ fn python_service_on_the_debian_stack() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let mut body = String::new();
-    for _ in 0..100 {
-        if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
-            use std::io::{Read, Write};
-            s.write_all(b"GET / HTTP/1.0\r\n\r\n").unwrap();
-            s.read_to_string(&mut body).unwrap();
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    let body = common::http::wait_get(port, "/");
     let _ = child.kill();
     let _ = child.wait();
     assert!(body.contains("\"service\": \"hello-py\""), "{body}");

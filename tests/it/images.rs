@@ -4,8 +4,8 @@
 
 use crate::common;
 use std::collections::BTreeMap;
-use std::time::Duration;
 
+use common::http::wait_get;
 use common::{free_port, run_harness, TestContext};
 
 fn build_json(cx: &TestContext, pats: &[&str]) -> BTreeMap<String, (String, String)> {
@@ -51,26 +51,6 @@ fn example_images_validate_and_run() {
     assert!(out.contains("uid=1000(cnb) gid=1000(cnb)"), "{out}");
 }
 
-fn get(port: u16) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    s.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    Some(body)
-}
-
-fn wait_for(port: u16) -> String {
-    for _ in 0..100 {
-        if let Some(b) = get(port) {
-            return b;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("nothing answered on 127.0.0.1:{port}");
-}
-
 #[test]
 fn web_image_answers_on_loopback_under_runc_and_cbuild_run() {
     let cx = TestContext::from_examples();
@@ -84,7 +64,7 @@ fn web_image_answers_on_loopback_under_runc_and_cbuild_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let body = wait_for(port);
+    let body = wait_get(port, "/");
     let _ = nix_term(&child);
     let _ = child.wait();
     assert!(body.contains("served by cbuild"), "{body}");
@@ -97,7 +77,7 @@ fn web_image_answers_on_loopback_under_runc_and_cbuild_run() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
-    let body = wait_for(port);
+    let body = wait_get(port, "/");
     let _ = child.kill();
     let _ = child.wait();
     assert!(body.contains("served by cbuild"), "{body}");

@@ -17,17 +17,13 @@ use cbuild::oci::{
     LayerOptions, OciError, Selector,
 };
 
-fn harness(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/harness").join(script)
-}
-
 fn have(tool: &str) -> bool {
     Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false)
 }
 
 /// The validator and every tool it drives, or `None` (and a note) to skip.
 fn validator() -> Option<PathBuf> {
-    let script = harness("validate-oci.sh");
+    let script = common::harness_path("validate-oci.sh");
     let missing: Vec<&str> =
         ["jq", "skopeo", "umoci", "oci-image-tool", "zstd", "gzip"].into_iter().filter(|t| !have(t)).collect();
     if !script.exists() || !missing.is_empty() {
@@ -329,7 +325,7 @@ fn malicious_layers_are_refused_naming_the_entry() {
 
 /// A real busybox base from the harness (needs root), or `None` to skip.
 fn busybox(dir: &Path) -> Option<Digest> {
-    let script = harness("mk-busybox-oci.sh");
+    let script = common::harness_path("mk-busybox-oci.sh");
     // SAFETY: no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
     if !script.exists() || !root || !Path::new("/bin/busybox").exists() {

@@ -1,33 +1,11 @@
 //! Rebase: in the workspace (`cbuild rebase //...` after a run image change: only exports run,
 //! results equal clean builds) and on a real registry (manifest-only: no app layer is downloaded,
-//! bytes do not grow with the app layer), with every refusal case and `--force`.
+//! bytes do not grow with the app layer), with every refusal case and `--force`. Registry tests use
+//! namespaces of the registry the test binary shares.
 
 use crate::common;
-use common::{harness, TestContext};
-
-struct Registry {
-    dir: tempfile::TempDir,
-    host: String,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(harness("registry.sh")).arg("start").arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Registry { host: url.trim_start_matches("http://").to_string(), dir }
-    }
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(harness("registry.sh")).arg("stop").arg(self.dir.path()).output();
-    }
-}
+use common::registry::Registry;
+use common::TestContext;
 
 fn ok(cx: &TestContext, args: &[&str]) -> common::Run {
     let r = cx.run(args);
@@ -39,7 +17,7 @@ fn ok(cx: &TestContext, args: &[&str]) -> common::Run {
 /// big file, pushed as `apps/app:1`; `base/run:2` is a patched run image.
 fn setup(reg: &Registry, big: usize, labels: &str) -> (TestContext, String) {
     let ex = TestContext::from_examples();
-    ok(&ex, &["push", "//stacks:run-image", "--tag", &format!("{}/base/run:1", reg.host)]);
+    ok(&ex, &["push", "//stacks:run-image", "--tag", &reg.tag("base/run:1")]);
     // A patched run image (one more layer) and an arm64-labelled one, pushed too.
     ex.write("stacks/patch.txt", "security fix\n");
     let st = std::fs::read_to_string(ex.root().join("stacks/BUILD.star")).unwrap();
@@ -47,23 +25,23 @@ fn setup(reg: &Registry, big: usize, labels: &str) -> (TestContext, String) {
         "stacks/BUILD.star",
         &(st + "\nlayer(name = \"patch\", srcs = [\"patch.txt\"], prefix = \"/etc/patches\")\noci_image(name = \"run-2\", base = \":run-image\", layers = [\":patch\"])\noci_image(name = \"run-arm\", layers = [\":patch\"], architecture = \"arm64\")\noci_image(name = \"run-other\", base = \":run-image\", labels = {\"io.buildpacks.base.distro.name\": \"alpine\"})\n"),
     );
-    ok(&ex, &["push", "//stacks:run-2", "--tag", &format!("{}/base/run:2", reg.host)]);
-    ok(&ex, &["push", "//stacks:run-2", "--tag", &format!("{}/elsewhere/run:2", reg.host)]);
-    ok(&ex, &["push", "//stacks:run-arm", "--tag", &format!("{}/base/run:arm", reg.host)]);
-    ok(&ex, &["push", "//stacks:run-other", "--tag", &format!("{}/base/run:other", reg.host)]);
+    ok(&ex, &["push", "//stacks:run-2", "--tag", &reg.tag("base/run:2")]);
+    ok(&ex, &["push", "//stacks:run-2", "--tag", &reg.tag("elsewhere/run:2")]);
+    ok(&ex, &["push", "//stacks:run-arm", "--tag", &reg.tag("base/run:arm")]);
+    ok(&ex, &["push", "//stacks:run-other", "--tag", &reg.tag("base/run:other")]);
     // The app workspace: the stack's run image comes from the registry.
     let st = std::fs::read_to_string(ex.root().join("stacks/BUILD.star")).unwrap();
     ex.write(
         "stacks/BUILD.star",
         &(st.replace("run_image = \":run-image\"", "run_image = \":pulled\"")
-            + &format!("\noci_pull(name = \"pulled\", image = \"{}/base/run:1\")\n", reg.host)),
+            + &format!("\noci_pull(name = \"pulled\", image = \"{}\")\n", reg.tag("base/run:1"))),
     );
     ex.write("services/api/public/big.bin", &"x".repeat(big));
     ex.write(
         "services/api/BUILD.star",
         &format!("cnb_image(name = \"image\", srcs = glob([\"**\"], exclude = [\"BUILD.star\"]), builder = \"//builders:default\", labels = {labels})\n"),
     );
-    let app = format!("{}/apps/api:1", reg.host);
+    let app = reg.tag("apps/api:1");
     ok(&ex, &["push", "//services/api:image", "--tag", &app]);
     (ex, app)
 }
@@ -90,10 +68,10 @@ fn bytes_uploaded(stdout: &str) -> u64 {
 
 #[test]
 fn registry_rebase_is_manifest_only() {
-    let reg = Registry::start();
+    let reg = Registry::shared();
     let (ex, app) = setup(&reg, 10_000, "{}");
     let before = app_layer_gets(&reg, &ex);
-    let r = ok(&ex, &["rebase", "--json", &app, "--run-image", &format!("{}/base/run:2", reg.host)]);
+    let r = ok(&ex, &["rebase", "--json", &app, "--run-image", &reg.tag("base/run:2")]);
     let small = bytes_uploaded(&r.stdout);
     assert_eq!(app_layer_gets(&reg, &ex), before, "no app layer was downloaded");
     // The rebased image in the registry: new run layers under the same app layers, labels updated.
@@ -129,9 +107,9 @@ fn registry_rebase_is_manifest_only() {
     );
     assert_eq!((code, out.trim()), (0, "security fix"));
     // Bytes sent do not grow with the app layer: 100x bigger app, same order of bytes.
-    let reg2 = Registry::start();
+    let reg2 = Registry::shared();
     let (ex2, app2) = setup(&reg2, 1_000_000, "{}");
-    let r = ok(&ex2, &["rebase", "--json", &app2, "--run-image", &format!("{}/base/run:2", reg2.host)]);
+    let r = ok(&ex2, &["rebase", "--json", &app2, "--run-image", &reg2.tag("base/run:2")]);
     let big = bytes_uploaded(&r.stdout);
     assert!(big < small + 4096 && small < 64 * 1024, "bytes uploaded: small app {small}, 100x app {big}");
     assert_eq!(app_layer_gets(&reg2, &ex2), 0);
@@ -139,10 +117,10 @@ fn registry_rebase_is_manifest_only() {
 
 #[test]
 fn refusals_and_force() {
-    let reg = Registry::start();
+    let reg = Registry::shared();
     let (ex, app) = setup(&reg, 100, "{\"io.buildpacks.rebasable\": \"false\"}");
     let refuse = |run: &str, want: &str| {
-        let r = ex.run(&["rebase", &app, "--run-image", &format!("{}/{run}", reg.host)]);
+        let r = ex.run(&["rebase", &app, "--run-image", &reg.tag(run)]);
         assert_eq!(r.code, 1, "{run}: {}", r.stderr);
         assert!(r.stderr.contains(want) && r.stderr.contains("--force"), "{run}: wanted `{want}` in:\n{}", r.stderr);
     };
@@ -153,7 +131,7 @@ fn refusals_and_force() {
     // checks still apply (here: not rebasable).
     refuse("elsewhere/run:2", "io.buildpacks.rebasable=false");
     // --force rebases with one warning per skipped check.
-    let r = ok(&ex, &["rebase", &app, "--run-image", &format!("{}/elsewhere/run:2", reg.host), "--force"]);
+    let r = ok(&ex, &["rebase", &app, "--run-image", &reg.tag("elsewhere/run:2"), "--force"]);
     assert!(
         r.stderr.contains("--force: skipped the check that refuses when the image says it is not rebasable"),
         "{}",
@@ -162,22 +140,24 @@ fn refusals_and_force() {
     assert!(r.stderr.contains("as --run-image asks"), "{}", r.stderr);
     assert!(r.stdout.contains("rebased onto"), "{}", r.stdout);
     // A non-CNB image is refused clearly.
-    let r =
-        ex.run(&["rebase", &format!("{}/base/run:1", reg.host), "--run-image", &format!("{}/base/run:2", reg.host)]);
+    let r = ex.run(&["rebase", &reg.tag("base/run:1"), "--run-image", &reg.tag("base/run:2")]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("not a Cloud Native Buildpacks app image"), "{}", r.stderr);
 }
 
 #[test]
 fn stack_id_model_images_are_checked_by_stack_id() {
-    let reg = Registry::start();
+    let reg = Registry::shared();
     let ex = TestContext::from_examples();
-    ok(&ex, &["push", "//stacks:run-image", "--tag", &format!("{}/base/run:1", reg.host)]);
+    ok(&ex, &["push", "//stacks:run-image", "--tag", &reg.tag("base/run:1")]);
     // An image shaped like one from an old platform (no CNB_PLATFORM_API, stack id label).
     let r = ok(&ex, &["inspect", "--json", "//stacks:run-image"]);
     let v: serde_json::Value = serde_json::from_str(&r.stdout).unwrap();
     let top = v["layers"][1]["diff_id"].as_str().unwrap().to_string();
-    let md = format!("{{\\\"runImage\\\":{{\\\"topLayer\\\":\\\"{top}\\\",\\\"reference\\\":\\\"\\\",\\\"image\\\":\\\"{}/base/run\\\"}}}}", reg.host);
+    let md = format!(
+        "{{\\\"runImage\\\":{{\\\"topLayer\\\":\\\"{top}\\\",\\\"reference\\\":\\\"\\\",\\\"image\\\":\\\"{}\\\"}}}}",
+        reg.tag("base/run")
+    );
     ex.write(
         "old/BUILD.star",
         &format!("layer(name = \"l\", srcs = [\"f\"])\noci_image(name = \"img\", base = \"//stacks:run-image\", layers = [\":l\"], labels = {{\"io.buildpacks.lifecycle.metadata\": \"{md}\", \"io.buildpacks.stack.mixins\": \"[\\\"curl\\\"]\"}})\n\
@@ -185,17 +165,17 @@ oci_image(name = \"run-b\", base = \"//stacks:run-image\", labels = {{\"io.build
 oci_image(name = \"run-c\", base = \"//stacks:run-image\", labels = {{\"io.buildpacks.stack.mixins\": \"[\\\"curl\\\"]\"}})\n"),
     );
     ex.write("old/f", "x");
-    ok(&ex, &["push", "//old:img", "--tag", &format!("{}/apps/old:1", reg.host)]);
-    ok(&ex, &["push", "//old:run-b", "--tag", &format!("{}/base/run:b", reg.host)]);
-    ok(&ex, &["push", "//old:run-c", "--tag", &format!("{}/base/run:c", reg.host)]);
-    let app = format!("{}/apps/old:1", reg.host);
-    let r = ex.run(&["rebase", &app, "--run-image", &format!("{}/base/run:b", reg.host)]);
+    ok(&ex, &["push", "//old:img", "--tag", &reg.tag("apps/old:1")]);
+    ok(&ex, &["push", "//old:run-b", "--tag", &reg.tag("base/run:b")]);
+    ok(&ex, &["push", "//old:run-c", "--tag", &reg.tag("base/run:c")]);
+    let app = reg.tag("apps/old:1");
+    let r = ex.run(&["rebase", &app, "--run-image", &reg.tag("base/run:b")]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("stack mismatch") && r.stderr.contains("other.stack"), "{}", r.stderr);
-    let r = ex.run(&["rebase", &app, "--run-image", &format!("{}/base/run:1", reg.host)]);
+    let r = ex.run(&["rebase", &app, "--run-image", &reg.tag("base/run:1")]);
     assert_eq!(r.code, 1);
     assert!(r.stderr.contains("lacks mixins [\"curl\"]"), "{}", r.stderr);
-    let r = ok(&ex, &["rebase", &app, "--run-image", &format!("{}/base/run:c", reg.host)]);
+    let r = ok(&ex, &["rebase", &app, "--run-image", &reg.tag("base/run:c")]);
     assert!(r.stdout.contains("rebased onto"), "{}", r.stdout);
 }
 
@@ -232,9 +212,9 @@ fn workspace_rebase_reports_each_image() {
 /// patched image pushed to the same tag is picked up.
 #[test]
 fn graph_built_run_image_is_recorded_by_its_tag_and_rebased_without_run_image() {
-    let reg = Registry::start();
+    let reg = Registry::shared();
     let ex = TestContext::from_examples();
-    let run_tag = format!("{}/base/run:1", reg.host);
+    let run_tag = reg.tag("base/run:1");
     let st = std::fs::read_to_string(ex.root().join("stacks/BUILD.star")).unwrap();
     let st2 = st.replacen(
         "    name = \"run-image\",\n",
@@ -248,7 +228,7 @@ fn graph_built_run_image_is_recorded_by_its_tag_and_rebased_without_run_image() 
     );
     ex.write("stacks/patch.txt", "security fix\n");
     ok(&ex, &["push", "//stacks:run-image"]);
-    let app = format!("{}/apps/site:1", reg.host);
+    let app = reg.tag("apps/site:1");
     ok(&ex, &["push", "//services/site:image", "--tag", &app]);
     let r = ok(&ex, &["inspect", "--json", "//services/site:image"]);
     assert!(r.stdout.contains(&format!("\\\"image\\\":\\\"{run_tag}\\\"")), "runImage.image is the tag: {}", r.stdout);

@@ -1,10 +1,10 @@
 //! Integration tests of `cbuild::registry` against a real registry (distribution 2.8 via
-//! `shared/harness/registry.sh`, stopped by a guard even when a test fails), checked with skopeo.
+//! `shared/harness/registry.sh`: `common::registry`), checked with skopeo. Tests with basic auth
+//! or damaged storage start their own registry; the others use namespaces of the shared one.
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use cbuild::cas::BlobDir;
 use cbuild::model::digest::Digest;
@@ -12,52 +12,11 @@ use cbuild::oci::{append_layer, scratch, write_layer, Image, LayerBlob, LayerOpt
 use cbuild::registry::{Client, ClientOptions, Credential, PushOptions, Reference, RegistryError, RetryPolicy, Secret};
 
 use crate::common;
+use crate::common::registry::{skopeo_digest, Registry};
 
 const USER: &str = "builder";
 /// Planted: must never show up in an error or a Debug output.
 const PASSWORD: &str = "pl4nted-S3cret-pw";
-
-fn harness(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/harness").join(script)
-}
-
-/// A running registry; stopped on drop (also when the test panics).
-struct Registry {
-    dir: tempfile::TempDir,
-    host: String,
-}
-
-impl Registry {
-    fn start(auth: Option<&str>) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(harness("registry.sh"));
-        cmd.arg("start").arg(dir.path());
-        if let Some(a) = auth {
-            cmd.arg(a);
-        }
-        let out = cmd.output().expect("run registry.sh");
-        assert!(out.status.success(), "registry.sh start: {}", String::from_utf8_lossy(&out.stderr));
-        let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        let host = url.strip_prefix("http://").expect("http URL").to_string();
-        Registry { dir, host }
-    }
-    fn reference(&self, s: &str) -> Reference {
-        Reference::parse(&format!("{}/{s}", self.host)).unwrap()
-    }
-    fn log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("registry.log")).unwrap_or_default()
-    }
-    /// The registry's own file for a blob.
-    fn blob_file(&self, d: &Digest) -> PathBuf {
-        self.dir.path().join("data/docker/registry/v2/blobs/sha256").join(&d.hex()[..2]).join(d.hex()).join("data")
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(harness("registry.sh")).arg("stop").arg(self.dir.path()).status();
-    }
-}
 
 /// Options that never read the machine's ~/.docker (an empty config dir), with fast retries.
 fn opts(config_dir: &Path) -> ClientOptions {
@@ -91,18 +50,6 @@ fn image(blobs: &BlobDir, tmp: &Path, files: &[(&str, &[u8])]) -> (Image, Vec<La
     (img, layers)
 }
 
-fn skopeo_digest(reference: &str, creds: Option<&str>) -> String {
-    let mut cmd = Command::new("skopeo");
-    cmd.args(["inspect", "--no-tags", "--tls-verify=false"]);
-    if let Some(c) = creds {
-        cmd.args(["--creds", c]);
-    }
-    let out = cmd.arg(format!("docker://{reference}")).output().expect("run skopeo");
-    assert!(out.status.success(), "skopeo inspect {reference}: {}", String::from_utf8_lossy(&out.stderr));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    v["Digest"].as_str().unwrap().to_string()
-}
-
 /// Pseudo-random bytes (incompressible enough that the layer blob is large).
 fn noise(n: usize, seed: u64) -> Vec<u8> {
     let mut x = seed | 1;
@@ -118,7 +65,7 @@ fn noise(n: usize, seed: u64) -> Vec<u8> {
 
 #[tokio::test]
 async fn push_is_seen_by_skopeo_second_push_uploads_nothing_and_pulls_round_trip() {
-    let reg = Registry::start(None);
+    let reg = Registry::shared();
     let tmp = tempfile::tempdir().unwrap();
     let blobs = BlobDir::open(tmp.path().join("cas")).unwrap();
     let (img, layers) = image(&blobs, tmp.path(), &[("hello.txt", b"hello registry\n")]);
@@ -168,7 +115,7 @@ async fn push_is_seen_by_skopeo_second_push_uploads_nothing_and_pulls_round_trip
 
 #[tokio::test]
 async fn large_layer_goes_up_in_chunks_and_comes_back_intact() {
-    let reg = Registry::start(None);
+    let reg = Registry::shared();
     let tmp = tempfile::tempdir().unwrap();
     let blobs = BlobDir::open(tmp.path().join("cas")).unwrap();
     let big = noise(300_000, 7);
@@ -179,7 +126,7 @@ async fn large_layer_goes_up_in_chunks_and_comes_back_intact() {
     let o = PushOptions { monolithic_limit: 64 << 10, chunk_size: 40 << 10, ..Default::default() };
     let r = client.push_image(&img, &blobs, &target, &o).await.unwrap();
     assert_eq!(r.uploaded, 2);
-    let patches = reg.log().matches("\"PATCH /v2/chunks/app/blobs/uploads/").count();
+    let patches = reg.log().matches(&format!("\"PATCH /v2/{}/blobs/uploads/", reg.repo("chunks/app"))).count();
     assert!(patches >= 7, "expected several PATCH chunks, saw {patches}");
     assert_eq!(skopeo_digest(&target.to_string(), None), img.digest().to_string());
     let fresh = BlobDir::open(tmp.path().join("fresh")).unwrap();
@@ -189,7 +136,7 @@ async fn large_layer_goes_up_in_chunks_and_comes_back_intact() {
 
 #[tokio::test]
 async fn image_sharing_a_base_layer_in_another_repository_mounts_it() {
-    let reg = Registry::start(None);
+    let reg = Registry::shared();
     let tmp = tempfile::tempdir().unwrap();
     let blobs = BlobDir::open(tmp.path().join("cas")).unwrap();
     let (base, base_layers) = image(&blobs, tmp.path(), &[("base.txt", b"the base layer\n")]);
@@ -207,9 +154,9 @@ async fn image_sharing_a_base_layer_in_another_repository_mounts_it() {
         .log()
         .lines()
         .find(|l| {
-            l.contains("POST /v2/team/app/blobs/uploads/?")
+            l.contains(&format!("POST /v2/{}/blobs/uploads/?", reg.repo("team/app")))
                 && l.contains(&format!("mount={base_digest}"))
-                && l.contains("from=base%2Frun")
+                && l.contains(&format!("from={}", reg.repo("base/run").replace('/', "%2F")))
         })
         .map(str::to_string);
     let line = mounted_line.unwrap_or_else(|| panic!("no mount POST in the registry log:\n{}", reg.log()));
@@ -226,7 +173,8 @@ async fn image_sharing_a_base_layer_in_another_repository_mounts_it() {
     let r = client.push_image(&app2, &shallow, &reg.reference("base/run:2"), &hint).await.unwrap();
     assert_eq!((r.uploaded, r.mounted, r.skipped_existing), (2, 0, 1), "{r:?}");
     assert!(!shallow.contains(&base_layers[0].digest), "the base layer was downloaded");
-    assert!(!reg.log().contains(&format!("GET /v2/base/run/blobs/{}", base_layers[0].digest)), "base layer GET");
+    let get = format!("GET /v2/{}/blobs/{}", reg.repo("base/run"), base_layers[0].digest);
+    assert!(!reg.log().contains(&get), "base layer GET");
 
     // no hint and no bytes: a clear refusal, not an upload of nothing
     let e =
@@ -238,11 +186,6 @@ async fn image_sharing_a_base_layer_in_another_repository_mounts_it() {
 fn config_json(dir: &Path, host: &str, entry: serde_json::Value) {
     let v = serde_json::json!({ "auths": { host: entry } });
     fs::write(dir.join("config.json"), serde_json::to_vec(&v).unwrap()).unwrap();
-}
-
-fn b64(s: &str) -> String {
-    use base64::Engine as _;
-    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 #[tokio::test]
@@ -284,7 +227,7 @@ async fn basic_auth_registry_needs_credentials_from_config_json() {
     config_json(
         good.path(),
         &format!("http://{}", reg.host),
-        serde_json::json!({"auth": b64(&format!("{USER}:{PASSWORD}"))}),
+        serde_json::json!({"auth": common::b64(&format!("{USER}:{PASSWORD}"))}),
     );
     let client = Client::new(opts(good.path())).unwrap();
     let r = client.push_image(&img, &blobs, &target, &PushOptions::default()).await.unwrap();
@@ -310,7 +253,7 @@ async fn basic_auth_registry_needs_credentials_from_config_json() {
 
     // nothing the user can see holds the password (plain or base64)
     for s in &errors_and_debug {
-        assert!(!s.contains(PASSWORD) && !s.contains(&b64(&format!("{USER}:{PASSWORD}"))), "leaked: {s}");
+        assert!(!s.contains(PASSWORD) && !s.contains(&common::b64(&format!("{USER}:{PASSWORD}"))), "leaked: {s}");
     }
     assert!(!reg.log().contains(PASSWORD));
 }
@@ -413,7 +356,7 @@ async fn corrupt_registry_blob_is_refused_naming_the_digest() {
 #[tokio::test]
 async fn unreachable_registry_is_a_clear_error_after_bounded_retries() {
     // a port nobody listens on (bound, then closed)
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = common::free_port();
     let tmp = tempfile::tempdir().unwrap();
     let client = Client::new(opts(tmp.path())).unwrap();
     let r = Reference::parse(&format!("127.0.0.1:{port}/x/y:1")).unwrap();
@@ -446,7 +389,7 @@ fn as_docker(img: &Image) -> Image {
 #[tokio::test]
 async fn docker_media_types_and_manifest_lists_resolve_to_the_platform() {
     use cbuild::oci::MEDIA_TYPE_DOCKER_MANIFEST_LIST;
-    let reg = Registry::start(None);
+    let reg = Registry::shared();
     let tmp = tempfile::tempdir().unwrap();
     let blobs = BlobDir::open(tmp.path().join("cas")).unwrap();
     let l = layer(&blobs, tmp.path(), "multi.txt", b"one layer, two platforms\n");

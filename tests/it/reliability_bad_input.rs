@@ -15,14 +15,12 @@ use crate::common;
 use crate::common::support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::http::{FakeServer, Response};
+use common::registry::Registry;
 use support::Ws;
 
 const GOOD: &str = "//tools:tool";
@@ -442,18 +440,15 @@ fn path_traversal_in_an_imported_layer_is_refused_when_extracted() {
     // oci_import only copies blobs; extraction (cbuild run) must refuse the `../` entry.
     let (ws, good) = primed();
     let outside = ws.path("escaped.txt");
-    layout(
-        &ws,
-        &tar_of(&[("../../../../../../../../tmp/cbuild-rel-escape.txt", b"x"), ("../escaped.txt", b"x")]),
-        None,
-        |m| m,
-        |i| i,
-    );
-    let _ = std::fs::remove_file("/tmp/cbuild-rel-escape.txt");
+    // A name of this process's own under /tmp (another test run may be at this point too).
+    let escape = format!("/tmp/cbuild-rel-escape-{}.txt", std::process::id());
+    let up = format!("../../../../../../../..{escape}");
+    layout(&ws, &tar_of(&[(up.as_str(), b"x"), ("../escaped.txt", b"x")]), None, |m| m, |i| i);
+    let _ = std::fs::remove_file(&escape);
     let o = ws.run(&["run", "--entrypoint", "/bin/true", "//imp:img"]);
     assert_ne!(o.code, 0, "{}", o.all());
     assert!(o.all().contains(".."), "the refusal names the entry: {}", o.all());
-    assert!(!Path::new("/tmp/cbuild-rel-escape.txt").exists() && !outside.exists(), "a file escaped the rootfs");
+    assert!(!Path::new(&escape).exists() && !outside.exists(), "a file escaped the rootfs");
     expect_failure(&ws, &good, &["//tools:missing"], 2, &[], None);
 }
 
@@ -552,56 +547,16 @@ fn tar_header_claiming_a_huge_file_is_an_error_not_a_huge_write() {
 
 // ---- Registry answers ----------------------------------------------------------------------------
 
-/// A tiny HTTP/1.1 server on 127.0.0.1: `answer(method, path)` → (status, content-type, body).
-struct FakeRegistry {
-    host: String,
-    hits: Arc<AtomicUsize>,
-}
-
-type Answer = Box<dyn Fn(&str, &str) -> (u16, String, Vec<u8>) + Send + Sync>;
-
-impl FakeRegistry {
-    fn start(answer: Answer) -> FakeRegistry {
-        let l = TcpListener::bind("127.0.0.1:0").unwrap();
-        let host = l.local_addr().unwrap().to_string();
-        let hits = Arc::new(AtomicUsize::new(0));
-        let (answer, h) = (Arc::new(answer), hits.clone());
-        std::thread::spawn(move || {
-            for s in l.incoming() {
-                let Ok(mut s) = s else { continue };
-                let (answer, h) = (answer.clone(), h.clone());
-                std::thread::spawn(move || {
-                    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                    loop {
-                        let mut buf = Vec::new();
-                        let mut b = [0u8; 1];
-                        while !buf.ends_with(b"\r\n\r\n") {
-                            match s.read(&mut b) {
-                                Ok(1) => buf.push(b[0]),
-                                _ => return,
-                            }
-                        }
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let head = String::from_utf8_lossy(&buf).to_string();
-                        let mut it = head.split_whitespace();
-                        let (m, p) = (it.next().unwrap_or("").to_string(), it.next().unwrap_or("").to_string());
-                        let (code, ct, body) = answer(&m, &p);
-                        let resp = format!(
-                            "HTTP/1.1 {code} X\r\nContent-Type: {ct}\r\nContent-Length: {}\r\nRetry-After: 0\r\nDocker-Distribution-API-Version: registry/2.0\r\n\r\n",
-                            body.len()
-                        );
-                        if s.write_all(resp.as_bytes())
-                            .and_then(|_| if m == "HEAD" { Ok(()) } else { s.write_all(&body) })
-                            .is_err()
-                        {
-                            return;
-                        }
-                    }
-                });
-            }
-        });
-        FakeRegistry { host, hits }
-    }
+/// A fake registry: `answer(path)` → (status, content-type, body), with the headers a registry
+/// sends; counts requests.
+fn fake_registry(answer: impl Fn(&str) -> (u16, String, Vec<u8>) + Send + Sync + 'static) -> FakeServer {
+    FakeServer::start(move |req| {
+        let (status, ct, body) = answer(&req.path);
+        Response::new(status, body)
+            .header("Content-Type", &ct)
+            .header("Retry-After", "0")
+            .header("Docker-Distribution-API-Version", "registry/2.0")
+    })
 }
 
 const MT: &str = "application/vnd.oci.image.manifest.v1+json";
@@ -614,18 +569,18 @@ fn pull_ws(ws: &Ws, image: &str, digest: Option<&str>) {
 
 fn registry_case(status: u16, body: &'static [u8], needles: &[&str], pinned: bool) {
     let (ws, good) = primed();
-    let reg = FakeRegistry::start(Box::new(move |_, p| {
+    let reg = fake_registry(move |p| {
         if p == "/v2/" {
             (200, "application/json".into(), b"{}".to_vec())
         } else {
             (status, "application/json".into(), body.to_vec())
         }
-    }));
+    });
     let pin = format!("sha256:{}", "a".repeat(64));
-    pull_ws(&ws, &format!("{}/lib/base:1", reg.host), pinned.then_some(pin.as_str()));
+    pull_ws(&ws, &format!("{}/lib/base:1", reg.host()), pinned.then_some(pin.as_str()));
     let out = expect_failure(&ws, &good, &["//pull:img"], 1, needles, Some(("//pull:base", None)));
-    assert!(out.contains(&reg.host) || out.contains("lib/base"), "names the registry or repository: {out}");
-    assert!(reg.hits.load(Ordering::SeqCst) < 50, "bounded retries: {} requests", reg.hits.load(Ordering::SeqCst));
+    assert!(out.contains(&reg.host()) || out.contains("lib/base"), "names the registry or repository: {out}");
+    assert!(reg.requests() < 50, "bounded retries: {} requests", reg.requests());
 }
 
 #[test]
@@ -653,7 +608,7 @@ fn registry_answers_a_manifest_with_the_wrong_digest() {
     );
     let real = format!("sha256:{}", sha(manifest.as_bytes()));
     let m2 = manifest.clone();
-    let reg = FakeRegistry::start(Box::new(move |_, p| {
+    let reg = fake_registry(move |p| {
         if p == "/v2/" {
             (200, "application/json".into(), b"{}".to_vec())
         } else if p.contains("/manifests/") {
@@ -661,9 +616,9 @@ fn registry_answers_a_manifest_with_the_wrong_digest() {
         } else {
             (404, "application/json".into(), b"{\"errors\":[{\"code\":\"BLOB_UNKNOWN\"}]}".to_vec())
         }
-    }));
+    });
     let pin = format!("sha256:{}", "c".repeat(64));
-    pull_ws(&ws, &format!("{}/lib/base:1", reg.host), Some(&pin));
+    pull_ws(&ws, &format!("{}/lib/base:1", reg.host()), Some(&pin));
     let out = expect_failure(&ws, &good, &["//pull:img"], 1, &[&pin[..20]], Some(("//pull:base", None)));
     assert!(out.contains(&real[..20]) || out.contains("digest"), "names the digests: {out}");
 }
@@ -680,7 +635,7 @@ fn registry_blob_with_the_wrong_digest() {
         cfg.len()
     );
     let pin = format!("sha256:{}", sha(manifest.as_bytes()));
-    let reg = FakeRegistry::start(Box::new(move |_, p| {
+    let reg = fake_registry(move |p| {
         if p == "/v2/" {
             (200, "application/json".into(), b"{}".to_vec())
         } else if p.contains("/manifests/") {
@@ -689,34 +644,9 @@ fn registry_blob_with_the_wrong_digest() {
             // The config blob with other bytes of the same length.
             (200, "application/octet-stream".into(), cfg.iter().map(|b| if *b == b'x' { b'y' } else { *b }).collect())
         }
-    }));
-    pull_ws(&ws, &format!("{}/lib/base:1", reg.host), Some(&pin));
+    });
+    pull_ws(&ws, &format!("{}/lib/base:1", reg.host()), Some(&pin));
     expect_failure(&ws, &good, &["//pull:img"], 1, &["sha256:"], Some(("//pull:base", None)));
-}
-
-struct Registry {
-    dir: tempfile::TempDir,
-    host: String,
-}
-
-impl Registry {
-    fn start(auth: Option<&str>) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = std::process::Command::new(common::harness("registry.sh"));
-        c.arg("start").arg(dir.path());
-        if let Some(a) = auth {
-            c.arg(a);
-        }
-        let out = c.output().unwrap();
-        assert!(out.status.success(), "registry.sh: {}", String::from_utf8_lossy(&out.stderr));
-        Registry { host: String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("http://").to_string(), dir }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(common::harness("registry.sh")).arg("stop").arg(self.dir.path()).output();
-    }
 }
 
 #[test]
@@ -724,7 +654,7 @@ fn real_registry_answers_401_and_404() {
     let reg = Registry::start(Some("rel:secret-pw-401"));
     let (ws, good) = primed();
     let cfg = tempfile::tempdir().unwrap();
-    pull_ws(&ws, &format!("{}/lib/base:1", reg.host), None);
+    pull_ws(&ws, &reg.tag("lib/base:1"), None);
     let o = ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(["build", "--json", "//pull:img"]).output().unwrap();
     let all = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(1), "401: {all}");
@@ -733,8 +663,8 @@ fn real_registry_answers_401_and_404() {
             && (all.contains("401") || all.to_lowercase().contains("unauthorized") || all.contains("credentials")),
         "401: {all}"
     );
-    let reg2 = Registry::start(None);
-    pull_ws(&ws, &format!("{}/lib/nothing-here:1", reg2.host), None);
+    let reg2 = Registry::shared();
+    pull_ws(&ws, &reg2.tag("lib/nothing-here:1"), None);
     let out = expect_failure(&ws, &good, &["//pull:img"], 1, &["lib/nothing-here"], Some(("//pull:base", None)));
     assert!(out.contains("404") || out.to_lowercase().contains("not found") || out.contains("unknown"), "404: {out}");
 }

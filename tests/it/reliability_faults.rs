@@ -21,6 +21,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::registry::Registry;
 use support::{Rng, Ws, TARGETS};
 
 const SMALL: &[&str] = &["//tools/..."];
@@ -127,32 +128,6 @@ fn kill_9_at_random_moments_of_builds_then_the_next_build_equals_a_clean_one() {
     );
 }
 
-struct Registry {
-    dir: tempfile::TempDir,
-    host: String,
-}
-
-impl Registry {
-    fn start(auth: Option<&str>) -> Registry {
-        let dir = tempfile::tempdir().unwrap();
-        let mut c = Command::new(common::harness("registry.sh"));
-        c.arg("start").arg(dir.path());
-        if let Some(a) = auth {
-            c.arg(a);
-        }
-        let out = c.output().unwrap();
-        assert!(out.status.success(), "registry.sh: {}", String::from_utf8_lossy(&out.stderr));
-        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        Registry { host: url.trim_start_matches("http://").to_string(), dir }
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(common::harness("registry.sh")).arg("stop").arg(self.dir.path()).output();
-    }
-}
-
 /// The digest of the manifest a registry serves for `repo:tag` (sha256 of the bytes).
 fn registry_digest(host: &str, repo: &str, tag: &str) -> Option<String> {
     let r = reqwest::blocking::Client::new()
@@ -173,7 +148,7 @@ fn registry_digest(host: &str, repo: &str, tag: &str) -> Option<String> {
 fn kill_9_during_push_then_the_next_push_is_whole() {
     let seed = support::seed(0xb005);
     let rounds = if support::long() { 50 } else { 10 };
-    let reg = Registry::start(None);
+    let reg = Registry::shared();
     let ws = support::examples();
     let mut rng = Rng::new(seed);
     let mut interrupted = 0;
@@ -184,7 +159,7 @@ fn kill_9_during_push_then_the_next_push_is_whole() {
         let tag = format!("r{}", round % 3);
         let mut child = ws
             .cmd()
-            .args(["push", "//tools:web", "--tag", &format!("{}/rel/web:{tag}", reg.host)])
+            .args(["push", "//tools:web", "--tag", &reg.tag(&format!("rel/web:{tag}"))])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -195,10 +170,10 @@ fn kill_9_during_push_then_the_next_push_is_whole() {
             interrupted += 1;
         }
         support::kill9(&mut child);
-        let o = ws.run(&["push", "//tools:web", "--tag", &format!("{}/rel/web:{tag}", reg.host)]);
+        let o = ws.run(&["push", "//tools:web", "--tag", &reg.tag(&format!("rel/web:{tag}"))]);
         assert_eq!(o.code, 0, "round {round} (seed {seed}): push after kill -9 failed: {}", o.stderr);
         assert_eq!(
-            registry_digest(&reg.host, "rel/web", &tag).as_deref(),
+            registry_digest(&reg.host, &reg.repo("rel/web"), &tag).as_deref(),
             Some(local.as_str()),
             "round {round}: registry serves another manifest"
         );
@@ -207,7 +182,10 @@ fn kill_9_during_push_then_the_next_push_is_whole() {
             let cx = support::empty();
             cx.write(
                 "base/BUILD.star",
-                format!("oci_pull(name = \"web\", image = \"{}/rel/web:{tag}\", digest = \"{local}\")\n", reg.host),
+                format!(
+                    "oci_pull(name = \"web\", image = \"{}\", digest = \"{local}\")\n",
+                    reg.tag(&format!("rel/web:{tag}"))
+                ),
             );
             cx.write("app/BUILD.star", "layer(name = \"l\", srcs = [\"a.txt\"])\noci_image(name = \"img\", base = \"//base:web\", layers = [\":l\"])\n");
             cx.write("app/a.txt", "a\n");

@@ -15,33 +15,20 @@
 use crate::common;
 use crate::common::support;
 
-use std::io::{Read, Write};
-use std::net::TcpListener;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::cache_server::CacheServer;
+use common::http::{FakeServer, Response};
+use common::registry::Registry;
 use support::Ws;
 
-/// A listener on 127.0.0.1 that answers HTTP 200 "host-says-hi" and counts connections.
-fn host_listener() -> (u16, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = l.local_addr().unwrap().port();
-    let n = Arc::new(AtomicUsize::new(0));
-    let n2 = n.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            n2.fetch_add(1, Ordering::SeqCst);
-            let mut buf = [0u8; 1024];
-            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-            let _ = s.read(&mut buf);
-            let _ = s.write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 12\r\n\r\nhost-says-hi");
-        }
-    });
-    (port, n)
+/// A server on 127.0.0.1 that answers HTTP 200 "host-says-hi" (and counts connections).
+fn host_listener() -> FakeServer {
+    FakeServer::start(|_| Response::new(200, "host-says-hi"))
 }
 
 /// An examples copy with buildpack `//bps:probe` (detect passes, build runs `build_sh`) and
@@ -84,30 +71,32 @@ fn output_lines(o: &support::Out) -> String {
 
 #[test]
 fn buildpack_network_only_with_network_true() {
-    let (port, hits) = host_listener();
+    let host = host_listener();
+    let port = host.port();
     let ws = probe_ws(NET_PROBE, false, port);
     let o = ws.build(&["//app:img"]);
     assert_eq!(o.code, 0, "{}", o.all());
     let out = output_lines(&o);
     assert!(out.contains("NET-BLOCKED") && !out.contains("host-says-hi"), "network = False must block: {out}");
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "a connection reached the host with network = False");
+    assert_eq!(host.connections(), 0, "a connection reached the host with network = False");
 
     let ws = probe_ws(NET_PROBE, true, port);
     let o = ws.build(&["//app:img"]);
     assert_eq!(o.code, 0, "{}", o.all());
     let out = output_lines(&o);
     assert!(out.contains("host-says-hi") && out.contains("NET-REACHED"), "network = True must reach the host: {out}");
-    assert!(hits.load(Ordering::SeqCst) >= 1);
+    assert!(host.connections() >= 1);
 }
 
 #[test]
 fn genrule_never_reaches_the_network() {
-    let (port, hits) = host_listener();
+    let host = host_listener();
+    let port = host.port();
     let probe = format!("printf 'GET / HTTP/1.0\\\\r\\\\n\\\\r\\\\n' | /bin/busybox nc -w 3 127.0.0.1 {port}");
     // Positive control: the same probe on the host reaches the listener.
     let on_host = Command::new("sh").arg("-c").arg(probe.replace("\\\\", "\\")).output().unwrap();
     assert!(String::from_utf8_lossy(&on_host.stdout).contains("host-says-hi"), "probe broken on the host: {on_host:?}");
-    assert_eq!(hits.swap(0, Ordering::SeqCst), 1);
+    assert_eq!(host.connections(), 1);
     let ws = support::examples();
     ws.write(
         "net/BUILD.star",
@@ -115,7 +104,7 @@ fn genrule_never_reaches_the_network() {
     );
     let o = ws.build(&["//net:g"]);
     assert_eq!(o.code, 0, "{}", o.all());
-    assert_eq!(hits.load(Ordering::SeqCst), 0, "a genrule reached the host network");
+    assert_eq!(host.connections(), 1, "a genrule reached the host network");
     let produced: Vec<_> = walkdir::WalkDir::new(ws.path("cbuild-out"))
         .into_iter()
         .filter_map(|e| e.ok())
@@ -165,14 +154,9 @@ fn fifty_background_processes_of_a_genrule_do_not_survive() {
 const PASS: &str = "PLANTED-REG-PASS-9f3kq";
 const TOKEN: &str = "PLANTED-CACHE-TOKEN-x81v";
 
-fn b64(s: &str) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(s)
-}
-
 /// Asserts no planted secret (or its base64 form) is in `text` or in any file under `dirs`.
 fn assert_no_secret(what: &str, text: &str, dirs: &[&std::path::Path]) {
-    for s in [PASS.to_string(), TOKEN.to_string(), b64(&format!("rel:{PASS}")), b64(TOKEN)] {
+    for s in [PASS.to_string(), TOKEN.to_string(), common::b64(&format!("rel:{PASS}")), common::b64(TOKEN)] {
         assert!(!text.contains(&s), "{what}: secret `{s}` in the output:\n{text}");
         for d in dirs {
             let hits = support::files_containing(d, s.as_bytes());
@@ -181,34 +165,14 @@ fn assert_no_secret(what: &str, text: &str, dirs: &[&std::path::Path]) {
     }
 }
 
-struct Registry {
-    dir: tempfile::TempDir,
-    host: String,
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = Command::new(common::harness("registry.sh")).arg("stop").arg(self.dir.path()).output();
-    }
-}
-
 #[test]
 fn registry_password_never_leaks() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::harness("registry.sh"))
-        .arg("start")
-        .arg(dir.path())
-        .arg(format!("rel:{PASS}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let reg =
-        Registry { host: String::from_utf8_lossy(&out.stdout).trim().trim_start_matches("http://").to_string(), dir };
+    let reg = Registry::start(Some(&format!("rel:{PASS}")));
     let ws = support::examples();
     let cfg = tempfile::tempdir().unwrap();
     std::fs::write(
         cfg.path().join("config.json"),
-        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, b64(&format!("rel:{PASS}"))),
+        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, common::b64(&format!("rel:{PASS}"))),
     )
     .unwrap();
     let mut all = String::new();
@@ -223,14 +187,8 @@ fn registry_password_never_leaks() {
     );
     // A push, a push with --json, a build --push with --json, then an oci_pull of the pushed image.
     for args in [
-        vec!["push".to_string(), "//tools:tool".into(), "--tag".into(), format!("{}/rel/img:0", reg.host)],
-        vec![
-            "--json".into(),
-            "push".into(),
-            "//tools:tool-versioned".into(),
-            "--tag".into(),
-            format!("{}/rel/img:1", reg.host),
-        ],
+        vec!["push".to_string(), "//tools:tool".into(), "--tag".into(), reg.tag("rel/img:0")],
+        vec!["--json".into(), "push".into(), "//tools:tool-versioned".into(), "--tag".into(), reg.tag("rel/img:1")],
         vec!["build".into(), "--json".into(), "--push".into(), "//tools:web".into()],
     ] {
         let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(&args));
@@ -251,14 +209,14 @@ fn registry_password_never_leaks() {
     // Wrong password: the error must not print the one that was tried.
     std::fs::write(
         cfg.path().join("config.json"),
-        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, b64(&format!("rel:{PASS}-wrong"))),
+        format!("{{\"auths\":{{\"{}\":{{\"auth\":\"{}\"}}}}}}", reg.host, common::b64(&format!("rel:{PASS}-wrong"))),
     )
     .unwrap();
     let o = support::out_of(ws.cmd().env("DOCKER_CONFIG", cfg.path()).args([
         "push",
         "//tools:tool",
         "--tag",
-        &format!("{}/rel/other:1", reg.host),
+        &reg.tag("rel/other:1"),
     ]));
     assert_eq!(o.code, 1, "{}", o.all());
     all.push_str(&o.all());
@@ -266,62 +224,33 @@ fn registry_password_never_leaks() {
 }
 
 /// A server answering every request with `status` and a body that echoes the request headers
-/// (a misbehaving registry or cache that reflects `Authorization`).
-fn echo_server(status: u16) -> (String, Arc<AtomicUsize>) {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap();
-    let host = l.local_addr().unwrap().to_string();
+/// (a misbehaving registry or cache that reflects `Authorization`); asks for credentials first,
+/// as a registry does. Counts the requests that had credentials.
+fn echo_server(status: u16) -> (FakeServer, Arc<AtomicUsize>) {
     let authed = Arc::new(AtomicUsize::new(0));
-    let authed2 = authed.clone();
-    std::thread::spawn(move || {
-        for s in l.incoming() {
-            let Ok(mut s) = s else { continue };
-            let authed = authed2.clone();
-            std::thread::spawn(move || {
-                let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
-                loop {
-                    let mut buf = Vec::new();
-                    let mut b = [0u8; 1];
-                    while !buf.ends_with(b"\r\n\r\n") {
-                        match s.read(&mut b) {
-                            Ok(1) => buf.push(b[0]),
-                            _ => return,
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf).to_string();
-                    if !head.to_lowercase().contains("\nauthorization:") {
-                        // Ask for credentials first, as a registry does.
-                        let resp =
-                            "HTTP/1.1 401 X\r\nWWW-Authenticate: Basic realm=\"echo\"\r\nContent-Length: 2\r\n\r\n{}";
-                        if s.write_all(resp.as_bytes()).is_err() {
-                            return;
-                        }
-                        continue;
-                    }
-                    authed.fetch_add(1, Ordering::SeqCst);
-                    let body = format!(
-                        "{{\"errors\":[{{\"code\":\"DENIED\",\"message\":\"you sent: {}\"}}]}}",
-                        head.replace("\r\n", " | ").replace('"', "'")
-                    );
-                    let resp = format!("HTTP/1.1 {status} X\r\nContent-Type: application/json\r\nContent-Length: {}\r\nRetry-After: 0\r\n\r\n{body}", body.len());
-                    if s.write_all(resp.as_bytes()).is_err() {
-                        return;
-                    }
-                }
-            });
+    let counter = authed.clone();
+    let srv = FakeServer::start(move |req| {
+        if req.header("authorization").is_none() {
+            return Response::new(401, "{}").header("WWW-Authenticate", "Basic realm=\"echo\"");
         }
+        counter.fetch_add(1, Ordering::SeqCst);
+        let echoed = req.head.trim_end().replace("\r\n", " | ").replace('"', "'");
+        let body = format!("{{\"errors\":[{{\"code\":\"DENIED\",\"message\":\"you sent: {echoed}\"}}]}}");
+        Response::new(status, body).header("Content-Type", "application/json").header("Retry-After", "0")
     });
-    (host, authed)
+    (srv, authed)
 }
 
 #[test]
 fn registry_error_bodies_reflecting_authorization_are_not_printed() {
     for status in [401u16, 403, 500] {
-        let (host, authed) = echo_server(status);
+        let (srv, authed) = echo_server(status);
+        let host = srv.host();
         let ws = support::examples();
         let cfg = tempfile::tempdir().unwrap();
         std::fs::write(
             cfg.path().join("config.json"),
-            format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}", b64(&format!("rel:{PASS}"))),
+            format!("{{\"auths\":{{\"{host}\":{{\"auth\":\"{}\"}}}}}}", common::b64(&format!("rel:{PASS}"))),
         )
         .unwrap();
         ws.write(
@@ -339,7 +268,8 @@ fn registry_error_bodies_reflecting_authorization_are_not_printed() {
 fn remote_cache_token_never_leaks_even_when_the_server_reflects_it() {
     let mut all = String::new();
     for status in [401u16, 500] {
-        let (host, authed) = echo_server(status);
+        let (srv, authed) = echo_server(status);
+        let host = srv.host();
         let ws = support::examples();
         let o = support::out_of(ws.cmd().env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN).args([
             "--remote-cache",
@@ -357,34 +287,21 @@ fn remote_cache_token_never_leaks_even_when_the_server_reflects_it() {
 
 #[test]
 fn remote_cache_token_never_leaks_on_a_real_server() {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(common::harness("http-cache.sh")).arg("start").arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    struct Stop(std::path::PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = Command::new(common::harness("http-cache.sh")).arg("stop").arg(&self.0).output();
-        }
-    }
-    let _stop = Stop(dir.path().to_path_buf());
+    // Its own server: every file the server wrote (logs included) is searched.
+    let srv = CacheServer::start(None);
     let a = support::examples();
     let b = support::examples();
     // Runner A writes (it holds a signing key; without one the remote cache is read-only), runner
     // B reads what A signed: the token travels in both directions.
-    let keys = tempfile::tempdir().unwrap();
-    let key = keys.path().join("signing.pem");
-    let kg = Command::new(env!("CARGO_BIN_EXE_cbuild")).arg("cache").arg("keygen").arg(&key).output().unwrap();
-    assert!(kg.status.success(), "{}", String::from_utf8_lossy(&kg.stderr));
-    let public = String::from_utf8_lossy(&kg.stdout).trim().to_string();
+    let keys = common::keygen();
     let mut all = String::new();
     for (i, ws) in [&a, &b].into_iter().enumerate() {
         let mut c = ws.cmd();
-        c.env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN).env("CBUILD_REMOTE_TRUSTED_KEYS", &public);
+        c.env("CBUILD_REMOTE_CACHE_TOKEN", TOKEN).envs(keys.reader());
         if i == 0 {
-            c.env("CBUILD_REMOTE_SIGNING_KEY", &key);
+            c.envs(keys.writer());
         }
-        let o = support::out_of(c.args(["--remote-cache", &url, "build", "--json"]).args(support::TARGETS));
+        let o = support::out_of(c.args(["--remote-cache", &srv.url, "build", "--json"]).args(support::TARGETS));
         assert_eq!(o.code, 0, "{}", o.all());
         if i == 1 {
             assert!(
@@ -398,6 +315,6 @@ fn remote_cache_token_never_leaks_on_a_real_server() {
     assert_no_secret(
         "remote cache",
         &all,
-        &[&a.cache, &b.cache, &a.path("cbuild-out"), &b.path("cbuild-out"), dir.path()],
+        &[&a.cache, &b.cache, &a.path("cbuild-out"), &b.path("cbuild-out"), srv.dir()],
     );
 }

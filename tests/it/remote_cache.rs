@@ -1,11 +1,11 @@
 //! Integration tests of `cbuild::remote` against a real Bazel-HTTP-protocol server (nginx WebDAV via
-//! `shared/harness/http-cache.sh`, stopped by a guard even when a test fails). Writers sign with a
+//! `shared/harness/http-cache.sh`: `common::cache_server`). Tests with basic auth or that stop the
+//! server start their own; the others use a path prefix of the shared one. Writers sign with a
 //! key pair generated per test (without a signing key a client never writes).
 
 use std::fs;
 use std::net::TcpListener;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cbuild::cas::{BlobDir, CasError};
@@ -14,58 +14,13 @@ use cbuild::remote::proto::ActionResult;
 use cbuild::remote::signing::generate_pem;
 use cbuild::remote::{entry, RemoteAuth, RemoteCache, RemoteError, RemoteHealth, RemoteMode, SigningKey, Timeouts};
 
+use crate::common::cache_server::CacheServer;
+
 const USER: &str = "ci-user";
 /// Planted: must never show up in an error or a Debug output.
 const PASSWORD: &str = "pl4nted-Passw0rd";
 /// Planted: must never show up in an error or a Debug output.
 const TOKEN: &str = "pl4nted-T0ken-9f8e7d";
-
-fn harness(script: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/harness").join(script)
-}
-
-/// A running nginx cache; stopped on drop (also when the test panics).
-struct Server {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Server {
-    fn start(auth: Option<&str>) -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(harness("http-cache.sh"));
-        cmd.arg("start").arg(dir.path());
-        match auth {
-            Some(a) => cmd.env("CACHE_AUTH", a),
-            None => cmd.env_remove("CACHE_AUTH"),
-        };
-        let out = cmd.output().expect("run http-cache.sh");
-        assert!(out.status.success(), "http-cache.sh start: {}", String::from_utf8_lossy(&out.stderr));
-        let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        Server { dir, url }
-    }
-    fn stop(&self) {
-        let _ = Command::new(harness("http-cache.sh")).arg("stop").arg(self.dir.path()).output();
-    }
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-    fn cas_file(&self, d: &Digest) -> PathBuf {
-        self.data().join("cas").join(d.hex())
-    }
-    fn ac_file(&self, key: &Blake3) -> PathBuf {
-        self.data().join("ac").join(key.to_hex())
-    }
-    fn access_log(&self) -> String {
-        fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
 
 /// A fresh Ed25519 key pair.
 fn new_key() -> SigningKey {
@@ -127,7 +82,7 @@ fn put_sample(remote: &RemoteCache, a: &BlobDir, key_seed: &[u8]) -> (Blake3, Ve
 
 #[test]
 fn runner_b_gets_entry_from_runner_a_and_fetches_blobs_lazily() {
-    let server = Server::start(None);
+    let server = CacheServer::shared();
     let remote = rw(&server.url);
     let (_ta, a) = blob_dir();
     let key = Blake3::of_bytes(b"action one");
@@ -199,7 +154,7 @@ fn runner_b_gets_entry_from_runner_a_and_fetches_blobs_lazily() {
 
 /// Damages the big blob on the server, then checks runner B refuses it and keeps nothing.
 fn assert_damaged_blob_rejected(damage: impl FnOnce(&Path)) {
-    let server = Server::start(None);
+    let server = CacheServer::shared();
     let remote = rw(&server.url);
     let (_ta, a) = blob_dir();
     let (key, blobs) = put_sample(&remote, &a, b"damaged");
@@ -236,7 +191,7 @@ fn truncated_blob_on_server_is_rejected_and_leaves_nothing() {
 
 #[test]
 fn poisoned_or_foreign_entries_are_errors_not_hits() {
-    let server = Server::start(None);
+    let server = CacheServer::shared();
     let remote = rw(&server.url);
     let (_ta, a) = blob_dir();
     let (key, _) = put_sample(&remote, &a, b"entry");
@@ -270,7 +225,7 @@ fn poisoned_or_foreign_entries_are_errors_not_hits() {
 
 #[test]
 fn stopped_server_costs_one_quick_error_then_the_remote_is_disabled() {
-    let server = Server::start(None);
+    let server = CacheServer::start(None);
     let remote = rw(&server.url);
     server.stop();
     let key = Blake3::of_bytes(b"k");
@@ -316,7 +271,7 @@ fn hung_server_times_out_within_the_request_timeout() {
 
 #[test]
 fn read_only_mode_never_writes() {
-    let server = Server::start(None);
+    let server = CacheServer::shared();
     let (_ta, a) = blob_dir();
     let ro = client(&server.url, RemoteMode::ReadOnly, RemoteAuth::None);
     let key = Blake3::of_bytes(b"ro");
@@ -337,7 +292,7 @@ fn read_only_mode_never_writes() {
 
 #[test]
 fn basic_auth_works_with_credentials_and_fails_clearly_without() {
-    let server = Server::start(Some(&format!("{USER}:{PASSWORD}")));
+    let server = CacheServer::start(Some(&format!("{USER}:{PASSWORD}")));
     let (_ta, a) = blob_dir();
     let (_tb, b) = blob_dir();
     let authed = client(&server.url, RemoteMode::ReadWrite, RemoteAuth::Basic(USER.into(), PASSWORD.into()));
@@ -379,7 +334,7 @@ fn shown(e: &RemoteError) -> String {
 
 #[test]
 fn planted_token_never_appears_in_errors_or_debug() {
-    let server = Server::start(Some(&format!("{USER}:{PASSWORD}")));
+    let server = CacheServer::start(Some(&format!("{USER}:{PASSWORD}")));
     let key = Blake3::of_bytes(b"secret");
     let (_t, b) = blob_dir();
     let d = b.put_bytes(b"blob").unwrap();
@@ -420,7 +375,7 @@ fn planted_token_never_appears_in_errors_or_debug() {
 
 #[test]
 fn corrupt_local_blob_is_never_uploaded() {
-    let server = Server::start(None);
+    let server = CacheServer::shared();
     let remote = rw(&server.url);
     let (_ta, a) = blob_dir();
     let blobs = two_blobs(&a);
@@ -444,7 +399,7 @@ fn corrupt_local_blob_is_never_uploaded() {
 
 #[test]
 fn without_a_signing_key_a_client_never_writes() {
-    let server = Server::start(None);
+    let server = CacheServer::shared();
     let (_ta, a) = blob_dir();
     let key = Blake3::of_bytes(b"unsigned writer");
     let blobs = two_blobs(&a);
@@ -466,7 +421,7 @@ fn without_a_signing_key_a_client_never_writes() {
 
 #[test]
 fn readers_with_trusted_keys_accept_only_entries_signed_by_them() {
-    let server = Server::start(None);
+    let server = CacheServer::shared();
     let pem = generate_pem().unwrap();
     let writer_key = || SigningKey::from_pkcs8(pem.as_bytes()).unwrap();
     let pk = writer_key().public_key();

@@ -1,33 +1,12 @@
-//! Remote cache through the CLI against a real server (nginx WebDAV via http-cache.sh): runner B
+//! Remote cache through the CLI against a real server (nginx WebDAV via http-cache.sh, a path
+//! prefix of the shared one unless a test stops it): runner B
 //! with an empty cache and another checkout path executes nothing runner A did; a corrupt blob on
 //! the server is detected and rebuilt; a dead server costs one warning and a local build. Runner A
 //! signs with a key pair from `cbuild cache keygen`; runner B trusts its public key.
 
 use crate::common;
-use common::{harness, TestContext};
-
-struct Server {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(harness("http-cache.sh")).arg("start").arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        Server { url: String::from_utf8_lossy(&out.stdout).trim().to_string(), dir }
-    }
-    fn stop(&self) {
-        let _ = std::process::Command::new(harness("http-cache.sh")).arg("stop").arg(self.dir.path()).output();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        self.stop();
-    }
-}
+use common::cache_server::CacheServer;
+use common::TestContext;
 
 fn build(cx: &TestContext, url: &str, extra: &[&str]) -> (serde_json::Value, Vec<serde_json::Value>, String) {
     build_env(cx, url, &[], extra)
@@ -65,7 +44,7 @@ const PATTERNS: &[&str] = &["//services/api:image", "//services/worker:image", "
 
 #[test]
 fn runner_b_rebuilds_nothing_runner_a_built() {
-    let srv = Server::start();
+    let srv = CacheServer::shared();
     let keys = common::keygen();
     let a = TestContext::from_examples();
     let b = TestContext::from_examples(); // another checkout path, another empty cache
@@ -85,21 +64,21 @@ fn runner_b_rebuilds_nothing_runner_a_built() {
     // Read-only mode (pull requests) reads but never writes.
     let c = TestContext::from_examples();
     c.write("tools/hello.sh", "#!/bin/sh\necho changed\n");
-    let before = std::fs::read_to_string(srv.dir.path().join("access.log")).unwrap().matches("PUT").count();
+    let before = srv.access_log().matches("PUT").count();
     let r = c.run(&["--remote-cache", &srv.url, "--remote-cache-mode", "read-only", "build", "//tools:tool"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    let after = std::fs::read_to_string(srv.dir.path().join("access.log")).unwrap().matches("PUT").count();
+    let after = srv.access_log().matches("PUT").count();
     assert_eq!(before, after, "read-only mode wrote to the server");
 }
 
 #[test]
 fn a_corrupt_blob_on_the_server_is_detected_and_the_action_rebuilt() {
-    let srv = Server::start();
+    let srv = CacheServer::shared();
     let keys = common::keygen();
     let a = TestContext::from_examples();
     let (sa, _, _) = build_env(&a, &srv.url, &keys.writer(), &["//tools:tool"]);
     // Corrupt every CAS blob larger than 1 KiB on the server (the busybox layer among them).
-    let cas = srv.dir.path().join("data/cas");
+    let cas = srv.data().join("cas");
     let mut n = 0;
     for e in std::fs::read_dir(&cas).unwrap() {
         let p = e.unwrap().path();
@@ -126,7 +105,7 @@ fn a_corrupt_blob_on_the_server_is_detected_and_the_action_rebuilt() {
 
 #[test]
 fn a_dead_server_costs_one_warning_and_a_local_build() {
-    let srv = Server::start();
+    let srv = CacheServer::start(None);
     let url = srv.url.clone();
     srv.stop();
     let cx = TestContext::from_examples();
@@ -146,7 +125,7 @@ fn a_dead_server_costs_one_warning_and_a_local_build() {
 
 #[test]
 fn remote_cache_credentials_are_never_printed() {
-    let srv = Server::start();
+    let srv = CacheServer::shared();
     let cx = TestContext::from_examples();
     let r = cx
         .cmd()

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
+use common::cache_server::CacheServer;
 use support::Ws;
 
 /// A host tree the buildpacks aim at: a root-only secret, a file to overwrite, a directory to
@@ -256,24 +257,12 @@ fn env_secret_values_are_never_stored_or_printed() {
     ws.write("app/index.html", "<p>hi</p>\n");
     // With a real remote cache server (a signing runner uploads every entry): its stored objects
     // are searched too.
-    let server = tempfile::tempdir().unwrap();
-    let out =
-        std::process::Command::new(common::harness("http-cache.sh")).arg("start").arg(server.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    struct Stop(std::path::PathBuf);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = std::process::Command::new(common::harness("http-cache.sh")).arg("stop").arg(&self.0).output();
-        }
-    }
-    let _stop = Stop(server.path().to_path_buf());
-    let key = server.path().join("signing.pem");
-    let kg = ws.cmd().args(["cache", "keygen"]).arg(&key).output().unwrap();
-    assert!(kg.status.success(), "{}", String::from_utf8_lossy(&kg.stderr));
-    let b = support::out_of(ws.cmd().env("CBUILD_REMOTE_SIGNING_KEY", &key).args([
+    // Its own server: every file it wrote is searched.
+    let server = CacheServer::start(None);
+    let keys = common::keygen();
+    let b = support::out_of(ws.cmd().envs(keys.writer()).args([
         "--remote-cache",
-        &url,
+        &server.url,
         "build",
         "--json",
         "//app:img",
@@ -288,13 +277,13 @@ fn env_secret_values_are_never_stored_or_printed() {
         outputs.push_str(&ws.run(args).all());
     }
     assert!(!outputs.contains(&token), "the token was printed:\n{outputs}");
-    let stored = walkdir::WalkDir::new(server.path())
+    let stored = walkdir::WalkDir::new(server.dir())
         .into_iter()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_type().is_file())
         .count();
     assert!(stored > 5, "the remote cache server stored only {stored} objects");
-    for d in [ws.path("cbuild-out"), ws.cache.clone(), server.path().to_path_buf()] {
+    for d in [ws.path("cbuild-out"), ws.cache.clone(), server.dir().to_path_buf()] {
         let hits = support::files_containing(&d, token.as_bytes());
         assert!(hits.is_empty(), "the token is stored in {hits:?}");
     }

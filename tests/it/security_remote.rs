@@ -1,6 +1,6 @@
-//! Remote-cache trust through the CLI against a real server (nginx WebDAV via http-cache.sh), with
-//! entries planted by plain HTTP PUTs under the real action keys of `//tools:tool` (what anyone
-//! who can write to the server can do):
+//! Remote-cache trust through the CLI against a real server (nginx WebDAV via http-cache.sh, a path
+//! prefix of the shared one), with entries planted by plain HTTP PUTs under the real action keys
+//! of `//tools:tool` (what anyone who can write to the server can do):
 //! * a forged result signed by an attacker, or unsigned, is a miss with a warning naming the
 //!   action key for a reader that trusts the writer's key: the image is the clean build's;
 //! * a reader that trusts no keys cannot tell (the documented risk of that mode): it is warned,
@@ -10,10 +10,10 @@
 //!   cache: an offline rebuild afterwards is all local hits with the clean digest.
 
 use crate::common;
-use common::{harness, TestContext};
+use common::cache_server::CacheServer;
+use common::TestContext;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use cbuild::model::action::{ActionOutput, OutFile};
 use cbuild::model::digest::{Blake3, Digest};
@@ -21,36 +21,6 @@ use cbuild::remote::signing::generate_pem;
 use cbuild::remote::{entry, SigningKey};
 
 const TARGET: &str = "//tools:tool";
-
-struct Server {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Server {
-    fn start() -> Server {
-        let dir = tempfile::tempdir().unwrap();
-        let out = std::process::Command::new(harness("http-cache.sh")).arg("start").arg(dir.path()).output().unwrap();
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        Server { url: String::from_utf8_lossy(&out.stdout).trim().to_string(), dir }
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// `PUT {url}/{path}` like any client of the cache protocol.
-    fn put(&self, path: &str, body: Vec<u8>) {
-        let r = reqwest::blocking::Client::new().put(format!("{}/{path}", self.url)).body(body).send().unwrap();
-        assert!(r.status().is_success(), "PUT {path}: {}", r.status());
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(harness("http-cache.sh")).arg("stop").arg(self.dir.path()).output();
-    }
-}
 
 /// An entry as stored on the server.
 struct Stored {
@@ -62,7 +32,7 @@ struct Stored {
 }
 
 /// Every entry on the server by the role of its action in `//tools:tool`'s graph.
-fn stored(srv: &Server) -> BTreeMap<&'static str, Stored> {
+fn stored(srv: &CacheServer) -> BTreeMap<&'static str, Stored> {
     let mut out = BTreeMap::new();
     for e in std::fs::read_dir(srv.data().join("ac")).unwrap() {
         let p = e.unwrap().path();
@@ -100,7 +70,7 @@ fn stored(srv: &Server) -> BTreeMap<&'static str, Stored> {
 }
 
 /// Puts a `cbuild-result.json` (any bytes) and an `/ac/` value listing `blobs` under `key`.
-fn plant_raw(srv: &Server, key: &Blake3, result_file: &[u8], blobs: &[(Digest, u64)]) {
+fn plant_raw(srv: &CacheServer, key: &Blake3, result_file: &[u8], blobs: &[(Digest, u64)]) {
     let d = Digest::of_bytes(result_file);
     srv.put(&format!("cas/{}", d.hex()), result_file.to_vec());
     srv.put(&format!("ac/{}", key.to_hex()), entry::encode((&d, result_file.len() as u64), blobs));
@@ -108,7 +78,7 @@ fn plant_raw(srv: &Server, key: &Blake3, result_file: &[u8], blobs: &[(Digest, u
 
 /// Puts a well-formed entry with `result` under `key`, signed by `signer` (if any).
 fn plant(
-    srv: &Server,
+    srv: &CacheServer,
     key: &Blake3,
     result: &str,
     components: &str,
@@ -179,7 +149,7 @@ fn assert_local_cache_is_sound(cx: &TestContext, clean: &str, planted: &[&str]) 
 }
 
 /// Runner A (a trusted writer) fills the server; returns its keys and the clean image digest.
-fn writer_fills(srv: &Server) -> (common::Keys, String) {
+fn writer_fills(srv: &CacheServer) -> (common::Keys, String) {
     let keys = common::keygen();
     let a = TestContext::from_examples();
     let (clean, err) = build(&a, Some(&srv.url), &[("CBUILD_REMOTE_SIGNING_KEY", keys.private.to_str().unwrap())]);
@@ -190,7 +160,7 @@ fn writer_fills(srv: &Server) -> (common::Keys, String) {
 
 #[test]
 fn forged_remote_entry_is_a_miss() {
-    let srv = Server::start();
+    let srv = CacheServer::shared();
     let (keys, clean) = writer_fills(&srv);
     let s = stored(&srv);
     let reader = [("CBUILD_REMOTE_TRUSTED_KEYS", keys.public.as_str())];
@@ -232,7 +202,7 @@ fn forged_remote_entry_is_a_miss() {
 
 #[test]
 fn malformed_remote_entry_is_a_miss() {
-    let srv = Server::start();
+    let srv = CacheServer::shared();
     let (keys, clean) = writer_fills(&srv);
     let s = stored(&srv);
     // The trusted writer's own key signs the garbage: the checks do not rely on signatures.

@@ -1,17 +1,21 @@
 //! Helpers shared by every module of the integration-test binary. Here: TestContext (a temp
 //! workspace and cache dir, the cbuild binary, fixed SOURCE_DATE_EPOCH, no progress bars), the
-//! `../shared/harness` scripts, keygen, skips. Submodules: `child` (a test body in a child process,
-//! for process-wide state), `support` (the reliability tests' workspaces and clean-build oracle).
+//! `../shared/harness` scripts, keygen, skips. Submodules: `registry` and `cache_server` (the real
+//! servers, own or shared by the binary, on `daemon`), `http` (a fake HTTP server and a GET),
+//! `fault_proxy` (a fault-injecting proxy in front of them), `child` (a test body in a child
+//! process, for process-wide state), `support` (the reliability tests' workspaces and clean-build
+//! oracle).
 #![allow(dead_code)]
 
+pub mod cache_server;
 pub mod child;
-pub mod support;
-
-use std::path::{Path, PathBuf};
 pub mod daemon;
 pub mod fault_proxy;
 pub mod http;
 pub mod registry;
+pub mod support;
+
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub struct TestContext {
@@ -99,9 +103,14 @@ pub fn copy_tree(from: &Path, to: &Path) {
 
 /// `../shared/harness/<script>` beside the repository (CI and developers have shared/ there).
 pub fn harness(script: &str) -> PathBuf {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/harness").join(script);
+    let p = harness_path(script);
     assert!(p.is_file(), "harness script {} not found (shared/ must sit beside the repository)", p.display());
     p
+}
+
+/// Where [`harness`] looks for `script`, for callers that skip (`skip_unless_ci`) without it.
+pub fn harness_path(script: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/harness").join(script)
 }
 
 /// Runs a harness script; returns (exit code, stdout+stderr).
@@ -110,6 +119,12 @@ pub fn run_harness(script: &str, args: &[&str]) -> (i32, String) {
     let mut s = String::from_utf8_lossy(&out.stdout).into_owned();
     s.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), s)
+}
+
+/// Standard base64 of `s` (a config.json `auth` field, a planted secret's encoded form).
+pub fn b64(s: &str) -> String {
+    use base64::Engine as _;
+    base64::engine::general_purpose::STANDARD.encode(s)
 }
 
 /// A free TCP port on 127.0.0.1.
