@@ -3,7 +3,6 @@
 //! bubblewrap sandbox over the image's extracted root filesystem — no daemon.
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::process::ExitCode;
 
 use clap::Args;
@@ -94,7 +93,8 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
         };
     }
     let user = a.user.clone().or_else(|| cfg.user().clone()).unwrap_or_default();
-    let (uid, gid, home) = resolve_user(&rootfs, &user).map_err(Failure::user)?;
+    // The same lookup as `image_test`'s commands and services (execution::container).
+    let (uid, gid, home) = crate::execution::container::resolve_user(&rootfs, &user).map_err(Failure::user)?;
     env.entry("HOME".into()).or_insert(home);
     env.entry("PATH".into()).or_insert_with(|| "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin".into());
     check_exec_size(&argv, &env).map_err(Failure::user)?;
@@ -144,51 +144,6 @@ fn check_exec_size(argv: &[String], env: &BTreeMap<String, String>) -> Result<()
         ));
     }
     Ok(())
-}
-
-/// `uid[:gid]` or a user name (looked up in the image's /etc/passwd and /etc/group), with the home dir.
-fn resolve_user(rootfs: &Path, user: &str) -> Result<(u32, u32, String), String> {
-    // Resolved inside the image: an image whose /etc is a symlink to a host path reads nothing of the host.
-    let passwd = String::from_utf8_lossy(&crate::fs::confined::read_image_file(rootfs, "etc/passwd")).into_owned();
-    let group = String::from_utf8_lossy(&crate::fs::confined::read_image_file(rootfs, "etc/group")).into_owned();
-    let (u, g) = match user.split_once(':') {
-        Some((u, g)) => (u, Some(g)),
-        None => (user, None),
-    };
-    let by_name =
-        |name: &str| passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[0] == name);
-    let by_uid = |uid: u32| {
-        passwd.lines().map(|l| l.split(':').collect::<Vec<_>>()).find(|f| f.len() >= 6 && f[2] == uid.to_string())
-    };
-    let (uid, mut gid, home) = if u.is_empty() {
-        (0, 0, "/root".to_string())
-    } else if let Ok(uid) = u.parse::<u32>() {
-        let e = by_uid(uid);
-        (
-            uid,
-            e.as_ref().and_then(|f| f[3].parse().ok()).unwrap_or(uid),
-            e.map(|f| f[5].to_string()).unwrap_or_else(|| "/".into()),
-        )
-    } else {
-        let f = by_name(u).ok_or_else(|| format!("user `{u}` is not in the image's /etc/passwd"))?;
-        (
-            f[2].parse().map_err(|_| format!("bad uid for `{u}` in /etc/passwd"))?,
-            f[3].parse().unwrap_or(0),
-            f[5].to_string(),
-        )
-    };
-    if let Some(g) = g {
-        gid = match g.parse::<u32>() {
-            Ok(n) => n,
-            Err(_) => group
-                .lines()
-                .map(|l| l.split(':').collect::<Vec<_>>())
-                .find(|f| f.len() >= 3 && f[0] == g)
-                .and_then(|f| f[2].parse().ok())
-                .ok_or_else(|| format!("group `{g}` is not in the image's /etc/group"))?,
-        };
-    }
-    Ok((uid, gid, home))
 }
 
 #[cfg(test)]
