@@ -218,13 +218,15 @@ pub fn get(port: u16, path: &str) -> Option<String> {
     Some(b)
 }
 
-/// [`get`], tried for 10 s until something answers (a service that is starting); panics then.
+/// [`get`], tried until something answers (a service that is starting: `cbuild run` may extract
+/// the image first, slow on a loaded machine); panics after 60 s.
 pub fn wait_get(port: u16, path: &str) -> String {
-    for _ in 0..100 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         if let Some(b) = get(port, path) {
             return b;
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-    panic!("nothing answered on 127.0.0.1:{port}");
+    panic!("nothing answered on 127.0.0.1:{port} within 60 s");
 }
