@@ -656,9 +656,7 @@ async fn remote_lookup(
     let (ctx2, key2, expected) = (ctx.clone(), *key, crate::remote::Expected::of(kind));
     let r = tokio::task::spawn_blocking(move || remote.lookup(&key2, &expected, ctx2.cache.cas())).await.ok()?;
     let remote = ctx.remote.as_ref()?;
-    let tripped = remote.take_warning();
-    let tripped_now = tripped.is_some();
-    if let Some(w) = tripped {
+    if let Some(w) = remote.take_warning() {
         ctx.reporter.event(&Event::Warning { message: w });
     }
     match r {
@@ -671,10 +669,10 @@ async fn remote_lookup(
             Some(hit.output)
         }
         Ok(None) => None,
-        // The error that turned the remote off was just printed; the others are counted for the
-        // summary at the end of the build.
+        // An error that turned the remote off is printed once (above, by whichever lookup takes
+        // the warning); the others are counted for the summary at the end of the build.
         Err(e) => {
-            if !tripped_now {
+            if e.is_entry_problem() || remote.reading() {
                 remote.note(&e, &format!("`{label}` {name}"));
             }
             None

@@ -370,7 +370,7 @@ fn malformed_buildpack_files_are_named() {
     );
     cx.write("bps/layers-a/buildpack.toml", "api = \"0.3\"\n[buildpack]\nid = \"fixture/layers-a\"\nversion = \"1\"\n");
     let b = build(&cx, &["//app:img"]);
-    assert_eq!(b.code, 1);
+    assert_eq!(b.code, 2, "a workspace buildpack's own buildpack.toml is the workspace's to fix");
     let err: String =
         b.events.iter().filter(|e| e["type"] == "failed").map(|e| e["error"].as_str().unwrap().to_string()).collect();
     assert!(err.contains("0.3") && err.contains("buildpack.toml"), "{err}");

@@ -166,6 +166,6 @@ fn oci_import_of_a_real_layout_keeps_its_digest_and_serves_as_base() {
     bytes[n] ^= 1;
     std::fs::write(&victim, bytes).unwrap();
     let r = cx.run(&["build", "//base:bb"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.code, 2, "a damaged layout in the workspace is the workspace's to fix: {}", r.stderr);
     assert!(r.stderr.contains(victim.file_name().unwrap().to_str().unwrap()), "{}", r.stderr);
 }

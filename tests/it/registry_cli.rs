@@ -47,7 +47,7 @@ fn basic_auth_needs_credentials_from_docker_config() {
     let cfg = tempfile::tempdir().unwrap();
     let r = cx.cmd().env("DOCKER_CONFIG", cfg.path()).args(["push", "//tools:tool", "--tag", &tag]).output().unwrap();
     let err = String::from_utf8_lossy(&r.stderr);
-    assert_eq!(r.status.code(), Some(1), "{err}");
+    assert_eq!(r.status.code(), Some(2), "credentials are the user's to fix: {err}");
     assert!(err.contains(&reg.host) && err.contains("team/tool"), "names registry and repository: {err}");
     assert!(err.to_lowercase().contains("docker login") || err.contains("config.json"), "hints at credentials: {err}");
     let auth = common::b64("alice:s3cret-pw");
@@ -149,7 +149,7 @@ fn oci_pull_is_shallow_and_serves_as_base_and_run_image() {
     let wrong = format!("sha256:{}", "0".repeat(64));
     write_pull_workspace(&cx3, &base, Some(&wrong));
     let r = cx3.run(&["build", "//app:img"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.code, 2, "a moved pin is the workspace's to update: {}", r.stderr);
 
     // The pulled image as a stack's run image: an example service builds and runs on it.
     let st = std::fs::read_to_string(ex.root().join("stacks/BUILD.star")).unwrap();

@@ -237,22 +237,22 @@ fn sanity_the_fixture_buildpack_builds() {
 #[test]
 fn buildpack_toml_not_toml() {
     let (ws, good) = cnb("api = \"0.10\n[buildpack\nid=", DETECT_OK, BUILD_OK);
-    expect_failure(&ws, &good, &["//app:img"], 1, &["buildpack.toml"], Some(("//app:img", Some("build"))));
+    expect_failure(&ws, &good, &["//app:img"], 2, &["buildpack.toml"], Some(("//app:img", Some("build"))));
 }
 
 #[test]
 fn buildpack_toml_missing_id_and_bad_id() {
     let (ws, good) = cnb("api = \"0.10\"\n[buildpack]\nversion = \"1\"\n", DETECT_OK, BUILD_OK);
-    expect_failure(&ws, &good, &["//app:img"], 1, &["buildpack.toml"], Some(("//app:img", Some("build"))));
+    expect_failure(&ws, &good, &["//app:img"], 2, &["buildpack.toml"], Some(("//app:img", Some("build"))));
     let (ws, good) = cnb(&BP_TOML.replace("rel/bad", "app"), DETECT_OK, BUILD_OK);
-    expect_failure(&ws, &good, &["//app:img"], 1, &["buildpack.toml", "app"], Some(("//app:img", Some("build"))));
+    expect_failure(&ws, &good, &["//app:img"], 2, &["buildpack.toml", "app"], Some(("//app:img", Some("build"))));
 }
 
 #[test]
 fn buildpack_toml_errors_name_the_real_file() {
     let (ws, _) = cnb("api = \"0.10\"\n[buildpack]\nversion = \"1\"\n", DETECT_OK, BUILD_OK);
     let o = ws.build(&["//app:img"]);
-    assert_eq!(o.code, 1);
+    assert_eq!(o.code, 2, "a workspace buildpack's own buildpack.toml is the workspace's to fix");
     assert!(o.failures().contains("bps/bad/buildpack.toml"), "names the file that exists: {}", o.failures());
 }
 
@@ -397,24 +397,24 @@ fn sanity_a_good_layout_imports() {
 fn layout_index_not_json() {
     let (ws, good) = primed();
     layout(&ws, &tar_of(&[("a", b"a")]), None, |m| m, |_| "{\"schemaVersion\":2,\"manifests\":[".into());
-    expect_failure(&ws, &good, &["//imp:img"], 1, &["index.json"], Some(("//imp:base", None)));
+    expect_failure(&ws, &good, &["//imp:img"], 2, &["index.json"], Some(("//imp:base", None)));
 }
 
 #[test]
 fn layout_manifest_not_json_and_wrong_schema() {
     let (ws, good) = primed();
     layout(&ws, &tar_of(&[("a", b"a")]), None, |_| "<html>not a manifest</html>".into(), |i| i);
-    expect_failure(&ws, &good, &["//imp:img"], 1, &["sha256:"], Some(("//imp:base", None)));
+    expect_failure(&ws, &good, &["//imp:img"], 2, &["sha256:"], Some(("//imp:base", None)));
     let (ws, good) = primed();
     layout(&ws, &tar_of(&[("a", b"a")]), None, |m| m.replace("\"layers\":[", "\"layers\":\"oops\",\"x\":["), |i| i);
-    expect_failure(&ws, &good, &["//imp:img"], 1, &["sha256:"], Some(("//imp:base", None)));
+    expect_failure(&ws, &good, &["//imp:img"], 2, &["sha256:"], Some(("//imp:base", None)));
 }
 
 #[test]
 fn layout_config_invalid() {
     let (ws, good) = primed();
     layout(&ws, &tar_of(&[("a", b"a")]), Some(b"{\"architecture\": 42, \"rootfs\": \"none\""), |m| m, |i| i);
-    expect_failure(&ws, &good, &["//imp:img"], 1, &["sha256:"], Some(("//imp:base", None)));
+    expect_failure(&ws, &good, &["//imp:img"], 2, &["sha256:"], Some(("//imp:base", None)));
 }
 
 #[test]
@@ -425,14 +425,14 @@ fn layout_blob_does_not_match_its_digest() {
     let blobs = ws.path("imp/layout/blobs/sha256");
     let l = sha(&tar_of(&[("a", b"a")]));
     std::fs::write(blobs.join(&l), tar_of(&[("a", b"EVIL")])).unwrap();
-    expect_failure(&ws, &good, &["//imp:img"], 1, &[&l[..12]], Some(("//imp:base", None)));
+    expect_failure(&ws, &good, &["//imp:img"], 2, &[&l[..12]], Some(("//imp:base", None)));
 }
 
 #[test]
 fn layout_manifest_size_lies() {
     let (ws, good) = primed();
     layout(&ws, &tar_of(&[("a", b"a")]), None, |m| m, |i| i.replace("\"size\":", "\"size\":1"));
-    expect_failure(&ws, &good, &["//imp:img"], 1, &["descriptor says"], Some(("//imp:base", None)));
+    expect_failure(&ws, &good, &["//imp:img"], 2, &["descriptor says"], Some(("//imp:base", None)));
 }
 
 #[test]
@@ -578,7 +578,7 @@ fn registry_case(status: u16, body: &'static [u8], needles: &[&str], pinned: boo
     });
     let pin = format!("sha256:{}", "a".repeat(64));
     pull_ws(&ws, &format!("{}/lib/base:1", reg.host()), pinned.then_some(pin.as_str()));
-    let out = expect_failure(&ws, &good, &["//pull:img"], 1, needles, Some(("//pull:base", None)));
+    let out = expect_failure(&ws, &good, &["//pull:img"], 36, needles, Some(("//pull:base", None)));
     assert!(out.contains(&reg.host()) || out.contains("lib/base"), "names the registry or repository: {out}");
     assert!(reg.requests() < 50, "bounded retries: {} requests", reg.requests());
 }
@@ -619,7 +619,7 @@ fn registry_answers_a_manifest_with_the_wrong_digest() {
     });
     let pin = format!("sha256:{}", "c".repeat(64));
     pull_ws(&ws, &format!("{}/lib/base:1", reg.host()), Some(&pin));
-    let out = expect_failure(&ws, &good, &["//pull:img"], 1, &[&pin[..20]], Some(("//pull:base", None)));
+    let out = expect_failure(&ws, &good, &["//pull:img"], 36, &[&pin[..20]], Some(("//pull:base", None)));
     assert!(out.contains(&real[..20]) || out.contains("digest"), "names the digests: {out}");
 }
 
@@ -646,7 +646,7 @@ fn registry_blob_with_the_wrong_digest() {
         }
     });
     pull_ws(&ws, &format!("{}/lib/base:1", reg.host()), Some(&pin));
-    expect_failure(&ws, &good, &["//pull:img"], 1, &["sha256:"], Some(("//pull:base", None)));
+    expect_failure(&ws, &good, &["//pull:img"], 36, &["sha256:"], Some(("//pull:base", None)));
 }
 
 #[test]
@@ -657,7 +657,7 @@ fn real_registry_answers_401_and_404() {
     pull_ws(&ws, &reg.tag("lib/base:1"), None);
     let o = ws.cmd().env("DOCKER_CONFIG", cfg.path()).args(["build", "--json", "//pull:img"]).output().unwrap();
     let all = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(1), "401: {all}");
+    assert_eq!(o.status.code(), Some(2), "401: {all}");
     assert!(
         all.contains(&reg.host)
             && (all.contains("401") || all.to_lowercase().contains("unauthorized") || all.contains("credentials")),
@@ -665,6 +665,6 @@ fn real_registry_answers_401_and_404() {
     );
     let reg2 = Registry::shared();
     pull_ws(&ws, &reg2.tag("lib/nothing-here:1"), None);
-    let out = expect_failure(&ws, &good, &["//pull:img"], 1, &["lib/nothing-here"], Some(("//pull:base", None)));
+    let out = expect_failure(&ws, &good, &["//pull:img"], 2, &["lib/nothing-here"], Some(("//pull:base", None)));
     assert!(out.contains("404") || out.to_lowercase().contains("not found") || out.contains("unknown"), "404: {out}");
 }

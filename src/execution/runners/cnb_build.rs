@@ -210,7 +210,9 @@ async fn remote_state(
             _ => return Vec::new(),
         },
         Ok(Err(e)) => {
-            remote.note(&e, &format!("cache state of `{label}`"));
+            if e.is_entry_problem() || remote.reading() {
+                remote.note(&e, &format!("cache state of `{label}`"));
+            }
             return Vec::new();
         }
         _ => return Vec::new(),

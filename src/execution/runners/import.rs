@@ -60,7 +60,16 @@ fn import_image(full: &Path, tag: Option<&str>, ctx: &RunCtx) -> Result<crate::o
     } else {
         crate::oci::docker_archive::read_archive(full, &sel, ctx.cache.cas())
     };
-    r.map_err(|e| ActionError::of(&e))
+    // The layout or archive is a workspace input: whatever is wrong with it (a blob that does not
+    // match its digest, a size that lies, JSON that is not a manifest) is the workspace's to fix,
+    // exit 2; only the cache's own failures are the machine's.
+    r.map_err(|e| {
+        let mut err = ActionError::of(&e);
+        if !matches!(e, crate::oci::OciError::Cas(_) | crate::oci::OciError::LayerWrite { .. }) {
+            err.kind = crate::model::error::ErrorKind::User;
+        }
+        err
+    })
 }
 
 /// The `import` action kind's [`Runner`](super::seam::Runner).
