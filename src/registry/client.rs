@@ -1,6 +1,7 @@
 //! The registry HTTP client: scheme choice (plain HTTP only for loopback and listed insecure
 //! registries), per-registry auth (basic, or bearer tokens per repository scope from the
-//! `WWW-Authenticate` challenge), and bounded retries with backoff. Pull and push are elsewhere.
+//! `WWW-Authenticate` challenge), bounded retries with backoff, and a deadline per logical request
+//! across its retries ([`Deadlines`], [`Budget`]). Pull and push are elsewhere.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -18,7 +19,9 @@ use super::auth::{parse_challenge, Challenge, Credential, DockerConfig};
 use super::error::{RegistryError, Result};
 use crate::model::reference::DOCKER_HUB;
 
-/// How often and how patiently requests are retried on 5xx, 429 and connection failures.
+/// How often and how patiently requests are retried on 5xx, 429 and connection failures, always
+/// within the request's [`Deadlines`]. Requests that are not idempotent (the steps of a blob
+/// upload) are not sent again blindly; the upload asks the registry where it stands instead.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RetryPolicy {
     /// Attempts in all (1 = no retry).
@@ -44,6 +47,120 @@ impl RetryPolicy {
     }
 }
 
+/// How long a logical request may take, retries and waits included, so a hung or crawling
+/// registry fails in bounded time instead of costing every attempt's full timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Deadlines {
+    /// A small request (manifest, config, HEAD, token, upload bookkeeping, one attempt after
+    /// another): 60 s.
+    pub request: Duration,
+    /// A blob transfer gets [`Deadlines::request`] plus its size at this many bytes per second:
+    /// 1 MiB/s.
+    pub min_rate: u64,
+    /// One attempt is given up (and retried while time is left) when the registry sends nothing
+    /// for this long: 30 s. A request with a body gets its size at `min_rate` on top.
+    pub stall: Duration,
+}
+
+impl Default for Deadlines {
+    fn default() -> Self {
+        Deadlines { request: Duration::from_secs(60), min_rate: 1 << 20, stall: Duration::from_secs(30) }
+    }
+}
+
+impl Deadlines {
+    /// `bytes` at [`Deadlines::min_rate`].
+    pub fn at_min_rate(&self, bytes: u64) -> Duration {
+        Duration::from_secs_f64(bytes as f64 / self.min_rate.max(1) as f64)
+    }
+
+    /// The deadline of a blob transfer of `size` bytes: [`Deadlines::request`] + size at
+    /// [`Deadlines::min_rate`] (a 1 GiB layer: 60 s + 1024 s by default).
+    pub fn transfer(&self, size: u64) -> Duration {
+        self.request.saturating_add(self.at_min_rate(size))
+    }
+}
+
+/// One logical request's allowance, shared by all its attempts: a deadline, and the attempts
+/// made so far (counted against the [`RetryPolicy`]). Requests that are steps of a larger
+/// transfer take a [`Budget::step`] of the transfer's budget.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    /// The registry the request is for and its `http(s)://host` (named when time runs out).
+    registry: String,
+    base: String,
+    started: Instant,
+    deadline: Instant,
+    /// Requests sent (or, for a transfer, rounds begun) so far.
+    pub attempts: u32,
+    /// Digest mismatches retried so far (one is: a bit flipped in transit).
+    pub mismatches: u32,
+}
+
+impl Budget {
+    fn new(registry: &str, base: String, limit: Duration) -> Budget {
+        let now = Instant::now();
+        Budget {
+            registry: registry.to_string(),
+            base,
+            started: now,
+            deadline: now.checked_add(limit).unwrap_or(now + Duration::from_secs(86400 * 365)),
+            attempts: 0,
+            mismatches: 0,
+        }
+    }
+
+    /// A request that is one step of this one: its own attempts, at most `limit`, and never
+    /// past this deadline.
+    pub fn step(&self, limit: Duration) -> Budget {
+        let mut b = Budget::new(&self.registry, self.base.clone(), limit);
+        b.deadline = b.deadline.min(self.deadline);
+        b
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+
+    /// Moves the deadline to `limit` after the start (a download whose size became known).
+    pub fn extend_to(&mut self, limit: Duration) {
+        if let Some(d) = self.started.checked_add(limit) {
+            self.deadline = self.deadline.max(d);
+        }
+    }
+
+    /// Time left until the deadline.
+    pub fn left(&self) -> Duration {
+        self.deadline.saturating_duration_since(Instant::now())
+    }
+
+    /// Before another attempt after a failure: `false` when the policy's attempts are used up
+    /// or the wait (backoff, or `Retry-After`) would end past the deadline; else waits and
+    /// returns `true`.
+    pub async fn wait_retry(&self, policy: &RetryPolicy, retry_after: Option<Duration>) -> bool {
+        if self.attempts >= policy.max_attempts.max(1) {
+            return false;
+        }
+        let wait = policy.delay(self.attempts.max(1), retry_after);
+        if Instant::now() + wait >= self.deadline {
+            return false;
+        }
+        tokio::time::sleep(wait).await;
+        true
+    }
+
+    /// The error when this request ran out of time while doing `what`.
+    pub fn timeout(&self, what: String) -> RegistryError {
+        RegistryError::Timeout {
+            registry: self.registry.clone(),
+            base: self.base.clone(),
+            what,
+            after: self.started.elapsed(),
+            attempts: self.attempts.max(1),
+        }
+    }
+}
+
 /// Settings of a [`Client`].
 #[derive(Clone, Debug, Default)]
 pub struct ClientOptions {
@@ -56,6 +173,8 @@ pub struct ClientOptions {
     pub credentials: Vec<(String, Credential)>,
     /// Retry behaviour.
     pub retry: RetryPolicy,
+    /// Time limits of every logical request, its retries included.
+    pub deadlines: Deadlines,
 }
 
 /// True when `registry` is reached over plain HTTP: `localhost`, `127.0.0.0/8`, `[::1]`, or listed
@@ -107,16 +226,27 @@ impl Scope {
 }
 
 /// One request, replayable (for retries and the auth round trip).
+#[derive(Clone)]
 pub(crate) struct Req {
     pub method: Method,
     pub url: Url,
     pub headers: HeaderMap,
     pub body: Option<Bytes>,
+    /// Whether sending it twice does no harm. A request that is not (a PATCH of an upload
+    /// session, the PUT closing one) is sent again only when it never left (connecting failed)
+    /// or the registry said it did not act (429); after a lost answer the caller asks the
+    /// registry what happened.
+    pub idempotent: bool,
 }
 
 impl Req {
     pub fn new(method: Method, url: Url) -> Req {
-        Req { method, url, headers: HeaderMap::new(), body: None }
+        Req { method, url, headers: HeaderMap::new(), body: None, idempotent: true }
+    }
+    /// Marks the request as not idempotent (see [`Req::idempotent`]).
+    pub fn once(mut self) -> Req {
+        self.idempotent = false;
+        self
     }
     pub fn header(mut self, name: reqwest::header::HeaderName, value: &str) -> Req {
         if let Ok(v) = HeaderValue::from_str(value) {
@@ -168,6 +298,7 @@ impl fmt::Debug for Client {
             .field("insecure", &self.inner.opts.insecure)
             .field("registries_with_credentials", &with_creds)
             .field("retry", &self.inner.opts.retry)
+            .field("deadlines", &self.inner.opts.deadlines)
             .finish_non_exhaustive()
     }
 }
@@ -187,10 +318,13 @@ impl Client {
     /// registry asks for credentials).
     pub fn new(opts: ClientOptions) -> Result<Client> {
         let config = DockerConfig::load(opts.docker_config_dir.as_deref())?;
+        // No reqwest read/total timeout: its read timeout runs from the start of a request to the
+        // answer's head, so a large upload on a slow link would time out while still sending. Each
+        // attempt is bounded in `send_retrying` (stall + body at the minimum rate, never past the
+        // deadline) and each read of an answer's body in `read_limited` / the blob download.
         let http = reqwest::Client::builder()
             .user_agent(concat!("cbuild/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(30))
-            .read_timeout(Duration::from_secs(120))
+            .connect_timeout(opts.deadlines.stall)
             .build()
             .map_err(|source| RegistryError::Http { url: "(client setup)".into(), source })?;
         Ok(Client {
@@ -207,6 +341,21 @@ impl Client {
     /// The options this client was made with.
     pub fn options(&self) -> &ClientOptions {
         &self.inner.opts
+    }
+
+    /// The budget of a small logical request to `registry`.
+    pub(crate) fn budget(&self, registry: &str) -> Budget {
+        self.budget_for(registry, self.inner.opts.deadlines.request)
+    }
+
+    /// The budget of a logical request to `registry` that may take `limit`.
+    pub(crate) fn budget_for(&self, registry: &str, limit: Duration) -> Budget {
+        Budget::new(registry, self.base_url(registry), limit)
+    }
+
+    /// Time limits.
+    pub(crate) fn deadlines(&self) -> &Deadlines {
+        &self.inner.opts.deadlines
     }
 
     /// `http(s)://<api host>` of a registry (`docker.io` is served by `registry-1.docker.io`).
@@ -240,7 +389,7 @@ impl Client {
     }
 
     /// The `Authorization` value for a request, from what the registry asked for before.
-    async fn authorization(&self, registry: &str, scope: &Scope) -> Result<Option<String>> {
+    async fn authorization(&self, registry: &str, scope: &Scope, budget: &Budget) -> Result<Option<String>> {
         let challenge = self.inner.state.lock().unwrap().challenges.get(registry).cloned().flatten();
         match challenge {
             None => Ok(None),
@@ -255,7 +404,7 @@ impl Client {
                         return Ok(Some(format!("Bearer {}", t.value.expose())));
                     }
                 }
-                let token = self.fetch_token(registry, scope, &realm, service.as_deref()).await?;
+                let token = self.fetch_token(registry, scope, &realm, service.as_deref(), budget).await?;
                 let value = format!("Bearer {}", token.value.expose());
                 self.inner.state.lock().unwrap().tokens.insert(key, token);
                 Ok(Some(value))
@@ -265,7 +414,15 @@ impl Client {
 
     /// The token exchange of the Docker token spec: GET with basic credentials (or none), or the
     /// OAuth2 refresh-token POST for identity tokens.
-    async fn fetch_token(&self, registry: &str, scope: &Scope, realm: &str, service: Option<&str>) -> Result<Token> {
+    async fn fetch_token(
+        &self,
+        registry: &str,
+        scope: &Scope,
+        realm: &str,
+        service: Option<&str>,
+        parent: &Budget,
+    ) -> Result<Token> {
+        let mut budget = parent.step(self.deadlines().request);
         let cred = self.credential(registry).await?;
         let bad_url = |reason: String| RegistryError::BadResponse { url: realm.to_string(), reason };
         let mut url = Url::parse(realm).map_err(|e| bad_url(format!("the token realm is not a URL: {e}")))?;
@@ -305,7 +462,7 @@ impl Client {
                 r
             }
         };
-        let resp = self.send_retrying(&req).await?;
+        let resp = self.send_retrying(&req, &mut budget).await?;
         let status = resp.status();
         if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
             return Err(RegistryError::Unauthorized {
@@ -319,7 +476,7 @@ impl Client {
         if !status.is_success() {
             return Err(status_error(&Method::GET, realm, resp).await);
         }
-        let body = read_limited(resp, 1 << 20, realm).await?;
+        let body = self.read_limited(resp, 1 << 20, realm, &budget).await?;
         let ans: TokenAnswer = serde_json::from_slice(&body).map_err(|source| RegistryError::Json {
             url: realm.to_string(),
             what: "not a token answer",
@@ -341,21 +498,16 @@ impl Client {
     /// Sends `req` for `scope` with auth: anonymous until the registry challenges, then with what
     /// it asked for (one more round trip after a 401, e.g. for an expired token). 401/403 become
     /// [`RegistryError::Unauthorized`]; other statuses are the caller's to judge.
-    pub(crate) async fn send(&self, registry: &str, scope: &Scope, req: &Req) -> Result<Response> {
+    pub(crate) async fn send(&self, registry: &str, scope: &Scope, req: &Req, budget: &mut Budget) -> Result<Response> {
         let mut challenged = false;
         loop {
-            let auth = self.authorization(registry, scope).await?;
+            let auth = self.authorization(registry, scope, budget).await?;
             let had_auth = auth.is_some();
-            let mut r = Req {
-                method: req.method.clone(),
-                url: req.url.clone(),
-                headers: req.headers.clone(),
-                body: req.body.clone(),
-            };
+            let mut r = req.clone();
             if let Some(a) = &auth {
                 r = r.header(AUTHORIZATION, a);
             }
-            let resp = self.send_retrying(&r).await?;
+            let resp = self.send_retrying(&r, budget).await?;
             let status = resp.status();
             if status == StatusCode::UNAUTHORIZED && !challenged {
                 challenged = true;
@@ -389,41 +541,83 @@ impl Client {
         }
     }
 
-    /// One request with bounded retries: 5xx and 429 (honouring `Retry-After`) and connection
-    /// failures are retried with exponential backoff; the last answer or error is returned.
-    pub(crate) async fn send_retrying(&self, req: &Req) -> Result<Response> {
+    /// One request with bounded retries within `budget`: 5xx and 429 (honouring `Retry-After`),
+    /// connection failures and stalled attempts are retried with exponential backoff while the
+    /// policy's attempts and the deadline allow; the last answer or error is returned. A request
+    /// that is not idempotent is retried only when it never left or the registry said it did not
+    /// act (429). Past the deadline: [`RegistryError::Timeout`].
+    pub(crate) async fn send_retrying(&self, req: &Req, budget: &mut Budget) -> Result<Response> {
         let policy = &self.inner.opts.retry;
-        let mut attempt = 1;
+        let dl = &self.inner.opts.deadlines;
+        let what = || format!("{} `{}`", req.method, redact_url(&req.url));
         loop {
+            if budget.left().is_zero() {
+                return Err(budget.timeout(what()));
+            }
             let mut b = self.inner.http.request(req.method.clone(), req.url.clone()).headers(req.headers.clone());
+            let mut attempt_limit = dl.stall;
             if let Some(body) = &req.body {
                 b = b.body(body.clone());
+                attempt_limit = attempt_limit.saturating_add(dl.at_min_rate(body.len() as u64));
             }
-            let last = attempt >= policy.max_attempts.max(1);
-            match b.send().await {
-                Ok(r) => {
+            budget.attempts += 1;
+            let until = budget.deadline().min(Instant::now() + attempt_limit);
+            let sent = tokio::time::timeout_at(until.into(), b.send()).await;
+            let failure = match sent {
+                Ok(Ok(r)) => {
                     let s = r.status();
-                    if (s.is_server_error() || s == StatusCode::TOO_MANY_REQUESTS) && !last {
-                        let ra = r
-                            .headers()
-                            .get(RETRY_AFTER)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim().parse::<u64>().ok())
-                            .map(Duration::from_secs);
-                        tokio::time::sleep(policy.delay(attempt, ra)).await;
-                    } else {
+                    let retryable = s == StatusCode::TOO_MANY_REQUESTS || (s.is_server_error() && req.idempotent);
+                    if !retryable {
                         return Ok(r);
                     }
+                    let ra = r
+                        .headers()
+                        .get(RETRY_AFTER)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim().parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    if !budget.wait_retry(policy, ra).await {
+                        return Ok(r);
+                    }
+                    continue;
                 }
-                Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
-                    tokio::time::sleep(policy.delay(attempt, None)).await;
+                Ok(Err(e)) => {
+                    let again = if req.idempotent {
+                        e.is_connect() || e.is_timeout() || e.is_request()
+                    } else {
+                        e.is_connect()
+                    };
+                    let err = RegistryError::Http { url: redact_url(&req.url), source: e.without_url() };
+                    if !again {
+                        return Err(err);
+                    }
+                    err
                 }
-                Err(source) => {
-                    return Err(RegistryError::Http { url: redact_url(&req.url), source: source.without_url() })
-                }
+                // Nothing came back within this attempt's limit: the deadline, or a stall.
+                Err(_) if budget.left().is_zero() => return Err(budget.timeout(what())),
+                Err(_) if !req.idempotent => return Err(budget.timeout(what())),
+                Err(_) => budget.timeout(what()),
+            };
+            if !budget.wait_retry(policy, None).await {
+                return Err(if budget.left().is_zero() { budget.timeout(what()) } else { failure });
             }
-            attempt += 1;
         }
+    }
+
+    /// Reads a whole answer within `budget`, refusing more than `limit` bytes (manifests,
+    /// configs, token answers). A body cut off is [`RegistryError::Http`]; one that stalls or
+    /// runs past the deadline is [`RegistryError::Timeout`].
+    pub(crate) async fn read_limited(
+        &self,
+        resp: Response,
+        limit: usize,
+        url: &str,
+        budget: &Budget,
+    ) -> Result<Vec<u8>> {
+        read_limited_until(resp, limit, url, budget.deadline(), self.deadlines().stall).await.map_err(|e| match e {
+            ReadError::Other(e) => e,
+            ReadError::TimedOut => budget.timeout(format!("GET `{url}` (reading its answer)")),
+        })
     }
 
     /// Registry-wide retry policy (for callers restarting whole transfers).
@@ -446,22 +640,41 @@ pub(crate) fn redact_url(u: &Url) -> String {
     u.to_string()
 }
 
-/// Reads a whole answer, refusing more than `limit` bytes (manifests, configs, token answers).
-pub(crate) async fn read_limited(mut resp: Response, limit: usize, url: &str) -> Result<Vec<u8>> {
+pub(crate) enum ReadError {
+    TimedOut,
+    Other(RegistryError),
+}
+
+/// Reads a whole answer by `deadline`, refusing more than `limit` bytes; a read waiting longer
+/// than `stall` for the next bytes gives up too.
+async fn read_limited_until(
+    mut resp: Response,
+    limit: usize,
+    url: &str,
+    deadline: Instant,
+    stall: Duration,
+) -> std::result::Result<Vec<u8>, ReadError> {
     let mut out = Vec::new();
     loop {
-        match resp.chunk().await {
+        let until = deadline.min(Instant::now() + stall);
+        let chunk = tokio::time::timeout_at(until.into(), resp.chunk()).await.map_err(|_| ReadError::TimedOut)?;
+        match chunk {
             Ok(Some(c)) => {
                 if out.len() + c.len() > limit {
-                    return Err(RegistryError::BadResponse {
+                    return Err(ReadError::Other(RegistryError::BadResponse {
                         url: url.to_string(),
                         reason: format!("the answer is larger than {limit} bytes"),
-                    });
+                    }));
                 }
                 out.extend_from_slice(&c);
             }
             Ok(None) => return Ok(out),
-            Err(source) => return Err(RegistryError::Http { url: url.to_string(), source: source.without_url() }),
+            Err(source) => {
+                return Err(ReadError::Other(RegistryError::Http {
+                    url: url.to_string(),
+                    source: source.without_url(),
+                }))
+            }
         }
     }
 }
@@ -483,7 +696,9 @@ struct ErrorItem {
 /// body).
 pub(crate) async fn status_error(method: &Method, url: &str, resp: Response) -> RegistryError {
     let status = resp.status().as_u16();
-    let detail = match read_limited(resp, 64 << 10, url).await {
+    // An error body is small; waiting long for it would only delay the error.
+    let until = Instant::now() + Duration::from_secs(10);
+    let detail = match read_limited_until(resp, 64 << 10, url, until, Duration::from_secs(10)).await {
         Ok(b) => serde_json::from_slice::<ErrorsDoc>(&b)
             .ok()
             .filter(|d| !d.errors.is_empty())
@@ -636,7 +851,7 @@ mod tests {
         let scope = Scope::pull("team/app");
         for _ in 0..2 {
             let url = c.url(&host, "team/app", "manifests/1").unwrap();
-            let r = c.send(&host, &scope, &Req::new(Method::GET, url)).await.unwrap();
+            let r = c.send(&host, &scope, &Req::new(Method::GET, url), &mut c.budget(&host)).await.unwrap();
             assert_eq!(r.status(), 200);
         }
         let seen = h.await.unwrap();
@@ -650,7 +865,8 @@ mod tests {
     #[tokio::test]
     async fn garbage_json_and_lying_digest_headers_are_named() {
         let wrong = crate::model::digest::Digest::of_bytes(b"other");
-        let (base, h) = serve_fn(2, move |req, _| {
+        // garbage once; the lying answer twice (a mismatch is fetched again once, then refused)
+        let (base, h) = serve_fn(3, move |req, _| {
             let (body, extra) = if req.contains("/manifests/garbage") {
                 ("not json{".to_string(), String::new())
             } else {
@@ -672,7 +888,8 @@ mod tests {
         let r = crate::registry::Reference::parse(&format!("{host}/team/app:lying")).unwrap();
         let e = c.fetch_manifest(&r).await.unwrap_err().to_string();
         assert!(e.contains("Docker-Content-Digest") && e.contains("refused"), "{e}");
-        h.await.unwrap();
+        let seen = h.await.unwrap();
+        assert_eq!(seen.iter().filter(|r| r.contains("/manifests/lying")).count(), 2, "{seen:?}");
     }
 
     fn fast() -> ClientOptions {
@@ -687,6 +904,10 @@ mod tests {
         }
     }
 
+    fn budget(c: &Client) -> Budget {
+        c.budget("test-registry")
+    }
+
     #[tokio::test]
     async fn retries_5xx_429_and_resets_then_succeeds() {
         let (url, h) = serve(vec![
@@ -697,7 +918,7 @@ mod tests {
         ])
         .await;
         let c = Client::new(fast()).unwrap();
-        let r = c.send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap())).await.unwrap();
+        let r = c.send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap()), &mut budget(&c)).await.unwrap();
         assert_eq!(r.status(), 200);
         assert_eq!(h.await.unwrap(), 4);
     }
@@ -707,8 +928,74 @@ mod tests {
         let a = "HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
         let (url, h) = serve(vec![a, a, a, a]).await;
         let c = Client::new(fast()).unwrap();
-        let r = c.send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap())).await.unwrap();
+        let r = c.send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap()), &mut budget(&c)).await.unwrap();
         assert_eq!(r.status(), 500);
         assert_eq!(h.await.unwrap(), 4, "exactly max_attempts requests");
+    }
+
+    /// A PATCH whose connection drops after it was sent may have been applied: it is not sent
+    /// again (the upload asks the registry instead); a 5xx is the caller's to judge too.
+    #[tokio::test]
+    async fn a_request_that_is_not_idempotent_is_not_resent_after_it_left() {
+        let (url, h) = serve(vec![""]).await;
+        let c = Client::new(fast()).unwrap();
+        let req = Req::new(Method::PATCH, Url::parse(&url).unwrap()).body(Bytes::from_static(b"chunk")).once();
+        let e = c.send_retrying(&req, &mut budget(&c)).await.unwrap_err();
+        assert!(matches!(e, RegistryError::Http { .. }), "{e:?}");
+        assert_eq!(h.await.unwrap(), 1, "sent once");
+
+        let (url, h) =
+            serve(vec!["HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"]).await;
+        let req = Req::new(Method::PATCH, Url::parse(&url).unwrap()).body(Bytes::from_static(b"chunk")).once();
+        assert_eq!(c.send_retrying(&req, &mut budget(&c)).await.unwrap().status(), 503);
+        assert_eq!(h.await.unwrap(), 1, "sent once");
+    }
+
+    /// A registry that accepts connections and never answers costs the deadline, not
+    /// attempts × a long read timeout; the error names the registry and says what to check.
+    #[tokio::test]
+    async fn a_hung_registry_fails_at_the_deadline_naming_it() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/v2/", l.local_addr().unwrap());
+        let _hold = tokio::spawn(async move {
+            let mut conns = vec![];
+            while let Ok((s, _)) = l.accept().await {
+                conns.push(s);
+            }
+        });
+        let mut o = fast();
+        o.retry.max_attempts = 50;
+        o.deadlines =
+            Deadlines { request: Duration::from_millis(600), stall: Duration::from_millis(200), ..Default::default() };
+        let c = Client::new(o).unwrap();
+        let t = Instant::now();
+        let e = c.send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap()), &mut budget(&c)).await.unwrap_err();
+        let took = t.elapsed();
+        assert!(took >= Duration::from_millis(550) && took < Duration::from_millis(900), "{took:?}");
+        let RegistryError::Timeout { attempts, .. } = &e else { panic!("{e:?}") };
+        assert!(*attempts >= 2, "stalled attempts are retried within the deadline: {attempts}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("registry `test-registry`") && msg.contains("GET `http://") && msg.contains("hint:"),
+            "{msg}"
+        );
+    }
+
+    /// No wait (backoff or `Retry-After`) runs past the deadline: the answer is returned at once.
+    #[tokio::test]
+    async fn retry_after_beyond_the_deadline_is_not_waited_for() {
+        let (url, h) = serve(vec![
+            "HTTP/1.1 429 Too Many Requests\r\nRetry-After: 30\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+        ])
+        .await;
+        let mut o = fast();
+        o.retry.max_delay = Duration::from_secs(60);
+        o.deadlines.request = Duration::from_secs(5);
+        let c = Client::new(o).unwrap();
+        let t = Instant::now();
+        let r = c.send_retrying(&Req::new(Method::GET, Url::parse(&url).unwrap()), &mut budget(&c)).await.unwrap();
+        assert_eq!(r.status(), 429);
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert_eq!(h.await.unwrap(), 1);
     }
 }

@@ -72,6 +72,24 @@ pub enum RegistryError {
         #[source]
         source: reqwest::Error,
     },
+    /// A logical request (all its attempts and waits) ran out of time: the registry is hung, or
+    /// slower than the client's minimum rate ([`crate::registry::Deadlines`]).
+    #[error(
+        "registry `{registry}` did not complete {what} in time (gave up after {secs:.1} s, {attempts} {tries})\n\
+         hint: check that the registry is up and answering (`curl -v {base}/v2/` should answer at once) and \
+         the network path to it; a registry that accepts connections but never answers looks like this",
+        secs = .after.as_secs_f64(),
+        tries = if *.attempts == 1 { "attempt" } else { "attempts" }
+    )]
+    Timeout {
+        registry: String,
+        /// `http(s)://host` of the registry.
+        base: String,
+        /// What did not complete: `GET `<url>``, `the upload of blob `<digest>``.
+        what: String,
+        after: std::time::Duration,
+        attempts: u32,
+    },
     /// The docker config file is unreadable or malformed.
     #[error("docker config `{path}` is invalid: {reason}")]
     DockerConfig { path: PathBuf, reason: String },
@@ -143,6 +161,7 @@ impl crate::model::error::Kinded for RegistryError {
             | RegistryError::Json { .. }
             | RegistryError::Status { .. }
             | RegistryError::Http { .. }
+            | RegistryError::Timeout { .. }
             | RegistryError::CredentialHelper { .. }
             | RegistryError::Io { .. } => Environment,
         }

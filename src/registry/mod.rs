@@ -38,7 +38,7 @@ pub use crate::model::reference;
 
 pub use crate::model::reference::Reference;
 pub use auth::{Credential, DockerConfig, Secret};
-pub use client::{uses_plain_http, Client, ClientOptions, RetryPolicy};
+pub use client::{uses_plain_http, Client, ClientOptions, Deadlines, RetryPolicy};
 pub use error::{RegistryError, Result};
 pub use pull::{RawManifest, Resolved};
 pub use push::{PushOptions, PushReport};

@@ -1,13 +1,14 @@
 //! Shallow pulls: resolve a reference to one platform's manifest and config (following OCI
 //! indexes and Docker manifest lists), verified byte-exactly; fetch a layer blob only on request,
-//! streamed into a [`BlobDir`] and verified before it is kept.
+//! streamed into a [`BlobDir`] and verified before it is kept. Every GET is idempotent, so an
+//! answer cut off mid-body is fetched again (within the retry policy and the request's deadline).
 
 use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sha2::Digest as _;
 
-use super::client::{read_limited, redact_url, status_error, Client, Req, Scope};
+use super::client::{redact_url, status_error, Budget, Client, Req, Scope};
 use super::error::{RegistryError, Result};
 use crate::cas::BlobDir;
 use crate::model::digest::Digest;
@@ -54,14 +55,40 @@ fn is_index(mt: &str) -> bool {
 impl Client {
     /// Fetches the manifest or index `r` names, verifying it against the reference's digest (if
     /// pinned) and the registry's `Docker-Content-Digest` header.
+    /// An answer cut off, stalled or not matching its digest is fetched again.
     pub async fn fetch_manifest(&self, r: &Reference) -> Result<RawManifest> {
+        let mut budget = self.budget(r.registry());
+        loop {
+            match self.fetch_manifest_once(r, &mut budget).await {
+                Err(e) if self.again(&e, &mut budget).await => {}
+                other => return other,
+            }
+        }
+    }
+
+    /// Whether a GET that failed with `e` is tried again (after the backoff): a body cut off or
+    /// stalled, within the retry policy and the deadline; a digest mismatch once (a bit flipped in
+    /// transit; a registry serving damaged content does it again and is refused).
+    async fn again(&self, e: &RegistryError, budget: &mut Budget) -> bool {
+        let transient = match e {
+            RegistryError::Http { .. } | RegistryError::Timeout { .. } => true,
+            RegistryError::DigestMismatch { .. } if budget.mismatches == 0 => {
+                budget.mismatches += 1;
+                true
+            }
+            _ => false,
+        };
+        transient && budget.wait_retry(self.retry(), None).await
+    }
+
+    async fn fetch_manifest_once(&self, r: &Reference, budget: &mut Budget) -> Result<RawManifest> {
         let url = self.url(r.registry(), r.repository(), &format!("manifests/{}", r.target()))?;
         let shown = redact_url(&url);
         let accept =
             [MEDIA_TYPE_MANIFEST, MEDIA_TYPE_INDEX, MEDIA_TYPE_DOCKER_MANIFEST, MEDIA_TYPE_DOCKER_MANIFEST_LIST]
                 .join(", ");
         let req = Req::new(Method::GET, url).header(ACCEPT, &accept);
-        let resp = self.send(r.registry(), &Scope::pull(r.repository()), &req).await?;
+        let resp = self.send(r.registry(), &Scope::pull(r.repository()), &req, budget).await?;
         match resp.status() {
             s if s.is_success() => {}
             StatusCode::NOT_FOUND => {
@@ -76,7 +103,7 @@ impl Client {
             .map(|v| v.split(';').next().unwrap_or("").trim().to_string());
         let header_digest =
             resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()).map(str::to_string);
-        let bytes = read_limited(resp, MAX_MANIFEST, &shown).await?;
+        let bytes = self.read_limited(resp, MAX_MANIFEST, &shown, budget).await?;
         let digest = Digest::of_bytes(&bytes);
         let subject = || format!("manifest of `{r}`");
         if let Some(want) = r.digest() {
@@ -187,11 +214,28 @@ impl Client {
         })
     }
 
-    /// Fetches a small blob (a config) into memory, verified.
+    /// Fetches a small blob (a config) into memory, verified; retried like a manifest.
     async fn fetch_small_blob(&self, r: &Reference, d: &Digest, limit: usize, what: &'static str) -> Result<Vec<u8>> {
-        let resp = self.get_blob(r, d, what).await?;
+        let mut budget = self.budget(r.registry());
+        loop {
+            match self.fetch_small_blob_once(r, d, limit, what, &mut budget).await {
+                Err(e) if self.again(&e, &mut budget).await => {}
+                other => return other,
+            }
+        }
+    }
+
+    async fn fetch_small_blob_once(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        limit: usize,
+        what: &'static str,
+        budget: &mut Budget,
+    ) -> Result<Vec<u8>> {
+        let resp = self.get_blob(r, d, what, budget).await?;
         let url = redact_url(resp.url());
-        let bytes = read_limited(resp, limit, &url).await?;
+        let bytes = self.read_limited(resp, limit, &url, budget).await?;
         let actual = Digest::of_bytes(&bytes);
         if &actual != d {
             return Err(RegistryError::DigestMismatch {
@@ -203,10 +247,16 @@ impl Client {
         Ok(bytes)
     }
 
-    async fn get_blob(&self, r: &Reference, d: &Digest, what: &'static str) -> Result<reqwest::Response> {
+    async fn get_blob(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        what: &'static str,
+        budget: &mut Budget,
+    ) -> Result<reqwest::Response> {
         let url = self.url(r.registry(), r.repository(), &format!("blobs/{d}"))?;
         let shown = redact_url(&url);
-        let resp = self.send(r.registry(), &Scope::pull(r.repository()), &Req::new(Method::GET, url)).await?;
+        let resp = self.send(r.registry(), &Scope::pull(r.repository()), &Req::new(Method::GET, url), budget).await?;
         match resp.status() {
             s if s.is_success() => Ok(resp),
             StatusCode::NOT_FOUND => Err(RegistryError::NotFound {
@@ -222,13 +272,19 @@ impl Client {
 
     /// Whether repository `r` holds blob `d` (HEAD); its size when it does.
     pub async fn blob_exists(&self, r: &Reference, d: &Digest) -> Result<Option<u64>> {
-        self.blob_exists_scoped(r, d, &Scope::pull(r.repository())).await
+        self.blob_exists_scoped(r, d, &Scope::pull(r.repository()), &mut self.budget(r.registry())).await
     }
 
-    pub(crate) async fn blob_exists_scoped(&self, r: &Reference, d: &Digest, scope: &Scope) -> Result<Option<u64>> {
+    pub(crate) async fn blob_exists_scoped(
+        &self,
+        r: &Reference,
+        d: &Digest,
+        scope: &Scope,
+        budget: &mut Budget,
+    ) -> Result<Option<u64>> {
         let url = self.url(r.registry(), r.repository(), &format!("blobs/{d}"))?;
         let shown = redact_url(&url);
-        let resp = self.send(r.registry(), scope, &Req::new(Method::HEAD, url)).await?;
+        let resp = self.send(r.registry(), scope, &Req::new(Method::HEAD, url), budget).await?;
         match resp.status() {
             s if s.is_success() => Ok(Some(
                 resp.headers()
@@ -244,31 +300,39 @@ impl Client {
 
     /// Streams blob `d` of repository `r` into `blobs`, hashing on the way: content that does not
     /// hash to `d` is refused and nothing is stored. A blob `blobs` already holds is not fetched.
-    /// A connection lost mid-transfer restarts the transfer (bounded by the retry policy).
-    /// Returns the blob's size.
+    /// A connection lost or stalled mid-transfer restarts the transfer (bounded by the retry
+    /// policy). The whole download, retries included, has the deadline of a transfer of its
+    /// size ([`crate::registry::Deadlines::transfer`]). Returns the blob's size.
     pub async fn fetch_blob(&self, r: &Reference, d: &Digest, blobs: &BlobDir) -> Result<u64> {
         if blobs.contains(d) {
             return blobs.size(d).map_err(Into::into);
         }
-        let mut attempt = 1;
+        let mut budget = self.budget(r.registry());
         loop {
-            match self.fetch_blob_once(r, d, blobs).await {
-                Err(RegistryError::Http { .. }) if attempt < self.retry().max_attempts => {
-                    tokio::time::sleep(self.retry().delay(attempt, None)).await;
-                    attempt += 1;
+            match self.fetch_blob_once(r, d, blobs, &mut budget).await {
+                Err(e @ (RegistryError::Http { .. } | RegistryError::Timeout { .. })) => {
+                    if !budget.wait_retry(self.retry(), None).await {
+                        return Err(e);
+                    }
                 }
                 other => return other,
             }
         }
     }
 
-    async fn fetch_blob_once(&self, r: &Reference, d: &Digest, blobs: &BlobDir) -> Result<u64> {
+    async fn fetch_blob_once(&self, r: &Reference, d: &Digest, blobs: &BlobDir, budget: &mut Budget) -> Result<u64> {
         enum Msg {
             Data(bytes::Bytes),
             Abort,
         }
-        let mut resp = self.get_blob(r, d, "blob").await?;
+        let mut resp = self.get_blob(r, d, "blob", budget).await?;
         let url = redact_url(resp.url());
+        // The size is known now: the transfer's deadline (counted from the first attempt).
+        let length = resp.content_length();
+        if let Some(n) = length {
+            budget.extend_to(self.deadlines().transfer(n));
+        }
+        let stall = self.deadlines().stall;
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Msg>(16);
         let store = blobs.clone();
         let path = blobs.path(d);
@@ -292,7 +356,16 @@ impl Client {
         let mut hasher = sha2::Sha256::new();
         let mut n = 0u64;
         let outcome: Result<()> = loop {
-            match resp.chunk().await {
+            if length.is_none() {
+                // No announced size: the deadline grows with what arrived, at the minimum rate.
+                budget.extend_to(self.deadlines().transfer(n));
+            }
+            let until = budget.deadline().min(std::time::Instant::now() + stall);
+            let chunk = match tokio::time::timeout_at(until.into(), resp.chunk()).await {
+                Ok(c) => c,
+                Err(_) => break Err(budget.timeout(format!("GET `{url}` ({n} bytes received)"))),
+            };
+            match chunk {
                 Ok(Some(c)) => {
                     hasher.update(&c);
                     n += c.len() as u64;

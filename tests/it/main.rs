@@ -28,6 +28,7 @@ mod images;
 mod oci_images;
 mod rebase;
 mod registry_cli;
+mod registry_faults;
 mod registry_push_pull;
 mod reliability_bad_input;
 mod reliability_faults;
