@@ -65,19 +65,35 @@ fn stop(script: &str, dir: &Path) {
 }
 
 /// A watcher outside this process (statics are never dropped, and a killed process runs no code):
-/// once this process is gone it runs `script stop dir` and removes `dir`. Its own process group,
-/// so that a ^C in the terminal that kills the tests does not kill it. Never waited for: it
-/// outlives this process by design.
+/// once this process is gone it runs `script stop dir`, then, should the server still run (the
+/// script went away with a removed checkout), stops it by the pid it started with, and removes
+/// `dir`. Its own process group, so that a ^C in the terminal that kills the tests does not kill
+/// it. Never waited for: it outlives this process by design.
 #[allow(clippy::zombie_processes)]
 fn stop_after_this_process(script: &str, dir: &Path) {
     use std::os::unix::process::CommandExt;
+    // The server's pid, as the script recorded it (registry.sh: registry.pid, http-cache.sh:
+    // nginx.pid); checked against its command line before a signal, in case it was reused.
+    let pid = ["registry.pid", "nginx.pid"]
+        .iter()
+        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .map(|p| p.trim().to_string())
+        .unwrap_or_default();
     let script: PathBuf = super::harness(script);
     Command::new("sh")
         .arg("-c")
-        .arg(r#"while kill -0 "$0" 2>/dev/null; do sleep 0.5; done; "$1" stop "$2"; rm -rf "$2""#)
+        .arg(
+            r#"dir=$2; pid=$3
+            while kill -0 "$0" 2>/dev/null; do sleep 0.5; done
+            "$1" stop "$dir"
+            ours() { [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/"; }
+            if ours; then kill -TERM "$pid"; sleep 2; ours && kill -KILL "$pid"; fi
+            rm -rf "$dir""#,
+        )
         .arg(std::process::id().to_string())
         .arg(script)
         .arg(dir)
+        .arg(pid)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
