@@ -54,6 +54,11 @@ fn sorted(v: Value) -> Value {
     }
 }
 
+/// The config's history entries (none when it has no `history`).
+pub fn history(c: &ImageConfiguration) -> &[History] {
+    c.history().as_deref().unwrap_or(&[])
+}
+
 /// Parses a config, tolerating what real images omit (`history`).
 fn parse_config(bytes: &[u8], subject: &str) -> Result<ImageConfiguration> {
     let json = |source| OciError::Json { subject: subject.to_string(), what: "not an image config", source };
@@ -268,7 +273,7 @@ pub fn scratch(os: &str, arch: &str) -> Result<Image> {
     config.set_created(Some(CREATED.to_string()));
     config.set_config(Some(Config::default()));
     config.set_rootfs(RootFs::default());
-    config.set_history(vec![]);
+    config.set_history(Some(vec![]));
     Image::from_values(config, vec![], None)
 }
 
@@ -291,7 +296,7 @@ fn oci_layers(img: &Image) -> Vec<Descriptor> {
 /// Makes sure every layer has a history entry (base images without history get plain ones), so
 /// appended layers line up with theirs.
 fn aligned_history(config: &ImageConfiguration, layers: usize) -> Vec<History> {
-    let h = config.history().clone();
+    let h = history(config).to_vec();
     let non_empty = h.iter().filter(|e| e.empty_layer() != Some(true)).count();
     if non_empty >= layers {
         return h;
@@ -314,7 +319,7 @@ pub fn append_layer(img: &Image, layer: &LayerBlob, created_by: &str) -> Result<
     e.set_created(Some(config.created().clone().unwrap_or_else(|| CREATED.to_string())));
     e.set_created_by(Some(created_by.to_string()));
     history.push(e);
-    config.set_history(history);
+    config.set_history(Some(history));
     config.rootfs_mut().diff_ids_mut().push(layer.diff_id.to_string());
     let mut layers = oci_layers(img);
     layers.push(layer.descriptor());
@@ -422,8 +427,8 @@ pub fn rebase_with(orig: &Image, old_base: &Image, new_base: &Image, allow_platf
     }
     // The original's own history: after the old base's history when it is a prefix, else after
     // the entry of its n_old-th layer.
-    let oh = orig.config.history();
-    let bh = old_base.config.history();
+    let oh = history(&orig.config);
+    let bh = history(&old_base.config);
     let split = if !bh.is_empty() && oh.len() >= bh.len() && oh[..bh.len()] == bh[..] {
         bh.len()
     } else {
@@ -456,7 +461,7 @@ pub fn rebase_with(orig: &Image, old_base: &Image, new_base: &Image, allow_platf
     let mut diff_ids: Vec<String> = new_base.layers.iter().map(|l| l.diff_id.to_string()).collect();
     diff_ids.extend(orig.layers[n_old..].iter().map(|l| l.diff_id.to_string()));
     config.rootfs_mut().set_diff_ids(diff_ids);
-    config.set_history(history);
+    config.set_history(Some(history));
 
     let mut layers = oci_layers(new_base);
     layers.extend(oci_layers(orig).into_iter().skip(n_old));
@@ -506,7 +511,7 @@ mod tests {
         let img = img_with(&[1, 2]);
         assert_eq!(img.layers(), &[fake_layer(1), fake_layer(2)]);
         assert_eq!(img.config().rootfs().diff_ids().len(), 2);
-        let h = img.config().history();
+        let h = history(img.config());
         assert_eq!(h.len(), 2);
         assert_eq!(h[1].created_by().as_deref(), Some("layer 2"));
         assert_eq!(h[1].created().as_deref(), Some(CREATED));
@@ -606,7 +611,7 @@ mod tests {
             cb.len()
         );
         let img = Image::from_bytes(m.into_bytes(), cb).unwrap();
-        assert!(img.config().history().is_empty());
+        assert!(history(img.config()).is_empty());
         assert_eq!(img.manifest_media_type(), "application/vnd.docker.distribution.manifest.v2+json");
         // mutating turns it into an OCI manifest and gives the layers history
         let b = append_layer(&img, &fake_layer(9), "x").unwrap();
@@ -626,7 +631,7 @@ mod tests {
         let ds: Vec<&Digest> = r.layers().iter().map(|l| &l.digest).collect();
         let want: Vec<Digest> = [5, 6, 7, 3, 4].iter().map(|&n| fake_layer(n).digest).collect();
         assert_eq!(ds, want.iter().collect::<Vec<_>>());
-        let h: Vec<Option<String>> = r.config().history().iter().map(|h| h.created_by().clone()).collect();
+        let h: Vec<Option<String>> = history(r.config()).iter().map(|h| h.created_by().clone()).collect();
         assert_eq!(h, ["layer 5", "layer 6", "layer 7", "app 3", "app 4"].map(|s| Some(s.to_string())));
         assert_eq!(r.config().config().as_ref().unwrap().user().as_deref(), Some("cnb"));
         assert_eq!(r.diff_ids().len(), 5);
@@ -652,11 +657,11 @@ mod tests {
     fn rebase_pads_history_of_bases_without_it() {
         let old = img_with(&[1]);
         let mut cfg = img_with(&[5]).config().clone();
-        cfg.set_history(vec![]);
+        cfg.set_history(Some(vec![]));
         let new = Image::from_values(cfg, oci_layers(&img_with(&[5])), None).unwrap();
         let app = append_layer(&old, &fake_layer(3), "app").unwrap();
         let r = rebase(&app, &old, &new).unwrap();
-        assert_eq!(r.config().history().len(), 2);
-        assert_eq!(r.config().history()[1].created_by().as_deref(), Some("app"));
+        assert_eq!(history(r.config()).len(), 2);
+        assert_eq!(history(r.config())[1].created_by().as_deref(), Some("app"));
     }
 }

@@ -29,10 +29,7 @@ pub fn run(g: &GlobalArgs, a: InspectArgs) -> Result<ExitCode, Failure> {
         return Err(Failure::user(format!("`{}` is not an image target", a.label)));
     };
     let img = Image::load(built.cache.cas(), manifest).map_err(Failure::env)?;
-    let history: Vec<String> = img
-        .config()
-        .history()
-        .clone()
+    let history: Vec<String> = crate::oci::image::history(img.config())
         .iter()
         .filter(|h| !h.empty_layer().unwrap_or(false))
         .map(|h| h.created_by().clone().unwrap_or_default())
