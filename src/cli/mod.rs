@@ -52,12 +52,14 @@ pub enum Command {
     ///   cbuild test //... --retries 2 --no-cache-results
     #[command(verbatim_doc_comment)]
     Test(commands::test::TestArgs),
-    /// Query the target graph: deps(X), rdeps(U, X), kind(RULE, X), patterns, and `+`/`-`/`^`.
+    /// Query the target graph: deps(X), rdeps(U, X), somepath(S, E), allpaths(S, E), kind(RULE, X),
+    /// set(...), patterns, and `+`/`-`/`^`.
     ///
     /// Examples:
     ///   cbuild query //...
     ///   cbuild query 'deps(//services/api:image)' --output dot
     ///   cbuild query 'rdeps(//..., //stacks:default)'
+    ///   cbuild query 'somepath(//services/api:image, //stacks:busybox-bin)'
     ///   cbuild query 'kind(cnb_image, //...)' --output json
     #[command(verbatim_doc_comment)]
     Query(commands::query::QueryArgs),

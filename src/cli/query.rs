@@ -1,4 +1,5 @@
-//! The query language: `deps(X [, depth])`, `rdeps(U, X [, depth])`, `kind(RULE, X)`, target
+//! The query language: `deps(X [, depth])`, `rdeps(U, X [, depth])`, `somepath(S, E)` (the
+//! targets on one dependency path from S to E), `allpaths(S, E)` (on every one), `kind(RULE, X)`, target
 //! patterns, `set(a b …)` of patterns and workspace files, and set operators `+` (union), `-`
 //! (difference), `^` (intersection), left to right. A file stands for the targets that read it
 //! directly ([`super::inputs::InputIndex::readers`]), so `rdeps(//..., set(lib/a.py))` is what
@@ -15,6 +16,8 @@ pub enum Expr {
     Pattern(Pattern),
     Deps(Box<Expr>, Option<usize>),
     Rdeps(Box<Expr>, Box<Expr>, Option<usize>),
+    SomePath(Box<Expr>, Box<Expr>),
+    AllPaths(Box<Expr>, Box<Expr>),
     Kind(String, Box<Expr>),
     Union(Box<Expr>, Box<Expr>),
     Except(Box<Expr>, Box<Expr>),
@@ -163,6 +166,16 @@ impl Parser<'_> {
                         let d = self.depth()?;
                         Expr::Rdeps(Box::new(u), Box::new(x), d)
                     }
+                    "somepath" | "allpaths" => {
+                        let s = self.expr()?;
+                        self.expect(Tok::Comma, &format!("`,` between the start and end of {w}(S, E)"))?;
+                        let e = self.expr()?;
+                        if w == "somepath" {
+                            Expr::SomePath(Box::new(s), Box::new(e))
+                        } else {
+                            Expr::AllPaths(Box::new(s), Box::new(e))
+                        }
+                    }
                     "set" => {
                         let mut members = Vec::new();
                         while let Some(Tok::Word(m)) = self.peek().cloned() {
@@ -184,7 +197,11 @@ impl Parser<'_> {
                         self.expect(Tok::Comma, "`,` after the rule name of kind(RULE, X)")?;
                         Expr::Kind(k, Box::new(self.expr()?))
                     }
-                    f => return Err(format!("unknown query function `{f}`; known: deps, rdeps, kind, set")),
+                    f => {
+                        return Err(format!(
+                            "unknown query function `{f}`; known: deps, rdeps, somepath, allpaths, kind, set"
+                        ))
+                    }
                 };
                 self.expect(Tok::Close, "`)`")?;
                 Ok(e)
@@ -242,7 +259,12 @@ impl Expr {
                 Member::File(_) => None,
             })),
             Expr::Deps(x, _) | Expr::Kind(_, x) => x.patterns(out),
-            Expr::Rdeps(a, b, _) | Expr::Union(a, b) | Expr::Except(a, b) | Expr::Intersect(a, b) => {
+            Expr::Rdeps(a, b, _)
+            | Expr::SomePath(a, b)
+            | Expr::AllPaths(a, b)
+            | Expr::Union(a, b)
+            | Expr::Except(a, b)
+            | Expr::Intersect(a, b) => {
                 a.patterns(out);
                 b.patterns(out)
             }
@@ -255,9 +277,12 @@ impl Expr {
             Expr::Pattern(_) => false,
             Expr::Set(ms) => ms.iter().any(|m| matches!(m, Member::File(_))),
             Expr::Deps(x, _) | Expr::Kind(_, x) => x.has_files(),
-            Expr::Rdeps(a, b, _) | Expr::Union(a, b) | Expr::Except(a, b) | Expr::Intersect(a, b) => {
-                a.has_files() || b.has_files()
-            }
+            Expr::Rdeps(a, b, _)
+            | Expr::SomePath(a, b)
+            | Expr::AllPaths(a, b)
+            | Expr::Union(a, b)
+            | Expr::Except(a, b)
+            | Expr::Intersect(a, b) => a.has_files() || b.has_files(),
         }
     }
 
@@ -293,6 +318,8 @@ impl Expr {
                     }
                 }
             }
+            Expr::SomePath(s, e) => g.somepath(&ev(s), &ev(e)).into_iter().collect(),
+            Expr::AllPaths(s, e) => g.allpaths(&ev(s), &ev(e)),
             Expr::Kind(k, x) => ev(x).into_iter().filter(|l| g.nodes.get(l).is_some_and(|n| &n.kind == k)).collect(),
             Expr::Union(a, b) => ev(a).union(&ev(b)).cloned().collect(),
             Expr::Except(a, b) => ev(a).difference(&ev(b)).cloned().collect(),

@@ -52,6 +52,26 @@ impl TargetGraph {
         self.reach(targets, Direction::Incoming).into_iter().filter(|l| closure.contains(l)).collect()
     }
 
+    /// The targets on one shortest dependency path from a member of `from` to a member of `to`
+    /// (in path order; the first start in label order that reaches any end), or none.
+    pub fn somepath(&self, from: &BTreeSet<Label>, to: &BTreeSet<Label>) -> Vec<Label> {
+        let ends: BTreeSet<NodeIndex> = to.iter().filter_map(|l| self.index.get(l).copied()).collect();
+        for s in from.iter().filter_map(|l| self.index.get(l).copied()) {
+            let found = petgraph::algo::astar(&self.graph, s, |n| ends.contains(&n), |_| 1u32, |_| 0u32);
+            if let Some((_, path)) = found {
+                return path.into_iter().map(|i| self.graph[i].clone()).collect();
+            }
+        }
+        Vec::new()
+    }
+
+    /// The targets on any dependency path from a member of `from` to a member of `to`: reachable
+    /// from `from` and reaching `to`.
+    pub fn allpaths(&self, from: &BTreeSet<Label>, to: &BTreeSet<Label>) -> BTreeSet<Label> {
+        let down = self.deps(from);
+        self.reach(to, Direction::Incoming).into_iter().filter(|l| down.contains(l)).collect()
+    }
+
     fn reach(&self, roots: &BTreeSet<Label>, dir: Direction) -> BTreeSet<Label> {
         use petgraph::visit::{Bfs, Reversed, Walker};
         let mut seen = BTreeSet::new();

@@ -223,6 +223,18 @@ fn examples_query_and_dot() {
         r.stdout,
         "//services/api:image\n//services/hello-py:image\n//services/site:image\n//services/worker:image\n"
     );
+    // somepath: one chain from the app to the busybox binary; allpaths: every target on any chain
+    // (the build image too); no path the other way round.
+    let some = cx.run(&["query", "somepath(//services/api:image, //stacks:busybox-bin)"]);
+    assert_eq!(some.code, 0, "{}", some.stderr);
+    let all = cx.run(&["query", "allpaths(//services/api:image, //stacks:busybox-bin)"]);
+    let (some, all): (Vec<&str>, Vec<&str>) = (some.stdout.lines().collect(), all.stdout.lines().collect());
+    assert!(some.contains(&"//services/api:image") && some.contains(&"//stacks:busybox-bin"), "{some:?}");
+    assert!(some.iter().all(|l| all.contains(l)) && all.len() > some.len(), "{some:?} ⊂ {all:?}");
+    assert!(all.contains(&"//stacks:build-image") && all.contains(&"//stacks:run-image"), "{all:?}");
+    assert!(!all.contains(&"//tools:tool"), "{all:?}");
+    let none = cx.run(&["query", "somepath(//stacks:busybox-bin, //services/api:image)"]);
+    assert_eq!((none.code, none.stdout.as_str()), (0, ""), "{}", none.stderr);
 }
 
 #[test]

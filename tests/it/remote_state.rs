@@ -30,7 +30,10 @@ fn workspace() -> TestContext {
         std::fs::set_permissions(cx.root().join("bps/deps").join(f), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     cx.write("bps/BUILD.star", "buildpack(name = \"deps\", srcs = glob([\"deps/**\"]))\n");
-    cx.write("builders/BUILD.star", "builder(name = \"b\", stack = \"//stacks:default\", order = [[\"//bps:deps\"]])\n");
+    cx.write(
+        "builders/BUILD.star",
+        "builder(name = \"b\", stack = \"//stacks:default\", order = [[\"//bps:deps\"]])\n",
+    );
     cx.write("app/main.txt", "v1\n");
     cx.write("app/BUILD.star", "cnb_image(name = \"img\", srcs = [\"main.txt\"], builder = \"//builders:b\")\n");
     cx
@@ -90,7 +93,8 @@ fn cache_layers_follow_the_target_to_a_fresh_runner() {
     let state_dir = a.cache.path().join("cnb-state");
     let state = std::fs::read_dir(&state_dir).unwrap().next().unwrap().unwrap().path();
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
-    let blob = v[0]["layers"]["deps"]["cache_blob"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
+    let blob =
+        v[0]["layers"]["deps"]["cache_blob"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
     let on_server = srv.data().join("cas").join(&blob);
     let mut bytes = std::fs::read(&on_server).unwrap();
     let mid = bytes.len() / 2;
