@@ -16,6 +16,34 @@ pub fn analyze(
 ) -> Result<Provided, String> {
     let l = &n.label;
     let (srcs, deps) = sources(n, "srcs", provided)?;
+    let image = match n.attr("image") {
+        AttrValue::Label(i) => Some(image_of(provided, i).ok_or_else(|| {
+            format!("`image` is `{i}`, which is not an image (an oci_pull or oci_import of a buildpackage)")
+        })?),
+        _ => None,
+    };
+    let archive = match n.attr("archive") {
+        AttrValue::File(f) => Some(f.file.clone()),
+        _ => None,
+    };
+    match (!srcs.is_empty(), image, archive) {
+        (true, None, None) => {}
+        (false, Some((img, name)), None) => {
+            let a = ag.add(l, ActionKind::ReadBuildpackage { image: img, name }, vec![img]);
+            return Ok(Provided::Buildpack(a));
+        }
+        (false, None, Some(path)) => {
+            // A .cnb is an OCI layout tar: imported like oci_import (a tar that is not one is an
+            // error naming it), then read as a buildpackage.
+            let img = ag.add(l, ActionKind::ImportImage { path: path.clone(), tag: None, files: Vec::new() }, vec![]);
+            let a = ag.add(l, ActionKind::ReadBuildpackage { image: img, name: path }, vec![img]);
+            return Ok(Provided::Buildpack(a));
+        }
+        (false, None, None) => {
+            return Err("give the buildpack `srcs` (its tree), `image` (a buildpackage) or `archive` (a .cnb)".into())
+        }
+        _ => return Err("`srcs`, `image` and `archive` are exclusive: give one".into()),
+    }
     // The buildpack's root is the shallowest directory holding a buildpack.toml.
     let root = srcs
         .iter()

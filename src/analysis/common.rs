@@ -26,6 +26,13 @@ pub enum Provided {
         stack: StackInfo,
         order: Vec<Vec<(ActionId, bool)>>,
         buildpacks: Vec<ActionId>,
+        /// `builder(image = ...)`: the `read_builder` action, and whether the image gives the run
+        /// image, user and stack id (no `stack` override).
+        image: Option<(ActionId, bool)>,
+        /// The builder image a workspace builder builds to (`None`: none, see `note`).
+        output: Option<ActionId>,
+        /// Why it builds to no builder image, or what pack will need (said when it is requested).
+        note: Option<String>,
     },
     /// A test (`image_test`): its action's pass is its result.
     Test(ActionId),
@@ -54,12 +61,52 @@ pub struct Options {
     pub env: BTreeMap<String, String>,
     /// `--binding NAME=DIR`: service bindings of every `cnb_image`, over the BUILD file's.
     pub bindings: BTreeMap<String, String>,
+    /// The workspace root: analysis reads a `cnb_image`'s project.toml from it (like `glob()`
+    /// reads directories, before any action runs).
+    pub root: std::path::PathBuf,
+    /// The targets asked for (set by [`analyze`](super::analyze)): a builder builds to a builder
+    /// image only when it is one of them, not when an app merely uses it.
+    pub requested: std::collections::BTreeSet<Label>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { compression: "gzip".into(), env: BTreeMap::new(), bindings: BTreeMap::new() }
+        Options {
+            compression: "gzip".into(),
+            env: BTreeMap::new(),
+            bindings: BTreeMap::new(),
+            root: std::path::PathBuf::from("."),
+            requested: Default::default(),
+        }
     }
+}
+
+/// An image target's action and a name for it in messages (its registry reference when pulled,
+/// else its label).
+pub fn image_of(provided: &BTreeMap<Label, Provided>, l: &Label) -> Option<(ActionId, String)> {
+    match provided.get(l) {
+        Some(Provided::Image(a)) => Some((*a, l.to_string())),
+        Some(Provided::Pulled(a, image)) => Some((*a, image.clone())),
+        _ => None,
+    }
+}
+
+/// The buildpack actions reachable from `a` (composite children through `deps`, and theirs).
+pub fn buildpack_closure(ag: &crate::model::action::ActionGraph, a: ActionId) -> Vec<ActionId> {
+    use crate::model::action::ActionKind;
+    let mut out = vec![a];
+    let mut todo = vec![a];
+    while let Some(x) = todo.pop() {
+        for d in &ag.actions[x].deps {
+            if matches!(ag.actions[*d].kind, ActionKind::Buildpack { .. } | ActionKind::ReadBuildpackage { .. })
+                && !out.contains(d)
+            {
+                out.push(*d);
+                todo.push(*d);
+            }
+        }
+    }
+    out
 }
 
 /// Analyses every target in `labels` (and their dependencies) into one action graph.

@@ -9,6 +9,7 @@ use crate::model::label::Label;
 
 mod builder;
 mod buildpack;
+mod buildpack_package;
 mod cnb_image;
 mod common;
 mod debian_image;
@@ -28,6 +29,7 @@ pub fn analyze(g: &TargetGraph, labels: &[Label], opts: &Options) -> Result<Acti
     let mut provided: BTreeMap<Label, Provided> = BTreeMap::new();
     let mut errors = Vec::new();
     let wanted = g.deps(&labels.iter().cloned().collect());
+    let opts = &Options { requested: labels.iter().cloned().collect(), ..opts.clone() };
     for l in g.topo_order() {
         if !wanted.contains(&l) {
             continue;
@@ -47,7 +49,16 @@ pub fn analyze(g: &TargetGraph, labels: &[Label], opts: &Options) -> Result<Acti
                         ag.target_outputs.insert(l.clone(), *a);
                         ag.test_targets.push(l.clone());
                     }
-                    Provided::Stack(_) | Provided::Builder { .. } => {}
+                    Provided::Builder { output, note, .. } => {
+                        if let Some(a) = output {
+                            ag.target_outputs.insert(l.clone(), *a);
+                            ag.image_targets.push(l.clone());
+                        }
+                        if let Some(m) = note.as_ref().filter(|_| labels.contains(&l)) {
+                            ag.notes.push(m.clone());
+                        }
+                    }
+                    Provided::Stack(_) => {}
                     Provided::Declared => {
                         ag.not_buildable.push((l.clone(), n.kind.clone()));
                     }
@@ -84,6 +95,7 @@ fn analyze_target(
         "buildpack" => buildpack::analyze(n, provided, ag, opts),
         "stack" => stack::analyze(n, provided, ag, opts),
         "builder" => builder::analyze(n, provided, ag, opts),
+        "buildpack_package" => buildpack_package::analyze(n, provided, ag, opts),
         "cnb_image" => cnb_image::analyze(n, provided, ag, opts),
         "image_test" => image_test::analyze(n, provided, ag, opts),
         // Declared now; their actions arrive with later issues.

@@ -229,6 +229,8 @@ impl Settings {
             compression: self.compression.clone(),
             env: self.inputs.env.clone(),
             bindings: self.inputs.bindings.clone(),
+            root: self.root().to_path_buf(),
+            requested: Default::default(),
         }
     }
 }

@@ -9,16 +9,21 @@
 //! * [`env`]: environment of detect/build (filtered base env, platform env, CNB_* variables) and the
 //!   layer env directories (shared with the launcher through `env_files.rs`).
 //! * [`launch`]: launch.toml/build.toml/store.toml, merged `metadata.toml`, image labels as JSON.
+//! * [`distribution`]: builder and buildpackage labels, `/cnb/order.toml`, `run.toml`, `stack.toml`,
+//!   `system.toml` (read and written).
+//! * [`project`]: project.toml (schema 0.2/0.3): include/exclude, build env, groups, metadata.
 //!
 //! Where the spec and the reference lifecycle disagree we follow the lifecycle (marked `[L]`,
 //! see `shared/cnb-checklist.md`).
 
 pub mod buildpack_toml;
+pub mod distribution;
 pub mod env;
 pub mod env_files;
 pub mod launch;
 pub mod layer_toml;
 pub mod plan;
+pub mod project;
 
 mod error;
 

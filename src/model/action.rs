@@ -88,6 +88,21 @@ pub enum ActionKind {
     CnbExport(CnbExportSpec),
     /// `layer_labels` name each layer's target in the image history (`created_by`).
     Image { base: Option<ActionId>, layers: Vec<ActionId>, layer_labels: Vec<String>, config: ImageConfigSpec },
+    /// Read a builder image the way the lifecycle does (`/cnb/buildpacks`, `/cnb/order.toml`,
+    /// `/cnb/run.toml`, the build user, build-config env, system buildpacks). `name` (a reference
+    /// or label) names the image in errors. Output: [`Data`](ActionOutput::Data).
+    ReadBuilder { image: ActionId, name: String },
+    /// Read a buildpackage image (or a `.cnb` imported as one): one tree per buildpack, and the one
+    /// it stands for. Output: [`Data`](ActionOutput::Data).
+    ReadBuildpackage { image: ActionId, name: String },
+    /// The run image a builder image names (`/cnb/run.toml`), resolved in its registry on every
+    /// build (the builder names it by tag). Output: a shallow image, as `PullImage`.
+    BuilderRunImage { builder: ActionId },
+    /// A builder image (distribution spec) assembled from a `builder` target.
+    BuilderImage(BuilderImageSpec),
+    /// A buildpackage image (distribution spec) of a buildpack and, for a composite, the
+    /// buildpacks its order names.
+    Buildpackage { buildpack: ActionId, buildpacks: Vec<ActionId>, os: String, architecture: String },
     /// Check an image (`image_test`): structure, commands run in it, a service it starts. Its
     /// output is a pass ([`super::test_spec::TestResult`]); a failure is an error, never stored.
     ImageTest {
@@ -122,6 +137,57 @@ pub struct CnbPhase {
     /// Service bindings: name → absolute host directory (read at build time, values never stored).
     #[serde(default)]
     pub bindings: BTreeMap<String, String>,
+    /// A `ReadBuilder` action (`builder(image = ...)`): its buildpacks join `buildpacks`, its order
+    /// is used when `order` is empty, its build-config env and system buildpacks apply.
+    #[serde(default)]
+    pub builder: Option<ActionId>,
+    /// uid, gid and stack id come from the builder image (no `stack` given to the builder).
+    #[serde(default)]
+    pub identity_from_builder: bool,
+    /// Groups from the app's project.toml, resolved against the phase's buildpacks when it runs.
+    #[serde(default)]
+    pub project: Option<ProjectGroups>,
+}
+
+/// `[[io.buildpacks.group]]` and pre/post groups of a project.toml.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectGroups {
+    /// The project.toml (workspace-relative), named in errors.
+    pub file: String,
+    /// Replaces the builder's order with one group (empty: the builder's order).
+    pub group: Vec<ProjectRef>,
+    pub pre: Vec<ProjectRef>,
+    pub post: Vec<ProjectRef>,
+}
+
+/// A buildpack of a project.toml group: by id (and version), or a `buildpack` target's action.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectRef {
+    pub id: String,
+    pub version: String,
+    pub action: Option<ActionId>,
+    pub optional: bool,
+    /// Where it is written (`io.buildpacks.group[0] (line 5, column 1)`).
+    pub key: String,
+}
+
+/// Parameters of a builder image assembled from a `builder` target.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuilderImageSpec {
+    pub build_image: ActionId,
+    /// The order: groups of (buildpack action, optional), as in [`CnbPhase::order`].
+    pub order: Vec<Vec<(ActionId, bool)>>,
+    /// Every buildpack action (order members and composite children).
+    pub buildpacks: Vec<ActionId>,
+    /// Registry reference of the run image, and its mirrors (run.toml, stack.toml, labels).
+    pub run_image: String,
+    pub run_image_mirrors: Vec<String>,
+    pub stack_id: String,
+    pub uid: u32,
+    pub gid: u32,
+    /// An image holding a lifecycle in `/cnb/lifecycle` (copied into the builder).
+    pub lifecycle: Option<ActionId>,
+    pub description: String,
 }
 
 /// Parameters of a `debian_image`.
@@ -155,6 +221,13 @@ pub struct CnbExportSpec {
     /// Default process type (`ENTRYPOINT /cnb/process/<type>`).
     pub process: Option<String>,
     pub labels: BTreeMap<String, String>,
+    /// A `ReadBuilder` action whose run.toml names the run image (and its mirrors) and whose
+    /// config gives the user and stack id, instead of the fields above.
+    #[serde(default)]
+    pub builder: Option<ActionId>,
+    /// The `io.buildpacks.project.metadata` label from project.toml (JSON).
+    #[serde(default)]
+    pub project_metadata: Option<String>,
 }
 
 impl ActionKind {
@@ -172,6 +245,11 @@ impl ActionKind {
             ActionKind::ImportImage { .. } => "import",
             ActionKind::Image { .. } => "image",
             ActionKind::ImageTest { .. } => "image_test",
+            ActionKind::ReadBuilder { .. } => "read_builder",
+            ActionKind::ReadBuildpackage { .. } => "read_buildpackage",
+            ActionKind::BuilderRunImage { .. } => "run_image",
+            ActionKind::BuilderImage(_) => "builder_image",
+            ActionKind::Buildpackage { .. } => "buildpackage",
         }
     }
 }
@@ -201,6 +279,11 @@ pub struct ActionGraph {
     pub image_tags: BTreeMap<Label, Vec<String>>,
     /// Targets of kinds whose actions are not implemented yet (rule kind), reported, never silent.
     pub not_buildable: Vec<(Label, String)>,
+    /// Image targets also written as an OCI layout tar beside their layout
+    /// (`buildpack_package(format = "file")`: `cbuild-out/<package>/<name>.cnb`).
+    pub archives: Vec<Label>,
+    /// Notes analysis has for the user (printed as `note:` unless quiet).
+    pub notes: Vec<String>,
 }
 
 impl ActionGraph {

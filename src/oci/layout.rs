@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::io::{self, BufReader};
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use oci_spec::image::{Descriptor, ImageIndex, ImageIndexBuilder, MediaType};
@@ -101,6 +101,45 @@ pub fn write_layout(dir: &Path, image: &Image, blobs: &BlobDir, ref_name: Option
         }
     }
     Ok(image.digest().clone())
+}
+
+/// Writes `image` as an OCI layout tar (what pack calls a `.cnb` file; `skopeo` reads it as
+/// `oci-archive:`): `oci-layout`, `index.json`, then the blobs in digest order, every entry with
+/// mtime `mtime` and root-owned, so the bytes depend on the image only. Written to a temp file and
+/// renamed into place.
+pub fn write_oci_archive(
+    path: &Path,
+    image: &Image,
+    blobs: &BlobDir,
+    ref_name: Option<&str>,
+    mtime: u64,
+) -> Result<()> {
+    let mut wanted: Vec<&Digest> = vec![image.digest(), image.config_digest()];
+    wanted.extend(image.layers().iter().map(|l| &l.digest));
+    wanted.sort();
+    wanted.dedup();
+    let parent = path.parent().unwrap_or(Path::new("."));
+    fs::create_dir_all(parent).map_err(io_err(parent))?;
+    let tmp = tempfile::NamedTempFile::new_in(parent).map_err(io_err(parent))?;
+    let mut w = super::tar::TarWriter::new(io::BufWriter::new(tmp.as_file()), mtime);
+    w.append_bytes("oci-layout", 0o644, OCI_LAYOUT_FILE)?;
+    w.append_bytes("index.json", 0o644, &index_json(image, ref_name)?)?;
+    w.append_dir("blobs", 0o755, 0, 0)?;
+    w.append_dir("blobs/sha256", 0o755, 0, 0)?;
+    for d in wanted {
+        let src = blobs.path(d);
+        let size = blobs.size(d)?;
+        let f = fs::File::open(&src).map_err(io_err(&src))?;
+        w.append_file(&format!("blobs/sha256/{}", d.hex()), 0o644, 0, 0, size, io::BufReader::new(f), &src)?;
+    }
+    let (mut out, _) = w.finish()?;
+    io::Write::flush(&mut out).map_err(io_err(path))?;
+    drop(out);
+    tmp.as_file().sync_all().map_err(io_err(path))?;
+    // Readable like the layout's blobs (a temp file is created 0600).
+    fs::set_permissions(tmp.path(), fs::Permissions::from_mode(0o644)).map_err(io_err(path))?;
+    tmp.persist(path).map_err(|e| OciError::Io { path: path.to_path_buf(), source: e.error })?;
+    Ok(())
 }
 
 fn same_file(a: &Path, b: &Path) -> bool {

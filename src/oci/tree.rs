@@ -152,6 +152,17 @@ impl ImageTree {
         }
     }
 
+    /// Every path below `prefix` (a directory, `cnb/buildpacks/a/1`) with its entry, in path order.
+    pub fn below<'a>(&'a self, prefix: &str) -> impl Iterator<Item = (&'a str, &'a Node)> + 'a {
+        let p = clean(prefix);
+        let start = if p.is_empty() { String::new() } else { format!("{p}/") };
+        self.nodes
+            .range(start.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&start))
+            .filter(|(k, _)| !k.is_empty())
+            .map(|(k, n)| (k.as_str(), n))
+    }
+
     /// The entry at `path` itself (a symlink is not followed), if any.
     pub fn get(&self, path: &str) -> Option<&Node> {
         self.nodes.get(&clean(path))
@@ -285,6 +296,8 @@ mod tests {
         let (p, _) = tree.resolve("/link/greeting").unwrap();
         assert_eq!(p, "etc/greeting");
         assert!(tree.resolve("/link/nothing").is_none());
+        let below: Vec<&str> = tree.below("/opt").map(|(p, _)| p).collect();
+        assert_eq!(below, ["opt/new"]);
         let c = tree.contents(&blobs, &["etc/greeting".to_string()], 1 << 20).unwrap();
         assert_eq!(c["etc/greeting"], b"hello world\n");
     }

@@ -41,12 +41,19 @@ impl Expected {
             ActionKind::Genrule { outs, .. } => ("files", Some(outs.iter().cloned().collect())),
             ActionKind::Buildpack { files, .. } => ("files", Some(files.iter().map(|(n, _)| n.clone()).collect())),
             ActionKind::Layer { .. } => ("layer", None),
-            ActionKind::CnbDetect(_) | ActionKind::CnbBuild { .. } | ActionKind::ImageTest { .. } => ("data", None),
+            ActionKind::CnbDetect(_)
+            | ActionKind::CnbBuild { .. }
+            | ActionKind::ImageTest { .. }
+            | ActionKind::ReadBuilder { .. }
+            | ActionKind::ReadBuildpackage { .. } => ("data", None),
             ActionKind::ImportImage { .. }
             | ActionKind::Image { .. }
             | ActionKind::PullImage { .. }
             | ActionKind::DebianImage(_)
-            | ActionKind::CnbExport(_) => ("image", None),
+            | ActionKind::CnbExport(_)
+            | ActionKind::BuilderRunImage { .. }
+            | ActionKind::BuilderImage(_)
+            | ActionKind::Buildpackage { .. } => ("image", None),
         };
         Expected { variant, files }
     }

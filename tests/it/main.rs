@@ -15,6 +15,7 @@ mod build_inputs;
 mod cache_safety;
 mod cli_load;
 mod cli_workflow;
+mod cnb_distribution;
 mod cnb_launcher;
 mod cnb_platform;
 mod correctness_faults;

@@ -124,6 +124,11 @@ pub fn build_session(
             message: format!("`{l}` is a `{kind}` target; this version of cbuild declares `{kind}` but cannot build it yet, so it is skipped"),
         });
     }
+    if !s.quiet {
+        for m in &graph.notes {
+            eprintln!("note: {m}");
+        }
+    }
     for w in cache.warnings() {
         reporter.event(&execution::Event::Warning { message: w.clone() });
     }
@@ -230,6 +235,20 @@ pub fn build_session(
             }
             write_layout(&dir, &cache, manifest)
                 .map_err(|e| Failure::env(anyhow::anyhow!("writing the layout of `{l}` to `{rel}`: {e}")))?;
+            if graph.archives.contains(l) {
+                // `buildpack_package(format = "file")`: the layout as one tar, a `.cnb`.
+                let file = format!("{rel}.cnb");
+                let img =
+                    crate::oci::Image::load(cache.cas(), manifest).map_err(|e| Failure::env(anyhow::anyhow!("{e}")))?;
+                crate::oci::layout::write_oci_archive(
+                    &s.root().join(&file),
+                    &img,
+                    cache.cas(),
+                    None,
+                    source_date_epoch()?,
+                )
+                .map_err(|e| Failure::env(anyhow::anyhow!("writing `{file}`: {}", execution::chain(&e))))?;
+            }
             images.push((l.to_string(), manifest.clone(), rel));
         }
     }

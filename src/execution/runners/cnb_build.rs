@@ -24,9 +24,9 @@ use crate::cnb::layer_toml::{
     check_layer_name, layer_disposition, layer_name_of_file, parse_layer_toml, restore_action, restored_layer_toml,
     LayerDisposition, LayerTypes, RestoreAction,
 };
+use crate::execution::events::Event;
 use crate::fs::confined::{Kind, Root};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput};
-use crate::execution::events::Event;
 use crate::model::digest::{Blake3, Digest};
 use crate::oci::layer::{Compression, LayerBlob};
 use crate::oci::tar::{entries_from_dir, TarEntry};
@@ -117,31 +117,30 @@ pub fn key(
     let d = deps.get(detect).ok_or("internal: detect result missing")?;
     // The build reads (and its sandbox sees) only the chosen group's buildpacks: a change to a
     // buildpack of the builder that detect did not choose reruns detect, not the build.
-    let group = group_buildpacks(phase, d, deps, ctx)?;
-    let bps: Vec<String> = group.keys().map(|id| super::ctx::output_digest(&deps[id])).collect();
+    let view = common::phase_view(phase, deps, ctx)?;
+    let group = group_buildpacks(&view, d)?;
+    let bps: Vec<String> = group.iter().map(|b| b.digest.clone()).collect();
     Ok(kb
         .component("detect", super::ctx::output_digest(d))
         .component("buildpacks", crate::cache::ComponentValue::list(bps)))
 }
 
 /// The buildpacks of the group detect chose, in the builder's buildpack order.
-fn group_buildpacks(
-    p: &crate::model::action::CnbPhase,
-    detect: &ActionOutput,
-    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
-    ctx: &RunCtx,
-) -> Result<BTreeMap<ActionId, common::Bp>, ActionError> {
+fn group_buildpacks(view: &common::PhaseView, detect: &ActionOutput) -> Result<Vec<common::Bp>, ActionError> {
     let det: DetectResult = match detect {
         ActionOutput::Data { json, .. } => serde_json::from_str(json).map_err(|e| ActionError::of(&e))?,
         _ => return Err("internal: detect result missing".into()),
     };
-    let all = common::buildpacks(&p.buildpacks, deps, ctx)?;
-    let mut out = BTreeMap::new();
+    let mut out: Vec<common::Bp> = Vec::new();
     for m in &det.group {
-        let bp = cnb_detect::find(&all, &BuildpackRef::new(&m.id, &m.version))
+        let bp = view
+            .find(&BuildpackRef::new(&m.id, &m.version))
             .ok_or_else(|| format!("internal: `{}` not found", m.key()))?;
-        out.insert(bp.action, bp.clone());
+        if !out.iter().any(|b| b.seq == bp.seq) {
+            out.push(bp.clone());
+        }
     }
+    out.sort_by_key(|b| b.seq);
     Ok(out)
 }
 
@@ -153,9 +152,9 @@ fn state_path(ctx: &RunCtx, label: &str) -> PathBuf {
 /// The remote-cache key of a target's CNB cache state: the target and the builder's identity (its
 /// stack and the buildpacks of the chosen group, with versions). Not an action key: the state is
 /// what the next build restores, never a result that is used as is.
-fn state_key(label: &str, p: &crate::model::action::CnbPhase, group: &[crate::cnb::plan::GroupMember]) -> Blake3 {
+fn state_key(label: &str, stack_id: &str, group: &[crate::cnb::plan::GroupMember]) -> Blake3 {
     let members: Vec<String> = group.iter().map(|m| m.key()).collect();
-    Blake3::of_bytes(format!("cbuild cnb cache state v1\n{label}\n{}\n{}", p.stack_id, members.join(",")).as_bytes())
+    Blake3::of_bytes(format!("cbuild cnb cache state v1\n{label}\n{stack_id}\n{}", members.join(",")).as_bytes())
 }
 
 /// Every blob a state references (cache layers, and launch layers a later build may reuse).
@@ -367,10 +366,11 @@ pub async fn run(
         Some(ActionOutput::Data { json, .. }) => serde_json::from_str(json).map_err(|e| ActionError::of(&e))?,
         _ => return Err("internal: detect result missing".into()),
     };
-    let bps = group_buildpacks(p, deps.get(detect).ok_or("internal: detect result missing")?, deps, ctx)?;
+    let view = common::phase_view(p, deps, ctx)?;
+    let bps = group_buildpacks(&view, deps.get(detect).ok_or("internal: detect result missing")?)?;
     let (img, rootfs) = cnb_detect::build_image(p, deps, ctx).await?;
     let mut scratch = Scratch::new("build-")?;
-    let (uid, gid) = (p.uid, p.gid);
+    let (uid, gid) = (view.uid, view.gid);
     let (huid, hgid) = crate::execution::sandbox::host_ids(uid, gid);
     // The writable /workspace: this target's kept app dir brought up to date (held until the app
     // layer is written), or a fresh copy in the scratch dir.
@@ -380,12 +380,13 @@ pub async fn run(
     scratch.write_platform_env(&p.env)?;
     scratch.write_bindings(p, ctx, (huid, hgid))?;
     common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
-    let (base, target) = cnb_detect::base_env(&img, &rootfs, p, deps, ctx)?;
+    let build_config = scratch.write_build_config(&view.build_config_env)?;
+    let (base, target) = cnb_detect::base_env(&img, &rootfs, p, &view, deps, ctx)?;
 
     // Restore: per the Layer Types table, from the previous build of this target. Everything under
     // `/layers` is touched only through `layers_root` (crate::fs::confined): buildpacks write there.
     let layers_root = Root::open(&scratch.layers).map_err(|e| ActionError::of(&e))?;
-    let skey = state_key(&label, p, &det.group);
+    let skey = state_key(&label, &view.stack_id, &det.group);
     let mut prev = load_state(ctx, &label);
     if prev.is_empty() {
         prev = remote_state(ctx, &skey, &label, &det.group).await;
@@ -446,7 +447,7 @@ pub async fn run(
     let mut results: Vec<BuildpackResult> = Vec::new();
     let mut dispositions: Vec<Vec<(String, LayerDisposition)>> = Vec::new();
     for m in &det.group {
-        let bp = cnb_detect::find(&bps, &BuildpackRef::new(&m.id, &m.version))
+        let bp = common::find(&bps, &BuildpackRef::new(&m.id, &m.version))
             .ok_or_else(|| format!("internal: `{}` not found", m.key()))?;
         let esc = escape_id(&m.id);
         let bp_layers = Path::new(&esc);
@@ -471,8 +472,9 @@ pub async fn run(
             exec_env: None,
         });
         vars.extend(common::binding_vars(p));
-        let env = buildpack_process_env(&acc, bp.desc.info.clear_env, &scratch.platform, None, &vars)
-            .map_err(|e| ActionError::of(&e))?;
+        let env =
+            buildpack_process_env(&acc, bp.desc.info.clear_env, &scratch.platform, build_config.as_deref(), &vars)
+                .map_err(|e| ActionError::of(&e))?;
         let mut argv = vec![format!("{}/bin/build", bp.sandbox_dir())];
         argv.extend(build_args(Path::new(&layers_sb), Path::new("/platform"), Path::new(&plan_sb)));
         let code = common::run_buildpack(

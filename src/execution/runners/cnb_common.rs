@@ -9,10 +9,10 @@ use std::sync::Arc;
 
 use super::app_dir::{AppDir, Want};
 use super::ctx::RunCtx;
-use crate::cnb::buildpack_toml::{escape_id, BuildpackDescriptor, Distro, RunTarget};
+use crate::cnb::buildpack_toml::{escape_id, BuildpackDescriptor, BuildpackRef, Distro, OrderGroup, RunTarget};
 use crate::execution::events::Event;
 use crate::execution::sandbox::{self, Mount, RootFs, SandboxSpec};
-use crate::model::action::{ActionId, ActionOutput, Input, OutFile};
+use crate::model::action::{ActionId, ActionOutput, CnbPhase, Input, OutFile};
 use crate::model::digest::Digest;
 use crate::oci::extract::{extract_layers, ExtractOptions};
 use crate::oci::Image;
@@ -124,6 +124,24 @@ impl Scratch {
         super::cnb_bindings::write(&self.platform, &loaded, host_ids)
     }
 
+    /// Writes a builder image's `/cnb/build-config/env/` files; returns the build-config dir to
+    /// apply (`None` when there are none, as for a workspace builder).
+    pub fn write_build_config(&self, env: &BTreeMap<String, String>) -> Result<Option<PathBuf>, ActionError> {
+        if env.is_empty() {
+            return Ok(None);
+        }
+        let dir = self.cnb.join("build-config");
+        std::fs::create_dir_all(dir.join("env")).map_err(|e| ActionError::of(&e))?;
+        for (k, v) in env {
+            // Names come from an image: one path component each.
+            if k.is_empty() || k.contains('/') || k == "." || k == ".." {
+                return Err(ActionError::user(format!("builder build-config env file `{k}` is not a file name")));
+            }
+            std::fs::write(dir.join("env").join(k), v).map_err(|e| ActionError::of(&e))?;
+        }
+        Ok(Some(dir))
+    }
+
     /// Writes `<platform>/env/NAME` files (contents verbatim).
     pub fn write_platform_env(&self, env: &BTreeMap<String, String>) -> Result<(), ActionError> {
         for (k, v) in env {
@@ -207,7 +225,12 @@ pub fn materialize_app(
 /// A buildpack available to the phase: its tree in the CAS and its parsed buildpack.toml.
 #[derive(Clone)]
 pub struct Bp {
-    pub action: ActionId,
+    /// The `buildpack` action it is (`None`: read from an image with others).
+    pub action: Option<ActionId>,
+    /// Its position among the phase's buildpacks.
+    pub seq: usize,
+    /// The digest keys name it by (a tree's digest, whatever action made it).
+    pub digest: String,
     pub desc: BuildpackDescriptor,
     pub files: BTreeMap<String, OutFile>,
 }
@@ -226,31 +249,155 @@ impl Bp {
     }
 }
 
-/// Parses every buildpack tree among the dependencies.
-pub fn buildpacks(
-    ids: &[ActionId],
+/// Parses one buildpack tree.
+fn parse_tree(files: &BTreeMap<String, OutFile>, ctx: &RunCtx) -> Result<BuildpackDescriptor, ActionError> {
+    let toml = files.get("buildpack.toml").ok_or("internal: buildpack tree without buildpack.toml")?;
+    let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| ActionError::of(&e))?)
+        .map_err(|_| "buildpack.toml is not UTF-8".to_string())?;
+    BuildpackDescriptor::parse(&text, Path::new("buildpack.toml")).map_err(|e| ActionError::of(&e))
+}
+
+/// What a detect or build phase works with once its dependencies are known: every buildpack
+/// (workspace trees, buildpackages, a builder image's), the order (the builder's, or project.toml's
+/// group, with system and pre/post buildpacks merged in) and the build user.
+pub struct PhaseView {
+    pub bps: Vec<Bp>,
+    pub order: Vec<OrderGroup>,
+    pub uid: u32,
+    pub gid: u32,
+    pub stack_id: String,
+    /// `/cnb/build-config/env/` of a builder image: file name → contents.
+    pub build_config_env: BTreeMap<String, String>,
+}
+
+impl PhaseView {
+    /// Finds a buildpack by reference (composite orders may leave the version empty).
+    pub fn find(&self, r: &BuildpackRef) -> Option<&Bp> {
+        find(&self.bps, r)
+    }
+}
+
+/// Finds a buildpack by reference (composite orders may leave the version empty).
+pub fn find<'a>(bps: &'a [Bp], r: &BuildpackRef) -> Option<&'a Bp> {
+    bps.iter().find(|b| {
+        crate::cnb::buildpack_toml::same_id(&b.desc.info.id, &r.id)
+            && (r.version.is_empty() || b.desc.info.version == r.version)
+    })
+}
+
+/// The [`PhaseView`] of a phase.
+pub fn phase_view(
+    p: &CnbPhase,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<BTreeMap<ActionId, Bp>, ActionError> {
-    let mut out = BTreeMap::new();
-    for id in ids {
-        let Some(ActionOutput::Files { files }) = deps.get(id).map(|o| o.as_ref()) else {
-            return Err("internal: a buildpack dependency has no tree".into());
+) -> Result<PhaseView, ActionError> {
+    use super::cnb_dist::{from_output, BuilderInfo, BuildpackSet};
+    let mut bps: Vec<Bp> = Vec::new();
+    // The buildpack a buildpackage action stands for.
+    let mut tops: BTreeMap<ActionId, BuildpackRef> = BTreeMap::new();
+    let push =
+        |bps: &mut Vec<Bp>, action: Option<ActionId>, files: &BTreeMap<String, OutFile>| -> Result<(), ActionError> {
+            let desc = parse_tree(files, ctx)?;
+            // The first tree of an id@version wins (workspace trees come first).
+            if bps.iter().any(|b| b.label() == format!("{}@{}", desc.info.id, desc.info.version)) {
+                return Ok(());
+            }
+            let digest = super::ctx::output_digest(&ActionOutput::Files { files: files.clone() });
+            bps.push(Bp { action, seq: bps.len(), digest, desc, files: files.clone() });
+            Ok(())
         };
-        let toml = files.get("buildpack.toml").ok_or("internal: buildpack tree without buildpack.toml")?;
-        let text = String::from_utf8(ctx.cache.cas().read_verified(&toml.digest).map_err(|e| ActionError::of(&e))?)
-            .map_err(|_| "buildpack.toml is not UTF-8".to_string())?;
-        let desc = BuildpackDescriptor::parse(&text, Path::new("buildpack.toml")).map_err(|e| ActionError::of(&e))?;
-        out.insert(*id, Bp { action: *id, desc, files: files.clone() });
+    for id in &p.buildpacks {
+        match deps.get(id).map(|o| o.as_ref()) {
+            Some(ActionOutput::Files { files }) => push(&mut bps, Some(*id), files)?,
+            Some(o @ ActionOutput::Data { .. }) => {
+                let set: BuildpackSet = from_output(o, "read_buildpackage")?;
+                for b in &set.buildpacks {
+                    push(&mut bps, None, &b.files)?;
+                }
+                tops.insert(*id, set.top);
+            }
+            _ => return Err("internal: a buildpack dependency has no tree".into()),
+        }
     }
-    Ok(out)
+    let builder: Option<BuilderInfo> = match p.builder {
+        Some(b) => Some(from_output(deps.get(&b).ok_or("internal: builder missing")?, "read_builder")?),
+        None => None,
+    };
+    if let Some(b) = &builder {
+        for ib in &b.buildpacks {
+            push(&mut bps, None, &ib.files)?;
+        }
+    }
+    let ref_of = |a: &ActionId| -> Result<BuildpackRef, ActionError> {
+        if let Some(t) = tops.get(a) {
+            return Ok(BuildpackRef::new(&t.id, &t.version));
+        }
+        let b = bps.iter().find(|b| b.action == Some(*a)).ok_or("internal: an order member is not a buildpack")?;
+        Ok(BuildpackRef::new(&b.desc.info.id, &b.desc.info.version))
+    };
+    let mut order: Vec<OrderGroup> = if !p.order.is_empty() {
+        let mut o = Vec::new();
+        for g in &p.order {
+            let mut group = Vec::new();
+            for (a, opt) in g {
+                let r = ref_of(a)?;
+                group.push(if *opt { r.optional() } else { r });
+            }
+            o.push(OrderGroup { group });
+        }
+        o
+    } else {
+        builder.as_ref().map(|b| b.order.clone()).ok_or("internal: a phase without an order")?
+    };
+    if let Some(pg) = &p.project {
+        let resolve = |r: &crate::model::action::ProjectRef| -> Result<BuildpackRef, ActionError> {
+            let mut br = match r.action {
+                Some(a) => ref_of(&a)?,
+                None => {
+                    let want = BuildpackRef::new(&r.id, &r.version);
+                    let b = find(&bps, &want).ok_or_else(|| {
+                        let have: Vec<String> = bps.iter().map(|b| b.label()).collect();
+                        ActionError::user(format!(
+                            "`{}`: `{}`: no buildpack of the builder provides `{}` (it has {})",
+                            pg.file,
+                            r.key,
+                            crate::cnb::distribution::shown(&want),
+                            if have.is_empty() { "none".to_string() } else { have.join(", ") }
+                        ))
+                    })?;
+                    BuildpackRef::new(&b.desc.info.id, &b.desc.info.version)
+                }
+            };
+            br.optional = r.optional;
+            Ok(br)
+        };
+        let list = |v: &[crate::model::action::ProjectRef]| v.iter().map(resolve).collect::<Result<Vec<_>, _>>();
+        if !pg.group.is_empty() {
+            order = vec![OrderGroup { group: list(&pg.group)? }];
+        }
+        order = crate::cnb::distribution::with_system(&order, &list(&pg.pre)?, &list(&pg.post)?);
+    }
+    let (mut uid, mut gid, mut stack_id) = (p.uid, p.gid, p.stack_id.clone());
+    let mut build_config_env = BTreeMap::new();
+    if let Some(b) = &builder {
+        order = crate::cnb::distribution::with_system(&order, &b.system_pre, &b.system_post);
+        build_config_env = b.build_env.clone();
+        if p.identity_from_builder {
+            (uid, gid, stack_id) = (b.uid, b.gid, b.stack_id.clone());
+        }
+    }
+    Ok(PhaseView { bps, order, uid, gid, stack_id, build_config_env })
 }
 
 /// Copies each buildpack's tree to `<cnb>/buildpacks/<escaped-id>/<version>/` (read-only mount).
-pub fn materialize_buildpacks(bps: &BTreeMap<ActionId, Bp>, ctx: &RunCtx, cnb: &Path) -> Result<(), ActionError> {
-    for bp in bps.values() {
+pub fn materialize_buildpacks(bps: &[Bp], ctx: &RunCtx, cnb: &Path) -> Result<(), ActionError> {
+    for bp in bps {
         let dir = cnb.join(bp.sandbox_dir().trim_start_matches("/cnb/"));
         for (rel, f) in &bp.files {
+            // Names of trees read from images (or a remote cache's answer for such a read): one
+            // relative path each, never leading out of the buildpack's directory.
+            crate::oci::tar::check_entry_path(rel)
+                .map_err(|why| ActionError::user(format!("buildpack `{}`: file `{rel}`: {why}", bp.label())))?;
             let dst = dir.join(rel);
             if let Some(p) = dst.parent() {
                 std::fs::create_dir_all(p).map_err(|e| ActionError::of(&e))?;

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::Arc;
 
-use super::cnb_common::{self as common, Bp, Scratch};
+use super::cnb_common::{self as common, Scratch};
 use super::ctx::{input_digest, output_digest, RunCtx};
 use crate::cache::{ComponentValue, KeyBuilder};
-use crate::cnb::buildpack_toml::{escape_id, BuildpackRef, OrderGroup};
+use crate::cnb::buildpack_toml::{escape_id, BuildpackRef};
 use crate::cnb::env::{buildpack_process_env, detect_args, detect_cnb_vars, filtered_base_env, DetectVars};
 use crate::cnb::plan::{parse_detect_plan, resolve_order, DetectOutcome, GroupMember, Plan};
 use crate::cnb::CnbError;
@@ -110,9 +110,37 @@ pub fn key(
     for id in &p.buildpacks {
         bps.push(bp_digest(id)?);
     }
-    Ok(phase_key(kb, p, deps, ctx)?
+    let mut kb = phase_key(kb, p, deps, ctx)?
         .component("order", ComponentValue::list(order))
-        .component("buildpacks", ComponentValue::list(bps)))
+        .component("buildpacks", ComponentValue::list(bps));
+    // Only when set, so keys of phases without a builder image or project.toml are unchanged.
+    if let Some(b) = p.builder {
+        kb = kb
+            .component("builder", bp_digest(&b)?)
+            .component("identity_from_builder", p.identity_from_builder.to_string());
+    }
+    if let Some(pg) = &p.project {
+        kb = kb.component("project_groups", project_groups_key(pg, deps)?);
+    }
+    Ok(kb)
+}
+
+/// The project.toml groups as a key component (a label's buildpack by its tree's digest).
+pub fn project_groups_key(
+    pg: &crate::model::action::ProjectGroups,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+) -> Result<String, ActionError> {
+    let one = |r: &crate::model::action::ProjectRef| -> Result<String, ActionError> {
+        let who = match r.action {
+            Some(a) => output_digest(deps.get(&a).ok_or("internal: missing buildpack")?),
+            None => format!("{}@{}", r.id, r.version),
+        };
+        Ok(format!("{who}{}", if r.optional { "?" } else { "" }))
+    };
+    let list = |v: &[crate::model::action::ProjectRef]| -> Result<String, ActionError> {
+        Ok(v.iter().map(one).collect::<Result<Vec<_>, _>>()?.join(","))
+    };
+    Ok(format!("group={} pre={} post={}", list(&pg.group)?, list(&pg.pre)?, list(&pg.post)?))
 }
 
 /// The build image as a value, and its root filesystem extracted (cached per digest).
@@ -141,12 +169,13 @@ pub fn base_env(
     img: &Image,
     rootfs: &Path,
     p: &CnbPhase,
+    view: &common::PhaseView,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
 ) -> Result<(crate::cnb::env_files::EnvMap, crate::cnb::buildpack_toml::RunTarget), ActionError> {
     let (mut env, _) = common::image_env_and_target(img, rootfs);
-    env.insert("HOME".into(), common::home_of(rootfs, p.uid));
-    env.insert("CNB_STACK_ID".into(), p.stack_id.clone());
+    env.insert("HOME".into(), common::home_of(rootfs, view.uid));
+    env.insert("CNB_STACK_ID".into(), view.stack_id.clone());
     let run = run_image(p, deps, ctx)?;
     let target = common::base_target(img, run.as_ref(), rootfs)?;
     Ok((filtered_base_env(env), target))
@@ -167,35 +196,6 @@ fn run_image(
     }
 }
 
-/// The order as buildpack references (id@version from each tree's buildpack.toml).
-pub fn order_refs(p: &CnbPhase, bps: &BTreeMap<ActionId, Bp>) -> Vec<OrderGroup> {
-    p.order
-        .iter()
-        .map(|g| OrderGroup {
-            group: g
-                .iter()
-                .map(|(id, opt)| {
-                    let d = &bps[id].desc.info;
-                    let r = BuildpackRef::new(&d.id, &d.version);
-                    if *opt {
-                        r.optional()
-                    } else {
-                        r
-                    }
-                })
-                .collect(),
-        })
-        .collect()
-}
-
-/// Finds a buildpack by reference (composite orders may leave the version empty).
-pub fn find<'a>(bps: &'a BTreeMap<ActionId, Bp>, r: &BuildpackRef) -> Option<&'a Bp> {
-    bps.values().find(|b| {
-        crate::cnb::buildpack_toml::same_id(&b.desc.info.id, &r.id)
-            && (r.version.is_empty() || b.desc.info.version == r.version)
-    })
-}
-
 pub async fn run(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
@@ -203,24 +203,26 @@ pub async fn run(
 ) -> Result<ActionOutput, ActionError> {
     let ActionKind::CnbDetect(p) = &a.kind else { unreachable!() };
     let label = a.label.to_string();
-    let bps = common::buildpacks(&p.buildpacks, deps, ctx)?;
+    let view = common::phase_view(p, deps, ctx)?;
+    let bps = &view.bps;
     let (img, rootfs) = build_image(p, deps, ctx).await?;
     let mut scratch = Scratch::new("detect-")?;
     // The read-only /workspace is the target's kept app dir brought up to date (the build phase
     // reconciles the same dir next, finding nothing to do). Not hard links to the sources: a new
     // link changes a source's ctime, which made every later build re-hash the app and would fail
     // the executor's "source changed while the action ran" check.
-    let (huid, hgid) = crate::execution::sandbox::host_ids(p.uid, p.gid);
+    let (huid, hgid) = crate::execution::sandbox::host_ids(view.uid, view.gid);
     let want = common::app_wants(&p.app, deps, ctx)?;
     let (workspace, _app_dir) = common::materialize_app(&want, ctx, &label, &scratch.workspace, huid, hgid)?;
     scratch.workspace = workspace;
     scratch.write_platform_env(&p.env)?;
     scratch.write_bindings(p, ctx, (huid, hgid))?;
-    common::materialize_buildpacks(&bps, ctx, &scratch.cnb)?;
+    common::materialize_buildpacks(bps, ctx, &scratch.cnb)?;
+    let build_config = scratch.write_build_config(&view.build_config_env)?;
     // Detect's `/layers` is writable by every buildpack: touched only through `layers_root`.
     let layers_root = crate::fs::confined::Root::open(&scratch.layers).map_err(|e| ActionError::of(&e))?;
     layers_root.chown_tree(Path::new(""), huid, hgid).map_err(|e| ActionError::of(&e))?;
-    let (base, target) = base_env(&img, &rootfs, p, deps, ctx)?;
+    let (base, target) = base_env(&img, &rootfs, p, &view, deps, ctx)?;
 
     // Detect runs lazily, in the order the resolver asks (groups in turn, as the lifecycle's
     // detector): a buildpack of a group after the first passing one never runs. The resolver is
@@ -228,30 +230,30 @@ pub async fn run(
     // nothing it does not know; each id@version runs at most once.
     let mut outcomes: HashMap<String, DetectOutcome> = HashMap::new();
     let mut notes: Vec<String> = Vec::new();
-    let order = order_refs(p, &bps);
+    let order = &view.order;
     let res = loop {
-        let mut missing: Option<ActionId> = None;
+        let mut missing: Option<usize> = None;
         let res = resolve_order(
-            &order,
+            order,
             |r: &BuildpackRef| {
-                find(&bps, r).map(|b| b.desc.clone()).ok_or_else(|| {
+                view.find(r).map(|b| b.desc.clone()).ok_or_else(|| {
                     CnbError::invalid(crate::cnb::Phase::Detect, r.to_string(), "buildpack.toml", "a composite order names a buildpack the builder does not provide (add it to the composite's `deps`)")
                 })
             },
             |r: &BuildpackRef| {
-                let Some(b) = find(&bps, r).filter(|b| !b.desc.is_composite()) else { return DetectOutcome::Error(-1) };
+                let Some(b) = view.find(r).filter(|b| !b.desc.is_composite()) else { return DetectOutcome::Error(-1) };
                 match outcomes.get(&b.label()) {
                     Some(o) => o.clone(),
                     None => {
-                        missing.get_or_insert(b.action);
+                        missing.get_or_insert(b.seq);
                         // Provisional; this resolution is thrown away once `missing` has run.
                         DetectOutcome::Fail
                     }
                 }
             },
         );
-        let Some(id) = missing else { break res };
-        let bp = &bps[&id];
+        let Some(seq) = missing else { break res };
+        let bp = &bps[seq];
         let esc = escape_id(&bp.desc.info.id);
         let plan_rel = Path::new(".detect").join(&esc).join("plan.toml");
         layers_root.create_dir_all(&Path::new(".detect").join(&esc), 0o755).map_err(|e| ActionError::of(&e))?;
@@ -279,8 +281,9 @@ pub async fn run(
                 exec_env: None,
             });
             vars.extend(common::binding_vars(p));
-            let env = buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, None, &vars)
-                .map_err(|e| ActionError::of(&e))?;
+            let env =
+                buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, build_config.as_deref(), &vars)
+                    .map_err(|e| ActionError::of(&e))?;
             let mut argv = vec![format!("{}/bin/detect", bp.sandbox_dir())];
             argv.extend(detect_args(Path::new("/platform"), Path::new(&plan_sb)));
             let code = common::run_buildpack(
@@ -293,8 +296,8 @@ pub async fn run(
                 &scratch.tmp,
                 argv,
                 env,
-                p.uid,
-                p.gid,
+                view.uid,
+                view.gid,
                 p.network,
             )
             .await?;
@@ -357,7 +360,16 @@ impl super::seam::Runner for Detect {
     fn sources(&self, a: &Action) -> Vec<(String, bool)> {
         let ActionKind::CnbDetect(p) = &a.kind else { return Vec::new() };
         // App files are copied into /workspace as they are: a symlink stays a link.
-        super::seam::source_paths(p.app.iter().map(|(_, i)| i)).into_iter().map(|p| (p, false)).collect()
+        let mut v: Vec<(String, bool)> =
+            super::seam::source_paths(p.app.iter().map(|(_, i)| i)).into_iter().map(|p| (p, false)).collect();
+        // The project.toml read at analysis time (what it says is in the key) is a source even when
+        // its own `exclude` leaves it out of the app, so `affected` sees an edit to it.
+        if let Some(pg) = &p.project {
+            if !v.iter().any(|(s, _)| *s == pg.file) {
+                v.push((pg.file.clone(), true));
+            }
+        }
+        v
     }
     fn key(
         &self,

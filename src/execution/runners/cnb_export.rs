@@ -41,17 +41,60 @@ pub fn key(
         Some(ActionOutput::Image { manifest, .. }) => manifest.to_string(),
         _ => return Err("internal: run image missing".into()),
     };
-    Ok(kb
+    let id = identity(s, deps)?;
+    let mut kb = kb
         .component("build", export_view_digest(build)?)
         .component("run_image", run)
-        .component("run_image_name", s.run_image_name.as_str())
-        .component("run_image_mirrors", ComponentValue::list(s.run_image_mirrors.clone()))
-        .component("stack_id", s.stack_id.as_str())
-        .component("user", format!("{}:{}", s.uid, s.gid))
+        .component("run_image_name", id.run_image_name.as_str())
+        .component("run_image_mirrors", ComponentValue::list(id.mirrors.clone()))
+        .component("stack_id", id.stack_id.as_str())
+        .component("user", format!("{}:{}", id.uid, id.gid))
         .component("process", s.process.clone().unwrap_or_default())
         .component("labels", ComponentValue::map(s.labels.clone()))
         .component("launcher", launcher_digest())
-        .component("created", super::image::created(None, ctx.source_date_epoch)))
+        .component("created", super::image::created(None, ctx.source_date_epoch));
+    // Only when set, so keys of images without a project.toml are unchanged.
+    if let Some(m) = &s.project_metadata {
+        kb = kb.component("project_metadata", m.as_str());
+    }
+    Ok(kb)
+}
+
+/// Who the app image says it was built for: the stack's run image name and mirrors, stack id and
+/// user, or a builder image's (its run.toml and config) when the export names one.
+struct Identity {
+    run_image_name: String,
+    mirrors: Vec<String>,
+    stack_id: String,
+    uid: u32,
+    gid: u32,
+}
+
+fn identity(
+    s: &crate::model::action::CnbExportSpec,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+) -> Result<Identity, ActionError> {
+    match s.builder {
+        None => Ok(Identity {
+            run_image_name: s.run_image_name.clone(),
+            mirrors: s.run_image_mirrors.clone(),
+            stack_id: s.stack_id.clone(),
+            uid: s.uid,
+            gid: s.gid,
+        }),
+        Some(b) => {
+            let info: super::cnb_dist::BuilderInfo =
+                super::cnb_dist::from_output(deps.get(&b).ok_or("internal: builder missing")?, "read_builder")?;
+            let run = info.run_images.first().cloned().unwrap_or_default();
+            Ok(Identity {
+                run_image_name: run.image,
+                mirrors: run.mirrors,
+                stack_id: info.stack_id,
+                uid: info.uid,
+                gid: info.gid,
+            })
+        }
+    }
 }
 
 /// The digest of what export reads of the build result: launch layers (blobs, types, metadata),
@@ -87,6 +130,7 @@ pub fn run(
         _ => return Err("internal: run image missing".into()),
     };
     let cas = ctx.cache.cas();
+    let id = identity(s, deps)?;
     let run = Image::load(cas, &run_manifest).map_err(|e| ActionError::of(&e))?;
     let top_layer = run.diff_ids().last().map(|d| d.to_string()).unwrap_or_default();
     let metadata = BuildMetadata::from_toml(&b.metadata_toml, std::path::Path::new("metadata.toml"))
@@ -152,11 +196,11 @@ pub fn run(
         run_image: RunImageLabel {
             top_layer,
             reference: run_manifest.to_string(),
-            image: s.run_image_name.clone(),
-            mirrors: s.run_image_mirrors.clone(),
+            image: id.run_image_name.clone(),
+            mirrors: id.mirrors.clone(),
         },
         stack: Some(StackLabel {
-            run_image: StackRunImage { image: s.run_image_name.clone(), mirrors: s.run_image_mirrors.clone() },
+            run_image: StackRunImage { image: id.run_image_name.clone(), mirrors: id.mirrors.clone() },
         }),
     };
     let launcher_meta = LauncherMetadata {
@@ -166,9 +210,9 @@ pub fn run(
     let mut labels: BTreeMap<String, String> = metadata.image_labels();
     labels.insert("io.buildpacks.lifecycle.metadata".into(), lifecycle.to_label());
     labels.insert("io.buildpacks.build.metadata".into(), metadata.build_label(&launcher_meta));
-    labels.insert("io.buildpacks.project.metadata".into(), "{}".into());
-    if !s.stack_id.is_empty() {
-        labels.insert("io.buildpacks.stack.id".into(), s.stack_id.clone());
+    labels.insert("io.buildpacks.project.metadata".into(), s.project_metadata.clone().unwrap_or_else(|| "{}".into()));
+    if !id.stack_id.is_empty() {
+        labels.insert("io.buildpacks.stack.id".into(), id.stack_id.clone());
     }
     labels.extend(s.labels.clone());
 

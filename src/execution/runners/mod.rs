@@ -8,11 +8,14 @@
 //! [`Runner`], and its line in [`runner`] and [`RUNNERS`].
 
 pub mod app_dir;
+pub mod builder_image;
 pub mod buildpack;
+pub mod buildpackage;
 pub mod cnb_bindings;
 pub mod cnb_build;
 pub mod cnb_common;
 pub mod cnb_detect;
+pub mod cnb_dist;
 pub mod cnb_export;
 pub mod ctx;
 pub mod debian;
@@ -22,6 +25,9 @@ pub mod image_test;
 pub mod import;
 pub mod layer;
 pub mod pull;
+pub mod read_builder;
+pub mod read_buildpackage;
+pub mod run_image;
 pub mod seam;
 
 use crate::cache::KeyBuilder;
@@ -43,6 +49,11 @@ pub const RUNNERS: &[&dyn Runner] = &[
     &cnb_build::Build,
     &cnb_export::Export,
     &image_test::ImageTestRunner,
+    &read_builder::ReadBuilderRunner,
+    &read_buildpackage::ReadBuildpackageRunner,
+    &run_image::RunImageRunner,
+    &builder_image::BuilderImageRunner,
+    &buildpackage::BuildpackageRunner,
 ];
 
 /// The one dispatch from an action kind to its runner.
@@ -59,6 +70,11 @@ pub fn runner(kind: &ActionKind) -> &'static dyn Runner {
         ActionKind::CnbBuild { .. } => &cnb_build::Build,
         ActionKind::CnbExport(_) => &cnb_export::Export,
         ActionKind::ImageTest { .. } => &image_test::ImageTestRunner,
+        ActionKind::ReadBuilder { .. } => &read_builder::ReadBuilderRunner,
+        ActionKind::ReadBuildpackage { .. } => &read_buildpackage::ReadBuildpackageRunner,
+        ActionKind::BuilderRunImage { .. } => &run_image::RunImageRunner,
+        ActionKind::BuilderImage(_) => &builder_image::BuilderImageRunner,
+        ActionKind::Buildpackage { .. } => &buildpackage::BuildpackageRunner,
     }
 }
 
@@ -117,6 +133,11 @@ mod tests {
             "build",
             "export",
             "image_test",
+            "read_builder",
+            "read_buildpackage",
+            "run_image",
+            "builder_image",
+            "buildpackage",
         ] {
             assert!(names.contains(&n), "{n} has no runner");
         }

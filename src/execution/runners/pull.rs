@@ -68,6 +68,12 @@ pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, ActionEr
             ),
         });
     }
+    shallow_output(resolved, ctx)
+}
+
+/// The output of a resolved reference: manifest and config in the CAS, every layer not already
+/// there left in its registry (fetched when something needs its bytes, [`ensure_local`]).
+pub fn shallow_output(resolved: crate::registry::Resolved, ctx: &RunCtx) -> Result<ActionOutput, ActionError> {
     let img = resolved.image;
     let (manifest, size) = img.write_to(ctx.cache.cas()).map_err(|e| ActionError::of(&e))?;
     let source = resolved.reference.to_string();
@@ -84,6 +90,27 @@ pub async fn run(a: &Action, ctx: &Arc<RunCtx>) -> Result<ActionOutput, ActionEr
 pub async fn ensure_local(out: &ActionOutput, ctx: &RunCtx) -> Result<(), ActionError> {
     let ActionOutput::Image { remote, .. } = out else { return Ok(()) };
     for rb in remote {
+        if ctx.cache.cas().contains(&rb.digest) {
+            continue;
+        }
+        let r = Reference::parse(&rb.source).map_err(|e| ActionError::of(&e))?;
+        ctx.registry()?
+            .fetch_blob(&r, &rb.digest, ctx.cache.cas())
+            .await
+            .map_err(|e| format!("fetching layer `{}` of `{}`: {e}", rb.digest, rb.source))?;
+    }
+    Ok(())
+}
+
+/// Fetches the layers `wanted` of an image output into the CAS when they are remote (verified):
+/// what reading a few layers of a shallow image needs, without the rest.
+pub async fn ensure_blobs(
+    out: &ActionOutput,
+    wanted: &[crate::model::digest::Digest],
+    ctx: &RunCtx,
+) -> Result<(), ActionError> {
+    let ActionOutput::Image { remote, .. } = out else { return Ok(()) };
+    for rb in remote.iter().filter(|r| wanted.contains(&r.digest)) {
         if ctx.cache.cas().contains(&rb.digest) {
             continue;
         }
