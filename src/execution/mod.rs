@@ -8,6 +8,7 @@ pub mod probe;
 pub mod runners;
 pub mod sandbox;
 pub mod scheduler;
+pub mod scratch_gc;
 pub mod sources;
 pub mod structure_test;
 pub mod uploads;

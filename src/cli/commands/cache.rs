@@ -118,6 +118,16 @@ pub fn run(g: &GlobalArgs, a: CacheArgs) -> Result<ExitCode, Failure> {
             let c = Cache::open(&s.cache_dir).map_err(Failure::env)?;
             let r = c.gc(max, older).map_err(Failure::env)?;
             println!("removed {} actions and {} blobs ({})", r.actions_removed, r.blobs_removed, human(r.bytes_freed));
+            // The build images' root file systems extracted for sandboxes, by the same rules.
+            let sr = crate::execution::scratch_gc::gc(max, older).map_err(Failure::env)?;
+            println!(
+                "removed {} extracted build-image root file systems ({}); kept {} ({}, or used within {} h)",
+                sr.removed,
+                human(sr.bytes_freed),
+                sr.kept,
+                human(sr.bytes_kept),
+                crate::execution::scratch_gc::IN_USE.as_secs() / 3600
+            );
         }
         CacheCmd::Clean => {
             Cache::clean(&s.cache_dir).map_err(Failure::env)?;

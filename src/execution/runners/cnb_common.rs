@@ -30,7 +30,12 @@ pub fn ensure_rootfs(img: &Image, cas: &crate::cas::BlobDir) -> Result<PathBuf, 
     // nodes) and sandbox ids shifted (`sandbox::ID_SHIFT`): this tree is shared by every sandbox and
     // reachable by other local users, none of whom owns anything in it.
     let dir = base.join(format!("{}-s2", img.digest().hex()));
-    if dir.join(".cbuild-complete").is_file() {
+    let done = dir.join(".cbuild-complete");
+    if done.is_file() {
+        // Its mtime says when it was last used: `cbuild cache gc` keeps what a build may be using.
+        if let Ok(f) = std::fs::File::options().write(true).open(&done) {
+            let _ = f.set_modified(std::time::SystemTime::now());
+        }
         return Ok(dir);
     }
     let tmp = tempfile::Builder::new().prefix(".tmp-").tempdir_in(&base).map_err(|e| ActionError::of(&e))?;
