@@ -130,6 +130,9 @@ fn binding_dir(name: &str, v: &str) -> Result<String, String> {
     Ok(resolved)
 }
 
+/// Largest project.toml read.
+const MAX_PROJECT_TOML: u64 = 4 << 20;
+
 /// The project descriptor of the app, if any: the `project_toml` file (default `project.toml`)
 /// among the app's sources, or, when the attribute names another file of the package, that file.
 /// Read here, before anything runs, so its errors are located load errors and nothing is built.
@@ -147,16 +150,17 @@ fn project_descriptor(
         Some((_, Input::Source(ws))) => ws.clone(),
         // A genrule's output: not read at analysis time.
         Some((_, Input::Output { .. })) => return Ok(None),
-        None => {
-            let ws = n.label.package.join(rel);
-            if want == "project.toml" && !opts.root.join(&ws).exists() {
-                return Ok(None);
-            }
-            ws
-        }
+        // The default is read only as part of the app (as pack reads the app dir's); a file
+        // named explicitly is read from the package even when `srcs` leaves it out.
+        None if want == "project.toml" => return Ok(None),
+        None => n.label.package.join(rel),
     };
     let path =
         crate::execution::sources::resolve_source(&opts.root, &file).map_err(|e| format!("`project_toml`: {e}"))?;
+    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if len > MAX_PROJECT_TOML {
+        return Err(format!("`project_toml`: `{file}` is {len} bytes; at most {MAX_PROJECT_TOML} are read"));
+    }
     let text = std::fs::read_to_string(&path).map_err(|e| format!("`project_toml`: reading `{file}`: {e}"))?;
     let d = crate::cnb::project::ProjectDescriptor::parse(&text, &file).map_err(|e| e.to_string())?;
     Ok(Some((file, d)))

@@ -121,7 +121,125 @@ mod tests {
         let pats = vec![Pattern::parse(target, None).unwrap()];
         let loaded = crate::loading::load(d.path(), &pats, 1000)?;
         let wanted: Vec<Label> = loaded.requested.iter().cloned().collect();
-        analyze(&loaded.graph, &wanted, &Options::default())
+        analyze(&loaded.graph, &wanted, &Options { root: d.path().to_path_buf(), ..Options::default() })
+    }
+
+    /// A workspace with a tagged (or untagged) run image, a buildpack and a builder.
+    const STACK: &str = "layer(name = \"l\", srcs = [\"f\"])\n\
+        oci_image(name = \"run\", layers = [\":l\"], tags = [\"registry.example.com/base/run:1\"])\n\
+        oci_image(name = \"build\", base = \":run\")\n\
+        stack(name = \"s\", id = \"x\", build_image = \":build\", run_image = \":run\")\n\
+        buildpack(name = \"bp\", srcs = [\"bp/buildpack.toml\"])\n";
+    const BP: (&str, &str) = ("bp/buildpack.toml", "api = \"0.10\"\n[buildpack]\nid = \"t/bp\"\nversion = \"1\"\n");
+
+    #[test]
+    fn a_builder_image_is_read_and_its_run_image_resolved_unless_a_stack_overrides() {
+        let build = format!(
+            "{STACK}oci_import(name = \"bi\", layout = \"bi\")\n\
+             builder(name = \"b\", image = \":bi\")\n\
+             builder(name = \"b2\", image = \":bi\", stack = \":s\", order = [[\":bp\"]])\n\
+             cnb_image(name = \"app\", srcs = [\"f\"], builder = \":b\")\n\
+             cnb_image(name = \"app2\", srcs = [\"f\"], builder = \":b2\")\n"
+        );
+        let files = [("BUILD.star", build.as_str()), ("f", "x"), BP, ("bi/index.json", "{}")];
+        let g = analyze_ws(&files, "//...").unwrap();
+        let b = kind_of(&g, "//:b");
+        assert!(matches!(b[0], ActionKind::ReadBuilder { name, .. } if name == "//:bi"), "{b:?}");
+        assert!(matches!(b[1], ActionKind::BuilderRunImage { .. }), "{b:?}");
+        for k in kind_of(&g, "//:app") {
+            match k {
+                ActionKind::CnbDetect(p) => {
+                    assert!(p.builder.is_some() && p.identity_from_builder && p.order.is_empty())
+                }
+                ActionKind::CnbExport(s) => assert!(s.builder.is_some()),
+                _ => {}
+            }
+        }
+        assert_eq!(kind_of(&g, "//:b2").len(), 1, "a stack gives the run image: nothing to resolve");
+        for k in kind_of(&g, "//:app2") {
+            match k {
+                ActionKind::CnbDetect(p) => {
+                    assert!(p.builder.is_some() && !p.identity_from_builder && p.order.len() == 1);
+                    assert_eq!(
+                        p.build_image,
+                        g.target_outputs[&Label::parse("//:bi", None).unwrap()],
+                        "the builder image builds"
+                    );
+                }
+                ActionKind::CnbExport(s) => assert!(s.builder.is_none()),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn a_builder_builds_to_a_builder_image_only_when_asked_and_its_run_image_is_named() {
+        let build = format!(
+            "{STACK}builder(name = \"b\", stack = \":s\", order = [[\":bp\"]])\n\
+             cnb_image(name = \"app\", srcs = [\"f\"], builder = \":b\")\n"
+        );
+        let files = [("BUILD.star", build.as_str()), ("f", "x"), BP];
+        let g = analyze_ws(&files, "//:app").unwrap();
+        assert!(kind_of(&g, "//:b").is_empty(), "an app needs no builder image");
+        let g = analyze_ws(&files, "//:b").unwrap();
+        let s = kind_of(&g, "//:b").into_iter().find_map(|k| match k {
+            ActionKind::BuilderImage(s) => Some(s.clone()),
+            _ => None,
+        });
+        let s = s.expect("a builder image");
+        assert_eq!(s.run_image, "registry.example.com/base/run:1");
+        assert!(g.image_targets.iter().any(|l| l.to_string() == "//:b"));
+        assert!(g.notes.iter().any(|n| n.contains("--lifecycle-image")), "{:?}", g.notes);
+        let untagged = build.replace(", tags = [\"registry.example.com/base/run:1\"]", "");
+        let files = [("BUILD.star", untagged.as_str()), ("f", "x"), BP];
+        let g = analyze_ws(&files, "//:b").unwrap();
+        assert!(kind_of(&g, "//:b").is_empty());
+        assert!(g.notes.iter().any(|n| n.contains("no registry reference")), "{:?}", g.notes);
+    }
+
+    #[test]
+    fn project_toml_filters_the_app_and_sets_env_groups_and_metadata() {
+        let build = format!(
+            "{STACK}builder(name = \"b\", stack = \":s\", order = [[\":bp\"]])\n\
+             cnb_image(name = \"app\", srcs = glob([\"app/**\"]), builder = \":b\", env = {{\"B\": \"build\"}}, \
+             project_toml = \"app/project.toml\", buildpacks = [\":bp\"])\n"
+        );
+        let project = "[_]\nschema-version = \"0.2\"\nversion = \"3\"\n[io.buildpacks]\nexclude = [\"*.log\"]\n\
+            [[io.buildpacks.group]]\nuri = \"//:bp\"\n[[io.buildpacks.build.env]]\nname = \"A\"\nvalue = \"p\"\n\
+            [[io.buildpacks.build.env]]\nname = \"B\"\nvalue = \"p\"\n";
+        let files = [
+            ("BUILD.star", build.as_str()),
+            ("f", "x"),
+            BP,
+            ("app/project.toml", project),
+            ("app/a.txt", "a"),
+            ("app/x.log", "l"),
+        ];
+        let g = analyze_ws(&files, "//:app").unwrap();
+        for k in kind_of(&g, "//:app") {
+            match k {
+                ActionKind::CnbDetect(p) => {
+                    let app: Vec<&str> = p.app.iter().map(|(r, _)| r.as_str()).collect();
+                    assert_eq!(app, ["app/a.txt", "app/project.toml"]);
+                    assert_eq!(
+                        (p.env["A"].as_str(), p.env["B"].as_str()),
+                        ("p", "build"),
+                        "BUILD env over project.toml's"
+                    );
+                    let pg = p.project.as_ref().unwrap();
+                    assert_eq!(pg.file, "app/project.toml");
+                    assert!(pg.group[0].action.is_some());
+                }
+                ActionKind::CnbExport(s) => {
+                    assert!(s.project_metadata.as_deref().unwrap().contains("\"declared\":\"3\""))
+                }
+                _ => {}
+            }
+        }
+        let bad = project.replace("\"0.2\"", "\"1.0\"");
+        let files = [("BUILD.star", build.as_str()), ("f", "x"), BP, ("app/project.toml", bad.as_str())];
+        let e = analyze_ws(&files, "//:app").unwrap_err();
+        assert!(e[0].render().contains("`app/project.toml`: `_.schema-version` (line 2"), "{}", e[0].render());
     }
 
     fn kind_of<'a>(g: &'a ActionGraph, label: &str) -> Vec<&'a ActionKind> {

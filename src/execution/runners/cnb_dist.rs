@@ -144,6 +144,15 @@ pub fn read_trees(
         let mut files: Vec<(String, String, bool)> = Vec::new(); // (rel, path holding the bytes, +x)
         for (path, node) in tree.below(&dir) {
             let rel = path[dir.len() + 1..].to_string();
+            // A layer's names are the image's: one relative path below the buildpack's directory.
+            crate::oci::tar::check_entry_path(&rel).map_err(|why| {
+                ActionError::of(&DistError::new(
+                    subject,
+                    &format!("/{path}"),
+                    "",
+                    format!("not a buildpack file: {why}"),
+                ))
+            })?;
             match &node.kind {
                 NodeKind::File | NodeKind::Hardlink(_) => files.push((rel, path.to_string(), node.mode & 0o111 != 0)),
                 NodeKind::Symlink(_) => {
