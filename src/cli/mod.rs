@@ -85,6 +85,9 @@ pub enum Command {
     /// `cbuild load //tools:tool`, then `docker run cbuild.local/tools/tool`.
     Load(commands::load_image::LoadArgs),
     /// List the targets whose inputs changed since a git revision (or in paths given on stdin)
+    /// Rebuild on every change (file-system events, no rescan) and say how long it took; with
+    /// --run, run the image and restart it when it changed: `cbuild watch --run //services/api:image`.
+    Watch(commands::watch::WatchArgs),
     ///
     /// CI then builds and pushes only those. A target is listed when a file it reads changed
     /// (added, modified, deleted; symlinks followed), when its package's BUILD.star or a .star
@@ -171,3 +174,4 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Man(a) => commands::man::run(a, Cli::command()),
     }
 }
+        Command::Watch(a) => commands::watch::run(&cli.global, a),

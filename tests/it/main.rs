@@ -47,3 +47,4 @@ mod security_inputs;
 mod security_limits;
 mod security_remote;
 mod security_sandbox;
+mod watch;

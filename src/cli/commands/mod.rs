@@ -18,6 +18,7 @@ pub mod run;
 pub mod session;
 pub mod test;
 
+pub mod watch;
 use super::output::Failure;
 use super::settings::Settings;
 use crate::model::label::Pattern;
