@@ -309,7 +309,29 @@ fn cnb_toml_parsers_never_panic() {
             let _ = cbuild::cnb::plan::parse_order_toml(s, f);
         },
     );
+    // The distribution files of builder images and project.toml (issue 17).
+    use cbuild::cnb::distribution as dist;
+    fuzz(
+        "project.toml / order.toml / run.toml / stack.toml / system.toml",
+        15,
+        |r| gen_text(r, DIST_TOMLS, TOML_TOKENS),
+        |s| {
+            let _ = cbuild::cnb::project::ProjectDescriptor::parse(s, "app/project.toml");
+            let _ = dist::parse_toml::<dist::OrderToml>("b", "/cnb/order.toml", s);
+            let _ = dist::parse_toml::<dist::RunToml>("b", "/cnb/run.toml", s);
+            let _ = dist::parse_toml::<dist::StackToml>("b", "/cnb/stack.toml", s);
+            let _ = dist::parse_toml::<dist::SystemToml>("b", "/cnb/system.toml", s);
+            let _ = dist::parse_layers_label("b", s);
+        },
+    );
 }
+
+const DIST_TOMLS: &[&str] = &[
+    "[_]\nschema-version = \"0.2\"\nversion = \"1\"\n[_.metadata]\nk = 1\n[io.buildpacks]\nexclude = [\"a/\", \"!b\"]\n\
+     [[io.buildpacks.group]]\nid = \"x\"\n[[io.buildpacks.pre.group]]\nuri = \"//a:b\"\n[[io.buildpacks.build.env]]\nname = \"A\"\nvalue = \"1\"\n",
+    "[[order]]\n[[order.group]]\nid = \"a\"\nversion = \"1\"\noptional = true\n",
+    "[[images]]\nimage = \"r/run:1\"\nmirrors = [\"m/run:1\"]\n[run-image]\nimage = \"r\"\n[system.pre]\nbuildpacks = [{ id = \"p\" }]\n",
+];
 
 // ---- Debian ---------------------------------------------------------------------------------------
 
