@@ -51,16 +51,61 @@ pub fn analyze(
         }
         order.push(group);
     }
+    for b in n.attr("buildpacks").as_list() {
+        if let AttrValue::Label(bl) = b {
+            match provided.get(bl) {
+                Some(Provided::Buildpack(a)) => all.extend(buildpack_closure(ag, *a)),
+                _ => return Err(format!("`buildpacks` lists `{bl}`, which is not a `buildpack` target")),
+            }
+        }
+    }
     all.sort_unstable();
     all.dedup();
-    let Some((img, name)) = image else {
-        let stack = stack.ok_or("`stack` is required (or `image`, a builder image)")?;
-        if order.iter().all(|g| g.is_empty()) {
-            return Err("`order` is required (or `image`, a builder image)".into());
-        }
-        let (output, note) = builder_image(n, provided, ag, opts, &stack, &order, &all)?;
-        return Ok(Provided::Builder { stack, order, buildpacks: all, image: None, output, note });
+    let config_file = match n.attr("config") {
+        AttrValue::File(f) => Some(f.file.clone()),
+        _ => None,
     };
+    let Some((img, name)) = image else {
+        let mut stack = stack.ok_or("`stack` is required (or `image`, a builder image)")?;
+        let mut config = None;
+        let mut description = str_attr(n, "description")?.to_string();
+        if let Some(file) = &config_file {
+            let (c, toml) = builder_config(file, opts, order.iter().all(|g| g.is_empty()))?;
+            // The run image pack would record: builder.toml's, a registry reference.
+            if let Some(run) = toml.run_images.first() {
+                stack.run_image_name = run.image.clone();
+                stack.mirrors = run.mirrors.clone();
+            }
+            if description.is_empty() {
+                description = toml.description.clone();
+            }
+            if !toml.ignored.is_empty() && opts.requested.contains(l) {
+                ag.notes.push(format!(
+                    "`{l}`: `{file}`: {} not applied (give the builder `lifecycle`; image extensions are not supported)",
+                    toml.ignored.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", ")
+                ));
+            }
+            config = Some(c);
+        }
+        if order.iter().all(|g| g.is_empty()) && config.is_none() {
+            return Err("`order` is required (or `config`, a builder.toml, or `image`, a builder image)".into());
+        }
+        let (output, note) = builder_image(n, provided, ag, opts, &stack, &order, &all, &description, config.as_ref())?;
+        return Ok(Provided::Builder {
+            stack,
+            order,
+            buildpacks: all,
+            image: None,
+            output,
+            note,
+            config: config.map(Box::new),
+        });
+    };
+    if config_file.is_some() {
+        return Err(
+            "`config` (a builder.toml) describes a workspace builder; with `image`, the builder is that image".into()
+        );
+    }
     if matches!(n.attr("lifecycle"), AttrValue::Label(_)) || !strings(n.attr("tags")).is_empty() {
         return Err("`lifecycle` and `tags` make a builder image of a workspace builder; with `image`, the builder is that image".into());
     }
@@ -85,12 +130,72 @@ pub fn analyze(
             (st, true)
         }
     };
-    Ok(Provided::Builder { stack, order, buildpacks: all, image: Some((read, from_image)), output: None, note: None })
+    Ok(Provided::Builder {
+        stack,
+        order,
+        buildpacks: all,
+        image: Some((read, from_image)),
+        output: None,
+        note: None,
+        config: None,
+    })
+}
+
+/// Largest builder.toml read.
+const MAX_BUILDER_TOML: u64 = 4 << 20;
+
+/// Reads pack's builder.toml (analysis time, like a project.toml: its errors are load errors) into
+/// what the phases and the builder image use. `needs_order`: the BUILD file gives no `order`.
+fn builder_config(
+    file: &str,
+    opts: &Options,
+    needs_order: bool,
+) -> Result<(BuilderConfig, crate::cnb::distribution::BuilderToml), String> {
+    let path = crate::execution::sources::resolve_source(&opts.root, file).map_err(|e| format!("`config`: {e}"))?;
+    let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+    if len > MAX_BUILDER_TOML {
+        return Err(format!("`config`: `{file}` is {len} bytes; at most {MAX_BUILDER_TOML} are read"));
+    }
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("`config`: reading `{file}`: {e}"))?;
+    let t = crate::cnb::distribution::BuilderToml::parse(&text, file).map_err(|e| e.to_string())?;
+    if needs_order && t.order.is_empty() {
+        return Err(format!("`{file}`: `order`: no `[[order]]` groups (and the builder has no `order`)"));
+    }
+    let refs = |v: &[crate::cnb::buildpack_toml::BuildpackRef], key: &str| -> Result<Vec<ProjectRef>, String> {
+        v.iter()
+            .enumerate()
+            .map(|(i, r)| {
+                if r.id.is_empty() {
+                    return Err(format!("`{file}`: `{key}[{i}]`: no `id`"));
+                }
+                Ok(ProjectRef {
+                    id: r.id.clone(),
+                    version: r.version.clone(),
+                    action: None,
+                    optional: r.optional,
+                    key: format!("{key}[{i}]"),
+                })
+            })
+            .collect()
+    };
+    let mut order = Vec::new();
+    for (gi, g) in t.order.iter().enumerate() {
+        order.push(refs(&g.group, &format!("order[{gi}].group"))?);
+    }
+    let config = BuilderConfig {
+        file: file.to_string(),
+        order,
+        build_env: t.build_env.clone(),
+        system_pre: refs(&t.system.pre.buildpacks, "system.pre.buildpacks")?,
+        system_post: refs(&t.system.post.buildpacks, "system.post.buildpacks")?,
+    };
+    Ok((config, t))
 }
 
 /// The builder image of a workspace builder: an action when the run image has a registry
 /// reference (run.toml and the labels name it; a workspace label means nothing to pack), else a
 /// note saying why there is none.
+#[allow(clippy::too_many_arguments)]
 fn builder_image(
     n: &TargetNode,
     provided: &BTreeMap<Label, Provided>,
@@ -99,6 +204,8 @@ fn builder_image(
     stack: &StackInfo,
     order: &[Vec<(ActionId, bool)>],
     all: &[ActionId],
+    description: &str,
+    config: Option<&BuilderConfig>,
 ) -> Result<(Option<ActionId>, Option<String>), String> {
     let l = &n.label;
     // An app using the builder needs no builder image.
@@ -130,7 +237,8 @@ fn builder_image(
         uid: stack.uid,
         gid: stack.gid,
         lifecycle,
-        description: str_attr(n, "description")?.to_string(),
+        description: description.to_string(),
+        config: config.cloned(),
     };
     let mut deps = vec![stack.build_image];
     deps.extend(all.iter().copied());

@@ -16,10 +16,10 @@ pub fn analyze(
 ) -> Result<Provided, String> {
     let l = &n.label;
     let (app, mut deps) = sources(n, "srcs", provided)?;
-    let (stack, order, mut buildpacks, image) = match n.attr("builder") {
+    let (stack, order, mut buildpacks, image, config) = match n.attr("builder") {
         AttrValue::Label(b) => match provided.get(b) {
-            Some(Provided::Builder { stack, order, buildpacks, image, .. }) => {
-                (stack.clone(), order.clone(), buildpacks.clone(), *image)
+            Some(Provided::Builder { stack, order, buildpacks, image, config, .. }) => {
+                (stack.clone(), order.clone(), buildpacks.clone(), *image, config.as_deref().cloned())
             }
             _ => return Err(format!("`builder` is `{b}`, which is not a `builder` target")),
         },
@@ -79,6 +79,7 @@ pub fn analyze(
         builder: image.map(|(read, _)| read),
         identity_from_builder: image.is_some_and(|(_, from)| from),
         project: groups,
+        config,
     };
     let detect = ag.add(l, ActionKind::CnbDetect(phase.clone()), deps.clone());
     let mut bdeps = deps;

@@ -33,6 +33,8 @@ pub enum Provided {
         output: Option<ActionId>,
         /// Why it builds to no builder image, or what pack will need (said when it is requested).
         note: Option<String>,
+        /// A builder.toml's order, build env and system buildpacks (`builder(config = ...)`).
+        config: Option<Box<crate::model::action::BuilderConfig>>,
     },
     /// A test (`image_test`): its action's pass is its result.
     Test(ActionId),

@@ -278,6 +278,139 @@ impl BuildpackageMetadata {
     }
 }
 
+/// pack's `builder.toml` (what `pack builder create --config` reads), the parts a workspace builder
+/// takes: description, order, run images, build env, system buildpacks, and the ids of its
+/// `[[buildpacks]]` (whose URIs the BUILD file maps to targets).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BuilderToml {
+    pub description: String,
+    /// `[[buildpacks]]`: (id, uri) as written (id may be empty).
+    pub buildpacks: Vec<(String, String)>,
+    pub order: Vec<OrderGroup>,
+    /// `[[run.images]]`, else `[stack] run-image` and `run-image-mirrors`.
+    pub run_images: Vec<RunImage>,
+    /// `[stack] id`.
+    pub stack_id: String,
+    /// `[[build.env]]` as build-config env files: `NAME`, `NAME.<suffix>`, `NAME.delim` → contents.
+    pub build_env: BTreeMap<String, String>,
+    pub system: System,
+    /// Keys read but not applied (`[lifecycle]`, extensions), for a note.
+    pub ignored: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawBuilderToml {
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    buildpacks: Vec<RawModule>,
+    #[serde(default)]
+    order: Vec<OrderGroup>,
+    stack: Option<RawStack>,
+    build: Option<RawBuild>,
+    run: Option<RunToml>,
+    #[serde(default)]
+    system: System,
+    lifecycle: Option<toml::Value>,
+    extensions: Option<toml::Value>,
+    #[serde(rename = "order-extensions")]
+    order_extensions: Option<toml::Value>,
+}
+
+#[derive(Deserialize)]
+struct RawModule {
+    #[serde(default)]
+    id: String,
+    #[serde(default)]
+    uri: String,
+}
+
+#[derive(Deserialize)]
+struct RawStack {
+    #[serde(default)]
+    id: String,
+    #[serde(rename = "run-image", default)]
+    run_image: String,
+    #[serde(rename = "run-image-mirrors", default)]
+    run_image_mirrors: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct RawBuild {
+    #[serde(default)]
+    env: Vec<RawBuildEnv>,
+}
+
+#[derive(Deserialize)]
+struct RawBuildEnv {
+    #[serde(default)]
+    name: String,
+    #[serde(default)]
+    value: String,
+    #[serde(default)]
+    suffix: String,
+    #[serde(default)]
+    delim: String,
+}
+
+impl BuilderToml {
+    /// Parses builder.toml text; `file` (workspace-relative) locates errors.
+    pub fn parse(text: &str, file: &str) -> Result<BuilderToml, DistError> {
+        let raw: RawBuilderToml = parse_toml("builder config", file, text)?;
+        let err = |key: String, reason: String| DistError::new("builder config", file, key, reason);
+        let mut build_env = BTreeMap::new();
+        for (i, e) in raw.build.map(|b| b.env).unwrap_or_default().into_iter().enumerate() {
+            if e.name.is_empty() || e.name.contains(['/', '.', '=', '\0']) {
+                return Err(err(format!("build.env[{i}].name"), format!("`{}` is not a variable name", e.name)));
+            }
+            let file_name = match e.suffix.as_str() {
+                "" => e.name.clone(),
+                "default" | "override" | "append" | "prepend" => format!("{}.{}", e.name, e.suffix),
+                other => {
+                    return Err(err(
+                        format!("build.env[{i}].suffix"),
+                        format!("`{other}`: one of default, override, append, prepend"),
+                    ))
+                }
+            };
+            build_env.insert(file_name, e.value);
+            if !e.delim.is_empty() {
+                build_env.insert(format!("{}.delim", e.name), e.delim);
+            }
+        }
+        let mut run_images: Vec<RunImage> =
+            raw.run.map(|r| r.images).unwrap_or_default().into_iter().filter(|i| !i.image.is_empty()).collect();
+        let stack = raw.stack.unwrap_or(RawStack {
+            id: String::new(),
+            run_image: String::new(),
+            run_image_mirrors: Vec::new(),
+        });
+        if run_images.is_empty() && !stack.run_image.is_empty() {
+            run_images.push(RunImage { image: stack.run_image, mirrors: stack.run_image_mirrors });
+        }
+        let mut ignored = Vec::new();
+        for (k, v) in [
+            ("lifecycle", &raw.lifecycle),
+            ("extensions", &raw.extensions),
+            ("order-extensions", &raw.order_extensions),
+        ] {
+            if v.is_some() {
+                ignored.push(k.to_string());
+            }
+        }
+        Ok(BuilderToml {
+            description: raw.description,
+            buildpacks: raw.buildpacks.into_iter().map(|m| (m.id, m.uri)).collect(),
+            order: raw.order,
+            run_images,
+            stack_id: stack.id,
+            build_env,
+            system: raw.system,
+            ignored,
+        })
+    }
+}
+
 /// Every reference of `order` names a buildpack `provided` has (by id, and version when given),
 /// and so does every composite's own order, recursively. `file` and `subject` locate errors.
 pub fn check_order(
@@ -374,6 +507,28 @@ mod tests {
             parse_toml("b", "f", "[system.pre]\nbuildpacks = [{ id = \"p\", version = \"1\", optional = true }]\n")
                 .unwrap();
         assert_eq!(sys.system.pre.buildpacks[0].id, "p");
+    }
+
+    #[test]
+    fn builder_toml_is_read_like_pack_reads_it() {
+        let b = BuilderToml::parse(
+            "description = \"acme\"\n[[buildpacks]]\nuri = \"docker://r/x\"\nid = \"a/x\"\n\
+             [[order]]\n[[order.group]]\nid = \"a/x\"\nversion = \"1\"\n\
+             [stack]\nid = \"s\"\nrun-image = \"r/run:1\"\nrun-image-mirrors = [\"m/run:1\"]\nbuild-image = \"r/build:1\"\n\
+             [[build.env]]\nname = \"A\"\nvalue = \"1\"\n[[build.env]]\nname = \"P\"\nvalue = \"/x\"\nsuffix = \"prepend\"\ndelim = \":\"\n\
+             [lifecycle]\nversion = \"0.20.0\"\n",
+            "b/builder.toml",
+        )
+        .unwrap();
+        assert_eq!(b.description, "acme");
+        assert_eq!(b.buildpacks, [("a/x".to_string(), "docker://r/x".to_string())]);
+        assert_eq!(b.run_images, [RunImage { image: "r/run:1".into(), mirrors: vec!["m/run:1".into()] }]);
+        assert_eq!(b.stack_id, "s");
+        let env: Vec<(&str, &str)> = b.build_env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(env, [("A", "1"), ("P.delim", ":"), ("P.prepend", "/x")]);
+        assert_eq!(b.ignored, ["lifecycle"]);
+        let e = BuilderToml::parse("[[build.env]]\nname = \"A\"\nsuffix = \"later\"\n", "b/builder.toml").unwrap_err();
+        assert_eq!(e.key, "build.env[0].suffix");
     }
 
     #[test]

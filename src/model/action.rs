@@ -147,6 +147,23 @@ pub struct CnbPhase {
     /// Groups from the app's project.toml, resolved against the phase's buildpacks when it runs.
     #[serde(default)]
     pub project: Option<ProjectGroups>,
+    /// A builder.toml (`builder(config = ...)`): its order by id (when `order` is empty), build
+    /// env and system buildpacks.
+    #[serde(default)]
+    pub config: Option<BuilderConfig>,
+}
+
+/// What a workspace builder takes from pack's builder.toml, as plain data.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BuilderConfig {
+    /// The builder.toml (workspace-relative), named in errors.
+    pub file: String,
+    /// `[[order]]`: groups of buildpacks by id (and version), resolved when the phase runs.
+    pub order: Vec<Vec<ProjectRef>>,
+    /// `[[build.env]]` as build-config env files (`NAME[.suffix]`, `NAME.delim`) → contents.
+    pub build_env: BTreeMap<String, String>,
+    pub system_pre: Vec<ProjectRef>,
+    pub system_post: Vec<ProjectRef>,
 }
 
 /// `[[io.buildpacks.group]]` and pre/post groups of a project.toml.
@@ -188,6 +205,9 @@ pub struct BuilderImageSpec {
     /// An image holding a lifecycle in `/cnb/lifecycle` (copied into the builder).
     pub lifecycle: Option<ActionId>,
     pub description: String,
+    /// A builder.toml's order (when `order` is empty), build env and system buildpacks.
+    #[serde(default)]
+    pub config: Option<BuilderConfig>,
 }
 
 /// Parameters of a `debian_image`.

@@ -186,6 +186,90 @@ fn a_builder_image_made_by_cbuild_builds_the_same_app_from_the_registry() {
     assert_eq!(s["executed"], 2, "{s}");
 }
 
+/// pack's builder.toml as a workspace builder (`builder(config = ...)`): the same order, so the same
+/// app image; its build env and run image in the builder image where pack puts them.
+#[test]
+fn a_builder_toml_makes_the_same_builder_as_the_build_file() {
+    let run_ref = "registry.example.com/cnb/run:1";
+    let cx = workspace(run_ref, "");
+    cx.write(
+        "builders/builder.toml",
+        &format!(
+            "description = \"from builder.toml\"\n\
+             [[buildpacks]]\nuri = \"../buildpacks/shell-web\"\n[[buildpacks]]\nuri = \"../buildpacks/procfile\"\n\
+             [[buildpacks]]\nuri = \"../buildpacks/static\"\n\
+             [[order]]\n[[order.group]]\nid = \"examples/shell-web\"\n[[order.group]]\nid = \"examples/procfile\"\noptional = true\n\
+             [[order]]\n[[order.group]]\nid = \"examples/procfile\"\n\
+             [[order]]\n[[order.group]]\nid = \"examples/static\"\nversion = \"0.1.0\"\n\
+             [[build.env]]\nname = \"CBUILD_TEST_ENV\"\nvalue = \"from-builder-toml\"\nsuffix = \"default\"\n\
+             [run]\n[[run.images]]\nimage = \"{run_ref}\"\n\
+             [lifecycle]\nversion = \"0.20.0\"\n"
+        ),
+    );
+    let mut b = std::fs::read_to_string(cx.root().join("builders/BUILD.star")).unwrap();
+    b.push_str(
+        "builder(name = \"toml\", stack = \"//stacks:default\", config = \"builder.toml\", \
+         buildpacks = [\"//buildpacks:shell-web\", \"//buildpacks:procfile\", \"//buildpacks:static\"])\n",
+    );
+    cx.write("builders/BUILD.star", &b);
+    let app = std::fs::read_to_string(cx.root().join("app/BUILD.star")).unwrap();
+    cx.write(
+        "app/BUILD.star",
+        &format!("{app}{}", app.replace("\"img\"", "\"img-toml\"").replace("//builders:default", "//builders:toml")),
+    );
+    let r = cx.run(&["build", "--json", "//builders:default", "//builders:toml", "//app:img", "//app:img-toml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("`lifecycle` not applied"), "{}", r.stderr);
+    let s: Value = r
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .find(|v| v["type"] == "summary")
+        .unwrap();
+    assert_eq!(digest(&s, "//app:img-toml"), digest(&s, "//app:img"), "same order, same app image");
+    let unpack = |name: &str| {
+        let d = tempfile::tempdir().unwrap();
+        let layout = cx.root().join("cbuild-out/builders").join(name);
+        validate(&layout);
+        sh(Command::new("umoci")
+            .args(["unpack", "--rootless", "--image"])
+            .arg(format!("{}:latest", layout.display()))
+            .arg(d.path().join("b")));
+        d
+    };
+    let (a, t) = (unpack("default"), unpack("toml"));
+    let read = |d: &tempfile::TempDir, f: &str| std::fs::read_to_string(d.path().join("b/rootfs").join(f)).unwrap();
+    assert_eq!(
+        read(&a, "cnb/order.toml"),
+        read(&t, "cnb/order.toml"),
+        "versions filled in as the BUILD file's labels give them"
+    );
+    assert_eq!(read(&t, "cnb/run.toml"), format!("[[images]]\nimage = \"{run_ref}\"\n"));
+    assert_eq!(read(&t, "cnb/build-config/env/CBUILD_TEST_ENV.default"), "from-builder-toml");
+    let meta: Value = serde_json::from_str(&label(
+        &config(&cx.root().join("cbuild-out/builders/toml")),
+        "io.buildpacks.builder.metadata",
+    ))
+    .unwrap();
+    assert_eq!(meta["description"], "from builder.toml");
+    // An id the builder's buildpacks do not provide: named with its key, exit 2, nothing written.
+    let bad = std::fs::read_to_string(cx.root().join("builders/builder.toml"))
+        .unwrap()
+        .replace("examples/static", "examples/gone");
+    cx.write("builders/builder.toml", &bad);
+    let _ = std::fs::remove_dir_all(cx.root().join("cbuild-out/app"));
+    let r = cx.run(&["build", "//app:img-toml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("builders/builder.toml")
+            && r.stderr.contains("order[2].group[0]")
+            && r.stderr.contains("examples/gone@0.1.0"),
+        "{}",
+        r.stderr
+    );
+    assert!(!cx.root().join("cbuild-out/app/img-toml").exists());
+}
+
 #[test]
 fn a_buildpackage_and_a_cnb_made_by_cbuild_build_the_same_app_elsewhere() {
     let reg = Registry::shared();

@@ -53,6 +53,7 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -
             },
         )
         .component("description", s.description.as_str())
+        .component("config", serde_json::to_string(&s.config).map_err(|e| ActionError::of(&e))?)
         .component("created_by", env!("CARGO_PKG_VERSION"))
         .component("source_date_epoch", ctx.source_date_epoch.to_string()))
 }
@@ -93,6 +94,41 @@ fn assemble(a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<Action
             homepage: desc.info.homepage.clone(),
         });
     }
+    // A builder.toml's references by id, resolved among the trees (versions filled in).
+    let by_id = |r: &crate::model::action::ProjectRef, file: &str| -> Result<BuildpackRef, ActionError> {
+        let (d, _) = trees
+            .iter()
+            .find(|(d, _)| {
+                crate::cnb::buildpack_toml::same_id(&d.info.id, &r.id)
+                    && (r.version.is_empty() || d.info.version == r.version)
+            })
+            .ok_or_else(|| {
+                ActionError::user(format!(
+                    "`{file}`: `{}`: no buildpack of the builder's `buildpacks` provides `{}`",
+                    r.key,
+                    dist::shown(&BuildpackRef::new(&r.id, &r.version))
+                ))
+            })?;
+        let mut out = BuildpackRef::new(&d.info.id, &d.info.version);
+        out.optional = r.optional;
+        Ok(out)
+    };
+    let mut system = dist::System::default();
+    if let Some(c) = &s.config {
+        system.pre.buildpacks = c.system_pre.iter().map(|r| by_id(r, &c.file)).collect::<Result<_, _>>()?;
+        system.post.buildpacks = c.system_post.iter().map(|r| by_id(r, &c.file)).collect::<Result<_, _>>()?;
+    }
+    let config_order: Option<Vec<OrderGroup>> = match &s.config {
+        Some(c) if s.order.is_empty() => Some(
+            c.order
+                .iter()
+                .map(|g| {
+                    Ok(OrderGroup { group: g.iter().map(|r| by_id(r, &c.file)).collect::<Result<_, ActionError>>()? })
+                })
+                .collect::<Result<_, ActionError>>()?,
+        ),
+        _ => None,
+    };
     let order: Vec<OrderGroup> = s
         .order
         .iter()
@@ -111,6 +147,7 @@ fn assemble(a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<Action
                 .collect(),
         })
         .collect();
+    let order = config_order.unwrap_or(order);
     if order.iter().flat_map(|g| &g.group).any(|r| r.id.is_empty()) {
         return Err(ActionError::internal("an order member of the builder is not a buildpack"));
     }
@@ -129,6 +166,23 @@ fn assemble(a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<Action
     ];
     for (p, text) in &files {
         entries.push(bytes_entry(p, text.as_bytes(), 0o644, ctx)?);
+    }
+    if !system.pre.buildpacks.is_empty() || !system.post.buildpacks.is_empty() {
+        entries.push(bytes_entry(
+            "cnb/system.toml",
+            dist::to_toml(&dist::SystemToml { system }).as_bytes(),
+            0o644,
+            ctx,
+        )?);
+    }
+    // builder.toml's `[[build.env]]`, where pack puts it and the lifecycle reads it.
+    let build_env = s.config.as_ref().map(|c| c.build_env.clone()).unwrap_or_default();
+    if !build_env.is_empty() {
+        entries.push(TarEntry::dir("cnb/build-config", 0o755));
+        entries.push(TarEntry::dir("cnb/build-config/env", 0o755));
+        for (name, value) in &build_env {
+            entries.push(bytes_entry(&format!("cnb/build-config/env/{name}"), value.as_bytes(), 0o644, ctx)?);
+        }
     }
     let blob = super::layer::write_layer_cached(entries, Compression::Gzip, ctx)?;
     img = append_layer(&img, &blob, "builder: order.toml, run.toml, stack.toml").map_err(|e| ActionError::of(&e))?;

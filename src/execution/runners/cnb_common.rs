@@ -290,6 +290,21 @@ pub fn find<'a>(bps: &'a [Bp], r: &BuildpackRef) -> Option<&'a Bp> {
     })
 }
 
+/// A builder.toml reference resolved among the phase's buildpacks (its version filled in).
+pub fn config_ref(r: &crate::model::action::ProjectRef, file: &str, bps: &[Bp]) -> Result<BuildpackRef, ActionError> {
+    let want = BuildpackRef::new(&r.id, &r.version);
+    let b = find(bps, &want).ok_or_else(|| {
+        ActionError::user(format!(
+            "`{file}`: `{}`: no buildpack of the builder's `buildpacks` provides `{}`",
+            r.key,
+            crate::cnb::distribution::shown(&want)
+        ))
+    })?;
+    let mut out = BuildpackRef::new(&b.desc.info.id, &b.desc.info.version);
+    out.optional = r.optional;
+    Ok(out)
+}
+
 /// The [`PhaseView`] of a phase.
 pub fn phase_view(
     p: &CnbPhase,
@@ -351,6 +366,12 @@ pub fn phase_view(
             o.push(OrderGroup { group });
         }
         o
+    } else if let Some(c) = &p.config {
+        let mut o = Vec::new();
+        for g in &c.order {
+            o.push(OrderGroup { group: g.iter().map(|r| config_ref(r, &c.file, &bps)).collect::<Result<_, _>>()? });
+        }
+        o
     } else {
         builder.as_ref().map(|b| b.order.clone()).ok_or("internal: a phase without an order")?
     };
@@ -384,6 +405,13 @@ pub fn phase_view(
     }
     let (mut uid, mut gid, mut stack_id) = (p.uid, p.gid, p.stack_id.clone());
     let mut build_config_env = BTreeMap::new();
+    if let Some(c) = &p.config {
+        let list = |v: &[crate::model::action::ProjectRef]| {
+            v.iter().map(|r| config_ref(r, &c.file, &bps)).collect::<Result<Vec<_>, _>>()
+        };
+        order = crate::cnb::distribution::with_system(&order, &list(&c.system_pre)?, &list(&c.system_post)?);
+        build_config_env = c.build_env.clone();
+    }
     if let Some(b) = &builder {
         order = crate::cnb::distribution::with_system(&order, &b.system_pre, &b.system_post);
         build_config_env = b.build_env.clone();

@@ -122,6 +122,9 @@ pub fn key(
     if let Some(pg) = &p.project {
         kb = kb.component("project_groups", project_groups_key(pg, deps)?);
     }
+    if let Some(c) = &p.config {
+        kb = kb.component("builder_config", serde_json::to_string(c).map_err(|e| ActionError::of(&e))?);
+    }
     Ok(kb)
 }
 
@@ -362,11 +365,11 @@ impl super::seam::Runner for Detect {
         // App files are copied into /workspace as they are: a symlink stays a link.
         let mut v: Vec<(String, bool)> =
             super::seam::source_paths(p.app.iter().map(|(_, i)| i)).into_iter().map(|p| (p, false)).collect();
-        // The project.toml read at analysis time (what it says is in the key) is a source even when
-        // its own `exclude` leaves it out of the app, so `affected` sees an edit to it.
-        if let Some(pg) = &p.project {
-            if !v.iter().any(|(s, _)| *s == pg.file) {
-                v.push((pg.file.clone(), true));
+        // The project.toml and builder.toml read at analysis time (what they say is in the key) are
+        // sources even when not app files (a project.toml's own `exclude`), so `affected` sees edits.
+        for f in p.project.iter().map(|pg| &pg.file).chain(p.config.iter().map(|c| &c.file)) {
+            if !v.iter().any(|(s, _)| s == f) {
+                v.push((f.clone(), true));
             }
         }
         v
