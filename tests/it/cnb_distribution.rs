@@ -206,10 +206,15 @@ fn a_builder_toml_makes_the_same_builder_as_the_build_file() {
              [lifecycle]\nversion = \"0.20.0\"\n"
         ),
     );
+    // A lifecycle image (what buildpacksio/lifecycle holds: /cnb/lifecycle/*, its version label).
+    cx.write("lifecycle/lifecycle", "#!/bin/sh\necho lifecycle\n");
+    cx.write("lifecycle/BUILD.star", "layer(name = \"l\", srcs = [\"lifecycle\"], prefix = \"/cnb/lifecycle\", mode = \"0755\")\n\
+        oci_image(name = \"lifecycle\", layers = [\":l\"], labels = {\"io.buildpacks.lifecycle.version\": \"0.20.0\"})\n");
     let mut b = std::fs::read_to_string(cx.root().join("builders/BUILD.star")).unwrap();
     b.push_str(
         "builder(name = \"toml\", stack = \"//stacks:default\", config = \"builder.toml\", \
-         buildpacks = [\"//buildpacks:shell-web\", \"//buildpacks:procfile\", \"//buildpacks:static\"])\n",
+         buildpacks = [\"//buildpacks:shell-web\", \"//buildpacks:procfile\", \"//buildpacks:static\"], \
+         lifecycle = \"//lifecycle\")\n",
     );
     cx.write("builders/BUILD.star", &b);
     let app = std::fs::read_to_string(cx.root().join("app/BUILD.star")).unwrap();
@@ -220,6 +225,7 @@ fn a_builder_toml_makes_the_same_builder_as_the_build_file() {
     let r = cx.run(&["build", "--json", "//builders:default", "//builders:toml", "//app:img", "//app:img-toml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("`lifecycle` not applied"), "{}", r.stderr);
+    assert!(!r.stderr.contains("`//builders:toml`: the builder image has no lifecycle"), "{}", r.stderr);
     let s: Value = r
         .stdout
         .lines()
@@ -252,6 +258,8 @@ fn a_builder_toml_makes_the_same_builder_as_the_build_file() {
     ))
     .unwrap();
     assert_eq!(meta["description"], "from builder.toml");
+    assert_eq!(meta["lifecycle"]["version"], "0.20.0");
+    assert_eq!(read(&t, "cnb/lifecycle/lifecycle"), "#!/bin/sh\necho lifecycle\n");
     // An id the builder's buildpacks do not provide: named with its key, exit 2, nothing written.
     let bad = std::fs::read_to_string(cx.root().join("builders/builder.toml"))
         .unwrap()
@@ -295,6 +303,9 @@ fn a_buildpackage_and_a_cnb_made_by_cbuild_build_the_same_app_elsewhere() {
         serde_json::from_str(&sh(Command::new("skopeo").arg("inspect").arg(format!("oci-archive:{}", cnb.display()))))
             .unwrap();
     assert_eq!(inspected["Digest"], digest(&s, "//buildpacks:procfile-file").as_str());
+    let unpacked = tempfile::tempdir().unwrap();
+    sh(Command::new("tar").arg("-xf").arg(&cnb).arg("-C").arg(unpacked.path()));
+    validate(unpacked.path());
     assert_eq!(a.run(&["push", "//buildpacks:shell-web-pkg", "//stacks:run-image"]).code, 0);
 
     // Another workspace: shell-web from the registry, procfile from the .cnb, static as sources.
