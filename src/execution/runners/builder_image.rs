@@ -279,6 +279,12 @@ impl super::seam::Runner for BuilderImageRunner {
     fn version(&self) -> u32 {
         1
     }
+    fn sources(&self, a: &Action) -> Vec<(String, bool)> {
+        // A builder.toml, read at analysis time (what it says is in the key): a source, so
+        // `affected` lists the builder when it changes.
+        let ActionKind::BuilderImage(s) = &a.kind else { return Vec::new() };
+        s.config.iter().map(|c| (c.file.clone(), true)).collect()
+    }
     fn key(
         &self,
         kb: KeyBuilder,
