@@ -72,12 +72,24 @@ pub enum Command {
     Run(commands::run::RunArgs),
     /// Show an image target's digest, config and layers (size and origin of each).
     Inspect(commands::inspect::InspectArgs),
+    /// Write an image's SBOMs to a directory: the buildpacks' CNB SBOM files
+    /// (`DIR/layers/sbom/launch/<buildpack>/...`, as in the image's SBOM layer) and the documents
+    /// attached to it (cbuild's sbom.spdx.json, sbom.cdx.json, provenance.intoto.json).
+    ///
+    /// Examples:
+    ///   cbuild sbom //services/api:image -o sbom/
+    ///   cbuild sbom registry.example.com/acme/api:1 -o sbom/
+    #[command(verbatim_doc_comment)]
+    Sbom(commands::sbom::SbomArgs),
     /// Write an image target as a docker-archive tar (`docker load -i`) or an OCI layout.
     Export(commands::export::ExportArgs),
     /// Build image targets and push them to their `tags` (or --tag); only missing blobs are sent.
     Push(commands::push::PushArgs),
     /// Create or refresh the lock file of `debian_image` targets (pins every package by sha256).
     Lock(commands::lock::LockArgs),
+    /// Rebuild on every change (file-system events, no rescan) and say how long it took; with
+    /// --run, run the image and restart it when it changed: `cbuild watch --run //services/api:image`.
+    Watch(commands::watch::WatchArgs),
     /// Move app images onto a new run image without rebuilding: `cbuild rebase //...` after a
     /// stack's run image changed, or `cbuild rebase REF --run-image REF` for an image in a registry.
     Rebase(commands::rebase::RebaseArgs),
@@ -85,9 +97,6 @@ pub enum Command {
     /// `cbuild load //tools:tool`, then `docker run cbuild.local/tools/tool`.
     Load(commands::load_image::LoadArgs),
     /// List the targets whose inputs changed since a git revision (or in paths given on stdin)
-    /// Rebuild on every change (file-system events, no rescan) and say how long it took; with
-    /// --run, run the image and restart it when it changed: `cbuild watch --run //services/api:image`.
-    Watch(commands::watch::WatchArgs),
     ///
     /// CI then builds and pushes only those. A target is listed when a file it reads changed
     /// (added, modified, deleted; symlinks followed), when its package's BUILD.star or a .star
@@ -164,9 +173,11 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Cache(a) => commands::cache::run(&cli.global, a),
         Command::Run(a) => commands::run::run(&cli.global, a),
         Command::Inspect(a) => commands::inspect::run(&cli.global, a),
+        Command::Sbom(a) => commands::sbom::run(&cli.global, a),
         Command::Export(a) => commands::export::run(&cli.global, a),
         Command::Push(a) => commands::push::run(&cli.global, a),
         Command::Lock(a) => commands::lock::run(&cli.global, a),
+        Command::Watch(a) => commands::watch::run(&cli.global, a),
         Command::Rebase(a) => commands::rebase::run(&cli.global, a),
         Command::Load(a) => commands::load_image::run(&cli.global, a),
         Command::Affected(a) => commands::affected::run(&cli.global, a),
@@ -174,4 +185,3 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Man(a) => commands::man::run(a, Cli::command()),
     }
 }
-        Command::Watch(a) => commands::watch::run(&cli.global, a),

@@ -616,7 +616,9 @@ pub struct ProcessLabel {
 /// The `io.buildpacks.build.metadata` label.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct BuildMetadataLabel {
-    /// Deprecated BOM; always `null` here.
+    /// Deprecated BOM: left out, as the lifecycle does for Platform API ≥ 0.9 (its
+    /// `files.BuildMetadata.MarshalJSON`); SBOMs are files in the SBOM layer instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bom: Option<Vec<serde_json::Value>>,
     pub buildpacks: Vec<BuildpackLabelRef>,
     pub launcher: LauncherMetadata,
@@ -897,7 +899,7 @@ name = "ignored"
         let s = md.build_label(&launcher);
         assert_eq!(
             s,
-            r#"{"bom":null,"buildpack-default-process-type":"web","buildpacks":[{"homepage":"https://h","id":"acme/web","version":"1"}],"launcher":{"source":{"git":{"commit":"abc","repository":"github.com/x/cbuild"}},"version":"0.1.0"},"processes":[{"args":["a"],"buildpackID":"acme/web","command":["run-web"],"direct":true,"type":"web"}]}"#
+            r#"{"buildpack-default-process-type":"web","buildpacks":[{"homepage":"https://h","id":"acme/web","version":"1"}],"launcher":{"source":{"git":{"commit":"abc","repository":"github.com/x/cbuild"}},"version":"0.1.0"},"processes":[{"args":["a"],"buildpackID":"acme/web","command":["run-web"],"direct":true,"type":"web"}]}"#
         );
         let back: BuildMetadataLabel = serde_json::from_str(&s).unwrap();
         assert_eq!(back.processes[0].buildpack_id, "acme/web");

@@ -12,6 +12,7 @@
 //! * [`distribution`]: builder and buildpackage labels, `/cnb/order.toml`, `run.toml`, `stack.toml`,
 //!   `system.toml` (read and written).
 //! * [`project`]: project.toml (schema 0.2/0.3): include/exclude, build env, groups, metadata.
+//! * [`sbom`]: CNB SBOM files (`*.sbom.<ext>`): what they describe, the checks, where they go.
 //!
 //! Where the spec and the reference lifecycle disagree we follow the lifecycle (marked `[L]`,
 //! see `shared/cnb-checklist.md`).
@@ -24,6 +25,7 @@ pub mod launch;
 pub mod layer_toml;
 pub mod plan;
 pub mod project;
+pub mod sbom;
 
 mod error;
 

@@ -48,3 +48,4 @@ mod security_limits;
 mod security_remote;
 mod security_sandbox;
 mod watch;
+mod supply_chain;

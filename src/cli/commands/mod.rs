@@ -15,10 +15,11 @@ pub mod push;
 pub mod query;
 pub mod rebase;
 pub mod run;
+pub mod sbom;
 pub mod session;
 pub mod test;
-
 pub mod watch;
+
 use super::output::Failure;
 use super::settings::Settings;
 use crate::model::label::Pattern;

@@ -65,7 +65,14 @@ pub struct LayerResult {
     pub launch_blob: Option<BlobRef>,
     /// The contents saved for the next build (cache layers).
     pub cache_blob: Option<BlobRef>,
+    /// `<layer>.sbom.<ext>`: format (`cdx.json`, ...) → the file in the CAS; restored with the
+    /// layer on the next build, as the lifecycle does.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sbom: SbomFiles,
 }
+
+/// SBOM files of one owner (a buildpack's `launch`/`build`, or a layer): format → blob.
+pub type SbomFiles = BTreeMap<String, Digest>;
 
 /// One buildpack of the group after the build.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -75,6 +82,19 @@ pub struct BuildpackResult {
     pub layers: BTreeMap<String, LayerResult>,
     /// store.toml `[metadata]` as JSON.
     pub store: Option<serde_json::Value>,
+    /// `launch.sbom.<ext>` (in the image's SBOM layer).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub launch_sbom: SbomFiles,
+    /// `build.sbom.<ext>` (kept with the build result; not in the image).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub build_sbom: SbomFiles,
+}
+
+impl BuildpackResult {
+    /// Every SBOM blob of this buildpack (launch, build and its layers').
+    pub fn sbom_blobs(&self) -> impl Iterator<Item = &Digest> {
+        self.launch_sbom.values().chain(self.build_sbom.values()).chain(self.layers.values().flat_map(|l| l.sbom.values()))
+    }
 }
 
 /// The build phase's output.
@@ -89,16 +109,22 @@ pub struct BuildResult {
     /// App layers: one per non-empty slice (launch.toml `[[slices]]`, buildpack order), then the rest.
     pub app_layers: Vec<BlobRef>,
     pub config_layer: BlobRef,
+    /// The SBOM layer (`/layers/sbom/launch/<escaped-id>/...`), when a buildpack of the group wrote
+    /// a launch SBOM (`launch.sbom.<ext>` or one of a launch layer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sbom_layer: Option<BlobRef>,
 }
 
 impl BuildResult {
     pub fn blobs(&self) -> Vec<Digest> {
         let mut v: Vec<Digest> = vec![self.config_layer.digest.clone()];
         v.extend(self.app_layers.iter().map(|b| b.digest.clone()));
+        v.extend(self.sbom_layer.iter().map(|b| b.digest.clone()));
         for b in &self.buildpacks {
             for l in b.layers.values() {
                 v.extend(l.launch_blob.iter().chain(l.cache_blob.iter()).map(|x| x.digest.clone()));
             }
+            v.extend(b.sbom_blobs().cloned());
         }
         v.sort();
         v.dedup();
@@ -122,7 +148,11 @@ pub fn key(
     let bps: Vec<String> = group.iter().map(|b| b.digest.clone()).collect();
     Ok(kb
         .component("detect", super::ctx::output_digest(d))
-        .component("buildpacks", crate::cache::ComponentValue::list(bps)))
+        .component("buildpacks", crate::cache::ComponentValue::list(bps))
+        // Results from before SBOM files were read (no `sbom` fields) must not be reused: this
+        // changes every build key once, without a kind version bump (which would move the output
+        // fingerprint that pinned digests of non-CNB images are tied to; their bytes are the same).
+        .component("outputs", "sbom-files"))
 }
 
 /// The buildpacks of the group detect chose, in the builder's buildpack order.
@@ -166,6 +196,7 @@ fn state_blobs(state: &[BuildpackResult]) -> Vec<Digest> {
         .flatten()
         .map(|b| b.digest.clone())
         .collect();
+    v.extend(state.iter().flat_map(|b| b.layers.values()).flat_map(|l| l.sbom.values().cloned()));
     v.sort();
     v.dedup();
     v
@@ -230,6 +261,7 @@ async fn remote_state(
                     for l in b.layers.values_mut() {
                         l.cache_blob = l.cache_blob.take().filter(|x| ctx.cache.cas().contains(&x.digest));
                         l.launch_blob = l.launch_blob.take().filter(|x| ctx.cache.cas().contains(&x.digest));
+                        l.sbom.retain(|_, d| ctx.cache.cas().contains(d));
                     }
                     b
                 })
@@ -258,6 +290,7 @@ fn load_state(ctx: &RunCtx, label: &str) -> Vec<BuildpackResult> {
                     for l in b.layers.values_mut() {
                         l.cache_blob = l.cache_blob.take().filter(|x| ctx.cache.cas().contains(&x.digest));
                         l.launch_blob = l.launch_blob.take().filter(|x| ctx.cache.cas().contains(&x.digest));
+                        l.sbom.retain(|_, d| ctx.cache.cas().contains(d));
                     }
                     b
                 })
@@ -284,6 +317,94 @@ fn dir_entries(dir: &Path, dest: &str, uid: u32, gid: u32) -> Result<Vec<TarEntr
         }
     }
     Ok(v)
+}
+
+/// Reads the SBOM files a buildpack left in its layers dir (lifecycle `processSBOMFiles`) into the
+/// CAS: its `launch` and `build` SBOMs (returned) and its layers' (into `layers`; a layer SBOM
+/// counts only for a layer the buildpack described in a `<layer>.toml`). Each counted file must
+/// be a declared format of the Buildpack API; every read is confined (a symlink is an error).
+fn read_sboms(
+    root: &Root,
+    bp_layers: &Path,
+    entries: &[std::ffi::OsString],
+    layers: &mut BTreeMap<String, LayerResult>,
+    declared: &[String],
+    bpname: &str,
+    ctx: &RunCtx,
+) -> Result<(SbomFiles, SbomFiles), ActionError> {
+    use crate::cnb::sbom::{check, classify, SbomOwner, MAX_SBOM_BYTES};
+    let (mut launch, mut build) = (SbomFiles::new(), SbomFiles::new());
+    for f in entries.iter().filter_map(|f| f.to_str()) {
+        let Some(c) = classify(f) else { continue };
+        if let SbomOwner::Layer(l) = &c.owner {
+            if !layers.contains_key(l) {
+                continue;
+            }
+        }
+        let file = bp_layers.join(f);
+        let shown = Path::new("/layers").join(&file);
+        check(&c, declared, bpname, &shown).map_err(|e| ActionError::of(&e))?;
+        let bytes = root
+            .read(&file, MAX_SBOM_BYTES)
+            .map_err(|e| ActionError::of(&e).context(format!("reading `{}`", shown.display())))?;
+        let d = ctx.cache.cas().put_bytes(&bytes).map_err(|e| ActionError::of(&e))?;
+        let ext = c.ext.unwrap_or_default().to_string();
+        match c.owner {
+            SbomOwner::Launch => {
+                launch.insert(ext, d);
+            }
+            SbomOwner::Build => {
+                build.insert(ext, d);
+            }
+            SbomOwner::Layer(l) => {
+                if let Some(x) = layers.get_mut(&l) {
+                    x.sbom.insert(ext, d);
+                }
+            }
+        }
+    }
+    Ok((launch, build))
+}
+
+/// The SBOM layer's entries (lifecycle: `<layers>/sbom/launch`): `layers/sbom/launch/<escaped-id>/
+/// sbom.<ext>` for a buildpack's launch SBOM and `…/<escaped-id>/<layer>/sbom.<ext>` for each of
+/// its launch layers', owned by the stack user like the other layers' files. `None` when no
+/// buildpack wrote a launch SBOM: the image then has no SBOM layer (and keeps its digest).
+fn sbom_layer_entries(
+    results: &[BuildpackResult],
+    uid: u32,
+    gid: u32,
+    cas: &crate::cas::BlobDir,
+) -> Option<Vec<TarEntry>> {
+    use crate::cnb::sbom::sbom_dir_path;
+    let mut files: Vec<(String, PathBuf)> = Vec::new();
+    for b in results {
+        let esc = escape_id(&b.id);
+        for (ext, d) in &b.launch_sbom {
+            files.push((sbom_dir_path(&esc, None, ext), cas.path(d)));
+        }
+        for (name, l) in b.layers.iter().filter(|(_, l)| l.types.launch) {
+            for (ext, d) in &l.sbom {
+                files.push((sbom_dir_path(&esc, Some(name), ext), cas.path(d)));
+            }
+        }
+    }
+    if files.is_empty() {
+        return None;
+    }
+    let mut dirs = std::collections::BTreeSet::new();
+    let mut entries = Vec::new();
+    for (rel, src) in files {
+        let path = format!("layers/sbom/launch/{rel}");
+        let mut p = path.as_str();
+        while let Some(i) = p.rfind('/') {
+            p = &p[..i];
+            dirs.insert(p.to_string());
+        }
+        entries.push(TarEntry::file(path, src, 0o644).owned_by(uid, gid));
+    }
+    entries.extend(dirs.into_iter().map(|d| TarEntry::dir(d, 0o755).owned_by(uid, gid)));
+    Some(entries)
 }
 
 /// Splits the app's tar entries into one list per slice (files matching any of its globs, relative
@@ -430,6 +551,20 @@ pub async fn run(
                 }
                 RestoreAction::Nothing => {}
             }
+            // `<layer>.sbom.<ext>` of cached and launch layers come back (lifecycle
+            // `RestoreToBuildpackLayers`, from the cache's and the previous image's SBOMs).
+            if l.types.cache || l.types.launch {
+                for (ext, d) in &l.sbom {
+                    // Keys of a state file from elsewhere: only the Buildpack API's formats.
+                    if crate::cnb::sbom::media_type(ext).is_none() {
+                        continue;
+                    }
+                    let Ok(bytes) = ctx.cache.cas().read_verified(d) else { continue };
+                    layers_root
+                        .write_file(&Path::new(&esc).join(crate::cnb::sbom::restored_file_name(name, ext)), &bytes, 0o644)
+                        .map_err(|e| ActionError::of(&e))?;
+                }
+            }
         }
         if let Some(store) = &pb.store {
             let st = StoreToml { metadata: crate::cnb::launch::json_to_toml(store) };
@@ -548,10 +683,13 @@ pub async fn run(
                     data: crate::cnb::launch::toml_to_json(&lt.metadata),
                     launch_blob: None,
                     cache_blob: None,
+                    sbom: SbomFiles::new(),
                 },
             );
             disp.push((name.to_string(), d));
         }
+        let (launch_sbom, build_sbom) =
+            read_sboms(&layers_root, bp_layers, &entries, &mut layers, &bp.desc.info.sbom_formats, &bpname, ctx)?;
         let launch = match read_toml(&bp_layers.join("launch.toml"))? {
             Some(t) => parse_launch_toml(&t, bp.desc.api, &bpname, &Path::new(&layers_sb).join("launch.toml"))
                 .map_err(|e| ActionError::of(&e))?,
@@ -580,6 +718,8 @@ pub async fn run(
             version: m.version.clone(),
             layers,
             store: store.map(|s| crate::cnb::launch::toml_to_json(&s.metadata)),
+            launch_sbom,
+            build_sbom,
         });
         dispositions.push(disp);
     }
@@ -627,6 +767,10 @@ pub async fn run(
                 }
             }
         }
+        let sbom_layer = match sbom_layer_entries(&results, uid, gid, ctx2.cache.cas()) {
+            Some(entries) => Some(BlobRef::from_blob(&super::layer::write_layer_cached(entries, Compression::Gzip, &ctx2)?)),
+            None => None,
+        };
         let mut app_layers = Vec::new();
         for entries in slice_entries(dir_entries(&workspace, "workspace", uid, gid)?, &slices)? {
             app_layers.push(BlobRef::from_blob(&super::layer::write_layer_cached(entries, Compression::Gzip, &ctx2)?));
@@ -644,6 +788,7 @@ pub async fn run(
             launch_layers,
             app_layers,
             config_layer: BlobRef::from_blob(&config),
+            sbom_layer,
         })
     })
     .await

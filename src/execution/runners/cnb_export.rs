@@ -52,7 +52,11 @@ pub fn key(
         .component("process", s.process.clone().unwrap_or_default())
         .component("labels", ComponentValue::map(s.labels.clone()))
         .component("launcher", launcher_digest())
-        .component("created", super::image::created(None, ctx.source_date_epoch));
+        .component("created", super::image::created(None, ctx.source_date_epoch))
+        // Images from before the SBOM layer and the `bom`-less build metadata label must not be
+        // reused: this changes every export key once, without a kind version bump (which would
+        // move the output fingerprint that pinned digests of non-CNB images are tied to).
+        .component("outputs", "sbom-layer,build-metadata-without-bom");
     // Only when set, so keys of images without a project.toml are unchanged.
     if let Some(m) = &s.project_metadata {
         kb = kb.component("project_metadata", m.as_str());
@@ -142,6 +146,10 @@ pub fn run(
     for (bp, name, blob) in &b.launch_layers {
         img = add(&img, blob, &format!("buildpack:{bp}:{name}"))?;
     }
+    // The SBOM layer goes between the launch layers and the app (lifecycle exporter order).
+    if let Some(sbom) = &b.sbom_layer {
+        img = add(&img, sbom, "sbom")?;
+    }
     for (i, l) in b.app_layers.iter().enumerate() {
         let by = if i + 1 == b.app_layers.len() {
             "application".to_string()
@@ -188,7 +196,7 @@ pub fn run(
         .collect();
     let lifecycle = LifecycleMetadata {
         app: b.app_layers.iter().map(|l| LayerSha { sha: l.diff_id.to_string() }).collect(),
-        sbom: None,
+        sbom: b.sbom_layer.as_ref().map(|l| LayerSha { sha: l.diff_id.to_string() }),
         buildpacks,
         config: LayerSha { sha: b.config_layer.diff_id.to_string() },
         launcher: LayerSha { sha: launcher.diff_id.to_string() },
