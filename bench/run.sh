@@ -1,27 +1,34 @@
 #!/bin/bash
-# bench/run.sh - cbuild vs its peers (buildah) and the physical limits (stat walk, tar|pigz, tar|zstd),
+# bench/run.sh - cbuild vs its peers (BuildKit, buildah) and the physical limits (stat walk, tar|pigz, tar|zstd),
 # all in ONE run on this machine; ends by regenerating BENCHMARKS.md (bench/report.py).
 #
 # Usage:   bench/run.sh [WORKDIR]        (default /tmp/cbuild-bench; wiped and regenerated)
 #          cargo build --release first (the script uses target/release/cbuild, or $CBUILD).
 # Quick:   FILES=2000 SIZE_MB=20 BIG_FILES=4000 BIG_MB=40 RUNS=3 bench/run.sh
 # Env:     RUNS=5          hyperfine runs per cbuild scenario / limit (median, min, max reported)
-#          PEER_RUNS=RUNS  hyperfine runs per buildah scenario (buildah is slow; lower it if needed)
+#          PEER_RUNS=RUNS  hyperfine runs per buildah / BuildKit scenario (slow peers; lower it if needed)
 #          SERVICES=5 FILES=10000 SIZE_MB=100 LIB_FRAC=0.2   the generated monorepo (bench/gen.py)
 #          BIG_FILES=20000 BIG_MB=200   the big-layer tree; a 2x tree (2*BIG_FILES, 2*BIG_MB) too
-#          SKIP_BUILDAH=1  skip the buildah peer;  SKIP_BIG=1  skip the layer-creation benchmarks
+#          SKIP_BUILDAH=1  skip the buildah peer;  SKIP_BUILDKIT=1  skip the BuildKit peer
+#          SKIP_BIG=1  skip the layer-creation benchmarks
 #          CBUILD=path     the cbuild binary;  OUT=path  the report (default BENCHMARKS.md at the root)
-# Needs:   hyperfine pigz zstd buildah jq time (GNU /usr/bin/time) python3 bubblewrap; nginx + curl
-#          for the remote-cache scenario.  On Debian/Ubuntu:
-#            apt-get install -y hyperfine pigz zstd buildah jq time python3 bubblewrap nginx curl
+# Needs:   hyperfine pigz zstd buildah jq time (GNU /usr/bin/time) python3 bubblewrap docker.io (dockerd
+#          and /usr/bin/docker 20.10, BuildKit built in); nginx + curl for the remote-cache scenario.
+#          Root (buildah chroot, dockerd, bind mounts).  On Debian/Ubuntu:
+#            apt-get install -y hyperfine pigz zstd buildah jq time python3 bubblewrap docker.io nginx curl
 # Scenarios (each: hyperfine --export-json, --prepare for the state change, GNU time %M for peak RSS):
 #   cbuild  1 cold (empty cache dir, no cbuild-out)   2 no-op   3 one file edited in one service
 #           4 one file edited in the shared lib       5 run-image change (rebase: exports only)
 #           6 fresh local cache + warm remote cache (if `cbuild build --help` has --remote-cache)
-#   buildah (bud --isolation chroot --layers + push to an OCI layout, per service): cold, no-op, edit
+#   buildah (bud --isolation chroot --layers + push to an OCI layout, per service): cold, no-op,
+#           edit (one service file), edit-lib (one shared-lib file)
+#   BuildKit (DOCKER_BUILDKIT=1 /usr/bin/docker build --network none into a throwaway engine's store,
+#           ../shared/harness/dockerd.sh; per service: peer/SVC.bk.Dockerfile with its own
+#           SVC.bk.Dockerfile.dockerignore, context W/docker/ctx/SVC = a bind mount of the monorepo):
+#           cold (builder prune -af, service images removed, base kept), no-op, edit, edit-lib
 #   limits  stat walk of the sources (no-op floor); tar|pigz -p 2 and tar|zstd -T2 of the big trees
 #           vs cbuild's cold build of a `layer` over the same tree (and a 2x tree for RSS)
-# Results: WORKDIR/results/{hf-*.json,rss-*.txt,out-*.jsonl,load-*.txt,meta.env}
+# Results: WORKDIR/results/{hf-*.json,rss-*.txt,out-*.jsonl,err-*.txt,load-*.txt,engine-*.txt,meta.env}
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -30,7 +37,7 @@ W=${1:-/tmp/cbuild-bench}
 RUNS=${RUNS:-5}; PEER_RUNS=${PEER_RUNS:-$RUNS}
 SERVICES=${SERVICES:-5}; FILES=${FILES:-10000}; SIZE_MB=${SIZE_MB:-100}; LIB_FRAC=${LIB_FRAC:-0.2}
 BIG_FILES=${BIG_FILES:-20000}; BIG_MB=${BIG_MB:-200}
-SKIP_BUILDAH=${SKIP_BUILDAH:-0}; SKIP_BIG=${SKIP_BIG:-0}
+SKIP_BUILDAH=${SKIP_BUILDAH:-0}; SKIP_BUILDKIT=${SKIP_BUILDKIT:-0}; SKIP_BIG=${SKIP_BIG:-0}
 CBUILD=${CBUILD:-$ROOT/target/release/cbuild}
 OUT=${OUT:-$ROOT/BENCHMARKS.md}
 HARNESS=${HARNESS:-$(cd "$ROOT/.." && pwd)/shared/harness}
@@ -40,15 +47,19 @@ missing=()
 for t in hyperfine pigz zstd jq python3 tar find xargs stat; do command -v $t >/dev/null || missing+=("$t"); done
 [ -x /usr/bin/time ] || missing+=(time)
 [ "$SKIP_BUILDAH" = 1 ] || command -v buildah >/dev/null || missing+=(buildah)
+[ "$SKIP_BUILDKIT" = 1 ] || { command -v dockerd >/dev/null && [ -x /usr/bin/docker ]; } || missing+=(docker.io)
 command -v bwrap >/dev/null || missing+=(bubblewrap)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "bench/run.sh: missing tools: ${missing[*]}" >&2
-  echo "install them with:  apt-get install -y hyperfine pigz zstd buildah jq time python3 bubblewrap nginx curl" >&2
+  echo "install them with:  apt-get install -y hyperfine pigz zstd buildah jq time python3 bubblewrap docker.io nginx curl" >&2
   exit 1
 fi
 [ -x "$CBUILD" ] || { echo "bench/run.sh: no cbuild binary at $CBUILD (run: cargo build --release)" >&2; exit 1; }
 if [ "$SKIP_BUILDAH" != 1 ] && [ "$(id -u)" != 0 ]; then
   echo "bench/run.sh: buildah with --isolation chroot needs root here; run as root or SKIP_BUILDAH=1" >&2; exit 1
+fi
+if [ "$SKIP_BUILDKIT" != 1 ] && [ "$(id -u)" != 0 ]; then
+  echo "bench/run.sh: the throwaway Docker engine (BuildKit peer) needs root; run as root or SKIP_BUILDKIT=1" >&2; exit 1
 fi
 
 # ---- layout ------------------------------------------------------------------------------------
@@ -60,7 +71,17 @@ wipe_buildah() {
     { grep -o " $BW/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" || true; done
   fi
 }
+umount_under() { { grep -o " $1/[^ ]*" /proc/mounts || true; } | sort -r | while read -r m; do umount "$m" 2>/dev/null || umount -l "$m" || true; done; }
+# the BuildKit peer: a throwaway engine under $DK; its build contexts are bind mounts under $DK/ctx
+DK=$W/docker
+stop_engine() {
+  if [ -s "$DK/engine/docker.pid" ]; then "$HARNESS/dockerd.sh" stop "$DK/engine" >/dev/null 2>&1 || true; fi
+  if [ -d "$DK" ]; then umount_under "$DK"; fi
+}
+trap stop_engine EXIT
+trap 'exit 130' INT TERM
 wipe_buildah
+stop_engine
 if [ -f "$W/http-cache/url" ]; then "$HARNESS/http-cache.sh" stop "$W/http-cache" >/dev/null 2>&1 || true; fi
 rm -rf "$W"; mkdir -p "$R" "$W/bin" "$W/tmp" "$BW"
 T_START=$(date +%s)
@@ -106,8 +127,10 @@ HAS_REMOTE=0
     echo "BIG1X2_FILES=$(tree_files "$W/big1x2/big/data")"; echo "BIG1X2_BYTES=$(tree_bytes "$W/big1x2/big/data")"
   fi
   echo "HAS_REMOTE=$HAS_REMOTE"
-  echo "SKIP_BUILDAH=$SKIP_BUILDAH"; echo "SKIP_BIG=$SKIP_BIG"
+  echo "SKIP_BUILDAH=$SKIP_BUILDAH"; echo "SKIP_BUILDKIT=$SKIP_BUILDKIT"; echo "SKIP_BIG=$SKIP_BIG"
   echo "BUILDAH_VERSION=$(buildah --version 2>/dev/null || echo none)"
+  echo "DOCKER_VERSION=$(/usr/bin/docker --version 2>/dev/null || echo none)"
+  echo "DOCKER_PACKAGE=$(dpkg-query -W -f '${Package} ${Version}' docker.io 2>/dev/null || echo unknown)"
   echo "HYPERFINE_VERSION=$(hyperfine --version)"
   echo "PIGZ_VERSION=$(pigz --version 2>&1)"
   echo "ZSTD_VERSION=$(zstd --version | sed 's/^\*\** *//; s/ *\*\**$//')"
@@ -219,9 +242,91 @@ if [ "$SKIP_BUILDAH" = 0 ]; then
   hf buildah-noop-nopush "$PEER_RUNS" "true" "env NOPUSH=1 $BW/build.sh --layers"
   hf buildah-edit-svc "$PEER_RUNS" "$W/bin/edit $MONO/services/svc00/src/m000/f00000.js" "$BW/build.sh --layers"
   hf buildah-edit-svc-nopush "$PEER_RUNS" "$W/bin/edit $MONO/services/svc00/src/m000/f00000.js" "env NOPUSH=1 $BW/build.sh --layers"
+  hf buildah-edit-lib "$PEER_RUNS" "$W/bin/edit $MONO/lib/src/m000/f00000.js" "$BW/build.sh --layers"
   wipe_buildah
 fi
 echo "SKIP_BUILDAH_EFFECTIVE=$SKIP_BUILDAH" >>"$R/meta.env"
+
+# ---- BuildKit peer -----------------------------------------------------------------------------
+# One throwaway engine (../shared/harness/dockerd.sh: its own data root and socket, no network),
+# stopped after these scenarios (and by the EXIT trap on failure). The base image is the example run
+# image cbuild built (`cbuild export`, a docker-archive, then `docker load`): cbuild-bench/run:latest.
+# Each service builds from peer/SVC.bk.Dockerfile (FROM ${BASE}; the steps of the buildah file) with
+# peer/SVC.bk.Dockerfile.dockerignore (its context: lib/src + the service). Each service has its own
+# context path W/docker/ctx/SVC, a bind mount of the monorepo: BuildKit keeps one synced copy of a
+# context per client and context path, so with one shared path every build would re-send its
+# service's files after the previous service's build replaced them. The builds' --progress=plain
+# output goes to err-NAME.txt; its "transferring context" lines show what each build sent.
+if [ "$SKIP_BUILDKIT" != 1 ]; then
+  echo "== BuildKit ($(/usr/bin/docker --version | cut -d, -f1), DOCKER_BUILDKIT=1, engine under $DK)"
+  mkdir -p "$DK/ctx" "$DK/config"
+  if DH=$("$HARNESS/dockerd.sh" start "$DK/engine" 2>"$R/err-dockerd.txt"); then
+    :
+  else
+    echo "   the Docker engine did not start (see $R/err-dockerd.txt, $DK/engine/dockerd.log)" >&2; SKIP_BUILDKIT=failed
+  fi
+fi
+if [ "$SKIP_BUILDKIT" = 0 ]; then
+  cat >"$W/bin/dk" <<EOF_DK
+#!/bin/sh
+# the docker client of the throwaway engine (Debian's /usr/bin/docker, its own config dir)
+export DOCKER_HOST=$DH DOCKER_BUILDKIT=1 DOCKER_CONFIG=$DK/config
+exec /usr/bin/docker "\$@"
+EOF_DK
+  chmod +x "$W/bin/dk"
+  echo "DOCKER_ENGINE=$("$W/bin/dk" version --format 'engine {{.Server.Version}} (API {{.Server.APIVersion}}), client {{.Client.Version}}' 2>/dev/null || echo unknown)" >>"$R/meta.env"
+  echo "DOCKER_STORAGE=$("$W/bin/dk" info --format '{{.Driver}}' 2>/dev/null || echo unknown)" >>"$R/meta.env"
+  if "$CBUILD" export -q -C "$MONO" --cache-dir "$CACHE" --tag cbuild-bench/run:latest -o "$DK/base.tar" //stacks:run-image >/dev/null 2>"$R/err-buildkit-base.txt" &&
+     "$W/bin/dk" load -q -i "$DK/base.tar" >/dev/null 2>>"$R/err-buildkit-base.txt"; then
+    ctx=perservice
+    while read -r svc kind; do
+      mkdir -p "$DK/ctx/$svc"
+      mount --bind "$MONO" "$DK/ctx/$svc" 2>>"$R/err-buildkit-base.txt" || ctx=shared
+    done <"$MONO/peer/services.txt"
+    if [ $ctx = shared ]; then umount_under "$DK/ctx"; echo "   bind mounts failed: every service builds from $MONO (one shared context path)"; fi
+    echo "BUILDKIT_CONTEXT=$ctx" >>"$R/meta.env"
+    # build.sh: every service in turn, into the engine's image store (cbuild-bench/SVC:latest)
+    cat >"$DK/build.sh" <<EOF_B
+#!/bin/bash
+set -e
+echo "== build.sh \$(date +%s%N)" >&2
+while read -r svc kind; do
+  ctx=$DK/ctx/\$svc; [ $ctx = perservice ] || ctx=$MONO
+  $W/bin/dk build --network none --progress=plain --build-arg BASE=cbuild-bench/run:latest \\
+    -f $MONO/peer/\$svc.bk.Dockerfile -t cbuild-bench/\$svc:latest \$ctx >/dev/null
+done <$MONO/peer/services.txt
+EOF_B
+    # wipe.sh: the whole build cache (the synced contexts too) and the service images; the base stays
+    cat >"$DK/wipe.sh" <<EOF_W
+#!/bin/bash
+$W/bin/dk builder prune -af >/dev/null 2>&1 || true
+$W/bin/dk image rm -f \$(sed 's|^\([^ ]*\).*|cbuild-bench/\1:latest|' $MONO/peer/services.txt) >/dev/null 2>&1 || true
+EOF_W
+    chmod +x "$DK/build.sh" "$DK/wipe.sh"
+    "$DK/build.sh" 2>"$R/err-buildkit-setup.txt" || { echo "BuildKit setup build failed:" >&2; tail -20 "$R/err-buildkit-setup.txt" >&2; SKIP_BUILDKIT=failed; }
+  else
+    echo "loading the base image into the engine failed:" >&2; tail -20 "$R/err-buildkit-base.txt" >&2; SKIP_BUILDKIT=failed
+  fi
+fi
+if [ "$SKIP_BUILDKIT" = 0 ]; then
+  # engine-NAME.txt, before and after the scenario (its prepares included): CPU seconds (user+sys) of
+  # dockerd and its children (containerd; exited shims and runc counted through cutime/cstime), and
+  # dockerd's peak RSS (VmHWM, KiB). hyperfine and GNU time see only the docker client.
+  engine_stat() {
+    local p; p=$(cat "$DK/engine/docker.pid")
+    { echo "$p"; pgrep -P "$p" || true; } | while read -r q; do sed 's/^.*) //' "/proc/$q/stat" 2>/dev/null || true; done |
+      awk -v hz="$(getconf CLK_TCK)" '{t+=$12+$13+$14+$15} END{printf "%.2f", t/hz}'
+    echo " $(awk '/VmHWM/{print $2}' "/proc/$p/status")"
+  }
+  bk() { engine_stat >"$R/engine-$1.txt"; hf "$@"; engine_stat >>"$R/engine-$1.txt"; }
+  bk buildkit-cold "$PEER_RUNS" "$DK/wipe.sh" "$DK/build.sh"
+  "$DK/build.sh" 2>>"$R/err-buildkit-setup.txt"
+  bk buildkit-noop "$PEER_RUNS" "true" "$DK/build.sh"
+  bk buildkit-edit-svc "$PEER_RUNS" "$W/bin/edit $MONO/services/svc00/src/m000/f00000.js" "$DK/build.sh"
+  bk buildkit-edit-lib "$PEER_RUNS" "$W/bin/edit $MONO/lib/src/m000/f00000.js" "$DK/build.sh"
+fi
+echo "SKIP_BUILDKIT_EFFECTIVE=$SKIP_BUILDKIT" >>"$R/meta.env"
+stop_engine
 
 # ---- layer creation: cbuild vs tar | pigz -p 2 / tar | zstd -T2 -----------------------------------
 if [ "$SKIP_BIG" != 1 ]; then
