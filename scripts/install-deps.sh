@@ -6,14 +6,14 @@
 #   skopeo umoci oci-image-tool jq runc   independent image validators and the OCI runtime (tests)
 #   docker-registry apache2-utils nginx   a real registry and HTTP cache server (tests)
 #   graphviz          `dot`, to check `cbuild query --output dot`
-#   hyperfine pigz zstd  benchmarks and their peers
+#   hyperfine pigz zstd buildah time  benchmarks and their peers (bench/run.sh; BuildKit via docker.io)
 #   gcc libc6-dev     a static C probe in the sandbox tests (the Rust toolchain links with cc anyway)
 #   docker.io podman  real engines for `cbuild load` (tests: ../shared/harness/dockerd.sh; podman load)
 #   git               `cbuild affected --base` and its tests
 #   python3-junitparser  a real JUnit XML reader for `cbuild test --junit` (tests; PyPI's junitparser)
 set -euo pipefail
 PKGS=(bubblewrap busybox-static skopeo umoci oci-image-tool jq runc docker-registry apache2-utils nginx
-      graphviz hyperfine pigz zstd curl xz-utils ca-certificates gcc libc6-dev docker.io podman git
+      graphviz hyperfine pigz zstd buildah time curl xz-utils ca-certificates gcc libc6-dev docker.io podman git
       python3-junitparser)
 missing=()
 for p in "${PKGS[@]}"; do
