@@ -125,7 +125,17 @@ pub fn build_session(
         });
     }
     if !s.quiet {
-        for m in &graph.notes {
+        // Notes about a target (they start with its label) are for targets named on the command
+        // line, not for everything a `//...` matches: `cbuild build //...` of a workspace whose
+        // builders cannot become builder images says nothing about it.
+        let named: Vec<String> = pats
+            .iter()
+            .filter_map(|p| match p {
+                crate::model::label::Pattern::Target(l) => Some(format!("`{l}`")),
+                _ => None,
+            })
+            .collect();
+        for m in graph.notes.iter().filter(|m| !m.starts_with('`') || named.iter().any(|l| m.starts_with(l.as_str()))) {
             eprintln!("note: {m}");
         }
     }
