@@ -11,16 +11,28 @@
 #   docker.io podman  real engines for `cbuild load` (tests: ../shared/harness/dockerd.sh; podman load)
 #   git               `cbuild affected --base` and its tests
 #   python3-junitparser  a real JUnit XML reader for `cbuild test --junit` (tests; PyPI's junitparser)
+#   python3-venv      the venv of the SBOM/provenance validators below
+# Then, in a venv at $CBUILD_TOOLS_VENV (default /opt/cbuild-tools/venv), the independent validators
+# of cbuild's SBOMs and provenance (scripts/validate-sbom.py; Debian packages none of them):
+#   spdx-tools (pyspdxtools), cyclonedx-python-lib[json-validation], in-toto-attestation (PyPI)
 set -euo pipefail
 PKGS=(bubblewrap busybox-static skopeo umoci oci-image-tool jq runc docker-registry apache2-utils nginx
       graphviz hyperfine pigz zstd buildah time curl xz-utils ca-certificates gcc libc6-dev docker.io podman git
-      python3-junitparser)
+      python3-junitparser python3-venv)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
-if [ ${#missing[@]} -eq 0 ]; then exit 0; fi
 SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
-echo "install-deps: installing ${missing[*]}" >&2
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+if [ ${#missing[@]} -ne 0 ]; then
+  echo "install-deps: installing ${missing[*]}" >&2
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+VENV=${CBUILD_TOOLS_VENV:-/opt/cbuild-tools/venv}
+if ! "$VENV/bin/python" -c 'import spdx_tools, cyclonedx.validation.json, in_toto_attestation' 2>/dev/null; then
+  echo "install-deps: installing the SBOM validators into $VENV" >&2
+  $SUDO /usr/bin/python3 -m venv "$VENV"
+  $SUDO "$VENV/bin/pip" install -q 'spdx-tools==0.8.5' 'cyclonedx-python-lib[json-validation]==11.12.0' \
+    'in-toto-attestation==0.9.3'
+fi

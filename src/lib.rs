@@ -20,6 +20,7 @@
 //! * [`cli`]: argument parsing, settings, printing; the only place that uses `anyhow`.
 
 pub mod analysis;
+pub mod attest;
 pub mod cache;
 pub mod cas;
 pub mod cli;

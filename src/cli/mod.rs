@@ -1,6 +1,7 @@
 //! The command line: clap definitions, settings, error classification and exit codes. The only module
 //! that uses `anyhow`; one file per subcommand under `commands/`.
 
+pub mod attach;
 pub mod build_inputs;
 pub mod color;
 pub mod commands;

@@ -55,7 +55,10 @@ printf '[[processes]]\ntype = "web"\ncommand = ["true"]\ndefault = true\n' > "$L
         std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     cx.write("bps/BUILD.star", "buildpack(name = \"sbom\", srcs = glob([\"sbom/**\"]))\n");
-    cx.write("builders/BUILD.star", "builder(name = \"b\", stack = \"//stacks:default\", order = [[\"//bps:sbom\"]])\n");
+    cx.write(
+        "builders/BUILD.star",
+        "builder(name = \"b\", stack = \"//stacks:default\", order = [[\"//bps:sbom\"]])\n",
+    );
     cx.write("app/app.txt", "v1\n");
     cx.write(
         "app/BUILD.star",
@@ -83,7 +86,8 @@ fn layout_json(cx: &TestContext, layout: &str, digest: &str) -> Value {
 }
 
 fn image_manifest(cx: &TestContext, layout: &str) -> (String, Value) {
-    let idx: Value = serde_json::from_slice(&std::fs::read(cx.root().join(layout).join("index.json")).unwrap()).unwrap();
+    let idx: Value =
+        serde_json::from_slice(&std::fs::read(cx.root().join(layout).join("index.json")).unwrap()).unwrap();
     let d = idx["manifests"][0]["digest"].as_str().unwrap().to_string();
     let m = layout_json(cx, layout, &d);
     (d, m)
@@ -99,10 +103,12 @@ fn buildpack_sboms_are_in_the_sbom_layer_at_the_spec_paths_and_read_back() {
     let labels = &cfg["config"]["Labels"];
     let lm: Value = serde_json::from_str(labels["io.buildpacks.lifecycle.metadata"].as_str().unwrap()).unwrap();
     let sbom_sha = lm["sbom"]["sha"].as_str().expect("the lifecycle metadata names the SBOM layer").to_string();
-    let diff_ids: Vec<&str> = cfg["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
+    let diff_ids: Vec<&str> =
+        cfg["rootfs"]["diff_ids"].as_array().unwrap().iter().map(|d| d.as_str().unwrap()).collect();
     let at = diff_ids.iter().position(|d| *d == sbom_sha).expect("the SBOM layer is in the image");
     // After the launch layers, before the app (the lifecycle's order).
-    let hist: Vec<&str> = cfg["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap_or("")).collect();
+    let hist: Vec<&str> =
+        cfg["history"].as_array().unwrap().iter().map(|h| h["created_by"].as_str().unwrap_or("")).collect();
     assert_eq!(hist[at], "sbom", "{hist:?}");
     assert_eq!(hist[at - 1], "buildpack:fixture/sbom:deps", "{hist:?}");
     assert_eq!(hist[at + 1], "application", "{hist:?}");
@@ -156,10 +162,206 @@ fn an_undeclared_or_unknown_sbom_format_fails_the_build_naming_the_file() {
     let cx = sbom_workspace("printf '{}' > \"$L/deps.sbom.xml.json\"");
     let r = cx.run(&["build", "//app:img"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("unsupported SBOM file format") && r.stderr.contains("deps.sbom.xml.json"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("unsupported SBOM file format") && r.stderr.contains("deps.sbom.xml.json"),
+        "{}",
+        r.stderr
+    );
     // A symlink where an SBOM file belongs is not followed.
     let cx = sbom_workspace("rm -f \"$L/launch.sbom.cdx.json\"; ln -s /etc/passwd \"$L/launch.sbom.cdx.json\"");
     let r = cx.run(&["build", "//app:img"]);
     assert_ne!(r.code, 0, "{}", r.stderr);
     assert!(r.stderr.contains("launch.sbom.cdx.json"), "{}", r.stderr);
+}
+
+/// The shared `.deb` download cache of the tests (as in debian_examples.rs).
+fn debs() -> std::path::PathBuf {
+    let d = std::env::temp_dir().join("cbuild-test-debs");
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// The venv python with the independent validators (scripts/install-deps.sh); `None` (after
+/// `skip_unless_ci`) when it is missing.
+fn validators() -> Option<std::path::PathBuf> {
+    let venv =
+        std::env::var_os("CBUILD_TOOLS_VENV").map(std::path::PathBuf::from).unwrap_or("/opt/cbuild-tools/venv".into());
+    let py = venv.join("bin/python");
+    let ok = std::process::Command::new(&py)
+        .args(["-c", "import spdx_tools, cyclonedx.validation.json, in_toto_attestation"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        common::skip_unless_ci(&format!("the SBOM validators in `{}` (scripts/install-deps.sh)", venv.display()));
+        return None;
+    }
+    Some(venv)
+}
+
+/// Runs scripts/validate-sbom.py and `pyspdxtools -i` (SPDX files) on `files`; panics naming the
+/// problems.
+fn validate(venv: &Path, files: &[std::path::PathBuf]) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/validate-sbom.py");
+    let out = std::process::Command::new(venv.join("bin/python")).arg(script).args(files).output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{text}");
+    assert_eq!(text.lines().filter(|l| l.starts_with("OK ")).count(), files.len(), "{text}");
+    for f in files.iter().filter(|f| f.to_string_lossy().ends_with(".spdx.json")) {
+        let out = std::process::Command::new(venv.join("bin/pyspdxtools")).arg("-i").arg(f).output().unwrap();
+        assert!(
+            out.status.success() && out.stderr.is_empty(),
+            "pyspdxtools -i {}: {}{}",
+            f.display(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The referrers layout beside an image layout: per title, (artifact manifest, document bytes).
+fn attached(cx: &TestContext, layout: &str) -> std::collections::BTreeMap<String, (Value, Vec<u8>)> {
+    let dir = format!("{layout}.referrers");
+    let idx: Value = serde_json::from_slice(&std::fs::read(cx.root().join(&dir).join("index.json")).unwrap()).unwrap();
+    let mut out = std::collections::BTreeMap::new();
+    for d in idx["manifests"].as_array().unwrap() {
+        let m = layout_json(cx, &dir, d["digest"].as_str().unwrap());
+        assert_eq!(d["artifactType"], m["artifactType"]);
+        let l = &m["layers"][0];
+        let p =
+            cx.root().join(&dir).join("blobs/sha256").join(l["digest"].as_str().unwrap().trim_start_matches("sha256:"));
+        let title = l["annotations"]["org.opencontainers.image.title"].as_str().unwrap().to_string();
+        out.insert(title, (m.clone(), std::fs::read(p).unwrap()));
+    }
+    out
+}
+
+/// Writes each attached document of `layout` to `dir` under its title; returns the paths.
+fn write_attached(cx: &TestContext, layout: &str, dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v = Vec::new();
+    for (title, (_, bytes)) in attached(cx, layout) {
+        let name = format!("{}-{title}", layout.replace('/', "_"));
+        std::fs::write(dir.join(&name), bytes).unwrap();
+        v.push(dir.join(name));
+    }
+    v
+}
+
+/// (name, version, sha256) of every package of a lock file.
+fn lock_packages(path: &Path) -> Vec<(String, String, String)> {
+    let t: toml::Table = toml::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let mut v: Vec<(String, String, String)> = t["package"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            let s = |k: &str| p[k].as_str().unwrap().to_string();
+            (s("name"), s("version"), s("sha256").trim_start_matches("sha256:").to_string())
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn image_sboms_pass_independent_validators_and_list_the_lock_packages() {
+    let Some(venv) = validators() else { return };
+    let cx = TestContext::from_examples();
+    let pats = ["//stacks/debian:run", "//services/hello-py:image", "//services/api:image", "//tools:tool"];
+    let out = cx.cmd().env("CBUILD_DEBIAN_CACHE", debs()).arg("build").args(pats).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let docs = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    for l in ["stacks/debian/run", "services/hello-py/image", "services/api/image", "tools/tool"] {
+        let layout = format!("cbuild-out/{l}");
+        let (digest, _) = image_manifest(&cx, &layout);
+        let att = attached(&cx, &layout);
+        assert_eq!(att.keys().collect::<Vec<_>>(), ["sbom.cdx.json", "sbom.spdx.json"]);
+        for (m, _) in att.values() {
+            assert_eq!(m["subject"]["digest"], digest.as_str(), "{l}: the subject is the image manifest");
+        }
+        files.extend(write_attached(&cx, &layout, docs.path()));
+    }
+    validate(&venv, &files);
+
+    // The Debian images' SBOMs list exactly the run lock's packages (name, version, .deb sha256):
+    // the stack's run image itself, and the Python app on it.
+    let want = lock_packages(&cx.root().join("stacks/debian/run.lock"));
+    assert!(want.len() > 10, "{want:?}");
+    for layout in ["cbuild-out/stacks/debian/run", "cbuild-out/services/hello-py/image"] {
+        let att = attached(&cx, layout);
+        let spdx: Value = serde_json::from_slice(&att["sbom.spdx.json"].1).unwrap();
+        let mut got: Vec<(String, String, String)> = spdx["packages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["SPDXID"].as_str().unwrap().starts_with("SPDXRef-Deb-"))
+            .map(|p| {
+                let purl = p["externalRefs"][0]["referenceLocator"].as_str().unwrap();
+                assert!(
+                    purl.starts_with("pkg:deb/debian/") && (purl.contains("arch=amd64") || purl.contains("arch=all")),
+                    "{purl}"
+                );
+                (
+                    p["name"].as_str().unwrap().to_string(),
+                    p["versionInfo"].as_str().unwrap().to_string(),
+                    p["checksums"][0]["checksumValue"].as_str().unwrap().to_string(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{layout}: SPDX packages vs run.lock");
+        let cdx: Value = serde_json::from_slice(&att["sbom.cdx.json"].1).unwrap();
+        let mut got: Vec<(String, String, String)> = cdx["components"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["purl"].as_str().unwrap_or("").starts_with("pkg:deb/"))
+            .map(|c| {
+                let s = |k: &str| c[k].as_str().unwrap().to_string();
+                (s("name"), s("version"), c["hashes"][0]["content"].as_str().unwrap().to_string())
+            })
+            .collect();
+        got.sort();
+        assert_eq!(got, want, "{layout}: CycloneDX components vs run.lock");
+    }
+    // Deterministic: another workspace path and an empty cache give the same bytes.
+    let other = TestContext::from_examples();
+    let out = other.cmd().env("CBUILD_DEBIAN_CACHE", debs()).arg("build").arg("//stacks/debian:run").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(attached(&cx, "cbuild-out/stacks/debian/run"), attached(&other, "cbuild-out/stacks/debian/run"));
+}
+
+#[test]
+fn the_image_sbom_links_the_buildpack_sboms() {
+    let cx = sbom_workspace("");
+    let (code, _, stderr) = build_json(&cx, &["//app:img"]);
+    assert_eq!(code, 0, "{stderr}");
+    let att = attached(&cx, "cbuild-out/app/img");
+    let spdx: Value = serde_json::from_slice(&att["sbom.spdx.json"].1).unwrap();
+    let files = spdx["files"].as_array().unwrap();
+    let f = files
+        .iter()
+        .find(|f| f["fileName"] == "./layers/sbom/launch/fixture_sbom/sbom.cdx.json")
+        .unwrap_or_else(|| panic!("{files:?}"));
+    assert!(f["checksums"].as_array().unwrap().iter().any(|c| c["checksumValue"] == sha256_hex(LAUNCH_CDX)), "{f}");
+    assert!(files.iter().any(|f| f["fileName"] == "./layers/sbom/launch/fixture_sbom/deps/sbom.spdx.json"));
+    let cdx: Value = serde_json::from_slice(&att["sbom.cdx.json"].1).unwrap();
+    let bp = cdx["components"].as_array().unwrap().iter().find(|c| c["name"] == "fixture/sbom").unwrap();
+    assert_eq!(bp["scope"], "excluded");
+    let refs = bp["externalReferences"].as_array().unwrap();
+    assert!(
+        refs.iter().any(|r| r["type"] == "bom"
+            && r["url"] == "file:///layers/sbom/launch/fixture_sbom/sbom.cdx.json"
+            && r["hashes"][0]["content"] == sha256_hex(LAUNCH_CDX)),
+        "{refs:?}"
+    );
+    if let Some(venv) = validators() {
+        let d = tempfile::tempdir().unwrap();
+        validate(&venv, &write_attached(&cx, "cbuild-out/app/img", d.path()));
+    }
+}
+
+fn sha256_hex(s: &str) -> String {
+    use sha2::Digest as _;
+    hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }

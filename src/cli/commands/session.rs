@@ -29,6 +29,9 @@ pub struct Built {
     /// With `--stamp`: the placeholder values (tags are filled from them when pushed).
     pub stamp: Option<std::collections::BTreeMap<String, String>>,
     pub registry: crate::registry::ClientOptions,
+    /// Per image label: cbuild's SBOMs and provenance attached to it (OCI artifacts, `subject` =
+    /// the image), also in `cbuild-out/<package>/<name>.referrers/` when its layout is written.
+    pub attachments: std::collections::BTreeMap<String, Vec<crate::attest::Attachment>>,
 }
 
 /// Which OCI layouts [`build_with`] writes to `cbuild-out/`.
@@ -213,6 +216,16 @@ pub fn build_session(
             .map_err(|e| Failure::from(e.context("fetching base image layers")))?;
     }
     let mut no_layout = Vec::new();
+    let package_files = crate::cli::attach::package_files(&loaded);
+    let attester = crate::cli::attach::Attester {
+        root: s.root(),
+        graph: &graph,
+        report: &report,
+        cache: &cache,
+        package_files: &package_files,
+        source_date_epoch: source_date_epoch()?,
+    };
+    let mut attachments = std::collections::BTreeMap::new();
     let stamp = match s.inputs.stamp {
         true => Some(crate::cli::stamp::values(
             s.root(),
@@ -239,6 +252,7 @@ pub fn build_session(
             let rel = layout_dir(l);
             let dir = s.root().join(&rel);
             if layouts == Layouts::LocalOnly && !skip_remote_layout(&dir, &cache, manifest, &rel, l, s.quiet)? {
+                attachments.insert(l.to_string(), attester.attest(l, manifest, None)?);
                 no_layout.push(l.to_string());
                 images.push((l.to_string(), manifest.clone(), rel));
                 continue;
@@ -259,10 +273,11 @@ pub fn build_session(
                 )
                 .map_err(|e| Failure::env(anyhow::anyhow!("writing `{file}`: {}", execution::chain(&e))))?;
             }
+            attachments.insert(l.to_string(), attester.attest(l, manifest, Some(&rel))?);
             images.push((l.to_string(), manifest.clone(), rel));
         }
     }
-    Ok(Built { settings: s, graph, report, cache, images, no_layout, pushed: 0, registry, stamp })
+    Ok(Built { settings: s, graph, report, cache, images, no_layout, pushed: 0, registry, stamp, attachments })
 }
 
 /// For [`Layouts::LocalOnly`]: true if the image's blobs are all local (write its layout as
