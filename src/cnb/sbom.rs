@@ -144,7 +144,10 @@ mod tests {
 
     #[test]
     fn classifies_launch_build_and_layer_files() {
-        assert_eq!(classify("launch.sbom.cdx.json"), Some(SbomFileName { owner: SbomOwner::Launch, ext: Some("cdx.json") }));
+        assert_eq!(
+            classify("launch.sbom.cdx.json"),
+            Some(SbomFileName { owner: SbomOwner::Launch, ext: Some("cdx.json") })
+        );
         assert_eq!(classify("build.sbom.spdx.json").unwrap().owner, SbomOwner::Build);
         assert_eq!(
             classify("jdk.sbom.syft.json"),

@@ -47,5 +47,5 @@ mod security_inputs;
 mod security_limits;
 mod security_remote;
 mod security_sandbox;
-mod watch;
 mod supply_chain;
+mod watch;

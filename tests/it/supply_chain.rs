@@ -275,7 +275,7 @@ fn image_sboms_pass_independent_validators_and_list_the_lock_packages() {
         let layout = format!("cbuild-out/{l}");
         let (digest, _) = image_manifest(&cx, &layout);
         let att = attached(&cx, &layout);
-        assert_eq!(att.keys().collect::<Vec<_>>(), ["sbom.cdx.json", "sbom.spdx.json"]);
+        assert_eq!(att.keys().collect::<Vec<_>>(), ["provenance.intoto.json", "sbom.cdx.json", "sbom.spdx.json"]);
         for (m, _) in att.values() {
             assert_eq!(m["subject"]["digest"], digest.as_str(), "{l}: the subject is the image manifest");
         }
@@ -324,6 +324,26 @@ fn image_sboms_pass_independent_validators_and_list_the_lock_packages() {
         got.sort();
         assert_eq!(got, want, "{layout}: CycloneDX components vs run.lock");
     }
+    // The app's provenance names the buildpack, both stack images and the build lock's packages.
+    let prov: Value =
+        serde_json::from_slice(&attached(&cx, "cbuild-out/services/hello-py/image")["provenance.intoto.json"].1)
+            .unwrap();
+    let deps = prov["predicate"]["buildDefinition"]["resolvedDependencies"].as_array().unwrap();
+    let names: Vec<&str> = deps.iter().filter_map(|d| d["name"].as_str()).collect();
+    for n in
+        ["services/hello-py/BUILD.star", "stacks/debian/build.lock", "stacks/debian/run.lock", "//stacks/debian:build"]
+    {
+        assert!(names.contains(&n), "{n} not in {names:?}");
+    }
+    assert!(names.iter().any(|n| n.starts_with("examples/python@")), "{names:?}");
+    let build_lock = lock_packages(&cx.root().join("stacks/debian/build.lock"));
+    let grep = deps.iter().filter_map(|d| d["uri"].as_str()).filter(|u| u.starts_with("pkg:deb/")).count();
+    assert!(grep >= build_lock.len(), "every package of both locks: {grep} < {}", build_lock.len());
+    assert_eq!(
+        prov["predicate"]["runDetails"]["builder"]["id"],
+        format!("urn:cbuild:builder:{}", env!("CARGO_PKG_VERSION"))
+    );
+
     // Deterministic: another workspace path and an empty cache give the same bytes.
     let other = TestContext::from_examples();
     let out = other.cmd().env("CBUILD_DEBIAN_CACHE", debs()).arg("build").arg("//stacks/debian:run").output().unwrap();

@@ -93,7 +93,10 @@ pub struct BuildpackResult {
 impl BuildpackResult {
     /// Every SBOM blob of this buildpack (launch, build and its layers').
     pub fn sbom_blobs(&self) -> impl Iterator<Item = &Digest> {
-        self.launch_sbom.values().chain(self.build_sbom.values()).chain(self.layers.values().flat_map(|l| l.sbom.values()))
+        self.launch_sbom
+            .values()
+            .chain(self.build_sbom.values())
+            .chain(self.layers.values().flat_map(|l| l.sbom.values()))
     }
 }
 
@@ -561,7 +564,11 @@ pub async fn run(
                     }
                     let Ok(bytes) = ctx.cache.cas().read_verified(d) else { continue };
                     layers_root
-                        .write_file(&Path::new(&esc).join(crate::cnb::sbom::restored_file_name(name, ext)), &bytes, 0o644)
+                        .write_file(
+                            &Path::new(&esc).join(crate::cnb::sbom::restored_file_name(name, ext)),
+                            &bytes,
+                            0o644,
+                        )
                         .map_err(|e| ActionError::of(&e))?;
                 }
             }
