@@ -112,9 +112,7 @@ pub fn referrers_index(descriptors: &[Value]) -> Vec<u8> {
 }
 
 /// The tag the OCI 1.1 referrers tag schema uses for the referrers of `subject`: `sha256-<hex>`.
-pub fn fallback_tag(subject: &Digest) -> String {
-    subject.to_string().replace(':', "-")
-}
+pub use crate::registry::referrers::fallback_tag;
 
 /// Writes the referrers of one image as an OCI layout at `dir` (replacing what was there): every
 /// blob, and `index.json` listing the artifact manifests (with `artifactType` and annotations).

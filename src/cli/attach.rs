@@ -1,6 +1,7 @@
 //! The build session's attestations: for every image target it writes, cbuild's SBOMs (SPDX,
-//! CycloneDX) as OCI artifacts whose `subject` is the image, in a referrers layout beside the
-//! image's (`cbuild-out/<package>/<name>.referrers/`). The documents come from [`crate::attest`]; this file only wires them in.
+//! CycloneDX) and provenance as OCI artifacts whose `subject` is the image, in a referrers layout
+//! beside the image's (`cbuild-out/<package>/<name>.referrers/`); `push` sends the same artifacts
+//! to the registry. The documents come from [`crate::attest`]; this file only wires them in.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -52,4 +53,15 @@ impl Attester<'_> {
         }
         Ok(atts)
     }
+}
+
+/// The attachments as the registry client pushes them.
+pub fn artifacts(atts: &[Attachment]) -> Vec<crate::registry::referrers::Artifact> {
+    atts.iter()
+        .map(|a| crate::registry::referrers::Artifact {
+            manifest: a.manifest.clone(),
+            blobs: a.blobs.iter().map(|(_, b)| b.clone()).collect(),
+            descriptor: a.descriptor(),
+        })
+        .collect()
 }

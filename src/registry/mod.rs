@@ -6,6 +6,8 @@
 //! Reference::parse ─► Client::resolve ─► Resolved { digest, image: oci::Image (manifest + config) }
 //!                     Client::fetch_blob ─► BlobDir        (only when layer bytes are needed)
 //! oci::Image + BlobDir ─► Client::push_image ─► PushReport { uploaded, mounted, skipped_existing, … }
+//! artifacts (subject = an image) ─► Client::push_referrers ─► referrers API or tag `sha256-<hex>`
+//!                                   Client::referrers      ◄─ the same, read back
 //! ```
 //!
 //! Why `reqwest` directly and not `oci-client` (0.18): it would bring a second `oci-spec` (0.10
@@ -32,6 +34,7 @@ pub mod client;
 pub mod error;
 pub mod pull;
 pub mod push;
+pub mod referrers;
 /// The reference type lives in [`crate::model::reference`] (analysis checks references without the
 /// registry client); re-exported so `registry::reference::…` and `registry::Reference` keep working.
 pub use crate::model::reference;

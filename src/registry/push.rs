@@ -172,6 +172,15 @@ impl Client {
         Ok(digest)
     }
 
+    /// Pushes one small blob held in memory (an artifact's document or config): HEAD first, one
+    /// upload otherwise. Returns whether its bytes were sent.
+    pub(crate) async fn push_blob_bytes(&self, target: &Reference, bytes: Bytes, blobs: &BlobDir) -> Result<bool> {
+        let d = Digest::of_bytes(&bytes);
+        let size = bytes.len() as u64;
+        let out = self.push_blob(target, &d, size, Source::Memory(bytes), blobs, &PushOptions::default()).await?;
+        Ok(matches!(out, Outcome::Uploaded(_)))
+    }
+
     async fn push_blob(
         &self,
         target: &Reference,

@@ -385,3 +385,107 @@ fn sha256_hex(s: &str) -> String {
     use sha2::Digest as _;
     hex::encode(sha2::Sha256::digest(s.as_bytes()))
 }
+
+#[test]
+fn inspect_lists_the_attachments_and_sbom_writes_them() {
+    let cx = sbom_workspace("");
+    let r = cx.run(&["inspect", "//app:img"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for t in ["attached", "sbom.spdx.json", "sbom.cdx.json", "provenance.intoto.json", "application/vnd.in-toto+json"] {
+        assert!(r.stdout.contains(t), "{t}: {}", r.stdout);
+    }
+    let r = cx.run(&["inspect", "--json", "//app:img"]);
+    let v: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(v["referrers"]["layout"], "cbuild-out/app/img.referrers");
+    assert_eq!(v["referrers"]["artifacts"].as_array().unwrap().len(), 3, "{v}");
+    // `cbuild sbom` writes the attached documents beside the CNB files.
+    let att = attached(&cx, "cbuild-out/app/img");
+    let out = tempfile::tempdir().unwrap();
+    let r = cx.run(&["sbom", "//app:img", "-o", out.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for t in ["sbom.spdx.json", "sbom.cdx.json", "provenance.intoto.json"] {
+        assert_eq!(std::fs::read(out.path().join(t)).unwrap(), att[t].1, "{t}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("layers/sbom/launch/fixture_sbom/sbom.cdx.json")).unwrap(),
+        LAUNCH_CDX
+    );
+}
+
+/// `skopeo inspect --raw docker://REF` (plain HTTP), as JSON.
+fn skopeo_raw(reference: &str) -> Value {
+    let out = std::process::Command::new("skopeo")
+        .args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{reference}")])
+        .output()
+        .expect("run skopeo");
+    assert!(out.status.success(), "skopeo inspect --raw {reference}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `curl -s -o BODY -w %{http_code} URL` → (status, body).
+fn curl(url: &str) -> (String, Vec<u8>) {
+    let out = std::process::Command::new("curl").args(["-s", "-w", "\n%{http_code}", url]).output().expect("run curl");
+    let mut body = out.stdout;
+    let nl = body.iter().rposition(|b| *b == b'\n').unwrap();
+    let code = String::from_utf8_lossy(&body[nl + 1..]).to_string();
+    body.truncate(nl);
+    (code, body)
+}
+
+#[test]
+fn push_attaches_sboms_and_provenance_found_through_the_tag_schema_fallback() {
+    let reg = common::registry::Registry::shared();
+    let cx = sbom_workspace("");
+    let repo = reg.repo("sc/app");
+    let tag = reg.tag("sc/app:1");
+    let r = cx.run(&["push", "//app:img", "--tag", &tag]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("through the tag-schema fallback"), "{}", r.stderr);
+    let (digest, _) = image_manifest(&cx, "cbuild-out/app/img");
+    let local = attached(&cx, "cbuild-out/app/img");
+
+    // Distribution 2.8 has no referrers API ...
+    let (code, _) = curl(&format!("http://{}/v2/{repo}/referrers/{digest}", reg.host));
+    assert_eq!(code, "404");
+    // ... so the referrers are an index under the tag `sha256-<hex>` (OCI 1.1 tag schema).
+    let fallback = format!("{}/{repo}:{}", reg.host, digest.replace(':', "-"));
+    let index = skopeo_raw(&fallback);
+    assert_eq!(index["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let list = index["manifests"].as_array().unwrap();
+    let types: Vec<&str> = list.iter().map(|d| d["artifactType"].as_str().unwrap()).collect();
+    assert_eq!(types, ["application/spdx+json", "application/vnd.cyclonedx+json", "application/vnd.in-toto+json"]);
+    for d in list {
+        let m = skopeo_raw(&format!("{}/{repo}@{}", reg.host, d["digest"].as_str().unwrap()));
+        assert_eq!(m["subject"]["digest"], digest.as_str(), "the subject is the image manifest");
+        assert_eq!(m["artifactType"], d["artifactType"]);
+        let layer = &m["layers"][0];
+        let title = layer["annotations"]["org.opencontainers.image.title"].as_str().unwrap();
+        let (code, body) = curl(&format!("http://{}/v2/{repo}/blobs/{}", reg.host, layer["digest"].as_str().unwrap()));
+        assert_eq!(code, "200");
+        assert_eq!(body, local[title].1, "{title}: the registry holds the layout's bytes");
+    }
+    let prov: Value = serde_json::from_slice(&local["provenance.intoto.json"].1).unwrap();
+    assert_eq!(prov["subject"][0]["digest"]["sha256"], digest.trim_start_matches("sha256:"));
+
+    // A second tag of the same repository and a second push add nothing to the fallback index.
+    let r = cx.run(&["push", "//app:img", "--tag", &tag, "--tag", &reg.tag("sc/app:2")]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(skopeo_raw(&fallback)["manifests"].as_array().unwrap().len(), 3);
+
+    // Read back from the registry: the attached documents and the CNB SBOM layer's files.
+    let out = tempfile::tempdir().unwrap();
+    let r = cx.run(&["sbom", &tag, "-o", out.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("3 referrers found through the tag-schema fallback"), "{}", r.stderr);
+    for t in ["sbom.spdx.json", "sbom.cdx.json", "provenance.intoto.json"] {
+        assert_eq!(std::fs::read(out.path().join(t)).unwrap(), local[t].1, "{t}");
+    }
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("layers/sbom/launch/fixture_sbom/sbom.cdx.json")).unwrap(),
+        LAUNCH_CDX
+    );
+    assert_eq!(
+        std::fs::read_to_string(out.path().join("layers/sbom/launch/fixture_sbom/deps/sbom.spdx.json")).unwrap(),
+        LAYER_SPDX
+    );
+}

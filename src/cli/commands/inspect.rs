@@ -1,5 +1,6 @@
 //! `cbuild inspect LABEL`: an image target's digest, platform, config and layers (size, diff_id and
-//! what made each), building it first if needed.
+//! what made each), and the artifacts attached to it (SBOMs, provenance), building it first if
+//! needed.
 
 use std::process::ExitCode;
 
@@ -47,10 +48,20 @@ pub fn run(g: &GlobalArgs, a: InspectArgs) -> Result<ExitCode, Failure> {
             })
         })
         .collect();
+    let attached = built.attachments.get(label).cloned().unwrap_or_default();
+    let referrers = crate::attest::referrers_dir(layout);
     if g.json {
+        let atts: Vec<serde_json::Value> = attached
+            .iter()
+            .map(|a| {
+                serde_json::json!({"digest": a.digest.to_string(), "artifact_type": a.artifact_type, "title": a.title,
+                    "size": a.document().len(), "annotations": a.annotations})
+            })
+            .collect();
         let v = serde_json::json!({
             "label": label, "digest": manifest.to_string(), "layout": layout, "os": os, "architecture": arch,
             "config_digest": img.config_digest().to_string(), "config": config["config"], "layers": layers,
+            "referrers": {"layout": referrers, "artifacts": atts},
         });
         crate::outln!("{}", serde_json::to_string_pretty(&v).map_err(Failure::env)?);
         return Ok(ExitCode::SUCCESS);
@@ -72,5 +83,11 @@ pub fn run(g: &GlobalArgs, a: InspectArgs) -> Result<ExitCode, Failure> {
         crate::outln!("    {} {:>10}  {}", l.digest.short(), l.size, history.get(i).map(String::as_str).unwrap_or(""));
     }
     crate::outln!("    {:>23}  total", total);
+    if !attached.is_empty() {
+        crate::outln!("  attached (subject {}; layout {referrers}):", manifest.short());
+        for a in &attached {
+            crate::outln!("    {} {:>10}  {:<16} {}", a.digest.short(), a.document().len(), a.title, a.artifact_type);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -1,6 +1,8 @@
 //! `cbuild push LABEL... [--tag REF]` (and `cbuild build --push`): build image targets and push
 //! them to their `tags` (or `--tag`): HEAD before upload, cross-repository mounts for base layers,
-//! manifest last. A shallow base's layers are never downloaded when the registry has them.
+//! manifest last. A shallow base's layers are never downloaded when the registry has them. The
+//! image's SBOMs and provenance follow as OCI referrers (the referrers API, else the tag-schema
+//! fallback tag `sha256-<hex>`), once per repository.
 
 use std::process::ExitCode;
 
@@ -69,6 +71,7 @@ pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure>
         };
         let mut digests: Vec<crate::model::digest::Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
         digests.push(img.config_digest().clone());
+        let mut attached_to: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for t in &tags {
             let t = &match &b.stamp {
                 Some(values) => crate::cli::stamp::expand(t, values, &format!("tag `{t}` of `{label}`"))?,
@@ -107,6 +110,33 @@ pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure>
                     "pushed {label} to {t}@{}: {} uploaded ({} bytes), {} mounted, {} already there",
                     rep.manifest_digest, rep.uploaded, rep.bytes_uploaded, rep.mounted, rep.skipped_existing
                 );
+            }
+            // SBOMs and provenance: once per repository (tags of one repository share referrers).
+            let atts = b.attachments.get(label).map(Vec::as_slice).unwrap_or_default();
+            if !atts.is_empty() && attached_to.insert(r.name()) {
+                let arts = crate::cli::attach::artifacts(atts);
+                let att = rt.block_on(client.push_referrers(&r, &rep.manifest_digest, &arts, b.cache.cas())).map_err(
+                    |e| Failure::of_in(format_args!("attaching the SBOMs and provenance of `{label}` to `{t}`"), &e),
+                )?;
+                let (via, tag) = match &att.via {
+                    crate::registry::referrers::ReferrersVia::Api => ("referrers-api", None),
+                    crate::registry::referrers::ReferrersVia::TagSchema(tag) => ("tag-schema", Some(tag.clone())),
+                };
+                if b.settings.json {
+                    let digests: Vec<String> = atts.iter().map(|a| a.digest.to_string()).collect();
+                    crate::outln!(
+                        "{}",
+                        serde_json::json!({"type": "attached", "label": label, "repository": r.name(), "subject": rep.manifest_digest.to_string(),
+                            "artifacts": digests, "via": via, "tag": tag})
+                    );
+                } else {
+                    let how = match &tag {
+                        Some(t) => format!("the tag-schema fallback `{}:{t}`", r.name()),
+                        None => "the referrers API".to_string(),
+                    };
+                    let titles: Vec<&str> = atts.iter().map(|a| a.title.as_str()).collect();
+                    eprintln!("attached {} to {}@{} through {how}", titles.join(", "), r.name(), rep.manifest_digest);
+                }
             }
         }
     }

@@ -1,7 +1,10 @@
-//! `cbuild sbom //x:image -o DIR`: writes an image's SBOMs to a directory — the buildpacks' CNB
-//! SBOM files from its SBOM layer (`DIR/layers/sbom/launch/<buildpack>/[<layer>/]sbom.<ext>`, the
-//! paths they have in the image, as `pack sbom download` writes them) and, for a target built here,
-//! their build SBOMs (`DIR/layers/sbom/build/...`, not in the image).
+//! `cbuild sbom //x:image -o DIR` and `cbuild sbom REGISTRY/REPO:TAG -o DIR`: writes an image's
+//! SBOMs to a directory — the buildpacks' CNB SBOM files from its SBOM layer
+//! (`DIR/layers/sbom/launch/<buildpack>/[<layer>/]sbom.<ext>`, the paths they have in the image,
+//! as `pack sbom download` writes them), the documents attached to it (cbuild's `sbom.spdx.json`,
+//! `sbom.cdx.json` and `provenance.intoto.json`, by their artifact titles) and, for a target built
+//! here, the buildpacks' build SBOMs (`DIR/layers/sbom/build/...`, never in the image). From a
+//! registry the attachments are found through the referrers API or the tag-schema fallback.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -12,10 +15,11 @@ use crate::cli::output::Failure;
 use crate::cli::settings::{GlobalArgs, Settings};
 use crate::model::action::{ActionKind, ActionOutput};
 use crate::oci::Image;
+use crate::registry::{Client, Reference};
 
 #[derive(Args, Debug)]
 pub struct SbomArgs {
-    /// The image target, e.g. //services/api:image.
+    /// An image target (//services/api:image) or an image in a registry (registry/repo:tag).
     pub target: String,
     /// The directory to write the SBOM files to (created if missing; files are replaced).
     #[arg(short = 'o', long = "output", value_name = "DIR")]
@@ -26,6 +30,9 @@ pub struct SbomArgs {
 const MAX_FILE: u64 = crate::cnb::sbom::MAX_SBOM_BYTES;
 
 pub fn run(g: &GlobalArgs, a: SbomArgs) -> Result<ExitCode, Failure> {
+    if !(a.target.starts_with("//") || a.target.starts_with(':')) {
+        return from_registry(g, &a);
+    }
     let mut g2 = g.clone();
     g2.quiet = true;
     g2.json = false;
@@ -60,8 +67,74 @@ pub fn run(g: &GlobalArgs, a: SbomArgs) -> Result<ExitCode, Failure> {
             }
         }
     }
+    for att in built.attachments.get(label).into_iter().flatten() {
+        files.push((att.title.clone(), att.document().to_vec()));
+    }
     let written = write_files(&a.output, &files)?;
     print_written(g, label, &a.output, &written);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `cbuild sbom REF`: the image's SBOM layer and its attached documents, from the registry.
+fn from_registry(g: &GlobalArgs, a: &SbomArgs) -> Result<ExitCode, Failure> {
+    let r = Reference::parse(&a.target).map_err(|e| {
+        Failure::user_hint(e.to_string(), "name an image target (//pkg:name) or a registry image (registry/repo:tag)")
+    })?;
+    // Registry settings come from the workspace when there is one (plain-HTTP registries).
+    let opts = match Settings::resolve(g) {
+        Ok(s) => crate::registry::ClientOptions {
+            insecure: s.workspace.config.registry.insecure.clone(),
+            ..Default::default()
+        },
+        Err(_) => Default::default(),
+    };
+    let client = Client::new(opts).map_err(Failure::env)?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(Failure::env)?;
+    let tmp = tempfile::tempdir().map_err(Failure::env)?;
+    let blobs = crate::cas::BlobDir::open(tmp.path()).map_err(Failure::env)?;
+    let resolved = rt.block_on(client.resolve(&r, None)).map_err(|e| Failure::of(&e))?;
+    let subject = resolved.image.digest().clone();
+    let mut files = Vec::new();
+    if let Some(l) = sbom_layer(&resolved.image) {
+        rt.block_on(client.fetch_blob(&r, &l.digest, &blobs)).map_err(|e| Failure::of(&e))?;
+        files = cnb_sbom_files(&resolved.image, &blobs)?;
+    }
+    let (referrers, via) = rt.block_on(client.referrers(&r, &subject)).map_err(|e| Failure::of(&e))?;
+    for d in &referrers {
+        let Some(digest) = d["digest"].as_str().and_then(|x| crate::model::digest::Digest::parse(x).ok()) else {
+            continue;
+        };
+        let raw = rt.block_on(client.fetch_manifest(&r.with_digest(digest.clone()))).map_err(|e| Failure::of(&e))?;
+        let m: serde_json::Value = serde_json::from_slice(&raw.bytes)
+            .map_err(|e| Failure::env(anyhow::anyhow!("artifact `{digest}` of `{r}`: {e}")))?;
+        // Only artifacts that really refer to this image.
+        if m["subject"]["digest"].as_str() != Some(subject.to_string().as_str()) {
+            continue;
+        }
+        for l in m["layers"].as_array().into_iter().flatten() {
+            let title = l["annotations"][crate::attest::artifact::ANNOTATION_TITLE].as_str().unwrap_or_default();
+            let Some(ld) = l["digest"].as_str().and_then(|x| crate::model::digest::Digest::parse(x).ok()) else {
+                continue;
+            };
+            // A title is one file name (a registry's answer: never a path out of DIR).
+            if title.is_empty() || title.contains('/') || crate::oci::tar::check_entry_path(title).is_err() {
+                continue;
+            }
+            rt.block_on(client.fetch_blob(&r, &ld, &blobs)).map_err(|e| Failure::of(&e))?;
+            let bytes = blobs.read_verified(&ld).map_err(Failure::env)?;
+            files.retain(|(p, _)| p != title);
+            files.push((title.to_string(), bytes));
+        }
+    }
+    let written = write_files(&a.output, &files)?;
+    if !g.json && !g.quiet {
+        let via = match via {
+            crate::registry::referrers::ReferrersVia::Api => "the referrers API".to_string(),
+            crate::registry::referrers::ReferrersVia::TagSchema(t) => format!("the tag-schema fallback (tag `{t}`)"),
+        };
+        eprintln!("{r}@{subject}: {} referrers found through {via}", referrers.len());
+    }
+    print_written(g, &format!("{r}@{subject}"), &a.output, &written);
     Ok(ExitCode::SUCCESS)
 }
 
