@@ -88,6 +88,16 @@ pub enum Command {
     Push(commands::push::PushArgs),
     /// Create or refresh the lock file of `debian_image` targets (pins every package by sha256).
     Lock(commands::lock::LockArgs),
+    /// Check that targets are reproducible: rebuild them from an empty temporary cache (no
+    /// remote cache) and compare with the recorded build (what `cbuild build` gives: the local
+    /// cache, and the remote cache if one is set). Exit 1 naming each target that differs, its
+    /// first differing layer and the first action whose output differs.
+    ///
+    /// Examples:
+    ///   cbuild verify //...
+    ///   cbuild --remote-cache http://cache:8080 verify //services/...   (CI's results vs a local rebuild)
+    #[command(verbatim_doc_comment)]
+    Verify(commands::verify::VerifyArgs),
     /// Rebuild on every change (file-system events, no rescan) and say how long it took; with
     /// --run, run the image and restart it when it changed: `cbuild watch --run //services/api:image`.
     Watch(commands::watch::WatchArgs),
@@ -179,6 +189,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Push(a) => commands::push::run(&cli.global, a),
         Command::Lock(a) => commands::lock::run(&cli.global, a),
         Command::Watch(a) => commands::watch::run(&cli.global, a),
+        Command::Verify(a) => commands::verify::run(&cli.global, a),
         Command::Rebase(a) => commands::rebase::run(&cli.global, a),
         Command::Load(a) => commands::load_image::run(&cli.global, a),
         Command::Affected(a) => commands::affected::run(&cli.global, a),

@@ -124,7 +124,7 @@ impl Client {
         let resp = self.send(repo.registry(), &Scope::pull(repo.repository()), &req, &mut budget).await?;
         match resp.status() {
             s if s.is_success() => {
-                let bytes = self.read_limited(resp, 4 << 20, &shown, &mut budget).await?;
+                let bytes = self.read_limited(resp, 4 << 20, &shown, &budget).await?;
                 return Ok((index_manifests(&bytes, &shown)?, ReferrersVia::Api));
             }
             // No referrers API (distribution 2.8 answers 404 to the unknown route).

@@ -489,3 +489,49 @@ fn push_attaches_sboms_and_provenance_found_through_the_tag_schema_fallback() {
         LAYER_SPDX
     );
 }
+
+#[test]
+fn verify_finds_the_examples_reproducible_and_names_a_nondeterministic_genrule_and_layer() {
+    let cx = TestContext::from_examples();
+    let r = cx.cmd().env("CBUILD_DEBIAN_CACHE", debs()).args(["verify", "--json", "//..."]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&r.stdout);
+    assert_eq!(r.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&r.stderr));
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["different"], 0, "{v}");
+    let targets = v["targets"].as_array().unwrap();
+    assert!(targets.len() >= 20, "{v}");
+    for l in ["//services/api:image", "//services/hello-py:image", "//stacks/debian:run", "//tools:tool-versioned"] {
+        let t = targets.iter().find(|t| t["label"] == l).unwrap_or_else(|| panic!("{l} not verified: {v}"));
+        assert_eq!(t["result"], "identical", "{t}");
+        assert_eq!(t["recorded"], t["rebuilt"]);
+    }
+    // The recorded build is `cbuild build`'s: the layouts were written (the rebuild writes none).
+    let (digest, _) = image_manifest(&cx, "cbuild-out/services/api/image");
+    assert_eq!(targets.iter().find(|t| t["label"] == "//services/api:image").unwrap()["recorded"], digest.as_str());
+
+    // A genrule that writes the time: its image is not reproducible, and verify says where.
+    cx.write(
+        "stamp/BUILD.star",
+        r#"genrule(name = "now", outs = ["now.txt"], cmd = "date +%s%N > now.txt")
+layer(name = "now-layer", srcs = [":now"], prefix = "/etc")
+oci_image(name = "img", base = "//tools:tool", layers = [":now-layer"])
+"#,
+    );
+    let r = cx.run(&["verify", "//stamp/...", "//tools:tool"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(r.stdout.contains("//tools:tool identical"), "{}", r.stdout);
+    let img =
+        r.stdout.lines().position(|l| l.starts_with("//stamp:img DIFFERENT")).unwrap_or_else(|| panic!("{}", r.stdout));
+    let next: Vec<&str> = r.stdout.lines().skip(img + 1).take(2).collect();
+    let (_, base) = image_manifest(&cx, "cbuild-out/tools/tool");
+    let n = base["layers"].as_array().unwrap().len();
+    assert!(
+        next[0].contains(&format!("first differing layer: #{n} `cbuild layer //stamp:now-layer`")),
+        "the layer above //tools:tool's {n}: {}",
+        r.stdout
+    );
+    assert!(next[1].contains("first differing action: `//stamp:now` genrule (files now.txt)"), "{}", r.stdout);
+    assert!(r.stdout.contains("//stamp:now DIFFERENT"), "{}", r.stdout);
+    assert!(r.stdout.contains("files differ: now.txt"), "{}", r.stdout);
+    assert!(r.stderr.contains("4 targets rebuilt from an empty cache: 1 identical, 3 different"), "{}", r.stderr);
+}

@@ -18,6 +18,7 @@ pub mod run;
 pub mod sbom;
 pub mod session;
 pub mod test;
+pub mod verify;
 pub mod watch;
 
 use super::output::Failure;

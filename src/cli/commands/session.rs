@@ -32,6 +32,8 @@ pub struct Built {
     /// Per image label: cbuild's SBOMs and provenance attached to it (OCI artifacts, `subject` =
     /// the image), also in `cbuild-out/<package>/<name>.referrers/` when its layout is written.
     pub attachments: std::collections::BTreeMap<String, Vec<crate::attest::Attachment>>,
+    /// The targets the patterns named (test targets replaced by what they test), sorted.
+    pub requested: Vec<crate::model::label::Label>,
 }
 
 /// Which OCI layouts [`build_with`] writes to `cbuild-out/`.
@@ -53,6 +55,9 @@ pub enum Layouts {
     /// layout (`cbuild build`); an older layout left at that path for another image loses its
     /// `index.json`, so no tool mistakes it for this one.
     LocalOnly,
+    /// Nothing is written to `cbuild-out/` (no layout, no referrers): `cbuild verify`'s rebuild in a
+    /// temporary cache, whose images live only in that cache.
+    None,
 }
 
 /// SOURCE_DATE_EPOCH if set (reproducible-builds.org), else 1980-01-01T00:00:01Z like CNB.
@@ -240,6 +245,11 @@ pub fn build_session(
         }
         let id = graph.target_outputs[l];
         if let Some(ActionOutput::Image { manifest, .. }) = report.outputs[id].as_deref() {
+            if layouts == Layouts::None {
+                images.push((l.to_string(), manifest.clone(), layout_dir(l)));
+                no_layout.push(l.to_string());
+                continue;
+            }
             // `--stamp`: the declared labels with placeholders filled in, on a new manifest.
             let stamped = match (&stamp, loaded.graph.get(l)) {
                 (Some(values), Some(n)) => {
@@ -277,7 +287,19 @@ pub fn build_session(
             images.push((l.to_string(), manifest.clone(), rel));
         }
     }
-    Ok(Built { settings: s, graph, report, cache, images, no_layout, pushed: 0, registry, stamp, attachments })
+    Ok(Built {
+        settings: s,
+        graph,
+        report,
+        cache,
+        images,
+        no_layout,
+        pushed: 0,
+        registry,
+        stamp,
+        attachments,
+        requested,
+    })
 }
 
 /// For [`Layouts::LocalOnly`]: true if the image's blobs are all local (write its layout as
