@@ -143,9 +143,12 @@ pub fn write_layout(dir: &Path, attachments: &[Attachment]) -> std::io::Result<(
     if std::fs::read(dir.join("index.json")).ok() != Some(index.clone()) {
         crate::fs::write_atomic(&dir.join("index.json"), &index)?;
     }
+    // Blobs of earlier attachments go; a concurrent writer's temp files (`.tmp-…`) stay.
     for e in std::fs::read_dir(&blobs)? {
         let e = e?;
-        if !want.contains_key(e.file_name().to_string_lossy().as_ref()) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let blob = name.len() == 64 && name.bytes().all(|b| b.is_ascii_hexdigit());
+        if blob && !want.contains_key(&name) {
             let _ = std::fs::remove_file(e.path());
         }
     }
