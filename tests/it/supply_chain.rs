@@ -535,3 +535,116 @@ oci_image(name = "img", base = "//tools:tool", layers = [":now-layer"])
     assert!(r.stdout.contains("files differ: now.txt"), "{}", r.stdout);
     assert!(r.stderr.contains("4 targets rebuilt from an empty cache: 1 identical, 3 different"), "{}", r.stderr);
 }
+
+/// An in-memory OCI registry with the referrers API (distribution-spec v1.1): blobs, manifests by
+/// tag and digest, `OCI-Subject` on a PUT of a manifest with a subject, `GET …/referrers/<digest>`.
+/// Records every request line (`METHOD path`).
+fn referrers_api_registry() -> (common::http::FakeServer, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use common::http::{FakeServer, Response};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    type Manifests = HashMap<String, (Vec<u8>, String)>;
+    let blobs: Arc<Mutex<HashMap<String, Vec<u8>>>> = Arc::default();
+    let manifests: Arc<Mutex<Manifests>> = Arc::default();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let log2 = log.clone();
+    let sha = |b: &[u8]| {
+        use sha2::Digest as _;
+        format!("sha256:{}", hex::encode(sha2::Sha256::digest(b)))
+    };
+    let server = FakeServer::start(move |req| {
+        log2.lock().unwrap().push(format!("{} {}", req.method, req.path));
+        let path = req.path.split('?').next().unwrap_or("").to_string();
+        let query = req.path.split_once('?').map(|x| x.1.to_string()).unwrap_or_default();
+        if path == "/v2/" {
+            return Response::new(200, "{}");
+        }
+        let Some(rest) = path.strip_prefix("/v2/") else { return Response::new(404, "") };
+        if let Some((_, d)) = rest.split_once("/blobs/uploads/") {
+            return match req.method.as_str() {
+                "POST" => Response::new(202, "")
+                    .header("Location", &format!("/v2/{}/blobs/uploads/u1", rest.split("/blobs/").next().unwrap())),
+                "PUT" if !d.is_empty() => {
+                    let digest =
+                        query.split('&').find_map(|kv| kv.strip_prefix("digest=")).unwrap_or("").replace("%3A", ":");
+                    assert_eq!(sha(&req.body), digest, "blob upload");
+                    blobs.lock().unwrap().insert(digest, req.body.clone());
+                    Response::new(201, "")
+                }
+                _ => Response::new(405, ""),
+            };
+        }
+        if let Some((_, d)) = rest.split_once("/blobs/") {
+            return match blobs.lock().unwrap().get(d) {
+                Some(b) => Response::new(200, b.clone()).header("Docker-Content-Digest", d),
+                None => Response::new(404, ""),
+            };
+        }
+        if let Some((_, subject)) = rest.split_once("/referrers/") {
+            let list: Vec<Value> = manifests
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.starts_with("sha256:"))
+                .filter_map(|(k, (b, mt))| {
+                    let m: Value = serde_json::from_slice(b).ok()?;
+                    (m["subject"]["digest"] == subject).then(|| json_descriptor(k, b.len(), mt, &m))
+                })
+                .collect();
+            let body = serde_json::json!({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": list});
+            return Response::new(200, body.to_string())
+                .header("Content-Type", "application/vnd.oci.image.index.v1+json");
+        }
+        if let Some((_, reference)) = rest.split_once("/manifests/") {
+            let mut ms = manifests.lock().unwrap();
+            return match req.method.as_str() {
+                "PUT" => {
+                    let d = sha(&req.body);
+                    let mt = req.header("Content-Type").unwrap_or_default().to_string();
+                    ms.insert(reference.to_string(), (req.body.clone(), mt.clone()));
+                    ms.insert(d.clone(), (req.body.clone(), mt));
+                    let m: Value = serde_json::from_slice(&req.body).unwrap_or(Value::Null);
+                    let mut r = Response::new(201, "").header("Docker-Content-Digest", &d);
+                    if let Some(s) = m["subject"]["digest"].as_str() {
+                        r = r.header("OCI-Subject", s);
+                    }
+                    r
+                }
+                _ => match ms.get(reference) {
+                    Some((b, mt)) => Response::new(200, b.clone())
+                        .header("Content-Type", mt)
+                        .header("Docker-Content-Digest", &sha(b)),
+                    None => Response::new(404, r#"{"errors":[{"code":"MANIFEST_UNKNOWN"}]}"#),
+                },
+            };
+        }
+        Response::new(404, "")
+    });
+    (server, log)
+}
+
+fn json_descriptor(digest: &str, size: usize, media_type: &str, m: &Value) -> Value {
+    serde_json::json!({"mediaType": media_type, "digest": digest, "size": size, "artifactType": m["artifactType"], "annotations": m["annotations"]})
+}
+
+#[test]
+fn a_registry_with_the_referrers_api_indexes_the_attachments_itself() {
+    let (server, log) = referrers_api_registry();
+    let cx = TestContext::from_examples();
+    let tag = format!("{}/acme/tool:1", server.host());
+    let r = cx.run(&["push", "//tools:tool", "--tag", &tag]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("through the referrers API"), "{}", r.stderr);
+    let (digest, _) = image_manifest(&cx, "cbuild-out/tools/tool");
+    // No fallback tag was written: the registry said it indexed the subject.
+    let fallback = format!("/manifests/{}", digest.replace(':', "-"));
+    assert!(!log.lock().unwrap().iter().any(|l| l.contains(&fallback)), "{:?}", log.lock().unwrap());
+    let out = tempfile::tempdir().unwrap();
+    let r = cx.run(&["sbom", &tag, "-o", out.path().to_str().unwrap()]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("3 referrers found through the referrers API"), "{}", r.stderr);
+    let local = attached(&cx, "cbuild-out/tools/tool");
+    for t in ["sbom.spdx.json", "sbom.cdx.json", "provenance.intoto.json"] {
+        assert_eq!(std::fs::read(out.path().join(t)).unwrap(), local[t].1, "{t}");
+    }
+}
