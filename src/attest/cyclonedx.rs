@@ -20,7 +20,12 @@ pub fn document(f: &ImageFacts) -> Vec<u8> {
     let mut in_image: Vec<String> = Vec::new();
     for p in &f.packages {
         let purl = deb_purl(p);
-        components.push(json!({
+        let stated = match &p.licenses {
+            Some(ls) if !ls.is_empty() => format!("stated in /usr/share/doc/{}/copyright (DEP-5)", p.name),
+            _ => "unknown: the image has no machine-readable copyright file for it, and the lock pins no licences"
+                .to_string(),
+        };
+        let mut c = json!({
             "type": "library",
             "bom-ref": purl,
             "supplier": {"name": "Debian"},
@@ -32,9 +37,20 @@ pub fn document(f: &ImageFacts) -> Vec<u8> {
                 {"name": "cbuild:deb:architecture", "value": p.architecture},
                 {"name": "cbuild:deb:filename", "value": p.filename},
                 {"name": "cbuild:deb:lock", "value": p.lock},
-                {"name": "cbuild:deb:licenses", "value": "unknown (the lock file pins name, version and sha256, not licences)"},
+                {"name": "cbuild:deb:licenses", "value": stated},
             ],
-        }));
+        });
+        if let Some(ls) = p.licenses.as_ref().filter(|l| !l.is_empty()) {
+            let v: Vec<Value> = ls
+                .iter()
+                .map(|l| match crate::debian::copyright::spdx_id(l) {
+                    Some(id) => json!({"license": {"id": id}}),
+                    None => json!({"license": {"name": l}}),
+                })
+                .collect();
+            c["licenses"] = json!(v);
+        }
+        components.push(c);
         in_image.push(purl);
     }
     let mut built_with: Vec<String> = Vec::new();

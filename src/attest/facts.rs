@@ -73,6 +73,10 @@ pub struct DebPackage {
     /// The lock file (workspace path) and the `debian_image` target.
     pub lock: String,
     pub image: String,
+    /// The licence short names its DEP-5 `copyright` file in the image states
+    /// (`/usr/share/doc/<name>/copyright`); `None` when the image has no machine-readable one
+    /// (or the package is not in the image).
+    pub licenses: Option<Vec<String>>,
 }
 
 /// A buildpack of the group.
@@ -117,6 +121,8 @@ pub struct Inputs<'a> {
     pub source_date_epoch: u64,
     /// Per package (`services/api`, `""` for the root): the BUILD and `.star` files it loads.
     pub package_files: &'a BTreeMap<String, BTreeSet<String>>,
+    /// Where facts that take a while to read are remembered (per image digest), if anywhere.
+    pub memo_dir: Option<&'a Path>,
 }
 
 /// Collects the facts of image target `label` whose (possibly stamped) manifest is `manifest`.
@@ -257,9 +263,14 @@ impl Walker<'_, '_> {
                     suite: lock.suite.clone(),
                     lock: spec.lock.clone(),
                     image: a.label.to_string(),
+                    licenses: None,
                 });
                 if in_image {
-                    self.facts.packages.extend(pkgs);
+                    let licenses = self.deb_licenses(id, &lock)?;
+                    self.facts.packages.extend(pkgs.map(|mut p| {
+                        p.licenses = licenses.get(&p.name).cloned().flatten();
+                        p
+                    }));
                 } else {
                     self.facts.build_packages.extend(pkgs);
                 }
@@ -311,6 +322,54 @@ impl Walker<'_, '_> {
             }
         }
         Ok(())
+    }
+
+    /// The licences each package of `lock` states in Debian image `id` (its DEP-5 copyright files,
+    /// read from the image's layers without extracting them; symlinked doc directories followed
+    /// inside the image). Remembered per image digest in `memo_dir`: reading the layers of a
+    /// Debian image takes a while, and its digest fixes the answer.
+    fn deb_licenses(
+        &self,
+        id: ActionId,
+        lock: &crate::debian::Lock,
+    ) -> Result<BTreeMap<String, Option<Vec<String>>>, AttestError> {
+        let Some(manifest) = self.manifest_of(id) else { return Ok(BTreeMap::new()) };
+        let memo = self.inp.memo_dir.map(|d| d.join(format!("deb-licenses-v1-{}.json", manifest.hex())));
+        if let Some(bytes) = memo.as_ref().and_then(|m| std::fs::read(m).ok()) {
+            if let Ok(v) = serde_json::from_slice(&bytes) {
+                return Ok(v);
+            }
+        }
+        let img =
+            crate::oci::Image::load(self.inp.cas, &manifest).map_err(|e| AttestError::of("reading the image", e))?;
+        let layers: Vec<Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
+        if layers.iter().any(|d| !self.inp.cas.contains(d)) {
+            return Ok(BTreeMap::new());
+        }
+        let tree = crate::oci::tree::ImageTree::read(self.inp.cas, &layers)
+            .map_err(|e| AttestError::of("reading the Debian image's layers", e))?;
+        let mut want: BTreeMap<String, String> = BTreeMap::new();
+        for p in &lock.packages {
+            if let Some((path, _)) = tree.resolve(&format!("usr/share/doc/{}/copyright", p.name)) {
+                want.insert(p.name.clone(), path);
+            }
+        }
+        let paths: Vec<String> = want.values().cloned().collect();
+        let contents =
+            tree.contents(self.inp.cas, &paths, 4 << 20).map_err(|e| AttestError::of("reading copyright files", e))?;
+        let out: BTreeMap<String, Option<Vec<String>>> = lock
+            .packages
+            .iter()
+            .map(|p| {
+                let text = want.get(&p.name).and_then(|path| contents.get(path));
+                let l = text.and_then(|t| crate::debian::copyright::licenses(&String::from_utf8_lossy(t)));
+                (p.name.clone(), l)
+            })
+            .collect();
+        if let (Some(m), Ok(json)) = (memo, serde_json::to_vec(&out)) {
+            let _ = crate::fs::write_atomic(&m, &json);
+        }
+        Ok(out)
     }
 
     /// The buildpacks of the group of build action `build` and their SBOM files in the image.
@@ -464,6 +523,7 @@ mod tests {
             suite: "bookworm".into(),
             lock: String::new(),
             image: String::new(),
+            licenses: None,
         };
         assert_eq!(deb_purl(&p), "pkg:deb/debian/libstdc%2B%2B6@1%3A12.2.0-14%2Bdeb12u1?arch=amd64&distro=bookworm");
         let d = Digest::of_bytes(b"x");

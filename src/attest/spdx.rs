@@ -32,9 +32,21 @@ pub fn document(f: &ImageFacts) -> Vec<u8> {
     })];
     let mut files = Vec::new();
     let mut rels = vec![rel("SPDXRef-DOCUMENT", "DESCRIBES", &image_id, None)];
+    let mut extracted: std::collections::BTreeMap<String, Value> = std::collections::BTreeMap::new();
 
     for p in &f.packages {
         let id = ids.make("Deb", &format!("{}-{}-{}", p.name, p.version, p.architecture));
+        let (declared, comment) = match &p.licenses {
+            Some(ls) if !ls.is_empty() => (
+                license_expression(ls, &mut extracted),
+                format!("as stated in /usr/share/doc/{}/copyright (DEP-5): {}", p.name, ls.join("; ")),
+            ),
+            _ => (
+                "NOASSERTION".to_string(),
+                "not known: the image has no machine-readable copyright file for it, and the lock pins no licences"
+                    .to_string(),
+            ),
+        };
         packages.push(json!({
             "SPDXID": id,
             "name": p.name,
@@ -46,8 +58,8 @@ pub fn document(f: &ImageFacts) -> Vec<u8> {
             "checksums": [{"algorithm": "SHA256", "checksumValue": p.sha256.hex()}],
             "externalRefs": [purl_ref(&deb_purl(p))],
             "licenseConcluded": "NOASSERTION",
-            "licenseDeclared": "NOASSERTION",
-            "licenseComments": "not known: the lock file pins name, version and sha256, not licences",
+            "licenseDeclared": declared,
+            "licenseComments": comment,
             "copyrightText": "NOASSERTION",
             "comment": format!("{} ({}) from `{}` of `{}`", p.filename, p.suite, p.lock, p.image),
         }));
@@ -152,6 +164,7 @@ pub fn document(f: &ImageFacts) -> Vec<u8> {
         "packages": packages,
         "files": files,
         "relationships": rels,
+        "hasExtractedLicensingInfos": extracted.into_values().collect::<Vec<_>>(),
     });
     to_bytes(&doc)
 }
@@ -161,6 +174,66 @@ pub(crate) fn to_bytes(v: &Value) -> Vec<u8> {
     let mut b = serde_json::to_vec_pretty(v).expect("JSON values serialise");
     b.push(b'\n');
     b
+}
+
+/// An SPDX licence expression for Debian licence short names (`GPL-2+ or Artistic`): all of them
+/// (`AND`), each name its SPDX id where there is an exact one, else a `LicenseRef-Debian-…` added
+/// to `extracted` (SPDX requires a text for it: it points at the copyright files).
+fn license_expression(names: &[String], extracted: &mut std::collections::BTreeMap<String, Value>) -> String {
+    let mut terms = Vec::new();
+    for n in names {
+        let mut parts: Vec<String> = Vec::new();
+        let mut cur: Vec<&str> = Vec::new();
+        let mut flush = |cur: &mut Vec<&str>, parts: &mut Vec<String>| {
+            if cur.is_empty() {
+                return;
+            }
+            let name = cur.join(" ");
+            cur.clear();
+            let id = match crate::debian::copyright::spdx_id(&name) {
+                Some(id) => id.to_string(),
+                None => {
+                    let id = format!("LicenseRef-Debian-{}", slug(&name));
+                    extracted.entry(id.clone()).or_insert_with(|| {
+                        json!({
+                            "licenseId": id,
+                            "name": name,
+                            "extractedText": format!("The licence Debian calls `{name}`: its text is in the copyright files (/usr/share/doc/<package>/copyright) of the packages that state it."),
+                        })
+                    });
+                    id
+                }
+            };
+            parts.push(id);
+        };
+        for w in n.split_whitespace() {
+            if w.eq_ignore_ascii_case("or") || w.eq_ignore_ascii_case("and") {
+                flush(&mut cur, &mut parts);
+                parts.push(w.to_uppercase());
+            } else {
+                cur.push(w);
+            }
+        }
+        flush(&mut cur, &mut parts);
+        // A dangling operator (`GPL-2+ or`) is not an expression: keep the names only.
+        while parts.last().is_some_and(|p| p == "OR" || p == "AND") {
+            parts.pop();
+        }
+        if parts.first().is_some_and(|p| p == "OR" || p == "AND") {
+            parts.remove(0);
+        }
+        if parts.is_empty() {
+            continue;
+        }
+        terms.push(if parts.len() > 1 { format!("({})", parts.join(" ")) } else { parts.remove(0) });
+    }
+    terms.sort();
+    terms.dedup();
+    if terms.is_empty() {
+        "NOASSERTION".to_string()
+    } else {
+        terms.join(" AND ")
+    }
 }
 
 fn purl_ref(purl: &str) -> Value {

@@ -32,6 +32,7 @@ impl Attester<'_> {
     /// The attachments of image target `l` (manifest `manifest`); with `layout` (the image's layout,
     /// workspace-relative), also written as the referrers layout beside it.
     pub fn attest(&self, l: &Label, manifest: &Digest, layout: Option<&str>) -> Result<Vec<Attachment>, Failure> {
+        let memo = self.cache.dir().join("attest");
         let inp = Inputs {
             root: self.root,
             graph: self.graph,
@@ -39,6 +40,7 @@ impl Attester<'_> {
             cas: self.cache.cas(),
             source_date_epoch: self.source_date_epoch,
             package_files: self.package_files,
+            memo_dir: Some(&memo),
         };
         let atts = crate::attest::attest(&inp, l, manifest)
             .map_err(|e| Failure::of_in(format_args!("making the SBOMs and provenance of `{l}`"), &e))?;

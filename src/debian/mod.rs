@@ -16,6 +16,7 @@
 
 pub mod archive;
 pub mod control;
+pub mod copyright;
 pub mod deb;
 pub mod error;
 pub mod fetch;

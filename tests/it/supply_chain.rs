@@ -310,6 +310,10 @@ fn image_sboms_pass_independent_validators_and_list_the_lock_packages() {
             .collect();
         got.sort();
         assert_eq!(got, want, "{layout}: SPDX packages vs run.lock");
+        // Licences as the packages' DEP-5 copyright files in the image state them.
+        let dash = spdx["packages"].as_array().unwrap().iter().find(|p| p["name"] == "dash").unwrap();
+        assert!(dash["licenseDeclared"].as_str().unwrap().contains("GPL-2.0-or-later"), "{dash}");
+        assert!(dash["licenseComments"].as_str().unwrap().contains("/usr/share/doc/dash/copyright"), "{dash}");
         let cdx: Value = serde_json::from_slice(&att["sbom.cdx.json"].1).unwrap();
         let mut got: Vec<(String, String, String)> = cdx["components"]
             .as_array()
@@ -323,6 +327,11 @@ fn image_sboms_pass_independent_validators_and_list_the_lock_packages() {
             .collect();
         got.sort();
         assert_eq!(got, want, "{layout}: CycloneDX components vs run.lock");
+        let dash = cdx["components"].as_array().unwrap().iter().find(|c| c["name"] == "dash").unwrap();
+        assert!(
+            dash["licenses"].as_array().unwrap().iter().any(|l| l["license"]["id"] == "GPL-2.0-or-later"),
+            "{dash}"
+        );
     }
     // The app's provenance names the buildpack, both stack images and the build lock's packages.
     let prov: Value =
