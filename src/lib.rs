@@ -16,6 +16,8 @@
 //! * [`cache`]: the action cache and blob store (SQLite + files).
 //! * [`oci`]: reproducible tar layers, image values, OCI layouts, docker-archive, safe extraction.
 //! * [`cnb`]: pure functions of the Buildpack API (buildpack.toml, detection, plans, env, launch.toml).
+//! * [`attest`]: cbuild's SBOMs (SPDX, CycloneDX) and SLSA provenance of images, made from the action
+//!   graph and attached to them as OCI 1.1 artifacts.
 //! * [`execution`]: the scheduler, the sandbox and one runner per action kind.
 //! * [`cli`]: argument parsing, settings, printing; the only place that uses `anyhow`.
 
