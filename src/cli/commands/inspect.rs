@@ -86,7 +86,7 @@ pub fn run(g: &GlobalArgs, a: InspectArgs) -> Result<ExitCode, Failure> {
     if !attached.is_empty() {
         crate::outln!("  attached (subject {}; layout {referrers}):", manifest.short());
         for a in &attached {
-            crate::outln!("    {} {:>10}  {:<16} {}", a.digest.short(), a.document().len(), a.title, a.artifact_type);
+            crate::outln!("    {} {:>10}  {:<22} {}", a.digest.short(), a.document().len(), a.title, a.artifact_type);
         }
     }
     Ok(ExitCode::SUCCESS)
