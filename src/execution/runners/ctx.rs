@@ -102,6 +102,15 @@ pub fn output_digest(o: &ActionOutput) -> String {
     format!("blake3:{}", Blake3::of_bytes(o.to_json().as_bytes()))
 }
 
+/// What identifies an image input in a key: its manifest digest (an image output), else the
+/// output's digest.
+pub fn image_identity(o: &ActionOutput) -> String {
+    match o {
+        ActionOutput::Image { manifest, .. } => manifest.to_string(),
+        other => output_digest(other),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::cnb_dist::{self, BuilderInfo};
-use super::ctx::{output_digest, RunCtx};
+use super::ctx::RunCtx;
 use crate::cache::KeyBuilder;
 use crate::cnb::buildpack_toml::{same_id, BuildpackRef, OrderGroup};
 use crate::cnb::distribution::{
@@ -300,11 +300,7 @@ impl super::seam::Runner for ReadBuilderRunner {
     ) -> Result<KeyBuilder, ActionError> {
         let ActionKind::ReadBuilder { image, name } = &a.kind else { unreachable!() };
         let img = deps.get(image).ok_or("internal: builder image missing")?;
-        let manifest = match img.as_ref() {
-            ActionOutput::Image { manifest, .. } => manifest.to_string(),
-            other => output_digest(other),
-        };
-        Ok(kb.component("image", manifest).component("name", name.as_str()))
+        Ok(kb.component("image", super::ctx::image_identity(img)).component("name", name.as_str()))
     }
     fn run<'a>(
         &'a self,

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::cnb_dist::{self, BuildpackSet};
-use super::ctx::{output_digest, RunCtx};
+use super::ctx::RunCtx;
 use crate::cache::KeyBuilder;
 use crate::cnb::buildpack_toml::{same_id, BuildpackRef};
 use crate::cnb::distribution::{
@@ -81,11 +81,7 @@ impl super::seam::Runner for ReadBuildpackageRunner {
     ) -> Result<KeyBuilder, ActionError> {
         let ActionKind::ReadBuildpackage { image, name } = &a.kind else { unreachable!() };
         let img = deps.get(image).ok_or("internal: buildpackage image missing")?;
-        let manifest = match img.as_ref() {
-            ActionOutput::Image { manifest, .. } => manifest.to_string(),
-            other => output_digest(other),
-        };
-        Ok(kb.component("image", manifest).component("name", name.as_str()))
+        Ok(kb.component("image", super::ctx::image_identity(img)).component("name", name.as_str()))
     }
     fn run<'a>(
         &'a self,
