@@ -55,7 +55,7 @@ fn text(o: &std::process::Output) -> String {
 
 #[test]
 fn load_into_docker_runs_what_cbuild_run_runs() {
-    if !is_root() || !Path::new("/usr/bin/dockerd").exists() || !Path::new("/usr/bin/docker").exists() {
+    if !is_root() || !have("dockerd") || !Path::new("/usr/bin/docker").exists() {
         common::skip_unless_ci("needs root and docker.io (dockerd, /usr/bin/docker)");
         return;
     }
