@@ -10,6 +10,8 @@
 //! | .deb downloads | —            | `CBUILD_DEBIAN_CACHE` | —               | the cache dir (`<cache>/debs/`) |
 //! | remote cache | `--remote-cache` | `CBUILD_REMOTE_CACHE` | `cache.remote` | none                       |
 //! | remote mode  | `--remote-cache-mode` | `CBUILD_REMOTE_CACHE_MODE` | `cache.remote_mode` | `read-write` |
+//! | REAPI instance | `--remote-instance-name` | `CBUILD_REMOTE_INSTANCE_NAME` | `cache.remote_instance_name` | the `grpc://` URL's path, else `""` |
+//! | remote headers | `--remote-header NAME=VALUE` (repeatable) | `CBUILD_REMOTE_HEADERS` (one `NAME=VALUE` per line) | — (may hold secrets) | none |
 //! | remote signing key | —      | `CBUILD_REMOTE_SIGNING_KEY` (a file) | — (never from the repository) | none: read-only |
 //! | remote trusted keys | —     | `CBUILD_REMOTE_TRUSTED_KEYS` | `cache.remote_trusted_keys` | none: unauthenticated |
 //! | Starlark steps | —          | `CBUILD_STARLARK_MAX_STEPS` | `build.starlark_max_steps` | 10000000 |
@@ -59,9 +61,11 @@ pub struct GlobalArgs {
     /// default: gzip]. A layer's own `compression` attribute wins.
     #[arg(long, global = true, value_name = "ALGO", value_parser = ["gzip", "zstd"], hide_short_help = true)]
     pub compression: Option<String>,
-    /// Shared cache server (Bazel HTTP cache protocol: nginx WebDAV, bazel-remote, ...)
-    /// [env: CBUILD_REMOTE_CACHE; cbuild.toml: cache.remote]. Credentials come from
-    /// CBUILD_REMOTE_CACHE_AUTH (user:pass) or CBUILD_REMOTE_CACHE_TOKEN, never from flags.
+    /// Shared cache server: `http(s)://` for the Bazel HTTP cache protocol (nginx WebDAV,
+    /// bazel-remote, ...), `grpc(s)://host:port[/instance]` for REAPI v2 (BuildGrid, Buildbarn,
+    /// BuildBuddy, NativeLink, bazel-remote's gRPC port) [env: CBUILD_REMOTE_CACHE; cbuild.toml:
+    /// cache.remote]. Credentials come from CBUILD_REMOTE_CACHE_AUTH (user:pass) or
+    /// CBUILD_REMOTE_CACHE_TOKEN (sent as `authorization`), or --remote-header.
     #[arg(long, global = true, value_name = "URL", hide_short_help = true)]
     pub remote_cache: Option<String>,
     /// `read-write` (e.g. CI on main) or `read-only` (e.g. CI on pull requests)
@@ -70,6 +74,15 @@ pub struct GlobalArgs {
     /// readers set CBUILD_REMOTE_TRUSTED_KEYS to accept only signed entries.
     #[arg(long, global = true, value_name = "MODE", hide_short_help = true)]
     pub remote_cache_mode: Option<String>,
+    /// REAPI instance name of a grpc:// remote cache [env: CBUILD_REMOTE_INSTANCE_NAME; cbuild.toml:
+    /// cache.remote_instance_name; default: the URL's path, else the default instance].
+    #[arg(long, global = true, value_name = "NAME", hide_short_help = true)]
+    pub remote_instance_name: Option<String>,
+    /// Header sent with every remote-cache request, e.g. a hosted cache's API key (repeatable;
+    /// values are never printed) [env: CBUILD_REMOTE_HEADERS, one NAME=VALUE per line; prefer the
+    /// variable for secrets: flags are visible to other users in `ps`].
+    #[arg(long = "remote-header", global = true, value_name = "NAME=VALUE", hide_short_help = true)]
+    pub remote_headers: Vec<String>,
     #[command(flatten)]
     pub inputs: super::build_inputs::BuildInputArgs,
 }
@@ -88,6 +101,10 @@ pub struct Settings {
     pub quiet: bool,
     pub remote_cache: Option<String>,
     pub remote_mode: crate::remote::RemoteMode,
+    /// REAPI instance name (`None`: the URL's path).
+    pub remote_instance_name: Option<String>,
+    /// Extra remote-cache headers (values are secrets: `Settings`' `Debug` shows only names).
+    pub remote_headers: RemoteHeaders,
     /// Private key file that signs remote-cache uploads (env only: a repository must not be able
     /// to make a runner sign). Loaded when the remote cache is set up.
     pub remote_signing_key: Option<PathBuf>,
@@ -98,6 +115,32 @@ pub struct Settings {
     pub starlark_limits: crate::loading::EvalLimits,
     /// `--env`, `--env-file`, `--binding`, `--stamp`.
     pub inputs: super::build_inputs::BuildInputs,
+}
+
+/// `NAME=VALUE` headers whose values `Debug` never shows.
+#[derive(Clone, Default)]
+pub struct RemoteHeaders(pub Vec<(String, String)>);
+
+impl std::fmt::Debug for RemoteHeaders {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.0.iter().map(|(k, _)| format!("{k}=<redacted>"))).finish()
+    }
+}
+
+/// Parses `NAME=VALUE` headers (from flags, or lines of `CBUILD_REMOTE_HEADERS`); errors name the
+/// header, never its value.
+fn parse_headers<'a>(items: impl Iterator<Item = &'a str>, from: &str) -> Result<Vec<(String, String)>, Failure> {
+    let mut out = Vec::new();
+    for item in items.map(str::trim).filter(|s| !s.is_empty()) {
+        match item.split_once('=') {
+            Some((k, v)) if !k.trim().is_empty() => out.push((k.trim().to_string(), v.to_string())),
+            _ => {
+                let name: String = item.chars().take_while(|c| *c != '=').take(40).collect();
+                return Err(Failure::user(format!("{from}: `{name}…` is not `NAME=VALUE` (the value is not shown)")));
+            }
+        }
+    }
+    Ok(out)
 }
 
 fn env(name: &str) -> Option<String> {
@@ -169,6 +212,16 @@ impl Settings {
         let remote_mode = mode
             .parse()
             .map_err(|_| Failure::user(format!("remote cache mode `{mode}` is not `read-write` or `read-only`")))?;
+        let remote_instance_name = g
+            .remote_instance_name
+            .clone()
+            .or_else(|| env("CBUILD_REMOTE_INSTANCE_NAME"))
+            .or(c.cache.remote_instance_name.clone());
+        let mut remote_headers = parse_headers(g.remote_headers.iter().map(String::as_str), "--remote-header")?;
+        if let Some(v) = env("CBUILD_REMOTE_HEADERS") {
+            remote_headers.extend(parse_headers(v.lines(), "CBUILD_REMOTE_HEADERS")?);
+        }
+        let remote_headers = RemoteHeaders(remote_headers);
         let remote_signing_key = env(crate::remote::SIGNING_KEY_ENV).map(PathBuf::from);
         let remote_trusted_keys = match env(crate::remote::TRUSTED_KEYS_ENV) {
             Some(list) => crate::remote::signing::parse_public_keys(&list)
@@ -207,6 +260,8 @@ impl Settings {
             quiet: g.quiet,
             remote_cache,
             remote_mode,
+            remote_instance_name,
+            remote_headers,
             remote_signing_key,
             remote_trusted_keys,
             starlark_limits,

@@ -54,6 +54,8 @@ pub struct CacheConfig {
     pub remote_mode: Option<String>,
     /// Public keys (base64 or hex) whose signed remote-cache entries are accepted.
     pub remote_trusted_keys: Option<Vec<String>>,
+    /// REAPI instance name of a `grpc://` remote cache (default: the URL's path, else `""`).
+    pub remote_instance_name: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

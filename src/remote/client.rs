@@ -17,6 +17,7 @@ use super::budget::Budget;
 use super::config::{parse_base_url, RemoteAuth, RemoteMode, Timeouts};
 use super::entry::{self, RemoteEntry};
 use super::error::{status_hint, RemoteError, Result};
+use super::grpc::Grpc;
 use super::signing::{PublicKey, SigningKey, SIGNING_KEY_ENV, TRUSTED_KEYS_ENV};
 use super::validate::{self, Expected};
 use crate::cas::{BlobDir, CasError};
@@ -109,6 +110,13 @@ pub struct RemoteHit {
 /// ```
 pub struct RemoteCache {
     base: String,
+    /// The REAPI transport for `grpc://` / `grpcs://` URLs; `None`: the HTTP protocol.
+    grpc: Option<Grpc>,
+    /// The credentials as headers (`authorization`), for a gRPC endpoint rebuilt by
+    /// [`RemoteCache::with_options`].
+    auth_headers: Vec<(String, String)>,
+    /// `--remote-header`s (HTTP and gRPC); values never printed.
+    extra_headers: reqwest::header::HeaderMap,
     mode: RemoteMode,
     auth: Option<HeaderValue>,
     auth_kind: &'static str,
@@ -191,6 +199,12 @@ impl RemoteCache {
             }
             RemoteAuth::Bearer(token) => (Some(format!("Bearer {token}")), "bearer (redacted)"),
         };
+        let auth_headers: Vec<(String, String)> =
+            header.iter().map(|h| ("authorization".to_string(), h.clone())).collect();
+        let grpc = match base.split_once("://") {
+            Some(("grpc" | "grpcs", _)) => Some(Grpc::new(&base, None, &auth_headers, timeouts)?),
+            _ => None,
+        };
         let auth = header
             .map(|h| {
                 let mut v = HeaderValue::from_str(&h).map_err(|_| RemoteError::BadAuth {
@@ -202,6 +216,9 @@ impl RemoteCache {
             .transpose()?;
         Ok(RemoteCache {
             base,
+            grpc,
+            auth_headers,
+            extra_headers: reqwest::header::HeaderMap::new(),
             mode,
             auth,
             auth_kind,
@@ -219,6 +236,44 @@ impl RemoteCache {
             warning: Mutex::new(None),
             reads_off: Mutex::new(None),
         })
+    }
+
+    /// Headers sent with every request (`--remote-header NAME=VALUE`: API keys of hosted caches;
+    /// the values are never printed) and, for a gRPC cache, the instance name (`None`: the URL's
+    /// path). Credentials from [`RemoteAuth`] stay.
+    pub fn with_options(mut self, instance: Option<&str>, headers: &[(String, String)]) -> Result<RemoteCache> {
+        let bad =
+            |k: &str, what: &str| RemoteError::BadAuth { reason: format!("header `{k}`: {what} (value not shown)") };
+        let mut map = reqwest::header::HeaderMap::new();
+        for (k, v) in headers {
+            let name =
+                reqwest::header::HeaderName::from_bytes(k.as_bytes()).map_err(|_| bad(k, "not a valid header name"))?;
+            let mut val =
+                HeaderValue::from_str(v).map_err(|_| bad(k, "the value contains characters a header cannot carry"))?;
+            val.set_sensitive(true);
+            map.append(name, val);
+        }
+        self.extra_headers = map;
+        if self.grpc.is_some() {
+            let all: Vec<(String, String)> = self.auth_headers.iter().chain(headers).cloned().collect();
+            self.grpc = Some(Grpc::new(&self.base, instance, &all, self.timeouts)?);
+        } else if instance.is_some_and(|i| !i.is_empty()) {
+            return Err(RemoteError::BadUrl {
+                url: self.base.clone(),
+                reason: "an instance name is a REAPI (gRPC) notion; an HTTP cache takes a path prefix in its URL"
+                    .into(),
+            });
+        }
+        Ok(self)
+    }
+
+    /// The protocol: `"grpc"` (REAPI) or `"http"` (Bazel HTTP cache).
+    pub fn protocol(&self) -> &'static str {
+        if self.grpc.is_some() {
+            "grpc"
+        } else {
+            "http"
+        }
     }
 
     /// Replaces the time budget (tests use a tight one).
@@ -410,8 +465,14 @@ impl RemoteCache {
     /// Returns the size. A blob already in `local` is re-hashed and, if intact, not downloaded
     /// again; a damaged one is replaced by the download.
     pub fn fetch_blob(&self, digest: &Digest, local: &BlobDir) -> Result<u64> {
+        self.fetch_sized_blob(digest, 0, local)
+    }
+
+    /// [`Self::fetch_blob`] for a blob of known size (a gRPC cache names blobs by digest and size,
+    /// so it needs the size: [`RemoteEntry::blobs`] lists it).
+    pub fn fetch_sized_blob(&self, digest: &Digest, size: u64, local: &BlobDir) -> Result<u64> {
         self.guard()?;
-        let r = self.fetch_blob_inner(digest, 0, local);
+        let r = self.fetch_blob_inner(digest, size, local);
         self.observe(r)
     }
 
@@ -419,14 +480,27 @@ impl RemoteCache {
     /// checked: a reader checks them, and a writer re-uploading would send them again anyway).
     pub fn has_action(&self, key: &Blake3) -> Result<bool> {
         self.guard()?;
+        if let Some(g) = &self.grpc {
+            let r = self.retrying(|| g.get_action_result(key, self.timeouts.request)).map(|ar| ar.is_some());
+            return self.observe(r);
+        }
         let url = self.ac_url(key);
         let r = self.head_len(&url, false).map(|n| n.is_some());
         self.observe(r)
     }
 
-    /// True if the server has the blob (HEAD).
+    /// True if the server has the blob (HEAD; over gRPC FindMissingBlobs, which needs `size`).
     pub fn has_blob(&self, digest: &Digest) -> Result<bool> {
+        self.has_sized_blob(digest, 0)
+    }
+
+    /// [`Self::has_blob`] for a blob of known size.
+    pub fn has_sized_blob(&self, digest: &Digest, size: u64) -> Result<bool> {
         self.guard()?;
+        if let Some(g) = &self.grpc {
+            let r = self.retrying(|| g.find_missing(&[(digest.clone(), size)])).map(|m| m.is_empty());
+            return self.observe(r);
+        }
         let url = self.cas_url(digest);
         let r = self.head_len(&url, false).map(|n| n.is_some());
         self.observe(r)
@@ -435,6 +509,9 @@ impl RemoteCache {
     // ---- operations ----
 
     fn get_action_inner(&self, key: &Blake3) -> Result<Option<RemoteEntry>> {
+        if let Some(g) = &self.grpc {
+            return self.get_action_grpc(g, key);
+        }
         let url = self.ac_url(key);
         let (resp, until) = self.get(&url, 0)?;
         match resp.status() {
@@ -471,15 +548,73 @@ impl RemoteCache {
                 url: self.base.clone(),
             });
         }
-        let opened = entry::open(&body).map_err(bad)?;
+        self.open_entry(key, &url, &body, &decoded).map(Some)
+    }
+
+    /// The result file's `body` (its digest checked) as the entry `decoded` points at.
+    fn open_entry(&self, key: &Blake3, url: &str, body: &[u8], decoded: &entry::Decoded) -> Result<RemoteEntry> {
+        let bad = |reason: String| RemoteError::BadEntry { key: key.to_hex(), url: url.to_string(), reason };
+        let opened = entry::open(body).map_err(bad)?;
         let signer = self.check_signature(key, &opened).map_err(|reason| RemoteError::Untrusted {
             key: key.to_hex(),
-            url: url.clone(),
+            url: url.to_string(),
             reason,
         })?;
-        let mut e = entry::parse_result_file(key, &opened.record, &decoded).map_err(bad)?;
+        let mut e = entry::parse_result_file(key, &opened.record, decoded).map_err(bad)?;
         e.signer = signer;
-        Ok(Some(e))
+        Ok(e)
+    }
+
+    /// [`Self::get_action_inner`] over REAPI: GetActionResult, then the result file by
+    /// BatchReadBlobs (or ByteStream), checked against its digest.
+    fn get_action_grpc(&self, g: &Grpc, key: &Blake3) -> Result<Option<RemoteEntry>> {
+        let url = self.ac_url(key);
+        let bad = |reason: String| RemoteError::BadEntry { key: key.to_hex(), url: url.clone(), reason };
+        let timeout = self.lookup_timeout()?;
+        let Some(ar) = self.retrying(|| g.get_action_result(key, timeout))? else { return Ok(None) };
+        let decoded = entry::decode_result(&ar).map_err(bad)?;
+        let (rd, rsize) = &decoded.result_file;
+        if *rsize > MAX_RESULT_FILE_BYTES {
+            return Err(bad(format!("`{}` is {rsize} bytes", entry::RESULT_FILE)));
+        }
+        let mut body = Vec::with_capacity(*rsize as usize);
+        let timeout = self.lookup_timeout()?;
+        // The server dropped the result file (eviction): the entry is incomplete, a miss.
+        let Some(_) = g.read_blob(rd, *rsize, timeout, &mut body)? else { return Ok(None) };
+        let actual = Digest::of_bytes(&body);
+        if &actual != rd || body.len() as u64 != *rsize {
+            self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).insert(rd.clone());
+            return Err(RemoteError::Corrupt {
+                digest: rd.clone(),
+                actual,
+                bytes: body.len() as u64,
+                url: self.base.clone(),
+            });
+        }
+        self.open_entry(key, &url, &body, &decoded).map(Some)
+    }
+
+    /// The timeout of a request on the critical path: what the build's budget has left, at most
+    /// the configured request timeout.
+    fn lookup_timeout(&self) -> Result<Duration> {
+        self.budget.request_timeout(self.timeouts.request).ok_or_else(|| RemoteError::OverBudget {
+            url: self.base.clone(),
+            reason: self.budget.exhausted().unwrap_or_else(|| "the time budget is spent".into()),
+        })
+    }
+
+    /// `f`, again after a retryable failure (as the HTTP requests are).
+    fn retrying<T>(&self, mut f: impl FnMut() -> Result<T>) -> Result<T> {
+        let mut attempt = 0;
+        loop {
+            match f() {
+                Err(e) if attempt < RETRIES && retryable(&e) && backoff(attempt + 1) < self.budget.remaining() => {
+                    attempt += 1;
+                    std::thread::sleep(backoff(attempt));
+                }
+                r => return r,
+            }
+        }
     }
 
     /// `Ok(None)` without trusted keys (nothing to check); `Ok(Some(key))` for a valid signature
@@ -520,6 +655,17 @@ impl RemoteCache {
             sized.push((d.clone(), local.size(d).map_err(|source| RemoteError::Local { source })?));
         }
         let mut stats = PutStats::default();
+        if let Some(g) = &self.grpc {
+            return self.put_action_grpc(
+                g,
+                key,
+                (result_json, components_json, exec_ms),
+                &unique,
+                &sized,
+                local,
+                signer,
+            );
+        }
         for (d, size) in &sized {
             if self.upload_blob(d, *size, local)? {
                 stats.blobs_uploaded += 1;
@@ -538,6 +684,59 @@ impl RemoteCache {
         let ac = entry::encode((&rd, rf.len() as u64), &sized);
         let url = self.ac_url(key);
         self.put_bytes(&url, ac)?;
+        Ok(stats)
+    }
+
+    /// [`Self::put_action_inner`] over REAPI: one FindMissingBlobs for every blob and the result
+    /// file, uploads of the missing ones (and of any served damaged in this build), then
+    /// UpdateActionResult last.
+    #[allow(clippy::too_many_arguments)]
+    fn put_action_grpc(
+        &self,
+        g: &Grpc,
+        key: &Blake3,
+        (result_json, components_json, exec_ms): (&str, &str, Option<u64>),
+        unique: &[Digest],
+        sized: &[(Digest, u64)],
+        local: &BlobDir,
+        signer: &SigningKey,
+    ) -> Result<PutStats> {
+        if g.ac_read_only() {
+            return Ok(PutStats { skipped_read_only: true, ..PutStats::default() });
+        }
+        let record = entry::result_file_timed(key, result_json, components_json, unique, exec_ms);
+        let rf = entry::seal(key, &record, Some(signer));
+        let rd = Digest::of_bytes(&rf);
+        let mut all = sized.to_vec();
+        all.push((rd.clone(), rf.len() as u64));
+        let missing: HashSet<Digest> = self.retrying(|| g.find_missing(&all))?.into_iter().collect();
+        let mut stats = PutStats::default();
+        for (d, size) in sized {
+            if !missing.contains(d) && !self.is_corrupt(d) {
+                stats.blobs_present += 1;
+                continue;
+            }
+            let (reader, bad_local) = verifying_reader(d, *size, local)?;
+            match g.write_blob(d, *size, Box::new(reader)) {
+                Ok(()) => {
+                    self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).remove(d);
+                    stats.blobs_uploaded += 1;
+                    stats.bytes_uploaded += size;
+                }
+                Err(e) if *bad_local.lock().unwrap_or_else(|p| p.into_inner()) => {
+                    return match local.verify(d) {
+                        Err(source) => Err(RemoteError::Local { source }),
+                        Ok(()) => Err(e),
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if missing.contains(&rd) || self.is_corrupt(&rd) {
+            g.write_blob(&rd, rf.len() as u64, Box::new(io::Cursor::new(rf.clone())))?;
+        }
+        let ar = entry::action_result((&rd, rf.len() as u64), sized);
+        self.retrying(|| g.update_action_result(key, ar.clone()))?;
         Ok(stats)
     }
 
@@ -565,15 +764,7 @@ impl RemoteCache {
     }
 
     fn upload_blob_once(&self, d: &Digest, size: u64, local: &BlobDir, url: &str) -> Result<bool> {
-        let file = local.open_blob(d).map_err(|source| RemoteError::Local { source })?;
-        let bad_local = Arc::new(Mutex::new(false));
-        let reader = VerifyingReader {
-            file,
-            hasher: HashingWriter::new(io::sink()),
-            remaining: size,
-            expected: d.clone(),
-            bad: bad_local.clone(),
-        };
+        let (reader, bad_local) = verifying_reader(d, size, local)?;
         let rb = self.client()?.put(url).timeout(self.timeouts.upload(size)).body(Body::sized(reader, size));
         match self.put(url, rb) {
             Ok(()) => {
@@ -619,15 +810,6 @@ impl RemoteCache {
             }
         }
         let url = self.cas_url(d);
-        let (resp, until) = self.get(&url, size)?;
-        let mut resp = Deadline::new(resp, until);
-        match resp.status() {
-            StatusCode::NOT_FOUND => {
-                return Err(RemoteError::BlobMissing { digest: d.clone(), url: self.base.clone() })
-            }
-            s if !s.is_success() => return Err(status_error("GET", &url, s)),
-            _ => {}
-        }
         let dest = local.path(d);
         let dir = dest.parent().expect("blob paths have a directory").to_path_buf();
         let io_err = |path: &std::path::Path| {
@@ -639,15 +821,35 @@ impl RemoteCache {
         let tmp = crate::cas::new_temp(&dir, "remote-", false).map_err(io_err(&dir))?;
         let tmp_path = tmp.path().to_path_buf();
         let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp));
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = match resp.read(&mut buf) {
-                Ok(0) => break,
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(source) => return Err(RemoteError::Read { method: "GET", url, source }),
-            };
-            w.write_all(&buf[..n]).map_err(io_err(&tmp_path))?;
+        let missing = || RemoteError::BlobMissing { digest: d.clone(), url: self.base.clone() };
+        if let Some(g) = &self.grpc {
+            if size == 0 && d != &Digest::of_bytes(b"") {
+                return Err(RemoteError::Client {
+                    reason: format!(
+                        "blob `{d}`: a gRPC cache names blobs by digest and size, and the size is not known"
+                    ),
+                });
+            }
+            let timeout = self.lookup_timeout()?;
+            g.read_blob(d, size, timeout, &mut w)?.ok_or_else(missing)?;
+        } else {
+            let (resp, until) = self.get(&url, size)?;
+            let mut resp = Deadline::new(resp, until);
+            match resp.status() {
+                StatusCode::NOT_FOUND => return Err(missing()),
+                s if !s.is_success() => return Err(status_error("GET", &url, s)),
+                _ => {}
+            }
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = match resp.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(source) => return Err(RemoteError::Read { method: "GET", url, source }),
+                };
+                w.write_all(&buf[..n]).map_err(io_err(&tmp_path))?;
+            }
         }
         let (bw, actual, bytes) = w.finish();
         let tmp = bw.into_inner().map_err(|e| io_err(&tmp_path)(e.into_error()))?;
@@ -688,6 +890,7 @@ impl RemoteCache {
             Some(h) => rb.header(AUTHORIZATION, h.clone()),
             None => rb,
         };
+        let rb = if self.extra_headers.is_empty() { rb } else { rb.headers(self.extra_headers.clone()) };
         rb.send().map_err(|e| {
             let reason = describe(&e, &self.timeouts);
             let unreachable = e.is_connect() || e.is_timeout();
@@ -859,6 +1062,10 @@ fn retryable(e: &RemoteError) -> bool {
         RemoteError::Transport { unreachable, .. } => !unreachable,
         RemoteError::Read { .. } => true,
         RemoteError::Status { status, .. } => *status >= 500 || *status == 429,
+        RemoteError::Grpc { code, unreachable, .. } => {
+            use tonic::Code::*;
+            !unreachable && matches!(code, Unavailable | ResourceExhausted | Aborted | Internal | Unknown)
+        }
         _ => false,
     }
 }
@@ -929,6 +1136,20 @@ fn read_limited(resp: impl Read, limit: u64, url: &str) -> Result<Option<Vec<u8>
         source,
     })?;
     Ok((out.len() as u64 <= limit).then_some(out))
+}
+
+/// A [`VerifyingReader`] over the local blob `d` and the flag it sets when the bytes do not match.
+fn verifying_reader(d: &Digest, size: u64, local: &BlobDir) -> Result<(VerifyingReader, Arc<Mutex<bool>>)> {
+    let file = local.open_blob(d).map_err(|source| RemoteError::Local { source })?;
+    let bad = Arc::new(Mutex::new(false));
+    let reader = VerifyingReader {
+        file,
+        hasher: HashingWriter::new(io::sink()),
+        remaining: size,
+        expected: d.clone(),
+        bad: bad.clone(),
+    };
+    Ok((reader, bad))
 }
 
 /// Reads a local blob for upload, hashing it on the way; if the bytes do not match the digest the

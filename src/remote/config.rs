@@ -122,8 +122,10 @@ impl Timeouts {
 pub(crate) fn parse_base_url(url: &str) -> Result<(String, Option<(String, String)>)> {
     let bad = |reason: &str| RemoteError::BadUrl { url: redact_url(url), reason: reason.to_string() };
     let mut u = reqwest::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    if !matches!(u.scheme(), "http" | "https") {
-        return Err(bad("the scheme must be `http` or `https`"));
+    if !matches!(u.scheme(), "http" | "https" | "grpc" | "grpcs") {
+        return Err(bad(
+            "the scheme must be `http` or `https` (Bazel HTTP cache) or `grpc` or `grpcs` (REAPI v2 over gRPC)",
+        ));
     }
     if u.host_str().is_none_or(str::is_empty) {
         return Err(bad("there is no host"));
@@ -211,7 +213,9 @@ mod tests {
         assert_eq!(parse_base_url("https://c.example/pre/fix/").unwrap().0, "https://c.example/pre/fix");
         let (u, c) = parse_base_url("http://us%40er:p%3Aw@h:1/x").unwrap();
         assert_eq!((u.as_str(), c), ("http://h:1/x", Some(("us@er".into(), "p:w".into()))));
-        for bad in ["ftp://h/", "h:1", "http://h/?q=1", "not a url"] {
+        assert_eq!(parse_base_url("grpc://127.0.0.1:8980/main").unwrap().0, "grpc://127.0.0.1:8980/main");
+        assert_eq!(parse_base_url("grpcs://t:k@c.example:443").unwrap().1, Some(("t".into(), "k".into())));
+        for bad in ["ftp://h/", "h:1", "http://h/?q=1", "not a url", "grpc:///x"] {
             assert!(parse_base_url(bad).is_err(), "{bad}");
         }
         let e = parse_base_url("ftp://u:s3cret@h/").unwrap_err().to_string();

@@ -13,9 +13,12 @@ use std::collections::BTreeMap;
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
 
-use super::proto::{ActionResult, OutputFile, ProtoDigest};
 use super::signing::{PublicKey, SigningKey, SIGNATURE_LEN};
 use crate::model::digest::{Blake3, Digest};
+use bazel_remote_apis::build::bazel::remote::execution::v2::{
+    ActionResult, Digest as ProtoDigest, ExecutedActionMetadata, OutputFile,
+};
+use prost::Message as _;
 
 /// Path of the output file whose blob holds cbuild's own result JSON.
 pub const RESULT_FILE: &str = "cbuild-result.json";
@@ -156,17 +159,27 @@ pub fn open(bytes: &[u8]) -> Result<Opened, String> {
     }
 }
 
-/// The `/ac/` value: one output file per blob, then the result file.
+/// The `/ac/` value as bytes (HTTP): [`action_result`] in protobuf encoding. prost writes fields
+/// in tag order and omits defaults, REAPI's canonical form, so equal entries are equal bytes.
 pub fn encode(result_file: (&Digest, u64), blobs: &[(Digest, u64)]) -> Vec<u8> {
+    action_result(result_file, blobs).encode_to_vec()
+}
+
+/// The action-cache value: one output file per blob, then the result file.
+pub fn action_result(result_file: (&Digest, u64), blobs: &[(Digest, u64)]) -> ActionResult {
     let file = |path: String, d: &Digest, size: u64| OutputFile {
         path,
-        digest: ProtoDigest { hash: d.hex().to_string(), size_bytes: size as i64 },
-        is_executable: false,
+        digest: Some(ProtoDigest { hash: d.hex().to_string(), size_bytes: size as i64 }),
+        ..Default::default()
     };
     let mut output_files: Vec<OutputFile> =
         blobs.iter().enumerate().map(|(i, (d, n))| file(format!("blobs/{i}"), d, *n)).collect();
     output_files.push(file(RESULT_FILE.to_string(), result_file.0, result_file.1));
-    ActionResult { output_files, worker: WORKER.to_string() }.encode()
+    ActionResult {
+        output_files,
+        execution_metadata: Some(ExecutedActionMetadata { worker: WORKER.to_string(), ..Default::default() }),
+        ..Default::default()
+    }
 }
 
 /// A decoded `/ac/` value: where the result file is and the sizes of the blobs it lists.
@@ -178,16 +191,22 @@ pub struct Decoded {
     pub blobs: BTreeMap<Digest, u64>,
 }
 
-/// Decodes an `/ac/` value; the error says why it is not a cbuild entry.
+/// Decodes an `/ac/` value (HTTP); the error says why it is not a cbuild entry.
 pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
-    let ar = ActionResult::decode(bytes).map_err(|e| e.to_string())?;
+    let ar = ActionResult::decode(bytes).map_err(|e| format!("malformed protobuf: {e}"))?;
+    decode_result(&ar)
+}
+
+/// Reads a decoded `ActionResult` (gRPC, or [`decode`]) as a cbuild entry.
+pub fn decode_result(ar: &ActionResult) -> Result<Decoded, String> {
     let mut result_file = None;
     let mut blobs = BTreeMap::new();
     for f in &ar.output_files {
-        let d = Digest::from_hex(&f.digest.hash)
-            .map_err(|_| format!("output `{}` has digest `{}`, not sha256", f.path, f.digest.hash))?;
-        let size = u64::try_from(f.digest.size_bytes)
-            .map_err(|_| format!("output `{}` has negative size {}", f.path, f.digest.size_bytes))?;
+        let digest = f.digest.clone().unwrap_or_default();
+        let d = Digest::from_hex(&digest.hash)
+            .map_err(|_| format!("output `{}` has digest `{}`, not sha256", f.path, digest.hash))?;
+        let size = u64::try_from(digest.size_bytes)
+            .map_err(|_| format!("output `{}` has negative size {}", f.path, digest.size_bytes))?;
         if f.path == RESULT_FILE {
             if result_file.replace((d, size)).is_some() {
                 return Err(format!("`{RESULT_FILE}` is listed twice"));
@@ -198,8 +217,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, String> {
             }
         }
     }
-    let result_file = result_file
-        .ok_or_else(|| format!("no `{RESULT_FILE}` output (not written by cbuild, worker `{}`)", ar.worker))?;
+    let worker = ar.execution_metadata.as_ref().map_or("", |m| m.worker.as_str());
+    let result_file =
+        result_file.ok_or_else(|| format!("no `{RESULT_FILE}` output (not written by cbuild, worker `{worker}`)"))?;
     Ok(Decoded { result_file, blobs })
 }
 
@@ -257,10 +277,20 @@ mod tests {
             }
         );
         // The value lists paths bazel-remote can validate: every blob plus the result file.
-        let ar = ActionResult::decode(&ac).unwrap();
+        let ar = ActionResult::decode(ac.as_slice()).unwrap();
         let paths: Vec<&str> = ar.output_files.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(paths, ["blobs/0", "blobs/1", RESULT_FILE]);
-        assert_eq!(ar.worker, WORKER);
+        assert_eq!(ar.execution_metadata.unwrap().worker, WORKER);
+        // The bytes of the hand-written encoder this replaced (REAPI canonical form): entries
+        // written by earlier cbuilds and by this one are the same values.
+        let one = encode((&Digest::of_bytes(b"r"), 2), &[]);
+        let mut want = vec![0x12, 0x5c, 0x0a, 0x12];
+        want.extend_from_slice(RESULT_FILE.as_bytes());
+        want.extend_from_slice(&[0x12, 0x46, 0x0a, 0x40]);
+        want.extend_from_slice(Digest::of_bytes(b"r").hex().as_bytes());
+        want.extend_from_slice(&[0x10, 0x02, 0x4a, 0x08, 0x0a, 0x06]);
+        want.extend_from_slice(WORKER.as_bytes());
+        assert_eq!(one, want);
     }
 
     #[test]
@@ -316,18 +346,18 @@ mod tests {
         let foreign = ActionResult {
             output_files: vec![OutputFile {
                 path: "bazel-out/x".into(),
-                digest: ProtoDigest { hash: "ab".repeat(32), size_bytes: 1 },
-                is_executable: false,
+                digest: Some(ProtoDigest { hash: "ab".repeat(32), size_bytes: 1 }),
+                ..Default::default()
             }],
-            worker: String::new(),
+            ..Default::default()
         };
-        assert!(decode(&foreign.encode()).unwrap_err().contains("no `cbuild-result.json`"));
+        assert!(decode(&foreign.encode_to_vec()).unwrap_err().contains("no `cbuild-result.json`"));
         let mut bad = foreign.clone();
-        bad.output_files[0].digest.hash = "xyz".into();
-        assert!(decode(&bad.encode()).unwrap_err().contains("not sha256"));
+        bad.output_files[0].digest.as_mut().unwrap().hash = "xyz".into();
+        assert!(decode(&bad.encode_to_vec()).unwrap_err().contains("not sha256"));
         let mut neg = foreign;
-        neg.output_files[0].digest.size_bytes = -5;
-        assert!(decode(&neg.encode()).unwrap_err().contains("negative size"));
+        neg.output_files[0].digest.as_mut().unwrap().size_bytes = -5;
+        assert!(decode(&neg.encode_to_vec()).unwrap_err().contains("negative size"));
         assert!(decode(b"\xff\xff").unwrap_err().contains("malformed protobuf"));
     }
 }

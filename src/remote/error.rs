@@ -49,6 +49,17 @@ pub enum RemoteError {
         /// A `(hint: …)` suffix for statuses a person can fix (401, 403, 413, 507), or empty.
         hint: &'static str,
     },
+    /// A REAPI gRPC call failed: the server's status (or a transport failure as `UNAVAILABLE`).
+    #[error("remote cache `{url}`: `{method}` failed with {}{}{}", code_name(*code), colon(message), grpc_hint(*code))]
+    Grpc {
+        method: &'static str,
+        url: String,
+        code: tonic::Code,
+        message: String,
+        /// The connection could not be set up at all (refused, TLS mismatch, no answer in the
+        /// connect timeout): enough to turn the remote off.
+        unreachable: bool,
+    },
     /// A blob's bytes from the server do not hash to its digest (poisoned or truncated). Nothing
     /// was stored locally.
     #[error(
@@ -97,6 +108,8 @@ impl RemoteError {
         match self {
             RemoteError::Transport { .. } | RemoteError::Read { .. } | RemoteError::Client { .. } => true,
             RemoteError::Status { status, .. } => matches!(status, 401 | 403 | 407 | 429) || *status >= 500,
+            // NOT_FOUND is a miss, handled before it becomes an error; the rest is the server.
+            RemoteError::Grpc { code, .. } => *code != tonic::Code::NotFound,
             _ => false,
         }
     }
@@ -110,6 +123,14 @@ impl RemoteError {
             RemoteError::Transport { unreachable, .. } => *unreachable,
             RemoteError::Client { .. } => true,
             RemoteError::Status { status, .. } => matches!(status, 401 | 403 | 407),
+            RemoteError::Grpc { code, unreachable, .. } => {
+                use tonic::Code::*;
+                *unreachable
+                    || matches!(
+                        code,
+                        Unauthenticated | PermissionDenied | Unimplemented | InvalidArgument | FailedPrecondition
+                    )
+            }
             _ => false,
         }
     }
@@ -136,6 +157,7 @@ impl RemoteError {
             RemoteError::Status { status: 429, .. } => "rate limited (429)",
             RemoteError::Status { .. } => "HTTP error",
             RemoteError::Transport { .. } | RemoteError::Read { .. } => "network error",
+            RemoteError::Grpc { .. } => "gRPC error",
             _ => "error",
         }
     }
@@ -149,6 +171,42 @@ impl RemoteError {
 
 /// The remote module's result type.
 pub type Result<T, E = RemoteError> = std::result::Result<T, E>;
+
+/// `NOT_FOUND`, `UNAVAILABLE`, … as gRPC documents the codes.
+fn code_name(c: tonic::Code) -> String {
+    let mut out = String::new();
+    for (i, ch) in format!("{c:?}").chars().enumerate() {
+        if ch.is_ascii_uppercase() && i > 0 {
+            out.push('_');
+        }
+        out.push(ch.to_ascii_uppercase());
+    }
+    out
+}
+
+fn colon(m: &str) -> String {
+    if m.is_empty() {
+        String::new()
+    } else {
+        format!(": {m}")
+    }
+}
+
+/// The `(hint: …)` suffix of a [`RemoteError::Grpc`].
+fn grpc_hint(c: tonic::Code) -> &'static str {
+    match c {
+        tonic::Code::Unauthenticated => {
+            " (hint: the server wants credentials: set CBUILD_REMOTE_CACHE_TOKEN or CBUILD_REMOTE_CACHE_AUTH, \
+             or pass `--remote-header NAME=VALUE`, e.g. the API-key header your server documents)"
+        }
+        tonic::Code::PermissionDenied => " (hint: the credentials are not allowed to do this; use read-only mode to only read)",
+        tonic::Code::InvalidArgument | tonic::Code::NotFound => {
+            " (hint: check the instance name: the path of the `grpc://host:port/<instance>` URL or `--remote-instance-name`)"
+        }
+        tonic::Code::Unimplemented => " (hint: is this a REAPI v2 server? For an HTTP cache use `http://`)",
+        _ => "",
+    }
+}
 
 /// The `(hint: …)` suffix of a [`RemoteError::Status`].
 pub(crate) fn status_hint(status: u16) -> &'static str {

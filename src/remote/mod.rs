@@ -36,7 +36,7 @@ pub mod client;
 pub mod config;
 pub mod entry;
 pub mod error;
-pub mod proto;
+pub mod grpc;
 pub mod signing;
 pub mod validate;
 

@@ -180,6 +180,8 @@ pub fn build_session(
                 Default::default(),
             )
             .map_err(|e| Failure::user(format!("remote cache: {e}")))?
+            .with_options(s.remote_instance_name.as_deref(), &s.remote_headers.0)
+            .map_err(|e| Failure::user(format!("remote cache: {e}")))?
             .with_trusted_keys(s.remote_trusted_keys.clone());
             // Signing key (uploads) and trust (reads): see RELIABILITY.md, "Remote cache trust".
             if let Some(path) = &s.remote_signing_key {
