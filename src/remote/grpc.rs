@@ -410,7 +410,14 @@ impl Grpc {
                 method: "connect",
                 url: self.url.clone(),
                 code: Code::Unavailable,
-                message: describe_transport(&e),
+                message: match &self.tls_domain {
+                    // rustls meeting a plaintext HTTP/2 server: "received corrupt message of type
+                    // InvalidContentType".
+                    Some(_) => {
+                        format!("{} (grpcs:// speaks TLS; if the server does not, use grpc://)", describe_transport(&e))
+                    }
+                    None => describe_transport(&e),
+                },
                 unreachable: true,
             })
         })?;

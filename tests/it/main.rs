@@ -39,6 +39,7 @@ mod reliability_security;
 mod remote_cache;
 mod remote_cli;
 mod remote_faults;
+mod remote_grpc;
 mod remote_state;
 mod sandbox_escape;
 mod security_buildpacks;

@@ -10,9 +10,10 @@ use std::time::{Duration, Instant};
 
 use cbuild::cas::{BlobDir, CasError};
 use cbuild::model::digest::{Blake3, Digest};
-use cbuild::remote::proto::ActionResult;
+use cbuild::remote::reapi::ActionResult;
 use cbuild::remote::signing::generate_pem;
 use cbuild::remote::{entry, RemoteAuth, RemoteCache, RemoteError, RemoteHealth, RemoteMode, SigningKey, Timeouts};
+use prost::Message as _;
 
 use crate::common::cache_server::CacheServer;
 
@@ -97,12 +98,13 @@ fn runner_b_gets_entry_from_runner_a_and_fetches_blobs_lazily() {
     for d in &blobs {
         assert_eq!(fs::read(server.cas_file(d)).unwrap(), fs::read(a.path(d)).unwrap());
     }
-    let ar = ActionResult::decode(&fs::read(server.ac_file(&key)).unwrap()).unwrap();
+    let ar = ActionResult::decode(fs::read(server.ac_file(&key)).unwrap().as_slice()).unwrap();
     assert_eq!(ar.output_files.len(), 3);
     assert_eq!(ar.output_files[2].path, "cbuild-result.json");
     for f in &ar.output_files {
-        let on_server = fs::metadata(server.data().join("cas").join(&f.digest.hash)).unwrap();
-        assert_eq!(on_server.len() as i64, f.digest.size_bytes, "{}", f.path);
+        let d = f.digest.as_ref().unwrap();
+        let on_server = fs::metadata(server.data().join("cas").join(&d.hash)).unwrap();
+        assert_eq!(on_server.len() as i64, d.size_bytes, "{}", f.path);
     }
 
     // Runner B: another, empty blob dir and another client.
@@ -210,8 +212,8 @@ fn poisoned_or_foreign_entries_are_errors_not_hits() {
     assert!(matches!(e, RemoteError::BadEntry { .. }), "{e:?}");
 
     // A poisoned result file.
-    let ar = ActionResult::decode(&fs::read(server.ac_file(&key)).unwrap()).unwrap();
-    let rf = server.data().join("cas").join(&ar.output_files[2].digest.hash);
+    let ar = ActionResult::decode(fs::read(server.ac_file(&key)).unwrap().as_slice()).unwrap();
+    let rf = server.data().join("cas").join(&ar.output_files[2].digest.as_ref().unwrap().hash);
     let text = fs::read_to_string(&rf).unwrap().replace("diff_id", "diff_ID");
     fs::write(&rf, text).unwrap();
     let e = remote.get_action(&key).unwrap_err();

@@ -67,24 +67,43 @@ fn digest(o: &Out) -> String {
 #[test]
 fn cache_layers_follow_the_target_to_a_fresh_runner() {
     let srv = CacheServer::shared();
-    let keys = common::keygen();
+    cache_layers_follow(&srv.url, &common::keygen(), "v1", |hex| srv.data().join("cas").join(hex));
+}
+
+/// The same over REAPI gRPC (BuildGrid).
+#[test]
+fn cache_layers_follow_the_target_to_a_fresh_runner_through_buildgrid() {
+    use common::buildgrid::BuildGrid;
+    let bg = BuildGrid::shared();
+    // Sources of their own: BuildGrid is one namespace for the whole test binary.
+    cache_layers_follow(&bg.url, BuildGrid::keys(), "grpc v1", |hex| bg.cas_file(hex));
+}
+
+/// Runner A fills the cache layer; runner B (empty cache, another checkout) gets every action
+/// from the remote at `url` and, after an edit, its buildpack finds the cache layer; a damaged
+/// state (the file `on_server(hex)` of the cache layer's blob) is discarded with a warning.
+fn cache_layers_follow(url: &str, keys: &common::Keys, v1: &str, on_server: impl Fn(&str) -> std::path::PathBuf) {
+    let v2 = format!("{v1} v2\n");
+    let v1 = format!("{v1}\n");
     let a = workspace();
-    let first = build(&a, Some(&srv.url), &keys.writer());
+    a.write("app/main.txt", &v1);
+    let first = build(&a, Some(url), &keys.writer());
     assert!(first.stdout.contains("cache: empty"), "{}", first.stdout);
 
     // Runner B: empty cache, another checkout. Everything comes from the remote...
     let b = workspace();
-    let hit = build(&b, Some(&srv.url), &keys.reader());
+    b.write("app/main.txt", &v1);
+    let hit = build(&b, Some(url), &keys.reader());
     assert_eq!(hit.summary["executed"], 0, "{:?}", hit.warnings);
     // ...and after an edit its buildpack finds the cache layer A filled.
-    b.write("app/main.txt", "v2\n");
-    let edited = build(&b, Some(&srv.url), &keys.reader());
+    b.write("app/main.txt", &v2);
+    let edited = build(&b, Some(url), &keys.reader());
     assert!(edited.stdout.contains("cache: restored"), "{}", edited.stdout);
     assert!(edited.stdout.contains("restoring the buildpack cache layers from remote cache"), "{}", edited.stdout);
 
     // The image equals a clean build of the same sources (cache layers are not in images).
     let c = workspace();
-    c.write("app/main.txt", "v2\n");
+    c.write("app/main.txt", &v2);
     let clean = build(&c, None, &[]);
     assert!(clean.stdout.contains("cache: empty"));
     assert_eq!(digest(&edited), digest(&clean));
@@ -95,14 +114,14 @@ fn cache_layers_follow_the_target_to_a_fresh_runner() {
     let v: serde_json::Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
     let blob =
         v[0]["layers"]["deps"]["cache_blob"]["digest"].as_str().unwrap().trim_start_matches("sha256:").to_string();
-    let on_server = srv.data().join("cas").join(&blob);
+    let on_server = on_server(&blob);
     let mut bytes = std::fs::read(&on_server).unwrap();
     let mid = bytes.len() / 2;
     bytes[mid] ^= 0x40;
     std::fs::write(&on_server, bytes).unwrap();
     let d = workspace();
-    d.write("app/main.txt", "v2\n");
-    let damaged = build(&d, Some(&srv.url), &keys.reader());
+    d.write("app/main.txt", &v2);
+    let damaged = build(&d, Some(url), &keys.reader());
     assert!(damaged.stdout.contains("cache: empty"), "{}", damaged.stdout);
     assert!(
         damaged.warnings.iter().any(|w| w.contains("cache state of `//app:img`") && w.contains("corrupt")),

@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 pub struct Daemon {
     script: &'static str,
     dir: tempfile::TempDir,
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`grpc://…` for BuildGrid)
     pub url: String,
 }
 
@@ -29,7 +29,7 @@ impl Daemon {
         let out = c.output().unwrap_or_else(|e| panic!("running {script}: {e}"));
         assert!(out.status.success(), "{script} start: {}", String::from_utf8_lossy(&out.stderr));
         let url = String::from_utf8(out.stdout).unwrap().trim().to_string();
-        assert!(url.starts_with("http://"), "{script} printed `{url}`");
+        assert!(url.starts_with("http://") || url.starts_with("grpc://"), "{script} printed `{url}`");
         Daemon { script, dir, url }
     }
 
@@ -73,8 +73,8 @@ fn stop(script: &str, dir: &Path) {
 fn stop_after_this_process(script: &str, dir: &Path) {
     use std::os::unix::process::CommandExt;
     // The server's pid, as the script recorded it (registry.sh: registry.pid, http-cache.sh:
-    // nginx.pid); checked against its command line before a signal, in case it was reused.
-    let pid = ["registry.pid", "nginx.pid"]
+    // nginx.pid, buildgrid.sh: buildgrid.pid); checked against its command line before a signal, in case it was reused.
+    let pid = ["registry.pid", "nginx.pid", "buildgrid.pid"]
         .iter()
         .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
         .map(|p| p.trim().to_string())

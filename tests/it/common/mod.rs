@@ -7,6 +7,7 @@
 //! oracle).
 #![allow(dead_code)]
 
+pub mod buildgrid;
 pub mod cache_server;
 pub mod child;
 pub mod daemon;
