@@ -168,7 +168,7 @@ impl Grpc {
 
     /// The `ActionResult` stored under `key`'s action digest, `None` on NOT_FOUND.
     pub fn get_action_result(&self, key: &Blake3, timeout: Duration) -> Found<re::ActionResult> {
-        let conn = self.conn()?;
+        let conn = self.conn(timeout)?;
         let req = re::GetActionResultRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(action_digest(key)),
@@ -184,7 +184,7 @@ impl Grpc {
 
     /// Stores `result` under `key`'s action digest.
     pub fn update_action_result(&self, key: &Blake3, result: re::ActionResult) -> Result<()> {
-        let conn = self.conn()?;
+        let conn = self.conn(self.timeouts.request)?;
         let req = re::UpdateActionResultRequest {
             instance_name: self.instance.clone(),
             action_digest: Some(action_digest(key)),
@@ -200,7 +200,7 @@ impl Grpc {
 
     /// Which of `blobs` the server lacks.
     pub fn find_missing(&self, blobs: &[(Digest, u64)]) -> Result<Vec<Digest>> {
-        let conn = self.conn()?;
+        let conn = self.conn(self.timeouts.request)?;
         let req = re::FindMissingBlobsRequest {
             instance_name: self.instance.clone(),
             blob_digests: blobs.iter().map(|(d, n)| proto_digest(d, *n)).collect(),
@@ -220,7 +220,7 @@ impl Grpc {
     /// Small blobs go in one BatchReadBlobs, larger ones through ByteStream Read. The bytes are
     /// not checked here (the caller hashes them on the way).
     pub fn read_blob(&self, d: &Digest, size: u64, timeout: Duration, out: &mut dyn Write) -> Found<u64> {
-        let conn = self.conn()?;
+        let conn = self.conn(timeout)?;
         let until = Instant::now() + timeout + Duration::from_secs(size / MIN_RATE);
         if size <= conn.batch_limit {
             let req = re::BatchReadBlobsRequest {
@@ -292,7 +292,7 @@ impl Grpc {
     /// limit, else a ByteStream Write in chunks. `src` fails (and the upload is not finished)
     /// when the local bytes do not match `d`, so the server never commits them.
     pub fn write_blob(&self, d: &Digest, size: u64, mut src: Box<dyn Read + Send>) -> Result<()> {
-        let conn = self.conn()?;
+        let conn = self.conn(self.timeouts.request)?;
         let timeout = self.timeouts.upload(size);
         if size <= conn.batch_limit {
             let mut data = Vec::with_capacity(size as usize);
@@ -385,14 +385,15 @@ impl Grpc {
 
     /// Connects and checks the server's capabilities, once; the outcome (also a failure) is kept,
     /// so a server that cannot be used costs one connect timeout per build.
-    fn conn(&self) -> Result<Conn> {
-        match self.conn.get_or_init(|| self.connect()) {
+    fn conn(&self, timeout: Duration) -> Result<Conn> {
+        match self.conn.get_or_init(|| self.connect(timeout)) {
             Ok(c) => Ok(c.clone()),
             Err(e) => Err(clone_setup_error(e)),
         }
     }
 
-    fn connect(&self) -> std::result::Result<Conn, RemoteError> {
+    /// `timeout`: for GetCapabilities, the first call's (on the critical path: the budget's).
+    fn connect(&self, timeout: Duration) -> std::result::Result<Conn, RemoteError> {
         let unusable = |reason: String| RemoteError::Client { reason: format!("`{}`: {reason}", self.url) };
         let mut ep = Endpoint::from_shared(self.origin.clone())
             .map_err(|e| unusable(e.to_string()))?
@@ -422,7 +423,6 @@ impl Grpc {
             })
         })?;
         let mut c = CapabilitiesClient::new(channel.clone());
-        let timeout = self.timeouts.request;
         let req = self.request(re::GetCapabilitiesRequest { instance_name: self.instance.clone() }, timeout);
         let caps = self.call("GetCapabilities", timeout, async move { c.get_capabilities(req).await })?;
         let cache = caps.cache_capabilities.ok_or_else(|| {

@@ -164,3 +164,33 @@ fn big_layer(ws: &Ws) -> String {
     assert!(size > 4 << 20, "{size}");
     hex
 }
+
+#[test]
+fn a_slow_grpc_cache_is_turned_off_by_the_time_budget() {
+    let bg = BuildGrid::shared();
+    let keys = BuildGrid::keys();
+    let a = workspace("slow");
+    ok(&build(&a, &bg.url, &keys.writer(), TARGETS));
+    // No remote: the local time of this build on this machine.
+    let local = support::copy_of(a.root(), None);
+    let t = std::time::Instant::now();
+    let want = local.ok(TARGETS);
+    let base = t.elapsed().as_secs_f64();
+    // 1 s on every chunk of bytes, both ways: each call costs at least 2 s.
+    let proxy = common::tcp_delay::DelayProxy::start(
+        bg.url.trim_start_matches("grpc://").to_string(),
+        std::time::Duration::from_millis(1000),
+    );
+    let b = support::copy_of(a.root(), None);
+    let t = std::time::Instant::now();
+    let o = build(&b, &format!("grpc://{}", proxy.addr), &keys.reader(), TARGETS);
+    let secs = t.elapsed().as_secs_f64();
+    assert_eq!(ok(&o), want);
+    let w = warnings(&o);
+    assert!(w.iter().any(|w| w.contains("turned off")), "{w:?}");
+    // The bound the budget gives (1 s grace + 15 % of the build), with room for a loaded 2-core
+    // machine, as for the HTTP cache in `remote_faults`.
+    let limit = base * 1.5 + 3.0;
+    eprintln!("local {base:.2} s, through a 1 s-latency gRPC cache {secs:.2} s (limit {limit:.2} s)");
+    assert!(secs < limit, "{secs:.2} s against {base:.2} s without a remote");
+}

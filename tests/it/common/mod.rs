@@ -15,6 +15,7 @@ pub mod fault_proxy;
 pub mod http;
 pub mod registry;
 pub mod support;
+pub mod tcp_delay;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
