@@ -526,7 +526,7 @@ def main():
                      "shared path each build would replace the previous service's files and re-send its own (measured: a no-op "
                      "sends ≈ 35 kB of metadata per build with a path per service, the service's whole source with a shared one).\n")
 
-    for title, f in (("Why", "why.md"), ("Profile", "profile.md")):
+    for title, f in (("Why", "why.md"), ("Profile", "profile.md"), ("Remote cache (bench/remote.sh)", "remote.md")):
         t = read(os.path.join(HERE, "notes", f)).strip()
         if t:
             L.append("## %s\n" % title)

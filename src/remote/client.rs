@@ -79,7 +79,8 @@ pub struct RemoteHit {
     pub exec_ms: Option<u64>,
 }
 
-/// A client of one Bazel-HTTP-protocol cache (nginx WebDAV, bazel-remote, S3 proxies).
+/// A client of one remote cache: Bazel HTTP protocol (nginx WebDAV, bazel-remote, S3 proxies) or
+/// REAPI v2 gRPC ([`super::grpc`]).
 ///
 /// `Send + Sync`; share it with `Arc`. Every method blocks: call it from a blocking context
 /// (`tokio::task::spawn_blocking`, like [`crate::cache::Cache`]). The HTTP client is built on

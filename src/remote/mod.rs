@@ -1,11 +1,13 @@
-//! The remote action cache over the Bazel HTTP cache protocol (`GET/HEAD/PUT {base}/ac/<key>` and
-//! `{base}/cas/<sha256>`), so nginx WebDAV, bazel-remote and S3 proxies serve it unchanged. No
-//! local cache, printing or settings resolution here: the scheduler and `cli` wire it in.
+//! The remote action cache, over two protocols that existing servers speak: Bazel's HTTP cache
+//! protocol (`GET/HEAD/PUT {base}/ac/<key>` and `{base}/cas/<sha256>`: nginx WebDAV, bazel-remote, S3
+//! proxies) and REAPI v2 over gRPC ([`grpc`]: BuildGrid, Buildbarn, BuildBuddy, NativeLink). No local
+//! cache, printing or settings resolution here: the scheduler and `cli` wire it in.
 //!
 //! ```text
-//! put_action: HEAD/PUT cas/<blob>… ─► PUT cas/<cbuild-result.json> ─► PUT ac/<key>   (AC last)
-//! get_action: GET ac/<key> ─► ActionResult ─► GET cas/<cbuild-result.json> ─► RemoteEntry
-//! fetch_blob: GET cas/<sha256> ─► temp file, sha256 checked ─► BlobDir   (lazily, per blob)
+//! put_action: blobs the server lacks ─► cbuild-result.json ─► the AC entry         (AC last)
+//!             HTTP: HEAD/PUT cas/<blob>…, PUT ac/<key>   gRPC: FindMissingBlobs, Batch/ByteStream, UpdateActionResult
+//! get_action: AC entry ─► ActionResult ─► cbuild-result.json (sha256 checked) ─► RemoteEntry
+//! fetch_blob: GET cas/<sha256> | BatchReadBlobs | ByteStream Read ─► temp file, sha256 checked ─► BlobDir
 //! ```
 //!
 //! Trust (RELIABILITY.md, "Remote cache trust"): only holders of a signing key write (every entry
@@ -16,20 +18,18 @@
 //!
 //! Encoding decisions:
 //! * CAS keys are the sha256 of the bytes (our OCI digests), so bazel-remote's CAS check passes.
-//! * The action key is our blake3 hex (64 hex digits), which both servers accept as an AC key.
-//! * The AC value is a serialized REAPI `ActionResult` ([`proto`]), as bazel-remote requires: its
-//!   `output_files` are every referenced blob (`blobs/<n>`) plus `cbuild-result.json`, whose CAS
-//!   blob holds our result and key components (see [`entry`]). bazel-remote's AC validation
-//!   (every referenced CAS blob exists) therefore passes, and the whole entry is content-addressed
-//!   except the small AC value itself, which is checked against the key it is served under.
-//! * The few protobuf messages are hand-encoded ([`proto`], ~150 lines with field numbers from
-//!   `remote_execution.proto`) rather than generated with `prost`: that would add `prost`,
-//!   `prost-build`, a `protoc` at build time and the REAPI/googleapis protos, for three messages.
+//! * The HTTP action key is our blake3 hex (64 hex digits), which both servers accept as an AC
+//!   key; over gRPC it is the SHA256 digest of `cbuild-action-v1 <blake3 hex>` ([`grpc::action_digest`]).
+//! * The AC value is a REAPI `ActionResult` (the generated type of `bazel-remote-apis`, [`reapi`]),
+//!   as bazel-remote requires: its `output_files` are every referenced blob (`blobs/<n>`) plus
+//!   `cbuild-result.json`, whose CAS blob holds our result and key components (see [`entry`]).
+//!   Servers' AC validation (every referenced CAS blob exists) therefore passes, and the whole entry
+//!   is content-addressed except the small AC value itself, which is checked against its key.
 //!
-//! Why blocking `reqwest`: [`crate::cas::BlobDir`] and [`crate::cache::Cache`] are synchronous
-//! and streaming a download through a `Read` into a temp file (or an upload from a `File` with
-//! `Body::sized`) keeps memory flat without extra `reqwest` features; the scheduler already calls
-//! the local cache through `spawn_blocking`, and calls this the same way.
+//! Why blocking calls: [`crate::cas::BlobDir`] and [`crate::cache::Cache`] are synchronous, and
+//! streaming a download through a `Read`/`Write` into a temp file (or an upload from a `File`)
+//! keeps memory flat; the scheduler calls the local cache through `spawn_blocking` and this the
+//! same way. HTTP uses blocking `reqwest`; gRPC runs tonic on one runtime thread of its own.
 
 pub mod budget;
 pub mod client;
