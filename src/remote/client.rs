@@ -539,7 +539,15 @@ impl RemoteCache {
         }
         let body = read_limited(Deadline::new(resp, until), MAX_RESULT_FILE_BYTES, &rurl)?
             .ok_or_else(|| bad(format!("`{}` is larger than {MAX_RESULT_FILE_BYTES} bytes", entry::RESULT_FILE)))?;
-        let actual = Digest::of_bytes(&body);
+        self.open_entry(key, &url, &body, &decoded).map(Some)
+    }
+
+    /// The result file's `body` as the entry `decoded` points at, once its bytes match the digest
+    /// and size the entry lists (else [`RemoteError::Corrupt`], and the blob is replaced by the
+    /// next writer).
+    fn open_entry(&self, key: &Blake3, url: &str, body: &[u8], decoded: &entry::Decoded) -> Result<RemoteEntry> {
+        let (rd, rsize) = &decoded.result_file;
+        let actual = Digest::of_bytes(body);
         if &actual != rd || body.len() as u64 != *rsize {
             self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).insert(rd.clone());
             return Err(RemoteError::Corrupt {
@@ -549,11 +557,6 @@ impl RemoteCache {
                 url: self.base.clone(),
             });
         }
-        self.open_entry(key, &url, &body, &decoded).map(Some)
-    }
-
-    /// The result file's `body` (its digest checked) as the entry `decoded` points at.
-    fn open_entry(&self, key: &Blake3, url: &str, body: &[u8], decoded: &entry::Decoded) -> Result<RemoteEntry> {
         let bad = |reason: String| RemoteError::BadEntry { key: key.to_hex(), url: url.to_string(), reason };
         let opened = entry::open(body).map_err(bad)?;
         let signer = self.check_signature(key, &opened).map_err(|reason| RemoteError::Untrusted {
@@ -582,16 +585,6 @@ impl RemoteCache {
         let timeout = self.lookup_timeout()?;
         // The server dropped the result file (eviction): the entry is incomplete, a miss.
         let Some(_) = g.read_blob(rd, *rsize, timeout, &mut body)? else { return Ok(None) };
-        let actual = Digest::of_bytes(&body);
-        if &actual != rd || body.len() as u64 != *rsize {
-            self.corrupt.lock().unwrap_or_else(|p| p.into_inner()).insert(rd.clone());
-            return Err(RemoteError::Corrupt {
-                digest: rd.clone(),
-                actual,
-                bytes: body.len() as u64,
-                url: self.base.clone(),
-            });
-        }
         self.open_entry(key, &url, &body, &decoded).map(Some)
     }
 
