@@ -56,8 +56,8 @@ pub enum RemoteError {
         url: String,
         code: tonic::Code,
         message: String,
-        /// The connection could not be set up at all (refused, TLS mismatch, no answer in the
-        /// connect timeout): enough to turn the remote off.
+        /// The server cannot be used at all (connection refused, TLS mismatch, no answer in the
+        /// connect timeout, GetCapabilities failing): enough to turn the remote off.
         unreachable: bool,
     },
     /// A blob's bytes from the server do not hash to its digest (poisoned or truncated). Nothing

@@ -424,7 +424,21 @@ impl Grpc {
         })?;
         let mut c = CapabilitiesClient::new(channel.clone());
         let req = self.request(re::GetCapabilitiesRequest { instance_name: self.instance.clone() }, timeout);
-        let caps = self.call("GetCapabilities", timeout, async move { c.get_capabilities(req).await })?;
+        // Any failure here means the server cannot be used at all (not one bad answer): the remote
+        // is turned off at once, with a hint when the endpoint does not speak gRPC.
+        let caps = self.call("GetCapabilities", timeout, async move { c.get_capabilities(req).await }).map_err(
+            |e| match e {
+                RemoteError::Grpc { method, url, code, message, .. } => {
+                    let message = if message.contains("h2 protocol error") || code == Code::Unimplemented {
+                        format!("{message} (is this a REAPI gRPC server? For a Bazel HTTP cache use http://)")
+                    } else {
+                        message
+                    };
+                    RemoteError::Grpc { method, url, code, message, unreachable: true }
+                }
+                other => other,
+            },
+        )?;
         let cache = caps.cache_capabilities.ok_or_else(|| {
             unusable(format!(
                 "the server offers no remote cache for instance `{}` (no cache capabilities)",

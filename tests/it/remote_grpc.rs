@@ -1,6 +1,6 @@
 //! The remote cache over REAPI v2 gRPC against a real server (BuildGrid, `common::buildgrid`):
 //! two runners sharing it, blobs over ByteStream, and what goes wrong — an unreachable server, TLS
-//! against a plaintext server, a wrong instance name, a poisoned or missing blob, a read-only
+//! against a plaintext server, a wrong instance name, an HTTP cache addressed as gRPC, a poisoned or missing blob, a read-only
 //! runner — each a warning and a local build with the same digests, nothing wrong stored.
 
 use std::collections::BTreeMap;
@@ -82,10 +82,14 @@ fn a_server_that_cannot_be_used_is_one_warning_and_a_local_build() {
     let want = ws.ok(&["//tools:tool"]);
     let tls = bg.url.replacen("grpc://", "grpcs://", 1);
     let wrong_instance = format!("{}/no/such/instance", bg.url);
+    // An HTTP cache (nginx) addressed as gRPC.
+    let http = common::cache_server::CacheServer::shared();
+    let not_grpc = http.url.replacen("http://", "grpc://", 1);
     for (url, expect) in [
         ("grpc://127.0.0.1:1", "Connection refused"),
         (tls.as_str(), "if the server does not, use grpc://"),
         (wrong_instance.as_str(), "check the instance name"),
+        (not_grpc.as_str(), "For a Bazel HTTP cache use http://"),
     ] {
         let fresh = support::copy_of(ws.root(), None);
         let o = build(&fresh, url, &[], &["//tools:tool"]);
