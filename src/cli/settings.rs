@@ -10,6 +10,7 @@
 //! | .deb downloads | —            | `CBUILD_DEBIAN_CACHE` | —               | the cache dir (`<cache>/debs/`) |
 //! | remote cache | `--remote-cache` | `CBUILD_REMOTE_CACHE` | `cache.remote` | none                       |
 //! | remote mode  | `--remote-cache-mode` | `CBUILD_REMOTE_CACHE_MODE` | `cache.remote_mode` | `read-write` |
+//! | remote timeout | `--remote-timeout SECS` | `CBUILD_REMOTE_TIMEOUT` | `cache.remote_timeout` | 10 (connect: at most 2) |
 //! | REAPI instance | `--remote-instance-name` | `CBUILD_REMOTE_INSTANCE_NAME` | `cache.remote_instance_name` | the `grpc://` URL's path, else `""` |
 //! | remote headers | `--remote-header NAME=VALUE` (repeatable) | `CBUILD_REMOTE_HEADERS` (one `NAME=VALUE` per line) | — (may hold secrets) | none |
 //! | remote signing key | —      | `CBUILD_REMOTE_SIGNING_KEY` (a file) | — (never from the repository) | none: read-only |
@@ -74,6 +75,11 @@ pub struct GlobalArgs {
     /// readers set CBUILD_REMOTE_TRUSTED_KEYS to accept only signed entries.
     #[arg(long, global = true, value_name = "MODE", hide_short_help = true)]
     pub remote_cache_mode: Option<String>,
+    /// Seconds a remote-cache request may take before the remote is given up for the build
+    /// (uploads get more for their size; lookups also stop when the time budget is spent)
+    /// [env: CBUILD_REMOTE_TIMEOUT; cbuild.toml: cache.remote_timeout; default: 10].
+    #[arg(long, global = true, value_name = "SECS", hide_short_help = true)]
+    pub remote_timeout: Option<f64>,
     /// REAPI instance name of a grpc:// remote cache [env: CBUILD_REMOTE_INSTANCE_NAME; cbuild.toml:
     /// cache.remote_instance_name; default: the URL's path, else the default instance].
     #[arg(long, global = true, value_name = "NAME", hide_short_help = true)]
@@ -103,6 +109,8 @@ pub struct Settings {
     pub remote_mode: crate::remote::RemoteMode,
     /// REAPI instance name (`None`: the URL's path).
     pub remote_instance_name: Option<String>,
+    /// Request and connect timeouts of the remote cache.
+    pub remote_timeouts: crate::remote::Timeouts,
     /// Extra remote-cache headers (values are secrets: `Settings`' `Debug` shows only names).
     pub remote_headers: RemoteHeaders,
     /// Private key file that signs remote-cache uploads (env only: a repository must not be able
@@ -212,6 +220,24 @@ impl Settings {
         let remote_mode = mode
             .parse()
             .map_err(|_| Failure::user(format!("remote cache mode `{mode}` is not `read-write` or `read-only`")))?;
+        let remote_timeouts = {
+            let secs = match g.remote_timeout {
+                Some(v) => Some((v, "--remote-timeout".to_string())),
+                None => match env_parse::<f64>("CBUILD_REMOTE_TIMEOUT")? {
+                    Some(v) => Some((v, "CBUILD_REMOTE_TIMEOUT".to_string())),
+                    None => c.cache.remote_timeout.map(|v| (v, "`cache.remote_timeout` in cbuild.toml".to_string())),
+                },
+            };
+            let mut t = crate::remote::Timeouts::default();
+            if let Some((v, what)) = secs {
+                if !(v.is_finite() && v > 0.0 && v <= 3600.0) {
+                    return Err(Failure::user(format!("{what}: `{v}` is not a number of seconds in (0, 3600]")));
+                }
+                t.request = std::time::Duration::from_secs_f64(v);
+                t.connect = t.connect.min(t.request);
+            }
+            t
+        };
         let remote_instance_name = g
             .remote_instance_name
             .clone()
@@ -261,6 +287,7 @@ impl Settings {
             remote_cache,
             remote_mode,
             remote_instance_name,
+            remote_timeouts,
             remote_headers,
             remote_signing_key,
             remote_trusted_keys,

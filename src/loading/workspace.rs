@@ -56,6 +56,8 @@ pub struct CacheConfig {
     pub remote_trusted_keys: Option<Vec<String>>,
     /// REAPI instance name of a `grpc://` remote cache (default: the URL's path, else `""`).
     pub remote_instance_name: Option<String>,
+    /// Seconds a remote-cache request may take (default 10).
+    pub remote_timeout: Option<f64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

@@ -517,7 +517,12 @@ impl Grpc {
             }
             _ => s.message().to_string(),
         };
-        RemoteError::Grpc { method, url: self.url.clone(), code: s.code(), message, unreachable: false }
+        // tonic reports its own client-side deadline (`grpc-timeout`) as CANCELLED.
+        let code = match s.code() {
+            Code::Cancelled if s.message().contains("Timeout expired") => Code::DeadlineExceeded,
+            c => c,
+        };
+        RemoteError::Grpc { method, url: self.url.clone(), code, message, unreachable: false }
     }
 
     fn rpc_status(&self, method: &'static str, code: i32, message: Option<String>) -> RemoteError {

@@ -99,7 +99,20 @@ fn a_server_that_cannot_be_used_is_one_warning_and_a_local_build() {
         assert_eq!(w.len(), 1, "{url}: {w:?}");
         assert!(w[0].contains(expect) && w[0].contains("turned off for the rest of this build"), "{url}: {w:?}");
     }
-    // Malformed settings are user errors (exit 2) that never echo a header's value.
+    // Malformed settings are user errors (exit 2) naming the setting; none echoes a header's value.
+    for (flag, env) in [(Some("0"), None), (Some("soon"), None), (None, Some("-1")), (None, Some("NaN"))] {
+        let mut c = ws.cmd();
+        if let Some(e) = env {
+            c.env("CBUILD_REMOTE_TIMEOUT", e);
+        }
+        c.args(["--remote-cache", &bg.url]);
+        if let Some(f) = flag {
+            c.args(["--remote-timeout", f]);
+        }
+        let o = support::out_of(c.args(["build", "//tools:tool"]));
+        assert_eq!(o.code, 2, "{flag:?} {env:?}: {}", o.stderr);
+        assert!(o.stderr.contains("remote-timeout") || o.stderr.contains("CBUILD_REMOTE_TIMEOUT"), "{}", o.stderr);
+    }
     let o = ws.run(&["--remote-cache", &bg.url, "--remote-header", "x-api-key", "build", "//tools:tool"]);
     assert_eq!(o.code, 2, "{}", o.stderr);
     let o = support::out_of(ws.cmd().env("CBUILD_REMOTE_HEADERS", "x-api-key=s3cret\u{7}").args([
@@ -197,4 +210,17 @@ fn a_slow_grpc_cache_is_turned_off_by_the_time_budget() {
     let limit = base * 1.5 + 3.0;
     eprintln!("local {base:.2} s, through a 1 s-latency gRPC cache {secs:.2} s (limit {limit:.2} s)");
     assert!(secs < limit, "{secs:.2} s against {base:.2} s without a remote");
+
+    // `--remote-timeout 0.5`: the first call gives up after half a second.
+    let c = support::copy_of(a.root(), None);
+    let remote = format!("grpc://{}", proxy.addr);
+    let o = support::out_of(
+        c.cmd()
+            .envs(keys.reader())
+            .args(["--remote-cache", &remote, "--remote-timeout", "0.5", "build", "--json"])
+            .args(TARGETS),
+    );
+    assert_eq!(ok(&o), want);
+    let w = warnings(&o);
+    assert!(w.iter().any(|w| w.contains("DEADLINE_EXCEEDED") && w.contains("turned off")), "{w:?}");
 }

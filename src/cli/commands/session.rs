@@ -177,7 +177,7 @@ pub fn build_session(
                 s.remote_mode,
                 crate::remote::RemoteAuth::from_env()
                     .map_err(|e| Failure::user(format!("remote cache credentials: {e}")))?,
-                Default::default(),
+                s.remote_timeouts,
             )
             .map_err(|e| Failure::user(format!("remote cache: {e}")))?
             .with_options(s.remote_instance_name.as_deref(), &s.remote_headers.0)
