@@ -41,7 +41,7 @@ pub fn analyze(
         return Err(format!("`timeout` is {timeout}; it must be a positive number of seconds"));
     }
     let spec = TestSpec { checks, timeout_secs: timeout as u64, ..Default::default() };
-    let a = ag.add(&n.label, ActionKind::ImageTest { image, spec, config }, vec![image]);
+    let a = ag.add(&n.label, ActionKind::ImageTest { image, spec, config, integration: None }, vec![image]);
     Ok(Provided::Test(a))
 }
 

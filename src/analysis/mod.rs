@@ -15,6 +15,7 @@ mod common;
 mod debian_image;
 mod genrule;
 mod image_test;
+mod integration_test;
 mod layer;
 mod oci_image;
 mod oci_import;
@@ -98,6 +99,7 @@ fn analyze_target(
         "buildpack_package" => buildpack_package::analyze(n, provided, ag, opts),
         "cnb_image" => cnb_image::analyze(n, provided, ag, opts),
         "image_test" => image_test::analyze(n, provided, ag, opts),
+        "integration_test" => integration_test::analyze(n, provided, ag, opts),
         // Declared now; their actions arrive with later issues.
         _ => Ok(Provided::Declared),
     }

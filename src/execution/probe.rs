@@ -1,7 +1,8 @@
 //! Checks of a running sandbox from inside its network namespace: a fresh thread joins the
 //! namespace (`setns`), waits for a TCP port on 127.0.0.1 to accept connections and makes plain
 //! HTTP/1.1 GETs. The service needs no network of the host and the checker needs no tool in the
-//! image. Joining takes `CAP_SYS_ADMIN` over the namespace: cbuild must run as root.
+//! image. Joining takes `CAP_SYS_ADMIN` over the namespace: cbuild must run as root. Also makes the
+//! fresh loopback-only namespace an integration test's sandboxes share ([`NetNs::new_loopback`]).
 
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
@@ -30,6 +31,62 @@ impl NetNs {
         }
         Ok(Some(NetNs(std::fs::File::open(&path)?.into())))
     }
+
+    /// A new network namespace holding only a loopback interface, up (127.0.0.1): made on a
+    /// short-lived thread, so cbuild's own namespace never changes. Nothing but this descriptor
+    /// and the processes that join it keep it alive: no bind mount, no name under /run/netns, so
+    /// it disappears with the last of them even when cbuild is killed. Needs `CAP_SYS_ADMIN`.
+    pub fn new_loopback() -> io::Result<NetNs> {
+        std::thread::spawn(|| -> io::Result<NetNs> {
+            // SAFETY: unshare(2) with CLONE_NEWNET changes only this thread's network namespace,
+            // and the thread ends right after.
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            loopback_up()?;
+            Ok(NetNs(std::fs::File::open("/proc/thread-self/ns/net")?.into()))
+        })
+        .join()
+        .map_err(|_| io::Error::other("the thread making the network namespace panicked"))?
+    }
+
+    /// Another descriptor of the same namespace.
+    pub fn try_clone(&self) -> io::Result<NetNs> {
+        Ok(NetNs(self.0.try_clone()?))
+    }
+
+    /// The namespace as sandboxes join it ([`SandboxSpec::netns`](super::sandbox::SandboxSpec::netns)).
+    pub fn shared(&self) -> io::Result<super::sandbox::SharedNetns> {
+        Ok(super::sandbox::SharedNetns(Arc::new(self.0.try_clone()?)))
+    }
+}
+
+/// Sets `lo` up in the calling thread's network namespace (`SIOCSIFFLAGS`, as `ip link set lo up`).
+fn loopback_up() -> io::Result<()> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: socket(2) returns a fresh descriptor (checked), which is then owned.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: as above.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all zeroes is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: the SIOCGIFFLAGS/SIOCSIFFLAGS ioctls read and write the ifreq we own.
+    unsafe {
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+        if libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// The answer to a GET.

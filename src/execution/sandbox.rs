@@ -161,6 +161,10 @@ pub struct SandboxSpec {
     pub gid: u32,
     /// `false` gives the sandbox its own network namespace with only a loopback interface.
     pub network: bool,
+    /// Join this network namespace instead (`network` is then ignored): several sandboxes of one
+    /// integration test share one loopback-only namespace. Joining takes `CAP_SYS_ADMIN`, so it
+    /// works only when cbuild runs as root (the join happens before bwrap drops to its host uid).
+    pub netns: Option<SharedNetns>,
     /// Kill the whole sandbox after this long ([`SandboxOutcome::timed_out`]); `None`: no limit.
     /// [`SandboxSpec::new`] sets [`DEFAULT_TIMEOUT`].
     pub timeout: Option<Duration>,
@@ -199,6 +203,7 @@ impl SandboxSpec {
             uid: OVERFLOW_ID,
             gid: OVERFLOW_ID,
             network: false,
+            netns: None,
             timeout: Some(DEFAULT_TIMEOUT),
             max_processes: Some(DEFAULT_MAX_PROCESSES),
             max_output_bytes: Some(DEFAULT_MAX_OUTPUT_BYTES),
@@ -208,6 +213,19 @@ impl SandboxSpec {
         }
     }
 }
+
+/// An open network namespace that sandboxes join ([`SandboxSpec::netns`]). Equal only to itself
+/// (its clones): two descriptors of one namespace are different specs.
+#[derive(Clone, Debug)]
+pub struct SharedNetns(pub std::sync::Arc<OwnedFd>);
+
+impl PartialEq for SharedNetns {
+    fn eq(&self, other: &Self) -> bool {
+        std::sync::Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedNetns {}
 
 /// Which output stream a line came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -660,7 +678,7 @@ fn bwrap_options(spec: &SandboxSpec, seccomp_fd: &OsStr) -> Result<Vec<OsString>
         "--unshare-uts".as_ref(),
         "--unshare-cgroup-try".as_ref(),
     ]);
-    if !spec.network {
+    if !spec.network && spec.netns.is_none() {
         push(&["--unshare-net".as_ref()]);
     }
     if spec.seccomp {
@@ -736,7 +754,15 @@ fn bwrap_command(spec: &SandboxSpec) -> Result<(PathBuf, std::process::Command),
     let (uid, gid) = host_ids(spec.uid, spec.gid);
     let nproc = spec.max_processes.map(|max| max.saturating_add(tasks_of(uid)));
     let rlimits = [(libc::RLIMIT_NPROC, nproc), (libc::RLIMIT_FSIZE, spec.max_file_size)];
+    // SAFETY: getpid has no preconditions and cannot fail.
+    let parent = unsafe { libc::getpid() };
 
+    let netns = spec.netns.clone();
+    if netns.is_some() && !is_root() {
+        return Err(SandboxError::InvalidSpec(
+            "joining a shared network namespace needs root (run cbuild as root)".into(),
+        ));
+    }
     let mut cmd = std::process::Command::new(&bwrap);
     cmd.arg("--args")
         .arg(args_fd.as_raw_fd().to_string())
@@ -745,15 +771,31 @@ fn bwrap_command(spec: &SandboxSpec) -> Result<(PathBuf, std::process::Command),
         // bwrap itself runs on the host: nothing of cbuild's env (LD_PRELOAD…) may reach it; the
         // command's env travels as `--setenv` after `--clearenv`.
         .env_clear();
-    if is_root() {
+    // With a namespace to join, the hook switches ids itself, after `setns` (std would switch
+    // them before the hook runs, and an unprivileged process cannot join).
+    if is_root() && netns.is_none() {
         // std also clears supplementary groups (setgroups(0)) when root sets a uid.
         cmd.uid(uid).gid(gid);
     }
     // SAFETY: the hook runs in the forked child before exec (after std set up stdio and switched
-    // uid/gid) and makes only async-signal-safe system calls (fcntl, getrlimit, setrlimit); it
-    // neither allocates nor takes locks.
+    // uid/gid, unless a namespace is joined) and makes only async-signal-safe system calls (setns,
+    // setgroups, setgid, setuid, prctl, getppid, fcntl, getrlimit, setrlimit); it neither allocates
+    // nor takes locks.
     unsafe {
         cmd.pre_exec(move || {
+            if let Some(ns) = &netns {
+                cvt(libc::setns(ns.0.as_raw_fd(), libc::CLONE_NEWNET))?;
+                cvt(libc::setgroups(0, std::ptr::null()))?;
+                cvt(libc::setgid(gid))?;
+                cvt(libc::setuid(uid))?;
+            }
+            // bwrap's own `--die-with-parent` comes only once it runs: a cbuild killed between the
+            // fork and that moment would leave the sandbox running. Set it here (after the last id
+            // change, which would clear it), and give up if the parent is already gone.
+            cvt(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong))?;
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
             // The memfds keep their numbers (at least 3, so std's stdio setup left them alone, and
             // ours, so nothing else of std's, like its exec-error pipe, can sit there): clearing
             // close-on-exec hands exactly these two to bwrap, which closes them once read.

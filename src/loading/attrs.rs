@@ -98,6 +98,8 @@ pub enum AttrType {
     StringDict,
     Label,
     LabelList,
+    /// A dict of string to label (`integration_test`'s `images`): each value is a dependency.
+    LabelDict,
     SourceList,
     Image,
     Order,
@@ -117,6 +119,7 @@ impl AttrType {
             "string_dict" => AttrType::StringDict,
             "label" => AttrType::Label,
             "label_list" => AttrType::LabelList,
+            "label_dict" => AttrType::LabelDict,
             "source_list" => AttrType::SourceList,
             "image" => AttrType::Image,
             "order" => AttrType::Order,
@@ -135,6 +138,7 @@ impl AttrType {
             AttrType::StringDict => "a dict of string to string",
             AttrType::Label => "a label string such as \"//pkg:name\" or \":name\"",
             AttrType::LabelList => "a list of label strings",
+            AttrType::LabelDict => "a dict of string to label string",
             AttrType::SourceList => "a list of files of the package (e.g. from glob()) or labels",
             AttrType::Image => "an image label or \"scratch\"",
             AttrType::Order => "a list of groups, each a list of buildpack labels or optional(label)",
@@ -196,6 +200,19 @@ pub fn convert<'v>(ty: AttrType, v: Value<'v>, cx: &ConvertCtx) -> Result<AttrVa
                 out.push(AttrValue::Label(Label::parse(s, Some(cx.package)).map_err(|e| e.to_string())?));
             }
             Ok(AttrValue::List(out))
+        }
+        AttrType::LabelDict => {
+            let d = DictRef::from_value(v).ok_or_else(wrong)?;
+            let mut out = BTreeMap::new();
+            for (k, x) in d.iter() {
+                let k = k.unpack_str().ok_or_else(|| format!("dict keys must be strings, got `{}`", short(k)))?;
+                let s = x.unpack_str().ok_or_else(|| {
+                    format!("value of `{k}` must be a label string, got {} `{}`", x.get_type(), short(x))
+                })?;
+                let l = Label::parse(s, Some(cx.package)).map_err(|e| format!("value of `{k}`: {e}"))?;
+                out.insert(k.to_string(), AttrValue::Label(l));
+            }
+            Ok(AttrValue::Dict(out))
         }
         AttrType::SourceList => {
             let l = ListRef::from_value(v).ok_or_else(wrong)?;

@@ -105,11 +105,19 @@ pub enum ActionKind {
     Buildpackage { buildpack: ActionId, buildpacks: Vec<ActionId>, os: String, architecture: String },
     /// Check an image (`image_test`): structure, commands run in it, a service it starts. Its
     /// output is a pass ([`super::test_spec::TestResult`]); a failure is an error, never stored.
+    ///
+    /// An `integration_test` is the same kind of action (a verdict, cached and reported the same
+    /// way) with `integration` set: its own runner starts every image of `integration` together
+    /// and runs its test command; `image` is then its first image and `spec` holds no checks, only
+    /// the timeout and the run policy.
     ImageTest {
         image: ActionId,
         spec: super::test_spec::TestSpec,
         /// A container-structure-test file (workspace-relative), read when the test runs.
         config: Option<String>,
+        /// Set for an `integration_test`.
+        #[serde(default)]
+        integration: Option<Box<super::test_spec::IntegrationSpec>>,
     },
 }
 
@@ -264,6 +272,7 @@ impl ActionKind {
             ActionKind::Layer { .. } => "layer",
             ActionKind::ImportImage { .. } => "import",
             ActionKind::Image { .. } => "image",
+            ActionKind::ImageTest { integration: Some(_), .. } => "integration_test",
             ActionKind::ImageTest { .. } => "image_test",
             ActionKind::ReadBuilder { .. } => "read_builder",
             ActionKind::ReadBuildpackage { .. } => "read_buildpackage",

@@ -130,6 +130,59 @@ pub struct HttpCheck {
     pub body: String,
 }
 
+/// An `integration_test`: several images started together in ONE fresh network namespace with only
+/// a loopback interface (they reach each other on 127.0.0.1:<port>), each in its own sandbox as its
+/// image's user; once every service answers its readiness check, a test command runs on the host
+/// side (sandboxed, in the same namespace). `TestSpec::timeout_secs` bounds one attempt.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IntegrationSpec {
+    /// The services, in the order they start (sorted by name).
+    pub services: Vec<ServiceSpec>,
+    /// The test, run after every service is ready.
+    pub test: TestCommand,
+}
+
+/// One image of an integration test, as a service.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceSpec {
+    /// The key in `images` (`api`): names the service in messages and its env vars (`API_ADDR`).
+    pub name: String,
+    /// The image's action (its manifest digest is in the key, not this id).
+    pub image: crate::model::action::ActionId,
+    /// The image's label, for messages.
+    pub label: String,
+    /// A process type (`/cnb/process/<type>`); `None`: the image's entrypoint.
+    pub process: Option<String>,
+    /// Replace the image's cmd.
+    pub args: Option<Vec<String>>,
+    pub env: BTreeMap<String, String>,
+    /// The TCP port on 127.0.0.1 the service listens on (unique within the test).
+    pub port: u16,
+    /// Readiness: after the port opens, `GET http_path` must answer `http_status` (when given).
+    pub http_path: Option<String>,
+    pub http_status: u16,
+    /// How long the service may take to be ready, in seconds.
+    pub ready_timeout_secs: u64,
+}
+
+impl ServiceSpec {
+    /// The prefix of the service's env vars: `site-api` → `SITE_API` (`SITE_API_ADDR`).
+    pub fn env_prefix(&self) -> String {
+        self.name.to_ascii_uppercase().replace('-', "_")
+    }
+}
+
+/// The test command of an integration test: run on the host side (the host's `/usr`, `/bin`…,
+/// read-only) in a sandbox joined to the services' network namespace, with the test's files at
+/// `/work`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TestCommand {
+    pub argv: Vec<String>,
+    pub env: BTreeMap<String, String>,
+    /// Workspace-relative files staged at `/work/<path relative to the package>`.
+    pub srcs: Vec<(String, String)>,
+}
+
 /// What a passed `image_test` action stores (the `json` of `ActionOutput::Data`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TestResult {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::common::{skip_unless_ci, Run, TestContext};
 
-fn json_summary(r: &Run) -> serde_json::Value {
+pub(crate) fn json_summary(r: &Run) -> serde_json::Value {
     let line = r
         .stdout
         .lines()
@@ -17,7 +17,7 @@ fn json_summary(r: &Run) -> serde_json::Value {
     serde_json::from_str(line).unwrap()
 }
 
-fn sandbox_ok() -> bool {
+pub(crate) fn sandbox_ok() -> bool {
     if cbuild::execution::sandbox::check_available().is_err() {
         skip_unless_ci("bubblewrap cannot create a sandbox here");
         return false;
@@ -41,21 +41,30 @@ fn the_examples_pass_a_repeat_runs_none_and_an_edit_reruns_only_its_images_tests
     assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
     let s = json_summary(&r);
     let labels: Vec<&str> = s["tests"].as_array().unwrap().iter().map(|t| t["label"].as_str().unwrap()).collect();
-    assert_eq!(labels, ["//services/api:test", "//services/site:test", "//services/worker:test", "//tools:web-test"]);
-    assert_eq!((s["passed"].as_u64(), s["failed"].as_u64(), s["executed"].as_u64()), (Some(4), Some(0), Some(4)));
+    assert_eq!(
+        labels,
+        [
+            "//integration:site-and-api",
+            "//services/api:test",
+            "//services/site:test",
+            "//services/worker:test",
+            "//tools:web-test"
+        ]
+    );
+    assert_eq!((s["passed"].as_u64(), s["failed"].as_u64(), s["executed"].as_u64()), (Some(5), Some(0), Some(5)));
     // A pass is kept with its log.
     assert!(cx.root().join("cbuild-out/testlogs/services/api/test.log").is_file());
     // JUnit XML as a CI server reads it: junitparser (PyPI, Debian's python3-junitparser).
-    check_junit(&junit, 4, 0);
+    check_junit(&junit, 5, 0);
 
     // Immediately again: every pass is cached, no test runs.
     let r = cx.run(&["--json", "test", "//..."]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let s = json_summary(&r);
-    assert_eq!((s["executed"].as_u64(), s["cached"].as_u64()), (Some(0), Some(4)), "{s}");
+    assert_eq!((s["executed"].as_u64(), s["cached"].as_u64()), (Some(0), Some(5)), "{s}");
     let r = cx.run(&["test", "//..."]);
     assert!(r.stdout.contains("//services/api:test") && r.stdout.contains("(cached) PASSED"), "{}", r.stdout);
-    assert!(r.stderr.contains("executed 0 out of 4 tests (4 cached)"), "{}", r.stderr);
+    assert!(r.stderr.contains("executed 0 out of 5 tests (5 cached)"), "{}", r.stderr);
 
     // One service's file edited: only the test of the image whose digest changed runs again.
     cx.write(
@@ -72,7 +81,8 @@ fn the_examples_pass_a_repeat_runs_none_and_an_edit_reruns_only_its_images_tests
         .filter(|t| t["cached"] == false)
         .map(|t| t["label"].as_str().unwrap())
         .collect();
-    assert_eq!(ran, ["//services/site:test"], "{s}");
+    // The site's own test and the integration test that starts the site: no other.
+    assert_eq!(ran, ["//integration:site-and-api", "//services/site:test"], "{s}");
 
     // --no-cache-results runs them all again.
     let r = cx.run(&["--json", "test", "//services/...", "--no-cache-results"]);
@@ -86,7 +96,7 @@ fn the_examples_pass_a_repeat_runs_none_and_an_edit_reruns_only_its_images_tests
 }
 
 /// Parses `path` with junitparser and checks its counts.
-fn check_junit(path: &std::path::Path, tests: usize, failures: usize) {
+pub(crate) fn check_junit(path: &std::path::Path, tests: usize, failures: usize) {
     let py = "/usr/bin/python3";
     let ok =
         std::process::Command::new(py).args(["-c", "import junitparser"]).output().is_ok_and(|o| o.status.success());
@@ -236,7 +246,7 @@ fn bad_test_definitions_are_located_errors() {
 }
 
 /// Pids of processes whose command line holds `needle` (arguments joined by spaces).
-fn processes_with(needle: &str) -> Vec<u32> {
+pub(crate) fn processes_with(needle: &str) -> Vec<u32> {
     std::fs::read_dir("/proc")
         .unwrap()
         .flatten()

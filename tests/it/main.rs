@@ -26,6 +26,7 @@ mod debian_stack;
 mod engine;
 mod image_test;
 mod images;
+mod integration_test;
 mod oci_images;
 mod rebase;
 mod registry_cli;

@@ -99,7 +99,9 @@ pub fn build_session(
 ) -> Result<Built, Failure> {
     let pats = super::parse_patterns(&s, patterns)?;
     let loaded = super::load(&s, &pats)?;
-    let is_test = |l: &crate::model::label::Label| loaded.graph.get(l).is_some_and(|n| n.kind == "image_test");
+    let is_test = |l: &crate::model::label::Label| {
+        loaded.graph.get(l).is_some_and(|n| n.kind == "image_test" || n.kind == "integration_test")
+    };
     let mut requested: Vec<_> = match tests {
         Tests::Build => loaded
             .requested

@@ -1,6 +1,6 @@
-//! `cbuild test PATTERNS...`: builds what the matched `image_test` targets need and runs them in
-//! parallel (`-j`), each an action keyed by the image digest and the test: an unchanged image's pass
-//! comes from the cache and is shown as cached (as `bazel test` does). Prints one line per test, a
+//! `cbuild test PATTERNS...`: builds what the matched `image_test` and `integration_test` targets
+//! need and runs them in parallel (`-j`), each an action keyed by the image digest(s) and the test:
+//! an unchanged image's pass comes from the cache and is shown as cached (as `bazel test` does). Prints one line per test, a
 //! summary, optionally JUnit XML (`--junit`) and a JSON summary (`--json`). Exit 3 when a test failed.
 
 use std::fmt::Write as _;

@@ -43,7 +43,7 @@ fn failed(c: &Check, expected: impl std::fmt::Display, got: impl std::fmt::Displ
 }
 
 pub fn key(kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, ActionError> {
-    let ActionKind::ImageTest { image, spec, config } = &a.kind else { unreachable!() };
+    let ActionKind::ImageTest { image, spec, config, .. } = &a.kind else { unreachable!() };
     let manifest = match deps.get(image).map(|o| o.as_ref()) {
         Some(ActionOutput::Image { manifest, .. }) => manifest.to_string(),
         _ => return Err(ActionError::internal("image_test: the image's output is missing")),
@@ -65,7 +65,7 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -
 }
 
 pub async fn run(a: &Action, deps: &super::seam::Deps, ctx: &Arc<RunCtx>) -> Result<ActionOutput, ActionError> {
-    let ActionKind::ImageTest { image, spec, config } = &a.kind else { unreachable!() };
+    let ActionKind::ImageTest { image, spec, config, .. } = &a.kind else { unreachable!() };
     let out = deps.get(image).ok_or_else(|| ActionError::internal("image_test: the image's output is missing"))?;
     let ActionOutput::Image { manifest, .. } = out.as_ref() else {
         return Err(ActionError::internal("image_test: the image's output is not an image"));
@@ -137,7 +137,7 @@ fn display_rel(root: &Path, p: &Path) -> String {
 }
 
 /// Writes the log of an attempt (the first attempt replaces an older log; retries append).
-fn write_log(path: &Path, log: &str, attempt: u32) {
+pub fn write_log(path: &Path, log: &str, attempt: u32) {
     if let Some(d) = path.parent() {
         let _ = std::fs::create_dir_all(d);
     }

@@ -23,6 +23,7 @@ pub mod genrule;
 pub mod image;
 pub mod image_test;
 pub mod import;
+pub mod integration_test;
 pub mod layer;
 pub mod pull;
 pub mod read_builder;
@@ -49,6 +50,7 @@ pub const RUNNERS: &[&dyn Runner] = &[
     &cnb_build::Build,
     &cnb_export::Export,
     &image_test::ImageTestRunner,
+    &integration_test::IntegrationTestRunner,
     &read_builder::ReadBuilderRunner,
     &read_buildpackage::ReadBuildpackageRunner,
     &run_image::RunImageRunner,
@@ -69,6 +71,7 @@ pub fn runner(kind: &ActionKind) -> &'static dyn Runner {
         ActionKind::CnbDetect(_) => &cnb_detect::Detect,
         ActionKind::CnbBuild { .. } => &cnb_build::Build,
         ActionKind::CnbExport(_) => &cnb_export::Export,
+        ActionKind::ImageTest { integration: Some(_), .. } => &integration_test::IntegrationTestRunner,
         ActionKind::ImageTest { .. } => &image_test::ImageTestRunner,
         ActionKind::ReadBuilder { .. } => &read_builder::ReadBuilderRunner,
         ActionKind::ReadBuildpackage { .. } => &read_buildpackage::ReadBuildpackageRunner,
@@ -133,6 +136,7 @@ mod tests {
             "build",
             "export",
             "image_test",
+            "integration_test",
             "read_builder",
             "read_buildpackage",
             "run_image",
