@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use crate::common::TestContext;
-use crate::image_test::{check_junit, json_summary, processes_with, sandbox_ok};
+use crate::image_test::{check_junit, command_runs, json_summary, processes_with, sandbox_ok, SETTLE};
 
 #[test]
 fn the_example_integration_test_passes_and_an_immediate_repeat_is_cached() {
@@ -211,15 +211,13 @@ integration_test(
             .spawn()
             .unwrap();
         let start = Instant::now();
-        let pids = loop {
-            let p: Vec<u32> = processes_with(marker).into_iter().filter(|p| *p != child.id()).collect();
-            if !p.is_empty() {
-                break p;
-            }
+        while !command_runs(marker) {
             assert!(start.elapsed() < Duration::from_secs(120), "{target}: the sandbox never started");
             assert!(child.try_wait().unwrap().is_none(), "{target}: cbuild test ended before the sandbox started");
-            std::thread::sleep(Duration::from_millis(100));
-        };
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        std::thread::sleep(SETTLE);
+        let pids = processes_with(marker);
         let ns = pids.iter().find_map(|p| netns_of(*p)).expect("the marker's network namespace");
         assert_ne!(Some(&ns), netns_of(std::process::id()).as_ref(), "{target}: not in a namespace of its own");
         unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
