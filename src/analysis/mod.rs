@@ -281,6 +281,37 @@ mod tests {
     }
 
     #[test]
+    fn an_integration_test_depends_on_every_image_and_refuses_a_shared_port() {
+        let base = "layer(name = \"l\", srcs = [\"f\"])\n\
+            oci_image(name = \"a\", layers = [\":l\"])\n\
+            oci_image(name = \"b\", layers = [\":l\"], user = \"1000\")\n";
+        let t = |ready: &str| {
+            format!(
+                "{base}integration_test(name = \"t\", images = {{\"api\": \":a\", \"site-x\": \":b\"}}, \
+                 ready = {ready}, env = {{\"api\": {{\"PORT\": \"81\"}}}}, test = \"curl $API_ADDR\")\n"
+            )
+        };
+        let build = t("{\"api\": 81, \"site-x\": {\"port\": 82, \"http\": \"/health\"}}");
+        let g = analyze_ws(&[("BUILD.star", build.as_str()), ("f", "x")], "//:t").unwrap();
+        let a = g.actions.iter().find(|a| a.label.to_string() == "//:t").unwrap();
+        let (img_a, img_b) = (
+            g.target_outputs[&Label::parse("//:a", None).unwrap()],
+            g.target_outputs[&Label::parse("//:b", None).unwrap()],
+        );
+        assert_eq!(a.deps, vec![img_a, img_b]);
+        assert_eq!(a.kind.mnemonic(), "integration_test");
+        let ActionKind::ImageTest { integration: Some(it), .. } = &a.kind else { panic!("{:?}", a.kind) };
+        assert_eq!(it.services[1].env_prefix(), "SITE_X");
+        assert_eq!(it.services[1].http_path.as_deref(), Some("/health"));
+        assert_eq!(it.services[0].env["PORT"], "81");
+        assert_eq!(it.test.argv, ["/bin/sh", "-ec", "curl $API_ADDR"]);
+        assert!(g.test_targets.iter().any(|l| l.to_string() == "//:t"));
+        let build = t("{\"api\": 81, \"site-x\": 81}");
+        let e = analyze_ws(&[("BUILD.star", build.as_str()), ("f", "x")], "//:t").unwrap_err();
+        assert!(e[0].render().contains("`api` and `site-x` both use port 81"), "{}", e[0].render());
+    }
+
+    #[test]
     fn a_tagged_graph_run_image_is_recorded_by_its_tag() {
         let stack = "layer(name = \"l\", srcs = [\"f\"])\n\
             oci_image(name = \"run\", layers = [\":l\"], tags = [\"registry.example.com/base/run:1\", \"mirror.example.com/run:1\"])\n\

@@ -188,6 +188,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_new_loopback_namespace_has_only_lo_up_and_none_of_the_hosts_ports() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(NetNs::new_loopback().is_err(), "making a network namespace takes CAP_SYS_ADMIN");
+            return;
+        }
+        let host = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let host_port = host.local_addr().unwrap().port();
+        let ns = NetNs::new_loopback().unwrap();
+        let r = in_netns(ns.try_clone().unwrap(), move || {
+            let devs = std::fs::read_to_string("/proc/thread-self/net/dev").unwrap();
+            let names: Vec<String> =
+                devs.lines().skip(2).filter_map(|l| l.split(':').next()).map(|n| n.trim().to_string()).collect();
+            // Loopback is up: a listener here answers; the host's listener is not reachable.
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = l.local_addr().unwrap().port();
+            let stop = Arc::new(AtomicBool::new(false));
+            let inside = wait_for_port(port, Duration::from_secs(2), &stop).is_ok();
+            let outside = TcpStream::connect(("127.0.0.1", host_port)).is_ok();
+            (names, inside, outside)
+        })
+        .join()
+        .unwrap()
+        .unwrap();
+        assert_eq!(r, (vec!["lo".to_string()], true, false));
+        // This thread's (the host's) namespace did not change.
+        assert!(NetNs::of_pid(std::process::id()).unwrap().is_none());
+    }
+
+    #[test]
     fn answers_plain_and_chunked() {
         let a = parse_answer(b"HTTP/1.0 200 OK\r\nContent-Type: text/html\r\n\r\nhello").unwrap();
         assert_eq!(a, HttpAnswer { status: 200, body: "hello".into() });
