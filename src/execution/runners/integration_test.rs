@@ -270,6 +270,16 @@ fn addresses(services: &[ServiceSpec]) -> BTreeMap<String, String> {
     env
 }
 
+/// Tells the readiness thread to give up once the attempt no longer waits for it (a service
+/// exited, or the attempt timed out and was dropped).
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// One attempt: namespace, services, readiness, test. Returning (or being dropped) stops
 /// everything: each sandbox's future kills its processes when dropped, and the namespace goes with
 /// its last descriptor and process.
@@ -321,9 +331,9 @@ async fn attempt_once(
 
     // Readiness, from a thread joined to the namespace, one service after the other.
     logs.set_phase("the readiness checks");
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
     let checks: Vec<ServiceSpec> = it.services.clone();
-    let stop2 = stop.clone();
+    let stop2 = stop.0.clone();
     let (tx, rx) = tokio::sync::oneshot::channel();
     let probe_ns = ns.try_clone().map_err(|e| ActionError::env(format!("sharing the network namespace: {e}")))?;
     let handle = probe::in_netns(probe_ns, move || {
@@ -373,7 +383,7 @@ async fn attempt_once(
             },
         },
     };
-    stop.store(true, Ordering::Relaxed);
+    drop(stop);
     ready?;
 
     // The test, on the host side, in the same namespace.
