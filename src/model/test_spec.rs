@@ -147,8 +147,10 @@ pub struct IntegrationSpec {
 pub struct ServiceSpec {
     /// The key in `images` (`api`): names the service in messages and its env vars (`API_ADDR`).
     pub name: String,
-    /// The image's action (its manifest digest is in the key, not this id).
-    pub image: crate::model::action::ActionId,
+    /// The image's action: its index in the action graph (`model::action::ActionId`, spelled
+    /// out here so this module does not import `action`, which imports it). Its manifest digest
+    /// is in the key, not this id.
+    pub image: usize,
     /// The image's label, for messages.
     pub label: String,
     /// A process type (`/cnb/process/<type>`); `None`: the image's entrypoint.
