@@ -53,6 +53,11 @@ impl SourceStamp {
         self.link_target.as_deref()
     }
 
+    /// True if stamped from the link itself (a kept link), not from what it points to.
+    pub fn is_kept_link(&self) -> bool {
+        self.link
+    }
+
     /// Whether the file (or, for a followed link, its target) has an executable bit.
     pub fn executable(&self) -> bool {
         self.mode & 0o111 != 0

@@ -152,6 +152,9 @@ impl AttrType {
 pub struct ConvertCtx<'a> {
     pub package: &'a PackagePath,
     pub package_dir: &'a Path,
+    /// Package-relative paths `glob()` found (not directories) in this evaluation: known to
+    /// exist, so not `lstat`ed again.
+    pub globbed: Option<&'a std::collections::HashSet<String>>,
 }
 
 /// Converts one attribute value; the error is a message without location (the caller adds it).
@@ -338,12 +341,14 @@ fn package_file(s: &str, cx: &ConvertCtx, allow_dir: bool) -> Result<FileRef, St
     let rel = crate::fs::normalize_relative(Path::new(s)).filter(|p| !p.as_os_str().is_empty()).ok_or_else(|| {
         format!("`{s}` escapes the package `//{}` (absolute or `..` paths are not allowed)", cx.package)
     })?;
-    let full = cx.package_dir.join(&rel);
-    let md = std::fs::symlink_metadata(&full)
-        .map_err(|_| format!("source file `{s}` does not exist in package `//{}`", cx.package))?;
-    if md.is_dir() && !allow_dir {
-        return Err(format!("`{s}` is a directory; list its files (e.g. glob([\"{s}/**\"]))"));
-    }
     let rel = rel.to_str().ok_or_else(|| format!("`{s}` is not valid UTF-8"))?.to_string();
+    if !cx.globbed.is_some_and(|g| g.contains(&rel)) {
+        let full = cx.package_dir.join(&rel);
+        let md = std::fs::symlink_metadata(&full)
+            .map_err(|_| format!("source file `{s}` does not exist in package `//{}`", cx.package))?;
+        if md.is_dir() && !allow_dir {
+            return Err(format!("`{s}` is a directory; list its files (e.g. glob([\"{s}/**\"]))"));
+        }
+    }
     Ok(FileRef { file: cx.package.join(&rel) })
 }

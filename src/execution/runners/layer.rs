@@ -42,7 +42,14 @@ pub fn key(
         let mut d = input_digest(&f.input, deps, ctx)?;
         if mode.is_none() {
             if let Input::Source(p) = &f.input {
-                if is_executable(&ctx.root.join(p)) {
+                // The mode as stat'ed when the source was hashed (the same snapshot as its
+                // digest; a later change is caught by the end-of-action source check), so a
+                // no-op build stats each source once, not twice.
+                let x = match ctx.source_stamps.get(p) {
+                    Some(st) if !st.is_kept_link() => st.executable(),
+                    _ => is_executable(&ctx.root.join(p)),
+                };
+                if x {
                     d.push_str("+x");
                 }
             }
