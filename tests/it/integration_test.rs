@@ -48,6 +48,39 @@ fn the_example_integration_test_passes_and_an_immediate_repeat_is_cached() {
     assert_eq!(json_summary(&r)["executed"].as_u64(), Some(1));
 }
 
+#[test]
+fn env_values_never_reach_the_cache() {
+    if !sandbox_ok() {
+        return;
+    }
+    let cx = TestContext::from_examples();
+    const SECRET: &str = "itest-s3cret-8d1f";
+    cx.write(
+        "secret/BUILD.star",
+        &format!(
+            r#"
+integration_test(
+    name = "t",
+    images = {{"api": "//services/api:image"}},
+    env = {{"api": {{"PORT": "9091", "API_TOKEN": "{SECRET}"}}}},
+    ready = {{"api": 9091}},
+    test_env = {{"TOKEN": "{SECRET}"}},
+    test = "test -n \"$TOKEN\"",
+)
+"#
+        ),
+    );
+    let r = cx.run(&["test", "//secret:t"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let hits = crate::common::support::files_containing(cx.cache.path(), SECRET.as_bytes());
+    assert!(hits.is_empty(), "env values stored in the cache: {hits:?}");
+    // A changed value is still a changed key.
+    let build = std::fs::read_to_string(cx.root().join("secret/BUILD.star")).unwrap();
+    cx.write("secret/BUILD.star", &build.replace(SECRET, "itest-other-value"));
+    let r = cx.run(&["--json", "test", "//secret:t"]);
+    assert_eq!(json_summary(&r)["executed"].as_u64(), Some(1), "{}", r.stdout);
+}
+
 fn broken(cx: &TestContext) {
     cx.write(
         "broken/BUILD.star",

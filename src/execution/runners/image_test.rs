@@ -26,8 +26,9 @@ const MAX_CHECKED_BYTES: u64 = 16 << 20;
 /// Log lines of a failed service shown in the failure message.
 const LOG_TAIL: usize = 20;
 
-/// A check that did not hold (a test failure), or something that kept the test from running.
-enum Fail {
+/// A check that did not hold (a test failure), or something that kept the test from running
+/// (also `integration_test`'s).
+pub(super) enum Fail {
     Check(String),
     Error(ActionError),
 }
@@ -38,8 +39,9 @@ impl From<ActionError> for Fail {
     }
 }
 
-fn failed(c: &Check, expected: impl std::fmt::Display, got: impl std::fmt::Display) -> String {
-    format!("check `{}` failed: expected {expected}, got {got}", c.name)
+/// The message of a failed check: its name, what it expected and what it got.
+pub(super) fn failed(check: &str, expected: impl std::fmt::Display, got: impl std::fmt::Display) -> String {
+    format!("check `{check}` failed: expected {expected}, got {got}")
 }
 
 pub fn key(kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -> Result<KeyBuilder, ActionError> {
@@ -56,7 +58,8 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -
         .component("image", manifest)
         .component("checks", ComponentValue::list(checks))
         .component("timeout_secs", spec.timeout_secs)
-        .component("env", ComponentValue::map(spec.env.clone()));
+        // Values as digests: env may hold tokens, and key components are stored and uploaded.
+        .component("env", ComponentValue::env_map(&spec.env));
     if let Some(c) = config {
         let d = ctx.sources.get(c).ok_or_else(|| ActionError::internal(format!("source `{c}` was not hashed")))?;
         kb = kb.component("config", ComponentValue::map([(c.clone(), ComponentValue::Blake3(*d))]));
@@ -244,7 +247,7 @@ impl Tester {
         env.extend(cmd.env.clone());
         let spec =
             container_spec(&self.img, rootfs, &Overrides { argv: Some(cmd.argv.clone()), env, ..Default::default() })
-                .map_err(|e| Fail::Check(failed(c, "a command to run", e)))?;
+                .map_err(|e| Fail::Check(failed(&c.name, "a command to run", e)))?;
         let (mut stdout, mut stderr) = (String::new(), String::new());
         let outcome = sandbox::run(&spec, |line| {
             let buf = if line.stream == Stream::Stdout { &mut stdout } else { &mut stderr };
@@ -263,7 +266,7 @@ impl Tester {
                 _ => format!("exit code {code}"),
             };
             return Err(Fail::Check(failed(
-                c,
+                &c.name,
                 format!("exit code {}", cmd.exit_code),
                 format!("{got}{}", tail(&stderr)),
             )));
@@ -274,13 +277,13 @@ impl Tester {
         ] {
             for r in want {
                 if !regex(r)?.is_match(text) {
-                    return Err(Fail::Check(failed(c, format!("{stream} matching `{r}`"), quoted(text))));
+                    return Err(Fail::Check(failed(&c.name, format!("{stream} matching `{r}`"), quoted(text))));
                 }
             }
             for r in exclude {
                 if let Some(m) = regex(r)?.find(text) {
                     return Err(Fail::Check(failed(
-                        c,
+                        &c.name,
                         format!("{stream} not matching `{r}`"),
                         format!("{} in {}", quoted(m.as_str()), quoted(text)),
                     )));
@@ -297,7 +300,7 @@ impl Tester {
         let entrypoint = s.process.as_ref().map(|p| vec![format!("/cnb/process/{p}")]);
         let o = Overrides { entrypoint, cmd: s.args.clone(), env: s.env.clone(), ..Default::default() };
         let spec =
-            container_spec(&self.img, rootfs, &o).map_err(|e| Fail::Check(failed(c, "a process to start", e)))?;
+            container_spec(&self.img, rootfs, &o).map_err(|e| Fail::Check(failed(&c.name, "a process to start", e)))?;
         let lines: Arc<Mutex<VecDeque<String>>> = Default::default();
         let full: Arc<Mutex<String>> = Default::default();
         let bwrap: Arc<Mutex<Option<u32>>> = Default::default();
@@ -326,7 +329,7 @@ impl Tester {
                     Ok(o) => o.failure_message(&spec).unwrap_or_else(|| "exited with status 0".into()),
                     Err(e) => crate::execution::chain(&e),
                 };
-                Err(Fail::Check(failed(c, format!("the service to keep running while it is checked (port {})", s.port), format!("it {got}"))))
+                Err(Fail::Check(failed(&c.name, format!("the service to keep running while it is checked (port {})", s.port), format!("it {got}"))))
             }
             r = checks => r,
         };
@@ -372,24 +375,25 @@ impl Tester {
                 let check = Check { name, what: CheckKind::NonRoot };
                 if let Err(e) = probe::wait_for_port(port, ready, &stop) {
                     return Err(failed(
-                        &check,
+                        &check.name,
                         format!("127.0.0.1:{port} to accept connections within {}s", ready.as_secs()),
                         format!("`{e}`"),
                     ));
                 }
                 for h in &http {
-                    let a = probe::http_get(port, &h.path, Duration::from_secs(10))
-                        .map_err(|e| failed(&check, format!("an HTTP answer to GET {}", h.path), format!("`{e}`")))?;
+                    let a = probe::http_get(port, &h.path, Duration::from_secs(10)).map_err(|e| {
+                        failed(&check.name, format!("an HTTP answer to GET {}", h.path), format!("`{e}`"))
+                    })?;
                     if a.status != h.status {
                         return Err(failed(
-                            &check,
+                            &check.name,
                             format!("GET {} to answer status {}", h.path, h.status),
                             format!("{} (body {})", a.status, quoted(&a.body)),
                         ));
                     }
                     if !h.body.is_empty() && !regex::Regex::new(&h.body).map_err(|e| e.to_string())?.is_match(&a.body) {
                         return Err(failed(
-                            &check,
+                            &check.name,
                             format!("the body of GET {} to match `{}`", h.path, h.body),
                             quoted(&a.body),
                         ));
@@ -474,7 +478,7 @@ fn structure(
     tree: Option<&ImageTree>,
     contents: &BTreeMap<String, Vec<u8>>,
 ) -> Result<(), Fail> {
-    let fail = |e: String, g: String| Err(Fail::Check(failed(c, e, g)));
+    let fail = |e: String, g: String| Err(Fail::Check(failed(&c.name, e, g)));
     let cfg = img.config().config().clone().unwrap_or_default();
     let env: BTreeMap<String, String> = cfg
         .env()
@@ -674,7 +678,8 @@ impl super::seam::Runner for ImageTestRunner {
         "image_test"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: env values as digests.
+        2
     }
     fn makes_image_bytes(&self) -> bool {
         false

@@ -14,6 +14,7 @@ use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use super::ctx::RunCtx;
+use super::image_test::{failed, Fail};
 use super::image_test::{log_dir, write_log};
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::execution::container::{container_spec, Overrides};
@@ -48,25 +49,31 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -
     let (spec, it) = parts(a);
     let mut kb = kb.component("timeout_secs", spec.timeout_secs);
     // Each service by name: its image's digest and how it is started and checked (canonical JSON
-    // of fixed fields; the graph-local action id and the label are not part of it).
+    // of fixed fields; the graph-local action id and the label are not part of it). Env values
+    // as digests: they may be tokens, and key components are stored and uploaded.
     for s in &it.services {
         let how = serde_json::json!({
-            "process": s.process, "args": s.args, "env": s.env, "port": s.port,
+            "process": s.process, "args": s.args, "port": s.port,
             "http_path": s.http_path, "http_status": s.http_status, "ready_timeout_secs": s.ready_timeout_secs,
         });
         kb = kb
-            .component(&format!("service {}", s.name), ComponentValue::list([manifest_of(deps, s)?, how.to_string()]));
+            .component(&format!("service {}", s.name), ComponentValue::list([manifest_of(deps, s)?, how.to_string()]))
+            .component(&format!("service {} env", s.name), ComponentValue::env_map(&s.env));
     }
+    // The test's files as staged (content and executable bit: the copy keeps the mode).
     let mut srcs = BTreeMap::new();
     for (rel, path) in &it.test.srcs {
         let d =
             ctx.sources.get(path).ok_or_else(|| ActionError::internal(format!("source `{path}` was not hashed")))?;
-        srcs.insert(rel.clone(), ComponentValue::Blake3(*d));
+        let x = ctx.source_stamps.get(path).is_some_and(|st| st.executable());
+        srcs.insert(rel.clone(), ComponentValue::from(format!("blake3:{d}{}", if x { "+x" } else { "" })));
     }
     Ok(kb
         .component("test_argv", ComponentValue::list(it.test.argv.clone()))
-        .component("test_env", ComponentValue::map(it.test.env.clone()))
-        .component("test_srcs", ComponentValue::map(srcs)))
+        .component("test_env", ComponentValue::env_map(&it.test.env))
+        .component("test_srcs", ComponentValue::map(srcs))
+        // The test command runs on the host's tools (curl, sh, …): their identity is in the key.
+        .component("host", ctx.host_identity.get_or_init(super::host_identity).as_str()))
 }
 
 /// One service ready to start: its image, root file system and sandbox.
@@ -135,22 +142,6 @@ pub async fn run(a: &Action, deps: &super::seam::Deps, ctx: &Arc<RunCtx>) -> Res
     let tries = if n > 1 { format!(" (all {n} attempts failed)") } else { String::new() };
     let shown = log_path.strip_prefix(&ctx.root).unwrap_or(&log_path).display().to_string();
     Err(ActionError::build(format!("{last}{tries}")).hint(format!("the test log is `{shown}`")))
-}
-
-/// A check that did not hold (a test failure), or something that kept the test from running.
-enum Fail {
-    Check(String),
-    Error(ActionError),
-}
-
-impl From<ActionError> for Fail {
-    fn from(e: ActionError) -> Fail {
-        Fail::Error(e)
-    }
-}
-
-fn failed(check: &str, expected: impl std::fmt::Display, got: impl std::fmt::Display) -> String {
-    format!("check `{check}` failed: expected {expected}, got {got}")
 }
 
 /// The output of one process: its last lines (for messages) and up to [`MAX_LOG_BYTES`] of it.
@@ -448,7 +439,8 @@ impl super::seam::Runner for IntegrationTestRunner {
         "integration_test"
     }
     fn version(&self) -> u32 {
-        1
+        // 2: env values as digests, the test files' executable bit and the host's identity keyed.
+        2
     }
     fn makes_image_bytes(&self) -> bool {
         false
