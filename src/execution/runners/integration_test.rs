@@ -73,7 +73,7 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -
         .component("test_env", ComponentValue::env_map(&it.test.env))
         .component("test_srcs", ComponentValue::map(srcs))
         // The test command runs on the host's tools (curl, sh, …): their identity is in the key.
-        .component("host", ctx.host_identity.get_or_init(super::host_identity).as_str()))
+        .component("host", ctx.host_identity.get_or_init(super::ctx::host_identity).as_str()))
 }
 
 /// One service ready to start: its image, root file system and sandbox.
