@@ -12,13 +12,16 @@
 #   git               `cbuild affected --base` and its tests
 #   python3-junitparser  a real JUnit XML reader for `cbuild test --junit` (tests; PyPI's junitparser)
 #   python3-venv      the venv of the SBOM/provenance validators below
+#   qemu-user-static binfmt-support  user-mode emulation of foreign architectures (a cnb_image built for
+#                     linux/arm64 on amd64 runs its buildpacks under it; registered with the fix-binary
+#                     flag, so the handlers work inside the sandbox)
 # Then, in a venv at $CBUILD_TOOLS_VENV (default /opt/cbuild-tools/venv), the independent validators
 # of cbuild's SBOMs and provenance (scripts/validate-sbom.py; Debian packages none of them):
 #   spdx-tools (pyspdxtools), cyclonedx-python-lib[json-validation], in-toto-attestation (PyPI)
 set -euo pipefail
 PKGS=(bubblewrap busybox-static skopeo umoci oci-image-tool jq runc docker-registry apache2-utils nginx
       graphviz hyperfine pigz zstd buildah time curl xz-utils ca-certificates gcc libc6-dev docker.io podman git
-      python3-junitparser python3-venv)
+      python3-junitparser python3-venv qemu-user-static binfmt-support)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -28,6 +31,16 @@ if [ ${#missing[@]} -ne 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+# binfmt_misc: a machine without systemd may not have it mounted; binfmt-support registers
+# qemu-user-static's handlers when it is, and `update-binfmts --enable` (re)does it otherwise.
+if [ ! -e /proc/sys/fs/binfmt_misc/register ]; then
+  $SUDO mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc 2>/dev/null ||
+    echo "install-deps: cannot mount binfmt_misc: foreign-architecture builds will not run here" >&2
+fi
+if [ -e /proc/sys/fs/binfmt_misc/register ] && [ ! -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ]; then
+  $SUDO update-binfmts --enable qemu-aarch64 >/dev/null 2>&1 ||
+    echo "install-deps: cannot register qemu-aarch64: linux/arm64 builds will not run here" >&2
 fi
 VENV=${CBUILD_TOOLS_VENV:-/opt/cbuild-tools/venv}
 if ! "$VENV/bin/python" -c 'import spdx_tools, cyclonedx.validation.json, in_toto_attestation' 2>/dev/null; then

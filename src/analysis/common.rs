@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use crate::loading::{AttrValue, TargetNode};
 use crate::model::action::{ActionId, Input};
 use crate::model::label::Label;
+pub use crate::model::platform::Platform;
 
 /// What a target provides to its dependents after analysis.
 #[derive(Clone, Debug)]
@@ -69,6 +70,12 @@ pub struct Options {
     /// The targets asked for (set by [`analyze`](super::analyze)): a builder builds to a builder
     /// image only when it is one of them, not when an app merely uses it.
     pub requested: std::collections::BTreeSet<Label>,
+    /// `--platform`: build the requested targets for these platforms only (empty: each target's own
+    /// `platforms`, else its default).
+    pub platforms: Vec<Platform>,
+    /// The platform the target at hand is analysed for (set by [`analyze`](super::analyze)):
+    /// `None` is a target's default configuration (its own attributes say), as before platforms.
+    pub platform: Option<Platform>,
 }
 
 impl Default for Options {
@@ -79,6 +86,8 @@ impl Default for Options {
             bindings: BTreeMap::new(),
             root: std::path::PathBuf::from("."),
             requested: Default::default(),
+            platforms: Vec::new(),
+            platform: None,
         }
     }
 }

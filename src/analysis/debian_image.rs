@@ -12,7 +12,7 @@ pub fn analyze(
     n: &TargetNode,
     _provided: &BTreeMap<Label, Provided>,
     ag: &mut ActionGraph,
-    _opts: &Options,
+    opts: &Options,
 ) -> Result<Provided, String> {
     let l = &n.label;
     let lock = str_attr(n, "lock")?;
@@ -25,7 +25,15 @@ pub fn analyze(
         lock,
         packages: strings(n.attr("packages")),
         suite: str_attr(n, "suite")?.to_string(),
-        architecture: str_attr(n, "architecture")?.to_string(),
+        architecture: match &opts.platform {
+            Some(p) if p.variant.is_some() => {
+                return Err(format!(
+                    "platform {p}: Debian architectures have no variants (use linux/arm64, linux/amd64, ...)"
+                ))
+            }
+            Some(p) => p.debian_arch().to_string(),
+            None => str_attr(n, "architecture")?.to_string(),
+        },
         uid: id("user_id").ok_or("`user_id` must be a positive number")?,
         gid: id("group_id").ok_or("`group_id` must be a positive number")?,
         user_name: str_attr(n, "user_name")?.to_string(),

@@ -1,10 +1,10 @@
 //! Analysis: turns the loaded targets into a plain-data [`ActionGraph`], one rule at a time. Checks
 //! what loading cannot (a `layer` listed where an image is expected, a bad mode), with the target's site.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::loading::{LoadError, TargetGraph, TargetNode};
-use crate::model::action::ActionGraph;
+use crate::model::action::{ActionGraph, ActionId, ActionKind};
 use crate::model::label::Label;
 
 mod builder;
@@ -22,60 +22,224 @@ mod oci_import;
 mod oci_pull;
 mod stack;
 
-use common::Provided;
 pub use common::{string_map, Options};
+use common::{Platform, Provided};
+
+/// A configuration: the platform a target is analysed for (`None`: its default, see
+/// [`Options::platform`]).
+type Config = Option<Platform>;
+
+/// Rule kinds analysed once per platform they are needed for. Their image dependencies get the same
+/// platform; every other kind (files, layers, buildpacks, tests, imports) is analysed once, in
+/// the default configuration, and shared by every platform.
+const PER_PLATFORM: &[&str] = &["oci_image", "debian_image", "oci_pull", "stack", "builder", "cnb_image"];
+
+fn per_platform(n: &TargetNode) -> bool {
+    PER_PLATFORM.contains(&n.kind.as_str())
+}
+
+/// A target's own `platforms` attribute, parsed.
+fn own_platforms(n: &TargetNode) -> Result<Vec<Platform>, String> {
+    if !per_platform(n) {
+        return Ok(Vec::new());
+    }
+    crate::model::platform::parse_list(&common::strings(n.attr("platforms"))).map_err(|e| format!("`platforms`: {e}"))
+}
+
+fn list(ps: &[Platform]) -> String {
+    ps.iter().map(|p| p.to_string()).collect::<Vec<_>>().join(", ")
+}
+
+/// The configuration `n` is analysed in when a dependent asks for `c`: a target with its own
+/// `platforms` answers the default configuration with the host's platform (else its first), and
+/// refuses a platform it does not list.
+fn normalize(n: &TargetNode, own: &[Platform], c: Config) -> Result<Config, String> {
+    match c {
+        _ if own.is_empty() => Ok(c),
+        None => Ok(Some(own.iter().find(|p| **p == Platform::host()).unwrap_or(&own[0]).clone())),
+        Some(p) if own.contains(&p) => Ok(Some(p)),
+        Some(p) => Err(format!("`{}` has no image for platform {p} (its platforms: {})", n.label, list(own))),
+    }
+}
 
 pub fn analyze(g: &TargetGraph, labels: &[Label], opts: &Options) -> Result<ActionGraph, Vec<LoadError>> {
     let mut ag = ActionGraph::default();
-    let mut provided: BTreeMap<Label, Provided> = BTreeMap::new();
     let mut errors = Vec::new();
     let wanted = g.deps(&labels.iter().cloned().collect());
     let opts = &Options { requested: labels.iter().cloned().collect(), ..opts.clone() };
-    for l in g.topo_order() {
-        if !wanted.contains(&l) {
-            continue;
-        }
-        let n = &g.nodes[&l];
-        match analyze_target(n, &provided, &mut ag, opts) {
-            Ok(p) => {
-                match &p {
-                    Provided::Image(a) | Provided::Pulled(a, _) => {
-                        ag.target_outputs.insert(l.clone(), *a);
-                        ag.image_targets.push(l.clone());
-                    }
-                    Provided::Layer(a) | Provided::Files { action: a, .. } | Provided::Buildpack(a) => {
-                        ag.target_outputs.insert(l.clone(), *a);
-                    }
-                    Provided::Test(a) => {
-                        ag.target_outputs.insert(l.clone(), *a);
-                        ag.test_targets.push(l.clone());
-                    }
-                    Provided::Builder { output, note, .. } => {
-                        if let Some(a) = output {
-                            ag.target_outputs.insert(l.clone(), *a);
-                            ag.image_targets.push(l.clone());
-                        }
-                        if let Some(m) = note.as_ref().filter(|_| labels.contains(&l)) {
-                            ag.notes.push(m.clone());
-                        }
-                    }
-                    Provided::Stack(_) => {}
-                    Provided::Declared => {
-                        ag.not_buildable.push((l.clone(), n.kind.clone()));
-                    }
-                }
-                provided.insert(l, p);
+    let order: Vec<Label> = g.topo_order().into_iter().filter(|l| wanted.contains(l)).collect();
+    let mut own: BTreeMap<Label, Vec<Platform>> = BTreeMap::new();
+    for l in &order {
+        let n = &g.nodes[l];
+        match own_platforms(n) {
+            Ok(v) => {
+                own.insert(l.clone(), v);
             }
             Err(m) => {
                 errors.push(LoadError::new(format!("`{l}`: {m}")).at(n.site.clone()));
-                provided.insert(l, Provided::Declared);
+                own.insert(l.clone(), Vec::new());
             }
         }
     }
-    if errors.is_empty() {
-        Ok(ag)
-    } else {
-        Err(errors)
+    // The configurations each target is needed in: the requested ones' own (or `--platform`),
+    // then down the graph (dependents before dependencies).
+    let mut configs: BTreeMap<Label, BTreeSet<Config>> = BTreeMap::new();
+    let mut top: BTreeMap<Label, Vec<Config>> = BTreeMap::new();
+    for l in labels.iter().filter(|l| wanted.contains(*l)) {
+        let n = &g.nodes[l];
+        let mine = &own[l];
+        let cs: Vec<Config> = if !per_platform(n) {
+            vec![None]
+        } else if opts.platforms.is_empty() {
+            if mine.is_empty() {
+                vec![None]
+            } else {
+                mine.iter().cloned().map(Some).collect()
+            }
+        } else if mine.is_empty() {
+            opts.platforms.iter().cloned().map(Some).collect()
+        } else {
+            let v: Vec<Config> = opts.platforms.iter().filter(|p| mine.contains(p)).cloned().map(Some).collect();
+            if v.is_empty() {
+                errors.push(
+                    LoadError::new(format!(
+                        "`{l}` is not built for {} (its platforms: {})",
+                        list(&opts.platforms),
+                        list(mine)
+                    ))
+                    .at(n.site.clone()),
+                );
+            }
+            v
+        };
+        configs.entry(l.clone()).or_default().extend(cs.iter().cloned());
+        top.insert(l.clone(), cs);
+    }
+    for l in order.iter().rev() {
+        let n = &g.nodes[l];
+        let cs: Vec<Config> = configs.get(l).map(|s| s.iter().cloned().collect()).unwrap_or_default();
+        for d in g.direct_deps(l) {
+            let Some(dn) = g.nodes.get(&d) else { continue };
+            for c in &cs {
+                let asked = if per_platform(n) && per_platform(dn) { c.clone() } else { None };
+                match normalize(dn, &own[&d], asked) {
+                    Ok(dc) => {
+                        configs.entry(d.clone()).or_default().insert(dc);
+                    }
+                    Err(m) => {
+                        let e = format!("`{l}`: {m}");
+                        if !errors.iter().any(|x: &LoadError| x.message == e) {
+                            errors.push(LoadError::new(e).at(n.site.clone()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    // Analysis proper: each target once per configuration, seeing its dependencies' results in
+    // the same configuration (shared targets are in every one).
+    let all: BTreeSet<Config> = configs.values().flatten().cloned().chain([None]).collect();
+    let mut provided: BTreeMap<Config, BTreeMap<Label, Provided>> =
+        all.iter().map(|c| (c.clone(), BTreeMap::new())).collect();
+    let mut results: BTreeMap<Label, Vec<(Config, Provided)>> = BTreeMap::new();
+    for l in &order {
+        let n = &g.nodes[l];
+        let cs: Vec<Config> = configs.get(l).map(|s| s.iter().cloned().collect()).unwrap_or_else(|| vec![None]);
+        for c in cs {
+            let o = Options { platform: c.clone(), ..opts.clone() };
+            let p = match analyze_target(n, &provided[&c], &mut ag, &o) {
+                Ok(p) => p,
+                Err(m) => {
+                    let m = match &c {
+                        Some(p) => format!("`{l}` (for {p}): {m}"),
+                        None => format!("`{l}`: {m}"),
+                    };
+                    errors.push(LoadError::new(m).at(n.site.clone()));
+                    Provided::Declared
+                }
+            };
+            if !per_platform(n) {
+                for m in provided.values_mut() {
+                    m.insert(l.clone(), p.clone());
+                }
+            } else {
+                provided.get_mut(&c).expect("every configuration has a map").insert(l.clone(), p.clone());
+                // Dependents in the default configuration see this platform's result.
+                if c.is_some() && normalize(n, &own[l], None).ok().flatten() == c {
+                    provided.get_mut(&None).expect("the default configuration").insert(l.clone(), p.clone());
+                }
+            }
+            results.entry(l.clone()).or_default().push((c, p));
+        }
+    }
+    if !errors.is_empty() {
+        return Err(errors);
+    }
+    for l in &order {
+        let n = &g.nodes[l];
+        let rs = &results[l];
+        // The configurations that make the target's own output: what it was requested for, else
+        // the one its default-configuration dependents use.
+        let want: Vec<Config> = match top.get(l) {
+            Some(t) => t.clone(),
+            None => vec![normalize(n, &own[l], None).unwrap_or(None)],
+        };
+        let chosen: Vec<&Provided> =
+            want.iter().filter_map(|c| rs.iter().find(|(rc, _)| rc == c).or(rs.first()).map(|(_, p)| p)).collect();
+        let Some(first) = chosen.first() else { continue };
+        if chosen.len() > 1 {
+            let images: Vec<ActionId> = chosen
+                .iter()
+                .filter_map(|p| match p {
+                    Provided::Image(a) | Provided::Pulled(a, _) => Some(*a),
+                    _ => None,
+                })
+                .collect();
+            if images.len() == chosen.len() {
+                let platforms = want.iter().flatten().map(|p| p.to_string()).collect();
+                let idx = ag.add(l, ActionKind::ImageIndex { images: images.clone(), platforms }, images);
+                ag.target_outputs.insert(l.clone(), idx);
+                ag.image_targets.push(l.clone());
+                continue;
+            }
+        }
+        record(&mut ag, l, n, first, labels);
+    }
+    Ok(ag)
+}
+
+/// Records what a target provides in the graph's per-target tables.
+fn record(ag: &mut ActionGraph, l: &Label, n: &TargetNode, p: &Provided, labels: &[Label]) {
+    match p {
+        Provided::Image(a) | Provided::Pulled(a, _) => {
+            ag.target_outputs.insert(l.clone(), *a);
+            ag.image_targets.push(l.clone());
+        }
+        Provided::Layer(a) | Provided::Files { action: a, .. } | Provided::Buildpack(a) => {
+            ag.target_outputs.insert(l.clone(), *a);
+        }
+        Provided::Test(a) => {
+            ag.target_outputs.insert(l.clone(), *a);
+            ag.test_targets.push(l.clone());
+        }
+        Provided::Builder { output, note, .. } => {
+            if let Some(a) = output {
+                ag.target_outputs.insert(l.clone(), *a);
+                ag.image_targets.push(l.clone());
+            }
+            if let Some(m) = note.as_ref().filter(|_| labels.contains(l)) {
+                if !ag.notes.contains(m) {
+                    ag.notes.push(m.clone());
+                }
+            }
+        }
+        Provided::Stack(_) => {}
+        Provided::Declared => {
+            ag.not_buildable.push((l.clone(), n.kind.clone()));
+        }
     }
 }
 

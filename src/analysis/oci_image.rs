@@ -12,7 +12,7 @@ pub fn analyze(
     n: &TargetNode,
     provided: &BTreeMap<Label, Provided>,
     ag: &mut ActionGraph,
-    _opts: &Options,
+    opts: &Options,
 ) -> Result<Provided, String> {
     let l = &n.label;
     let mut deps = Vec::new();
@@ -55,8 +55,17 @@ pub fn analyze(
         labels: string_map(n.attr("labels")),
         exposed_ports: strings(n.attr("exposed_ports")),
         created: opt_string(n.attr("created")),
-        os: str_attr(n, "os")?.to_string(),
-        architecture: str_attr(n, "architecture")?.to_string(),
+        // Built for a platform: that platform (on scratch; a base brings its own). By default the
+        // `os`/`architecture` attributes.
+        os: match &opts.platform {
+            Some(p) => p.os.clone(),
+            None => str_attr(n, "os")?.to_string(),
+        },
+        architecture: match &opts.platform {
+            Some(p) => p.architecture.clone(),
+            None => str_attr(n, "architecture")?.to_string(),
+        },
+        variant: opts.platform.as_ref().and_then(|p| p.variant.clone()),
     };
     ag.image_tags.insert(l.clone(), strings(n.attr("tags")));
     let a = ag.add(l, ActionKind::Image { base, layers, layer_labels, config }, deps);

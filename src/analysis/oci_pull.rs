@@ -12,7 +12,7 @@ pub fn analyze(
     n: &TargetNode,
     _provided: &BTreeMap<Label, Provided>,
     ag: &mut ActionGraph,
-    _opts: &Options,
+    opts: &Options,
 ) -> Result<Provided, String> {
     let l = &n.label;
     let image = str_attr(n, "image")?.to_string();
@@ -23,7 +23,14 @@ pub fn analyze(
     }
     let a = ag.add(
         l,
-        ActionKind::PullImage { image: image.clone(), digest, platform: opt_string(n.attr("platform")) },
+        ActionKind::PullImage {
+            image: image.clone(),
+            digest,
+            platform: match &opts.platform {
+                Some(p) => Some(p.to_string()),
+                None => opt_string(n.attr("platform")),
+            },
+        },
         vec![],
     );
     Ok(Provided::Pulled(a, image))

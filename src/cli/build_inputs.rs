@@ -37,6 +37,18 @@ pub struct BuildInputArgs {
     /// tags and labels (only the final manifest changes; no layer or buildpack reruns).
     #[arg(long, global = true, help_heading = "Build inputs", hide_short_help = true)]
     pub stamp: bool,
+    /// Build the requested image targets for these platforms (`os/arch[/variant]`, comma-separated
+    /// or repeated), as `docker build --platform`: a target with `platforms` is restricted to them;
+    /// several give an image index.
+    #[arg(
+        long = "platform",
+        value_name = "OS/ARCH",
+        value_delimiter = ',',
+        global = true,
+        help_heading = "Build inputs",
+        hide_short_help = true
+    )]
+    pub platform: Vec<String>,
 }
 
 /// The resolved inputs.
@@ -46,6 +58,8 @@ pub struct BuildInputs {
     /// name → absolute directory (checked: exists, outside the workspace, has `type`).
     pub bindings: BTreeMap<String, String>,
     pub stamp: bool,
+    /// `--platform`, parsed (empty: each target's own).
+    pub platforms: Vec<crate::model::platform::Platform>,
 }
 
 fn valid_env_name(k: &str) -> bool {
@@ -101,6 +115,8 @@ impl BuildInputArgs {
             let real = crate::execution::runners::cnb_bindings::check(name, &cwd.join(dir), root)?;
             bindings.insert(name.to_string(), real.display().to_string());
         }
-        Ok(BuildInputs { env, bindings, stamp: self.stamp })
+        let platforms = crate::model::platform::parse_list(&self.platform)
+            .map_err(|e| Failure::user_hint(format!("--platform: {e}"), "e.g. --platform linux/amd64,linux/arm64"))?;
+        Ok(BuildInputs { env, bindings, stamp: self.stamp, platforms })
     }
 }

@@ -313,6 +313,8 @@ impl Settings {
             bindings: self.inputs.bindings.clone(),
             root: self.root().to_path_buf(),
             requested: Default::default(),
+            platforms: self.inputs.platforms.clone(),
+            platform: None,
         }
     }
 }

@@ -226,6 +226,7 @@ mod tests {
             components: vec!["main".into()],
             requested: vec!["hello".into()],
             packages: vec![p],
+            others: Vec::new(),
         };
         let stats = fetch_debs(&lock, &c, || panic!("the archive is not needed")).unwrap();
         assert_eq!(stats, FetchStats { downloaded: 0, cached: 1, bytes: 0 });

@@ -45,6 +45,19 @@ pub struct Lock {
     /// Sorted by name, one entry per name.
     #[serde(rename = "package", default)]
     pub packages: Vec<LockedPackage>,
+    /// The same request resolved for other architectures (`[[arch]]` sections of a
+    /// multi-platform `debian_image`), in the order written.
+    #[serde(rename = "arch", default)]
+    pub others: Vec<ArchSection>,
+}
+
+/// One more architecture of a lock: its packages (same suite, components and request).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchSection {
+    pub architecture: String,
+    #[serde(rename = "package", default)]
+    pub packages: Vec<LockedPackage>,
 }
 
 /// What to lock: the inputs of [`create_lock`].
@@ -102,6 +115,15 @@ impl Lock {
     /// packages sorted by name without duplicates, requested entries parse and are sorted.
     pub fn validate(&self, subject: &str) -> Result<()> {
         let bad = |reason: String| DebianError::BadLock { subject: subject.to_string(), reason };
+        let mut arches = vec![self.architecture.as_str()];
+        for o in &self.others {
+            if arches.contains(&o.architecture.as_str()) {
+                return Err(bad(format!("architecture `{}` has two sections", o.architecture)));
+            }
+            arches.push(&o.architecture);
+            let view = self.for_architecture(&o.architecture).expect("listed");
+            view.validate(&format!("{subject} [arch {}]", o.architecture))?;
+        }
         if self.version != LOCK_VERSION {
             return Err(bad(format!(
                 "format version {} is not {LOCK_VERSION} (hint: recreate it with `cbuild lock`)",
@@ -167,7 +189,43 @@ impl Lock {
             s += &format!("sha256 = {}\n", q(&p.sha256.to_string()));
             s += &format!("size = {}\n", p.size);
         }
+        for o in &self.others {
+            s += &format!("\n[[arch]]\narchitecture = {}\n", q(&o.architecture));
+            for p in &o.packages {
+                s += "\n[[arch.package]]\n";
+                s += &format!("name = {}\n", q(&p.name));
+                s += &format!("version = {}\n", q(&p.version));
+                s += &format!("architecture = {}\n", q(&p.architecture));
+                s += &format!("filename = {}\n", q(&p.filename));
+                s += &format!("sha256 = {}\n", q(&p.sha256.to_string()));
+                s += &format!("size = {}\n", p.size);
+            }
+        }
         s
+    }
+
+    /// Every architecture the lock has packages for: its own first, then its `[[arch]]` sections.
+    pub fn architectures(&self) -> Vec<String> {
+        std::iter::once(self.architecture.clone()).chain(self.others.iter().map(|o| o.architecture.clone())).collect()
+    }
+
+    /// The lock as it is for one architecture (a single-architecture lock), if it has that one.
+    pub fn for_architecture(&self, arch: &str) -> Option<Lock> {
+        let packages = if arch == self.architecture {
+            self.packages.clone()
+        } else {
+            self.others.iter().find(|o| o.architecture == arch)?.packages.clone()
+        };
+        Some(Lock { architecture: arch.to_string(), packages, others: Vec::new(), ..self.clone() })
+    }
+
+    /// One lock holding `locks` (the same request resolved for several architectures): the first
+    /// is the main one, the others become `[[arch]]` sections.
+    pub fn combine(mut locks: Vec<Lock>) -> Lock {
+        let mut main = locks.remove(0);
+        main.others =
+            locks.into_iter().map(|l| ArchSection { architecture: l.architecture, packages: l.packages }).collect();
+        main
     }
 
     /// The sha256 of the canonical text: changes exactly when the pinned content changes.
@@ -202,6 +260,7 @@ pub fn lock_from_index(req: &LockRequest, index: &PackageIndex) -> Result<(Lock,
         architecture: req.architecture.clone(),
         components: req.components.clone(),
         requested,
+        others: Vec::new(),
         packages: res
             .packages
             .into_iter()

@@ -25,6 +25,8 @@ pub struct Overrides {
 /// env, user (looked up in the image's `/etc/passwd`), `HOME`, a default `PATH`, working directory;
 /// no network (a namespace with loopback only).
 pub fn container_spec(img: &Image, rootfs: &Path, o: &Overrides) -> Result<SandboxSpec, String> {
+    let (os, arch) = img.platform();
+    super::emulation::check_arch(&os, &arch)?;
     let cfg = img.config().config().clone().unwrap_or_default();
     let argv: Vec<String> = match &o.argv {
         Some(a) => a.clone(),

@@ -2,6 +2,7 @@
 //! [`ActionGraph`](crate::model::action::ActionGraph), so it is testable without Starlark.
 
 pub mod container;
+pub mod emulation;
 pub mod error;
 pub mod events;
 pub mod probe;

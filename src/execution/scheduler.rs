@@ -612,7 +612,7 @@ pub fn fetch_remote_layers(
     cache: Arc<Cache>,
     registry: crate::registry::ClientOptions,
 ) -> Result<(), ActionError> {
-    if !outputs.iter().any(|o| matches!(o.as_ref(), ActionOutput::Image { remote, .. } if !remote.is_empty())) {
+    if outputs.iter().all(|o| o.remote_blobs().is_empty()) {
         return Ok(());
     }
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| ActionError::of(&e))?;

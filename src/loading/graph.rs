@@ -112,7 +112,14 @@ pub fn find_packages(root: &Path, under: &PackagePath) -> Vec<PackagePath> {
             continue;
         }
         let name = e.file_name().to_string_lossy();
-        if e.depth() > 0 && (name.starts_with('.') || name == "cbuild-out" || name == "target") {
+        // A directory with its own cbuild.toml is another workspace (as a nested MODULE.bazel is
+        // another repository to Bazel): patterns never reach into it.
+        if e.depth() > 0
+            && (name.starts_with('.')
+                || name == "cbuild-out"
+                || name == "target"
+                || e.path().join(crate::loading::workspace::WORKSPACE_FILE).is_file())
+        {
             it.skip_current_dir();
             continue;
         }

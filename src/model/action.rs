@@ -41,6 +41,9 @@ pub struct ImageConfigSpec {
     pub created: Option<String>,
     pub os: String,
     pub architecture: String,
+    /// The platform's variant (`v7` of `linux/arm/v7`) when the image is built for one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub variant: Option<String>,
 }
 
 /// What an action does, with every parameter it depends on.
@@ -118,6 +121,13 @@ pub enum ActionKind {
         /// Set for an `integration_test`.
         #[serde(default)]
         integration: Option<Box<super::test_spec::IntegrationSpec>>,
+    },
+    /// An OCI image index over one image per platform (a target with several `platforms`): the
+    /// images' manifests in the given order, each descriptor carrying its config's platform.
+    ImageIndex {
+        images: Vec<ActionId>,
+        /// The platform each image is built for (`os/arch[/variant]`), checked against its config.
+        platforms: Vec<String>,
     },
 }
 
@@ -279,6 +289,7 @@ impl ActionKind {
             ActionKind::BuilderRunImage { .. } => "run_image",
             ActionKind::BuilderImage(_) => "builder_image",
             ActionKind::Buildpackage { .. } => "buildpackage",
+            ActionKind::ImageIndex { .. } => "index",
         }
     }
 }
@@ -313,14 +324,24 @@ pub struct ActionGraph {
     pub archives: Vec<Label>,
     /// Notes analysis has for the user (printed as `note:` unless quiet).
     pub notes: Vec<String>,
+    /// The actions of each target, to find an equal one (see [`ActionGraph::add`]).
+    by_label: BTreeMap<Label, Vec<ActionId>>,
 }
 
 impl ActionGraph {
+    /// Adds an action, or returns the target's equal action already in the graph: a target analysed
+    /// for two platforms whose actions do not depend on the platform (a `debian_image` asked for
+    /// its own architecture by default and by name) gets one action, run once.
     pub fn add(&mut self, label: &Label, kind: ActionKind, mut deps: Vec<ActionId>) -> ActionId {
         deps.sort_unstable();
         deps.dedup();
+        let mine = self.by_label.entry(label.clone()).or_default();
+        if let Some(&same) = mine.iter().find(|&&i| self.actions[i].kind == kind && self.actions[i].deps == deps) {
+            return same;
+        }
         let id = self.actions.len();
         debug_assert!(deps.iter().all(|d| *d < id));
+        mine.push(id);
         self.actions.push(Action { id, label: label.clone(), kind, deps });
         id
     }
@@ -347,6 +368,9 @@ pub enum ActionOutput {
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         remote: Vec<RemoteBlob>,
     },
+    /// An image index in the CAS and the images it lists (each an [`ActionOutput::Image`], in
+    /// the index's order).
+    Index { index: Digest, index_size: u64, images: Vec<ActionOutput> },
 }
 
 /// A layer that lives in a registry, not in the local CAS.
@@ -377,6 +401,20 @@ impl ActionOutput {
                 v.extend(blobs.iter().cloned());
                 v
             }
+            ActionOutput::Index { index, images, .. } => {
+                let mut v = vec![index.clone()];
+                v.extend(images.iter().flat_map(|i| i.blobs()));
+                v
+            }
+        }
+    }
+
+    /// The remote (registry-held) layers of an image or of every image of an index.
+    pub fn remote_blobs(&self) -> Vec<&RemoteBlob> {
+        match self {
+            ActionOutput::Image { remote, .. } => remote.iter().collect(),
+            ActionOutput::Index { images, .. } => images.iter().flat_map(|i| i.remote_blobs()).collect(),
+            _ => Vec::new(),
         }
     }
 

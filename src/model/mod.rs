@@ -5,5 +5,6 @@ pub mod action;
 pub mod digest;
 pub mod error;
 pub mod label;
+pub mod platform;
 pub mod reference;
 pub mod test_spec;

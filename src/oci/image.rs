@@ -267,9 +267,15 @@ impl Image {
 
 /// An empty image for `os`/`arch` (e.g. `linux`, `amd64`), created at [`CREATED`].
 pub fn scratch(os: &str, arch: &str) -> Result<Image> {
+    scratch_for(os, arch, None)
+}
+
+/// An empty image for `os`/`arch`/`variant` (`linux`, `arm`, `v7`).
+pub fn scratch_for(os: &str, arch: &str, variant: Option<&str>) -> Result<Image> {
     let mut config = ImageConfiguration::default();
     config.set_os(Os::from(os));
     config.set_architecture(Arch::from(arch));
+    config.set_variant(variant.map(String::from));
     config.set_created(Some(CREATED.to_string()));
     config.set_config(Some(Config::default()));
     config.set_rootfs(RootFs::default());

@@ -71,12 +71,48 @@ pub fn write_layout(dir: &Path, image: &Image, blobs: &BlobDir, ref_name: Option
     image.write_to(blobs)?;
     let mut wanted: Vec<&Digest> = vec![image.digest(), image.config_digest()];
     wanted.extend(image.layers().iter().map(|l| &l.digest));
-    for d in &wanted {
+    write_layout_of(dir, &wanted, &index_json(image, ref_name)?, blobs)?;
+    Ok(image.digest().clone())
+}
+
+/// Writes an image index (the index blob and every image's blobs) as the one entry of the OCI
+/// layout `dir`, as [`write_layout`] does for an image: `index.json` names the index (a nested
+/// index, as BuildKit and skopeo write multi-platform layouts). Returns the index digest.
+pub fn write_index_layout(
+    dir: &Path,
+    index: &super::index::Index,
+    blobs: &BlobDir,
+    ref_name: Option<&str>,
+) -> Result<Digest> {
+    let mut wanted: Vec<&Digest> = vec![&index.digest];
+    for image in &index.images {
+        image.write_to(blobs)?;
+        wanted.extend([image.digest(), image.config_digest()]);
+        wanted.extend(image.layers().iter().map(|l| &l.digest));
+    }
+    let mut d = index.descriptor();
+    if let Some(r) = ref_name {
+        d.set_annotations(Some([(super::ANNOTATION_REF_NAME.to_string(), r.to_string())].into()));
+    }
+    let top = ImageIndexBuilder::default()
+        .schema_version(2u32)
+        .media_type(MediaType::ImageIndex)
+        .manifests(vec![d])
+        .build()
+        .map_err(|source| OciError::Spec { subject: "index.json".into(), source })?;
+    write_layout_of(dir, &wanted, &canonical_json(&top, "index.json")?, blobs)?;
+    Ok(index.digest.clone())
+}
+
+/// The shared part of writing a layout: link `wanted` blobs in, `oci-layout`, `index.json` last,
+/// then remove blobs no longer referenced.
+fn write_layout_of(dir: &Path, wanted: &[&Digest], index_json: &[u8], blobs: &BlobDir) -> Result<()> {
+    for d in wanted {
         blobs.size(d)?; // a missing layer is an error naming it
     }
     let bdir = dir.join("blobs").join("sha256");
     fs::create_dir_all(&bdir).map_err(io_err(&bdir))?;
-    for d in &wanted {
+    for d in wanted {
         let src = blobs.path(d);
         let dst = bdir.join(d.hex());
         if same_file(&src, &dst) {
@@ -89,7 +125,7 @@ pub fn write_layout(dir: &Path, image: &Image, blobs: &BlobDir, ref_name: Option
         crate::fs::write_atomic(&layout_file, OCI_LAYOUT_FILE).map_err(io_err(&layout_file))?;
     }
     let index = dir.join("index.json");
-    crate::fs::write_atomic(&index, &index_json(image, ref_name)?).map_err(io_err(&index))?;
+    crate::fs::write_atomic(&index, index_json).map_err(io_err(&index))?;
     // Garbage: blobs of an earlier image at this path.
     let keep: BTreeSet<&str> = wanted.iter().map(|d| d.hex()).collect();
     for e in fs::read_dir(&bdir).map_err(io_err(&bdir))? {
@@ -100,7 +136,7 @@ pub fn write_layout(dir: &Path, image: &Image, blobs: &BlobDir, ref_name: Option
             let _ = fs::remove_file(e.path());
         }
     }
-    Ok(image.digest().clone())
+    Ok(())
 }
 
 /// Writes `image` as an OCI layout tar (what pack calls a `.cnb` file; `skopeo` reads it as

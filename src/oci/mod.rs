@@ -30,6 +30,7 @@ pub mod docker_archive;
 pub mod error;
 pub mod extract;
 pub mod image;
+pub mod index;
 pub mod layer;
 pub mod layout;
 pub mod tar;
@@ -40,8 +41,9 @@ pub use docker_archive::{read_archive, write_docker_archive};
 pub use error::{OciError, Result};
 pub use extract::{extract_layer, extract_layers, ExtractOptions, ExtractStats};
 pub use image::{append_layer, rebase, rebase_with, scratch, with_config, with_created, ConfigPatch, Image, CREATED};
+pub use index::Index;
 pub use layer::{compress_tar, write_layer, LayerBlob, LayerOptions};
-pub use layout::{read_layout, write_layout, Selector};
+pub use layout::{read_layout, write_index_layout, write_layout, Selector};
 pub use tar::{entries_from_dir, write_tar, EntryKind, LayerEntries, TarEntry, TarOptions, DEFAULT_MTIME};
 
 /// OCI image manifest.

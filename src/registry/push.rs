@@ -136,6 +136,55 @@ impl Client {
         Ok(report)
     }
 
+    /// Pushes a multi-platform image: every image of `index` by digest (blobs, then its manifest),
+    /// then the index itself to `target` and `opts.extra_tags`, so a reader never finds an index
+    /// naming a manifest the repository lacks. The report counts the blobs of every image.
+    pub async fn push_index(
+        &self,
+        index: &crate::oci::Index,
+        blobs: &BlobDir,
+        target: &Reference,
+        opts: &PushOptions,
+    ) -> Result<PushReport> {
+        if let Some(d) = target.digest() {
+            if d != &index.digest {
+                return Err(RegistryError::BadReference {
+                    reference: target.to_string(),
+                    reason: format!("it pins `{d}` but the index being pushed is `{}`", index.digest),
+                });
+            }
+        }
+        let mut report = PushReport {
+            uploaded: 0,
+            mounted: 0,
+            skipped_existing: 0,
+            bytes_uploaded: 0,
+            manifest_digest: index.digest.clone(),
+        };
+        let by_digest = PushOptions { extra_tags: Vec::new(), ..opts.clone() };
+        for image in &index.images {
+            // By digest only: a child manifest never takes the index's tag, even for a moment.
+            let child = Reference::parse(&format!("{}@{}", target.name(), image.digest()))?;
+            let r = self.push_image(image, blobs, &child, &by_digest).await?;
+            report.uploaded += r.uploaded;
+            report.mounted += r.mounted;
+            report.skipped_existing += r.skipped_existing;
+            report.bytes_uploaded += r.bytes_uploaded;
+        }
+        let mut refs = vec![target.tag().map_or_else(|| target.target(), str::to_string)];
+        refs.extend(opts.extra_tags.iter().cloned());
+        let bytes = Bytes::copy_from_slice(&index.bytes);
+        for t in refs {
+            let r = match target.tag() {
+                Some(tag) if tag == t => target.clone(),
+                None if t == target.target() => target.clone(),
+                _ => target.with_tag(&t)?,
+            };
+            self.push_manifest(&r, bytes.clone(), crate::oci::MEDIA_TYPE_INDEX).await?;
+        }
+        Ok(report)
+    }
+
     /// PUTs a manifest or index as these exact bytes with `media_type` to `target` (its tag, else
     /// its digest) and returns its digest. Its blobs (or, for an index, its manifests) must be
     /// in the repository already; [`Client::push_image`] does that for images.

@@ -54,6 +54,7 @@ impl Expected {
             | ActionKind::BuilderRunImage { .. }
             | ActionKind::BuilderImage(_)
             | ActionKind::Buildpackage { .. } => ("image", None),
+            ActionKind::ImageIndex { .. } => ("index", None),
         };
         Expected { variant, files }
     }
@@ -65,6 +66,7 @@ fn variant(o: &ActionOutput) -> &'static str {
         ActionOutput::Layer { .. } => "layer",
         ActionOutput::Data { .. } => "data",
         ActionOutput::Image { .. } => "image",
+        ActionOutput::Index { .. } => "index",
     }
 }
 
@@ -111,24 +113,65 @@ pub fn check_result(expected: &Expected, entry: &RemoteEntry) -> Result<ActionOu
             serde_json::from_str::<serde_json::Value>(json)
                 .map_err(|e| format!("the result's data is not JSON: {e}"))?;
         }
-        ActionOutput::Image { manifest, manifest_size, .. } => {
-            if *manifest_size > MAX_MANIFEST_BYTES {
-                return Err(format!("the manifest is {manifest_size} bytes (at most {MAX_MANIFEST_BYTES} are read)"));
-            }
-            if sizes[manifest] != *manifest_size {
-                return Err(format!(
-                    "the manifest is {manifest_size} bytes in the result and {} in the entry",
-                    sizes[manifest]
-                ));
+        ActionOutput::Image { manifest, manifest_size, .. } => check_manifest_size(manifest, *manifest_size, &sizes)?,
+        ActionOutput::Index { index, index_size, images } => {
+            check_manifest_size(index, *index_size, &sizes)?;
+            for i in images {
+                match i {
+                    ActionOutput::Image { manifest, manifest_size, .. } => {
+                        check_manifest_size(manifest, *manifest_size, &sizes)?
+                    }
+                    other => return Err(format!("the index lists a `{}` output, not an image", variant(other))),
+                }
             }
         }
     }
     Ok(out)
 }
 
+fn check_manifest_size(manifest: &Digest, manifest_size: u64, sizes: &BTreeMap<&Digest, u64>) -> Result<(), String> {
+    if manifest_size > MAX_MANIFEST_BYTES {
+        return Err(format!("the manifest is {manifest_size} bytes (at most {MAX_MANIFEST_BYTES} are read)"));
+    }
+    if sizes[manifest] != manifest_size {
+        return Err(format!(
+            "the manifest is {manifest_size} bytes in the result and {} in the entry",
+            sizes[manifest]
+        ));
+    }
+    Ok(())
+}
+
 /// Checks of an output whose blobs are now local (downloaded and digest-verified): an image's
 /// manifest must name the output's config and only layers the output has (local or remote).
 pub fn check_fetched(out: &ActionOutput, local: &BlobDir) -> Result<(), String> {
+    if let ActionOutput::Index { index, images, .. } = out {
+        // The index must list exactly the result's images, in order.
+        let bytes = local.read_verified(index).map_err(|e| format!("index `{index}`: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| format!("index `{index}` is not JSON: {e}"))?;
+        let listed: Vec<String> = v["manifests"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|m| m.get("digest").and_then(|d| d.as_str()).map(str::to_string))
+            .collect();
+        let ours: Vec<String> = images
+            .iter()
+            .filter_map(|i| match i {
+                ActionOutput::Image { manifest, .. } => Some(manifest.to_string()),
+                _ => None,
+            })
+            .collect();
+        if listed != ours {
+            return Err(format!("index `{index}` does not list the result's images"));
+        }
+        for i in images {
+            check_fetched(i, local)?;
+        }
+        return Ok(());
+    }
     let ActionOutput::Image { manifest, config, blobs, remote, .. } = out else { return Ok(()) };
     let bytes = local.read_verified(manifest).map_err(|e| format!("manifest `{manifest}`: {e}"))?;
     let m: serde_json::Value =

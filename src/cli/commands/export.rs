@@ -47,6 +47,7 @@ pub fn run(g: &GlobalArgs, a: ExportArgs) -> Result<ExitCode, Failure> {
     let Some((label, manifest, _)) = built.images.first() else {
         return Err(Failure::user(format!("`{}` is not an image target", a.label)));
     };
+    let manifest = &super::session::platform_image(&built, label, manifest)?;
     let img = Image::load(built.cache.cas(), manifest).map_err(Failure::env)?;
     let out = if a.output.is_absolute() { a.output.clone() } else { cwd.join(&a.output) };
     let tag = match &a.tag {

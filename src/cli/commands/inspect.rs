@@ -29,6 +29,13 @@ pub fn run(g: &GlobalArgs, a: InspectArgs) -> Result<ExitCode, Failure> {
     let Some((label, manifest, layout)) = built.images.first() else {
         return Err(Failure::user(format!("`{}` is not an image target", a.label)));
     };
+    let top = manifest.clone();
+    let manifest = &super::session::platform_image(&built, label, manifest)?;
+    // A multi-platform target: the index and its platforms, then the chosen platform's image.
+    let index = (top != *manifest)
+        .then(|| crate::oci::Index::load(built.cache.cas(), &top).map(|i| i.platforms()))
+        .transpose()
+        .map_err(Failure::env)?;
     let img = Image::load(built.cache.cas(), manifest).map_err(Failure::env)?;
     let history: Vec<String> = crate::oci::image::history(img.config())
         .iter()
@@ -62,11 +69,15 @@ pub fn run(g: &GlobalArgs, a: InspectArgs) -> Result<ExitCode, Failure> {
             "label": label, "digest": manifest.to_string(), "layout": layout, "os": os, "architecture": arch,
             "config_digest": img.config_digest().to_string(), "config": config["config"], "layers": layers,
             "referrers": {"layout": referrers, "artifacts": atts},
+            "index": index.as_ref().map(|p| serde_json::json!({"digest": top.to_string(), "platforms": p})),
         });
         crate::outln!("{}", serde_json::to_string_pretty(&v).map_err(Failure::env)?);
         return Ok(ExitCode::SUCCESS);
     }
     crate::outln!("{label}");
+    if let Some(p) = &index {
+        crate::outln!("  index:    {top} ({})", p.join(", "));
+    }
     crate::outln!("  digest:   {manifest}");
     crate::outln!("  layout:   {layout}");
     crate::outln!("  platform: {os}/{arch}");

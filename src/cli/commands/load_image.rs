@@ -43,6 +43,7 @@ pub fn run(g: &GlobalArgs, a: LoadArgs) -> Result<ExitCode, Failure> {
     let Some((label, manifest, _)) = built.images.first() else {
         return Err(Failure::user(format!("`{}` is not an image target; `cbuild load` loads images", a.label)));
     };
+    let manifest = &super::session::platform_image(&built, label, manifest)?;
     let l = crate::model::label::Label::parse(label, None).map_err(|e| Failure::user(e.to_string()))?;
     let wanted = if a.tags.is_empty() { built.graph.image_tags.get(&l).cloned().unwrap_or_default() } else { a.tags };
     let tags = if wanted.is_empty() {

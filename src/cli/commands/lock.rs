@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::cli::output::Failure;
 use crate::cli::settings::{GlobalArgs, Settings};
-use crate::debian::{self, Lock, LockChange, LockRequest};
+use crate::debian::{self, Lock, LockRequest};
 
 #[derive(Args, Debug)]
 pub struct LockArgs {
@@ -39,23 +39,60 @@ pub fn run(g: &GlobalArgs, a: LockArgs) -> Result<ExitCode, Failure> {
             n.attr("packages").as_list().iter().filter_map(|v| v.as_str().map(String::from)).collect();
         packages.sort();
         packages.dedup();
-        let req = LockRequest {
-            suite: n.attr("suite").as_str().unwrap_or("bookworm").to_string(),
-            architecture: n.attr("architecture").as_str().unwrap_or("amd64").to_string(),
-            components: vec!["main".into()],
-            packages,
-        };
+        // One section per architecture of `platforms` (the `architecture` attribute's first when
+        // listed, so a single-platform lock keeps its form), else just `architecture`.
+        let own_arch = n.attr("architecture").as_str().unwrap_or("amd64").to_string();
+        let plats: Vec<String> =
+            n.attr("platforms").as_list().iter().filter_map(|v| v.as_str().map(String::from)).collect();
+        let mut arches: Vec<String> = crate::model::platform::parse_list(&plats)
+            .map_err(|e| Failure::user(format!("`{l}`: `platforms`: {e}")))?
+            .iter()
+            .map(|p| p.debian_arch().to_string())
+            .collect();
+        if arches.is_empty() {
+            arches.push(own_arch.clone());
+        } else if let Some(i) = arches.iter().position(|a| *a == own_arch) {
+            let a = arches.remove(i);
+            arches.insert(0, a);
+        }
         let old = Lock::read(&path).ok();
-        let (new, notes) =
-            debian::create_lock(&archive, &req).map_err(|e| Failure::of_in(format_args!("locking `{l}`"), &e))?;
-        let changes: Vec<LockChange> = match &old {
-            Some(o) => debian::lock::diff(o, &new),
+        let mut locks = Vec::new();
+        let mut notes = Vec::new();
+        for arch in &arches {
+            let req = LockRequest {
+                suite: n.attr("suite").as_str().unwrap_or("bookworm").to_string(),
+                architecture: arch.clone(),
+                components: vec!["main".into()],
+                packages: packages.clone(),
+            };
+            let (one, more) = debian::create_lock(&archive, &req)
+                .map_err(|e| Failure::of_in(format_args!("locking `{l}` for {arch}"), &e))?;
+            locks.push(one);
+            notes.extend(more);
+        }
+        let new = Lock::combine(locks);
+        let changes: Vec<String> = match &old {
+            Some(o) => arches
+                .iter()
+                .flat_map(|arch| {
+                    let prefix = if arches.len() > 1 { format!("[{arch}] ") } else { String::new() };
+                    let empty = Lock { packages: Vec::new(), others: Vec::new(), ..new.clone() };
+                    let before = o.for_architecture(arch).unwrap_or(empty);
+                    let after = new.for_architecture(arch).expect("locked above");
+                    debian::lock::diff(&before, &after).into_iter().map(move |c| format!("{prefix}{c}"))
+                })
+                .collect(),
             None => Vec::new(),
         };
+        notes.sort();
+        notes.dedup();
         new.write(&path).map_err(Failure::env)?;
         let shown = path.strip_prefix(s.root()).unwrap_or(&path).display().to_string();
         match old {
             None => eprintln!("{l}: wrote {shown} ({} packages)", new.packages.len()),
+            Some(o) if changes.is_empty() && o.architectures() != new.architectures() => {
+                eprintln!("{l}: updated {shown}: architectures {}", new.architectures().join(", "))
+            }
             Some(_) if changes.is_empty() => eprintln!("{l}: {shown} is up to date ({} packages)", new.packages.len()),
             Some(_) => {
                 eprintln!("{l}: updated {shown}:");

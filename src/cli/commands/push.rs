@@ -59,18 +59,34 @@ pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure>
                 "add tags = [\"registry.example.com/team/app:latest\"] to the target, or pass --tag REF",
             ));
         }
-        let img = Image::load(b.cache.cas(), manifest).map_err(Failure::env)?;
         let out = b.graph.target_outputs.get(&l).and_then(|id| b.report.outputs[*id].clone());
-        let sources: Vec<Reference> = match out.as_deref() {
-            Some(ActionOutput::Image { remote, .. }) => {
-                let mut v: Vec<Reference> = remote.iter().filter_map(|r| Reference::parse(&r.source).ok()).collect();
-                v.dedup_by(|a, b| a.to_string() == b.to_string());
-                v
+        // A multi-platform target pushes its index (every platform's image first).
+        let index = match out.as_deref() {
+            Some(ActionOutput::Index { .. }) => {
+                Some(crate::oci::Index::load(b.cache.cas(), manifest).map_err(Failure::env)?)
             }
-            _ => Vec::new(),
+            _ => None,
         };
-        let mut digests: Vec<crate::model::digest::Digest> = img.layers().iter().map(|l| l.digest.clone()).collect();
-        digests.push(img.config_digest().clone());
+        let imgs: Vec<Image> = match &index {
+            Some(i) => i.images.clone(),
+            None => vec![Image::load(b.cache.cas(), manifest).map_err(Failure::env)?],
+        };
+        let sources: Vec<Reference> = {
+            let mut v: Vec<Reference> = out
+                .as_deref()
+                .map(|o| o.remote_blobs())
+                .unwrap_or_default()
+                .iter()
+                .filter_map(|r| Reference::parse(&r.source).ok())
+                .collect();
+            v.dedup_by(|a, b| a.to_string() == b.to_string());
+            v
+        };
+        let mut digests: Vec<crate::model::digest::Digest> = Vec::new();
+        for img in &imgs {
+            digests.extend(img.layers().iter().map(|l| l.digest.clone()));
+            digests.push(img.config_digest().clone());
+        }
         let mut attached_to: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
         for t in &tags {
             let t = &match &b.stamp {
@@ -95,7 +111,12 @@ pub fn push_built(b: &Built, override_tags: &[String]) -> Result<usize, Failure>
             }
             let opts = PushOptions { source_repos: sources, ..Default::default() };
             let rep = rt
-                .block_on(client.push_image(&img, b.cache.cas(), &r, &opts))
+                .block_on(async {
+                    match &index {
+                        Some(i) => client.push_index(i, b.cache.cas(), &r, &opts).await,
+                        None => client.push_image(&imgs[0], b.cache.cas(), &r, &opts).await,
+                    }
+                })
                 .map_err(|e| Failure::of_in(format_args!("pushing `{label}` to `{t}`"), &e))?;
             n += 1;
             let _ = b.cache.record_blob_locations(r.registry(), r.repository(), &digests);

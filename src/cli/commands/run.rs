@@ -49,8 +49,11 @@ pub fn run(g: &GlobalArgs, a: RunArgs) -> Result<ExitCode, Failure> {
     let Some((label, manifest, _)) = built.images.first() else {
         return Err(Failure::user(format!("`{}` is not an image target; `cbuild run` runs images", a.label)));
     };
+    let manifest = &super::session::platform_image(&built, label, manifest)?;
     let blobs = built.cache.cas();
     let img = Image::load(blobs, manifest).map_err(Failure::env)?;
+    let (os, arch) = img.platform();
+    crate::execution::emulation::check_arch(&os, &arch).map_err(|m| Failure::env(anyhow::anyhow!(m)))?;
     let scratch = sandbox::scratch_dir("run-").map_err(|e| Failure::env(anyhow::anyhow!(e)))?;
     let rootfs = scratch.path().join("rootfs");
     let digests: Vec<_> = img.layers().iter().map(|l| l.digest.clone()).collect();

@@ -45,6 +45,7 @@ pub fn run(g: &GlobalArgs, a: SbomArgs) -> Result<ExitCode, Failure> {
     let Some((label, manifest, _)) = built.images.first() else {
         return Err(Failure::user(format!("`{}` is not an image target", a.target)));
     };
+    let manifest = &super::session::platform_image(&built, label, manifest)?;
     let img = Image::load(built.cache.cas(), manifest).map_err(Failure::env)?;
     let mut files = cnb_sbom_files(&img, built.cache.cas())?;
     // Build SBOMs: in the build result of this target's `build` action, never in the image.

@@ -248,6 +248,29 @@ pub fn build_session(
             continue;
         }
         let id = graph.target_outputs[l];
+        if let Some(ActionOutput::Index { index, images: members, .. }) = report.outputs[id].as_deref() {
+            // A multi-platform target: its layout holds the index and every platform's image.
+            // Stamps and attestations are per image; they are not made for an index (yet).
+            let rel = layout_dir(l);
+            let local = members.iter().all(|m| m.remote_blobs().iter().all(|r| cache.cas().contains(&r.digest)));
+            if layouts == Layouts::None || (layouts == Layouts::LocalOnly && !local) {
+                if layouts == Layouts::LocalOnly && !s.quiet {
+                    eprintln!("note: the layout of `{l}` is not written: its base layers are still in a registry (`cbuild build {l}` writes it)");
+                }
+                no_layout.push(l.to_string());
+                images.push((l.to_string(), index.clone(), rel));
+                continue;
+            }
+            let idx = crate::oci::Index::load(cache.cas(), index).map_err(|e| {
+                Failure::env(anyhow::anyhow!("reading the image index of `{l}`: {}", execution::chain(&e)))
+            })?;
+            let dir = s.root().join(&rel);
+            crate::oci::write_index_layout(&dir, &idx, cache.cas(), Some("latest")).map_err(|e| {
+                Failure::env(anyhow::anyhow!("writing the layout of `{l}` to `{rel}`: {}", execution::chain(&e)))
+            })?;
+            images.push((l.to_string(), index.clone(), rel));
+            continue;
+        }
         if let Some(ActionOutput::Image { manifest, .. }) = report.outputs[id].as_deref() {
             if layouts == Layouts::None {
                 images.push((l.to_string(), manifest.clone(), layout_dir(l)));
@@ -459,4 +482,36 @@ fn write_layout(dir: &std::path::Path, cache: &Cache, manifest: &crate::model::d
     crate::oci::layout::write_layout(dir, &img, cache.cas(), Some("latest"))
         .map(|_| ())
         .map_err(|e| execution::chain(&e))
+}
+
+/// The image of `digest` to run, export or inspect: the digest itself for an image; for an image
+/// index (a multi-platform target) the image for `--platform` (one platform) or else the host's.
+pub fn platform_image(
+    b: &Built,
+    label: &str,
+    digest: &crate::model::digest::Digest,
+) -> Result<crate::model::digest::Digest, Failure> {
+    let bytes = b.cache.cas().read_verified(digest).map_err(Failure::env)?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+    if v.get("manifests").is_none() {
+        return Ok(digest.clone());
+    }
+    let idx = crate::oci::Index::load(b.cache.cas(), digest).map_err(Failure::env)?;
+    let want = match b.settings.inputs.platforms.as_slice() {
+        [] => crate::model::platform::Platform::host(),
+        [one] => one.clone(),
+        many => {
+            return Err(Failure::user(format!(
+                "`{label}` is built for {} platforms here; name one with --platform",
+                many.len()
+            )))
+        }
+    };
+    match idx.image_for(&want.to_string()) {
+        Some(img) => Ok(img.digest().clone()),
+        None => Err(Failure::user_hint(
+            format!("`{label}` has no image for {want} (its platforms: {})", idx.platforms().join(", ")),
+            "pass --platform with one of them",
+        )),
+    }
 }

@@ -159,6 +159,9 @@ pub async fn build_image(
     let ctx2 = ctx.clone();
     tokio::task::spawn_blocking(move || {
         let img = Image::load(ctx2.cache.cas(), &manifest).map_err(|e| ActionError::of(&e))?;
+        // A foreign platform's buildpacks run under emulation: say so before extracting anything.
+        let (os, arch) = img.platform();
+        crate::execution::emulation::check_arch(&os, &arch).map_err(ActionError::env)?;
         let root = common::ensure_rootfs(&img, ctx2.cache.cas())?;
         Ok::<_, ActionError>((img, root))
     })

@@ -44,7 +44,17 @@ fn sorted_unique(v: &[String]) -> Vec<String> {
 
 pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, ActionError> {
     let ActionKind::DebianImage(s) = &a.kind else { unreachable!() };
-    let lock = Lock::read(&ctx.root.join(&s.lock)).map_err(|e| ActionError::of(&e))?;
+    let file = Lock::read(&ctx.root.join(&s.lock)).map_err(|e| ActionError::of(&e))?;
+    // A multi-platform lock holds one section per architecture; this image uses its own.
+    let lock = file.for_architecture(&s.architecture).ok_or_else(|| {
+        ActionError::user(format!(
+            "the lock `{}` has no packages for architecture `{}` (it has: {})",
+            s.lock,
+            s.architecture,
+            file.architectures().join(", ")
+        ))
+        .hint(format!("add it: cbuild lock {}", a.label))
+    })?;
     if sorted_unique(&s.packages) != lock.requested || lock.suite != s.suite || lock.architecture != s.architecture {
         return Err(ActionError::user(format!(
             "the lock `{}` was made for {:?} ({}/{}), but the target asks for {:?} ({}/{})",
@@ -80,7 +90,7 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, ActionError> {
         layer: LayerOptions { compression: Compression::Gzip, mtime: ctx.source_date_epoch },
     };
     let rl = debian::build_rootfs_layer(&lock, &debs, &opts, ctx.cache.cas()).map_err(|e| ActionError::of(&e))?;
-    let img = scratch("linux", &s.architecture).map_err(|e| ActionError::of(&e))?;
+    let img = scratch("linux", oci_arch(&s.architecture)).map_err(|e| ActionError::of(&e))?;
     let img = append_layer(&img, &rl.layer, &format!("debian packages ({} from {})", lock.packages.len(), s.lock))
         .map_err(|e| ActionError::of(&e))?;
     let mut env: Vec<(String, String)> =
@@ -135,5 +145,16 @@ impl super::seam::Runner for Debian {
         ctx: &'a Arc<RunCtx>,
     ) -> super::seam::RunFuture<'a> {
         super::seam::blocking(a, deps, ctx, |a, _, ctx| run(a, ctx))
+    }
+}
+
+/// The OCI name of a Debian architecture (`i386` is `386`, `ppc64el` is `ppc64le`, `armhf` is `arm`).
+fn oci_arch(debian: &str) -> &str {
+    match debian {
+        "i386" => "386",
+        "ppc64el" => "ppc64le",
+        "armhf" | "armel" => "arm",
+        "mips64el" => "mips64le",
+        a => a,
     }
 }

@@ -68,6 +68,8 @@ pub async fn run(
             let (manifest, ctx2) = (manifest.clone(), ctx.clone());
             let (img, rootfs) = tokio::task::spawn_blocking(move || {
                 let img = crate::oci::Image::load(ctx2.cache.cas(), &manifest).map_err(|e| ActionError::of(&e))?;
+                let (os, arch) = img.platform();
+                crate::execution::emulation::check_arch(&os, &arch).map_err(ActionError::env)?;
                 let root = super::cnb_common::ensure_rootfs(&img, ctx2.cache.cas())?;
                 Ok::<_, ActionError>((img, root))
             })

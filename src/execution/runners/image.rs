@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::ctx::{output_digest, RunCtx};
 use crate::cache::{ComponentValue, KeyBuilder};
 use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, RemoteBlob};
-use crate::oci::image::{append_layer, scratch, with_config, with_created, ConfigPatch, Image};
+use crate::oci::image::{append_layer, with_config, with_created, ConfigPatch, Image};
 use crate::oci::layer::{Compression, LayerBlob};
 
 pub fn key(
@@ -82,7 +82,8 @@ pub fn run(
     let blobs = ctx.cache.cas();
     let mut img: Image = match base {
         Some(b) => Image::load(blobs, image_manifest(deps, *b)?).map_err(|e| ActionError::of(&e))?,
-        None => scratch(&config.os, &config.architecture).map_err(|e| ActionError::of(&e))?,
+        None => crate::oci::image::scratch_for(&config.os, &config.architecture, config.variant.as_deref())
+            .map_err(|e| ActionError::of(&e))?,
     };
     for (i, l) in layers.iter().enumerate() {
         match deps.get(l).map(|o| o.as_ref()) {

@@ -23,6 +23,7 @@ pub mod genrule;
 pub mod image;
 pub mod image_test;
 pub mod import;
+pub mod index;
 pub mod integration_test;
 pub mod layer;
 pub mod pull;
@@ -56,6 +57,7 @@ pub const RUNNERS: &[&dyn Runner] = &[
     &run_image::RunImageRunner,
     &builder_image::BuilderImageRunner,
     &buildpackage::BuildpackageRunner,
+    &index::IndexRunner,
 ];
 
 /// The one dispatch from an action kind to its runner.
@@ -78,6 +80,7 @@ pub fn runner(kind: &ActionKind) -> &'static dyn Runner {
         ActionKind::BuilderRunImage { .. } => &run_image::RunImageRunner,
         ActionKind::BuilderImage(_) => &builder_image::BuilderImageRunner,
         ActionKind::Buildpackage { .. } => &buildpackage::BuildpackageRunner,
+        ActionKind::ImageIndex { .. } => &index::IndexRunner,
     }
 }
 

@@ -88,8 +88,7 @@ pub fn shallow_output(resolved: crate::registry::Resolved, ctx: &RunCtx) -> Resu
 
 /// Fetches an image output's remote layers into the CAS (verified); a no-op for local images.
 pub async fn ensure_local(out: &ActionOutput, ctx: &RunCtx) -> Result<(), ActionError> {
-    let ActionOutput::Image { remote, .. } = out else { return Ok(()) };
-    for rb in remote {
+    for rb in out.remote_blobs() {
         if ctx.cache.cas().contains(&rb.digest) {
             continue;
         }
