@@ -253,6 +253,7 @@ fn lock_of(packages: Vec<LockedPackage>) -> Lock {
         components: vec!["main".into()],
         requested: packages.iter().map(|p| p.name.clone()).collect(),
         packages,
+        others: Vec::new(),
     }
 }
 

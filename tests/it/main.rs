@@ -27,6 +27,7 @@ mod engine;
 mod image_test;
 mod images;
 mod integration_test;
+mod multiarch;
 mod oci_images;
 mod rebase;
 mod registry_cli;

@@ -236,6 +236,7 @@ pub async fn run(
     // nothing it does not know; each id@version runs at most once.
     let mut outcomes: HashMap<String, DetectOutcome> = HashMap::new();
     let mut notes: Vec<String> = Vec::new();
+    let mut mismatched = 0;
     let order = &view.order;
     let res = loop {
         let mut missing: Option<usize> = None;
@@ -270,6 +271,7 @@ pub async fn run(
             notes.push(format!("buildpack `{}` has no bin/detect", bp.label()));
             DetectOutcome::Error(-1)
         } else if !bp.desc.supports_target(&bp.bin_files(), &target) {
+            mismatched += 1;
             notes.push(format!(
                 "buildpack `{}` supports no target matching the build image ({}/{})",
                 bp.label(),
@@ -345,6 +347,14 @@ pub async fn run(
         }
         Err(e) => {
             let mut err = ActionError::of(&e);
+            // Nothing ran: every buildpack tried was for other platforms. That is the target's
+            // configuration (its `platforms`), not the app's code.
+            if !notes.is_empty() && mismatched == notes.len() {
+                err = ActionError::user(err.message).hint(format!(
+                    "build `{}` for a platform its buildpacks support (`platforms`, --platform), or use buildpacks with a [[targets]] entry for {}/{}",
+                    a.label, target.os, target.arch
+                ));
+            }
             for n in notes {
                 err.message.push_str(&format!("\n  {n}"));
             }
