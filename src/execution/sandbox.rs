@@ -23,6 +23,24 @@
 //!
 //! When cbuild does not run as root, the sandbox user maps to the caller's own uid/gid.
 //!
+//! # The supervisor
+//!
+//! bwrap's `--die-with-parent` binds the sandbox's pid 1 to bwrap only at the end of bwrap's
+//! setup; a cbuild killed (`kill -9`) before that moment would leave a sandbox running, re-parented
+//! to init. So every sandbox has a supervisor between cbuild and bwrap: the process std forks for
+//! bwrap does not exec it but, at the end of the pre-exec hook, blocks `SIGCHLD`/`SIGTERM`/
+//! `SIGINT`/`SIGHUP`, arms `SIGTERM` as its parent-death signal (and checks cbuild is still
+//! there), becomes a child subreaper (`PR_SET_CHILD_SUBREAPER`: bwrap's orphans, the sandbox's pid
+//! 1 included, become its children instead of init's) and forks bwrap (in its own process group,
+//! with `SIGKILL` as its parent-death signal). Then it closes every fd and waits in
+//! `sigwaitinfo`. When bwrap ends, or on `SIGTERM` (cbuild died, or [`run`] stops the sandbox),
+//! it kills bwrap's process group and every child it has (listed in `/proc/thread-self/children`;
+//! killing the sandbox's pid 1 ends its whole pid namespace), reaps them all, and exits as bwrap
+//! did (the same exit code, or the same signal). It is a fork without exec, not a re-exec of
+//! cbuild, so library users (tests) get it too; it makes async-signal-safe system calls only.
+//! cbuild's pid of a sandbox is the supervisor's; stdio go to bwrap unchanged. Cost: one fork,
+//! about a millisecond per sandbox.
+//!
 //! # Hardening and limits
 //!
 //! * **Nothing secret on a command line.** `/proc/<pid>/cmdline` is world-readable, so bwrap's
@@ -463,20 +481,22 @@ pub fn check_available() -> Result<(), SandboxError> {
 
 /// Runs `spec` to completion, handing each output line to `output` as it arrives.
 ///
-/// Dropping the returned future kills the sandbox and every process in it: its pid 1 and bwrap
-/// are killed (even in the middle of bwrap's setup), and the kernel kills the rest
-/// of the pid namespace with its pid 1. The same happens on timeout and once the output exceeds
+/// Dropping the returned future kills the sandbox and every process in it (through its
+/// supervisor, see the module doc: bwrap and the sandbox's pid 1 are killed, even in the middle of
+/// bwrap's setup, and the kernel kills the rest of the pid namespace with its pid 1), and waits
+/// (briefly) until they are gone. The same happens on timeout and once the output exceeds
 /// [`SandboxSpec::max_output_bytes`]; when the command exits while background processes (even
 /// double-forked daemons) are still running, bwrap exits and its pid 1 dies with it
-/// (`--die-with-parent`).
+/// (`--die-with-parent`); this returns once they are gone.
 ///
-/// `--die-with-parent` ties bwrap to the spawning *thread*: poll this future on a tokio worker
-/// thread (which lives as long as the runtime), not from a short-lived blocking-pool thread.
+/// The parent-death signal ties the supervisor to the spawning *thread*: poll this future on a
+/// tokio worker thread (which lives as long as the runtime), not from a short-lived blocking-pool
+/// thread.
 pub async fn run(spec: &SandboxSpec, output: impl FnMut(OutputLine)) -> Result<SandboxOutcome, SandboxError> {
     run_observed(spec, output, |_| {}).await
 }
 
-/// [`run`], handing `started` bwrap's host pid as soon as it is spawned: a caller that checks the
+/// [`run`], handing `started` the sandbox's host pid (its supervisor's) as soon as it is spawned: a caller that checks the
 /// sandbox from outside while it runs (a service test joining its network namespace) finds the
 /// sandbox's namespaces with [`sandbox_pid`]. The pid is valid only while this future runs.
 pub async fn run_observed(
@@ -535,12 +555,14 @@ pub async fn run_observed(
     let output_limit_exceeded = finished.is_none() && !timed_out;
     let status = match finished {
         Some(status) => {
-            killer.disarm(); // bwrap has been reaped: its pid may belong to another process now
+            killer.disarm(); // the supervisor has been reaped: its pid may name another process now
             status
         }
         None => {
             killer.kill();
-            let status = child.wait().await.map_err(io_err)?;
+            let status = child.wait().await;
+            killer.disarm();
+            let status = status.map_err(io_err)?;
             if timed_out {
                 // Keep what was written before the kill; the pipes close once the namespace is gone.
                 let drain = pump(&mut stdout, &mut stderr, limit, &mut emit);
@@ -571,62 +593,59 @@ pub async fn run_observed(
     Ok(outcome)
 }
 
-/// Kills a running bwrap (by pid: the [`tokio::process::Child`] stays with its owner) and the
-/// sandbox it started, when [`Killer::kill`] is called or at the latest when dropped.
-///
-/// Killing bwrap alone kills the sandbox only once the sandbox's pid 1 asked for it
-/// (`--die-with-parent`), at the end of the setup: a sandbox whose bwrap dies during the setup
-/// would go on without it (and without its time limit), and one whose bwrap dies before letting
-/// it start would wait forever. So bwrap is stopped (it cannot start another child then), its
-/// child, the sandbox's pid 1, killed (which kills everything in the pid namespace), then bwrap.
+/// Stops a running sandbox through its supervisor (by pid: the [`tokio::process::Child`] stays
+/// with its owner), when [`Killer::kill`] is called or at the latest when dropped: the supervisor
+/// kills bwrap and everything it started, reaps them and exits.
 struct Killer(Option<u32>);
 
+/// How long dropping a running sandbox waits for its supervisor to have killed and reaped
+/// everything (a few milliseconds normally); past it the supervisor is killed (`kill_on_drop`).
+const KILL_WAIT: Duration = Duration::from_secs(2);
+
 impl Killer {
-    /// Forgets the pid; call it as soon as bwrap has been reaped (its pid may be reused after).
+    /// Forgets the pid; call it as soon as the supervisor has been reaped (its pid may be reused).
     fn disarm(&mut self) {
         self.0 = None;
     }
 
-    fn kill(&mut self) {
-        let Some(pid) = self.0.take() else { return };
-        let Ok(pid) = libc::pid_t::try_from(pid) else { return };
-        // SAFETY: kill(2) has no memory-safety preconditions. `pid` is bwrap, not reaped yet, so
-        // it cannot name another process; its children cannot be reaped while it is stopped.
-        unsafe { libc::kill(pid, libc::SIGSTOP) };
-        // SIGSTOP takes effect asynchronously: wait (briefly) until bwrap is really stopped.
-        for _ in 0..200 {
-            match process_state(pid) {
-                Some('T' | 't' | 'Z' | 'X') | None => break,
-                _ => std::thread::sleep(Duration::from_micros(500)),
-            }
-        }
-        for child in children_of(pid) {
-            // SAFETY: as above.
-            unsafe { libc::kill(child, libc::SIGKILL) };
-        }
-        // SAFETY: as above.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+    /// Asks the supervisor to kill the sandbox (it exits once the sandbox is gone).
+    fn kill(&self) {
+        let Some(pid) = self.0.and_then(|p| libc::pid_t::try_from(p).ok()) else { return };
+        // SAFETY: kill(2) has no memory-safety preconditions. `pid` is the supervisor, not reaped
+        // yet (the owner disarms this once it is), so it cannot name another process.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
     }
 }
 
 impl Drop for Killer {
     fn drop(&mut self) {
+        let Some(pid) = self.0.and_then(|p| libc::pid_t::try_from(p).ok()) else { return };
         self.kill();
+        // Wait (without reaping: the Child does that) until the supervisor has ended, so that the
+        // sandbox is gone when the future is: a caller may delete its mounts right after.
+        let start = Instant::now();
+        while start.elapsed() < KILL_WAIT {
+            // SAFETY: waitid only writes the siginfo it is given.
+            let ended = unsafe {
+                let mut info: libc::siginfo_t = std::mem::zeroed();
+                let flags = libc::WEXITED | libc::WNOWAIT | libc::WNOHANG;
+                libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) != 0 || info.si_pid() != 0
+            };
+            if ended {
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
     }
 }
 
-/// The sandbox's first process (its own namespaces: user, pid, net…) started by the bwrap whose
-/// host pid [`run_observed`] reported; `None` while bwrap has not cloned it yet (or after it ended).
-pub fn sandbox_pid(bwrap_pid: u32) -> Option<u32> {
-    let pid = libc::pid_t::try_from(bwrap_pid).ok()?;
-    children_of(pid).first().and_then(|p| u32::try_from(*p).ok())
-}
-
-/// The state letter of process `pid` (`R`, `S`, `T`, `Z`…), from `/proc/<pid>/stat`.
-fn process_state(pid: libc::pid_t) -> Option<char> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // "pid (comm) state …": comm may hold spaces and parentheses; the state follows the last ')'.
-    stat.rsplit_once(')')?.1.trim_start().chars().next()
+/// The sandbox's first process (its own namespaces: user, pid, net…) of the run whose host pid
+/// (its supervisor's) [`run_observed`] reported; `None` while bwrap has not cloned it yet (or
+/// after it ended).
+pub fn sandbox_pid(supervisor_pid: u32) -> Option<u32> {
+    let supervisor = libc::pid_t::try_from(supervisor_pid).ok()?;
+    let bwrap = *children_of(supervisor).first()?;
+    children_of(bwrap).first().and_then(|p| u32::try_from(*p).ok())
 }
 
 /// The children of process `pid`.
@@ -779,8 +798,8 @@ fn bwrap_command(spec: &SandboxSpec) -> Result<(PathBuf, std::process::Command),
     }
     // SAFETY: the hook runs in the forked child before exec (after std set up stdio and switched
     // uid/gid, unless a namespace is joined) and makes only async-signal-safe system calls (setns,
-    // setgroups, setgid, setuid, prctl, getppid, fcntl, getrlimit, setrlimit); it neither allocates
-    // nor takes locks.
+    // setgroups, setgid, setuid, fcntl, getrlimit, setrlimit, and those of `start_supervisor`); it
+    // neither allocates nor takes locks.
     unsafe {
         cmd.pre_exec(move || {
             if let Some(ns) = &netns {
@@ -788,13 +807,6 @@ fn bwrap_command(spec: &SandboxSpec) -> Result<(PathBuf, std::process::Command),
                 cvt(libc::setgroups(0, std::ptr::null()))?;
                 cvt(libc::setgid(gid))?;
                 cvt(libc::setuid(uid))?;
-            }
-            // bwrap's own `--die-with-parent` comes only once it runs: a cbuild killed between the
-            // fork and that moment would leave the sandbox running. Set it here (after the last id
-            // change, which would clear it), and give up if the parent is already gone.
-            cvt(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong))?;
-            if libc::getppid() != parent {
-                return Err(io::Error::from_raw_os_error(libc::ESRCH));
             }
             // The memfds keep their numbers (at least 3, so std's stdio setup left them alone, and
             // ours, so nothing else of std's, like its exec-error pipe, can sit there): clearing
@@ -813,10 +825,192 @@ fn bwrap_command(spec: &SandboxSpec) -> Result<(PathBuf, std::process::Command),
                 let new = limit.min(old.rlim_max);
                 cvt(libc::setrlimit(resource, &libc::rlimit { rlim_cur: new, rlim_max: new }))?;
             }
-            Ok(())
+            // Last, after the last id change (which would clear the parent-death signal): this
+            // process becomes the supervisor and only its child goes on to exec bwrap.
+            start_supervisor(parent)
         });
     }
     Ok((bwrap, cmd))
+}
+
+/// The signals the supervisor waits for: a child ended (`SIGCHLD`), or stop the sandbox now
+/// (`SIGTERM`, from [`Killer`] or as the parent-death signal when cbuild dies; `SIGINT`, `SIGHUP`).
+fn supervisor_signals() -> libc::sigset_t {
+    // SAFETY: sigemptyset and sigaddset only write the set they are given.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        for sig in [libc::SIGCHLD, libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+            libc::sigaddset(&mut set, sig);
+        }
+        set
+    }
+}
+
+/// The end of the pre-exec hook (see "The supervisor" in the module doc): turns the process std
+/// forked for bwrap into the sandbox's supervisor, which forks once more and never returns. Only
+/// in that second child does this return `Ok`, and std goes on to exec bwrap there.
+///
+/// # Safety
+/// Only in a child forked from cbuild, before exec: it makes async-signal-safe system calls only
+/// (sigprocmask, sigaction, prctl, getppid, getpid, fork, setpgid, close) and never allocates.
+unsafe fn start_supervisor(parent: libc::pid_t) -> io::Result<()> {
+    let signals = supervisor_signals();
+    let mut old_mask: libc::sigset_t = std::mem::zeroed();
+    // Blocked before the parent-death signal is armed, so that it cannot kill the supervisor
+    // before the supervisor has killed the sandbox: it waits in `sigwaitinfo` instead.
+    cvt(libc::sigprocmask(libc::SIG_BLOCK, &signals, &mut old_mask))?;
+    // cbuild's own SIGCHLD handler (tokio's) must not run here, and an ignored SIGCHLD would
+    // make the kernel reap children behind `waitpid`'s back.
+    let mut default: libc::sigaction = std::mem::zeroed();
+    default.sa_sigaction = libc::SIG_DFL;
+    cvt(libc::sigaction(libc::SIGCHLD, &default, std::ptr::null_mut()))?;
+    cvt(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM as libc::c_ulong))?;
+    if libc::getppid() != parent {
+        return Err(io::Error::from_raw_os_error(libc::ESRCH)); // cbuild is already gone
+    }
+    // Orphans of bwrap (the sandbox's pid 1 when bwrap dies during its setup) become our
+    // children, not init's: they cannot escape the kill.
+    cvt(libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong))?;
+    let supervisor = libc::getpid();
+    let bwrap = cvt(libc::fork())?;
+    if bwrap == 0 {
+        // bwrap: dies with the supervisor (which kills it first anyway), in a process group of its
+        // own that its pid 1 inherits, with the signal mask std left for the exec.
+        cvt(libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong))?;
+        if libc::getppid() != supervisor {
+            return Err(io::Error::from_raw_os_error(libc::ESRCH));
+        }
+        cvt(libc::setpgid(0, 0))?;
+        cvt(libc::sigprocmask(libc::SIG_SETMASK, &old_mask, std::ptr::null_mut()))?;
+        return Ok(());
+    }
+    // Also here, so that the group exists before the supervisor may signal it (one call suffices).
+    libc::setpgid(bwrap, bwrap);
+    // The supervisor holds no pipe (cbuild reads EOF from bwrap alone: std's exec-error pipe, the
+    // sandbox's stdout and stderr) and no memfd.
+    close_all_fds();
+    let status = supervise(bwrap, &signals);
+    exit_as(status)
+}
+
+/// Closes every file descriptor of the (supervisor) process.
+unsafe fn close_all_fds() {
+    if libc::syscall(libc::SYS_close_range, 0 as libc::c_uint, libc::c_uint::MAX, 0 as libc::c_uint) == 0 {
+        return;
+    }
+    // Kernels before 5.9.
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let max = match libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) {
+        0 => limit.rlim_cur.min(1 << 16) as libc::c_int,
+        _ => 1 << 10,
+    };
+    for fd in 0..max {
+        libc::close(fd);
+    }
+}
+
+/// The supervisor's life: waits until bwrap ends or a stop signal arrives, then kills everything
+/// left and returns bwrap's wait status.
+unsafe fn supervise(bwrap: libc::pid_t, signals: &libc::sigset_t) -> libc::c_int {
+    let mut status = None;
+    'wait: loop {
+        loop {
+            let mut st = 0;
+            let pid = libc::waitpid(-1, &mut st, libc::WNOHANG);
+            if pid == bwrap {
+                status = Some(st);
+                break 'wait;
+            }
+            if pid <= 0 {
+                break;
+            }
+        }
+        // A SIGCHLD that came after `waitpid` is pending (blocked), so this returns at once.
+        match libc::sigwaitinfo(signals, std::ptr::null_mut()) {
+            libc::SIGTERM | libc::SIGINT | libc::SIGHUP => break,
+            _ => {} // SIGCHLD, or interrupted
+        }
+    }
+    kill_all(bwrap, status)
+}
+
+/// Kills bwrap (unless it has ended) with its process group, and every child the supervisor has
+/// (adopted ones: the sandbox's pid 1, whose death ends its whole pid namespace), until it has no
+/// child left. Returns bwrap's wait status.
+unsafe fn kill_all(bwrap: libc::pid_t, mut status: Option<libc::c_int>) -> libc::c_int {
+    loop {
+        // An unreaped child's pid (and so its group's id) cannot name another process.
+        let group_is_ours = status.is_none();
+        let listed = for_each_child(|pid| {
+            libc::kill(pid, libc::SIGKILL);
+        });
+        // Without a children list (a kernel without CONFIG_PROC_CHILDREN), bwrap's group holds
+        // the sandbox's pid 1 even after bwrap is gone; a group with a member keeps its id.
+        if group_is_ours || !listed {
+            libc::kill(-bwrap, libc::SIGKILL);
+        }
+        let mut st = 0;
+        let pid = libc::waitpid(-1, &mut st, 0);
+        if pid == bwrap {
+            status = Some(st);
+        } else if pid < 0 && io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            break; // ECHILD: nothing left
+        }
+    }
+    status.unwrap_or(libc::SIGKILL)
+}
+
+/// Calls `f` with the pid of each child of the calling (single-threaded) process, read from
+/// `/proc/thread-self/children` into a stack buffer; `false` when that file cannot be read.
+unsafe fn for_each_child(mut f: impl FnMut(libc::pid_t)) -> bool {
+    let fd = libc::open(c"/proc/thread-self/children".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+    if fd < 0 {
+        return false;
+    }
+    let mut buf = [0u8; 512];
+    let mut pid: libc::pid_t = 0;
+    let mut digits = false;
+    loop {
+        let n = libc::read(fd, buf.as_mut_ptr().cast(), buf.len());
+        if n <= 0 {
+            break;
+        }
+        for &b in &buf[..n as usize] {
+            if b.is_ascii_digit() {
+                pid = pid.saturating_mul(10).saturating_add(libc::pid_t::from(b - b'0'));
+                digits = true;
+            } else if digits {
+                f(pid);
+                (pid, digits) = (0, false);
+            }
+        }
+    }
+    if digits {
+        f(pid);
+    }
+    libc::close(fd);
+    true
+}
+
+/// Ends the supervisor the way bwrap ended: the same exit code, or the same signal.
+unsafe fn exit_as(status: libc::c_int) -> ! {
+    if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        // Dying of SIGSEGV or SIGABRT must not write a core file of the supervisor.
+        libc::prctl(libc::PR_SET_DUMPABLE, 0 as libc::c_ulong);
+        libc::setrlimit(libc::RLIMIT_CORE, &libc::rlimit { rlim_cur: 0, rlim_max: 0 });
+        let mut default: libc::sigaction = std::mem::zeroed();
+        default.sa_sigaction = libc::SIG_DFL;
+        libc::sigaction(sig, &default, std::ptr::null_mut());
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::sigprocmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::kill(libc::getpid(), sig);
+        libc::_exit(128 + sig); // a signal whose default is not to terminate
+    }
+    libc::_exit(libc::WEXITSTATUS(status))
 }
 
 fn cvt(ret: libc::c_int) -> io::Result<libc::c_int> {
@@ -1390,6 +1584,43 @@ mod tests {
 
     fn host_spec(argv: &[&str]) -> SandboxSpec {
         SandboxSpec::new(RootFs::Host, argv.iter().map(|s| s.to_string()).collect())
+    }
+
+    /// The supervisor between cbuild and bwrap exits as bwrap did: with its exit code, or killed
+    /// by the same signal; output goes through it unchanged.
+    #[tokio::test]
+    async fn the_supervisor_forwards_the_exit_code_the_signal_and_the_output() {
+        if check_available().is_err() {
+            return; // no usable bubblewrap here: the integration tests (tests/it) say so
+        }
+        let mut spec = host_spec(&["sh", "-c", "echo out; echo err >&2; exit 7"]);
+        spec.env.insert("PATH".into(), "/usr/bin:/bin".into());
+        let mut lines = Vec::new();
+        let outcome = run(&spec, |l| lines.push((l.stream, l.text))).await.unwrap();
+        assert_eq!((outcome.exit_code, outcome.signal), (Some(7), None));
+        assert_eq!(lines, [(Stream::Stdout, "out".to_owned()), (Stream::Stderr, "err".to_owned())]);
+
+        // bwrap itself killed (SIGTERM, from outside): the supervisor dies of SIGTERM too.
+        let mut spec = host_spec(&["sleep", "60"]);
+        spec.env.insert("PATH".into(), "/usr/bin:/bin".into());
+        let supervisor = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let observed = supervisor.clone();
+        let sandbox = run_observed(&spec, |_| {}, move |pid| observed.store(pid, std::sync::atomic::Ordering::SeqCst));
+        let kill_bwrap = async {
+            loop {
+                let pid = supervisor.load(std::sync::atomic::Ordering::SeqCst);
+                if pid != 0 && sandbox_pid(pid).is_some() {
+                    let bwrap = children_of(pid as libc::pid_t)[0];
+                    // SAFETY: kill(2); `bwrap` is a live child of our unreaped child.
+                    unsafe { libc::kill(bwrap, libc::SIGTERM) };
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        };
+        let (outcome, ()) = tokio::join!(sandbox, kill_bwrap);
+        let outcome = outcome.unwrap();
+        assert_eq!((outcome.exit_code, outcome.signal), (None, Some(libc::SIGTERM)));
     }
 
     #[test]

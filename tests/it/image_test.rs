@@ -252,10 +252,10 @@ pub(crate) fn command_runs(marker: &str) -> bool {
         .any(|p| std::fs::read_to_string(format!("/proc/{p}/comm")).is_ok_and(|c| c.trim() == "sleep"))
 }
 
-/// How long a SIGKILL test waits after the command started. bubblewrap binds the sandbox's pid 1
-/// to its parent (`--die-with-parent`) only once its setup is done, a few milliseconds after its
-/// command line shows up: a kill inside that window can leave the sandbox running (a known gap,
-/// see README "Testing images"); these tests check a kill while the test runs.
+/// How long a SIGKILL test waits after the command started: these tests check a kill while the
+/// test runs. A kill during bwrap's setup (before `--die-with-parent` binds the sandbox's pid 1,
+/// the sandbox supervisor's job) is checked by
+/// `a_sigkilled_cbuild_at_random_early_moments_leaves_no_sandbox_process`.
 pub(crate) const SETTLE: Duration = Duration::from_millis(300);
 
 /// Pids of processes whose command line holds `needle` (arguments joined by spaces).

@@ -276,3 +276,81 @@ integration_test(
         }
     }
 }
+
+/// Regression: bubblewrap arms the sandbox's pid 1 (`--die-with-parent`) only at the end of its
+/// setup, so a `kill -9` of cbuild in those first milliseconds left the sandbox running, adopted
+/// by init. Every sandbox now has a supervisor that kills it when cbuild dies. cbuild is killed
+/// at a random moment 0–50 ms after the service's bwrap shows up, fifteen times; nothing of the
+/// sandbox may be left any time.
+#[test]
+fn a_sigkilled_cbuild_at_random_early_moments_leaves_no_sandbox_process() {
+    if !sandbox_ok() {
+        return;
+    }
+    let cx = TestContext::from_examples();
+    let id = std::process::id() % 100_000;
+    let marker = format!("sleep 6{id}");
+    cx.write(
+        "early/BUILD.star",
+        &format!(
+            r#"
+oci_image(name = "sleeper", base = "//stacks:run-image", entrypoint = ["/bin/sh", "-c", "{marker}; exit 0"])
+integration_test(
+    name = "t",
+    images = {{"sleeper": ":sleeper"}},
+    ready = {{"sleeper": {{"port": 9, "timeout": 600}}}},
+    test = "true",
+    timeout = 900,
+)
+"#
+        ),
+    );
+    // The image is built (and cached) first, so that each run below reaches its sandbox quickly.
+    let r = cx.run(&["build", "//early:sleeper"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A small LCG: the delays need not be good random numbers, only spread (printed to reproduce),
+    // and squared, so that half of them fall in the first 12.5 ms, where bwrap's setup is: with
+    // the old spawn (no supervisor) about one attempt in ten left a sandbox behind.
+    let mut seed = u64::from(id) ^ 0x9e37_79b9_7f4a_7c15;
+    let mut delays = Vec::new();
+    for attempt in 1..=15 {
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let unit = ((seed >> 33) % 10_000) as f64 / 10_000.0;
+        let delay = Duration::from_secs_f64(0.050 * unit * unit);
+        delays.push(delay);
+        let mut child = cx
+            .cmd()
+            .args(["test", "//early:t"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        // bwrap's command line holds the marker (its argv ends with the sandbox's command).
+        while processes_with(&marker).is_empty() {
+            assert!(start.elapsed() < Duration::from_secs(60), "attempt {attempt}: the sandbox never started");
+            assert!(child.try_wait().unwrap().is_none(), "attempt {attempt}: cbuild test ended before the sandbox");
+            std::thread::sleep(Duration::from_micros(200));
+        }
+        std::thread::sleep(delay);
+        // SAFETY: kill(2) on our own child.
+        unsafe { libc::kill(child.id() as i32, libc::SIGKILL) };
+        let _ = child.wait();
+        let start = Instant::now();
+        loop {
+            let left = processes_with(&marker);
+            if left.is_empty() {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(10) {
+                for p in &left {
+                    // SAFETY: kill(2); clean up for the next attempts and tests before failing.
+                    unsafe { libc::kill(*p as i32, libc::SIGKILL) };
+                }
+                panic!("attempt {attempt} (killed {delay:?} after bwrap started): left after SIGKILL: {left:?}");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    eprintln!("15/15 without a process left; kill delays after bwrap started: {delays:?}");
+}

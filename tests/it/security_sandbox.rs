@@ -133,11 +133,13 @@ async fn cmdline_has_no_paths_or_env() {
         let spec = spec.clone();
         async move { run(&spec, |_| {}).await }
     });
-    // The outer bwrap is our child; its own child (the sandbox's pid 1) and `sleep` carry the
-    // same argv tail.
+    // The outer bwrap is the child of our child (the sandbox's supervisor, a fork of this
+    // process); bwrap's child (the sandbox's pid 1) and `sleep` carry the same argv tail.
     let deadline = Instant::now() + Duration::from_secs(10);
     let bwrap = loop {
-        let ours = pids_with_arg(&sleep_arg).into_iter().find(|&p| parent_of(p) == Some(std::process::id()));
+        let ours = pids_with_arg(&sleep_arg)
+            .into_iter()
+            .find(|&p| parent_of(p).and_then(parent_of) == Some(std::process::id()));
         if let Some(pid) = ours {
             break pid;
         }
