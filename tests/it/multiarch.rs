@@ -156,6 +156,50 @@ fn an_app_for_amd64_and_arm64_is_one_index_that_runs_validates_and_pushes() {
         .unwrap();
     let v: serde_json::Value = serde_json::from_slice(&arm_remote.stdout).unwrap();
     assert_eq!(v["Architecture"], "arm64", "{v}");
+
+    // Registry-mode rebase of the index onto a new run image (another label, so another config
+    // and digest per platform): each platform onto the run image's image of that platform.
+    let run1 = reg.tag("multiarch/run:1");
+    assert_eq!(run(&cx, &["push", "//:run", "--tag", &run1]).code, 0);
+    let build_star = std::fs::read_to_string(cx.root().join("BUILD.star")).unwrap();
+    cx.write(
+        "BUILD.star",
+        &build_star.replacen(
+            "    lock = \"run.lock\",\n",
+            "    lock = \"run.lock\",\n    labels = {\"rev\": \"2\"},\n",
+            1,
+        ),
+    );
+    let run2 = reg.tag("multiarch/run:2");
+    let p2 = run(&cx, &["push", "//:run", "--tag", &run2]);
+    assert_eq!(p2.code, 0, "{}", p2.stderr);
+    let app2 = reg.tag("multiarch/app:2");
+    let rb = run(&cx, &["rebase", &tag, "--run-image", &run2, "--tag", &app2, "--force"]);
+    assert_eq!(rb.code, 0, "{}\n{}", rb.stdout, rb.stderr);
+    assert!(rb.stdout.contains("rebased linux/amd64, linux/arm64"), "{}", rb.stdout);
+    for arch in ["amd64", "arm64"] {
+        let inspect = |r: &str, config: bool| -> serde_json::Value {
+            let mut c = std::process::Command::new("skopeo");
+            c.args(["inspect", "--tls-verify=false", "--override-arch", arch]);
+            if config {
+                c.arg("--config");
+            }
+            let o = c.arg(format!("docker://{r}")).output().unwrap();
+            assert!(o.status.success(), "{r}: {}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice(&o.stdout).unwrap()
+        };
+        let (new_app, new_run) = (inspect(&app2, true), inspect(&run2, true));
+        assert_eq!(new_app["architecture"], arch);
+        // The new run image's layers for this platform at the bottom, and its digest recorded.
+        let n = new_run["rootfs"]["diff_ids"].as_array().unwrap().len();
+        assert_eq!(
+            new_app["rootfs"]["diff_ids"].as_array().unwrap()[..n],
+            new_run["rootfs"]["diff_ids"].as_array().unwrap()[..]
+        );
+        let top = new_run["rootfs"]["diff_ids"][n - 1].as_str().unwrap();
+        let md = new_app["config"]["Labels"]["io.buildpacks.lifecycle.metadata"].as_str().unwrap();
+        assert!(md.contains(&format!("\"topLayer\":\"{top}\"")), "{arch}: {md} does not record top layer {top}");
+    }
 }
 
 #[test]

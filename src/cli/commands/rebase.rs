@@ -69,13 +69,17 @@ fn workspace(g: &GlobalArgs, a: RebaseArgs) -> Result<ExitCode, Failure> {
     let built = super::session::build(s, &a.targets, true)?;
     let mut rows = Vec::new();
     for (label, digest, _) in &built.images {
+        // A multi-platform target has one build and one export per platform: the most telling
+        // outcome among them (failed, then executed) speaks for the target.
         let outcome = |kind: &str| {
-            built
+            let all: Vec<Outcome> = built
                 .graph
                 .actions
                 .iter()
                 .filter(|x| x.label.to_string() == *label && x.kind.mnemonic() == kind)
-                .find_map(|x| built.report.outcomes[x.id])
+                .filter_map(|x| built.report.outcomes[x.id])
+                .collect();
+            [Outcome::Failed, Outcome::Executed].into_iter().find(|o| all.contains(o)).or_else(|| all.first().copied())
         };
         let is_cnb = built
             .graph
@@ -132,6 +136,9 @@ fn registry(
         None => app_ref.clone(),
     };
     let app = rt.block_on(client.resolve(&app_ref, None)).map_err(|e| Failure::of(&e))?;
+    if app.media_type == crate::oci::MEDIA_TYPE_INDEX || app.media_type == crate::oci::MEDIA_TYPE_DOCKER_MANIFEST_LIST {
+        return registry_index(&s, &client, &rt, &cache, (&app_ref, &app), run_image, &target, force);
+    }
     let explicit = run_image.is_some();
     let run_image = match run_image {
         Some(r) => r.to_string(),
@@ -169,6 +176,95 @@ fn registry(
             "{image}: rebased onto {run_image} ({}): {} -> {} ({} blobs uploaded, {} bytes; {} mounted)",
             run.image.digest(),
             app.image.digest(),
+            rep.manifest_digest,
+            rep.uploaded,
+            rep.bytes_uploaded,
+            rep.mounted
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Registry mode for a multi-platform image: each platform's image is rebased onto the run image's
+/// image for the same platform (the run image must have every one), pushed by digest, then a new
+/// index with the same platforms in the same order is pushed to the target.
+#[allow(clippy::too_many_arguments)]
+fn registry_index(
+    s: &Settings,
+    client: &Client,
+    rt: &tokio::runtime::Runtime,
+    cache: &crate::cache::Cache,
+    (app_ref, app): (&Reference, &crate::registry::pull::Resolved),
+    run_image: Option<&str>,
+    target: &Reference,
+    force: bool,
+) -> Result<ExitCode, Failure> {
+    let image = app_ref.to_string();
+    let raw = rt.block_on(client.fetch_manifest(&app.reference)).map_err(|e| Failure::of(&e))?;
+    let v: serde_json::Value = serde_json::from_slice(&raw.bytes)
+        .map_err(|e| Failure::user(format!("`{image}`: the index is not JSON: {e}")))?;
+    let mut rebased = Vec::new();
+    let mut sources = Vec::new();
+    let mut changed = false;
+    for m in v["manifests"].as_array().map(Vec::as_slice).unwrap_or_default() {
+        let (os, arch) =
+            (m["platform"]["os"].as_str().unwrap_or(""), m["platform"]["architecture"].as_str().unwrap_or(""));
+        if os.is_empty() || os == "unknown" {
+            continue; // attestation manifests of BuildKit's indexes: not images of a platform
+        }
+        let arch = match m["platform"]["variant"].as_str() {
+            Some(v) if !v.is_empty() => format!("{arch}/{v}"),
+            _ => arch.to_string(),
+        };
+        let platform = format!("{os}/{arch}");
+        let child = rt
+            .block_on(client.resolve(app_ref, Some((os.to_string(), arch.clone()))))
+            .map_err(|e| Failure::of_in(format_args!("reading the {platform} image of `{image}`"), &e))?;
+        let explicit = run_image.is_some();
+        let run_name = match run_image {
+            Some(r) => r.to_string(),
+            None => recorded_run_image(&child.image).ok_or_else(|| {
+                Failure::user_hint(
+                    format!("the {platform} image of `{image}` records no run image reference to rebase onto"),
+                    "name one: --run-image registry.example.com/base/run:bookworm",
+                )
+            })?,
+        };
+        let run_ref = Reference::parse(&run_name).map_err(|e| Failure::user(e.to_string()))?;
+        let run = rt
+            .block_on(client.resolve(&run_ref, Some((os.to_string(), arch.clone()))))
+            .map_err(|e| Failure::of_in(format_args!("rebasing the {platform} image of `{image}`"), &e))?;
+        let r = crate::rebase::rebase(&child.image, &image, &run.image, &run_name, run.image.digest(), explicit, force)
+            .map_err(|e| Failure::Build { message: format!("{platform}: {e}") })?;
+        for w in &r.warnings {
+            eprintln!("warning: {platform}: {w}");
+        }
+        changed |= r.image.digest() != child.image.digest();
+        sources.push(run.reference.clone());
+        rebased.push(r.image);
+    }
+    if !changed {
+        crate::outln!("{image}: already current ({})", app.digest);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let index = crate::oci::Index::of(rebased).map_err(Failure::env)?;
+    sources.push(app.reference.clone());
+    let popts = PushOptions { source_repos: sources, ..Default::default() };
+    let rep = rt
+        .block_on(client.push_index(&index, cache.cas(), target, &popts))
+        .map_err(|e| Failure::of_in(format_args!("pushing the rebased index to `{target}`"), &e))?;
+    if s.json {
+        crate::outln!(
+            "{}",
+            serde_json::json!({"type": "rebase", "image": image, "result": "rebased", "old_digest": app.digest.to_string(), "new_digest": rep.manifest_digest.to_string(),
+                "platforms": index.platforms(), "uploaded": rep.uploaded, "mounted": rep.mounted, "bytes_uploaded": rep.bytes_uploaded})
+        );
+    } else {
+        crate::outln!(
+            "{image}: rebased {} ({}): {} -> {} ({} blobs uploaded, {} bytes; {} mounted)",
+            index.platforms().join(", "),
+            if run_image.is_some() { "onto the given run image" } else { "onto the recorded run images" },
+            app.digest,
             rep.manifest_digest,
             rep.uploaded,
             rep.bytes_uploaded,
