@@ -125,7 +125,8 @@ fn broken_integration_tests_fail_naming_the_check_expected_and_actual_and_are_ne
     let cx = TestContext::from_examples();
     broken(&cx);
     let start = Instant::now();
-    let r = cx.run(&["test", "//broken/..."]);
+    let junit = cx.root().join("broken.xml");
+    let r = cx.run(&["test", "//broken/...", "--junit", junit.to_str().unwrap()]);
     assert_eq!(r.code, 3, "tests failed: exit 3\n{}\n{}", r.stdout, r.stderr);
     for (label, message) in [
         (
@@ -154,6 +155,11 @@ fn broken_integration_tests_fail_naming_the_check_expected_and_actual_and_are_ne
     assert!(r.stderr.contains("service `tool`'s last log lines:"), "{}", r.stderr);
     assert!(r.stderr.contains("FAILED: executed 4 out of 4 tests (0 cached): 0 passed, 4 failed"), "{}", r.stderr);
     eprintln!("four broken integration tests: {:.2?}", start.elapsed());
+    // JUnit calls each failure by its rule, not `image_test`.
+    check_junit(&junit, 4, 4);
+    let xml = std::fs::read_to_string(&junit).unwrap();
+    assert_eq!(xml.matches("type=\"integration_test\"").count(), 4, "{xml}");
+    assert!(!xml.contains("image_test"), "{xml}");
     let log = std::fs::read_to_string(cx.root().join("cbuild-out/testlogs/broken/failing-test.log")).unwrap();
     assert!(log.contains("fetching http://127.0.0.1:8080") && log.contains("attempt 1: FAILED"), "{log}");
     // A failure is never cached.

@@ -47,6 +47,10 @@ pub enum Status {
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TestLine {
     pub label: String,
+    /// The test's rule (its action's mnemonic): `image_test` or `integration_test`, the `type` of
+    /// a JUnit failure.
+    #[serde(skip)]
+    pub kind: &'static str,
     pub status: Status,
     /// The pass came from the cache (local or remote).
     pub cached: bool,
@@ -81,6 +85,7 @@ pub fn run(g: &GlobalArgs, a: TestArgs) -> Result<ExitCode, Failure> {
         };
         let mut line = TestLine {
             label: l.to_string(),
+            kind: graph.actions[id].kind.mnemonic(),
             status: Status::NotRun,
             cached: false,
             attempts: 0,
@@ -304,8 +309,9 @@ pub fn junit_xml(lines: &[TestLine]) -> String {
                 Status::Failed => {
                     let _ = writeln!(
                         x,
-                        "      <failure message=\"{}\" type=\"image_test\">{}</failure>",
+                        "      <failure message=\"{}\" type=\"{}\">{}</failure>",
                         esc(&first),
+                        esc(l.kind),
                         esc(&msg)
                     );
                 }
@@ -352,6 +358,7 @@ mod tests {
     fn junit_escapes_and_counts() {
         let line = |label: &str, status, message: Option<&str>| TestLine {
             label: label.into(),
+            kind: "image_test",
             status,
             cached: false,
             attempts: 1,
@@ -360,18 +367,24 @@ mod tests {
             message: message.map(String::from),
             log: None,
         };
+        let integration =
+            TestLine { kind: "integration_test", ..line("//c:i", Status::Failed, Some("check `test` failed")) };
         let x = junit_xml(&[
             line("//a:t", Status::Passed, None),
             line("//a:u", Status::Failed, Some("check `x` failed: expected <1>, got \"2\" & \u{1b}")),
             line("//b:t", Status::NotRun, Some("`//b:img` image failed")),
+            integration,
         ]);
         assert!(
-            x.contains("<testsuites name=\"cbuild test\" tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""),
+            x.contains("<testsuites name=\"cbuild test\" tests=\"4\" failures=\"2\" errors=\"0\" skipped=\"1\""),
             "{x}"
         );
         assert!(x.contains("<testsuite name=\"//a\" tests=\"2\" failures=\"1\""), "{x}");
         assert!(x.contains("expected &lt;1&gt;, got &quot;2&quot; &amp; \u{FFFD}"), "{x}");
         assert!(x.contains("<skipped message="), "{x}");
+        // The failure's type is the test's rule.
+        assert!(x.contains("type=\"image_test\">check `x` failed"), "{x}");
+        assert!(x.contains("<failure message=\"check `test` failed\" type=\"integration_test\">"), "{x}");
         assert!(!x.contains('\u{1b}'));
     }
 }
