@@ -269,3 +269,51 @@ fn a_buildpack_without_a_target_for_a_platform_is_a_located_configuration_error(
     let raw = std::fs::read_to_string(cx.root().join("cbuild-out/app/index.json")).unwrap();
     assert!(raw.contains("application/vnd.oci.image.manifest.v1+json"), "one platform: a single manifest: {raw}");
 }
+
+#[test]
+fn a_pulled_multi_platform_base_gives_each_platform_its_own_base() {
+    let cx = workspace();
+    let reg = Registry::shared();
+    let base = reg.tag("multiarch/base:1");
+    let p = run(&cx, &["push", "--json", "//:run", "--tag", &base]);
+    assert_eq!(p.code, 0, "{}", p.stderr);
+    let index = summary(&p.stdout)["targets"][0]["image_digest"].as_str().unwrap().to_string();
+    let other = TestContext::new();
+    other.write(
+        "BUILD.star",
+        &format!(
+            r#"
+oci_pull(name = "base", image = "{base}", digest = "{index}")
+layer(name = "files", srcs = ["hello.txt"], prefix = "/srv")
+oci_image(name = "img", base = ":base", layers = [":files"], platforms = ["linux/amd64", "linux/arm64"])
+oci_image(name = "s390x", base = ":base", platforms = ["linux/s390x"])
+"#
+        ),
+    );
+    other.write("hello.txt", "hi\n");
+    let r = other.run(&["build", "//:img"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let layout = other.root().join("cbuild-out/img");
+    let (code, out) = common::run_harness("validate-oci.sh", &["--no-unpack", layout.to_str().unwrap()]);
+    let fails: Vec<&str> = out.lines().filter(|l| l.trim_start().starts_with("FAIL") && !l.contains("umoci")).collect();
+    assert!(fails.is_empty(), "exit {code}:\n{out}");
+    for arch in ["amd64", "arm64"] {
+        let cfg = |r: &str| -> serde_json::Value {
+            let o = std::process::Command::new("skopeo")
+                .args(["inspect", "--config", "--override-arch", arch, "--tls-verify=false", r])
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "{r}: {}", String::from_utf8_lossy(&o.stderr));
+            serde_json::from_slice(&o.stdout).unwrap()
+        };
+        let (mine, theirs) = (cfg(&format!("oci:{}", layout.display())), cfg(&format!("docker://{base}")));
+        assert_eq!(mine["architecture"], arch);
+        assert_eq!(mine["rootfs"]["diff_ids"][0], theirs["rootfs"]["diff_ids"][0], "{arch}: the base for {arch}");
+        assert_eq!(mine["rootfs"]["diff_ids"].as_array().unwrap().len(), 2);
+    }
+    // A platform the registry's index lacks: a located error naming it and what there is.
+    let r = other.run(&["build", "//:s390x"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("linux/s390x") && r.stderr.contains("linux/arm64"), "{}", r.stderr);
+    assert!(!other.root().join("cbuild-out/s390x").exists());
+}
