@@ -52,7 +52,7 @@ fn executed(stdout: &str) -> Vec<String> {
 }
 
 fn summary(stdout: &str) -> serde_json::Value {
-    stdout.lines().filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).last().unwrap()
+    stdout.lines().rev().find_map(|l| serde_json::from_str::<serde_json::Value>(l).ok()).unwrap()
 }
 
 #[test]
