@@ -22,23 +22,25 @@ cp -r "$ROOT/examples/multiarch" "$W/ws"; rm -rf "$W/ws/cbuild-out"
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 ms() { date +%s%3N; }
 
-declare -A WALL BP
-for set in linux/amd64 linux/arm64 linux/amd64,linux/arm64; do
-  walls=(); bps=()
-  for _ in $(seq "$RUNS"); do
+SETS=(linux/amd64 linux/arm64 linux/amd64,linux/arm64)
+declare -A WALLS BPS WALL BP
+# Interleaved (each run builds every set once) so a change in machine load hits all sets alike.
+for _ in $(seq "$RUNS"); do
+  for set in "${SETS[@]}"; do
     rm -rf "$W/cache"
     t0=$(ms)
     "$CBUILD" -C "$W/ws" --cache-dir "$W/cache" --platform "$set" build --json //:app >"$W/out.json" 2>/dev/null
-    walls+=($(( $(ms) - t0 )))
-    # Buildpack time of a one-platform build: every detect and build action's duration.
+    WALLS[$set]+="$(( $(ms) - t0 )) "
+    # Buildpack time of a one-platform build: every detect and build action's duration (ms).
     case "$set" in
       *,*) ;;
-      *) n=$(jq -s '[ .[] | select(.type=="finished" and (.action=="detect" or .action=="build")) | .duration ] | add' "$W/out.json")
-         bps+=("$n") ;;
+      *) BPS[$set]+="$(jq -s '[ .[] | select(.type=="finished" and (.action=="detect" or .action=="build")) | .duration ] | add' "$W/out.json") " ;;
     esac
   done
-  WALL[$set]=$(printf '%s\n' "${walls[@]}" | median)
-  [ ${#bps[@]} -gt 0 ] && BP[$set]=$(printf '%s\n' "${bps[@]}" | median)
+done
+for set in "${SETS[@]}"; do
+  WALL[$set]=$(printf '%s\n' ${WALLS[$set]} | median)
+  [ -n "${BPS[$set]:-}" ] && BP[$set]=$(printf '%s\n' ${BPS[$set]} | median)
 done
 echo "| platforms | cold build, wall (median of $RUNS) | buildpacks (detect + build) |"
 echo "|---|---|---|"

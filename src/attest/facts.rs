@@ -251,8 +251,10 @@ impl Walker<'_, '_> {
             }
             ActionKind::DebianImage(spec) => {
                 self.record(id, role, None);
-                let lock = crate::debian::Lock::read(&self.inp.root.join(&spec.lock))
+                let file = crate::debian::Lock::read(&self.inp.root.join(&spec.lock))
                     .map_err(|e| AttestError::of(&format!("reading `{}`", spec.lock), e))?;
+                // The section of the image's own architecture (a multi-platform lock has several).
+                let lock = file.for_architecture(&spec.architecture).unwrap_or(file);
                 self.locks.insert(spec.lock.clone());
                 let pkgs = lock.packages.iter().map(|p| DebPackage {
                     name: p.name.clone(),

@@ -240,7 +240,8 @@ fn platform_errors_name_target_and_platform() {
     let r = run(&cx, &["build", "//:run"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(
-        r.stderr.contains("has no packages for architecture `i386`") && r.stderr.contains("cbuild lock //:run"),
+        r.stderr.contains("has no packages for architecture `i386`")
+            && r.stderr.contains("cbuild lock --platform linux/i386 //:run"),
         "{}",
         r.stderr
     );
@@ -316,4 +317,55 @@ oci_image(name = "s390x", base = ":base", platforms = ["linux/s390x"])
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("linux/s390x") && r.stderr.contains("linux/arm64"), "{}", r.stderr);
     assert!(!other.root().join("cbuild-out/s390x").exists());
+}
+
+#[test]
+fn the_debian_example_stack_builds_hello_py_for_two_platforms() {
+    if !can_emulate_arm64() {
+        return common::skip_unless_ci("no qemu-aarch64 binfmt handler with the F flag (scripts/install-deps.sh)");
+    }
+    let cx = TestContext::from_examples();
+    // The plain build: one manifest, the host's.
+    let one = run(&cx, &["build", "--json", "//services/hello-py:image"]);
+    assert_eq!(one.code, 0, "{}", one.stderr);
+    let single = summary(&one.stdout)["targets"][0]["image_digest"].as_str().unwrap().to_string();
+    // `--platform` on a target without `platforms`: the stack's Debian images from their locks'
+    // amd64 and arm64 sections, python3 under emulation for arm64, one index.
+    let both = run(&cx, &["build", "--json", "--platform", "linux/amd64,linux/arm64", "//services/hello-py:image"]);
+    assert_eq!(both.code, 0, "{}\n{}", both.stdout, both.stderr);
+    let raw = std::fs::read(cx.root().join("cbuild-out/services/hello-py/image/index.json")).unwrap();
+    let top: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    assert_eq!(top["manifests"][0]["mediaType"], "application/vnd.oci.image.index.v1+json");
+    let idx_digest = top["manifests"][0]["digest"].as_str().unwrap();
+    let idx_file = cx.root().join("cbuild-out/services/hello-py/image/blobs/sha256").join(&idx_digest[7..]);
+    let idx: serde_json::Value = serde_json::from_slice(&std::fs::read(idx_file).unwrap()).unwrap();
+    // The amd64 image of the index is the very image of the plain build (same actions, same keys).
+    assert_eq!(idx["manifests"][0]["platform"]["architecture"], "amd64");
+    assert_eq!(idx["manifests"][0]["digest"], single.as_str());
+    assert_eq!(idx["manifests"][1]["platform"]["architecture"], "arm64");
+    let m = run(
+        &cx,
+        &["run", "--platform", "linux/arm64", "--entrypoint", "", "//services/hello-py:image", "--", "uname", "-m"],
+    );
+    assert_eq!(m.code, 0, "{}", m.stderr);
+    assert_eq!(m.stdout.trim(), "aarch64");
+    let py = run(
+        &cx,
+        &[
+            "run",
+            "--platform",
+            "linux/arm64",
+            "--entrypoint",
+            "",
+            "//services/hello-py:image",
+            "--",
+            "python3",
+            "-c",
+            "import platform; print(platform.machine())",
+        ],
+    );
+    assert_eq!(py.stdout.trim(), "aarch64", "{}", py.stderr);
+    // Both platforms again: nothing runs.
+    let again = run(&cx, &["build", "--json", "--platform", "linux/amd64,linux/arm64", "//services/hello-py:image"]);
+    assert_eq!(executed(&again.stdout), Vec::<String>::new());
 }

@@ -1,6 +1,7 @@
 //! `cbuild lock PATTERNS`: creates or refreshes the lock file of each `debian_image` target from the
 //! archive's current Packages index (dependencies resolved), printing what changed. Builds use only
-//! the lock; this is the one command that reads the live index.
+//! the lock; this is the one command that reads the live index. A lock holds one section per
+//! architecture: the target's `architecture`, its `platforms`, `--platform` and those it had.
 
 use std::process::ExitCode;
 
@@ -49,13 +50,26 @@ pub fn run(g: &GlobalArgs, a: LockArgs) -> Result<ExitCode, Failure> {
             .iter()
             .map(|p| p.debian_arch().to_string())
             .collect();
+        let old = Lock::read(&path).ok();
+        // Also `--platform` (to build a target without `platforms` for another architecture) and
+        // the architectures the lock has already (a refresh keeps them).
+        for a in s
+            .inputs
+            .platforms
+            .iter()
+            .map(|p| p.debian_arch().to_string())
+            .chain(old.iter().flat_map(|o| o.architectures()))
+        {
+            if !arches.contains(&a) {
+                arches.push(a);
+            }
+        }
         if arches.is_empty() {
             arches.push(own_arch.clone());
         } else if let Some(i) = arches.iter().position(|a| *a == own_arch) {
             let a = arches.remove(i);
             arches.insert(0, a);
         }
-        let old = Lock::read(&path).ok();
         let mut locks = Vec::new();
         let mut notes = Vec::new();
         for arch in &arches {

@@ -53,7 +53,7 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, ActionError> {
             s.architecture,
             file.architectures().join(", ")
         ))
-        .hint(format!("add it: cbuild lock {}", a.label))
+        .hint(format!("add it: cbuild lock --platform linux/{} {}", s.architecture, a.label))
     })?;
     if sorted_unique(&s.packages) != lock.requested || lock.suite != s.suite || lock.architecture != s.architecture {
         return Err(ActionError::user(format!(
