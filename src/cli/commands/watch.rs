@@ -153,6 +153,10 @@ fn restart_if_changed(
     if let Some(j) = g.jobs {
         cmd.arg("-j").arg(j.to_string());
     }
+    // The same platforms as the build (one: that platform's image of an index).
+    for p in &s.inputs.platforms {
+        cmd.arg("--platform").arg(p.to_string());
+    }
     cmd.arg("run").arg(label).arg("--").args(&a.args);
     let c = cmd.spawn().map_err(Failure::env)?;
     eprintln!("watch: running {label} ({digest})");
