@@ -180,25 +180,22 @@ impl Lock {
         s += &format!("architecture = {}\n", q(&self.architecture));
         s += &format!("components = [{}]\n", list(&self.components));
         s += &format!("requested = [{}]\n", list(&self.requested));
+        let package = |s: &mut String, table: &str, p: &LockedPackage| {
+            *s += &format!("\n[[{table}]]\n");
+            *s += &format!("name = {}\n", q(&p.name));
+            *s += &format!("version = {}\n", q(&p.version));
+            *s += &format!("architecture = {}\n", q(&p.architecture));
+            *s += &format!("filename = {}\n", q(&p.filename));
+            *s += &format!("sha256 = {}\n", q(&p.sha256.to_string()));
+            *s += &format!("size = {}\n", p.size);
+        };
         for p in &self.packages {
-            s += "\n[[package]]\n";
-            s += &format!("name = {}\n", q(&p.name));
-            s += &format!("version = {}\n", q(&p.version));
-            s += &format!("architecture = {}\n", q(&p.architecture));
-            s += &format!("filename = {}\n", q(&p.filename));
-            s += &format!("sha256 = {}\n", q(&p.sha256.to_string()));
-            s += &format!("size = {}\n", p.size);
+            package(&mut s, "package", p);
         }
         for o in &self.others {
             s += &format!("\n[[arch]]\narchitecture = {}\n", q(&o.architecture));
             for p in &o.packages {
-                s += "\n[[arch.package]]\n";
-                s += &format!("name = {}\n", q(&p.name));
-                s += &format!("version = {}\n", q(&p.version));
-                s += &format!("architecture = {}\n", q(&p.architecture));
-                s += &format!("filename = {}\n", q(&p.filename));
-                s += &format!("sha256 = {}\n", q(&p.sha256.to_string()));
-                s += &format!("size = {}\n", p.size);
+                package(&mut s, "arch.package", p);
             }
         }
         s

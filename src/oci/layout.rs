@@ -36,20 +36,17 @@ impl Selector {
 
 /// The host's `(os, architecture)` in OCI words (`linux`, `amd64`/`arm64`/...).
 pub fn host_platform() -> (String, String) {
-    let arch = match std::env::consts::ARCH {
-        "x86_64" => "amd64",
-        "aarch64" => "arm64",
-        "x86" => "386",
-        "powerpc64" => "ppc64le",
-        "loongarch64" => "loong64",
-        a => a,
-    };
-    (std::env::consts::OS.to_string(), arch.to_string())
+    let p = crate::model::platform::Platform::host();
+    (p.os, p.architecture)
 }
 
 /// The `index.json` for one image (canonical JSON), optionally with a ref name annotation.
 pub fn index_json(image: &Image, ref_name: Option<&str>) -> Result<Vec<u8>> {
-    let mut d = image.descriptor();
+    layout_index_json(image.descriptor(), ref_name)
+}
+
+/// A layout's `index.json` naming one descriptor (an image or an index), with a ref name.
+fn layout_index_json(mut d: Descriptor, ref_name: Option<&str>) -> Result<Vec<u8>> {
     if let Some(r) = ref_name {
         d.set_annotations(Some([(super::ANNOTATION_REF_NAME.to_string(), r.to_string())].into()));
     }
@@ -90,17 +87,7 @@ pub fn write_index_layout(
         wanted.extend([image.digest(), image.config_digest()]);
         wanted.extend(image.layers().iter().map(|l| &l.digest));
     }
-    let mut d = index.descriptor();
-    if let Some(r) = ref_name {
-        d.set_annotations(Some([(super::ANNOTATION_REF_NAME.to_string(), r.to_string())].into()));
-    }
-    let top = ImageIndexBuilder::default()
-        .schema_version(2u32)
-        .media_type(MediaType::ImageIndex)
-        .manifests(vec![d])
-        .build()
-        .map_err(|source| OciError::Spec { subject: "index.json".into(), source })?;
-    write_layout_of(dir, &wanted, &canonical_json(&top, "index.json")?, blobs)?;
+    write_layout_of(dir, &wanted, &layout_index_json(index.descriptor(), ref_name)?, blobs)?;
     Ok(index.digest.clone())
 }
 
