@@ -284,6 +284,32 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_key_updates_its_run_in_place_and_a_returning_key_is_latest_again() {
+        let (_t, c) = open();
+        let label = "//services/api:image";
+        c.record_run(&run("a", RunOutcome::Executed, "1")).unwrap();
+        c.record_run(&run("b", RunOutcome::Executed, "1")).unwrap();
+        // A no-op: same key as the latest, new outcome, build id and time.
+        let mut noop = run("b", RunOutcome::CachedLocal, "1");
+        noop.build_id = "noop".into();
+        noop.at += Duration::from_secs(60);
+        c.record_runs(&[noop.clone(), noop.clone()]).unwrap();
+        let h = c.last_two_runs(label, "build").unwrap().unwrap();
+        assert_eq!(h.latest, noop, "outcome, build id and time updated; components kept");
+        assert_eq!(h.previous.as_ref().unwrap().build_id, "b-a-1");
+        assert_eq!(c.stats().unwrap().runs, 2);
+        // Back to key `a`: not the latest, so a new row (the old `a` row is replaced).
+        c.record_run(&run("a", RunOutcome::CachedLocal, "1")).unwrap();
+        let h = c.last_two_runs(label, "build").unwrap().unwrap();
+        assert_eq!(
+            (h.latest.key, h.latest.outcome),
+            (run("a", RunOutcome::CachedLocal, "1").key, RunOutcome::CachedLocal)
+        );
+        assert_eq!(h.previous.as_ref().unwrap().build_id, "noop");
+        assert_eq!(c.stats().unwrap().runs, 2);
+    }
+
+    #[test]
     fn gc_removes_unreferenced_then_lru() {
         let (_t, c) = open();
         let orphan = c.cas().put_bytes(b"orphan").unwrap();

@@ -6,7 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
 
-use rusqlite::params;
+use rusqlite::{params, OptionalExtension};
 
 use super::db::{from_ms, to_ms};
 use super::error::{CacheError, Result};
@@ -120,6 +120,54 @@ fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
     Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
+/// The id and key of the latest recorded run of `run`'s (label, action).
+fn latest_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Result<Option<(i64, String)>> {
+    tx.prepare_cached("SELECT id, key FROM runs WHERE label = ?1 AND action = ?2 ORDER BY id DESC LIMIT 1")?
+        .query_row(params![run.label, run.action], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()
+}
+
+/// Sets the outcome, build id and time of the latest run of `run`'s (label, action) if its key is
+/// `run`'s; false (nothing written) otherwise.
+fn touch_latest(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Result<bool> {
+    match latest_run(tx, run)? {
+        Some((id, k)) if k == run.key.to_hex() => {
+            tx.prepare_cached("UPDATE runs SET outcome = ?2, build_id = ?3, at = ?4 WHERE id = ?1")?
+                .execute(params![id, run.outcome.as_str(), run.build_id, to_ms(run.at)])?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
+/// Inserts `run` with its encoded components, keeping only the latest row of each distinct key of
+/// its (label, action), at most [`RUN_KEYS_KEPT`] of them.
+fn insert_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord, components: &str) -> rusqlite::Result<()> {
+    let key = run.key.to_hex();
+    tx.prepare_cached(
+        "INSERT INTO runs(label, action, key, components_json, outcome, build_id, at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?
+    .execute(params![
+        run.label,
+        run.action,
+        key,
+        components,
+        run.outcome.as_str(),
+        run.build_id,
+        to_ms(run.at)
+    ])?;
+    let id = tx.last_insert_rowid();
+    tx.prepare_cached("DELETE FROM runs WHERE label = ?1 AND action = ?2 AND key = ?3 AND id < ?4")?
+        .execute(params![run.label, run.action, key, id])?;
+    tx.prepare_cached(
+        "DELETE FROM runs WHERE label = ?1 AND action = ?2 AND id NOT IN \
+         (SELECT id FROM runs WHERE label = ?1 AND action = ?2 ORDER BY id DESC LIMIT ?3)",
+    )?
+    .execute(params![run.label, run.action, RUN_KEYS_KEPT as i64])?;
+    Ok(())
+}
+
 impl Cache {
     /// Records one run; see [`Cache::record_runs`].
     pub fn record_run(&self, run: &RunRecord) -> Result<()> {
@@ -129,46 +177,57 @@ impl Cache {
     /// Records runs in one transaction. Per (label, action) only the latest run of each of the
     /// last [`RUN_KEYS_KEPT`] distinct keys is kept, so history stays small however often a
     /// target is built, and the previous *different* key survives any number of cached runs.
+    ///
+    /// A run whose key is already the latest of its (label, action) — every action of a no-op
+    /// build — only updates that row's outcome, build id and time: the same key means the same
+    /// components, so the components are neither encoded nor written again (issue 23: a no-op
+    /// rewrote ≈ 3 MB of components JSON of a 10,000-file monorepo).
     pub fn record_runs(&self, runs: &[RunRecord]) -> Result<()> {
-        let mut encoded = Vec::with_capacity(runs.len());
-        for run in runs {
-            let c = serde_json::to_string(&run.components).map_err(|source| CacheError::Encode {
+        let encode = |run: &RunRecord| {
+            serde_json::to_string(&run.components).map_err(|source| CacheError::Encode {
                 what: format!("components of run `{}` `{}`", run.label, run.action),
                 source,
-            })?;
-            encoded.push(c);
+            })
+        };
+        // Which runs repeat their latest key: read first (encoding is outside the transaction);
+        // the write transaction checks again and falls back to an insert if another process
+        // recorded a different key meanwhile.
+        let repeated = self.latest_keys_equal(runs)?;
+        let mut encoded = Vec::with_capacity(runs.len());
+        for (run, repeat) in runs.iter().zip(&repeated) {
+            encoded.push(if *repeat { None } else { Some(encode(run)?) });
         }
-        self.db.write(
+        let fallback = self.db.write(
             || format!("recording {} runs", runs.len()),
             |tx| {
-                let mut ins = tx.prepare_cached(
-                    "INSERT INTO runs(label, action, key, components_json, outcome, build_id, at) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                )?;
-                let mut same_key =
-                    tx.prepare_cached("DELETE FROM runs WHERE label = ?1 AND action = ?2 AND key = ?3 AND id < ?4")?;
-                let mut trim = tx.prepare_cached(
-                    "DELETE FROM runs WHERE label = ?1 AND action = ?2 AND id NOT IN \
-                     (SELECT id FROM runs WHERE label = ?1 AND action = ?2 ORDER BY id DESC \
-                     LIMIT ?3)",
-                )?;
-                for (run, components) in runs.iter().zip(&encoded) {
-                    let key = run.key.to_hex();
-                    ins.execute(params![
-                        run.label,
-                        run.action,
-                        key,
-                        components,
-                        run.outcome.as_str(),
-                        run.build_id,
-                        to_ms(run.at)
-                    ])?;
-                    let id = tx.last_insert_rowid();
-                    same_key.execute(params![run.label, run.action, key, id])?;
-                    trim.execute(params![run.label, run.action, RUN_KEYS_KEPT as i64])?;
+                let mut fallback = Vec::new();
+                for (i, (run, components)) in runs.iter().zip(&encoded).enumerate() {
+                    match components {
+                        Some(c) => insert_run(tx, run, c)?,
+                        // Changed since it was read: recorded below with its components.
+                        None if !touch_latest(tx, run)? => fallback.push(i),
+                        None => {}
+                    }
                 }
-                Ok(())
+                Ok(fallback)
             },
+        )?;
+        if fallback.is_empty() {
+            return Ok(());
+        }
+        // Rare (a concurrent build of the same targets recorded another key meanwhile).
+        let again = fallback.iter().map(|&i| Ok((&runs[i], encode(&runs[i])?))).collect::<Result<Vec<_>>>()?;
+        self.db.write(
+            || format!("recording {} runs", again.len()),
+            |tx| again.iter().try_for_each(|(run, c)| insert_run(tx, run, c)),
+        )
+    }
+
+    /// For each run, whether the latest recorded run of its (label, action) has the same key.
+    fn latest_keys_equal(&self, runs: &[RunRecord]) -> Result<Vec<bool>> {
+        self.db.read(
+            || format!("reading the latest keys of {} runs", runs.len()),
+            |tx| runs.iter().map(|run| Ok(latest_run(tx, run)?.is_some_and(|(_, k)| k == run.key.to_hex()))).collect(),
         )
     }
 

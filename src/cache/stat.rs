@@ -3,10 +3,9 @@
 //! [`RACY_WINDOW`] are hashed but not remembered (the "racy git" problem).
 
 use std::collections::HashMap;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::BufReader;
 use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Mutex;
@@ -16,6 +15,7 @@ use rusqlite::params;
 
 use super::error::{io_err, CacheError, Result};
 use super::Cache;
+use crate::fs::stat::FileStat;
 use crate::model::digest::Blake3;
 
 /// A file whose mtime is this close to (or after) the start of hashing is not remembered: it may
@@ -38,14 +38,9 @@ struct StatKey {
 }
 
 impl StatKey {
-    fn of(m: &fs::Metadata) -> StatKey {
-        let ns = |s: i64, n: i64| s.saturating_mul(1_000_000_000).saturating_add(n);
-        StatKey {
-            size: m.size() as i64,
-            mtime_ns: ns(m.mtime(), m.mtime_nsec()),
-            ino: m.ino() as i64,
-            ctime_ns: ns(m.ctime(), m.ctime_nsec()),
-        }
+    fn of(m: &FileStat) -> StatKey {
+        let ns = |t: i128| t.clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        StatKey { size: m.size as i64, mtime_ns: ns(m.mtime_ns), ino: m.ino as i64, ctime_ns: ns(m.ctime_ns) }
     }
 }
 
@@ -107,7 +102,7 @@ impl FileHasher<'_> {
         let mut files = Vec::with_capacity(paths.len());
         for p in paths {
             let a = std::path::absolute(p).map_err(io_err(p))?;
-            let m = fs::metadata(&a).map_err(io_err(&a))?;
+            let m = FileStat::stat(&a).map_err(io_err(&a))?;
             files.push((a, m));
         }
         self.hash_stated(started, files)
@@ -118,7 +113,7 @@ impl FileHasher<'_> {
     /// follows it). `started` is a time taken before the first of those stats (the racy window is
     /// measured from it). Lets a caller that must `lstat` anyway (to look for symlinks) not stat
     /// every file twice.
-    pub fn hash_stated(&self, started: SystemTime, files: Vec<(PathBuf, fs::Metadata)>) -> Result<Vec<Blake3>> {
+    pub fn hash_stated(&self, started: SystemTime, files: Vec<(PathBuf, FileStat)>) -> Result<Vec<Blake3>> {
         let racy_after = ns_since_epoch(started) - RACY_WINDOW.as_nanos() as i64;
 
         let mut abs = Vec::with_capacity(files.len());
@@ -251,6 +246,6 @@ fn hash_one(p: &Pending) -> HashResult {
     // The file may have been replaced or rewritten while we read it: then the hash is returned
     // (it is the best we have) but not stored, so the next build reads it again.
     let after = f.metadata().map_err(io_err(&p.abs))?;
-    let stable = StatKey::of(&after) == p.stat;
+    let stable = StatKey::of(&FileStat::of(&after)) == p.stat;
     Ok((Blake3(*h.finalize().as_bytes()), stable))
 }

@@ -14,6 +14,7 @@ use super::events::{Event, Outcome, Reporter};
 use super::runners::{self, RunCtx};
 use super::sources::{shown, SourceStamp};
 use crate::cache::{Cache, RunOutcome, RunRecord};
+use crate::fs::stat::{DirStats, FileStat};
 use crate::model::action::{ActionGraph, ActionId, ActionKind, ActionOutput};
 use crate::model::digest::Blake3;
 use crate::model::error::ErrorKind;
@@ -132,7 +133,7 @@ fn hash_sources(
                 stated.push((i, md))
             }
             Ok(Checked::KeptLink(target)) => {
-                if let Ok(md) = std::fs::symlink_metadata(cfg.root.join(rel)) {
+                if let Ok(md) = FileStat::lstat(&cfg.root.join(rel)) {
                     stamps.insert(rel.clone(), SourceStamp::of(&md, true, Some(target.clone())));
                 }
                 out[i] = Some(kept_link_digest(&target))
@@ -170,7 +171,7 @@ fn hash_sources(
 }
 
 /// The stat cache keys rows by absolute path.
-fn files_absolute(files: Vec<(PathBuf, std::fs::Metadata)>) -> std::io::Result<Vec<(PathBuf, std::fs::Metadata)>> {
+fn files_absolute(files: Vec<(PathBuf, FileStat)>) -> std::io::Result<Vec<(PathBuf, FileStat)>> {
     files.into_iter().map(|(p, m)| Ok((std::path::absolute(&p)?, m))).collect()
 }
 
@@ -188,7 +189,7 @@ fn kept_link_digest(target: &std::path::Path) -> Blake3 {
 enum Checked {
     /// Hash this content: the metadata of the file itself, or of a symlink's in-workspace target
     /// (then with the link text).
-    File(std::fs::Metadata, Option<PathBuf>),
+    File(FileStat, Option<PathBuf>),
     /// A cnb_image app symlink whose target is outside the workspace (or nowhere): kept as a link,
     /// never followed.
     KeptLink(PathBuf),
@@ -204,9 +205,12 @@ enum SourceError {
 
 /// Checks that workspace sources resolve inside the workspace (see [`hash_sources`]). Directories
 /// are checked once each however many sources they hold, so a no-op build pays one `lstat` per
-/// source (whose result is the stat the stat cache needs anyway) and one per directory.
+/// source (whose result is the stat the stat cache needs anyway) and one per directory. The
+/// per-source `lstat` is an `fstatat` relative to the directory's open descriptor ([`DirStats`]):
+/// the kernel walks each directory's path once, not once per file in it (issue 23).
 struct SourceCheck {
     root: PathBuf,
+    stats: DirStats,
     /// The workspace root with every symlink resolved.
     canon_root: PathBuf,
     /// Directory (workspace-relative) → `None` if it stays inside, else why not.
@@ -217,7 +221,7 @@ impl SourceCheck {
     fn new(root: &std::path::Path) -> Result<SourceCheck, String> {
         let canon_root = std::fs::canonicalize(root)
             .map_err(|e| format!("cannot resolve the workspace root `{}`: {e}", root.display()))?;
-        Ok(SourceCheck { root: root.to_path_buf(), canon_root, dirs: Default::default() })
+        Ok(SourceCheck { root: root.to_path_buf(), stats: DirStats::new(root), canon_root, dirs: Default::default() })
     }
 
     /// True if `p` (resolved) is the workspace root or below it.
@@ -244,20 +248,20 @@ impl SourceCheck {
             }
         }
         let full = self.root.join(relp);
-        let md = std::fs::symlink_metadata(&full).map_err(|e| {
+        let md = self.stats.lstat(relp).map_err(|e| {
             SourceError::Other(format!(
                 "hashing sources: {}",
                 crate::cache::CacheError::Io { path: full.clone(), source: e }
             ))
         })?;
-        if !md.file_type().is_symlink() {
+        if !md.is_symlink() {
             return Ok(Checked::File(md, None));
         }
         let target = std::fs::read_link(&full).unwrap_or_default();
         match std::fs::canonicalize(&full) {
             // A kept link to a directory inside is a link in the app too (nothing to hash).
             Ok(c) if self.inside(&c) && keep_link && !c.is_file() => Ok(Checked::KeptLink(target)),
-            Ok(c) if self.inside(&c) => std::fs::metadata(&full).map(|m| Checked::File(m, Some(target))).map_err(|e| {
+            Ok(c) if self.inside(&c) => FileStat::stat(&full).map(|m| Checked::File(m, Some(target))).map_err(|e| {
                 SourceError::Other(format!(
                     "hashing sources: {}",
                     crate::cache::CacheError::Io { path: full.clone(), source: e }

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use crate::fs::stat::FileStat;
+
 /// What a source looked like when it was hashed: the executor compares it after an action ran and
 /// refuses to store a result whose sources changed meanwhile (Bazel's "file modified during the
 /// build"): a runner reads sources by path after the key was made, so an edit in between would
@@ -24,15 +26,14 @@ pub struct SourceStamp {
 }
 
 impl SourceStamp {
-    pub(super) fn of(md: &std::fs::Metadata, link: bool, link_target: Option<PathBuf>) -> SourceStamp {
-        use std::os::unix::fs::MetadataExt;
+    pub(super) fn of(md: &FileStat, link: bool, link_target: Option<PathBuf>) -> SourceStamp {
         SourceStamp {
-            size: md.size(),
-            mtime_ns: md.mtime() as i128 * 1_000_000_000 + md.mtime_nsec() as i128,
-            ctime_ns: md.ctime() as i128 * 1_000_000_000 + md.ctime_nsec() as i128,
-            ino: md.ino(),
-            dev: md.dev(),
-            mode: md.mode(),
+            size: md.size,
+            mtime_ns: md.mtime_ns,
+            ctime_ns: md.ctime_ns,
+            ino: md.ino,
+            dev: md.dev,
+            mode: md.mode,
             link,
             link_target,
         }
@@ -40,7 +41,7 @@ impl SourceStamp {
 
     /// The stamp of `path` now, taken the same way.
     pub(super) fn now(&self, path: &std::path::Path) -> Option<SourceStamp> {
-        let md = if self.link { std::fs::symlink_metadata(path) } else { std::fs::metadata(path) };
+        let md = if self.link { FileStat::lstat(path) } else { FileStat::stat(path) };
         let target = match &self.link_target {
             Some(_) => Some(std::fs::read_link(path).ok()?),
             None => None,

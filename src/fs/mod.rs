@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
 pub mod confined;
+pub mod stat;
 
 /// Writes `bytes` to `path` atomically: a temp file next to it, fsync, rename. Readers see either the
 /// old file or the complete new one, never a torn write, even after `kill -9`.

@@ -253,6 +253,10 @@ struct EvalCtx {
     /// saw as non-directories, so a rule attribute listing them need not `lstat` each again (a
     /// 10,000-file monorepo's srcs are listed by two or three rules each).
     globbed: RefCell<std::collections::HashSet<String>>,
+    /// The package directory's files as [`glob::package_files`] lists them, walked on the first
+    /// `glob()` of this evaluation and shared by the others (a BUILD file globbing `**` for two
+    /// rules walked 2,000 files twice).
+    listing: RefCell<Option<std::rc::Rc<[String]>>>,
 }
 
 fn ctx<'a>(eval: &'a Evaluator) -> anyhow::Result<&'a EvalCtx> {
@@ -321,7 +325,15 @@ fn cbuild_builtins(builder: &mut GlobalsBuilder) {
         let c = ctx(eval)?;
         let (dir, limit) = (c.package_dir.clone(), c.glob_limit);
         c.globs.borrow_mut().push(GlobCall { package: c.package.clone(), include: inc.clone(), exclude: exc.clone() });
-        match glob::glob(&dir, &inc, &exc, limit) {
+        let listing = || -> Result<std::rc::Rc<[String]>, LoadError> {
+            if let Some(l) = c.listing.borrow().as_ref() {
+                return Ok(l.clone());
+            }
+            let l: std::rc::Rc<[String]> = glob::package_files(&dir)?.into();
+            *c.listing.borrow_mut() = Some(l.clone());
+            Ok(l)
+        };
+        match glob::glob_listed(&inc, &exc, limit, listing) {
             Ok(v) if v.is_empty() && !allow_empty => Err(raise(
                 eval,
                 LoadError::new(format!("glob({inc:?}) matched no files"))
@@ -576,6 +588,7 @@ impl Evaluation {
             glob_limit: self.glob_limit,
             globs: RefCell::new(Vec::new()),
             globbed: RefCell::new(Default::default()),
+            listing: RefCell::new(None),
         };
         let direct_loads = self.workspace_loads(&loader, &ast);
         let file_label = format!("//{package}:{BUILD_FILE}");
@@ -724,6 +737,7 @@ impl<'a> Loader<'a> {
             glob_limit: self.ev.glob_limit,
             globs: RefCell::new(Vec::new()),
             globbed: RefCell::new(Default::default()),
+            listing: RefCell::new(None),
         };
         let loads = self.ev.workspace_loads(&sub, &ast);
         let is_prelude = id.starts_with("@prelude//");

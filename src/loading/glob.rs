@@ -33,8 +33,46 @@ fn build_set(patterns: &[String], what: &str) -> Result<GlobSet, LoadError> {
 /// globbed or named, is hashed before a build: `execution::scheduler::hash_sources` refuses one that
 /// leads outside the workspace (glob cannot: it does not know whether the consumer follows links).
 pub fn glob(dir: &Path, include: &[String], exclude: &[String], limit: usize) -> Result<Vec<String>, LoadError> {
-    let inc = build_set(include, "include")?;
-    let exc = build_set(exclude, "exclude")?;
+    let (inc, exc) = (build_set(include, "include")?, build_set(exclude, "exclude")?);
+    matching(&package_files(dir)?, include, &inc, &exc, limit)
+}
+
+/// [`glob`] over the listing `list` gives (what [`package_files`] returns): several `glob()` calls
+/// of one evaluation share one directory walk (the listing depends only on the package directory,
+/// not on the patterns). Patterns are checked before `list` is called, as [`glob`] does.
+pub fn glob_listed<L: AsRef<[String]>>(
+    include: &[String],
+    exclude: &[String],
+    limit: usize,
+    list: impl FnOnce() -> Result<L, LoadError>,
+) -> Result<Vec<String>, LoadError> {
+    let (inc, exc) = (build_set(include, "include")?, build_set(exclude, "exclude")?);
+    matching(list()?.as_ref(), include, &inc, &exc, limit)
+}
+
+fn matching(
+    listing: &[String],
+    include: &[String],
+    inc: &GlobSet,
+    exc: &GlobSet,
+    limit: usize,
+) -> Result<Vec<String>, LoadError> {
+    let mut out = Vec::new();
+    for rel in listing {
+        if inc.is_match(rel) && !exc.is_match(rel) {
+            out.push(rel.clone());
+            if out.len() > limit {
+                return Err(LoadError::new(format!("glob({include:?}) matches more than {limit} files"))
+                    .help("narrow the pattern, or raise `glob_limit` in cbuild.toml"));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Every non-directory entry of the package at `dir` that [`glob`] can match, sorted the way it
+/// returns them (sub-packages, `.git` and `cbuild-out` skipped, symlinks not followed).
+pub fn package_files(dir: &Path) -> Result<Vec<String>, LoadError> {
     let mut out = Vec::new();
     let mut it = walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name().into_iter();
     while let Some(entry) = it.next() {
@@ -58,13 +96,7 @@ pub fn glob(dir: &Path, include: &[String], exclude: &[String], limit: usize) ->
             ))
             .help("rename the file; labels and layer paths must be UTF-8"));
         };
-        if inc.is_match(rel) && !exc.is_match(rel) {
-            out.push(rel.to_string());
-            if out.len() > limit {
-                return Err(LoadError::new(format!("glob({include:?}) matches more than {limit} files"))
-                    .help("narrow the pattern, or raise `glob_limit` in cbuild.toml"));
-            }
-        }
+        out.push(rel.to_string());
     }
     Ok(out)
 }
@@ -144,6 +176,23 @@ mod tests {
         let all = glob(t.path(), &s(&["**"]), &[], 100).unwrap();
         assert!(all.contains(&"link.py".to_string()) && all.contains(&"linkdir".to_string()), "{all:?}");
         assert!(!all.iter().any(|f| f.starts_with("linkdir/")), "a linked directory is not walked: {all:?}");
+    }
+
+    #[test]
+    fn a_shared_listing_matches_like_a_fresh_walk() {
+        let t = tree();
+        let listing = package_files(t.path()).unwrap();
+        for (inc, exc) in
+            [(&["**"][..], &[][..]), (&["*.py"], &[]), (&["**/*.py"], &["src/d/**"]), (&["src/**", "*"], &[])]
+        {
+            let fresh = glob(t.path(), &s(inc), &s(exc), 100).unwrap();
+            let shared = glob_listed(&s(inc), &s(exc), 100, || Ok(listing.as_slice())).unwrap();
+            assert_eq!(shared, fresh, "{inc:?} - {exc:?}");
+        }
+        // An invalid pattern fails before the directory is listed.
+        let e = glob_listed(&s(&["../x"]), &[], 100, || -> Result<Vec<String>, _> { panic!("listed") }).unwrap_err();
+        assert!(e.message.contains("escapes the package"));
+        assert!(glob_listed(&s(&["**"]), &[], 3, || Ok(listing.as_slice())).is_err());
     }
 
     #[test]

@@ -267,3 +267,57 @@ fn genrule_in_an_image_is_hermetic() {
         o.stdout
     );
 }
+
+/// The scheduler stats sources relative to their directory's descriptor (`fstatat`, issue 23):
+/// every change a path `lstat` saw must still be seen, each build matching a clean build of the
+/// same tree — content rewritten with size and mtime restored, a file added to and removed from a
+/// globbed directory, a mode change, a symlink retargeted — and a no-op still hashes nothing.
+#[test]
+fn directory_relative_stats_notice_every_change() {
+    let ws = support::empty();
+    ws.write(
+        "app/BUILD.star",
+        "layer(name = \"l\", srcs = glob([\"**\"], exclude = [\"BUILD.star\"]), prefix = \"/app\")\n\
+         oci_image(name = \"i\", layers = [\":l\"])\n",
+    );
+    for n in 0..20 {
+        ws.write(&format!("app/d{}/f{n}.txt", n % 3), format!("file {n}\n"));
+    }
+    std::os::unix::fs::symlink("f0.txt", ws.path("app/d0/link")).unwrap();
+    let args = ["//app:i"];
+    let settle = || std::thread::sleep(std::time::Duration::from_millis(2100));
+    let check = |what: &str| {
+        let got = ws.ok(&args);
+        assert_eq!(got, support::clean_digests(ws.root(), &args), "{what}: differs from a clean build");
+        got
+    };
+    settle();
+    let mut last = check("first build");
+    let noop = ws.build(&args);
+    assert_eq!((noop.summary()["executed"].as_u64(), noop.summary()["files_hashed"].as_u64()), (Some(0), Some(0)));
+
+    let f = ws.path("app/d1/f4.txt");
+    let old = std::fs::metadata(&f).unwrap();
+    std::fs::write(&f, "FILE 4\n").unwrap();
+    std::fs::File::options().write(true).open(&f).unwrap().set_modified(old.modified().unwrap()).unwrap();
+    assert_eq!(std::fs::metadata(&f).unwrap().len(), old.len());
+    let steps: Vec<(&str, Box<dyn Fn()>)> = vec![
+        ("same size and mtime, new content", Box::new(|| {})),
+        ("a file added", Box::new(|| ws.write("app/d2/new.txt", "new\n"))),
+        ("a file removed", Box::new(|| std::fs::remove_file(ws.path("app/d0/f3.txt")).unwrap())),
+        ("chmod +x", Box::new(|| chmod(&ws, "app/d1/f7.txt", 0o755))),
+        (
+            "a symlink retargeted",
+            Box::new(|| {
+                std::fs::remove_file(ws.path("app/d0/link")).unwrap();
+                std::os::unix::fs::symlink("f6.txt", ws.path("app/d0/link")).unwrap();
+            }),
+        ),
+    ];
+    for (what, change) in steps {
+        change();
+        let now = check(what);
+        assert_ne!(now, last, "{what}: not noticed");
+        last = now;
+    }
+}
