@@ -178,6 +178,11 @@ const GOLDEN: &[(&str, &str)] = &[
         "genrule=1,layer=2,import=1,image=3,buildpack=1,pull=1,debian=2,detect=2,build=3,export=2,read_builder=1,read_buildpackage=1,run_image=1,builder_image=1,buildpackage=1;gzip=pargz-cdc/fastcdc5-128K-512K-2M/l6/zlib-rs;zstd=zstd/l3-mt;none=none",
         GOLDEN_TWO_LAYER_DIGEST,
     ),
+    // The `index` kind of issue 21: new, no existing output changed.
+    (
+        "genrule=1,layer=2,import=1,image=3,buildpack=1,pull=1,debian=2,detect=2,build=3,export=2,read_builder=1,read_buildpackage=1,run_image=1,builder_image=1,buildpackage=1,index=1;gzip=pargz-cdc/fastcdc5-128K-512K-2M/l6/zlib-rs;zstd=zstd/l3-mt;none=none",
+        GOLDEN_TWO_LAYER_DIGEST,
+    ),
 ];
 const GOLDEN_TWO_LAYER_DIGEST: &str = "sha256:ddae2b5d989a94adc7ad977a93fb5798de5a5a47789a0818740eced13cdb9416";
 
