@@ -139,24 +139,8 @@ fn registry(
     if app.media_type == crate::oci::MEDIA_TYPE_INDEX || app.media_type == crate::oci::MEDIA_TYPE_DOCKER_MANIFEST_LIST {
         return registry_index(&s, &client, &rt, &cache, (&app_ref, &app), run_image, &target, force);
     }
-    let explicit = run_image.is_some();
-    let run_image = match run_image {
-        Some(r) => r.to_string(),
-        None => recorded_run_image(&app.image).ok_or_else(|| {
-            Failure::user_hint(
-                format!("`{image}` records no run image reference to rebase onto"),
-                "name one: --run-image registry.example.com/base/run:bookworm",
-            )
-        })?,
-    };
-    let run_image = run_image.as_str();
-    let run_ref = Reference::parse(run_image).map_err(|e| Failure::user(e.to_string()))?;
-    let run = rt.block_on(client.resolve(&run_ref, None)).map_err(|e| Failure::of(&e))?;
-    let r = crate::rebase::rebase(&app.image, image, &run.image, run_image, run.image.digest(), explicit, force)
-        .map_err(|e| Failure::Build { message: e.to_string() })?;
-    for w in &r.warnings {
-        eprintln!("warning: {w}");
-    }
+    let (RunImage { name: run_image, resolved: run }, r) =
+        rebase_onto(&client, &rt, &app.image, image, run_image, None, &format!("`{image}`"), "", force)?;
     if r.image.digest() == app.image.digest() {
         crate::outln!("{image}: already current ({})", app.image.digest());
         return Ok(ExitCode::SUCCESS);
@@ -220,25 +204,10 @@ fn registry_index(
         let child = rt
             .block_on(client.resolve(app_ref, Some((os.to_string(), arch.clone()))))
             .map_err(|e| Failure::of_in(format_args!("reading the {platform} image of `{image}`"), &e))?;
-        let explicit = run_image.is_some();
-        let run_name = match run_image {
-            Some(r) => r.to_string(),
-            None => recorded_run_image(&child.image).ok_or_else(|| {
-                Failure::user_hint(
-                    format!("the {platform} image of `{image}` records no run image reference to rebase onto"),
-                    "name one: --run-image registry.example.com/base/run:bookworm",
-                )
-            })?,
-        };
-        let run_ref = Reference::parse(&run_name).map_err(|e| Failure::user(e.to_string()))?;
-        let run = rt
-            .block_on(client.resolve(&run_ref, Some((os.to_string(), arch.clone()))))
-            .map_err(|e| Failure::of_in(format_args!("rebasing the {platform} image of `{image}`"), &e))?;
-        let r = crate::rebase::rebase(&child.image, &image, &run.image, &run_name, run.image.digest(), explicit, force)
-            .map_err(|e| Failure::Build { message: format!("{platform}: {e}") })?;
-        for w in &r.warnings {
-            eprintln!("warning: {platform}: {w}");
-        }
+        let plat = Some((os.to_string(), arch.clone()));
+        let what = format!("the {platform} image of `{image}`");
+        let (RunImage { resolved: run, .. }, r) =
+            rebase_onto(client, rt, &child.image, &image, run_image, plat, &what, &format!("{platform}: "), force)?;
         changed |= r.image.digest() != child.image.digest();
         sources.push(run.reference.clone());
         rebased.push(r.image);
@@ -272,4 +241,48 @@ fn registry_index(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The run image a registry rebase moved onto: its name and what it resolved to.
+struct RunImage {
+    name: String,
+    resolved: crate::registry::pull::Resolved,
+}
+
+/// Rebases `app` onto `run_image` (else the run image it records), resolved for `platform` (default
+/// the host's): what registry mode does for an image and for each image of an index. `what` names
+/// the image in errors; `prefix` starts each warning and a refusal.
+#[allow(clippy::too_many_arguments)]
+fn rebase_onto(
+    client: &Client,
+    rt: &tokio::runtime::Runtime,
+    app: &crate::oci::Image,
+    image: &str,
+    run_image: Option<&str>,
+    platform: Option<(String, String)>,
+    what: &str,
+    prefix: &str,
+    force: bool,
+) -> Result<(RunImage, crate::rebase::Rebased), Failure> {
+    let explicit = run_image.is_some();
+    let name = match run_image {
+        Some(r) => r.to_string(),
+        None => recorded_run_image(app).ok_or_else(|| {
+            Failure::user_hint(
+                format!("{what} records no run image reference to rebase onto"),
+                "name one: --run-image registry.example.com/base/run:bookworm",
+            )
+        })?,
+    };
+    let run_ref = Reference::parse(&name).map_err(|e| Failure::user(e.to_string()))?;
+    let run = rt.block_on(client.resolve(&run_ref, platform)).map_err(|e| match prefix {
+        "" => Failure::of(&e),
+        _ => Failure::of_in(format_args!("rebasing {what}"), &e),
+    })?;
+    let r = crate::rebase::rebase(app, image, &run.image, &name, run.image.digest(), explicit, force)
+        .map_err(|e| Failure::Build { message: format!("{prefix}{e}") })?;
+    for w in &r.warnings {
+        eprintln!("warning: {prefix}{w}");
+    }
+    Ok((RunImage { name, resolved: run }, r))
 }

@@ -491,9 +491,10 @@ pub fn platform_image(
     label: &str,
     digest: &crate::model::digest::Digest,
 ) -> Result<crate::model::digest::Digest, Failure> {
-    let bytes = b.cache.cas().read_verified(digest).map_err(Failure::env)?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-    if v.get("manifests").is_none() {
+    // The build says what the target made: only an index output needs a platform picked.
+    let l = crate::model::label::Label::parse(label, None).map_err(|e| Failure::user(e.to_string()))?;
+    let output = b.graph.target_outputs.get(&l).and_then(|id| b.report.outputs[*id].as_deref());
+    if !matches!(output, Some(ActionOutput::Index { .. })) {
         return Ok(digest.clone());
     }
     let idx = crate::oci::Index::load(b.cache.cas(), digest).map_err(Failure::env)?;
