@@ -12,6 +12,7 @@
 #   git               `cbuild affected --base` and its tests
 #   python3-junitparser  a real JUnit XML reader for `cbuild test --junit` (tests; PyPI's junitparser)
 #   python3-venv      the venv of the SBOM/provenance validators below
+#   postgresql        BuildGrid's SQL scheduler (tests/harness/buildgrid-exec.sh runs its own; the system one is held back)
 #   qemu-user-static binfmt-support  user-mode emulation of foreign architectures (a cnb_image built for
 #                     linux/arm64 on amd64 runs its buildpacks under it; registered with the fix-binary
 #                     flag, so the handlers work inside the sandbox)
@@ -21,7 +22,7 @@
 set -euo pipefail
 PKGS=(bubblewrap busybox-static skopeo umoci oci-image-tool jq runc docker-registry apache2-utils nginx
       graphviz hyperfine pigz zstd buildah time curl xz-utils ca-certificates gcc libc6-dev docker.io podman git
-      python3-junitparser python3-venv qemu-user-static binfmt-support)
+      python3-junitparser python3-venv postgresql qemu-user-static binfmt-support)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -30,7 +31,21 @@ SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
 if [ ${#missing[@]} -ne 0 ]; then
   echo "install-deps: installing ${missing[*]}" >&2
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  held=(); rest=()
+  for p in "${missing[@]}"; do if [ "$p" = postgresql ]; then held+=("$p"); else rest+=("$p"); fi; done
+  if [ ${#rest[@]} -ne 0 ]; then
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${rest[@]}" >/dev/null
+  fi
+  if [ ${#held[@]} -ne 0 ]; then
+    # The system cluster is not started: a policy-rc.d that forbids service starts during this install.
+    policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+      policy=/usr/sbin/policy-rc.d; printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null; $SUDO chmod +x "$policy"
+    fi
+    $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${held[@]}" >/dev/null ||
+      { [ -z "$policy" ] || $SUDO rm -f "$policy"; exit 1; }
+    [ -z "$policy" ] || $SUDO rm -f "$policy"
+  fi
 fi
 # binfmt_misc: a machine without systemd may not have it mounted; binfmt-support registers
 # qemu-user-static's handlers when it is, and `update-binfmts --enable` (re)does it otherwise.
