@@ -32,8 +32,12 @@ Session
    Execute fail with FAILED_PRECONDITION ("Unregistered platform property"). OSFamily may appear
    once per Action. The platform is Action.platform, else Command.platform.
  * Capacity: worker.configs entry {key: "capacity", value: "N"} (default 1) - at most N leases.
- * Send the whole session (worker, status, leases) on every UpdateBotSession; also send back the
-   `version` string the server returned (it is how the server knows whether to resynchronise).
+ * Send the whole session (worker, status, leases) on every UpdateBotSession, with the `version`
+   string the server last returned. When it equals the server's version, the server skips lease
+   reconciliation entirely and echoes the bot's leases back unchecked (completed leases are still
+   processed); it reconciles - adds newly assigned leases, drops cancelled ones, validates lease
+   states - only when they differ (every assignment and cancellation bumps the server's version;
+   version "" always reconciles).
  * Both calls long-poll when the bot has free capacity and nothing changed: the server waits for
    an assignment up to 0.8 * min(gRPC deadline, bot-session-keepalive-timeout) (here 10 s), and
    not at all when that is below 3 s (NETWORK_TIMEOUT), i.e. a deadline under 3.75 s makes it a
@@ -41,6 +45,9 @@ Session
    wait times out returns the session unchanged. The reference bot uses a 5 s deadline (4 s wait)
    and cancels the pending call as soon as one of its leases finishes, to report it at once
    (a cancelled call loses nothing: the server re-sends leases the bot did not acknowledge).
+   CreateBotSession long-polls the same way before it returns the session; this bot gives it a
+   3 s deadline so that it returns at once (the server then logs, at INFO, a harmless "BotSession
+   expires in less time than timeout. No leases will be assigned.").
  * Keepalive: each call sets the session's expiry to now + bot-session-keepalive-timeout (10 s
    here; also returned as bot_session.expire_time). The reaper (every 1 s here) closes sessions
    past expiry: the bot row is deleted and every incomplete lease of it is requeued (n_tries+1)
@@ -59,9 +66,9 @@ Leases
    .v2.Action (type.googleapis.com/build.bazel.remote.execution.v2.Action; the Action is stored
    with the job). Older jobs may carry an Action Digest instead - handle both. PENDING is only
    seen from older servers: a bot turns PENDING into ACTIVE; it must never send PENDING back for a
-   lease the server has as ACTIVE (that is an "Unsupported lease state transition": the server
-   answers DATA_LOSS, closes the whole session and requeues all its leases). Echoing the state
-   the server sent is the heartbeat ack.
+   lease the server has as ACTIVE: at the next reconciliation (see `version`) that is an
+   "Unsupported lease state transition" - DATA_LOSS, the whole session closed, all its leases
+   requeued, the next call INVALID_ARGUMENT (observed). ACTIVE is the heartbeat ack.
  * Trailing metadata "executeoperationmetadata-bin" (one per lease) carries an
    ExecuteOperationMetadata (action digest, stage). Optional request metadata
    "partial-execution-metadata-<lease id>-bin" (an ExecutedActionMetadata) reports progress
@@ -72,13 +79,22 @@ Leases
    own records, puts the ActionResult in the ActionCache unless status != OK or the Action has
    do_not_cache, and (here, cache-failed-actions: false) not when exit_code != 0. The response no
    longer lists a completed lease (that is the acknowledgement); it may at once contain a new one
-   (proactive fetch). Reporting an already completed lease again is ignored (logged).
+   (proactive fetch). Reporting an already completed lease again is ignored (logged) - unless the
+   job was meanwhile retried onto this same bot, when it counts as that attempt's outcome.
  * Retry: a COMPLETED lease whose status code is in Scheduler.RETRYABLE_STATUS_CODES =
    (INTERNAL (13), UNAVAILABLE (14)) is requeued while n_tries < max-job-attempts (5 here); any
-   other code completes the job with that status. A lost bot session counts as a try too; after
-   max-job-attempts the job completes with ABORTED ("Job was retried N unsuccessfully").
- * CANCELLED: the server drops a cancelled lease from the session (or shows it CANCELLED); the
-   bot must stop the work and must not set CANCELLED itself (DATA_LOSS, session closed).
+   other code completes the job with that status (observed: 5 attempts, then the Execute client
+   gets the last INTERNAL status). A retried job keeps its lease id (the job name) and may come
+   straight back to the same bot, even in the response that acknowledges the failed attempt: key
+   "already running" on leases in progress, not on ids ever seen. A lost bot session counts as a
+   try too; past max-job-attempts that path completes the job with ABORTED ("Job was retried N
+   unsuccessfully").
+ * Cancellation (CancelOperation on every operation of a job; the Execute stream then ends with
+   an ExecuteResponse at once): the server bumps the bot's version and leaves the lease out of the
+   session it returns at the bot's next call (observed 2 s later = this bot's heartbeat; a
+   long-poll is not woken for it). A lease the bot works on that is missing from a response was
+   cancelled or requeued elsewhere: stop it and do not report it. A bot must never set CANCELLED
+   itself (DATA_LOSS, session closed).
 gRPC status codes of the Bots service: INVALID_ARGUMENT (unknown bot, name mismatch, missing
 bot_id), DATA_LOSS (illegal lease transition; session closed), CANCELLED (the bot cancelled its
 own call), UNAVAILABLE / INTERNAL (server or database trouble: retry the same call).
@@ -258,7 +274,7 @@ class Bot:
         self.cas = Cas(self.channel)
         self.bot_id, self.capacity, self.delay = bot_id, capacity, delay
         self.results = {}  # lease id -> (Status, ActionResult), filled by the lease threads
-        self.started = set()
+        self.running = set()  # lease ids being worked on or not yet acknowledged as completed
         self.lock = threading.Lock()
         self.changed = threading.Event()
         self.terminating = False
@@ -295,6 +311,8 @@ class Bot:
             action = self.cas.get_message(d, re_pb2.Action)
         status, result = run_action(self.cas, action, self.bot_id, self.delay)
         with self.lock:
+            if lease_id not in self.running:  # dropped by the server meanwhile: nothing to report
+                return
             self.results[lease_id] = (status, result)
         emit(bot=self.bot_id, event="done", lease=lease_id, code=status.code, exit_code=result.exit_code)
         self.changed.set()
@@ -314,9 +332,16 @@ class Bot:
         return session
 
     def take_new_leases(self, session):
+        ids = {lease.id for lease in session.leases}
+        with self.lock:
+            for lid in self.running - ids - set(self.results):
+                # Gone from the server's list while we work on it: cancelled, or requeued for
+                # someone else. A real worker kills the action here; this one drops its result.
+                self.running.discard(lid)
+                emit(bot=self.bot_id, event="dropped", lease=lid)
         for lease in session.leases:
-            if lease.id not in self.started and lease.state in (bots_pb2.PENDING, bots_pb2.ACTIVE):
-                self.started.add(lease.id)
+            if lease.id not in self.running and lease.state in (bots_pb2.PENDING, bots_pb2.ACTIVE):
+                self.running.add(lease.id)
                 emit(bot=self.bot_id, event="lease", lease=lease.id, state=lease.state,
                      payload=lease.payload.type_url)
                 threading.Thread(target=self.run_lease, args=(lease.id, lease.payload), daemon=True).start()
@@ -340,6 +365,9 @@ class Bot:
             except grpc.FutureCancelledError:
                 continue
             except grpc.RpcError as e:
+                if self.terminating:  # asked to stop and the server cannot be told: just stop
+                    emit(bot=self.bot_id, event="exit", code=str(e.code()))
+                    return
                 if e.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.DATA_LOSS,
                                 grpc.StatusCode.NOT_FOUND):
                     # The session is gone (reaped after the keepalive timeout, or closed): its
@@ -347,6 +375,7 @@ class Bot:
                     emit(bot=self.bot_id, event="session-lost", code=str(e.code()), details=e.details())
                     with self.lock:
                         self.results.clear()
+                        self.running.clear()  # (a real worker also stops what is still running)
                     session = self.create()
                     self.take_new_leases(session)
                 elif e.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
@@ -356,6 +385,7 @@ class Bot:
             with self.lock:
                 for lid in sent_completed:  # acknowledged: the response no longer lists them
                     self.results.pop(lid, None)
+                    self.running.discard(lid)  # a retry of the job may come back under the same id
                     emit(bot=self.bot_id, event="reported", lease=lid)
             if self.terminating and not session.leases and not self.results:
                 emit(bot=self.bot_id, event="exit")
@@ -518,10 +548,30 @@ def selftest(url):
             raise AssertionError("an unregistered platform property was accepted")
         except grpc.RpcError as e:
             assert e.code() == grpc.StatusCode.FAILED_PRECONDITION, e
+        # 5. Retry: a lease completed with INTERNAL (here: an input blob missing from CAS) is
+        #    requeued - under the same lease id - until max-job-attempts (5), then completes with
+        #    the last INTERNAL status.
+        root = re_pb2.Directory()
+        root.files.add(name="x", digest=digest_of(f"never uploaded {nonce}".encode()))
+        command = re_pb2.Command(arguments=["true", nonce])
+        p = re_pb2.Platform()
+        p.properties.add(name="OSFamily", value="linux")
+        action = re_pb2.Action(command_digest=digest_of(command.SerializeToString()),
+                               input_root_digest=digest_of(root.SerializeToString()), platform=p)
+        cas.put([command.SerializeToString(), root.SerializeToString(), action.SerializeToString()])
+        tr = time.time()
+        resp, op = execute(channel, digest_of(action.SerializeToString()))
+        timings["five_internal_attempts_s"] = round(time.time() - tr, 3)
+        assert resp.status.code == code_pb2.INTERNAL, resp.status
+        job = op.split("/")[-1]
+        last = [e for e in a.events if e["event"] == "lease"][-1]["lease"]
+        tries = [e for e in a.events if e["event"] == "lease" and e["lease"] == last]
+        assert len(tries) == 5, (job, tries)
+        print(f"selftest: INTERNAL was retried: {len(tries)} attempts under lease id {last}", file=sys.stderr)
         a.terminate()  # graceful: BOT_TERMINATING, then exit
         a.wait_for(event="exit", timeout=20)
 
-        # 5. A bot SIGKILLed while holding a lease: the lease goes to a second bot.
+        # 6. A bot SIGKILLed while holding a lease: the lease goes to a second bot.
         k = BotProcess(url, f"ref-k-{nonce[:8]}", capacity=1, delay=600)
         bots.append(k)
         k.wait_for(event="session")

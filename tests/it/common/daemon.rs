@@ -72,28 +72,33 @@ fn stop(script: &str, dir: &Path) {
 #[allow(clippy::zombie_processes)]
 fn stop_after_this_process(script: &str, dir: &Path) {
     use std::os::unix::process::CommandExt;
-    // The server's pid, as the script recorded it (registry.sh: registry.pid, http-cache.sh:
-    // nginx.pid, buildgrid.sh: buildgrid.pid); checked against its command line before a signal, in case it was reused.
-    let pid = ["registry.pid", "nginx.pid", "buildgrid.pid"]
+    // The server's pids, as the script recorded them (registry.sh: registry.pid, http-cache.sh:
+    // nginx.pid, buildgrid.sh: buildgrid.pid, buildgrid-exec.sh: buildgrid.pid and postgres.pid);
+    // each checked against its command line before a signal, in case it was reused.
+    let pids = ["registry.pid", "nginx.pid", "buildgrid.pid", "postgres.pid"]
         .iter()
-        .find_map(|f| std::fs::read_to_string(dir.join(f)).ok())
-        .map(|p| p.trim().to_string())
-        .unwrap_or_default();
+        .filter_map(|f| std::fs::read_to_string(dir.join(f)).ok())
+        .filter_map(|p| p.lines().next().map(|l| l.trim().to_string()))
+        .filter(|p| !p.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
     let script: PathBuf = super::harness(script);
     Command::new("sh")
         .arg("-c")
         .arg(
-            r#"dir=$2; pid=$3
+            r#"dir=$2; pids=$3
             while kill -0 "$0" 2>/dev/null; do sleep 0.5; done
             "$1" stop "$dir"
-            ours() { [ -n "$pid" ] && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qF "$dir/"; }
-            if ours; then kill -TERM "$pid"; sleep 2; ours && kill -KILL "$pid"; fi
+            ours() { [ -n "$1" ] && tr '\0' ' ' <"/proc/$1/cmdline" 2>/dev/null | grep -qF "$dir/"; }
+            for pid in $pids; do
+              if ours "$pid"; then kill -TERM "$pid"; sleep 2; ours "$pid" && kill -KILL "$pid"; fi
+            done
             rm -rf "$dir""#,
         )
         .arg(std::process::id().to_string())
         .arg(script)
         .arg(dir)
-        .arg(pid)
+        .arg(pids)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

@@ -1,13 +1,15 @@
 //! Helpers shared by every module of the integration-test binary. Here: TestContext (a temp
 //! workspace and cache dir, the cbuild binary, fixed SOURCE_DATE_EPOCH, no progress bars), the
-//! `../shared/harness` scripts, keygen, skips. Submodules: `registry` and `cache_server` (the real
-//! servers, own or shared by the binary, on `daemon`), `http` (a fake HTTP server and a GET),
+//! harness scripts (`tests/harness`, `../shared/harness`), keygen, skips. Submodules: `registry`,
+//! `cache_server`, `buildgrid` and `buildgrid_exec` (the real servers, own or shared by the
+//! binary, on `daemon`), `http` (a fake HTTP server and a GET),
 //! `fault_proxy` (a fault-injecting proxy in front of them), `child` (a test body in a child
 //! process, for process-wide state), `support` (the reliability tests' workspaces and clean-build
 //! oracle).
 #![allow(dead_code)]
 
 pub mod buildgrid;
+pub mod buildgrid_exec;
 pub mod cache_server;
 pub mod child;
 pub mod daemon;
@@ -103,7 +105,8 @@ pub fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
-/// `../shared/harness/<script>` beside the repository (CI and developers have shared/ there).
+/// The harness script `script`: the repository's own `tests/harness/<script>` if there is one,
+/// else `../shared/harness/<script>` beside the repository (CI and developers have shared/ there).
 pub fn harness(script: &str) -> PathBuf {
     let p = harness_path(script);
     assert!(p.is_file(), "harness script {} not found (shared/ must sit beside the repository)", p.display());
@@ -112,6 +115,10 @@ pub fn harness(script: &str) -> PathBuf {
 
 /// Where [`harness`] looks for `script`, for callers that skip (`skip_unless_ci`) without it.
 pub fn harness_path(script: &str) -> PathBuf {
+    let own = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness").join(script);
+    if own.is_file() {
+        return own;
+    }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/harness").join(script)
 }
 
