@@ -98,6 +98,10 @@ pub enum Command {
     ///   cbuild --remote-cache http://cache:8080 verify //services/...   (CI's results vs a local rebuild)
     #[command(verbatim_doc_comment)]
     Verify(commands::verify::VerifyArgs),
+    /// Run remote actions for an REAPI engine's scheduler (a Remote Workers API bot, as
+    /// BuildGrid's): `cbuild worker --server grpc://buildgrid:50051 --jobs 4`. Builds send actions
+    /// with `--remote-executor`; results are signed with CBUILD_REMOTE_SIGNING_KEY.
+    Worker(commands::worker::WorkerArgs),
     /// Rebuild on every change (file-system events, no rescan) and say how long it took; with
     /// --run, run the image and restart it when it changed: `cbuild watch --run //services/api:image`.
     Watch(commands::watch::WatchArgs),
@@ -190,6 +194,7 @@ pub fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Lock(a) => commands::lock::run(&cli.global, a),
         Command::Watch(a) => commands::watch::run(&cli.global, a),
         Command::Verify(a) => commands::verify::run(&cli.global, a),
+        Command::Worker(a) => commands::worker::run(&cli.global, a),
         Command::Rebase(a) => commands::rebase::run(&cli.global, a),
         Command::Load(a) => commands::load_image::run(&cli.global, a),
         Command::Affected(a) => commands::affected::run(&cli.global, a),

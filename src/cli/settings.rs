@@ -9,6 +9,7 @@
 //! | glob limit   | —              | `CBUILD_GLOB_LIMIT` | `build.glob_limit` | 100000                      |
 //! | .deb downloads | —            | `CBUILD_DEBIAN_CACHE` | —               | the cache dir (`<cache>/debs/`) |
 //! | remote cache | `--remote-cache` | `CBUILD_REMOTE_CACHE` | `cache.remote` | none                       |
+//! | remote executor | `--remote-executor` | `CBUILD_REMOTE_EXECUTOR` | `cache.remote_executor` | none (the remote cache defaults to it) |
 //! | remote mode  | `--remote-cache-mode` | `CBUILD_REMOTE_CACHE_MODE` | `cache.remote_mode` | `read-write` |
 //! | remote timeout | `--remote-timeout SECS` | `CBUILD_REMOTE_TIMEOUT` | `cache.remote_timeout` | 10 (connect: at most 2) |
 //! | REAPI instance | `--remote-instance-name` | `CBUILD_REMOTE_INSTANCE_NAME` | `cache.remote_instance_name` | the `grpc://` URL's path, else `""` |
@@ -69,6 +70,11 @@ pub struct GlobalArgs {
     /// CBUILD_REMOTE_CACHE_TOKEN (sent as `authorization`), or --remote-header.
     #[arg(long, global = true, value_name = "URL", hide_short_help = true)]
     pub remote_cache: Option<String>,
+    /// REAPI execution service, `grpc(s)://host:port[/instance]` (BuildGrid with `cbuild worker`
+    /// bots): genrules with an image and buildpack detect/build run there; --remote-cache
+    /// defaults to it [env: CBUILD_REMOTE_EXECUTOR; cbuild.toml: cache.remote_executor].
+    #[arg(long, global = true, value_name = "URL", hide_short_help = true)]
+    pub remote_executor: Option<String>,
     /// `read-write` (e.g. CI on main) or `read-only` (e.g. CI on pull requests)
     /// [env: CBUILD_REMOTE_CACHE_MODE; cbuild.toml: cache.remote_mode; default: read-write]. A runner
     /// writes only with a signing key (CBUILD_REMOTE_SIGNING_KEY, from `cbuild cache keygen`);
@@ -106,6 +112,8 @@ pub struct Settings {
     pub json: bool,
     pub quiet: bool,
     pub remote_cache: Option<String>,
+    /// `--remote-executor` (a `grpc(s)://` URL).
+    pub remote_executor: Option<String>,
     pub remote_mode: crate::remote::RemoteMode,
     /// REAPI instance name (`None`: the URL's path).
     pub remote_instance_name: Option<String>,
@@ -137,7 +145,7 @@ impl std::fmt::Debug for RemoteHeaders {
 
 /// Parses `NAME=VALUE` headers (from flags, or lines of `CBUILD_REMOTE_HEADERS`); errors name the
 /// header, never its value.
-fn parse_headers<'a>(items: impl Iterator<Item = &'a str>, from: &str) -> Result<Vec<(String, String)>, Failure> {
+pub fn parse_headers<'a>(items: impl Iterator<Item = &'a str>, from: &str) -> Result<Vec<(String, String)>, Failure> {
     let mut out = Vec::new();
     for item in items.map(str::trim).filter(|s| !s.is_empty()) {
         match item.split_once('=') {
@@ -205,12 +213,26 @@ impl Settings {
             return Err(Failure::user(format!("compression `{compression}` is not supported; use `gzip` or `zstd`")));
         }
         let glob_limit = env_parse("CBUILD_GLOB_LIMIT")?.or(c.build.glob_limit).unwrap_or(100_000);
+        let remote_executor = g
+            .remote_executor
+            .clone()
+            .or_else(|| env("CBUILD_REMOTE_EXECUTOR"))
+            .or(c.cache.remote_executor.clone())
+            .filter(|u| !u.is_empty());
+        if let Some(u) = &remote_executor {
+            if !(u.starts_with("grpc://") || u.starts_with("grpcs://")) {
+                return Err(Failure::user(format!(
+                    "remote executor `{u}`: remote execution speaks REAPI over gRPC; use grpc://host:port or grpcs://host:port"
+                )));
+            }
+        }
         let remote_cache = g
             .remote_cache
             .clone()
             .or_else(|| env("CBUILD_REMOTE_CACHE"))
             .or(c.cache.remote.clone())
-            .filter(|u| !u.is_empty());
+            .filter(|u| !u.is_empty())
+            .or_else(|| remote_executor.clone());
         let mode = g
             .remote_cache_mode
             .clone()
@@ -285,6 +307,7 @@ impl Settings {
             json: g.json,
             quiet: g.quiet,
             remote_cache,
+            remote_executor,
             remote_mode,
             remote_instance_name,
             remote_timeouts,
@@ -319,7 +342,7 @@ impl Settings {
     }
 }
 
-fn default_cache_dir() -> PathBuf {
+pub fn default_cache_dir() -> PathBuf {
     if let Some(x) = env("XDG_CACHE_HOME") {
         return PathBuf::from(x).join("cbuild");
     }

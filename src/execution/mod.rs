@@ -6,6 +6,7 @@ pub mod emulation;
 pub mod error;
 pub mod events;
 pub mod probe;
+pub mod remote_exec;
 pub mod runners;
 pub mod sandbox;
 pub mod scheduler;
@@ -13,6 +14,7 @@ pub mod scratch_gc;
 pub mod sources;
 pub mod structure_test;
 pub mod uploads;
+pub mod worker;
 
 pub use error::ActionError;
 pub use events::{Event, Outcome, Reporter};

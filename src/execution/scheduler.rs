@@ -36,6 +36,8 @@ pub struct ExecConfig {
     pub debian_archive: Option<String>,
     /// The remote cache (Bazel HTTP protocol), looked up after the local one.
     pub remote: Option<Arc<crate::remote::RemoteCache>>,
+    /// The remote executor (`--remote-executor`): actions that run user code run there.
+    pub executor: Option<Arc<super::remote_exec::Executor>>,
 }
 
 /// What happened to each action.
@@ -51,6 +53,8 @@ pub struct BuildReport {
     pub cancelled: bool,
     /// Files stat'ed and hashed for source digests (a no-op build hashes 0).
     pub files_hashed: usize,
+    /// Actions each remote worker ran (`--remote-executor`), by worker name.
+    pub remote_workers: BTreeMap<String, usize>,
 }
 
 impl BuildReport {
@@ -376,6 +380,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         host_identity: Default::default(),
         debian_archive: cfg.debian_archive.clone(),
         remote: cfg.remote.clone(),
+        executor: cfg.executor.clone(),
         uploads: cfg
             .remote
             .as_ref()
@@ -386,6 +391,9 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     });
     let started = Instant::now();
     rt.block_on(schedule(g, ctx.clone(), &cfg, &mut report));
+    if let Some(ex) = &cfg.executor {
+        report.remote_workers = ex.counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    }
     finish_remote(&ctx, started.elapsed(), report.cancelled);
     let runs = std::mem::take(&mut *ctx.pending_runs.lock().unwrap_or_else(|p| p.into_inner()));
     if let Err(e) = cache.record_runs(&runs) {
@@ -526,17 +534,17 @@ async fn run_one(
     let (out, outcome) = match hit {
         Ok(Some(entry)) => match serde_json::from_str::<ActionOutput>(&entry.result_json) {
             Ok(o) => (o, Outcome::CachedLocal),
-            Err(_) => (execute_action(a, &dep_map, ctx).await?, Outcome::Executed),
+            Err(_) => (execute_action(a, &dep_map, ctx, &key, &components).await?, Outcome::Executed),
         },
         Ok(None) if remote_hit.is_some() => (remote_hit.unwrap(), Outcome::CachedRemote),
         Ok(None) => {
             ctx.reporter.event(&Event::Started { label: label.clone(), action: name.into() });
-            (execute_action(a, &dep_map, ctx).await?, Outcome::Executed)
+            (execute_action(a, &dep_map, ctx, &key, &components).await?, Outcome::Executed)
         }
         Err(e) => {
             ctx.reporter
                 .event(&Event::Warning { message: format!("cache lookup failed, running `{label}` {name}: {e}") });
-            (execute_action(a, &dep_map, ctx).await?, Outcome::Executed)
+            (execute_action(a, &dep_map, ctx, &key, &components).await?, Outcome::Executed)
         }
     };
     let exec_ms = (outcome == Outcome::Executed).then(|| exec_started.elapsed().as_millis() as u64);
@@ -585,8 +593,23 @@ async fn execute_action(
     a: &crate::model::action::Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
+    key: &Blake3,
+    components: &crate::cache::Components,
 ) -> Result<ActionOutput, ActionError> {
-    let out = runners::runner(&a.kind).run(a, deps, ctx).await?;
+    use super::remote_exec;
+    let components = serde_json::to_string(components).unwrap_or_default();
+    let components = components.as_str();
+    let remote = ctx.executor.as_ref().filter(|ex| ex.enabled() && remote_exec::remotable(a));
+    let out = match remote {
+        Some(ex) => match remote_exec::run(ex, a, deps, ctx, key, components).await? {
+            Ok(out) => out,
+            Err(remote_exec::Infra(why)) => {
+                remote_exec::give_up(ex, ctx, &format!("`{}` {}", a.label, a.kind.mnemonic()), &why);
+                runners::runner(&a.kind).run(a, deps, ctx).await?
+            }
+        },
+        None => runners::runner(&a.kind).run(a, deps, ctx).await?,
+    };
     check_sources_unchanged(a, ctx)?;
     Ok(out)
 }
@@ -632,6 +655,7 @@ pub fn fetch_remote_layers(
         host_identity: Default::default(),
         debian_archive: None,
         remote: None,
+        executor: None,
         uploads: None,
         bindings: Default::default(),
         pending_runs: Default::default(),
@@ -939,6 +963,7 @@ mod execute_tests {
             registry: Default::default(),
             debian_archive: None,
             remote: None,
+            executor: None,
         };
         let rec = Arc::new(RecordingReporter::default());
         let report = execute(g, f.cache.clone(), cfg, rec.clone());

@@ -58,6 +58,8 @@ pub struct CacheConfig {
     pub remote_instance_name: Option<String>,
     /// Seconds a remote-cache request may take (default 10).
     pub remote_timeout: Option<f64>,
+    /// REAPI execution service (`grpc://…`) that runs genrules and buildpacks.
+    pub remote_executor: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

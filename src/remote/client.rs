@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use reqwest::blocking::{Body, Client, RequestBuilder, Response};
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE};
 use reqwest::StatusCode;
@@ -192,13 +191,11 @@ impl RemoteCache {
             (RemoteAuth::None, Some((user, pass))) => RemoteAuth::Basic(user, pass),
             (auth, _) => auth,
         };
-        let (header, auth_kind) = match &auth {
-            RemoteAuth::None => (None, "none"),
-            RemoteAuth::Basic(user, pass) => {
-                let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-                (Some(format!("Basic {b64}")), "basic (redacted)")
-            }
-            RemoteAuth::Bearer(token) => (Some(format!("Bearer {token}")), "bearer (redacted)"),
+        let header = auth.header_value();
+        let auth_kind = match &auth {
+            RemoteAuth::None => "none",
+            RemoteAuth::Basic(..) => "basic (redacted)",
+            RemoteAuth::Bearer(_) => "bearer (redacted)",
         };
         let auth_headers: Vec<(String, String)> =
             header.iter().map(|h| ("authorization".to_string(), h.clone())).collect();
@@ -325,6 +322,12 @@ impl RemoteCache {
     }
 
     /// Signs every upload with `key`. Without a signing key the client never writes.
+    /// [`Self::with_signing_key`] for a key shared by several clients (a worker's, one per lease).
+    pub fn with_shared_signing_key(mut self, key: Arc<SigningKey>) -> RemoteCache {
+        self.signer = Some(key);
+        self
+    }
+
     pub fn with_signing_key(mut self, key: SigningKey) -> RemoteCache {
         self.signer = Some(Arc::new(key));
         self

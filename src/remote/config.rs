@@ -65,6 +65,18 @@ impl fmt::Debug for RemoteAuth {
 }
 
 impl RemoteAuth {
+    /// The `authorization` header value of these credentials (a secret: never print it).
+    pub fn header_value(&self) -> Option<String> {
+        use base64::Engine as _;
+        match self {
+            RemoteAuth::None => None,
+            RemoteAuth::Basic(user, pass) => {
+                Some(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"))))
+            }
+            RemoteAuth::Bearer(token) => Some(format!("Bearer {token}")),
+        }
+    }
+
     /// Reads [`AUTH_ENV`] and [`TOKEN_ENV`] (empty counts as unset).
     pub fn from_env() -> Result<RemoteAuth> {
         let var = crate::env::var;

@@ -78,6 +78,8 @@ struct Conn {
     batch_limit: u64,
     /// The server refuses AC writes (`update_enabled: false`).
     ac_read_only: bool,
+    /// The server runs actions (`execution_capabilities.exec_enabled`, SHA256).
+    exec_enabled: bool,
 }
 
 /// `Ok(Some(_))`/`Ok(None)` for found/not found.
@@ -113,7 +115,8 @@ pub fn action_digest(key: &Blake3) -> re::Digest {
     proto_digest(&Digest::of_bytes(bytes.as_bytes()), bytes.len() as u64)
 }
 
-fn proto_digest(d: &Digest, size: u64) -> re::Digest {
+/// A REAPI digest of `d` (sha256) and `size`.
+pub fn proto_digest(d: &Digest, size: u64) -> re::Digest {
     re::Digest { hash: d.hex().to_string(), size_bytes: size as i64 }
 }
 
@@ -154,6 +157,11 @@ impl Grpc {
         })
     }
 
+    /// `grpc[s]://host:port[/instance]` (no credentials).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
     /// The instance name calls are made against (`""` is the default instance).
     pub fn instance(&self) -> &str {
         &self.instance
@@ -162,6 +170,84 @@ impl Grpc {
     /// True if the server said its action cache takes no updates from clients.
     pub fn ac_read_only(&self) -> bool {
         matches!(self.conn.get(), Some(Ok(c)) if c.ac_read_only)
+    }
+
+    /// Whether the server executes actions (Capabilities: `exec_enabled` with SHA256); connects
+    /// on first use.
+    pub fn exec_enabled(&self) -> Result<bool> {
+        Ok(self.conn(self.timeouts.connect + self.timeouts.request)?.exec_enabled)
+    }
+
+    /// The connected channel (for the Execution, Operations and Bots calls of
+    /// [`super::exec`] and the worker, which run on [`spawn`](Self::spawn)).
+    pub fn channel(&self) -> Result<Channel> {
+        Ok(self.conn(self.timeouts.connect + self.timeouts.request)?.channel)
+    }
+
+    /// A request carrying this endpoint's headers and `timeout` (`grpc-timeout`).
+    pub fn with_headers<T>(&self, msg: T, timeout: Duration) -> tonic::Request<T> {
+        self.request(msg, timeout)
+    }
+
+    /// A gRPC status of `method` as a [`RemoteError`] naming this endpoint.
+    pub fn error(&self, method: &'static str, s: Status) -> RemoteError {
+        self.status_err(method, s)
+    }
+
+    /// Runs `fut` on the process-wide gRPC runtime (awaitable from any runtime).
+    pub fn spawn<T: Send + 'static>(fut: impl Future<Output = T> + Send + 'static) -> tokio::task::JoinHandle<T> {
+        runtime().spawn(fut)
+    }
+
+    /// One unary call of a service without generated bindings here (the Remote Workers API's
+    /// `Bots`): `path` is `/package.Service/Method`. Blocking, bounded by `timeout`.
+    pub fn unary<Req, Resp>(
+        &self,
+        method: &'static str,
+        path: &'static str,
+        msg: Req,
+        timeout: Duration,
+    ) -> Result<Resp>
+    where
+        Req: prost::Message + Send + 'static,
+        Resp: prost::Message + Default + Send + 'static,
+    {
+        let conn = self.conn(timeout)?;
+        let req = self.request(msg, timeout);
+        self.call(method, timeout, async move {
+            let mut g = tonic::client::Grpc::new(conn.channel);
+            g.ready().await.map_err(|e| Status::unavailable(format!("the channel is not ready: {e}")))?;
+            let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+            g.unary(req, tonic::codegen::http::uri::PathAndQuery::from_static(path), codec).await
+        })
+    }
+
+    /// Uploads `bytes` as a blob unless the server has it.
+    pub fn put_bytes(&self, bytes: &[u8]) -> Result<re::Digest> {
+        let d = Digest::of_bytes(bytes);
+        let n = bytes.len() as u64;
+        if !self.find_missing(&[(d.clone(), n)])?.is_empty() {
+            self.write_blob(&d, n, Box::new(std::io::Cursor::new(bytes.to_vec())))?;
+        }
+        Ok(proto_digest(&d, n))
+    }
+
+    /// Downloads a small blob (a message) whole, checking its digest.
+    pub fn get_bytes(&self, d: &re::Digest) -> Result<Vec<u8>> {
+        let digest = Digest::from_hex(&d.hash).map_err(|_| self.garbage("BatchReadBlobs", &d.hash))?;
+        let size = u64::try_from(d.size_bytes).map_err(|_| self.garbage("BatchReadBlobs", "a negative size"))?;
+        let mut out = Vec::new();
+        match self.read_blob(&digest, size, self.timeouts.request, &mut out)? {
+            Some(_) if Digest::of_bytes(&out) == digest => Ok(out),
+            Some(_) => Err(self.garbage("BatchReadBlobs", &format!("blob `{}` does not match its digest", d.hash))),
+            None => Err(RemoteError::Grpc {
+                method: "BatchReadBlobs",
+                url: self.url.clone(),
+                code: Code::NotFound,
+                message: format!("blob `{}` is not in the CAS", d.hash),
+                unreachable: false,
+            }),
+        }
     }
 
     // ---- the calls ----
@@ -464,7 +550,11 @@ impl Grpc {
         let cap = MAX_MESSAGE as u64 - BATCH_OVERHEAD;
         let batch_limit = if server_limit == 0 { cap } else { server_limit.saturating_sub(BATCH_OVERHEAD).min(cap) };
         let ac_read_only = cache.action_cache_update_capabilities.is_some_and(|u| !u.update_enabled);
-        Ok(Conn { channel, batch_limit, ac_read_only })
+        let exec_enabled = caps
+            .execution_capabilities
+            .as_ref()
+            .is_some_and(|e| e.exec_enabled && (e.digest_function == SHA256 || e.digest_functions.contains(&SHA256)));
+        Ok(Conn { channel, batch_limit, ac_read_only, exec_enabled })
     }
 
     /// Runs `fut` on the gRPC runtime and waits for it at most `timeout` (plus a grace for the

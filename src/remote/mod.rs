@@ -36,7 +36,9 @@ pub mod client;
 pub mod config;
 pub mod entry;
 pub mod error;
+pub mod exec;
 pub mod grpc;
+pub mod rwapi;
 pub mod signing;
 pub mod validate;
 

@@ -20,6 +20,7 @@ pub mod session;
 pub mod test;
 pub mod verify;
 pub mod watch;
+pub mod worker;
 
 use super::output::Failure;
 use super::settings::Settings;

@@ -197,8 +197,13 @@ pub fn build_session(
             Some(Arc::new(r))
         }
     };
+    let executor = match &s.remote_executor {
+        None => None,
+        Some(url) => Some(Arc::new(remote_executor(&s, url)?)),
+    };
     let cfg = ExecConfig {
         remote,
+        executor,
         root: s.root().to_path_buf(),
         jobs: s.jobs,
         keep_going,
@@ -383,7 +388,7 @@ pub fn print_summary(b: &Built) {
         // Field order as documented in DESIGN.md §3.3 (scripts may read it with a line-based tool);
         // new fields are appended: `pushed` (image pushes, one per image and tag; 0 without a push).
         #[derive(serde::Serialize)]
-        struct Summary {
+        struct Summary<'a> {
             r#type: &'static str,
             executed: usize,
             cached_local: usize,
@@ -395,6 +400,8 @@ pub fn print_summary(b: &Built) {
             files_hashed: usize,
             /// Errors not tied to one action (sources refused, a missing lock file): also on stderr.
             errors: Vec<String>,
+            /// Executed actions each remote worker ran (`--remote-executor`), by worker name.
+            remote_workers: &'a std::collections::BTreeMap<String, usize>,
         }
         let v = Summary {
             r#type: "summary",
@@ -406,6 +413,7 @@ pub fn print_summary(b: &Built) {
             pushed: b.pushed,
             files_hashed: r.files_hashed,
             errors: r.errors.iter().filter(|(id, _)| *id == usize::MAX).map(|(_, e)| e.message.clone()).collect(),
+            remote_workers: &r.remote_workers,
         };
         for (id, e) in &r.errors {
             if *id == usize::MAX {
@@ -436,7 +444,11 @@ pub fn print_summary(b: &Built) {
     } else {
         "FAILED"
     };
-    let pushed = if b.pushed > 0 { format!(", {} pushed", b.pushed) } else { String::new() };
+    let mut pushed = if b.pushed > 0 { format!(", {} pushed", b.pushed) } else { String::new() };
+    let remote: usize = r.remote_workers.values().sum();
+    if remote > 0 {
+        pushed = format!(", {remote} executed remotely on {} worker(s){pushed}", r.remote_workers.len());
+    }
     eprintln!(
         "{state}: {} actions: {} executed, {} cached ({} local, {} remote), {} failed{pushed}",
         b.graph.actions.len(),
@@ -515,4 +527,32 @@ pub fn platform_image(
             "pass --platform with one of them",
         )),
     }
+}
+
+/// The `--remote-executor`: its gRPC endpoint, checked to execute (a server with a cache only
+/// is a configuration error, exit 2; one that cannot be reached is a warning and a local build),
+/// and a reader of the results its workers store (the remote cache's checks and trusted keys).
+fn remote_executor(s: &Settings, url: &str) -> Result<crate::execution::remote_exec::Executor, Failure> {
+    let auth = crate::remote::RemoteAuth::from_env()
+        .map_err(|e| Failure::user(format!("remote executor credentials: {e}")))?;
+    let mut headers = s.remote_headers.0.clone();
+    if let Some(v) = auth.header_value() {
+        headers.push(("authorization".into(), v));
+    }
+    let grpc = crate::remote::grpc::Grpc::new(url, s.remote_instance_name.as_deref(), &headers, s.remote_timeouts)
+        .map_err(|e| Failure::user(format!("remote executor: {e}")))?;
+    let results = crate::remote::RemoteCache::new(url, crate::remote::RemoteMode::ReadOnly, auth, s.remote_timeouts)
+        .and_then(|r| r.with_options(s.remote_instance_name.as_deref(), &s.remote_headers.0))
+        .map_err(|e| Failure::user(format!("remote executor: {e}")))?
+        .with_trusted_keys(s.remote_trusted_keys.clone());
+    let ex = crate::execution::remote_exec::Executor::new(grpc, results);
+    if let Err(e) = ex.check() {
+        if e.starts_with("remote executor:") {
+            eprintln!("warning: {e}; actions run locally");
+            ex.turn_off();
+        } else {
+            return Err(Failure::user(e));
+        }
+    }
+    Ok(ex)
 }

@@ -55,6 +55,7 @@ pub fn run(g: &GlobalArgs, a: VerifyArgs) -> Result<ExitCode, Failure> {
     let mut fresh = quiet;
     fresh.cache_dir = tmp.path().to_path_buf();
     fresh.remote_cache = None;
+    fresh.remote_executor = None;
     let rebuilt = build_with(fresh, &a.patterns, false, Layouts::None)?;
     if !rebuilt.report.ok() {
         print_summary(&rebuilt);
