@@ -33,8 +33,11 @@ CONN="postgresql+psycopg2://bgd@/bgd?host=$PGSOCK"
 running() { [ -s "$PIDF" ] && kill -0 "$(head -1 "$PIDF")" 2>/dev/null; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 say() { echo "buildgrid-exec.sh: $*" >&2; }
+STARTING=""
+# Reports a failure with the logs' tails; a failed start also stops what it started (nothing is left running).
 fail() { say "$*"; [ -f "$PGLOG" ] && { echo "--- tail of $PGLOG" >&2; tail -15 "$PGLOG" >&2; }
-  [ -f "$LOG" ] && { echo "--- tail of $LOG" >&2; tail -30 "$LOG" >&2; }; exit 1; }
+  [ -f "$LOG" ] && { echo "--- tail of $LOG" >&2; tail -30 "$LOG" >&2; }
+  if [ -n "$STARTING" ]; then STARTING=""; stop_buildgrid; stop_postgres; fi; exit 1; }
 
 pg_bin() {
   if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
@@ -100,7 +103,7 @@ stop_postgres() {
     as_pg "$PGBIN/pg_ctl" -D "$PGDATA" -m fast -w -t 20 stop >/dev/null 2>&1 || true
   fi
   # Fallback: the postmaster by its pid, if it is still ours (its command line names our data dir).
-  if [ -n "$p" ] && tr '\0' ' ' <"/proc/$p/cmdline" 2>/dev/null | grep -qF "$PGDATA"; then
+  if [ -n "$p" ] && tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "$PGDATA"; then
     kill -TERM "$p" 2>/dev/null || true
     for _ in $(seq 1 20); do kill -0 "$p" 2>/dev/null || break; sleep 0.25; done
     kill -KILL "$p" 2>/dev/null || true
@@ -189,7 +192,7 @@ ensure_venv() {
 case "$cmd" in
 start)
   if running; then cat "$URLF"; exit 0; fi
-  t0=$(date +%s.%N)
+  t0=$(date +%s.%N); STARTING=1
   ensure_venv
   start_postgres
   # BuildGrid's server does not migrate its database itself: `bgd migrate apply` (alembic, idempotent).
@@ -206,7 +209,7 @@ start)
     running || { rm -f "$PIDF"; fail "server exited; see $LOG"; }
     sleep 0.25
   done
-  stop_buildgrid; fail "server did not answer with execution enabled in 120 s; see $LOG" ;;
+  fail "server did not answer with execution enabled in 120 s; see $LOG" ;;
 url) running && cat "$URLF" ;;
 stop) stop_buildgrid; stop_postgres ;;
 selftest)
