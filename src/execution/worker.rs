@@ -228,10 +228,10 @@ fn sync_leases(
     reported: &[String],
 ) {
     let mut s = slots.lock().unwrap_or_else(|p| p.into_inner());
+    // The server took our completions (a retried job may come back at once under the same id:
+    // it is then listed below as a new lease).
     for id in reported {
-        if !leases.iter().any(|l| &l.id == id) {
-            s.remove(id);
-        }
+        s.remove(id);
     }
     let listed: std::collections::BTreeSet<&str> = leases.iter().map(|l| l.id.as_str()).collect();
     // Running leases the server no longer lists were taken back (expired, cancelled).
@@ -243,6 +243,9 @@ fn sync_leases(
     for id in gone {
         if let Some(Slot::Running(h)) = s.remove(&id) {
             h.abort();
+            if cfg.verbose {
+                eprintln!("cbuild worker: lease `{id}` was withdrawn by the server; its action is stopped");
+            }
         }
     }
     for l in leases {
@@ -250,6 +253,9 @@ fn sync_leases(
             rwapi::CANCELLED => {
                 if let Some(Slot::Running(h)) = s.remove(&l.id) {
                     h.abort();
+                    if cfg.verbose {
+                        eprintln!("cbuild worker: lease `{}` was cancelled; its action is stopped", l.id);
+                    }
                 }
             }
             rwapi::PENDING | rwapi::ACTIVE if !s.contains_key(&l.id) => {
@@ -358,7 +364,10 @@ async fn run_action(
         .await
         .map_err(|e| unavailable(e.to_string()))??;
     let Staged { order, action: a, ws } = staged;
-    let label = order.label.clone();
+    let label = format!("{} {}", order.label, a.kind.mnemonic());
+    if cfg.verbose {
+        eprintln!("cbuild worker: running {label} (lease `{}`)", lease.id);
+    }
     let deps: BTreeMap<_, _> = order.deps.iter().map(|(d, o)| (*d, Arc::new(o.clone()))).collect();
     let ctx = Arc::new(RunCtx {
         root: ws.path().to_path_buf(),

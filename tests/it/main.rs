@@ -40,6 +40,7 @@ mod reliability_incremental;
 mod reliability_security;
 mod remote_cache;
 mod remote_cli;
+mod remote_exec;
 mod remote_faults;
 mod remote_grpc;
 mod remote_state;
