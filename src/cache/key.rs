@@ -68,7 +68,7 @@ impl ComponentValue {
     }
 
     // Tags are part of the key layout: never renumber, only append.
-    fn encode(&self, out: &mut Vec<u8>) {
+    fn encode(&self, out: &mut impl Sink) {
         match self {
             ComponentValue::Str(s) => {
                 out.push(1);
@@ -110,12 +110,24 @@ impl ComponentValue {
         }
     }
 
-    /// The human-readable form stored in [`Components`].
-    fn show(&self) -> Shown {
+    /// The human-readable form stored in [`Components`], taking the value apart (a map of 100,000
+    /// sources is not copied: its names move into the shown map).
+    fn into_shown(self) -> Shown {
         match self {
-            ComponentValue::Map(m) => Shown::Map(m.iter().map(|(k, v)| (k.clone(), v.show_inline())).collect()),
-            ComponentValue::List(items) => Shown::List(items.iter().map(ComponentValue::show_inline).collect()),
-            v => Shown::Value(v.show_inline()),
+            ComponentValue::Map(m) => {
+                Shown::Map(SharedMap::new(m.into_iter().map(|(k, v)| (k, v.into_shown_inline())).collect()))
+            }
+            ComponentValue::List(items) => {
+                Shown::List(items.into_iter().map(ComponentValue::into_shown_inline).collect())
+            }
+            v => Shown::Value(v.into_shown_inline()),
+        }
+    }
+
+    fn into_shown_inline(self) -> String {
+        match self {
+            ComponentValue::Str(s) => s,
+            v => v.show_inline(),
         }
     }
 
@@ -138,11 +150,32 @@ impl ComponentValue {
     }
 }
 
-fn put_len(out: &mut Vec<u8>, n: usize) {
+/// Where the key encoding goes: a buffer ([`KeyBuilder::encode`]) or straight into the hasher
+/// ([`KeyBuilder::finish`]: the encoding of a 100,000-file layer is never held whole).
+trait Sink {
+    fn extend_from_slice(&mut self, b: &[u8]);
+    fn push(&mut self, b: u8) {
+        self.extend_from_slice(&[b]);
+    }
+}
+
+impl Sink for Vec<u8> {
+    fn extend_from_slice(&mut self, b: &[u8]) {
+        Vec::extend_from_slice(self, b);
+    }
+}
+
+impl Sink for blake3::Hasher {
+    fn extend_from_slice(&mut self, b: &[u8]) {
+        self.update(b);
+    }
+}
+
+fn put_len(out: &mut impl Sink, n: usize) {
     out.extend_from_slice(&(n as u64).to_le_bytes());
 }
 
-fn put_str(out: &mut Vec<u8>, s: &str) {
+fn put_str(out: &mut impl Sink, s: &str) {
     put_len(out, s.len());
     out.extend_from_slice(s.as_bytes());
 }
@@ -254,27 +287,36 @@ impl KeyBuilder {
     /// `str` is `u64 length` + UTF-8 bytes.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        out.extend_from_slice(KEY_DOMAIN);
-        out.extend_from_slice(&CACHE_KEY_VERSION.to_le_bytes());
-        out.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
-        put_str(&mut out, &self.kind);
-        out.extend_from_slice(&self.kind_version.to_le_bytes());
-        put_len(&mut out, self.components.len());
-        for (name, value) in &self.components {
-            put_str(&mut out, name);
-            value.encode(&mut out);
-        }
+        self.encode_into(&mut out);
         out
     }
 
-    /// The key and the human-readable components to store next to it.
-    pub fn finish(&self) -> (Blake3, Components) {
-        let key = Blake3::of_bytes(&self.encode());
+    fn encode_into(&self, out: &mut impl Sink) {
+        let out = &mut *out;
+        out.extend_from_slice(KEY_DOMAIN);
+        out.extend_from_slice(&CACHE_KEY_VERSION.to_le_bytes());
+        out.extend_from_slice(&SCHEMA_VERSION.to_le_bytes());
+        put_str(out, &self.kind);
+        out.extend_from_slice(&self.kind_version.to_le_bytes());
+        put_len(out, self.components.len());
+        for (name, value) in &self.components {
+            put_str(out, name);
+            value.encode(out);
+        }
+    }
+
+    /// The key and the human-readable components to store next to it. Consumes the builder: the
+    /// encoding is streamed into the hasher and the values move into the components, so a key
+    /// over N files holds one readable copy of its inputs, not three (issue 23, peak RSS).
+    pub fn finish(self) -> (Blake3, Components) {
+        let mut h = blake3::Hasher::new();
+        self.encode_into(&mut h);
+        let key = Blake3(*h.finalize().as_bytes());
         let components = Components {
             key_version: key_version(),
-            kind: self.kind.clone(),
+            kind: self.kind,
             kind_version: self.kind_version,
-            items: self.components.iter().map(|(name, v)| Component { name: name.clone(), value: v.show() }).collect(),
+            items: self.components.into_iter().map(|(name, v)| Component { name, value: v.into_shown() }).collect(),
         };
         (key, components)
     }
@@ -312,10 +354,46 @@ pub struct Component {
 pub enum Shown {
     /// A scalar.
     Value(String),
-    /// A map, diffed per entry.
-    Map(BTreeMap<String, String>),
+    /// A map, diffed per entry. Shared: the scheduler clones components for the run history and
+    /// the cache row, which for a layer of 100,000 files would copy 100,000 entries each time.
+    Map(SharedMap),
     /// A list, diffed as a whole.
     List(Vec<String>),
+}
+
+/// A read-only map shared between clones of [`Components`]; serialized as the plain map.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct SharedMap(std::sync::Arc<BTreeMap<String, String>>);
+
+impl SharedMap {
+    pub fn new(m: BTreeMap<String, String>) -> SharedMap {
+        SharedMap(std::sync::Arc::new(m))
+    }
+}
+
+impl std::ops::Deref for SharedMap {
+    type Target = BTreeMap<String, String>;
+    fn deref(&self) -> &BTreeMap<String, String> {
+        &self.0
+    }
+}
+
+impl From<BTreeMap<String, String>> for SharedMap {
+    fn from(m: BTreeMap<String, String>) -> SharedMap {
+        SharedMap::new(m)
+    }
+}
+
+impl Serialize for SharedMap {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.0.as_ref().serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for SharedMap {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SharedMap, D::Error> {
+        BTreeMap::<String, String>::deserialize(d).map(SharedMap::new)
+    }
 }
 
 impl Shown {
@@ -484,6 +562,21 @@ mod tests {
     }
 
     #[test]
+    fn finish_streams_the_same_bytes_as_encode() {
+        let kb = sample();
+        let want = Blake3::of_bytes(&kb.encode());
+        let (key, c) = kb.clone().finish();
+        assert_eq!(key, want);
+        // A shown map is shared between clones, and serialized as the plain map it was.
+        let c2 = c.clone();
+        let srcs = c2.items.iter().find(|i| i.name == "srcs").unwrap();
+        let Shown::Map(m) = &srcs.value else { panic!("{srcs:?}") };
+        assert_eq!(m.len(), 2);
+        let j = serde_json::to_value(&srcs.value).unwrap();
+        assert_eq!(j["map"]["tool.sh"], serde_json::json!(format!("blake3:{}", Blake3::of_bytes(b"echo hi").to_hex())));
+    }
+
+    #[test]
     fn encoding_starts_with_versions_and_length_prefixes() {
         let b = KeyBuilder::new("k", 7).component("n", "v").encode();
         let mut want = KEY_DOMAIN.to_vec();
@@ -527,7 +620,7 @@ mod tests {
             KeyBuilder::new("x", 1).component("a", "1").component("c", ""),
         ];
         for v in variants {
-            assert_ne!(v.finish().0, base, "{v:?}");
+            assert_ne!(v.clone().finish().0, base, "{v:?}");
         }
     }
 

@@ -25,6 +25,9 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 /// Paths per lookup query (well under SQLite's bound-parameter limit).
 const LOOKUP_CHUNK: usize = 500;
 
+/// Files per batch of [`FileHasher::hash_stated`] (looked up, hashed and stored together).
+const BATCH: usize = 4 * LOOKUP_CHUNK;
+
 /// Files at least this large are hashed with a larger read buffer.
 const BIG_FILE: u64 = 1 << 20;
 
@@ -75,10 +78,10 @@ impl Cache {
     }
 }
 
-/// One file to hash: where it is in the batch, its path and the stat it had.
-struct Pending {
+/// One file to hash: where its hash goes in the result, its path and the stat it had.
+struct Pending<'a> {
     index: usize,
-    abs: PathBuf,
+    abs: &'a Path,
     stat: StatKey,
 }
 
@@ -113,41 +116,51 @@ impl FileHasher<'_> {
     /// follows it). `started` is a time taken before the first of those stats (the racy window is
     /// measured from it). Lets a caller that must `lstat` anyway (to look for symlinks) not stat
     /// every file twice.
+    ///
+    /// Works in batches of [`BATCH`] files (lookup, hash the misses, store their rows in one
+    /// transaction per batch), so what it holds besides `files` and the result does not grow with
+    /// the number of files (issue 23: the stored rows, the pending list and the rows to write were
+    /// each a copy of every path of a 100,000-file layer).
     pub fn hash_stated(&self, started: SystemTime, files: Vec<(PathBuf, FileStat)>) -> Result<Vec<Blake3>> {
         let racy_after = ns_since_epoch(started) - RACY_WINDOW.as_nanos() as i64;
-
-        let mut abs = Vec::with_capacity(files.len());
-        let mut stats = Vec::with_capacity(files.len());
-        for (a, m) in files {
-            if !m.is_file() {
-                return Err(CacheError::NotAFile { path: a });
-            }
-            stats.push(StatKey::of(&m));
-            abs.push(a);
+        if let Some((a, _)) = files.iter().find(|(_, m)| !m.is_file()) {
+            return Err(CacheError::NotAFile { path: a.clone() });
         }
-        self.stated.fetch_add(abs.len() as u64, Ordering::Relaxed);
+        self.stated.fetch_add(files.len() as u64, Ordering::Relaxed);
+        let mut out = Vec::with_capacity(files.len());
+        for batch in files.chunks(BATCH) {
+            self.hash_batch(batch, racy_after, &mut out)?;
+        }
+        Ok(out)
+    }
 
-        let stored = self.lookup(&abs)?;
-        let mut out: Vec<Option<Blake3>> = vec![None; abs.len()];
+    /// One batch of [`FileHasher::hash_stated`]: appends the batch's hashes to `out`, in order.
+    fn hash_batch(&self, batch: &[(PathBuf, FileStat)], racy_after: i64, out: &mut Vec<Blake3>) -> Result<()> {
+        let stored = self.lookup(batch)?;
+        let base = out.len();
         let mut pending = Vec::new();
-        for (i, (a, st)) in abs.iter().zip(&stats).enumerate() {
+        for (i, (a, m)) in batch.iter().enumerate() {
+            let st = StatKey::of(m);
             match stored.get(a.as_os_str().as_bytes()) {
-                Some((k, h)) if k == st => out[i] = Some(*h),
-                _ => pending.push(Pending { index: i, abs: a.clone(), stat: *st }),
+                Some((k, h)) if *k == st => out.push(*h),
+                _ => {
+                    out.push(Blake3([0; 32])); // replaced below
+                    pending.push(Pending { index: base + i, abs: a, stat: st });
+                }
             }
         }
+        drop(stored);
         if pending.is_empty() {
-            return Ok(out.into_iter().map(|h| h.expect("all hits")).collect());
+            return Ok(());
         }
-
         let results = hash_all(&pending);
         self.hashed.fetch_add(pending.len() as u64, Ordering::Relaxed);
         let mut rows = Vec::new();
         for (p, r) in pending.iter().zip(results) {
             let (h, stable) = r?;
-            out[p.index] = Some(h);
+            out[p.index] = h;
             if stable && p.stat.mtime_ns < racy_after {
-                rows.push((p.abs.as_os_str().as_bytes().to_vec(), p.stat, h));
+                rows.push((p.abs.as_os_str().as_bytes(), p.stat, h));
             }
         }
         if !rows.is_empty() {
@@ -165,23 +178,24 @@ impl FileHasher<'_> {
                 },
             )?;
         }
-        Ok(out.into_iter().map(|h| h.expect("every file hashed or hit")).collect())
+        Ok(())
     }
 
-    /// Stored rows for `paths`, one query per [`LOOKUP_CHUNK`] paths, in one read snapshot.
-    fn lookup(&self, paths: &[PathBuf]) -> Result<HashMap<Vec<u8>, (StatKey, Blake3)>> {
+    /// Stored rows for the paths of `files`, one query per [`LOOKUP_CHUNK`] paths, in one read
+    /// snapshot.
+    fn lookup(&self, files: &[(PathBuf, FileStat)]) -> Result<HashMap<Vec<u8>, (StatKey, Blake3)>> {
         self.cache.db.read(
-            || format!("reading {} stat-cache rows", paths.len()),
+            || format!("reading {} stat-cache rows", files.len()),
             |tx| {
-                let mut map = HashMap::with_capacity(paths.len());
-                for chunk in paths.chunks(LOOKUP_CHUNK) {
+                let mut map = HashMap::with_capacity(files.len());
+                for chunk in files.chunks(LOOKUP_CHUNK) {
                     let marks = vec!["?"; chunk.len()].join(",");
                     let sql = format!(
                         "SELECT path, size, mtime_ns, ino, ctime_ns, blake3 FROM stat_cache \
                          WHERE path IN ({marks})"
                     );
                     let mut st = tx.prepare_cached(&sql)?;
-                    let keys = chunk.iter().map(|p| p.as_os_str().as_bytes());
+                    let keys = chunk.iter().map(|(p, _)| p.as_os_str().as_bytes());
                     let mut rows = st.query(rusqlite::params_from_iter(keys))?;
                     while let Some(r) = rows.next()? {
                         let hash: Vec<u8> = r.get(5)?;
@@ -208,7 +222,7 @@ type HashResult = Result<(Blake3, bool)>;
 
 /// Hashes every pending file, spreading them over the available cores. Each result is the hash
 /// and whether the file looked the same before and after reading (only then may it be stored).
-fn hash_all(pending: &[Pending]) -> Vec<HashResult> {
+fn hash_all(pending: &[Pending<'_>]) -> Vec<HashResult> {
     let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8).min(pending.len());
     if workers <= 1 {
         return pending.iter().map(hash_one).collect();
@@ -233,8 +247,8 @@ fn hash_all(pending: &[Pending]) -> Vec<HashResult> {
         .collect()
 }
 
-fn hash_one(p: &Pending) -> HashResult {
-    let f = File::open(&p.abs).map_err(io_err(&p.abs))?;
+fn hash_one(p: &Pending<'_>) -> HashResult {
+    let f = File::open(p.abs).map_err(io_err(p.abs))?;
     let mut h = blake3::Hasher::new();
     if p.stat.size as u64 >= BIG_FILE {
         // `update_reader` reads 64 KiB at a time; a bigger buffer halves the syscalls on big files.
@@ -242,10 +256,10 @@ fn hash_one(p: &Pending) -> HashResult {
     } else {
         h.update_reader(&f)
     }
-    .map_err(io_err(&p.abs))?;
+    .map_err(io_err(p.abs))?;
     // The file may have been replaced or rewritten while we read it: then the hash is returned
     // (it is the best we have) but not stored, so the next build reads it again.
-    let after = f.metadata().map_err(io_err(&p.abs))?;
+    let after = f.metadata().map_err(io_err(p.abs))?;
     let stable = StatKey::of(&FileStat::of(&after)) == p.stat;
     Ok((Blake3(*h.finalize().as_bytes()), stable))
 }

@@ -131,9 +131,11 @@ fn parents(path: &str) -> impl Iterator<Item = &str> {
     path.match_indices('/').map(move |(i, _)| &path[..i])
 }
 
-fn prepare(entries: Vec<TarEntry>) -> Result<Vec<TarEntry>> {
-    let mut map: BTreeMap<String, TarEntry> = BTreeMap::new();
-    for e in entries {
+/// Validates and orders `entries` in place: one sorted `Vec` (no map keyed by a second copy of
+/// every path, issue 23: a layer's memory should not be several copies of its file list), missing
+/// parents found by binary search and merged in.
+fn prepare(mut entries: Vec<TarEntry>) -> Result<Vec<TarEntry>> {
+    for e in &entries {
         check_entry_path(&e.path).map_err(|reason| OciError::InvalidEntryPath { path: e.path.clone(), reason })?;
         match &e.kind {
             EntryKind::Symlink { target } if target.is_empty() || target.contains('\0') => {
@@ -158,45 +160,65 @@ fn prepare(entries: Vec<TarEntry>) -> Result<Vec<TarEntry>> {
             }
             _ => {}
         }
-        if map.contains_key(&e.path) {
-            return Err(OciError::DuplicateEntry { path: e.path });
-        }
-        map.insert(e.path.clone(), e);
     }
-    // Parents: add what is missing, refuse a non-directory parent.
-    let paths: Vec<String> = map.keys().cloned().collect();
-    for p in &paths {
-        for parent in parents(p) {
-            match map.get(parent) {
-                Some(TarEntry { kind: EntryKind::Dir, .. }) => {}
-                Some(_) => return Err(OciError::ParentNotDir { path: p.clone(), parent: parent.to_string() }),
-                None => {
-                    map.insert(parent.to_string(), TarEntry::dir(parent, 0o755));
+    // Sorted by path bytes (`str`'s order), the order of the tar.
+    entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    if let Some(w) = entries.windows(2).find(|w| w[0].path == w[1].path) {
+        return Err(OciError::DuplicateEntry { path: w[0].path.clone() });
+    }
+    // Parents: add what is missing, refuse a non-directory parent. Consecutive entries mostly
+    // share their parents, so a parent already checked for the previous entry is not looked up.
+    let mut missing: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    let mut checked = "";
+    for e in &entries {
+        for parent in parents(&e.path) {
+            if checked == parent || (checked.starts_with(parent) && checked.as_bytes()[parent.len()] == b'/') {
+                continue;
+            }
+            match entries.binary_search_by(|x| x.path.as_str().cmp(parent)) {
+                Ok(i) if entries[i].kind == EntryKind::Dir => {}
+                Ok(_) => return Err(OciError::ParentNotDir { path: e.path.clone(), parent: parent.to_string() }),
+                Err(_) => {
+                    if !missing.contains(parent) {
+                        missing.insert(parent.to_string());
+                    }
                 }
             }
         }
+        if let Some((dir, _)) = e.path.rsplit_once('/') {
+            checked = dir;
+        }
     }
-    relead_hardlinks(&mut map)?;
-    Ok(map.into_values().collect())
+    if !missing.is_empty() {
+        entries.extend(missing.into_iter().map(|p| TarEntry::dir(p, 0o755)));
+        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+    }
+    relead_hardlinks(&mut entries)?;
+    Ok(entries)
 }
 
 /// Rewrites every group of hard links to the same in-layer file so that the smallest path holds
 /// the content and all others link to it: extractors need the target before the link, and the
-/// tar order is by path.
-fn relead_hardlinks(map: &mut BTreeMap<String, TarEntry>) -> Result<()> {
+/// tar order is by path. `entries` is sorted by path.
+fn relead_hardlinks(entries: &mut [TarEntry]) -> Result<()> {
+    if !entries.iter().any(|e| matches!(e.kind, EntryKind::Hardlink { .. })) {
+        return Ok(());
+    }
+    let find = |entries: &[TarEntry], p: &str| entries.binary_search_by(|x| x.path.as_str().cmp(p)).ok();
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (path, e) in map.iter() {
+    for e in entries.iter() {
         let EntryKind::Hardlink { target } = &e.kind else {
             continue;
         };
+        let path = &e.path;
         let mut root = target.clone();
         let mut steps = 0;
         loop {
-            match map.get(&root).map(|e| &e.kind) {
+            match find(entries, &root).map(|i| &entries[i].kind) {
                 None => break, // a lower layer's file: left as it is
                 Some(EntryKind::Hardlink { target: t }) => {
                     steps += 1;
-                    if steps > map.len() {
+                    if steps > entries.len() {
                         return Err(OciError::BadHardlink {
                             path: path.clone(),
                             target: target.clone(),
@@ -223,9 +245,9 @@ fn relead_hardlinks(map: &mut BTreeMap<String, TarEntry>) -> Result<()> {
         members.push(root.clone());
         members.sort();
         let leader = members[0].clone();
-        let root_entry = map[&root].clone();
+        let root_entry = entries[find(entries, &root).expect("root exists")].clone();
         for m in &members {
-            let e = map.get_mut(m).expect("member exists");
+            let e = &mut entries[find(entries, m).expect("member exists")];
             if *m == leader {
                 e.kind = root_entry.kind.clone();
                 e.mode = root_entry.mode;
@@ -286,12 +308,15 @@ pub struct TarWriter<W: Write> {
     out: W,
     mtime: u64,
     written: u64,
+    /// The copy buffer of [`append_file`](Self::append_file), allocated once per writer (not
+    /// 256 KiB zeroed per file of a 100,000-file layer).
+    buf: Vec<u8>,
 }
 
 impl<W: Write> TarWriter<W> {
     /// A writer stamping every entry with `mtime`.
     pub fn new(out: W, mtime: u64) -> TarWriter<W> {
-        TarWriter { out, mtime, written: 0 }
+        TarWriter { out, mtime, written: 0, buf: Vec::new() }
     }
 
     /// Appends a directory (its name gets a trailing `/`, as GNU tar and Docker write it).
@@ -323,7 +348,24 @@ impl<W: Write> TarWriter<W> {
         source: &Path,
     ) -> Result<()> {
         self.header(tar::EntryType::Regular, path, None, mode, uid, gid, size, path)?;
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = std::mem::take(&mut self.buf);
+        if buf.is_empty() && size > 0 {
+            buf = vec![0u8; 256 * 1024];
+        }
+        let r = self.copy_content(path, size, &mut content, source, &mut buf);
+        self.buf = buf;
+        r?;
+        self.pad(size, path)
+    }
+
+    fn copy_content(
+        &mut self,
+        path: &str,
+        size: u64,
+        content: &mut impl Read,
+        source: &Path,
+        buf: &mut [u8],
+    ) -> Result<()> {
         let mut left = size;
         while left > 0 {
             let want = buf.len().min(left as usize);
@@ -345,7 +387,7 @@ impl<W: Write> TarWriter<W> {
                 Err(e) => return Err(OciError::Io { path: source.to_path_buf(), source: e }),
             }
         }
-        self.pad(size, path)
+        Ok(())
     }
 
     /// Appends a regular file whose content is in memory.
