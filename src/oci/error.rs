@@ -38,6 +38,10 @@ pub enum OciError {
     /// A file name is not UTF-8 (layer paths are UTF-8 strings).
     #[error("`{path}` has a name that is not UTF-8")]
     NonUtf8Path { path: PathBuf },
+    /// A layer source that its resolver refused or could not resolve when the tar was written
+    /// (see `LayerEntries::with_resolver`); the message names it.
+    #[error("{0}")]
+    Source(String),
     /// A source file changed size while it was being archived.
     #[error("`{path}` changed while it was being archived (expected {expected} bytes)")]
     FileChanged { path: PathBuf, expected: u64 },
@@ -152,6 +156,8 @@ impl crate::model::error::Kinded for OciError {
             | OciError::UnsafeEntry { .. } => User,
             // A source edited while the build read it: building again gives a consistent result.
             OciError::FileChanged { .. } | OciError::LayerChanged { .. } => Build,
+            // As the runner's own source checks report it (a link leading out, a missing file).
+            OciError::Source(_) => Build,
             OciError::Rebase { .. } => Build,
             OciError::Spec { .. } => Internal,
         }

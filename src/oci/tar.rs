@@ -86,15 +86,43 @@ impl Default for TarOptions {
 /// Entries validated and put in their final order: sorted by path bytes, missing parent directories
 /// added, no duplicates, hard-link groups led by their smallest path (so a link never precedes its
 /// target). Writing the same `LayerEntries` twice gives the same bytes (if the files did not change).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone)]
 pub struct LayerEntries {
     entries: Vec<TarEntry>,
+    /// Turns a file entry's `source` into the path opened, each time the tar is written (see
+    /// [`LayerEntries::with_resolver`]); `None`: `source` is the path.
+    resolve: Option<std::sync::Arc<SourceResolver>>,
+}
+
+/// See [`LayerEntries::with_resolver`].
+pub type SourceResolver = dyn Fn(&Path) -> Result<PathBuf> + Send + Sync;
+
+impl std::fmt::Debug for LayerEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LayerEntries")
+            .field("entries", &self.entries)
+            .field("resolve", &self.resolve.as_ref().map(|_| "fn"))
+            .finish()
+    }
+}
+
+impl PartialEq for LayerEntries {
+    fn eq(&self, other: &LayerEntries) -> bool {
+        self.entries == other.entries && self.resolve.is_none() && other.resolve.is_none()
+    }
 }
 
 impl LayerEntries {
     /// Validates and orders `entries`; see [`LayerEntries`].
     pub fn new(entries: Vec<TarEntry>) -> Result<LayerEntries> {
-        prepare(entries).map(|entries| LayerEntries { entries })
+        prepare(entries).map(|entries| LayerEntries { entries, resolve: None })
+    }
+    /// [`LayerEntries::new`] for entries whose file `source`s are names that `resolve` turns into
+    /// the path to open when the tar is written (every time: the layer writer writes twice). A
+    /// layer of N workspace files then holds N short names, not N resolved absolute paths
+    /// (issue 23), and a source is resolved, with the resolver's checks, right before it is read.
+    pub fn with_resolver(entries: Vec<TarEntry>, resolve: std::sync::Arc<SourceResolver>) -> Result<LayerEntries> {
+        prepare(entries).map(|entries| LayerEntries { entries, resolve: Some(resolve) })
     }
     /// The entries in tar order.
     pub fn entries(&self) -> &[TarEntry] {
@@ -190,6 +218,7 @@ fn prepare(mut entries: Vec<TarEntry>) -> Result<Vec<TarEntry>> {
         }
     }
     if !missing.is_empty() {
+        entries.reserve_exact(missing.len());
         entries.extend(missing.into_iter().map(|p| TarEntry::dir(p, 0o755)));
         entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
     }
@@ -277,6 +306,14 @@ pub fn write_prepared<W: Write>(entries: &LayerEntries, opts: &TarOptions, out: 
             EntryKind::Symlink { target } => w.append_symlink(&e.path, target, mode, e.uid, e.gid)?,
             EntryKind::Hardlink { target } => w.append_hardlink(&e.path, target, mode, e.uid, e.gid)?,
             EntryKind::File { source } => {
+                let resolved;
+                let source = match &entries.resolve {
+                    Some(r) => {
+                        resolved = r(source)?;
+                        resolved.as_path()
+                    }
+                    None => source.as_path(),
+                };
                 let f = open_source(source)?;
                 let size = f.metadata().map_err(io_err(source))?.len();
                 w.append_file(&e.path, mode, e.uid, e.gid, size, f, source)?;

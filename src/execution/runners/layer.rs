@@ -37,7 +37,9 @@ pub fn key(
     ctx: &RunCtx,
 ) -> Result<KeyBuilder, ActionError> {
     let ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression } = &a.kind else { unreachable!() };
-    let mut m = BTreeMap::new();
+    // Built as the key's own map (not a map of strings converted afterwards: one copy of the
+    // file list, not two, for a layer of 100,000 files).
+    let mut m: BTreeMap<String, ComponentValue> = BTreeMap::new();
     for f in files {
         let mut d = input_digest(&f.input, deps, ctx)?;
         if mode.is_none() {
@@ -45,19 +47,15 @@ pub fn key(
                 // The mode as stat'ed when the source was hashed (the same snapshot as its
                 // digest; a later change is caught by the end-of-action source check), so a
                 // no-op build stats each source once, not twice.
-                let x = match ctx.source_stamps.get(p) {
-                    Some(st) if !st.is_kept_link() => st.executable(),
-                    _ => is_executable(&ctx.root.join(p)),
-                };
-                if x {
+                if source_executable(p, ctx) {
                     d.push_str("+x");
                 }
             }
         }
-        m.insert(f.dest.clone(), d);
+        m.insert(f.dest.clone(), ComponentValue::Str(d));
     }
     Ok(kb
-        .component("files", ComponentValue::map(m))
+        .component("files", ComponentValue::Map(m))
         .component("mode", mode.map(|m| format!("{m:o}")).unwrap_or_else(|| "auto".into()))
         .component("owner", format!("{uid}:{gid}"))
         .component("symlinks", ComponentValue::map(symlinks.clone()))
@@ -71,6 +69,15 @@ pub fn key(
         .component("mtime", ctx.source_date_epoch.to_string()))
 }
 
+/// Whether the workspace source `p` is executable: from its stamp taken when it was hashed (what
+/// the key says), else from a stat now.
+fn source_executable(p: &str, ctx: &RunCtx) -> bool {
+    match ctx.source_stamps.get(p) {
+        Some(st) if !st.is_kept_link() => st.executable(),
+        _ => is_executable(&ctx.root.join(p)),
+    }
+}
+
 fn is_executable(p: &std::path::Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false)
@@ -81,20 +88,37 @@ pub fn run(
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
 ) -> Result<ActionOutput, ActionError> {
+    let (entries, c) = entries_of(a, deps, ctx)?;
+    write_entries(entries, c, ctx)
+}
+
+/// The layer's entries: cheap (no file is opened or resolved here), so [`LayerRunner::run`] makes
+/// them on the calling task and hands only them to the blocking pool, not a clone of the action
+/// (a second copy of a 100,000-file list).
+fn entries_of(
+    a: &Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<(Vec<TarEntry>, Compression), ActionError> {
     let ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression } = &a.kind else { unreachable!() };
-    let mut entries = Vec::new();
+    let mut entries = Vec::with_capacity(files.len() + symlinks.len() + dirs.len());
     for f in files {
         let (src, exec) = match &f.input {
-            // The resolved path: a link inside the workspace is read as before; one leading out
-            // was refused by `scheduler::hash_sources` (and is again here).
+            // Kept as the workspace-relative name; resolved right before it is read (below), so a
+            // layer of N files holds N short names, not N resolved absolute paths.
             Input::Source(p) => {
-                let src = crate::execution::sources::resolve_source(&ctx.root, p)?;
-                let exec = is_executable(&src);
-                (src, exec)
+                if !std::path::Path::new(p).is_relative() {
+                    return Err(ActionError::internal(format!("source `{p}` is not workspace-relative")));
+                }
+                (std::path::PathBuf::from(p), source_executable(p, ctx))
             }
             Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
                 Some(ActionOutput::Files { files }) => match files.get(path) {
-                    Some(o) => (ctx.cache.cas().path(&o.digest), o.executable),
+                    Some(o) => {
+                        let blob = std::path::absolute(ctx.cache.cas().path(&o.digest))
+                            .map_err(|e| ActionError::env(format!("the cache's blob of `{path}`: {e}")))?;
+                        (blob, o.executable)
+                    }
                     None => return Err(ActionError::internal(format!("output `{path}` missing"))),
                 },
                 _ => return Err(ActionError::internal(format!("`{path}` is not an output"))),
@@ -118,7 +142,28 @@ pub fn run(
         e.gid = *g;
         entries.push(e);
     }
-    let blob = write_layer_cached(entries, compression_of(compression), ctx)?;
+    Ok((entries, compression_of(compression)))
+}
+
+/// Writes the layer of `entries` (from [`entries_of`]) into the CAS.
+fn write_entries(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result<ActionOutput, ActionError> {
+    // A relative source is a workspace file: resolved with every symlink followed, refused if
+    // that leads outside the workspace (`scheduler::hash_sources` refused such a source before
+    // any action ran; this applies the rule again at read time, so a link changed during the
+    // build is not followed out either). An absolute one is a CAS blob, opened as it is.
+    let root = ctx.root.clone();
+    let canon_root = crate::execution::sources::canonical_root(&root)?;
+    let resolve: Arc<crate::oci::tar::SourceResolver> = Arc::new(move |src: &std::path::Path| {
+        if src.is_absolute() {
+            return Ok(src.to_path_buf());
+        }
+        let rel = src
+            .to_str()
+            .ok_or_else(|| crate::oci::OciError::Source(format!("source `{}` is not UTF-8", src.display())))?;
+        crate::execution::sources::resolve_source_in(&root, &canon_root, rel).map_err(crate::oci::OciError::Source)
+    });
+    let entries = LayerEntries::with_resolver(entries, resolve).map_err(|e| ActionError::of(&e))?;
+    let blob = write_entries_cached(&entries, c, ctx)?;
     Ok(ActionOutput::Layer { diff_id: blob.diff_id, digest: blob.digest, size: blob.size, media_type: blob.media_type })
 }
 
@@ -126,6 +171,12 @@ pub fn run(
 /// uncompressed tar (diff_id → blob mapping kept by the cache) and, for gzip, every chunk of the
 /// tar that an earlier layer already compressed (`gzip_chunks`).
 pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result<LayerBlob, ActionError> {
+    let entries = LayerEntries::new(entries).map_err(|e| ActionError::of(&e))?;
+    write_entries_cached(&entries, c, ctx)
+}
+
+/// [`write_layer_cached`] for entries already prepared.
+fn write_entries_cached(entries: &LayerEntries, c: Compression, ctx: &RunCtx) -> Result<LayerBlob, ActionError> {
     let opts = LayerOptions { compression: c, mtime: ctx.source_date_epoch };
     let cache = &ctx.cache;
     let known = |diff_id: &crate::model::digest::Digest, c: Compression| -> Option<LayerBlob> {
@@ -140,8 +191,7 @@ pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) 
     };
     let index: Option<Arc<dyn crate::oci::compress::BlockIndex>> = (c == Compression::Gzip)
         .then(|| Arc::new(CacheChunkIndex { cache: cache.clone(), codec: compression_name(c) }) as _);
-    let entries = LayerEntries::new(entries).map_err(|e| ActionError::of(&e))?;
-    let blob = write_prepared_layer(&entries, &opts, cache.cas(), &known, index).map_err(|e| ActionError::of(&e))?;
+    let blob = write_prepared_layer(entries, &opts, cache.cas(), &known, index).map_err(|e| ActionError::of(&e))?;
     let _ = cache.put_layer_compression(&CompressedLayer {
         diff_id: blob.diff_id.clone(),
         compression: compression_name(c).to_string(),
@@ -181,6 +231,13 @@ impl super::seam::Runner for LayerRunner {
         deps: &'a super::seam::Deps,
         ctx: &'a Arc<RunCtx>,
     ) -> super::seam::RunFuture<'a> {
-        super::seam::blocking(a, deps, ctx, run)
+        let ctx = ctx.clone();
+        let entries = entries_of(a, deps, &ctx);
+        Box::pin(async move {
+            let (entries, c) = entries?;
+            tokio::task::spawn_blocking(move || write_entries(entries, c, &ctx))
+                .await
+                .map_err(|e| ActionError::internal(format!("runner task failed: {e}")))?
+        })
     }
 }
