@@ -52,6 +52,8 @@ pub const PROTOCOL: u32 = 1;
 pub const ORDER_FILE: &str = "cbuild-order.json";
 /// The Command's arguments (a worker refuses any other command).
 pub const ARGV: [&str; 3] = ["cbuild", "exec-order", ORDER_FILE];
+/// Remote actions in flight at once (they use the workers' cores, not this machine's).
+pub const REMOTE_JOBS: usize = 64;
 /// How long one remote action may take, queueing included.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
 

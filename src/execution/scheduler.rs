@@ -416,6 +416,9 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
         }
     }
     let sem = Arc::new(Semaphore::new(cfg.jobs.max(1)));
+    // Actions a remote executor runs do not use this machine's cores: they get their own, wider
+    // limit (as Bazel's --jobs with remote execution), so N workers are kept busy.
+    let remote_sem = Arc::new(Semaphore::new(super::remote_exec::REMOTE_JOBS));
     type Finished = (ActionId, Result<(Arc<ActionOutput>, Outcome), ActionError>);
     let mut set: JoinSet<Finished> = JoinSet::new();
     let mut ready: Vec<ActionId> = (0..n).filter(|i| waiting[*i] == 0).collect();
@@ -430,7 +433,10 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
             if deps.len() != g.actions[id].deps.len() {
                 continue; // a dependency failed: skip
             }
-            let (g2, ctx2, sem2, build_id) = (g.clone(), ctx.clone(), sem.clone(), cfg.build_id.clone());
+            let remote =
+                cfg.executor.as_ref().is_some_and(|ex| ex.enabled() && super::remote_exec::remotable(&g.actions[id]));
+            let sem2 = if remote { remote_sem.clone() } else { sem.clone() };
+            let (g2, ctx2, build_id) = (g.clone(), ctx.clone(), cfg.build_id.clone());
             set.spawn(async move {
                 let _permit = sem2.acquire_owned().await;
                 let r = run_one(&g2, id, &deps, &ctx2, &build_id).await;

@@ -73,7 +73,10 @@ pub fn run(g: &GlobalArgs, a: WorkerArgs) -> Result<ExitCode, Failure> {
     let remote = Box::new(move || {
         let r = RemoteCache::new(&url, RemoteMode::ReadWrite, RemoteAuth::from_env()?, timeouts)?
             .with_options(inst.as_deref(), &hs)?;
-        Ok(r.with_shared_signing_key(key.clone()))
+        // Workers sharing the key trust each other's entries (a target's CNB cache state written
+        // by one is restored by the next), and nothing else.
+        let public = key.public_key();
+        Ok(r.with_shared_signing_key(key.clone()).with_trusted_keys(vec![public]))
     });
     let cache_dir = g
         .cache_dir
