@@ -380,7 +380,6 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         host_identity: Default::default(),
         debian_archive: cfg.debian_archive.clone(),
         remote: cfg.remote.clone(),
-        executor: cfg.executor.clone(),
         uploads: cfg
             .remote
             .as_ref()
@@ -436,10 +435,10 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
             let remote =
                 cfg.executor.as_ref().is_some_and(|ex| ex.enabled() && super::remote_exec::remotable(&g.actions[id]));
             let sem2 = if remote { remote_sem.clone() } else { sem.clone() };
-            let (g2, ctx2, build_id) = (g.clone(), ctx.clone(), cfg.build_id.clone());
+            let (g2, ctx2, build_id, ex) = (g.clone(), ctx.clone(), cfg.build_id.clone(), cfg.executor.clone());
             set.spawn(async move {
                 let _permit = sem2.acquire_owned().await;
-                let r = run_one(&g2, id, &deps, &ctx2, &build_id).await;
+                let r = run_one(&g2, id, &deps, &ctx2, &build_id, ex.as_ref()).await;
                 (id, r)
             });
         }
@@ -496,6 +495,7 @@ async fn run_one(
     deps: &[Arc<ActionOutput>],
     ctx: &Arc<RunCtx>,
     build_id: &str,
+    executor: Option<&Arc<super::remote_exec::Executor>>,
 ) -> Result<(Arc<ActionOutput>, Outcome), ActionError> {
     let a = &g.actions[id];
     let dep_map: BTreeMap<ActionId, Arc<ActionOutput>> = a.deps.iter().copied().zip(deps.iter().cloned()).collect();
@@ -540,17 +540,17 @@ async fn run_one(
     let (out, outcome) = match hit {
         Ok(Some(entry)) => match serde_json::from_str::<ActionOutput>(&entry.result_json) {
             Ok(o) => (o, Outcome::CachedLocal),
-            Err(_) => (execute_action(a, &dep_map, ctx, &key, &components).await?, Outcome::Executed),
+            Err(_) => (execute_action(a, &dep_map, ctx, executor, &key, &components).await?, Outcome::Executed),
         },
         Ok(None) if remote_hit.is_some() => (remote_hit.unwrap(), Outcome::CachedRemote),
         Ok(None) => {
             ctx.reporter.event(&Event::Started { label: label.clone(), action: name.into() });
-            (execute_action(a, &dep_map, ctx, &key, &components).await?, Outcome::Executed)
+            (execute_action(a, &dep_map, ctx, executor, &key, &components).await?, Outcome::Executed)
         }
         Err(e) => {
             ctx.reporter
                 .event(&Event::Warning { message: format!("cache lookup failed, running `{label}` {name}: {e}") });
-            (execute_action(a, &dep_map, ctx, &key, &components).await?, Outcome::Executed)
+            (execute_action(a, &dep_map, ctx, executor, &key, &components).await?, Outcome::Executed)
         }
     };
     let exec_ms = (outcome == Outcome::Executed).then(|| exec_started.elapsed().as_millis() as u64);
@@ -599,13 +599,14 @@ async fn execute_action(
     a: &crate::model::action::Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
+    executor: Option<&Arc<super::remote_exec::Executor>>,
     key: &Blake3,
     components: &crate::cache::Components,
 ) -> Result<ActionOutput, ActionError> {
     use super::remote_exec;
     let components = serde_json::to_string(components).unwrap_or_default();
     let components = components.as_str();
-    let remote = ctx.executor.as_ref().filter(|ex| ex.enabled() && remote_exec::remotable(a));
+    let remote = executor.filter(|ex| ex.enabled() && remote_exec::remotable(a));
     let out = match remote {
         Some(ex) => match remote_exec::run(ex, a, deps, ctx, key, components).await? {
             Ok(out) => out,
@@ -661,7 +662,6 @@ pub fn fetch_remote_layers(
         host_identity: Default::default(),
         debian_archive: None,
         remote: None,
-        executor: None,
         uploads: None,
         bindings: Default::default(),
         pending_runs: Default::default(),

@@ -381,7 +381,6 @@ async fn run_action(
         host_identity: Default::default(),
         debian_archive: None,
         remote: Some(remote.clone()),
-        executor: None,
         uploads: Some(super::uploads::Uploader::new(remote.clone(), cfg.cache.clone())),
         bindings: Default::default(),
         pending_runs: Default::default(),

@@ -38,7 +38,7 @@ pub fn run(g: &GlobalArgs, a: WorkerArgs) -> Result<ExitCode, Failure> {
             a.server
         )));
     }
-    let env = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let env = |k: &str| crate::env::var(k).filter(|v| !v.is_empty());
     let key_file = env(crate::remote::SIGNING_KEY_ENV).ok_or_else(|| {
         Failure::user_hint(
             format!(

@@ -32,8 +32,6 @@ pub struct RunCtx {
     pub remote: Option<Arc<crate::remote::RemoteCache>>,
     /// Service bindings read in this build (detect and build share the bytes).
     pub bindings: super::cnb_bindings::Loaded,
-    /// The remote executor, if configured (the scheduler sends user-code actions there).
-    pub executor: Option<Arc<crate::execution::remote_exec::Executor>>,
     /// Background uploads to the remote cache (read-write remotes only).
     pub uploads: Option<crate::execution::uploads::Uploader>,
     /// Run records collected during the build, written in one transaction at its end.
