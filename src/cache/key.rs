@@ -114,9 +114,7 @@ impl ComponentValue {
     /// sources is not copied: its names move into the shown map).
     fn into_shown(self) -> Shown {
         match self {
-            ComponentValue::Map(m) => {
-                Shown::Map(SharedMap::new(m.into_iter().map(|(k, v)| (k, v.into_shown_inline())).collect()))
-            }
+            ComponentValue::Map(m) => Shown::Map(m.into_iter().map(|(k, v)| (k, v.into_shown_inline())).collect()),
             ComponentValue::List(items) => {
                 Shown::List(items.into_iter().map(ComponentValue::into_shown_inline).collect())
             }
@@ -361,19 +359,20 @@ pub enum Shown {
     List(Vec<String>),
 }
 
-/// A read-only map shared between clones of [`Components`]; serialized as the plain map.
+/// A read-only map shared between clones of [`Components`]; serialized as the plain map of
+/// strings it was made from.
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
-pub struct SharedMap(std::sync::Arc<BTreeMap<String, String>>);
+pub struct SharedMap(std::sync::Arc<BTreeMap<String, ShownText>>);
 
 impl SharedMap {
     pub fn new(m: BTreeMap<String, String>) -> SharedMap {
-        SharedMap(std::sync::Arc::new(m))
+        SharedMap(std::sync::Arc::new(m.into_iter().map(|(k, v)| (k, ShownText::new(v))).collect()))
     }
 }
 
 impl std::ops::Deref for SharedMap {
-    type Target = BTreeMap<String, String>;
-    fn deref(&self) -> &BTreeMap<String, String> {
+    type Target = BTreeMap<String, ShownText>;
+    fn deref(&self) -> &BTreeMap<String, ShownText> {
         &self.0
     }
 }
@@ -384,15 +383,90 @@ impl From<BTreeMap<String, String>> for SharedMap {
     }
 }
 
+impl FromIterator<(String, String)> for SharedMap {
+    fn from_iter<I: IntoIterator<Item = (String, String)>>(it: I) -> SharedMap {
+        SharedMap(std::sync::Arc::new(it.into_iter().map(|(k, v)| (k, ShownText::new(v))).collect()))
+    }
+}
+
 impl Serialize for SharedMap {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.as_ref().serialize(s)
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(self.0.len()))?;
+        for (k, v) in self.0.iter() {
+            m.serialize_entry(k, v)?;
+        }
+        m.end()
     }
 }
 
 impl<'de> Deserialize<'de> for SharedMap {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SharedMap, D::Error> {
         BTreeMap::<String, String>::deserialize(d).map(SharedMap::new)
+    }
+}
+
+/// A value of a shown map, compact: the text of a source's digest (`blake3:` or `sha256:` and 64
+/// lowercase hex digits, maybe `+x`) is kept as its 32 bytes, any other text as it is. A layer of
+/// 100,000 files keeps one per file for the whole build (issue 23: 34 bytes instead of a
+/// 71-byte string and its 24-byte header). The same text always gives the same value, so values
+/// compare as their texts do.
+#[derive(Clone, PartialEq, Eq)]
+pub enum ShownText {
+    /// `blake3:<hex>` (`sha256: false`) or `sha256:<hex>`, then `+x` if `exec`.
+    Hash { sha256: bool, bytes: [u8; 32], exec: bool },
+    /// Any other text.
+    Text(Box<str>),
+}
+
+impl ShownText {
+    pub fn new(s: String) -> ShownText {
+        let parsed = (|| {
+            let (sha256, rest) = match (s.strip_prefix("blake3:"), s.strip_prefix("sha256:")) {
+                (Some(r), _) => (false, r),
+                (_, Some(r)) => (true, r),
+                _ => return None,
+            };
+            let (hex_part, exec) = match rest.len() {
+                64 => (rest, false),
+                66 if rest.ends_with("+x") => (&rest[..64], true),
+                _ => return None,
+            };
+            // Lowercase only, so that the text is given back byte for byte.
+            if !hex_part.bytes().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+                return None;
+            }
+            let mut bytes = [0u8; 32];
+            hex::decode_to_slice(hex_part, &mut bytes).ok()?;
+            Some(ShownText::Hash { sha256, bytes, exec })
+        })();
+        parsed.unwrap_or_else(|| ShownText::Text(s.into_boxed_str()))
+    }
+}
+
+impl fmt::Display for ShownText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ShownText::Hash { sha256, bytes, exec } => {
+                let mut hex = [0u8; 64];
+                hex::encode_to_slice(bytes, &mut hex).map_err(|_| fmt::Error)?;
+                let hex = std::str::from_utf8(&hex).map_err(|_| fmt::Error)?;
+                write!(f, "{}:{hex}{}", if *sha256 { "sha256" } else { "blake3" }, if *exec { "+x" } else { "" })
+            }
+            ShownText::Text(t) => f.write_str(t),
+        }
+    }
+}
+
+impl fmt::Debug for ShownText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:?}", self.to_string())
+    }
+}
+
+impl Serialize for ShownText {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 
@@ -471,15 +545,20 @@ impl Components {
     }
 }
 
-fn diff_maps(name: &str, a: &BTreeMap<String, String>, b: &BTreeMap<String, String>, out: &mut Vec<ComponentChange>) {
+fn diff_maps(
+    name: &str,
+    a: &BTreeMap<String, ShownText>,
+    b: &BTreeMap<String, ShownText>,
+    out: &mut Vec<ComponentChange>,
+) {
     let keys: std::collections::BTreeSet<&String> = a.keys().chain(b.keys()).collect();
     for k in keys {
         let entry = Some(k.clone());
         match (a.get(k), b.get(k)) {
-            (Some(x), None) => out.push(ComponentChange::Removed { name: name.into(), entry, old: x.clone() }),
-            (None, Some(y)) => out.push(ComponentChange::Added { name: name.into(), entry, new: y.clone() }),
+            (Some(x), None) => out.push(ComponentChange::Removed { name: name.into(), entry, old: x.to_string() }),
+            (None, Some(y)) => out.push(ComponentChange::Added { name: name.into(), entry, new: y.to_string() }),
             (Some(x), Some(y)) if x != y => {
-                out.push(ComponentChange::Changed { name: name.into(), entry, old: x.clone(), new: y.clone() })
+                out.push(ComponentChange::Changed { name: name.into(), entry, old: x.to_string(), new: y.to_string() })
             }
             _ => {}
         }
@@ -572,8 +651,34 @@ mod tests {
         let srcs = c2.items.iter().find(|i| i.name == "srcs").unwrap();
         let Shown::Map(m) = &srcs.value else { panic!("{srcs:?}") };
         assert_eq!(m.len(), 2);
+        assert!(matches!(m["tool.sh"], ShownText::Hash { sha256: false, exec: false, .. }));
         let j = serde_json::to_value(&srcs.value).unwrap();
         assert_eq!(j["map"]["tool.sh"], serde_json::json!(format!("blake3:{}", Blake3::of_bytes(b"echo hi").to_hex())));
+    }
+
+    #[test]
+    fn shown_text_gives_back_every_text() {
+        let h = Blake3::of_bytes(b"x").to_hex();
+        for t in [
+            format!("blake3:{h}"),
+            format!("blake3:{h}+x"),
+            format!("sha256:{h}"),
+            format!("sha256:{h}+x"),
+            format!("blake3:{}", h.to_uppercase()),
+            format!("blake3:{h}+y"),
+            format!("blake3:{}", &h[1..]),
+            format!("md5:{h}"),
+            String::new(),
+            "plain".into(),
+        ] {
+            let v = ShownText::new(t.clone());
+            assert_eq!(v.to_string(), t);
+            assert_eq!(serde_json::to_string(&v).unwrap(), serde_json::to_string(&t).unwrap());
+            assert_eq!(v, ShownText::new(t.clone()));
+        }
+        assert!(matches!(ShownText::new(format!("sha256:{h}+x")), ShownText::Hash { sha256: true, exec: true, .. }));
+        assert!(matches!(ShownText::new(format!("blake3:{}", h.to_uppercase())), ShownText::Text(_)));
+        assert_ne!(ShownText::new(format!("blake3:{h}")), ShownText::new(format!("blake3:{h}+x")));
     }
 
     #[test]

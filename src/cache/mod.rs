@@ -70,7 +70,7 @@ pub use db::{BUSY_TIMEOUT, QUICK_CHECK_MAX_BYTES, SCHEMA_VERSION};
 pub use error::{CacheError, Result};
 pub use gc::{parse_duration, parse_size, CacheStats, GcReport, GC_GRACE};
 pub use key::{
-    Component, ComponentChange, ComponentValue, Components, KeyBuilder, SharedMap, Shown, CACHE_KEY_VERSION,
+    Component, ComponentChange, ComponentValue, Components, KeyBuilder, SharedMap, Shown, ShownText, CACHE_KEY_VERSION,
     KEY_VERSION_COMPONENT, KIND_COMPONENT,
 };
 pub use runs::{RunHistory, RunOutcome, RunRecord, RUN_KEYS_KEPT};

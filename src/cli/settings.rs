@@ -10,6 +10,7 @@
 //! | .deb downloads | —            | `CBUILD_DEBIAN_CACHE` | —               | the cache dir (`<cache>/debs/`) |
 //! | remote cache | `--remote-cache` | `CBUILD_REMOTE_CACHE` | `cache.remote` | none                       |
 //! | remote executor | `--remote-executor` | `CBUILD_REMOTE_EXECUTOR` | `cache.remote_executor` | none (the remote cache defaults to it) |
+//! | remote download | `--remote-download` | `CBUILD_REMOTE_DOWNLOAD` | `cache.remote_download` | `all` (`toplevel`: lazy bytes) |
 //! | remote mode  | `--remote-cache-mode` | `CBUILD_REMOTE_CACHE_MODE` | `cache.remote_mode` | `read-write` |
 //! | remote timeout | `--remote-timeout SECS` | `CBUILD_REMOTE_TIMEOUT` | `cache.remote_timeout` | 10 (connect: at most 2) |
 //! | REAPI instance | `--remote-instance-name` | `CBUILD_REMOTE_INSTANCE_NAME` | `cache.remote_instance_name` | the `grpc://` URL's path, else `""` |
@@ -75,6 +76,12 @@ pub struct GlobalArgs {
     /// defaults to it [env: CBUILD_REMOTE_EXECUTOR; cbuild.toml: cache.remote_executor].
     #[arg(long, global = true, value_name = "URL", hide_short_help = true)]
     pub remote_executor: Option<String>,
+    /// What remote-cache hits download: `all` (every blob, so the local cache can build offline
+    /// later) or `toplevel` (only what the requested targets' outputs and executing actions need;
+    /// intermediate outputs stay on the server, as Bazel's build without the bytes)
+    /// [env: CBUILD_REMOTE_DOWNLOAD; cbuild.toml: cache.remote_download; default: all].
+    #[arg(long, global = true, value_name = "WHAT", value_parser = ["all", "toplevel"], hide_short_help = true)]
+    pub remote_download: Option<String>,
     /// `read-write` (e.g. CI on main) or `read-only` (e.g. CI on pull requests)
     /// [env: CBUILD_REMOTE_CACHE_MODE; cbuild.toml: cache.remote_mode; default: read-write]. A runner
     /// writes only with a signing key (CBUILD_REMOTE_SIGNING_KEY, from `cbuild cache keygen`);
@@ -114,6 +121,8 @@ pub struct Settings {
     pub remote_cache: Option<String>,
     /// `--remote-executor` (a `grpc(s)://` URL).
     pub remote_executor: Option<String>,
+    /// `--remote-download toplevel`: lazy bytes.
+    pub remote_lazy: bool,
     pub remote_mode: crate::remote::RemoteMode,
     /// REAPI instance name (`None`: the URL's path).
     pub remote_instance_name: Option<String>,
@@ -226,6 +235,19 @@ impl Settings {
                 )));
             }
         }
+        let download = g
+            .remote_download
+            .clone()
+            .or_else(|| env("CBUILD_REMOTE_DOWNLOAD"))
+            .or(c.cache.remote_download.clone())
+            .unwrap_or_else(|| "all".into());
+        let remote_lazy = match download.as_str() {
+            "all" => false,
+            "toplevel" => true,
+            other => {
+                return Err(Failure::user(format!("remote download `{other}` is not `all` or `toplevel`")));
+            }
+        };
         let remote_cache = g
             .remote_cache
             .clone()
@@ -308,6 +330,7 @@ impl Settings {
             quiet: g.quiet,
             remote_cache,
             remote_executor,
+            remote_lazy,
             remote_mode,
             remote_instance_name,
             remote_timeouts,

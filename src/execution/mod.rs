@@ -5,6 +5,7 @@ pub mod container;
 pub mod emulation;
 pub mod error;
 pub mod events;
+pub mod lazy;
 pub mod probe;
 pub mod remote_exec;
 pub mod runners;

@@ -52,8 +52,11 @@ pub const PROTOCOL: u32 = 1;
 pub const ORDER_FILE: &str = "cbuild-order.json";
 /// The Command's arguments (a worker refuses any other command).
 pub const ARGV: [&str; 3] = ["cbuild", "exec-order", ORDER_FILE];
-/// Remote actions in flight at once (they use the workers' cores, not this machine's).
-pub const REMOTE_JOBS: usize = 64;
+/// Remote actions in flight at once (they use the workers' cores, not this machine's; each holds
+/// an `Execute` stream, which servers count against their concurrent-RPC limits).
+pub const REMOTE_JOBS: usize = 16;
+/// Tries of an action the server throttles (`RESOURCE_EXHAUSTED`), with backoff 0.25 s → 8 s.
+const THROTTLED_TRIES: u32 = 8;
 /// How long one remote action may take, queueing included.
 pub const ACTION_TIMEOUT: Duration = Duration::from_secs(2 * 60 * 60);
 
@@ -153,6 +156,11 @@ impl Executor {
 /// A failure of the remote machinery (not of the action): the caller runs the action locally.
 pub struct Infra(pub String);
 
+/// Whether `e` is the server asking to slow down (retried with backoff, not a failure).
+fn throttled(e: &crate::remote::RemoteError) -> bool {
+    matches!(e, crate::remote::RemoteError::Grpc { code: tonic::Code::ResourceExhausted, .. })
+}
+
 /// Runs `a` on the executor. `Ok(Err(Infra))`: the remote could not run it (the caller warns and
 /// runs it locally); `Err`: the action itself failed remotely.
 pub async fn run(
@@ -187,9 +195,16 @@ pub async fn run(
         Ok(Err(e)) => return Err(e),
         Err(infra) => return Ok(Err(infra)),
     };
-    let resp = match crate::remote::exec::execute(ex.grpc.clone(), action_digest, ACTION_TIMEOUT).await {
-        Ok(r) => r,
-        Err(e) => return Ok(Err(Infra(e.to_string()))),
+    let mut tries = 0;
+    let resp = loop {
+        match crate::remote::exec::execute(ex.grpc.clone(), action_digest.clone(), ACTION_TIMEOUT).await {
+            Ok(r) => break r,
+            Err(e) if throttled(&e) && tries + 1 < THROTTLED_TRIES => {
+                tokio::time::sleep(Duration::from_millis(250 << tries)).await;
+                tries += 1;
+            }
+            Err(e) => return Ok(Err(Infra(e.to_string()))),
+        }
     };
     if let Some(s) = resp.status.as_ref().filter(|s| s.code != 0) {
         return Ok(Err(Infra(format!(
@@ -320,7 +335,17 @@ fn prepare(ex: &Executor, a: &Action, order: &Order, ctx: &RunCtx) -> Result<Res
     let action_bytes = action.encode_to_vec();
     let action_digest = crate::remote::grpc::proto_digest(&Digest::of_bytes(&action_bytes), action_bytes.len() as u64);
     up.messages.push(action_bytes);
-    up.send(&ex.grpc).map_err(|e| Infra(format!("uploading the inputs: {e}")))?;
+    let mut tries = 0;
+    loop {
+        match up.send(&ex.grpc) {
+            Ok(_) => break,
+            Err(e) if throttled(&e) && tries + 1 < THROTTLED_TRIES => {
+                std::thread::sleep(Duration::from_millis(250 << tries));
+                tries += 1;
+            }
+            Err(e) => return Err(Infra(format!("uploading the inputs: {e}"))),
+        }
+    }
     Ok(Ok(action_digest))
 }
 

@@ -38,6 +38,9 @@ pub struct ExecConfig {
     pub remote: Option<Arc<crate::remote::RemoteCache>>,
     /// The remote executor (`--remote-executor`): actions that run user code run there.
     pub executor: Option<Arc<super::remote_exec::Executor>>,
+    /// Lazy bytes (`--remote-download toplevel`): remote hits leave their large blobs on the
+    /// server until something needs them ([`super::lazy`]).
+    pub lazy: bool,
 }
 
 /// What happened to each action.
@@ -55,6 +58,8 @@ pub struct BuildReport {
     pub files_hashed: usize,
     /// Actions each remote worker ran (`--remote-executor`), by worker name.
     pub remote_workers: BTreeMap<String, usize>,
+    /// Remote hits whose large blobs were left on the server (fetched when needed).
+    pub lazy: Arc<super::lazy::Lazy>,
 }
 
 impl BuildReport {
@@ -389,6 +394,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         pending_runs: Default::default(),
     });
     let started = Instant::now();
+    report.lazy = Arc::new(super::lazy::Lazy::new(cfg.remote.clone().filter(|_| cfg.lazy)));
     rt.block_on(schedule(g, ctx.clone(), &cfg, &mut report));
     if let Some(ex) = &cfg.executor {
         report.remote_workers = ex.counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
@@ -436,9 +442,10 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
                 cfg.executor.as_ref().is_some_and(|ex| ex.enabled() && super::remote_exec::remotable(&g.actions[id]));
             let sem2 = if remote { remote_sem.clone() } else { sem.clone() };
             let (g2, ctx2, build_id, ex) = (g.clone(), ctx.clone(), cfg.build_id.clone(), cfg.executor.clone());
+            let lazy = report.lazy.clone();
             set.spawn(async move {
                 let _permit = sem2.acquire_owned().await;
-                let r = run_one(&g2, id, &deps, &ctx2, &build_id, ex.as_ref()).await;
+                let r = run_one(&g2, id, &deps, &ctx2, &build_id, ex.as_ref(), &lazy).await;
                 (id, r)
             });
         }
@@ -496,10 +503,19 @@ async fn run_one(
     ctx: &Arc<RunCtx>,
     build_id: &str,
     executor: Option<&Arc<super::remote_exec::Executor>>,
+    lazy: &Arc<super::lazy::Lazy>,
 ) -> Result<(Arc<ActionOutput>, Outcome), ActionError> {
     let a = &g.actions[id];
     let dep_map: BTreeMap<ActionId, Arc<ActionOutput>> = a.deps.iter().copied().zip(deps.iter().cloned()).collect();
-    let kb = runners::key(a, &dep_map, ctx)?;
+    let kb = match runners::key(a, &dep_map, ctx) {
+        Ok(kb) => kb,
+        // A key that reads a dependency's bytes, still on the remote (a lazy hit): fetch, retry.
+        Err(e) if !lazy.unfetched().is_empty() => {
+            lazy.ensure(g, &a.deps, &ctx.cache).await.map_err(|_| e)?;
+            runners::key(a, &dep_map, ctx)?
+        }
+        Err(e) => return Err(e),
+    };
     let (key, components) = kb.finish();
     let label = a.label.to_string();
     let name = a.kind.mnemonic();
@@ -533,24 +549,30 @@ async fn run_one(
         other => other,
     };
     let remote_hit = match &hit {
-        Ok(None) if !uncacheable => remote_lookup(ctx, &key, &a.kind, name, &label).await,
+        Ok(None) if !uncacheable => remote_lookup(ctx, &key, &a.kind, (name, &label), lazy.enabled()).await,
         _ => None,
+    };
+    let (remote_hit, pending) = match remote_hit {
+        Some((o, p)) => (Some(o), p),
+        None => (None, Vec::new()),
     };
     let exec_started = Instant::now();
     let (out, outcome) = match hit {
         Ok(Some(entry)) => match serde_json::from_str::<ActionOutput>(&entry.result_json) {
             Ok(o) => (o, Outcome::CachedLocal),
-            Err(_) => (execute_action(a, &dep_map, ctx, executor, &key, &components).await?, Outcome::Executed),
+            Err(_) => {
+                (execute_action(a, &dep_map, ctx, (executor, g, lazy), &key, &components).await?, Outcome::Executed)
+            }
         },
         Ok(None) if remote_hit.is_some() => (remote_hit.unwrap(), Outcome::CachedRemote),
         Ok(None) => {
             ctx.reporter.event(&Event::Started { label: label.clone(), action: name.into() });
-            (execute_action(a, &dep_map, ctx, executor, &key, &components).await?, Outcome::Executed)
+            (execute_action(a, &dep_map, ctx, (executor, g, lazy), &key, &components).await?, Outcome::Executed)
         }
         Err(e) => {
             ctx.reporter
                 .event(&Event::Warning { message: format!("cache lookup failed, running `{label}` {name}: {e}") });
-            (execute_action(a, &dep_map, ctx, executor, &key, &components).await?, Outcome::Executed)
+            (execute_action(a, &dep_map, ctx, (executor, g, lazy), &key, &components).await?, Outcome::Executed)
         }
     };
     let exec_ms = (outcome == Outcome::Executed).then(|| exec_started.elapsed().as_millis() as u64);
@@ -574,6 +596,21 @@ async fn run_one(
     // Run history is written once at the end of the build (one transaction, not one per action).
     ctx.pending_runs.lock().unwrap_or_else(|p| p.into_inner()).push(record);
     let store = if outcome == Outcome::CachedLocal || uncacheable {
+        Ok(())
+    } else if outcome == Outcome::CachedRemote && !pending.is_empty() {
+        // Stored locally once its bytes are here (never a local entry without them).
+        lazy.add(
+            id,
+            pending,
+            super::lazy::Store {
+                key,
+                name: name.to_string(),
+                label: label.clone(),
+                result_json: out.to_json(),
+                components: components.clone(),
+                blobs: out.blobs(),
+            },
+        );
         Ok(())
     } else {
         tokio::task::spawn_blocking(move || -> Result<(), String> {
@@ -599,11 +636,13 @@ async fn execute_action(
     a: &crate::model::action::Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &Arc<RunCtx>,
-    executor: Option<&Arc<super::remote_exec::Executor>>,
+    (executor, g, lazy): (Option<&Arc<super::remote_exec::Executor>>, &ActionGraph, &Arc<super::lazy::Lazy>),
     key: &Blake3,
     components: &crate::cache::Components,
 ) -> Result<ActionOutput, ActionError> {
     use super::remote_exec;
+    // Executing reads the dependencies' bytes: lazy hits among them are fetched first.
+    lazy.ensure(g, &a.deps, &ctx.cache).await?;
     let components = serde_json::to_string(components).unwrap_or_default();
     let components = components.as_str();
     let remote = executor.filter(|ex| ex.enabled() && remote_exec::remotable(a));
@@ -683,24 +722,25 @@ async fn remote_lookup(
     ctx: &Arc<RunCtx>,
     key: &Blake3,
     kind: &ActionKind,
-    name: &str,
-    label: &str,
-) -> Option<ActionOutput> {
+    (name, label): (&str, &str),
+    lazy: bool,
+) -> Option<(ActionOutput, Vec<(crate::model::digest::Digest, u64)>)> {
     let remote = ctx.remote.clone()?;
     let (ctx2, key2, expected) = (ctx.clone(), *key, crate::remote::Expected::of(kind));
-    let r = tokio::task::spawn_blocking(move || remote.lookup(&key2, &expected, ctx2.cache.cas())).await.ok()?;
+    let r =
+        tokio::task::spawn_blocking(move || remote.lookup_lazy(&key2, &expected, ctx2.cache.cas(), lazy)).await.ok()?;
     let remote = ctx.remote.as_ref()?;
     if let Some(w) = remote.take_warning() {
         ctx.reporter.event(&Event::Warning { message: w });
     }
     match r {
-        Ok(Some(hit)) => {
+        Ok(Some((hit, pending))) => {
             if hit.signer.is_none() {
                 if let Some(w) = remote.unauthenticated_warning() {
                     ctx.reporter.event(&Event::Warning { message: w });
                 }
             }
-            Some(hit.output)
+            Some((hit.output, pending))
         }
         Ok(None) => None,
         // An error that turned the remote off is printed once (above, by whichever lookup takes
@@ -970,6 +1010,7 @@ mod execute_tests {
             debian_archive: None,
             remote: None,
             executor: None,
+            lazy: false,
         };
         let rec = Arc::new(RecordingReporter::default());
         let report = execute(g, f.cache.clone(), cfg, rec.clone());

@@ -60,6 +60,8 @@ pub struct CacheConfig {
     pub remote_timeout: Option<f64>,
     /// REAPI execution service (`grpc://…`) that runs genrules and buildpacks.
     pub remote_executor: Option<String>,
+    /// `all` (every remote hit downloaded whole) or `toplevel` (lazy bytes).
+    pub remote_download: Option<String>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]

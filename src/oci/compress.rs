@@ -189,8 +189,16 @@ pub fn decoder<'a, R: BufRead + 'a>(mut r: R) -> io::Result<(Compression, Box<dy
     })
 }
 
-type Job = (u64, Vec<u8>);
-type Done = (u64, io::Result<Compressed>);
+/// A chunk to compress: its sequence number, its bytes and a spare buffer for the output.
+type Job = (u64, Vec<u8>, Vec<u8>);
+/// A compressed chunk, with the input buffer handed back for the next chunk.
+type Done = (u64, io::Result<Compressed>, Vec<u8>);
+
+/// Buffers kept for reuse, per kind (input, output), per compression thread: about what is in
+/// flight (two chunks per thread). The encoder reuses its chunk buffers instead of allocating (and
+/// the allocator mapping and zeroing) ≥ 256 KiB per chunk again, so that cbuild can map big
+/// blocks on their own (see `main.rs`) at no CPU cost.
+const SPARE_PER_THREAD: usize = 2;
 
 /// One chunk, deflated (or found in the index): its bytes and its [`BlockRecord`] key.
 struct Compressed {
@@ -201,7 +209,7 @@ struct Compressed {
 
 /// Deflates one chunk (sync-flushed, independent of every other chunk), or copies its bytes from
 /// `index` when the same uncompressed bytes were compressed before.
-fn compress_chunk(data: &[u8], index: Option<&dyn BlockIndex>) -> io::Result<Compressed> {
+fn compress_chunk(data: &[u8], index: Option<&dyn BlockIndex>, out: Vec<u8>) -> io::Result<Compressed> {
     let mut crc = flate2::Crc::new();
     crc.update(data);
     let raw = match index {
@@ -213,7 +221,7 @@ fn compress_chunk(data: &[u8], index: Option<&dyn BlockIndex>) -> io::Result<Com
             return Ok(Compressed { bytes, raw, crc });
         }
     }
-    Ok(Compressed { bytes: deflate_block(data, false)?, raw, crc })
+    Ok(Compressed { bytes: deflate_into(data, false, out)?, raw, crc })
 }
 
 struct Pool {
@@ -249,6 +257,9 @@ pub struct ParGzEncoder<W: Write> {
     next_seq: u64,
     next_out: u64,
     pending: BTreeMap<u64, Compressed>,
+    /// Chunk buffers to reuse: input (`buf`'s next) and output (deflated bytes).
+    spare_in: Vec<Vec<u8>>,
+    spare_out: Vec<Vec<u8>>,
     /// Bytes written to `out` so far (header included): the offset of the next chunk.
     written: u64,
     records: Vec<BlockRecord>,
@@ -272,6 +283,8 @@ impl<W: Write> ParGzEncoder<W> {
             next_seq: 0,
             next_out: 0,
             pending: BTreeMap::new(),
+            spare_in: Vec::new(),
+            spare_out: Vec::new(),
             written: 0,
             records: Vec::new(),
         }
@@ -307,18 +320,37 @@ impl<W: Write> ParGzEncoder<W> {
             });
         }
         self.crc.combine(&c.crc);
-        self.emit(&c.bytes)
+        self.emit(&c.bytes)?;
+        if self.spare_out.len() < self.spare_max() {
+            self.spare_out.push(c.bytes);
+        }
+        Ok(())
+    }
+
+    fn spare_max(&self) -> usize {
+        self.threads * SPARE_PER_THREAD + 1
+    }
+
+    fn recycle_in(&mut self, mut data: Vec<u8>) {
+        if self.spare_in.len() < self.spare_max() {
+            data.clear();
+            self.spare_in.push(data);
+        }
     }
 
     /// Compresses the first `n` buffered bytes as one chunk.
     fn dispatch(&mut self, n: usize) -> io::Result<()> {
-        let rest = self.buf.split_off(n);
-        let data = std::mem::replace(&mut self.buf, rest);
-        self.buf.reserve(CHUNK_MAX.saturating_sub(self.buf.len()));
+        let mut next = self.spare_in.pop().unwrap_or_default();
+        next.reserve(CHUNK_MAX);
+        next.extend_from_slice(&self.buf[n..]);
+        self.buf.truncate(n);
+        let data = std::mem::replace(&mut self.buf, next);
+        let out = self.spare_out.pop().unwrap_or_default();
         let seq = self.next_seq;
         self.next_seq += 1;
         if self.threads == 1 {
-            let c = compress_chunk(&data, self.index.as_deref())?;
+            let c = compress_chunk(&data, self.index.as_deref(), out)?;
+            self.recycle_in(data);
             self.next_out += 1;
             return self.emit_chunk(c);
         }
@@ -332,7 +364,7 @@ impl<W: Write> ParGzEncoder<W> {
             .jobs
             .as_ref()
             .expect("open")
-            .send((seq, data))
+            .send((seq, data, out))
             .map_err(|_| io::Error::other("gzip worker died"))?;
         while self.next_seq - self.next_out > in_flight_max {
             self.collect_one()?;
@@ -341,7 +373,8 @@ impl<W: Write> ParGzEncoder<W> {
         loop {
             let r = self.pool.as_ref().expect("pool").done.try_recv();
             match r {
-                Ok((s, c)) => {
+                Ok((s, c, data)) => {
+                    self.recycle_in(data);
                     self.pending.insert(s, c?);
                     self.write_ready()?;
                 }
@@ -352,7 +385,9 @@ impl<W: Write> ParGzEncoder<W> {
     }
 
     fn collect_one(&mut self) -> io::Result<()> {
-        let (s, c) = self.pool.as_ref().expect("pool").done.recv().map_err(|_| io::Error::other("gzip worker died"))?;
+        let (s, c, data) =
+            self.pool.as_ref().expect("pool").done.recv().map_err(|_| io::Error::other("gzip worker died"))?;
+        self.recycle_in(data);
         self.pending.insert(s, c?);
         self.write_ready()
     }
@@ -421,8 +456,9 @@ fn spawn_pool(threads: usize, index: Option<Arc<dyn BlockIndex>>) -> Pool {
                     Ok(g) => g.recv(),
                     Err(_) => return,
                 };
-                let Ok((seq, data)) = job else { return };
-                if tx.send((seq, compress_chunk(&data, index.as_deref()))).is_err() {
+                let Ok((seq, data, out)) = job else { return };
+                let c = compress_chunk(&data, index.as_deref(), out);
+                if tx.send((seq, c, data)).is_err() {
                     return;
                 }
             })
@@ -433,9 +469,17 @@ fn spawn_pool(threads: usize, index: Option<Arc<dyn BlockIndex>>) -> Pool {
 
 /// Raw deflate of one block: sync-flushed (byte aligned, not final) or finished (final block).
 fn deflate_block(data: &[u8], last: bool) -> io::Result<Vec<u8>> {
+    deflate_into(data, last, Vec::new())
+}
+
+/// [`deflate_block`] into `out` (cleared first; a reused buffer: the bytes do not depend on its
+/// capacity, only where the output is cut between calls of the compressor, which never changes
+/// the stream).
+fn deflate_into(data: &[u8], last: bool, mut out: Vec<u8>) -> io::Result<Vec<u8>> {
     use flate2::{Compress, FlushCompress, Status};
     let mut c = Compress::new(flate2::Compression::new(GZIP_LEVEL), false);
-    let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+    out.clear();
+    out.reserve(data.len() / 2 + 1024);
     let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
     loop {
         if out.capacity() - out.len() < 1024 {

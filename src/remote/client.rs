@@ -66,6 +66,10 @@ pub struct PutStats {
     pub skipped_read_only: bool,
 }
 
+/// Blobs of at most this many bytes are fetched with a lazy hit anyway (one request each, and
+/// consumers' keys may read small blobs such as a buildpack's descriptor).
+pub const LAZY_MIN: u64 = 64 << 10;
+
 /// A remote-cache answer checked against its action and with every blob local: what
 /// [`RemoteCache::lookup`] returns.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -410,12 +414,27 @@ impl RemoteCache {
     /// entry lists. Any inconsistency is [`RemoteError::BadEntry`]: the caller treats it as a miss
     /// and nothing of the entry becomes a local cache entry.
     pub fn lookup(&self, key: &Blake3, expected: &Expected, local: &BlobDir) -> Result<Option<RemoteHit>> {
+        self.lookup_lazy(key, expected, local, false).map(|r| r.map(|(hit, _)| hit))
+    }
+
+    /// [`Self::lookup`] that, with `lazy`, leaves the bytes no check needs on the server: every
+    /// blob but manifests, configs, indexes and blobs of at most [`LAZY_MIN`] bytes is returned
+    /// (digest, size) instead of downloaded. The caller fetches them with
+    /// [`Self::fetch_sized_blob`] when a consumer needs them (issue 19's lazy bytes).
+    #[allow(clippy::type_complexity)]
+    pub fn lookup_lazy(
+        &self,
+        key: &Blake3,
+        expected: &Expected,
+        local: &BlobDir,
+        lazy: bool,
+    ) -> Result<Option<(RemoteHit, Vec<(Digest, u64)>)>> {
         self.guard()?;
         self.read_guard()?;
         let busy = self.budget.busy();
-        let r = self.lookup_inner(key, expected, local);
+        let r = self.lookup_inner(key, expected, local, lazy);
         drop(busy);
-        if let Ok(Some(hit)) = &r {
+        if let Ok(Some((hit, _))) = &r {
             self.budget.credit(Duration::from_millis(hit.exec_ms.unwrap_or(0)));
         }
         let r = self.observe(r);
@@ -425,17 +444,30 @@ impl RemoteCache {
         r
     }
 
-    fn lookup_inner(&self, key: &Blake3, expected: &Expected, local: &BlobDir) -> Result<Option<RemoteHit>> {
+    #[allow(clippy::type_complexity)]
+    fn lookup_inner(
+        &self,
+        key: &Blake3,
+        expected: &Expected,
+        local: &BlobDir,
+        lazy: bool,
+    ) -> Result<Option<(RemoteHit, Vec<(Digest, u64)>)>> {
         let Some(entry) = self.get_action_inner(key)? else { return Ok(None) };
         let output = validate::check_result(expected, &entry).map_err(|r| self.bad_entry(key, r))?;
+        let needed = validate::metadata_blobs(&output);
+        let mut pending = Vec::new();
         for (d, size) in &entry.blobs {
+            if lazy && *size > LAZY_MIN && !needed.contains(d) && !local.contains(d) {
+                pending.push((d.clone(), *size));
+                continue;
+            }
             let got = self.fetch_blob_inner(d, *size, local)?;
             if got != *size {
                 return Err(self.bad_entry(key, format!("blob `{d}` is {got} bytes, the entry lists {size}")));
             }
         }
         validate::check_fetched(&output, local).map_err(|r| self.bad_entry(key, r))?;
-        Ok(Some(RemoteHit { output, signer: entry.signer, exec_ms: entry.exec_ms }))
+        Ok(Some((RemoteHit { output, signer: entry.signer, exec_ms: entry.exec_ms }, pending)))
     }
 
     fn bad_entry(&self, key: &Blake3, reason: String) -> RemoteError {

@@ -142,6 +142,19 @@ fn check_manifest_size(manifest: &Digest, manifest_size: u64, sizes: &BTreeMap<&
     Ok(())
 }
 
+/// The blobs [`check_fetched`] reads (manifests, configs, indexes): a lazy hit fetches them.
+pub fn metadata_blobs(out: &ActionOutput) -> BTreeSet<Digest> {
+    match out {
+        ActionOutput::Image { manifest, config, .. } => [manifest.clone(), config.clone()].into(),
+        ActionOutput::Index { index, images, .. } => {
+            let mut s: BTreeSet<Digest> = images.iter().flat_map(metadata_blobs).collect();
+            s.insert(index.clone());
+            s
+        }
+        _ => BTreeSet::new(),
+    }
+}
+
 /// Checks of an output whose blobs are now local (downloaded and digest-verified): an image's
 /// manifest must name the output's config and only layers the output has (local or remote).
 pub fn check_fetched(out: &ActionOutput, local: &BlobDir) -> Result<(), String> {

@@ -124,6 +124,9 @@ server:
   - !channel
     address: "127.0.0.1:$1"
     insecure-mode: true
+# Each Execute stream and each bot's long-poll holds a gRPC thread (default: 5 per core, 10 here):
+# room for a build's in-flight actions and a few workers.
+thread-pool-size: 64
 authorization:
   method: none
 connections:

@@ -43,6 +43,7 @@ mod remote_cli;
 mod remote_exec;
 mod remote_faults;
 mod remote_grpc;
+mod remote_lazy;
 mod remote_state;
 mod sandbox_escape;
 mod security_buildpacks;

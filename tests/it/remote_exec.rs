@@ -165,7 +165,7 @@ fn three_workers_run_every_user_code_action_and_the_images_equal_a_local_build()
     // 4 cnb_images (detect + build each) + 4 genrules in an image, all on the workers; the
     // stack's genrules on the host's tools (no `image`) stay local.
     let counts = per_worker(&o);
-    assert_eq!(counts.values().sum::<u64>(), 4 * 2 + 4, "every user-code action ran remotely: {counts:?}");
+    assert_eq!(counts.values().sum::<u64>(), 4 * 2 + 4, "every user-code action ran remotely: {counts:?}\n{}", o.all());
     // (gen.py's `//lib:bundle` tar and the stack's busybox copy.)
     let host_genrules =
         ["stacks/BUILD.star", "lib/BUILD.star"].iter().map(|f| ws.read(f).matches("genrule(").count()).sum::<usize>();

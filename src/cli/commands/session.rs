@@ -202,6 +202,7 @@ pub fn build_session(
         Some(url) => Some(Arc::new(remote_executor(&s, url)?)),
     };
     let cfg = ExecConfig {
+        lazy: s.remote_lazy && remote.is_some(),
         remote,
         executor,
         root: s.root().to_path_buf(),
@@ -216,7 +217,35 @@ pub fn build_session(
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis()).unwrap_or(0)
         ),
     };
-    let report = execution::execute(graph.clone(), cache.clone(), cfg, reporter.clone());
+    let lazy = cfg.lazy;
+    let mut report = execution::execute(graph.clone(), cache.clone(), cfg.clone(), reporter.clone());
+    // Lazy remote hits: the bytes the requested outputs need (their layouts, pushes, runs) and
+    // the buildpacks' SBOM files the attestations read; intermediate outputs stay on the server.
+    if lazy && !report.lazy.failed() && !report.lazy.unfetched().is_empty() {
+        let mut ids: Vec<usize> = requested.iter().filter_map(|l| graph.target_outputs.get(l).copied()).collect();
+        let mut seen = std::collections::BTreeSet::new();
+        let mut todo = ids.clone();
+        while let Some(id) = todo.pop() {
+            if seen.insert(id) {
+                todo.extend(graph.actions[id].deps.iter().copied());
+                if matches!(graph.actions[id].kind, ActionKind::CnbBuild { .. }) {
+                    ids.push(id);
+                }
+            }
+        }
+        let _ = report.lazy.ensure_blocking(&ids, &cache);
+    }
+    // A blob a lazy hit left on the server turned out damaged or gone: never used, and the build
+    // runs again downloading hits whole (those blobs' actions then miss and run locally).
+    if lazy && report.lazy.failed() {
+        reporter.event(&execution::Event::Warning {
+            message: "a remote-cache blob needed later could not be downloaded; building again without lazy downloads"
+                .into(),
+        });
+        let mut again = cfg;
+        again.lazy = false;
+        report = execution::execute(graph.clone(), cache.clone(), again, reporter.clone());
+    }
     drop(reporter);
     let mut images = Vec::new();
     let wanted: Vec<Arc<ActionOutput>> = graph
