@@ -225,7 +225,8 @@ def main():
     L.append("```sh\napt-get install -y hyperfine pigz zstd buildah jq time python3 bubblewrap docker.io nginx curl   # tools (root: buildah chroot, dockerd)\n"
              "cargo build --release\nbench/run.sh                    # default: 5 services, 10,000 files, ~100 MB; RUNS=5; ~20-40 min\n"
              "FILES=2000 SIZE_MB=20 BIG_FILES=4000 BIG_MB=40 RUNS=3 bench/run.sh   # a quick check\n"
-             "SKIP_BUILDKIT=1 SKIP_BUILDAH=1 bench/run.sh   # without the peers\n```\n")
+             "SKIP_BUILDKIT=1 SKIP_BUILDAH=1 bench/run.sh   # without the peers\n"
+             "bench/rss.sh target/release/cbuild [OLD_CBUILD]   # peak RSS of a 100 / 20k / 40k / 100k-file layer (also run by run.sh)\n```\n")
     L.append("Tools: hyperfine (repeated runs, `--prepare` for each state change, `--export-json`), GNU `/usr/bin/time -f %M` "
              "(peak RSS of every run; for a pipeline, its largest process), pigz, zstd, buildah, Debian's docker.io (engine "
              "started by `../shared/harness/dockerd.sh`, no network), jq, python3. "
@@ -443,6 +444,24 @@ def main():
         target("no-op ≤ 2× an `os.scandir` + `stat` walk and ≤ 100 ms",
                "%s = %.2f× the walk (%s over %s files)" % (ms(n), x, ms(get("floor-pystat")), m.get("MONO_FILES", "?")), ok,
                "; ".join(why) if why else "%.0f %% headroom on the ratio" % (100 * (1 - x / 2)))
+    # peak RSS of a 100,000-file layer (bench/rss.sh: lines "BIN FILES cold|noop RUN KiB MS")
+    cold = {}
+    for line in read(os.path.join(rdir, "rss-files.txt")).splitlines():
+        p = line.split()
+        if len(p) == 6 and p[0] == "after" and p[2] == "cold":
+            cold.setdefault(int(p[1]), []).append(int(p[4]))
+    if cold:
+        big = max(cold)
+        v = sorted(cold[big])[len(cold[big]) // 2]
+        counts = sorted(cold)
+        per = ""
+        if len(counts) > 2:
+            lo = counts[1]
+            w = sorted(cold[lo])[len(cold[lo]) // 2]
+            per = "; %.0f bytes per file from %d to %d files" % ((v - w) * 1024 / (big - lo), lo, big)
+        target("peak RSS ≤ 100 MiB for a layer of 100,000 files", "%s for %d files (median of %d runs, 100 MB of files)%s" % (
+            mib(v), big, len(cold[big]), per), big >= 100000 and v <= 100 * 1024,
+            "%.2f× the limit" % (v / (100 * 1024)) if v <= 100 * 1024 else "%.2f× the limit, %.0f MiB over" % (v / (100 * 1024), (v - 100 * 1024) / 1024))
     L.append("")
     L.append("The buildpacks' own time is read from cbuild's `--json` events of the `cbuild-edit-lib` runs "
              "(`out-cbuild-edit-lib.jsonl`): the sum of `duration` over the `finished` events with `action: build` and "
@@ -526,7 +545,12 @@ def main():
                      "shared path each build would replace the previous service's files and re-send its own (measured: a no-op "
                      "sends ≈ 35 kB of metadata per build with a path per service, the service's whole source with a shared one).\n")
 
-    for title, f in (("Why", "why.md"), ("Profile", "profile.md"), ("Remote cache (bench/remote.sh)", "remote.md")):
+    rss_table = read(os.path.join(rdir, "rss-files.md")).strip()
+    if rss_table:
+        L.append("## Peak RSS and the file count (bench/rss.sh)\n")
+        L.append(rss_table + "\n")
+    for title, f in (("Why", "why.md"), ("Profile", "profile.md"), ("Peak RSS (issue 23)", "rss.md"),
+                     ("Remote cache (bench/remote.sh)", "remote.md")):
         t = read(os.path.join(HERE, "notes", f)).strip()
         if t:
             L.append("## %s\n" % title)

@@ -11,6 +11,7 @@
 #          BIG_FILES=20000 BIG_MB=200   the big-layer tree; a 2x tree (2*BIG_FILES, 2*BIG_MB) too
 #          SKIP_BUILDAH=1  skip the buildah peer;  SKIP_BUILDKIT=1  skip the BuildKit peer
 #          SKIP_BIG=1  skip the layer-creation benchmarks
+#          SKIP_RSS=1  skip bench/rss.sh (peak RSS of a 100 / 20k / 40k / 100k-file layer; RSS_RUNS=3)
 #          CBUILD=path     the cbuild binary;  OUT=path  the report (default BENCHMARKS.md at the root)
 # Needs:   hyperfine pigz zstd buildah jq time (GNU /usr/bin/time) python3 bubblewrap docker.io (dockerd
 #          and /usr/bin/docker 20.10, BuildKit built in); nginx + curl for the remote-cache scenario.
@@ -344,6 +345,13 @@ if [ "$SKIP_BIG" != 1 ]; then
   done
   hf "layer-cbuild-gzip-big1x2" "$RUNS" "rm -rf $W/cache-big1x2 $W/big1x2/cbuild-out" "$CB -C $W/big1x2 --cache-dir $W/cache-big1x2 //big:layer"
   echo "BIG1_GZ_BYTES=$(stat -c %s "$W"/cache-big1/blobs/sha256/* 2>/dev/null | sort -n | tail -1)" >>"$R/meta.env" || true
+fi
+
+# ---- peak RSS vs the file count: bench/rss.sh (100 / 20k / 40k / 100k files of 100 MB, median of 3)
+if [ "${SKIP_RSS:-0}" != 1 ]; then
+  echo "== peak RSS vs file count (bench/rss.sh)"
+  W="$W/rss" RUNS="${RSS_RUNS:-3}" "$HERE/rss.sh" "$CBUILD" >"$R/rss-files.md" 2>"$R/err-rss-files.txt" \
+    && cp "$W/rss/results.txt" "$R/rss-files.txt" || echo "bench/rss.sh failed: see $R/err-rss-files.txt" >&2
 fi
 
 echo "LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)" >>"$R/meta.env"
