@@ -643,17 +643,20 @@ async fn execute_action(
     use super::remote_exec;
     // Executing reads the dependencies' bytes: lazy hits among them are fetched first.
     lazy.ensure(g, &a.deps, &ctx.cache).await?;
-    let components = serde_json::to_string(components).unwrap_or_default();
-    let components = components.as_str();
     let remote = executor.filter(|ex| ex.enabled() && remote_exec::remotable(a));
     let out = match remote {
-        Some(ex) => match remote_exec::run(ex, a, deps, ctx, key, components).await? {
-            Ok(out) => out,
-            Err(remote_exec::Infra(why)) => {
-                remote_exec::give_up(ex, ctx, &format!("`{}` {}", a.label, a.kind.mnemonic()), &why);
-                runners::runner(&a.kind).run(a, deps, ctx).await?
+        // The components' JSON only for a remote action (the worker stores it with the result).
+        Some(ex) => {
+            match remote_exec::run(ex, a, deps, ctx, key, &serde_json::to_string(components).unwrap_or_default())
+                .await?
+            {
+                Ok(out) => out,
+                Err(remote_exec::Infra(why)) => {
+                    remote_exec::give_up(ex, ctx, &format!("`{}` {}", a.label, a.kind.mnemonic()), &why);
+                    runners::runner(&a.kind).run(a, deps, ctx).await?
+                }
             }
-        },
+        }
         None => runners::runner(&a.kind).run(a, deps, ctx).await?,
     };
     check_sources_unchanged(a, ctx)?;
