@@ -329,7 +329,25 @@ fn link_text(target: &std::path::Path, resolved: Option<&std::path::Path>) -> St
 }
 
 /// Runs the graph. Returns when every action finished, failed or was skipped, or on Ctrl-C.
-pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter: Arc<dyn Reporter>) -> BuildReport {
+/// Executes `graph` (whose imported layouts it expands in place); the graph is lent, not copied:
+/// a big build's action graph is tens of MB.
+pub fn execute(
+    graph: &mut ActionGraph,
+    cache: Arc<Cache>,
+    cfg: ExecConfig,
+    reporter: Arc<dyn Reporter>,
+) -> BuildReport {
+    let (report, g) = execute_owned(std::mem::take(graph), cache, cfg, reporter);
+    *graph = g;
+    report
+}
+
+fn execute_owned(
+    mut g: ActionGraph,
+    cache: Arc<Cache>,
+    cfg: ExecConfig,
+    reporter: Arc<dyn Reporter>,
+) -> (BuildReport, ActionGraph) {
     let mut report = BuildReport {
         outputs: vec![None; g.actions.len()],
         outcomes: vec![None; g.actions.len()],
@@ -353,13 +371,13 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         }
     }
     if !report.errors.is_empty() {
-        return report;
+        return (report, g);
     }
     let (sources, hashed, source_stamps) = match hash_sources(&g, &cfg, &cache) {
         Ok(x) => x,
         Err(e) => {
             report.errors.push((usize::MAX, e));
-            return report;
+            return (report, g);
         }
     };
     report.files_hashed = hashed;
@@ -369,7 +387,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
         Ok(rt) => rt,
         Err(e) => {
             report.errors.push((usize::MAX, ActionError::env(format!("cannot start the scheduler: {e}"))));
-            return report;
+            return (report, g);
         }
     };
     let g = Arc::new(g);
@@ -395,7 +413,7 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     });
     let started = Instant::now();
     report.lazy = Arc::new(super::lazy::Lazy::new(cfg.remote.clone().filter(|_| cfg.lazy)));
-    rt.block_on(schedule(g, ctx.clone(), &cfg, &mut report));
+    rt.block_on(schedule(g.clone(), ctx.clone(), &cfg, &mut report));
     if let Some(ex) = &cfg.executor {
         report.remote_workers = ex.counts.lock().unwrap_or_else(|p| p.into_inner()).clone();
     }
@@ -408,7 +426,9 @@ pub fn execute(mut g: ActionGraph, cache: Arc<Cache>, cfg: ExecConfig, reporter:
     // Background blocking tasks (a layer being compressed) finish writing temp files; nothing
     // half-written becomes a cache entry because entries are put only after a runner succeeded.
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
-    report
+    // Every task holding the graph has ended: it is handed back without a copy.
+    let g = Arc::try_unwrap(g).unwrap_or_else(|a| (*a).clone());
+    (report, g)
 }
 
 async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, report: &mut BuildReport) {
@@ -1016,7 +1036,8 @@ mod execute_tests {
             lazy: false,
         };
         let rec = Arc::new(RecordingReporter::default());
-        let report = execute(g, f.cache.clone(), cfg, rec.clone());
+        let mut g = g;
+        let report = execute(&mut g, f.cache.clone(), cfg, rec.clone());
         let events = std::mem::take(&mut *rec.0.lock().unwrap());
         (report, events)
     }

@@ -218,7 +218,7 @@ pub fn build_session(
         ),
     };
     let lazy = cfg.lazy;
-    let mut report = execution::execute(graph.clone(), cache.clone(), cfg.clone(), reporter.clone());
+    let mut report = execution::execute(&mut graph, cache.clone(), cfg.clone(), reporter.clone());
     // Lazy remote hits: the bytes the requested outputs need (their layouts, pushes, runs) and
     // the buildpacks' SBOM files the attestations read; intermediate outputs stay on the server.
     if lazy && !report.lazy.failed() && !report.lazy.unfetched().is_empty() {
@@ -244,7 +244,7 @@ pub fn build_session(
         });
         let mut again = cfg;
         again.lazy = false;
-        report = execution::execute(graph.clone(), cache.clone(), again, reporter.clone());
+        report = execution::execute(&mut graph, cache.clone(), again, reporter.clone());
     }
     drop(reporter);
     let mut images = Vec::new();
