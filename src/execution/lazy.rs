@@ -85,12 +85,6 @@ impl Lazy {
         m.iter().filter(|(_, p)| !p.done.initialized()).map(|(id, _)| *id).collect()
     }
 
-    /// Bytes not downloaded (never needed) by this build.
-    pub fn bytes_left(&self) -> u64 {
-        let m = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        m.values().filter(|p| !p.done.initialized()).flat_map(|p| p.blobs.iter().map(|(_, n)| *n)).sum()
-    }
-
     fn closure(&self, g: &ActionGraph, roots: &[ActionId]) -> Vec<Arc<Pending>> {
         let m = self.pending.lock().unwrap_or_else(|p| p.into_inner());
         if m.is_empty() {

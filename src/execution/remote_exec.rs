@@ -1,12 +1,14 @@
 //! Remote execution of the actions that run user code (`--remote-executor grpc://…`), and the
 //! worker side that runs them (`cbuild worker`, in [`super::worker`]).
 //!
-//! **What goes remote.** Genrules with an `image` and the CNB detect and build phases (without
-//! service bindings): the actions that run user code in a sandbox, whose cost is the user's.
+//! **What goes remote.** Genrules with an `image` and the CNB detect and build phases, without
+//! service bindings or env values: the actions that run user code in a sandbox, whose cost is the
+//! user's.
 //! Everything else stays local, on purpose: layer tar+compress and image assembly are I/O bound
 //! on bytes the client has (shipping them costs more than making them), pulls and pushes talk to
 //! registries, host-tool genrules run on the client's tools (their key names the client's host),
-//! bindings carry secrets that must not leave the machine, and tests start services.
+//! bindings and env values may carry secrets that must not leave the machine (a remote action's
+//! order and Command are CAS blobs the server keeps), and tests start services.
 //!
 //! **What a remote action is.** The worker runs *the same runner* as a local build, so an image
 //! built remotely has the digest of a local build's by construction. The REAPI `Action` is:
@@ -89,11 +91,13 @@ pub struct Report {
 /// Largest report kept (output lines beyond it are dropped, with a note).
 pub const MAX_REPORT: usize = 4 << 20;
 
-/// Whether `a` runs on a remote executor (see the module doc for why the others do not).
+/// Whether `a` runs on a remote executor (see the module doc for why the others do not). Env
+/// values (a genrule's `env`, a phase's platform env from `--env`) are keyed as digests locally,
+/// but a remote action would carry them in clear in the server's CAS: such actions stay local.
 pub fn remotable(a: &Action) -> bool {
     match &a.kind {
-        ActionKind::Genrule { image: Some(_), .. } => true,
-        ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => p.bindings.is_empty(),
+        ActionKind::Genrule { image: Some(_), env, .. } => env.is_empty(),
+        ActionKind::CnbDetect(p) | ActionKind::CnbBuild { phase: p, .. } => p.bindings.is_empty() && p.env.is_empty(),
         _ => false,
     }
 }
@@ -124,10 +128,6 @@ impl Executor {
             off: AtomicBool::new(false),
             counts: Mutex::default(),
         }
-    }
-
-    pub fn url(&self) -> &str {
-        self.grpc.url()
     }
 
     /// Checks the server executes actions: `Err` with a message for the user if it only caches.
@@ -430,5 +430,17 @@ mod tests {
         let names: Vec<&str> = p.properties.iter().map(|p| p.name.as_str()).collect();
         assert_eq!(names, ["ISA", "OSFamily", "cbuild-protocol"]);
         assert!(!remotable(&a), "a host-tool genrule runs on the client's tools");
+        let in_image = |env: &[(&str, &str)]| Action {
+            kind: ActionKind::Genrule {
+                srcs: Vec::new(),
+                outs: vec!["o".into()],
+                cmd: "true".into(),
+                env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+                image: Some(1),
+            },
+            ..a.clone()
+        };
+        assert!(remotable(&in_image(&[])));
+        assert!(!remotable(&in_image(&[("TOKEN", "s3cret")])), "env values would sit in the server's CAS");
     }
 }

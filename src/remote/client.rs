@@ -66,6 +66,9 @@ pub struct PutStats {
     pub skipped_read_only: bool,
 }
 
+/// A hit and the blobs it left on the server (digest, size): what a lazy lookup returns.
+pub type LazyHit = (RemoteHit, Vec<(Digest, u64)>);
+
 /// Blobs of at most this many bytes are fetched with a lazy hit anyway (one request each, and
 /// consumers' keys may read small blobs such as a buildpack's descriptor).
 pub const LAZY_MIN: u64 = 64 << 10;
@@ -421,14 +424,13 @@ impl RemoteCache {
     /// blob but manifests, configs, indexes and blobs of at most [`LAZY_MIN`] bytes is returned
     /// (digest, size) instead of downloaded. The caller fetches them with
     /// [`Self::fetch_sized_blob`] when a consumer needs them (issue 19's lazy bytes).
-    #[allow(clippy::type_complexity)]
     pub fn lookup_lazy(
         &self,
         key: &Blake3,
         expected: &Expected,
         local: &BlobDir,
         lazy: bool,
-    ) -> Result<Option<(RemoteHit, Vec<(Digest, u64)>)>> {
+    ) -> Result<Option<LazyHit>> {
         self.guard()?;
         self.read_guard()?;
         let busy = self.budget.busy();
@@ -444,14 +446,7 @@ impl RemoteCache {
         r
     }
 
-    #[allow(clippy::type_complexity)]
-    fn lookup_inner(
-        &self,
-        key: &Blake3,
-        expected: &Expected,
-        local: &BlobDir,
-        lazy: bool,
-    ) -> Result<Option<(RemoteHit, Vec<(Digest, u64)>)>> {
+    fn lookup_inner(&self, key: &Blake3, expected: &Expected, local: &BlobDir, lazy: bool) -> Result<Option<LazyHit>> {
         let Some(entry) = self.get_action_inner(key)? else { return Ok(None) };
         let output = validate::check_result(expected, &entry).map_err(|r| self.bad_entry(key, r))?;
         let needed = validate::metadata_blobs(&output);

@@ -40,14 +40,6 @@ impl Tree {
         self.nodes.insert(path.to_string(), node);
     }
 
-    pub fn len(&self) -> usize {
-        self.nodes.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.nodes.is_empty()
-    }
-
     /// The root `Directory`'s digest and every `Directory` message (to upload), bottom-up.
     pub fn encode(&self) -> (re::Digest, Vec<Vec<u8>>) {
         #[derive(Default)]
@@ -144,7 +136,7 @@ pub fn read_tree(grpc: &Grpc, root: &re::Digest) -> Result<Tree> {
             let dg = sub.digest.clone().ok_or_else(|| bad("has a directory without digest".into()))?;
             todo.push((join(&sub.name)?, dg, depth + 1));
         }
-        if t.len() > MAX_TREE_ENTRIES {
+        if t.nodes.len() > MAX_TREE_ENTRIES {
             return Err(bad(format!("has more than {MAX_TREE_ENTRIES} entries")));
         }
     }

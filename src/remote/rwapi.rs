@@ -20,7 +20,6 @@ pub const UPDATE: &str = "/google.devtools.remoteworkers.v1test2.Bots/UpdateBotS
 
 /// `BotStatus`.
 pub const BOT_OK: i32 = 1;
-pub const BOT_TERMINATING: i32 = 4;
 
 /// `LeaseState`.
 pub const PENDING: i32 = 1;
