@@ -472,25 +472,37 @@ fn deflate_block(data: &[u8], last: bool) -> io::Result<Vec<u8>> {
     deflate_into(data, last, Vec::new())
 }
 
-/// [`deflate_block`] into `out` (cleared first; a reused buffer: the bytes do not depend on its
-/// capacity, only where the output is cut between calls of the compressor, which never changes
-/// the stream).
+/// [`deflate_block`] into `out` (cleared first; a reused buffer of any capacity).
+///
+/// The bytes must not depend on that capacity. zlib's sync flush does: when a flush ends exactly
+/// at the end of the output space, the next call (which the caller must make) emits a second,
+/// empty flush block (zlib.h: "make sure that avail_out is greater than six to avoid repeated
+/// flush markers due to avail_out == 0 on return"). So the output window of every call is a
+/// function of the input alone: the windows a fresh `Vec` of `data.len() / 2 + 1024` bytes, grown
+/// as `Vec::reserve` grows it, gave before buffers were reused (the same bytes as every earlier
+/// cbuild), whatever the capacity of `out`.
 fn deflate_into(data: &[u8], last: bool, mut out: Vec<u8>) -> io::Result<Vec<u8>> {
     use flate2::{Compress, FlushCompress, Status};
     let mut c = Compress::new(flate2::Compression::new(GZIP_LEVEL), false);
     out.clear();
-    out.reserve(data.len() / 2 + 1024);
+    let mut window_end = data.len() / 2 + 1024;
     let flush = if last { FlushCompress::Finish } else { FlushCompress::Sync };
     loop {
-        if out.capacity() - out.len() < 1024 {
-            out.reserve(out.capacity().max(64 * 1024));
+        if window_end - out.len() < 1024 {
+            // `Vec::reserve(cap.max(64 KiB))`'s amortized growth: twice the capacity or what is
+            // asked for, whichever is more.
+            window_end = (window_end * 2).max(out.len() + window_end.max(64 * 1024));
         }
-        let consumed = c.total_in() as usize;
-        let status = c.compress_vec(&data[consumed..], &mut out, flush).map_err(io::Error::other)?;
+        let len = out.len();
+        out.resize(window_end, 0);
+        let (in_before, out_before) = (c.total_in(), c.total_out());
+        let status = c.compress(&data[in_before as usize..], &mut out[len..], flush).map_err(io::Error::other);
+        out.truncate(len + (c.total_out() - out_before) as usize);
+        let status = status?;
         let all_in = c.total_in() as usize == data.len();
         match status {
             Status::StreamEnd => break,
-            _ if !last && all_in && out.len() < out.capacity() => break,
+            _ if !last && all_in && out.len() < window_end => break,
             _ => {}
         }
     }
@@ -631,6 +643,73 @@ mod tests {
             Ok(s) => assert!(s.success()),
             Err(_) => eprintln!("gzip not installed; skipped"),
         }
+    }
+
+    /// Partly compressible bytes (xorshift), where a sync flush can end exactly at the end of a
+    /// window.
+    fn mixed(n: usize) -> Vec<u8> {
+        let mut x: u64 = 7;
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                if x.is_multiple_of(3) {
+                    (x >> 20) as u8
+                } else {
+                    b'a' + (x % 5) as u8
+                }
+            })
+            .collect()
+    }
+
+    /// What `deflate_into` wrote before it took reused buffers: a fresh `Vec` of
+    /// `len / 2 + 1024` bytes, grown by `reserve`; the bytes every pinned digest was made with.
+    fn deflate_fresh_vec(data: &[u8]) -> Vec<u8> {
+        use flate2::{Compress, FlushCompress, Status};
+        let mut c = Compress::new(flate2::Compression::new(GZIP_LEVEL), false);
+        let mut out = Vec::with_capacity(data.len() / 2 + 1024);
+        loop {
+            if out.capacity() - out.len() < 1024 {
+                out.reserve(out.capacity().max(64 * 1024));
+            }
+            let consumed = c.total_in() as usize;
+            let status = c.compress_vec(&data[consumed..], &mut out, FlushCompress::Sync).unwrap();
+            let all_in = c.total_in() as usize == data.len();
+            if status == Status::StreamEnd || (all_in && out.len() < out.capacity()) {
+                return out;
+            }
+        }
+    }
+
+    /// A reused output buffer's capacity must not change the bytes. CI found one layer of the
+    /// Debian example's run image with two digests from two empty caches: a sync flush that ended
+    /// exactly at the end of a reused buffer made zlib write a second, empty flush block (5 bytes),
+    /// and which buffer a chunk got depended on thread timing. 20,000 of these bytes deflate to
+    /// 13,924 bytes; a buffer of capacity 13,920 gave 13,929 before the fix.
+    #[test]
+    fn deflate_bytes_do_not_depend_on_the_reused_buffer() {
+        for n in [0, 1, 1000, 20_000, 70_000, 300_000] {
+            let data = mixed(n);
+            let want = deflate_fresh_vec(&data);
+            let exact = want.len();
+            let caps =
+                [0, 1, 64, n / 2 + 1024, exact.saturating_sub(8), exact - 4, exact - 1, exact, exact + 1, 4 << 20];
+            let around = (exact.saturating_sub(40)..exact + 40).collect::<Vec<_>>();
+            for cap in caps.into_iter().chain(around) {
+                let mut reused = Vec::with_capacity(cap);
+                reused.extend(std::iter::repeat_n(0xAA, cap / 3));
+                let got = deflate_into(&data, false, reused).unwrap();
+                assert!(got == want, "{n} bytes into a buffer of capacity {cap}: {} bytes, want {exact}", got.len());
+            }
+        }
+        // The whole encoder, whose threads hand buffers around: the same bytes as one thread.
+        let d = mixed(3 * CHUNK_MAX);
+        let one = pargz(&d, 1, 1 << 16);
+        for _ in 0..3 {
+            assert!(pargz(&d, 2, 1 << 16) == one);
+        }
+        assert_eq!(gunzip(&one), d);
     }
 
     #[test]
