@@ -18,7 +18,7 @@ pub fn analyze(
     let (srcs, deps) = sources(n, "srcs", provided)?;
     let prefix = str_attr(n, "prefix")?.trim_matches('/').to_string();
     let strip = str_attr(n, "strip_prefix")?.trim_matches('/').to_string();
-    let mut files = Vec::new();
+    let mut files = Vec::with_capacity(srcs.len());
     for (rel, input) in srcs {
         let rest = if strip.is_empty() {
             rel.clone()

@@ -8,7 +8,6 @@ use rusqlite::{params, OptionalExtension};
 
 use super::db::{from_ms, now_ms};
 use super::error::{CacheError, Result};
-use super::key::Components;
 use super::Cache;
 use crate::cas::CasError;
 use crate::model::digest::{Blake3, Digest};
@@ -28,8 +27,6 @@ pub struct ActionEntry {
     pub label: String,
     /// The runner's result, opaque to the cache.
     pub result_json: String,
-    /// The readable inputs the key was made of.
-    pub components: Components,
     /// Blobs the result references; all existed in the CAS when the entry was returned.
     pub blobs: Vec<Digest>,
     /// When the entry was (last) written.
@@ -71,17 +68,15 @@ impl Cache {
             |tx| {
                 let row = tx
                     .prepare_cached(
-                        "SELECT kind, label, result_json, components_json, created_at, \
-                         last_used_at FROM actions WHERE key = ?1",
+                        "SELECT kind, label, result_json, created_at, last_used_at FROM actions WHERE key = ?1",
                     )?
                     .query_row([&hex], |r| {
                         Ok((
                             r.get::<_, String>(0)?,
                             r.get::<_, String>(1)?,
                             r.get::<_, String>(2)?,
-                            r.get::<_, String>(3)?,
+                            r.get::<_, i64>(3)?,
                             r.get::<_, i64>(4)?,
-                            r.get::<_, i64>(5)?,
                         ))
                     })
                     .optional()?;
@@ -93,12 +88,13 @@ impl Cache {
                 Ok(Some((row, blobs)))
             },
         )?;
-        let Some(((kind, label, result_json, components_json, created, used), blobs)) = row else {
+        let Some(((kind, label, result_json, created, used), blobs)) = row else {
             return Ok(None);
         };
-        let (Some(blobs), Ok(components)) =
-            (parse_digests(blobs), serde_json::from_str::<Components>(&components_json))
-        else {
+        // The stored components (what `explain` and a remote upload show) are not read on a hit:
+        // nothing on that path uses them, and at 100,000 files their JSON and parsed maps were
+        // ≈ 20 MB of a no-op build's peak (issue 23).
+        let Some(blobs) = parse_digests(blobs) else {
             // Unreadable entries cannot come from this schema version; drop rather than misread.
             self.remove_action(key)?;
             return Ok(None);
@@ -120,7 +116,6 @@ impl Cache {
             kind,
             label,
             result_json,
-            components,
             blobs,
             created_at: from_ms(created),
             last_used_at: from_ms(used.max(now)),
@@ -130,18 +125,14 @@ impl Cache {
     /// Records an action result, replacing any entry under the same key, in one transaction.
     /// Every digest in `blobs` must already be in the CAS (checked inside the transaction, so a
     /// concurrent `gc` cannot leave the entry pointing at a deleted blob).
-    pub fn put_action(
-        &self,
-        key: &Blake3,
-        kind: &str,
-        label: &str,
-        result_json: &str,
-        components: &Components,
-        blobs: &[Digest],
-    ) -> Result<()> {
+    ///
+    /// The key's readable components are not stored here: nothing reads them from an action
+    /// entry (a hit needs its result and blobs); the run history keeps them for `explain`, and a
+    /// remote upload takes them from the build. Their JSON is ≈ 10 MB for a 100,000-file layer
+    /// (issue 23, peak RSS). The column stays (the schema is unchanged) and holds `{}`.
+    pub fn put_action(&self, key: &Blake3, kind: &str, label: &str, result_json: &str, blobs: &[Digest]) -> Result<()> {
         let hex = key.to_hex();
-        let components_json = serde_json::to_string(components)
-            .map_err(|source| CacheError::Encode { what: format!("components of action `{hex}`"), source })?;
+        let components_json = "{}";
         let mut missing = None;
         let now = now_ms();
         self.db.write(

@@ -44,7 +44,7 @@
 //!         cbuild::cache::CacheError::Cas { dir: cache.cas().root().into(), source }
 //!     })?;
 //!     let result = format!(r#"{{"layer":"{blob}"}}"#);
-//!     cache.put_action(&key, "layer", "//app:layer", &result, &components, &[blob])?;
+//!     cache.put_action(&key, "layer", "//app:layer", &result, &[blob])?;
 //! }
 //! # Ok(()) }
 //! ```
@@ -74,7 +74,7 @@ pub use key::{
     KEY_VERSION_COMPONENT, KIND_COMPONENT,
 };
 pub use runs::{RunHistory, RunOutcome, RunRecord, RUN_KEYS_KEPT};
-pub use stat::{FileHasher, HashCounts, RACY_WINDOW};
+pub use stat::{FileHasher, HashCounts, BATCH as STAT_BATCH, RACY_WINDOW};
 
 use crate::cas::BlobDir;
 use error::io_err;
@@ -181,17 +181,17 @@ mod tests {
     #[test]
     fn put_get_and_missing_blob() {
         let (_t, c) = open();
-        let (key, comps) = KeyBuilder::new("layer", 1).component("a", "1").finish();
+        let (key, _) = KeyBuilder::new("layer", 1).component("a", "1").finish();
         assert!(c.get_action(&key).unwrap().is_none());
         let d = c.cas().put_bytes(b"blob").unwrap();
-        c.put_action(&key, "layer", "//a:b", "{}", &comps, std::slice::from_ref(&d)).unwrap();
+        c.put_action(&key, "layer", "//a:b", "{}", std::slice::from_ref(&d)).unwrap();
         let e = c.get_action(&key).unwrap().unwrap();
-        assert_eq!((e.result_json.as_str(), e.components, e.blobs), ("{}", comps.clone(), vec![d.clone()]));
+        assert_eq!((e.result_json.as_str(), e.blobs), ("{}", vec![d.clone()]));
         fs::remove_file(c.cas().path(&d)).unwrap();
         assert!(c.get_action(&key).unwrap().is_none(), "a missing blob is a miss");
 
         let absent = Digest::of_bytes(b"absent");
-        let err = c.put_action(&key, "layer", "//a:b", "{}", &comps, std::slice::from_ref(&absent)).unwrap_err();
+        let err = c.put_action(&key, "layer", "//a:b", "{}", std::slice::from_ref(&absent)).unwrap_err();
         assert!(matches!(err, CacheError::MissingBlob { ref digest, .. } if *digest == absent));
         assert!(err.to_string().contains(&key.to_hex()), "{err}");
     }
@@ -199,9 +199,9 @@ mod tests {
     #[test]
     fn verify_action_blobs_drops_corrupt_entries() {
         let (_t, c) = open();
-        let (key, comps) = KeyBuilder::new("layer", 1).finish();
+        let (key, _) = KeyBuilder::new("layer", 1).finish();
         let d = c.cas().put_bytes(b"good bytes").unwrap();
-        c.put_action(&key, "layer", "//a:b", "{}", &comps, std::slice::from_ref(&d)).unwrap();
+        c.put_action(&key, "layer", "//a:b", "{}", std::slice::from_ref(&d)).unwrap();
         assert!(c.verify_action_blobs(&key).unwrap());
         fs::write(c.cas().path(&d), b"evil bytes").unwrap();
         assert!(c.get_action(&key).unwrap().is_some(), "existence check only");
@@ -309,15 +309,75 @@ mod tests {
         assert_eq!(c.stats().unwrap().runs, 2);
     }
 
+    /// Run components are streamed into their row (a blob); big ones come back whole, the diff
+    /// names the one changed entry, and rows of earlier versions (text) are still read.
+    #[test]
+    fn run_components_are_streamed_into_the_row_and_read_back() {
+        let (_t, c) = open();
+        let files = |changed: &str| {
+            let m = (0..20_000).map(|i| (format!("app/src/f{i:05}.js"), format!("blake3:{i:064x}")));
+            ComponentValue::map(m.chain([("app/src/changed.js".to_string(), changed.to_string())]))
+        };
+        let record = |v: &str, build: &str| {
+            let (key, components) = KeyBuilder::new("layer", 2).component("files", files(v)).finish();
+            let r = RunRecord {
+                label: "//big:layer".into(),
+                action: "layer".into(),
+                key,
+                components,
+                outcome: RunOutcome::Executed,
+                build_id: build.into(),
+                at: SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+            };
+            c.record_run(&r).unwrap();
+            r
+        };
+        let first = record("blake3:aa", "b1");
+        let second = record("blake3:bb", "b2");
+        let h = c.last_two_runs("//big:layer", "layer").unwrap().unwrap();
+        assert_eq!((&h.latest, h.previous.as_ref()), (&second, Some(&first)));
+        let changes: Vec<String> = h.changes().iter().map(ToString::to_string).collect();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert!(changes[0].contains("app/src/changed.js"), "{changes:?}");
+        let stored: (String, i64) =
+            c.db.read(
+                || "reading".into(),
+                |tx| {
+                    tx.query_row(
+                        "SELECT typeof(components_json), length(components_json) FROM runs WHERE build_id = 'b2'",
+                        [],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                },
+            )
+            .unwrap();
+        assert_eq!(stored, ("blob".to_string(), serde_json::to_vec(&second.components).unwrap().len() as i64));
+        // A row written as text by an earlier cbuild.
+        let old = run("old", RunOutcome::Executed, "1");
+        let json = serde_json::to_string(&old.components).unwrap();
+        c.db.write(
+            || "writing".into(),
+            |tx| {
+                tx.execute(
+                    "INSERT INTO runs(label, action, key, components_json, outcome, build_id, at) VALUES (?1, ?2, ?3, ?4, 'executed', 'old', 0)",
+                    rusqlite::params![old.label, old.action, old.key.to_hex(), json],
+                )
+            },
+        )
+        .unwrap();
+        let h = c.last_two_runs(&old.label, &old.action).unwrap().unwrap();
+        assert_eq!(h.latest.components, old.components);
+    }
+
     #[test]
     fn gc_removes_unreferenced_then_lru() {
         let (_t, c) = open();
         let orphan = c.cas().put_bytes(b"orphan").unwrap();
         let mut keys = Vec::new();
         for i in 0..4u64 {
-            let (key, comps) = KeyBuilder::new("x", 1).component("i", i).finish();
+            let (key, _) = KeyBuilder::new("x", 1).component("i", i).finish();
             let d = c.cas().put_bytes(&vec![i as u8; 1000]).unwrap();
-            c.put_action(&key, "x", "//a", "{}", &comps, &[d]).unwrap();
+            c.put_action(&key, "x", "//a", "{}", &[d]).unwrap();
             keys.push(key);
         }
         // Within the grace period nothing goes.
@@ -359,9 +419,9 @@ mod tests {
     #[test]
     fn clean_refuses_while_open_and_removes_everything_after() {
         let (t, c) = open();
-        let (key, comps) = KeyBuilder::new("x", 1).finish();
+        let (key, _) = KeyBuilder::new("x", 1).finish();
         let d = c.cas().put_bytes(b"b").unwrap();
-        c.put_action(&key, "x", "//a", "{}", &comps, std::slice::from_ref(&d)).unwrap();
+        c.put_action(&key, "x", "//a", "{}", std::slice::from_ref(&d)).unwrap();
         assert!(matches!(Cache::clean(t.path()), Err(CacheError::InUse { .. })));
         drop(c);
         Cache::clean(t.path()).unwrap();
@@ -375,8 +435,8 @@ mod tests {
     #[test]
     fn corruption_met_at_run_time_discards_at_next_open() {
         let (t, c) = open();
-        let (key, comps) = KeyBuilder::new("x", 1).finish();
-        c.put_action(&key, "x", "//a", "{}", &comps, &[]).unwrap();
+        let (key, _) = KeyBuilder::new("x", 1).finish();
+        c.put_action(&key, "x", "//a", "{}", &[]).unwrap();
         let corrupt = rusqlite::Error::SqliteFailure(rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CORRUPT), None);
         let e = c.db.err("reading action `k`", corrupt);
         assert!(matches!(e, CacheError::Corrupt { .. }), "{e}");
@@ -423,7 +483,7 @@ mod tests {
     fn action_keys_lists_entries() {
         let (_t, c) = open();
         let k = Blake3::of_bytes(b"k");
-        c.put_action(&k, "x", "//a", "{}", &KeyBuilder::new("x", 1).finish().1, &[]).unwrap();
+        c.put_action(&k, "x", "//a", "{}", &[]).unwrap();
         assert_eq!(c.action_keys().unwrap(), [k]);
         assert!(c.remove_action(&k).unwrap());
         assert!(c.action_keys().unwrap().is_empty());

@@ -9,7 +9,7 @@ use std::time::SystemTime;
 use rusqlite::{params, OptionalExtension};
 
 use super::db::{from_ms, to_ms};
-use super::error::{CacheError, Result};
+use super::error::Result;
 use super::key::{ComponentChange, Components};
 use super::Cache;
 use crate::model::digest::Blake3;
@@ -99,7 +99,7 @@ impl RunHistory {
     }
 }
 
-type Row = (String, String, String, String, String, String, i64);
+type Row = (String, String, String, Vec<u8>, String, String, i64);
 
 fn to_record(r: Row) -> Option<RunRecord> {
     let (label, action, key, components, outcome, build_id, at) = r;
@@ -107,7 +107,7 @@ fn to_record(r: Row) -> Option<RunRecord> {
         label,
         action,
         key: Blake3::from_hex(&key)?,
-        components: serde_json::from_str(&components).ok()?,
+        components: serde_json::from_slice(&components).ok()?,
         outcome: outcome.parse().ok()?,
         build_id,
         at: from_ms(at),
@@ -117,7 +117,12 @@ fn to_record(r: Row) -> Option<RunRecord> {
 const SELECT: &str = "SELECT label, action, key, components_json, outcome, build_id, at FROM runs";
 
 fn read_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+    // Components: a blob written in place (`insert_run`), or text (rows of earlier versions).
+    let components = match r.get_ref(3)? {
+        rusqlite::types::ValueRef::Text(b) | rusqlite::types::ValueRef::Blob(b) => b.to_vec(),
+        _ => Vec::new(),
+    };
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, components, r.get(4)?, r.get(5)?, r.get(6)?))
 }
 
 /// The id and key of the latest recorded run of `run`'s (label, action).
@@ -140,24 +145,60 @@ fn touch_latest(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Re
     }
 }
 
-/// Inserts `run` with its encoded components, keeping only the latest row of each distinct key of
+/// Counts the bytes written to it: the length of a value's JSON without holding the JSON.
+struct ByteCount(i64);
+
+impl std::io::Write for ByteCount {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len() as i64;
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A JSON encoding error as a SQLite one (the SQLite error itself when writing the blob failed,
+/// so a full disk is still reported as one).
+fn json_error(e: serde_json::Error) -> rusqlite::Error {
+    if !e.is_io() {
+        return rusqlite::Error::ToSqlConversionFailure(Box::new(e));
+    }
+    let e = std::io::Error::from(e);
+    if e.get_ref().is_some_and(|inner| inner.is::<rusqlite::Error>()) {
+        if let Some(Ok(inner)) = e.into_inner().map(|i| i.downcast::<rusqlite::Error>()) {
+            return *inner;
+        }
+        unreachable!("checked above");
+    }
+    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+}
+
+/// Inserts `run` with its components, keeping only the latest row of each distinct key of
 /// its (label, action), at most [`RUN_KEYS_KEPT`] of them.
-fn insert_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord, components: &str) -> rusqlite::Result<()> {
+///
+/// The components' JSON goes into the row as it is encoded: its length is counted first, the row
+/// inserted with that many zero bytes (`zeroblob`), which are then overwritten through SQLite's
+/// incremental blob I/O. A 100,000-file layer's components are ≈ 10 MB of JSON; encoded into a
+/// string and bound as a parameter they were held three times over (the string, SQLite's copy
+/// of the parameter, the record being built) at the end of a cold build (issue 23, peak RSS).
+/// The column is read back as text or blob ([`read_row`]).
+fn insert_run(tx: &rusqlite::Transaction<'_>, run: &RunRecord) -> rusqlite::Result<()> {
     let key = run.key.to_hex();
+    let mut len = ByteCount(0);
+    serde_json::to_writer(&mut len, &run.components).map_err(json_error)?;
     tx.prepare_cached(
         "INSERT INTO runs(label, action, key, components_json, outcome, build_id, at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+         VALUES (?1, ?2, ?3, zeroblob(?4), ?5, ?6, ?7)",
     )?
-    .execute(params![
-        run.label,
-        run.action,
-        key,
-        components,
-        run.outcome.as_str(),
-        run.build_id,
-        to_ms(run.at)
-    ])?;
+    .execute(params![run.label, run.action, key, len.0, run.outcome.as_str(), run.build_id, to_ms(run.at)])?;
     let id = tx.last_insert_rowid();
+    {
+        let mut blob = tx.blob_open(rusqlite::MAIN_DB, "runs", "components_json", id, false)?;
+        let mut w = std::io::BufWriter::with_capacity(64 << 10, &mut blob);
+        serde_json::to_writer(&mut w, &run.components).map_err(json_error)?;
+        std::io::Write::flush(&mut w).map_err(|e| json_error(serde_json::Error::io(e)))?;
+    }
     tx.prepare_cached("DELETE FROM runs WHERE label = ?1 AND action = ?2 AND key = ?3 AND id < ?4")?
         .execute(params![run.label, run.action, key, id])?;
     tx.prepare_cached(
@@ -181,53 +222,19 @@ impl Cache {
     /// A run whose key is already the latest of its (label, action) — every action of a no-op
     /// build — only updates that row's outcome, build id and time: the same key means the same
     /// components, so the components are neither encoded nor written again (issue 23: a no-op
-    /// rewrote ≈ 3 MB of components JSON of a 10,000-file monorepo).
+    /// rewrote ≈ 3 MB of components JSON of a 10,000-file monorepo). A new key's components are
+    /// streamed into the row ([`insert_run`]), never held as one string.
     pub fn record_runs(&self, runs: &[RunRecord]) -> Result<()> {
-        let encode = |run: &RunRecord| {
-            serde_json::to_string(&run.components).map_err(|source| CacheError::Encode {
-                what: format!("components of run `{}` `{}`", run.label, run.action),
-                source,
-            })
-        };
-        // Which runs repeat their latest key: read first (encoding is outside the transaction);
-        // the write transaction checks again and falls back to an insert if another process
-        // recorded a different key meanwhile.
-        let repeated = self.latest_keys_equal(runs)?;
-        let mut encoded = Vec::with_capacity(runs.len());
-        for (run, repeat) in runs.iter().zip(&repeated) {
-            encoded.push(if *repeat { None } else { Some(encode(run)?) });
-        }
-        let fallback = self.db.write(
+        self.db.write(
             || format!("recording {} runs", runs.len()),
             |tx| {
-                let mut fallback = Vec::new();
-                for (i, (run, components)) in runs.iter().zip(&encoded).enumerate() {
-                    match components {
-                        Some(c) => insert_run(tx, run, c)?,
-                        // Changed since it was read: recorded below with its components.
-                        None if !touch_latest(tx, run)? => fallback.push(i),
-                        None => {}
+                for run in runs {
+                    if !touch_latest(tx, run)? {
+                        insert_run(tx, run)?;
                     }
                 }
-                Ok(fallback)
+                Ok(())
             },
-        )?;
-        if fallback.is_empty() {
-            return Ok(());
-        }
-        // Rare (a concurrent build of the same targets recorded another key meanwhile).
-        let again = fallback.iter().map(|&i| Ok((&runs[i], encode(&runs[i])?))).collect::<Result<Vec<_>>>()?;
-        self.db.write(
-            || format!("recording {} runs", again.len()),
-            |tx| again.iter().try_for_each(|(run, c)| insert_run(tx, run, c)),
-        )
-    }
-
-    /// For each run, whether the latest recorded run of its (label, action) has the same key.
-    fn latest_keys_equal(&self, runs: &[RunRecord]) -> Result<Vec<bool>> {
-        self.db.read(
-            || format!("reading the latest keys of {} runs", runs.len()),
-            |tx| runs.iter().map(|run| Ok(latest_run(tx, run)?.is_some_and(|(_, k)| k == run.key.to_hex()))).collect(),
         )
     }
 

@@ -26,7 +26,7 @@ pub const RACY_WINDOW: Duration = Duration::from_secs(2);
 const LOOKUP_CHUNK: usize = 500;
 
 /// Files per batch of [`FileHasher::hash_stated`] (looked up, hashed and stored together).
-const BATCH: usize = 4 * LOOKUP_CHUNK;
+pub const BATCH: usize = 4 * LOOKUP_CHUNK;
 
 /// Files at least this large are hashed with a larger read buffer.
 const BIG_FILE: u64 = 1 << 20;

@@ -20,7 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use super::ActionError;
-use crate::cache::{Cache, Components};
+use crate::cache::Cache;
 use crate::model::action::{ActionGraph, ActionId};
 use crate::model::digest::{Blake3, Digest};
 use crate::remote::RemoteCache;
@@ -31,7 +31,6 @@ pub struct Store {
     pub name: String,
     pub label: String,
     pub result_json: String,
-    pub components: Components,
     pub blobs: Vec<Digest>,
 }
 
@@ -165,7 +164,5 @@ fn fetch(remote: Option<&RemoteCache>, cache: &Cache, p: &Pending) -> Result<(),
         }
     }
     let s = &p.store;
-    cache
-        .put_action(&s.key, &s.name, &s.label, &s.result_json, &s.components, &s.blobs)
-        .map_err(|e| crate::execution::chain(&e))
+    cache.put_action(&s.key, &s.name, &s.label, &s.result_json, &s.blobs).map_err(|e| crate::execution::chain(&e))
 }

@@ -1,7 +1,7 @@
 //! The scheduler: runs the action graph on tokio with at most `jobs` actions at once, answering
 //! every action it can from the cache first. `--keep-going`, Ctrl-C and failure propagation live here.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::error::ActionError;
 use super::events::{Event, Outcome, Reporter};
 use super::runners::{self, RunCtx};
-use super::sources::{shown, SourceStamp};
+use super::sources::{shown, SourceStamp, Sources};
 use crate::cache::{Cache, RunOutcome, RunRecord};
 use crate::fs::stat::{DirStats, FileStat};
 use crate::model::action::{ActionGraph, ActionId, ActionKind, ActionOutput};
@@ -96,7 +96,7 @@ fn source_inputs(a: &crate::model::action::Action) -> Vec<(String, bool)> {
 /// Fails if a source `a` read changed since it was hashed (see [`SourceStamp`]).
 fn check_sources_unchanged(a: &crate::model::action::Action, ctx: &RunCtx) -> Result<(), ActionError> {
     for (rel, _) in source_inputs(a) {
-        let Some(then) = ctx.source_stamps.get(&rel) else { continue };
+        let Some(then) = ctx.sources.stamp(&rel) else { continue };
         if then.now(&ctx.root.join(&rel)).as_ref() != Some(then) {
             return Err(ActionError::build(format!(
                 "source `{rel}` changed while this action ran; its result was not stored (nor uploaded)"
@@ -107,45 +107,40 @@ fn check_sources_unchanged(a: &crate::model::action::Action, ctx: &RunCtx) -> Re
     Ok(())
 }
 
-/// Hashes every source of `g` (see [`SourceCheck`] for what is refused). Returns the digests, the
-/// number of files read, and the stamp of every source for [`check_sources_unchanged`].
-#[allow(clippy::type_complexity)]
-fn hash_sources(
-    g: &ActionGraph,
-    cfg: &ExecConfig,
-    cache: &Cache,
-) -> Result<(BTreeMap<String, Blake3>, usize, BTreeMap<String, SourceStamp>), ActionError> {
-    // Sources some consumer reads by following the path, and cnb_image app files (kept as links).
-    let mut paths: BTreeSet<String> = BTreeSet::new();
-    let mut app: BTreeSet<String> = BTreeSet::new();
-    for a in &g.actions {
-        for (p, follow) in source_inputs(a) {
-            if follow {
-                paths.insert(p);
-            } else {
-                app.insert(p);
-            }
+/// Hashes every source of `g` (see [`SourceCheck`] for what is refused). Returns the digest and
+/// stamp of every source (the stamps for [`check_sources_unchanged`]) and the number of files read.
+///
+/// Memory is per source, once (issue 23): one sorted list of (path, followed), then [`Sources`]
+/// built from it in the same order; the stat cache gets the absolute paths of one batch at a time.
+fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(Sources, usize), ActionError> {
+    // Every source, once, and whether some consumer reads it by following the path (else it is a
+    // cnb_image app file, kept as a link).
+    let mut list: Vec<(String, bool)> = g.actions.iter().flat_map(source_inputs).collect();
+    list.sort_unstable();
+    list.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            kept.1 |= later.1;
         }
-    }
-    let mut stamps = BTreeMap::new();
+        same
+    });
     let started = std::time::SystemTime::now();
     let mut check = SourceCheck::new(&cfg.root).map_err(ActionError::env)?;
-    let list: Vec<String> = paths.union(&app).cloned().collect();
-    let mut out: Vec<Option<Blake3>> = vec![None; list.len()];
-    let mut stated = Vec::new();
+    let mut sources = Sources::with_capacity(list.len());
+    // Indices (in `sources`) of the files to hash; their stat is in their stamp.
+    let mut to_hash = Vec::new();
     let mut refused = Vec::new();
-    for (i, rel) in list.iter().enumerate() {
-        let keep_link = !paths.contains(rel);
-        match check.check(rel, keep_link) {
+    for (rel, follow) in list {
+        match check.check(&rel, !follow) {
             Ok(Checked::File(md, link)) => {
-                stamps.insert(rel.clone(), SourceStamp::of(&md, false, link));
-                stated.push((i, md))
+                to_hash.push(sources.len());
+                sources.push(rel, Blake3([0; 32]), Some(SourceStamp::of(&md, false, link)));
             }
             Ok(Checked::KeptLink(target)) => {
-                if let Ok(md) = FileStat::lstat(&cfg.root.join(rel)) {
-                    stamps.insert(rel.clone(), SourceStamp::of(&md, true, Some(target.clone())));
-                }
-                out[i] = Some(kept_link_digest(&target))
+                let stamp = FileStat::lstat(&cfg.root.join(&rel))
+                    .ok()
+                    .map(|md| SourceStamp::of(&md, true, Some(target.clone())));
+                sources.push(rel, kept_link_digest(&target), stamp);
             }
             Err(SourceError::Refused(m)) => refused.push(m),
             Err(SourceError::Other(m)) => return Err(ActionError::build(m)),
@@ -164,19 +159,22 @@ fn hash_sources(
         return Err(ActionError::user(msg).hint("copy the file into the workspace, or make the link point inside it"));
     }
     let hasher = cache.file_hasher();
-    let (index, files): (Vec<usize>, Vec<_>) =
-        stated.into_iter().map(|(i, md)| (i, (cfg.root.join(&list[i]), md))).unzip();
-    let files = files_absolute(files).map_err(|e| ActionError::env(format!("hashing sources: {e}")))?;
-    let digests = hasher.hash_stated(started, files).map_err(|e| ActionError::of(&e).context("hashing sources"))?;
-    for (i, d) in index.into_iter().zip(digests) {
-        out[i] = Some(d);
+    for batch in to_hash.chunks(crate::cache::STAT_BATCH) {
+        let files = batch
+            .iter()
+            .map(|&i| {
+                let (rel, stamp) = sources.at(i);
+                (cfg.root.join(rel), stamp.expect("a hashed file has its stamp").file_stat())
+            })
+            .collect();
+        let files = files_absolute(files).map_err(|e| ActionError::env(format!("hashing sources: {e}")))?;
+        let digests = hasher.hash_stated(started, files).map_err(|e| ActionError::of(&e).context("hashing sources"))?;
+        for (&i, d) in batch.iter().zip(digests) {
+            sources.set_digest(i, d);
+        }
     }
     let hashed = hasher.counts().hashed as usize;
-    Ok((
-        list.into_iter().zip(out.into_iter().map(|d| d.expect("every source hashed or kept"))).collect(),
-        hashed,
-        stamps,
-    ))
+    Ok((sources, hashed))
 }
 
 /// The stat cache keys rows by absolute path.
@@ -373,7 +371,7 @@ fn execute_owned(
     if !report.errors.is_empty() {
         return (report, g);
     }
-    let (sources, hashed, source_stamps) = match hash_sources(&g, &cfg, &cache) {
+    let (sources, hashed) = match hash_sources(&g, &cfg, &cache) {
         Ok(x) => x,
         Err(e) => {
             report.errors.push((usize::MAX, e));
@@ -395,7 +393,6 @@ fn execute_owned(
         root: cfg.root.clone(),
         cache: cache.clone(),
         sources,
-        source_stamps,
         source_date_epoch: cfg.source_date_epoch,
         reporter: reporter.clone(),
         registry_options: cfg.registry.clone(),
@@ -611,7 +608,6 @@ async fn run_one(
         at: SystemTime::now(),
     };
     let out2 = out.clone();
-    let components2 = components.clone();
     let (label2, name2) = (label.clone(), name.to_string());
     // Run history is written once at the end of the build (one transaction, not one per action).
     ctx.pending_runs.lock().unwrap_or_else(|p| p.into_inner()).push(record);
@@ -627,7 +623,6 @@ async fn run_one(
                 name: name.to_string(),
                 label: label.clone(),
                 result_json: out.to_json(),
-                components: components.clone(),
                 blobs: out.blobs(),
             },
         );
@@ -635,7 +630,7 @@ async fn run_one(
     } else {
         tokio::task::spawn_blocking(move || -> Result<(), String> {
             cache
-                .put_action(&key, &name2, &label2, &out2.to_json(), &components2, &out2.blobs())
+                .put_action(&key, &name2, &label2, &out2.to_json(), &out2.blobs())
                 .map_err(|e| crate::execution::chain(&e))
         })
         .await
@@ -715,8 +710,7 @@ pub fn fetch_remote_layers(
     let ctx = RunCtx {
         root: PathBuf::new(),
         cache,
-        sources: BTreeMap::new(),
-        source_stamps: BTreeMap::new(),
+        sources: Default::default(),
         source_date_epoch: 0,
         reporter: Arc::new(super::events::NullReporter),
         registry_options: registry,

@@ -372,8 +372,7 @@ async fn run_action(
     let ctx = Arc::new(RunCtx {
         root: ws.path().to_path_buf(),
         cache: cfg.cache.clone(),
-        sources: BTreeMap::new(),
-        source_stamps: BTreeMap::new(),
+        sources: Default::default(),
         source_date_epoch: order.source_date_epoch,
         reporter: lines.clone(),
         registry_options: Default::default(),

@@ -56,7 +56,7 @@ fn cas_err(c: &Cache) -> impl Fn(cbuild::cas::CasError) -> CacheError + '_ {
 /// Writes item `i`: its blobs first, then the action referencing them. The result JSON lists the
 /// blobs, so a reader can check the entry is complete and consistent.
 fn write_item(c: &Cache, i: u64, writer: &str, sizes: &[usize]) -> Result<(), CacheError> {
-    let (key, comps) = key_for(i);
+    let (key, _) = key_for(i);
     let mut blobs = Vec::new();
     for (part, len) in sizes.iter().enumerate() {
         blobs.push(c.cas().put_bytes(&content(i, part as u64, *len)).map_err(cas_err(c))?);
@@ -66,17 +66,16 @@ fn write_item(c: &Cache, i: u64, writer: &str, sizes: &[usize]) -> Result<(), Ca
         "writer": writer,
         "blobs": blobs.iter().map(ToString::to_string).collect::<Vec<_>>(),
     });
-    c.put_action(&key, "test", &format!("//t:{i}"), &result.to_string(), &comps, &blobs)
+    c.put_action(&key, "test", &format!("//t:{i}"), &result.to_string(), &blobs)
 }
 
 /// Checks a stored entry is complete: it parses, its blobs match the result JSON, every blob
-/// verifies, and the components are the ones of its key.
+/// verifies, and its key and label are those of the item its result names.
 fn check_entry(c: &Cache, key: &Blake3) -> u64 {
     let e = c.get_action(key).unwrap().unwrap_or_else(|| panic!("entry `{key}` vanished"));
     let v: serde_json::Value = serde_json::from_str(&e.result_json).expect("complete JSON");
     let i = v["i"].as_u64().unwrap();
-    let (want_key, want_comps) = key_for(i);
-    assert_eq!((&want_key, &want_comps), (key, &e.components));
+    assert_eq!((&key_for(i).0, format!("//t:{i}")), (key, e.label.clone()));
     let listed: BTreeSet<Digest> =
         v["blobs"].as_array().unwrap().iter().map(|d| d.as_str().unwrap().parse().unwrap()).collect();
     assert_eq!(listed, e.blobs.iter().cloned().collect::<BTreeSet<_>>(), "entry `{key}`");
@@ -177,7 +176,7 @@ fn concurrent_worker(c: &Cache, name: &str, seed: u64) {
         check_entry(c, &key_for(i).0);
         let other = rng.below(40);
         if let Some(e) = c.get_action(&key_for(other).0).unwrap() {
-            assert_eq!(e.components, key_for(other).1);
+            assert_eq!(e.label, format!("//t:{other}"));
         }
         if round % 10 == 0 {
             record(c, i, RunOutcome::CachedLocal);

@@ -177,7 +177,7 @@ pub fn app_wants(
                     let target = std::fs::read_link(&src).map_err(|e| ActionError::of(&e))?;
                     Want::Symlink { target }
                 } else {
-                    let hash = match ctx.sources.get(p) {
+                    let hash = match ctx.sources.digest(p) {
                         Some(h) => h.to_string(),
                         None => ctx.cache.file_hasher().hash_file(&src).map_err(|e| ActionError::of(&e))?.to_string(),
                     };

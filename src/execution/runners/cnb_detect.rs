@@ -40,7 +40,7 @@ pub fn phase_key(
         // file's executable bit reaches the image (the copy is 0755 or 0644, like git, whatever
         // the checkout's umask), so it is keyed like an output's `+x`.
         if let Input::Source(src) = i {
-            let st = ctx.source_stamps.get(src).ok_or_else(|| format!("internal: source `{src}` was not stamped"))?;
+            let st = ctx.sources.stamp(src).ok_or_else(|| format!("internal: source `{src}` was not stamped"))?;
             match st.link_target() {
                 Some(t) => d.push_str(&format!(" -> {}", t.display())),
                 None if st.executable() => d.push_str("+x"),

@@ -15,10 +15,9 @@ use crate::model::digest::Blake3;
 pub struct RunCtx {
     pub root: PathBuf,
     pub cache: Arc<Cache>,
-    /// blake3 of every source file, by workspace-relative path.
-    pub sources: BTreeMap<String, Blake3>,
-    /// How each source looked when it was hashed (checked again after an action ran).
-    pub source_stamps: BTreeMap<String, crate::execution::sources::SourceStamp>,
+    /// blake3 of every source file, and how it looked when it was hashed (checked again after an
+    /// action ran), by workspace-relative path.
+    pub sources: crate::execution::sources::Sources,
     pub source_date_epoch: u64,
     pub reporter: Arc<dyn Reporter>,
     /// Registry settings; the client is made on first use.
@@ -84,7 +83,7 @@ pub fn input_digest(
     match i {
         Input::Source(p) => ctx
             .sources
-            .get(p)
+            .digest(p)
             .map(|b| format!("blake3:{b}"))
             .ok_or_else(|| ActionError::internal(format!("source `{p}` was not hashed"))),
         Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {

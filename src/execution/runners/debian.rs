@@ -20,7 +20,7 @@ pub fn key(
     ctx: &RunCtx,
 ) -> Result<KeyBuilder, ActionError> {
     let ActionKind::DebianImage(s) = &a.kind else { unreachable!() };
-    let lock = ctx.sources.get(&s.lock).ok_or_else(|| format!("internal: lock `{}` not hashed", s.lock))?;
+    let lock = ctx.sources.digest(&s.lock).ok_or_else(|| format!("internal: lock `{}` not hashed", s.lock))?;
     Ok(kb
         .component("lock", format!("blake3:{lock}"))
         // The run uses the packages as a set (checked against the lock's sorted `requested`):

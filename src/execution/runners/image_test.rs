@@ -61,7 +61,7 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -
         // Values as digests: env may hold tokens, and key components are stored and uploaded.
         .component("env", ComponentValue::env_map(&spec.env));
     if let Some(c) = config {
-        let d = ctx.sources.get(c).ok_or_else(|| ActionError::internal(format!("source `{c}` was not hashed")))?;
+        let d = ctx.sources.digest(c).ok_or_else(|| ActionError::internal(format!("source `{c}` was not hashed")))?;
         kb = kb.component("config", ComponentValue::map([(c.clone(), ComponentValue::Blake3(*d))]));
     }
     Ok(kb)

@@ -31,7 +31,7 @@ pub fn key(kb: KeyBuilder, a: &Action, ctx: &RunCtx) -> Result<KeyBuilder, Actio
     let ActionKind::ImportImage { path, tag, files } = &a.kind else { unreachable!() };
     let mut m = std::collections::BTreeMap::new();
     for f in files {
-        let d = ctx.sources.get(f).ok_or_else(|| format!("internal: `{f}` not hashed"))?;
+        let d = ctx.sources.digest(f).ok_or_else(|| format!("internal: `{f}` not hashed"))?;
         m.insert(f.clone(), format!("blake3:{d}"));
     }
     Ok(kb

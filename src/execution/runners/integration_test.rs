@@ -64,8 +64,8 @@ pub fn key(kb: KeyBuilder, a: &Action, deps: &super::seam::Deps, ctx: &RunCtx) -
     let mut srcs = BTreeMap::new();
     for (rel, path) in &it.test.srcs {
         let d =
-            ctx.sources.get(path).ok_or_else(|| ActionError::internal(format!("source `{path}` was not hashed")))?;
-        let x = ctx.source_stamps.get(path).is_some_and(|st| st.executable());
+            ctx.sources.digest(path).ok_or_else(|| ActionError::internal(format!("source `{path}` was not hashed")))?;
+        let x = ctx.sources.stamp(path).is_some_and(|st| st.executable());
         srcs.insert(rel.clone(), ComponentValue::from(format!("blake3:{d}{}", if x { "+x" } else { "" })));
     }
     Ok(kb

@@ -72,7 +72,7 @@ pub fn key(
 /// Whether the workspace source `p` is executable: from its stamp taken when it was hashed (what
 /// the key says), else from a stat now.
 fn source_executable(p: &str, ctx: &RunCtx) -> bool {
-    match ctx.source_stamps.get(p) {
+    match ctx.sources.stamp(p) {
         Some(st) if !st.is_kept_link() => st.executable(),
         _ => is_executable(&ctx.root.join(p)),
     }
