@@ -35,6 +35,11 @@ pub enum ComponentValue {
     Map(BTreeMap<String, ComponentValue>),
     /// An ordered list (e.g. argv, a buildpack order).
     List(Vec<ComponentValue>),
+    /// A string kept compact: a source's or output's digest text as its 32 bytes. Encoded exactly
+    /// as [`ComponentValue::Str`] of its text (same key either way), but made and shown without
+    /// formatting hex into a string and parsing it back — once per file per key on every build
+    /// (issue 23, no-op).
+    Text(ShownText),
 }
 
 impl ComponentValue {
@@ -73,6 +78,10 @@ impl ComponentValue {
             ComponentValue::Str(s) => {
                 out.push(1);
                 put_str(out, s);
+            }
+            ComponentValue::Text(t) => {
+                out.push(1);
+                t.encode_str(out);
             }
             ComponentValue::U64(n) => {
                 out.push(2);
@@ -114,7 +123,9 @@ impl ComponentValue {
     /// sources is not copied: its names move into the shown map).
     fn into_shown(self) -> Shown {
         match self {
-            ComponentValue::Map(m) => Shown::Map(m.into_iter().map(|(k, v)| (k, v.into_shown_inline())).collect()),
+            ComponentValue::Map(m) => Shown::Map(SharedMap(std::sync::Arc::new(
+                m.into_iter().map(|(k, v)| (k, v.into_shown_text())).collect(),
+            ))),
             ComponentValue::List(items) => {
                 Shown::List(items.into_iter().map(ComponentValue::into_shown_inline).collect())
             }
@@ -129,9 +140,17 @@ impl ComponentValue {
         }
     }
 
+    fn into_shown_text(self) -> ShownText {
+        match self {
+            ComponentValue::Text(t) => t,
+            v => ShownText::new(v.into_shown_inline()),
+        }
+    }
+
     fn show_inline(&self) -> String {
         match self {
             ComponentValue::Str(s) => s.clone(),
+            ComponentValue::Text(t) => t.to_string(),
             ComponentValue::U64(n) => n.to_string(),
             ComponentValue::Bool(b) => b.to_string(),
             ComponentValue::Digest(d) => d.to_string(),
@@ -191,6 +210,11 @@ impl From<String> for ComponentValue {
 impl From<&String> for ComponentValue {
     fn from(s: &String) -> Self {
         ComponentValue::Str(s.clone())
+    }
+}
+impl From<ShownText> for ComponentValue {
+    fn from(t: ShownText) -> Self {
+        ComponentValue::Text(t)
     }
 }
 impl From<u64> for ComponentValue {
@@ -444,6 +468,39 @@ impl ShownText {
     }
 }
 
+impl ShownText {
+    /// The text of `prefix` (`blake3:` or `sha256:`) and a 32-byte hash, without formatting it.
+    pub fn hash(sha256: bool, bytes: [u8; 32]) -> ShownText {
+        ShownText::Hash { sha256, bytes, exec: false }
+    }
+
+    /// Appends `s` to the text: `+x` on a hash without it stays compact, anything else makes a
+    /// plain text. The result always equals `ShownText::new(old text + s)`.
+    pub fn push_str(&mut self, s: &str) {
+        if let (ShownText::Hash { exec: exec @ false, .. }, "+x") = (&mut *self, s) {
+            *exec = true;
+            return;
+        }
+        let t = format!("{self}{s}");
+        *self = ShownText::new(t);
+    }
+
+    /// Its text as a key string (`u64` length + bytes), the same bytes as `put_str` of the text.
+    fn encode_str(&self, out: &mut impl Sink) {
+        match self {
+            ShownText::Hash { sha256, bytes, exec } => {
+                put_len(out, 7 + 64 + if *exec { 2 } else { 0 });
+                out.extend_from_slice(if *sha256 { b"sha256:" } else { b"blake3:" });
+                out.extend_from_slice(crate::model::digest::HexBuf::of(bytes).as_str().as_bytes());
+                if *exec {
+                    out.extend_from_slice(b"+x");
+                }
+            }
+            ShownText::Text(t) => put_str(out, t),
+        }
+    }
+}
+
 impl fmt::Display for ShownText {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -679,6 +736,54 @@ mod tests {
         assert!(matches!(ShownText::new(format!("sha256:{h}+x")), ShownText::Hash { sha256: true, exec: true, .. }));
         assert!(matches!(ShownText::new(format!("blake3:{}", h.to_uppercase())), ShownText::Text(_)));
         assert_ne!(ShownText::new(format!("blake3:{h}")), ShownText::new(format!("blake3:{h}+x")));
+    }
+
+    /// A `Text` value is the same key and the same shown components as a `Str` of its text: the
+    /// runners give digests as `Text` (no hex string per file), and every cached key must still
+    /// match.
+    #[test]
+    fn text_values_key_and_show_as_their_strings() {
+        let h = Blake3::of_bytes(b"x");
+        let mut with_x = ShownText::hash(false, h.0);
+        with_x.push_str("+x");
+        let mut link = ShownText::hash(true, h.0);
+        link.push_str(" -> ../lib/a");
+        let mut twice = ShownText::hash(false, h.0);
+        twice.push_str("+x");
+        twice.push_str("+x");
+        let values = [
+            ShownText::hash(false, h.0),
+            ShownText::hash(true, h.0),
+            with_x,
+            link,
+            twice,
+            ShownText::new("plain".into()),
+        ];
+        let texts: Vec<String> = values.iter().map(|v| v.to_string()).collect();
+        assert_eq!(texts[2], format!("blake3:{}+x", h.to_hex()));
+        assert_eq!(texts[3], format!("sha256:{} -> ../lib/a", h.to_hex()));
+        assert_eq!(texts[4], format!("blake3:{}+x+x", h.to_hex()));
+        for (v, t) in values.iter().zip(&texts) {
+            assert_eq!(*v, ShownText::new(t.clone()), "push_str gives what parsing the text gives");
+        }
+        let as_text = KeyBuilder::new("layer", 1)
+            .component(
+                "files",
+                ComponentValue::map(texts.iter().enumerate().map(|(i, _)| (format!("f{i}"), values[i].clone()))),
+            )
+            .component("one", values[2].clone());
+        let as_str = KeyBuilder::new("layer", 1)
+            .component(
+                "files",
+                ComponentValue::map(texts.iter().enumerate().map(|(i, t)| (format!("f{i}"), t.clone()))),
+            )
+            .component("one", texts[2].clone());
+        assert_eq!(as_text.encode(), as_str.encode());
+        let (k1, c1) = as_text.finish();
+        let (k2, c2) = as_str.finish();
+        assert_eq!(k1, k2);
+        assert_eq!(c1, c2);
+        assert_eq!(serde_json::to_string(&c1).unwrap(), serde_json::to_string(&c2).unwrap());
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, ShownText};
 use crate::execution::events::Reporter;
 use crate::model::action::{ActionId, ActionOutput, Input};
 use crate::model::digest::Blake3;
@@ -74,22 +74,33 @@ fn host_identity_of(paths: &[&str]) -> String {
     format!("blake3:{}", h.finalize().to_hex())
 }
 
-/// The digest text of an input: `blake3:…` for a source, the CAS digest for another action's file.
+/// The digest text of an input: `blake3:…` for a source, the CAS digest for another action's file
+/// (`+x` when it is executable), compact (no hex string is made).
 pub fn input_digest(
     i: &Input,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
-) -> Result<String, ActionError> {
+) -> Result<ShownText, ActionError> {
     match i {
         Input::Source(p) => ctx
             .sources
             .digest(p)
-            .map(|b| format!("blake3:{b}"))
+            .map(|b| ShownText::hash(false, b.0))
             .ok_or_else(|| ActionError::internal(format!("source `{p}` was not hashed"))),
         Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
             Some(ActionOutput::Files { files }) => files
                 .get(path)
-                .map(|f| format!("{}{}", f.digest, if f.executable { "+x" } else { "" }))
+                .map(|f| {
+                    let mut bytes = [0u8; 32];
+                    let mut t = match hex::decode_to_slice(f.digest.hex(), &mut bytes) {
+                        Ok(()) => ShownText::hash(true, bytes),
+                        Err(_) => ShownText::new(f.digest.to_string()),
+                    };
+                    if f.executable {
+                        t.push_str("+x");
+                    }
+                    t
+                })
                 .ok_or_else(|| ActionError::internal(format!("output `{path}` missing"))),
             _ => Err(ActionError::internal(format!("input `{path}` is not a file output"))),
         },

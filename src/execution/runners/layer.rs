@@ -52,7 +52,7 @@ pub fn key(
                 }
             }
         }
-        m.insert(f.dest.clone(), ComponentValue::Str(d));
+        m.insert(f.dest.clone(), ComponentValue::Text(d));
     }
     Ok(kb
         .component("files", ComponentValue::Map(m))
