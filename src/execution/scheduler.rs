@@ -668,14 +668,39 @@ async fn execute_action(
                 Ok(out) => out,
                 Err(remote_exec::Infra(why)) => {
                     remote_exec::give_up(ex, ctx, &format!("`{}` {}", a.label, a.kind.mnemonic()), &why);
+                    sandbox_ready(a).await?;
                     runners::runner(&a.kind).run(a, deps, ctx).await?
                 }
             }
         }
-        None => runners::runner(&a.kind).run(a, deps, ctx).await?,
+        None => {
+            sandbox_ready(a).await?;
+            runners::runner(&a.kind).run(a, deps, ctx).await?
+        }
     };
     check_sources_unchanged(a, ctx)?;
     Ok(out)
+}
+
+/// Before an action that runs user code in a sandbox runs here: bubblewrap must be able to make
+/// one (checked once per build, on the first such action: a no-op build starts no bwrap). Not
+/// usable: an environment error (exit 36) saying how to fix it, before the action starts.
+async fn sandbox_ready(a: &crate::model::action::Action) -> Result<(), ActionError> {
+    use crate::model::action::ActionKind;
+    if !matches!(
+        a.kind,
+        ActionKind::Genrule { .. }
+            | ActionKind::ImageTest { .. }
+            | ActionKind::CnbDetect(_)
+            | ActionKind::CnbBuild { .. }
+    ) {
+        return Ok(());
+    }
+    let r = tokio::task::spawn_blocking(super::sandbox::ensure_available)
+        .await
+        .map_err(|e| ActionError::internal(crate::execution::chain(&e)))?;
+    // The message carries bubblewrap's own error and the fix (`hint: …`).
+    r.map_err(|e| ActionError::env(format!("`{}` {} needs a sandbox: {e}", a.label, a.kind.mnemonic())))
 }
 
 /// True if every blob of a cache hit is present and intact. A blob whose stat (size, mtime, inode,

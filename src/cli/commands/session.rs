@@ -174,12 +174,8 @@ pub fn build_session(
             }
         }
     }
-    if graph.actions.iter().any(|a| matches!(a.kind, ActionKind::Genrule { .. } | ActionKind::ImageTest { .. })) {
-        crate::execution::sandbox::check_available().map_err(|e| Failure::Environment {
-            error: e.into(),
-            hints: vec!["install bubblewrap: apt-get install bubblewrap".into()],
-        })?;
-    }
+    // Whether bubblewrap can make a sandbox is checked by the first action that needs one
+    // (`scheduler::sandbox_ready`), so a build whose every action is cached starts no bwrap.
     let registry =
         crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
     let remote = match &s.remote_cache {
