@@ -479,12 +479,17 @@ pub fn check_available() -> Result<(), SandboxError> {
     Err(SandboxError::Unavailable { path: bwrap, message, hint })
 }
 
-/// [`check_available`] once per process, on first use: the first action that runs a sandbox
-/// checks, the others reuse the answer, and a build that runs none (a no-op: every action cached)
-/// starts no bwrap (≈ 5 ms of every no-op build before, issue 23). Blocking.
+/// [`check_available`] on first use: the first action that runs a sandbox checks, the others
+/// reuse a success, and a build that runs none (a no-op: every action cached) starts no bwrap
+/// (≈ 5 ms of every no-op build before, issue 23). A failure is not remembered, so a long-running
+/// process (`cbuild watch`) sees bubblewrap once it is installed. Blocking.
 pub fn ensure_available() -> Result<(), String> {
-    static AVAILABLE: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
-    AVAILABLE.get_or_init(|| check_available().map_err(|e| e.to_string())).clone()
+    static AVAILABLE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if AVAILABLE.get().is_none() {
+        check_available().map_err(|e| e.to_string())?;
+        let _ = AVAILABLE.set(());
+    }
+    Ok(())
 }
 
 /// Runs `spec` to completion, handing each output line to `output` as it arrives.
