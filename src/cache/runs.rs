@@ -165,13 +165,14 @@ fn json_error(e: serde_json::Error) -> rusqlite::Error {
         return rusqlite::Error::ToSqlConversionFailure(Box::new(e));
     }
     let e = std::io::Error::from(e);
-    if e.get_ref().is_some_and(|inner| inner.is::<rusqlite::Error>()) {
-        if let Some(Ok(inner)) = e.into_inner().map(|i| i.downcast::<rusqlite::Error>()) {
-            return *inner;
-        }
-        unreachable!("checked above");
+    if !e.get_ref().is_some_and(|inner| inner.is::<rusqlite::Error>()) {
+        return rusqlite::Error::ToSqlConversionFailure(Box::new(e));
     }
-    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
+    match e.into_inner().map(|i| i.downcast::<rusqlite::Error>()) {
+        Some(Ok(inner)) => *inner,
+        Some(Err(other)) => rusqlite::Error::ToSqlConversionFailure(other),
+        None => rusqlite::Error::ToSqlConversionFailure("writing the run's components failed".into()),
+    }
 }
 
 /// Inserts `run` with its components, keeping only the latest row of each distinct key of

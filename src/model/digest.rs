@@ -139,15 +139,6 @@ impl Blake3 {
         hex_of(&self.0)
     }
 
-    /// `prefix` followed by the hex digits, in one allocation (`blake3:<hex>` for every source
-    /// of every key on every build: issue 23's no-op profile had `format!` of these at 9 % of the
-    /// CPU).
-    pub fn prefixed_hex(&self, prefix: &str) -> String {
-        let mut s = String::with_capacity(prefix.len() + 64 + 2);
-        s.push_str(prefix);
-        s.push_str(HexBuf::of(&self.0).as_str());
-        s
-    }
     pub fn from_hex(s: &str) -> Option<Blake3> {
         let v = hex::decode(s).ok()?;
         Some(Blake3(v.try_into().ok()?))
