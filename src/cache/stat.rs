@@ -181,13 +181,46 @@ impl FileHasher<'_> {
         Ok(())
     }
 
-    /// Stored rows for the paths of `files`, one query per [`LOOKUP_CHUNK`] paths, in one read
-    /// snapshot.
+    /// Stored rows for the paths of `files`, in one read snapshot. Sorted paths (a build's sources
+    /// are) are read as one range of the table's primary key, a single ordered scan (issue 23: a
+    /// third of the lookups' time); rows of other files in that range come along and are unused.
+    /// A range holding many more rows than asked for, or unsorted paths: one query per
+    /// [`LOOKUP_CHUNK`] paths.
     fn lookup(&self, files: &[(PathBuf, FileStat)]) -> Result<HashMap<Vec<u8>, (StatKey, Blake3)>> {
+        let bytes = |i: usize| files[i].0.as_os_str().as_bytes();
+        let sorted = files.windows(2).all(|w| w[0].0.as_os_str().as_bytes() < w[1].0.as_os_str().as_bytes());
         self.cache.db.read(
             || format!("reading {} stat-cache rows", files.len()),
             |tx| {
                 let mut map = HashMap::with_capacity(files.len());
+                let row = |r: &rusqlite::Row<'_>| -> rusqlite::Result<Option<StoredRow>> {
+                    let hash: Vec<u8> = r.get(5)?;
+                    // A malformed hash is simply not a hit.
+                    let Ok(hash) = <[u8; 32]>::try_from(hash) else {
+                        return Ok(None);
+                    };
+                    let k = StatKey { size: r.get(1)?, mtime_ns: r.get(2)?, ino: r.get(3)?, ctime_ns: r.get(4)? };
+                    Ok(Some((r.get::<_, Vec<u8>>(0)?, (k, Blake3(hash)))))
+                };
+                if sorted && !files.is_empty() {
+                    let limit = files.len() * 2 + 64;
+                    let mut st = tx.prepare_cached(
+                        "SELECT path, size, mtime_ns, ino, ctime_ns, blake3 FROM stat_cache \
+                         WHERE path >= ?1 AND path <= ?2 ORDER BY path LIMIT ?3",
+                    )?;
+                    let mut rows = st.query(params![bytes(0), bytes(files.len() - 1), limit as i64])?;
+                    let mut n = 0;
+                    while let Some(r) = rows.next()? {
+                        n += 1;
+                        if let Some((p, v)) = row(r)? {
+                            map.insert(p, v);
+                        }
+                    }
+                    if n < limit {
+                        return Ok(map);
+                    }
+                    map.clear();
+                }
                 for chunk in files.chunks(LOOKUP_CHUNK) {
                     let marks = vec!["?"; chunk.len()].join(",");
                     let sql = format!(
@@ -198,13 +231,9 @@ impl FileHasher<'_> {
                     let keys = chunk.iter().map(|(p, _)| p.as_os_str().as_bytes());
                     let mut rows = st.query(rusqlite::params_from_iter(keys))?;
                     while let Some(r) = rows.next()? {
-                        let hash: Vec<u8> = r.get(5)?;
-                        // A malformed hash is simply not a hit.
-                        let Ok(hash) = <[u8; 32]>::try_from(hash) else {
-                            continue;
-                        };
-                        let k = StatKey { size: r.get(1)?, mtime_ns: r.get(2)?, ino: r.get(3)?, ctime_ns: r.get(4)? };
-                        map.insert(r.get::<_, Vec<u8>>(0)?, (k, Blake3(hash)));
+                        if let Some((p, v)) = row(r)? {
+                            map.insert(p, v);
+                        }
                     }
                 }
                 Ok(map)
@@ -216,6 +245,9 @@ impl FileHasher<'_> {
 fn ns_since_epoch(t: SystemTime) -> i64 {
     t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as i64).unwrap_or(0)
 }
+
+/// A stat-cache row: path, stat and hash.
+type StoredRow = (Vec<u8>, (StatKey, Blake3));
 
 /// A file's hash and whether it looked the same before and after reading.
 type HashResult = Result<(Blake3, bool)>;

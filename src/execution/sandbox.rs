@@ -479,10 +479,10 @@ pub fn check_available() -> Result<(), SandboxError> {
     Err(SandboxError::Unavailable { path: bwrap, message, hint })
 }
 
-/// [`check_available`] on first use: the first action that runs a sandbox checks, the others
-/// reuse a success, and a build that runs none (a no-op: every action cached) starts no bwrap
-/// (≈ 5 ms of every no-op build before, issue 23). A failure is not remembered, so a long-running
-/// process (`cbuild watch`) sees bubblewrap once it is installed. Blocking.
+/// [`check_available`] once per process: a success is remembered, a failure is not, so a
+/// long-running process (`cbuild watch`) sees bubblewrap once it is installed. The scheduler asks
+/// only when a sandboxed action failed (is it the action, or the machine?), so a build whose
+/// sandboxes work starts no probe (issue 23). Blocking.
 pub fn ensure_available() -> Result<(), String> {
     static AVAILABLE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
     if AVAILABLE.get().is_none() {

@@ -159,15 +159,17 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(Sou
         return Err(ActionError::user(msg).hint("copy the file into the workspace, or make the link point inside it"));
     }
     let hasher = cache.file_hasher();
+    // The stat cache keys rows by absolute path: the root made absolute once (a source's relative
+    // path is normal already), not every path parsed again.
+    let abs_root = std::path::absolute(&cfg.root).map_err(|e| ActionError::env(format!("hashing sources: {e}")))?;
     for batch in to_hash.chunks(crate::cache::STAT_BATCH) {
         let files = batch
             .iter()
             .map(|&i| {
                 let (rel, stamp) = sources.at(i);
-                (cfg.root.join(rel), stamp.expect("a hashed file has its stamp").file_stat())
+                (abs_root.join(rel), stamp.expect("a hashed file has its stamp").file_stat())
             })
             .collect();
-        let files = files_absolute(files).map_err(|e| ActionError::env(format!("hashing sources: {e}")))?;
         let digests = hasher.hash_stated(started, files).map_err(|e| ActionError::of(&e).context("hashing sources"))?;
         for (&i, d) in batch.iter().zip(digests) {
             sources.set_digest(i, d);
@@ -175,11 +177,6 @@ fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(Sou
     }
     let hashed = hasher.counts().hashed as usize;
     Ok((sources, hashed))
-}
-
-/// The stat cache keys rows by absolute path.
-fn files_absolute(files: Vec<(PathBuf, FileStat)>) -> std::io::Result<Vec<(PathBuf, FileStat)>> {
-    files.into_iter().map(|(p, m)| Ok((std::path::absolute(&p)?, m))).collect()
 }
 
 /// The key of a cnb_image app symlink that is kept as a link: its target text (domain-separated
@@ -407,6 +404,7 @@ fn execute_owned(
             .map(|r| super::uploads::Uploader::new(r.clone(), cache.clone())),
         bindings: Default::default(),
         pending_runs: Default::default(),
+        held_apps: Default::default(),
     });
     let started = Instant::now();
     report.lazy = Arc::new(super::lazy::Lazy::new(cfg.remote.clone().filter(|_| cfg.lazy)));
@@ -668,34 +666,46 @@ async fn execute_action(
                 Ok(out) => out,
                 Err(remote_exec::Infra(why)) => {
                     remote_exec::give_up(ex, ctx, &format!("`{}` {}", a.label, a.kind.mnemonic()), &why);
-                    sandbox_ready(a).await?;
-                    runners::runner(&a.kind).run(a, deps, ctx).await?
+                    run_local(a, deps, ctx).await?
                 }
             }
         }
-        None => {
-            sandbox_ready(a).await?;
-            runners::runner(&a.kind).run(a, deps, ctx).await?
-        }
+        None => run_local(a, deps, ctx).await?,
     };
     check_sources_unchanged(a, ctx)?;
     Ok(out)
 }
 
-/// Before an action that runs user code in a sandbox runs here: bubblewrap must be able to make
-/// one (checked once per build, on the first such action: a no-op build starts no bwrap). Not
-/// usable: an environment error (exit 36) saying how to fix it, before the action starts.
-async fn sandbox_ready(a: &crate::model::action::Action) -> Result<(), ActionError> {
+/// Runs `a` here. Whether bubblewrap can make a sandbox is asked only when an action that runs one
+/// fails (once per process: a success is remembered): a broken sandbox then is an environment
+/// error (exit 36) naming the fix, not the action's failure, and a build that runs sandboxes
+/// that work starts no extra bwrap (a probe cost ≈ 10–16 ms on the critical path of every edit,
+/// issue 23). An image test checks first: its runner reports a failed command as a test result.
+async fn run_local(
+    a: &crate::model::action::Action,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &Arc<RunCtx>,
+) -> Result<ActionOutput, ActionError> {
     use crate::model::action::ActionKind;
-    if !matches!(
+    let sandboxed = matches!(
         a.kind,
         ActionKind::Genrule { .. }
             | ActionKind::ImageTest { .. }
             | ActionKind::CnbDetect(_)
             | ActionKind::CnbBuild { .. }
-    ) {
-        return Ok(());
+    );
+    if matches!(a.kind, ActionKind::ImageTest { .. }) {
+        sandbox_ready(a).await?;
     }
+    match runners::runner(&a.kind).run(a, deps, ctx).await {
+        Err(e) if sandboxed => Err(sandbox_ready(a).await.err().unwrap_or(e)),
+        r => r,
+    }
+}
+
+/// Whether bubblewrap can make a sandbox (checked once per process, see [`run_local`]); not
+/// usable: an environment error (exit 36) saying how to fix it.
+async fn sandbox_ready(a: &crate::model::action::Action) -> Result<(), ActionError> {
     let r = tokio::task::spawn_blocking(super::sandbox::ensure_available)
         .await
         .map_err(|e| ActionError::internal(crate::execution::chain(&e)))?;
@@ -746,6 +756,7 @@ pub fn fetch_remote_layers(
         uploads: None,
         bindings: Default::default(),
         pending_runs: Default::default(),
+        held_apps: Default::default(),
     };
     rt.block_on(async {
         for o in outputs {

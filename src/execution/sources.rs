@@ -34,6 +34,11 @@ impl Sources {
         self.find(path).map(|e| &e.digest)
     }
 
+    /// Its blake3 and stamp in one lookup ([`Sources::digest`] and [`Sources::stamp`]).
+    pub fn get(&self, path: &str) -> Option<(&Blake3, Option<&SourceStamp>)> {
+        self.find(path).map(|e| (&e.digest, e.stamp.as_ref()))
+    }
+
     /// How the source `path` looked when it was hashed.
     pub fn stamp(&self, path: &str) -> Option<&SourceStamp> {
         self.find(path).and_then(|e| e.stamp.as_ref())

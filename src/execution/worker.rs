@@ -383,6 +383,7 @@ async fn run_action(
         uploads: Some(super::uploads::Uploader::new(remote.clone(), cfg.cache.clone())),
         bindings: Default::default(),
         pending_runs: Default::default(),
+        held_apps: Default::default(),
     });
     let out = super::runners::runner(&a.kind).run(&a, &deps, &ctx).await;
     let out = match out {

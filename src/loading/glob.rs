@@ -72,33 +72,52 @@ fn matching(
 
 /// Every non-directory entry of the package at `dir` that [`glob`] can match, sorted the way it
 /// returns them (sub-packages, `.git` and `cbuild-out` skipped, symlinks not followed).
+///
+/// Depth first, each directory's entries in byte order of their names (walkdir's
+/// `sort_by_file_name` order), but on names and relative strings: no `Path` component parsing per
+/// comparison and per entry, which was ≈ 5 % of a no-op build of 10,000 files (issue 23).
 pub fn package_files(dir: &Path) -> Result<Vec<String>, LoadError> {
     let mut out = Vec::new();
-    let mut it = walkdir::WalkDir::new(dir).follow_links(false).sort_by_file_name().into_iter();
-    while let Some(entry) = it.next() {
-        let entry = entry.map_err(|e| LoadError::new(format!("glob: cannot read `{}`: {e}", dir.display())))?;
-        let rel = match entry.path().strip_prefix(dir) {
-            Ok(r) if !r.as_os_str().is_empty() => r,
-            _ => continue,
+    walk_package(dir, dir, "", true, &mut out)?;
+    Ok(out)
+}
+
+/// One directory of [`package_files`]: `abs` is it, `rel` its path in the package (`valid`: that
+/// path is UTF-8, so files under it can be named).
+fn walk_package(top: &Path, abs: &Path, rel: &str, valid: bool, out: &mut Vec<String>) -> Result<(), LoadError> {
+    use std::os::unix::ffi::OsStrExt;
+    let cannot_read = |e: std::io::Error| LoadError::new(format!("glob: cannot read `{}`: {e}", top.display()));
+    let mut entries: Vec<(std::ffi::OsString, bool)> = Vec::new();
+    for e in std::fs::read_dir(abs).map_err(cannot_read)? {
+        let e = e.map_err(cannot_read)?;
+        let is_dir = e.file_type().map_err(cannot_read)?.is_dir();
+        entries.push((e.file_name(), is_dir));
+    }
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    for (name, is_dir) in entries {
+        let (name_str, name_ok) = match name.to_str() {
+            Some(n) => (std::borrow::Cow::Borrowed(n), true),
+            None => (name.to_string_lossy(), false),
         };
-        let name = entry.file_name().to_string_lossy();
-        if entry.file_type().is_dir() {
-            if name == ".git" || name == "cbuild-out" || entry.path().join(BUILD_FILE).is_file() {
-                it.skip_current_dir();
+        let child_rel = if rel.is_empty() { name_str.to_string() } else { format!("{rel}/{name_str}") };
+        if is_dir {
+            let child = abs.join(&name);
+            if name_str == ".git" || name_str == "cbuild-out" || child.join(BUILD_FILE).is_file() {
+                continue;
             }
+            walk_package(top, &child, &child_rel, valid && name_ok, out)?;
             continue;
         }
-        let Some(rel) = rel.to_str() else {
+        if !(valid && name_ok) {
             return Err(LoadError::new(format!(
-                "glob: file name `{}` in `{}` is not valid UTF-8",
-                rel.to_string_lossy(),
-                dir.display()
+                "glob: file name `{child_rel}` in `{}` is not valid UTF-8",
+                top.display()
             ))
             .help("rename the file; labels and layer paths must be UTF-8"));
-        };
-        out.push(rel.to_string());
+        }
+        out.push(child_rel);
     }
-    Ok(out)
+    Ok(())
 }
 
 /// Whether a `glob(include, exclude)` of a package would match the package-relative path `rel` if
@@ -176,6 +195,49 @@ mod tests {
         let all = glob(t.path(), &s(&["**"]), &[], 100).unwrap();
         assert!(all.contains(&"link.py".to_string()) && all.contains(&"linkdir".to_string()), "{all:?}");
         assert!(!all.iter().any(|f| f.starts_with("linkdir/")), "a linked directory is not walked: {all:?}");
+    }
+
+    /// The listing's order is walkdir's `sort_by_file_name` depth-first order (what it was built
+    /// with before), names that sort around `/` included.
+    #[test]
+    fn listing_order_is_a_sorted_depth_first_walk() {
+        let t = tree();
+        for f in ["a/x", "a-b", "a.b", "a0", "a/y/z", "a/y.txt", "b/.git/HEAD", "b/cbuild-out/o", "b/k"] {
+            let p = t.path().join(f);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, f).unwrap();
+        }
+        let mut want = Vec::new();
+        let mut it = walkdir::WalkDir::new(t.path()).follow_links(false).sort_by_file_name().into_iter();
+        while let Some(e) = it.next() {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(t.path()).unwrap().to_str().unwrap().to_string();
+            if e.file_type().is_dir() {
+                let name = e.file_name().to_str().unwrap();
+                if name == ".git" || name == "cbuild-out" || e.path().join(BUILD_FILE).is_file() && e.depth() > 0 {
+                    it.skip_current_dir();
+                }
+                continue;
+            }
+            want.push(rel);
+        }
+        let got = package_files(t.path()).unwrap();
+        assert_eq!(got, want);
+        assert!(got.iter().position(|f| f == "a/y/z") < got.iter().position(|f| f == "a-b"), "{got:?}");
+        assert!(!got.iter().any(|f| f.starts_with("sub/") || f.contains(".git/") || f.contains("cbuild-out/")));
+    }
+
+    #[test]
+    fn a_non_utf8_name_is_an_error_naming_it() {
+        use std::os::unix::ffi::OsStrExt;
+        let t = tree();
+        let bad = std::ffi::OsStr::from_bytes(b"bad\xff");
+        std::fs::create_dir_all(t.path().join(bad)).unwrap();
+        // An empty directory with such a name is no file to name: fine.
+        assert!(package_files(t.path()).is_ok());
+        std::fs::write(t.path().join(bad).join("f.py"), "x").unwrap();
+        let e = package_files(t.path()).unwrap_err();
+        assert!(e.message.contains("is not valid UTF-8") && e.message.contains("bad"), "{}", e.message);
     }
 
     #[test]

@@ -174,8 +174,8 @@ pub fn build_session(
             }
         }
     }
-    // Whether bubblewrap can make a sandbox is checked by the first action that needs one
-    // (`scheduler::sandbox_ready`), so a build whose every action is cached starts no bwrap.
+    // Whether bubblewrap can make a sandbox is asked only when a sandboxed action fails
+    // (`scheduler::run_local`), so a build whose sandboxes work starts no extra bwrap.
     let registry =
         crate::registry::ClientOptions { insecure: s.workspace.config.registry.insecure.clone(), ..Default::default() };
     let remote = match &s.remote_cache {

@@ -150,6 +150,21 @@ impl AppDir {
     }
 }
 
+/// App dirs a detect reconciled in this build, kept locked for the build phase of the same target
+/// (see `cnb_common::materialize_app`). Released when the build's context is dropped.
+#[derive(Default)]
+pub struct HeldApps(std::sync::Mutex<BTreeMap<String, (blake3::Hash, AppDir)>>);
+
+impl HeldApps {
+    /// Keeps `dir` (reconciled to the app with fingerprint `fp`) for `label`'s next phase.
+    pub fn put(&self, label: &str, fp: blake3::Hash, dir: AppDir) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).insert(label.to_string(), (fp, dir));
+    }
+    pub(super) fn take(&self, label: &str) -> Option<(blake3::Hash, AppDir)> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(label)
+    }
+}
+
 /// Fills a fresh directory with `want` (the fallback when the target's app dir is busy).
 pub fn populate_fresh(
     dir: &Path,

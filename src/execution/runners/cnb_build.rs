@@ -498,8 +498,8 @@ pub async fn run(
     let (huid, hgid) = crate::execution::sandbox::host_ids(uid, gid);
     // The writable /workspace: this target's kept app dir brought up to date (held until the app
     // layer is written), or a fresh copy in the scratch dir.
-    let want = common::app_wants(&p.app, deps, ctx)?;
-    let (workspace, _app_dir) = common::materialize_app(&want, ctx, &label, &scratch.workspace, huid, hgid)?;
+    let (workspace, _app_dir, _) =
+        common::materialize_app(&p.app, deps, ctx, &label, &scratch.workspace, huid, hgid, true)?;
     scratch.workspace = workspace;
     scratch.write_platform_env(&p.env)?;
     scratch.write_bindings(p, ctx, (huid, hgid))?;
@@ -778,9 +778,18 @@ pub async fn run(
             Some(entries) => Some(BlobRef::from_blob(&super::layer::write_layer_cached(entries, Compression::Gzip, &ctx2)?)),
             None => None,
         };
+        // One app layer (no slices): this build ran because the app changed, almost always, so
+        // its tar is new; a slice is often the unchanged part (a vendored dir) and is looked up.
         let mut app_layers = Vec::new();
-        for entries in slice_entries(dir_entries(&workspace, "workspace", uid, gid)?, &slices)? {
-            app_layers.push(BlobRef::from_blob(&super::layer::write_layer_cached(entries, Compression::Gzip, &ctx2)?));
+        let parts = slice_entries(dir_entries(&workspace, "workspace", uid, gid)?, &slices)?;
+        let one = parts.len() == 1;
+        for entries in parts {
+            let blob = if one {
+                super::layer::write_new_layer_cached(entries, Compression::Gzip, &ctx2)?
+            } else {
+                super::layer::write_layer_cached(entries, Compression::Gzip, &ctx2)?
+            };
+            app_layers.push(BlobRef::from_blob(&blob));
         }
         let cfg_dir = tempfile::Builder::new().prefix(&crate::cas::temp_prefix("cnb-")).tempdir_in(ctx2.cache.tmp_dir()).map_err(|e| ActionError::of(&e))?;
         std::fs::create_dir_all(cfg_dir.path().join("config")).map_err(|e| ActionError::of(&e))?;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use super::cnb_common::{self as common, Scratch};
 use super::ctx::{input_digest, output_digest, RunCtx};
-use crate::cache::{ComponentValue, KeyBuilder};
+use crate::cache::{ComponentValue, KeyBuilder, ShownText};
 use crate::cnb::buildpack_toml::{escape_id, BuildpackRef};
 use crate::cnb::env::{buildpack_process_env, detect_args, detect_cnb_vars, filtered_base_env, DetectVars};
 use crate::cnb::plan::{parse_detect_plan, resolve_order, DetectOutcome, GroupMember, Plan};
@@ -31,24 +31,32 @@ pub fn phase_key(
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
 ) -> Result<KeyBuilder, ActionError> {
-    let mut app = BTreeMap::new();
+    let mut app = Vec::with_capacity(p.app.len());
     for (rel, i) in &p.app {
-        let mut d = input_digest(i, deps, ctx)?;
-        // From the stamp taken when the source was hashed (no I/O here: keys are made on every
-        // build). A symlink is copied into the app as a link: its text is what the image holds
-        // (`index.html` and `../site/index.html` may name the same file, never the same link). A
-        // file's executable bit reaches the image (the copy is 0755 or 0644, like git, whatever
-        // the checkout's umask), so it is keyed like an output's `+x`.
-        if let Input::Source(src) = i {
-            let st = ctx.sources.stamp(src).ok_or_else(|| format!("internal: source `{src}` was not stamped"))?;
-            match st.link_target() {
-                Some(t) => d.push_str(&format!(" -> {}", t.display())),
-                None if st.executable() => d.push_str("+x"),
-                None => {}
+        let d = match i {
+            // From the stamp taken when the source was hashed (no I/O here: keys are made on every
+            // build). A symlink is copied into the app as a link: its text is what the image holds
+            // (`index.html` and `../site/index.html` may name the same file, never the same link).
+            // A file's executable bit reaches the image (the copy is 0755 or 0644, like git,
+            // whatever the checkout's umask), so it is keyed like an output's `+x`.
+            Input::Source(src) => {
+                let (digest, st) =
+                    ctx.sources.get(src).ok_or_else(|| format!("internal: source `{src}` was not hashed"))?;
+                let st = st.ok_or_else(|| format!("internal: source `{src}` was not stamped"))?;
+                let mut d = ShownText::hash(false, digest.0);
+                match st.link_target() {
+                    Some(t) => d.push_str(&format!(" -> {}", t.display())),
+                    None if st.executable() => d.push_str("+x"),
+                    None => {}
+                }
+                d
             }
-        }
-        app.insert(rel.clone(), d);
+            _ => input_digest(i, deps, ctx)?,
+        };
+        app.push((rel.clone(), d));
     }
+    // Sorted already (app paths come sorted): collecting builds the map in bulk.
+    let app: BTreeMap<String, ShownText> = app.into_iter().collect();
     let build_image = match deps.get(&p.build_image).map(|o| o.as_ref()) {
         Some(ActionOutput::Image { manifest, .. }) => manifest.to_string(),
         _ => return Err("internal: build image missing".into()),
@@ -202,6 +210,101 @@ fn run_image(
     }
 }
 
+/// What one buildpack's detect needs (see [`run`]).
+struct OneDetect<'a> {
+    ctx: &'a Arc<RunCtx>,
+    label: &'a str,
+    p: &'a CnbPhase,
+    scratch: &'a Scratch,
+    layers_root: &'a crate::fs::confined::Root,
+    base: &'a crate::cnb::env_files::EnvMap,
+    target: &'a crate::cnb::buildpack_toml::RunTarget,
+    build_config: Option<&'a Path>,
+    view: &'a common::PhaseView,
+    rootfs: &'a Path,
+}
+
+impl OneDetect<'_> {
+    /// Runs `bp`'s `bin/detect` (its plan file is in place): the outcome, a note for the error
+    /// message when it did not pass normally, and whether it was skipped for its targets.
+    async fn run(&self, bp: &common::Bp) -> Result<(DetectOutcome, Option<String>, bool), ActionError> {
+        let esc = escape_id(&bp.desc.info.id);
+        let plan_rel = Path::new(".detect").join(&esc).join("plan.toml");
+        let plan_sb = format!("/layers/.detect/{esc}/plan.toml");
+        if !bp.files.contains_key("bin/detect") {
+            return Ok((
+                DetectOutcome::Error(-1),
+                Some(format!("buildpack `{}` has no bin/detect", bp.label())),
+                false,
+            ));
+        }
+        if !bp.desc.supports_target(&bp.bin_files(), self.target) {
+            let note = format!(
+                "buildpack `{}` supports no target matching the build image ({}/{})",
+                bp.label(),
+                self.target.os,
+                self.target.arch
+            );
+            return Ok((DetectOutcome::Error(-1), Some(note), true));
+        }
+        let mut vars = detect_cnb_vars(&DetectVars {
+            api: bp.desc.api,
+            buildpack_dir: Path::new(&bp.sandbox_dir()),
+            platform_dir: Path::new("/platform"),
+            plan_path: Path::new(&plan_sb),
+            target: Some(self.target),
+            exec_env: None,
+        });
+        vars.extend(common::binding_vars(self.p));
+        let env =
+            buildpack_process_env(self.base, bp.desc.info.clear_env, &self.scratch.platform, self.build_config, &vars)
+                .map_err(|e| ActionError::of(&e))?;
+        let mut argv = vec![format!("{}/bin/detect", bp.sandbox_dir())];
+        argv.extend(detect_args(Path::new("/platform"), Path::new(&plan_sb)));
+        let code = common::run_buildpack(
+            self.ctx,
+            self.label,
+            "detect",
+            bp,
+            self.rootfs,
+            self.scratch.mounts(false),
+            &self.scratch.tmp,
+            argv,
+            env,
+            self.view.uid,
+            self.view.gid,
+            self.p.network,
+        )
+        .await?;
+        Ok(match code {
+            0 => {
+                // Written by the buildpack: confined (a symlink to a host file is an error, so no
+                // host line can reach a parse error), bounded.
+                let parsed = self
+                    .layers_root
+                    .read_to_string_opt(&plan_rel, 16 << 20)
+                    .map_err(|source| crate::cnb::CnbError::Io {
+                        phase: crate::cnb::Phase::Detect,
+                        buildpack: bp.label(),
+                        file: plan_sb.clone().into(),
+                        source,
+                    })
+                    .and_then(|t| parse_detect_plan(&t.unwrap_or_default(), &bp.label(), Path::new(&plan_sb)));
+                match parsed {
+                    Ok(plan) => (DetectOutcome::Pass(plan), None, false),
+                    Err(e) => (DetectOutcome::Error(-1), Some(e.to_string()), false),
+                }
+            }
+            100 => (DetectOutcome::Fail, None, false),
+            c => (
+                DetectOutcome::Error(c),
+                Some(format!("buildpack `{}`: bin/detect exited with status {c}", bp.label())),
+                false,
+            ),
+        })
+    }
+}
+
 pub async fn run(
     a: &Action,
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
@@ -218,8 +321,8 @@ pub async fn run(
     // link changes a source's ctime, which made every later build re-hash the app and would fail
     // the executor's "source changed while the action ran" check.
     let (huid, hgid) = crate::execution::sandbox::host_ids(view.uid, view.gid);
-    let want = common::app_wants(&p.app, deps, ctx)?;
-    let (workspace, _app_dir) = common::materialize_app(&want, ctx, &label, &scratch.workspace, huid, hgid)?;
+    let (workspace, app_dir, app_fp) =
+        common::materialize_app(&p.app, deps, ctx, &label, &scratch.workspace, huid, hgid, false)?;
     scratch.workspace = workspace;
     scratch.write_platform_env(&p.env)?;
     scratch.write_bindings(p, ctx, (huid, hgid))?;
@@ -232,12 +335,27 @@ pub async fn run(
 
     // Detect runs lazily, in the order the resolver asks (groups in turn, as the lifecycle's
     // detector): a buildpack of a group after the first passing one never runs. The resolver is
-    // cheap and deterministic, so it is simply re-run after each new outcome until it asks for
-    // nothing it does not know; each id@version runs at most once.
+    // cheap and deterministic, so it is simply re-run after each batch of new outcomes until it
+    // asks for nothing it does not know; each id@version runs at most once. A batch is the first
+    // buildpack the resolver asks for and the other members of its group not run yet, run at the
+    // same time, as the lifecycle's detector runs a group's buildpacks concurrently (a one-file
+    // edit's detect of a two-buildpack group: 2 sandboxes at once, not in turn; issue 23).
     let mut outcomes: HashMap<String, DetectOutcome> = HashMap::new();
     let mut notes: Vec<String> = Vec::new();
     let mut mismatched = 0;
     let order = &view.order;
+    let one = OneDetect {
+        ctx,
+        label: &label,
+        p,
+        scratch: &scratch,
+        layers_root: &layers_root,
+        base: &base,
+        target: &target,
+        build_config: build_config.as_deref(),
+        view: &view,
+        rootfs: &rootfs,
+    };
     let res = loop {
         let mut missing: Option<usize> = None;
         let res = resolve_order(
@@ -259,90 +377,41 @@ pub async fn run(
                 }
             },
         );
-        let Some(seq) = missing else { break res };
-        let bp = &bps[seq];
-        let esc = escape_id(&bp.desc.info.id);
-        let plan_rel = Path::new(".detect").join(&esc).join("plan.toml");
-        layers_root.create_dir_all(&Path::new(".detect").join(&esc), 0o755).map_err(|e| ActionError::of(&e))?;
-        layers_root.write_file(&plan_rel, b"", 0o644).map_err(|e| ActionError::of(&e))?;
-        layers_root.chown_tree(Path::new(".detect"), huid, hgid).map_err(|e| ActionError::of(&e))?;
-        let plan_sb = format!("/layers/.detect/{esc}/plan.toml");
-        let outcome = if !bp.files.contains_key("bin/detect") {
-            notes.push(format!("buildpack `{}` has no bin/detect", bp.label()));
-            DetectOutcome::Error(-1)
-        } else if !bp.desc.supports_target(&bp.bin_files(), &target) {
-            mismatched += 1;
-            notes.push(format!(
-                "buildpack `{}` supports no target matching the build image ({}/{})",
-                bp.label(),
-                target.os,
-                target.arch
-            ));
-            DetectOutcome::Error(-1)
-        } else {
-            let mut vars = detect_cnb_vars(&DetectVars {
-                api: bp.desc.api,
-                buildpack_dir: Path::new(&bp.sandbox_dir()),
-                platform_dir: Path::new("/platform"),
-                plan_path: Path::new(&plan_sb),
-                target: Some(&target),
-                exec_env: None,
-            });
-            vars.extend(common::binding_vars(p));
-            let env =
-                buildpack_process_env(&base, bp.desc.info.clear_env, &scratch.platform, build_config.as_deref(), &vars)
-                    .map_err(|e| ActionError::of(&e))?;
-            let mut argv = vec![format!("{}/bin/detect", bp.sandbox_dir())];
-            argv.extend(detect_args(Path::new("/platform"), Path::new(&plan_sb)));
-            let code = common::run_buildpack(
-                ctx,
-                &label,
-                "detect",
-                bp,
-                &rootfs,
-                scratch.mounts(false),
-                &scratch.tmp,
-                argv,
-                env,
-                view.uid,
-                view.gid,
-                p.network,
-            )
-            .await?;
-            match code {
-                0 => {
-                    // Written by the buildpack: confined (a symlink to a host file is an error, so
-                    // no host line can reach a parse error), bounded.
-                    let parsed = layers_root
-                        .read_to_string_opt(&plan_rel, 16 << 20)
-                        .map_err(|source| crate::cnb::CnbError::Io {
-                            phase: crate::cnb::Phase::Detect,
-                            buildpack: bp.label(),
-                            file: plan_sb.clone().into(),
-                            source,
-                        })
-                        .and_then(|t| parse_detect_plan(&t.unwrap_or_default(), &bp.label(), Path::new(&plan_sb)));
-                    match parsed {
-                        Ok(plan) => DetectOutcome::Pass(plan),
-                        Err(e) => {
-                            notes.push(e.to_string());
-                            DetectOutcome::Error(-1)
-                        }
-                    }
-                }
-                100 => DetectOutcome::Fail,
-                c => {
-                    notes.push(format!("buildpack `{}`: bin/detect exited with status {c}", bp.label()));
-                    DetectOutcome::Error(c)
+        let Some(first) = missing else { break res };
+        let mut batch = vec![first];
+        if let Some(g) = order.iter().find(|g| g.group.iter().any(|r| view.find(r).is_some_and(|b| b.seq == first))) {
+            for r in &g.group {
+                let Some(b) = view.find(r).filter(|b| !b.desc.is_composite()) else { continue };
+                if !batch.contains(&b.seq) && !outcomes.contains_key(&b.label()) {
+                    batch.push(b.seq);
                 }
             }
-        };
-        outcomes.insert(bp.label(), outcome);
+        }
+        for &seq in &batch {
+            let esc = escape_id(&bps[seq].desc.info.id);
+            layers_root.create_dir_all(&Path::new(".detect").join(&esc), 0o755).map_err(|e| ActionError::of(&e))?;
+            layers_root
+                .write_file(&Path::new(".detect").join(&esc).join("plan.toml"), b"", 0o644)
+                .map_err(|e| ActionError::of(&e))?;
+        }
+        layers_root.chown_tree(Path::new(".detect"), huid, hgid).map_err(|e| ActionError::of(&e))?;
+        let ran = futures_util::future::join_all(batch.iter().map(|&seq| one.run(&bps[seq]))).await;
+        for (&seq, r) in batch.iter().zip(ran) {
+            let (outcome, note, mismatch) = r?;
+            notes.extend(note);
+            mismatched += mismatch as usize;
+            outcomes.insert(bps[seq].label(), outcome);
+        }
     };
     match res {
         Ok(r) => {
             let json = serde_json::to_string(&DetectResult { group: r.group, plan: r.plan })
                 .map_err(|e| ActionError::of(&e))?;
+            // Read-only in every sandbox above and still locked: the build phase of this target
+            // takes it as it is (`materialize_app`).
+            if let (Some(dir), Some(fp)) = (app_dir, app_fp) {
+                ctx.held_apps.put(&label, fp, dir);
+            }
             Ok(ActionOutput::Data { json, blobs: Vec::new() })
         }
         Err(e) => {

@@ -35,6 +35,8 @@ pub struct RunCtx {
     pub uploads: Option<crate::execution::uploads::Uploader>,
     /// Run records collected during the build, written in one transaction at its end.
     pub pending_runs: std::sync::Mutex<Vec<crate::cache::RunRecord>>,
+    /// App dirs a detect left, locked, for its target's build phase (`cnb_common::materialize_app`).
+    pub held_apps: super::app_dir::HeldApps,
 }
 
 impl RunCtx {

@@ -87,7 +87,7 @@ pub fn run(a: &Action, ctx: &RunCtx) -> Result<ActionOutput, ActionError> {
         },
         stack_id: s.stack_id.clone(),
         merged_usr: true,
-        layer: LayerOptions { compression: Compression::Gzip, mtime: ctx.source_date_epoch },
+        layer: LayerOptions { compression: Compression::Gzip, mtime: ctx.source_date_epoch, probe: true },
     };
     let rl = debian::build_rootfs_layer(&lock, &debs, &opts, ctx.cache.cas()).map_err(|e| ActionError::of(&e))?;
     let img = scratch("linux", oci_arch(&s.architecture)).map_err(|e| ActionError::of(&e))?;

@@ -163,7 +163,8 @@ fn write_entries(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result
         crate::execution::sources::resolve_source_in(&root, &canon_root, rel).map_err(crate::oci::OciError::Source)
     });
     let entries = LayerEntries::with_resolver(entries, resolve).map_err(|e| ActionError::of(&e))?;
-    let blob = write_entries_cached(&entries, c, ctx)?;
+    // This action runs only when a file, mode or owner changed (all in its key): a new tar.
+    let blob = write_entries_cached(&entries, c, ctx, false)?;
     Ok(ActionOutput::Layer { diff_id: blob.diff_id, digest: blob.digest, size: blob.size, media_type: blob.media_type })
 }
 
@@ -172,12 +173,24 @@ fn write_entries(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result
 /// tar that an earlier layer already compressed (`gzip_chunks`).
 pub fn write_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result<LayerBlob, ActionError> {
     let entries = LayerEntries::new(entries).map_err(|e| ActionError::of(&e))?;
-    write_entries_cached(&entries, c, ctx)
+    write_entries_cached(&entries, c, ctx, true)
+}
+
+/// [`write_layer_cached`] for content expected to be new (no earlier compression looked for
+/// first: see [`LayerOptions::probe`]); the same blob.
+pub fn write_new_layer_cached(entries: Vec<TarEntry>, c: Compression, ctx: &RunCtx) -> Result<LayerBlob, ActionError> {
+    let entries = LayerEntries::new(entries).map_err(|e| ActionError::of(&e))?;
+    write_entries_cached(&entries, c, ctx, false)
 }
 
 /// [`write_layer_cached`] for entries already prepared.
-fn write_entries_cached(entries: &LayerEntries, c: Compression, ctx: &RunCtx) -> Result<LayerBlob, ActionError> {
-    let opts = LayerOptions { compression: c, mtime: ctx.source_date_epoch };
+fn write_entries_cached(
+    entries: &LayerEntries,
+    c: Compression,
+    ctx: &RunCtx,
+    probe: bool,
+) -> Result<LayerBlob, ActionError> {
+    let opts = LayerOptions { compression: c, mtime: ctx.source_date_epoch, probe };
     let cache = &ctx.cache;
     let known = |diff_id: &crate::model::digest::Digest, c: Compression| -> Option<LayerBlob> {
         let hit = cache.get_layer_compression(diff_id, compression_name(c)).ok().flatten()?;
