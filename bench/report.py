@@ -550,7 +550,9 @@ def main():
         L.append("## Peak RSS and the file count (bench/rss.sh)\n")
         L.append(rss_table + "\n")
     for title, f in (("Why", "why.md"), ("Profile", "profile.md"), ("Peak RSS (issue 23)", "rss.md"),
-                     ("Remote cache (bench/remote.sh)", "remote.md")):
+                     ("Remote cache (bench/remote.sh)", "remote.md"),
+                     ("Multi-platform builds (bench/multiarch.sh)", "multiarch.md"),
+                     ("Remote execution (bench/remote-exec.sh)", "remote-exec.md")):
         t = read(os.path.join(HERE, "notes", f)).strip()
         if t:
             L.append("## %s\n" % title)
