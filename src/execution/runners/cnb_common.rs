@@ -229,8 +229,9 @@ pub fn materialize_app(
     gid: u32,
     trust_held: bool,
 ) -> Result<(PathBuf, Option<AppDir>, Option<blake3::Hash>), ActionError> {
-    let fp = app_fingerprint(app, deps, ctx, uid, gid);
     let held = ctx.held_apps.take(label);
+    // Needed to trust a held dir (build) or to hand one over (detect); not otherwise.
+    let fp = (held.is_some() || !trust_held).then(|| app_fingerprint(app, deps, ctx, uid, gid)).flatten();
     if let Some((held_fp, dir)) = held {
         if trust_held && Some(held_fp) == fp {
             return Ok((dir.workspace.clone(), Some(dir), fp));
@@ -248,9 +249,40 @@ pub fn materialize_app(
     Ok((fresh.to_path_buf(), None, fp))
 }
 
-/// What [`app_wants`] would give, without its I/O: every app entry's path and input digest (a
-/// source's from this build's stamp, with its link text or `+x`, as the phase key has them), the
-/// owner and the mtime. `None` when a source has no stamp (a remote worker's staged sources).
+/// What an app entry is keyed by: its input's digest and, for a source, from the stamp taken when
+/// it was hashed (no I/O: keys are made on every build), its link text or `+x`. A symlink is copied
+/// into the app as a link: its text is what the image holds (`index.html` and `../site/index.html`
+/// may name the same file, never the same link). A file's executable bit reaches the image (the
+/// copy is 0755 or 0644, like git, whatever the checkout's umask), so it is keyed like an output's
+/// `+x`.
+pub fn app_entry_text(
+    i: &Input,
+    deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
+    ctx: &RunCtx,
+) -> Result<crate::cache::ShownText, ActionError> {
+    let Input::Source(src) = i else { return super::ctx::input_digest(i, deps, ctx) };
+    let (digest, st) = ctx.sources.get(src).ok_or_else(|| format!("internal: source `{src}` was not hashed"))?;
+    let st = st.ok_or_else(|| format!("internal: source `{src}` was not stamped"))?;
+    let mut d = crate::cache::ShownText::hash(false, digest.0);
+    match st.link_target() {
+        Some(t) => d.push_str(&link_text(t)),
+        None if st.executable() => d.push_str("+x"),
+        None => {}
+    }
+    Ok(d)
+}
+
+/// How a link's text is keyed: ` -> target` as shown when it is UTF-8; otherwise its bytes,
+/// escaped, under another prefix (a lossy display would give two different targets one key).
+fn link_text(t: &Path) -> String {
+    match t.to_str() {
+        Some(s) => format!(" -> {s}"),
+        None => format!(" ->bytes {}", t.as_os_str().as_encoded_bytes().escape_ascii()),
+    }
+}
+
+/// What [`app_wants`] would give, without its I/O: every app entry's path and [`app_entry_text`],
+/// the owner and the mtime. `None` when a source has no stamp (a remote worker's staged sources).
 /// Within one build, equal fingerprints mean equal wants: sources are re-checked against their
 /// stamps after every action.
 pub fn app_fingerprint(
@@ -263,23 +295,8 @@ pub fn app_fingerprint(
     let mut h = blake3::Hasher::new_derive_key("cbuild 2026 app dir fingerprint");
     h.update(format!("{uid}:{gid}:{}\0", ctx.source_date_epoch).as_bytes());
     for (rel, i) in app {
-        h.update(rel.as_bytes()).update(b"\0");
-        match i {
-            Input::Source(src) => {
-                let (digest, st) = ctx.sources.get(src)?;
-                h.update(b"S").update(&digest.0);
-                match st?.link_target() {
-                    Some(t) => h.update(b"L").update(t.as_os_str().as_encoded_bytes()),
-                    None if st?.executable() => h.update(b"X"),
-                    None => h.update(b"F"),
-                };
-            }
-            _ => {
-                let d = super::ctx::input_digest(i, deps, ctx).ok()?;
-                h.update(b"O").update(d.to_string().as_bytes());
-            }
-        }
-        h.update(b"\0");
+        let text = app_entry_text(i, deps, ctx).ok()?;
+        h.update(rel.as_bytes()).update(b"\0").update(text.to_string().as_bytes()).update(b"\0");
     }
     Some(h.finalize())
 }
@@ -614,5 +631,27 @@ pub fn binding_vars(p: &crate::model::action::CnbPhase) -> Vec<(String, String)>
         Vec::new()
     } else {
         vec![("SERVICE_BINDING_ROOT".to_string(), "/platform/bindings".to_string())]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::link_text;
+    use std::ffi::OsStr;
+    use std::os::unix::ffi::OsStrExt;
+    use std::path::Path;
+
+    #[test]
+    fn link_texts_that_differ_are_keyed_apart() {
+        // UTF-8 text keeps the shown form existing keys were made with.
+        assert_eq!(link_text(Path::new("../site/index.html")), " -> ../site/index.html");
+        // Two non-UTF-8 targets a lossy display would show alike (`\u{FFFD}`), and the UTF-8 text
+        // that display would give.
+        let a = link_text(Path::new(OsStr::from_bytes(b"a\xff")));
+        let b = link_text(Path::new(OsStr::from_bytes(b"a\xfe")));
+        let lossy = link_text(Path::new("a\u{FFFD}"));
+        assert_ne!(a, b);
+        assert_ne!(a, lossy);
+        assert_eq!(a, " ->bytes a\\xff");
     }
 }

@@ -8,13 +8,13 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::cnb_common::{self as common, Scratch};
-use super::ctx::{input_digest, output_digest, RunCtx};
+use super::ctx::{output_digest, RunCtx};
 use crate::cache::{ComponentValue, KeyBuilder, ShownText};
 use crate::cnb::buildpack_toml::{escape_id, BuildpackRef};
 use crate::cnb::env::{buildpack_process_env, detect_args, detect_cnb_vars, filtered_base_env, DetectVars};
 use crate::cnb::plan::{parse_detect_plan, resolve_order, DetectOutcome, GroupMember, Plan};
 use crate::cnb::CnbError;
-use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, CnbPhase, Input};
+use crate::model::action::{Action, ActionId, ActionKind, ActionOutput, CnbPhase};
 use crate::oci::Image;
 
 /// What detection decided, passed to the build phase.
@@ -31,32 +31,12 @@ pub fn phase_key(
     deps: &BTreeMap<ActionId, Arc<ActionOutput>>,
     ctx: &RunCtx,
 ) -> Result<KeyBuilder, ActionError> {
-    let mut app = Vec::with_capacity(p.app.len());
-    for (rel, i) in &p.app {
-        let d = match i {
-            // From the stamp taken when the source was hashed (no I/O here: keys are made on every
-            // build). A symlink is copied into the app as a link: its text is what the image holds
-            // (`index.html` and `../site/index.html` may name the same file, never the same link).
-            // A file's executable bit reaches the image (the copy is 0755 or 0644, like git,
-            // whatever the checkout's umask), so it is keyed like an output's `+x`.
-            Input::Source(src) => {
-                let (digest, st) =
-                    ctx.sources.get(src).ok_or_else(|| format!("internal: source `{src}` was not hashed"))?;
-                let st = st.ok_or_else(|| format!("internal: source `{src}` was not stamped"))?;
-                let mut d = ShownText::hash(false, digest.0);
-                match st.link_target() {
-                    Some(t) => d.push_str(&format!(" -> {}", t.display())),
-                    None if st.executable() => d.push_str("+x"),
-                    None => {}
-                }
-                d
-            }
-            _ => input_digest(i, deps, ctx)?,
-        };
-        app.push((rel.clone(), d));
-    }
-    // Sorted already (app paths come sorted): collecting builds the map in bulk.
-    let app: BTreeMap<String, ShownText> = app.into_iter().collect();
+    // Collected (app paths come sorted, so the map is built in bulk), not inserted one by one.
+    let app = p
+        .app
+        .iter()
+        .map(|(rel, i)| Ok((rel.clone(), common::app_entry_text(i, deps, ctx)?)))
+        .collect::<Result<BTreeMap<String, ShownText>, ActionError>>()?;
     let build_image = match deps.get(&p.build_image).map(|o| o.as_ref()) {
         Some(ActionOutput::Image { manifest, .. }) => manifest.to_string(),
         _ => return Err("internal: build image missing".into()),
