@@ -115,15 +115,14 @@ fn check_sources_unchanged(a: &crate::model::action::Action, ctx: &RunCtx) -> Re
 fn hash_sources(g: &ActionGraph, cfg: &ExecConfig, cache: &Cache) -> Result<(Sources, usize), ActionError> {
     // Every source, once, and whether some consumer reads it by following the path (else it is a
     // cnb_image app file, kept as a link).
-    let mut list: Vec<(String, bool)> = g.actions.iter().flat_map(source_inputs).collect();
-    list.sort_unstable();
-    list.dedup_by(|later, kept| {
-        let same = later.0 == kept.0;
-        if same {
-            kept.1 |= later.1;
-        }
-        same
-    });
+    // Deduplicated by hashing before the sort: a service's files are read by two or three
+    // actions, and sorting every copy compared their long common prefixes again (issue 23).
+    let mut once: std::collections::HashMap<String, bool> = std::collections::HashMap::new();
+    for (rel, follow) in g.actions.iter().flat_map(source_inputs) {
+        *once.entry(rel).or_insert(false) |= follow;
+    }
+    let mut list: Vec<(String, bool)> = once.into_iter().collect();
+    list.sort_unstable_by(|a, b| a.0.cmp(&b.0));
     let started = std::time::SystemTime::now();
     let mut check = SourceCheck::new(&cfg.root).map_err(ActionError::env)?;
     let mut sources = Sources::with_capacity(list.len());
@@ -219,13 +218,22 @@ struct SourceCheck {
     canon_root: PathBuf,
     /// Directory (workspace-relative) → `None` if it stays inside, else why not.
     dirs: std::collections::HashMap<PathBuf, Option<String>>,
+    /// The directory part of the last source whose directories all stay inside: sources come
+    /// sorted, so most share it and skip the walk up their parents.
+    last_dir: Option<String>,
 }
 
 impl SourceCheck {
     fn new(root: &std::path::Path) -> Result<SourceCheck, String> {
         let canon_root = std::fs::canonicalize(root)
             .map_err(|e| format!("cannot resolve the workspace root `{}`: {e}", root.display()))?;
-        Ok(SourceCheck { root: root.to_path_buf(), stats: DirStats::new(root), canon_root, dirs: Default::default() })
+        Ok(SourceCheck {
+            root: root.to_path_buf(),
+            stats: DirStats::new(root),
+            canon_root,
+            dirs: Default::default(),
+            last_dir: None,
+        })
     }
 
     /// True if `p` (resolved) is the workspace root or below it.
@@ -242,25 +250,29 @@ impl SourceCheck {
                 "source `{rel}` is not a plain path inside the workspace; cbuild does not read it"
             )));
         }
-        // Every directory above it, shortest first.
-        let mut dir = PathBuf::new();
-        let parents: Vec<_> = relp.parent().map(|p| p.components().collect()).unwrap_or_default();
-        for c in parents {
-            dir.push(c);
-            if let Some(why) = self.check_dir(&dir) {
-                return Err(SourceError::Refused(format!("source `{rel}` is under {why}")));
+        let dir_part = rel.rfind('/').map_or("", |i| &rel[..i]);
+        if self.last_dir.as_deref() != Some(dir_part) {
+            // Every directory above it, shortest first.
+            let mut dir = PathBuf::new();
+            let parents: Vec<_> = relp.parent().map(|p| p.components().collect()).unwrap_or_default();
+            for c in parents {
+                dir.push(c);
+                if let Some(why) = self.check_dir(&dir) {
+                    return Err(SourceError::Refused(format!("source `{rel}` is under {why}")));
+                }
             }
+            self.last_dir = Some(dir_part.to_string());
         }
-        let full = self.root.join(relp);
         let md = self.stats.lstat(relp).map_err(|e| {
             SourceError::Other(format!(
                 "hashing sources: {}",
-                crate::cache::CacheError::Io { path: full.clone(), source: e }
+                crate::cache::CacheError::Io { path: self.root.join(relp), source: e }
             ))
         })?;
         if !md.is_symlink() {
             return Ok(Checked::File(md, None));
         }
+        let full = self.root.join(relp);
         let target = std::fs::read_link(&full).unwrap_or_default();
         match std::fs::canonicalize(&full) {
             // A kept link to a directory inside is a link in the app too (nothing to hash).

@@ -1,6 +1,7 @@
 //! Workspace sources as the scheduler and the runners share them: the stamp of a source when it was
 //! hashed, and the path a runner reads it from. Hashing and checking them is the scheduler's.
 
+use std::hash::BuildHasher;
 use std::path::PathBuf;
 
 use crate::fs::stat::FileStat;
@@ -9,10 +10,21 @@ use crate::model::digest::Blake3;
 /// Every workspace source of a build: its blake3 and how it looked when it was hashed, by
 /// workspace-relative path. One sorted list holding each path once (issue 23: at 100,000 files two
 /// maps keyed by their own copies of every path took ≈ 29 MB of a peak of 136 MiB).
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Sources {
     /// Sorted by path, no duplicates.
     entries: Vec<SourceEntry>,
+    /// Positions in `entries` by a hash of the path, made on the first lookup (4 bytes a source).
+    /// Keys look every file up once or twice per action: a binary search compared the long
+    /// common prefixes of a service's paths 14 times each (issue 23, no-op).
+    index: std::sync::OnceLock<hashbrown::HashTable<u32>>,
+    hasher: hashbrown::DefaultHashBuilder,
+}
+
+impl std::fmt::Debug for Sources {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sources").field("entries", &self.entries).finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -26,7 +38,7 @@ struct SourceEntry {
 impl Sources {
     /// Room for `n` sources (allocated once: at 100,000 files doubling left 3.5 MB unused).
     pub(super) fn with_capacity(n: usize) -> Sources {
-        Sources { entries: Vec::with_capacity(n) }
+        Sources { entries: Vec::with_capacity(n), ..Default::default() }
     }
 
     /// The blake3 of the source `path` (a kept link's: of its target text).
@@ -53,13 +65,25 @@ impl Sources {
     }
 
     fn find(&self, path: &str) -> Option<&SourceEntry> {
-        self.entries.binary_search_by(|e| (*e.path).cmp(path)).ok().map(|i| &self.entries[i])
+        let index = self.index.get_or_init(|| {
+            let mut t = hashbrown::HashTable::with_capacity(self.entries.len());
+            for (i, e) in self.entries.iter().enumerate() {
+                t.insert_unique(self.hasher.hash_one(&*e.path), i as u32, |&j| {
+                    self.hasher.hash_one(&*self.entries[j as usize].path)
+                });
+            }
+            t
+        });
+        index
+            .find(self.hasher.hash_one(path), |&i| *self.entries[i as usize].path == *path)
+            .map(|&i| &self.entries[i as usize])
     }
 
     /// Appends a source; paths must come in strictly increasing order.
     pub(super) fn push(&mut self, path: String, digest: Blake3, stamp: Option<SourceStamp>) {
         debug_assert!(self.entries.last().is_none_or(|e| *e.path < *path), "sources out of order at `{path}`");
         self.entries.push(SourceEntry { path: path.into_boxed_str(), digest, stamp });
+        self.index.take();
     }
 
     /// Sets the digest of the source at `index` (in push order).

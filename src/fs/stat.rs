@@ -99,7 +99,17 @@ impl DirStats {
         let (Some(dir), Some(name)) = (rel.parent(), rel.file_name()) else {
             return FileStat::lstat(&self.root.join(rel));
         };
-        if !self.open.contains_key(dir) {
+        let stat_in = |fd: &Option<OwnedFd>| {
+            let st = rustix::fs::statat(fd.as_ref()?, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW).ok()?;
+            Some(FileStat::of_raw(&st))
+        };
+        // One lookup for the common case (the directory is open already): hashing a `Path`
+        // walks its components.
+        if let Some(fd) = self.open.get(dir) {
+            if let Some(st) = stat_in(fd) {
+                return Ok(st);
+            }
+        } else {
             if self.open.len() >= OPEN_DIRS {
                 self.open.clear();
             }
@@ -110,11 +120,10 @@ impl DirStats {
                 Mode::empty(),
             )
             .ok();
+            let st = stat_in(&fd);
             self.open.insert(dir.to_path_buf(), fd);
-        }
-        if let Some(Some(fd)) = self.open.get(dir) {
-            if let Ok(st) = rustix::fs::statat(fd, name, rustix::fs::AtFlags::SYMLINK_NOFOLLOW) {
-                return Ok(FileStat::of_raw(&st));
+            if let Some(st) = st {
+                return Ok(st);
             }
         }
         FileStat::lstat(&self.root.join(rel))

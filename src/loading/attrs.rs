@@ -12,7 +12,7 @@ use starlark::values::{Value, ValueLike};
 use crate::model::label::{Label, PackagePath};
 
 /// A checked attribute value. Labels are resolved to absolute form; files are workspace-relative.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum AttrValue {
     None,
@@ -29,7 +29,7 @@ pub enum AttrValue {
 }
 
 /// A source file reference: path relative to the workspace root.
-#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 pub struct FileRef {
     pub file: String,
 }
@@ -219,19 +219,22 @@ pub fn convert<'v>(ty: AttrType, v: Value<'v>, cx: &ConvertCtx) -> Result<AttrVa
         }
         AttrType::SourceList => {
             let l = ListRef::from_value(v).ok_or_else(wrong)?;
-            let mut out = Vec::new();
-            let mut seen = std::collections::BTreeSet::new();
+            let mut out = Vec::with_capacity(l.len());
             for x in l.iter() {
                 let s = x.unpack_str().ok_or_else(|| elem_err(ty, x))?;
-                let item = if s.starts_with("//") || s.starts_with(':') {
+                out.push(if s.starts_with("//") || s.starts_with(':') {
                     AttrValue::Label(Label::parse(s, Some(cx.package)).map_err(|e| e.to_string())?)
                 } else {
                     AttrValue::File(package_file(s, cx, false)?)
-                };
-                if !seen.insert(format!("{item:?}")) {
-                    return Err(format!("`{s}` is listed twice"));
-                }
-                out.push(item);
+                });
+            }
+            // Two spellings of one file (`a.txt`, `./a.txt`) or label are one item, listed twice.
+            // Hashed, not compared as shown text in a sorted set: a glob of a service's 2,000
+            // files shares long prefixes (issue 23).
+            let mut seen = std::collections::HashSet::with_capacity(out.len());
+            if let Some(i) = out.iter().position(|item| !seen.insert(item)) {
+                let s = l.iter().nth(i).and_then(|x| x.unpack_str()).unwrap_or("?");
+                return Err(format!("`{s}` is listed twice"));
             }
             Ok(AttrValue::List(out))
         }
@@ -338,6 +341,11 @@ fn short(v: Value) -> String {
 
 /// Resolves a file path given relative to the package; it must stay inside the package and exist.
 fn package_file(s: &str, cx: &ConvertCtx, allow_dir: bool) -> Result<FileRef, String> {
+    // A path `glob()` returned is a plain relative one (no `.`, `..` or empty component) that
+    // exists: neither normalized nor `lstat`ed again.
+    if cx.globbed.is_some_and(|g| g.contains(s)) {
+        return Ok(FileRef { file: cx.package.join(s) });
+    }
     let rel = crate::fs::normalize_relative(Path::new(s)).filter(|p| !p.as_os_str().is_empty()).ok_or_else(|| {
         format!("`{s}` escapes the package `//{}` (absolute or `..` paths are not allowed)", cx.package)
     })?;

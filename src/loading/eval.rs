@@ -299,6 +299,11 @@ fn cbuild_builtins(builder: &mut GlobalsBuilder) {
     ) -> anyhow::Result<Value<'v>> {
         let heap = eval.heap();
         let out = instantiate(kind, spec, name, kwargs, record, eval)?;
+        // A recorded (built-in) rule's values are not read back: the prelude passes them only to
+        // a checked macro's `impl`, and a service's 2,000 srcs would be copied onto the heap again.
+        if record {
+            return Ok(Value::new_none());
+        }
         // Return the checked values as a dict for checked macros (`impl`).
         let mut pairs = Vec::new();
         for (k, v) in out {

@@ -102,36 +102,58 @@ impl TargetGraph {
     }
 }
 
-/// Finds every package (directory with a BUILD.star) at or below `under`.
+/// Finds every package (directory with a BUILD.star) at or below `under`, depth first, each
+/// directory's entries in byte order of their names. Only directories are looked at: the entry
+/// types come from `getdents`, and a directory's BUILD.star and cbuild.toml are found in its own
+/// listing (a stat only when such an entry is a symlink, which counts if it leads to a file).
+/// Walkdir made an entry (a joined path) per file and two `stat`s per directory: 9–14 ms of a
+/// 10,000-file no-op (issue 23). An unreadable directory is skipped, not the rest of the walk.
 pub fn find_packages(root: &Path, under: &PackagePath) -> Vec<PackagePath> {
-    let start = root.join(under.as_str());
     let mut out = Vec::new();
-    let mut it = walkdir::WalkDir::new(&start).sort_by_file_name().into_iter();
-    while let Some(Ok(e)) = it.next() {
-        if !e.file_type().is_dir() {
-            continue;
-        }
-        let name = e.file_name().to_string_lossy();
-        // A directory with its own cbuild.toml is another workspace (as a nested MODULE.bazel is
-        // another repository to Bazel): patterns never reach into it.
-        if e.depth() > 0
-            && (name.starts_with('.')
-                || name == "cbuild-out"
-                || name == "target"
-                || e.path().join(crate::loading::workspace::WORKSPACE_FILE).is_file())
-        {
-            it.skip_current_dir();
-            continue;
-        }
-        if e.path().join(BUILD_FILE).is_file() {
-            if let Some(rel) = e.path().strip_prefix(root).ok().and_then(|r| r.to_str()) {
-                if let Ok(p) = PackagePath::parse(rel) {
-                    out.push(p);
-                }
-            }
+    find_in(&root.join(under.as_str()), under.as_str(), true, &mut out);
+    out
+}
+
+/// One directory of [`find_packages`]; `rel` is its workspace path.
+fn find_in(dir: &Path, rel: &str, top: bool, out: &mut Vec<PackagePath>) {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rd) = std::fs::read_dir(dir) else { return };
+    let (mut build, mut workspace) = (false, false);
+    let mut dirs: Vec<std::ffi::OsString> = Vec::new();
+    for e in rd.flatten() {
+        let Ok(ty) = e.file_type() else { continue };
+        let name = e.file_name();
+        let is_file =
+            |n: &str| name.as_bytes() == n.as_bytes() && (ty.is_file() || (ty.is_symlink() && e.path().is_file()));
+        if ty.is_dir() {
+            dirs.push(name);
+        } else if is_file(BUILD_FILE) {
+            build = true;
+        } else if is_file(crate::loading::workspace::WORKSPACE_FILE) {
+            workspace = true;
         }
     }
-    out
+    // A directory with its own cbuild.toml is another workspace (as a nested MODULE.bazel is
+    // another repository to Bazel): patterns never reach into it.
+    if workspace && !top {
+        return;
+    }
+    if build {
+        if let Ok(p) = PackagePath::parse(rel) {
+            out.push(p);
+        }
+    }
+    dirs.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
+    for name in dirs {
+        let b = name.as_bytes();
+        if b.starts_with(b".") || b == b"cbuild-out" || b == b"target" {
+            continue;
+        }
+        // A name that is not UTF-8 cannot be in a label: nothing under it is a package.
+        let Some(n) = name.to_str() else { continue };
+        let child_rel = if rel.is_empty() { n.to_string() } else { format!("{rel}/{n}") };
+        find_in(&dir.join(&name), &child_rel, false, out);
+    }
 }
 
 /// The result of loading: the graph and the targets the patterns selected.
@@ -342,4 +364,50 @@ pub fn find_cycle(g: &TargetGraph) -> Option<Vec<Label>> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn find_packages_walks_in_byte_order_and_skips_what_is_not_this_workspace() {
+        let t = tempfile::tempdir().unwrap();
+        let r = t.path();
+        let mk = |p: &str| {
+            std::fs::create_dir_all(r.join(p).parent().unwrap()).unwrap();
+            std::fs::write(r.join(p), "").unwrap();
+        };
+        for p in [
+            "BUILD.star",
+            "b/BUILD.star",
+            "a/BUILD.star",
+            "a/x/y/BUILD.star",
+            "B/BUILD.star",
+            // Not packages: hidden, output and target dirs, a nested workspace (and all under it).
+            ".hidden/BUILD.star",
+            "cbuild-out/BUILD.star",
+            "target/BUILD.star",
+            "nested/cbuild.toml",
+            "nested/BUILD.star",
+            "nested/sub/BUILD.star",
+            // A file that is not BUILD.star, and a directory that is.
+            "c/BUILD.star.txt",
+            "d/BUILD.star/BUILD.star",
+        ] {
+            mk(p);
+        }
+        // A BUILD.star symlink to a file counts (as `is_file` follows it); a symlinked directory
+        // is not walked into.
+        std::fs::create_dir_all(r.join("e")).unwrap();
+        std::os::unix::fs::symlink("../a/BUILD.star", r.join("e/BUILD.star")).unwrap();
+        std::os::unix::fs::symlink("a", r.join("link")).unwrap();
+        let names = |under: &str| -> Vec<String> {
+            find_packages(r, &PackagePath::parse(under).unwrap()).iter().map(|p| p.to_string()).collect()
+        };
+        assert_eq!(names(""), ["", "B", "a", "a/x/y", "b", "d/BUILD.star", "e"]);
+        assert_eq!(names("a"), ["a", "a/x/y"]);
+        // Asked for directly, a nested workspace's own root is searched (as before).
+        assert_eq!(names("nested"), ["nested", "nested/sub"]);
+    }
 }

@@ -39,21 +39,26 @@ pub fn key(
     let ActionKind::Layer { files, mode, uid, gid, symlinks, dirs, compression } = &a.kind else { unreachable!() };
     // Built as the key's own map (not a map of strings converted afterwards: one copy of the
     // file list, not two, for a layer of 100,000 files).
-    let mut m: BTreeMap<String, ComponentValue> = BTreeMap::new();
-    for f in files {
-        let mut d = input_digest(&f.input, deps, ctx)?;
-        if mode.is_none() {
-            if let Input::Source(p) = &f.input {
-                // The mode as stat'ed when the source was hashed (the same snapshot as its
-                // digest; a later change is caught by the end-of-action source check), so a
-                // no-op build stats each source once, not twice.
-                if source_executable(p, ctx) {
-                    d.push_str("+x");
+    // Collected, not inserted one by one: files come sorted by destination, so the map is built
+    // in bulk instead of comparing long common prefixes per insert (a later duplicate wins, as
+    // with `insert`).
+    let m = files
+        .iter()
+        .map(|f| {
+            let mut d = input_digest(&f.input, deps, ctx)?;
+            if mode.is_none() {
+                if let Input::Source(p) = &f.input {
+                    // The mode as stat'ed when the source was hashed (the same snapshot as its
+                    // digest; a later change is caught by the end-of-action source check), so a
+                    // no-op build stats each source once, not twice.
+                    if source_executable(p, ctx) {
+                        d.push_str("+x");
+                    }
                 }
             }
-        }
-        m.insert(f.dest.clone(), ComponentValue::Text(d));
-    }
+            Ok((f.dest.clone(), ComponentValue::Text(d)))
+        })
+        .collect::<Result<BTreeMap<String, ComponentValue>, ActionError>>()?;
     Ok(kb
         .component("files", ComponentValue::Map(m))
         .component("mode", mode.map(|m| format!("{m:o}")).unwrap_or_else(|| "auto".into()))
