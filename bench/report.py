@@ -166,7 +166,7 @@ def machine(m):
         ("kernel", platform.release()),
         ("OS", osr.get("PRETTY_NAME", "?")),
         ("work dir filesystem", "%s (%s)" % (fs, wd)),
-        ("load average (1/5/15 min)", "%s at start, %s at end (shared machine: other compiles ran)" % (m.get("LOAD_START", "?"), m.get("LOAD_END", "?"))),
+        ("load average (1/5/15 min)", "%s at start, %s at end (2 cores: the run's own builds and peers load them)" % (m.get("LOAD_START", "?"), m.get("LOAD_END", "?"))),
         ("cbuild", "%s, release build of %s, tree at commit %s%s" % (m.get("CBUILD_VERSION", "?"), m.get("CBUILD_BUILT", "?"), m.get("GIT_REV", "?"), " + uncommitted changes" if m.get("GIT_DIRTY", "0") not in ("0", "") else "")),
         ("peers", "%s; %s; zstd %s; %s" % (m.get("BUILDAH_VERSION", "?"), m.get("PIGZ_VERSION", "?"), m.get("ZSTD_VERSION", "?"), m.get("HYPERFINE_VERSION", "?"))),
         ("BuildKit", "the BuildKit built into the Docker engine: %s (%s; Debian package %s), storage driver %s; `DOCKER_BUILDKIT=1 /usr/bin/docker build --network none`" % (
