@@ -100,13 +100,22 @@ def context_sent(rdir, name):
     return (statistics.median(runs) if runs else None), runs
 
 
+def warmups(rdir):
+    """Uncounted warm-up runs before each scenario's timed runs (their output is in the files too)."""
+    try:
+        return int(meta(rdir).get("WARMUP", "0"))
+    except ValueError:
+        return 0
+
+
 def engine_cpu(rdir, name, runs):
-    """The Docker engine's CPU seconds per run (dockerd + children, prepare included) and its peak RSS."""
+    """The Docker engine's CPU seconds per run (dockerd + children, prepare included; the warm-up
+    runs were measured too) and its peak RSS."""
     rows = [l.split() for l in read(os.path.join(rdir, "engine-%s.txt" % name)).splitlines() if l.strip()]
     if len(rows) < 2 or not runs:
         return None, None
     try:
-        return (float(rows[-1][0]) - float(rows[0][0])) / runs, int(rows[-1][1])
+        return (float(rows[-1][0]) - float(rows[0][0])) / (runs + warmups(rdir)), int(rows[-1][1])
     except (ValueError, IndexError):
         return None, None
 
@@ -128,7 +137,8 @@ def action_sums(rdir, name, action):
         elif e.get("type") == "summary":
             out.append(tuple(cur))
             cur = [0, 0.0]
-    return out
+    # The warm-up runs come first.
+    return out[warmups(rdir):]
 
 
 def human_bytes(b):
@@ -239,7 +249,7 @@ def main():
         m.get("SERVICES"), m.get("MONO_FILES"), mono_mb, int(float(m.get("LIB_FRAC", 0)) * 100)))
     if big1_mb:
         L.append("| big layer trees | %s files / %.0f MB and %s files / %.0f MB |" % (m.get("BIG1_FILES"), big1_mb, m.get("BIG2_FILES"), big2_mb))
-    L.append("| runs | %s per cbuild scenario and limit, %s per buildah and BuildKit scenario |" % (m.get("RUNS"), m.get("PEER_RUNS")))
+    L.append("| runs | %s per cbuild scenario and limit, %s per buildah and BuildKit scenario; each scenario after `sync` and %s uncounted warm-up run(s) |" % (m.get("RUNS"), m.get("PEER_RUNS"), m.get("WARMUP", "0")))
     if m.get("BIG1X2_NOTE"):
         L.append("| note | `layer-cbuild-gzip-big1x2` (%s files, %.0f MB): %s |" % (m.get("BIG1X2_FILES"), int(m.get("BIG1X2_BYTES", 0)) / 1e6, m["BIG1X2_NOTE"]))
     L.append("")

@@ -17,7 +17,7 @@
 #          and /usr/bin/docker 20.10, BuildKit built in); nginx + curl for the remote-cache scenario.
 #          Root (buildah chroot, dockerd, bind mounts).  On Debian/Ubuntu:
 #            apt-get install -y hyperfine pigz zstd buildah jq time python3 bubblewrap docker.io nginx curl
-# Scenarios (each: hyperfine --export-json, --prepare for the state change, GNU time %M for peak RSS):
+# Scenarios (each after `sync`: hyperfine --warmup 1 --export-json, --prepare for the state change, GNU time %M for peak RSS):
 #   cbuild  1 cold (empty cache dir, no cbuild-out)   2 no-op   3 one file edited in one service
 #           4 one file edited in the shared lib       5 run-image change (rebase: exports only)
 #           6 fresh local cache + warm remote cache (if `cbuild build --help` has --remote-cache)
@@ -119,7 +119,7 @@ HAS_REMOTE=0
   echo "CBUILD_VERSION=$("$CBUILD" --version 2>/dev/null | head -1)"
   echo "GIT_REV=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
   echo "GIT_DIRTY=$(git -C "$ROOT" status --porcelain 2>/dev/null | grep -vc '^??' || true)"
-  echo "WORKDIR=$W"; echo "RUNS=$RUNS"; echo "PEER_RUNS=$PEER_RUNS"
+  echo "WORKDIR=$W"; echo "RUNS=$RUNS"; echo "PEER_RUNS=$PEER_RUNS"; echo "WARMUP=1"
   echo "SERVICES=$SERVICES"; echo "FILES=$FILES"; echo "SIZE_MB=$SIZE_MB"; echo "LIB_FRAC=$LIB_FRAC"
   echo "MONO_FILES=$(tree_files "$MONO")"; echo "MONO_BYTES=$(tree_bytes "$MONO")"
   if [ "$SKIP_BIG" != 1 ]; then
@@ -150,7 +150,11 @@ hf() {
   case "$cmd" in *'|'*) printf '#!/bin/bash\nset -o pipefail\n%s\n' "$cmd" ;; *) printf '#!/bin/bash\nexec %s\n' "$cmd" ;; esac >"$W/bin/$name.sh"
   chmod +x "$W/bin/$name.sh"; echo "$prep" >"$W/bin/$name.prepare"
   printf '%-24s ' "$name"
-  if hyperfine --runs "$runs" --prepare "$prep" --export-json "$R/hf-$name.json" --style none \
+  # Every scenario starts from a settled machine: the previous one's writes flushed (a cold build
+  # leaves hundreds of MB of writeback that slowed the next no-op's first runs by up to 60 ms), and
+  # one warm-up run (prepared like the others) is not counted.
+  sync
+  if hyperfine --warmup 1 --runs "$runs" --prepare "$prep" --export-json "$R/hf-$name.json" --style none \
       "$TIME $R/rss-$name.txt $W/bin/$name.sh >>$R/out-$name.jsonl 2>>$R/err-$name.txt" >/dev/null 2>"$R/hferr-$name.txt"; then
     jq -r '.results[0] | "median \(.median*1000|round) ms  (min \(.min*1000|round), max \(.max*1000|round))"' "$R/hf-$name.json" |
       tr '\n' ' '
