@@ -1,6 +1,9 @@
 //! `glob(include, exclude)`: deterministic file matching inside one package. Patterns may not leave
 //! the package (no `..`, no absolute paths) and never descend into sub-packages.
 
+use std::ffi::OsString;
+use std::fs::FileType;
+use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
 use globset::{Glob, GlobBuilder, GlobSet, GlobSetBuilder};
@@ -78,34 +81,40 @@ fn matching(
 /// comparison and per entry, which was ≈ 5 % of a no-op build of 10,000 files (issue 23).
 pub fn package_files(dir: &Path) -> Result<Vec<String>, LoadError> {
     let mut out = Vec::new();
-    walk_package(dir, dir, "", true, &mut out)?;
+    let entries =
+        sorted_listing(dir).map_err(|e| LoadError::new(format!("glob: cannot read `{}`: {e}", dir.display())))?;
+    walk_package(dir, dir, entries, "", true, &mut out)?;
     Ok(out)
 }
 
-/// One directory of [`package_files`]: `abs` is it, `rel` its path in the package (`valid`: that
-/// path is UTF-8, so files under it can be named).
-fn walk_package(top: &Path, abs: &Path, rel: &str, valid: bool, out: &mut Vec<String>) -> Result<(), LoadError> {
-    use std::os::unix::ffi::OsStrExt;
+/// One directory of [`package_files`]: `abs` is it, `entries` its [`sorted_listing`], `rel` its
+/// path in the package (`valid`: that path is UTF-8, so files under it can be named).
+fn walk_package(
+    top: &Path,
+    abs: &Path,
+    entries: Vec<(OsString, FileType)>,
+    rel: &str,
+    valid: bool,
+    out: &mut Vec<String>,
+) -> Result<(), LoadError> {
     let cannot_read = |e: std::io::Error| LoadError::new(format!("glob: cannot read `{}`: {e}", top.display()));
-    let mut entries: Vec<(std::ffi::OsString, bool)> = Vec::new();
-    for e in std::fs::read_dir(abs).map_err(cannot_read)? {
-        let e = e.map_err(cannot_read)?;
-        let is_dir = e.file_type().map_err(cannot_read)?.is_dir();
-        entries.push((e.file_name(), is_dir));
-    }
-    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-    for (name, is_dir) in entries {
+    for (name, ty) in entries {
         let (name_str, name_ok) = match name.to_str() {
             Some(n) => (std::borrow::Cow::Borrowed(n), true),
             None => (name.to_string_lossy(), false),
         };
         let child_rel = if rel.is_empty() { name_str.to_string() } else { format!("{rel}/{name_str}") };
-        if is_dir {
-            let child = abs.join(&name);
-            if name_str == ".git" || name_str == "cbuild-out" || child.join(BUILD_FILE).is_file() {
+        if ty.is_dir() {
+            if name_str == ".git" || name_str == "cbuild-out" {
                 continue;
             }
-            walk_package(top, &child, &child_rel, valid && name_ok, out)?;
+            // A sub-package is found in the listing the walk reads anyway (no `stat` of its BUILD.star).
+            let child = abs.join(&name);
+            let sub = sorted_listing(&child).map_err(cannot_read)?;
+            if holds_file(&child, &sub, BUILD_FILE) {
+                continue;
+            }
+            walk_package(top, &child, sub, &child_rel, valid && name_ok, out)?;
             continue;
         }
         if !(valid && name_ok) {
@@ -118,6 +127,39 @@ fn walk_package(top: &Path, abs: &Path, rel: &str, valid: bool, out: &mut Vec<St
         out.push(child_rel);
     }
     Ok(())
+}
+
+/// The entries of `dir`, sorted by the bytes of their names, with their types as `getdents` gives
+/// them (symlinks not followed). The one directory read of [`package_files`] and
+/// [`super::graph::find_packages`].
+pub(crate) fn sorted_listing(dir: &Path) -> std::io::Result<Vec<(OsString, FileType)>> {
+    sorted_listing_of(dir, |_, _| true)
+}
+
+/// [`sorted_listing`] of the entries `keep` accepts (a walk for directories need not hold and
+/// sort every file's name).
+pub(crate) fn sorted_listing_of(
+    dir: &Path,
+    keep: impl Fn(&std::ffi::OsStr, FileType) -> bool,
+) -> std::io::Result<Vec<(OsString, FileType)>> {
+    let mut entries = Vec::new();
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let (name, ty) = (e.file_name(), e.file_type()?);
+        if keep(&name, ty) {
+            entries.push((name, ty));
+        }
+    }
+    entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
+    Ok(entries)
+}
+
+/// Whether `entries` (the listing of `dir`) hold a file named `name`, or a symlink that leads to a
+/// file (as `dir.join(name).is_file()` says, with a `stat` only for a symlink).
+pub(crate) fn holds_file(dir: &Path, entries: &[(OsString, FileType)], name: &str) -> bool {
+    entries
+        .binary_search_by(|(n, _)| n.as_bytes().cmp(name.as_bytes()))
+        .is_ok_and(|i| entries[i].1.is_file() || (entries[i].1.is_symlink() && dir.join(name).is_file()))
 }
 
 /// Whether a `glob(include, exclude)` of a package would match the package-relative path `rel` if

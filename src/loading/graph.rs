@@ -117,36 +117,22 @@ pub fn find_packages(root: &Path, under: &PackagePath) -> Vec<PackagePath> {
 /// One directory of [`find_packages`]; `rel` is its workspace path.
 fn find_in(dir: &Path, rel: &str, top: bool, out: &mut Vec<PackagePath>) {
     use std::os::unix::ffi::OsStrExt;
-    let Ok(rd) = std::fs::read_dir(dir) else { return };
-    let (mut build, mut workspace) = (false, false);
-    let mut dirs: Vec<std::ffi::OsString> = Vec::new();
-    for e in rd.flatten() {
-        let Ok(ty) = e.file_type() else { continue };
-        let name = e.file_name();
-        let is_file =
-            |n: &str| name.as_bytes() == n.as_bytes() && (ty.is_file() || (ty.is_symlink() && e.path().is_file()));
-        if ty.is_dir() {
-            dirs.push(name);
-        } else if is_file(BUILD_FILE) {
-            build = true;
-        } else if is_file(crate::loading::workspace::WORKSPACE_FILE) {
-            workspace = true;
-        }
-    }
+    let ws = crate::loading::workspace::WORKSPACE_FILE;
+    let wanted = |n: &std::ffi::OsStr, ty: std::fs::FileType| ty.is_dir() || n == BUILD_FILE || n == ws;
+    let Ok(entries) = super::glob::sorted_listing_of(dir, wanted) else { return };
     // A directory with its own cbuild.toml is another workspace (as a nested MODULE.bazel is
     // another repository to Bazel): patterns never reach into it.
-    if workspace && !top {
+    if !top && super::glob::holds_file(dir, &entries, ws) {
         return;
     }
-    if build {
+    if super::glob::holds_file(dir, &entries, BUILD_FILE) {
         if let Ok(p) = PackagePath::parse(rel) {
             out.push(p);
         }
     }
-    dirs.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
-    for name in dirs {
+    for (name, ty) in entries {
         let b = name.as_bytes();
-        if b.starts_with(b".") || b == b"cbuild-out" || b == b"target" {
+        if !ty.is_dir() || b.starts_with(b".") || b == b"cbuild-out" || b == b"target" {
             continue;
         }
         // A name that is not UTF-8 cannot be in a label: nothing under it is a package.
