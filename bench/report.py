@@ -250,6 +250,10 @@ def main():
     if big1_mb:
         L.append("| big layer trees | %s files / %.0f MB and %s files / %.0f MB |" % (m.get("BIG1_FILES"), big1_mb, m.get("BIG2_FILES"), big2_mb))
     L.append("| runs | %s per cbuild scenario and limit, %s per buildah and BuildKit scenario; each scenario after `sync` and %s uncounted warm-up run(s) |" % (m.get("RUNS"), m.get("PEER_RUNS"), m.get("WARMUP", "0")))
+    if m.get("GZIP_LEVEL"):
+        gz, pz = int(m.get("BIG1_GZ_BYTES", 0) or 0), int(m.get("PIGZ_BIG1_BYTES", 0) or 0)
+        L.append("| gzip level | %s (cbuild's `oci::compress::GZIP_LEVEL`; pigz runs at the same level)%s |" % (
+            m["GZIP_LEVEL"], "; the %.0f MB tree compresses to %.1f MB (cbuild) and %.1f MB (pigz)" % (big1_mb, gz / 1e6, pz / 1e6) if gz and pz else ""))
     if m.get("BIG1X2_NOTE"):
         L.append("| note | `layer-cbuild-gzip-big1x2` (%s files, %.0f MB): %s |" % (m.get("BIG1X2_FILES"), int(m.get("BIG1X2_BYTES", 0)) / 1e6, m["BIG1X2_NOTE"]))
     L.append("")
@@ -291,7 +295,7 @@ def main():
         mb = big1_mb if b == "big1" else big2_mb
         rows += [
             ("L", "layer of %.0f MB" % mb, "layer-cbuild-gzip-" + b, "cbuild `layer` (gzip), cold"),
-            ("L", "layer of %.0f MB" % mb, "layer-pigz-" + b, "`tar -c \\| pigz -p 2`"),
+            ("L", "layer of %.0f MB" % mb, "layer-pigz-" + b, "`tar -c \\| pigz -p 2 -%s`" % m.get("GZIP_LEVEL", "6")),
             ("L", "layer of %.0f MB" % mb, "layer-cbuild-zstd-" + b, "cbuild `layer` (zstd), cold"),
             ("L", "layer of %.0f MB" % mb, "layer-zstd-" + b, "`tar -c \\| zstd -T2`"),
             ("L", "layer of %.0f MB" % mb, "layer-tar-" + b, "`tar -c` (no compression)"),
