@@ -362,7 +362,7 @@ impl<W: Write> ParGzEncoder<W> {
             return self.emit_chunk(c);
         }
         if self.pool.is_none() {
-            self.pool = Some(spawn_pool(self.threads, self.index.clone()));
+            self.pool = Some(spawn_pool(self.threads, self.index.clone())?);
         }
         let in_flight_max = (self.threads * 2) as u64;
         self.pool
@@ -449,7 +449,7 @@ impl<W: Write> Write for ParGzEncoder<W> {
     }
 }
 
-fn spawn_pool(threads: usize, index: Option<Arc<dyn BlockIndex>>) -> Pool {
+fn spawn_pool(threads: usize, index: Option<Arc<dyn BlockIndex>>) -> io::Result<Pool> {
     let (jobs_tx, jobs_rx) = mpsc::sync_channel::<Job>(threads);
     let (done_tx, done_rx) = mpsc::channel::<Done>();
     let jobs_rx = Arc::new(Mutex::new(jobs_rx));
@@ -458,7 +458,8 @@ fn spawn_pool(threads: usize, index: Option<Arc<dyn BlockIndex>>) -> Pool {
             let rx = Arc::clone(&jobs_rx);
             let tx = done_tx.clone();
             let index = index.clone();
-            std::thread::spawn(move || loop {
+            // Named, so a profile tells compression from the tar producer.
+            std::thread::Builder::new().name("cbuild-gzip".into()).spawn(move || loop {
                 let job = match rx.lock() {
                     Ok(g) => g.recv(),
                     Err(_) => return,
@@ -470,8 +471,8 @@ fn spawn_pool(threads: usize, index: Option<Arc<dyn BlockIndex>>) -> Pool {
                 }
             })
         })
-        .collect();
-    Pool { jobs: Some(jobs_tx), done: done_rx, handles }
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(Pool { jobs: Some(jobs_tx), done: done_rx, handles })
 }
 
 /// Raw deflate of one block: sync-flushed (byte aligned, not final) or finished (final block).
