@@ -7,7 +7,7 @@ use std::fs::{self, File};
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use crate::model::digest::{Digest, HashingWriter};
+use crate::model::digest::{BackgroundHashingWriter, Digest};
 
 /// Errors from the blob directory. Each names the digest or path it is about.
 #[derive(Debug, thiserror::Error)]
@@ -139,9 +139,9 @@ impl BlobDir {
         // no partial file in the directory.
         let tmp = new_temp(&dir, "", false).map_err(|e| E::from(io_err(&dir)(e)))?;
         let tp = tmp.path().to_path_buf();
-        let mut w = HashingWriter::new(BufWriter::with_capacity(1 << 20, tmp));
+        let mut w = BackgroundHashingWriter::new(BufWriter::with_capacity(1 << 20, tmp));
         fill(&mut w)?;
-        let (buf, d, n) = w.finish();
+        let (buf, d, n) = w.finish().map_err(|e| E::from(io_err(&tp)(e)))?;
         let tmp = buf.into_inner().map_err(|e| E::from(io_err(&tp)(e.into_error())))?;
         let p = self.path(&d);
         if !self.holds_intact(&d, Some(n)) {

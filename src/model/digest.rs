@@ -127,6 +127,123 @@ impl<W: io::Write> io::Write for HashingWriter<W> {
     }
 }
 
+/// [`HashingWriter`] whose sha256 runs on a thread of its own once more than [`HASH_BLOCK`] bytes
+/// went through, so a layer's producer (tar, content-defined chunking) and its hashes use two
+/// cores: sha256 runs at about 1.6 GB/s even with the CPU's SHA instructions, the largest part of
+/// writing a layer whose chunks are found in the index (issue 23). The bytes are copied into
+/// blocks of [`HASH_BLOCK`] handed to the thread in order (at most [`HASH_IN_FLIGHT`] at a time,
+/// so memory stays bounded); a smaller stream is hashed inline and never starts a thread. If the
+/// thread cannot be started, hashing stays inline.
+pub struct BackgroundHashingWriter<W> {
+    inner: W,
+    block: Vec<u8>,
+    inline: Option<Sha256>,
+    worker: Option<HashWorker>,
+    written: u64,
+}
+
+/// Bytes handed to the hashing thread at a time.
+pub const HASH_BLOCK: usize = 1 << 20;
+/// Blocks queued for the hashing thread before the writer waits.
+pub const HASH_IN_FLIGHT: usize = 4;
+
+struct HashWorker {
+    tx: std::sync::mpsc::SyncSender<Vec<u8>>,
+    /// Blocks the thread is done with, for reuse.
+    back: std::sync::mpsc::Receiver<Vec<u8>>,
+    handle: std::thread::JoinHandle<Sha256>,
+}
+
+impl HashWorker {
+    fn spawn() -> io::Result<HashWorker> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<u8>>(HASH_IN_FLIGHT);
+        let (back_tx, back) = std::sync::mpsc::channel();
+        let handle = std::thread::Builder::new().name("cbuild-sha256".into()).spawn(move || {
+            let mut h = Sha256::new();
+            for b in rx {
+                h.update(&b);
+                let _ = back_tx.send(b);
+            }
+            h
+        })?;
+        Ok(HashWorker { tx, back, handle })
+    }
+}
+
+impl<W: io::Write> BackgroundHashingWriter<W> {
+    pub fn new(inner: W) -> Self {
+        BackgroundHashingWriter { inner, block: Vec::new(), inline: None, worker: None, written: 0 }
+    }
+
+    /// Hands the full block to the thread (started on the first one), or hashes it inline.
+    fn pass_block(&mut self) -> io::Result<()> {
+        if self.worker.is_none() && self.inline.is_none() {
+            match HashWorker::spawn() {
+                Ok(w) => self.worker = Some(w),
+                Err(_) => self.inline = Some(Sha256::new()),
+            }
+        }
+        match (&mut self.worker, &mut self.inline) {
+            (Some(w), _) => {
+                let mut next = w.back.try_recv().unwrap_or_default();
+                next.clear();
+                let full = std::mem::replace(&mut self.block, next);
+                w.tx.send(full).map_err(|_| io::Error::other("the sha256 thread ended early"))
+            }
+            (None, Some(h)) => {
+                h.update(&self.block);
+                self.block.clear();
+                Ok(())
+            }
+            (None, None) => unreachable!("one of them was just set"),
+        }
+    }
+
+    /// Returns the inner writer, the digest and the byte count of what went through.
+    pub fn finish(self) -> io::Result<(W, Digest, u64)> {
+        let BackgroundHashingWriter { inner, block, inline, worker, written } = self;
+        let h = match worker {
+            Some(HashWorker { tx, back, handle }) => {
+                if !block.is_empty() {
+                    tx.send(block).map_err(|_| io::Error::other("the sha256 thread ended early"))?;
+                }
+                drop(tx);
+                drop(back);
+                handle.join().map_err(|_| io::Error::other("the sha256 thread panicked"))?
+            }
+            None => {
+                let mut h = inline.unwrap_or_default();
+                h.update(&block);
+                h
+            }
+        };
+        Ok((inner, Digest { hex: hex_of(&h.finalize()) }, written))
+    }
+}
+
+impl<W: io::Write> io::Write for BackgroundHashingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            if self.block.capacity() == 0 {
+                self.block.reserve_exact(HASH_BLOCK);
+            }
+            let take = rest.len().min(HASH_BLOCK - self.block.len());
+            self.block.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.block.len() == HASH_BLOCK {
+                self.pass_block()?;
+            }
+        }
+        self.written += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// A blake3 hash (32 bytes), used for action keys and source-file fingerprints.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Blake3(pub [u8; 32]);
@@ -198,6 +315,26 @@ mod tests {
     fn rejects_bad_digests() {
         for s in ["", "sha256:", "md5:00", "sha256:ABCDEF", &format!("sha256:{}", "0".repeat(63))] {
             assert!(Digest::parse(s).is_err(), "{s}");
+        }
+    }
+
+    #[test]
+    fn the_background_hasher_agrees_with_the_inline_one_at_every_size() {
+        use std::io::Write;
+        // Around the block size: inline only, exactly one block, blocks and a tail, many blocks
+        // (more than are in flight, so blocks are reused), written in odd-sized pieces.
+        for n in [0, 1, HASH_BLOCK - 1, HASH_BLOCK, HASH_BLOCK + 1, 3 * HASH_BLOCK + 7, 9 * HASH_BLOCK + 1] {
+            let data: Vec<u8> = (0..n).map(|i| (i * 7 % 251) as u8).collect();
+            let mut a = HashingWriter::new(Vec::new());
+            let mut b = BackgroundHashingWriter::new(Vec::new());
+            for piece in data.chunks(100_003) {
+                a.write_all(piece).unwrap();
+                b.write_all(piece).unwrap();
+            }
+            let (wa, da, na) = a.finish();
+            let (wb, db, nb) = b.finish().unwrap();
+            assert_eq!((da, na), (db, nb), "{n} bytes");
+            assert_eq!(wa, wb, "{n} bytes pass through unchanged");
         }
     }
 

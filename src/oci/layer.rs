@@ -12,7 +12,7 @@ pub use super::compress::Compression;
 use super::error::{OciError, Result};
 use super::tar::{write_prepared, LayerEntries, TarEntry, TarOptions, DEFAULT_MTIME};
 use crate::cas::BlobDir;
-use crate::model::digest::{Digest, HashingWriter};
+use crate::model::digest::{BackgroundHashingWriter, Digest, HashingWriter};
 
 /// Options of [`write_layer`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -126,9 +126,10 @@ fn store(
     let (digest, size) = blobs.put_stream::<OciError>(|w| {
         let enc = compress::indexed_encoder(c, w, index.clone())
             .map_err(|source| OciError::LayerWrite { subject: "compressor".into(), source })?;
-        let mut hw = HashingWriter::new(enc);
+        let mut hw = BackgroundHashingWriter::new(enc);
         fill(&mut hw)?;
-        let (enc, d, _) = hw.finish();
+        let (enc, d, _) =
+            hw.finish().map_err(|source| OciError::LayerWrite { subject: "uncompressed tar".into(), source })?;
         chunks = enc.finish_box().map_err(|source| OciError::LayerWrite { subject: format!("{d}"), source })?;
         diff = Some(d);
         Ok(())
