@@ -127,8 +127,8 @@ impl<W: io::Write> io::Write for HashingWriter<W> {
     }
 }
 
-/// [`HashingWriter`] whose sha256 runs on a thread of its own once more than [`HASH_BLOCK`] bytes
-/// went through, so a layer's producer (tar, content-defined chunking) and its hashes use two
+/// [`HashingWriter`] whose sha256 runs on a thread of its own once [`HASH_BLOCK`] bytes went
+/// through, so a layer's producer (tar, content-defined chunking) and its hashes use two
 /// cores: sha256 runs at about 1.6 GB/s even with the CPU's SHA instructions, the largest part of
 /// writing a layer whose chunks are found in the index (issue 23). The bytes are copied into
 /// blocks of [`HASH_BLOCK`] handed to the thread in order (at most [`HASH_IN_FLIGHT`] at a time,
@@ -137,9 +137,16 @@ impl<W: io::Write> io::Write for HashingWriter<W> {
 pub struct BackgroundHashingWriter<W> {
     inner: W,
     block: Vec<u8>,
-    inline: Option<Sha256>,
-    worker: Option<HashWorker>,
+    hasher: Hasher,
     written: u64,
+}
+
+/// Where the full blocks go: nowhere yet (no block filled), a thread, or inline (no thread could
+/// be started).
+enum Hasher {
+    NotYet,
+    Thread(HashWorker),
+    Inline(Sha256),
 }
 
 /// Bytes handed to the hashing thread at a time.
@@ -172,38 +179,35 @@ impl HashWorker {
 
 impl<W: io::Write> BackgroundHashingWriter<W> {
     pub fn new(inner: W) -> Self {
-        BackgroundHashingWriter { inner, block: Vec::new(), inline: None, worker: None, written: 0 }
+        BackgroundHashingWriter { inner, block: Vec::new(), hasher: Hasher::NotYet, written: 0 }
     }
 
     /// Hands the full block to the thread (started on the first one), or hashes it inline.
     fn pass_block(&mut self) -> io::Result<()> {
-        if self.worker.is_none() && self.inline.is_none() {
-            match HashWorker::spawn() {
-                Ok(w) => self.worker = Some(w),
-                Err(_) => self.inline = Some(Sha256::new()),
-            }
+        if let Hasher::NotYet = self.hasher {
+            self.hasher = HashWorker::spawn().map_or_else(|_| Hasher::Inline(Sha256::new()), Hasher::Thread);
         }
-        match (&mut self.worker, &mut self.inline) {
-            (Some(w), _) => {
+        match &mut self.hasher {
+            Hasher::Thread(w) => {
                 let mut next = w.back.try_recv().unwrap_or_default();
                 next.clear();
                 let full = std::mem::replace(&mut self.block, next);
                 w.tx.send(full).map_err(|_| io::Error::other("the sha256 thread ended early"))
             }
-            (None, Some(h)) => {
+            Hasher::Inline(h) => {
                 h.update(&self.block);
                 self.block.clear();
                 Ok(())
             }
-            (None, None) => unreachable!("one of them was just set"),
+            Hasher::NotYet => Err(io::Error::other("internal: the sha256 hasher was not set up")),
         }
     }
 
     /// Returns the inner writer, the digest and the byte count of what went through.
     pub fn finish(self) -> io::Result<(W, Digest, u64)> {
-        let BackgroundHashingWriter { inner, block, inline, worker, written } = self;
-        let h = match worker {
-            Some(HashWorker { tx, back, handle }) => {
+        let BackgroundHashingWriter { inner, block, hasher, written } = self;
+        let h = match hasher {
+            Hasher::Thread(HashWorker { tx, back, handle }) => {
                 if !block.is_empty() {
                     tx.send(block).map_err(|_| io::Error::other("the sha256 thread ended early"))?;
                 }
@@ -211,11 +215,11 @@ impl<W: io::Write> BackgroundHashingWriter<W> {
                 drop(back);
                 handle.join().map_err(|_| io::Error::other("the sha256 thread panicked"))?
             }
-            None => {
-                let mut h = inline.unwrap_or_default();
+            Hasher::Inline(mut h) => {
                 h.update(&block);
                 h
             }
+            Hasher::NotYet => Sha256::new().chain_update(&block),
         };
         Ok((inner, Digest { hex: hex_of(&h.finalize()) }, written))
     }
