@@ -268,6 +268,84 @@ fn genrule_in_an_image_is_hermetic() {
     );
 }
 
+/// A genrule's `/work` is the target's kept input tree, reconciled before each run (issue 23).
+/// Whatever the last command did to it — a leftover file and directory, a source chmodded and
+/// appended to — must be gone: every build's output equals a clean build's, the command sees a
+/// source's executable bit (keyed: a chmod runs it again) and SOURCE_DATE_EPOCH mtimes, and a
+/// no-op runs nothing.
+#[test]
+fn a_genrules_kept_input_tree_is_what_a_fresh_copy_gives() {
+    let ws = support::empty();
+    ws.write(
+        "gen/BUILD.star",
+        r#"genrule(
+    name = "g",
+    srcs = glob(["src/**"]),
+    outs = ["out/tree.txt"],
+    cmd = "l=$(find . -printf '%p %m %U:%G %T@\n' | sort); printf '%s\n' \"$l\" > out/tree.txt; " +
+          "cat $SRCS >> out/tree.txt; echo junk > leftover; mkdir -p sub && echo x > sub/f; " +
+          "chmod 0600 src/a.txt; echo tamper >> src/a.txt; rm src/b/c.txt",
+)
+layer(name = "l", srcs = [":g"], prefix = "/gen")
+oci_image(name = "img", layers = [":l"])
+"#,
+    );
+    ws.write("gen/src/a.txt", "a\n");
+    ws.write("gen/src/b/c.txt", "c\n");
+    let args = ["//gen:img"];
+    let tree = || {
+        let layout = ws.path("cbuild-out/gen/img");
+        let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+        let index: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+        let manifest: serde_json::Value =
+            serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+        let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&layer[..]));
+        let mut out = String::new();
+        for e in tar.entries().unwrap() {
+            let mut e = e.unwrap();
+            if e.path().unwrap().ends_with("tree.txt") {
+                std::io::Read::read_to_string(&mut e, &mut out).unwrap();
+            }
+        }
+        out
+    };
+    let ran = |o: &support::Out| {
+        o.events().iter().any(|e| e["label"] == "//gen:g" && e["type"] == "finished" && e["outcome"] == "executed")
+    };
+    let check = |what: &str, should_run: bool| {
+        let o = ws.build(&args);
+        assert_eq!(o.code, 0, "{what}: {}", o.all());
+        assert_eq!(ran(&o), should_run, "{what}: genrule executed? {}", o.stdout);
+        assert_eq!(
+            o.digests(),
+            support::clean_digests(ws.root(), &args),
+            "{what}: differs from a clean build:\n{}",
+            tree()
+        );
+        let t = tree();
+        assert!(!t.contains("leftover") && !t.contains("./sub") && !t.contains("tamper"), "{what}: {t}");
+        t
+    };
+    let t = check("first build", true);
+    assert!(t.contains("./src/a.txt 644 65534:65534 315532800.0000000000\n"), "{t}");
+    assert!(t.contains("./src 755 65534:65534 315532800.0000000000\n"), "{t}");
+    ws.write("gen/src/b/c.txt", "c edited\n");
+    let t = check("one source edited", true);
+    assert!(t.contains("c edited"), "{t}");
+    check("no-op", false);
+    std::fs::set_permissions(ws.path("gen/src/b/c.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let t = check("executable bit set", true);
+    assert!(t.contains("./src/b/c.txt 755 "), "{t}");
+    ws.write("gen/src/new.txt", "new\n");
+    check("a source added", true);
+    std::fs::remove_file(ws.path("gen/src/new.txt")).unwrap();
+    // Back to the sources of the build before: a cache hit, not a run.
+    let t = check("a source removed", false);
+    assert!(!t.contains("new.txt"), "{t}");
+}
+
 /// The scheduler stats sources relative to their directory's descriptor (`fstatat`, issue 23):
 /// every change a path `lstat` saw must still be seen, each build matching a clean build of the
 /// same tree — content rewritten with size and mtime restored, a file added to and removed from a

@@ -28,6 +28,20 @@ struct Extra {
     step: usize,
 }
 
+/// An added package: a genrule whose output shows the whole `/work` tree it was given (paths,
+/// modes, owners, mtimes, contents), then tampers with it (a leftover file and directory, a source
+/// chmodded and appended to) — the next run's kept input tree must be what a fresh copy gives.
+const GEN_BUILD: &str = r#"genrule(
+    name = "g",
+    srcs = ["in.txt"],
+    outs = ["out.txt"],
+    cmd = "l=$(find . -printf '%p %m %U:%G %T@\\n' | sort); printf '%s\\n' \"$l\" > $OUTS; cat $SRCS $SRCS >> $OUTS; " +
+          "echo junk > leftover; mkdir -p sub && echo x > sub/f; chmod 0600 in.txt; echo tamper >> in.txt",
+)
+layer(name = "l", srcs = [":g", "in.txt"], prefix = "/gen")
+oci_image(name = "img", base = "//stacks:run-image", layers = [":l"])
+"#;
+
 fn edit(ws: &Ws, rng: &mut Rng, ex: &mut Extra) -> String {
     ex.step += 1;
     let n = ex.step;
@@ -35,7 +49,12 @@ fn edit(ws: &Ws, rng: &mut Rng, ex: &mut Extra) -> String {
     match rng.below(21) {
         17 => {
             // The executable bit reaches the image: it must reach the key.
-            let p = *rng.pick(&["services/site/index.html", "services/api/public/index.html", "tools/index.html"]);
+            let gen = ex.packages.first().map(|pkg| format!("{pkg}/in.txt"));
+            let p = match &gen {
+                // A genrule's source: the command sees its mode.
+                Some(g) if rng.below(3) == 0 => g.as_str(),
+                _ => *rng.pick(&["services/site/index.html", "services/api/public/index.html", "tools/index.html"]),
+            };
             let path = ws.path(p);
             let mode = std::fs::metadata(&path).unwrap().permissions().mode();
             let new = if mode & 0o100 != 0 { mode & !0o111 } else { mode | 0o111 };
@@ -177,7 +196,7 @@ fn edit(ws: &Ws, rng: &mut Rng, ex: &mut Extra) -> String {
         14 => {
             if ex.packages.is_empty() || rng.below(2) == 0 {
                 let p = format!("tools/gen{n}");
-                ws.write(&format!("{p}/BUILD.star"), "genrule(name = \"g\", srcs = [\"in.txt\"], outs = [\"out.txt\"], cmd = \"cat $SRCS $SRCS > $OUTS\")\nlayer(name = \"l\", srcs = [\":g\", \"in.txt\"], prefix = \"/gen\")\noci_image(name = \"img\", base = \"//stacks:run-image\", layers = [\":l\"])\n");
+                ws.write(&format!("{p}/BUILD.star"), GEN_BUILD);
                 ws.write(&format!("{p}/in.txt"), format!("gen {stamp}\n"));
                 ex.packages.push(p.clone());
                 format!("add package {p}")

@@ -28,10 +28,12 @@ use serde::{Deserialize, Serialize};
 use crate::execution::sandbox;
 
 /// What one app entry must be: a file copied from `src` (its identity covers content and mode),
-/// or a symlink.
+/// a symlink, or a directory (besides those every entry's parents are: e.g. where a genrule's
+/// outputs go).
 pub enum Want {
     File { src: PathBuf, id: String, mode: Option<u32> },
     Symlink { target: PathBuf },
+    Dir,
 }
 
 #[derive(Serialize, Deserialize, PartialEq, Eq, Clone, Debug)]
@@ -188,7 +190,10 @@ fn populate(
 ) -> Result<(Reconciled, BTreeMap<String, FileState>), ActionError> {
     let io_err = |p: &Path, e: io::Error| format!("app dir `{}`: {e}", p.display());
     let mut dirs: BTreeSet<String> = BTreeSet::new();
-    for rel in want.keys() {
+    for (rel, w) in want {
+        if matches!(w, Want::Dir) {
+            dirs.insert(rel.clone());
+        }
         let mut p = rel.as_str();
         while let Some(i) = p.rfind('/') {
             p = &p[..i];
@@ -249,11 +254,12 @@ fn populate(
         }
     }
     for (rel, w) in want {
-        if kept.contains(rel) {
+        if kept.contains(rel) || matches!(w, Want::Dir) {
             continue;
         }
         let dst = dir.join(rel);
         match w {
+            Want::Dir => {}
             Want::Symlink { target } => {
                 std::os::unix::fs::symlink(target, &dst).map_err(|e| io_err(&dst, e))?;
                 let _ = std::os::unix::fs::lchown(&dst, Some(uid), Some(gid));
