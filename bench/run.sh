@@ -172,7 +172,12 @@ summary() { jq -c 'select(.type=="summary") | {executed, cached_local, cached_re
 # ---- cbuild scenarios --------------------------------------------------------------------------
 echo "== cbuild: monorepo $(grep MONO_FILES "$R/meta.env" | cut -d= -f2) files, $(( $(grep MONO_BYTES "$R/meta.env" | cut -d= -f2) / 1048576 )) MiB"
 cb || { echo "cbuild cannot build the generated workspace; see $R/err-setup.txt" >&2; tail -20 "$R/err-setup.txt" >&2; exit 1; }
-hf cbuild-cold "$RUNS" "rm -rf $CACHE $MONO/cbuild-out" "$CB -C $MONO --cache-dir $CACHE //..."
+# Cold: no cache dir and none of the copies kept for it outside (the targets' app dirs under the
+# sandbox scratch root belong to the cache dir's instance: the next build would sweep them, timed;
+# the prepare removes them instead). Extracted build-image root file systems stay, keyed by image
+# digest and shared by every cache, as BuildKit keeps its unpacked base image.
+APPS="${TMPDIR:-/tmp}/cbuild-sandbox-$(id -u)/apps"
+hf cbuild-cold "$RUNS" "rm -rf $CACHE $MONO/cbuild-out $APPS" "$CB -C $MONO --cache-dir $CACHE //..."
 echo "   summary: $(summary cbuild-cold)"
 cb
 hf cbuild-noop "$RUNS" "true" "$CB -C $MONO --cache-dir $CACHE //..."

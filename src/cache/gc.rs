@@ -464,6 +464,7 @@ impl Cache {
         parts.push(dir.join("cache.sqlite.corrupt"));
         parts.push(dir.join("cas"));
         parts.push(dir.join("tmp"));
+        parts.push(dir.join(super::INSTANCE_FILE));
         for (i, p) in parts.iter().enumerate() {
             match fs::rename(p, trash.join(i.to_string())) {
                 Ok(()) => {}

@@ -88,11 +88,51 @@ pub struct Cache {
     cas: BlobDir,
     tmp: PathBuf,
     warnings: Vec<String>,
+    instance: std::sync::OnceLock<String>,
 }
+
+/// The file holding a cache directory's [`Cache::instance`].
+pub(crate) const INSTANCE_FILE: &str = "instance";
 
 impl fmt::Debug for Cache {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Cache").field("dir", &self.dir).finish_non_exhaustive()
+    }
+}
+
+/// The id in `path`, or a new random one put there atomically (a temp file hard-linked into
+/// place: a concurrent opener either links first or reads the winner's complete file).
+fn read_or_make_instance(path: &Path, tmp: &Path) -> Result<String> {
+    let valid = |s: &str| s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    match fs::read_to_string(path) {
+        Ok(s) if valid(s.trim()) => return Ok(s.trim().to_string()),
+        Ok(_) => {
+            // Damaged: replaced (the state tied to the old id is then swept).
+            let _ = fs::remove_file(path);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(CacheError::Io { path: path.to_path_buf(), source: e }),
+    }
+    let mut bytes = [0u8; 16];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut bytes)
+        .map_err(|_| CacheError::Io { path: path.to_path_buf(), source: std::io::Error::other("no random bytes") })?;
+    let id = hex::encode(bytes);
+    let mut t = tempfile::Builder::new().prefix(".instance-").tempfile_in(tmp).map_err(io_err(tmp))?;
+    std::io::Write::write_all(t.as_file_mut(), format!("{id}\n").as_bytes()).map_err(io_err(tmp))?;
+    match fs::hard_link(t.path(), path) {
+        Ok(()) => Ok(id),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            let s = fs::read_to_string(path).map_err(io_err(path))?;
+            if valid(s.trim()) {
+                Ok(s.trim().to_string())
+            } else {
+                Err(CacheError::Io {
+                    path: path.to_path_buf(),
+                    source: std::io::Error::other("not a cache instance id"),
+                })
+            }
+        }
+        Err(e) => Err(CacheError::Io { path: path.to_path_buf(), source: e }),
     }
 }
 
@@ -115,7 +155,20 @@ impl Cache {
             fs::create_dir_all(d).map_err(io_err(d))?;
         }
         let cas = BlobDir::open(&cas_root).map_err(|source| CacheError::Cas { dir: cas_root.clone(), source })?;
-        Ok(Cache { dir: dir.to_path_buf(), db, cas, tmp, warnings })
+        Ok(Cache { dir: dir.to_path_buf(), db, cas, tmp, warnings, instance: std::sync::OnceLock::new() })
+    }
+
+    /// A random id of this cache's contents (32 hex digits in `<dir>/instance`), made the first
+    /// time it is asked for and removed by `clean`. State kept outside the directory for it (a
+    /// target's kept app dir under the sandbox scratch root) is tied to it: a cache directory
+    /// removed and made again, or cleaned, starts without that state — a cold build is cold.
+    pub fn instance(&self) -> Result<&str> {
+        if let Some(id) = self.instance.get() {
+            return Ok(id);
+        }
+        let path = self.dir.join(INSTANCE_FILE);
+        let id = read_or_make_instance(&path, &self.tmp)?;
+        Ok(self.instance.get_or_init(|| id))
     }
 
     /// The cache directory.
@@ -430,6 +483,27 @@ mod tests {
         assert!(c.get_action(&key).unwrap().is_none());
         assert!(!c.cas().contains(&d));
         assert_eq!(c.stats().unwrap().blobs, 0);
+    }
+
+    #[test]
+    fn the_instance_id_lasts_until_clean_and_a_damaged_one_is_replaced() {
+        let (t, c) = open();
+        let id = c.instance().unwrap().to_string();
+        assert!(id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        drop(c);
+        let c = Cache::open(t.path()).unwrap();
+        assert_eq!(c.instance().unwrap(), id, "the same cache dir keeps its id");
+        drop(c);
+        Cache::clean(t.path()).unwrap();
+        let c = Cache::open(t.path()).unwrap();
+        let id2 = c.instance().unwrap().to_string();
+        assert_ne!(id2, id, "a cleaned cache is another instance");
+        drop(c);
+        std::fs::write(t.path().join(INSTANCE_FILE), "not an id").unwrap();
+        let c = Cache::open(t.path()).unwrap();
+        let id3 = c.instance().unwrap().to_string();
+        assert!(id3 != id2 && id3.len() == 32, "{id3}");
+        assert_eq!(std::fs::read_to_string(t.path().join(INSTANCE_FILE)).unwrap(), format!("{id3}\n"));
     }
 
     #[test]

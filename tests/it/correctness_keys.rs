@@ -344,6 +344,26 @@ oci_image(name = "img", layers = [":l"])
     // Back to the sources of the build before: a cache hit, not a run.
     let t = check("a source removed", false);
     assert!(!t.contains("new.txt"), "{t}");
+
+    // The kept tree belongs to this cache: a cache dir removed and made again (a cold build) gets
+    // a fresh one and the old one is swept.
+    // SAFETY: geteuid has no preconditions.
+    let apps = std::env::temp_dir().join(format!("cbuild-sandbox-{}", unsafe { libc::geteuid() })).join("apps");
+    let owned = || -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(&apps)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|d| std::fs::read(d.join("owner")).ok().as_deref() == Some(ws.cache.as_os_str().as_encoded_bytes()))
+            .collect()
+    };
+    let before = owned();
+    assert_eq!(before.len(), 1, "{before:?}");
+    std::fs::remove_dir_all(&ws.cache).unwrap();
+    check("cache dir removed", true);
+    let after = owned();
+    assert_eq!(after.len(), 1, "{after:?}");
+    assert!(!before[0].exists() && after[0] != before[0], "{before:?} {after:?}");
 }
 
 /// The scheduler stats sources relative to their directory's descriptor (`fstatat`, issue 23):

@@ -107,11 +107,15 @@ fn try_lock(path: &Path) -> io::Result<Option<fs::File>> {
 }
 
 impl AppDir {
-    /// The app dir of `label` for the cache at `cache_dir`, locked; `None` if another build holds it.
-    pub fn open(cache_dir: &Path, label: &str) -> Result<Option<AppDir>, ActionError> {
+    /// The app dir of `label` for `cache`, locked; `None` if another build holds it. It belongs to
+    /// the cache's [`instance`](crate::cache::Cache::instance): a removed or cleaned cache dir
+    /// never finds its predecessor's app dirs (they are swept).
+    pub fn open(cache: &crate::cache::Cache, label: &str) -> Result<Option<AppDir>, ActionError> {
+        let cache_dir = cache.dir();
+        let instance = cache.instance().map_err(|e| ActionError::of(&e))?;
         let root = apps_root()?;
         sweep_once(&root);
-        let key = blake3::hash(format!("{}\0{label}", cache_dir.display()).as_bytes()).to_hex();
+        let key = blake3::hash(format!("{}\0{instance}\0{label}", cache_dir.display()).as_bytes()).to_hex();
         let dir = root.join(&key[..32]);
         fs::create_dir_all(&dir).map_err(|e| format!("creating `{}`: {e}", dir.display()))?;
         let _ = fs::set_permissions(&dir, fs::Permissions::from_mode(0o711));
@@ -119,6 +123,7 @@ impl AppDir {
             return Ok(None);
         };
         let _ = fs::write(dir.join("owner"), cache_dir.as_os_str().as_encoded_bytes());
+        let _ = fs::write(dir.join(crate::cache::INSTANCE_FILE), instance);
         // The lock file's mtime is the sweep's clock: used now.
         let _ = lock.set_modified(std::time::SystemTime::now());
         let workspace = dir.join("workspace");
@@ -291,18 +296,24 @@ fn populate(
     Ok((counts, files))
 }
 
-/// Once per process: removes app dirs whose cache directory is gone or that were not used for
+/// Once per process: removes app dirs whose cache is gone (its directory removed, or made again or
+/// cleaned since: another [`instance`](crate::cache::Cache::instance)) or that were not used for
 /// [`UNUSED_FOR`] (skipping any a build holds).
 fn sweep_once(root: &Path) {
     static SWEPT: std::sync::Once = std::sync::Once::new();
     SWEPT.call_once(|| {
         let Ok(entries) = fs::read_dir(root) else { return };
         let now = std::time::SystemTime::now();
+        let instance =
+            |p: &Path| fs::read_to_string(p.join(crate::cache::INSTANCE_FILE)).ok().map(|s| s.trim().to_string());
         for e in entries.flatten() {
             let dir = e.path();
             let owner =
                 fs::read(dir.join("owner")).ok().map(|b| PathBuf::from(String::from_utf8_lossy(&b).into_owned()));
-            let gone = owner.as_ref().is_some_and(|o| !o.exists());
+            let gone = owner.as_ref().is_some_and(|o| {
+                let mine = instance(&dir);
+                mine.is_none() || instance(o) != mine
+            });
             let used = fs::metadata(dir.join("lock")).and_then(|m| m.modified()).ok();
             let stale = used.is_some_and(|t| now.duration_since(t).unwrap_or_default() > UNUSED_FOR);
             if !(gone || stale) {

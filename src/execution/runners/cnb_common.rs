@@ -241,7 +241,7 @@ pub fn materialize_app(
         return Ok((dir.workspace.clone(), Some(dir), fp));
     }
     let want = app_wants(app, deps, ctx)?;
-    if let Some(dir) = AppDir::open(ctx.cache.dir(), label)? {
+    if let Some(dir) = AppDir::open(&ctx.cache, label)? {
         dir.reconcile(&want, uid, gid, ctx.source_date_epoch)?;
         return Ok((dir.workspace.clone(), Some(dir), fp));
     }

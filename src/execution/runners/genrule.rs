@@ -117,7 +117,7 @@ pub async fn run(
     // workspace files (`scheduler::hash_sources` refused any that leads outside it;
     // `resolve_source` re-checks) or CAS blobs.
     let want = work_wants(srcs, outs, deps, ctx)?;
-    let kept = AppDir::open(ctx.cache.dir(), &format!("{}#genrule", a.label))?;
+    let kept = AppDir::open(&ctx.cache, &format!("{}#genrule", a.label))?;
     let work = match &kept {
         Some(dir) => {
             dir.reconcile(&want, huid, hgid, ctx.source_date_epoch)?;
