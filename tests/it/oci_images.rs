@@ -188,6 +188,11 @@ const GOLDEN: &[(&str, &str)] = &[
         "genrule=1,layer=2,import=1,image=3,buildpack=1,pull=1,debian=2,detect=2,build=3,export=2,read_builder=1,read_buildpackage=1,run_image=1,builder_image=1,buildpackage=1,index=1;gzip=pargz-cdc/fastcdc5-128K-512K-2M/l2/zlib-rs;zstd=zstd/l3-mt;none=none",
         "sha256:b98a835f2c99898f6ca2a92109abb972c0774ff1afb3347f2cda91434fe69f53",
     ),
+    // genrule version 2 (issue 23: the kept, normalized input tree): this image has no genrule.
+    (
+        "genrule=2,layer=2,import=1,image=3,buildpack=1,pull=1,debian=2,detect=2,build=3,export=2,read_builder=1,read_buildpackage=1,run_image=1,builder_image=1,buildpackage=1,index=1;gzip=pargz-cdc/fastcdc5-128K-512K-2M/l2/zlib-rs;zstd=zstd/l3-mt;none=none",
+        "sha256:b98a835f2c99898f6ca2a92109abb972c0774ff1afb3347f2cda91434fe69f53",
+    ),
 ];
 /// The digest of gzip level 6 (before issue 23).
 const GOLDEN_TWO_LAYER_DIGEST: &str = "sha256:ddae2b5d989a94adc7ad977a93fb5798de5a5a47789a0818740eced13cdb9416";

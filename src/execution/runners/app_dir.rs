@@ -270,15 +270,29 @@ fn populate(
                 let _ = std::os::unix::fs::lchown(&dst, Some(uid), Some(gid));
             }
             Want::File { src, id, mode } => {
-                fs::copy(src, &dst).map_err(|e| format!("copying `{}`: {e}", src.display()))?;
-                if let Some(m) = mode {
-                    fs::set_permissions(&dst, fs::Permissions::from_mode(*m)).map_err(|e| io_err(&dst, e))?;
-                }
-                let f = fs::File::options().write(true).open(&dst).map_err(|e| io_err(&dst, e))?;
-                f.set_modified(when).map_err(|e| io_err(&dst, e))?;
-                drop(f);
-                std::os::unix::fs::lchown(&dst, Some(uid), Some(gid)).map_err(|e| io_err(&dst, e))?;
-                let md = dst.symlink_metadata().map_err(|e| io_err(&dst, e))?;
+                // One descriptor for the new file (never an existing entry: step 1 removed it):
+                // content, mode, mtime and owner set through it, and its state read from it.
+                let copy_err = |e: io::Error| format!("copying `{}`: {e}", src.display());
+                let mut from = fs::File::open(src).map_err(copy_err)?;
+                let mode = match mode {
+                    Some(m) => *m,
+                    None => from.metadata().map_err(copy_err)?.permissions().mode() & 0o7777,
+                };
+                let mut to = {
+                    use std::os::unix::fs::OpenOptionsExt;
+                    fs::File::options()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o600)
+                        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                        .open(&dst)
+                        .map_err(|e| io_err(&dst, e))?
+                };
+                io::copy(&mut from, &mut to).map_err(copy_err)?;
+                to.set_permissions(fs::Permissions::from_mode(mode)).map_err(|e| io_err(&dst, e))?;
+                to.set_modified(when).map_err(|e| io_err(&dst, e))?;
+                std::os::unix::fs::fchown(&to, Some(uid), Some(gid)).map_err(|e| io_err(&dst, e))?;
+                let md = to.metadata().map_err(|e| io_err(&dst, e))?;
                 files.insert(rel.clone(), file_state(id, &md));
             }
         }

@@ -243,19 +243,19 @@ fn source_executable(p: &str, ctx: &RunCtx) -> Result<bool, ActionError> {
     }
 }
 
-/// A source's blake3 and its stat (of what a link leads to): the stamp taken when it was hashed,
-/// or, where sources are staged without stamps (a remote worker), a stat now.
-fn source_state(
-    p: &str,
-    resolved: &Path,
-    ctx: &RunCtx,
-) -> Result<(crate::model::digest::Blake3, FileStat), ActionError> {
-    let (digest, st) = ctx.sources.get(p).ok_or_else(|| format!("internal: source `{p}` was not hashed"))?;
-    let st = match st {
-        Some(st) => st.file_stat(),
-        None => FileStat::stat(resolved).map_err(|e| format!("reading source `{p}`: {e}"))?,
-    };
-    Ok((*digest, st))
+/// A source's blake3 and its stat (of what a link leads to): the digest and stamp taken when it was
+/// hashed or, where sources are staged without them (a remote worker), hashed and stat'ed now.
+fn source_state(p: &str, resolved: &Path, ctx: &RunCtx) -> Result<(String, FileStat), ActionError> {
+    let stat_now = || FileStat::stat(resolved).map_err(|e| ActionError::from(format!("reading source `{p}`: {e}")));
+    Ok(match ctx.sources.get(p) {
+        Some((digest, Some(st))) => (digest.to_string(), st.file_stat()),
+        Some((digest, None)) => (digest.to_string(), stat_now()?),
+        None => {
+            let st = stat_now()?;
+            let hash = ctx.cache.file_hasher().hash_file(resolved).map_err(|e| ActionError::of(&e))?;
+            (hash.to_string(), st)
+        }
+    })
 }
 
 /// Copies each declared output out of the sandbox-written `work` tree into the CAS. An output must
