@@ -224,6 +224,24 @@ fn a_no_op_build_hashes_no_file() {
     assert_eq!(again.summary()["files_hashed"], 0, "{}", again.stdout);
 }
 
+/// The text of the file named `name` in the first layer of the (gzip) OCI layout at `layout`.
+fn first_layer_file(layout: &std::path::Path, name: &str) -> String {
+    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
+    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
+    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&layer[..]));
+    let mut out = String::new();
+    for e in tar.entries().unwrap() {
+        let mut e = e.unwrap();
+        if e.path().unwrap().ends_with(name) {
+            std::io::Read::read_to_string(&mut e, &mut out).unwrap();
+        }
+    }
+    out
+}
+
 /// Genrules saw the host's `/usr`, `/bin`, `/etc`, which no key covers. With `image = ...` the
 /// command runs in that image's root file system (hermetic, keyed by the image digest): here the
 /// example stack's busybox image, whose `/etc/os-release` is not the host's.
@@ -241,20 +259,7 @@ fn genrule_in_an_image_is_hermetic() {
     let d = ws.ok(&["//gen:img"]);
     assert_eq!(d, support::clean_digests(ws.root(), &["//gen:img"]));
     // The output (in the image's one layer) holds the image's os-release (busybox), not the host's.
-    let layout = ws.path("cbuild-out/gen/img");
-    let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
-    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-    let manifest: serde_json::Value =
-        serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-    let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
-    let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&layer[..]));
-    let mut out = String::new();
-    for e in tar.entries().unwrap() {
-        let mut e = e.unwrap();
-        if e.path().unwrap().ends_with("out.txt") {
-            std::io::Read::read_to_string(&mut e, &mut out).unwrap();
-        }
-    }
+    let out = first_layer_file(&ws.path("cbuild-out/gen/img"), "out.txt");
     assert!(out.starts_with("input\n") && out.contains("ID=busybox"), "genrule output: {out:?}");
     // A changed image is a new key: the genrule runs again.
     let st = ws.read("stacks/rootfs/etc/os-release");
@@ -293,24 +298,7 @@ oci_image(name = "img", layers = [":l"])
     ws.write("gen/src/a.txt", "a\n");
     ws.write("gen/src/b/c.txt", "c\n");
     let args = ["//gen:img"];
-    let tree = || {
-        let layout = ws.path("cbuild-out/gen/img");
-        let blob = |d: &str| std::fs::read(layout.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
-        let index: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
-        let manifest: serde_json::Value =
-            serde_json::from_slice(&blob(index["manifests"][0]["digest"].as_str().unwrap())).unwrap();
-        let layer = blob(manifest["layers"][0]["digest"].as_str().unwrap());
-        let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(&layer[..]));
-        let mut out = String::new();
-        for e in tar.entries().unwrap() {
-            let mut e = e.unwrap();
-            if e.path().unwrap().ends_with("tree.txt") {
-                std::io::Read::read_to_string(&mut e, &mut out).unwrap();
-            }
-        }
-        out
-    };
+    let tree = || first_layer_file(&ws.path("cbuild-out/gen/img"), "tree.txt");
     let ran = |o: &support::Out| {
         o.events().iter().any(|e| e["label"] == "//gen:g" && e["type"] == "finished" && e["outcome"] == "executed")
     };

@@ -36,6 +36,28 @@ pub enum Want {
     Dir,
 }
 
+impl Want {
+    /// The file another action's output `path` gives: its CAS blob, 0755 or 0644 from its
+    /// executable bit (which its digest text in keys carries).
+    pub fn of_output(
+        action: &crate::model::action::ActionId,
+        path: &str,
+        deps: &BTreeMap<crate::model::action::ActionId, std::sync::Arc<crate::model::action::ActionOutput>>,
+        ctx: &super::ctx::RunCtx,
+    ) -> Result<Want, ActionError> {
+        let Some(crate::model::action::ActionOutput::Files { files }) = deps.get(action).map(|o| o.as_ref()) else {
+            return Err(ActionError::internal(format!("`{path}` is not an output")));
+        };
+        let f = files.get(path).ok_or_else(|| ActionError::internal(format!("output `{path}` missing")))?;
+        let mode = if f.executable { 0o755 } else { 0o644 };
+        Ok(Want::File {
+            src: ctx.cache.cas().path(&f.digest),
+            id: format!("cas:{}:{mode:o}", f.digest),
+            mode: Some(mode),
+        })
+    }
+}
+
 #[derive(Serialize, Deserialize, PartialEq, Eq, Clone, Debug)]
 struct FileState {
     id: String,

@@ -188,18 +188,7 @@ pub fn app_wants(
                     Want::File { src, id, mode: Some(mode) }
                 }
             }
-            Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
-                Some(ActionOutput::Files { files }) => {
-                    let f = &files[path];
-                    let mode = if f.executable { 0o755 } else { 0o644 };
-                    Want::File {
-                        src: ctx.cache.cas().path(&f.digest),
-                        id: format!("cas:{}:{mode:o}", f.digest),
-                        mode: Some(mode),
-                    }
-                }
-                _ => return Err(ActionError::internal(format!("`{path}` is not an output"))),
-            },
+            Input::Output { action, path } => Want::of_output(action, path, deps, ctx)?,
         };
         out.insert(rel.clone(), w);
     }

@@ -195,20 +195,7 @@ fn work_wants(
                     format!("src:{hash}:{mode:o}:{}:{}:{}:{}:{}", st.size, st.mtime_ns, st.ctime_ns, st.ino, st.dev);
                 Want::File { src, id, mode: Some(mode) }
             }
-            Input::Output { action, path } => match deps.get(action).map(|o| o.as_ref()) {
-                Some(ActionOutput::Files { files }) => match files.get(path) {
-                    Some(f) => {
-                        let mode = if f.executable { 0o755 } else { 0o644 };
-                        Want::File {
-                            src: ctx.cache.cas().path(&f.digest),
-                            id: format!("cas:{}:{mode:o}", f.digest),
-                            mode: Some(mode),
-                        }
-                    }
-                    None => return Err(ActionError::internal(format!("output `{path}` missing"))),
-                },
-                _ => return Err(ActionError::internal(format!("`{path}` is not an output"))),
-            },
+            Input::Output { action, path } => Want::of_output(action, path, deps, ctx)?,
         };
         out.insert(rel.clone(), w);
     }
