@@ -43,7 +43,7 @@ impl Want {
         action: &crate::model::action::ActionId,
         path: &str,
         deps: &BTreeMap<crate::model::action::ActionId, std::sync::Arc<crate::model::action::ActionOutput>>,
-        ctx: &super::ctx::RunCtx,
+        cas: &crate::cas::BlobDir,
     ) -> Result<Want, ActionError> {
         let Some(crate::model::action::ActionOutput::Files { files }) = deps.get(action).map(|o| o.as_ref()) else {
             return Err(ActionError::internal(format!("`{path}` is not an output")));
@@ -51,7 +51,7 @@ impl Want {
         let f = files.get(path).ok_or_else(|| ActionError::internal(format!("output `{path}` missing")))?;
         let mode = if f.executable { 0o755 } else { 0o644 };
         Ok(Want::File {
-            src: ctx.cache.cas().path(&f.digest),
+            src: cas.path(&f.digest),
             id: format!("cas:{}:{mode:o}", f.digest),
             mode: Some(mode),
         })

@@ -188,7 +188,7 @@ pub fn app_wants(
                     Want::File { src, id, mode: Some(mode) }
                 }
             }
-            Input::Output { action, path } => Want::of_output(action, path, deps, ctx)?,
+            Input::Output { action, path } => Want::of_output(action, path, deps, ctx.cache.cas())?,
         };
         out.insert(rel.clone(), w);
     }

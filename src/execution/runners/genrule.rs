@@ -195,7 +195,7 @@ fn work_wants(
                     format!("src:{hash}:{mode:o}:{}:{}:{}:{}:{}", st.size, st.mtime_ns, st.ctime_ns, st.ino, st.dev);
                 Want::File { src, id, mode: Some(mode) }
             }
-            Input::Output { action, path } => Want::of_output(action, path, deps, ctx)?,
+            Input::Output { action, path } => Want::of_output(action, path, deps, ctx.cache.cas())?,
         };
         out.insert(rel.clone(), w);
     }
