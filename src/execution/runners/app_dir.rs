@@ -50,11 +50,7 @@ impl Want {
         };
         let f = files.get(path).ok_or_else(|| ActionError::internal(format!("output `{path}` missing")))?;
         let mode = if f.executable { 0o755 } else { 0o644 };
-        Ok(Want::File {
-            src: cas.path(&f.digest),
-            id: format!("cas:{}:{mode:o}", f.digest),
-            mode: Some(mode),
-        })
+        Ok(Want::File { src: cas.path(&f.digest), id: format!("cas:{}:{mode:o}", f.digest), mode: Some(mode) })
     }
 }
 
