@@ -173,10 +173,11 @@ pub async fn run(
 }
 
 /// What `/work` must hold before the command runs: the directories of the declared outputs, and
-/// each source (a workspace file, links followed, or another action's output) as a file whose mode is 0755 or 0644 from its executable bit (like
-/// git: checkouts made with umask 022 and 002 give the command the same tree; the bit is keyed,
-/// see [`key`]) and whose identity covers its content and how the source looked when it was
-/// hashed, so a kept copy of an unchanged source is recognised and any other is copied again.
+/// each source (a workspace file, links followed, or another action's output) as a file whose mode
+/// is 0755 or 0644 from its executable bit (like git: checkouts made with umask 022 and 002 give
+/// the command the same tree; the bit is keyed, see [`key`]) and whose identity covers its content
+/// and how the source looked when it was hashed, so a kept copy of an unchanged source is
+/// recognised and any other is copied again.
 fn work_wants(
     srcs: &[(String, Input)],
     outs: &[String],
