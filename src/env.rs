@@ -35,17 +35,60 @@ pub const CONTAINER_HOST: &str = "CONTAINER_HOST";
 /// Where a rootless Podman service's socket lives (`$XDG_RUNTIME_DIR/podman/podman.sock`).
 pub const XDG_RUNTIME_DIR: &str = "XDG_RUNTIME_DIR";
 
+/// Every variable cbuild reads by a fixed name (the table above); with the `CBUILD_` ones and
+/// those [`read_names`] logs, what decides a build from the environment (`cli::noop`).
+pub const KNOWN: &[&str] = &[
+    SOURCE_DATE_EPOCH,
+    "XDG_CACHE_HOME",
+    "HOME",
+    DOCKER_CONFIG,
+    "PATH",
+    "CI",
+    NO_COLOR,
+    CLICOLOR_FORCE,
+    "TERM",
+    DOCKER_HOST,
+    CONTAINER_HOST,
+    XDG_RUNTIME_DIR,
+];
+
+static LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+static READ: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Starts logging the names of the variables read from here on (any name: `--env K`, a
+/// binding's `$VAR`).
+pub fn log_reads() {
+    READ.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    LOGGING.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// The names read since [`log_reads`] (sorted); stops logging.
+pub fn read_names() -> Vec<String> {
+    LOGGING.store(false, std::sync::atomic::Ordering::SeqCst);
+    std::mem::take(&mut *READ.lock().unwrap_or_else(|p| p.into_inner())).into_iter().collect()
+}
+
+fn log(name: &str) {
+    if LOGGING.load(std::sync::atomic::Ordering::Relaxed) {
+        READ.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_string());
+    }
+}
+
 /// A variable's value; `None` when unset, empty or not UTF-8.
 pub fn var(name: &str) -> Option<String> {
+    log(name);
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
 /// A variable's raw value (paths); `None` when unset or empty.
 pub fn var_os(name: &str) -> Option<OsString> {
+    log(name);
     std::env::var_os(name).filter(|v| !v.is_empty())
 }
 
 /// Whether a variable is set at all (even empty), e.g. `CI`.
 pub fn is_set(name: &str) -> bool {
+    log(name);
     std::env::var_os(name).is_some()
 }

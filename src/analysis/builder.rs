@@ -151,6 +151,7 @@ fn builder_config(
     opts: &Options,
     needs_order: bool,
 ) -> Result<(BuilderConfig, crate::cnb::distribution::BuilderToml), String> {
+    crate::fs::reads::note(&opts.root.join(file), false);
     let path = crate::execution::sources::resolve_source(&opts.root, file).map_err(|e| format!("`config`: {e}"))?;
     let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
     if len > MAX_BUILDER_TOML {

@@ -156,6 +156,7 @@ fn project_descriptor(
         None if want == "project.toml" => return Ok(None),
         None => n.label.package.join(rel),
     };
+    crate::fs::reads::note(&opts.root.join(&file), false);
     let path =
         crate::execution::sources::resolve_source(&opts.root, &file).map_err(|e| format!("`project_toml`: {e}"))?;
     let len = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);

@@ -197,6 +197,7 @@ fn test_command(n: &TargetNode, provided: &BTreeMap<Label, Provided>, opts: &Opt
         Some(file) if !file.contains(char::is_whitespace) => {
             let ws = if pkg.is_empty() { file.to_string() } else { format!("{pkg}/{file}") };
             let full = opts.root.join(&ws);
+            crate::fs::reads::note(&full, false);
             let md = std::fs::metadata(&full)
                 .map_err(|_| format!("`test` is `:{file}`, but `{ws}` is not a file of the package"))?;
             use std::os::unix::fs::PermissionsExt;

@@ -102,12 +102,31 @@ CREATE TABLE IF NOT EXISTS blob_locations(
 /// Tables added after schema version 2 was released: created on every open if missing (they hold
 /// only hints, so an older database gains them empty without a new schema version, which would
 /// discard every cache).
+///
+/// `generation`: a random id of this database (a discarded and recreated one has another) and a
+/// counter that every added, changed or removed action entry and every removed blob moves
+/// (triggers: no writer can forget it). Equal generations read twice: no cached answer changed
+/// in between (`cli::noop`).
 const ADDITIVE: &str = r#"
 CREATE TABLE IF NOT EXISTS remote_entries(
     key TEXT NOT NULL,
     remote TEXT NOT NULL,
     PRIMARY KEY(key, remote)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS generation(
+    one INTEGER PRIMARY KEY CHECK (one = 1),
+    db TEXT NOT NULL,
+    n INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO generation VALUES (1, lower(hex(randomblob(16))), 0);
+CREATE TRIGGER IF NOT EXISTS generation_action_added AFTER INSERT ON actions
+    BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS generation_action_changed AFTER UPDATE OF result_json ON actions
+    BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS generation_action_removed AFTER DELETE ON actions
+    BEGIN UPDATE generation SET n = n + 1; END;
+CREATE TRIGGER IF NOT EXISTS generation_blob_removed AFTER DELETE ON blobs
+    BEGIN UPDATE generation SET n = n + 1; END;
 "#;
 
 /// One SQLite connection behind a mutex, plus the shared "in use" lock on the cache directory.

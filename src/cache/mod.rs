@@ -171,6 +171,16 @@ impl Cache {
         Ok(self.instance.get_or_init(|| id))
     }
 
+    /// This database's id and how many times its cached answers changed (see `db::ADDITIVE`'s
+    /// `generation`): equal values, read twice, mean no action entry was added, changed or removed
+    /// and no blob removed in between.
+    pub fn generation(&self) -> Result<String> {
+        self.db.read(
+            || "reading the cache generation".into(),
+            |tx| tx.query_row("SELECT db || ':' || n FROM generation", [], |r| r.get(0)),
+        )
+    }
+
     /// The cache directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -92,6 +92,7 @@ impl BuildInputArgs {
         let mut env = BTreeMap::new();
         for f in &self.env_file {
             let p = cwd.join(f);
+            crate::fs::reads::note(&p, false);
             let text =
                 std::fs::read_to_string(&p).map_err(|e| Failure::user(format!("--env-file `{}`: {e}", f.display())))?;
             for (i, line) in text.lines().enumerate() {

@@ -7,6 +7,7 @@ pub mod color;
 pub mod commands;
 pub mod engine;
 pub mod inputs;
+pub mod noop;
 pub mod output;
 pub mod progress;
 pub mod query;

@@ -60,6 +60,9 @@ pub struct BuildReport {
     pub remote_workers: BTreeMap<String, usize>,
     /// Remote hits whose large blobs were left on the server (fetched when needed).
     pub lazy: Arc<super::lazy::Lazy>,
+    /// Every source as it was hashed (path, digest, stamp), once the build ran (`cli::noop`
+    /// records the stamps).
+    pub sources: Option<Sources>,
 }
 
 impl BuildReport {
@@ -302,6 +305,7 @@ impl SourceCheck {
             return r.clone();
         }
         let full = self.root.join(dir);
+        crate::fs::reads::note(&full, true);
         let why = match std::fs::symlink_metadata(&full) {
             Ok(m) if m.file_type().is_symlink() => {
                 let target = std::fs::read_link(&full).unwrap_or_default();
@@ -433,8 +437,9 @@ fn execute_owned(
     // Background blocking tasks (a layer being compressed) finish writing temp files; nothing
     // half-written becomes a cache entry because entries are put only after a runner succeeded.
     rt.shutdown_timeout(std::time::Duration::from_secs(10));
-    // Every task holding the graph has ended: it is handed back without a copy.
+    // Every task holding the graph (and the context) has ended: handed back without a copy.
     let g = Arc::try_unwrap(g).unwrap_or_else(|a| (*a).clone());
+    report.sources = Arc::try_unwrap(ctx).ok().map(|c| c.sources);
     (report, g)
 }
 

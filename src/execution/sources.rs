@@ -56,6 +56,11 @@ impl Sources {
         self.find(path).and_then(|e| e.stamp.as_ref())
     }
 
+    /// Every source's path and stamp, in order.
+    pub fn stamps(&self) -> impl Iterator<Item = (&str, Option<&SourceStamp>)> {
+        self.entries.iter().map(|e| (&*e.path, e.stamp.as_ref()))
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -175,7 +180,7 @@ impl SourceStamp {
     }
 
     /// The stat this stamp was taken from (exactly: times are split without loss).
-    pub(super) fn file_stat(&self) -> FileStat {
+    pub fn file_stat(&self) -> FileStat {
         let ns = |s: i64, n: u32| s as i128 * 1_000_000_000 + n as i128;
         FileStat {
             size: self.size,

@@ -6,6 +6,7 @@ use std::io::{self, Write};
 use std::path::{Component, Path, PathBuf};
 
 pub mod confined;
+pub mod reads;
 pub mod stat;
 
 /// Writes `bytes` to `path` atomically: a temp file next to it, fsync, rename. Readers see either the

@@ -352,6 +352,7 @@ fn package_file(s: &str, cx: &ConvertCtx, allow_dir: bool) -> Result<FileRef, St
     let rel = rel.to_str().ok_or_else(|| format!("`{s}` is not valid UTF-8"))?.to_string();
     if !cx.globbed.is_some_and(|g| g.contains(&rel)) {
         let full = cx.package_dir.join(&rel);
+        crate::fs::reads::note(&full, true);
         let md = std::fs::symlink_metadata(&full)
             .map_err(|_| format!("source file `{s}` does not exist in package `//{}`", cx.package))?;
         if md.is_dir() && !allow_dir {

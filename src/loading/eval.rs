@@ -579,6 +579,7 @@ impl Evaluation {
         let dir = self.root.join(package.as_str());
         let file = dir.join(BUILD_FILE);
         let display = display_name(package, BUILD_FILE);
+        crate::fs::reads::note(&file, false);
         let src =
             std::fs::read_to_string(&file).map_err(|e| LoadError::new(format!("cannot read `{display}`: {e}")))?;
         let ast = AstModule::parse(&display, src, &Dialect::Extended).map_err(|e| LoadError::from_starlark(&e))?;
@@ -720,6 +721,7 @@ impl<'a> Loader<'a> {
             (s.to_string(), PackagePath::root(), self.ev.root.clone())
         } else {
             let path = self.ev.root.join(id);
+            crate::fs::reads::note(&path, false);
             let src = std::fs::read_to_string(&path).map_err(|e| {
                 LoadError::new(format!("cannot load `//{}`: {e}", id)).at(site.clone()).label("loaded here")
             })?;

@@ -142,6 +142,7 @@ pub(crate) fn sorted_listing_of(
     dir: &Path,
     keep: impl Fn(&std::ffi::OsStr, FileType) -> bool,
 ) -> std::io::Result<Vec<(OsString, FileType)>> {
+    crate::fs::reads::note(dir, false);
     let mut entries = Vec::new();
     for e in std::fs::read_dir(dir)? {
         let e = e?;
@@ -159,7 +160,13 @@ pub(crate) fn sorted_listing_of(
 pub(crate) fn holds_file(dir: &Path, entries: &[(OsString, FileType)], name: &str) -> bool {
     entries
         .binary_search_by(|(n, _)| n.as_bytes().cmp(name.as_bytes()))
-        .is_ok_and(|i| entries[i].1.is_file() || (entries[i].1.is_symlink() && dir.join(name).is_file()))
+        .is_ok_and(|i| entries[i].1.is_file() || (entries[i].1.is_symlink() && linked_file(&dir.join(name))))
+}
+
+/// Whether the symlink `p` leads to a file (noted as read: what it leads to decides).
+fn linked_file(p: &Path) -> bool {
+    crate::fs::reads::note(p, false);
+    p.is_file()
 }
 
 /// Whether a `glob(include, exclude)` of a package would match the package-relative path `rel` if

@@ -192,7 +192,9 @@ pub fn load_limited(
         if packages.contains_key(pk) {
             return;
         }
-        if !root.join(pk.as_str()).join(BUILD_FILE).is_file() {
+        let build_file = root.join(pk.as_str()).join(BUILD_FILE);
+        crate::fs::reads::note(&build_file, false);
+        if !build_file.is_file() {
             packages.insert(pk.clone(), None);
             return;
         }

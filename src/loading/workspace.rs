@@ -125,6 +125,7 @@ impl Workspace {
     /// Opens the workspace rooted at `root`.
     pub fn open(root: &Path) -> Result<Workspace, WorkspaceError> {
         let path = root.join(WORKSPACE_FILE);
+        crate::fs::reads::note(&path, false);
         let text =
             std::fs::read_to_string(&path).map_err(|source| WorkspaceError::Read { path: path.clone(), source })?;
         let config: WorkspaceConfig = toml::from_str(&text)

@@ -405,3 +405,100 @@ fn directory_relative_stats_notice_every_change() {
         last = now;
     }
 }
+
+/// A no-op answered from the last identical build's record (`cli::noop`: stamps of everything it
+/// read, no loading, no keys) only while every stamp holds. Each change below — a same-size edit,
+/// a chmod, a file added to a glob, a BUILD.star and a loaded `.star` edit, a directory swapped
+/// for a symlink to an identical copy outside the workspace, a variable cbuild reads, a removed
+/// layout, a cleaned cache — must be built as always and equal a clean build; with nothing
+/// changed the record answers with the same summary and a layout as the build left it.
+#[test]
+fn a_no_op_record_answers_only_while_nothing_it_read_changed() {
+    let ws = support::empty();
+    ws.write("defs.star", "PREFIX = \"/gen\"\n");
+    ws.write(
+        "pkg/BUILD.star",
+        r#"load("//:defs.star", "PREFIX")
+genrule(name = "g", srcs = glob(["src/**"]), outs = ["out.txt"], cmd = "ls -l $SRCS > out.txt; cat $SRCS >> out.txt")
+layer(name = "l", srcs = [":g"], prefix = PREFIX)
+oci_image(name = "img", layers = [":l"])
+"#,
+    );
+    ws.write("pkg/src/a.txt", "a\n");
+    ws.write("pkg/src/d/b.txt", "b\n");
+    let args = ["//pkg:img"];
+    let from_record = |o: &support::Out| o.summary()["from_record"] == true;
+    // Records are written only for inputs older than the racy window (2 s): each step waits.
+    let settle = |env: &[(&str, &str)]| {
+        std::thread::sleep(std::time::Duration::from_millis(2100));
+        let run = || {
+            let mut c = ws.cmd();
+            c.args(["build", "--json"]).args(args).envs(env.iter().copied());
+            support::out_of(&mut c)
+        };
+        let built = run();
+        assert_eq!(built.code, 0, "{}", built.all());
+        let again = run();
+        assert_eq!(again.code, 0, "{}", again.all());
+        assert!(from_record(&again), "an unchanged workspace was not answered from the record: {}", again.all());
+        assert_eq!(again.digests(), built.digests());
+        assert_eq!(again.summary()["executed"], 0);
+        assert_eq!(
+            again.summary()["cached_local"],
+            built.summary()["cached_local"].as_u64().unwrap() + built.summary()["executed"].as_u64().unwrap()
+        );
+    };
+    let changed = |what: &str| {
+        let o = ws.build(&args);
+        assert!(!from_record(&o), "{what}: answered from the record: {}", o.all());
+        if o.code == 0 {
+            assert_eq!(o.digests(), support::clean_digests(ws.root(), &args), "{what}: differs from a clean build");
+        }
+        o
+    };
+    settle(&[]);
+    ws.write("pkg/src/a.txt", "A\n");
+    changed("a same-size edit");
+    settle(&[]);
+    std::fs::set_permissions(ws.path("pkg/src/a.txt"), std::fs::Permissions::from_mode(0o755)).unwrap();
+    changed("chmod +x");
+    settle(&[]);
+    ws.write("pkg/src/d/new.txt", "new\n");
+    changed("a file added to a glob");
+    settle(&[]);
+    ws.write("defs.star", "PREFIX = \"/other\"\n");
+    changed("a loaded .star file edited");
+    settle(&[]);
+    let build = ws.read("pkg/BUILD.star").replace("ls -l", "ls -ln");
+    ws.write("pkg/BUILD.star", build);
+    changed("BUILD.star edited");
+    settle(&[]);
+    let with_env = |k: &str, v: &str| {
+        let mut c = ws.cmd();
+        c.args(["build", "--json"]).args(args).env(k, v);
+        support::out_of(&mut c)
+    };
+    // A variable cbuild never reads changes nothing (hyperfine sets a random one per run) ...
+    let o = with_env("SOME_UNRELATED_VARIABLE", "1");
+    assert!(from_record(&o), "an unrelated variable: not answered from the record: {}", o.all());
+    // ... one it reads does.
+    let o = with_env("SOURCE_DATE_EPOCH", "315532900");
+    assert!(!from_record(&o), "another SOURCE_DATE_EPOCH: answered from the record: {}", o.all());
+    assert_eq!(o.code, 0, "{}", o.all());
+    settle(&[]);
+    std::fs::remove_dir_all(ws.path("cbuild-out/pkg/img")).unwrap();
+    let o = changed("the layout removed");
+    assert!(ws.path("cbuild-out/pkg/img/index.json").is_file(), "{}", o.all());
+    settle(&[]);
+    let o = ws.run(&["cache", "clean"]);
+    assert_eq!(o.code, 0, "{}", o.all());
+    let o = changed("the cache cleaned");
+    assert!(o.summary()["executed"].as_u64().unwrap() > 0, "{}", o.all());
+    settle(&[]);
+    // The same bytes, now behind a symlink that leads outside the workspace: refused as always.
+    let outside = tempfile::tempdir().unwrap();
+    crate::common::copy_tree(&ws.path("pkg/src/d"), &outside.path().join("d"));
+    std::fs::remove_dir_all(ws.path("pkg/src/d")).unwrap();
+    std::os::unix::fs::symlink(outside.path().join("d"), ws.path("pkg/src/d")).unwrap();
+    changed("a source directory swapped for a link outside");
+}

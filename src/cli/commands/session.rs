@@ -145,21 +145,7 @@ pub fn build_session(
             message: format!("`{l}` is a `{kind}` target; this version of cbuild declares `{kind}` but cannot build it yet, so it is skipped"),
         });
     }
-    if !s.quiet {
-        // Notes about a target (they start with its label) are for targets named on the command
-        // line, not for everything a `//...` matches: `cbuild build //...` of a workspace whose
-        // builders cannot become builder images says nothing about it.
-        let named: Vec<String> = pats
-            .iter()
-            .filter_map(|p| match p {
-                crate::model::label::Pattern::Target(l) => Some(format!("`{l}`")),
-                _ => None,
-            })
-            .collect();
-        for m in graph.notes.iter().filter(|m| !m.starts_with('`') || named.iter().any(|l| m.starts_with(l.as_str()))) {
-            eprintln!("note: {m}");
-        }
-    }
+    print_notes(&s, &pats, &graph.notes);
     for w in cache.warnings() {
         reporter.event(&execution::Event::Warning { message: w.clone() });
     }
@@ -368,6 +354,25 @@ pub fn build_session(
     })
 }
 
+/// Prints analysis notes (unless quiet). Notes about a target (they start with its label) are for
+/// targets named on the command line, not for everything a `//...` matches: `cbuild build //...`
+/// of a workspace whose builders cannot become builder images says nothing about it.
+pub fn print_notes(s: &Settings, pats: &[crate::model::label::Pattern], notes: &[String]) {
+    if s.quiet {
+        return;
+    }
+    let named: Vec<String> = pats
+        .iter()
+        .filter_map(|p| match p {
+            crate::model::label::Pattern::Target(l) => Some(format!("`{l}`")),
+            _ => None,
+        })
+        .collect();
+    for m in notes.iter().filter(|m| !m.starts_with('`') || named.iter().any(|l| m.starts_with(l.as_str()))) {
+        eprintln!("note: {m}");
+    }
+}
+
 /// For [`Layouts::LocalOnly`]: true if the image's blobs are all local (write its layout as
 /// usual). Otherwise the layout is not written: a note says so (unless `quiet`), and a layout left
 /// at `dir` by an earlier build of another image loses its `index.json` (only that file: the
@@ -409,13 +414,32 @@ pub fn layout_dir(l: &crate::model::label::Label) -> String {
 }
 
 pub fn print_summary(b: &Built) {
-    let r = &b.report;
-    if b.settings.json {
-        let targets: Vec<serde_json::Value> = b
-            .images
+    let name = |id: usize| {
+        let a = &b.graph.actions[id];
+        format!("`{}` {}", a.label, a.kind.mnemonic())
+    };
+    print_report(&b.settings, &b.report, b.graph.actions.len(), &name, &b.images, &b.no_layout, b.pushed, false);
+}
+
+/// [`print_summary`] of its parts: `actions` is how many the build had, `name` names one (for
+/// its error), `images` and `no_layout` as in [`Built`]. Also the summary of a no-op answered
+/// from its record (`cli::noop`, `from_record`), so both print the same lines.
+#[allow(clippy::too_many_arguments)]
+pub fn print_report(
+    settings: &Settings,
+    r: &BuildReport,
+    actions: usize,
+    name: &dyn Fn(usize) -> String,
+    images: &[(String, crate::model::digest::Digest, String)],
+    no_layout: &[String],
+    pushed: usize,
+    from_record: bool,
+) {
+    if settings.json {
+        let targets: Vec<serde_json::Value> = images
             .iter()
             .map(|(l, d, p)| {
-                let layout = (!b.no_layout.contains(l)).then_some(p);
+                let layout = (!no_layout.contains(l)).then_some(p);
                 serde_json::json!({"label": l, "image_digest": d.to_string(), "layout": layout})
             })
             .collect();
@@ -436,6 +460,9 @@ pub fn print_summary(b: &Built) {
             errors: Vec<String>,
             /// Executed actions each remote worker ran (`--remote-executor`), by worker name.
             remote_workers: &'a std::collections::BTreeMap<String, usize>,
+            /// A no-op answered from the last identical build's record (`cli::noop`): nothing
+            /// loaded, keyed or looked up; every stamp it holds was checked.
+            from_record: bool,
         }
         let v = Summary {
             r#type: "summary",
@@ -444,10 +471,11 @@ pub fn print_summary(b: &Built) {
             cached_remote: r.cached_remote,
             failed: r.failed(),
             targets,
-            pushed: b.pushed,
+            pushed,
             files_hashed: r.files_hashed,
             errors: r.errors.iter().filter(|(id, _)| *id == usize::MAX).map(|(_, e)| e.message.clone()).collect(),
             remote_workers: &r.remote_workers,
+            from_record,
         };
         for (id, e) in &r.errors {
             if *id == usize::MAX {
@@ -461,13 +489,12 @@ pub fn print_summary(b: &Built) {
         if *id == usize::MAX {
             eprint!("{}", render_action_error("", e));
         } else {
-            let a = &b.graph.actions[*id];
-            eprint!("{}", render_action_error(&format!("`{}` {} failed: ", a.label, a.kind.mnemonic()), e));
+            eprint!("{}", render_action_error(&format!("{} failed: ", name(*id)), e));
         }
     }
-    if !b.settings.quiet {
-        for (l, d, p) in &b.images {
-            let p = if b.no_layout.contains(l) { "-" } else { p.as_str() };
+    if !settings.quiet {
+        for (l, d, p) in images {
+            let p = if no_layout.contains(l) { "-" } else { p.as_str() };
             crate::outln!("{l} {d} {p}");
         }
     }
@@ -478,14 +505,14 @@ pub fn print_summary(b: &Built) {
     } else {
         "FAILED"
     };
-    let mut pushed = if b.pushed > 0 { format!(", {} pushed", b.pushed) } else { String::new() };
+    let mut pushed = if pushed > 0 { format!(", {} pushed", pushed) } else { String::new() };
     let remote: usize = r.remote_workers.values().sum();
     if remote > 0 {
         pushed = format!(", {remote} executed remotely on {} worker(s){pushed}", r.remote_workers.len());
     }
     eprintln!(
         "{state}: {} actions: {} executed, {} cached ({} local, {} remote), {} failed{pushed}",
-        b.graph.actions.len(),
+        actions,
         r.executed,
         r.cached_local + r.cached_remote,
         r.cached_local,
