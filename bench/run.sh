@@ -167,7 +167,7 @@ hf() {
 CB="$CBUILD build --json"
 CACHE=$W/cache
 cb() { "$CBUILD" build --json -C "$MONO" --cache-dir "$CACHE" "$@" //... >>"$R/out-setup.jsonl" 2>>"$R/err-setup.txt"; }
-summary() { jq -c 'select(.type=="summary") | {executed, cached_local, cached_remote, failed}' "$R/out-$1.jsonl" | tail -1; }
+summary() { jq -c 'select(.type=="summary") | {executed, cached_local, cached_remote, failed, from_record}' "$R/out-$1.jsonl" | tail -1; }
 
 # ---- cbuild scenarios --------------------------------------------------------------------------
 echo "== cbuild: monorepo $(grep MONO_FILES "$R/meta.env" | cut -d= -f2) files, $(( $(grep MONO_BYTES "$R/meta.env" | cut -d= -f2) / 1048576 )) MiB"

@@ -52,6 +52,18 @@ pub const KNOWN: &[&str] = &[
     XDG_RUNTIME_DIR,
 ];
 
+/// The variables set now that can decide a build (sorted): the [`KNOWN`] ones, every `CBUILD_`
+/// one and those named in `also` (what [`read_names`] logged).
+pub fn deciding(also: &[String]) -> Vec<(OsString, OsString)> {
+    let mut env: Vec<_> = std::env::vars_os()
+        .filter(|(k, _)| {
+            k.to_str().is_some_and(|k| k.starts_with("CBUILD_") || KNOWN.contains(&k) || also.iter().any(|n| n == k))
+        })
+        .collect();
+    env.sort();
+    env
+}
+
 static LOGGING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 static READ: std::sync::Mutex<std::collections::BTreeSet<String>> =
     std::sync::Mutex::new(std::collections::BTreeSet::new());

@@ -108,19 +108,11 @@ fn fingerprint(s: &Settings, env_names: &[String]) -> Option<[u8; 32]> {
     for a in std::env::args_os() {
         hash_bytes(&mut h, a.as_encoded_bytes());
     }
-    let mut env: Vec<_> = std::env::vars_os()
-        .filter(|(k, _)| {
-            k.to_str().is_some_and(|k| {
-                k.starts_with("CBUILD_") || crate::env::KNOWN.contains(&k) || env_names.iter().any(|n| n == k)
-            })
-        })
-        .collect();
-    env.sort();
     // Names read but unset are part of it too (set later: another build).
     for n in env_names {
         hash_bytes(&mut h, n.as_bytes());
     }
-    for (k, v) in env {
+    for (k, v) in crate::env::deciding(env_names) {
         hash_bytes(&mut h, k.as_encoded_bytes());
         hash_bytes(&mut h, v.as_encoded_bytes());
     }
@@ -199,21 +191,54 @@ pub fn record(built: &Built, started: SystemTime, reads: Option<Vec<Entry>>, env
         return;
     }
     let file = file_of(&built.settings);
-    let Some(out) = encode_record(built, started, reads, env_names) else {
-        let _ = std::fs::remove_file(&file);
-        return;
-    };
-    // Not fsynced: a record lost or torn by a crash is only a slower next build (its checksum
-    // refuses a torn one).
-    let _ = (|| -> io::Result<()> {
+    // Streamed to a temp file in 64 KiB pieces (a 100,000-file build's record is ≈ 10 MB, never
+    // in memory whole). Not fsynced: a record lost or torn by a crash is only a slower next build
+    // (its checksum refuses a torn one).
+    let written = (|| -> io::Result<bool> {
         let dir = file.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let mut tmp = tempfile::Builder::new().prefix(".tmp-").tempfile_in(dir)?;
-        io::Write::write_all(tmp.as_file_mut(), &out)?;
+        let mut sink = Sink { file: io::BufWriter::new(tmp.as_file_mut()), hasher: blake3::Hasher::new(), error: None };
+        if encode_record(built, started, reads, env_names, &mut sink).is_none() {
+            return Ok(false);
+        }
+        let sum = sink.hasher.finalize();
+        if let Some(e) = sink.error.take() {
+            return Err(e);
+        }
+        io::Write::write_all(&mut sink.file, sum.as_bytes())?;
+        io::Write::flush(&mut sink.file)?;
+        drop(sink);
         tmp.persist(&file).map_err(|e| e.error)?;
         prune(dir);
-        Ok(())
+        Ok(true)
     })();
+    if !matches!(written, Ok(true)) {
+        let _ = std::fs::remove_file(&file);
+    }
+}
+
+/// Where a record is written: the file and the checksum of everything written so far.
+struct Sink<'a> {
+    file: io::BufWriter<&'a mut std::fs::File>,
+    hasher: blake3::Hasher,
+    error: Option<io::Error>,
+}
+
+impl Sink<'_> {
+    /// Writes out `buf` (and empties it) once it holds 64 KiB, or always with `all`.
+    fn drain(&mut self, buf: &mut Vec<u8>, all: bool) {
+        if !all && buf.len() < 64 << 10 {
+            return;
+        }
+        self.hasher.update(buf);
+        if self.error.is_none() {
+            if let Err(e) = io::Write::write_all(&mut self.file, buf) {
+                self.error = Some(e);
+            }
+        }
+        buf.clear();
+    }
 }
 
 /// Removes all but the [`KEEP`] most recently written records (and temp files left by a kill).
@@ -236,7 +261,8 @@ fn encode_record(
     started: SystemTime,
     reads: Option<Vec<Entry>>,
     env_names: Vec<String>,
-) -> Option<Vec<u8>> {
+    sink: &mut Sink<'_>,
+) -> Option<()> {
     let (g, r, s) = (&built.graph, &built.report, &built.settings);
     if !r.ok() || r.cached_remote > 0 || !built.no_layout.is_empty() || built.pushed > 0 {
         return None;
@@ -283,15 +309,17 @@ fn encode_record(
         images: built.images.iter().map(|(l, d, p)| (l.clone(), d.to_string(), p.clone())).collect(),
         notes: g.notes.clone(),
     };
-    let mut out = Vec::with_capacity(64 * (reads.len() + sources.len() + outputs.len()));
+    let mut out = Vec::with_capacity(128 << 10);
     encode_head(&mut out, &head);
     out.extend_from_slice(&(outputs.len() as u64).to_le_bytes());
     for (p, link, st) in &outputs {
         encode_entry(&mut out, root, p, *link, st);
+        sink.drain(&mut out, false);
     }
     out.extend_from_slice(&((reads.len() + sources.len()) as u64).to_le_bytes());
     for (p, link, st) in &reads {
         encode_entry(&mut out, root, p, *link, st);
+        sink.drain(&mut out, false);
     }
     let all: Vec<_> = sources.stamps().collect();
     for &(_, i) in &order {
@@ -300,10 +328,10 @@ fn encode_record(
         let stamp =
             Stamp { link: st.is_kept_link(), st: st.file_stat(), link_target: st.link_target().map(Into::into) };
         encode_entry(&mut out, root, &root.join(rel), stamp.link, &Some(stamp));
+        sink.drain(&mut out, false);
     }
-    let sum = blake3::hash(&out);
-    out.extend_from_slice(sum.as_bytes());
-    Some(out)
+    sink.drain(&mut out, true);
+    Some(())
 }
 
 /// Whether an action's key reads nothing but its attributes, its sources and its dependencies'
