@@ -122,6 +122,22 @@ impl Cache {
         }))
     }
 
+    /// Marks the entries under `keys` used now (one transaction), as [`Cache::get_action`] does
+    /// for a hit: what a no-op answered from its record (`cli::noop`) used stays in `gc`'s LRU order.
+    pub fn touch_actions(&self, keys: &[Blake3]) -> Result<()> {
+        let now = now_ms();
+        self.db.write(
+            || "marking cached actions used".into(),
+            |tx| {
+                let mut st = tx.prepare_cached("UPDATE actions SET last_used_at = ?2 WHERE key = ?1")?;
+                for k in keys {
+                    st.execute(params![k.to_hex(), now])?;
+                }
+                Ok(())
+            },
+        )
+    }
+
     /// Records an action result, replacing any entry under the same key, in one transaction.
     /// Every digest in `blobs` must already be in the CAS (checked inside the transaction, so a
     /// concurrent `gc` cannot leave the entry pointing at a deleted blob).

@@ -433,6 +433,34 @@ mod tests {
     }
 
     #[test]
+    fn touched_actions_are_used_now() {
+        let (_t, c) = open();
+        let (key, _) = KeyBuilder::new("x", 1).component("i", 1u64).finish();
+        let d = c.cas().put_bytes(b"touched").unwrap();
+        c.put_action(&key, "x", "//a", "{}", &[d]).unwrap();
+        let used = || -> i64 {
+            c.db.read(
+                || "used".into(),
+                |tx| tx.query_row("SELECT last_used_at FROM actions WHERE key = ?1", [key.to_hex()], |r| r.get(0)),
+            )
+            .unwrap()
+        };
+        c.db.write(|| "age".into(), |tx| tx.execute("UPDATE actions SET last_used_at = 5", [])).unwrap();
+        assert_eq!(used(), 5);
+        let before = c.generation().unwrap();
+        c.touch_actions(&[key]).unwrap();
+        assert!(used() > 5);
+        assert_eq!(c.generation().unwrap(), before, "marking entries used changes no cached answer");
+        // Any added, changed or removed entry does.
+        let (other, _) = KeyBuilder::new("x", 1).component("i", 2u64).finish();
+        c.put_action(&other, "x", "//a", "{}", &[]).unwrap();
+        let added = c.generation().unwrap();
+        assert_ne!(added, before);
+        c.put_action(&other, "x", "//a", "{\"changed\":1}", &[]).unwrap();
+        assert_ne!(c.generation().unwrap(), added);
+    }
+
+    #[test]
     fn gc_removes_unreferenced_then_lru() {
         let (_t, c) = open();
         let orphan = c.cas().put_bytes(b"orphan").unwrap();

@@ -40,8 +40,9 @@ use crate::execution::{self, BuildReport, Event, Outcome};
 use crate::fs::reads::Stamp;
 use crate::fs::stat::FileStat;
 use crate::model::action::ActionKind;
+use crate::model::digest::Blake3;
 
-const MAGIC: &[u8] = b"cbuild no-op record 2\n";
+const MAGIC: &[u8] = b"cbuild no-op record 3\n";
 const DIR: &str = "noop";
 /// Records kept per cache (the most recently written): one per command line and directory.
 const KEEP: usize = 16;
@@ -64,6 +65,8 @@ struct Head {
     images: Vec<(String, String, String)>,
     /// Analysis notes (printed as the build prints them).
     notes: Vec<String>,
+    /// Every action's key (marked used in the cache by an answer, as hits are).
+    keys: Vec<Blake3>,
 }
 
 /// Whether these settings allow a record at all (nothing outside the workspace and the local cache
@@ -125,7 +128,8 @@ pub fn replay(s: &Settings, patterns: &[String]) -> Option<ExitCode> {
     if !allowed(s) {
         return None;
     }
-    let bytes = std::fs::read(file_of(s)).ok()?;
+    let file = file_of(s);
+    let bytes = std::fs::read(&file).ok()?;
     let (head, mut rest) = decode_head(&bytes)?;
     if Some(head.fingerprint) != fingerprint(s, &head.env_names) {
         return None;
@@ -180,6 +184,14 @@ pub fn replay(s: &Settings, patterns: &[String]) -> Option<ExitCode> {
     drop(reporter);
     let report = BuildReport { cached_local: head.actions.len(), ..Default::default() };
     print_report(s, &report, head.actions.len(), &|_| String::new(), &images, &[], 0, true);
+    // The entries answered are used, as hits are (at most once a minute: the record's mtime says
+    // when they were last marked).
+    let stale = std::fs::metadata(&file)
+        .and_then(|m| m.modified())
+        .is_ok_and(|t| t.elapsed().is_ok_and(|e| e > std::time::Duration::from_secs(60)));
+    if stale && cache.touch_actions(&head.keys).is_ok() {
+        let _ = std::fs::File::options().write(true).open(&file).and_then(|f| f.set_modified(SystemTime::now()));
+    }
     Some(super::output::report_exit_code(&report))
 }
 
@@ -308,6 +320,7 @@ fn encode_record(
         actions: g.actions.iter().map(|a| (a.label.to_string(), a.kind.mnemonic().to_string())).collect(),
         images: built.images.iter().map(|(l, d, p)| (l.clone(), d.to_string(), p.clone())).collect(),
         notes: g.notes.clone(),
+        keys: r.keys.clone(),
     };
     let mut out = Vec::with_capacity(128 << 10);
     encode_head(&mut out, &head);
@@ -427,6 +440,10 @@ fn encode_head(out: &mut Vec<u8>, h: &Head) {
     for n in &h.notes {
         put(out, n.as_bytes());
     }
+    out.extend_from_slice(&(h.keys.len() as u64).to_le_bytes());
+    for k in &h.keys {
+        out.extend_from_slice(&k.0);
+    }
 }
 
 struct Reader<'a>(&'a [u8]);
@@ -504,7 +521,9 @@ fn decode_head(bytes: &[u8]) -> Option<(Head, Reader<'_>)> {
     let images = (0..n).map(|_| Some((r.string()?, r.string()?, r.string()?))).collect::<Option<_>>()?;
     let n = r.count(4)?;
     let notes = (0..n).map(|_| r.string()).collect::<Option<_>>()?;
-    Some((Head { env_names, fingerprint, instance, generation, actions, images, notes }, r))
+    let n = r.count(32)?;
+    let keys = (0..n).map(|_| Some(Blake3(r.take(32)?.try_into().ok()?))).collect::<Option<_>>()?;
+    Some((Head { env_names, fingerprint, instance, generation, actions, images, notes, keys }, r))
 }
 
 #[cfg(test)]
@@ -522,6 +541,7 @@ mod tests {
             actions: vec![("//a:b".into(), "layer".into())],
             images: vec![("//a:b".into(), format!("sha256:{}", "0".repeat(64)), "cbuild-out/a/b".into())],
             notes: vec!["`//a:b`: a note".into()],
+            keys: vec![Blake3([9; 32])],
         };
         let link = Stamp {
             link: false,
@@ -545,7 +565,7 @@ mod tests {
             (back.fingerprint, back.instance, back.generation),
             (head.fingerprint, head.instance, head.generation)
         );
-        assert_eq!(back.env_names, head.env_names);
+        assert_eq!((back.env_names, back.keys), (head.env_names, head.keys));
         assert_eq!((back.actions, back.images, back.notes), (head.actions, head.images, head.notes));
         let n = rest.count(7).unwrap();
         let got: Vec<Entry> = (0..n).map(|_| rest.entry(&root).unwrap()).collect();

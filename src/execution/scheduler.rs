@@ -63,6 +63,8 @@ pub struct BuildReport {
     /// Every source as it was hashed (path, digest, stamp), once the build ran (`cli::noop`
     /// records the stamps).
     pub sources: Option<Sources>,
+    /// The key of every action that was answered or run.
+    pub keys: Vec<crate::model::digest::Blake3>,
 }
 
 impl BuildReport {
@@ -430,6 +432,7 @@ fn execute_owned(
     }
     finish_remote(&ctx, started.elapsed(), report.cancelled);
     let runs = std::mem::take(&mut *ctx.pending_runs.lock().unwrap_or_else(|p| p.into_inner()));
+    report.keys = runs.iter().map(|r| r.key).collect();
     if let Err(e) = cache.record_runs(&runs) {
         reporter
             .event(&Event::Warning { message: format!("could not record the build history (`cbuild explain`): {e}") });
