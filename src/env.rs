@@ -52,12 +52,22 @@ pub const KNOWN: &[&str] = &[
     XDG_RUNTIME_DIR,
 ];
 
+/// Variables whose values are credentials (or may hold them): never printed, stored or hashed
+/// into anything kept (a stored hash of a password can be guessed offline).
+pub const SECRETS: &[&str] =
+    &["CBUILD_REMOTE_CACHE_AUTH", "CBUILD_REMOTE_CACHE_TOKEN", "CBUILD_BINDINGS_KEY", "CBUILD_REMOTE_HEADERS"];
+
 /// The variables set now that can decide a build (sorted): the [`KNOWN`] ones, every `CBUILD_`
-/// one and those named in `also` (what [`read_names`] logged).
+/// one and those named in `also` (what [`read_names`] logged). A [`SECRETS`] one by its presence
+/// only: its value reads `(set)`.
 pub fn deciding(also: &[String]) -> Vec<(OsString, OsString)> {
     let mut env: Vec<_> = std::env::vars_os()
         .filter(|(k, _)| {
             k.to_str().is_some_and(|k| k.starts_with("CBUILD_") || KNOWN.contains(&k) || also.iter().any(|n| n == k))
+        })
+        .map(|(k, v)| match k.to_str().is_some_and(|k| SECRETS.contains(&k)) {
+            true => (k, OsString::from("(set)")),
+            false => (k, v),
         })
         .collect();
     env.sort();

@@ -72,7 +72,7 @@ struct Head {
 /// Whether these settings allow a record at all (nothing outside the workspace and the local cache
 /// decides the result).
 fn allowed(s: &Settings) -> bool {
-    s.remote_cache.is_none() && s.remote_executor.is_none() && !s.inputs.stamp
+    s.remote_cache.is_none() && s.remote_executor.is_none() && s.remote_headers.0.is_empty() && !s.inputs.stamp
 }
 
 /// The record file of this command (one per root, working directory and arguments: a later
@@ -94,10 +94,12 @@ fn hash_bytes(h: &mut blake3::Hasher, b: &[u8]) {
 }
 
 /// What this process runs as: the binary (its stamp), the arguments, the working directory and
-/// the environment variables that decide a build: those cbuild reads by a fixed name, every
-/// `CBUILD_` one, and `env_names` (read by the build: `--env K`, a binding's `$VAR`). Any other
-/// variable changes nothing (hyperfine, for one, sets a random one per run). `None` if the binary
-/// cannot be stamped.
+/// the environment variables that decide a build ([`crate::env::deciding`]: those cbuild reads by
+/// a fixed name, every `CBUILD_` one, and `env_names`, read by the build: `--env K`). Any other
+/// variable changes nothing (hyperfine, for one, sets a random one per run); a credential counts
+/// by its presence only (a record is never written with a remote cache, the only reader of one,
+/// and a stored hash of a password could be guessed offline). `None` if the binary cannot be
+/// stamped.
 fn fingerprint(s: &Settings, env_names: &[String]) -> Option<[u8; 32]> {
     let mut h = blake3::Hasher::new();
     h.update(MAGIC);
@@ -203,6 +205,10 @@ pub fn record(built: &Built, started: SystemTime, reads: Option<Vec<Entry>>, env
         return;
     }
     let file = file_of(&built.settings);
+    if !eligible(built) {
+        let _ = std::fs::remove_file(&file);
+        return;
+    }
     // Streamed to a temp file in 64 KiB pieces (a 100,000-file build's record is ≈ 10 MB, never
     // in memory whole). Not fsynced: a record lost or torn by a crash is only a slower next build
     // (its checksum refuses a torn one).
@@ -276,12 +282,6 @@ fn encode_record(
     sink: &mut Sink<'_>,
 ) -> Option<()> {
     let (g, r, s) = (&built.graph, &built.report, &built.settings);
-    if !r.ok() || r.cached_remote > 0 || !built.no_layout.is_empty() || built.pushed > 0 {
-        return None;
-    }
-    if !g.not_buildable.is_empty() || g.actions.iter().any(|a| !recordable(a)) {
-        return None;
-    }
     let reads = reads?;
     let sources = r.sources.as_ref()?;
     let root = s.root();
@@ -345,6 +345,18 @@ fn encode_record(
     }
     sink.drain(&mut out, true);
     Some(())
+}
+
+/// Whether the build as a whole may be recorded: it succeeded from the local cache alone, wrote
+/// every layout, and each of its actions is [`recordable`].
+fn eligible(built: &Built) -> bool {
+    let (g, r) = (&built.graph, &built.report);
+    r.ok()
+        && r.cached_remote == 0
+        && built.no_layout.is_empty()
+        && built.pushed == 0
+        && g.not_buildable.is_empty()
+        && g.actions.iter().all(recordable)
 }
 
 /// Whether an action's key reads nothing but its attributes, its sources and its dependencies'
