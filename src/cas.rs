@@ -139,10 +139,10 @@ impl BlobDir {
         // no partial file in the directory.
         let tmp = new_temp(&dir, "", false).map_err(|e| E::from(io_err(&dir)(e)))?;
         let tp = tmp.path().to_path_buf();
-        let mut w = BackgroundHashingWriter::new(BufWriter::with_capacity(1 << 20, tmp));
+        let mut w = BackgroundHashingWriter::new(BufWriter::with_capacity(1 << 20, EarlyWriteback::new(tmp)));
         fill(&mut w)?;
         let (buf, d, n) = w.finish().map_err(|e| E::from(io_err(&tp)(e)))?;
-        let tmp = buf.into_inner().map_err(|e| E::from(io_err(&tp)(e.into_error())))?;
+        let tmp = buf.into_inner().map_err(|e| E::from(io_err(&tp)(e.into_error())))?.0;
         let p = self.path(&d);
         if !self.holds_intact(&d, Some(n)) {
             tmp.as_file().sync_all().map_err(|e| E::from(io_err(&tp)(e)))?;
@@ -174,6 +174,46 @@ impl BlobDir {
             Ok(f) => Digest::of_reader(io::BufReader::new(f)).map(|(a, _)| &a == d).unwrap_or(false),
             Err(_) => false,
         }
+    }
+}
+
+/// A blob being written, whose bytes are handed to the disk as they come (every
+/// [`EarlyWriteback::STEP`] bytes, `sync_file_range(SYNC_FILE_RANGE_WRITE)`: start writing back,
+/// do not wait), as RocksDB's `bytes_per_sync` and git's batch fsync do, so that the `fsync` that
+/// makes the blob durable before it is renamed into place waits only for the last few MiB: it was
+/// ≈ 22 ms for the 14 MB app layer of a one-file edit, on its critical path. Durability is
+/// unchanged: the `fsync` still runs, this is only a hint (its errors are ignored).
+struct EarlyWriteback(tempfile::NamedTempFile, u64, u64);
+
+impl EarlyWriteback {
+    const STEP: u64 = 1 << 20;
+
+    fn new(f: tempfile::NamedTempFile) -> EarlyWriteback {
+        EarlyWriteback(f, 0, 0)
+    }
+}
+
+impl Write for EarlyWriteback {
+    fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+        let n = self.0.write(b)?;
+        self.2 += n as u64;
+        if self.2 - self.1 >= Self::STEP {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a plain system call on a descriptor this value owns; no memory is passed.
+            let _ = unsafe {
+                libc::sync_file_range(
+                    self.0.as_file().as_raw_fd(),
+                    self.1 as libc::off64_t,
+                    (self.2 - self.1) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                )
+            };
+            self.1 = self.2;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.0.flush()
     }
 }
 

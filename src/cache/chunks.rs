@@ -21,7 +21,7 @@ const MAX_CHUNK_BYTES: u64 = 64 << 20;
 impl Cache {
     /// The deflate bytes of the chunk `raw` (blake3 of `raw_len` uncompressed bytes) made by
     /// `codec`, read from the blob that holds them and checked against their recorded blake3.
-    pub fn gzip_chunk(&self, codec: &str, raw: &[u8; 32], raw_len: u64) -> Result<Option<Vec<u8>>> {
+    pub fn gzip_chunk(&self, codec: &str, raw: &[u8; 32], raw_len: u64) -> Result<Option<(Vec<u8>, [u8; 32])>> {
         let row = self.db.read(
             || "reading a gzip chunk location".to_string(),
             |tx| {
@@ -46,7 +46,8 @@ impl Cache {
             f.read_exact(&mut buf)?;
             Ok(buf)
         };
-        Ok(read().ok().filter(|b| blake3::hash(b).as_bytes()[..] == zhash[..]))
+        let Ok(zhash) = <[u8; 32]>::try_from(zhash.as_slice()) else { return Ok(None) };
+        Ok(read().ok().filter(|b| blake3::hash(b).as_bytes() == &zhash).map(|b| (b, zhash)))
     }
 
     /// Records the chunks of the stored gzip blob `blob` (the newest location wins).
@@ -86,7 +87,7 @@ pub struct CacheChunkIndex {
 }
 
 impl BlockIndex for CacheChunkIndex {
-    fn get(&self, raw: &[u8; 32], raw_len: u64) -> Option<Vec<u8>> {
+    fn get(&self, raw: &[u8; 32], raw_len: u64) -> Option<(Vec<u8>, [u8; 32])> {
         self.cache.gzip_chunk(self.codec, raw, raw_len).ok().flatten()
     }
     fn put(&self, blob: &Digest, chunks: &[BlockRecord]) {

@@ -455,34 +455,43 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
             dependents[*d].push(a.id);
         }
     }
-    let sem = Arc::new(Semaphore::new(cfg.jobs.max(1)));
     // Actions a remote executor runs do not use this machine's cores: they get their own, wider
     // limit (as Bazel's --jobs with remote execution), so N workers are kept busy.
-    let remote_sem = Arc::new(Semaphore::new(super::remote_exec::REMOTE_JOBS));
-    type Finished = (ActionId, Result<(Arc<ActionOutput>, Outcome), ActionError>);
+    let remote = |id: ActionId| {
+        cfg.executor.as_ref().is_some_and(|ex| ex.enabled() && super::remote_exec::remotable(&g.actions[id]))
+    };
+    let sems = [Arc::new(Semaphore::new(cfg.jobs.max(1))), Arc::new(Semaphore::new(super::remote_exec::REMOTE_JOBS))];
+    type Finished = (ActionId, Result<(Arc<ActionOutput>, Outcome), ActionError>, tokio::sync::OwnedSemaphorePermit);
     let mut set: JoinSet<Finished> = JoinSet::new();
-    let mut ready: Vec<ActionId> = (0..n).filter(|i| waiting[*i] == 0).collect();
-    ready.reverse();
+    // Ready actions wait here, not on a semaphore, so that a free slot goes to the action that
+    // starts the longest chain (see `critical_path`), not to whichever became ready first.
+    let height = critical_path(&g.actions, &dependents);
+    let mut ready = [ReadyQueue::default(), ReadyQueue::default()];
+    for id in (0..n).filter(|i| waiting[*i] == 0) {
+        ready[usize::from(remote(id))].push(id, &height);
+    }
     let mut stop = false;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
     loop {
-        while let Some(id) = if stop { None } else { ready.pop() } {
-            let deps: Vec<Arc<ActionOutput>> =
-                g.actions[id].deps.iter().filter_map(|d| report.outputs[*d].clone()).collect();
-            if deps.len() != g.actions[id].deps.len() {
-                continue; // a dependency failed: skip
+        for (queue, sem) in ready.iter_mut().zip(&sems) {
+            while !stop && !queue.is_empty() {
+                let Ok(permit) = sem.clone().try_acquire_owned() else { break };
+                let id = queue.pop().expect("not empty");
+                let deps: Vec<Arc<ActionOutput>> =
+                    g.actions[id].deps.iter().filter_map(|d| report.outputs[*d].clone()).collect();
+                if deps.len() != g.actions[id].deps.len() {
+                    continue; // a dependency failed: skip (the permit goes back)
+                }
+                let (g2, ctx2, build_id, ex) = (g.clone(), ctx.clone(), cfg.build_id.clone(), cfg.executor.clone());
+                let lazy = report.lazy.clone();
+                set.spawn(async move {
+                    let r = run_one(&g2, id, &deps, &ctx2, &build_id, ex.as_ref(), &lazy).await;
+                    // The slot is handed back with the result, freed only once the dependents it
+                    // made ready are queued: otherwise it could go to a worse action first.
+                    (id, r, permit)
+                });
             }
-            let remote =
-                cfg.executor.as_ref().is_some_and(|ex| ex.enabled() && super::remote_exec::remotable(&g.actions[id]));
-            let sem2 = if remote { remote_sem.clone() } else { sem.clone() };
-            let (g2, ctx2, build_id, ex) = (g.clone(), ctx.clone(), cfg.build_id.clone(), cfg.executor.clone());
-            let lazy = report.lazy.clone();
-            set.spawn(async move {
-                let _permit = sem2.acquire_owned().await;
-                let r = run_one(&g2, id, &deps, &ctx2, &build_id, ex.as_ref(), &lazy).await;
-                (id, r)
-            });
         }
         if set.is_empty() {
             break;
@@ -490,7 +499,7 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
         tokio::select! {
             joined = set.join_next() => {
                 let Some(joined) = joined else { break };
-                let (id, r) = match joined {
+                let (id, r, _permit) = match joined {
                     Ok(x) => x,
                     Err(e) if e.is_cancelled() => continue,
                     Err(e) => { report.errors.push((usize::MAX, ActionError::internal(format!("an action task panicked: {e}")))); stop = true; continue; }
@@ -508,7 +517,7 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
                         report.outcomes[id] = Some(outcome);
                         for d in &dependents[id] {
                             waiting[*d] -= 1;
-                            if waiting[*d] == 0 { ready.push(*d); }
+                            if waiting[*d] == 0 { ready[usize::from(remote(*d))].push(*d, &height); }
                         }
                     }
                     Err(e) => {
@@ -527,6 +536,63 @@ async fn schedule(g: Arc<ActionGraph>, ctx: Arc<RunCtx>, cfg: &ExecConfig, repor
                 set.abort_all();
             }
         }
+    }
+}
+
+/// Ready actions, the one with the longest chain of dependents first (ties: the lowest id, the
+/// order the graph was built in).
+#[derive(Default)]
+struct ReadyQueue(std::collections::BinaryHeap<(u32, std::cmp::Reverse<ActionId>)>);
+
+impl ReadyQueue {
+    fn push(&mut self, id: ActionId, height: &[u32]) {
+        self.0.push((height[id], std::cmp::Reverse(id)));
+    }
+    fn pop(&mut self) -> Option<ActionId> {
+        self.0.pop().map(|(_, std::cmp::Reverse(id))| id)
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// For each action, the estimated cost of the longest chain from it to an action nothing depends
+/// on (itself included): critical-path scheduling, as ninja (1.12) does. An action that a long
+/// chain waits for (a genrule every image's `detect` needs, then `build`, then `export`) starts
+/// before one that only a cheap last step waits for (a plain image's app layer), so the cores are
+/// not left idle at the end waiting for a long chain started late. Costs are per kind
+/// ([`typical_cost`]), not measured: a cold build has no history, and the order only has to be
+/// good, never right (every order builds the same).
+fn critical_path(actions: &[crate::model::action::Action], dependents: &[Vec<ActionId>]) -> Vec<u32> {
+    // A dependency always has a smaller id than its dependents (the graph is built in topological
+    // order): from the last action back, every dependent's height is known. (Were it not, the
+    // order would only be worse, never the output different.)
+    let mut height: Vec<u32> = actions.iter().map(|a| typical_cost(&a.kind)).collect();
+    for id in (0..actions.len()).rev() {
+        height[id] += dependents[id].iter().filter(|d| **d > id).map(|d| height[*d]).max().unwrap_or(0);
+    }
+    height
+}
+
+/// How long an action of this kind typically runs when it is not a cache hit, in rough relative
+/// units (a buildpack `build` or a Debian image ≫ a user's genrule or a download > a layer, a
+/// `detect` > writing a manifest). Only ever compared, to order ready actions.
+fn typical_cost(kind: &ActionKind) -> u32 {
+    match kind {
+        ActionKind::CnbBuild { .. } | ActionKind::DebianImage(_) => 8,
+        ActionKind::Genrule { .. } | ActionKind::PullImage { .. } | ActionKind::ImageTest { .. } => 4,
+        ActionKind::Layer { .. }
+        | ActionKind::ImportImage { .. }
+        | ActionKind::CnbDetect(_)
+        | ActionKind::BuilderImage { .. }
+        | ActionKind::Buildpackage { .. } => 2,
+        ActionKind::Buildpack { .. }
+        | ActionKind::CnbExport(_)
+        | ActionKind::Image { .. }
+        | ActionKind::ReadBuilder { .. }
+        | ActionKind::ReadBuildpackage { .. }
+        | ActionKind::BuilderRunImage { .. }
+        | ActionKind::ImageIndex { .. } => 1,
     }
 }
 
@@ -1073,9 +1139,13 @@ mod execute_tests {
     }
 
     fn run(f: &Fixture, g: ActionGraph) -> (BuildReport, Vec<crate::execution::Event>) {
+        run_jobs(f, g, 2)
+    }
+
+    fn run_jobs(f: &Fixture, g: ActionGraph, jobs: usize) -> (BuildReport, Vec<crate::execution::Event>) {
         let cfg = ExecConfig {
             root: f.root.clone(),
-            jobs: 2,
+            jobs,
             keep_going: true,
             source_date_epoch: 315_532_800,
             build_id: "t".into(),
@@ -1102,6 +1172,71 @@ mod execute_tests {
             .collect();
         v.sort();
         v
+    }
+
+    /// `//:short` (a layer, then one image) and `//:long` (a layer, then three images in a row),
+    /// the short chain first in the graph.
+    fn two_chains() -> ActionGraph {
+        let mut g = ActionGraph::default();
+        let l = |s: &str| Label::parse(s, None).unwrap();
+        let short = g.add(&l("//:short"), layer(&["a.txt"]), vec![]);
+        g.add(&l("//:short-img"), image(vec![short]), vec![short]);
+        let long = g.add(&l("//:long"), layer(&["b.txt"]), vec![]);
+        let mut prev = g.add(&l("//:long-img1"), image(vec![long]), vec![long]);
+        for name in ["//:long-img2", "//:long-img3"] {
+            prev = g.add(&l(name), image(vec![]), vec![prev]);
+        }
+        g
+    }
+
+    #[test]
+    fn the_head_of_the_longest_chain_is_ready_first() {
+        let g = two_chains();
+        let mut dependents = vec![Vec::new(); g.actions.len()];
+        for a in &g.actions {
+            for d in &a.deps {
+                dependents[*d].push(a.id);
+            }
+        }
+        let h = critical_path(&g.actions, &dependents);
+        // layer 2 + image 1 against layer 2 + three images.
+        assert_eq!(h, [3, 1, 5, 3, 2, 1]);
+        let mut q = ReadyQueue::default();
+        for id in [0, 2] {
+            q.push(id, &h);
+        }
+        assert_eq!(q.pop(), Some(2), "the long chain's layer goes first although declared second");
+        assert_eq!(q.pop(), Some(0));
+        assert!(q.is_empty());
+        // Equal heights: the graph's order.
+        let mut q = ReadyQueue::default();
+        for id in [3, 0] {
+            q.push(id, &h);
+        }
+        assert_eq!(q.pop(), Some(0));
+    }
+
+    #[test]
+    fn one_slot_goes_to_the_longest_chain_and_the_images_are_the_same() {
+        let f = fixture();
+        std::fs::write(f.root.join("a.txt"), "a").unwrap();
+        std::fs::write(f.root.join("b.txt"), "b").unwrap();
+        let (r, ev) = run_jobs(&f, two_chains(), 1);
+        assert!(r.ok(), "{:?}", r.errors);
+        let started: Vec<&str> = ev
+            .iter()
+            .filter_map(|e| match e {
+                crate::execution::Event::Started { label, .. } => Some(label.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(started[0], "//:long", "{started:?}");
+        // The same outputs as with two slots (the order is never part of a result).
+        let g = fixture();
+        std::fs::write(g.root.join("a.txt"), "a").unwrap();
+        std::fs::write(g.root.join("b.txt"), "b").unwrap();
+        let (r2, _) = run_jobs(&g, two_chains(), 2);
+        assert_eq!(format!("{:?}", r.outputs), format!("{:?}", r2.outputs));
     }
 
     #[test]

@@ -74,8 +74,9 @@ pub const GZIP_CODEC: &str = "pargz-cdc/fastcdc5-128K-512K-2M/l2/zlib-rs";
 /// independent, so the bytes are the same either way.
 pub trait BlockIndex: Send + Sync {
     /// The deflate bytes of a chunk whose uncompressed bytes hash to `raw` (`raw_len` long),
-    /// verified against the hash recorded with them; `None` when unknown or no longer intact.
-    fn get(&self, raw: &[u8; 32], raw_len: u64) -> Option<Vec<u8>>;
+    /// verified against the blake3 recorded with them, and that blake3 (the encoder records it
+    /// again without hashing the bytes a second time); `None` when unknown or no longer intact.
+    fn get(&self, raw: &[u8; 32], raw_len: u64) -> Option<(Vec<u8>, [u8; 32])>;
     /// Records where the chunks of the stored blob `blob` are.
     fn put(&self, blob: &crate::model::digest::Digest, chunks: &[BlockRecord]);
 }
@@ -207,10 +208,12 @@ type Done = (u64, io::Result<Compressed>, Vec<u8>);
 /// blocks on their own (see `main.rs`) at no CPU cost.
 const SPARE_PER_THREAD: usize = 2;
 
-/// One chunk, deflated (or found in the index): its bytes and its [`BlockRecord`] key.
+/// One chunk, deflated (or found in the index): its bytes, its [`BlockRecord`] key and, when it
+/// came from the index, the blake3 of its bytes (already checked there).
 struct Compressed {
     bytes: Vec<u8>,
     raw: Option<([u8; 32], u64)>,
+    zhash: Option<[u8; 32]>,
     crc: flate2::Crc,
 }
 
@@ -224,11 +227,11 @@ fn compress_chunk(data: &[u8], index: Option<&dyn BlockIndex>, out: Vec<u8>) -> 
         _ => None,
     };
     if let (Some(ix), Some((h, n))) = (index, &raw) {
-        if let Some(bytes) = ix.get(h, *n) {
-            return Ok(Compressed { bytes, raw, crc });
+        if let Some((bytes, zhash)) = ix.get(h, *n) {
+            return Ok(Compressed { bytes, raw, zhash: Some(zhash), crc });
         }
     }
-    Ok(Compressed { bytes: deflate_into(data, false, out)?, raw, crc })
+    Ok(Compressed { bytes: deflate_into(data, false, out)?, raw, zhash: None, crc })
 }
 
 struct Pool {
@@ -323,7 +326,7 @@ impl<W: Write> ParGzEncoder<W> {
                 raw_len,
                 offset: self.written,
                 len: c.bytes.len() as u64,
-                zhash: *blake3::hash(&c.bytes).as_bytes(),
+                zhash: c.zhash.unwrap_or_else(|| *blake3::hash(&c.bytes).as_bytes()),
             });
         }
         self.crc.combine(&c.crc);
@@ -580,7 +583,7 @@ mod tests {
     }
 
     impl BlockIndex for MemIndex {
-        fn get(&self, raw: &[u8; 32], raw_len: u64) -> Option<Vec<u8>> {
+        fn get(&self, raw: &[u8; 32], raw_len: u64) -> Option<(Vec<u8>, [u8; 32])> {
             use std::sync::atomic::Ordering::SeqCst;
             self.lookups.fetch_add(1, SeqCst);
             let rows = self.rows.lock().unwrap();
@@ -588,7 +591,7 @@ mod tests {
             let b = self.blob.lock().unwrap()[r.offset as usize..(r.offset + r.len) as usize].to_vec();
             (blake3::hash(&b).as_bytes() == &r.zhash).then(|| {
                 self.hits.fetch_add(1, SeqCst);
-                b
+                (b, r.zhash)
             })
         }
         fn put(&self, _: &crate::model::digest::Digest, _: &[BlockRecord]) {}
