@@ -93,4 +93,7 @@ impl BlockIndex for CacheChunkIndex {
     fn put(&self, blob: &Digest, chunks: &[BlockRecord]) {
         let _ = self.cache.put_gzip_chunks(self.codec, blob, chunks);
     }
+    fn shared(&self) -> Option<&crate::oci::compress::SharedChunks> {
+        Some(crate::oci::compress::SharedChunks::process())
+    }
 }

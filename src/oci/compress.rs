@@ -79,6 +79,152 @@ pub trait BlockIndex: Send + Sync {
     fn get(&self, raw: &[u8; 32], raw_len: u64) -> Option<(Vec<u8>, [u8; 32])>;
     /// Records where the chunks of the stored blob `blob` are.
     fn put(&self, blob: &crate::model::digest::Digest, chunks: &[BlockRecord]);
+    /// The chunks other encoders of this process are deflating or have just deflated (see
+    /// [`SharedChunks`]); `None`: every encoder deflates on its own.
+    fn shared(&self) -> Option<&SharedChunks> {
+        None
+    }
+}
+
+/// The chunks the gzip encoders of one process deflate, shared among them while they run: two
+/// layers written at the same time with the same content (every service's app layer holds the
+/// same bundle of the shared library, built side by side on a cold cache) deflate each common
+/// chunk once — the first encoder to reach it deflates it, the others wait for its bytes or, when
+/// they come later, copy them — where the [`BlockIndex`] only knows the chunks of finished blobs.
+///
+/// Same bytes as deflating again (deflate is deterministic, chunks are keyed by the blake3 and
+/// length of their uncompressed bytes, as in the index). Memory: deflated chunks are kept for
+/// later encoders only once a second encoder has started in this process (a build writing one
+/// layer keeps nothing), at most [`SharedChunks::KEEP_BYTES`], the oldest dropped first.
+#[derive(Default)]
+pub struct SharedChunks {
+    state: Mutex<SharedState>,
+    /// Chunks actually deflated by encoders using this table (tests count the sharing).
+    deflated: std::sync::atomic::AtomicUsize,
+}
+
+#[derive(Default)]
+struct SharedState {
+    chunks: std::collections::HashMap<([u8; 32], u64), Arc<Slot>>,
+    /// Kept chunks, oldest first, with their size.
+    kept: std::collections::VecDeque<(([u8; 32], u64), usize)>,
+    kept_bytes: usize,
+    encoders: u64,
+}
+
+/// One chunk being deflated: `None` until its owner is done; then its bytes, or `None` again
+/// when the owner failed (the waiters deflate it themselves).
+#[derive(Default)]
+struct Slot {
+    bytes: Mutex<Option<Option<Arc<Vec<u8>>>>>,
+    ready: std::sync::Condvar,
+}
+
+impl Slot {
+    fn wait(&self) -> Option<Arc<Vec<u8>>> {
+        let mut g = self.bytes.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(b) = g.as_ref() {
+                return b.clone();
+            }
+            g = self.ready.wait(g).unwrap_or_else(|p| p.into_inner());
+        }
+    }
+    fn set(&self, b: Option<Arc<Vec<u8>>>) {
+        *self.bytes.lock().unwrap_or_else(|p| p.into_inner()) = Some(b);
+        self.ready.notify_all();
+    }
+}
+
+/// Ownership of a chunk being deflated; dropping it without [`Claim::publish`] lets the waiters
+/// deflate it themselves (nobody waits forever on a failed or panicked owner).
+struct Claim<'a> {
+    table: &'a SharedChunks,
+    key: ([u8; 32], u64),
+    slot: Arc<Slot>,
+    done: bool,
+}
+
+impl Claim<'_> {
+    fn publish(mut self, bytes: &[u8]) {
+        self.done = true;
+        self.table.deflated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let bytes = Arc::new(bytes.to_vec());
+        self.slot.set(Some(bytes));
+        let mut st = self.table.lock();
+        let keep = st.encoders >= 2 && self.slot.bytes_len() <= SharedChunks::KEEP_BYTES;
+        if !keep {
+            st.chunks.remove(&self.key);
+            return;
+        }
+        let n = self.slot.bytes_len();
+        st.kept.push_back((self.key, n));
+        st.kept_bytes += n;
+        while st.kept_bytes > SharedChunks::KEEP_BYTES {
+            let Some((k, n)) = st.kept.pop_front() else { break };
+            st.kept_bytes -= n;
+            st.chunks.remove(&k);
+        }
+    }
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.table.lock().chunks.remove(&self.key);
+            self.slot.set(None);
+        }
+    }
+}
+
+impl Slot {
+    fn bytes_len(&self) -> usize {
+        self.bytes.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|b| b.as_ref()).map_or(0, |b| b.len())
+    }
+}
+
+/// What [`SharedChunks::claim`] found.
+enum Found<'a> {
+    /// Deflate it and publish the bytes.
+    Mine(Claim<'a>),
+    /// Another encoder has (or will have) the bytes.
+    Theirs(Arc<Slot>),
+}
+
+impl SharedChunks {
+    /// Deflated bytes kept for encoders that reach a chunk later: a few service layers' common
+    /// part (the benchmark's 20 MB library bundle deflates to ≈ 7 MB).
+    pub const KEEP_BYTES: usize = 16 << 20;
+
+    /// The table every encoder of this process that writes into the cache shares.
+    pub fn process() -> &'static SharedChunks {
+        static TABLE: std::sync::OnceLock<SharedChunks> = std::sync::OnceLock::new();
+        TABLE.get_or_init(SharedChunks::default)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SharedState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An encoder starts.
+    fn enter(&self) {
+        self.lock().encoders += 1;
+    }
+
+    fn claim(&self, key: ([u8; 32], u64)) -> Found<'_> {
+        let mut st = self.lock();
+        if let Some(slot) = st.chunks.get(&key) {
+            return Found::Theirs(slot.clone());
+        }
+        let slot = Arc::new(Slot::default());
+        st.chunks.insert(key, slot.clone());
+        Found::Mine(Claim { table: self, key, slot, done: false })
+    }
+
+    /// Chunks deflated so far by encoders sharing this table.
+    pub fn deflated(&self) -> usize {
+        self.deflated.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 /// One chunk of a gzip blob: the blake3 of its uncompressed bytes and their length, the byte range
@@ -218,7 +364,8 @@ struct Compressed {
 }
 
 /// Deflates one chunk (sync-flushed, independent of every other chunk), or copies its bytes from
-/// `index` when the same uncompressed bytes were compressed before.
+/// `index` when the same uncompressed bytes were compressed before, or from another encoder of
+/// this process deflating the same chunk (`index`'s [`SharedChunks`]).
 fn compress_chunk(data: &[u8], index: Option<&dyn BlockIndex>, out: Vec<u8>) -> io::Result<Compressed> {
     let mut crc = flate2::Crc::new();
     crc.update(data);
@@ -226,12 +373,26 @@ fn compress_chunk(data: &[u8], index: Option<&dyn BlockIndex>, out: Vec<u8>) -> 
         Some(_) if data.len() >= INDEX_MIN => Some((*blake3::hash(data).as_bytes(), data.len() as u64)),
         _ => None,
     };
-    if let (Some(ix), Some((h, n))) = (index, &raw) {
-        if let Some((bytes, zhash)) = ix.get(h, *n) {
-            return Ok(Compressed { bytes, raw, zhash: Some(zhash), crc });
-        }
+    let (Some(ix), Some((h, n))) = (index, raw) else {
+        return Ok(Compressed { bytes: deflate_into(data, false, out)?, raw, zhash: None, crc });
+    };
+    if let Some((bytes, zhash)) = ix.get(&h, n) {
+        return Ok(Compressed { bytes, raw, zhash: Some(zhash), crc });
     }
-    Ok(Compressed { bytes: deflate_into(data, false, out)?, raw, zhash: None, crc })
+    let Some(table) = ix.shared() else {
+        return Ok(Compressed { bytes: deflate_into(data, false, out)?, raw, zhash: None, crc });
+    };
+    match table.claim((h, n)) {
+        Found::Mine(claim) => {
+            let bytes = deflate_into(data, false, out)?;
+            claim.publish(&bytes);
+            Ok(Compressed { bytes, raw, zhash: None, crc })
+        }
+        Found::Theirs(slot) => match slot.wait() {
+            Some(b) => Ok(Compressed { bytes: b.as_ref().clone(), raw, zhash: None, crc }),
+            None => Ok(Compressed { bytes: deflate_into(data, false, out)?, raw, zhash: None, crc }),
+        },
+    }
 }
 
 struct Pool {
@@ -283,6 +444,9 @@ impl<W: Write> ParGzEncoder<W> {
 
     /// [`ParGzEncoder::new`] that reuses chunks found in `index`.
     pub fn with_index(out: W, threads: usize, index: Option<Arc<dyn BlockIndex>>) -> ParGzEncoder<W> {
+        if let Some(t) = index.as_ref().and_then(|ix| ix.shared()) {
+            t.enter();
+        }
         ParGzEncoder {
             out,
             threads: threads.max(1),
@@ -573,13 +737,15 @@ mod tests {
         assert!(one.len() < d.len() / 2);
     }
 
-    /// An in-memory [`BlockIndex`] over one earlier output, counting lookups and hits.
+    /// An in-memory [`BlockIndex`] over one earlier output, counting lookups and hits; with
+    /// `table`, its encoders share chunks in flight.
     #[derive(Default)]
     struct MemIndex {
         blob: Mutex<Vec<u8>>,
         rows: Mutex<Vec<BlockRecord>>,
         lookups: std::sync::atomic::AtomicUsize,
         hits: std::sync::atomic::AtomicUsize,
+        table: Option<SharedChunks>,
     }
 
     impl BlockIndex for MemIndex {
@@ -595,6 +761,76 @@ mod tests {
             })
         }
         fn put(&self, _: &crate::model::digest::Digest, _: &[BlockRecord]) {}
+        fn shared(&self) -> Option<&SharedChunks> {
+            self.table.as_ref()
+        }
+    }
+
+    #[test]
+    fn encoders_running_at_once_deflate_a_common_chunk_once_and_write_the_same_bytes() {
+        let data = sample(12 * CHUNK_AVG);
+        let alone = pargz(&data, 2, 100_000);
+        for threads in [1, 2, 3] {
+            let ix = Arc::new(MemIndex { table: Some(SharedChunks::default()), ..Default::default() });
+            // Both encoders exist before either writes (as two layers written side by side).
+            let index: Arc<dyn BlockIndex> = ix.clone();
+            let encoders: Vec<_> =
+                (0..2).map(|_| ParGzEncoder::with_index(Vec::new(), threads, Some(index.clone()))).collect();
+            let outs: Vec<(Vec<u8>, Vec<BlockRecord>)> = std::thread::scope(|s| {
+                let hs: Vec<_> = encoders
+                    .into_iter()
+                    .map(|mut e| {
+                        let data = &data;
+                        s.spawn(move || {
+                            for c in data.chunks(100_000) {
+                                e.write_all(c).unwrap();
+                            }
+                            e.finish_with_records().unwrap()
+                        })
+                    })
+                    .collect();
+                hs.into_iter().map(|h| h.join().unwrap()).collect()
+            });
+            for (out, _) in &outs {
+                assert_eq!(out, &alone, "{threads} threads: the same bytes as an encoder on its own");
+            }
+            let chunks = outs[0].1.len();
+            assert!(chunks >= 6, "{chunks} chunks");
+            let t = ix.table.as_ref().unwrap();
+            assert_eq!(t.deflated(), chunks, "{threads} threads: each common chunk deflated once, not twice");
+            // What is kept for later encoders is bounded.
+            let st = t.lock();
+            assert!(st.kept_bytes > 0 && st.kept_bytes <= SharedChunks::KEEP_BYTES, "{}", st.kept_bytes);
+            assert_eq!(st.chunks.len(), chunks);
+        }
+    }
+
+    #[test]
+    fn a_single_encoder_keeps_nothing_a_failed_owner_releases_its_waiters_and_memory_is_bounded() {
+        let t = SharedChunks::default();
+        t.enter();
+        let Found::Mine(c) = t.claim(([1; 32], 10)) else { panic!("first claim") };
+        c.publish(b"deflated");
+        assert!(t.lock().chunks.is_empty(), "one encoder: published bytes are not kept");
+        t.enter();
+        let Found::Mine(c) = t.claim(([2; 32], 10)) else { panic!("first claim") };
+        let Found::Theirs(slot) = t.claim(([2; 32], 10)) else { panic!("second claim waits") };
+        drop(c); // the owner failed
+        assert_eq!(slot.wait(), None, "the waiter deflates it itself");
+        let Found::Mine(c) = t.claim(([2; 32], 10)) else { panic!("claimable again") };
+        c.publish(b"bytes");
+        let Found::Theirs(slot) = t.claim(([2; 32], 10)) else { panic!("kept") };
+        assert_eq!(slot.wait().as_deref().map(Vec::as_slice), Some(&b"bytes"[..]));
+        // Past the bound the oldest kept chunks go.
+        let big = vec![7u8; SharedChunks::KEEP_BYTES / 3 + 1];
+        for i in 0..4u8 {
+            let Found::Mine(c) = t.claim(([100 + i; 32], 1)) else { panic!("new chunk") };
+            c.publish(&big);
+        }
+        let st = t.lock();
+        assert!(st.kept_bytes <= SharedChunks::KEEP_BYTES, "{}", st.kept_bytes);
+        assert!(!st.chunks.contains_key(&([2; 32], 10)) && !st.chunks.contains_key(&([100; 32], 1)), "oldest dropped");
+        assert!(st.chunks.contains_key(&([103; 32], 1)), "newest kept");
     }
 
     fn pargz_indexed(data: &[u8], threads: usize, ix: &Arc<MemIndex>) -> (Vec<u8>, Vec<BlockRecord>) {

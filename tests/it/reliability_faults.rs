@@ -335,9 +335,14 @@ fn a_tampered_cbuild_out_blob_is_repaired_by_the_next_build() {
     support::assert_blobs_whole(&ws.cache, "cache");
 }
 
+/// The cache database with its WAL moved in (cbuild leaves that to SQLite's automatic
+/// checkpoints, not to every exit), so that damage to the file is damage to the live pages.
 fn checkpointed_db(ws: &Ws) -> PathBuf {
     let db = ws.cache.join("cache.sqlite");
     assert!(db.is_file());
+    let c = rusqlite::Connection::open(&db).unwrap();
+    c.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| r.get::<_, i64>(0)).unwrap();
+    drop(c);
     db
 }
 
