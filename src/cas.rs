@@ -142,7 +142,7 @@ impl BlobDir {
         let mut w = BackgroundHashingWriter::new(BufWriter::with_capacity(1 << 20, EarlyWriteback::new(tmp)));
         fill(&mut w)?;
         let (buf, d, n) = w.finish().map_err(|e| E::from(io_err(&tp)(e)))?;
-        let tmp = buf.into_inner().map_err(|e| E::from(io_err(&tp)(e.into_error())))?.0;
+        let tmp = buf.into_inner().map_err(|e| E::from(io_err(&tp)(e.into_error())))?.file;
         let p = self.path(&d);
         if !self.holds_intact(&d, Some(n)) {
             tmp.as_file().sync_all().map_err(|e| E::from(io_err(&tp)(e)))?;
@@ -183,37 +183,42 @@ impl BlobDir {
 /// makes the blob durable before it is renamed into place waits only for the last few MiB: it was
 /// ≈ 22 ms for the 14 MB app layer of a one-file edit, on its critical path. Durability is
 /// unchanged: the `fsync` still runs, this is only a hint (its errors are ignored).
-struct EarlyWriteback(tempfile::NamedTempFile, u64, u64);
+struct EarlyWriteback {
+    file: tempfile::NamedTempFile,
+    /// Bytes handed to writeback so far, and written so far.
+    started: u64,
+    written: u64,
+}
 
 impl EarlyWriteback {
     const STEP: u64 = 1 << 20;
 
-    fn new(f: tempfile::NamedTempFile) -> EarlyWriteback {
-        EarlyWriteback(f, 0, 0)
+    fn new(file: tempfile::NamedTempFile) -> EarlyWriteback {
+        EarlyWriteback { file, started: 0, written: 0 }
     }
 }
 
 impl Write for EarlyWriteback {
     fn write(&mut self, b: &[u8]) -> io::Result<usize> {
-        let n = self.0.write(b)?;
-        self.2 += n as u64;
-        if self.2 - self.1 >= Self::STEP {
+        let n = self.file.write(b)?;
+        self.written += n as u64;
+        if self.written - self.started >= Self::STEP {
             use std::os::fd::AsRawFd;
             // SAFETY: a plain system call on a descriptor this value owns; no memory is passed.
             let _ = unsafe {
                 libc::sync_file_range(
-                    self.0.as_file().as_raw_fd(),
-                    self.1 as libc::off64_t,
-                    (self.2 - self.1) as libc::off64_t,
+                    self.file.as_file().as_raw_fd(),
+                    self.started as libc::off64_t,
+                    (self.written - self.started) as libc::off64_t,
                     libc::SYNC_FILE_RANGE_WRITE,
                 )
             };
-            self.1 = self.2;
+            self.started = self.written;
         }
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {
-        self.0.flush()
+        self.file.flush()
     }
 }
 

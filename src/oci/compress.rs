@@ -149,22 +149,27 @@ impl Claim<'_> {
     fn publish(mut self, bytes: &[u8]) {
         self.done = true;
         self.table.deflated.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let bytes = Arc::new(bytes.to_vec());
-        self.slot.set(Some(bytes));
-        let mut st = self.table.lock();
-        let keep = st.encoders >= 2 && self.slot.bytes_len() <= SharedChunks::KEEP_BYTES;
-        if !keep {
-            st.chunks.remove(&self.key);
-            return;
-        }
-        let n = self.slot.bytes_len();
-        st.kept.push_back((self.key, n));
-        st.kept_bytes += n;
-        while st.kept_bytes > SharedChunks::KEEP_BYTES {
-            let Some((k, n)) = st.kept.pop_front() else { break };
-            st.kept_bytes -= n;
-            st.chunks.remove(&k);
-        }
+        let n = bytes.len();
+        let keep = {
+            let mut st = self.table.lock();
+            let keep = st.encoders >= 2 && n <= SharedChunks::KEEP_BYTES;
+            if keep {
+                st.kept.push_back((self.key, n));
+                st.kept_bytes += n;
+                while st.kept_bytes > SharedChunks::KEEP_BYTES {
+                    let Some((k, n)) = st.kept.pop_front() else { break };
+                    st.kept_bytes -= n;
+                    st.chunks.remove(&k);
+                }
+            } else {
+                st.chunks.remove(&self.key);
+            }
+            keep
+        };
+        // Copied only for someone: kept for later encoders, or waited for right now (out of the
+        // table, nobody new can find this slot; whoever holds it is counted).
+        let wanted = keep || Arc::strong_count(&self.slot) > 1;
+        self.slot.set(wanted.then(|| Arc::new(bytes.to_vec())));
     }
 }
 
@@ -174,12 +179,6 @@ impl Drop for Claim<'_> {
             self.table.lock().chunks.remove(&self.key);
             self.slot.set(None);
         }
-    }
-}
-
-impl Slot {
-    fn bytes_len(&self) -> usize {
-        self.bytes.lock().unwrap_or_else(|p| p.into_inner()).as_ref().and_then(|b| b.as_ref()).map_or(0, |b| b.len())
     }
 }
 
